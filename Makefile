@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both create .venv if missing.
+# torch is installed first, pinned to the CPU build, so nothing later can pull CUDA packages.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+PEERS := pytorch-optimizer==4.1.0 pyhessian==0.1
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check $(TORCH)
+	$(PIP) install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) install -q --disable-pip-version-check --no-deps $(PEERS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/descentlab optimizers
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+bench: $(STAMP)
+	$(PY) bench/optim_step.py
+	$(PY) bench/hessian.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""``python -m descentlab`` is the ``descentlab`` command."""
+
+from descentlab.cli import main
+
+raise SystemExit(main())

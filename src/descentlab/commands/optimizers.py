@@ -1,0 +1,38 @@
+"""Print every registered optimizer: its name, family, where the code comes from, and its paper.
+
+Example:
+  descentlab optimizers
+  descentlab optimizers --format csv
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "csv"), default="table",
+                        help="plain-text table (default) or CSV")
+
+
+def run(args: argparse.Namespace) -> int:
+    from descentlab.optim.registry import OPTIMIZERS, WRAPPERS
+
+    rows = [("name", "family", "implementation", "default lr", "paper")]
+    for spec in OPTIMIZERS.values():
+        rows.append((spec.name, spec.family, f"{spec.source} ({spec.factory.__qualname__})", f"{spec.lr:g}", spec.paper))
+    for name, (factory, _) in WRAPPERS.items():
+        paper = getattr(factory, "paper", "")
+        rows.append((f"{name}:<any>", "wrapper", f"descentlab ({factory.__qualname__})", "(base's)", paper))
+    if args.format == "csv":
+        import csv
+        import sys
+
+        csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    return 0

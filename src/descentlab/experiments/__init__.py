@@ -1,0 +1,1 @@
+"""Training loops, the stall monitor, sweeps and studies, and run directories."""

@@ -1,0 +1,1 @@
+"""Loss landscapes: 1-D and 2-D slices of the loss, and sharpness."""

@@ -1,0 +1,1 @@
+"""Figures (matplotlib) and one self-contained HTML page per run directory."""

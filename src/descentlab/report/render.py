@@ -1,0 +1,34 @@
+"""Render any run directory's ``report.html``, choosing the page by the run's ``kind``.
+
+Each kind's page lives in its own module under :mod:`descentlab.report` and exposes
+``build(run: RunDir) -> Page``; it reads only the run directory (data files it wrote) and
+draws its figures from them, so ``descentlab report DIR`` can always re-render a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from descentlab.errors import UserInputError
+from descentlab.experiments.rundir import RunDir
+
+__all__ = ["render", "PAGES"]
+
+# kind (config.json "kind") -> module under descentlab.report that builds its page
+PAGES: dict[str, str] = {}
+
+REPORT = "report.html"
+
+
+def render(path: str | os.PathLike | RunDir) -> Path:
+    """(Re)build ``report.html`` of a run directory and return its path."""
+    run = path if isinstance(path, RunDir) else RunDir.open(path)
+    kind = run.kind
+    if kind not in PAGES:
+        known = ", ".join(sorted(PAGES)) or "none"
+        raise UserInputError(f"no report page for run kind {kind!r} (known kinds: {known})")
+    module = importlib.import_module(f"descentlab.report.{PAGES[kind]}")
+    page = module.build(run)
+    return page.write(run.file(REPORT))
