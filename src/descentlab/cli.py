@@ -19,6 +19,15 @@ from descentlab.errors import UserInputError
 # name -> (module under descentlab.commands, one-line help). Order is the order in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "optimizers": ("optimizers", "table of every registered optimizer and its paper"),
+    "schedules": ("schedules", "draw learning-rate schedules (warm-up, decay, cosine, noam)"),
+    "diagnose": ("diagnose", "train, notice the stall, name the critical point, escape a saddle, report"),
+    "spectrum": ("spectrum", "Hessian eigenvalues at both ends, density, minimum ratio and kind of a saved model"),
+    "report": ("report", "re-render the report.html of a run directory"),
+    "landscape": ("landscape", "1-D and 2-D slices of the loss: lines, eigenvectors, filter-normalised planes"),
+    "minimum-ratio": ("minimum_ratio", "the lecture's study: loss against the fraction of positive eigenvalues"),
+    "surface": ("surface", "every optimizer's path across an analytic 2-D surface, its critical points named"),
+    "compare": ("compare", "fair optimizer comparison: same tuning budget, shared seeds, steps and seconds"),
+    "batch-size": ("batch_size", "batch-size study: time per update and epoch, loss to target, sharpness, gap"),
 }
 
 

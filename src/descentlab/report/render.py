@@ -17,7 +17,15 @@ from descentlab.experiments.rundir import RunDir
 __all__ = ["render", "PAGES"]
 
 # kind (config.json "kind") -> module under descentlab.report that builds its page
-PAGES: dict[str, str] = {}
+PAGES: dict[str, str] = {
+    "diagnose": "diagnose_page",
+    "spectrum": "spectrum_page",
+    "landscape": "landscape_page",
+    "minimum-ratio": "minimum_ratio_page",
+    "surface": "surface_page",
+    "compare": "compare_page",
+    "batch-size": "batch_size_page",
+}
 
 REPORT = "report.html"
 

@@ -1,0 +1,81 @@
+"""The batch-size study: per batch size, time per update and per epoch, updates and seconds to a
+target training loss, final train and validation accuracy, generalisation gap, and sharpness
+(the largest Hessian eigenvalue of the training loss at the end, by Lanczos).
+
+The learning rate per size follows --lr-rule: 'tuned' gives every size the same budget of
+--budget rates on a log grid (chosen on validation loss); 'linear' and 'sqrt' tune only at
+--ref-size and scale the rate by (B / ref) or sqrt(B / ref). All sizes train for the same
+number of --epochs; each size's seeds (and tuning rates) train as one stacked ensemble.
+Times per update and per epoch come from a separate single-model timing run per size.
+Rerunning with the same --out resumes, skipping finished sizes.
+
+Writes config.json, protocol.json, summary.csv, curves.csv, trials.csv, log.txt, the figures
+and report.html into the run directory.
+
+Example:
+  descentlab batch-size --workload digits-mlp --sizes 1,8,32,128,full --epochs 5 --lr-rule tuned
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workload", default="digits-mlp", help="built-in workload (default: digits-mlp)")
+    parser.add_argument("--sizes", default="1,8,32,128,full",
+                        help="comma-separated batch sizes, 'full' for the whole training set (default: 1,8,32,128,full)")
+    parser.add_argument("--epochs", type=float, default=5, help="passes over the training set per size (default: 5)")
+    parser.add_argument("--optimizer", default="sgd", help="registry optimizer (default: sgd)")
+    parser.add_argument("--lr-rule", choices=("tuned", "linear", "sqrt"), default="tuned",
+                        help="how each size gets its learning rate (default: tuned)")
+    parser.add_argument("--ref-size", default="32", help="reference size of the linear/sqrt rules (default: 32)")
+    parser.add_argument("--budget", type=int, default=6, help="learning rates tried per tuning (default: 6)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per size (default: 3)")
+    parser.add_argument("--target-loss", type=float, default=None,
+                        help="training loss for 'updates/seconds to target' (default: the median final loss)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed; also fixes the data split (default: 0)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: number of cores)")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="submit the runs to an existing Ray cluster at ADDRESS (needs descentlab[ray])")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/batch-size-<time>); reuse to resume")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from descentlab.commands.compare import parse_batch_size
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.batch_size import BatchSizeSettings, run_batch_size
+    from descentlab.experiments.rundir import default_run_path
+    from descentlab.optim.registry import parse_name
+    from descentlab.problems.workloads import WORKLOADS
+    from descentlab.report.render import render
+
+    if args.workload not in WORKLOADS:
+        raise UserInputError(f"unknown workload {args.workload!r}; valid: {', '.join(WORKLOADS)}")
+    parse_name(args.optimizer)
+    sizes = [parse_batch_size(s) for s in args.sizes.split(",") if s.strip()]
+    if args.workers is not None and args.workers < 1:
+        raise UserInputError(f"--workers must be >= 1, got {args.workers}")
+    try:
+        settings = BatchSizeSettings(
+            workload=args.workload, sizes=tuple(sizes), epochs=args.epochs, optimizer=args.optimizer.lower(),
+            lr_rule=args.lr_rule, ref_size=parse_batch_size(args.ref_size), budget=args.budget, seeds=args.seeds,
+            target_loss=args.target_loss, seed=args.seed,
+        )
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
+    out = args.out or default_run_path("batch-size")
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    run_dir = run_batch_size(settings, out, workers=args.workers, ray_address=args.ray, progress=True, log=log)
+    for row in run_dir.read_csv("summary.csv"):
+        print(f"batch {row['batch_size']:>6}  lr {float(row['lr']):.3g}  s/epoch {float(row['seconds_per_epoch']):.3g}"
+              f"  val acc {float(row['val_accuracy']):.4f}  gap {float(row['accuracy_gap']):.4f}"
+              f"  sharpness {float(row['sharpness']):.4g}")
+    report = render(run_dir)
+    print(f"wrote {run_dir.path} ({report.name})")
+    return 0

@@ -1,0 +1,139 @@
+"""Train, notice when the loss stalls, name the critical point, escape a saddle, write a report.
+
+With no arguments it runs the built-in stall preset (digits, a tanh MLP started next to the
+saddle at the origin, plain full-batch SGD): the loss sits on a plateau, the Hessian there has
+negative eigenvalues (a saddle), a step along the most negative eigenvector lowers the loss,
+and training goes on downhill. Everything lands in runs/diagnose-<timestamp>/ (config.json,
+metrics.csv, checkpoint.pt, stalls.json, report.html); the command ends by printing the
+verdict table and the report's path.
+
+Examples:
+  descentlab diagnose
+  descentlab diagnose --no-escape --steps 400 --out runs/no-escape
+  descentlab diagnose --workload digits-mlp --optimizer adam --lr 1e-3 --batch-size 64 --steps 300
+  descentlab diagnose --model mypkg.models:make_net --data train.npz --steps 1000
+  descentlab diagnose --resume runs/diagnose-20260101-120000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+
+def _positive_int_or_full(text: str) -> int | str:
+    if text.lower() in ("full", "all"):
+        return "full"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--workload", default=None, help="built-in workload (default: stall); see WORKLOADS")
+    what.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
+    what.add_argument("--data", default=None, metavar="FILE", help=".npz (X, y[, X_val, y_val]) or .csv data file")
+    how = parser.add_argument_group("how to train")
+    how.add_argument("--optimizer", default=None, help="registry name (default: the workload's, sgd for stall)")
+    how.add_argument("--lr", type=float, default=None, help="learning rate (default: the workload's)")
+    how.add_argument("--schedule", default=None, help="learning-rate schedule (see `descentlab schedules`)")
+    how.add_argument("--batch-size", type=_positive_int_or_full, default=None, metavar="N|full",
+                     help="samples per step, or 'full' (default: the workload's)")
+    how.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the data order every epoch")
+    how.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the workload's)")
+    how.add_argument("--seed", type=int, default=0, help="seeds data split, initial weights, shuffling (default 0)")
+    watch = parser.add_argument_group("stall monitor")
+    watch.add_argument("--escape", action=argparse.BooleanOptionalAction, default=True,
+                       help="step out of a saddle along negative curvature (default: on)")
+    watch.add_argument("--max-step", type=float, default=2.0,
+                       help="longest escape step tried (then halved until the loss drops; default 2.0)")
+    watch.add_argument("--window", type=int, default=50, help="steps per window of the plateau test (default 50)")
+    watch.add_argument("--rel-tol", type=float, default=1e-3,
+                       help="plateau: relative loss improvement between two windows below this (default 1e-3)")
+    watch.add_argument("--grad-tol", type=float, default=None,
+                       help="also a plateau: full-data gradient norm below this (default: off)")
+    watch.add_argument("--budget", type=float, default=None,
+                       help="cap diagnosis time at this fraction of training time (default: no cap)")
+    watch.add_argument("--max-stalls", type=int, default=3, help="diagnose at most this many stalls (default 3)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default=None, help="run directory (default: runs/diagnose-<timestamp>)")
+    out.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR where it stopped")
+    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from descentlab.critical import StallMonitor
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.rundir import RunDir, default_run_path
+    from descentlab.experiments.train import TrainConfig, train
+    from descentlab.problems.user_workload import resolve_workload
+    from descentlab.report.diagnose_page import verdict_table
+    from descentlab.report.render import render
+
+    if args.resume:
+        saved = RunDir.open(args.resume).config
+        if saved.get("kind") != "diagnose":
+            raise UserInputError(f"{args.resume} is a {saved.get('kind')!r} run, not a diagnose run")
+        spec, monitor_spec, out = saved["workload"], saved["monitor"], args.resume
+        workload = resolve_workload(spec)
+        config = TrainConfig(**saved["train"])
+    else:
+        if args.workload and (args.model or args.data):
+            raise UserInputError("give either --workload or --model/--data, not both")
+        spec = {"workload": args.workload, "model": args.model, "data": args.data, "seed": args.seed}
+        if spec["workload"] is None and spec["model"] is None and spec["data"] is None:
+            spec["workload"] = "stall"
+        _check_number("--lr", args.lr, positive=True)
+        for name, value in (("--window", args.window), ("--max-stalls", args.max_stalls)):
+            if value is not None and value < (1 if name == "--window" else 0):
+                raise UserInputError(f"{name} must be {'positive' if name == '--window' else 'non-negative'}, got {value}")
+        _check_number("--rel-tol", args.rel_tol, positive=False)
+        _check_number("--grad-tol", args.grad_tol, positive=True)
+        _check_number("--budget", args.budget, positive=True)
+        _check_number("--max-step", args.max_step, positive=True)
+        workload = resolve_workload(spec)
+        config = TrainConfig(
+            optimizer=args.optimizer or workload.optimizer,
+            lr=args.lr if args.lr is not None else (workload.lr if args.optimizer in (None, workload.optimizer) else None),
+            schedule=args.schedule,
+            batch_size={None: workload.batch_size, "full": None}.get(args.batch_size, args.batch_size),
+            shuffle=args.shuffle, steps=args.steps if args.steps is not None else workload.steps, seed=args.seed,
+        )
+        monitor_spec = {"window": args.window, "rel_tol": args.rel_tol, "grad_tol": args.grad_tol,
+                        "escape": args.escape, "budget": args.budget, "max_stalls": args.max_stalls,
+                        "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step)}
+        out = args.out or default_run_path("diagnose")
+
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, **monitor_spec)
+    result = train(
+        workload, config, out, kind="diagnose", callbacks=[monitor], resume=bool(args.resume), progress=args.progress,
+        extra_config={"workload": spec, "monitor": monitor_spec, "workload_description": workload.description},
+    )
+    run_dir = RunDir.open(result.path)
+    run_dir.write_json("stalls.json", [stall.to_dict() for stall in monitor.stalls])
+    report = render(run_dir)
+    print(result.message)
+    print(verdict_table(monitor.stalls))
+    print(f"report: {report}")
+    if result.status != "completed":
+        print(f"descentlab diagnose: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_number(name: str, value: float | None, *, positive: bool) -> None:
+    from descentlab.errors import UserInputError
+
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise UserInputError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value}")
+

@@ -1,0 +1,443 @@
+"""Slice the loss landscape: 2-D planes (contour + surface), 1-D lines and directions.
+
+The model comes from a training run directory (--run), a built-in workload (--workload,
+optionally trained here with --train-steps so its trajectory can be drawn), or your own
+model and data (--model package.module:factory --data file.npz). The loss is evaluated on
+the training data, many grid points per batched (vmapped) model call.
+
+Slices (--slice):
+  plane      L(theta + a d1 + b d2); --plane random (filter-normalised, Li et al. 2018),
+             hessian (two top eigenvectors), pca (of the trajectory) or axes (a two-parameter
+             model's own coordinates); default: axes for two parameters, else random
+  direction  L(theta + t d); --direction random|top|bottom|escape|FILE.pt
+  line       L((1 - t) theta_from + t theta_to); --from/--to init|final|CHECKPOINT|RUN_DIR
+
+Examples:
+  descentlab landscape --workload lecture --span 2
+  descentlab landscape --workload digits-mlp --train-steps 300 --plane pca --trajectory
+  descentlab landscape --run runs/diagnose-20260101-120000 --slice direction --direction escape
+  descentlab landscape --run runs/a --slice line --to runs/b          # two runs' solutions
+
+Writes runs/landscape-<timestamp>/ (or --out): config.json, summary.json, slice.csv or
+grid.csv (+ trajectory.csv), directions.pt, the figures and report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+SLICES = ("plane", "direction", "line")
+PLANES = ("auto", "random", "hessian", "pca", "axes")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("what to slice (one of --run, --workload, --model)")
+    source.add_argument("--run", metavar="DIR", help="a training run directory (config.json + checkpoint.pt)")
+    source.add_argument("--workload", metavar="NAME", help="a built-in workload (digits-mlp, lecture, ...)")
+    source.add_argument("--model", metavar="MODULE:FACTORY", help="your model factory (with --data)")
+    source.add_argument("--data", metavar="FILE", help="your data: .npz with X, y (or CSV)")
+    source.add_argument("--checkpoint", metavar="FILE", help="weights to load as the final point (state_dict)")
+    source.add_argument("--train-steps", type=int, default=0, metavar="N",
+                        help="train the workload for N steps first, recording its trajectory (default: 0)")
+    source.add_argument("--optimizer", default=None, help="optimizer for --train-steps (default: the workload's)")
+    source.add_argument("--lr", type=float, default=None, help="learning rate for --train-steps")
+    source.add_argument("--batch-size", type=int, default=None, help="batch size for --train-steps")
+
+    shape = parser.add_argument_group("the slice")
+    shape.add_argument("--slice", choices=SLICES, default="plane", help="plane (default), direction or line")
+    shape.add_argument("--plane", choices=PLANES, default="auto", help="directions of the plane (default: auto)")
+    shape.add_argument("--direction", default="top", metavar="KIND|FILE",
+                       help="random, top, bottom, escape, or a .pt file with a flat vector (default: top)")
+    shape.add_argument("--from", dest="start", default="init", metavar="POINT", help="line start (default: init)")
+    shape.add_argument("--to", dest="end", default="final", metavar="POINT", help="line end (default: final)")
+    shape.add_argument("--span", type=float, default=1.0, help="coordinates run over [-span, span] (default: 1)")
+    shape.add_argument("--margin", type=float, default=0.25, help="line: t over [-margin, 1 + margin]")
+    shape.add_argument("--points", type=int, default=51, help="points of a 1-D slice (default: 51)")
+    shape.add_argument("--resolution", type=int, default=25, help="grid points per side of a plane (default: 25)")
+    shape.add_argument("--no-filter-norm", action="store_true", help="random directions without filter normalisation")
+    shape.add_argument("--keep-bias", action="store_true",
+                       help="random directions also move biases (Li et al. zero them)")
+    shape.add_argument("--trajectory", action="store_true", help="project the training trajectory onto the plane")
+    shape.add_argument("--split", choices=("train", "val"), default="train", help="data the loss is measured on")
+
+    compute = parser.add_argument_group("computation and output")
+    compute.add_argument("--chunk-size", type=int, default=64, help="grid points per batched call (default: 64)")
+    compute.add_argument("--workers", type=int, default=1, help="processes for large grids (default: 1)")
+    compute.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="for workloads")
+    compute.add_argument("--seed", type=int, default=0, help="seeds init, random directions and Lanczos")
+    compute.add_argument("--out", metavar="DIR", help="run directory to write (default: runs/landscape-<time>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from descentlab.experiments.rundir import default_run_path, staged_run
+    from descentlab.report.render import render
+
+    _validate(args)
+    started = time.perf_counter()
+    out = args.out or default_run_path("landscape")
+    config = {key: value for key, value in vars(args).items() if not key.startswith("_") and key != "command"}
+    with staged_run(out, "landscape", config) as run_dir:
+        source = _load_source(args, run_dir)
+        summary = _compute(args, source, run_dir)
+        summary["table"]["wall time (s)"] = round(time.perf_counter() - started, 2)
+        run_dir.write_json("summary.json", summary)
+    report = render(out)
+    for key, value in summary["table"].items():
+        print(f"{key:>24}: {value}")
+    print(f"report: {report}")
+    return 0
+
+
+# --- everything below runs inside run(): torch is imported here, never at module import ---
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from descentlab.errors import UserInputError
+
+    given = [name for name in ("run", "workload", "model") if getattr(args, name)]
+    if len(given) != 1:
+        raise UserInputError("give exactly one of --run, --workload and --model (with --data)")
+    if args.model and not args.data:
+        raise UserInputError("--model needs --data FILE")
+    if args.data and not args.model:
+        raise UserInputError("--data goes with --model")
+    if args.run and (args.train_steps or args.checkpoint):
+        raise UserInputError("--train-steps and --checkpoint go with --workload or --model, not --run")
+    for name, low in (("span", 0.0), ("margin", -1e-300)):
+        if not getattr(args, name) > low:
+            raise UserInputError(f"--{name} must be positive, got {getattr(args, name)}")
+    for name, low in (("points", 2), ("resolution", 2), ("chunk_size", 1), ("workers", 1), ("train_steps", 0),
+                      ("seed", 0)):
+        if getattr(args, name) < low:
+            raise UserInputError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if args.trajectory and args.slice != "plane":
+        raise UserInputError("--trajectory draws on a plane: use it with --slice plane")
+    if args.plane == "pca" and not (args.train_steps or args.run):
+        raise UserInputError("--plane pca needs a trajectory: use --train-steps N (or a --run that saved one)")
+
+
+class _Source:
+    """The model at its final point, the loss, the data, and the points a line can join."""
+
+    def __init__(self, label, workload, model, init, final, trajectory):
+        self.label, self.workload, self.model = label, workload, model
+        self.init, self.final, self.trajectory = init, final, trajectory
+
+
+def _load_source(args, run_dir) -> _Source:
+    import torch
+
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.train import CHECKPOINT, load_checkpoint_model
+    from descentlab.landscape import flatten
+
+    dtype = getattr(torch, args.dtype)
+    trajectory = None
+    if args.run:
+        from descentlab.experiments.rundir import RunDir
+
+        run = RunDir.open(args.run)
+        workload = _workload_from_run_config(run.config, dtype)
+        seed = int(run.config.get("train", {}).get("seed", 0))
+        torch.manual_seed(seed)  # the run's own initial weights: its model init follows this seed
+        model = workload.make_model()
+        init = flatten(model).clone()
+        if not run.exists(CHECKPOINT):
+            raise UserInputError(f"{args.run} has no {CHECKPOINT}")
+        load_checkpoint_model(model, run.file(CHECKPOINT))
+        trajectory = _saved_trajectory(run, model)
+        label = f"run {args.run} ({getattr(workload, 'name', 'model')})"
+    else:
+        workload = _workload(args, dtype)
+        torch.manual_seed(args.seed)
+        model = workload.make_model()
+        init = flatten(model).clone()
+        label = workload.name if args.workload else f"{args.model} on {args.data}"
+        if args.checkpoint:
+            load_checkpoint_model(model, args.checkpoint)
+        if args.train_steps:
+            model, trajectory = _train(args, workload, run_dir)
+    if args.trajectory and trajectory is None:
+        raise UserInputError("this source has no trajectory: train here with --train-steps N")
+    return _Source(label, workload, model, init, flatten(model).clone(), trajectory)
+
+
+def _workload(args, dtype):
+    if args.workload:
+        from descentlab.problems.workloads import get_workload
+
+        return get_workload(args.workload, dtype=dtype)
+    from descentlab.problems.user_workload import user_workload
+
+    return user_workload(args.model, args.data, seed=args.seed, dtype=dtype)
+
+
+def _workload_from_run_config(config, dtype):
+    """Rebuild the workload a training run used from its config.json."""
+    import torch
+
+    from descentlab.problems.user_workload import resolve_workload
+
+    dtype_name = str(config.get("dtype", "")).replace("torch.", "")
+    if dtype_name in ("float32", "float64"):
+        dtype = getattr(torch, dtype_name)
+    spec = config["workload"] if isinstance(config.get("workload"), dict) else config
+    return resolve_workload(spec, dtype=dtype)
+
+
+def _saved_trajectory(run, model):
+    """``trajectory.pt`` of a run (``{"steps": [...], "params": (m, n)}``), if it saved one."""
+    if not run.exists("trajectory.pt"):
+        return None
+    from descentlab import files
+
+    saved = files.load_torch(run.file("trajectory.pt"))
+    return [(int(step), vector) for step, vector in zip(saved["steps"], saved["params"])]
+
+
+def _train(args, workload, run_dir):
+    """Train in ``run_dir/train`` with the project's loop, snapshotting the weights about 60 times."""
+    from descentlab.experiments.train import TrainConfig, train
+    from descentlab.landscape import flatten
+
+    steps = args.train_steps
+    every = max(1, steps // 60)
+    config = TrainConfig(optimizer=args.optimizer or workload.optimizer,
+                         lr=args.lr if args.lr is not None else (None if args.optimizer else workload.lr),
+                         batch_size=args.batch_size if args.batch_size is not None else workload.batch_size,
+                         steps=steps, seed=args.seed, eval_every=steps, checkpoint_every=steps)
+    snapshots = []
+
+    def record(step, loss, model):
+        if step == 1 or step % every == 0 or step == steps:
+            snapshots.append((step, flatten(model).clone()))
+
+    result = train(workload, config, run_dir.file("train"), callbacks=[record])
+    # train() seeds with config.seed before building the model, exactly as _load_source did,
+    # so the initial point is the same; record it as step 0.
+    import torch
+
+    torch.manual_seed(args.seed)
+    start = flatten(workload.make_model())
+    return result.model, [(0, start)] + snapshots
+
+
+def _data(args, source):
+    workload = source.workload
+    if args.split == "val":
+        return workload.X_val, workload.y_val
+    return workload.X_train, workload.y_train
+
+
+def _point(spec, source):
+    """``init``, ``final``, a checkpoint file or a run directory, as a flat vector."""
+    from pathlib import Path
+
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.train import load_checkpoint_model
+    from descentlab.landscape import flatten
+
+    if spec == "init":
+        return source.init, "init"
+    if spec == "final":
+        return source.final, "final"
+    if not Path(spec).exists():
+        raise UserInputError(f"point {spec!r}: not init, final, a checkpoint file or a run directory")
+    other = source.workload.make_model()
+    try:
+        load_checkpoint_model(other, spec)
+    except RuntimeError as error:  # load_state_dict: a different architecture
+        raise UserInputError(f"point {spec!r} does not fit this model: {str(error).splitlines()[0]}") from None
+    return flatten(other), Path(spec).name
+
+
+def _compute(args, source, run_dir) -> dict:
+    loss_fn = source.workload.loss_fn
+    data = _data(args, source)
+    evaluate = {"chunk_size": args.chunk_size, "workers": args.workers, "progress": True}
+    table = {"parameters": source.final.numel(), "data": f"{args.split} ({len(data[0])} samples)"}
+    slicer = {"line": _line, "direction": _direction, "plane": _plane}[args.slice]
+    return slicer(args, source, loss_fn, data, evaluate, table, run_dir)
+
+
+def _line(args, source, loss_fn, data, evaluate, table, run_dir):
+    from descentlab import files
+    from descentlab.errors import UserInputError
+    from descentlab.landscape import line_slice
+
+    start, start_name = _point(args.start, source)
+    end, end_name = _point(args.end, source)
+    if float((end - start).norm()) == 0.0:
+        raise UserInputError(f"--from {args.start} and --to {args.end} are the same point: nothing to slice")
+    line = line_slice(source.model, loss_fn, data, start, end, n_points=args.points, margin=args.margin, **evaluate)
+    run_dir.write_csv("slice.csv", [{"t": t, "loss": loss} for t, loss in zip(line.t.tolist(), line.losses.tolist())])
+    files.save_torch(run_dir.file("directions.pt"), {"origin": line.origin, "direction": line.direction})
+    t0 = int((line.t - 0).abs().argmin())
+    t1 = int((line.t - 1).abs().argmin())
+    table.update({"points evaluated": len(line.t), f"loss at {start_name} (t=0)": float(line.losses[t0]),
+                  f"loss at {end_name} (t=1)": float(line.losses[t1]),
+                  "max loss between": float(line.losses[t0:t1 + 1].max()),
+                  "distance": float(line.direction.norm())})
+    return {"source": source.label, "title": f"loss on the line {start_name} -> {end_name}",
+            "description": (f"The loss on the straight line theta(t) = (1 - t) theta_{start_name} + t theta_{end_name}, "
+                            f"t from {-args.margin:g} to {1 + args.margin:g} (Goodfellow et al. 2015)."),
+            "x_label": f"t (0 = {start_name}, 1 = {end_name})",
+            "markers": [{"t": 0.0, "label": start_name}, {"t": 1.0, "label": end_name}],
+            "caption": "A line without a bump means the optimizer's path had no barrier to cross.",
+            "table": table}
+
+
+def _direction(args, source, loss_fn, data, evaluate, table, run_dir):
+    from pathlib import Path
+
+    import torch
+
+    from descentlab import files
+    from descentlab.errors import UserInputError
+    from descentlab.landscape import direction_slice, escape_direction, flatten, hessian_directions, layout_of
+
+    model = source.model
+    kind = args.direction
+    eigenvalue = None
+    if kind == "random":
+        direction = _random(args, model, args.seed)
+        name = "random filter-normalised direction" if not args.no_filter_norm else "random direction"
+    elif kind in ("top", "bottom"):
+        found = hessian_directions(model, loss_fn, data, k=1, which="LA" if kind == "top" else "SA", seed=args.seed)
+        direction, eigenvalue = found.vectors[0], float(found.eigenvalues[0])
+        name = f"{kind} Hessian eigenvector"
+    elif kind == "escape":
+        direction, eigenvalue = escape_direction(model, loss_fn, data, seed=args.seed)
+        name = "escape direction (most negative curvature, downhill sign)"
+    elif Path(kind).is_file():
+        saved = files.load_torch(kind)
+        if isinstance(saved, dict) and "direction" in saved and isinstance(saved["direction"], torch.Tensor):
+            saved = saved["direction"]
+        direction = saved if isinstance(saved, torch.Tensor) else flatten(saved, layout_of(model))
+        name = f"direction from {Path(kind).name}"
+    else:
+        raise UserInputError(f"--direction {kind!r}: expected random, top, bottom, escape or a .pt file")
+    direction = direction.reshape(-1).to(source.final)
+    if direction.numel() != source.final.numel():
+        raise UserInputError(f"--direction has {direction.numel()} values, the model has {source.final.numel()} parameters")
+    if float(direction.norm()) == 0.0:
+        raise UserInputError("the direction is zero; try --keep-bias or --no-filter-norm")
+    line = direction_slice(model, loss_fn, data, direction, span=args.span, n_points=args.points, label=name,
+                           **evaluate)
+    run_dir.write_csv("slice.csv", [{"t": t, "loss": loss} for t, loss in zip(line.t.tolist(), line.losses.tolist())])
+    files.save_torch(run_dir.file("directions.pt"), {"origin": line.origin, "direction": line.direction})
+    quadratic = _second_order(model, loss_fn, data, direction)
+    table.update({"direction": name, "direction norm": float(direction.norm()), "points evaluated": len(line.t),
+                  "loss at theta (t=0)": float(line.losses[int(line.t.abs().argmin())]),
+                  "min loss on the slice": float(line.losses.min()),
+                  "at t": float(line.t[int(line.losses.argmin())])})
+    if eigenvalue is not None:
+        table["eigenvalue"] = eigenvalue
+    if quadratic:
+        table["slope g.d"] = quadratic["slope"]
+        table["curvature d^T H d"] = quadratic["curvature"]
+    return {"source": source.label, "title": f"loss along the {name}",
+            "description": (f"The loss L(theta + t d) along the {name}, t in [-{args.span:g}, {args.span:g}], "
+                            "with the second-order model L + t g.d + t^2 d^T H d / 2 around theta."),
+            "x_label": "t", "quadratic": quadratic, "markers": [{"t": 0.0, "label": "theta"}],
+            "caption": "Near theta the loss follows the dashed parabola; a negative curvature is a way down.",
+            "table": table}
+
+
+def _second_order(model, loss_fn, data, direction):
+    """L, g.d and d^T H d at the model's parameters, from the curvature engine (None if missing)."""
+    try:
+        from descentlab.curvature.operator import HessianOperator
+    except ImportError:
+        return None
+    op = HessianOperator(model, loss_fn, data)
+    d = direction.to(op.gradient())
+    return {"loss": float(op.loss()), "slope": float(op.gradient() @ d), "curvature": float(d @ (op @ d))}
+
+
+def _random(args, model, seed):
+    from descentlab.landscape import random_direction
+
+    return random_direction(model, seed=seed, filter_norm=not args.no_filter_norm, ignore_bias=not args.keep_bias)
+
+
+def _plane(args, source, loss_fn, data, evaluate, table, run_dir):
+    import torch
+
+    from descentlab import files
+    from descentlab.errors import UserInputError
+    from descentlab.landscape import evaluate_losses, hessian_directions, layout_of, plane, project_onto_plane
+
+    model, center = source.model, source.final
+    n_params = center.numel()
+    kind = args.plane if args.plane != "auto" else ("axes" if n_params == 2 else "random")
+    a_label, b_label = "a (direction 1)", "b (direction 2)"
+    if kind == "axes":
+        if n_params != 2:
+            raise UserInputError(f"--plane axes needs a two-parameter model; this one has {n_params}")
+        d1, d2 = torch.eye(2, dtype=center.dtype)
+        center = torch.zeros_like(center)  # the plane of the model's own coordinates, through the origin
+        a_label, b_label = layout_of(model).names
+        name = "the model's two parameters"
+    elif kind == "random":
+        d1, d2 = _random(args, model, args.seed), _random(args, model, args.seed + 1)
+        if float(d1.norm()) == 0.0:
+            raise UserInputError("filter-normalised directions are zero for this model (all its tensors are "
+                                 "scalars or biases); use --keep-bias or --no-filter-norm")
+        name = "two random filter-normalised directions (Li et al. 2018)" if not args.no_filter_norm \
+            else "two random Gaussian directions"
+    elif kind == "hessian":
+        found = hessian_directions(model, loss_fn, data, k=2, which="LA", seed=args.seed)
+        d1, d2 = found.vectors
+        table["eigenvalue 1"], table["eigenvalue 2"] = (float(v) for v in found.eigenvalues)
+        name = "the two top Hessian eigenvectors"
+        a_label, b_label = f"top eigenvector (lambda={float(found.eigenvalues[0]):.3g})", \
+            f"second eigenvector (lambda={float(found.eigenvalues[1]):.3g})"
+    else:  # pca
+        points = torch.stack([p.to(center) for _, p in source.trajectory])
+        _, s, vh = torch.linalg.svd(points - center, full_matrices=False)
+        d1, d2 = vh[0], vh[1]
+        explained = (s[:2] ** 2 / (s**2).sum()).tolist()
+        table["variance explained by d1, d2"] = f"{explained[0]:.3f}, {explained[1]:.3f}"
+        name = "the two principal directions of the trajectory (Li et al. 2018, sec. 7)"
+        a_label, b_label = "1st principal direction", "2nd principal direction"
+
+    span_a = span_b = (-args.span, args.span)
+    projected = None
+    if args.trajectory:
+        points = torch.stack([p.to(center) for _, p in source.trajectory])
+        projected = project_onto_plane(points, center, d1, d2)
+        # the grid covers the whole projected path, with a margin
+        lo, hi = projected.min(0).values, projected.max(0).values
+        pad = 0.15 * (hi - lo).clamp_min(1e-12)
+        span_a = (min(-args.span, float(lo[0] - pad[0])), max(args.span, float(hi[0] + pad[0])))
+        span_b = (min(-args.span, float(lo[1] - pad[1])), max(args.span, float(hi[1] + pad[1])))
+    grid = plane(model, loss_fn, data, d1, d2, center=center, span=span_a, span_b=span_b,
+                 resolution=args.resolution, label=name, **evaluate)
+    bb, aa = torch.meshgrid(grid.b, grid.a, indexing="ij")
+    run_dir.write_csv("grid.csv", [{"a": a, "b": b, "loss": loss} for a, b, loss in
+                                   zip(aa.reshape(-1).tolist(), bb.reshape(-1).tolist(), grid.losses.reshape(-1).tolist())])
+    files.save_torch(run_dir.file("directions.pt"), {"center": grid.center, "d1": grid.d1, "d2": grid.d2})
+    if projected is not None:
+        steps = [step for step, _ in source.trajectory]
+        points = torch.stack([p.to(center) for _, p in source.trajectory])
+        # the true loss at each trajectory point (not its projection): one batched call
+        losses = evaluate_losses(model, loss_fn, data, torch.zeros_like(center), points,
+                                 torch.eye(len(points), dtype=center.dtype), chunk_size=args.chunk_size)
+        run_dir.write_csv("trajectory.csv", [{"step": s, "a": float(p[0]), "b": float(p[1]), "loss": float(l)}
+                                             for s, p, l in zip(steps, projected, losses)])
+        residual = (points - center - projected.to(center) @ torch.stack([d1, d2])).norm(dim=1)
+        table["trajectory points"] = len(steps)
+        table["max distance off the plane"] = float(residual.max())
+    table.update({"directions": name, "grid": f"{args.resolution} x {args.resolution}",
+                  "points evaluated": args.resolution**2, "loss at centre": grid.loss_at_center(),
+                  "min loss on grid": float(grid.losses.min()), "max loss on grid": float(grid.losses.max())})
+    return {"source": source.label, "title": f"loss on the plane of {name}",
+            "description": f"The loss L(theta + a d1 + b d2) of {source.label} on a "
+                           f"{args.resolution} x {args.resolution} grid; d1, d2 are {name}.",
+            "a_label": a_label, "b_label": b_label,
+            "caption": "Contours of the loss; the star is the centre theta" +
+                       (", the line the training path projected onto the plane." if projected is not None else "."),
+            "table": table}

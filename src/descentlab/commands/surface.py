@@ -1,0 +1,227 @@
+"""Error surfaces you can see: every optimizer's path across an analytic 2-D surface.
+
+Finds and names the surface's critical points (minimum, maximum, saddle, degenerate), runs
+the registry's real optimizers from one start, and writes a run directory with the paths
+(paths.csv), the critical points (critical_points.json), the figures (contour.png, loss.png,
+dimension_lift.png, paths.gif with --animate) and report.html.
+
+Examples:
+  descentlab surface                       # the lecture model, six classic optimizers
+  descentlab surface --list                # every surface and its critical points
+  descentlab surface --function rosenbrock --optimizers sgd,momentum,nesterov,adagrad,rmsprop,adam \\
+      --steps 300 --tune --animate --out runs/rosenbrock
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_FUNCTION = "lecture"
+DEFAULT_OPTIMIZERS = "sgd,momentum,nesterov,adagrad,rmsprop,adam"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--function", default=DEFAULT_FUNCTION, metavar="NAME",
+                        help=f"surface name (default {DEFAULT_FUNCTION}; --list shows them all)")
+    parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS, metavar="A,B,...",
+                        help=f"comma-separated registry names, e.g. lookahead:adam (default {DEFAULT_OPTIMIZERS})")
+    parser.add_argument("--steps", type=int, default=None, help="steps per optimizer (default: the surface's)")
+    parser.add_argument("--start", default=None, metavar="X,Y", help="starting point (default: the surface's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="one learning rate for all (default: the surface's suggestion per optimizer family)")
+    parser.add_argument("--tune", action="store_true",
+                        help="pick each optimizer's learning rate on a log grid 1e-4..1 by final loss (same budget)")
+    parser.add_argument("--schedule", default=None, help="learning-rate schedule for descentlab.schedules")
+    parser.add_argument("--animate", action="store_true", help="also write paths.gif")
+    parser.add_argument("--frame-every", type=int, default=None, metavar="K",
+                        help="one GIF frame per K steps (default: about 60 frames)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (noisy optimizers only)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/surface-<time>)")
+    parser.add_argument("--list", action="store_true", help="print the surfaces and their critical points, then exit")
+
+
+def _parse_start(text: str):
+    from descentlab.errors import UserInputError
+
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or any(v != v or abs(v) == float("inf") for v in values):
+        raise UserInputError(f"--start must be two numbers 'x,y', got {text!r}")
+    return values
+
+
+def _print_list() -> int:
+    from descentlab.problems.surfaces import SURFACES
+
+    for surface in SURFACES.values():
+        print(f"{surface.name:<12} {surface.formula}")
+        print(f"{'':<12} {surface.description}")
+        for point in surface.critical_points:
+            degenerate = ", degenerate" if point.degenerate else ""
+            print(f"{'':<14}({point.location[0]:.6g}, {point.location[1]:.6g})  {point.kind}{degenerate}")
+        for curve in surface.critical_curves:
+            print(f"{'':<14}curve {curve.description}  {curve.kind}, degenerate")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _print_list()
+
+    import sys
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from descentlab import files
+    from descentlab.critical.surface_points import find_critical_points
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.rundir import default_run_path, staged_run
+    from descentlab.experiments.trajectories import run_trajectories, tune_learning_rates
+    from descentlab.optim.registry import parse_name
+    from descentlab.problems.surfaces import get_surface
+    from descentlab.report.render import render
+
+    surface = get_surface(args.function)
+    optimizers = [name.strip().lower() for name in args.optimizers.split(",") if name.strip()]
+    if not optimizers:
+        raise UserInputError("--optimizers must name at least one optimizer")
+    for name in optimizers:
+        parse_name(name)
+    if len(set(optimizers)) != len(optimizers):
+        raise UserInputError(f"--optimizers names one optimizer twice: {args.optimizers}")
+    steps = surface.steps if args.steps is None else args.steps
+    if steps < 1:
+        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    start = surface.starts[0] if args.start is None else _parse_start(args.start)
+    if args.lr is not None and not args.lr > 0:
+        raise UserInputError(f"--lr must be > 0, got {args.lr}")
+    every = args.frame_every if args.frame_every is not None else max(1, steps // 60)
+    if every < 1:
+        raise UserInputError(f"--frame-every must be >= 1, got {every}")
+    torch.manual_seed(args.seed)
+
+    points = find_critical_points(surface)
+    tuning = None
+    lrs: dict[str, float] | float | None = args.lr
+    if args.tune:
+        with tqdm(total=len(optimizers), desc="tuning learning rates", file=sys.stderr, unit="optimizer") as bar:
+            chosen: dict[str, float] = {}
+            finals: dict[str, tuple[float, ...]] = {}
+            for name in optimizers:
+                result = tune_learning_rates(surface, [name], start, steps, schedule=args.schedule, seed=args.seed)
+                chosen.update(result.chosen)
+                finals.update(result.final_losses)
+                bar.update()
+            grid = result.grid
+        tuning = (grid, finals)
+        lrs = chosen
+    trajectories = run_trajectories(surface, optimizers, start, steps, lr=lrs, schedule=args.schedule, seed=args.seed)
+
+    out = default_run_path("surface") if args.out is None else args.out
+    (x0, x1), (y0, y1) = surface.window
+    config = {
+        "function": surface.name, "formula": surface.formula, "description": surface.description,
+        "window": [[x0, x1], [y0, y1]], "optimizers": optimizers, "start": list(start), "steps": steps,
+        "lrs": {t.optimizer: t.lr for t in trajectories.paths}, "tuned": bool(args.tune),
+        "schedule": args.schedule, "seed": args.seed, "animate": bool(args.animate), "frame_every": every,
+        "minimum": surface.minimum,
+    }
+    with staged_run(out, "surface", config) as run_dir:
+        run_dir.write_csv("paths.csv", [
+            {"optimizer": t.optimizer, "step": step, "x": float(t.path[step, 0]), "y": float(t.path[step, 1]),
+             "loss": float(t.losses[step])}
+            for t in trajectories.paths for step in range(steps + 1)
+        ], ["optimizer", "step", "x", "y", "loss"])
+        run_dir.write_json("critical_points.json", {
+            "points": [p.as_dict() for p in points],
+            "curves": [_curve_samples(surface, curve) for curve in surface.critical_curves],
+        })
+        _write_grid(run_dir, surface, files, np)
+        lift = _dimension_lift(surface, points)
+        if lift is not None:
+            run_dir.write_json("dimension_lift.json", lift)
+        if tuning is not None:
+            grid, finals = tuning
+            run_dir.write_csv("tuning.csv", [
+                {"optimizer": name, "lr": rate, "final_loss": loss}
+                for name in optimizers for rate, loss in zip(grid, finals[name])
+            ])
+        render(run_dir)
+    _print_summary(trajectories, points, surface, out)
+    return 0
+
+
+def _curve_samples(surface, curve) -> dict:
+    import torch
+
+    (x0, x1), (y0, y1) = surface.window
+    t = torch.linspace(-3.0, 3.0, 600, dtype=torch.float64)
+    samples = curve.parametric(t)
+    # one polyline per branch: break the line with NaN between branches and outside the window
+    inside = surface.in_window(samples, margin=0.05 * (x1 - x0))
+    samples = torch.where(inside.unsqueeze(-1), samples, torch.full_like(samples, float("nan")))
+    half = len(t)
+    xs = samples[:half, 0].tolist() + [float("nan")] + samples[half:, 0].tolist()
+    ys = samples[:half, 1].tolist() + [float("nan")] + samples[half:, 1].tolist()
+    return {"description": curve.description, "kind": curve.kind, "degenerate": curve.degenerate,
+            "x": [None if v != v else v for v in xs], "y": [None if v != v else v for v in ys]}
+
+
+def _write_grid(run_dir, surface, files, np, n: int = 160) -> None:
+    import io
+
+    import torch
+
+    (x0, x1), (y0, y1) = surface.window
+    xs = torch.linspace(x0, x1, n, dtype=torch.float64)
+    ys = torch.linspace(y0, y1, n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    with torch.no_grad():
+        z = surface(torch.stack([gx, gy], dim=-1))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=gx.numpy(), y=gy.numpy(), z=z.numpy())
+    files.write_bytes(run_dir.file("grid.npz"), buffer.getvalue())
+
+
+def _dimension_lift(surface, points):
+    """The first non-degenerate saddle: the loss along its two Hessian eigenvectors."""
+    import torch
+
+    saddle = next((p for p in points if p.kind == "saddle" and not p.degenerate and p.isolated), None)
+    if saddle is None:
+        return None
+    point = torch.tensor(saddle.location, dtype=torch.float64)
+    values, vectors = torch.linalg.eigh(surface.hessian(point))
+    (x0, x1), (y0, y1) = surface.window
+    reach = 0.2 * min(x1 - x0, y1 - y0)
+    t = torch.linspace(-reach, reach, 121, dtype=torch.float64)
+    with torch.no_grad():
+        up = surface(point + t.unsqueeze(-1) * vectors[:, 1])
+        down = surface(point + t.unsqueeze(-1) * vectors[:, 0])
+    return {"point": point.tolist(), "eigenvalues": values.tolist(), "up": vectors[:, 1].tolist(),
+            "down": vectors[:, 0].tolist(), "t": t.tolist(), "loss_up": up.tolist(), "loss_down": down.tolist()}
+
+
+def _print_summary(trajectories, points, surface, out) -> None:
+    from descentlab.report.surface_page import ended_near
+
+    (x0, x1), (y0, y1) = surface.window
+    radius = 1e-2 * max(x1 - x0, y1 - y0)
+    named = [p.as_dict() for p in points]
+    curves = [_curve_samples(surface, curve) for curve in surface.critical_curves]
+    kinds: dict[str, int] = {}
+    for p in points:
+        if p.isolated:
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
+    listed = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    on_curves = "".join(f" + a curve of {c.kind} ({c.description.split(' (')[0]})" for c in surface.critical_curves)
+    print(f"{surface.name}: {surface.formula}; critical points: {listed}{on_curves}")
+    print(f"{'optimizer':<16}{'lr':>10}  {'final loss':>12}  ended at")
+    for t in trajectories.paths:
+        where = ended_near(t.final_point, named, radius, curves) if t.final_loss != float("inf") else "diverged"
+        print(f"{t.optimizer:<16}{t.lr:>10.3g}  {t.final_loss:>12.4g}  {where}")
+    print(f"wrote {out}/report.html")

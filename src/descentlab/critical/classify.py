@@ -1,0 +1,399 @@
+"""Classify the point a network sits at: not critical, local minimum, local maximum or saddle.
+
+At a critical point (g = ∇L(θ) ≈ 0) the Taylor expansion L(θ + v) ≈ L(θ) + ½ vᵀHv makes the
+Hessian's eigenvalues decide (the lecture's second-order test); the decision itself is made in
+one place, :func:`descentlab.critical.rules.classify_eigenvalues`, so a network and a 2-D
+surface are named the same way. This module gathers what that rule needs from a model:
+
+* **the gradient test** — the point is critical when ``||g|| <= grad_tol · max(1, |L(θ)|)``:
+  absolute for losses of order one or smaller, relative to the loss for larger ones, so
+  multiplying the loss by 1000 (which multiplies g by 1000 too) does not change the verdict;
+* **the spectrum** — models with at most :data:`DENSE_THRESHOLD` parameters get the exact
+  Hessian (``op.dense()`` + ``torch.linalg.eigh``: every eigenvalue, the exact minimum ratio,
+  every flat direction); larger ones get Lanczos at both ends of the spectrum (the ``k // 2``
+  most negative and ``k - k // 2`` largest eigenpairs: the signs present decide the kind) and
+  an estimated minimum ratio from stochastic Lanczos quadrature, with its standard error;
+* **the zero test** — an eigenvalue counts as zero when ``|λ| <= eig_tol · max(1, max|λ|)``
+  (the rule's convention); a degenerate point that the signs do not already call a saddle is
+  probed along its near-zero directions (the rule's probe: a fall makes it a saddle, otherwise
+  it keeps the kind of its non-zero eigenvalues: the lecture's curve w1·w2 = 1 of minima).
+  The probed loss has its linear term removed, L(θ′) − gᵀ(θ′ − θ), so a gradient the test
+  already called negligible cannot masquerade as a falling direction;
+* **the gradient-flat check** — ``||Hg|| / ||g||``, the curvature felt along the gradient.
+  It never exceeds max|λ|; near zero the gradient lies in the Hessian's (near-)null space, a
+  *gradient-flat* region where g ≠ 0 yet Newton-type methods stall (Frye et al. 2021,
+  "Critical point-finding methods reveal gradient-flat regions of deep network losses",
+  Neural Computation 33(6)).
+
+Why :data:`DENSE_THRESHOLD` = 2,000: the exact path costs n batched Hessian-vector products
+and one O(n³) eigendecomposition (about 3 s for the 610-parameter ``stall`` model on the full
+digits set, 2 CPU cores, and a few seconds at 2,000); the Lanczos path needs a few dozen to a
+few hundred products for the extremes *plus* ``ratio_probes · ratio_steps`` (1,600 by
+default) for the estimated minimum ratio, so up to a couple of thousand parameters exact is
+about as cheap, and it is exact. It matches the 2,000-parameter limit under which the stall
+monitor and ``descentlab spectrum`` keep the whole spectrum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from descentlab.critical.rules import EIG_TOL, Verdict, classify_eigenvalues
+from descentlab.curvature import Eigenpairs, HessianOperator, lanczos, minimum_ratio
+
+__all__ = ["CriticalPoint", "classify", "DENSE_THRESHOLD", "GRAD_TOL", "KINDS", "METHODS", "default_tolerances"]
+
+#: Models with at most this many (selected) parameters get the exact Hessian (see the module docstring).
+DENSE_THRESHOLD = 1_000
+
+#: Default gradient tolerance: critical when ``||g|| <= GRAD_TOL · max(1, |L|)``.
+GRAD_TOL = 1e-2
+
+#: The kinds :func:`classify` names.
+KINDS = ("not_critical", "local_min", "local_max", "saddle")
+
+#: ``method`` values: ``"auto"`` (exact up to ``dense_threshold`` parameters), ``"exact"``, ``"lanczos"``.
+METHODS = ("auto", "exact", "lanczos")
+
+#: Flat directions probed one by one at most (seeded random mixtures of all of them come on top).
+PROBE_DIRECTIONS = 32
+
+_RANDOM_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+def default_tolerances(dtype: torch.dtype) -> tuple[float, float]:
+    """``(eig_tol, lanczos_tol)`` used when ``classify`` is not given them, for a model of ``dtype``.
+
+    float64: ``eig_tol = 1e-6`` (the rule's :data:`~descentlab.critical.rules.EIG_TOL`) and
+    Lanczos residuals of ``1e-6``. Lower precision: Hessian-vector products carry relative
+    round-off near 1e-6, which Lanczos turns into spurious eigenvalues of about ``√ε · max|λ|``
+    around zero, so zero means ``|λ| <= √ε · max(1, max|λ|)`` (3.5e-4 in float32) and residuals
+    stop at ``1e-4``.
+    """
+    if dtype == torch.float64:
+        return EIG_TOL, 1e-6
+    return max(EIG_TOL, math.sqrt(torch.finfo(dtype).eps)), 1e-4
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class CriticalPoint:
+    """What :func:`classify` found at a model's current parameters.
+
+    Attributes:
+        kind: ``"not_critical"`` (the gradient test fails; the eigenvalues are still reported),
+            ``"local_min"``, ``"local_max"`` or ``"saddle"``. A point whose Hessian is zero and
+            whose loss is flat along every probe is a (flat, degenerate) ``"local_min"``.
+        degenerate: some eigenvalue is zero within ``eig_tol`` at a critical point (second order
+            alone cannot decide; ``verdict.decided_by`` says whether a probe did). ``False`` at a
+            point that is not critical, where the second-order test does not apply.
+        loss: the dataset-mean loss.
+        grad_norm: ``||g||`` of the dataset-mean loss.
+        min_eigenvalue, max_eigenvalue: the Hessian's extreme eigenvalues.
+        minimum_ratio: fraction of eigenvalues > ``eig_tol · max(1, max|λ|)`` (zeros are not positive).
+        minimum_ratio_exact: computed from every eigenvalue (exact path) or estimated (SLQ).
+        minimum_ratio_std_error: 0 when exact; the standard error over SLQ probes when estimated.
+        eigenpairs: the extreme :class:`~descentlab.curvature.Eigenpairs`, ascending: the
+            ``k // 2`` most negative, then the ``k - k // 2`` largest (all of them when n <= k).
+            Vectors are flat over ``names``, unit norm.
+        hg_over_g: ``||Hg|| / ||g||`` (``None`` when g = 0); see :attr:`gradient_flatness`.
+        grad_tol, eig_tol: the tolerances used (semantics in the module docstring).
+        method: ``"exact"`` or ``"lanczos"``.
+        verdict: the rule's :class:`~descentlab.critical.rules.Verdict` (eigenvalue counts —
+            over all eigenvalues on the exact path, over the extremes on the Lanczos path —,
+            how the kind was decided, the probe).
+        n_params: parameters differentiated.
+        n_matvecs: Hessian-vector products spent.
+        names: the parameter names, in the order of the flat vectors.
+        parameters: the flat parameter values classified (what :func:`~descentlab.critical.escape` checks).
+        gradient: the flat gradient there.
+        spectrum: every eigenvalue, ascending (float64), on the exact path; ``None`` otherwise.
+    """
+
+    kind: str
+    degenerate: bool
+    loss: float
+    grad_norm: float
+    min_eigenvalue: float
+    max_eigenvalue: float
+    minimum_ratio: float
+    minimum_ratio_exact: bool
+    minimum_ratio_std_error: float
+    eigenpairs: Eigenpairs
+    hg_over_g: float | None
+    grad_tol: float
+    eig_tol: float
+    method: str
+    verdict: Verdict
+    n_params: int
+    n_matvecs: int
+    names: tuple[str, ...] = field(default=())
+    parameters: torch.Tensor | None = None
+    gradient: torch.Tensor | None = None
+    spectrum: torch.Tensor | None = None
+
+    @property
+    def is_critical(self) -> bool:
+        """The gradient test passed (``kind != "not_critical"``)."""
+        return self.kind != "not_critical"
+
+    @property
+    def gradient_flatness(self) -> float | None:
+        """``||Hg|| / (||g|| · max|λ|)`` in [0, 1]: 0 when the gradient lies in the Hessian's
+        null space (gradient-flat), 1 when it points along the sharpest direction."""
+        radius = max(abs(self.min_eigenvalue), abs(self.max_eigenvalue))
+        if self.hg_over_g is None or radius == 0:
+            return None
+        return min(1.0, self.hg_over_g / radius)
+
+    def __repr__(self) -> str:
+        ratio = (f"{self.minimum_ratio:.4g} (exact)" if self.minimum_ratio_exact
+                 else f"{self.minimum_ratio:.4g} ± {self.minimum_ratio_std_error:.2g} (estimated)")
+        hg = "n/a" if self.hg_over_g is None else f"{self.hg_over_g:.3g}"
+        return (
+            f"CriticalPoint(kind={self.kind!r}, degenerate={self.degenerate}, loss={self.loss:.6g}, "
+            f"grad_norm={self.grad_norm:.3g}, min_eigenvalue={self.min_eigenvalue:.6g}, "
+            f"max_eigenvalue={self.max_eigenvalue:.6g}, minimum_ratio={ratio}, ||Hg||/||g||={hg}, "
+            f"method={self.method!r}, n_params={self.n_params}, n_matvecs={self.n_matvecs}, "
+            f"grad_tol={self.grad_tol:g}, eig_tol={self.eig_tol:g}, decided_by={self.verdict.decided_by!r})"
+        )
+
+
+def classify(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    data: Any,
+    *,
+    grad_tol: float = GRAD_TOL,
+    eig_tol: float | None = None,
+    k: int = 10,
+    method: str = "auto",
+    dense_threshold: int = DENSE_THRESHOLD,
+    params: Iterable[str | torch.Tensor] | None = None,
+    probe: bool = True,
+    lanczos_tol: float | None = None,
+    ratio_probes: int = 16,
+    ratio_steps: int = 100,
+    seed: int = 0,
+) -> CriticalPoint:
+    """Classify the model's current parameters as a critical point of the dataset-mean loss.
+
+    Args:
+        model: any ``nn.Module``; device and dtype follow it. It is not changed.
+        loss_fn: ``loss_fn(output, target)``, the mean loss over a batch.
+        data: one ``(X, y)`` pair or an iterable of ``(X, y)`` batches (weighted by size).
+        grad_tol: critical when ``||g|| <= grad_tol · max(1, |L|)`` (default :data:`GRAD_TOL`).
+        eig_tol: zero when ``|λ| <= eig_tol · max(1, max|λ|)``; ``None``: by dtype,
+            :func:`default_tolerances`.
+        k: extreme eigenpairs to report, ``k // 2`` from the bottom and the rest from the top
+            (>= 2, so both ends are seen).
+        method: ``"auto"`` (exact when n <= ``dense_threshold``), ``"exact"`` or ``"lanczos"``.
+        dense_threshold: the ``"auto"`` size limit (default :data:`DENSE_THRESHOLD`).
+        params: which parameters (as :class:`~descentlab.curvature.HessianOperator`'s ``params``).
+        probe: probe the flat directions of a degenerate critical point with the loss.
+        lanczos_tol: Lanczos residual tolerance; ``None``: by dtype, :func:`default_tolerances`.
+        ratio_probes, ratio_steps: SLQ settings of the estimated minimum ratio (Lanczos path).
+        seed: seeds Lanczos, the SLQ probes and the random probe directions.
+
+    Returns:
+        :class:`CriticalPoint`.
+
+    Example (the lecture's saddle: L = (1 − w1·w2)², H = [[0, −2], [−2, 0]] at the origin)::
+
+        >>> point = classify(lecture_model_at_origin, mse_loss, (x, y))   # doctest: +SKIP
+        >>> point.kind, point.min_eigenvalue, point.max_eigenvalue        # doctest: +SKIP
+        ('saddle', -2.0, 2.0)
+    """
+    _check_tolerance("grad_tol", grad_tol)
+    if eig_tol is not None:
+        _check_tolerance("eig_tol", eig_tol)
+    if lanczos_tol is not None and not (math.isfinite(lanczos_tol) and lanczos_tol > 0):
+        raise ValueError(f"lanczos_tol must be a positive number, got {lanczos_tol!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be an integer >= 2 (both ends of the spectrum), got {k!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if isinstance(dense_threshold, bool) or not isinstance(dense_threshold, int) or dense_threshold < 1:
+        raise ValueError(f"dense_threshold must be a positive integer, got {dense_threshold!r}")
+    for name, value in (("ratio_probes", ratio_probes), ("ratio_steps", ratio_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+
+    batches = as_batches(data)
+    op = HessianOperator(model, loss_fn, batches, params=params)
+    default_eig, default_lanczos = default_tolerances(op.dtype)
+    eig_tol = default_eig if eig_tol is None else float(eig_tol)
+    lanczos_tol = default_lanczos if lanczos_tol is None else float(lanczos_tol)
+
+    loss = float(op.loss())
+    gradient = op.gradient()
+    grad_norm = float(gradient.norm())
+    critical = grad_norm <= grad_tol * max(1.0, abs(loss))
+    theta = op.point
+
+    exact = method == "exact" or (method == "auto" and op.n_params <= dense_threshold)
+    spectrum = all_vectors = None
+    if exact:
+        hessian = op.dense().double()
+        spectrum, all_vectors = torch.linalg.eigh(hessian)
+        pairs = _extremes(hessian, spectrum, all_vectors, k, op.dtype, n_matvecs=op.n_params)
+        values_for_rule, vectors_for_rule = spectrum, all_vectors
+    else:
+        pairs = lanczos(op, k=min(k, op.n_params), which="BE", tol=lanczos_tol, seed=seed)
+        values_for_rule, vectors_for_rule = pairs.values, pairs.vectors
+    n_matvecs = pairs.n_matvecs
+
+    if grad_norm > 0:
+        hg_over_g = float((op @ gradient).norm()) / grad_norm
+        n_matvecs += 1
+    else:
+        hg_over_g = None
+
+    if critical and probe:
+        objective = FlatLoss(model, loss_fn, batches, op.names)
+        linear_free = _without_linear_term(objective, theta, gradient)
+        verdict = classify_eigenvalues(
+            values_for_rule, eig_tol, eigenvectors=vectors_for_rule.to(op.dtype), loss=linear_free, point=theta,
+            tol=max(1e-12, 100 * torch.finfo(op.dtype).eps), seed=seed, max_directions=PROBE_DIRECTIONS,
+        )
+    else:
+        verdict = classify_eigenvalues(values_for_rule, eig_tol)
+
+    values = pairs.values.double()
+    lowest, highest = float(values.min()), float(values.max())
+    if exact:
+        ratio, ratio_error = verdict.minimum_ratio, 0.0
+    else:
+        threshold = eig_tol * max(1.0, abs(lowest), abs(highest))
+        estimate = minimum_ratio(op, tol=threshold, method="estimated", n_steps=ratio_steps,
+                                 n_probes=ratio_probes, seed=seed)
+        ratio, ratio_error = estimate.value, estimate.std_error
+        n_matvecs += estimate.n_matvecs
+
+    if critical:
+        kind = "local_min" if verdict.kind == "flat" else verdict.kind
+        degenerate = verdict.degenerate
+    else:
+        kind, degenerate = "not_critical", False
+    return CriticalPoint(
+        kind=kind, degenerate=degenerate, loss=loss, grad_norm=grad_norm, min_eigenvalue=lowest,
+        max_eigenvalue=highest, minimum_ratio=float(ratio), minimum_ratio_exact=exact,
+        minimum_ratio_std_error=float(ratio_error), eigenpairs=pairs, hg_over_g=hg_over_g, grad_tol=float(grad_tol),
+        eig_tol=eig_tol, method="exact" if exact else "lanczos", verdict=verdict, n_params=op.n_params,
+        n_matvecs=n_matvecs, names=op.names, parameters=theta, gradient=gradient, spectrum=spectrum,
+    )
+
+
+class FlatLoss:
+    """The dataset-mean loss as a function of the flat vector of the named parameters.
+
+    ``FlatLoss(model, loss_fn, batches, names)(theta)`` evaluates the model with ``theta`` in
+    place of those parameters (``torch.func.functional_call``; the model itself is untouched),
+    batches weighted by their size, without building a graph. A model in training mode with
+    dropout or batch-norm is evaluated in eval mode, as the Hessian operator does, so the
+    loss is a deterministic function of ``theta``.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, batches: list, names: tuple[str, ...]) -> None:
+        self.model, self.loss_fn, self.batches, self.names = model, loss_fn, batches, tuple(names)
+        named = dict(model.named_parameters())
+        self.shapes = [named[n].shape for n in self.names]
+        self.sizes = [named[n].numel() for n in self.names]
+        self.dtype, self.device = named[self.names[0]].dtype, named[self.names[0]].device
+        self.n_samples = sum(_batch_size(X, y) for X, y in batches)
+        self.to_eval = any(isinstance(m, _RANDOM_LAYERS) for m in model.modules())
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` views of a flat vector."""
+        parts = torch.split(theta, self.sizes)
+        return {n: p.reshape(s) for n, p, s in zip(self.names, parts, self.shapes)}
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        state = self.unflatten(theta.to(self.device, self.dtype))
+        saved = [(m, m.training) for m in self.model.modules()] if self.to_eval else []
+        if self.to_eval:
+            self.model.eval()
+        try:
+            total = torch.zeros((), dtype=self.dtype, device=self.device)
+            with torch.no_grad():
+                for X, y in self.batches:
+                    X, y = self._move(X), self._move(y)
+                    out = functional_call(self.model, state, tuple(X) if isinstance(X, (tuple, list)) else (X,))
+                    total += _batch_size(X, y) * self.loss_fn(out, y)
+        finally:
+            for module, training in saved:
+                module.training = training
+        return total / self.n_samples
+
+    def _move(self, t: Any) -> Any:
+        if isinstance(t, (tuple, list)):
+            return type(t)(self._move(x) for x in t)
+        if not torch.is_tensor(t):
+            return t
+        return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
+
+
+def as_batches(data: Any) -> list:
+    """``data`` as a list of ``(X, y)`` batches (one pair becomes a one-element list; a
+    generator is read once, so every pass — Hessian, probes, line search — sees the same data)."""
+    if _is_pair(data):
+        return [tuple(data)]
+    if not isinstance(data, Iterable):
+        raise ValueError(f"data must be an (X, y) pair or an iterable of (X, y) batches, got {type(data).__name__}")
+    batches = [tuple(b) for b in data]
+    if not batches:
+        raise ValueError("data has no batches")
+    return batches
+
+
+def _is_pair(data: Any) -> bool:
+    return (
+        isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1])
+        and (torch.is_tensor(data[0]) or (isinstance(data[0], (tuple, list)) and all(map(torch.is_tensor, data[0]))))
+    )
+
+
+def _batch_size(X: Any, y: Any) -> int:
+    if torch.is_tensor(y) and y.ndim > 0:
+        return int(y.shape[0])
+    first = X[0] if isinstance(X, (tuple, list)) else X
+    return int(first.shape[0])
+
+
+def _without_linear_term(objective: FlatLoss, theta: torch.Tensor, gradient: torch.Tensor):
+    """θ′ ↦ L(θ′) − gᵀ(θ′ − θ): what the probe sees beyond the (negligible) first-order term."""
+    def loss(point: torch.Tensor) -> torch.Tensor:
+        return objective(point) - torch.dot(gradient, point - theta)
+    return loss
+
+
+def _extremes(hessian: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor, k: int,
+              dtype: torch.dtype, n_matvecs: int) -> Eigenpairs:
+    """The exact path's extreme pairs in :class:`Eigenpairs` form (ascending, both ends)."""
+    n = values.numel()
+    if n <= k:
+        index = torch.arange(n)
+    else:
+        low = k // 2
+        index = torch.cat([torch.arange(low), torch.arange(n - (k - low), n)])
+    chosen_values, chosen_vectors = values[index], vectors[:, index]
+    # the same sign convention as lanczos: each column's largest-magnitude entry is positive
+    top = chosen_vectors.abs().argmax(dim=0)
+    signs = torch.sign(chosen_vectors[top, torch.arange(index.numel())])
+    chosen_vectors = chosen_vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+    norm = float(values.abs().max()) if n else 0.0  # the spectral norm, from the eigenvalues we have
+    floor = torch.finfo(torch.float64).eps ** (2 / 3) * max(norm, 1e-300)
+    residual = (hessian @ chosen_vectors - chosen_vectors * chosen_values).norm(dim=0)
+    residual = residual / chosen_values.abs().clamp_min(floor)
+    return Eigenpairs(chosen_values.to(dtype), chosen_vectors.to(dtype), residual, n_matvecs, "BE", True, 0)
+
+
+def _check_tolerance(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -1,0 +1,254 @@
+"""Extreme eigenpairs of a symmetric operator by thick-restart Lanczos, written in torch.
+
+The solver builds an orthonormal Krylov basis V = [v_1 … v_j] of span{v_1, Hv_1, …, H^{j-1}v_1}
+with *full* re-orthogonalisation (classical Gram-Schmidt, twice), keeps the products
+W = HV, and takes Ritz pairs from the projection T = Vᵀ H V = Vᵀ W (Rayleigh-Ritz). When the
+basis reaches ``ncv`` vectors without convergence it restarts *thick* (Wu & Simon 2000,
+"Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J. Matrix Anal.
+Appl. 22(2)): it keeps the wanted Ritz vectors Y = VS and their products WS (no new
+products), and continues from the residual direction (I − VVᵀ) H v_j, so the Krylov
+information is never thrown away.
+
+A pair (θ, y) is converged when its Ritz *residual* satisfies
+
+    ||H y − θ y|| <= tol · max(|θ|, ε^{2/3} ||T||),
+
+(the floor keeps exact zeros reachable; ε is the dtype's machine epsilon, as in ARPACK). The
+residual is computed explicitly from W and V, not from the recurrence estimate.
+
+Everything runs on the operator's device and dtype (float64 recommended for 1e-6 and below).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from descentlab.curvature.linop import as_operator
+
+__all__ = ["Eigenpairs", "lanczos", "WHICH"]
+
+#: ``which`` values: largest algebraic, smallest algebraic, largest magnitude, both ends.
+WHICH = ("LA", "SA", "LM", "BE")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Eigenpairs:
+    """Eigenpairs found by :func:`lanczos`.
+
+    Attributes:
+        values: ``(k,)`` eigenvalues, ordered by ``which``: ``"LA"`` descending, ``"SA"``
+            ascending (most negative first), ``"LM"`` by descending magnitude, ``"BE"`` ascending.
+        vectors: ``(n, k)`` orthonormal eigenvectors, column i belongs to ``values[i]``; the
+            sign is fixed so that each column's largest-magnitude entry is positive.
+        residuals: ``(k,)`` relative Ritz residuals ||H v − λ v|| / max(|λ|, ε^{2/3}||H||).
+        n_matvecs: operator products used (``op @ v`` columns).
+        which: the ``which`` that was asked for.
+        converged: every residual is at most ``tol``.
+        n_restarts: thick restarts done.
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+    residuals: torch.Tensor
+    n_matvecs: int
+    which: str = "LA"
+    converged: bool = True
+    n_restarts: int = 0
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{v:.6g}" for v in self.values.tolist())
+        worst = f"{self.residuals.max().item():.1e}" if self.residuals.numel() else "-"
+        return (
+            f"Eigenpairs(which={self.which!r}, values=[{vals}], vectors={tuple(self.vectors.shape)}, "
+            f"max_residual={worst}, n_matvecs={self.n_matvecs}, converged={self.converged}, "
+            f"n_restarts={self.n_restarts})"
+        )
+
+
+def lanczos(
+    op: Any,
+    k: int = 10,
+    which: str = "LA",
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    seed: int = 0,
+    *,
+    ncv: int | None = None,
+) -> Eigenpairs:
+    """The ``k`` extreme eigenpairs of a symmetric operator (thick-restart Lanczos).
+
+    Args:
+        op: a :class:`~descentlab.curvature.HessianOperator`, a dense symmetric tensor, or
+            anything with ``shape`` and ``@``.
+        k: how many eigenpairs (1 <= k <= n).
+        which: ``"LA"`` largest, ``"SA"`` smallest (most negative), ``"LM"`` largest
+            magnitude, ``"BE"`` both ends (``k // 2`` smallest and ``k - k // 2`` largest).
+        tol: relative Ritz residual at which a pair counts as converged.
+        max_iter: most operator products (default ``max(50 * ncv, 1000)``); when reached
+            the result is returned with ``converged=False`` and a warning.
+        seed: seeds the start vector (a CPU generator, so results do not depend on device).
+        ncv: Krylov basis size before a restart (default ``max(2k + 1, 20)`` for ``LA``/``LM``,
+            ``max(8k, 60)`` for ``SA``/``BE``, where the wanted end of a Hessian spectrum is
+            usually a cluster near zero; capped at n).
+
+    Returns:
+        :class:`Eigenpairs`.
+    """
+    A = as_operator(op)
+    n = A.n
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    if not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, {n}], got {k!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    if ncv is None:
+        ncv = max(2 * k + 1, 20) if which in ("LA", "LM") else max(8 * k, 60)
+    m = min(int(ncv), n)
+    if m < min(k + 1, n):
+        raise ValueError(f"ncv must be > k (at least {k + 1}), got {ncv}")
+    if max_iter is None:
+        max_iter = max(50 * m, 1000)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+
+    dtype, device = A.dtype, A.device
+    eps = torch.finfo(dtype).eps
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def random_vector() -> torch.Tensor:
+        return torch.randn(n, generator=gen, dtype=torch.float64).to(device, dtype)
+
+    V = torch.zeros(n, m, dtype=dtype, device=device)
+    W = torch.zeros(n, m, dtype=dtype, device=device)
+    T = torch.zeros(m, m, dtype=dtype, device=device)
+    f = random_vector()  # the next direction, orthogonal to V[:, :j] once j > 0
+    j = 0
+    restarts = 0
+    exhausted = False
+    start = A.n_matvecs
+
+    while True:
+        # ---- expand the basis up to m vectors; H V = V T + f e_jᵀ holds throughout, so the
+        # residual of a Ritz pair (θ, Vs) is ||f|| · |s_j|, checked after every product
+        while j < m:
+            if f.norm().item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
+                # invariant subspace: continue with a fresh direction, unless none is left
+                f = _orthogonalize(random_vector(), V[:, :j])
+                if j >= n or f.norm().item() <= 1e3 * eps:
+                    exhausted = True
+                    break
+            V[:, j] = f / f.norm()
+            W[:, j] = A @ V[:, j]
+            col = V[:, : j + 1].T @ W[:, j]
+            T[: j + 1, j] = col
+            T[j, : j + 1] = col
+            j += 1
+            f = _orthogonalize(W[:, j - 1], V[:, :j])
+            if j >= n:
+                exhausted = True
+                break
+            if j >= k and (A.n_matvecs - start >= max_iter or _estimate(T, j, k, which, tol, eps, f)):
+                break
+
+        ok, theta, S, pick, res = _converged(V, W, T, j, k, which, tol, eps)
+        used = A.n_matvecs - start
+        if ok or exhausted or used >= max_iter:
+            break
+
+        # ---- thick restart: keep the most wanted Ritz vectors (and, one-sided, a few from the
+        # far end), continue from f, which is orthogonal to the old basis and so to the new
+        keep = _restart_set(theta, j, k, m, which)
+        p = keep.numel()
+        Sk = S[:, keep]
+        V[:, :p] = V[:, :j] @ Sk
+        W[:, :p] = W[:, :j] @ Sk
+        T.zero_()
+        T[:p, :p] = V[:, :p].T @ W[:, :p]
+        j = p
+        restarts += 1
+
+    values = theta[pick]
+    vectors = V[:, :j] @ S[:, pick]
+    idx = vectors.abs().argmax(dim=0)
+    signs = torch.sign(vectors[idx, torch.arange(vectors.shape[1], device=device)])
+    vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+    converged = bool((res <= tol).all().item())
+    if not converged and not exhausted:
+        warnings.warn(
+            f"lanczos: {which} k={k} did not reach tol={tol:g} in {used} products "
+            f"(worst residual {res.max().item():.1e}); raise max_iter or ncv, or loosen tol",
+            UserWarning,
+            stacklevel=2,
+        )
+    if exhausted:
+        converged = converged or bool((res <= max(tol, math.sqrt(eps))).all().item())
+    return Eigenpairs(values, vectors, res, used, which, converged, restarts)
+
+
+def _orthogonalize(f: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Classical Gram-Schmidt against the columns of V, done twice ("twice is enough")."""
+    if V.shape[1] == 0:
+        return f.clone()
+    q = f - V @ (V.T @ f)
+    return q - V @ (V.T @ q)
+
+
+def _pick(theta: torch.Tensor, count: int, which: str) -> torch.Tensor:
+    """Indices of the ``count`` most wanted Ritz values, in the output order of ``which``."""
+    count = min(count, theta.numel())
+    if which == "LA":
+        return torch.argsort(theta, descending=True)[:count]
+    if which == "SA":
+        return torch.argsort(theta)[:count]
+    if which == "LM":
+        return torch.argsort(theta.abs(), descending=True)[:count]
+    order = torch.argsort(theta)
+    low = count // 2
+    high = count - low
+    return torch.cat([order[:low], order[order.numel() - high :]])
+
+
+# fractions of the spare basis (ncv - k) kept at a restart: from the far end, and extra wanted
+_FAR, _EXTRA = 0.5, 0.25
+
+def _restart_set(theta: torch.Tensor, j: int, k: int, m: int, which: str) -> torch.Tensor:
+    """Ritz vectors kept at a restart: the most wanted ones and, for one-sided searches, a few
+    from the far end. Keeping those (they converge first) deflates the far end from the
+    continued Krylov space, which shrinks the spread the wanted end has to fight against."""
+    room = max(2, math.ceil((m - k) * (1 - _FAR - _EXTRA)))  # new directions per cycle
+    p = max(min(j - room, k + int((m - k) * _EXTRA)), min(k, j - 1))
+    keep = _pick(theta, p, which)
+    if which in ("LA", "SA"):
+        q = min(j - room - p, int((m - k) * _FAR))
+        if q > 0:
+            far = _pick(theta, q, "SA" if which == "LA" else "LA")
+            keep = torch.cat([keep, far])
+    return keep
+
+
+def _estimate(T, j, k, which, tol, eps, f) -> bool:
+    """Cheap convergence test from the Lanczos relation: residual_i = ||f|| · |s_{j,i}|."""
+    Tj = T[:j, :j]
+    theta, S = torch.linalg.eigh((Tj + Tj.T) / 2)
+    pick = _pick(theta, k, which)
+    floor = eps ** (2 / 3) * max(theta.abs().max().item(), 1e-300)
+    res = f.norm() * S[-1, pick].abs() / theta[pick].abs().clamp_min(floor)
+    return bool((res <= tol).all().item())
+
+
+def _converged(V, W, T, j, k, which, tol, eps):
+    """Rayleigh-Ritz on the first j basis vectors; relative residuals of the k wanted pairs."""
+    Tj = T[:j, :j]
+    theta, S = torch.linalg.eigh((Tj + Tj.T) / 2)
+    pick = _pick(theta, k, which)
+    Sw = S[:, pick]
+    R = W[:, :j] @ Sw - (V[:, :j] @ Sw) * theta[pick]
+    floor = eps ** (2 / 3) * max(theta.abs().max().item(), 1e-300)
+    res = R.norm(dim=0) / theta[pick].abs().clamp_min(floor)
+    return bool((res <= tol).all().item()), theta, S, pick, res

@@ -1,0 +1,303 @@
+"""The batch-size study: how the mini-batch size trades time, noise, sharpness and generalisation.
+
+Per batch size B (``None`` = the full training set, one update per epoch):
+
+- the learning rate, by a stated rule (:data:`LR_RULES`): ``"tuned"`` gives every size the
+  same budget of rates on a log grid around the optimizer's default, chosen on validation
+  loss; ``"linear"`` / ``"sqrt"`` tune once at the reference size and scale the rate by
+  ``B / B_ref`` (Goyal et al. 2017) or ``sqrt(B / B_ref)`` (Krizhevsky 2014; Hoffer et al. 2017);
+- the same number of epochs for every size, so a small batch makes many more updates;
+- ``seeds`` runs, trained as one stacked ensemble when the optimizer is element-wise;
+- the time per update, measured on one plain model (not the ensemble, whose cost grows
+  with its size) over up to :data:`TIMED_UPDATES` updates; time per epoch = time per update x
+  updates per epoch; seconds to the target loss = updates to target x time per update;
+- the sharpness at the end: the largest eigenvalue of the Hessian of the full training loss
+  (``descentlab.curvature.lanczos`` on a ``HessianOperator``), one per seed.
+
+Each size's tuning and final runs are sweep points (``tune-b<B>``, ``final-b<B>`` under
+``<run>/runs/``), complete or absent, so an interrupted study resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from descentlab import files
+from descentlab.experiments.compare import CURVE_COLUMNS, best_lr, curve_rows, lr_grid, steps_to_target
+from descentlab.experiments.rundir import RunDir
+
+__all__ = ["BatchSizeSettings", "LR_RULES", "scaled_lr", "run_batch_size", "sharpness", "time_per_update",
+           "size_label", "TIMED_UPDATES"]
+
+LR_RULES = ("tuned", "linear", "sqrt")
+TIMED_UPDATES = 200
+
+
+def size_label(size: int | None) -> str:
+    """``"full"`` for the full batch, else the number."""
+    return "full" if size is None else str(size)
+
+
+@dataclass(frozen=True)
+class BatchSizeSettings:
+    """Everything that defines one study (all of it goes into ``config.json``)."""
+
+    workload: str
+    sizes: tuple[int | None, ...]
+    epochs: float = 5
+    optimizer: str = "sgd"
+    lr_rule: str = "tuned"
+    ref_size: int | None = 32
+    budget: int = 6
+    seeds: int = 3
+    target_loss: float | None = None
+    seed: int = 0
+    records_per_epoch: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.sizes:
+            raise ValueError("sizes must name at least one batch size")
+        if len(set(self.sizes)) != len(self.sizes):
+            raise ValueError("sizes must not repeat a batch size")
+        for size in self.sizes:
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ValueError(f"sizes must be positive ints or None (full batch), got {size!r}")
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.lr_rule not in LR_RULES:
+            raise ValueError(f"lr_rule must be one of {', '.join(LR_RULES)}, got {self.lr_rule!r}")
+        for name, value in (("budget", self.budget), ("seeds", self.seeds), ("records_per_epoch", self.records_per_epoch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.ref_size is not None and self.ref_size < 1:
+            raise ValueError(f"ref_size must be >= 1 or None (full batch), got {self.ref_size}")
+        if self.target_loss is not None and not self.target_loss > 0:
+            raise ValueError(f"target_loss must be > 0, got {self.target_loss}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    def config(self) -> dict[str, Any]:
+        return {"workload": self.workload, "sizes": list(self.sizes), "epochs": self.epochs,
+                "optimizer": self.optimizer, "lr_rule": self.lr_rule, "ref_size": self.ref_size,
+                "budget": self.budget, "seeds": self.seeds, "target_loss": self.target_loss, "seed": self.seed,
+                "records_per_epoch": self.records_per_epoch}
+
+
+def scaled_lr(lr_ref: float, size: int, ref_size: int, rule: str) -> float:
+    """``lr_ref`` scaled from ``ref_size`` to ``size``: ``linear`` x B/B_ref, ``sqrt`` x sqrt(B/B_ref)."""
+    if rule == "linear":
+        return lr_ref * size / ref_size
+    if rule == "sqrt":
+        return lr_ref * math.sqrt(size / ref_size)
+    raise ValueError(f"rule must be 'linear' or 'sqrt', got {rule!r}")
+
+
+def _effective(size: int | None, n: int) -> int:
+    return n if size is None or size >= n else size
+
+
+def sharpness(model: Any, loss_fn: Callable, X: Any, y: Any, seed: int = 0) -> float:
+    """Largest eigenvalue of the Hessian of the mean training loss of ``model`` on ``(X, y)``."""
+    from descentlab.curvature import HessianOperator, lanczos
+
+    return float(lanczos(HessianOperator(model, loss_fn, (X, y)), k=1, which="LA", seed=seed).values[0])
+
+
+def time_per_update(workload: Any, optimizer: str, lr: float, batch_size: int | None, seed: int = 0,
+                    updates: int = TIMED_UPDATES) -> float:
+    """Mean seconds per update of one plain model (forward, backward, step) at this batch size.
+
+    Runs ``updates`` updates (fewer if an epoch is shorter, then repeats epochs), after a few
+    warm-up updates that are not counted.
+    """
+    import torch
+
+    from descentlab.optim import make_optimizer
+
+    torch.manual_seed(seed)
+    model = workload.make_model()
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr)
+    X, y = workload.X_train, workload.y_train
+    n = X.shape[0]
+    b = _effective(batch_size, n)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+
+    def one(i: int) -> None:
+        start = (i * b) % n
+        index = order[start:start + b] if b < n else None
+        xb, yb = (X, y) if index is None else (X[index], y[index])
+        opt.zero_grad(set_to_none=True)
+        workload.loss_fn(model(xb), yb).backward()
+        opt.step()
+
+    for i in range(3):
+        one(i)
+    begin = time.perf_counter()
+    for i in range(updates):
+        one(i)
+    return (time.perf_counter() - begin) / updates
+
+
+def size_point(run: RunDir, *, workload: str, optimizer: str, batch_size: int | None, lrs: Sequence[float],
+               seeds: Sequence[int], epochs: float, records_per_epoch: int, data_seed: int, role: str) -> None:
+    """Sweep point: train ``seeds x lrs`` at ``batch_size``; a final point also times and measures sharpness."""
+    from descentlab.experiments.ensemble import Member, train_members
+    from descentlab.problems.workloads import get_workload
+
+    work = get_workload(workload, seed=data_seed)
+    n = work.n_train
+    per_epoch = math.ceil(n / _effective(batch_size, n))
+    steps = max(1, round(epochs * per_epoch))
+    eval_every = max(1, per_epoch // records_per_epoch)
+    members = [Member(int(s), float(lr)) for lr in lrs for s in seeds]
+    notes: list[str] = []
+    result = train_members(work, optimizer, members, steps=steps, batch_size=batch_size,
+                           eval_every=eval_every, log=notes.append)
+    rows = curve_rows(optimizer, result)
+    for row in rows:
+        row["batch_size"] = size_label(batch_size)
+        row["epoch"] = row["step"] / per_epoch
+    info: dict[str, Any] = {"stacked": result.stacked, "reason": result.reason, "steps": steps,
+                            "updates_per_epoch": per_epoch}
+    if role == "tune":
+        trials = [{"batch_size": size_label(batch_size), "lr": m.lr, "seed": m.seed,
+                   "final_train_loss": float(result.train_loss[k, -1]),
+                   "final_val_loss": float(result.val_loss[k, -1]),
+                   "final_val_accuracy": float(result.val_accuracy[k, -1])} for k, m in enumerate(members)]
+        run.write_csv("trials.csv", trials)
+    else:
+        seconds = time_per_update(work, optimizer, float(lrs[0]), batch_size, seed=int(seeds[0]),
+                                  updates=min(TIMED_UPDATES, max(per_epoch, 20)))
+        info["seconds_per_update"] = seconds
+        # Curves by seconds use the single-model time per update, the same for every seed.
+        for row in rows:
+            row["seconds"] = row["step"] * seconds
+        values = []
+        for k in range(len(members)):
+            model = result.load_member(k, work.make_model())
+            values.append(sharpness(model, work.loss_fn, work.X_train, work.y_train))
+        info["sharpness"] = values
+        # Final weights, row k = member k, so the sharpness can be checked or recomputed later.
+        files.save_torch(run.file("final_params.pt"), {name: t.contiguous() for name, t in result.params.items()})
+        notes.append(f"batch {size_label(batch_size)}: {seconds * 1e3:.3g} ms per update (one model), "
+                     f"sharpness {', '.join(f'{v:.4g}' for v in values)}")
+    run.write_csv("curves.csv", rows, ("batch_size", "epoch") + CURVE_COLUMNS)
+    run.write_text("log.txt", "\n".join(notes) + "\n")
+    run.write_json("result.json", info)
+
+
+def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, workers: int | None = None,
+                   ray_address: str | None = None, progress: bool = False,
+                   log: Callable[[str], None] | None = None) -> RunDir:
+    """Run (or resume) the study into ``out`` and write its tables; returns the run.
+
+    Writes ``trials.csv``, ``curves.csv``, ``summary.csv`` (one row per size), ``log.txt`` and
+    ``protocol.json``. The caller renders ``report.html``.
+    """
+    import numpy as np
+
+    from descentlab.experiments.sweep import SweepPoint, open_sweep_root, run_sweep
+    from descentlab.optim.registry import OPTIMIZERS, parse_name
+
+    say = log or (lambda message: None)
+    _, base = parse_name(settings.optimizer)
+    grid = lr_grid(OPTIMIZERS[base].lr, settings.budget)
+    if settings.lr_rule != "tuned" and settings.ref_size not in settings.sizes:
+        raise ValueError(f"ref_size {size_label(settings.ref_size)} must be one of the sizes for rule "
+                         f"{settings.lr_rule!r}")
+    run = open_sweep_root(out, "batch-size", settings.config())
+    root = run.file("runs")
+    common = dict(workload=settings.workload, optimizer=settings.optimizer, epochs=settings.epochs,
+                  records_per_epoch=settings.records_per_epoch, data_seed=settings.seed)
+    tune_sizes = list(settings.sizes) if settings.lr_rule == "tuned" else [settings.ref_size]
+    tune = [SweepPoint(f"tune-b{size_label(s)}", "batch-size-point", size_point,
+                       dict(common, batch_size=s, lrs=grid, seeds=[settings.seed], role="tune")) for s in tune_sizes]
+    say(f"tuning: {len(tune)} batch sizes x {len(grid)} learning rates ({settings.lr_rule} rule)")
+    tuned = run_sweep(tune, root, workers=workers, ray_address=ray_address, progress=progress, log=say)
+    trials: list[dict[str, Any]] = []
+    chosen: dict[str, float] = {}
+    for s, point in zip(tune_sizes, tuned.runs):
+        rows = point.read_csv("trials.csv")
+        chosen[size_label(s)] = best_lr(rows)
+        trials.extend(rows)
+    if settings.lr_rule != "tuned":
+        lr_ref = chosen[size_label(settings.ref_size)]
+        n = _n_train(settings)
+        ref = _effective(settings.ref_size, n)
+        chosen = {size_label(s): scaled_lr(lr_ref, _effective(s, n), ref, settings.lr_rule) for s in settings.sizes}
+    seeds = list(range(settings.seed, settings.seed + settings.seeds))
+    final = [SweepPoint(f"final-b{size_label(s)}", "batch-size-point", size_point,
+                        dict(common, batch_size=s, lrs=[chosen[size_label(s)]], seeds=seeds, role="final"))
+             for s in settings.sizes]
+    say(f"final: {len(final)} batch sizes x {len(seeds)} seeds")
+    finished = run_sweep(final, root, workers=workers, ray_address=ray_address, progress=progress, log=say)
+
+    curves: list[dict[str, Any]] = []
+    notes: list[str] = []
+    infos = []
+    for point in list(tuned.runs) + list(finished.runs):
+        notes.extend(n for n in point.file("log.txt").read_text(encoding="utf-8").split("\n") if n)
+    for point in finished.runs:
+        curves.extend(point.read_csv("curves.csv"))
+        infos.append(point.read_json("result.json"))
+    finals = []
+    for s in settings.sizes:
+        rows = [r for r in curves if r["batch_size"] == size_label(s)]
+        last = max(int(r["step"]) for r in rows)
+        finals.append(np.mean([float(r["train_loss"]) for r in rows if int(r["step"]) == last]))
+    target = settings.target_loss
+    if target is None:
+        finite = [v for v in finals if math.isfinite(v)]
+        target = float(np.median(finite)) if finite else math.nan
+    summary = []
+    for s, info in zip(settings.sizes, infos):
+        label = size_label(s)
+        rows = [r for r in curves if r["batch_size"] == label]
+        by_seed: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_seed.setdefault(int(r["seed"]), []).append(r)
+        hits, last_rows = [], []
+        for seed_rows in by_seed.values():
+            seed_rows.sort(key=lambda r: int(r["step"]))
+            last_rows.append(seed_rows[-1])
+            hit = steps_to_target([float(r["step"]) for r in seed_rows], [float(r["train_loss"]) for r in seed_rows],
+                                  target)
+            if math.isfinite(hit):
+                hits.append(hit)
+
+        def mean(key: str) -> float:
+            return float(np.mean([float(r[key]) for r in last_rows]))
+
+        per_update = float(info["seconds_per_update"])
+        updates = float(np.mean(hits)) if hits else math.nan
+        summary.append({
+            "batch_size": label, "lr": chosen[label], "updates_per_epoch": info["updates_per_epoch"],
+            "seconds_per_update": per_update, "seconds_per_epoch": per_update * info["updates_per_epoch"],
+            "updates_to_target": updates, "seconds_to_target": updates * per_update,
+            "reached": f"{len(hits)}/{len(by_seed)}",
+            "train_loss": mean("train_loss"), "train_accuracy": mean("train_accuracy"),
+            "val_accuracy": mean("val_accuracy"), "accuracy_gap": mean("train_accuracy") - mean("val_accuracy"),
+            "loss_gap": mean("val_loss") - mean("train_loss"),
+            "sharpness": float(np.mean(info["sharpness"])), "sharpness_std": float(np.std(info["sharpness"])),
+            "stacked": bool(info["stacked"]),
+        })
+    run.write_csv("trials.csv", trials)
+    run.write_csv("curves.csv", curves, ("batch_size", "epoch") + CURVE_COLUMNS)
+    run.write_csv("summary.csv", summary)
+    run.write_text("log.txt", "\n".join(notes) + "\n")
+    run.write_json("protocol.json", {"grid": grid, "chosen_lr": chosen, "tuned_sizes": [size_label(s) for s in tune_sizes],
+                                     "seeds": seeds, "target_loss": target, "timed_updates": TIMED_UPDATES,
+                                     "n_train": _n_train(settings)})
+    return run
+
+
+def _n_train(settings: BatchSizeSettings) -> int:
+    from descentlab.problems.workloads import get_workload
+
+    return get_workload(settings.workload, seed=settings.seed).n_train

@@ -1,0 +1,327 @@
+"""The training loop: plain, readable, resumable bit-for-bit, writing one run directory.
+
+One step is the textbook one: take the next mini-batch (a fresh permutation every epoch when
+shuffling), ``zero_grad``, forward, loss, backward, measure the gradient norm, ``step`` the
+optimizer (from :func:`descentlab.optim.make_optimizer`) and the schedule, then call every
+callback as ``callback(step, loss, model)`` — a :class:`~descentlab.critical.StallMonitor`'s
+``update`` plugs in there.
+
+The run directory gets ``config.json`` (``"train"``: the :class:`TrainConfig`), ``metrics.csv``
+(one row per step: ``step, epoch, train_loss, grad_norm, lr, val_loss, val_accuracy,
+wall_time``; validation columns every ``eval_every`` steps, empty otherwise) and
+``checkpoint.pt`` (model, optimizer, schedule, the shuffling generator, torch's RNG, the
+callbacks' state, the step), each written atomically. ``resume=True`` reloads the checkpoint
+and replays nothing: the resumed run computes the same numbers as one never stopped. A
+non-finite loss stops the run at that step (``status == "non_finite"``) and leaves the last
+good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.errors import UserInputError
+from descentlab.experiments.rundir import RunDir
+
+__all__ = ["TrainConfig", "TrainResult", "train", "prepare", "METRICS", "CHECKPOINT", "COLUMNS", "load_checkpoint_model"]
+
+METRICS = "metrics.csv"
+CHECKPOINT = "checkpoint.pt"
+COLUMNS = ("step", "epoch", "train_loss", "grad_norm", "lr", "val_loss", "val_accuracy", "wall_time")
+
+Callback = Callable[[int, float, nn.Module], Any]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimizer, learning rate, schedule, batches, length, seed.
+
+    Attributes:
+        optimizer: a registry name (``"sgd"``, ``"adam"``, ``"lookahead:adam"``, ...).
+        lr: learning rate; ``None`` takes the registry's default for that optimizer.
+        schedule: a schedule spec for :func:`descentlab.schedules.make_scheduler`, or ``None``.
+        batch_size: samples per step; ``None`` (or more than the data) is full batch.
+        shuffle: draw a fresh permutation every epoch (else the data order, every epoch).
+        steps: optimizer steps to take; or give ``epochs`` instead (exactly one of the two).
+        epochs: passes over the training data.
+        seed: seeds the model's initial weights, the shuffling and torch's RNG.
+        eval_every: validation loss/accuracy every this many steps (and at the last step).
+        checkpoint_every: write ``checkpoint.pt`` every this many steps (and at the last step).
+        optimizer_options: other hyperparameters passed to the optimizer (``momentum``, ...).
+    """
+
+    optimizer: str = "sgd"
+    lr: float | None = None
+    schedule: str | None = None
+    batch_size: int | None = 64
+    shuffle: bool = True
+    steps: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    eval_every: int = 25
+    checkpoint_every: int = 100
+    optimizer_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise UserInputError(f"lr must be a positive number, got {self.lr!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise UserInputError(f"batch_size must be a positive integer (or None for full batch), got {self.batch_size!r}")
+        if (self.steps is None) == (self.epochs is None):
+            raise UserInputError("give exactly one of steps and epochs")
+        for name in ("steps", "epochs", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserInputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserInputError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def batches_per_epoch(self, n_train: int) -> int:
+        size = n_train if self.batch_size is None else min(self.batch_size, n_train)
+        return math.ceil(n_train / size)
+
+    def total_steps(self, n_train: int) -> int:
+        """Steps this config takes on ``n_train`` samples."""
+        return self.steps if self.steps is not None else self.epochs * self.batches_per_epoch(n_train)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "optimizer_options": dict(self.optimizer_options)}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or stopped) run reports.
+
+    ``status`` is ``"completed"`` or ``"non_finite"`` (the loss became NaN/inf at ``step``;
+    the parameters are those of the last good step). ``model`` is the trained module.
+    """
+
+    path: Path
+    status: str
+    step: int
+    total_steps: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    model: nn.Module = field(repr=False)
+
+    @property
+    def message(self) -> str:
+        if self.status == "non_finite":
+            return (f"the loss became non-finite at step {self.step}; stopped there, the last good "
+                    f"checkpoint is {self.path / CHECKPOINT}")
+        return f"trained {self.step} steps: train loss {self.train_loss:.4g}" + (
+            f", validation loss {self.val_loss:.4g}" if self.val_loss is not None else "")
+
+
+@dataclass
+class _Prepared:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
+
+
+def prepare(workload: Any, config: TrainConfig) -> _Prepared:
+    """Seed, build the model, the optimizer and the schedule; raise on bad input before any file exists."""
+    from descentlab.optim import OPTIMIZERS, make_optimizer, parse_name
+
+    _, base = parse_name(config.optimizer)  # unknown names raise UserInputError
+    torch.manual_seed(config.seed)
+    model = workload.make_model()
+    if not isinstance(model, nn.Module):
+        raise UserInputError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+    lr = config.lr if config.lr is not None else OPTIMIZERS[base].lr
+    try:
+        optimizer = make_optimizer(config.optimizer, model.parameters(), lr=lr, **dict(config.optimizer_options))
+    except TypeError as error:  # an option the optimizer does not take
+        raise UserInputError(f"optimizer {config.optimizer!r}: {error}") from None
+    scheduler = None
+    if config.schedule:
+        try:
+            from descentlab.schedules import make_scheduler
+        except ImportError:
+            raise UserInputError("learning-rate schedules are not available in this build") from None
+        scheduler = make_scheduler(optimizer, config.schedule)
+    return _Prepared(model, optimizer, scheduler, config.total_steps(len(workload.X_train)))
+
+
+def _grad_norm(model: nn.Module) -> float:
+    grads = [p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.cat(grads)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor, task: str) -> tuple[float, float | None]:
+    """(mean loss, accuracy or ``None`` for regression) of ``model`` on ``(X, y)``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(X)
+        loss = float(loss_fn(out, y))
+        accuracy = float((out.argmax(dim=1) == y).double().mean()) if task == "classification" else None
+    finally:
+        model.train(was_training)
+    return loss, accuracy
+
+
+def _state(obj: Any) -> Any:
+    return obj.state_dict() if obj is not None and hasattr(obj, "state_dict") else None
+
+
+def train(
+    workload: Any,
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    kind: str = "train",
+    extra_config: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``workload`` (anything with ``make_model``, ``loss_fn``, ``X_train``... and ``task``,
+    e.g. a :class:`~descentlab.problems.workloads.Workload`) under ``config`` into run directory ``out``.
+
+    ``callbacks`` are called after every step as ``callback(step, loss, model)``; one that has
+    ``state_dict``/``load_state_dict`` is checkpointed with the run. With ``resume=True``, ``out``
+    must be a run directory this function wrote with the same config; training continues from its
+    checkpoint. Every argument is checked before the directory is created.
+    """
+    prepared = prepare(workload, config)
+    model, optimizer, scheduler, total = prepared.model, prepared.optimizer, prepared.scheduler, prepared.total_steps
+    X, y = workload.X_train, workload.y_train
+    n = len(X)
+    batch = n if config.batch_size is None else min(config.batch_size, n)
+    per_epoch = config.batches_per_epoch(n)
+    shuffler = torch.Generator().manual_seed(config.seed)
+
+    record = {"train": config.to_json(), "total_steps": total, **(extra_config or {})}
+    step, elapsed, rows, order = 0, 0.0, [], None
+    if resume:
+        run = RunDir.open(out)
+        saved = run.config
+        if saved.get("kind") != kind or saved.get("train") != record["train"]:
+            raise UserInputError(f"{out} was written with a different configuration; cannot resume it")
+        if not run.exists(CHECKPOINT):
+            raise UserInputError(f"{out} has no {CHECKPOINT} to resume from")
+        from descentlab import files
+
+        ckpt = files.load_torch(run.file(CHECKPOINT))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        shuffler.set_state(ckpt["shuffler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        order = ckpt["order"]
+        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        for callback, state in zip(callbacks, ckpt.get("callbacks", [])):
+            if state is not None and hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(state)
+        rows = [_parse_row(r) for r in run.read_csv(METRICS) if int(r["step"]) <= step] if run.exists(METRICS) else []
+    else:
+        run = RunDir.create(out, kind, record)
+
+    def checkpoint() -> None:
+        from descentlab import files
+
+        files.save_torch(run.file(CHECKPOINT), {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": _state(scheduler),
+            "shuffler": shuffler.get_state(), "torch_rng": torch.get_rng_state(), "order": order,
+            "step": step, "elapsed": elapsed, "callbacks": [_state(c) for c in callbacks],
+        })
+        run.write_csv(METRICS, rows, COLUMNS)
+
+    if step == 0:
+        checkpoint()  # the first good state, so a run that diverges at once still has one
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, desc=kind, unit="step", file=sys.stderr, disable=not progress, leave=False)
+    status, last_loss = "completed", math.nan
+    started = time.perf_counter() - elapsed
+    model.train()
+    try:
+        while step < total:
+            position = step % per_epoch
+            if position == 0:
+                order = torch.randperm(n, generator=shuffler) if config.shuffle else torch.arange(n)
+            index = order[position * batch:(position + 1) * batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = workload.loss_fn(model(X[index]), y[index])
+            if not torch.isfinite(loss):
+                status = "non_finite"
+                step += 1
+                break
+            loss.backward()
+            grad_norm = _grad_norm(model)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            last_loss = float(loss.detach())
+            row = {"step": step, "epoch": (step - 1) // per_epoch, "train_loss": last_loss, "grad_norm": grad_norm,
+                   "lr": lr, "val_loss": None, "val_accuracy": None, "wall_time": None}
+            if step % config.eval_every == 0 or step == total:
+                row["val_loss"], row["val_accuracy"] = evaluate(model, workload.loss_fn, workload.X_val, workload.y_val, workload.task)
+            for callback in callbacks:
+                callback(step, last_loss, model)
+            elapsed = time.perf_counter() - started
+            row["wall_time"] = round(elapsed, 4)
+            rows.append(row)
+            bar.update(1)
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{last_loss:.4g}")
+            if step % config.checkpoint_every == 0 or step == total:
+                checkpoint()
+    finally:
+        bar.close()
+    if status == "non_finite":
+        run.write_csv(METRICS, rows, COLUMNS)  # the rows up to the bad step; the checkpoint stays the last good one
+    final = rows[-1] if rows else {}
+    val_loss = next((r["val_loss"] for r in reversed(rows) if r["val_loss"] is not None), None)
+    val_acc = next((r["val_accuracy"] for r in reversed(rows) if r["val_accuracy"] is not None), None)
+    run.write_json("status.json", {"status": status, "step": step, "total_steps": total})
+    return TrainResult(run.path, status, step, total, float(final.get("train_loss", math.nan)), val_loss, val_acc,
+                       time.perf_counter() - started, model)
+
+
+def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for key, value in row.items():
+        if value in ("", None):
+            parsed[key] = None
+        elif key in ("step", "epoch"):
+            parsed[key] = int(value)
+        else:
+            parsed[key] = float(value)
+    return parsed
+
+
+def load_checkpoint_model(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load the weights of a run's ``checkpoint.pt`` (or a run directory) into ``model`` (weights only)."""
+    from descentlab import files
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise UserInputError(f"checkpoint {path} does not exist")
+    state = files.load_torch(path)
+    model.load_state_dict(state["model"] if "model" in state and isinstance(state["model"], Mapping) else state)
+    return model

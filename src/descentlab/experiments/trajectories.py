@@ -1,0 +1,257 @@
+"""Every optimizer's path across a 2-D surface, with the real registry optimizers.
+
+:func:`run_trajectories` puts the point (x, y) in one ``nn.Parameter`` and hands it to
+``descentlab.optim.make_optimizer`` (torch.optim's own classes where torch has the
+algorithm, the registry's wrappers such as ``lookahead:adam`` otherwise), then records the
+point and the loss after every step. Nothing is re-implemented here.
+
+:func:`tune_learning_rates` is the fair comparison: each optimizer gets the same budget
+(the same steps from the same start) at every learning rate of one log grid, and keeps the
+rate with the lowest final loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from descentlab.problems.surfaces import Surface
+
+__all__ = ["Trajectory", "Trajectories", "Tuning", "default_lr", "run_trajectories", "tune_learning_rates", "DEFAULT_OPTIMIZERS"]
+
+#: The six classic optimizers of the course's closing comparison.
+DEFAULT_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One optimizer's path.
+
+    Attributes:
+        optimizer: registry name.
+        lr: the learning rate used.
+        path: points, shape ``(steps + 1, 2)``; row 0 is the start.
+        losses: L at each row of ``path``, shape ``(steps + 1,)``.
+    """
+
+    optimizer: str
+    lr: float
+    path: torch.Tensor
+    losses: torch.Tensor
+
+    @property
+    def final_point(self) -> tuple[float, float]:
+        return (float(self.path[-1, 0]), float(self.path[-1, 1]))
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.losses[-1])
+
+    def __repr__(self) -> str:
+        x, y = self.final_point
+        return (f"Trajectory(optimizer={self.optimizer!r}, lr={self.lr:g}, steps={len(self.path) - 1}, "
+                f"final_point=({x:.4g}, {y:.4g}), final_loss={self.final_loss:.4g})")
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """The paths of several optimizers from one start on one surface."""
+
+    surface: str
+    start: tuple[float, float]
+    steps: int
+    paths: tuple[Trajectory, ...]
+
+    def __getitem__(self, optimizer: str) -> Trajectory:
+        for trajectory in self.paths:
+            if trajectory.optimizer == optimizer:
+                return trajectory
+        raise KeyError(optimizer)
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        return tuple(t.optimizer for t in self.paths)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Learning rates picked on a log grid by final loss, same budget for every optimizer.
+
+    Attributes:
+        grid: the learning rates tried.
+        final_losses: optimizer -> final loss at each rate of ``grid`` (inf where it diverged).
+        chosen: optimizer -> the rate with the lowest final loss (ties: the smaller rate).
+    """
+
+    grid: tuple[float, ...]
+    final_losses: Mapping[str, tuple[float, ...]]
+    chosen: Mapping[str, float]
+
+
+def default_lr(surface: Surface, optimizer: str) -> float:
+    """The surface's suggested learning rate for ``optimizer``.
+
+    Optimizers whose step is the gradient times ``lr`` (the registry's ``"sgd"`` family and
+    SGDW) get ``surface.lr``; Adadelta's ``lr`` is a unitless multiplier, so it keeps the
+    registry's default; every other (adaptive) optimizer takes steps of about ``lr`` in
+    parameter units and gets ``surface.step_size``.
+    """
+    from descentlab.optim.registry import OPTIMIZERS, parse_name
+
+    _, base = parse_name(optimizer)
+    spec = OPTIMIZERS[base]
+    if spec.family == "sgd" or base.startswith("sgd"):
+        return surface.lr
+    if base == "adadelta":
+        return spec.lr
+    return surface.step_size
+
+
+def run_trajectories(
+    surface: Surface,
+    optimizers: Sequence[str] = DEFAULT_OPTIMIZERS,
+    start: Sequence[float] | None = None,
+    steps: int | None = None,
+    *,
+    lr: float | Mapping[str, float] | None = None,
+    schedule: str | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> Trajectories:
+    """Run each optimizer from ``start`` for ``steps`` steps on ``surface``.
+
+    Args:
+        optimizers: registry names (``"adam"``, ``"lookahead:adam"``, ...).
+        start: the starting point (default ``surface.starts[0]``).
+        steps: the number of optimizer steps (default ``surface.steps``).
+        lr: one rate for all, a dict per optimizer, or ``None`` for :func:`default_lr`.
+        schedule: a schedule for ``descentlab.schedules.make_scheduler``, stepped after each step.
+        seed: ``torch.manual_seed`` before each optimizer (only noisy optimizers use it).
+        dtype: of the point (float64: paths stay exact enough to compare across runs).
+
+    A path that reaches a non-finite loss stops there; its remaining rows repeat the last
+    point with loss ``inf`` so every path has ``steps + 1`` rows.
+    """
+    from descentlab.optim.registry import make_optimizer, parse_name
+
+    optimizers = list(optimizers)
+    if not optimizers:
+        raise ValueError("optimizers must name at least one optimizer")
+    for name in optimizers:
+        parse_name(name)  # fail on a bad name before any work
+    steps = surface.steps if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    start = tuple(float(v) for v in (surface.starts[0] if start is None else start))
+    if len(start) != 2 or not all(math.isfinite(v) for v in start):
+        raise ValueError(f"start must be two finite numbers, got {start}")
+    paths = []
+    for name in optimizers:
+        rate = _rate(surface, name, lr)
+        torch.manual_seed(seed)
+        paths.append(_run_one(surface, name, rate, start, steps, schedule, dtype, make_optimizer))
+    return Trajectories(surface=surface.name, start=start, steps=steps, paths=tuple(paths))
+
+
+def _rate(surface: Surface, name: str, lr: float | Mapping[str, float] | None) -> float:
+    if isinstance(lr, Mapping):
+        rate = lr[name] if name in lr else default_lr(surface, name)
+    else:
+        rate = default_lr(surface, name) if lr is None else lr
+    rate = float(rate)
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"lr must be a positive number, got {rate} for {name}")
+    return rate
+
+
+def _run_one(surface, name, lr, start, steps, schedule, dtype, make_optimizer) -> Trajectory:
+    return _run_group(surface, name, [lr], start, steps, schedule, dtype, make_optimizer)[0]
+
+
+def _run_group(surface, name, lrs, start, steps, schedule, dtype, make_optimizer) -> list[Trajectory]:
+    """One point per learning rate, each in its own parameter group of ONE optimizer.
+
+    With a single rate this is the plain run. With several it is only used for optimizers
+    the registry marks element-wise: each point's update then depends on its own gradient
+    history and its group's lr alone, so k points in one optimizer are k independent runs,
+    stepped in one Python loop instead of k.
+    """
+    points = [torch.nn.Parameter(torch.tensor(start, dtype=dtype)) for _ in lrs]
+    groups = [{"params": [point], "lr": rate} for point, rate in zip(points, lrs)]
+    optimizer = make_optimizer(name, groups, lr=lrs[0])
+    scheduler = None
+    if schedule is not None:
+        from descentlab.schedules import make_scheduler
+
+        scheduler = make_scheduler(optimizer, schedule)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        # the points are independent: each one's gradient is that of its own term
+        loss = sum(surface(point) for point in points)
+        loss.backward()
+        return loss
+
+    path = torch.empty(len(points), steps + 1, 2, dtype=dtype)
+    path[:, 0] = torch.stack([point.detach() for point in points])
+    for step in range(1, steps + 1):
+        optimizer.step(closure)
+        if scheduler is not None:
+            scheduler.step()
+        path[:, step] = torch.stack([point.detach() for point in points])
+    with torch.no_grad():
+        losses = surface(path)  # one batched evaluation instead of one per step
+    trajectories = []
+    for i, rate in enumerate(lrs):
+        one_path, one_losses = path[i].clone(), losses[i].clone()
+        bad = ~(torch.isfinite(one_losses) & torch.isfinite(one_path).all(-1))
+        if bad.any():
+            first = int(torch.nonzero(bad)[0])
+            one_path[first:] = one_path[first - 1]
+            one_losses[first:] = math.inf
+        trajectories.append(Trajectory(optimizer=name, lr=rate, path=one_path, losses=one_losses))
+    return trajectories
+
+
+def tune_learning_rates(
+    surface: Surface,
+    optimizers: Sequence[str] = DEFAULT_OPTIMIZERS,
+    start: Sequence[float] | None = None,
+    steps: int | None = None,
+    *,
+    grid: Sequence[float] | None = None,
+    schedule: str | None = None,
+    seed: int = 0,
+) -> Tuning:
+    """Pick each optimizer's learning rate on a log grid, by final loss, same budget for all.
+
+    The default grid is 13 rates from 1e-4 to 1, three per decade (10^(-4 + k/3), k = 0..12).
+    A path that diverges counts as an infinite final loss.
+    """
+    grid = tuple(float(v) for v in (grid if grid is not None else [10 ** (-4 + k / 3) for k in range(13)]))
+    if not grid or any(not (v > 0 and math.isfinite(v)) for v in grid):
+        raise ValueError(f"grid must be positive learning rates, got {grid}")
+    from descentlab.optim.registry import OPTIMIZERS, make_optimizer, parse_name
+
+    steps = surface.steps if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    start = tuple(float(v) for v in (surface.starts[0] if start is None else start))
+    finals: dict[str, tuple[float, ...]] = {}
+    chosen: dict[str, float] = {}
+    for name in optimizers:
+        wrappers, base = parse_name(name)
+        torch.manual_seed(seed)
+        if OPTIMIZERS[base].elementwise and not wrappers:
+            runs = _run_group(surface, name, list(grid), start, steps, schedule, torch.float64, make_optimizer)
+        else:
+            runs = [run_trajectories(surface, [name], start, steps, lr=rate, schedule=schedule, seed=seed).paths[0]
+                    for rate in grid]
+        losses = [run.final_loss if math.isfinite(run.final_loss) else math.inf for run in runs]
+        finals[name] = tuple(losses)
+        best = min(range(len(grid)), key=lambda i: (losses[i], grid[i]))
+        chosen[name] = grid[best]
+    return Tuning(grid=grid, final_losses=finals, chosen=chosen)

@@ -1,0 +1,56 @@
+"""Choose torch's fastest correct kernel path for a torch.optim class, per set of params.
+
+torch.optim's own default on CPU is the for-loop path; its fused kernels (SGD, Adam, AdamW,
+Adagrad) run several times faster there and sit near the memory-bandwidth bound, and its
+multi-tensor (foreach) path beats the for-loop one for the classes without fused kernels
+(measured in ``bench/optim_step.py``). The registry asks :func:`fast_path_kwargs` which
+flags to pass, unless the caller chose ``fused`` / ``foreach`` / ``differentiable`` itself.
+
+SGD and Adagrad accept sparse gradients only on the for-loop path, and a sparse gradient
+is only seen at step time, so :func:`sparse_fallback` (a step pre-hook) moves a group with a
+sparse gradient back to that path before torch's fused kernel would refuse it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from descentlab.optim._checks import fused_supported
+
+__all__ = ["fast_path_kwargs", "sparse_fallback", "SPARSE_CAPABLE"]
+
+#: torch classes whose for-loop path takes sparse gradients (and so need the fallback hook).
+SPARSE_CAPABLE = (torch.optim.SGD, torch.optim.Adagrad)
+
+
+def _accepts(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def fast_path_kwargs(factory: Callable[..., Any], params: Sequence[torch.Tensor],
+                     hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """``{"fused": True}``, ``{"foreach": True}`` or ``{}`` for ``factory`` over ``params``."""
+    if any(hyperparameters.get(k) is not None for k in ("fused", "foreach")) or hyperparameters.get("differentiable"):
+        return {}
+    plain = all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
+    if _accepts(factory, "fused") and fused_supported(params):
+        return {"fused": True}
+    if _accepts(factory, "foreach") and plain:
+        return {"foreach": True}
+    return {}
+
+
+def sparse_fallback(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Step pre-hook: groups on a fused/foreach path with a sparse gradient go to the for-loop path."""
+    for group in optimizer.param_groups:
+        if (group.get("fused") or group.get("foreach")) and any(
+                p.grad is not None and p.grad.is_sparse for p in group["params"]):
+            group["fused"] = False
+            group["foreach"] = False

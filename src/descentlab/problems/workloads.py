@@ -1,0 +1,253 @@
+"""Built-in workloads: data plus a model, shipped or generated, never downloaded.
+
+A :class:`Workload` bundles what one training run needs: the tensors of a fixed, seeded
+train/validation split, a factory for a fresh model, the loss, and suggested training
+defaults. ``seed`` fixes the *data* (the split, the generated points, the teacher); the
+model's initial weights follow torch's global RNG, so a caller seeds them with
+``torch.manual_seed`` before ``make_model()``.
+
+>>> workload = get_workload("lecture")
+>>> model = workload.make_model()
+>>> loss = workload.loss_fn(model(workload.X_train), workload.y_train)
+
+Names (:data:`WORKLOADS`):
+
+- ``digits-mlp`` / ``digits-cnn``: scikit-learn's 8x8 handwritten digits (1,797 images),
+  80/20 stratified split, features standardised with the training set's mean and spread.
+- ``stall``: the same digits with a one-hidden-layer tanh MLP (64-8-10) whose weights
+  start near zero. The origin of a two-layer network is a *saddle* (like the lecture's
+  w1*w2 model: the Hessian's weight block is [[0, -C], [-C^T, 0]] with C the input-output
+  correlation, so it has eigenvalues of both signs), so plain SGD sits on a plateau at
+  loss ~ ln 10 before it finds the way down.
+- ``moons``: scikit-learn's two interleaving half circles, a small tanh MLP.
+- ``teacher-student``: regression on the outputs of a fixed random "teacher" network.
+- ``lecture``: the course's two-parameter model y = w1*w2*x on the one datum x = 1, y = 1
+  with squared error, L = (1 - w1*w2)^2.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["Workload", "WORKLOADS", "get_workload", "LectureModel", "classification_loss", "regression_loss"]
+
+#: name -> one-line description of every built-in workload.
+WORKLOADS: Mapping[str, str] = MappingProxyType({
+    "digits-mlp": "scikit-learn digits (8x8), MLP 64-64-10 with ReLU, cross-entropy",
+    "digits-cnn": "scikit-learn digits (1x8x8), small CNN (two 3x3 conv layers), cross-entropy",
+    "stall": "digits, tanh MLP 64-8-10 started near zero: plateaus at the saddle at the origin",
+    "moons": "two moons (1,000 points, noise 0.2), tanh MLP 2-16-16-2, cross-entropy",
+    "teacher-student": "regression on a random tanh teacher 10-8-1, student MLP 10-32-1, squared error",
+    "lecture": "the lecture's y = w1*w2*x on the one datum x = 1, y = 1, squared error",
+})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Data, model factory, loss and suggested defaults of one training problem.
+
+    Attributes:
+        name, description: as in :data:`WORKLOADS`.
+        make_model: returns a fresh ``nn.Module`` in the workload's dtype; its initial weights
+            come from torch's global RNG (seed it first).
+        loss_fn: ``loss_fn(output, target)``, the mean over the batch.
+        X_train, y_train, X_val, y_val: the data (class indices as ``int64`` for classification).
+        task: ``"classification"`` or ``"regression"``.
+        optimizer, lr, batch_size, steps: suggested training defaults (``batch_size=None`` means
+            full batch).
+    """
+
+    name: str
+    description: str
+    make_model: Callable[[], nn.Module] = field(repr=False)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(repr=False)
+    X_train: torch.Tensor = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)
+    X_val: torch.Tensor = field(repr=False)
+    y_val: torch.Tensor = field(repr=False)
+    task: str = "classification"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    batch_size: int | None = 64
+    steps: int = 500
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X_train.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.X_val.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Workload(name={self.name!r}, task={self.task!r}, X_train={tuple(self.X_train.shape)}, "
+            f"X_val={tuple(self.X_val.shape)}, dtype={self.X_train.dtype}, optimizer={self.optimizer!r}, "
+            f"lr={self.lr}, batch_size={self.batch_size}, steps={self.steps})"
+        )
+
+
+def classification_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits ``output`` against class indices ``target``, mean over the batch."""
+    return F.cross_entropy(output, target)
+
+
+def regression_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error, mean over the batch (and over output dimensions)."""
+    return F.mse_loss(output, target)
+
+
+class LectureModel(nn.Module):
+    """y = w1 * w2 * x with two scalar parameters ``w1`` and ``w2`` (initialised N(0, 1))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(()))
+        self.w2 = nn.Parameter(torch.randn(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w1 * self.w2 * x
+
+
+class _DigitsCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.head(x.flatten(1))
+
+
+def _mlp(sizes: tuple[int, ...], activation: str, dtype: torch.dtype, init_scale: float | None = None) -> nn.Module:
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if index:
+            layers.append(act())
+        layers.append(nn.Linear(fan_in, fan_out))
+    model = nn.Sequential(*layers)
+    if init_scale is not None:
+        # Near-zero start: every weight N(0, init_scale^2), biases zero, so the network sits
+        # next to the saddle at the origin.
+        with torch.no_grad():
+            for layer in model:
+                if isinstance(layer, nn.Linear):
+                    layer.weight.normal_(0.0, init_scale)
+                    layer.bias.zero_()
+    return model.to(dtype)
+
+
+def _make_cnn(dtype: torch.dtype) -> nn.Module:
+    return _DigitsCNN().to(dtype)
+
+
+def _make_lecture(dtype: torch.dtype) -> nn.Module:
+    return LectureModel().to(dtype)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _digits(seed: int, dtype: torch.dtype, image: bool) -> tuple[torch.Tensor, ...]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    X_train, X_val, y_train, y_val = train_test_split(
+        data.data, data.target, test_size=0.2, random_state=seed, stratify=data.target
+    )
+    mean = X_train.mean(axis=0)
+    spread = X_train.std(axis=0)
+    spread[spread == 0] = 1.0  # constant border pixels: centre them, do not divide by zero
+    X_train = torch.as_tensor((X_train - mean) / spread, dtype=dtype)
+    X_val = torch.as_tensor((X_val - mean) / spread, dtype=dtype)
+    if image:
+        X_train, X_val = X_train.reshape(-1, 1, 8, 8), X_val.reshape(-1, 1, 8, 8)
+    return X_train, torch.as_tensor(y_train, dtype=torch.long), X_val, torch.as_tensor(y_val, dtype=torch.long)
+
+
+def _moons(seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(n_samples=1000, noise=0.2, random_state=seed)
+    X = torch.as_tensor(X, dtype=dtype)
+    y = torch.as_tensor(y, dtype=torch.long)
+    return X[:800], y[:800], X[800:], y[800:]
+
+
+def _teacher_student(seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    gen = _generator(seed)
+    n, d, hidden = 1000, 10, 8
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    W1 = torch.randn(d, hidden, generator=gen, dtype=torch.float64) / math.sqrt(d)
+    w2 = torch.randn(hidden, 1, generator=gen, dtype=torch.float64) / math.sqrt(hidden)
+    y = torch.tanh(X @ W1) @ w2 + 0.05 * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    X, y = X.to(dtype), y.to(dtype)
+    return X[:800], y[:800], X[800:], y[800:]
+
+
+def get_workload(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Workload:
+    """The built-in workload ``name`` (see :data:`WORKLOADS`); ``seed`` fixes the data only.
+
+    Raises ``ValueError`` (a :class:`~descentlab.errors.UserInputError`) for an unknown name.
+    """
+    from descentlab.errors import UserInputError
+
+    if name not in WORKLOADS:
+        raise UserInputError(f"unknown workload {name!r}; valid: {', '.join(WORKLOADS)}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    description = WORKLOADS[name]
+    common = dict(name=name, description=description)
+    if name == "digits-mlp":
+        data = _digits(seed, dtype, image=False)
+        return Workload(**common, make_model=functools.partial(_mlp, (64, 64, 10), "relu", dtype),
+                        loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
+                        y_val=data[3], optimizer="sgd", lr=0.1, batch_size=64, steps=500)
+    if name == "digits-cnn":
+        data = _digits(seed, dtype, image=True)
+        return Workload(**common, make_model=functools.partial(_make_cnn, dtype),
+                        loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
+                        y_val=data[3], optimizer="sgd", lr=0.05, batch_size=64, steps=500)
+    if name == "stall":
+        data = _digits(seed, dtype, image=False)
+        return Workload(**common, make_model=functools.partial(_mlp, (64, 8, 10), "tanh", dtype, STALL_INIT),
+                        loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
+                        y_val=data[3], optimizer="sgd", lr=STALL_LR, batch_size=None, steps=STALL_STEPS)
+    if name == "moons":
+        data = _moons(seed, dtype)
+        return Workload(**common, make_model=functools.partial(_mlp, (2, 16, 16, 2), "tanh", dtype),
+                        loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
+                        y_val=data[3], optimizer="sgd", lr=0.1, batch_size=32, steps=500)
+    if name == "teacher-student":
+        data = _teacher_student(seed, dtype)
+        return Workload(**common, make_model=functools.partial(_mlp, (10, 32, 1), "tanh", dtype),
+                        loss_fn=regression_loss, X_train=data[0], y_train=data[1], X_val=data[2],
+                        y_val=data[3], task="regression", optimizer="sgd", lr=0.05, batch_size=32, steps=500)
+    # lecture: one datum, the validation set is the same datum (there is nothing else)
+    X = torch.ones(1, 1, dtype=dtype)
+    y = torch.ones(1, 1, dtype=dtype)
+    return Workload(**common, make_model=functools.partial(_make_lecture, dtype), loss_fn=regression_loss,
+                    X_train=X, y_train=y, X_val=X.clone(), y_val=y.clone(), task="regression",
+                    optimizer="sgd", lr=0.05, batch_size=None, steps=200)
+
+
+# The stall preset's knobs, chosen by experiment (see tests/test_workloads.py::test_stall_*).
+STALL_INIT = 1e-6
+STALL_LR = 0.05
+STALL_STEPS = 600

@@ -1,0 +1,196 @@
+"""The fair protocol, the sweep runner (resume, process pool, Ray's absence) and ``descentlab compare``."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from descentlab.cli import main
+from descentlab.errors import UserInputError
+from descentlab.experiments.compare import CompareSettings, best_lr, lr_grid, run_compare, steps_to_target, summarise
+from descentlab.experiments.rundir import RunDir
+from descentlab.experiments.sweep import SweepPoint, open_sweep_root, run_sweep
+
+
+def test_lr_grid_is_log_spaced_around_the_default():
+    grid = lr_grid(1e-2, 7)
+    assert len(grid) == 7
+    assert grid[3] == pytest.approx(1e-2)
+    assert grid[0] == pytest.approx(1e-2 * 10 ** -1.5) and grid[-1] == pytest.approx(1e-2 * 10 ** 1.5)
+    ratios = [b / a for a, b in zip(grid, grid[1:])]
+    assert all(r == pytest.approx(10 ** 0.5) for r in ratios)
+    assert lr_grid(0.3, 1) == [0.3]
+    with pytest.raises(ValueError, match="budget"):
+        lr_grid(0.1, 0)
+
+
+def test_best_lr_takes_the_lowest_finite_validation_loss():
+    trials = [{"lr": 0.1, "final_val_loss": "nan"}, {"lr": 0.01, "final_val_loss": 0.5},
+              {"lr": 0.001, "final_val_loss": 0.7}, {"lr": 1.0, "final_val_loss": "inf"}]
+    assert best_lr(trials) == 0.01
+    with pytest.raises(ValueError, match="diverged"):
+        best_lr([{"lr": 0.1, "final_val_loss": "nan"}])
+
+
+def test_steps_to_target_and_summary_table():
+    assert steps_to_target([0, 10, 20], [2.0, 0.4, 0.1], 0.5) == 10
+    assert math.isnan(steps_to_target([0, 10], [2.0, 1.0], 0.5))
+    curves = []
+    for optimizer, losses in (("a", [(2.0, 1.0, 0.2), (2.0, 0.8, 0.4)]), ("b", [(2.0, 1.5, 1.2), (2.0, 1.4, 1.0)])):
+        for seed, series in enumerate(losses):
+            for step, loss in zip((0, 5, 10), series):
+                curves.append({"optimizer": optimizer, "seed": seed, "lr": 0.1, "step": step, "seconds": step / 100,
+                               "train_loss": loss, "val_loss": loss + 0.1, "train_accuracy": 1 - loss / 2,
+                               "val_accuracy": 0.9 - loss / 2})
+    table, target = summarise(curves, 0.5)
+    assert target == 0.5
+    a, b = table
+    assert a["final_train_loss"] == pytest.approx(0.3) and a["steps_to_target"] == 10 and a["reached"] == "2/2"
+    assert a["seconds_to_target"] == pytest.approx(0.1)
+    assert math.isnan(b["steps_to_target"]) and b["reached"] == "0/2"
+    assert a["loss_gap"] == pytest.approx(0.1)
+    assert a["best_val_accuracy"] == pytest.approx((0.8 + 0.7) / 2)  # each seed's best, then the mean
+    _, median = summarise(curves, None)
+    assert median == pytest.approx((0.3 + 1.1) / 2)
+
+
+# --- sweep runner -------------------------------------------------------------------------------
+
+def record_point(run, *, log, name, fail=False):
+    """A sweep point that notes each call in ``log`` (outside the run) and can fail half-way."""
+    with open(log, "a") as handle:
+        handle.write(name + "\n")
+    run.write_text("half.txt", "written before the crash")
+    if fail:
+        raise RuntimeError("interrupted")
+    run.write_text("done.txt", "ok")
+
+
+def _points(log, fail):
+    return [SweepPoint(name, "test-point", record_point, {"log": str(log), "name": name, "fail": name in fail})
+            for name in ("a", "b", "c")]
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    log = tmp_path / "calls.txt"
+    root = tmp_path / "sweep"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_sweep(_points(log, fail={"b"}), root, workers=1)
+    # a finished; b crashed and left nothing (not even a hidden partial folder); c never started
+    assert sorted(p.name for p in root.iterdir()) == ["a"]
+    assert (root / "a" / "done.txt").exists()
+    result = run_sweep(_points(log, fail=set()), root, workers=1)
+    assert result.skipped == ("a",) and result.ran == ("b", "c")
+    assert log.read_text().split() == ["a", "b", "b", "c"]
+    assert all((run.path / "done.txt").exists() for run in result.runs)
+    again = run_sweep(_points(log, fail=set()), root, workers=1)
+    assert again.ran == () and log.read_text().split() == ["a", "b", "b", "c"]
+
+
+def test_ray_is_optional_and_says_how_to_get_it(tmp_path):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("ray is installed here")
+    with pytest.raises(UserInputError, match=r"descentlab\[ray\]"):
+        run_sweep(_points(tmp_path / "log", set()), tmp_path / "s", ray_address="127.0.0.1:6379")
+
+
+def test_sweep_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="workers"):
+        run_sweep([], tmp_path, workers=0)
+    points = _points(tmp_path / "log", set())
+    with pytest.raises(ValueError, match="unique"):
+        run_sweep(points + points[:1], tmp_path, workers=1)
+
+
+def test_resuming_a_different_sweep_is_refused(tmp_path):
+    open_sweep_root(tmp_path / "r", "compare", {"x": 1})
+    assert open_sweep_root(tmp_path / "r", "compare", {"x": 1}).config["x"] == 1
+    with pytest.raises(UserInputError, match="different"):
+        open_sweep_root(tmp_path / "r", "compare", {"x": 2})
+
+
+# --- the fair protocol end to end (tiny) ----------------------------------------------------------
+
+SETTINGS = CompareSettings(workload="moons", optimizers=("sgd", "adam"), seeds=2, budget=3, steps=8,
+                           batch_size=100, eval_every=4, seed=0, dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def compare_run(tmp_path_factory):
+    return run_compare(SETTINGS, tmp_path_factory.mktemp("cmp") / "run", workers=1)
+
+
+def test_every_optimizer_gets_the_same_number_of_trials(compare_run):
+    trials = compare_run.read_csv("trials.csv")
+    for name in SETTINGS.optimizers:
+        mine = [t for t in trials if t["optimizer"] == name]
+        assert len(mine) == SETTINGS.budget
+        assert len({float(t["lr"]) for t in mine}) == SETTINGS.budget
+        assert sum(t["chosen"] == "True" for t in mine) == 1
+    protocol = compare_run.read_json("protocol.json")
+    assert protocol["trials_per_optimizer"] == {"sgd": 3, "adam": 3}
+
+
+def test_chosen_rate_is_the_best_trial_and_seeds_share_their_start(compare_run):
+    trials = compare_run.read_csv("trials.csv")
+    curves = compare_run.read_csv("curves.csv")
+    protocol = compare_run.read_json("protocol.json")
+    for name in SETTINGS.optimizers:
+        mine = [t for t in trials if t["optimizer"] == name]
+        best = min(mine, key=lambda t: float(t["final_val_loss"]))
+        assert protocol["chosen_lr"][name] == float(best["lr"])
+        assert {float(r["lr"]) for r in curves if r["optimizer"] == name} == {float(best["lr"])}
+    # Shared initialisation: at step 0 each seed's loss is the same for every optimizer.
+    for seed in (0, 1):
+        starts = {r["train_loss"] for r in curves if int(r["seed"]) == seed and r["step"] == "0"}
+        assert len(starts) == 1
+    starts = {r["train_loss"] for r in curves if r["step"] == "0"}
+    assert len(starts) == 2  # and two seeds really are two different initialisations
+    summary = compare_run.read_csv("summary.csv")
+    assert [r["optimizer"] for r in summary] == ["sgd", "adam"]
+    assert all(r["stacked"] == "True" for r in summary)
+
+
+def test_report_renders_from_the_run_directory_alone(compare_run):
+    from descentlab.report.render import render
+
+    path = render(RunDir.open(compare_run.path))
+    text = path.read_text()
+    assert "same tuning budget" in text and "Trials per optimizer: sgd 3, adam 3" in text
+    assert text.count("<img") >= 3
+
+
+def test_compare_command_writes_a_report_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["compare", "--workload", "moons", "--optimizers", "sgd,momentum", "--seeds", "2", "--budget", "2",
+            "--steps", "4", "--eval-every", "2", "--batch-size", "full", "--workers", "1", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "report.html").exists() and (out / "summary.csv").exists()
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["final-momentum", "final-sgd", "tune-momentum",
+                                                                 "tune-sgd"]
+    capsys.readouterr()
+    assert main(argv) == 0  # the same command again: everything is finished, nothing reruns
+    assert capsys.readouterr().err.count("2 of 2 runs already finished") == 2
+    assert main(argv[:-2] + ["--steps", "5", "--out", str(out)]) == 2  # other settings: refused
+
+
+def test_compare_command_rejects_bad_input(tmp_path, capsys):
+    assert main(["compare", "--optimizers", "sgd,nosuch", "--out", str(tmp_path / "x")]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert main(["compare", "--workload", "moons", "--batch-size", "zero", "--out", str(tmp_path / "y")]) == 2
+    assert main(["compare", "--workload", "moons", "--budget", "0", "--out", str(tmp_path / "z")]) == 2
+    assert not Path(tmp_path / "z").exists()
+
+
+def test_process_pool_runs_every_point_once_and_resumes(tmp_path):
+    log = tmp_path / "calls.txt"
+    root = tmp_path / "pool"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_sweep(_points(log, fail={"c"}), root, workers=2)
+    assert sorted(p.name for p in root.iterdir()) == ["a", "b"]  # the failure did not stop the others
+    result = run_sweep(_points(log, fail=set()), root, workers=2)
+    assert result.ran == ("c",) and sorted(log.read_text().split()) == ["a", "b", "c", "c"]

@@ -1,0 +1,133 @@
+"""lanczos against torch.linalg.eigh and scipy.sparse.linalg.eigsh."""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as sla
+import torch
+from torch import nn
+
+from descentlab.curvature import Eigenpairs, HessianOperator, lanczos
+
+F64 = torch.float64
+
+
+def matrix_with_spectrum(eigenvalues, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = len(eigenvalues)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    return Q @ torch.diag(torch.as_tensor(eigenvalues, dtype=F64)) @ Q.T
+
+
+def hessian_like(n=300, seed=0):
+    """A few large outliers, a bulk near zero and a small negative cluster, like a network's."""
+    g = torch.Generator().manual_seed(seed)
+    bulk = torch.randn(n - 20, generator=g, dtype=F64) * 0.01
+    top = 1 + 10 * torch.rand(10, generator=g, dtype=F64)
+    neg = -0.05 - 0.2 * torch.rand(10, generator=g, dtype=F64)
+    return matrix_with_spectrum(torch.cat([bulk, top, neg]), seed)
+
+
+def expected(eig, k, which):
+    if which == "LA":
+        return eig.flip(0)[:k]
+    if which == "SA":
+        return eig[:k]
+    if which == "LM":
+        return eig[eig.abs().argsort(descending=True)][:k]
+    return torch.cat([eig[: k // 2], eig[eig.numel() - (k - k // 2) :]])
+
+
+def assert_vectors_match(A, pairs, eig, vecs, tol):
+    for i, value in enumerate(pairs.values):
+        j = int((eig - value).abs().argmin())
+        overlap = torch.dot(pairs.vectors[:, i], vecs[:, j]).abs()
+        assert overlap > 1 - tol, (i, overlap)
+    residual = A @ pairs.vectors - pairs.vectors * pairs.values
+    assert (residual.norm(dim=0) <= 1e-6 * pairs.values.abs() * 1.01).all()
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM", "BE"])
+def test_lanczos_matches_eigh(which):
+    A = hessian_like()
+    eig, vecs = torch.linalg.eigh(A)
+    pairs = lanczos(A, k=6, which=which, tol=1e-6)
+    assert isinstance(pairs, Eigenpairs) and pairs.converged
+    assert pairs.values.shape == (6,) and pairs.vectors.shape == (300, 6)
+    assert (pairs.residuals <= 1e-6).all()
+    torch.testing.assert_close(pairs.values, expected(eig, 6, which), rtol=1e-6, atol=0)
+    assert_vectors_match(A, pairs, eig, vecs, 1e-6)
+    torch.testing.assert_close(pairs.vectors.T @ pairs.vectors, torch.eye(6, dtype=F64), atol=1e-10, rtol=0)
+    assert 0 < pairs.n_matvecs < 300
+    assert "Eigenpairs(which=" in repr(pairs)
+
+
+def test_order_and_sign_when_the_negative_end_dominates():
+    A = matrix_with_spectrum(torch.cat([torch.tensor([-5.0, -4.0]), torch.linspace(-1, 1, 98)]))
+    lm = lanczos(A, k=3, which="LM")
+    torch.testing.assert_close(lm.values, torch.tensor([-5.0, -4.0, 1.0], dtype=F64), rtol=1e-6, atol=0)
+    sa = lanczos(A, k=2, which="SA")
+    torch.testing.assert_close(sa.values, torch.tensor([-5.0, -4.0], dtype=F64), rtol=1e-6, atol=0)
+    la = lanczos(A, k=2, which="LA")
+    assert la.values[0] > la.values[1] > 0.9
+    be = lanczos(A, k=3, which="BE")  # 1 from the bottom, 2 from the top, ascending
+    torch.testing.assert_close(be.values[0], torch.tensor(-5.0, dtype=F64), rtol=1e-6, atol=0)
+    assert be.values[1] < be.values[2] and be.values[1] > 0.9
+
+
+def test_restarts_and_a_larger_k_than_the_basis_would_hold_without_them():
+    A = hessian_like(seed=3)
+    eig, _ = torch.linalg.eigh(A)
+    pairs = lanczos(A, k=10, which="SA", ncv=20)
+    assert pairs.n_restarts > 0 and pairs.converged
+    torch.testing.assert_close(pairs.values, eig[:10], rtol=1e-6, atol=0)
+
+
+def test_small_operator_is_solved_exactly():
+    A = matrix_with_spectrum([3.0, -1.0, 0.0, 2.0, 5.0])
+    pairs = lanczos(A, k=5, which="LA")
+    torch.testing.assert_close(pairs.values, torch.tensor([5.0, 3.0, 2.0, 0.0, -1.0], dtype=F64), atol=1e-12, rtol=0)
+
+
+def test_same_values_as_scipy_eigsh_on_a_network_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 4)).to(F64)
+    X, y = torch.randn(300, 6, dtype=F64), torch.randint(0, 4, (300,))
+    op = HessianOperator(model, nn.functional.cross_entropy, (X, y))
+
+    def matvec(v):
+        return (op @ torch.from_numpy(np.asarray(v, dtype=np.float64).ravel())).numpy()
+
+    linop = sla.LinearOperator(op.shape, matvec=matvec, dtype=np.float64)
+    eig = torch.linalg.eigvalsh(op.dense())
+    for which in ("LA", "SA"):
+        ours = lanczos(op, k=4, which=which, tol=1e-8)
+        theirs = np.sort(sla.eigsh(linop, k=4, which=which, tol=1e-10, v0=np.ones(op.n_params))[0])
+        theirs = theirs[::-1] if which == "LA" else theirs
+        np.testing.assert_allclose(ours.values.numpy(), theirs, rtol=1e-7)
+        torch.testing.assert_close(ours.values, expected(eig, 4, which), rtol=1e-7, atol=0)
+
+
+def test_runs_in_float32_and_is_deterministic():
+    A = hessian_like().float()
+    a = lanczos(A, k=3, which="LA", tol=1e-4, seed=5)
+    b = lanczos(A, k=3, which="LA", tol=1e-4, seed=5)
+    assert a.values.dtype == torch.float32
+    assert torch.equal(a.values, b.values) and torch.equal(a.vectors, b.vectors)
+
+
+def test_not_converging_warns():
+    A = hessian_like()
+    with pytest.warns(UserWarning, match="did not reach"):
+        pairs = lanczos(A, k=5, which="SA", tol=1e-12, max_iter=25)
+    assert not pairs.converged and pairs.n_matvecs <= 25 + 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"k": 0}, "k"), ({"k": 500}, "k"), ({"which": "XX"}, "which"), ({"tol": 0}, "tol"), ({"ncv": 3, "k": 5}, "ncv")],
+)
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        lanczos(hessian_like(), **kwargs)
+    with pytest.raises(ValueError, match="op"):
+        lanczos(torch.ones(3, 4))
