@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/descentlab optimizers
+	$(VENV)/bin/descentlab diagnose
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
@@ -28,6 +28,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/optim_step.py
 	$(PY) bench/hessian.py
+	$(PY) bench/ensemble.py
+	$(PY) bench/landscape.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -87,6 +87,16 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path):
     assert again.ran == () and log.read_text().split() == ["a", "b", "b", "c"]
 
 
+def test_staging_leftovers_of_a_killed_run_are_removed(tmp_path):
+    root = tmp_path / "sweep"
+    (root / ".b.k1ll3d.partial").mkdir(parents=True)  # what SIGKILL in the middle of b leaves
+    (root / ".b.k1ll3d.partial" / "half.txt").write_text("x")
+    notes = []
+    run_sweep(_points(tmp_path / "log", set()), root, workers=1, log=notes.append)
+    assert sorted(p.name for p in root.iterdir()) == ["a", "b", "c"]
+    assert "removed 1 unfinished" in notes[0]
+
+
 def test_ray_is_optional_and_says_how_to_get_it(tmp_path):
     try:
         import ray  # noqa: F401
@@ -184,8 +194,14 @@ def test_compare_command_rejects_bad_input(tmp_path, capsys):
     assert main(["compare", "--workload", "moons", "--batch-size", "zero", "--out", str(tmp_path / "y")]) == 2
     assert main(["compare", "--workload", "moons", "--budget", "0", "--out", str(tmp_path / "z")]) == 2
     assert not Path(tmp_path / "z").exists()
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        assert main(["compare", "--workload", "moons", "--ray", "127.0.0.1:6379", "--out", str(tmp_path / "r")]) == 2
+        assert "descentlab[ray]" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # two spawned worker pools: a few seconds of interpreter start-up
 def test_process_pool_runs_every_point_once_and_resumes(tmp_path):
     log = tmp_path / "calls.txt"
     root = tmp_path / "pool"
@@ -194,3 +210,12 @@ def test_process_pool_runs_every_point_once_and_resumes(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["a", "b"]  # the failure did not stop the others
     result = run_sweep(_points(log, fail=set()), root, workers=2)
     assert result.ran == ("c",) and sorted(log.read_text().split()) == ["a", "b", "c", "c"]
+
+
+def test_seconds_are_updates_times_one_runs_time_per_update(compare_run):
+    for name in SETTINGS.optimizers:
+        point = RunDir.open(compare_run.path / "runs" / f"final-{name}")
+        per_update = point.read_json("result.json")["seconds_per_update"]
+        assert per_update > 0
+        for row in point.read_csv("curves.csv"):
+            assert float(row["seconds"]) == pytest.approx(int(row["step"]) * per_update)

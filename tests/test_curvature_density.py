@@ -69,12 +69,19 @@ def test_density_plot_is_lazy_and_returns_a_figure():
 
     assert "descentlab.report.spectrum_plot" not in sys.modules
     d = spectral_density(matrix_with_spectrum(network_like_spectrum(60)), n_steps=20, n_probes=2)
-    fig = d.plot()
+    fig = d.plot(eigenvalues=[d.nodes.min(), d.nodes.max()])
     import matplotlib.figure
     import matplotlib.pyplot as plt
 
     assert isinstance(fig, matplotlib.figure.Figure)
     assert "descentlab.report.spectrum_plot" in sys.modules
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.lines) >= 3  # density, 2 marked eigenvalues, zero
+    plt.close(fig)
+    from descentlab.report.spectrum_plot import plot_eigenvalues
+
+    fig = plot_eigenvalues(torch.tensor([-1.0, 2.0, 0.5]))
+    assert isinstance(fig, matplotlib.figure.Figure)
     plt.close(fig)
 
 

@@ -48,13 +48,24 @@ def batches(X, y, size=300):
     return [(X[i : i + size], y[i : i + size]) for i in range(0, len(X), size)]
 
 
+_ORACLES = {}
+
+
+def oracle(make, shape):
+    """One model, data set and exact Hessian per architecture, shared by the modes below."""
+    if make not in _ORACLES:
+        torch.manual_seed(0)
+        model = make()
+        X, y = classification(1000, shape)
+        _ORACLES[make] = (model, X, y, *exact_hessian(model, nn.functional.cross_entropy, X, y))
+    return _ORACLES[make]
+
+
 @pytest.mark.parametrize("make, shape", [(mlp, (5,)), (cnn, (1, 6, 6))])
 @pytest.mark.parametrize("mode", ["one batch", "streamed", "forward-over-reverse", "cached batches"])
 def test_hvp_matches_exact_hessian_with_uneven_batches(make, shape, mode):
-    model = make()
-    X, y = classification(1000, shape)
+    model, X, y, H, f, flat = oracle(make, shape)
     loss_fn = nn.functional.cross_entropy
-    H, f, flat = exact_hessian(model, loss_fn, X, y)
     if mode == "one batch":
         op = HessianOperator(model, loss_fn, (X, y))
     else:  # 300, 300, 300, 100: unequal sizes must be weighted by size

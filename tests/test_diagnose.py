@@ -1,6 +1,5 @@
 """``descentlab diagnose`` / ``spectrum`` / ``report`` end to end: bad input, determinism, resume, the preset's story."""
 
-import json
 import math
 import sys
 import textwrap

@@ -44,3 +44,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_spectrum_of_a_diagnose_run_uses_its_checkpoint(tmp_path, capsys):
+    run = tmp_path / "train"
+    assert main(["diagnose", "--workload", "lecture", "--steps", "5", "--seed", "4", "--out", str(run),
+                 "--no-progress"]) == 0
+    w1, w2 = (float(v) for v in torch.load(run / "checkpoint.pt", weights_only=True)["model"].values())
+    # the lecture's Hessian of (1 - w1 w2)^2 written out
+    hessian = torch.tensor([[2 * w2**2, 4 * w1 * w2 - 2], [4 * w1 * w2 - 2, 2 * w1**2]], dtype=torch.float64)
+    expected = torch.linalg.eigvalsh(hessian).tolist()
+    out = tmp_path / "spectrum"
+    assert main(["spectrum", "--run", str(run), "--k", "2", "--out", str(out)]) == 0
+    result = RunDir.open(out).read_json("spectrum.json")
+    assert result["spectrum"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert result["loss"] == pytest.approx((1 - w1 * w2) ** 2, rel=1e-5)

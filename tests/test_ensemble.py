@@ -190,3 +190,14 @@ def test_a_schedule_acts_on_every_rate_group_as_in_separate_runs():
 def test_swats_is_not_stacked():
     result = train_members(_workload(), "swats", MEMBERS[:2], steps=2, batch_size=16)
     assert not result.stacked and "not element-wise" in result.reason
+
+
+def test_a_loss_that_is_not_a_per_example_mean_still_stacks_exactly():
+    # The fast path computes the loss once on all K*B outputs, valid for a mean of per-example
+    # losses; a summed loss fails its first-batch check and takes the vmapped loss instead.
+    workload = _workload()
+    workload.loss_fn = lambda out, y: F.cross_entropy(out, y, reduction="sum")
+    stacked = train_stacked(workload, "sgd", MEMBERS, steps=4, batch_size=16, eval_every=4)
+    separate = train_separately(workload, "sgd", MEMBERS, steps=4, batch_size=16, eval_every=4)
+    for name in stacked.params:
+        torch.testing.assert_close(stacked.params[name], separate.params[name], rtol=1e-10, atol=1e-12)

@@ -232,6 +232,8 @@ def test_workers_give_the_same_grid():
     serial = plane(model, squared_error, LECTURE_DATA, e1, e2, resolution=8, chunk_size=16)
     pooled = plane(model, squared_error, LECTURE_DATA, e1, e2, resolution=8, chunk_size=16, workers=2)
     assert torch.equal(serial.losses, pooled.losses)
+    one_chunk = plane(model, squared_error, LECTURE_DATA, e1, e2, resolution=8, chunk_size=64)
+    assert torch.equal(serial.losses, one_chunk.losses)
     with pytest.raises(ValueError, match="loss_fn"):
         plane(model, lambda o, t: ((o - t) ** 2).mean(), LECTURE_DATA, e1, e2, resolution=8, chunk_size=16, workers=2)
 

@@ -102,6 +102,9 @@ def test_direction_slice_from_a_saved_direction_file(tmp_path):
         ["--workload", "lecture", "--slice", "line"],  # init and final are the same point
         ["--workload", "lecture", "--slice", "direction", "--direction", "sideways"],
         ["--run", "no/such/dir"],
+        ["--workload", "lecture", "--checkpoint", "no/such/file.pt"],
+        ["--workload", "moons", "--train-steps", "3", "--checkpoint", "x.pt"],
+        ["--workload", "moons", "--trajectory"],  # nothing was trained here
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, argv):
@@ -176,3 +179,42 @@ def test_line_of_a_saved_training_run_and_a_second_runs_solution(tmp_path):
         ends = [float(workload.loss_fn(load_checkpoint_model(workload.make_model(), run)(workload.X_train),
                                        workload.y_train)) for run in runs]
     assert losses[0] == pytest.approx(ends[0], rel=1e-5) and losses[-1] == pytest.approx(ends[1], rel=1e-5)
+
+
+def test_user_model_and_data(tmp_path, monkeypatch):
+    import numpy as np
+
+    (tmp_path / "my_nets.py").write_text(
+        "import torch\n\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    np.savez(tmp_path / "data.npz", X=X, y=X.sum(axis=1), X_val=X[:5], y_val=X[:5].sum(axis=1))
+    out = tmp_path / "user"
+    assert main(["landscape", "--model", "my_nets:make", "--data", str(tmp_path / "data.npz"), "--resolution", "4",
+                 "--span", "0.5", "--out", str(out)]) == 0
+    run = RunDir.open(out)
+    saved = files.load_torch(run.file("directions.pt"))
+    from my_nets import make
+
+    from descentlab.landscape import layout_of, unflatten
+
+    torch.manual_seed(0)  # the command seeds the factory with --seed (0)
+    model = make()
+    layout = layout_of(model)
+    Xt, yt = torch.tensor(X[:], dtype=torch.float32), torch.tensor(X.sum(axis=1), dtype=torch.float32)[:, None]
+    for a, b, loss in _grid(run)[:5]:
+        model.load_state_dict(unflatten(saved["center"] + a * saved["d1"] + b * saved["d2"], layout))
+        with torch.no_grad():
+            expected = float(((model(Xt) - yt) ** 2).mean())
+        # the data split: with X_val given, every row of X is training data
+        assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys):
+    ckpt = tmp_path / "other.pt"
+    files.save_torch(ckpt, {"weight": torch.zeros(3, 3)})
+    assert main(["landscape", "--workload", "lecture", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit this model" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()

@@ -120,7 +120,6 @@ def test_command_reports_the_lecture_saddle(tmp_path, capsys):
     assert summary["counts"]["critical"] == 3 and summary["counts"]["strict minima (ratio 1)"] == 0
 
 
-@pytest.mark.slow
 def test_small_trained_study_on_moons(tmp_path, capsys):
     out = tmp_path / "moons"
     assert main(["minimum-ratio", "--networks", "3", "--train-steps", "30", "--samples", "64",

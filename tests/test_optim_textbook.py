@@ -167,7 +167,19 @@ def test_registry_hands_out_the_fastest_path_and_torch_classes():
                             ("radam", torch.optim.RAdam, "foreach"), ("adadelta", torch.optim.Adadelta, "foreach")]:
         opt = make_optimizer(name, p)
         assert type(opt) is cls and opt.param_groups[0][flag] is True, name
-    # the caller's choice wins; integer params have no fused kernel and fall back
+    big = [torch.zeros(200_000, requires_grad=True)]  # few large CPU tensors: torch's for-loop path is faster
+    assert make_optimizer("rmsprop", big).param_groups[0]["foreach"] is False
+    assert make_optimizer("adam", big).param_groups[0]["fused"] is True
+    # the caller's choice wins; complex params have no fused kernel and fall back
     assert make_optimizer("adam", p, foreach=False).param_groups[0]["fused"] in (None, False)
     assert make_optimizer("adam", [torch.zeros(3, dtype=torch.complex64, requires_grad=True)]).param_groups[0][
         "foreach"] is True
+
+
+def test_registry_accepts_generators_groups_and_named_parameters():
+    model = torch.nn.Linear(3, 2)
+    for params in (model.parameters(), [{"params": model.weight}, {"params": [model.bias], "lr": 0.1}],
+                   model.named_parameters()):
+        opt = make_optimizer("adam", params)
+        assert opt.param_groups[0]["fused"] is True
+        assert sum(len(g["params"]) for g in opt.param_groups) == 2

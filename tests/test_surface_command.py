@@ -79,3 +79,16 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_dimension_lift_is_a_minimum_in_1d_and_a_saddle_in_2d(run_dir):
+    lift = json.loads((run_dir / "dimension_lift.json").read_text())
+    bump = np.roots([4.0, 0.0, -4.0, 0.3]).real
+    bump = float(bump[np.argsort(bump)][1])  # the middle root of dL/dx = 4x^3 - 4x + 0.3
+    assert lift["point"] == pytest.approx([bump, 0.0], abs=1e-9)
+    # Hessian at (x_b, 0) is diag(12 x_b^2 - 4, 2): one eigenvalue each sign
+    assert lift["eigenvalues"] == pytest.approx(sorted([12 * bump**2 - 4, 2.0]))
+    up, down = np.asarray(lift["loss_up"]), np.asarray(lift["loss_down"])
+    middle = len(lift["t"]) // 2
+    assert lift["t"][middle] == pytest.approx(0.0, abs=1e-12)
+    assert int(np.argmin(up)) == middle and int(np.argmax(down)) == middle

@@ -182,3 +182,22 @@ def test_stall_round_trips_through_plain_dicts():
                   max_eigenvalue=0.7, minimum_ratio=0.1, eigenvalues=(-0.7, 0.7), slice_t=(0.0,), slice_loss=(2.3,))
     assert Stall.from_dict(stall.to_dict()) == stall
     assert "saddle (degenerate)" in stall.verdict() and "lambda_min -0.7" in stall.verdict()
+
+
+def test_real_diagnosis_at_the_lecture_saddle(lecture):
+    """classify + escape inside the monitor: the lecture's saddle at (0, 0), checked against the closed form."""
+    workload, model = lecture
+    _set(model, 0.0, 0.0)
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), window=2, rel_tol=None,
+                           grad_tol=1e-8, budget=None, slice_radius=1.0, escape_options={"max_step": 0.5}, log=None)
+    assert monitor.update(1, 1.0, model) is None
+    stall = monitor.update(2, 1.0, model)
+    assert stall.status == "diagnosed" and stall.kind == "saddle" and not stall.degenerate
+    assert stall.min_eigenvalue == pytest.approx(-2.0) and stall.max_eigenvalue == pytest.approx(2.0)
+    assert stall.spectrum == pytest.approx((-2.0, 2.0)) and stall.minimum_ratio == pytest.approx(0.5)
+    # along the unit eigenvector (1, 1)/sqrt(2) of -2, either sign: L(t) = (1 - t^2/2)^2
+    assert stall.slice_loss == pytest.approx([(1 - t * t / 2) ** 2 for t in stall.slice_t], rel=1e-10)
+    # the escape stepped t = 0.5 along it: L = (1 - 0.125)^2, and the model moved there
+    assert stall.escaped and stall.escape_step == pytest.approx(0.5)
+    assert stall.escape_loss_after == pytest.approx((1 - 0.125) ** 2)
+    assert model.w1.item() * model.w2.item() == pytest.approx(0.125)

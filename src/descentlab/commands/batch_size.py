@@ -24,7 +24,8 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="digits-mlp", help="built-in workload (default: digits-mlp)")
     parser.add_argument("--sizes", default="1,8,32,128,full",
-                        help="comma-separated batch sizes, 'full' for the whole training set (default: 1,8,32,128,full)")
+                        help="comma-separated batch sizes, 'full' for the whole training set "
+                             "(default: 1,8,32,128,full)")
     parser.add_argument("--epochs", type=float, default=5, help="passes over the training set per size (default: 5)")
     parser.add_argument("--optimizer", default="sgd", help="registry optimizer (default: sgd)")
     parser.add_argument("--lr-rule", choices=("tuned", "linear", "sqrt"), default="tuned",

@@ -95,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = run_compare(settings, out, workers=args.workers, ray_address=args.ray, progress=True, log=log)
     for row in run_dir.read_csv("summary.csv"):
-        print(f"{row['optimizer']:>16}  lr {float(row['lr']):.3g}  final train loss {float(row['final_train_loss']):.4f}"
-              f"  best val acc {float(row['best_val_accuracy']):.4f}  steps to target {row['steps_to_target']}")
+        print(f"{row['optimizer']:>16}  lr {float(row['lr']):.3g}"
+              f"  final train loss {float(row['final_train_loss']):.4f}"
+              f"  best val acc {float(row['best_val_accuracy']):.4f}"
+              f"  steps to target {float(row['steps_to_target']):.0f}")
     report = render(run_dir)
     print(f"wrote {run_dir.path} ({report.name})")
     return 0

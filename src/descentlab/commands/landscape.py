@@ -25,6 +25,8 @@ grid.csv (+ trajectory.csv), directions.pt, the figures and report.html.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from typing import Any
 
 SLICES = ("plane", "direction", "line")
 PLANES = ("auto", "random", "hessian", "pca", "axes")
@@ -105,12 +107,15 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserInputError("--data goes with --model")
     if args.run and (args.train_steps or args.checkpoint):
         raise UserInputError("--train-steps and --checkpoint go with --workload or --model, not --run")
-    for name, low in (("span", 0.0), ("margin", -1e-300)):
-        if not getattr(args, name) > low:
-            raise UserInputError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.train_steps and args.checkpoint:
+        raise UserInputError("--train-steps trains from the seeded initial weights; it cannot start from --checkpoint")
+    if not args.span > 0:
+        raise UserInputError(f"--span must be positive, got {args.span}")
+    if not args.margin >= 0:
+        raise UserInputError(f"--margin must be >= 0, got {args.margin}")
     for name, low in (("points", 2), ("resolution", 2), ("chunk_size", 1), ("workers", 1), ("train_steps", 0),
                       ("seed", 0)):
-        if getattr(args, name) < low:
+        if getattr(args, name) is not None and getattr(args, name) < low:
             raise UserInputError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if args.trajectory and args.slice != "plane":
         raise UserInputError("--trajectory draws on a plane: use it with --slice plane")
@@ -118,19 +123,27 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserInputError("--plane pca needs a trajectory: use --train-steps N (or a --run that saved one)")
 
 
+@dataclass(frozen=True)
 class _Source:
-    """The model at its final point, the loss, the data, and the points a line can join."""
+    """The model at its final point, its workload (loss and data), and the points a line can join.
 
-    def __init__(self, label, workload, model, init, final, trajectory):
-        self.label, self.workload, self.model = label, workload, model
-        self.init, self.final, self.trajectory = init, final, trajectory
+    ``init`` and ``final`` are flat parameter vectors; ``trajectory`` is ``[(step, flat), ...]``
+    or ``None`` when the source recorded none.
+    """
+
+    label: str
+    workload: Any
+    model: Any
+    init: Any
+    final: Any
+    trajectory: Any
 
 
 def _load_source(args, run_dir) -> _Source:
     import torch
 
     from descentlab.errors import UserInputError
-    from descentlab.experiments.train import CHECKPOINT, load_checkpoint_model
+    from descentlab.experiments.train import CHECKPOINT
     from descentlab.landscape import flatten
 
     dtype = getattr(torch, args.dtype)
@@ -146,7 +159,7 @@ def _load_source(args, run_dir) -> _Source:
         init = flatten(model).clone()
         if not run.exists(CHECKPOINT):
             raise UserInputError(f"{args.run} has no {CHECKPOINT}")
-        load_checkpoint_model(model, run.file(CHECKPOINT))
+        _load_weights(model, run.file(CHECKPOINT))
         trajectory = _saved_trajectory(run, model)
         label = f"run {args.run} ({getattr(workload, 'name', 'model')})"
     else:
@@ -156,11 +169,11 @@ def _load_source(args, run_dir) -> _Source:
         init = flatten(model).clone()
         label = workload.name if args.workload else f"{args.model} on {args.data}"
         if args.checkpoint:
-            load_checkpoint_model(model, args.checkpoint)
+            _load_weights(model, args.checkpoint)
         if args.train_steps:
             model, trajectory = _train(args, workload, run_dir)
-    if args.trajectory and trajectory is None:
-        raise UserInputError("this source has no trajectory: train here with --train-steps N")
+    if trajectory is None and args.slice == "plane" and (args.trajectory or args.plane == "pca"):
+        raise UserInputError("this source has no saved trajectory: use --workload/--model with --train-steps N")
     return _Source(label, workload, model, init, flatten(model).clone(), trajectory)
 
 
@@ -199,6 +212,8 @@ def _saved_trajectory(run, model):
 
 def _train(args, workload, run_dir):
     """Train in ``run_dir/train`` with the project's loop, snapshotting the weights about 60 times."""
+    import torch
+
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.landscape import flatten
 
@@ -217,8 +232,6 @@ def _train(args, workload, run_dir):
     result = train(workload, config, run_dir.file("train"), callbacks=[record])
     # train() seeds with config.seed before building the model, exactly as _load_source did,
     # so the initial point is the same; record it as step 0.
-    import torch
-
     torch.manual_seed(args.seed)
     start = flatten(workload.make_model())
     return result.model, [(0, start)] + snapshots
@@ -236,7 +249,6 @@ def _point(spec, source):
     from pathlib import Path
 
     from descentlab.errors import UserInputError
-    from descentlab.experiments.train import load_checkpoint_model
     from descentlab.landscape import flatten
 
     if spec == "init":
@@ -245,12 +257,21 @@ def _point(spec, source):
         return source.final, "final"
     if not Path(spec).exists():
         raise UserInputError(f"point {spec!r}: not init, final, a checkpoint file or a run directory")
-    other = source.workload.make_model()
-    try:
-        load_checkpoint_model(other, spec)
-    except RuntimeError as error:  # load_state_dict: a different architecture
-        raise UserInputError(f"point {spec!r} does not fit this model: {str(error).splitlines()[0]}") from None
+    other = _load_weights(source.workload.make_model(), spec)
     return flatten(other), Path(spec).name
+
+
+def _load_weights(model, path):
+    """Load a checkpoint (or a run directory's) into ``model``; a mismatch is the user's error."""
+    import pickle
+
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.train import load_checkpoint_model
+
+    try:
+        return load_checkpoint_model(model, path)
+    except (RuntimeError, KeyError, pickle.UnpicklingError) as error:  # another architecture, not a state_dict
+        raise UserInputError(f"{path} does not fit this model: {str(error).splitlines()[0]}") from None
 
 
 def _compute(args, source, run_dir) -> dict:
@@ -349,7 +370,7 @@ def _direction(args, source, loss_fn, data, evaluate, table, run_dir):
 def _second_order(model, loss_fn, data, direction):
     """L, g.d and d^T H d at the model's parameters, from the curvature engine (None if missing)."""
     try:
-        from descentlab.curvature.operator import HessianOperator
+        from descentlab.curvature import HessianOperator
     except ImportError:
         return None
     op = HessianOperator(model, loss_fn, data)
@@ -373,12 +394,16 @@ def _plane(args, source, loss_fn, data, evaluate, table, run_dir):
     model, center = source.model, source.final
     n_params = center.numel()
     kind = args.plane if args.plane != "auto" else ("axes" if n_params == 2 else "random")
+    marks = []
     a_label, b_label = "a (direction 1)", "b (direction 2)"
     if kind == "axes":
         if n_params != 2:
             raise UserInputError(f"--plane axes needs a two-parameter model; this one has {n_params}")
         d1, d2 = torch.eye(2, dtype=center.dtype)
         center = torch.zeros_like(center)  # the plane of the model's own coordinates, through the origin
+        marks = [{"label": "model", "a": float(source.final[0]), "b": float(source.final[1])}]
+        if float((source.init - source.final).norm()) > 0:
+            marks.insert(0, {"label": "init", "a": float(source.init[0]), "b": float(source.init[1])})
         a_label, b_label = layout_of(model).names
         name = "the model's two parameters"
     elif kind == "random":
@@ -437,7 +462,7 @@ def _plane(args, source, loss_fn, data, evaluate, table, run_dir):
     return {"source": source.label, "title": f"loss on the plane of {name}",
             "description": f"The loss L(theta + a d1 + b d2) of {source.label} on a "
                            f"{args.resolution} x {args.resolution} grid; d1, d2 are {name}.",
-            "a_label": a_label, "b_label": b_label,
+            "a_label": a_label, "b_label": b_label, "marks": marks,
             "caption": "Contours of the loss; the star is the centre theta" +
                        (", the line the training path projected onto the plane." if projected is not None else "."),
             "table": table}

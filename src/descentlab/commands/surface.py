@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     start = surface.starts[0] if args.start is None else _parse_start(args.start)
     if args.lr is not None and not args.lr > 0:
         raise UserInputError(f"--lr must be > 0, got {args.lr}")
-    every = args.frame_every if args.frame_every is not None else max(1, steps // 60)
+    every = args.frame_every if args.frame_every is not None else max(1, -(-steps // 60))  # at most ~61 frames
     if every < 1:
         raise UserInputError(f"--frame-every must be >= 1, got {every}")
     torch.manual_seed(args.seed)

@@ -16,6 +16,9 @@ with σ = ``sufficient_decrease``. A step is applied only when one is found: the
 rises; otherwise the model is left exactly as it was and the result says so. Parameters are
 written under ``torch.no_grad()`` with ``copy_`` (never through ``.data``), to the values whose
 loss the search measured, so ``loss_after`` is the loss of the model as it is left.
+
+The step needs negative curvature, not a critical point: at a point that is not critical the
+sign rule still makes the first-order term help, and the acceptance test still guards the loss.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 
 from descentlab.critical.classify import CriticalPoint, FlatLoss, as_batches, classify
+from descentlab.critical.rules import zero_mask
 
 __all__ = ["Escape", "escape"]
 
@@ -102,17 +106,17 @@ def escape(
         classify_options: passed to :func:`~descentlab.critical.classify` when ``point`` is ``None``.
 
     Returns:
-        :class:`Escape`. When the Hessian has no negative eigenvalue, or no trial lowers the
-        loss enough, nothing is applied (``applied=False``, ``reason`` says which).
+        :class:`Escape`. When the Hessian has no negative eigenvalue (beyond the point's
+        ``eig_tol``: :func:`descentlab.critical.rules.zero_mask`), or no trial lowers the loss
+        enough, nothing is applied (``applied=False``, ``reason`` says which).
     """
-    if isinstance(max_step, bool) or not isinstance(max_step, (int, float)) or not (math.isfinite(max_step) and max_step > 0):
+    if not (_is_number(max_step) and math.isfinite(max_step) and max_step > 0):
         raise ValueError(f"max_step must be a positive number, got {max_step!r}")
-    if isinstance(shrink, bool) or not isinstance(shrink, (int, float)) or not 0 < shrink < 1:
+    if not (_is_number(shrink) and 0 < shrink < 1):
         raise ValueError(f"shrink must be in (0, 1), got {shrink!r}")
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
         raise ValueError(f"max_trials must be an integer >= 1, got {max_trials!r}")
-    if (isinstance(sufficient_decrease, bool) or not isinstance(sufficient_decrease, (int, float))
-            or not 0 <= sufficient_decrease < 1):
+    if not (_is_number(sufficient_decrease) and 0 <= sufficient_decrease < 1):
         raise ValueError(f"sufficient_decrease must be in [0, 1), got {sufficient_decrease!r}")
     if point is not None and not isinstance(point, CriticalPoint):
         raise ValueError(f"point must be a CriticalPoint from classify (or None), got {type(point).__name__}")
@@ -129,7 +133,8 @@ def escape(
         raise ValueError(f"point: the model has no parameter {missing[0]!r}; classify this model first")
     theta = torch.cat([named[n].detach().reshape(-1) for n in point.names])
     if point.parameters is None or theta.shape != point.parameters.shape or not torch.equal(theta, point.parameters):
-        raise ValueError("point: it was classified at other parameter values; classify the model again (or pass point=None)")
+        raise ValueError("point: it was classified at other parameter values; "
+                         "classify the model again (or pass point=None)")
 
     objective = FlatLoss(model, loss_fn, batches, point.names)
     before = float(objective(theta))
@@ -137,9 +142,10 @@ def escape(
     values = point.eigenpairs.values.double()
     index = int(torch.argmin(values))
     lam = float(values[index])
-    if not lam < 0:
-        return Escape(False, before, before, 0.0, None, 0.0, 0.0, 0.0, evaluations,
-                      f"no negative curvature (lambda_min = {lam:.3g} >= 0): nothing to escape along", None, point.names)
+    # the rule's zero test: an eigenvalue within eig_tol of zero is no curvature to escape along
+    if not lam < 0 or bool(zero_mask(values, point.eig_tol)[index]):
+        reason = f"no negative curvature (lambda_min = {lam:.3g}, zero within eig_tol = {point.eig_tol:g} or above)"
+        return Escape(False, before, before, 0.0, None, 0.0, 0.0, 0.0, evaluations, reason, None, point.names)
 
     u = point.eigenpairs.vectors[:, index].to(theta.device, theta.dtype)
     u = u / u.norm()
@@ -164,3 +170,7 @@ def escape(
     return Escape(False, before, before, 0.0, lam, 0.0, 0.0, slope, evaluations,
                   f"no step in [{t / shrink:.3g}, {max_step:.3g}] lowered the loss enough; model unchanged",
                   direction, point.names)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -40,6 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.critical.classify import DENSE_THRESHOLD, classify
+from descentlab.critical.escape import escape
+
 __all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice"]
 
 
@@ -237,7 +240,8 @@ class StallMonitor:
         self.slice_radius = float(slice_radius)
         self.log = log
         self.stalls: list[Stall] = []
-        self.losses: list[float] = []  # since the last stall
+        self.losses: list[float] = []  # the last 2 * window losses since the last stall
+        self.since = 0  # steps since the last stall (or the start)
         self.spent = 0.0  # seconds inside the monitor's diagnoses
         self.train_time = 0.0  # seconds between calls, i.e. training
         self._last_cost: float | None = None
@@ -253,7 +257,7 @@ class StallMonitor:
             current = sum(self.losses[-w:]) / w
             if (previous - current) / max(abs(previous), 1e-12) < self.rel_tol:
                 reason = "loss"
-        if reason is None and self.grad_tol is not None and len(self.losses) % w == 0:
+        if reason is None and self.grad_tol is not None and self.since % w == 0:
             loss, grad_norm = full_loss_and_grad(model, self.loss_fn, self.data)
             if grad_norm < self.grad_tol:
                 return "grad", loss, grad_norm
@@ -274,6 +278,8 @@ class StallMonitor:
             if not math.isfinite(loss):
                 return None
             self.losses.append(float(loss))
+            del self.losses[:-2 * self.window]  # the test looks at two windows, no further back
+            self.since += 1
             t0 = time.perf_counter()
             found = self.plateau(step, model)
             if found is None:
@@ -281,6 +287,7 @@ class StallMonitor:
                 return None
             reason, full_loss, grad_norm = found
             self.losses.clear()
+            self.since = 0
             gradient_seconds = time.perf_counter() - t0
             expected = self._last_cost if self._last_cost is not None else self._first_cost(model, gradient_seconds)
             if self.budget is not None and self.spent + expected > self.budget * self.train_time:
@@ -303,17 +310,12 @@ class StallMonitor:
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         k = int(self.classify_options.get("k", 10))
         # classify's exact path: n products; its Lanczos path: the extremes plus the ratio estimate
-        exact = n <= int(self.classify_options.get("dense_threshold", 2000))
+        exact = n <= int(self.classify_options.get("dense_threshold", DENSE_THRESHOLD))
         products = n if exact else 2 * (3 * k + 40) + 1600
         return 3.0 * gradient_seconds * products
 
     # ------------------------------------------------------------------ diagnosis
     def _diagnose(self, step: int, model: nn.Module, reason: str, loss: float, grad_norm: float) -> Stall:
-        try:
-            from descentlab.critical.classify import classify
-            from descentlab.critical.escape import escape
-        except ImportError as error:  # a build without the classifier: the plateau is still reported
-            return Stall(step, loss, grad_norm, reason, f"failed: {error}")
         try:
             point = classify(model, self.loss_fn, self.data, **self.classify_options)
         except Exception as error:  # a diagnosis must never kill the training run
@@ -326,7 +328,7 @@ class StallMonitor:
             kind=point.kind, degenerate=bool(point.degenerate), min_eigenvalue=float(point.min_eigenvalue),
             max_eigenvalue=float(point.max_eigenvalue), minimum_ratio=_float(point.minimum_ratio),
             eigenvalues=_tuple(point.eigenpairs.values),
-            spectrum=None if getattr(point, "spectrum", None) is None else _tuple(point.spectrum),
+            spectrum=None if point.spectrum is None else _tuple(point.spectrum),
             slice_t=slice_t, slice_loss=slice_loss, point=point,
         )
         if self.escape and point.min_eigenvalue < 0:
@@ -347,11 +349,12 @@ class StallMonitor:
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
         """Everything the monitor's future decisions depend on (for a bit-for-bit resume)."""
-        return {"losses": list(self.losses), "stalls": [s.to_dict() for s in self.stalls], "spent": self.spent,
+        return {"losses": list(self.losses), "since": self.since, "stalls": [s.to_dict() for s in self.stalls], "spent": self.spent,
                 "train_time": self.train_time, "last_cost": self._last_cost}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.losses = [float(x) for x in state["losses"]]
+        self.since = int(state["since"])
         self.stalls = [Stall.from_dict(s) for s in state["stalls"]]
         self.spent, self.train_time = float(state["spent"]), float(state["train_time"])
         self._last_cost = state["last_cost"]

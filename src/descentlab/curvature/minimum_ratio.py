@@ -82,7 +82,8 @@ def minimum_ratio(
         if tol is None:
             tol = A.n * torch.finfo(eig.dtype).eps * eig.abs().max().item()
         value = (eig > tol).double().mean().item()
-        return MinimumRatio(value, 0.0, True, float(tol), A.n, A.n_matvecs)
+        used = 0 if torch.is_tensor(A.op) else A.n  # dense() is n products with the identity
+        return MinimumRatio(value, 0.0, True, float(tol), A.n, used)
     nodes, weights, n_matvecs = slq_nodes(A, n_steps, n_probes, seed)
     if tol is None:
         tol = 1e-6 * nodes.abs().max().item()

@@ -91,7 +91,7 @@ class HessianOperator:
         *,
         eval_mode: bool | None = None,
         cache_graph: bool | None = None,
-        chunk_size: int = 256,
+        chunk_size: int = 32,
         dense_limit: int = DENSE_LIMIT,
         streamed: str = "double-backward",
     ) -> None:
@@ -134,7 +134,9 @@ class HessianOperator:
             self._n_local += _batch_size(X, y)
         if self._n_local == 0 and not _distributed():
             raise ValueError("data has no samples")
-        self.n_samples = int(self._allreduce(torch.tensor(float(self._n_local), dtype=torch.float64)).item())
+        # counted on the model's device, so NCCL (GPU) reductions work as well as gloo
+        count = torch.tensor(float(self._n_local), dtype=torch.float64, device=self.device)
+        self.n_samples = int(self._allreduce(count).item())
         if self.n_samples == 0:
             raise ValueError("data has no samples")
 

@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from descentlab import files
 from descentlab.experiments.compare import CURVE_COLUMNS, best_lr, curve_rows, lr_grid, steps_to_target
+from descentlab.experiments.ensemble import TIMED_UPDATES, time_per_update
 from descentlab.experiments.rundir import RunDir
 
-__all__ = ["BatchSizeSettings", "LR_RULES", "scaled_lr", "run_batch_size", "sharpness", "time_per_update",
-           "size_label", "TIMED_UPDATES"]
+__all__ = ["BatchSizeSettings", "LR_RULES", "scaled_lr", "run_batch_size", "sharpness", "size_label"]
 
 LR_RULES = ("tuned", "linear", "sqrt")
-TIMED_UPDATES = 200
 
 
 def size_label(size: int | None) -> str:
@@ -71,7 +69,8 @@ class BatchSizeSettings:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.lr_rule not in LR_RULES:
             raise ValueError(f"lr_rule must be one of {', '.join(LR_RULES)}, got {self.lr_rule!r}")
-        for name, value in (("budget", self.budget), ("seeds", self.seeds), ("records_per_epoch", self.records_per_epoch)):
+        for name, value in (("budget", self.budget), ("seeds", self.seeds),
+                            ("records_per_epoch", self.records_per_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.ref_size is not None and self.ref_size < 1:
@@ -108,42 +107,6 @@ def sharpness(model: Any, loss_fn: Callable, X: Any, y: Any, seed: int = 0) -> f
     return float(lanczos(HessianOperator(model, loss_fn, (X, y)), k=1, which="LA", seed=seed).values[0])
 
 
-def time_per_update(workload: Any, optimizer: str, lr: float, batch_size: int | None, seed: int = 0,
-                    updates: int = TIMED_UPDATES) -> float:
-    """Mean seconds per update of one plain model (forward, backward, step) at this batch size.
-
-    Runs ``updates`` updates (fewer if an epoch is shorter, then repeats epochs), after a few
-    warm-up updates that are not counted.
-    """
-    import torch
-
-    from descentlab.optim import make_optimizer
-
-    torch.manual_seed(seed)
-    model = workload.make_model()
-    opt = make_optimizer(optimizer, model.parameters(), lr=lr)
-    X, y = workload.X_train, workload.y_train
-    n = X.shape[0]
-    b = _effective(batch_size, n)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator)
-
-    def one(i: int) -> None:
-        start = (i * b) % n
-        index = order[start:start + b] if b < n else None
-        xb, yb = (X, y) if index is None else (X[index], y[index])
-        opt.zero_grad(set_to_none=True)
-        workload.loss_fn(model(xb), yb).backward()
-        opt.step()
-
-    for i in range(3):
-        one(i)
-    begin = time.perf_counter()
-    for i in range(updates):
-        one(i)
-    return (time.perf_counter() - begin) / updates
-
-
 def size_point(run: RunDir, *, workload: str, optimizer: str, batch_size: int | None, lrs: Sequence[float],
                seeds: Sequence[int], epochs: float, records_per_epoch: int, data_seed: int, role: str) -> None:
     """Sweep point: train ``seeds x lrs`` at ``batch_size``; a final point also times and measures sharpness."""
@@ -158,7 +121,7 @@ def size_point(run: RunDir, *, workload: str, optimizer: str, batch_size: int | 
     members = [Member(int(s), float(lr)) for lr in lrs for s in seeds]
     notes: list[str] = []
     result = train_members(work, optimizer, members, steps=steps, batch_size=batch_size,
-                           eval_every=eval_every, log=notes.append)
+                           eval_every=eval_every, log=lambda m: notes.append(f"batch {size_label(batch_size)}: {m}"))
     rows = curve_rows(optimizer, result)
     for row in rows:
         row["batch_size"] = size_label(batch_size)
@@ -202,7 +165,7 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
     """
     import numpy as np
 
-    from descentlab.experiments.sweep import SweepPoint, open_sweep_root, run_sweep
+    from descentlab.experiments.sweep import SweepPoint, import_ray, open_sweep_root, run_sweep
     from descentlab.optim.registry import OPTIMIZERS, parse_name
 
     say = log or (lambda message: None)
@@ -211,6 +174,8 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
     if settings.lr_rule != "tuned" and settings.ref_size not in settings.sizes:
         raise ValueError(f"ref_size {size_label(settings.ref_size)} must be one of the sizes for rule "
                          f"{settings.lr_rule!r}")
+    if ray_address:
+        import_ray()  # fail before anything is written
     run = open_sweep_root(out, "batch-size", settings.config())
     root = run.file("runs")
     common = dict(workload=settings.workload, optimizer=settings.optimizer, epochs=settings.epochs,
@@ -291,7 +256,8 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
     run.write_csv("curves.csv", curves, ("batch_size", "epoch") + CURVE_COLUMNS)
     run.write_csv("summary.csv", summary)
     run.write_text("log.txt", "\n".join(notes) + "\n")
-    run.write_json("protocol.json", {"grid": grid, "chosen_lr": chosen, "tuned_sizes": [size_label(s) for s in tune_sizes],
+    run.write_json("protocol.json", {"grid": grid, "chosen_lr": chosen,
+                                     "tuned_sizes": [size_label(s) for s in tune_sizes],
                                      "seeds": seeds, "target_loss": target, "timed_updates": TIMED_UPDATES,
                                      "n_train": _n_train(settings)})
     return run

@@ -10,8 +10,10 @@ The protocol (written into every report):
 3. *Rerun with seeds.* The winner is trained again with ``seeds`` seeds. Seed s fixes the
    initial weights and the data order, and is the same for every optimizer, so all of them
    start from the same points and see the same batches.
-4. *Steps and seconds.* Curves record the update count and the training wall-clock
-   (evaluation excluded; a stacked ensemble's time is shared equally among its members).
+4. *Steps and seconds.* Curves record the update count and the seconds of one run:
+   updates x the time per update of one plain model with that optimizer, measured
+   separately (:func:`~descentlab.experiments.ensemble.time_per_update`), the same way for an
+   optimizer trained stacked and one trained separately.
 
 Every trial and every seeded run is one point of a sweep (:mod:`descentlab.experiments.sweep`):
 ``tune-<optimizer>`` and ``final-<optimizer>`` directories under ``<run>/runs/``, each complete
@@ -26,9 +28,9 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from descentlab.experiments.ensemble import TIMED_UPDATES
 from descentlab.experiments.rundir import RunDir
 
 __all__ = [
@@ -149,7 +151,7 @@ def train_point(run: RunDir, *, workload: str, optimizer: str, lrs: Sequence[flo
 
     ``role`` is ``"tune"`` (also writes ``trials.csv``) or ``"final"``.
     """
-    from descentlab.experiments.ensemble import Member, train_members
+    from descentlab.experiments.ensemble import Member, time_per_update, train_members
     from descentlab.problems.workloads import get_workload
 
     work = get_workload(workload, seed=data_seed, dtype=_dtype(dtype))
@@ -157,10 +159,19 @@ def train_point(run: RunDir, *, workload: str, optimizer: str, lrs: Sequence[flo
     notes: list[str] = []
     result = train_members(work, optimizer, members, steps=steps, batch_size=batch_size,
                            eval_every=eval_every, schedule=schedule, log=notes.append)
-    run.write_csv("curves.csv", curve_rows(optimizer, result), CURVE_COLUMNS)
+    rows = curve_rows(optimizer, result)
+    info = {"stacked": result.stacked, "reason": result.reason, "wall_seconds": result.wall_seconds,
+            "n_runs": len(members)}
+    if role == "final":
+        # Seconds of one plain run, measured the same way for every optimizer (stacked or not).
+        per_update = time_per_update(work, optimizer, float(lrs[0]), batch_size, seed=int(seeds[0]),
+                                     updates=min(TIMED_UPDATES, steps))
+        info["seconds_per_update"] = per_update
+        for row in rows:
+            row["seconds"] = row["step"] * per_update
+    run.write_csv("curves.csv", rows, CURVE_COLUMNS)
     run.write_text("log.txt", "\n".join(notes) + "\n")
-    run.write_json("result.json", {"stacked": result.stacked, "reason": result.reason,
-                                   "wall_seconds": result.wall_seconds, "n_runs": len(members)})
+    run.write_json("result.json", info)
     if role == "tune":
         rows = [{"optimizer": optimizer, "lr": m.lr, "seed": m.seed,
                  "final_train_loss": float(result.train_loss[k, -1]),
@@ -178,7 +189,7 @@ def run_compare(settings: CompareSettings, out: str | os.PathLike, *, workers: i
     seeded run's curves), ``summary.csv`` (one row per optimizer), ``log.txt`` and ``protocol.json``.
     The caller renders ``report.html``.
     """
-    from descentlab.experiments.sweep import SweepPoint, open_sweep_root, run_sweep
+    from descentlab.experiments.sweep import SweepPoint, import_ray, open_sweep_root, run_sweep
     from descentlab.optim.registry import OPTIMIZERS, parse_name
 
     say = log or (lambda message: None)
@@ -186,6 +197,8 @@ def run_compare(settings: CompareSettings, out: str | os.PathLike, *, workers: i
     for name in settings.optimizers:
         _, base = parse_name(name)
         grids[name] = lr_grid(OPTIMIZERS[base].lr, settings.budget)
+    if ray_address:
+        import_ray()  # fail before anything is written
     run = open_sweep_root(out, "compare", settings.config())
     common = dict(workload=settings.workload, steps=settings.steps, batch_size=settings.batch_size,
                   eval_every=settings.eval_every, data_seed=settings.seed, dtype=settings.dtype,

@@ -63,8 +63,9 @@ class PointReport:
         status: ``"critical"`` (``grad_norm <= grad_tol``), ``"gradient-flat"``
             (``gradient_flat <= flat_tol * max|lambda|`` but not critical) or ``"not converged"``.
         kind: the second-order kind from :mod:`descentlab.critical.rules` (``"local_min"``,
-            ``"local_max"``, ``"saddle"``, ``"flat"``); meaningful as a critical-point kind
-            only when ``status == "critical"``.
+            ``"local_max"``, ``"saddle"``, ``"flat"``); a critical-point kind only when
+            ``status == "critical"`` (only then are flat directions probed); elsewhere it
+            just names the eigenvalue signs present.
         degenerate: some eigenvalue is zero within ``eig_tol``.
         minimum_ratio: fraction of positive eigenvalues (zeros count as not positive).
         n_positive, n_negative, n_zero: eigenvalue counts.
@@ -198,7 +199,7 @@ def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor,
     networks (a few thousand parameters at most).
     """
     from descentlab.critical.rules import classify_eigenvalues
-    from descentlab.curvature.operator import HessianOperator
+    from descentlab.curvature import HessianOperator
 
     for name, value, low in (("grad_tol", grad_tol, 0.0), ("flat_tol", flat_tol, 0.0), ("eig_tol", eig_tol, 0.0)):
         if not (math.isfinite(value) and value >= low):
@@ -241,7 +242,6 @@ def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor,
     def loss_at(flat):
         return flat_loss(op.unflatten(flat))
 
-    verdict = classify_eigenvalues(values, eig_tol, eigenvectors=vectors, loss=loss_at, point=point)
     grad_norm = float(g.norm())
     gradient_flat = float((H @ g).norm() / g.norm()) if grad_norm > 0 else 0.0
     if grad_norm <= grad_tol:
@@ -250,6 +250,12 @@ def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor,
         status = "gradient-flat"
     else:
         status = "not converged"
+    if status == "critical":
+        verdict = classify_eigenvalues(values, eig_tol, eigenvectors=vectors, loss=loss_at, point=point)
+    else:
+        # Probing flat directions only means something where the gradient vanishes: elsewhere
+        # the first-order term decides what the loss does, so name the signs present and stop.
+        verdict = classify_eigenvalues(values, eig_tol)
     return PointReport(index=index, loss=float(op.loss()), grad_norm=grad_norm, gradient_flat=gradient_flat,
                        status=status, kind=verdict.kind, degenerate=verdict.degenerate,
                        minimum_ratio=verdict.minimum_ratio, n_positive=verdict.n_positive,

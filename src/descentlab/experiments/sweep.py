@@ -3,7 +3,8 @@
 A sweep is a list of :class:`SweepPoint`. Each point writes one run directory under the
 sweep's root with :func:`~descentlab.experiments.rundir.staged_run`, so a directory is
 complete or absent, never half-written. Running the same sweep again (after a crash or a
-Ctrl-C) therefore skips every point whose directory exists and runs only the rest.
+Ctrl-C) therefore skips every point whose directory exists and runs only the rest; the
+hidden staging folder a hard-killed run may leave behind is removed first.
 
 - ``workers=1``: points run one after another in this process.
 - ``workers=N``: a local ``concurrent.futures.ProcessPoolExecutor`` (spawned processes, one
@@ -19,6 +20,7 @@ must be importable by name in a worker); it writes its results into ``run``.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 from descentlab.errors import UserInputError
 from descentlab.experiments.rundir import CONFIG, RunDir, staged_run
 
-__all__ = ["SweepPoint", "SweepResult", "run_sweep", "default_workers", "open_sweep_root"]
+__all__ = ["SweepPoint", "SweepResult", "run_sweep", "default_workers", "open_sweep_root", "import_ray"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,12 @@ def run_sweep(
     skipped = tuple(p.name for p in points if _is_finished(root / p.name))
     if log is not None and skipped:
         log(f"resuming: {len(skipped)} of {len(points)} runs already finished, skipping them")
+    leftovers = [stale for p in todo for stale in root.glob(f".{p.name}.*.partial")]
+    for stale in leftovers:
+        # A staging folder of a run killed hard (SIGKILL, power loss) before it could clean up.
+        shutil.rmtree(stale, ignore_errors=True)
+    if log is not None and leftovers:
+        log(f"removed {len(leftovers)} unfinished staging folder(s) of killed runs")
     if todo:
         if ray_address:
             _run_ray(todo, root, ray_address, progress)
@@ -168,13 +176,20 @@ def _run_pool(todo: Sequence[SweepPoint], root: Path, workers: int, progress: bo
         raise errors[0]
 
 
-def _run_ray(todo: Sequence[SweepPoint], root: Path, address: str, progress: bool) -> None:
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`~descentlab.errors.UserInputError` saying how to install it."""
     try:
         import ray
     except ImportError:
         raise UserInputError(
-            "--ray needs Ray, an optional extra: pip install 'descentlab[ray]' (or drop --ray to use a local process pool)"
+            "--ray needs Ray, an optional extra: pip install 'descentlab[ray]' "
+            "(or drop --ray to use a local process pool)"
         ) from None
+    return ray
+
+
+def _run_ray(todo: Sequence[SweepPoint], root: Path, address: str, progress: bool) -> None:
+    ray = import_ray()
     ray.init(address=address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(_execute)
     refs = [remote.remote(str(root), p.name, p.kind, p.function, dict(p.kwargs), 1) for p in todo]

@@ -11,7 +11,7 @@ The run directory gets ``config.json`` (``"train"``: the :class:`TrainConfig`), 
 wall_time``; validation columns every ``eval_every`` steps, empty otherwise) and
 ``checkpoint.pt`` (model, optimizer, schedule, the shuffling generator, torch's RNG, the
 callbacks' state, the step), each written atomically. ``resume=True`` reloads the checkpoint
-and replays nothing: the resumed run computes the same numbers as one never stopped. A
+and continues from its step: the resumed run computes the same numbers as one never stopped. A
 non-finite loss stops the run at that step (``status == "non_finite"``) and leaves the last
 good checkpoint in place.
 """

@@ -20,7 +20,8 @@ import torch
 
 from descentlab.problems.surfaces import Surface
 
-__all__ = ["Trajectory", "Trajectories", "Tuning", "default_lr", "run_trajectories", "tune_learning_rates", "DEFAULT_OPTIMIZERS"]
+__all__ = ["Trajectory", "Trajectories", "Tuning", "default_lr", "run_trajectories", "tune_learning_rates",
+           "DEFAULT_OPTIMIZERS"]
 
 #: The six classic optimizers of the course's closing comparison.
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")

@@ -47,7 +47,8 @@ def evaluate_losses(model: nn.Module, loss_fn: Callable, data, center: torch.Ten
         center: flat parameter vector ``(n,)``.
         directions: ``(k, n)``, one flat direction per row.
         coords: ``(m, k)``, the points' coordinates along the directions.
-        chunk_size: points evaluated together in one vmapped call.
+        chunk_size: points evaluated together in one vmapped call (memory grows with
+            ``chunk_size * batch size``; see ``bench/landscape.py`` for the speed trade-off).
         workers: processes to spread the chunks over (``loss_fn`` must then be picklable:
             a module-level function or an ``nn.Module`` loss, not a lambda).
         progress: show a tqdm bar on stderr.

@@ -1,9 +1,10 @@
 """Choose torch's fastest correct kernel path for a torch.optim class, per set of params.
 
 torch.optim's own default on CPU is the for-loop path; its fused kernels (SGD, Adam, AdamW,
-Adagrad) run several times faster there and sit near the memory-bandwidth bound, and its
-multi-tensor (foreach) path beats the for-loop one for the classes without fused kernels
-(measured in ``bench/optim_step.py``). The registry asks :func:`fast_path_kwargs` which
+Adagrad) run several times faster there and sit near the memory-bandwidth bound. For the
+classes without fused kernels, the multi-tensor (foreach) path beats the for-loop one on
+CPU only when the tensors are small (see :data:`CPU_FOREACH_MAX_MEAN_NUMEL`; measured in
+``bench/optim_step.py``), and everywhere on accelerators. The registry asks :func:`fast_path_kwargs` which
 flags to pass, unless the caller chose ``fused`` / ``foreach`` / ``differentiable`` itself.
 
 SGD and Adagrad accept sparse gradients only on the for-loop path, and a sparse gradient
@@ -23,6 +24,12 @@ from descentlab.optim._checks import fused_supported
 
 __all__ = ["fast_path_kwargs", "sparse_fallback", "SPARSE_CAPABLE"]
 
+#: On CPU torch's foreach ops are a C++ loop over per-tensor kernels that materialise every
+#: intermediate list: faster than the Python for-loop for many small tensors (10k elements:
+#: 0.7-0.8x its time for RMSprop, NAdam, RAdam), slower for few large ones (500k elements:
+#: 1.1-1.5x). Above this mean tensor size the registry keeps torch's for-loop path on CPU.
+CPU_FOREACH_MAX_MEAN_NUMEL = 100_000
+
 #: torch classes whose for-loop path takes sparse gradients (and so need the fallback hook).
 SPARSE_CAPABLE = (torch.optim.SGD, torch.optim.Adagrad)
 
@@ -36,15 +43,18 @@ def _accepts(factory: Callable[..., Any], name: str) -> bool:
 
 def fast_path_kwargs(factory: Callable[..., Any], params: Sequence[torch.Tensor],
                      hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """``{"fused": True}``, ``{"foreach": True}`` or ``{}`` for ``factory`` over ``params``."""
+    """``{"fused": True}``, ``{"foreach": True}``, ``{"foreach": False}`` or ``{}`` for ``factory`` over ``params``."""
     if any(hyperparameters.get(k) is not None for k in ("fused", "foreach")) or hyperparameters.get("differentiable"):
         return {}
     plain = all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
     if _accepts(factory, "fused") and fused_supported(params):
         return {"fused": True}
-    if _accepts(factory, "foreach") and plain:
-        return {"foreach": True}
-    return {}
+    if not (_accepts(factory, "foreach") and plain and params):
+        return {}
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    if on_cpu and sum(p.numel() for p in params) / len(params) > CPU_FOREACH_MAX_MEAN_NUMEL:
+        return {"foreach": False}
+    return {"foreach": True}
 
 
 def sparse_fallback(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

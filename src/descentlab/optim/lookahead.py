@@ -53,7 +53,9 @@ class Lookahead(OptimizerWrapper):
             ``param_groups``, so a scheduler attached to either changes the same learning rate.
         k: fast steps between two syncs (>= 1).
         alpha: slow step size, in [0, 1].
-        foreach: sync with multi-tensor kernels (default) or tensor by tensor.
+        foreach: sync with multi-tensor kernels or tensor by tensor; default: tensor by tensor
+            on CPU (measured faster there: each tensor's copy reads weights its lerp just left in
+            cache), multi-tensor elsewhere.
 
     ``state_dict()`` holds the base's state, the slow weights and the step counter.
     """
@@ -63,10 +65,12 @@ class Lookahead(OptimizerWrapper):
     paper = "Zhang, Lucas, Hinton & Ba 2019"
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5,
-                 *, foreach: bool = True) -> None:
+                 *, foreach: bool | None = None) -> None:
         self.k = check_int("k", k)
         self.alpha = check_number("alpha", alpha, high=1.0, high_open=False)
         super().__init__(base_optimizer)
+        if foreach is None:
+            foreach = any(p.device.type != "cpu" for g in self.param_groups for p in g["params"])
         self.foreach = bool(foreach)
         self.fast_steps = 0
         self.slow: dict[torch.Tensor, torch.Tensor] = {}

@@ -128,6 +128,8 @@ def make_optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -> 
     params = _materialize(params)
     if spec.source == "torch":
         flat = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
+        # named parameters, (name, tensor), are accepted by torch.optim too
+        flat = [p[1] if isinstance(p, tuple) else p for p in flat]
         kwargs.update(fast_path_kwargs(spec.factory, flat, kwargs))
     optimizer = spec.factory(params, **kwargs)
     if spec.source == "torch" and issubclass(spec.factory, SPARSE_CAPABLE):

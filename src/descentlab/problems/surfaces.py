@@ -291,7 +291,8 @@ def _registry() -> dict[str, Surface]:
         Surface(
             name="beale",
             formula="(1.5 - x + x*y)^2 + (2.25 - x + x*y^2)^2 + (2.625 - x + x*y^3)^2",
-            description="Beale: flat plateau, sharp ridges, minimum at (3, 0.5), saddles at (0, 1) and (0.1005, -2.6445)",
+            description="Beale: flat plateau, sharp ridges, minimum at (3, 0.5), "
+                        "saddles at (0, 1) and (0.1005, -2.6445)",
             fn=_beale,
             window=((-4.5, 4.5), (-4.5, 4.5)),
             starts=((1.0, 1.5), (-1.0, -1.0)),
@@ -351,7 +352,8 @@ def _registry() -> dict[str, Surface]:
         Surface(
             name="rastrigin",
             formula="20 + sum_i (x_i^2 - 10*cos(2*pi*x_i))",
-            description=f"Rastrigin on [-{_RASTRIGIN_HALF_WIDTH}, {_RASTRIGIN_HALF_WIDTH}]^2: 25 local minima, 16 maxima, 40 saddles",
+            description=f"Rastrigin on [-{_RASTRIGIN_HALF_WIDTH}, {_RASTRIGIN_HALF_WIDTH}]^2: "
+                        "25 local minima, 16 maxima, 40 saddles",
             fn=_rastrigin,
             window=((-_RASTRIGIN_HALF_WIDTH, _RASTRIGIN_HALF_WIDTH),) * 2,
             starts=((1.9, 1.6), (-1.2, 0.7)),

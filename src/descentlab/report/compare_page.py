@@ -72,11 +72,17 @@ def build(run: RunDir) -> Page:
         f"{batch} from seed {protocol['tune_seed']}. The rate with the lowest final validation loss was chosen "
         f"(diverged trials never win), then rerun with seeds {protocol['seeds']}. A seed fixes the initial "
         "weights and the data order, identical across optimizers. Curves show the mean over seeds with a "
-        "min-max band; seconds are training wall-clock per run, evaluation excluded (members of a stacked "
-        "ensemble share its time equally)."
+        "min-max band. Seconds are those of one run: updates x the time per update of one plain model with "
+        "that optimizer, measured separately, the same way whether the optimizer trained as a stacked ensemble or "
+        "run by run."
     )
     if config.get("schedule"):
         page.paragraph(f"Every run used the learning-rate schedule {config['schedule']} (a factor on the chosen rate).")
+    for name in config["optimizers"]:
+        grid, chosen = protocol["grids"][name], protocol["chosen_lr"][name]
+        if len(grid) > 1 and chosen in (min(grid), max(grid)):
+            page.paragraph(f"Note: {name}'s chosen rate {chosen:.3g} is at the edge of its grid; a wider grid "
+                           "might find a better one.")
     counts = protocol["trials_per_optimizer"]
     page.paragraph("Trials per optimizer: " + ", ".join(f"{k} {counts[k]}" for k in config["optimizers"]) + ".")
     best = _best(summary, "best_val_accuracy", largest=True)

@@ -183,6 +183,7 @@ def _slice_figure(stall: Stall):
     ax.axvline(0.0, color="#333", lw=0.8)
     if stall.escaped and stall.escape_step is not None:
         ax.axvline(stall.escape_step, color="#2a9d4b", lw=1, ls=":", label=f"escape step t = {stall.escape_step:.3g}")
+        ax.plot([stall.escape_step], [stall.escape_loss_after], "o", color="#2a9d4b", ms=6)
     ax.set_ylim(min(loss.min(), centre) - 0.05 * abs(centre), max(loss.max(), centre) + 0.05 * abs(centre) + 1e-9)
     ax.set_xlabel("t (distance along the unit eigenvector)")
     ax.set_ylabel("loss")

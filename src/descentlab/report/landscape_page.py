@@ -46,9 +46,13 @@ def _slice_section(run: RunDir, page: Page, summary: dict) -> None:
         model = quadratic["loss"] + quadratic["slope"] * t + 0.5 * quadratic["curvature"] * t**2
         ax.plot(t, model, "--", color="#d8542f", lw=1.5,
                 label=f"second order: curvature {quadratic['curvature']:.4g}")
+    # the loss sets the vertical range; the parabola may leave it (it is only a local model)
+    spread = float(loss.max() - loss.min()) or 1.0
+    ax.set_ylim(float(loss.min()) - 0.08 * spread, float(loss.max()) + 0.12 * spread)
     for marker in summary.get("markers", []):
         ax.axvline(marker["t"], color="#888", lw=0.8, ls=":")
-        ax.annotate(marker["label"], (marker["t"], ax.get_ylim()[1]), ha="center", va="bottom", fontsize=8)
+        ax.annotate(marker["label"], (marker["t"], ax.get_ylim()[1]), xytext=(3, -12), textcoords="offset points",
+                    ha="left", fontsize=8)
     ax.set_xlabel(summary.get("x_label", "t"))
     ax.set_ylabel("loss")
     ax.set_title(summary.get("title", "1-D slice"))
@@ -81,6 +85,10 @@ def _plane_section(run: RunDir, page: Page, summary: dict) -> None:
     ax.contour(a, b, loss, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
     fig.colorbar(filled, ax=ax, label="loss")
     ax.plot([0], [0], "w*", ms=12, mec="k", label="centre")
+    for mark in summary.get("marks", []):
+        ax.plot([mark["a"]], [mark["b"]], "o", color="white", mec="k", ms=7)
+        ax.annotate(mark["label"], (mark["a"], mark["b"]), xytext=(5, 5), textcoords="offset points", fontsize=8,
+                    color="white")
     if run.exists("trajectory.csv"):
         trajectory = run.read_csv("trajectory.csv")
         ta = [float(r["a"]) for r in trajectory]

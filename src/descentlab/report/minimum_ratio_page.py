@@ -33,6 +33,10 @@ def _rows(run: RunDir) -> list[dict]:
         for key in ("index", "n_positive", "n_negative", "n_zero", "newton_steps"):
             if key in row and row[key] != "":
                 row[key] = int(row[key])
+        signed = row["n_positive"] + row["n_negative"]
+        # the ratio among eigenvalues that are not zero: symmetries (softmax shifts, dead units)
+        # add exact zeros that the lecture's ratio counts as "not positive"
+        row["ratio_nonzero"] = row["n_positive"] / signed if signed else math.nan
         rows.append(row)
     return rows
 
@@ -121,9 +125,11 @@ def build(run: RunDir) -> Page:
         page.paragraph("Kinds of the critical points (second-order test, descentlab.critical.rules): " + ", ".join(
             f"{k}: {sum(r['kind'] == k and r['status'] == 'critical' for r in rows)}" for k in kinds) + ".")
 
+    page.paragraph("ratio_nonzero is n_positive / (n_positive + n_negative): the same ratio with the zero "
+                   f"eigenvalues (within eig_tol = {config.get('eig_tol')}, relative) left out.")
     page.heading("Every point")
     columns = ["index", "lr", "trained_loss", "loss", "grad_norm", "gradient_flat", "status", "kind",
-               "minimum_ratio", "n_positive", "n_negative", "n_zero", "min_eigenvalue", "max_eigenvalue"]
+               "minimum_ratio", "ratio_nonzero", "n_positive", "n_negative", "n_zero", "min_eigenvalue", "max_eigenvalue"]
     page.table(rows, [c for c in columns if c in rows[0]] if rows else columns)
     page.heading("Configuration")
     page.code("\n".join(f"{key}: {value}" for key, value in sorted(config.items())))

@@ -79,7 +79,8 @@ def _draw_surface(ax, grid: Mapping[str, np.ndarray], points: Sequence[Mapping[s
             continue  # drawn as its curve
         marker, color, label = MARKERS.get(point["kind"], MARKERS["flat"])
         name = label + (" (degenerate)" if point["degenerate"] else "")
-        ax.scatter([point["x"]], [point["y"]], marker=marker, s=80, zorder=5, edgecolors=color if point["degenerate"] else "black",
+        ax.scatter([point["x"]], [point["y"]], marker=marker, s=80, zorder=5,
+                   edgecolors=color if point["degenerate"] else "black",
                    facecolors="none" if point["degenerate"] else color, linewidths=1.6,
                    label=None if name in seen else name)
         seen.add(name)
@@ -155,7 +156,8 @@ def lift_figure(lift: Mapping[str, Any], grid: Mapping[str, np.ndarray], window)
     for key, color, style in (("up", "#2ca02c", "-"), ("down", "#d62728", "--")):
         u = np.asarray(lift[key])
         right.plot(p[0] + t * u[0], p[1] + t * u[1], style, color=color, lw=2)
-    right.scatter([p[0]], [p[1]], marker=MARKERS["saddle"][0], s=110, color=MARKERS["saddle"][1], edgecolors="black", zorder=5)
+    right.scatter([p[0]], [p[1]], marker=MARKERS["saddle"][0], s=110, color=MARKERS["saddle"][1],
+                  edgecolors="black", zorder=5)
     right.set_title(f"2-D: a saddle at ({p[0]:.3g}, {p[1]:.3g})")
     fig.tight_layout()
     return fig

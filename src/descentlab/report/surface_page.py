@@ -54,7 +54,8 @@ def ended_near(point: tuple[float, float], points: list[dict[str, Any]], radius:
         ys = np.asarray(curve["y"], dtype=float)
         distances = np.hypot(xs - point[0], ys - point[1])
         if np.isfinite(distances).any() and np.nanmin(distances) <= best_distance:
-            best, best_distance = f"{curve['kind']} (on the curve {curve['description'].split(' (')[0]})", float(np.nanmin(distances))
+            name = curve["description"].split(" (")[0]
+            best, best_distance = f"{curve['kind']} (on the curve {name})", float(np.nanmin(distances))
     return best
 
 
@@ -133,6 +134,7 @@ def build(run: RunDir) -> Page:
         rates = sorted({float(r["lr"]) for r in tuning})
         table = {}
         for r in tuning:
-            table.setdefault(r["optimizer"], {"optimizer": r["optimizer"]})[f"{float(r['lr']):.3g}"] = float(r["final_loss"])
+            row = table.setdefault(r["optimizer"], {"optimizer": r["optimizer"]})
+            row[f"{float(r['lr']):.3g}"] = float(r["final_loss"])
         page.table(list(table.values()), ["optimizer", *[f"{v:.3g}" for v in rates]])
     return page
