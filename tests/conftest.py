@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Before torch loads OpenMP; inherited by the CLI subprocesses tests start. Two pytest workers on
+# 2 cores with spinning OpenMP threads make small models up to 100x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch
