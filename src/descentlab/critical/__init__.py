@@ -1,6 +1,8 @@
-"""Critical points: classify a point from the Hessian's spectrum, and escape a saddle."""
+"""Critical points: classify a point from the Hessian's spectrum, escape a saddle, and watch a
+training loop for plateaus (:class:`StallMonitor`)."""
 
-from descentlab.critical.classify import CriticalPoint, classify  # noqa: E402
-from descentlab.critical.escape import Escape, escape  # noqa: E402
+from descentlab.critical.classify import CriticalPoint, classify
+from descentlab.critical.escape import Escape, escape
+from descentlab.critical.monitor import Stall, StallMonitor
 
-from descentlab.critical.monitor import Stall, StallMonitor  # noqa: E402  (training-loop callback)
+__all__ = ["CriticalPoint", "classify", "Escape", "escape", "Stall", "StallMonitor"]

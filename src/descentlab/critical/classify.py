@@ -47,6 +47,7 @@ from torch.func import functional_call
 
 from descentlab.critical.rules import EIG_TOL, Verdict, classify_eigenvalues
 from descentlab.curvature import Eigenpairs, HessianOperator, lanczos, minimum_ratio
+from descentlab.curvature.batches import as_batches, batch_size
 
 __all__ = ["CriticalPoint", "classify", "DENSE_THRESHOLD", "GRAD_TOL", "KINDS", "METHODS", "default_tolerances"]
 
@@ -317,7 +318,7 @@ class FlatLoss:
         self.shapes = [named[n].shape for n in self.names]
         self.sizes = [named[n].numel() for n in self.names]
         self.dtype, self.device = named[self.names[0]].dtype, named[self.names[0]].device
-        count = torch.tensor(float(sum(_batch_size(X, y) for X, y in batches)), dtype=torch.float64,
+        count = torch.tensor(float(sum(batch_size(X, y) for X, y in batches)), dtype=torch.float64,
                              device=self.device)
         self.n_samples = float(_allreduce(count))
         self.to_eval = any(isinstance(m, _RANDOM_LAYERS) for m in model.modules())
@@ -338,7 +339,7 @@ class FlatLoss:
                 for X, y in self.batches:
                     X, y = self._move(X), self._move(y)
                     out = functional_call(self.model, state, tuple(X) if isinstance(X, (tuple, list)) else (X,))
-                    total += _batch_size(X, y) * self.loss_fn(out, y)
+                    total += batch_size(X, y) * self.loss_fn(out, y)
         finally:
             for module, training in saved:
                 module.training = training
@@ -356,33 +357,6 @@ def _allreduce(t: torch.Tensor) -> torch.Tensor:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return t
-
-
-def as_batches(data: Any) -> list:
-    """``data`` as a list of ``(X, y)`` batches (one pair becomes a one-element list; a
-    generator is read once, so every pass — Hessian, probes, line search — sees the same data)."""
-    if _is_pair(data):
-        return [tuple(data)]
-    if not isinstance(data, Iterable):
-        raise ValueError(f"data must be an (X, y) pair or an iterable of (X, y) batches, got {type(data).__name__}")
-    batches = [tuple(b) for b in data]
-    if not batches:
-        raise ValueError("data has no batches")
-    return batches
-
-
-def _is_pair(data: Any) -> bool:
-    return (
-        isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1])
-        and (torch.is_tensor(data[0]) or (isinstance(data[0], (tuple, list)) and all(map(torch.is_tensor, data[0]))))
-    )
-
-
-def _batch_size(X: Any, y: Any) -> int:
-    if torch.is_tensor(y) and y.ndim > 0:
-        return int(y.shape[0])
-    first = X[0] if isinstance(X, (tuple, list)) else X
-    return int(first.shape[0])
 
 
 def _without_linear_term(objective: FlatLoss, theta: torch.Tensor, gradient: torch.Tensor):

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.critical.classify import CriticalPoint, FlatLoss, as_batches, classify
+from descentlab.critical.classify import CriticalPoint, FlatLoss, classify
+from descentlab.curvature.batches import as_batches
 from descentlab.critical.rules import zero_mask
 
 __all__ = ["Escape", "escape"]

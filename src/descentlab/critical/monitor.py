@@ -42,6 +42,7 @@ from torch import nn
 
 from descentlab.critical.classify import DENSE_THRESHOLD, classify
 from descentlab.critical.escape import escape
+from descentlab.curvature.batches import as_batches
 
 __all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice"]
 
@@ -116,12 +117,6 @@ class Stall:
         return text
 
 
-def _batches(data: Any) -> list[tuple[Any, Any]]:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return [data]
-    return list(data)
-
-
 def full_loss_and_grad(model: nn.Module, loss_fn: Callable, data: Any, *, grad: bool = True) -> tuple[float, float]:
     """(loss, gradient norm) of the sample-weighted mean loss over every batch of ``data``.
 
@@ -130,7 +125,7 @@ def full_loss_and_grad(model: nn.Module, loss_fn: Callable, data: Any, *, grad: 
     params = [p for p in model.parameters() if p.requires_grad]
     total, count = 0.0, 0
     grads = [torch.zeros_like(p) for p in params] if grad else []
-    for X, y in _batches(data):
+    for X, y in as_batches(data):
         n = len(y)
         with torch.set_grad_enabled(grad):
             loss = loss_fn(model(X), y)

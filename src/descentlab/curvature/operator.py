@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from descentlab.curvature.batches import as_batches, batch_size
+
 __all__ = ["HessianOperator", "DENSE_LIMIT"]
 
 #: ``dense()`` refuses above this many parameters: the float64 matrix alone would be 800 MB.
@@ -127,11 +129,11 @@ class HessianOperator:
         self.device = self._point[0].device
 
         self._eval = _decide_eval_mode(model, eval_mode)
-        self._batches = _as_batches(data)
+        self._batches = as_batches(data, stream=True)
 
         self._n_local = 0
         for X, y in self._iter_batches():
-            self._n_local += _batch_size(X, y)
+            self._n_local += batch_size(X, y)
         if self._n_local == 0 and not _distributed():
             raise ValueError("data has no samples")
         # counted on the model's device, so NCCL (GPU) reductions work as well as gloo
@@ -257,7 +259,7 @@ class HessianOperator:
                     loss = self._batch_loss(theta, X, y)
                     grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
                 flat = _flat(grads, self._point)
-                graphs.append((float(_batch_size(X, y)), loss.detach(), theta, flat))
+                graphs.append((float(batch_size(X, y)), loss.detach(), theta, flat))
             self._graphs = graphs
         return self._graphs
 
@@ -270,7 +272,7 @@ class HessianOperator:
                     out += n_b * self._graph_product(flat, theta, V)
         elif self._forward_over_reverse:
             for X, y in self._iter_batches():
-                out += _batch_size(X, y) * self._func_product(X, y, V)
+                out += batch_size(X, y) * self._func_product(X, y, V)
         else:  # rebuild one batch's double-backward graph at a time, then drop it
             for X, y in self._iter_batches():
                 theta = self._leaves()
@@ -279,7 +281,7 @@ class HessianOperator:
                     grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
                 flat = _flat(grads, self._point)
                 if flat.requires_grad:
-                    out += _batch_size(X, y) * self._graph_product(flat, theta, V)
+                    out += batch_size(X, y) * self._graph_product(flat, theta, V)
         return self._allreduce(out) / self.n_samples
 
     def _graph_product(self, flat, theta, V) -> torch.Tensor:
@@ -326,7 +328,7 @@ class HessianOperator:
                 with torch.enable_grad():
                     loss = self._batch_loss(theta, X, y)
                     grads = torch.autograd.grad(loss, theta, allow_unused=True)
-                n_b = _batch_size(X, y)
+                n_b = batch_size(X, y)
                 loss_sum += n_b * loss.detach()
                 grad_sum += n_b * _flat(grads, self._point)
         both = self._allreduce(torch.cat([loss_sum[None], grad_sum])) / self.n_samples
@@ -406,32 +408,6 @@ class _mode:
         if self.to_eval:
             for m, training in self.saved:
                 m.training = training
-
-
-def _as_batches(data: Any):
-    if _is_pair(data):
-        return [tuple(data)]
-    if not isinstance(data, Iterable):
-        raise ValueError(f"data must be an (X, y) pair or an iterable of (X, y) batches, got {type(data).__name__}")
-    if iter(data) is data:  # a generator can be read only once: keep its batches
-        data = list(data)
-    return data
-
-
-def _is_pair(data: Any) -> bool:
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and torch.is_tensor(data[1])
-        and (torch.is_tensor(data[0]) or (isinstance(data[0], (tuple, list)) and all(map(torch.is_tensor, data[0]))))
-    )
-
-
-def _batch_size(X: Any, y: Any) -> int:
-    if torch.is_tensor(y) and y.ndim > 0:
-        return int(y.shape[0])
-    first = X[0] if isinstance(X, (tuple, list)) else X
-    return int(first.shape[0])
 
 
 def _flat(grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor]) -> torch.Tensor:

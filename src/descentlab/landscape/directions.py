@@ -143,7 +143,7 @@ def escape_direction(model: nn.Module, loss_fn, data, *, seed: int = 0) -> tuple
 
 def _gradient(model: nn.Module, loss_fn, data) -> torch.Tensor:
     """Flat gradient of the mean loss over all batches (batches weighted by their size)."""
-    from descentlab.landscape.vectors import as_batches
+    from descentlab.curvature.batches import as_batches
 
     batches = as_batches(data)
     layout = layout_of(model)

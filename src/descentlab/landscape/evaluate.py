@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from descentlab.landscape.vectors import Layout, as_batches, layout_of, unflatten
+from descentlab.curvature.batches import as_batches
+from descentlab.landscape.vectors import Layout, layout_of, unflatten
 
 __all__ = ["evaluate_losses"]
 

@@ -7,13 +7,13 @@ tensors are laid end to end, so directions, checkpoints and trajectories all agr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["Layout", "layout_of", "flatten", "unflatten", "as_batches"]
+__all__ = ["Layout", "layout_of", "flatten", "unflatten"]
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,3 @@ def unflatten(vector: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
     lead = vector.shape[:-1]
     pieces = torch.split(vector, layout.numels, dim=-1)
     return {name: piece.reshape(tuple(lead) + tuple(shape)) for name, piece, shape in zip(layout.names, pieces, layout.shapes)}
-
-
-def as_batches(data) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(X, y)`` or any iterable of ``(X, y)`` batches (a ``DataLoader``) as a list of batches."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        batches = [(data[0], data[1])]
-    elif isinstance(data, Iterable):
-        batches = [(batch[0], batch[1]) for batch in data]
-    else:
-        raise ValueError("data: expected (X, y) or an iterable of (X, y) batches")
-    if not batches:
-        raise ValueError("data: no batches")
-    for X, y in batches:
-        if len(X) != len(y):
-            raise ValueError(f"data: a batch has {len(X)} inputs but {len(y)} targets")
-    return batches
