@@ -143,3 +143,20 @@ def test_minimum_ratio_exact_and_estimated():
     assert minimum_ratio(A, tol=1.0).value == pytest.approx(float((eig > 1.0).double().mean()))
     with pytest.raises(ValueError, match="method"):
         minimum_ratio(A, method="guess")
+
+
+def test_minimum_ratio_bracket_covers_the_exact_count_when_eigenvalues_crowd_the_threshold():
+    # 40% of the spectrum sits within 1e-3 of zero: the probes' standard error alone misses the
+    # quadrature's bias there; the Chebyshev-Markov-Stieltjes bracket must contain the truth
+    g = torch.Generator().manual_seed(3)
+    near_zero = (torch.rand(160, generator=g, dtype=F64) - 0.5) * 2e-3
+    eig = torch.cat([torch.linspace(-2, -0.1, 60, dtype=F64), near_zero, torch.linspace(0.1, 3, 180, dtype=F64)])
+    A = matrix_with_spectrum(eig)
+    tol = 1e-6 * 3.0
+    truth = float((eig > tol).double().mean())
+    est = minimum_ratio(A, tol=tol, method="estimated", n_steps=20, n_probes=16, seed=0)
+    assert est.lower <= est.value <= est.upper
+    assert est.lower - 2 * est.std_error <= truth <= est.upper + 2 * est.std_error
+    assert est.upper - est.lower > 0.05  # the crowd at the threshold shows as a wide bracket
+    exact = minimum_ratio(A, tol=tol)
+    assert exact.lower == exact.upper == exact.value == pytest.approx(truth)

@@ -95,6 +95,7 @@ def analyse(model, loss_fn, data, *, k: int, seed: int) -> dict:
         "min_eigenvalue": float(point.min_eigenvalue), "max_eigenvalue": float(point.max_eigenvalue),
         "minimum_ratio": float(point.minimum_ratio), "minimum_ratio_exact": bool(point.minimum_ratio_exact),
         "minimum_ratio_std_error": float(point.minimum_ratio_std_error),
+        "minimum_ratio_bounds": [float(b) for b in point.minimum_ratio_bounds],
         "extremes": [float(v) for v in torch.as_tensor(point.eigenpairs.values).flatten().tolist()],
         "spectrum": None if point.spectrum is None else [float(v) for v in point.spectrum.tolist()],
         "density": None,
@@ -115,7 +116,8 @@ def summary_text(result: dict) -> str:
         ("lambda_min", f"{result['min_eigenvalue']:.6g}"),
         ("lambda_max", f"{result['max_eigenvalue']:.6g}"),
         ("minimum ratio", f"{result['minimum_ratio']:.4g}" + ("" if result["minimum_ratio_exact"] else
-                          f" +- {result['minimum_ratio_std_error']:.2g} (estimated)")),
+                          f" +- {result['minimum_ratio_std_error']:.2g}, quadrature bracket "
+                          f"[{result['minimum_ratio_bounds'][0]:.3g}, {result['minimum_ratio_bounds'][1]:.3g}] (estimated)")),
         ("kind", kind),
         ("lowest eigenvalues", ", ".join(f"{v:.4g}" for v in sorted(result["extremes"])[:5])),
         ("highest eigenvalues", ", ".join(f"{v:.4g}" for v in sorted(result["extremes"])[-5:])),

@@ -100,6 +100,8 @@ class CriticalPoint:
         minimum_ratio: fraction of eigenvalues > ``eig_tol · max(1, max|λ|)`` (zeros are not positive).
         minimum_ratio_exact: computed from every eigenvalue (exact path) or estimated (SLQ).
         minimum_ratio_std_error: 0 when exact; the standard error over SLQ probes when estimated.
+        minimum_ratio_bounds: ``(ratio, ratio)`` when exact; when estimated, the quadrature's
+            Chebyshev-Markov-Stieltjes bracket, which also covers the bias the standard error misses.
         eigenpairs: the extreme :class:`~descentlab.curvature.Eigenpairs`, ascending: the
             ``k // 2`` most negative, then the ``k - k // 2`` largest (all of them when n <= k).
             Vectors are flat over ``names``, unit norm.
@@ -126,6 +128,7 @@ class CriticalPoint:
     minimum_ratio: float
     minimum_ratio_exact: bool
     minimum_ratio_std_error: float
+    minimum_ratio_bounds: tuple[float, float]
     eigenpairs: Eigenpairs
     hg_over_g: float | None
     grad_tol: float
@@ -160,7 +163,8 @@ class CriticalPoint:
 
     def __repr__(self) -> str:
         ratio = (f"{self.minimum_ratio:.4g} (exact)" if self.minimum_ratio_exact
-                 else f"{self.minimum_ratio:.4g} ± {self.minimum_ratio_std_error:.2g} (estimated)")
+                 else f"{self.minimum_ratio:.4g} ± {self.minimum_ratio_std_error:.2g} in "
+                      f"[{self.minimum_ratio_bounds[0]:.3g}, {self.minimum_ratio_bounds[1]:.3g}] (estimated)")
         hg = "n/a" if self.hg_over_g is None else f"{self.hg_over_g:.3g}"
         return (
             f"CriticalPoint(kind={self.kind!r}, degenerate={self.degenerate}, loss={self.loss:.6g}, "
@@ -279,11 +283,13 @@ def classify(
     lowest, highest = float(values.min()), float(values.max())
     if exact:
         ratio, ratio_error = verdict.minimum_ratio, 0.0
+        bounds = (float(ratio), float(ratio))
     else:
         threshold = eig_tol * max(1.0, abs(lowest), abs(highest))
         estimate = minimum_ratio(op, tol=threshold, method="estimated", n_steps=ratio_steps,
                                  n_probes=ratio_probes, seed=seed)
         ratio, ratio_error = estimate.value, estimate.std_error
+        bounds = (estimate.lower, estimate.upper)
         n_matvecs += estimate.n_matvecs
 
     if critical:
@@ -294,7 +300,7 @@ def classify(
     return CriticalPoint(
         kind=kind, degenerate=degenerate, loss=loss, grad_norm=grad_norm, min_eigenvalue=lowest,
         max_eigenvalue=highest, minimum_ratio=float(ratio), minimum_ratio_exact=exact,
-        minimum_ratio_std_error=float(ratio_error), eigenpairs=pairs, hg_over_g=hg_over_g, grad_tol=float(grad_tol),
+        minimum_ratio_std_error=float(ratio_error), minimum_ratio_bounds=bounds, eigenpairs=pairs, hg_over_g=hg_over_g, grad_tol=float(grad_tol),
         eig_tol=eig_tol, method="exact" if exact else "lanczos", verdict=verdict, n_params=op.n_params,
         n_matvecs=n_matvecs, names=op.names, parameters=theta, gradient=gradient, spectrum=spectrum,
     )

@@ -19,7 +19,45 @@ import torch
 
 from descentlab.curvature.linop import as_operator
 
-__all__ = ["Density", "spectral_density", "slq_nodes"]
+__all__ = ["Density", "MassAbove", "mass_above", "spectral_density", "slq_nodes"]
+
+
+@dataclass(frozen=True)
+class MassAbove:
+    """An SLQ estimate of the fraction of eigenvalues above a threshold.
+
+    Attributes:
+        value: the quadrature weight of nodes above the threshold, averaged over probes.
+        std_error: the standard error of that average over probes (the sampling error).
+        lower, upper: the Chebyshev-Markov-Stieltjes bracket, averaged over probes: for each
+            probe's Gauss rule, the true mass above ``t`` lies between the weight of the nodes
+            above ``t`` without the first of them, and that weight plus the last node at or
+            below ``t``. It bounds the quadrature's own bias, which the standard error does
+            not see, and is wide when many eigenvalues sit near the threshold.
+    """
+
+    value: float
+    std_error: float
+    lower: float
+    upper: float
+
+
+def mass_above(nodes: torch.Tensor, weights: torch.Tensor, threshold: float) -> MassAbove:
+    """Fraction of eigenvalues > ``threshold`` from SLQ nodes and weights (one row per probe)."""
+    order = nodes.argsort(dim=1)
+    nodes, weights = nodes.gather(1, order).double(), weights.gather(1, order).double()
+    above = nodes > threshold
+    per_probe = (weights * above).sum(dim=1)
+    # rows are sorted, so "above" is False...False True...True: find the two nodes beside t
+    n_below = (~above).sum(dim=1)
+    columns = torch.arange(nodes.shape[1], device=nodes.device)
+    first_above = columns[None, :] == n_below[:, None]
+    last_below = columns[None, :] == (n_below[:, None] - 1)
+    lower = per_probe - (weights * first_above).sum(dim=1)
+    upper = per_probe + (weights * last_below).sum(dim=1)
+    n_probes = nodes.shape[0]
+    se = per_probe.std(unbiased=True).item() / math.sqrt(n_probes) if n_probes > 1 else math.nan
+    return MassAbove(per_probe.mean().item(), se, lower.clamp(min=0).mean().item(), upper.clamp(max=1).mean().item())
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -47,11 +85,9 @@ class Density:
     def n_probes(self) -> int:
         return int(self.nodes.shape[0])
 
-    def mass_above(self, threshold: float) -> tuple[float, float]:
-        """Estimated fraction of eigenvalues > ``threshold`` and its standard error over probes."""
-        per_probe = (self.weights * (self.nodes > threshold)).sum(dim=1).double()
-        se = per_probe.std(unbiased=True).item() / math.sqrt(self.n_probes) if self.n_probes > 1 else math.nan
-        return per_probe.mean().item(), se
+    def mass_above(self, threshold: float) -> MassAbove:
+        """Estimated fraction of eigenvalues > ``threshold``, with its error (see :func:`mass_above`)."""
+        return mass_above(self.nodes, self.weights, threshold)
 
     def plot(self, ax: Any = None, **kwargs: Any):
         """Draw the density (log scale) with the quadrature nodes marked; returns the Figure.

@@ -3,7 +3,8 @@
 A ratio of 1 means a local minimum (every direction curves up); below 1, a saddle with
 (1 − ratio)·n directions of zero or negative curvature. Exact from the dense Hessian for
 small models; for large ones estimated from the SLQ density (the weight of quadrature nodes
-above the threshold, averaged over probes, with the standard error over probes).
+above the threshold, averaged over probes, with the standard error over probes and the
+quadrature's Chebyshev-Markov-Stieltjes bracket, which also covers its bias).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from descentlab.curvature.density import slq_nodes
+from descentlab.curvature.density import mass_above, slq_nodes
 from descentlab.curvature.linop import as_operator
 
 __all__ = ["MinimumRatio", "minimum_ratio", "EXACT_LIMIT"]
@@ -28,9 +29,11 @@ class MinimumRatio:
 
     Attributes:
         value: the fraction, in [0, 1].
-        std_error: 0 when exact; otherwise the standard error over SLQ probes (the
-            quadrature's own bias, which is of order 1/n_steps near a dense cluster at the
-            threshold, is not included).
+        std_error: 0 when exact; otherwise the standard error over SLQ probes. It does not
+            include the quadrature's own bias, which can be far larger when many eigenvalues
+            sit near ``tol``: see ``lower`` and ``upper``.
+        lower, upper: equal to ``value`` when exact; otherwise the Chebyshev-Markov-Stieltjes
+            bracket of the quadrature (:class:`~descentlab.curvature.density.MassAbove`).
         exact: True when computed from all eigenvalues of the dense Hessian.
         tol: the threshold used (eigenvalues must exceed it to count as positive).
         n: the operator size.
@@ -39,6 +42,8 @@ class MinimumRatio:
 
     value: float
     std_error: float
+    lower: float
+    upper: float
     exact: bool
     tol: float
     n: int
@@ -83,10 +88,9 @@ def minimum_ratio(
             tol = A.n * torch.finfo(eig.dtype).eps * eig.abs().max().item()
         value = (eig > tol).double().mean().item()
         used = 0 if torch.is_tensor(A.op) else A.n  # dense() is n products with the identity
-        return MinimumRatio(value, 0.0, True, float(tol), A.n, used)
+        return MinimumRatio(value, 0.0, value, value, True, float(tol), A.n, used)
     nodes, weights, n_matvecs = slq_nodes(A, n_steps, n_probes, seed)
     if tol is None:
         tol = 1e-6 * nodes.abs().max().item()
-    per_probe = (weights * (nodes > tol)).sum(dim=1).double()
-    se = per_probe.std(unbiased=True).item() / n_probes**0.5 if n_probes > 1 else float("nan")
-    return MinimumRatio(per_probe.mean().item(), se, False, float(tol), A.n, n_matvecs)
+    mass = mass_above(nodes, weights, tol)
+    return MinimumRatio(mass.value, mass.std_error, mass.lower, mass.upper, False, float(tol), A.n, n_matvecs)
