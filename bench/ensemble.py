@@ -13,10 +13,14 @@ per rate?": 4 rates x 4 seeds as one ensemble vs four ensembles of 4 seeds.
 
 from __future__ import annotations
 
+import os
 import argparse
 import math
 import platform
 import time
+
+# before torch loads OpenMP: spinning workers on a shared 2-core machine slowed small models 100x
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from torch.nn import functional as F

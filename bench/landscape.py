@@ -12,8 +12,12 @@ Prints a markdown table of times and the ratio ours / loop (below 1 = ours is fa
 
 from __future__ import annotations
 
+import os
 import argparse
 import time
+
+# before torch loads OpenMP: spinning workers on a shared 2-core machine slowed small models 100x
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from torch.nn.utils import vector_to_parameters

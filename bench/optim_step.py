@@ -14,10 +14,14 @@ params read and written, gradient read) divided by the copy bandwidth measured i
 
 from __future__ import annotations
 
+import os
 import argparse
 import datetime
 import sys
 import time
+
+# before torch loads OpenMP: spinning workers on a shared 2-core machine slowed small models 100x
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
