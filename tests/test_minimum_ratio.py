@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from descentlab.cli import main
-from descentlab.experiments.minimum_ratio import analyse_point, descend_gradient_norm, find_critical_points
+from descentlab.curvature import HessianOperator
+from descentlab.experiments.minimum_ratio import (
+    analyse_point,
+    descend_gradient_norm,
+    find_critical_points,
+    newton_to_critical,
+)
 from descentlab.experiments.rundir import RunDir
 
 D = torch.float64
@@ -67,6 +73,39 @@ def test_search_near_the_minimum_curve_finds_a_degenerate_minimum():
     # eigenvalues 0 and 2 (w1^2 + w2^2), the lecture's closed form; the zero counts as not positive
     assert report.max_eigenvalue == pytest.approx(2 * (w1**2 + w2**2), rel=1e-6)
     assert report.minimum_ratio == 0.5
+
+
+def test_batched_newton_returns_each_networks_exact_hessian_and_gradient():
+    # oracle: HessianOperator.dense / .gradient of each network separately, at the returned point
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = torch.randn(20, 3, dtype=D), torch.randint(0, 2, (20,))
+    loss_fn = nn.functional.cross_entropy
+    n = sum(p.numel() for p in model.parameters())
+    flat = 0.5 * torch.randn(3, n, dtype=D)
+    theta, g, H, accepted = newton_to_critical(model, loss_fn, (X, y), flat, steps=2)
+    assert theta.shape == (3, n) and accepted.tolist() != [0, 0, 0]
+    for i in range(3):
+        clone = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        torch.nn.utils.vector_to_parameters(theta[i], clone.parameters())
+        op = HessianOperator(clone, loss_fn, (X, y))
+        torch.testing.assert_close(H[i], op.dense(), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(g[i], op.gradient(), rtol=1e-9, atol=1e-12)
+        torch.nn.utils.vector_to_parameters(flat[i], clone.parameters())
+        assert float(g[i].norm()) <= float(HessianOperator(clone, loss_fn, (X, y)).gradient().norm())
+
+
+def test_newton_alone_converges_quadratically_to_the_lecture_saddle():
+    # no Adam: Levenberg-Marquardt with the exact Hessian from near the origin; ||g|| falls
+    # roughly squared each step, so a handful of steps reach 1e-12
+    start = torch.tensor([[0.05, -0.03], [-0.08, -0.05]], dtype=D)
+    theta, g, H, accepted = newton_to_critical(Lecture(), squared_error, DATA, start, steps=12, grad_tol=1e-12)
+    assert (g.norm(dim=1) <= 1e-12).all() and (accepted <= 8).all()
+    torch.testing.assert_close(theta, torch.zeros_like(theta), atol=1e-9, rtol=0)
+    torch.testing.assert_close(H, torch.tensor([[0.0, -2.0], [-2.0, 0.0]], dtype=D).expand(2, 2, 2), atol=1e-8, rtol=0)
+    reports = find_critical_points(Lecture(), squared_error, DATA, {"w1": start[:, 0], "w2": start[:, 1]},
+                                   search_steps=0, newton_steps=12)
+    assert [r.kind for r in reports] == ["saddle", "saddle"] and [r.minimum_ratio for r in reports] == [0.5, 0.5]
 
 
 class Quartic(nn.Module):

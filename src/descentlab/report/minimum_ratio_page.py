@@ -69,6 +69,13 @@ def finding(rows: list[dict], grad_tol: float) -> str:
             f"{min(ratios):.3f} to {max(ratios):.3f}, and {trend}.")
 
 
+def _data_used(config: dict) -> str:
+    samples = config.get("samples")
+    if samples:
+        return f"a seeded subset of at most {samples} training points (training, search and spectra alike)"
+    return "the whole training set"
+
+
 def build(run: RunDir) -> Page:
     """The minimum-ratio page of ``run``."""
     import matplotlib.pyplot as plt
@@ -78,9 +85,10 @@ def build(run: RunDir) -> Page:
     rows = _rows(run)
     page = Page(f"minimum-ratio study: {summary.get('workload', '')}")
     page.paragraph(
-        f"{len(rows)} networks of {summary.get('n_params')} parameters were trained, then each was driven toward a "
+        f"{len(rows)} networks of {summary.get('n_params')} parameters were trained on "
+        f"{_data_used(config)}, then each was driven toward a "
         "critical point by minimising ||grad L||^2 (Adam on Hessian-vector products, then Levenberg-Marquardt "
-        "steps with the exact Hessian). At each point the exact Hessian's eigenvalues give the minimum ratio, "
+        "steps with each network's exact Hessian). At each point the exact Hessian's eigenvalues give the minimum ratio, "
         "the fraction of positive eigenvalues (1 = strict local minimum).")
     page.finding(finding(rows, float(config.get("grad_tol", summary.get("grad_tol", 0.0)))))
 
