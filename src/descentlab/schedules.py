@@ -85,10 +85,10 @@ class Constant(Schedule):
 
 
 @dataclass(frozen=True)
-class WarmupLinear(Schedule):
-    """Linear warm-up ``t / warmup``, then linear decay from 1 to ``final`` at step ``total`` (then ``final``)."""
+class _WarmupThenDecay(Schedule):
+    """Linear warm-up ``t / warmup``, then a decay from 1 to ``final`` over ``progress`` in [0, 1],
+    reaching ``final`` at step ``total`` and staying there. Subclasses give the decay's shape."""
 
-    name: ClassVar[str] = "warmup-linear"
     warmup: int = 0
     total: int = 1000
     final: float = 0.0
@@ -98,33 +98,33 @@ class WarmupLinear(Schedule):
         _check("total", self.total, integer=True, low=self.warmup, low_open=True)
         _check("final", self.final, high=1.0)
 
+    def decay(self, progress: float) -> float:
+        raise NotImplementedError
+
     def factor(self, step: int) -> float:
         warm = _warmup(step, self.warmup)
         if warm is not None:
             return warm
-        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        return self.decay(min(1.0, (step - self.warmup) / (self.total - self.warmup)))
+
+
+@dataclass(frozen=True)
+class WarmupLinear(_WarmupThenDecay):
+    """Linear warm-up ``t / warmup``, then linear decay from 1 to ``final`` at step ``total`` (then ``final``)."""
+
+    name: ClassVar[str] = "warmup-linear"
+
+    def decay(self, progress: float) -> float:
         return 1.0 + (self.final - 1.0) * progress
 
 
 @dataclass(frozen=True)
-class WarmupCosine(Schedule):
+class WarmupCosine(_WarmupThenDecay):
     """Linear warm-up ``t / warmup``, then half a cosine from 1 to ``final`` at step ``total`` (then ``final``)."""
 
     name: ClassVar[str] = "warmup-cosine"
-    warmup: int = 0
-    total: int = 1000
-    final: float = 0.0
 
-    def __post_init__(self) -> None:
-        _check("warmup", self.warmup, integer=True)
-        _check("total", self.total, integer=True, low=self.warmup, low_open=True)
-        _check("final", self.final, high=1.0)
-
-    def factor(self, step: int) -> float:
-        warm = _warmup(step, self.warmup)
-        if warm is not None:
-            return warm
-        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+    def decay(self, progress: float) -> float:
         return self.final + (1.0 - self.final) * (1.0 + math.cos(math.pi * progress)) / 2.0
 
 
