@@ -15,18 +15,9 @@ from torch import nn
 from descentlab.critical import CriticalPoint, classify
 from descentlab.critical.classify import DENSE_THRESHOLD, GRAD_TOL, default_tolerances
 from descentlab.curvature import HessianOperator
-from descentlab.problems.workloads import get_workload
 
-f64 = torch.float64
-
-
-def _lecture(w1, w2, dtype=f64):
-    workload = get_workload("lecture", dtype=dtype)
-    model = workload.make_model()
-    with torch.no_grad():
-        model.w1.fill_(w1)
-        model.w2.fill_(w2)
-    return model, workload.loss_fn, (workload.X_train, workload.y_train)
+from helpers import F64 as f64
+from helpers import lecture_at as _lecture
 
 
 def _lecture_hessian(w1, w2):

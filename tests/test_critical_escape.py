@@ -13,16 +13,8 @@ import torch
 from descentlab.critical import Escape, classify, escape
 from descentlab.problems.workloads import get_workload
 
-f64 = torch.float64
-
-
-def _lecture(w1, w2, dtype=f64):
-    workload = get_workload("lecture", dtype=dtype)
-    model = workload.make_model()
-    with torch.no_grad():
-        model.w1.fill_(w1)
-        model.w2.fill_(w2)
-    return model, workload.loss_fn, (workload.X_train, workload.y_train)
+from helpers import F64 as f64
+from helpers import lecture_at as _lecture
 
 
 def _forward_loss(model, loss_fn, data):

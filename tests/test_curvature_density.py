@@ -9,14 +9,7 @@ from scipy.stats import wasserstein_distance
 
 from descentlab.curvature import Density, minimum_ratio, spectral_density, trace
 
-F64 = torch.float64
-
-
-def matrix_with_spectrum(eigenvalues, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = len(eigenvalues)
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
-    return Q @ torch.diag(torch.as_tensor(eigenvalues, dtype=F64)) @ Q.T
+from helpers import F64, matrix_with_spectrum
 
 
 def network_like_spectrum(n=400, seed=0):

@@ -8,14 +8,7 @@ from torch import nn
 
 from descentlab.curvature import Eigenpairs, HessianOperator, lanczos
 
-F64 = torch.float64
-
-
-def matrix_with_spectrum(eigenvalues, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = len(eigenvalues)
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
-    return Q @ torch.diag(torch.as_tensor(eigenvalues, dtype=F64)) @ Q.T
+from helpers import F64, matrix_with_spectrum
 
 
 def hessian_like(n=300, seed=0):

@@ -1,0 +1,25 @@
+"""Small builders shared by several test files (pytest puts this folder on sys.path)."""
+
+import torch
+
+from descentlab.problems.workloads import get_workload
+
+F64 = torch.float64
+
+
+def matrix_with_spectrum(eigenvalues, seed=0):
+    """A dense symmetric matrix Q diag(eigenvalues) Q^T with a seeded random orthogonal Q."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(eigenvalues)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    return Q @ torch.diag(torch.as_tensor(eigenvalues, dtype=F64)) @ Q.T
+
+
+def lecture_at(w1, w2, dtype=F64):
+    """The lecture's model y = w1*w2*x at (w1, w2), its loss and its one datum (x = 1, y = 1)."""
+    workload = get_workload("lecture", dtype=dtype)
+    model = workload.make_model()
+    with torch.no_grad():
+        model.w1.fill_(w1)
+        model.w2.fill_(w2)
+    return model, workload.loss_fn, (workload.X_train, workload.y_train)
