@@ -250,15 +250,20 @@ class HessianOperator:
     def _leaves(self) -> tuple[torch.Tensor, ...]:
         return tuple(p.detach().requires_grad_(True) for p in self._point)
 
+    def _gradient_graph(self, X, y):
+        """One batch's loss, fresh parameter leaves, and its flat gradient with the graph kept
+        (``create_graph``), so each Hessian-vector product is one more backward through it."""
+        theta = self._leaves()
+        with torch.enable_grad():
+            loss = self._batch_loss(theta, X, y)
+            grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
+        return loss, theta, _flat(grads, self._point)
+
     def _build_graphs(self):
         if self._graphs is None:
             graphs = []
             for X, y in self._iter_batches():
-                theta = self._leaves()
-                with torch.enable_grad():
-                    loss = self._batch_loss(theta, X, y)
-                    grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-                flat = _flat(grads, self._point)
+                loss, theta, flat = self._gradient_graph(X, y)
                 graphs.append((float(batch_size(X, y)), loss.detach(), theta, flat))
             self._graphs = graphs
         return self._graphs
@@ -275,11 +280,7 @@ class HessianOperator:
                 out += batch_size(X, y) * self._func_product(X, y, V)
         else:  # rebuild one batch's double-backward graph at a time, then drop it
             for X, y in self._iter_batches():
-                theta = self._leaves()
-                with torch.enable_grad():
-                    loss = self._batch_loss(theta, X, y)
-                    grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-                flat = _flat(grads, self._point)
+                _, theta, flat = self._gradient_graph(X, y)
                 if flat.requires_grad:
                     out += batch_size(X, y) * self._graph_product(flat, theta, V)
         return self._allreduce(out) / self.n_samples
