@@ -16,8 +16,9 @@ import os
 import argparse
 import time
 
-# before torch loads OpenMP: spinning workers on a shared 2-core machine slowed small models 100x
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from descentlab.openmp import set_wait_default  # noqa: E402
+
+set_wait_default()  # before torch loads OpenMP (see descentlab/openmp.py)
 
 import torch
 from torch.nn.utils import vector_to_parameters

@@ -3,9 +3,11 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Before torch loads OpenMP; inherited by the CLI subprocesses tests start. Two pytest workers on
-# 2 cores with spinning OpenMP threads make small models up to 100x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from descentlab.openmp import set_wait_default  # noqa: E402
+
+# Before torch loads OpenMP; inherited by the CLI subprocesses tests start (two pytest workers
+# share 2 cores, so workers must not spin long).
+set_wait_default()
 
 import pytest
 import torch

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
 from descentlab import __version__
 from descentlab.errors import UserInputError
+from descentlab.openmp import set_wait_default
 
 # name -> (module under descentlab.commands, one-line help). Order is the order in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, with a one-line error)."""
-    # Must be set before torch loads OpenMP. Spinning OpenMP workers made a 610-parameter model's
-    # step 100x slower (0.9 ms -> 100 ms) on 2 cores shared with one other busy process.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_wait_default()  # before torch loads OpenMP
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

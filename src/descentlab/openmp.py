@@ -1,0 +1,27 @@
+"""How long torch's OpenMP workers spin between parallel regions; must run before torch loads.
+
+libgomp's default (spin ~300,000 rounds, then sleep) lets idle workers burn the cores that
+the main thread needs when the machine is shared: on 2 cores with one other busy process a
+610-parameter model's step went from 0.9 ms to 25-100 ms. Not spinning at all
+(``OMP_WAIT_POLICY=PASSIVE``) fixes that but puts the workers to sleep after every region,
+and waking them costs ~100 us on a virtual machine: on an idle 2-core VM, torch's fused Adam
+over 1,000 tensors of 10k took 127 ms instead of 9.4 ms, and 20 steps of a small MLP 57 ms
+instead of 18 ms. A short spin (1,000 rounds, libgomp's own value for oversubscribed
+machines) keeps both cases fast: 9.4 ms / 18 ms idle, and no slower than PASSIVE beside a
+busy process (``bench/openmp_wait.py``; table in ``bench/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["SPIN_COUNT", "set_wait_default"]
+
+#: Rounds an idle OpenMP worker spins before it sleeps (libgomp's ``GOMP_SPINCOUNT``).
+SPIN_COUNT = "1000"
+
+
+def set_wait_default() -> None:
+    """Set ``GOMP_SPINCOUNT`` unless the user chose a wait policy; call before importing torch."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
