@@ -20,12 +20,13 @@ import datetime
 import sys
 import time
 
-# before torch loads OpenMP: spinning workers on a shared 2-core machine slowed small models 100x
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from descentlab.openmp import set_wait_default  # noqa: E402
+
+set_wait_default()  # before torch loads OpenMP (see descentlab/openmp.py)
 
 import torch
 
-from descentlab.optim import OPTIMIZERS, SWATS, make_optimizer
+from descentlab.optim import OPTIMIZERS, SWATS, GradientNoise, cpu_kernels, make_optimizer
 
 # weight-sized passes per step: params (r+w) + grad (r) + each state tensor (r+w)
 PASSES = {"sgd": 3, "momentum": 5, "nesterov": 5, "adagrad": 5, "rmsprop": 5, "adadelta": 7, "adam": 7,
@@ -82,6 +83,20 @@ def swats_in_sgd_phase(params):
     return opt
 
 
+class TorchKernelsOnly:
+    """Steps ``optimizer`` with descentlab's numba CPU kernels switched off (torch's kernels only)."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        cpu_kernels.enabled = False
+        try:
+            self.optimizer.step()
+        finally:
+            cpu_kernels.enabled = True
+
+
 def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict]]:
     import pytorch_optimizer as po
 
@@ -102,6 +117,9 @@ def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict
     makers[("ours", "lookahead:adam")] = lambda p: make_optimizer("lookahead:adam", p)
     makers[("ours", "noisy:sgd")] = lambda p: make_optimizer("noisy:sgd", p)
     makers[("ours", "swats-sgd-phase")] = swats_in_sgd_phase
+    makers[("ours", "swats-torch-kernels")] = lambda p: TorchKernelsOnly(make_optimizer("swats", p))
+    makers[("ours", "sgdw-torch-kernels")] = lambda p: TorchKernelsOnly(make_optimizer("sgdw", p))
+    makers[("ours", "noisy:sgd-flat-draw")] = lambda p: GradientNoise(make_optimizer("sgd", p), foreach=True)
     makers[("peer", "lookahead-default")] = lambda p: po.Lookahead(torch.optim.Adam(p, lr=1e-3))
     makers[("peer", "lookahead-fused")] = lambda p: po.Lookahead(torch.optim.Adam(p, lr=1e-3, fused=True))
     makers[("peer", "swats")] = lambda p: po.SWATS(p, lr=1e-3)
@@ -151,6 +169,12 @@ def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict
          "target": "<= 1.0"},
         {"check": "(noisy:sgd - torch fused sgd) / drawing the noise (normal_)", "ratio": (noisy - fused_sgd) / draw,
          "target": "<= 1.1"},
+        {"check": "swats (Adam phase), torch kernels only (no numba) / torch fused Adam",
+         "ratio": best[("ours", "swats-torch-kernels")] / fused_adam, "target": "(info)"},
+        {"check": "sgdw, torch kernels only (no numba) / torch fused SGD-momentum",
+         "ratio": best[("ours", "sgdw-torch-kernels")] / fused_sgdm, "target": "(info)"},
+        {"check": "(noisy:sgd on the flat multi-tensor path - torch fused sgd) / drawing the noise",
+         "ratio": (best[("ours", "noisy:sgd-flat-draw")] - fused_sgd) / draw, "target": "(info)"},
     ]
     absolute = {"copy bandwidth GB/s": bandwidth / 1e9, "torch fused Adam ms": fused_adam * 1e3,
                 "torch fused SGD-momentum ms": fused_sgdm * 1e3, "lookahead:adam ms": la * 1e3,

@@ -4,6 +4,7 @@ Every oracle runs in numpy float64 on a random least-squares problem for 100 ste
 our kernel paths (single-tensor, multi-tensor, fused) must agree with it.
 """
 
+import importlib.util
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from descentlab.errors import UserInputError
-from descentlab.optim import SGDW, SWATS, GradientNoise, Lookahead, is_elementwise, make_optimizer
+from descentlab.optim import SGDW, SWATS, GradientNoise, Lookahead, cpu_kernels, is_elementwise, make_optimizer, noise_streams
 
 STEPS = 100
 RNG = np.random.default_rng(99)
@@ -75,6 +76,21 @@ def test_sgdw_follows_the_paper_on_every_path(hp):
                                           weight_decay=hp["weight_decay"], nesterov=hp["nesterov"]))
     if hp["momentum"]:
         assert not np.allclose(l2, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum, nesterov", [(0.9, True), (0.0, False)], ids=["nesterov", "plain"])
+def test_sgdw_fused_path_on_and_off_the_cpu_kernel_follows_the_paper(monkeypatch, momentum, nesterov):
+    hp = dict(lr=0.05, momentum=momentum, dampening=0.0, weight_decay=0.1, nesterov=nesterov)
+    expected = sgdw_oracle(**{k: v for k, v in hp.items() if k != "weight_decay"}, wd=0.1)
+    calls = []
+    if importlib.util.find_spec("numba"):
+        real = cpu_kernels.sgdw_step
+        monkeypatch.setattr(cpu_kernels, "sgdw_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+        np.testing.assert_allclose(run(lambda p: SGDW(p, **hp, fused=True))[0], expected, rtol=1e-10, atol=1e-12)
+        assert len(calls) == STEPS
+    monkeypatch.setattr(cpu_kernels, "available", lambda tensors: False)  # no numba, or not on CPU
+    np.testing.assert_allclose(run(lambda p: SGDW(p, **hp, fused=True))[0], expected, rtol=1e-10, atol=1e-12)
+    assert len(calls) in (0, STEPS)
 
 
 # --- Lookahead (Zhang et al. 2019, Algorithm 1) over SGD with momentum ------------------------------
@@ -163,6 +179,23 @@ def test_swats_follows_algorithm_1_on_every_path(hp):
     np.testing.assert_allclose(results["single"], results["foreach"], rtol=1e-13, atol=1e-15)
 
 
+def test_swats_fused_path_runs_the_one_pass_cpu_kernel(monkeypatch):
+    pytest.importorskip("numba")
+    calls = []
+    real = cpu_kernels.swats_adam_step
+    monkeypatch.setattr(cpu_kernels, "swats_adam_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run(lambda p: SWATS(p, lr=0.01, fused=True), steps=3)
+    assert len(calls) == 3
+
+
+def test_swats_fused_path_without_the_cpu_kernel_follows_algorithm_1(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "available", lambda tensors: False)  # e.g. no numba, or on a GPU
+    expected, switch, _ = swats_oracle(0.05, 0.9, 0.99, 1e-4)
+    theta, opt = run(lambda p: SWATS(p, lr=0.05, betas=(0.9, 0.99), eps=1e-4, fused=True))
+    np.testing.assert_allclose(theta, expected, rtol=1e-10, atol=1e-12)
+    assert opt.phases()[0].switch_step == switch
+
+
 def test_swats_decides_per_group_and_follows_a_scheduler_after_the_switch():
     params = [torch.tensor(THETA0[:3], requires_grad=True), torch.tensor(THETA0[3:], requires_grad=True)]
     opt = SWATS([{"params": [params[0]], "eps": 1e-2, "lr": 0.05}, {"params": [params[1]], "eps": 1e-12}], lr=0.01)
@@ -181,34 +214,89 @@ def test_swats_decides_per_group_and_follows_a_scheduler_after_the_switch():
 
 # --- GradientNoise (Neelakantan et al. 2015) -------------------------------------------------------
 
-def test_gradient_noise_adds_the_papers_annealed_noise():
+def splitmix64_low32(state):
+    """Vigna's splitmix64 output for ``state`` (after its increment), low 32 bits."""
+    z = state & (2 ** 64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2 ** 64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2 ** 64
+    return (z ^ (z >> 31)) & 0xFFFFFFFF
+
+
+def documented_noise(generator, sizes, block, chunk):
+    """One step's standard normal numbers as ``noise_streams`` documents them (CPU, one dtype)."""
+    seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
+    total, out = sum(sizes), []
+    bounds = np.cumsum([0, *sizes])
+    for b, start in enumerate(range(0, total, block)):
+        gen = torch.Generator().manual_seed(splitmix64_low32(seed + b * 0x9E3779B97F4A7C15))
+        stop = min(total, start + block)
+        for i in range(len(sizes)):  # inside one tensor, runs of at most `chunk`
+            lo, hi = max(start, bounds[i]), min(stop, bounds[i + 1])
+            for a in range(lo, hi, chunk):
+                out.append(torch.randn(min(hi, a + chunk) - a, generator=gen, dtype=torch.float64))
+    return torch.cat(out).numpy()
+
+
+def test_block_seeds_are_splitmix64():
+    # published first output of splitmix64 from state 0: 0xE220A8397B1DCDAF
+    assert noise_streams.block_seed(0, 1) == 0x7B1DCDAF
+    assert noise_streams.block_seed(12345, 7) == splitmix64_low32(12345 + 7 * 0x9E3779B97F4A7C15)
+
+
+PATHS_NOISE = {"single": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True),
+               "default": {}}
+
+
+@pytest.mark.parametrize("block, chunk", [(2 ** 18, 2 ** 14), (4, 2)], ids=["one-block", "blocks-cut-tensors"])
+def test_gradient_noise_adds_the_papers_annealed_noise(monkeypatch, block, chunk):
+    monkeypatch.setattr(noise_streams, "BLOCK", block)
+    monkeypatch.setattr(noise_streams, "CHUNK", chunk)
     eta, gamma, lr, seed = 0.3, 0.55, 0.05, 7
     oracle_gen = torch.Generator().manual_seed(seed)
     theta = THETA0.copy()
     for t in range(STEPS):
-        z = torch.randn(7, generator=oracle_gen, dtype=torch.float64).numpy()
+        z = documented_noise(oracle_gen, SPLIT, block, chunk)
         theta = theta - lr * (grad(theta) + math.sqrt(eta / (1 + t) ** gamma) * z)
     outs = []
-    for foreach in (False, True):
+    for name, flags in PATHS_NOISE.items():
         gen = torch.Generator().manual_seed(seed)
-        out, opt = run(lambda p: GradientNoise(torch.optim.SGD(p, lr=lr), eta=eta, gamma=gamma, generator=gen,
-                                               foreach=foreach))
-        np.testing.assert_allclose(out, theta, rtol=1e-12, atol=1e-12)
+        out, opt = run(lambda p: GradientNoise(torch.optim.SGD(p, lr=lr), eta=eta, gamma=gamma, generator=gen, **flags))
+        np.testing.assert_allclose(out, theta, rtol=1e-12, atol=1e-12, err_msg=name)
         outs.append(out)
-    np.testing.assert_array_equal(*outs)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(outs[0], out)
     assert not np.allclose(theta, run(lambda p: torch.optim.SGD(p, lr=lr))[0], atol=1e-3)
+
+
+def test_gradient_noise_is_the_same_at_any_thread_count(monkeypatch):
+    monkeypatch.setattr(noise_streams, "BLOCK", 1000)
+    results = []
+    for threads in (1, 2, 3):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            params = [torch.zeros(n, requires_grad=True) for n in (2500, 10, 3000)]
+            opt = GradientNoise(torch.optim.SGD(params, lr=1.0), generator=torch.Generator().manual_seed(3))
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            opt.step()
+        finally:
+            torch.set_num_threads(before)
+        results.append(torch.cat([p.detach() for p in params]))
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+    assert results[0].std().item() > 0.1
 
 
 @pytest.mark.parametrize("t", [0, 9])
 def test_gradient_noise_variance_is_eta_over_one_plus_t_to_the_gamma(t):
-    eta, gamma, n = 0.3, 0.55, 200_000
+    eta, gamma, n = 0.3, 0.55, 600_000  # three blocks
     p = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     opt = GradientNoise(torch.optim.SGD([p], lr=1.0), eta=eta, gamma=gamma, generator=torch.Generator().manual_seed(1))
     opt.t = t
     p.grad = torch.zeros(n, dtype=torch.float64)
     opt.step()
     variance = p.detach().var().item()
-    assert variance == pytest.approx(eta / (1 + t) ** gamma, rel=0.02)  # 200k samples: ~0.3% std error
+    assert variance == pytest.approx(eta / (1 + t) ** gamma, rel=0.02)  # 600k samples: ~0.2% std error
     assert abs(p.detach().mean().item()) < 5 * math.sqrt(variance / n)
 
 

@@ -5,11 +5,12 @@ Before each base step t = 0, 1, 2, ... every gradient gets fresh noise::
 
     g <- g + N(0, sigma_t^2),    sigma_t^2 = eta / (1 + t)^gamma
 
-The noise of one step is drawn as *one* flat vector per (device, dtype) from the wrapper's
-own ``torch.Generator`` and then split over the gradients, so the draw, not the addition,
-decides the random stream: the single-tensor and multi-tensor paths add the same numbers,
-and a run resumed from ``state_dict`` (which holds the generator's state and t) draws
-exactly the noise the uninterrupted run would have drawn.
+The wrapper's own ``torch.Generator`` decides the numbers (see
+:mod:`descentlab.optim.noise_streams`: on CPU, parallel blocks seeded from one draw of the
+generator per step; elsewhere one flat draw per dtype), so the draw, not the addition,
+decides the random stream: every kernel path adds the same numbers, and a run resumed from
+``state_dict`` (which holds the generator's state and t) draws exactly the noise the
+uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from descentlab.optim._checks import check_number, dense_grads
+from descentlab.optim.noise_streams import add_noise_in_place, draw_flat
 from descentlab.optim.wrapper import OptimizerWrapper
 
 __all__ = ["GradientNoise", "noise_std", "add_noise_single", "add_noise_foreach"]
@@ -43,7 +45,8 @@ def add_noise_foreach(grads: list[torch.Tensor], noise: list[torch.Tensor], std:
 
 def draw_noise(grads: list[torch.Tensor], generator: torch.Generator,
                buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Standard normal tensors shaped like ``grads``: one flat draw per (device, dtype), in order.
+    """Standard normal tensors shaped like ``grads``: one flat draw per (device, dtype), in order
+    (the stream off CPU, where ``normal_`` is parallel).
 
     ``buffers`` (kept by the caller between steps) are refilled in place instead of allocating
     a fresh weight-sized tensor each step, which on CPU costs as much as a third of the draw.
@@ -78,7 +81,10 @@ class GradientNoise(OptimizerWrapper):
         generator: the ``torch.Generator`` the noise comes from (on the params' device).
             Default: a new one seeded with ``torch.initial_seed()``, so ``torch.manual_seed``
             makes the run reproducible.
-        foreach: add the noise with multi-tensor kernels (default) or tensor by tensor.
+        foreach / fused: how the noise is added: tensor by tensor (``foreach=False``), with
+            multi-tensor kernels (``foreach=True``), or drawn and added block by block in
+            parallel (``fused=True``; the default where the generator and the gradients are
+            on CPU and contiguous, else multi-tensor). All paths add the same numbers.
 
     The noise makes the update depend on all gradients of a step together (one draw split
     over them), so the result is not element-wise across stacked models.
@@ -89,7 +95,8 @@ class GradientNoise(OptimizerWrapper):
     paper = "Neelakantan et al. 2015"
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, eta: float = 0.3, gamma: float = 0.55,
-                 generator: torch.Generator | None = None, *, foreach: bool = True) -> None:
+                 generator: torch.Generator | None = None, *, foreach: bool | None = None,
+                 fused: bool | None = None) -> None:
         self.eta = check_number("eta", eta, low_open=True)
         self.gamma = check_number("gamma", gamma)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -99,8 +106,13 @@ class GradientNoise(OptimizerWrapper):
             first = next(p for g in self.param_groups for p in g["params"])
             generator = torch.Generator(device=first.device)
             generator.manual_seed(torch.initial_seed())
+        if fused and foreach:
+            raise ValueError("fused and foreach cannot both be True")
+        if fused and generator.device.type != "cpu":
+            raise ValueError("fused=True draws on CPU; pass a CPU generator or leave fused unset")
         self.generator = generator
-        self.foreach = bool(foreach)
+        self.foreach = foreach
+        self.fused = fused
         self.t = 0
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -117,12 +129,24 @@ class GradientNoise(OptimizerWrapper):
                 loss = closure()
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         dense_grads("GradientNoise", grads)
-        with torch.no_grad():
-            noise = draw_noise(grads, self.generator, self._buffers)
-            (add_noise_foreach if self.foreach else add_noise_single)(grads, noise, self.std)
+        if grads:
+            with torch.no_grad():
+                self._add_noise(grads, self.std)
         self.t += 1
         self.base.step()
         return loss
+
+    def _add_noise(self, grads: list[torch.Tensor], std: float) -> None:
+        add = add_noise_single if self.foreach is False else add_noise_foreach
+        if self.generator.device.type != "cpu" or any(g.device.type != "cpu" for g in grads):
+            add(grads, draw_noise(grads, self.generator, self._buffers), std)
+            return
+        step_seed = int(torch.randint(0, 1 << 62, (), generator=self.generator))
+        in_place = self.fused or (self.fused is None and self.foreach is None)
+        if in_place and all(g.is_contiguous() for g in grads):
+            add_noise_in_place(grads, step_seed, std)
+        else:
+            add(grads, draw_flat(grads, step_seed), std)
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {"eta": self.eta, "gamma": self.gamma, "t": self.t, "generator": self.generator.get_state()}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from descentlab.optim import cpu_kernels
 from descentlab.optim._checks import check_number, dense_grads, fused_supported
 
 __all__ = ["SGDW", "sgdw_single", "sgdw_foreach", "sgdw_fused"]
@@ -55,7 +56,12 @@ def sgdw_foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, 
 
 
 def sgdw_fused(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, first_step) -> None:
-    """The same step: one decay pass, then torch's fused SGD kernel with its weight decay off."""
+    """The same step fused: one pass on CPU with numba (:mod:`descentlab.optim.cpu_kernels`), else
+    one decay pass, then torch's fused SGD kernel with its weight decay off."""
+    hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+    if cpu_kernels.available([*params, *grads, *(bufs if momentum != 0 and not first_step else [])]):
+        cpu_kernels.sgdw_step(params, grads, bufs, first_step=first_step, **hp)
+        return
     if weight_decay != 0:
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     if momentum != 0 and first_step:
@@ -76,8 +82,9 @@ class SGDW(torch.optim.Optimizer):
         weight_decay: decoupled decay rate; weights shrink by ``1 - lr * weight_decay`` a step.
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         foreach: use the multi-tensor path (default: when fused is not used).
-        fused: use torch's fused SGD kernel (default: where torch has it for the params'
-            device and dtype).
+        fused: the fused path (default: where torch has a fused SGD kernel for the params'
+            device and dtype): one numba pass on CPU where numba is installed, else torch's
+            fused SGD after one decay pass.
     """
 
     paper = "Loshchilov & Hutter 2019"

@@ -18,7 +18,9 @@ Per parameter group, with step k = 1, 2, ... and g_k the gradient::
         w_k = w - (1 - beta1) * Lambda * v_k
 
 The switch test needs the two dot products on the host: one transfer of two numbers per
-group per Adam-phase step, never one per tensor. A scheduler keeps working after the
+group per Adam-phase step, never one per tensor. On CPU the fused path is one numba pass that
+updates and reduces together (:mod:`descentlab.optim.cpu_kernels`); elsewhere, or without
+numba, it is torch's fused Adam plus the reductions. A scheduler keeps working after the
 switch: the SGD rate is ``Lambda * lr / lr_at_switch`` (just Lambda when lr is constant).
 ``weight_decay`` (not in the paper) adds ``weight_decay * w`` to the gradient, as torch's Adam does.
 """
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from descentlab.optim import cpu_kernels
 from descentlab.optim._checks import check_betas, check_number, dense_grads, fused_supported
 from descentlab.optim.sgdw import sgdw_foreach, sgdw_fused, sgdw_single
 
@@ -134,8 +137,9 @@ class SWATS(torch.optim.Optimizer):
         betas: (beta1, beta2); beta1 is also the SGD phase's momentum.
         eps: Adam's epsilon and the switch test's tolerance (the paper uses 1e-9 for both).
         weight_decay: L2 penalty added to the gradient.
-        foreach / fused: the kernel path (default: fused Adam/SGD kernels where torch has
-            them for the params' device and dtype, else multi-tensor).
+        foreach / fused: the kernel path (default: fused where torch has fused kernels for the
+            params' device and dtype, else multi-tensor). Fused on CPU with numba installed is
+            one pass that updates and reduces; otherwise torch's fused Adam/SGD kernels.
 
     Not element-wise: the switch depends on dot products over the whole group.
     """
@@ -216,13 +220,16 @@ class SWATS(torch.optim.Optimizer):
                 s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         hp = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], step=group["step"])
         m, a = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
-        if fused:
-            dots = swats_adam_fused(params, grads, m, a, scratch=self._scratch_for(index, params), **hp)
-        elif group["foreach"] is False:
-            dots = swats_adam_single(params, grads, m, a, **hp)
+        if fused and cpu_kernels.available([*params, *grads, *m, *a]):
+            pg, pp = cpu_kernels.swats_adam_step(params, grads, m, a, **hp)
         else:
-            dots = swats_adam_foreach(params, grads, m, a, **hp)
-        pg, pp = dots.double().tolist()  # the one host transfer of this group's step
+            if fused:
+                dots = swats_adam_fused(params, grads, m, a, scratch=self._scratch_for(index, params), **hp)
+            elif group["foreach"] is False:
+                dots = swats_adam_single(params, grads, m, a, **hp)
+            else:
+                dots = swats_adam_foreach(params, grads, m, a, **hp)
+            pg, pp = dots.double().tolist()  # the one host transfer of this group's step
         group["lambda"], _, sgd_lr = swats_projection(group["lambda"], group["step"], pg, pp, beta2, group["eps"])
         if sgd_lr is not None:
             group.update(phase="sgd", switch_step=group["step"], sgd_lr=sgd_lr, switch_lr=group["lr"])
