@@ -93,6 +93,38 @@ def test_dense_is_the_exact_hessian_and_refuses_above_its_limit():
         small.dense()
 
 
+@pytest.mark.parametrize("make, shape", [(mlp, (5,)), (cnn, (1, 6, 6))])
+def test_dense_by_blocks_over_uneven_batches_is_exact_and_exactly_symmetric(make, shape):
+    # dense() builds H block by block over parameter tensors (curvature.dense), only the
+    # blocks on and below the diagonal computed; the oracle is torch.func.hessian
+    model, X, y, H, _, _ = oracle(make, shape)
+    op = HessianOperator(model, nn.functional.cross_entropy, batches(X, y, 300), chunk_size=5)
+    dense = op.dense()
+    torch.testing.assert_close(dense, H, atol=1e-10, rtol=0)
+    assert torch.equal(dense, dense.T)
+
+
+def test_dense_of_a_loss_linear_in_one_parameter():
+    # the bias enters linearly and the loss is linear in the output: its gradient is a
+    # constant (no graph), so its rows and columns are exactly zero
+    class Affine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(3, dtype=F64))
+            self.b = nn.Parameter(torch.randn(1, dtype=F64))
+
+        def forward(self, x):
+            return torch.tanh(x @ self.w) + self.b
+
+    model = Affine()
+    X, y = torch.randn(20, 3, dtype=F64), torch.zeros(20, dtype=F64)
+    loss_fn = lambda out, target: (out - target).mean()  # noqa: E731
+    H, _, _ = exact_hessian(model, loss_fn, X, y)
+    dense = HessianOperator(model, loss_fn, (X, y)).dense()
+    torch.testing.assert_close(dense, H, atol=1e-12, rtol=0)
+    assert dense[3].abs().max() == 0 and dense[:, 3].abs().max() == 0
+
+
 def test_dataloader_and_generator_give_the_same_operator():
     model = mlp()
     X, y = classification(250)

@@ -87,7 +87,7 @@ def minimum_ratio(
         if tol is None:
             tol = A.n * torch.finfo(eig.dtype).eps * eig.abs().max().item()
         value = (eig > tol).double().mean().item()
-        used = 0 if torch.is_tensor(A.op) else A.n  # dense() is n products with the identity
+        used = 0 if torch.is_tensor(A.op) else A.n  # dense() is n rows of the exact Hessian
         return MinimumRatio(value, 0.0, value, value, True, float(tol), A.n, used)
     nodes, weights, n_matvecs = slq_nodes(A, n_steps, n_probes, seed)
     if tol is None:

@@ -33,6 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from descentlab.curvature.batches import as_batches, batch_size
+from descentlab.curvature.dense import hessian_by_blocks
 
 __all__ = ["HessianOperator", "DENSE_LIMIT"]
 
@@ -179,7 +180,9 @@ class HessianOperator:
         return torch.cat(cols, dim=1) if cols else V.new_zeros(V.shape)
 
     def dense(self) -> torch.Tensor:
-        """The exact Hessian (symmetrised), built from batched products with the identity.
+        """The exact Hessian, exactly symmetric, built block by block over parameter tensors
+        by batched backwards from each tensor's gradient with one-hot cotangents
+        (``curvature.dense``).
 
         Raises ``ValueError`` when ``n_params`` exceeds ``dense_limit`` (default
         ``DENSE_LIMIT`` = 10,000: 800 MB in float64).
@@ -189,8 +192,7 @@ class HessianOperator:
                 f"dense() refuses {self.n_params:,} parameters (dense_limit={self.dense_limit:,}); "
                 "use lanczos/spectral_density, or pass params= to select a layer"
             )
-        H = self.matmat(torch.eye(self.n_params, dtype=self.dtype, device=self.device))
-        return (H + H.T) / 2
+        return self._dense_by_blocks()
 
     # ------------------------------------------------------------------ loss and gradient
     def loss(self) -> torch.Tensor:
@@ -270,20 +272,20 @@ class HessianOperator:
 
     def _product(self, V: torch.Tensor) -> torch.Tensor:
         """``(H V.T).T`` for rows ``V`` of shape ``(b, n)``: local weighted sum, all-reduced."""
-        out = torch.zeros_like(V)
+        out = _WeightedSum(self.n_samples)
         if self._cache:
             for n_b, _, theta, flat in self._build_graphs():
                 if flat.requires_grad:
-                    out += n_b * self._graph_product(flat, theta, V)
+                    out.add(n_b, self._graph_product(flat, theta, V))
         elif self._forward_over_reverse:
             for X, y in self._iter_batches():
-                out += batch_size(X, y) * self._func_product(X, y, V)
+                out.add(batch_size(X, y), self._func_product(X, y, V))
         else:  # rebuild one batch's double-backward graph at a time, then drop it
             for X, y in self._iter_batches():
                 _, theta, flat = self._gradient_graph(X, y)
                 if flat.requires_grad:
-                    out += batch_size(X, y) * self._graph_product(flat, theta, V)
-        return self._allreduce(out) / self.n_samples
+                    out.add(batch_size(X, y), self._graph_product(flat, theta, V))
+        return self._allreduce(out.total if out.total is not None else torch.zeros_like(V))  # no data here
 
     def _graph_product(self, flat, theta, V) -> torch.Tensor:
         with torch.enable_grad():
@@ -298,6 +300,20 @@ class HessianOperator:
              for h, p in zip(hv, self._point)],
             dim=1,
         )
+
+    def _dense_by_blocks(self) -> torch.Tensor:
+        """Size-weighted sum over batches of each batch's Hessian, built block by block
+        from its gradient graph (``curvature.dense``), all-reduced once."""
+        H = _WeightedSum(self.n_samples)
+        for X, y in self._iter_batches():
+            theta = self._leaves()
+            with torch.enable_grad():
+                loss = self._batch_loss(theta, X, y)
+                grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
+            H.add(batch_size(X, y), hessian_by_blocks(grads, theta, self.chunk_size))
+        if H.total is None:  # a rank without data
+            H.total = torch.zeros(self.n_params, self.n_params, dtype=self.dtype, device=self.device)
+        return self._allreduce(H.total)
 
     def _func_product(self, X, y, V) -> torch.Tensor:
         point = self._point
@@ -343,6 +359,24 @@ class HessianOperator:
 
 
 # ---------------------------------------------------------------------- helpers
+class _WeightedSum:
+    """``Σ_b (n_b / N) · p_b`` over fresh product tensors, in place: a product is one weight-sized
+    output, and on the 1M-parameter MLP every extra pass over it (zeros, ``n_b *``, ``+=``,
+    ``/ N``: ≈ 4 ms of a 34 ms HVP, fresh pages included) is a measurable share of the HVP."""
+
+    def __init__(self, n_samples: int) -> None:
+        self.n_samples = n_samples
+        self.total: torch.Tensor | None = None
+
+    def add(self, n_b: float, product: torch.Tensor) -> None:
+        weight = n_b / self.n_samples
+        if self.total is None:
+            # ``product`` is a fresh tensor this operator owns; weight 1 (one batch) costs nothing
+            self.total = product if weight == 1 else product.mul_(weight)
+        else:
+            self.total.add_(product, alpha=weight)
+
+
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
