@@ -226,14 +226,10 @@ def documented_noise(generator, sizes, block, chunk):
     """One step's standard normal numbers as ``noise_streams`` documents them (CPU, one dtype)."""
     seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
     total, out = sum(sizes), []
-    bounds = np.cumsum([0, *sizes])
     for b, start in enumerate(range(0, total, block)):
         gen = torch.Generator().manual_seed(splitmix64_low32(seed + b * 0x9E3779B97F4A7C15))
-        stop = min(total, start + block)
-        for i in range(len(sizes)):  # inside one tensor, runs of at most `chunk`
-            lo, hi = max(start, bounds[i]), min(stop, bounds[i + 1])
-            for a in range(lo, hi, chunk):
-                out.append(torch.randn(min(hi, a + chunk) - a, generator=gen, dtype=torch.float64))
+        for a in range(start, min(total, start + block), chunk):  # runs of `chunk`, across tensors
+            out.append(torch.randn(min(total, start + block, a + chunk) - a, generator=gen, dtype=torch.float64))
     return torch.cat(out).numpy()
 
 
@@ -247,7 +243,8 @@ PATHS_NOISE = {"single": dict(foreach=False), "foreach": dict(foreach=True), "fu
                "default": {}}
 
 
-@pytest.mark.parametrize("block, chunk", [(2 ** 18, 2 ** 14), (4, 2)], ids=["one-block", "blocks-cut-tensors"])
+@pytest.mark.parametrize("block, chunk", [(noise_streams.BLOCK, noise_streams.CHUNK), (5, 2)],
+                         ids=["one-block", "blocks-and-runs-cut-tensors"])
 def test_gradient_noise_adds_the_papers_annealed_noise(monkeypatch, block, chunk):
     monkeypatch.setattr(noise_streams, "BLOCK", block)
     monkeypatch.setattr(noise_streams, "CHUNK", chunk)

@@ -9,8 +9,9 @@ dtype, in parameter order):
 * the step draws one 62-bit number ``s`` from the wrapper's generator (so its state, saved in
   ``state_dict``, still decides everything);
 * block ``b`` draws from its own ``torch.Generator`` seeded with ``splitmix64(s + b)`` (its
-  low 32 bits: torch's CPU generator keeps only those), one ``normal_`` call per run of at
-  most :data:`CHUNK` elements inside one tensor, in order.
+  low 32 bits: torch's CPU generator keeps only those), one ``normal_`` call per run of
+  :data:`CHUNK` consecutive elements of the block (the last run may be shorter; runs cross
+  tensor boundaries), in order.
 
 Blocks run on torch's thread count, each drawing into a cache-sized buffer and adding it to
 its gradients at once, so the noise never makes a trip through memory. The numbers depend
@@ -21,19 +22,21 @@ devices one flat ``normal_`` per dtype is drawn from the generator: it is parall
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import torch
 
 from descentlab.optim._pool import run_split
 
-__all__ = ["BLOCK", "CHUNK", "block_seed", "blocks", "draw_flat", "add_noise_in_place"]
+__all__ = ["BLOCK", "CHUNK", "block_seed", "plan", "draw_flat", "add_noise_in_place"]
 
 #: Elements of one independent stream.
 BLOCK = 1 << 18
-#: Elements drawn per ``normal_`` call inside a block: the buffer stays in cache, and torch's
-#: add of this many elements stays serial inside a worker thread.
-CHUNK = 1 << 14
+#: Elements drawn per ``normal_`` call inside a block: a 128 KB buffer (float32) that stays in
+#: cache until it is added, and few enough that torch's add stays serial in a worker thread
+#: (at most its grain size) instead of starting an OpenMP team of its own.
+CHUNK = 1 << 15
 
 _MASK64 = (1 << 64) - 1
 
@@ -46,27 +49,31 @@ def block_seed(step_seed: int, block: int) -> int:
     return (z ^ (z >> 31)) & 0xFFFFFFFF
 
 
-def blocks(sizes: Sequence[int]) -> list[list[tuple[int, int, int]]]:
-    """Cut the concatenation of tensors of ``sizes`` into blocks: lists of ``(tensor, start, stop)``."""
-    out: list[list[tuple[int, int, int]]] = [[]]
-    room = BLOCK
-    for index, n in enumerate(sizes):
-        start = 0
-        while start < n:
-            if room == 0:
-                out.append([])
-                room = BLOCK
-            stop = min(n, start + room)
-            out[-1].append((index, start, stop))
-            room -= stop - start
-            start = stop
-    return [b for b in out if b]
+def _pieces(offsets: Sequence[int], lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """``(tensor, start, stop)`` covering elements ``[lo, hi)`` of a concatenation with ``offsets``."""
+    out = []
+    i = bisect.bisect_right(offsets, lo) - 1
+    while lo < hi:
+        while offsets[i + 1] <= lo:  # skip empty tensors
+            i += 1
+        stop = min(hi, offsets[i + 1])
+        out.append((i, lo - offsets[i], stop - offsets[i]))
+        lo = stop
+    return out
 
 
-def _runs(piece: tuple[int, int, int]):
-    index, start, stop = piece
-    for a in range(start, stop, CHUNK):
-        yield index, a, min(stop, a + CHUNK)
+def plan(sizes: Sequence[int]) -> list[list[tuple[int, list[tuple[int, int, int]]]]]:
+    """Blocks of the concatenation of tensors of ``sizes``: each a list of runs ``(length, pieces)``."""
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    total = offsets[-1]
+    out = []
+    for start in range(0, total, BLOCK):
+        end = min(total, start + BLOCK)
+        out.append([(min(end, a + CHUNK) - a, _pieces(offsets, a, min(end, a + CHUNK)))
+                    for a in range(start, end, CHUNK)])
+    return out
 
 
 def _by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
@@ -77,28 +84,33 @@ def _by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
 
 
 def _each_block(tensors: Sequence[torch.Tensor], step_seed: int, visit) -> None:
-    """``visit(generator, runs of (tensor, start, stop))`` for every block, spread over threads."""
-    plan = []
+    """``visit(generator, dtype, runs)`` for every block (runs' pieces name ``tensors``), over threads."""
+    work_plan = []
     for index in _by_dtype(tensors):
-        for block in blocks([tensors[i].numel() for i in index]):
-            plan.append([(index[i], a, b) for piece in block for i, a, b in _runs(piece)])
+        for runs in plan([tensors[i].numel() for i in index]):
+            runs = [(n, [(index[i], a, b) for i, a, b in pieces]) for n, pieces in runs]
+            work_plan.append((tensors[index[0]].dtype, runs))
 
     def work(first: int, last: int) -> None:
         for b in range(first, last):
-            visit(torch.Generator().manual_seed(block_seed(step_seed, b)), plan[b])
+            dtype, runs = work_plan[b]
+            visit(torch.Generator().manual_seed(block_seed(step_seed, b)), dtype, runs)
 
-    run_split(work, [sum(b - a for _, a, b in runs) for runs in plan])
+    run_split(work, [sum(n for n, _ in runs) for _, runs in work_plan])
 
 
 def add_noise_in_place(grads: Sequence[torch.Tensor], step_seed: int, std: float) -> None:
     """``g += std * z`` for every (contiguous CPU) gradient, drawing and adding block by block."""
     flats = [g.view(-1) for g in grads]
 
-    def visit(generator, runs):
-        buffer = torch.empty(CHUNK, dtype=flats[runs[0][0]].dtype)
-        for i, a, b in runs:
-            z = buffer[: b - a].normal_(generator=generator)
-            flats[i][a:b].add_(z, alpha=std)
+    def visit(generator, dtype, runs):
+        buffer = torch.empty(CHUNK, dtype=dtype)
+        for n, pieces in runs:
+            z = buffer[:n].normal_(generator=generator)
+            offset = 0
+            for i, a, b in pieces:
+                flats[i][a:b].add_(z[offset : offset + b - a], alpha=std)
+                offset += b - a
 
     _each_block(grads, step_seed, visit)
 
@@ -107,9 +119,13 @@ def draw_flat(grads: Sequence[torch.Tensor], step_seed: int) -> list[torch.Tenso
     """The same standard normal numbers as :func:`add_noise_in_place` adds, as tensors shaped like ``grads``."""
     noise = [torch.empty(g.numel(), dtype=g.dtype) for g in grads]
 
-    def visit(generator, runs):
-        for i, a, b in runs:
-            noise[i][a:b].normal_(generator=generator)
+    def visit(generator, dtype, runs):
+        for n, pieces in runs:
+            z = torch.empty(n, dtype=dtype).normal_(generator=generator)
+            offset = 0
+            for i, a, b in pieces:
+                noise[i][a:b] = z[offset : offset + b - a]
+                offset += b - a
 
     _each_block(grads, step_seed, visit)
     return [z.view_as(g) for z, g in zip(noise, grads)]
