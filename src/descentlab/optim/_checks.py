@@ -56,10 +56,15 @@ def fused_supported(tensors: Iterable[torch.Tensor]) -> bool:
     """True when one call of torch's fused kernels takes every tensor (one floating dtype, one supported device)."""
     from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-    devices = _get_fused_kernels_supported_devices()
     tensors = list(tensors)
-    kinds = {(t.device, t.dtype) for t in tensors}
-    # One kernel call takes one device and dtype; mixed lists go the foreach way.
-    return len(kinds) == 1 and all(
-        type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type in devices and torch.is_floating_point(t)
-        for t in tensors)
+    if not tensors or not tensors[0].dtype.is_floating_point:
+        return False
+    first, dtype = tensors[0], tensors[0].dtype
+    # One kernel call takes one device and dtype; mixed lists go the foreach way. This runs on
+    # every step, so CPU lists are checked with the cheap ``is_cpu`` (``t.device`` builds an object).
+    if first.is_cpu:
+        same = all(t.is_cpu and t.dtype is dtype for t in tensors)
+    else:
+        same = all(t.device == first.device and t.dtype is dtype for t in tensors)
+    return (same and first.device.type in _get_fused_kernels_supported_devices()
+            and all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors))

@@ -53,8 +53,9 @@ def available(tensors: Sequence[torch.Tensor]) -> bool:
     if not enabled or not tensors or _numba() is None:
         return False
     dtype = tensors[0].dtype
+    # the cheapest tensor attributes (``t.device`` builds an object): this runs on every step
     return dtype in _DTYPES and all(
-        t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous() and not t.is_sparse for t in tensors)
+        t.is_cpu and t.dtype is dtype and t.layout is torch.strided and t.is_contiguous() for t in tensors)
 
 
 @functools.cache

@@ -23,6 +23,7 @@ devices one flat ``normal_`` per dtype is drawn from the generator: it is parall
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -64,6 +65,11 @@ def _pieces(offsets: Sequence[int], lo: int, hi: int) -> list[tuple[int, int, in
 
 def plan(sizes: Sequence[int]) -> list[list[tuple[int, list[tuple[int, int, int]]]]]:
     """Blocks of the concatenation of tensors of ``sizes``: each a list of runs ``(length, pieces)``."""
+    return _plan(tuple(sizes), BLOCK, CHUNK)
+
+
+@functools.lru_cache(maxsize=16)  # one model's shapes repeat every step
+def _plan(sizes: tuple[int, ...], BLOCK: int, CHUNK: int):  # noqa: N803 - the module constants, as cache keys
     offsets = [0]
     for n in sizes:
         offsets.append(offsets[-1] + n)
@@ -107,10 +113,16 @@ def add_noise_in_place(grads: Sequence[torch.Tensor], step_seed: int, std: float
         buffer = torch.empty(CHUNK, dtype=dtype)
         for n, pieces in runs:
             z = buffer[:n].normal_(generator=generator)
-            offset = 0
-            for i, a, b in pieces:
-                flats[i][a:b].add_(z[offset : offset + b - a], alpha=std)
+            if len(pieces) == 1:
+                i, a, b = pieces[0]
+                flats[i][a:b].add_(z, alpha=std)
+                continue
+            targets, sources, offset = [], [], 0
+            for i, a, b in pieces:  # many small tensors: one multi-tensor add per run
+                targets.append(flats[i][a:b])
+                sources.append(z[offset : offset + b - a])
                 offset += b - a
+            torch._foreach_add_(targets, sources, alpha=std)
 
     _each_block(grads, step_seed, visit)
 
