@@ -1,14 +1,14 @@
 """How long torch's OpenMP workers spin between parallel regions; must run before torch loads.
 
 libgomp's default (spin ~300,000 rounds, then sleep) lets idle workers burn the cores that
-the main thread needs when the machine is shared: on 2 cores with one other busy process a
-610-parameter model's step went from 0.9 ms to 25-100 ms. Not spinning at all
-(``OMP_WAIT_POLICY=PASSIVE``) fixes that but puts the workers to sleep after every region,
-and waking them costs ~100 us on a virtual machine: on an idle 2-core VM, torch's fused Adam
-over 1,000 tensors of 10k took 127 ms instead of 9.4 ms, and 20 steps of a small MLP 57 ms
-instead of 18 ms. A short spin (1,000 rounds, libgomp's own value for oversubscribed
-machines) keeps both cases fast: 9.4 ms / 18 ms idle, and no slower than PASSIVE beside a
-busy process (``bench/openmp_wait.py``; table in ``bench/RESULTS.md``).
+the main thread needs when the machine is shared (a 610-parameter model's step
+went from 0.9 ms to 25-100 ms on 2 cores beside other busy jobs). Not spinning at all
+(``OMP_WAIT_POLICY=PASSIVE``) puts the workers to sleep after every parallel region, and
+waking them costs ~100 us on a virtual machine: on an idle 2-core VM, torch's fused Adam over
+1,000 tensors of 10k took 85 ms instead of 9 ms, and 20 steps of a small MLP 31 ms instead
+of 13 ms. A short spin (1,000 rounds, libgomp's own value for oversubscribed machines) is
+fastest idle and within 1.1-1.3x of PASSIVE beside one busy process
+(``bench/openmp_wait.py``; tables in ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
