@@ -18,14 +18,17 @@ __all__ = ["run_split"]
 
 _lock = threading.Lock()
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_pid = -1
 
 
 def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_pid
     with _lock:
-        if _pool is None:
+        # a forked child (a sweep's worker process) inherits the pool but not its threads
+        if _pool is None or _pool_pid != os.getpid():
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                           thread_name_prefix="descentlab-cpu")
+            _pool_pid = os.getpid()
         return _pool
 
 

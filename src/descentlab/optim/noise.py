@@ -138,7 +138,7 @@ class GradientNoise(OptimizerWrapper):
 
     def _add_noise(self, grads: list[torch.Tensor], std: float) -> None:
         add = add_noise_single if self.foreach is False else add_noise_foreach
-        if self.generator.device.type != "cpu" or any(g.device.type != "cpu" for g in grads):
+        if self.generator.device.type != "cpu" or not all(g.is_cpu for g in grads):
             add(grads, draw_noise(grads, self.generator, self._buffers), std)
             return
         step_seed = int(torch.randint(0, 1 << 62, (), generator=self.generator))
