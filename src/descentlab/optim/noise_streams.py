@@ -108,6 +108,7 @@ def _each_block(tensors: Sequence[torch.Tensor], step_seed: int, visit) -> None:
 def add_noise_in_place(grads: Sequence[torch.Tensor], step_seed: int, std: float) -> None:
     """``g += std * z`` for every (contiguous CPU) gradient, drawing and adding block by block."""
     flats = [g.view(-1) for g in grads]
+    sizes = [f.numel() for f in flats]
 
     def visit(generator, dtype, runs):
         buffer = torch.empty(CHUNK, dtype=dtype)
@@ -115,14 +116,12 @@ def add_noise_in_place(grads: Sequence[torch.Tensor], step_seed: int, std: float
             z = buffer[:n].normal_(generator=generator)
             if len(pieces) == 1:
                 i, a, b = pieces[0]
-                flats[i][a:b].add_(z, alpha=std)
+                flats[i].narrow(0, a, b - a).add_(z, alpha=std)
                 continue
-            targets, sources, offset = [], [], 0
-            for i, a, b in pieces:  # many small tensors: one multi-tensor add per run
-                targets.append(flats[i][a:b])
-                sources.append(z[offset : offset + b - a])
-                offset += b - a
-            torch._foreach_add_(targets, sources, alpha=std)
+            # many small tensors: one multi-tensor add per run; whole tensors and split() views
+            # instead of slicing (torch's ``t[a:b]`` costs microseconds from Python)
+            targets = [flats[i] if b - a == sizes[i] else flats[i].narrow(0, a, b - a) for i, a, b in pieces]
+            torch._foreach_add_(targets, z.split([b - a for _, a, b in pieces]), alpha=std)
 
     _each_block(grads, step_seed, visit)
 
