@@ -65,3 +65,15 @@ def test_available_only_for_contiguous_cpu_tensors_of_one_float_dtype():
     assert not cpu_kernels.available([x.T])  # not contiguous
     assert not cpu_kernels.available([x, torch.zeros(3, dtype=torch.float64)])
     assert not cpu_kernels.available([x.half()])
+
+
+def test_kernels_bump_autograd_versions_like_in_place_ops():
+    P, G, M, A = tensors((100,), torch.float32, seed=2)
+    before = [t._version for t in (P[0], M[0], A[0])]
+    cpu_kernels.swats_adam_step(P, G, M, A, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1)
+    assert [t._version for t in (P[0], M[0], A[0])] == [v + 1 for v in before]
+    bufs = []
+    version = P[0]._version
+    cpu_kernels.sgdw_step(P, G, bufs, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+                          first_step=True)
+    assert P[0]._version == version + 1 and torch.equal(bufs[0], G[0])

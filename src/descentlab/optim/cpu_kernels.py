@@ -165,6 +165,12 @@ def _work_items(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> np.ndarray:
     return np.stack([*columns, np.minimum(CHUNK, sizes[owner] - start)], axis=1)
 
 
+def _written(tensors: list[torch.Tensor]) -> None:
+    # the kernels write through raw addresses; bump autograd's version counters as an
+    # in-place torch op would, so a graph that saved these tensors still notices
+    torch.autograd.graph.increment_version(tensors)
+
+
 def swats_adam_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
                     exp_avgs: Sequence[torch.Tensor], exp_avg_sqs: Sequence[torch.Tensor], *,
                     lr: float, beta1: float, beta2: float, eps: float, step: int) -> tuple[float, float]:
@@ -184,6 +190,7 @@ def swats_adam_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor
     scalars = tuple(np_dtype(x) for x in (1 - beta1, beta2, 1 - beta2, scale, eps))
     kernel = _adam_kernel(np_dtype)
     run_split(lambda first, last: kernel(items, first, last, *scalars, out), items[:, -1].tolist())
+    _written([*params, *exp_avgs, *exp_avg_sqs])
     pg, pp = out.sum(axis=0)
     return float(pg), float(pp)
 
@@ -204,3 +211,4 @@ def sgdw_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], buf
     kernel = _sgdw_kernel(np_dtype)
     run_split(lambda first, last: kernel(items, first, last, *scalars, bool(nesterov), bool(first_step)),
               items[:, -1].tolist())
+    _written([*params, *(bufs if momentum != 0 else [])])
