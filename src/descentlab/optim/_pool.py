@@ -24,7 +24,7 @@ _pool_pid = -1
 def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:
     global _pool, _pool_pid
     with _lock:
-        # a forked child (a sweep's worker process) inherits the pool but not its threads
+        # a forked child process inherits the pool object but not its threads
         if _pool is None or _pool_pid != os.getpid():
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                           thread_name_prefix="descentlab-cpu")
