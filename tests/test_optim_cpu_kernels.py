@@ -77,3 +77,21 @@ def test_kernels_bump_autograd_versions_like_in_place_ops():
     cpu_kernels.sgdw_step(P, G, bufs, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
                           first_step=True)
     assert P[0]._version == version + 1 and torch.equal(bufs[0], G[0])
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lookahead_sync_is_the_paper_update_across_chunks(monkeypatch, alpha, dtype):
+    # oracle: phi <- phi + alpha (theta - phi); theta <- phi (Zhang et al. 2019), numpy float64;
+    # alpha = 1 must give theta exactly (torch's lerp form for large weights)
+    monkeypatch.setattr(cpu_kernels, "CHUNK", 64)
+    slow, fast = tensors((1, 200, 64, 1000), dtype, seed=3)[:2]
+    want = [s.double().numpy() + alpha * (f.double().numpy() - s.double().numpy()) for s, f in zip(slow, fast)]
+    fast_before = [f.clone() for f in fast]
+    cpu_kernels.lookahead_sync(slow, fast, alpha)
+    rtol = 1e-15 if dtype == torch.float64 else 1e-6
+    for s, f, w, f0 in zip(slow, fast, want, fast_before):
+        np.testing.assert_allclose(s.double().numpy(), w, rtol=rtol, atol=rtol)
+        assert torch.equal(s, f)
+        if alpha == 1.0:
+            assert torch.equal(f, f0)

@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 from descentlab.curvature.batches import as_batches, batch_size
 from descentlab.curvature.dense import hessian_by_blocks
+from descentlab.curvature.linear_block import LinearLayer, check, find_linear, kronecker_block, per_sample_output_hessians
 
 __all__ = ["HessianOperator", "DENSE_LIMIT"]
 
@@ -113,6 +114,8 @@ class HessianOperator:
         self.loss_fn = loss_fn
         self.chunk_size = int(chunk_size)
         self.dense_limit = int(dense_limit)
+        #: the ``nn.Linear`` whose block the last ``dense()`` took from its output curvature, or ``None``
+        self.dense_layer: str | None = None
 
         self.names: tuple[str, ...] = _select(model, params)
         named = dict(model.named_parameters())
@@ -179,10 +182,17 @@ class HessianOperator:
         cols = [self._product(V[:, i : i + self.chunk_size].T).T for i in range(0, V.shape[1], self.chunk_size)]
         return torch.cat(cols, dim=1) if cols else V.new_zeros(V.shape)
 
-    def dense(self) -> torch.Tensor:
+    def dense(self, *, linear_shortcut: bool = True) -> torch.Tensor:
         """The exact Hessian, exactly symmetric, built block by block over parameter tensors
         by batched backwards from each tensor's gradient with one-hot cotangents
         (``curvature.dense``).
+
+        With ``linear_shortcut`` (default), the block of the largest differentiated
+        ``nn.Linear`` comes from its per-sample output curvature instead
+        (``curvature.linear_block``: 32 backwards instead of 2,080 on the digits MLP), after
+        one exact product with a random vector confirms it; where it does not (a layer called
+        twice, tied weights, samples that interact), the general method is used.
+        ``dense_layer`` then names the layer used, or is ``None``.
 
         Raises ``ValueError`` when ``n_params`` exceeds ``dense_limit`` (default
         ``DENSE_LIMIT`` = 10,000: 800 MB in float64).
@@ -192,7 +202,8 @@ class HessianOperator:
                 f"dense() refuses {self.n_params:,} parameters (dense_limit={self.dense_limit:,}); "
                 "use lanczos/spectral_density, or pass params= to select a layer"
             )
-        return self._dense_by_blocks()
+        layer = find_linear(self.model, self.names) if linear_shortcut else None
+        return self._dense_by_blocks(layer)
 
     # ------------------------------------------------------------------ loss and gradient
     def loss(self) -> torch.Tensor:
@@ -301,19 +312,48 @@ class HessianOperator:
             dim=1,
         )
 
-    def _dense_by_blocks(self) -> torch.Tensor:
+    def _dense_by_blocks(self, layer: LinearLayer | None) -> torch.Tensor:
         """Size-weighted sum over batches of each batch's Hessian, built block by block
-        from its gradient graph (``curvature.dense``), all-reduced once."""
+        from its gradient graph (``curvature.dense``), all-reduced once. ``layer``: an
+        ``nn.Linear`` whose block to try from its per-sample output curvature."""
         H = _WeightedSum(self.n_samples)
+        self.dense_layer = None
         for X, y in self._iter_batches():
             theta = self._leaves()
+            known = None
             with torch.enable_grad():
-                loss = self._batch_loss(theta, X, y)
-                grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-            H.add(batch_size(X, y), hessian_by_blocks(grads, theta, self.chunk_size))
+                if layer is None:
+                    loss = self._batch_loss(theta, X, y)
+                    grads = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
+                else:
+                    with layer.record():
+                        loss = self._batch_loss(theta, X, y)
+                    grads, known = self._linear_block(loss, theta, layer)
+                    if known is None:
+                        layer = None  # its premises fail on this model: do not try again
+            H.add(batch_size(X, y), hessian_by_blocks(grads, theta, self.chunk_size, known))
+        if layer is not None:
+            self.dense_layer = layer.weight.rpartition(".")[0] or "(the model)"
         if H.total is None:  # a rank without data
             H.total = torch.zeros(self.n_params, self.n_params, dtype=self.dtype, device=self.device)
         return self._allreduce(H.total)
+
+    def _linear_block(self, loss, theta, layer: LinearLayer):
+        """The gradient graph, and ``(indices, block)`` of ``layer`` from its per-sample output
+        curvature when one exact product confirms it, else ``None``."""
+        usable = layer.calls == 1 and layer.z is not None and layer.z.requires_grad
+        targets = (*theta, layer.z) if usable else theta
+        out = torch.autograd.grad(loss, targets, create_graph=True, allow_unused=True)
+        grads = out[: len(theta)]
+        idx = [self.names.index(n) for n in layer.names]
+        g_z = out[-1] if usable else None
+        if g_z is None or not g_z.requires_grad or any(grads[i] is None for i in idx):
+            return grads, None
+        A = per_sample_output_hessians(g_z, layer.z)
+        block = kronecker_block(A, layer.a, with_bias=layer.bias is not None)
+        if not check(block, [grads[i] for i in idx], [theta[i] for i in idx]):
+            return grads, None
+        return grads, (idx, block)
 
     def _func_product(self, X, y, V) -> torch.Tensor:
         point = self._point

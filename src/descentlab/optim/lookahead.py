@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from descentlab.optim import cpu_kernels
 from descentlab.optim._checks import check_int, check_number
 from descentlab.optim.wrapper import OptimizerWrapper
 
@@ -53,9 +54,11 @@ class Lookahead(OptimizerWrapper):
             ``param_groups``, so a scheduler attached to either changes the same learning rate.
         k: fast steps between two syncs (>= 1).
         alpha: slow step size, in [0, 1].
-        foreach: sync with multi-tensor kernels or tensor by tensor; default: tensor by tensor
-            on CPU (measured faster there: each tensor's copy reads weights its lerp just left in
-            cache), multi-tensor elsewhere.
+        foreach: sync with multi-tensor kernels (``True``) or tensor by tensor (``False``).
+            Default (``None``): on CPU, one numba pass over all tensors
+            (``cpu_kernels.lookahead_sync``) where numba is installed, else tensor by tensor
+            (measured faster there than multi-tensor: each tensor's copy reads weights its lerp
+            just left in cache); multi-tensor elsewhere.
 
     ``state_dict()`` holds the base's state, the slow weights and the step counter.
     """
@@ -69,6 +72,7 @@ class Lookahead(OptimizerWrapper):
         self.k = check_int("k", k)
         self.alpha = check_number("alpha", alpha, high=1.0, high_open=False)
         super().__init__(base_optimizer)
+        self.fused = foreach is None
         if foreach is None:
             foreach = any(p.device.type != "cpu" for g in self.param_groups for p in g["params"])
         self.foreach = bool(foreach)
@@ -89,9 +93,13 @@ class Lookahead(OptimizerWrapper):
         loss = self.base.step(closure)
         self.fast_steps += 1
         if self.fast_steps % self.k == 0:
+            slow, fast = [self.slow[p] for p in params], [p.detach() for p in params]
             with torch.no_grad():
-                sync = lookahead_sync_foreach if self.foreach else lookahead_sync_single
-                sync([self.slow[p] for p in params], [p.detach() for p in params], self.alpha)
+                if self.fused and cpu_kernels.available([*slow, *fast]):
+                    cpu_kernels.lookahead_sync(slow, fast, self.alpha)
+                else:
+                    sync = lookahead_sync_foreach if self.foreach else lookahead_sync_single
+                    sync(slow, fast, self.alpha)
         return loss
 
     def _wrapper_state(self) -> dict[str, Any]:
