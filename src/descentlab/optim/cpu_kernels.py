@@ -177,8 +177,10 @@ def _lookahead_kernel(np_dtype):
     return kernel
 
 
-def _work_items(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> np.ndarray:
-    """Rows ``(address of each list's chunk..., length)``: every tensor cut into chunks of CHUNK.
+def _work_items(tensor_lists: Sequence[Sequence[torch.Tensor]], starts: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``(address of each list's chunk..., length)``: every tensor cut into chunks of CHUNK;
+    with ``starts`` (each tensor's first element in some numbering), a last column: the
+    chunk's first element in that numbering.
 
     Built with numpy from one address per tensor: a step over 1,000 tensors spends ~0.5 ms
     here instead of ~7 ms for a Python loop over the chunks.
@@ -190,7 +192,10 @@ def _work_items(tensor_lists: Sequence[Sequence[torch.Tensor]]) -> np.ndarray:
     start = (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)) * CHUNK
     columns = [np.fromiter((t.data_ptr() for t in tensors), np.int64, len(tensors))[owner]
                + start * tensors[0].element_size() for tensors in tensor_lists]
-    return np.stack([*columns, np.minimum(CHUNK, sizes[owner] - start)], axis=1)
+    columns.append(np.minimum(CHUNK, sizes[owner] - start))
+    if starts is not None:
+        columns.append(np.asarray(starts, dtype=np.int64)[owner] + start)
+    return np.stack(columns, axis=1)
 
 
 def _written(tensors: list[torch.Tensor]) -> None:

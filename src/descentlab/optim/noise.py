@@ -6,11 +6,11 @@ Before each base step t = 0, 1, 2, ... every gradient gets fresh noise::
     g <- g + N(0, sigma_t^2),    sigma_t^2 = eta / (1 + t)^gamma
 
 The wrapper's own ``torch.Generator`` decides the numbers (see
-:mod:`descentlab.optim.noise_streams`: on CPU, parallel blocks seeded from one draw of the
-generator per step; elsewhere one flat draw per dtype), so the draw, not the addition,
-decides the random stream: every kernel path adds the same numbers, and a run resumed from
-``state_dict`` (which holds the generator's state and t) draws exactly the noise the
-uninterrupted run would have drawn.
+:mod:`descentlab.optim.noise_streams`: on CPU, a counter-based stream seeded by one draw of
+the generator per step, computed and added in one parallel pass; elsewhere one flat draw per
+dtype), so the draw, not the addition, decides the random stream: every kernel path adds
+the same numbers, and a run resumed from ``state_dict`` (which holds the generator's state
+and t) draws exactly the noise the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
