@@ -165,6 +165,18 @@ def gradient_time(model, X, y, repeat):
     return best_of(grad, repeat)
 
 
+def batches_gradient_time(model, batches, repeat):
+    """The plain gradient over the same batches, one after another (what streaming costs a gradient)."""
+    params = [p for p in model.parameters()]
+
+    def grad():
+        for X, y in batches:
+            torch.autograd.grad(nn.functional.cross_entropy(model(X), y), params)
+
+    grad()
+    return best_of(grad, repeat)
+
+
 def hvp_time(op, repeat, cols=1):
     v = torch.randn(op.n_params, cols, dtype=op.dtype)[:, 0] if cols == 1 else torch.randn(op.n_params, cols, dtype=op.dtype)
     op @ v
@@ -196,6 +208,7 @@ def small_model(repeat):
     batches = [(X[i : i + 450], y[i : i + 450]) for i in range(0, len(X), 450)]
     streamed = HessianOperator(model, nn.functional.cross_entropy, batches)
     h_stream = hvp_time(streamed, repeat)
+    g_stream = batches_gradient_time(model, batches, repeat)
 
     top, t_top = ours(model, X, y, 10, "LA", 1e-6)
     ph_vals, ph_hvps, ph_t = pyhessian_top(model, X, y, 10, 1e-3, torch.float64)
@@ -235,7 +248,8 @@ def small_model(repeat):
         f"W1 to exact / range: ours {w_ours / spread:.1e}, peer {w_peer / spread:.1e}")
     table += [
         f"| HVP / gradient, one batch (graph reused) | {h / g:.2f}x | - | - | target <= 1.5x (HVP {h * 1e3:.2f} ms, gradient {g * 1e3:.2f} ms) |",
-        f"| HVP / gradient, streamed (4 batches) | {h_stream / g:.2f}x | - | - | target <= 3.5x |",
+        f"| HVP / gradient, streamed (4 batches) | {h_stream / g_stream:.2f}x | - | - | target <= 3.5x; against the "
+        f"gradient over the same 4 batches ({g_stream * 1e3:.2f} ms); {h_stream / g:.2f}x against the one-batch gradient |",
         f"| exact Hessian, dense() | {t_dense.s:.2f} s | - | - | target <= 2 s; layer {shortcut_layer}'s block from "
         f"its output curvature, the rest by parameter blocks |",
         f"| exact Hessian, dense(linear_shortcut=False) | {t_general.s:.2f} s | - | - | all by parameter blocks; "

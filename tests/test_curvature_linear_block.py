@@ -44,6 +44,16 @@ def test_dense_with_the_linear_shortcut_is_exact_over_uneven_batches(make, shape
     assert op.dense_layer is None
 
 
+def test_the_shortcut_survives_an_in_place_activation_after_the_layer():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(inplace=True), nn.Linear(7, 3)).to(F64)
+    X, y = classification(300, (5,))
+    H, _, _ = exact_hessian(model, nn.functional.cross_entropy, X, y)
+    op = HessianOperator(model, nn.functional.cross_entropy, (X, y))
+    torch.testing.assert_close(op.dense(), H, atol=1e-12, rtol=0)
+    assert op.dense_layer == "0"
+
+
 def test_the_shortcut_covers_a_bias_free_layer_and_a_parameter_subset():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.Tanh(), nn.Linear(5, 3)).to(F64)

@@ -59,6 +59,9 @@ class _Recording:
     def _hook(self, module, inputs, output):
         self.layer.calls += 1
         self.layer.a, self.layer.z = inputs[0], output
+        # the rest of the model gets a copy, so an in-place op after the layer
+        # (``nn.ReLU(inplace=True)``) cannot overwrite the output differentiated against
+        return output.clone()
 
     def __enter__(self):
         self.layer.calls, self.layer.a, self.layer.z = 0, None, None
