@@ -210,12 +210,19 @@ def small_model(repeat):
     h_stream = hvp_time(streamed, repeat)
     g_stream = batches_gradient_time(model, batches, repeat)
 
-    top, t_top = ours(model, X, y, 10, "LA", 1e-6)
-    ph_vals, ph_hvps, ph_t = pyhessian_top(model, X, y, 10, 1e-3, torch.float64)
+    # each solver 3 times, interleaved, keeping its best time: one run lasts 0.1-1 s, within
+    # the reach of this machine's bursts of load
+    t_top, ph_t, ph4_t = (float("inf"),) * 3
+    for _ in range(3):
+        top, t = ours(model, X, y, 10, "LA", 1e-6)
+        t_top = min(t_top, t)
+        ph_vals, ph_hvps, t = pyhessian_top(model, X, y, 10, 1e-3, torch.float64)
+        ph_t = min(ph_t, t)
+        # PyHessian's tol is on successive power-iteration values, not the error: at tol=1e-3
+        # its error is above 1e-3, so also run it at tol=1e-4 to see what reaching 1e-3 costs it
+        ph4_vals, ph4_hvps, t = pyhessian_top(model, X, y, 10, 1e-4, torch.float64)
+        ph4_t = min(ph4_t, t)
     ph_vals = np.sort(ph_vals)[::-1]
-    # PyHessian's tol is on successive power-iteration values, not the error: at tol=1e-3 its
-    # error is above 1e-3, so also run it at tol=1e-4 to see what reaching 1e-3 costs it
-    ph4_vals, ph4_hvps, ph4_t = pyhessian_top(model, X, y, 10, 1e-4, torch.float64)
     ph4_err = rel_err(np.sort(ph4_vals)[::-1], top_ref)
     bottom, t_bottom = ours(model, X, y, 10, "SA", 1e-6)
 
@@ -235,7 +242,7 @@ def small_model(repeat):
         "|---|---|---|---|---|",
     ]
     row(table, "top-10: HVPs", top.n_matvecs, ph_hvps, "", "target <= 60 HVPs")
-    row(table, "top-10: seconds (incl. set-up)", t_top, ph_t, "s", "peer at its default tol=1e-3")
+    row(table, "top-10: seconds (incl. set-up), best of 3", t_top, ph_t, "s", "peer at its default tol=1e-3")
     row(table, "top-10: max relative error vs exact", rel_err(top.values, top_ref), rel_err(ph_vals, top_ref), "",
         "target <= 1e-6")
     row(table, "top-10: seconds, peer at tol=1e-4", t_top, ph4_t, "s",

@@ -5,8 +5,9 @@
 
 Each setting runs in a fresh process (libgomp reads its environment once, when torch loads)
 at 2 threads: torch's fused Adam over 1,000 tensors of 10k (one parallel region per tensor)
-and 20 training steps of a small MLP on the digits data size (many small regions). Prints
-milliseconds (best of 7) and the ratio to the setting descentlab uses (GOMP_SPINCOUNT=1000).
+and 20 training steps of a small MLP on the digits data size (many small regions), and 20
+Hessian-vector products of a 64-32-10 MLP through a kept graph (more, smaller regions). Prints
+milliseconds (best of 7) and the ratio to the setting descentlab uses (`descentlab.openmp`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ import subprocess
 import sys
 import time
 
+from descentlab.openmp import SPIN_COUNT
+
 SETTINGS = {
-    "GOMP_SPINCOUNT=1000 (ours)": {"GOMP_SPINCOUNT": "1000"},
+    "GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"},
+    "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
+    "GOMP_SPINCOUNT=30000": {"GOMP_SPINCOUNT": "30000"},
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
     "libgomp default": {},
 }
+
+#: the setting ``descentlab.openmp`` uses
+OURS = f"GOMP_SPINCOUNT={SPIN_COUNT}"
 
 CHILD = r"""
 import json, time, torch
@@ -39,12 +47,20 @@ X, y = torch.randn(1797, 64), torch.randint(0, 10, (1797,))
 def train():
     for _ in range(20):
         torch.nn.functional.cross_entropy(net(X), y).backward()
+mlp = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10)).double()
+Xd = X.double()
+params = list(mlp.parameters())
+grads = torch.autograd.grad(torch.nn.functional.cross_entropy(mlp(Xd), y), params, create_graph=True)
+directions = [torch.randn_like(p) for p in params]
+def hvp():
+    for _ in range(20):
+        torch.autograd.grad(grads, params, directions, retain_graph=True)
 def best(fn):
     fn(); out = float("inf")
     for _ in range(7):
         t = time.perf_counter(); fn(); out = min(out, time.perf_counter() - t)
     return out * 1e3
-print(json.dumps({"adam": best(adam), "train": best(train)}))
+print(json.dumps({"adam": best(adam), "train": best(train), "hvp": best(hvp)}))
 """
 
 
@@ -66,13 +82,14 @@ def main(argv=None) -> None:
     finally:
         if hog:
             hog.kill()
-    ours = results["GOMP_SPINCOUNT=1000 (ours)"]
+    ours = results[OURS]
     print(f"2 threads, {'one busy process beside' if args.busy else 'idle machine'}\n")
-    print("| setting | fused Adam 1000x10k ms | x ours | 20 small MLP steps ms | x ours |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"ours: {OURS}\n")
+    print("| setting | fused Adam 1000x10k ms | x ours | 20 small MLP steps ms | x ours | 20 HVPs, digits MLP ms | x ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['adam']:.1f} | {r['adam'] / ours['adam']:.2f} | {r['train']:.1f} | "
-              f"{r['train'] / ours['train']:.2f} |")
+              f"{r['train'] / ours['train']:.2f} | {r['hvp']:.1f} | {r['hvp'] / ours['hvp']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ went from 0.9 ms to 25-100 ms on 2 cores beside other busy jobs). Not spinning a
 waking them costs ~100 us on a virtual machine: on an idle 2-core VM, torch's fused Adam over
 1,000 tensors of 10k took 85 ms instead of 9 ms, and 20 steps of a small MLP 31 ms instead
 of 13 ms. A short spin (1,000 rounds, libgomp's own value for oversubscribed machines) is
-fastest idle and within 1.1-1.3x of PASSIVE beside one busy process
-(``bench/openmp_wait.py``; tables in ``bench/RESULTS.md``).
+the compromise: longer spins are up to 2x faster on an idle machine and up to 6x slower
+beside one busy process, PASSIVE the reverse, and 1,000 stays within about 2x of the best in
+both (``bench/openmp_wait.py``; tables in ``bench/RESULTS.md``). A user's own
+``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is left alone.
 """
 
 from __future__ import annotations
