@@ -112,3 +112,19 @@ def test_where_the_premises_fail_dense_falls_back_and_stays_exact(make):
     dense = op.dense()
     assert op.dense_layer is None
     torch.testing.assert_close(dense, H, atol=1e-12, rtol=0)
+
+
+def test_a_batch_too_big_for_the_output_hessians_takes_the_general_method(monkeypatch):
+    from descentlab.curvature import operator
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(F64)
+    X, y = classification(300, (5,))
+    H, _, _ = exact_hessian(model, nn.functional.cross_entropy, X, y)
+    monkeypatch.setattr(operator, "OUTPUT_HESSIANS_LIMIT", 7 * 7 * 300 - 1)  # one element short
+    op = HessianOperator(model, nn.functional.cross_entropy, (X, y))
+    torch.testing.assert_close(op.dense(), H, atol=1e-12, rtol=0)
+    assert op.dense_layer is None
+    monkeypatch.setattr(operator, "OUTPUT_HESSIANS_LIMIT", 7 * 7 * 300)
+    op.dense()
+    assert op.dense_layer == "0"

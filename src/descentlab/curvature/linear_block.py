@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["LinearLayer", "find_linear", "per_sample_output_hessians", "kronecker_block", "check"]
+__all__ = ["LinearLayer", "OUTPUT_HESSIANS_LIMIT", "find_linear", "per_sample_output_hessians", "kronecker_block", "check"]
 
 #: Most elements of one chunk of per-sample products ``a_n[a] a_n[b]`` (32 MB in float64).
 _CHUNK_ELEMENTS = 1 << 22
+#: Most elements of the per-sample output Hessians, ``d_out² · m`` (256 MB in float64); a
+#: layer with more outputs or a batch with more samples takes the general method.
+OUTPUT_HESSIANS_LIMIT = 1 << 25
 
 
 @dataclass

@@ -34,7 +34,14 @@ from torch.func import functional_call
 
 from descentlab.curvature.batches import as_batches, batch_size
 from descentlab.curvature.dense import hessian_by_blocks
-from descentlab.curvature.linear_block import LinearLayer, check, find_linear, kronecker_block, per_sample_output_hessians
+from descentlab.curvature.linear_block import (
+    OUTPUT_HESSIANS_LIMIT,
+    LinearLayer,
+    check,
+    find_linear,
+    kronecker_block,
+    per_sample_output_hessians,
+)
 
 __all__ = ["HessianOperator", "DENSE_LIMIT"]
 
@@ -191,8 +198,9 @@ class HessianOperator:
         ``nn.Linear`` comes from its per-sample output curvature instead
         (``curvature.linear_block``: 32 backwards instead of 2,080 on the digits MLP), after
         one exact product with a random vector confirms it; where it does not (a layer called
-        twice, tied weights, samples that interact), the general method is used.
-        ``dense_layer`` then names the layer used, or is ``None``.
+        twice, tied weights, samples that interact), or where a batch's per-sample output
+        Hessians would exceed ``linear_block.OUTPUT_HESSIANS_LIMIT`` elements, the general
+        method is used. ``dense_layer`` then names the layer used, or is ``None``.
 
         Raises ``ValueError`` when ``n_params`` exceeds ``dense_limit`` (default
         ``DENSE_LIMIT`` = 10,000: 800 MB in float64).
@@ -341,7 +349,8 @@ class HessianOperator:
     def _linear_block(self, loss, theta, layer: LinearLayer):
         """The gradient graph, and ``(indices, block)`` of ``layer`` from its per-sample output
         curvature when one exact product confirms it, else ``None``."""
-        usable = layer.calls == 1 and layer.z is not None and layer.z.requires_grad
+        usable = (layer.calls == 1 and layer.z is not None and layer.z.requires_grad
+                  and layer.z.numel() * layer.z.shape[-1] <= OUTPUT_HESSIANS_LIMIT)
         targets = (*theta, layer.z) if usable else theta
         out = torch.autograd.grad(loss, targets, create_graph=True, allow_unused=True)
         grads = out[: len(theta)]

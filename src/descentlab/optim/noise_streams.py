@@ -25,6 +25,9 @@ from descentlab.optim.normal_stream import add_normals, fill_normals, normals_to
 
 __all__ = ["add_noise_in_place", "draw_flat"]
 
+#: Most stream elements one torch-ops call computes (its int64 temporaries are 8 bytes each).
+_TORCH_RUN = 1 << 20
+
 
 def _groups(tensors: Sequence[torch.Tensor]) -> list[tuple[list[int], list[int]]]:
     """``(indices, starts)`` per dtype: which tensors, and each one's first stream element."""
@@ -67,11 +70,9 @@ def _torch_normals(group: Sequence[torch.Tensor], starts: Sequence[int], seed: i
     """Each tensor's stretch of the stream (float32), from torch ops: consecutive tensors share
     calls of at most ``_TORCH_RUN`` elements (bounded temporaries, few calls for small tensors)."""
     first, total = starts[0], sum(t.numel() for t in group)
-    if starts[-1] + group[-1].numel() - first == total:  # one dtype: the group is one stretch
+    if starts[-1] + group[-1].numel() - first == total:  # no other dtype's tensors in between
         flat = torch.cat([normals_torch(seed, a, min(_TORCH_RUN, first + total - a))
-                          for a in range(first, first + total, _TORCH_RUN)])
+                          for a in range(first, first + total, _TORCH_RUN)] or [torch.empty(0)])
         return list(torch.split(flat, [t.numel() for t in group]))
     return [_torch_normals([t], [start], seed)[0] for t, start in zip(group, starts)]
 
-
-_TORCH_RUN = 1 << 20
