@@ -73,15 +73,6 @@ class Timer:
         self.s = time.perf_counter() - self.t
 
 
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        with Timer() as t:
-            fn()
-        times.append(t.s)
-    return min(times)
-
-
 @contextlib.contextmanager
 def default_dtype(dtype):
     old = torch.get_default_dtype()

@@ -56,7 +56,7 @@ def _signed(x: int) -> int:
 
 def normals_torch(seed: int, start: int, n: int) -> torch.Tensor:
     """Elements ``start .. start + n - 1`` of the stream of ``seed`` (float32), with torch ops."""
-    q = torch.arange(start // 2, (start + n + 1) // 2 + 1, dtype=torch.int64)
+    q = torch.arange(start // 2, (start + n + 1) // 2, dtype=torch.int64)  # the pairs that hold the elements
     w = (q + 1) * _signed(_GAMMA) + _signed(seed % (1 << 64))
     w = (w ^ ((w >> 30) & ((1 << 34) - 1))) * _signed(_MIX1)  # logical shifts of a wrapping int64
     w = (w ^ ((w >> 27) & ((1 << 37) - 1))) * _signed(_MIX2)
