@@ -97,6 +97,13 @@ class TorchKernelsOnly:
             cpu_kernels.enabled = True
 
 
+def lookahead_two_pass(params):
+    """``lookahead:adam`` with its sync as a pass of its own after torch's fused Adam (no folding)."""
+    optimizer = make_optimizer("lookahead:adam", params)
+    optimizer.fold = False
+    return optimizer
+
+
 def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict]]:
     import pytorch_optimizer as po
 
@@ -115,6 +122,7 @@ def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict
                 if torch_class_path(name, make_params(1, 4), path) is not None:
                     makers[(path, name)] = lambda p, name=name, path=path: torch_class_path(name, p, path)
     makers[("ours", "lookahead:adam")] = lambda p: make_optimizer("lookahead:adam", p)
+    makers[("ours", "lookahead:adam-two-pass")] = lookahead_two_pass
     makers[("ours", "noisy:sgd")] = lambda p: make_optimizer("noisy:sgd", p)
     makers[("ours", "swats-sgd-phase")] = swats_in_sgd_phase
     makers[("ours", "swats-torch-kernels")] = lambda p: TorchKernelsOnly(make_optimizer("swats", p))
@@ -157,6 +165,8 @@ def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict
 
     checks = [  # (check, ratio of one set of times, target)
         ("lookahead:adam / torch fused Adam", lambda t: t[("ours", "lookahead:adam")] / t[("fused", "adam")], "<= 1.15"),
+        ("lookahead:adam, sync as a pass of its own / torch fused Adam",
+         lambda t: t[("ours", "lookahead:adam-two-pass")] / t[("fused", "adam")], "(info)"),
         ("lookahead:adam / pytorch-optimizer Lookahead(torch Adam default)",
          lambda t: t[("ours", "lookahead:adam")] / t[("peer", "lookahead-default")], "<= 0.33"),
         ("lookahead:adam / pytorch-optimizer Lookahead(torch fused Adam)",

@@ -81,6 +81,27 @@ def _as_pointer(np_dtype):
     return as_pointer
 
 
+@functools.cache
+def _fma():
+    """A numba intrinsic: ``fma(a, b, c)`` = ``a * b + c`` rounded once (LLVM's ``llvm.fma``), all one type."""
+    from llvmlite import ir
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def fma(typingctx, a, b, c):
+        if not (a == b == c):
+            return None
+
+        def codegen(context, builder, sig, args):
+            kind = args[0].type
+            function = builder.module.declare_intrinsic("llvm.fma", [kind], ir.FunctionType(kind, [kind] * 3))
+            return builder.call(function, args)
+
+        return a(a, b, c), codegen
+
+    return fma
+
+
 def _jit(function):
     # reassoc lets LLVM vectorise sums (a fixed order for a given build and CPU); the numpy
     # error model drops Python's zero-division check, which blocks vectorising a division
