@@ -104,6 +104,35 @@ def lookahead_two_pass(params):
     return optimizer
 
 
+def lookahead_sync_steps(n_tensors: int, size: int, rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` of (one Lookahead *sync* step / one torch fused Adam step), folded and two-pass.
+
+    The main table times 5 steps with one sync among them, a few rounds: the sync's share is
+    small beside this machine's noise. Here every timed Lookahead step is a sync step
+    (``fast_steps`` set to ``k - 1`` first), the three are timed back to back in a rotating
+    order, and the ratio is taken within each round.
+    """
+    adam = torch_class_path("adam", make_params(n_tensors, size), "fused")
+    folded = make_optimizer("lookahead:adam", make_params(n_tensors, size))
+    two_pass = lookahead_two_pass(make_params(n_tensors, size))
+    optimizers = {"adam": adam, "folded": folded, "two-pass": two_pass}
+    for opt in optimizers.values():
+        for _ in range(2):
+            opt.step()
+    ratios: dict[str, list[float]] = {"folded": [], "two-pass": []}
+    names = list(optimizers)
+    for round_ in range(rounds):
+        times = {}
+        for name in names[round_ % 3:] + names[:round_ % 3]:
+            opt = optimizers[name]
+            if name != "adam":
+                opt.fast_steps = opt.k - 1  # this step ends with the sync
+            times[name] = _timed(opt.step)
+        for name in ratios:
+            ratios[name].append(times[name] / times["adam"])
+    return {name: statistics.median(values) for name, values in ratios.items()}
+
+
 def bench_layout(n_tensors: int, size: int, args) -> tuple[list[dict], list[dict]]:
     import pytorch_optimizer as po
 
@@ -217,6 +246,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed run (a multiple of Lookahead's k=5)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--sync-rounds", type=int, default=60, help="rounds of the Lookahead sync-step table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# optim_step — {datetime.date.today()} — torch {torch.__version__}, {args.threads} threads, "
@@ -235,6 +265,12 @@ def main() -> None:
         for r in targets:
             median = f"{r['median']:.2f}" if "median" in r else ""
             print(f"| {r['check']} | {r['ratio']:.2f} | {median} | {r['target']} |")
+        sync = lookahead_sync_steps(n_tensors, size, args.sync_rounds)
+        print(f"\n| Lookahead(Adam) sync step, median of {args.sync_rounds} paired rounds | folded | two-pass |"
+              "\n|---|---:|---:|")
+        print(f"| sync step / torch fused Adam step | {sync['folded']:.2f} | {sync['two-pass']:.2f} |")
+        print(f"| => lookahead:adam / torch fused Adam at k = 5: (4 + that) / 5 | {(4 + sync['folded']) / 5:.3f} | "
+              f"{(4 + sync['two-pass']) / 5:.3f} |")
         print()
 
 

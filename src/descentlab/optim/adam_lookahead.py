@@ -3,9 +3,9 @@
 Every k-th step, Lookahead around Adam runs Adam's step and then the sync
 ``phi <- lerp(phi, theta, alpha); theta <- phi``. On CPU both are memory-bound: torch's
 fused Adam moves 7 weight-sized streams (reads theta, g, m, v; writes theta, m, v) and the
-sync 4 more (reads and writes theta and phi), so the sync alone costs about 4/7 of an Adam
-step, and measured here nearer 0.8 of one. Done in Adam's pass, while theta is in a register,
-the sync adds only phi's read and write. ``bench/optim_step.py`` measures both ways.
+sync 4 more (reads and writes theta and phi). Done in Adam's pass, while theta is in a
+register, the sync adds only phi's read and write: a sync step measured 1.15-1.26x a fused
+Adam step instead of 1.36-1.56x (``bench/optim_step.py`` times both ways).
 
 The folded step is *torch's* Adam: :func:`folded_step` reads torch's own state (``step``,
 ``exp_avg``, ``exp_avg_sq``) and writes what ``torch._fused_adam_`` then ``Tensor.lerp_`` would,
