@@ -42,6 +42,7 @@ _PROBE_SIZES = (*range(1, 34), 1000, 4099)
 _verified: dict[tuple, bool] = {}
 
 
+@functools.cache
 def simd_width(dtype: torch.dtype) -> int:
     """Elements of ``dtype`` in one of torch's CPU vector registers (its ``Vectorized::size()``)."""
     register_bytes = 64 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 32
