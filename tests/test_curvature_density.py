@@ -56,18 +56,18 @@ def test_density_handles_krylov_exhaustion_and_is_deterministic():
     assert "Density(n_probes=4" in repr(d)
 
 
-def test_density_plot_is_lazy_and_returns_a_figure():
-    sys.modules.pop("descentlab.report.spectrum_plot", None)
-    import descentlab.curvature  # noqa: F401
+def test_density_is_drawn_by_the_report_layer():
+    # curvature/ draws nothing (the import-linter contract in pyproject.toml forbids
+    # matplotlib and report/ there); the figure comes from report.spectrum_plot
+    from descentlab.report.spectrum_plot import plot_density
 
-    assert "descentlab.report.spectrum_plot" not in sys.modules
     d = spectral_density(matrix_with_spectrum(network_like_spectrum(60)), n_steps=20, n_probes=2)
-    fig = d.plot(eigenvalues=[d.nodes.min(), d.nodes.max()])
+    assert not hasattr(d, "plot")
+    fig = plot_density(d, eigenvalues=[d.nodes.min(), d.nodes.max()])
     import matplotlib.figure
     import matplotlib.pyplot as plt
 
     assert isinstance(fig, matplotlib.figure.Figure)
-    assert "descentlab.report.spectrum_plot" in sys.modules
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and len(ax.lines) >= 3  # density, 2 marked eigenvalues, zero
     plt.close(fig)

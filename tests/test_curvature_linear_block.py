@@ -115,7 +115,7 @@ def test_where_the_premises_fail_dense_falls_back_and_stays_exact(make):
 
 
 def test_a_batch_too_big_for_the_output_hessians_takes_the_general_method(monkeypatch):
-    from descentlab.curvature import operator
+    from descentlab.curvature import hessian as operator
 
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(F64)

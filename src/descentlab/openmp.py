@@ -1,4 +1,5 @@
-"""How long torch's OpenMP workers spin between parallel regions; must run before torch loads.
+"""How long torch's OpenMP workers spin between parallel regions (must run before torch loads),
+and how many threads a curvature product uses (``threads_for``).
 
 libgomp's default (spin ~300,000 rounds, then sleep) lets idle workers burn the cores that
 the main thread needs when the machine is shared (a 610-parameter model's step
@@ -15,9 +16,11 @@ both (``bench/openmp_wait.py``; tables in ``bench/RESULTS.md``). A user's own
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
-__all__ = ["SPIN_COUNT", "set_wait_default"]
+__all__ = ["SPIN_COUNT", "set_wait_default", "SINGLE_THREAD_WORK", "threads_for"]
 
 #: Rounds an idle OpenMP worker spins before it sleeps (libgomp's ``GOMP_SPINCOUNT``).
 SPIN_COUNT = "1000"
@@ -27,3 +30,43 @@ def set_wait_default() -> None:
     """Set ``GOMP_SPINCOUNT`` unless the user chose a wait policy; call before importing torch."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
+#: Work of one batch's forward pass (2 x multiply-adds, see ``curvature.empirical``) below which
+#: curvature products run on one thread: measured on 2 cores beside other jobs, a digits MLP's
+#: HVP (8.7 MFLOP) took 6.6 ms on one thread and 12-54 ms on two, and one thread stayed faster
+#: up to 1.2 GFLOP there (``bench/busy_threads.py``); on an idle machine two threads only pay
+#: once each operation has enough work to split.
+SINGLE_THREAD_WORK = 5e7
+
+
+@contextlib.contextmanager
+def threads_for(work: float) -> Iterator[None]:
+    """Run the block on as many of torch's intra-op threads as ``work`` (FLOPs of one batch's
+    forward) can use: one below :data:`SINGLE_THREAD_WORK`, else at most the cores that the
+    load average leaves free (so a busy machine is not asked to wait for descheduled threads at
+    every parallel region). torch's own setting is restored afterwards; the user's code and
+    other libraries see no change, and no environment variable is needed."""
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 1 if work < SINGLE_THREAD_WORK else min(before, _free_cores())
+    if wanted >= before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _free_cores() -> int:
+    """Cores not taken by other runnable processes, from the 1-minute load average (this
+    process counts for one while it computes); all of them where the platform has no load average."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    return max(1, min(cores, round(cores - max(0.0, load - 1.0))))

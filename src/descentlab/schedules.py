@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from descentlab.checks import check_int, check_number
 from descentlab.errors import UserInputError
 
 __all__ = ["Schedule", "Constant", "WarmupLinear", "WarmupCosine", "WarmupInverseSqrt", "Noam", "Exponential",
@@ -41,13 +42,10 @@ __all__ = ["Schedule", "Constant", "WarmupLinear", "WarmupCosine", "WarmupInvers
 
 def _check(name: str, value: Any, *, integer: bool = False, low: float = 0.0, low_open: bool = False,
            high: float = math.inf, high_open: bool = False) -> None:
-    kind = int if integer else (int, float)
-    bad_type = isinstance(value, bool) or not isinstance(value, kind)
-    if bad_type or math.isnan(value) or (value <= low if low_open else value < low) or (
-            value >= high if high_open else value > high):
-        what = "an integer" if integer else "a number"
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must be {what} in {left}{low:g}, {high:g}{right}, got {value!r}")
+    if integer:
+        check_int(name, value, low=math.floor(low) + 1 if low_open else math.ceil(low), high=high)
+    else:
+        check_number(name, value, low=low, high=high, low_open=low_open, high_open=high_open)
 
 
 def _warmup(step: int, warmup: int) -> float | None:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.commands.compare import parse_batch_size
     from descentlab.errors import UserInputError
     from descentlab.experiments.batch_size import BatchSizeSettings, run_batch_size
-    from descentlab.experiments.rundir import default_run_path
+    from descentlab.rundir import default_run_path
     from descentlab.optim.registry import parse_name
     from descentlab.problems.workloads import WORKLOADS
     from descentlab.report.render import render

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from descentlab.errors import UserInputError
     from descentlab.experiments.compare import CompareSettings, run_compare
-    from descentlab.experiments.rundir import default_run_path
+    from descentlab.rundir import default_run_path
     from descentlab.optim.registry import parse_name
     from descentlab.problems.workloads import WORKLOADS
     from descentlab.report.render import render

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from descentlab.critical import StallMonitor
     from descentlab.errors import UserInputError
-    from descentlab.experiments.rundir import RunDir, default_run_path
+    from descentlab.rundir import RunDir, default_run_path
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.problems.user_workload import resolve_workload
     from descentlab.report.diagnose_page import verdict_table

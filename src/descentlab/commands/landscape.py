@@ -73,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from descentlab.experiments.rundir import default_run_path, staged_run
+    from descentlab.rundir import default_run_path, staged_run
     from descentlab.report.render import render
 
     _validate(args)
@@ -149,7 +149,7 @@ def _load_source(args, run_dir) -> _Source:
     dtype = getattr(torch, args.dtype)
     trajectory = None
     if args.run:
-        from descentlab.experiments.rundir import RunDir
+        from descentlab.rundir import RunDir
 
         run = RunDir.open(args.run)
         workload = _workload_from_run_config(run.config, dtype)

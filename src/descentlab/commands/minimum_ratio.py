@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from descentlab import files
     from descentlab.errors import UserInputError
     from descentlab.experiments.minimum_ratio import minimum_ratio_study
-    from descentlab.experiments.rundir import default_run_path, staged_run
+    from descentlab.rundir import default_run_path, staged_run
     from descentlab.problems.workloads import get_workload
     from descentlab.report.render import render
 

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from descentlab.errors import UserInputError
-    from descentlab.experiments.rundir import RunDir, default_run_path, staged_run
+    from descentlab.rundir import RunDir, default_run_path, staged_run
     from descentlab.experiments.train import load_checkpoint_model
     from descentlab.problems.user_workload import resolve_workload
     from descentlab.report.render import render

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from descentlab import files
     from descentlab.critical.surface_points import find_critical_points
     from descentlab.errors import UserInputError
-    from descentlab.experiments.rundir import default_run_path, staged_run
+    from descentlab.rundir import default_run_path, staged_run
     from descentlab.experiments.trajectories import run_trajectories, tune_learning_rates
     from descentlab.optim.registry import parse_name
     from descentlab.problems.surfaces import get_surface

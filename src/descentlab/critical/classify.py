@@ -395,5 +395,4 @@ def _extremes(hessian: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor
 
 
 def _check_tolerance(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_number(name, value)

@@ -72,6 +72,9 @@ class Density:
             sigma²), divided by ``n_probes``; it integrates to 1 over the grid.
         sigma: width of the Gaussian smoothing.
         n_matvecs: operator products used.
+
+    To draw it: ``descentlab.report.spectrum_plot.plot_density(density)`` (plotting lives in
+    the report layer).
     """
 
     nodes: torch.Tensor
@@ -88,15 +91,6 @@ class Density:
     def mass_above(self, threshold: float) -> MassAbove:
         """Estimated fraction of eigenvalues > ``threshold``, with its error (see :func:`mass_above`)."""
         return mass_above(self.nodes, self.weights, threshold)
-
-    def plot(self, ax: Any = None, **kwargs: Any):
-        """Draw the density (log scale) with the quadrature nodes marked; returns the Figure.
-
-        Imports :mod:`descentlab.report.spectrum_plot` only when called (report is a higher layer).
-        """
-        from descentlab.report import spectrum_plot
-
-        return spectrum_plot.plot_density(self, ax=ax, **kwargs)
 
     def __repr__(self) -> str:
         lo, hi = self.nodes.min().item(), self.nodes.max().item()

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from descentlab import files
+from descentlab.checks import check_int
 from descentlab.experiments.compare import CURVE_COLUMNS, best_lr, curve_rows, lr_grid, steps_to_target
 from descentlab.experiments.ensemble import TIMED_UPDATES, time_per_update
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 
 __all__ = ["BatchSizeSettings", "LR_RULES", "scaled_lr", "run_batch_size", "sharpness", "size_label"]
 
@@ -71,8 +72,7 @@ class BatchSizeSettings:
             raise ValueError(f"lr_rule must be one of {', '.join(LR_RULES)}, got {self.lr_rule!r}")
         for name, value in (("budget", self.budget), ("seeds", self.seeds),
                             ("records_per_epoch", self.records_per_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         if self.ref_size is not None and self.ref_size < 1:
             raise ValueError(f"ref_size must be >= 1 or None (full batch), got {self.ref_size}")
         if self.target_loss is not None and not self.target_loss > 0:

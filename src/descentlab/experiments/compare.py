@@ -30,8 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from descentlab.checks import check_int
 from descentlab.experiments.ensemble import TIMED_UPDATES
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 
 __all__ = [
     "CompareSettings",
@@ -72,8 +73,7 @@ class CompareSettings:
             raise ValueError("optimizers must not repeat a name")
         for name, value in (("seeds", self.seeds), ("budget", self.budget), ("steps", self.steps),
                             ("eval_every", self.eval_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size!r}")
         if self.seed < 0:

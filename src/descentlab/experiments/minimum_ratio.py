@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from descentlab.checks import check_number
+
 __all__ = [
     "PointReport",
     "MinimumRatioStudy",
@@ -204,8 +206,7 @@ def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor,
     from descentlab.curvature import HessianOperator
 
     for name, value, low in (("grad_tol", grad_tol, 0.0), ("flat_tol", flat_tol, 0.0), ("eig_tol", eig_tol, 0.0)):
-        if not (math.isfinite(value) and value >= low):
-            raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+        check_number(name, value, low=low)
     if newton_steps < 0:
         raise ValueError(f"newton_steps: must be >= 0, got {newton_steps}")
 
@@ -379,8 +380,7 @@ def find_critical_points(model: nn.Module, loss_fn: Callable, data: tuple[torch.
     from descentlab.critical.rules import classify_eigenvalues
 
     for name, value in (("grad_tol", grad_tol), ("flat_tol", flat_tol), ("eig_tol", eig_tol)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+        check_number(name, value)
     stacked = descend_gradient_norm(model, loss_fn, data, params, steps=search_steps, lr=search_lr,
                                     progress=progress)
     names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])

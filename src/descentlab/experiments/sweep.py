@@ -1,7 +1,7 @@
 """Run the independent points of a sweep: in this process, a local process pool, or on Ray.
 
 A sweep is a list of :class:`SweepPoint`. Each point writes one run directory under the
-sweep's root with :func:`~descentlab.experiments.rundir.staged_run`, so a directory is
+sweep's root with :func:`~descentlab.rundir.staged_run`, so a directory is
 complete or absent, never half-written. Running the same sweep again (after a crash or a
 Ctrl-C) therefore skips every point whose directory exists and runs only the rest; the
 hidden staging folder a hard-killed run may leave behind is removed first.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from descentlab.errors import UserInputError
-from descentlab.experiments.rundir import CONFIG, RunDir, staged_run
+from descentlab.rundir import CONFIG, RunDir, staged_run
 
 __all__ = ["SweepPoint", "SweepResult", "run_sweep", "default_workers", "open_sweep_root", "import_ray"]
 

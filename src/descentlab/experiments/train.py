@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from descentlab.errors import UserInputError
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 
 __all__ = ["TrainConfig", "TrainResult", "train", "prepare", "METRICS", "CHECKPOINT", "COLUMNS", "load_checkpoint_model"]
 

@@ -1,4 +1,5 @@
-"""Argument checks shared by the optimizers written here (torch.optim's style of message).
+"""Argument checks shared by the optimizers written here (torch.optim's style of message);
+the number checks are the package's own (:mod:`descentlab.checks`).
 
 Every check raises ``ValueError`` whose message starts with the argument's name, so a
 caller (or the CLI) can tell at once which hyperparameter is wrong and what was expected.
@@ -6,34 +7,14 @@ caller (or the CLI) can tell at once which hyperparameter is wrong and what was 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from descentlab.checks import check_int, check_number
+
 __all__ = ["check_number", "check_betas", "check_int", "dense_grads", "fused_supported"]
-
-
-def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = True) -> float:
-    """``value`` as a float, or ``ValueError`` naming ``name`` unless it lies in the given interval."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
-    if math.isnan(value) or below or above:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {left}{low:g}, {high:g}{right}, got {value!r}")
-    return value
-
-
-def check_int(name: str, value: Any, *, low: int = 1) -> int:
-    """``value`` as an int ``>= low``, or ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def check_betas(value: Any) -> tuple[float, float]:

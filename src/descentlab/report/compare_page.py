@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 from descentlab.report.html import Page
 
 __all__ = ["build", "mean_band"]

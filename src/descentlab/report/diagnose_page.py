@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from descentlab.critical.monitor import Stall
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 from descentlab.report.html import Page, format_value
 
 __all__ = ["build", "verdict_rows", "verdict_table", "load_stalls"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 from descentlab.report.html import Page
 
 __all__ = ["build"]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from descentlab.errors import UserInputError
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 
 __all__ = ["render", "PAGES"]
 

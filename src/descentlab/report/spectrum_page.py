@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 from descentlab.report.html import Page
 
 __all__ = ["build"]

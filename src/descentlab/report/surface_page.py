@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from descentlab.experiments.rundir import RunDir
+from descentlab.rundir import RunDir
 from descentlab.report import surface_figures as figures
 from descentlab.report.html import Page, format_value
 

@@ -1,0 +1,497 @@
+"""A quantity of the loss over the data at θ: the one place that loops over the data.
+
+For a model f(·; θ), a loss ℓ and data in batches B_1..B_m of n_b samples (N in all), the
+loss over the data is
+
+    L(θ) = Σ_b w_b · ℓ_b(θ),    w_b = n_b / N  when ``loss_fn`` is a mean over its batch,
+                                w_b = 1        when it is a sum,
+
+so that L is the loss of all the data taken as one batch, whatever the batching. Everything
+above this layer that is "of the loss over the data" (the loss, its gradient, Hessian and
+Gauss-Newton products, landscape points) is such a weighted sum over batches, and
+:class:`EmpiricalLoss` owns what they share (as curvlinops' ``_EmpiricalRisk`` and
+``CurvatureLinearOperator`` do):
+
+* **the batch loop**: batches moved to the model's device and floating dtype; one ``(X, y)``
+  pair, a list, a generator (read once into a list) or a re-iterable source such as a
+  ``DataLoader`` (read again on every pass, one batch in memory);
+* **the data check**: a re-iterable source is fingerprinted on its first pass
+  (:class:`~descentlab.curvature.batches.Fingerprint`) and checked after every later one; if
+  its samples change (``drop_last=True`` with shuffling, random augmentation) every pass would
+  see another function, so the pass raises ``ValueError`` naming the fix. Shuffling alone is
+  accepted: the sums run over the same samples;
+* **the weighting**: whether ``loss_fn`` is a mean or a sum over its batch is measured, not
+  assumed: on a batch of ≥ 2 samples, ℓ(all) is compared with the size-weighted mean and with
+  the sum of ℓ over its two halves. A loss that is neither (a weighted mean such as
+  ``cross_entropy(weight=...)``, a loss whose samples interact) cannot be combined across
+  batches exactly and is refused, unless ``reduction`` says how to combine it anyway;
+* **the eval-mode policy**: only modules whose behaviour depends on ``training`` (dropout,
+  batch/instance norm with running statistics, recurrent layers and attention with dropout)
+  are switched, each restored to its own mode afterwards;
+* **the all-reduce**: under ``torch.distributed`` every rank holds its own share of the data
+  (possibly none) and every sum is all-reduced, so every rank sees the quantity of all data;
+* **the parameters**: which ones (names, module prefixes or tensors), a snapshot of their
+  values at construction (the point θ), ``flatten``/``unflatten`` between the flat vector
+  and per-parameter tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from descentlab.checks import check_choice
+from descentlab.curvature.batches import Fingerprint, as_batches, batch_size
+from descentlab.openmp import threads_for
+
+__all__ = ["EmpiricalLoss", "REDUCTIONS", "mode_dependent_modules", "select_parameters"]
+
+#: ``reduction`` values: how ``loss_fn`` reduces over the samples of its batch.
+REDUCTIONS = ("mean", "sum")
+
+_CHANGED_DATA = (
+    "data gave different samples on pass {passes} than on the first ({now} vs {first} samples, or the same count "
+    "with other values): a shuffled DataLoader with drop_last=True, or random augmentation, changes the function "
+    "between passes, so products would not come from one matrix. Use a fixed-order loader (shuffle=False) or "
+    "drop_last=False, without random transforms, or pass a list of batches"
+)
+
+
+class EmpiricalLoss:
+    """The loss of ``model`` over all of ``data`` at a snapshot of its parameters.
+
+    Args:
+        model: any ``nn.Module``; its device and dtype (of the first selected parameter) are used.
+        loss_fn: ``loss_fn(output, target)``, the mean (or the sum, see ``reduction``) of the
+            per-sample losses of a batch.
+        data: one ``(X, y)`` pair, or an iterable of ``(X, y)`` batches (a ``DataLoader``).
+            ``X`` may be a tuple of tensors (passed as ``model(*X)``).
+        params: which parameters are the variables: ``None`` (every parameter that requires
+            grad) or names, each a full parameter name (``"0.weight"``) or a module prefix
+            (``"0"`` = every parameter of sub-module ``0``), or the parameter tensors
+            themselves. Named parameters are used even when frozen.
+        eval_mode: ``None`` (default): modules that behave randomly in training mode (dropout,
+            batch-norm) make the quantity random, so if any is in training mode, warn and switch
+            those (only those) to eval mode while evaluating. ``True``: switch them silently.
+            ``False``: keep every module's mode.
+        reduction: ``None`` (default): measured on the data (see the module docstring) when
+            there is more than one batch; ``"mean"`` or ``"sum"``: how ``loss_fn`` reduces, so
+            batches are weighted by ``n_b / N`` or by 1.
+
+    Raises:
+        ValueError: bad arguments, no samples, a loss that is neither a mean nor a sum over
+            its batch (with several batches and no ``reduction``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        data: Any,
+        params: Iterable[str | torch.Tensor] | None = None,
+        *,
+        eval_mode: bool | None = None,
+        reduction: str | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise ValueError("loss_fn must be callable as loss_fn(output, target)")
+        if reduction is not None:
+            check_choice("reduction", reduction, REDUCTIONS)
+        if getattr(loss_fn, "reduction", None) == "none":
+            raise ValueError("loss_fn has reduction='none': it must return one number per batch ('mean' or 'sum')")
+        self.model = model
+        self.loss_fn = loss_fn
+        self._select(select_parameters(model, params), {n: p for n, p in [*model.named_parameters(),
+                                                                          *model.named_buffers()]})
+        self._switched = _decide_eval_mode(model, eval_mode)
+        self._batches = as_batches(data, stream=True)
+        self._streamed = not isinstance(self._batches, list)
+        self._first_pass: Fingerprint | None = None
+        self._passes = 0
+
+        probe: list[tuple[Any, Any]] = []
+        n_local = n_batches = 0
+        for X, y in self._pass():
+            n_local += batch_size(X, y)
+            n_batches += 1
+            if sum(batch_size(*b) for b in probe) < 2 and len(probe) < 2:
+                probe.append((X, y))
+        outputs = self._probe_outputs(probe)
+        votes = [0.0, 0.0, 0.0]  # mean, sum, neither
+        if reduction is None and (n_batches > 1 or _distributed()):
+            found = self._measure_reduction(outputs, [y for _, y in probe])
+            if found in _VOTE:
+                votes[_VOTE[found]] = 1.0
+        counts = torch.tensor([float(n_local), float(n_batches), *votes], dtype=torch.float64, device=self.device)
+        counts = self.allreduce(counts).tolist()
+        self.n_samples = int(counts[0])
+        self.n_batches = int(counts[1])
+        if self.n_samples == 0:
+            raise ValueError("data has no samples")
+        self.reduction = reduction or _decide_reduction(counts[2:], loss_fn)
+
+    # ------------------------------------------------------------------ parameters
+    def _select(self, names: tuple[str, ...], values: dict[str, torch.Tensor]) -> None:
+        """Take ``names`` as the variables and snapshot them and everything else the model reads."""
+        self.names: tuple[str, ...] = names
+        chosen = set(names)
+        # The snapshot: the quantity is taken at these values, whatever the model does next.
+        self._point = tuple(values[n].detach().clone() for n in names)
+        self._fixed = {n: t.detach().clone() for n, t in values.items() if n not in chosen}
+        self.param_shapes: tuple[torch.Size, ...] = tuple(p.shape for p in self._point)
+        self._sizes = tuple(p.numel() for p in self._point)
+        self.n_params = sum(self._sizes)
+        self.dtype = self._point[0].dtype
+        self.device = self._point[0].device
+
+    @classmethod
+    def like(cls, other: "EmpiricalLoss", params: Iterable[str | torch.Tensor] | None = None, **options: Any):
+        """The same model, loss, data, weighting and point as ``other``, without reading the data again.
+
+        ``params`` selects other variables among the model's parameters (``None``: the same
+        as ``other``); every value comes from ``other``'s snapshot. ``options`` are the
+        keyword arguments of ``cls`` beyond :class:`EmpiricalLoss`'s own.
+        """
+        new = cls.__new__(cls)
+        shared = ("model", "loss_fn", "_switched", "_batches", "_streamed", "_first_pass", "_passes",
+                  "n_samples", "n_batches", "reduction", "work")
+        for name in shared:
+            setattr(new, name, getattr(other, name))
+        values = {**other._fixed, **dict(zip(other.names, other._point))}
+        names = other.names if params is None else select_parameters(other.model, params)
+        new._select(names, values)
+        new._configure(**options)
+        return new
+
+    def _configure(self, **options: Any) -> None:
+        """Subclasses set their own options here (called by ``__init__`` and :meth:`like`)."""
+        if options:
+            raise TypeError(f"unexpected options: {', '.join(options)}")
+
+    @property
+    def point(self) -> torch.Tensor:
+        """The flat parameter values (the snapshot) at which the quantity is taken."""
+        return self.flatten(self._point)
+
+    def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat vector into ``{parameter name: tensor of that parameter's shape}``."""
+        if v.shape != (self.n_params,):
+            raise ValueError(f"v must have shape ({self.n_params},), got {tuple(v.shape)}")
+        return dict(zip(self.names, self.split(v)))
+
+    def split(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The per-parameter views of a flat vector ``(n,)``, or of rows ``(b, n)`` as ``(b, *shape)``."""
+        lead = tuple(v.shape[:-1])
+        return tuple(p.reshape(*lead, *s) for p, s in zip(torch.split(v, self._sizes, dim=-1), self.param_shapes))
+
+    def flatten(self, tensors: Sequence[torch.Tensor | None] | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate per-parameter tensors (in ``names`` order, or a dict by name; ``None`` is
+        zero) into one vector."""
+        if isinstance(tensors, dict):
+            tensors = [tensors[n] for n in self.names]
+        return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
+                          for t, p in zip(tensors, self._point)])
+
+    # ------------------------------------------------------------------ the data
+    def batches(self) -> Iterator[tuple[Any, Any, float]]:
+        """One pass over this rank's data: ``(X, y, weight)`` on the model's device and dtype,
+        ``weight`` = ``n_b / N`` (mean) or 1 (sum), ``N`` counted over all ranks. A source that
+        gives other samples than on its first pass raises ``ValueError`` at the end of the pass."""
+        for X, y in self._pass():
+            yield X, y, self.weight(batch_size(X, y))
+
+    def weight(self, n_b: int) -> float:
+        """The weight of a batch of ``n_b`` samples in the sum over batches."""
+        return n_b / self.n_samples if self.reduction == "mean" else 1.0
+
+    def _pass(self) -> Iterator[tuple[Any, Any]]:
+        print_ = Fingerprint() if self._streamed else None
+        for X, y in self._batches:
+            X, y = self._to_model(X), self._to_model(y)
+            if print_ is not None:
+                print_.add(X, y)
+            yield X, y
+        if print_ is None:
+            return
+        self._passes += 1
+        if self._first_pass is None:
+            self._first_pass = print_
+        elif not print_.matches(self._first_pass):
+            raise ValueError(_CHANGED_DATA.format(passes=self._passes, now=print_.count, first=self._first_pass.count))
+
+    def _to_model(self, t: Any) -> Any:
+        if isinstance(t, (tuple, list)):
+            return type(t)(self._to_model(x) for x in t)
+        if not torch.is_tensor(t):
+            return t
+        dtype = self.dtype if t.is_floating_point() else t.dtype
+        return t.to(self.device, dtype)
+
+    # ------------------------------------------------------------------ one batch
+    def evaluation(self) -> contextlib.AbstractContextManager:
+        """A context in which the model has the modes the quantity is taken in (see ``eval_mode``)."""
+        return _switched_off(self._switched)
+
+    def output(self, theta: Sequence[torch.Tensor], X: Any) -> Any:
+        """The model's output on ``X`` with ``theta`` (per-parameter tensors) as the variables."""
+        state = {**self._fixed, **dict(zip(self.names, theta))}
+        with self.evaluation():
+            return functional_call(self.model, state, tuple(X) if isinstance(X, (tuple, list)) else (X,))
+
+    def batch_loss(self, theta: Sequence[torch.Tensor], X: Any, y: Any) -> torch.Tensor:
+        """``loss_fn`` on one batch with ``theta`` as the variables (a graph if they require grad)."""
+        return self.loss_fn(self.output(theta, X), y)
+
+    def leaves(self) -> tuple[torch.Tensor, ...]:
+        """Fresh leaf tensors at the snapshot that require grad (one graph per use)."""
+        return tuple(p.detach().requires_grad_(True) for p in self._point)
+
+    # ------------------------------------------------------------------ the loss over the data
+    def loss(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss over all data at the flat point ``theta`` (default: the snapshot), a 0-d tensor."""
+        point = self._point if theta is None else self.split(torch.as_tensor(theta).to(self.device, self.dtype))
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
+        with torch.no_grad(), threads_for(self.work):
+            for X, y, w in self.batches():
+                total += w * self.batch_loss(point, X, y)
+        return self.allreduce(total)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """``loss(theta)``: the loss as a function of the flat parameter vector."""
+        return self.loss(theta)
+
+    def loss_and_gradient(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L, ∇L)`` at the snapshot: a 0-d tensor and a flat vector, in one pass."""
+        total = torch.zeros(1 + self.n_params, dtype=self.dtype, device=self.device)
+        with threads_for(self.work):
+            for X, y, w in self.batches():
+                theta = self.leaves()
+                with torch.enable_grad():
+                    loss = self.batch_loss(theta, X, y)
+                    grads = torch.autograd.grad(loss, theta, allow_unused=True)
+                total[0] += w * loss.detach()
+                total[1:].add_(self.flatten(grads), alpha=w)
+        total = self.allreduce(total)
+        return total[0], total[1:]
+
+    def losses(self, points: torch.Tensor) -> torch.Tensor:
+        """The loss over all data at each row of ``points`` ``(m, n)``: ``(m,)``, all-reduced."""
+        return self.allreduce(self.local_losses(points))
+
+    def local_losses(self, points: torch.Tensor) -> torch.Tensor:
+        """This rank's share of :meth:`losses` (for worker processes, which must not all-reduce).
+
+        The model runs once per batch under ``torch.func.vmap`` over the points; a model vmap
+        cannot batch (data-dependent control flow, ``.item()``) falls back, with a warning, to
+        one call per point.
+        """
+        points = torch.as_tensor(points).to(self.device, self.dtype)
+        if points.ndim != 2 or points.shape[1] != self.n_params:
+            raise ValueError(f"points must have shape (m, {self.n_params}), got {tuple(points.shape)}")
+        parts = self.split(points)
+        total = torch.zeros(len(points), dtype=self.dtype, device=self.device)
+        with torch.no_grad(), threads_for(self.work * len(points)):
+            for X, y, w in self.batches():
+                total.add_(self._batch_losses(parts, X, y).reshape(-1), alpha=w)
+        return total
+
+    def _batch_losses(self, parts, X, y) -> torch.Tensor:
+        try:
+            return torch.func.vmap(lambda *theta: self.batch_loss(theta, X, y))(*parts)
+        except (RuntimeError, ValueError, NotImplementedError) as error:
+            warnings.warn(f"vmap could not batch this model ({error}); evaluating one point at a time",
+                          RuntimeWarning, stacklevel=4)
+        return torch.stack([self.batch_loss([p[i] for p in parts], X, y).reshape(())
+                            for i in range(parts[0].shape[0])])
+
+    # ------------------------------------------------------------------ ranks
+    @staticmethod
+    def allreduce(t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the ranks of ``torch.distributed`` (when initialised), in place if it
+        is contiguous. Gloo reduces the raw storage, so a tensor whose strides differ from the
+        other ranks' (a transposed view) would be summed element by element out of order: the
+        result is always a fresh contiguous tensor of the same shape on every rank."""
+        if _distributed():
+            t = t.contiguous()
+            torch.distributed.all_reduce(t)
+        return t
+
+    def _probe_outputs(self, probe: list[tuple[Any, Any]]) -> list[Any]:
+        """The model's outputs on the first batch(es) at the snapshot; sets ``work``, the FLOPs
+        of the first batch's forward (2 x each parameter's size x the positions it is applied
+        at, from its module's output: exact for linear and convolution layers), which decides
+        how many threads a product gets (:func:`descentlab.openmp.threads_for`)."""
+        flops = [0.0]
+
+        def count(module, inputs, output):
+            own = [p for p in module.parameters(recurse=False)]
+            if own and torch.is_tensor(output) and own[0].ndim > 0:
+                positions = output.numel() / max(1, own[0].shape[0])
+                flops[0] += 2.0 * sum(p.numel() for p in own) * positions
+
+        outputs = []
+        with torch.no_grad():
+            for i, (X, _) in enumerate(probe):
+                handles = [m.register_forward_hook(count) for m in self.model.modules()] if i == 0 else []
+                try:
+                    outputs.append(self.output(self._point, X))
+                finally:
+                    for handle in handles:
+                        handle.remove()
+        self.work = flops[0]
+        return outputs
+
+    def _measure_reduction(self, outs: list[Any], ys: list[Any]) -> str:
+        """``"mean"``, ``"sum"``, ``"neither"`` or ``"unknown"``: how ``loss_fn`` reduces over
+        samples, from this rank's first batch(es) at the snapshot (see the module docstring)."""
+        if not outs:
+            return "unknown"
+        if not all(torch.is_tensor(t) and t.ndim > 0 for t in (*outs, *ys)):
+            return "unknown"
+        try:
+            out, y = torch.cat(outs), torch.cat(ys)
+        except RuntimeError:  # batches of different shapes (sequences of other lengths)
+            return "unknown"
+        if len(out) < 2 or len(y) != len(out):
+            return "unknown"
+        found = _reduction_of(self.loss_fn, out, y)
+        if found == "ambiguous":  # every loss ~0 (a perfect fit): move the outputs off it
+            gen = torch.Generator().manual_seed(0)
+            noise = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
+            try:
+                found = _reduction_of(self.loss_fn, out + noise * (out.abs().mean() + 1), y)
+            except Exception:  # a loss that takes only some outputs (probabilities): keep the convention
+                found = "unknown"
+        return "unknown" if found == "ambiguous" else found
+
+
+# ---------------------------------------------------------------------- helpers
+_VOTE = {"mean": 0, "sum": 1, "neither": 2}
+
+
+def _reduction_of(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> str:
+    """Compare ℓ(all) with the size-weighted mean and with the sum of ℓ over the two halves."""
+    n, h = len(out), len(out) // 2
+    with torch.no_grad():
+        whole, first, second = (float(loss_fn(out[s], y[s])) for s in (slice(None), slice(0, h), slice(h, None)))
+    scale = max(abs(whole), abs(first), abs(second))
+    if not scale > 0 or scale == float("inf"):
+        return "ambiguous"
+    # the two candidates differ by a factor ~n/2 >= 1; the tolerance only has to cover rounding
+    # of a mean or sum of n terms in the model's dtype
+    tol = max(1e-6, 1e3 * torch.finfo(out.dtype).eps) * scale if out.is_floating_point() else 1e-6 * scale
+    is_mean = abs(whole - (h * first + (n - h) * second) / n) <= tol
+    is_sum = abs(whole - (first + second)) <= tol
+    if is_mean and is_sum:
+        return "ambiguous"
+    return "mean" if is_mean else "sum" if is_sum else "neither"
+
+
+def _decide_reduction(votes: list[float], loss_fn: Callable) -> str:
+    mean, total, neither = votes
+    if neither or (mean and total):
+        raise ValueError(
+            "loss_fn is neither a mean nor a sum of per-sample losses over its batch (checked by splitting a batch "
+            "in two: a weighted mean such as cross_entropy(weight=...), or samples that interact), so batches "
+            "cannot be combined exactly; pass the data as one batch, or reduction='mean' (or 'sum') to weight "
+            "batches by their size (or by 1) anyway"
+        )
+    if total:
+        return "sum"
+    if mean:
+        return "mean"
+    return "sum" if getattr(loss_fn, "reduction", None) == "sum" else "mean"
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def select_parameters(model: nn.Module, params) -> tuple[str, ...]:
+    """The names of the parameters ``params`` selects (see :class:`EmpiricalLoss`), in the model's order."""
+    named = dict(model.named_parameters())
+    if not named:
+        raise ValueError("model has no parameters")
+    if params is None:
+        names = tuple(n for n, p in named.items() if p.requires_grad)
+        if not names:
+            raise ValueError("no parameter of the model requires grad; pass params= to choose some")
+        return names
+    if isinstance(params, (str, torch.Tensor)):
+        params = [params]
+    by_id = {id(p): n for n, p in named.items()}
+    chosen: list[str] = []
+    for item in params:
+        if torch.is_tensor(item):
+            if id(item) not in by_id:
+                raise ValueError("params contains a tensor that is not a parameter of the model")
+            found = [by_id[id(item)]]
+        elif isinstance(item, str):
+            found = [n for n in named if n == item or n.startswith(item + ".")]
+            if not found:
+                raise ValueError(f"params: no parameter or module named {item!r} (parameters: {', '.join(named)})")
+        else:
+            raise ValueError(f"params must hold names or parameter tensors, got {type(item).__name__}")
+        chosen += [n for n in found if n not in chosen]
+    if not chosen:
+        raise ValueError("params selects no parameter")
+    order = list(named)
+    return tuple(sorted(chosen, key=order.index))
+
+
+def mode_dependent_modules(model: nn.Module) -> list[nn.Module]:
+    """The sub-modules whose output depends on ``training``: dropout with p > 0, batch and
+    instance norm that keep running statistics, recurrent layers and attention with dropout."""
+    found = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            random = m.p > 0
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            random = m.track_running_stats
+        elif isinstance(m, (nn.RNNBase, nn.MultiheadAttention)):
+            random = m.dropout > 0
+        else:
+            random = False
+        if random:
+            found.append(m)
+    return found
+
+
+def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Module]:
+    """The modules to switch to eval mode while evaluating: all that depend on ``training``
+    (the quantity is the one of the model as it is now, in eval mode, whatever it is later
+    switched to), or none with ``eval_mode=False``."""
+    if eval_mode is False:
+        return []
+    modules = mode_dependent_modules(model)
+    training = [m for m in modules if m.training]
+    if eval_mode is None and training:
+        names = ", ".join(sorted({type(m).__name__ for m in training}))
+        warnings.warn(
+            f"the model has {names} in training mode, which makes the quantity random; evaluating those in eval "
+            "mode. Call model.eval() first to silence this, or pass eval_mode=False to keep training mode.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return modules
+
+
+@contextlib.contextmanager
+def _switched_off(modules: list[nn.Module]):
+    """Set ``training=False`` on ``modules`` only (not their children), and restore each one's own flag."""
+    saved = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, training in zip(modules, saved):
+            m.training = training

@@ -1,0 +1,135 @@
+"""One run = one directory: its config, metrics, checkpoints, figures and ``report.html``.
+
+A run directory is the only thing the report layer reads. ``config.json`` always holds
+``"kind"`` (which command wrote it: ``"surface"``, ``"diagnose"``, ...), which is how
+``descentlab report DIR`` knows how to render it.
+
+Two ways to make one:
+
+- :meth:`RunDir.create` for long runs that must survive a crash (training): files land in
+  the final directory as they are written, each one atomically, so ``--resume`` can pick up
+  the last good checkpoint.
+- :func:`staged_run` for runs that are all-or-nothing (one point of a sweep, a surface
+  plot): everything is written into a hidden sibling folder that is renamed into place only
+  when the block finishes, so the directory is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from descentlab import files
+from descentlab.errors import UserInputError
+
+__all__ = ["RunDir", "staged_run", "default_run_path"]
+
+CONFIG = "config.json"
+
+
+def default_run_path(kind: str, root: str | os.PathLike = "runs") -> Path:
+    """``runs/<kind>-<YYYYmmdd-HHMMSS>``; a numeric suffix keeps two runs in one second apart."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{kind}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{kind}-{stamp}-{suffix}"
+    return path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory on disk. All writes are atomic."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> "RunDir":
+        """Make ``path`` (which must be absent or empty) and write its ``config.json``."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise UserInputError(f"run directory {path} already exists and is not empty")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.write_json(CONFIG, {"kind": kind, **config})
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunDir":
+        """An existing run directory (one with a ``config.json``)."""
+        path = Path(path)
+        if not (path / CONFIG).is_file():
+            raise UserInputError(f"{path} is not a run directory (no {CONFIG})")
+        return cls(path)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The parsed ``config.json``."""
+        return self.read_json(CONFIG)
+
+    @property
+    def kind(self) -> str:
+        """Which command wrote this run."""
+        return str(self.config["kind"])
+
+    def file(self, name: str) -> Path:
+        """The path of ``name`` inside the run (the file need not exist)."""
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return files.write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def write_text(self, name: str, text: str) -> Path:
+        return files.write_text(self.path / name, text)
+
+    def write_csv(self, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+        """Write ``rows`` (dicts) as a CSV with a header; columns default to the first row's keys."""
+        columns = list(columns if columns is not None else (rows[0].keys() if rows else []))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return files.write_text(self.path / name, buffer.getvalue())
+
+    def read_csv(self, name: str) -> list[dict[str, str]]:
+        """Rows of a CSV as dicts of strings (convert with ``float`` where needed)."""
+        with open(self.path / name, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+
+@contextmanager
+def staged_run(path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> Iterator[RunDir]:
+    """Build a run in a hidden sibling folder; rename it to ``path`` only if the block succeeds.
+
+    On any exception the partial folder is removed, so ``path`` is complete or absent.
+    """
+    path = Path(path)
+    if path.exists():
+        raise UserInputError(f"run directory {path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        run = RunDir(staging)
+        run.write_json(CONFIG, {"kind": kind, **config})
+        yield run
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
