@@ -43,11 +43,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from descentlab.critical.rules import EIG_TOL, Verdict, classify_eigenvalues
-from descentlab.curvature import Eigenpairs, HessianOperator, lanczos, minimum_ratio
-from descentlab.curvature.batches import as_batches, batch_size
+from descentlab.checks import check_number
+from descentlab.curvature import EmpiricalLoss, Eigenpairs, HessianOperator, lanczos, minimum_ratio
+from descentlab.curvature.batches import as_batches
 
 __all__ = ["CriticalPoint", "classify", "DENSE_THRESHOLD", "GRAD_TOL", "KINDS", "METHODS", "default_tolerances"]
 
@@ -65,9 +65,6 @@ METHODS = ("auto", "exact", "lanczos")
 
 #: Flat directions probed one by one at most (seeded random mixtures of all of them come on top).
 PROBE_DIRECTIONS = 32
-
-_RANDOM_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
-
 
 def default_tolerances(dtype: torch.dtype) -> tuple[float, float]:
     """``(eig_tol, lanczos_tol)`` used when ``classify`` is not given them, for a model of ``dtype``.
@@ -306,63 +303,18 @@ def classify(
     )
 
 
-class FlatLoss:
-    """The dataset-mean loss as a function of the flat vector of the named parameters.
+class FlatLoss(EmpiricalLoss):
+    """The loss over the data as a function of the flat vector of the named parameters.
 
-    ``FlatLoss(model, loss_fn, batches, names)(theta)`` evaluates the model with ``theta`` in
-    place of those parameters (``torch.func.functional_call``; the model itself is untouched),
-    batches weighted by their size, without building a graph. A model in training mode with
-    dropout or batch-norm is evaluated in eval mode, as the Hessian operator does, so the
-    loss is a deterministic function of ``theta``. Under ``torch.distributed`` each rank holds
-    its share of the data and the sums are all-reduced, as in the Hessian operator, so every
-    rank sees the loss of all the data and takes the same decisions (probes, line search).
+    ``FlatLoss(model, loss_fn, batches, names)(theta)`` is the curvature layer's
+    :class:`~descentlab.curvature.EmpiricalLoss` at ``theta``: the model evaluated with
+    ``theta`` in place of those parameters (the model itself is untouched), batches weighted
+    as the Hessian operator weights them, dropout and batch-norm in eval mode, sums
+    all-reduced under ``torch.distributed`` so every rank takes the same decisions.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, batches: list, names: tuple[str, ...]) -> None:
-        self.model, self.loss_fn, self.batches, self.names = model, loss_fn, batches, tuple(names)
-        named = dict(model.named_parameters())
-        self.shapes = [named[n].shape for n in self.names]
-        self.sizes = [named[n].numel() for n in self.names]
-        self.dtype, self.device = named[self.names[0]].dtype, named[self.names[0]].device
-        count = torch.tensor(float(sum(batch_size(X, y) for X, y in batches)), dtype=torch.float64,
-                             device=self.device)
-        self.n_samples = float(_allreduce(count))
-        self.to_eval = any(isinstance(m, _RANDOM_LAYERS) for m in model.modules())
-
-    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{name: tensor}`` views of a flat vector."""
-        parts = torch.split(theta, self.sizes)
-        return {n: p.reshape(s) for n, p, s in zip(self.names, parts, self.shapes)}
-
-    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
-        state = self.unflatten(theta.to(self.device, self.dtype))
-        saved = [(m, m.training) for m in self.model.modules()] if self.to_eval else []
-        if self.to_eval:
-            self.model.eval()
-        try:
-            total = torch.zeros((), dtype=self.dtype, device=self.device)
-            with torch.no_grad():
-                for X, y in self.batches:
-                    X, y = self._move(X), self._move(y)
-                    out = functional_call(self.model, state, tuple(X) if isinstance(X, (tuple, list)) else (X,))
-                    total += batch_size(X, y) * self.loss_fn(out, y)
-        finally:
-            for module, training in saved:
-                module.training = training
-        return _allreduce(total) / self.n_samples
-
-    def _move(self, t: Any) -> Any:
-        if isinstance(t, (tuple, list)):
-            return type(t)(self._move(x) for x in t)
-        if not torch.is_tensor(t):
-            return t
-        return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
-
-
-def _allreduce(t: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-    return t
+    def __init__(self, model: nn.Module, loss_fn: Callable, batches: Any, names: tuple[str, ...]) -> None:
+        super().__init__(model, loss_fn, batches, params=list(names), eval_mode=True)
 
 
 def _without_linear_term(objective: FlatLoss, theta: torch.Tensor, gradient: torch.Tensor):

@@ -32,13 +32,14 @@ def batch_size(X: Any, y: Any) -> int:
     return int(first.shape[0])
 
 
-def as_batches(data: Any, *, stream: bool = False) -> Iterable[tuple[Any, Any]]:
+def as_batches(data: Any, *, stream: bool = False, allow_empty: bool = False) -> Iterable[tuple[Any, Any]]:
     """``data`` as batches of ``(X, y)``.
 
     By default the batches are read once into a list, so every pass over them (a Hessian, a
     probe, a line search) sees the same data in the same order. With ``stream=True`` a
     re-iterable source such as a ``DataLoader`` is kept as it is and read again on every pass
     (memory stays at one batch); a one-shot generator is still read into a list.
+    ``allow_empty`` accepts no batches at all (a rank without data under ``torch.distributed``).
 
     Raises:
         ValueError: ``data`` is neither a pair nor an iterable, it has no batches, or a batch's
@@ -51,7 +52,7 @@ def as_batches(data: Any, *, stream: bool = False) -> Iterable[tuple[Any, Any]]:
     if stream and iter(data) is not data:
         return data
     batches = [(batch[0], batch[1]) for batch in data]
-    if not batches:
+    if not batches and not allow_empty:
         raise ValueError("data has no batches")
     for X, y in batches:
         if torch.is_tensor(X) and torch.is_tensor(y) and y.ndim > 0 and len(X) != len(y):

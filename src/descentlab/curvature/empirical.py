@@ -112,7 +112,7 @@ class EmpiricalLoss:
         self._select(select_parameters(model, params), {n: p for n, p in [*model.named_parameters(),
                                                                           *model.named_buffers()]})
         self._switched = _decide_eval_mode(model, eval_mode)
-        self._batches = as_batches(data, stream=True)
+        self._batches = as_batches(data, stream=True, allow_empty=_distributed())
         self._streamed = not isinstance(self._batches, list)
         self._first_pass: Fingerprint | None = None
         self._passes = 0
@@ -190,7 +190,7 @@ class EmpiricalLoss:
     def split(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The per-parameter views of a flat vector ``(n,)``, or of rows ``(b, n)`` as ``(b, *shape)``."""
         lead = tuple(v.shape[:-1])
-        return tuple(p.reshape(*lead, *s) for p, s in zip(torch.split(v, self._sizes, dim=-1), self.param_shapes))
+        return tuple(p.reshape(lead + tuple(s)) for p, s in zip(torch.split(v, self._sizes, dim=-1), self.param_shapes))
 
     def flatten(self, tensors: Sequence[torch.Tensor | None] | dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate per-parameter tensors (in ``names`` order, or a dict by name; ``None`` is
