@@ -153,3 +153,23 @@ def test_minimum_ratio_bracket_covers_the_exact_count_when_eigenvalues_crowd_the
     assert est.upper - est.lower > 0.05  # the crowd at the threshold shows as a wide bracket
     exact = minimum_ratio(A, tol=tol)
     assert exact.lower == exact.upper == exact.value == pytest.approx(truth)
+
+
+@pytest.mark.parametrize("spectrum, chosen", [
+    (1.0 / torch.arange(1, 201, dtype=F64) ** 2, "hutch++"),  # decaying: deflation removes most
+    (torch.linspace(-1, 3, 200, dtype=F64), "hutchinson"),   # flat: deflation removes little
+])
+def test_auto_trace_picks_the_estimator_with_the_smaller_error(spectrum, chosen):
+    A = matrix_with_spectrum(spectrum)
+    exact = spectrum.sum().item()
+
+    def rmse(method):
+        est = np.array([trace(A, n_probes=30, method=method, seed=s).value for s in range(40)])
+        return np.sqrt(((est - exact) ** 2).mean())
+
+    picks = {trace(A, n_probes=30, seed=s).method for s in range(10)}
+    assert picks == {chosen}
+    one = trace(A, n_probes=30, seed=0)
+    assert one.n_matvecs == 30 and 0 <= one.deflated_share <= 1
+    # the choice is the better one at this budget (40 seeds: RMSEs within ~15% of their truth)
+    assert rmse("auto") <= 1.2 * min(rmse("hutch++"), rmse("hutchinson"))

@@ -124,3 +124,17 @@ def test_bad_arguments(kwargs, name):
         lanczos(hessian_like(), **kwargs)
     with pytest.raises(ValueError, match="op"):
         lanczos(torch.ones(3, 4))
+
+
+def test_the_default_tolerance_follows_the_dtype():
+    from descentlab.curvature import default_tol
+
+    assert default_tol(torch.float64) == 1e-6 and default_tol(torch.float32) == 1e-3
+    A = hessian_like()
+    eig = torch.linalg.eigvalsh(A)
+    # float32: residual 1e-6 is below the products' rounding for the smaller eigenvalues;
+    # the default 1e-3 converges, and eigenvalues (error ~ residual² |λ| / gap) stay near 1e-6
+    pairs = lanczos(A.float(), k=4, which="LA")
+    assert pairs.converged and (pairs.residuals <= 1e-3).all()
+    torch.testing.assert_close(pairs.values.double(), eig.flip(0)[:4], rtol=2e-5, atol=0)
+    assert lanczos(A, k=4, which="LA").residuals.max() <= 1e-6
