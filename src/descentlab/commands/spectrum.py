@@ -1,5 +1,7 @@
 """The Hessian of a saved model's training loss: eigenvalues at both ends, the density of the
-spectrum, the minimum ratio, and what kind of point the model sits at.
+spectrum, the minimum ratio, and what kind of point the model sits at. Where there is negative
+curvature, lambda_min is split into its Gauss-Newton and residual parts (H = GGN + R);
+--per-layer adds each parameter group's block: its extreme eigenvalues and minimum ratio.
 
 The model comes from a run directory (--run: its workload, seed and checkpoint.pt), or from
 --workload / --model with --data, optionally loading --checkpoint (a checkpoint.pt or a
@@ -9,6 +11,7 @@ state_dict saved with torch.save; loaded weights-only). Writes runs/spectrum-<ti
 Examples:
   descentlab spectrum --run runs/diagnose-20260101-120000
   descentlab spectrum --workload stall --k 6
+  descentlab spectrum --workload digits-mlp --per-layer
   descentlab spectrum --model mypkg.models:make_net --data train.npz --checkpoint net.pt
 """
 
@@ -26,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, metavar="FILE", help="weights to load into the model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the estimators (default 0)")
     parser.add_argument("--k", type=int, default=10, help="extreme eigenvalues in all, half at each end (default 10)")
+    parser.add_argument("--per-layer", action="store_true", help="also each parameter group's Hessian block "
+                        "(the parameters a module owns): extreme eigenvalues and minimum ratio, a table and a figure")
     parser.add_argument("--out", default=None, help="run directory (default: runs/spectrum-<timestamp>)")
 
 
@@ -65,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
         except Exception as error:  # wrong keys or shapes, not a torch file
             raise UserInputError(f"cannot load {checkpoint} into the model: {type(error).__name__}: "
                                  f"{str(error).splitlines()[0]}") from None
-    result = analyse(model, workload.loss_fn, (workload.X_train, workload.y_train), k=args.k, seed=args.seed)
+    result = analyse(model, workload.loss_fn, (workload.X_train, workload.y_train), k=args.k, seed=args.seed,
+                     per_layer=args.per_layer)
     out = args.out or default_run_path("spectrum")
     with staged_run(out, "spectrum", {"workload": spec, "checkpoint": None if checkpoint is None else str(checkpoint),
-                                      "k": args.k, "seed": args.seed,
+                                      "k": args.k, "seed": args.seed, "per_layer": args.per_layer,
                                       "workload_description": workload.description}) as run_dir:
         run_dir.write_json("spectrum.json", result)
     report = render(out)
@@ -77,16 +83,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def analyse(model, loss_fn, data, *, k: int, seed: int) -> dict:
+def analyse(model, loss_fn, data, *, k: int, seed: int, per_layer: bool = False) -> dict:
     """classify + (every eigenvalue, or the estimated density) as plain numbers for ``spectrum.json``.
 
     Small models (classify's exact path) keep every eigenvalue; larger ones get the stochastic
-    Lanczos quadrature density of :func:`descentlab.curvature.spectral_density`.
+    Lanczos quadrature density of :func:`descentlab.curvature.spectral_density`. With negative
+    curvature, ``split`` says how lambda_min divides into u'Gu + u'Ru along its eigenvector u
+    (:func:`descentlab.curvature.split_curvature`); with ``per_layer``, ``per_layer`` lists
+    each parameter group's block (:func:`descentlab.curvature.layer_spectra`).
     """
     import torch
 
     from descentlab.critical import classify
-    from descentlab.curvature import HessianOperator, spectral_density
+    from descentlab.curvature import HessianOperator, layer_spectra, spectral_density, split_curvature
 
     point = classify(model, loss_fn, data, k=k, seed=seed)
     result = {
@@ -99,10 +108,29 @@ def analyse(model, loss_fn, data, *, k: int, seed: int) -> dict:
         "extremes": [float(v) for v in torch.as_tensor(point.eigenpairs.values).flatten().tolist()],
         "spectrum": None if point.spectrum is None else [float(v) for v in point.spectrum.tolist()],
         "density": None,
+        "split": None,
+        "per_layer": None,
     }
+    op = HessianOperator(model, loss_fn, data)
     if point.spectrum is None:
-        density = spectral_density(HessianOperator(model, loss_fn, data), seed=seed)
+        density = spectral_density(op, seed=seed)
         result["density"] = {"grid": density.grid.tolist(), "density": density.values.tolist()}
+    eig_tol = point.eig_tol
+    if point.min_eigenvalue < -eig_tol * max(1.0, abs(point.min_eigenvalue), abs(point.max_eigenvalue)):
+        u = point.eigenpairs.vectors[:, int(torch.argmin(point.eigenpairs.values))]
+        try:
+            split = split_curvature(op, u)
+        except ValueError:  # a model whose output is not one tensor has no Gauss-Newton matrix here
+            split = None
+        if split is not None:
+            result["split"] = {"eigenvalue": float(split.total[0]), "ggn": float(split.ggn[0]),
+                               "residual": float(split.residual[0]), "residual_share": float(split.residual_share[0])}
+    if per_layer:
+        groups = layer_spectra(model, loss_fn, data, eig_tol=eig_tol, seed=seed)
+        result["per_layer"] = [{"group": g.name, "n_params": g.n_params, "min_eigenvalue": g.min_eigenvalue,
+                                "max_eigenvalue": g.max_eigenvalue, "minimum_ratio": g.minimum_ratio,
+                                "minimum_ratio_std_error": g.minimum_ratio_std_error, "exact": g.exact}
+                               for g in groups]
     return result
 
 
@@ -122,5 +150,22 @@ def summary_text(result: dict) -> str:
         ("lowest eigenvalues", ", ".join(f"{v:.4g}" for v in sorted(result["extremes"])[:5])),
         ("highest eigenvalues", ", ".join(f"{v:.4g}" for v in sorted(result["extremes"])[-5:])),
     ]
+    if result.get("split"):
+        split = result["split"]
+        lines.append(("lambda_min split", f"GGN {split['ggn']:.4g} + residual {split['residual']:.4g} "
+                      f"(the residual carries {100 * split['residual_share']:.0f}%)"))
     width = max(len(name) for name, _ in lines)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in lines)
+    text = "\n".join(f"{name.ljust(width)}  {value}" for name, value in lines)
+    if result.get("per_layer"):
+        text += "\n\n" + layer_table(result["per_layer"])
+    return text
+
+
+def layer_table(rows: list[dict]) -> str:
+    """The per-layer spectra as an aligned text table."""
+    header = ("group", "parameters", "lambda_min", "lambda_max", "minimum ratio")
+    body = [(r["group"], str(r["n_params"]), f"{r['min_eigenvalue']:.4g}", f"{r['max_eigenvalue']:.4g}",
+             f"{r['minimum_ratio']:.4g}" + ("" if r["exact"] else f" +- {r['minimum_ratio_std_error']:.2g}"))
+            for r in rows]
+    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *body))

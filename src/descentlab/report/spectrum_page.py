@@ -1,7 +1,9 @@
 """The report page of a ``spectrum`` run: the Hessian's eigenvalues, its density, the verdict.
 
 Reads only the run directory: ``config.json`` and ``spectrum.json`` (extreme eigenvalues, every
-eigenvalue when the Hessian was formed, or an estimated density on a grid).
+eigenvalue when the Hessian was formed, or an estimated density on a grid; the split of
+lambda_min into its Gauss-Newton and residual parts; each parameter group's block with
+``--per-layer``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page
+from descentlab.report.spectrum_plot import plot_layer_spectra
 
 __all__ = ["build"]
 
@@ -28,6 +31,23 @@ def build(run: RunDir) -> Page:
     page.figure(_figure(result), "Hessian spectrum: every eigenvalue (histogram) when the Hessian was formed, else "
                 "the estimated density; vertical lines: the extreme eigenvalues found at both ends.",
                 save_to=run.file("spectrum.png"))
+    split = result.get("split")
+    if split:
+        page.heading("Where the negative curvature lives")
+        page.finding(f"Along the eigenvector u of lambda_min = {split['eigenvalue']:.4g}: u'Gu = {split['ggn']:.4g} "
+                     f"(Gauss-Newton, never negative for a loss convex in the output) and u'Ru = "
+                     f"{split['residual']:.4g} (the residual, weighted by the output gradients): the residual "
+                     f"carries {100 * split['residual_share']:.0f}% of lambda_min.")
+    layers = result.get("per_layer")
+    if layers:
+        page.heading("Per layer: each parameter group's Hessian block")
+        page.table([{"group": r["group"], "parameters": r["n_params"], "lambda_min": r["min_eigenvalue"],
+                     "lambda_max": r["max_eigenvalue"], "minimum ratio": r["minimum_ratio"],
+                     "method": "exact" if r["exact"] else f"estimated +- {r['minimum_ratio_std_error']:.2g}"}
+                    for r in layers])
+        page.figure(plot_layer_spectra(layers), "Each group's block: its extreme eigenvalues (a negative one "
+                    "proves a saddle: the block's spectrum lies inside the full Hessian's) and its minimum ratio.",
+                    save_to=run.file("layers.png"))
     page.heading("Configuration")
     page.code(json.dumps(config, indent=2, sort_keys=True))
     return page

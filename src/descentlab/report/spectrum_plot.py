@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_density", "plot_eigenvalues"]
+__all__ = ["plot_density", "plot_eigenvalues", "plot_layer_spectra"]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -78,4 +78,44 @@ def plot_eigenvalues(values: Sequence[float] | Any, *, ax: Any = None, title: st
     ax.set_xlabel("index (ascending)")
     ax.set_ylabel("λ")
     ax.set_title(title)
+    return fig
+
+
+def plot_layer_spectra(rows: Sequence[Any], *, title: str = "Hessian blocks of each parameter group"):
+    """Two panels, one row per parameter group: its block's extreme eigenvalues as a bar from
+    λ_min to λ_max (symmetric log scale, negative ends in red), and its minimum ratio.
+
+    ``rows``: :class:`~descentlab.curvature.LayerSpectrum` objects or dicts with the keys
+    ``group`` (or ``name``), ``min_eigenvalue``, ``max_eigenvalue`` and ``minimum_ratio``.
+    """
+    import matplotlib.pyplot as plt
+
+    def get(row, key):
+        return row[key] if isinstance(row, dict) else getattr(row, key)
+
+    names = [str(row["group"] if isinstance(row, dict) else row.name) for row in rows]
+    low = np.array([get(r, "min_eigenvalue") for r in rows], dtype=float)
+    high = np.array([get(r, "max_eigenvalue") for r in rows], dtype=float)
+    ratio = np.array([get(r, "minimum_ratio") for r in rows], dtype=float)
+    y = np.arange(len(rows))[::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 0.5 * len(rows) + 1.6), sharey=True,
+                                      gridspec_kw={"width_ratios": [3, 1]})
+    left.hlines(y, low, high, color="#9bb7e0", lw=6)
+    left.scatter(low, y, c=np.where(low < 0, "#d8452f", "#2f7bd8"), zorder=3, s=28, label="λ_min")
+    left.scatter(high, y, c="#2a9d4b", zorder=3, s=28, marker="s", label="λ_max")
+    scale = max(np.abs(np.concatenate([low, high])).max(), 1e-300)
+    left.set_xscale("symlog", linthresh=max(scale * 1e-4, 1e-12))
+    left.axvline(0.0, color="#555", lw=0.8, ls=":")
+    left.set_yticks(y, names)
+    left.set_xlabel("eigenvalue of the group's Hessian block")
+    left.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=8, frameon=False)
+    right.barh(y, ratio, color="#2f7bd8", height=0.5)
+    right.set_xlim(0, 1)
+    right.set_xlabel("minimum ratio")
+    for yi, r in zip(y, ratio):
+        inside = r > 0.75  # no room right of the bar: write it on the bar's end, in white
+        right.text(r - 0.03 if inside else r + 0.03, yi, f"{r:.3g}", va="center", fontsize=8,
+                   ha="right" if inside else "left", color="white" if inside else "black")
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
