@@ -58,7 +58,8 @@ def test_per_layer_table_and_figure_match_the_blocks_of_the_exact_hessian(tmp_pa
         # float32 products against the float64 oracle: eigenvalues to ~1e-5 of the block's norm
         assert row["min_eigenvalue"] == pytest.approx(block[0].item(), abs=1e-5 * scale)
         assert row["max_eigenvalue"] == pytest.approx(block[-1].item(), abs=1e-5 * scale)
-X
+        # classify's float32 zero test: |λ| <= sqrt(eps) max(1, max|λ|)
+        threshold = torch.finfo(torch.float32).eps ** 0.5 * max(1.0, scale)
         near = int(((block - threshold).abs() <= 1e-5 * scale).sum())  # may fall either side in float32
         assert abs(row["minimum_ratio"] - float((block > threshold).double().mean())) <= near / n + 1e-12
         assert row["group"] in printed
