@@ -7,6 +7,8 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PEERS := pytorch-optimizer==4.1.0 pyhessian==0.1
+# curvlinops (bench/hessian.py's peer) and the packages its import needs, each pinned
+PEERS += curvlinops-for-pytorch==3.0.1 einops==0.8.2 einconv==0.1.0 linear-operator==0.6.1 opt-einsum==3.4.0
 
 .PHONY: demo test bench venv clean
 
@@ -23,6 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/descentlab diagnose
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
