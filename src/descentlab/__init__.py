@@ -10,7 +10,9 @@ Layers (a lower layer never imports a higher one)::
     optim, schedules    optimizers and learning-rate schedules
     problems            surfaces and workloads (data + model)
 
-``errors`` and ``files`` are small helpers every layer may use.
+``errors``, ``files``, ``checks`` (argument validation), ``rundir`` (run directories) and
+``openmp`` (thread settings) are small helpers every layer may use. ``make test`` checks these
+layers with import-linter (the contracts are in ``pyproject.toml``).
 """
 
 __version__ = "0.1.0"

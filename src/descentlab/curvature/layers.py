@@ -32,7 +32,7 @@ __all__ = ["LayerSpectrum", "layer_spectra", "parameter_groups", "LAYER_EXACT_LI
 LAYER_EXACT_LIMIT = 2_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LayerSpectrum:
     """The spectrum of one parameter group's Hessian block.
 
@@ -58,6 +58,12 @@ class LayerSpectrum:
     tol: float
     exact: bool
     n_matvecs: int
+
+    def __repr__(self) -> str:
+        ratio = (f"{self.minimum_ratio:.4g} (exact)" if self.exact
+                 else f"{self.minimum_ratio:.4g} ± {self.minimum_ratio_std_error:.2g} (estimated)")
+        return (f"LayerSpectrum({self.name!r}, n_params={self.n_params:,}, min_eigenvalue={self.min_eigenvalue:.6g}, "
+                f"max_eigenvalue={self.max_eigenvalue:.6g}, minimum_ratio={ratio}, n_matvecs={self.n_matvecs})")
 
 
 def parameter_groups(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
