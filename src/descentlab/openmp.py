@@ -33,10 +33,12 @@ def set_wait_default() -> None:
 
 
 #: Work of one batch's forward pass (2 x multiply-adds, see ``curvature.empirical``) below which
-#: curvature products run on one thread: measured on 2 cores beside other jobs, a digits MLP's
-#: HVP (8.7 MFLOP) took 6.6 ms on one thread and 12-54 ms on two, and one thread stayed faster
-#: up to 1.2 GFLOP there (``bench/busy_threads.py``); on an idle machine two threads only pay
-#: once each operation has enough work to split.
+#: curvature products run on one thread. Measured on this project's 2-core machine beside other
+#: jobs, torch imported first: one HVP of MLPs from 1.2 MFLOP to 1.2 GFLOP per forward took
+#: 2-13x longer on two threads than on one (the digits MLP, 8.7 MFLOP: 6.6 ms on one thread,
+#: 54 ms on two); ``bench/busy_threads.py`` repeats the digits case. Above the threshold the
+#: free cores decide (``_free_cores``), since an idle machine's second thread pays once each
+#: operation has enough work to split.
 SINGLE_THREAD_WORK = 5e7
 
 
