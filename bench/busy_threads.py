@@ -7,8 +7,8 @@ The measurement runs in a fresh process that imports torch *first* (as a user's 
 script does: descentlab's OpenMP wait setting cannot apply) with no environment variable set,
 with torch's default thread count. Beside it run ``--busy`` processes that burn a core each
 (default 1). It times one HVP and one ``dense()`` of the digits MLP 64-32-10 (2,410
-parameters, float64, 1,797 samples) three ways, in interleaved rounds (the load on a shared
-machine drifts; each round sees all three, in a rotating order):
+parameters, float64, 1,797 samples) three ways: ``ours`` and ``single`` in alternating rounds
+(the load on a shared machine drifts; each round sees both), ``all threads`` after them:
 
 * ``ours``: the operator as shipped (``descentlab.openmp.threads_for`` picks the threads);
 * ``single``: ``torch.set_num_threads(1)`` around the call (the target: single-thread speed);
@@ -60,13 +60,18 @@ modes = ("ours", "single", "all threads")
 hvp = {{m: [] for m in modes}}
 dense = {{m: [] for m in modes}}
 op @ v
+# "ours" and "single" alternate (the order flips every round); "all threads" comes last, since
+# after it torch's OpenMP workers keep spinning and would slow whatever ran next
 for round in range({rounds}):
-    # the order rotates: a mode right after "all threads" meets its OpenMP workers still spinning
-    for mode in modes[round % 3:] + modes[:round % 3]:
+    for mode in (modes[:2] if round % 2 == 0 else modes[1::-1]):
         setting(mode)
         hvp[mode].append(timed(lambda: op @ v, 10))
         if round < {dense_rounds}:
             dense[mode].append(timed(op.dense, 1))
+for round in range({dense_rounds}):
+    setting("all threads")
+    hvp["all threads"].append(timed(lambda: op @ v, 10))
+    dense["all threads"].append(timed(op.dense, 1))
 setting("ours")
 ratio = statistics.median(a / b for a, b in zip(hvp["ours"], hvp["single"]))
 dense_ratio = statistics.median(a / b for a, b in zip(dense["ours"], dense["single"]))
