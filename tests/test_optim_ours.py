@@ -314,6 +314,25 @@ def test_gradient_noise_variance_is_eta_over_one_plus_t_to_the_gamma(t):
     assert abs(p.detach().mean().item()) < 5 * math.sqrt(variance / n)
 
 
+# --- copies ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sgdw", "swats", "lookahead:adam", "noisy:sgd", "lookahead:noisy:swats"])
+def test_a_deep_copy_continues_like_the_original(name):
+    import copy
+
+    params = [torch.randn(5, generator=torch.Generator().manual_seed(0), requires_grad=True)]
+    opt = make_optimizer(name, params, lr=0.1)
+    twin = None
+    for t in range(6):
+        if t == 2:
+            twin = copy.deepcopy(opt)  # copies the params it holds, too
+        for o in (opt, twin) if twin else (opt,):
+            for p in o.param_groups[0]["params"]:
+                p.grad = torch.full_like(p, 0.5) - p.detach()
+            o.step()
+    assert torch.equal(params[0], twin.param_groups[0]["params"][0])
+
+
 # --- validation, sparse gradients, the registry ----------------------------------------------------
 
 def _p():

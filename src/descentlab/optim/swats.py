@@ -122,6 +122,10 @@ class SWATS(torch.optim.Optimizer):
             self.param_groups.pop()
             raise ValueError("fused=True needs floating-point params on a device where torch has fused Adam and SGD")
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._scratch = {}  # torch.optim pickles defaults, state and groups only; scratch is rebuilt
+
     def phases(self) -> list[SwatsPhase]:
         """One :class:`SwatsPhase` per parameter group."""
         out = []
