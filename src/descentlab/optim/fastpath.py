@@ -3,8 +3,8 @@
 torch.optim's own default on CPU is the for-loop path; its fused kernels (SGD, Adam, AdamW,
 Adagrad) run several times faster there and sit near the memory-bandwidth bound. For the
 classes without fused kernels, the multi-tensor (foreach) path beats the for-loop one on
-CPU only when the tensors are small (see :data:`CPU_FOREACH_MAX_MEAN_NUMEL`; measured in
-``bench/optim_step.py``), and everywhere on accelerators. The registry asks :func:`fast_path_kwargs` which
+CPU only when the tensors are small (see :data:`CPU_FOREACH_MAX_MEAN_NUMEL`; measured with
+``bench/optim_step.py --registry``), and everywhere on accelerators. The registry asks :func:`fast_path_kwargs` which
 flags to pass, unless the caller chose ``fused`` / ``foreach`` / ``differentiable`` itself.
 
 SGD and Adagrad accept sparse gradients only on the for-loop path, and a sparse gradient
