@@ -7,9 +7,11 @@ Lookahead unit holds exactly one sync), back to back in an order that rotates fr
 round, and each ratio is taken *within* a round. The tables give the median over rounds: a
 burst of load on a shared machine hits both sides of a ratio alike, or one round only.
 
-The first-step table runs a fresh Python process per measurement (torch already imported;
-timed: importing descentlab.optim, building the optimizer, its first step), ours and torch's
-alternately, on a 795k-parameter MLP.
+The first-step table runs a fresh Python process per measurement, ours and torch's alternately,
+on a 795k-parameter MLP: timed are importing descentlab.optim, building the optimizer and its
+first step. torch imports torch._dynamo lazily when the first optimizer of a process is built
+(2-3 s on this machine, for torch's own as much as for ours); a throwaway torch optimizer pays
+that before the timer on both sides, so the difference is what ours adds.
 
     .venv/bin/python bench/optim_step.py                     # the recorded tables
     .venv/bin/python bench/optim_step.py --layouts 10x100000 --rounds 5 --fresh 2   # a quick run
@@ -177,6 +179,7 @@ torch.set_num_threads(int(sys.argv[2]))
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(784, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 10))
 model(torch.randn(64, 784)).square().mean().backward()
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # torch's lazy imports, outside the timer
 start = time.perf_counter()
 exec(sys.argv[1])  # builds `opt`
 opt.step()

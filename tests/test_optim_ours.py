@@ -17,6 +17,7 @@ from optim_rounding import tolerance
 
 from descentlab.errors import UserInputError
 from descentlab.optim import SGDW, SWATS, GradientNoise, Lookahead, is_elementwise, make_optimizer
+from descentlab.optim import swats as swats_module
 
 STEPS = 100
 RNG = np.random.default_rng(99)
@@ -200,10 +201,15 @@ def swats_oracle(lr, b1, b2, eps, frozen_until=0):
     return w, switch, big_lambda, margin
 
 
-@pytest.mark.parametrize("hp", [dict(lr=0.05, betas=(0.9, 0.99), eps=1e-4), dict(lr=0.01, betas=(0.9, 0.999), eps=1e-9)],
-                         ids=["switches-at-52", "stays-adam"])
-def test_swats_follows_algorithm_1_on_every_path(hp):
+@pytest.mark.parametrize("hp, switch_at", [(dict(lr=0.1, betas=(0.9, 0.999), eps=1e-3), 54),
+                                           (dict(lr=0.01, betas=(0.9, 0.999), eps=1e-9), None)],
+                         ids=["switches-at-54", "stays-adam"])
+@pytest.mark.parametrize("dots_min_mean_numel", [10**9, 0], ids=["product-and-sum", "dot-per-tensor"])
+def test_swats_follows_algorithm_1_on_every_path(hp, switch_at, dots_min_mean_numel, monkeypatch):
+    # SWATS reduces p.g one of two ways, by tensor size; these tensors are tiny, so both are forced
+    monkeypatch.setattr(swats_module, "DOTS_MIN_MEAN_NUMEL", dots_min_mean_numel)
     expected, switch, big_lambda, margin = swats_oracle(hp["lr"], *hp["betas"], hp["eps"])
+    assert switch == switch_at  # the case covers what its name says
     tol = tolerance(lambda: swats_oracle(hp["lr"], *hp["betas"], hp["eps"])[0], HERE, STEPS)
     # the switch is a yes/no test; it may be compared exactly because the oracle's test never
     # came within many tolerances of deciding the other way
@@ -223,13 +229,15 @@ def test_swats_follows_algorithm_1_on_every_path(hp):
         assert_close(theta, results["for-loop"], tol, f"{name} against the for-loop path")
 
 
-@pytest.mark.parametrize("hp", [dict(lr=0.05, betas=(0.9, 0.99), eps=1e-3), dict(lr=0.05, betas=(0.9, 0.999), eps=3e-4),
-                                dict(lr=0.05, betas=(0.9, 0.999), eps=1e-9)],
+@pytest.mark.parametrize("hp, switch_at", [(dict(lr=0.05, betas=(0.9, 0.99), eps=1e-3), 12),
+                                           (dict(lr=0.05, betas=(0.9, 0.999), eps=3e-4), 79),
+                                           (dict(lr=0.05, betas=(0.9, 0.999), eps=1e-9), None)],
                          ids=["switches-at-12", "switches-at-79", "stays-adam"])
-def test_swats_with_a_tensor_that_joins_late_and_a_reload_halfway(hp):
+def test_swats_with_a_tensor_that_joins_late_and_a_reload_halfway(hp, switch_at):
     # The second tensor has no gradient for 7 steps; halfway the run goes through state_dict
     # into a fresh optimizer (new scratch buffers, new step counters).
     expected, switch, _, margin = swats_oracle(hp["lr"], *hp["betas"], hp["eps"], frozen_until=7)
+    assert switch == switch_at  # the case covers what its name says (before, after the reload, never)
     tol = tolerance(lambda: swats_oracle(hp["lr"], *hp["betas"], hp["eps"], frozen_until=7)[0], HERE, STEPS)
     assert margin > 1e3 * tol
     for name, flags in PATHS.items():

@@ -174,12 +174,7 @@ class SWATS(torch.optim.Optimizer):
              fused=group["fused"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
              eps=group["eps"] / math.sqrt(1 - beta2 ** k), maximize=False)
         torch._foreach_add_(params, steps_taken)
-        # p.p first; then the scratch is overwritten with p * g, whose sum is p.g. One host
-        # transfer of the pair per (device, dtype) of the group.
-        pp = [torch.dot(flat, flat) for flat in flats]
-        torch._foreach_mul_(steps_taken, grads)
-        pairs = [torch.stack([flat.sum(), flat_pp]).tolist() for flat, flat_pp in zip(flats, pp)]
-        pg, pp = sum(pair[0] for pair in pairs), sum(pair[1] for pair in pairs)
+        pg, pp = _dots(steps_taken, flats, grads)
         group["lambda"], _, sgd_lr = swats_projection(group["lambda"], k, pg, pp, beta2, group["eps"])
         if sgd_lr is not None:
             group.update(phase="sgd", switch_step=k, sgd_lr=sgd_lr, switch_lr=group["lr"])
@@ -192,6 +187,26 @@ class SWATS(torch.optim.Optimizer):
         rate = (1 - beta1) * group["sgd_lr"] * (group["lr"] / group["switch_lr"] if group["switch_lr"] else 1.0)
         sgd_momentum_step(self.state, params, grads, lr=rate, momentum=beta1, dampening=0.0, nesterov=False,
                           foreach=group["foreach"], fused=group["fused"])
+
+
+#: Above this mean tensor size p.g is one dot product per tensor (p and g read once, one Python
+#: call each); below it, p * g in place over the scratch and one sum (two calls for all tensors,
+#: two more weight-sized passes). bench/optim_step.py, 2 threads: dots 7 % faster on 20 x 500k,
+#: the product 35 % faster on 1000 x 10k.
+DOTS_MIN_MEAN_NUMEL = 100_000
+
+
+def _dots(steps_taken: list[torch.Tensor], flats: list[torch.Tensor], grads: list[torch.Tensor]) -> tuple[float, float]:
+    """``(p . g, p . p)`` as floats, one host transfer per flat buffer (per device and dtype)."""
+    pp = [torch.dot(flat, flat) for flat in flats]
+    if sum(flat.numel() for flat in flats) >= DOTS_MIN_MEAN_NUMEL * len(steps_taken):
+        pg = [torch.stack([torch.dot(p.reshape(-1), g.reshape(-1)) for p, g in zip(steps_taken, grads)
+                           if p.device == flat.device and p.dtype == flat.dtype]).sum() for flat in flats]
+    else:  # the scratch is not read again this step: overwrite it with p * g
+        torch._foreach_mul_(steps_taken, grads)
+        pg = [flat.sum() for flat in flats]
+    pairs = [torch.stack(pair).tolist() for pair in zip(pg, pp)]
+    return sum(pair[0] for pair in pairs), sum(pair[1] for pair in pairs)
 
 
 class _AdamScratch(FlatScratch):
