@@ -17,6 +17,7 @@ from optim_rounding import tolerance
 
 from descentlab.errors import UserInputError
 from descentlab.optim import SGDW, SWATS, GradientNoise, Lookahead, is_elementwise, make_optimizer
+from descentlab.optim import lookahead as lookahead_module
 from descentlab.optim import swats as swats_module
 
 STEPS = 100
@@ -118,7 +119,9 @@ def lookahead_oracle(lr, momentum, k, alpha):
 
 
 @pytest.mark.parametrize("k, alpha", [(5, 0.5), (3, 0.8), (1, 1.0)])
-def test_lookahead_follows_the_paper(k, alpha):
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 16], ids=["one-chunk", "a-chunk-a-tensor"])
+def test_lookahead_follows_the_paper(k, alpha, chunk_bytes, monkeypatch):
+    monkeypatch.setattr(lookahead_module, "SYNC_CHUNK_BYTES", chunk_bytes)  # the sync runs in chunks of tensors
     expected, expected_slow = lookahead_oracle(0.05, 0.9, k, alpha)
     tol = tolerance(lambda: np.concatenate(lookahead_oracle(0.05, 0.9, k, alpha)), HERE, STEPS)
     for name, flags in PATHS.items():  # the base's kernel path
