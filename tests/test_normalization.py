@@ -103,7 +103,7 @@ def test_standardising_and_batchnorm_flatten_the_steepest_direction_and_speed_up
     bowls = small_run.read_json("bowls.json")
     assert bowls[0]["condition"] > 1e4 * bowls[1]["condition"]
     html = small_run.file("report.html").read_text()
-    assert "Standardising the features: lambda_max at initialisation fell" in html
+    assert "Standardised: lambda_max fell" in html and "Raw features: lambda_max" in html
     assert html.count("data:image/png;base64,") == 4
 
 

@@ -492,7 +492,8 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
             models.append(model)
         stacked, _ = stack_module_state(models)
         stacked = {name: t.detach() for name, t in stacked.items()}
-        trained_loss = torch.tensor([float(workload.loss_fn(m(data[0]), data[1])) for m in models])
+        with torch.no_grad():
+            trained_loss = torch.tensor([float(workload.loss_fn(m(data[0]), data[1])) for m in models])
     flat = torch.cat([stacked[n].reshape(n_networks, -1) for n in names], dim=1)
     points = find_critical_points(template, workload.loss_fn, data, flat, radius=radius,
                                   newton_steps=newton_steps, grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol,

@@ -77,7 +77,7 @@ def finding(rows: list[dict], grad_tol: float) -> str:
         direction = "falls" if rho < 0 else "rises"
         trend = f"the ratio {direction} as the loss grows (Spearman rho = {rho:.2f})"
     distances = sorted(r["distance"] for r in critical if "distance" in r and r["distance"] != "")
-    near = (f"; median distance from where training stopped {distances[len(distances) // 2]:.3g}"
+    near = (f"; median distance from the search's start (where training stopped) {distances[len(distances) // 2]:.3g}"
             if distances else "")
     return (f"{head}; {strict} {'is a strict minimum' if strict == 1 else 'are strict minima'} (ratio 1), "
             f"the critical points' ratios span {ratios[0]:.3f} to {ratios[-1]:.3f} (median {median:.3f}), "
@@ -182,7 +182,7 @@ def build(run: RunDir) -> Page:
     if kinds:
         page.paragraph("Kinds of the critical points (second-order test, descentlab.critical.rules): " + ", ".join(
             f"{k}: {sum(r['kind'] == k for r in critical)}" for k in kinds) + ".")
-    if critical:
+    if critical and all("distance" in r for r in critical):  # runs written before distances were kept lack them
         distances = sorted(r["distance"] for r in critical)
         page.paragraph("Distance of the critical points from where training stopped (||theta - theta_trained||): "
                        f"median {distances[len(distances) // 2]:.3g}, largest {distances[-1]:.3g}.")

@@ -47,23 +47,27 @@ def finding(rows: Sequence[Mapping[str, Any]], conditions: Sequence[float], targ
     """The result in a few sentences, every number from ``rows`` (``variants.csv``) and the bowls' conditions."""
     by = {r["variant"]: r for r in rows}
     raw = by["raw"]
-    parts = []
-    for name in ("standardised", "batchnorm"):
-        if name not in by:
-            continue
-        r = by[name]
-        label = "Standardising the features" if name == "standardised" else "BatchNorm layers (on the raw features)"
-        parts.append(
-            f"{label}: lambda_max at initialisation {_compare(r['lambda_max_init'], raw['lambda_max_init'])} "
-            f"({raw['lambda_max_init']:.4g} -> {r['lambda_max_init']:.4g}), so the largest stable GD rate "
-            f"2/lambda_max went from {raw['stable_lr_init']:.3g} to {r['stable_lr_init']:.3g}; at its best rate "
-            f"({r['best_lr']:.3g}) GD reached the training loss {target:g} in {_steps(r['steps_to_target'], budget)} "
-            f"(raw features: {_steps(raw['steps_to_target'], budget)}, best rate {raw['best_lr']:.3g}); the ratio "
-            f"lambda_max / smallest positive eigenvalue {_compare(r['ratio_init'], raw['ratio_init'])} "
-            f"({raw['ratio_init']:.3g} -> {r['ratio_init']:.3g}).")
+
+    def reached(r: Mapping[str, Any]) -> str:
+        if math.isnan(r["steps_to_target"]):
+            return (f"no rate reached the training loss {target:g} within {budget} steps (best rate {r['best_lr']:.3g}, "
+                    f"final loss {r['final_loss']:.3g})")
+        return f"GD reached the training loss {target:g} in {r['steps_to_target']:.0f} steps at rate {r['best_lr']:.3g}"
+
+    parts = [f"Raw features: lambda_max {raw['lambda_max_init']:.4g} at initialisation (largest stable GD rate "
+             f"2/lambda_max = {raw['stable_lr_init']:.3g}); {reached(raw)}."]
+    for name, label in (("standardised", "Standardised"), ("batchnorm", "BatchNorm layers")):
+        if name in by:
+            r = by[name]
+            parts.append(f"{label}: lambda_max {_compare(r['lambda_max_init'], raw['lambda_max_init'])} to "
+                         f"{r['lambda_max_init']:.4g} (stable rate {r['stable_lr_init']:.3g}); {reached(r)}.")
+    ratios = ", ".join(f"{r['ratio_init']:.3g} {r['variant']}" for r in rows)
+    lowest = min(rows, key=lambda r: r["ratio_init"] if math.isfinite(r["ratio_init"]) else math.inf)
+    parts.append(f"The ratio lambda_max / smallest positive eigenvalue at initialisation: {ratios} (lowest: "
+                 f"{lowest['variant']}).")
     raw_kappa, std_kappa = conditions
-    parts.append(f"The two-weight least-squares bowl's condition number went from {raw_kappa:.4g} to "
-                 f"{std_kappa:.4g} on standardising.")
+    parts.append(f"The two-weight least-squares bowl's condition number: {raw_kappa:.4g} raw, {std_kappa:.4g} "
+                 "standardised.")
     return " ".join(parts)
 
 
