@@ -213,7 +213,7 @@ def test_analyse_point_moves_the_model_to_the_critical_point():
         model.w1.fill_(0.04)
         model.w2.fill_(-0.07)
     report = analyse_point(model, squared_error, DATA)
-    assert report.kind == "saddle" and abs(float(model.w1)) < 1e-9 and abs(float(model.w2)) < 1e-9
+    assert report.kind == "saddle" and abs(float(model.w1.detach())) < 1e-9 and abs(float(model.w2.detach())) < 1e-9
 
 
 def test_bad_arguments_name_themselves():

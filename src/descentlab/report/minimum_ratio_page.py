@@ -91,7 +91,7 @@ def _data_used(config: dict) -> str:
     return "the whole training set"
 
 
-def _scatter(run: RunDir, rows: list[dict]) -> None:
+def _scatter(rows: list[dict]):
     import matplotlib.pyplot as plt
 
     critical = [r for r in rows if r["status"] == "critical"]
@@ -157,7 +157,7 @@ def build(run: RunDir) -> Page:
                    f"have a ratio of at least 0.9 and {sum(0.5 <= r['minimum_ratio'] <= 0.6 for r in critical)} "
                    "lie between 0.5 and 0.6.")
 
-    fig, caption = _scatter(run, rows)
+    fig, caption = _scatter(rows)
     page.heading("Loss against minimum ratio")
     page.figure(fig, caption, save_to=run.file("scatter.png"))
 
