@@ -36,12 +36,12 @@ CHILD = r"""
 import json, time, torch
 torch.set_num_threads(2)
 n, size = 1000, 10_000
-ps = [torch.randn(size) for _ in range(n)]; gs = [torch.randn(size) for _ in range(n)]
-ms = [torch.zeros(size) for _ in range(n)]; vs = [torch.zeros(size) for _ in range(n)]
-opt_steps = [torch.tensor(1.0) for _ in range(n)]
+ps = [torch.randn(size, requires_grad=True) for _ in range(n)]
+for p in ps:
+    p.grad = torch.randn(size)
+fused_adam = torch.optim.Adam(ps, lr=1e-3, fused=True)
 def adam():
-    torch._fused_adam_(ps, gs, ms, vs, [], opt_steps, amsgrad=False, lr=1e-3, beta1=0.9, beta2=0.999,
-                       weight_decay=0.0, eps=1e-8, maximize=False, grad_scale=None, found_inf=None)
+    fused_adam.step()
 net = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(), torch.nn.Linear(8, 10))
 X, y = torch.randn(1797, 64), torch.randint(0, 10, (1797,))
 def train():

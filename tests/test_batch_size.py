@@ -1,4 +1,4 @@
-"""The batch-size study: learning-rate rules, the table's arithmetic, sharpness vs the exact Hessian."""
+"""The batch-size study: learning-rate rules, both protocols' arithmetic, sharpness vs the exact Hessian."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from descentlab.cli import main
-from descentlab.experiments.batch_size import BatchSizeSettings, run_batch_size, scaled_lr
+from descentlab.experiments.batch_size import BatchSizeSettings, run_batch_size, scaled_lr, train_to_loss
 from descentlab.files import load_torch
 from descentlab.problems.workloads import get_workload
 
@@ -25,9 +25,16 @@ def test_settings_are_validated():
         BatchSizeSettings(workload="moons", sizes=(8,), lr_rule="cubic")
     with pytest.raises(ValueError, match="epochs"):
         BatchSizeSettings(workload="moons", sizes=(8,), epochs=0)
+    with pytest.raises(ValueError, match="protocol"):
+        BatchSizeSettings(workload="moons", sizes=(8,), protocol="same-time")
+    with pytest.raises(ValueError, match="train_to"):
+        BatchSizeSettings(workload="moons", sizes=(8,), train_to=0.0)
+    with pytest.raises(ValueError, match="max_updates"):
+        BatchSizeSettings(workload="moons", sizes=(8,), max_updates=0)
 
 
-SETTINGS = BatchSizeSettings(workload="moons", sizes=(200, None), epochs=2, budget=2, seeds=2, records_per_epoch=2)
+SETTINGS = BatchSizeSettings(workload="moons", sizes=(200, None), epochs=2, budget=2, seeds=2, records_per_epoch=2,
+                             protocol="same-epochs")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +93,7 @@ def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian(study):
 
 def test_linear_rule_scales_the_reference_rate(tmp_path):
     settings = BatchSizeSettings(workload="moons", sizes=(100, 400), epochs=1, budget=2, seeds=1, lr_rule="linear",
-                                 ref_size=100, records_per_epoch=1)
+                                 ref_size=100, records_per_epoch=1, protocol="same-epochs")
     run = run_batch_size(settings, tmp_path / "lin", workers=1)
     chosen = run.read_json("protocol.json")["chosen_lr"]
     assert chosen["400"] == pytest.approx(4 * chosen["100"])
@@ -99,10 +106,89 @@ def test_linear_rule_scales_the_reference_rate(tmp_path):
 def test_batch_size_command_writes_the_report(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["batch-size", "--workload", "moons", "--sizes", "400,full", "--epochs", "1", "--budget", "1",
-                 "--seeds", "1", "--workers", "1", "--out", str(out)]) == 0
+                 "--seeds", "1", "--workers", "1", "--protocol", "same-epochs", "--out", str(out)]) == 0
     text = (out / "report.html").read_text()
     assert "Sharpness vs generalisation gap" in text and text.count("<img") == 4
     for name in ("time_vs_batch.png", "loss_by_updates.png", "loss_by_seconds.png", "sharpness_vs_gap.png"):
         assert (out / name).exists()
-    assert "batch   full" in capsys.readouterr().out
-    assert main(["batch-size", "--sizes", "8,zero", "--out", str(tmp_path / "x")]) == 2
+    printed = capsys.readouterr().out
+    assert "batch   full" in printed and "After the same number of epochs" in printed
+    for bad in (["--sizes", "8,zero"], ["--train-to", "0"], ["--max-updates", "0"], ["--protocol", "same-time"]):
+        with pytest.raises(SystemExit) if bad[0] == "--protocol" else _exit_2(capsys):
+            assert main(["batch-size", *bad, "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+class _exit_2:
+    """The command's one-line error for bad input (exit status 2 is asserted by the caller)."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        err = self.capsys.readouterr().err.strip()
+        assert err.startswith("descentlab batch-size: error:") and "\n" not in err
+        return False
+
+
+def test_train_to_loss_stops_at_the_first_check_below_the_target():
+    # oracle: the same seed's model, data order and updates written out as a plain torch loop
+    workload = get_workload("moons", dtype=torch.float64)
+    result = train_to_loss(workload, "sgd", 0.3, 100, seed=4, target=0.45, max_updates=400, checks_per_epoch=8)
+    losses = [loss for _, _, loss in result.curve]
+    assert result.reached and losses[-1] <= 0.45 < min(losses[:-1])
+    assert result.updates == result.curve[-1][0] and result.epochs == pytest.approx(result.updates / 8)
+    assert [u for u, _, _ in result.curve] == list(range(0, result.updates + 1, 1))  # 8 updates/epoch, 8 checks
+    torch.manual_seed(4)
+    model = workload.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    generator = torch.Generator().manual_seed(4)
+    for update in range(result.updates):
+        if update % 8 == 0:
+            order = torch.randperm(800, generator=generator)
+        index = order[(update % 8) * 100:(update % 8 + 1) * 100]
+        optimizer.zero_grad()
+        workload.loss_fn(model(workload.X_train[index]), workload.y_train[index]).backward()
+        optimizer.step()
+    for mine, theirs in zip(result.model.parameters(), model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)  # float64, same ops in the same order
+    capped = train_to_loss(workload, "sgd", 0.3, 100, seed=4, target=1e-6, max_updates=5)
+    assert not capped.reached and capped.updates == 5
+
+
+@pytest.fixture(scope="module")
+def same_loss(tmp_path_factory):
+    settings = BatchSizeSettings(workload="moons", sizes=(200, None), epochs=2, budget=2, seeds=2, train_to=0.3,
+                                 max_updates=3000)
+    return run_batch_size(settings, tmp_path_factory.mktemp("bs") / "loss", workers=1)
+
+
+def test_same_loss_protocol_measures_every_size_at_the_target(same_loss):
+    import json
+
+    rows = {r["batch_size"]: r for r in same_loss.read_csv("summary.csv")}
+    assert same_loss.read_json("protocol.json")["protocol"] == "same-loss"
+    workload = get_workload("moons")
+    for label in ("200", "full"):
+        row = rows[label]
+        assert row["reached"] == "2/2" and float(row["train_loss"]) <= 0.3
+        assert float(row["seconds_per_update"]) == pytest.approx(
+            float(row["seconds_to_target"]) / float(row["updates_to_target"]))
+        per_epoch = 4 if label == "200" else 1
+        assert float(row["epochs_to_target"]) == pytest.approx(float(row["updates_to_target"]) / per_epoch)
+        assert float(row["loss_gap"]) == pytest.approx(float(row["val_loss"]) - float(row["train_loss"]))
+        point = same_loss.path / "runs" / f"final-b{label}"
+        measured = json.loads((point / "result.json").read_text())["runs"]
+        params = load_torch(point / "final_params.pt")
+        for k, run in enumerate(measured):
+            assert run["train_loss"] <= 0.3
+            assert run["sharpness"] == pytest.approx(_exact_top_eigenvalue(workload, params, k), rel=1e-3)
+    curves = same_loss.read_csv("curves.csv")
+    assert {r["batch_size"] for r in curves} == {"200", "full"}
+    from descentlab.report.render import render
+
+    html = render(same_loss).read_text()
+    assert "At the same training loss (0.3, reached by 4 of 4 runs)" in html and "Keskar" in html

@@ -22,12 +22,13 @@ def all_names():
 
 
 def hyperparameters(name):
-    # SWATS with tolerances that make it switch to SGD before the save (at step 2) or just after
-    # it (step 17), so both the SGD phase and the Adam-phase switch state cross the process boundary.
+    # SWATS with tolerances that make it switch to SGD before the save (step 2 here) or after it
+    # (step 16 here), so both the SGD phase and the Adam-phase switch state cross the process
+    # boundary. The exact step is a threshold test in float32 and may move with the CPU's kernels.
     if name == "swats":
         return {"eps": 1e-2, "lr": 0.01}
     if name == "lookahead:noisy:swats":
-        return {"eps": 3e-3, "lr": 0.03, "k": 5, "eta": 0.3}
+        return {"eps": 1.5e-3, "lr": 0.03, "k": 5, "eta": 0.3}
     if name.startswith("lookahead"):
         return {"k": 5}  # a sync at step 10 before the save, one at 15 and 20 after it
     return {}
@@ -94,7 +95,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(tmp_path):
             assert (group["phase"], group["switch_step"]) == (opt.param_groups[0]["phase"],
                                                               opt.param_groups[0]["switch_step"]), name
     switches = {name: opt.param_groups[0]["switch_step"] for name, _, opt in finals.values() if name.endswith("swats")}
-    assert switches["swats"] == 2 and switches["lookahead:noisy:swats"] == HALF + 5
+    assert switches["swats"] <= HALF < switches["lookahead:noisy:swats"] <= 2 * HALF, switches
 
 
 if __name__ == "__main__":

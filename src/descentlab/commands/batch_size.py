@@ -1,19 +1,27 @@
-"""The batch-size study: per batch size, time per update and per epoch, updates and seconds to a
-target training loss, final train and validation accuracy, generalisation gap, and sharpness
-(the largest Hessian eigenvalue of the training loss at the end, by Lanczos).
+"""The batch-size study: do small batches find flatter minima that generalise better?
+
+Per batch size: the updates, epochs and seconds it takes, the final train and validation
+accuracy, the generalisation gap, and the sharpness (the largest Hessian eigenvalue of the
+training loss, by Lanczos).
+
+--protocol same-loss (default; the comparison of Keskar et al. 2017): every size trains, one
+plain model per seed, until its full training loss falls to --train-to; what that cost
+(updates, epochs, seconds) is reported, and sharpness and gap are measured there, at the
+same training loss for every size. --protocol same-epochs: every size trains --epochs
+epochs (seeds as one stacked ensemble; times from a single-model timing run), so the
+largest batches may stop undertrained.
 
 The learning rate per size follows --lr-rule: 'tuned' gives every size the same budget of
---budget rates on a log grid (chosen on validation loss); 'linear' and 'sqrt' tune only at
---ref-size and scale the rate by (B / ref) or sqrt(B / ref). All sizes train for the same
-number of --epochs; each size's seeds (and tuning rates) train as one stacked ensemble.
-Times per update and per epoch come from a separate single-model timing run per size.
-Rerunning with the same --out resumes, skipping finished sizes.
+--budget rates on a log grid (each trained --epochs epochs, chosen on validation loss);
+'linear' and 'sqrt' tune only at --ref-size and scale the rate by (B / ref) or
+sqrt(B / ref). Rerunning with the same --out resumes, skipping finished sizes.
 
 Writes config.json, protocol.json, summary.csv, curves.csv, trials.csv, log.txt, the figures
 and report.html into the run directory.
 
-Example:
-  descentlab batch-size --workload digits-mlp --sizes 1,8,32,128,full --epochs 5 --lr-rule tuned
+Examples:
+  descentlab batch-size --workload digits-mlp --sizes 1,8,32,128,full --train-to 0.02
+  descentlab batch-size --protocol same-epochs --epochs 5
 """
 
 from __future__ import annotations
@@ -26,7 +34,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="1,8,32,128,full",
                         help="comma-separated batch sizes, 'full' for the whole training set "
                              "(default: 1,8,32,128,full)")
-    parser.add_argument("--epochs", type=float, default=5, help="passes over the training set per size (default: 5)")
+    parser.add_argument("--protocol", choices=("same-loss", "same-epochs"), default="same-loss",
+                        help="train every size to the same training loss, or for the same epochs (default: same-loss)")
+    parser.add_argument("--train-to", type=float, default=0.02,
+                        help="same-loss: the training loss every size trains to (default: 0.02)")
+    parser.add_argument("--max-updates", type=int, default=20000,
+                        help="same-loss: most updates per run before giving up on --train-to (default: 20000)")
+    parser.add_argument("--epochs", type=float, default=5,
+                        help="passes over the training set of each tuning run, and per size with same-epochs "
+                             "(default: 5)")
     parser.add_argument("--optimizer", default="sgd", help="registry optimizer (default: sgd)")
     parser.add_argument("--lr-rule", choices=("tuned", "linear", "sqrt"), default="tuned",
                         help="how each size gets its learning rate (default: tuned)")
@@ -63,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         settings = BatchSizeSettings(
             workload=args.workload, sizes=tuple(sizes), epochs=args.epochs, optimizer=args.optimizer.lower(),
             lr_rule=args.lr_rule, ref_size=parse_batch_size(args.ref_size), budget=args.budget, seeds=args.seeds,
-            target_loss=args.target_loss, seed=args.seed,
+            target_loss=args.target_loss, seed=args.seed, protocol=args.protocol, train_to=args.train_to,
+            max_updates=args.max_updates,
         )
     except ValueError as error:
         raise UserInputError(str(error)) from None
@@ -73,10 +90,20 @@ def run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
 
     run_dir = run_batch_size(settings, out, workers=args.workers, ray_address=args.ray, progress=True, log=log)
-    for row in run_dir.read_csv("summary.csv"):
-        print(f"batch {row['batch_size']:>6}  lr {float(row['lr']):.3g}  s/epoch {float(row['seconds_per_epoch']):.3g}"
-              f"  val acc {float(row['val_accuracy']):.4f}  gap {float(row['accuracy_gap']):.4f}"
+    summary = run_dir.read_csv("summary.csv")
+    for row in summary:
+        if args.protocol == "same-loss":
+            cost = (f"updates {float(row['updates_to_target']):>7.0f}  epochs {float(row['epochs_to_target']):>6.3g}"
+                    f"  s {float(row['seconds_to_target']):>6.3g}  reached {row['reached']}"
+                    f"  train loss {float(row['train_loss']):.4f}")
+        else:
+            cost = f"s/epoch {float(row['seconds_per_epoch']):.3g}"
+        print(f"batch {row['batch_size']:>6}  lr {float(row['lr']):.3g}  {cost}  val acc {float(row['val_accuracy']):.4f}"
+              f"  gap {float(row['accuracy_gap']):.4f}  loss gap {float(row['loss_gap']):.4f}"
               f"  sharpness {float(row['sharpness']):.4g}")
+    from descentlab.report.batch_size_page import finding
+
+    print(finding(summary, args.protocol, run_dir.read_json("protocol.json")["target_loss"]))
     report = render(run_dir)
     print(f"wrote {run_dir.path} ({report.name})")
     return 0

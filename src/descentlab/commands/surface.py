@@ -3,11 +3,13 @@
 Finds and names the surface's critical points (minimum, maximum, saddle, degenerate), runs
 the registry's real optimizers from one start, and writes a run directory with the paths
 (paths.csv), the critical points (critical_points.json), the figures (contour.png, loss.png,
-dimension_lift.png, paths.gif with --animate) and report.html.
+dimension_lift.png, paths.gif with --animate) and report.html; on a surface with a single,
+elongated minimum also valley.json (each path's swings across the valley and progress along it).
 
 Examples:
   descentlab surface                       # the lecture model, six classic optimizers
   descentlab surface --list                # every surface and its critical points
+  descentlab surface --function elongated-bowl --tune   # one fixed rate against per-coordinate rates
   descentlab surface --function rosenbrock --optimizers sgd,momentum,nesterov,adagrad,rmsprop,adam \\
       --steps 300 --tune --animate --out runs/rosenbrock
 """
@@ -144,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         lift = _dimension_lift(surface, points)
         if lift is not None:
             run_dir.write_json("dimension_lift.json", lift)
+        valley = _valley(surface, points, trajectories)
+        if valley is not None:
+            run_dir.write_json("valley.json", valley)
         if tuning is not None:
             grid, finals = tuning
             run_dir.write_csv("tuning.csv", [
@@ -151,8 +156,41 @@ def run(args: argparse.Namespace) -> int:
                 for name in optimizers for rate, loss in zip(grid, finals[name])
             ])
         render(run_dir)
-    _print_summary(trajectories, points, surface, out)
+    _print_summary(trajectories, points, surface, out, valley)
     return 0
+
+
+#: A minimum whose Hessian has at least this condition number is analysed as a valley.
+VALLEY_CONDITION = 10.0
+
+
+def _valley(surface, points, trajectories):
+    """The valley analysis (``valley.json``) on a quadratic bowl: one isolated minimum, the same
+    Hessian everywhere (so its eigenvectors are the valley's directions on the whole window),
+    and a condition number of at least :data:`VALLEY_CONDITION`."""
+    import torch
+
+    from descentlab.experiments.trajectories import valley_motion
+
+    minima = [p for p in points if p.kind == "local_min" and p.isolated and not p.degenerate]
+    if len(minima) != 1 or surface.critical_curves:
+        return None
+    (x0, x1), (y0, y1) = surface.window
+    probes = torch.tensor([minima[0].location, (x0, y0), (x0, y1), (x1, y0), (x1, y1)], dtype=torch.float64)
+    hessians = surface.hessian(probes)
+    if not torch.allclose(hessians, hessians[:1].expand_as(hessians), rtol=1e-9, atol=1e-12):
+        return None  # curved valleys (Rosenbrock) have no single pair of directions
+    valley = valley_motion(surface, trajectories, minima[0].location)
+    if valley.condition < VALLEY_CONDITION:
+        return None
+    lrs = {t.optimizer: t.lr for t in trajectories.paths}
+    finals = {t.optimizer: t.final_loss for t in trajectories.paths}
+    return {"minimum": list(valley.minimum), "eigenvalues": list(valley.eigenvalues), "condition": valley.condition,
+            "shallow": list(valley.shallow), "steep": list(valley.steep), "reach": valley.reach,
+            "steps": trajectories.steps,
+            "motions": [{"optimizer": m.optimizer, "lr": lrs[m.optimizer], "final_loss": finals[m.optimizer],
+                         "sign_changes": m.sign_changes, "shallow_left": m.shallow_left,
+                         "distance_left": m.distance_left, "reached": m.reached} for m in valley.motions]}
 
 
 def _curve_samples(surface, curve) -> dict:
@@ -206,8 +244,8 @@ def _dimension_lift(surface, points):
             "down": vectors[:, 0].tolist(), "t": t.tolist(), "loss_up": up.tolist(), "loss_down": down.tolist()}
 
 
-def _print_summary(trajectories, points, surface, out) -> None:
-    from descentlab.report.surface_page import ended_near
+def _print_summary(trajectories, points, surface, out, valley=None) -> None:
+    from descentlab.report.surface_page import ended_near, valley_finding
 
     (x0, x1), (y0, y1) = surface.window
     radius = 1e-2 * max(x1 - x0, y1 - y0)
@@ -224,4 +262,6 @@ def _print_summary(trajectories, points, surface, out) -> None:
     for t in trajectories.paths:
         where = ended_near(t.final_point, named, radius, curves) if t.final_loss != float("inf") else "diverged"
         print(f"{t.optimizer:<16}{t.lr:>10.3g}  {t.final_loss:>12.4g}  {where}")
+    if valley is not None:
+        print(valley_finding(valley))
     print(f"wrote {out}/report.html")

@@ -6,11 +6,19 @@ Per batch size B (``None`` = the full training set, one update per epoch):
   same budget of rates on a log grid around the optimizer's default, chosen on validation
   loss; ``"linear"`` / ``"sqrt"`` tune once at the reference size and scale the rate by
   ``B / B_ref`` (Goyal et al. 2017) or ``sqrt(B / B_ref)`` (Krizhevsky 2014; Hoffer et al. 2017);
-- the same number of epochs for every size, so a small batch makes many more updates;
-- ``seeds`` runs, trained as one stacked ensemble when the optimizer is element-wise;
-- the time per update, measured on one plain model (not the ensemble, whose cost grows
-  with its size) over up to :data:`TIMED_UPDATES` updates; time per epoch = time per update x
-  updates per epoch; seconds to the target loss = updates to target x time per update;
+- the protocol (:data:`PROTOCOLS`):
+
+  - ``"same-loss"`` (Keskar et al. 2017 compare minima this way): every size trains, one
+    plain model per seed, until the full training loss falls to ``train_to`` (checked about
+    64 times per epoch, at most ``max_updates`` updates); the updates, epochs and seconds
+    that cost are measured, and the sharpness and generalisation gap are read *there*, at the
+    same training loss for every size;
+  - ``"same-epochs"``: every size trains the same number of epochs (so a small batch makes
+    many more updates, and a large one may stop undertrained), ``seeds`` runs as one stacked
+    ensemble when the optimizer is element-wise; the time per update is measured on one
+    plain model over up to :data:`TIMED_UPDATES` updates; time per epoch = time per update x
+    updates per epoch; seconds to the target loss = updates to target x time per update;
+
 - the sharpness at the end: the largest eigenvalue of the Hessian of the full training loss
   (``descentlab.curvature.lanczos`` on a ``HessianOperator``), one per seed.
 
@@ -32,9 +40,14 @@ from descentlab.experiments.compare import CURVE_COLUMNS, best_lr, curve_rows, l
 from descentlab.experiments.ensemble import TIMED_UPDATES, time_per_update
 from descentlab.rundir import RunDir
 
-__all__ = ["BatchSizeSettings", "LR_RULES", "scaled_lr", "run_batch_size", "sharpness", "size_label"]
+__all__ = ["BatchSizeSettings", "LR_RULES", "PROTOCOLS", "ToLoss", "scaled_lr", "run_batch_size", "sharpness",
+           "size_label", "train_to_loss"]
 
 LR_RULES = ("tuned", "linear", "sqrt")
+PROTOCOLS = ("same-loss", "same-epochs")
+
+#: Full training-loss checks per epoch while training to a loss (``"same-loss"``).
+CHECKS_PER_EPOCH = 64
 
 
 def size_label(size: int | None) -> str:
@@ -57,6 +70,9 @@ class BatchSizeSettings:
     target_loss: float | None = None
     seed: int = 0
     records_per_epoch: int = 4
+    protocol: str = "same-loss"
+    train_to: float = 0.02
+    max_updates: int = 20000
 
     def __post_init__(self) -> None:
         if not self.sizes:
@@ -79,12 +95,19 @@ class BatchSizeSettings:
             raise ValueError(f"target_loss must be > 0, got {self.target_loss}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if not (math.isfinite(self.train_to) and self.train_to > 0):
+            raise ValueError(f"train_to must be a positive number, got {self.train_to}")
+        if isinstance(self.max_updates, bool) or not isinstance(self.max_updates, int) or self.max_updates < 1:
+            raise ValueError(f"max_updates must be a positive int, got {self.max_updates!r}")
 
     def config(self) -> dict[str, Any]:
         return {"workload": self.workload, "sizes": list(self.sizes), "epochs": self.epochs,
                 "optimizer": self.optimizer, "lr_rule": self.lr_rule, "ref_size": self.ref_size,
                 "budget": self.budget, "seeds": self.seeds, "target_loss": self.target_loss, "seed": self.seed,
-                "records_per_epoch": self.records_per_epoch}
+                "records_per_epoch": self.records_per_epoch, "protocol": self.protocol, "train_to": self.train_to,
+                "max_updates": self.max_updates}
 
 
 def scaled_lr(lr_ref: float, size: int, ref_size: int, rule: str) -> float:
@@ -155,6 +178,127 @@ def size_point(run: RunDir, *, workload: str, optimizer: str, batch_size: int | 
     run.write_json("result.json", info)
 
 
+@dataclass(frozen=True)
+class ToLoss:
+    """One run trained until its full training loss fell to a target.
+
+    Attributes:
+        model: the trained model (in training mode), where it stopped.
+        updates: updates made; ``epochs``: the same in passes over the data.
+        seconds: wall-clock of the updates alone (the loss checks excluded).
+        reached: whether the loss reached the target within the update budget.
+        curve: ``(update, seconds, train_loss)`` at every check, starting at update 0.
+    """
+
+    model: Any
+    updates: int
+    epochs: float
+    seconds: float
+    reached: bool
+    curve: tuple[tuple[int, float, float], ...]
+
+
+def train_to_loss(workload: Any, optimizer: str, lr: float, batch_size: int | None, seed: int, target: float,
+                  max_updates: int, checks_per_epoch: int = CHECKS_PER_EPOCH) -> ToLoss:
+    """Train one model with mini-batches of ``batch_size`` until its full training loss is ``<= target``.
+
+    The model starts from ``torch.manual_seed(seed); workload.make_model()`` and reshuffles
+    every epoch with a generator seeded with ``seed`` (the ensemble's conventions, so the
+    two protocols start alike). The full training loss is checked every
+    ``max(1, updates_per_epoch // checks_per_epoch)`` updates; training stops at the first
+    check at or below ``target``, after ``max_updates`` updates, or at a non-finite loss.
+    """
+    import time
+
+    import torch
+
+    from descentlab.optim import make_optimizer
+
+    X, y = workload.X_train, workload.y_train
+    n = X.shape[0]
+    b = _effective(batch_size, n)
+    per_epoch = math.ceil(n / b)
+    every = max(1, per_epoch // checks_per_epoch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = workload.make_model()
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def full_loss() -> float:
+        with torch.no_grad():
+            return float(workload.loss_fn(model(X), y))
+
+    loss = full_loss()
+    curve = [(0, 0.0, loss)]
+    updates, seconds, order = 0, 0.0, None
+    while loss > target and math.isfinite(loss) and updates < max_updates:
+        position = updates % per_epoch
+        if position == 0:
+            order = torch.randperm(n, generator=generator) if b < n else None
+        begin = time.perf_counter()
+        if order is None:
+            xb, yb = X, y
+        else:
+            index = order[position * b:(position + 1) * b]
+            xb, yb = X.index_select(0, index), y.index_select(0, index)
+        opt.zero_grad(set_to_none=True)
+        workload.loss_fn(model(xb), yb).backward()
+        opt.step()
+        seconds += time.perf_counter() - begin
+        updates += 1
+        if updates % every == 0 or updates == max_updates:
+            loss = full_loss()
+            curve.append((updates, seconds, loss))
+    return ToLoss(model=model, updates=updates, epochs=updates / per_epoch, seconds=seconds,
+                  reached=loss <= target, curve=tuple(curve))
+
+
+def size_point_to_loss(run: RunDir, *, workload: str, optimizer: str, batch_size: int | None, lr: float,
+                       seeds: Sequence[int], target: float, max_updates: int, data_seed: int) -> None:
+    """Sweep point of the ``"same-loss"`` protocol: each seed trained to ``target``, then measured there."""
+    import torch
+
+    from descentlab.problems.workloads import get_workload
+
+    work = get_workload(workload, seed=data_seed)
+    n = work.n_train
+    per_epoch = math.ceil(n / _effective(batch_size, n))
+    label = size_label(batch_size)
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    params: dict[str, list[Any]] = {}
+    notes = []
+    classification = work.task == "classification"
+    for seed in seeds:
+        result = train_to_loss(work, optimizer, lr, batch_size, int(seed), target, max_updates)
+        model = result.model
+        for update, seconds, loss in result.curve:
+            rows.append({"batch_size": label, "seed": int(seed), "lr": lr, "step": update,
+                         "epoch": update / per_epoch, "seconds": seconds, "train_loss": loss})
+        measured: dict[str, Any] = {"seed": int(seed), "updates": result.updates, "epochs": result.epochs,
+                                    "seconds": result.seconds, "reached": result.reached}
+        with torch.no_grad():
+            for prefix, (X, y) in (("train", (work.X_train, work.y_train)), ("val", (work.X_val, work.y_val))):
+                out = model(X)
+                measured[f"{prefix}_loss"] = float(work.loss_fn(out, y))
+                measured[f"{prefix}_accuracy"] = float((out.argmax(-1) == y).double().mean()) if classification \
+                    else math.nan
+        finite = math.isfinite(measured["train_loss"])
+        measured["sharpness"] = sharpness(model, work.loss_fn, work.X_train, work.y_train) if finite else math.nan
+        runs.append(measured)
+        for name, p in model.named_parameters():
+            params.setdefault(name, []).append(p.detach().clone())
+        notes.append(f"batch {label}: seed {seed} {'reached' if result.reached else 'did NOT reach'} training "
+                     f"loss {target:g} after {result.updates} updates ({result.epochs:.3g} epochs, "
+                     f"{result.seconds:.3g} s); sharpness {measured['sharpness']:.4g}")
+    files.save_torch(run.file("final_params.pt"), {name: torch.stack(v) for name, v in params.items()})
+    run.write_csv("curves.csv", rows, ("batch_size", "seed", "lr", "step", "epoch", "seconds", "train_loss"))
+    run.write_text("log.txt", "\n".join(notes) + "\n")
+    run.write_json("result.json", {"updates_per_epoch": per_epoch, "runs": runs, "stacked": False,
+                                   "sharpness": [r["sharpness"] for r in runs]})
+
+
 def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, workers: int | None = None,
                    ray_address: str | None = None, progress: bool = False,
                    log: Callable[[str], None] | None = None) -> RunDir:
@@ -163,8 +307,6 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
     Writes ``trials.csv``, ``curves.csv``, ``summary.csv`` (one row per size), ``log.txt`` and
     ``protocol.json``. The caller renders ``report.html``.
     """
-    import numpy as np
-
     from descentlab.experiments.sweep import SweepPoint, import_ray, open_sweep_root, run_sweep
     from descentlab.optim.registry import OPTIMIZERS, parse_name
 
@@ -197,10 +339,19 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
         ref = _effective(settings.ref_size, n)
         chosen = {size_label(s): scaled_lr(lr_ref, _effective(s, n), ref, settings.lr_rule) for s in settings.sizes}
     seeds = list(range(settings.seed, settings.seed + settings.seeds))
-    final = [SweepPoint(f"final-b{size_label(s)}", "batch-size-point", size_point,
-                        dict(common, batch_size=s, lrs=[chosen[size_label(s)]], seeds=seeds, role="final"))
-             for s in settings.sizes]
-    say(f"final: {len(final)} batch sizes x {len(seeds)} seeds")
+    if settings.protocol == "same-loss":
+        final = [SweepPoint(f"final-b{size_label(s)}", "batch-size-point", size_point_to_loss,
+                            dict(workload=settings.workload, optimizer=settings.optimizer, batch_size=s,
+                                 lr=chosen[size_label(s)], seeds=seeds, target=settings.train_to,
+                                 max_updates=settings.max_updates, data_seed=settings.seed))
+                 for s in settings.sizes]
+        say(f"final: {len(final)} batch sizes x {len(seeds)} seeds, each trained to training loss "
+            f"{settings.train_to:g}")
+    else:
+        final = [SweepPoint(f"final-b{size_label(s)}", "batch-size-point", size_point,
+                            dict(common, batch_size=s, lrs=[chosen[size_label(s)]], seeds=seeds, role="final"))
+                 for s in settings.sizes]
+        say(f"final: {len(final)} batch sizes x {len(seeds)} seeds")
     finished = run_sweep(final, root, workers=workers, ray_address=ray_address, progress=progress, log=say)
 
     curves: list[dict[str, Any]] = []
@@ -211,6 +362,56 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
     for point in finished.runs:
         curves.extend(point.read_csv("curves.csv"))
         infos.append(point.read_json("result.json"))
+    if settings.protocol == "same-loss":
+        summary, target = _same_loss_summary(settings, chosen, infos), settings.train_to
+        columns: tuple[str, ...] = ("batch_size", "seed", "lr", "step", "epoch", "seconds", "train_loss")
+    else:
+        summary, target = _same_epochs_summary(settings, chosen, curves, infos)
+        columns = ("batch_size", "epoch") + CURVE_COLUMNS
+    run.write_csv("trials.csv", trials)
+    run.write_csv("curves.csv", curves, columns)
+    run.write_csv("summary.csv", summary)
+    run.write_text("log.txt", "\n".join(notes) + "\n")
+    run.write_json("protocol.json", {"protocol": settings.protocol, "grid": grid, "chosen_lr": chosen,
+                                     "tuned_sizes": [size_label(s) for s in tune_sizes],
+                                     "seeds": seeds, "target_loss": target, "timed_updates": TIMED_UPDATES,
+                                     "n_train": _n_train(settings)})
+    return run
+
+
+def _same_loss_summary(settings: BatchSizeSettings, chosen: dict[str, float],
+                       infos: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per size: what reaching the training loss cost, and sharpness and gap there (mean over seeds)."""
+    import numpy as np
+
+    summary = []
+    for s, info in zip(settings.sizes, infos):
+        runs = info["runs"]
+
+        def mean(key: str) -> float:
+            return float(np.mean([float(r[key]) for r in runs]))
+
+        updates, seconds = mean("updates"), mean("seconds")
+        summary.append({
+            "batch_size": size_label(s), "lr": chosen[size_label(s)], "updates_per_epoch": info["updates_per_epoch"],
+            "updates_to_target": updates, "epochs_to_target": mean("epochs"), "seconds_to_target": seconds,
+            "seconds_per_update": seconds / updates if updates else math.nan,
+            "reached": f"{sum(bool(r['reached']) for r in runs)}/{len(runs)}",
+            "train_loss": mean("train_loss"), "train_accuracy": mean("train_accuracy"),
+            "val_loss": mean("val_loss"), "val_accuracy": mean("val_accuracy"),
+            "accuracy_gap": mean("train_accuracy") - mean("val_accuracy"),
+            "loss_gap": mean("val_loss") - mean("train_loss"),
+            "sharpness": mean("sharpness"), "sharpness_std": float(np.std([r["sharpness"] for r in runs])),
+            "stacked": False,
+        })
+    return summary
+
+
+def _same_epochs_summary(settings: BatchSizeSettings, chosen: dict[str, float], curves: Sequence[dict[str, Any]],
+                         infos: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """One row per size after the same epochs; the target loss defaults to the median final loss."""
+    import numpy as np
+
     finals = []
     for s in settings.sizes:
         rows = [r for r in curves if r["batch_size"] == size_label(s)]
@@ -252,15 +453,7 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
             "sharpness": float(np.mean(info["sharpness"])), "sharpness_std": float(np.std(info["sharpness"])),
             "stacked": bool(info["stacked"]),
         })
-    run.write_csv("trials.csv", trials)
-    run.write_csv("curves.csv", curves, ("batch_size", "epoch") + CURVE_COLUMNS)
-    run.write_csv("summary.csv", summary)
-    run.write_text("log.txt", "\n".join(notes) + "\n")
-    run.write_json("protocol.json", {"grid": grid, "chosen_lr": chosen,
-                                     "tuned_sizes": [size_label(s) for s in tune_sizes],
-                                     "seeds": seeds, "target_loss": target, "timed_updates": TIMED_UPDATES,
-                                     "n_train": _n_train(settings)})
-    return run
+    return summary, target
 
 
 def _n_train(settings: BatchSizeSettings) -> int:

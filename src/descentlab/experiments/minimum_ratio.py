@@ -1,26 +1,30 @@
 """The minimum-ratio study: where do trained networks' critical points sit? (Dauphin et al. 2014)
 
 The lecture's experiment. Train many small networks (one vmapped ensemble), then drive each
-one to a nearby critical point and read its exact Hessian spectrum:
+one to a *true* critical point near where its training stopped and read its exact Hessian
+spectrum:
 
-1. *Search.* Minimise ``f(theta) = 1/2 ||grad L(theta)||^2``, whose gradient is
-   ``grad f = H grad L`` -- one Hessian-vector product, vmapped over all networks at once --
-   with Adam (element-wise, so it may step the stacked networks). Then a few
-   Levenberg-Marquardt steps on the same objective with the exact Hessian of each network,
-   ``delta = -(H^2 + mu I)^{-1} H g`` (``H`` is the Jacobian of ``g``), which converge fast
-   near a non-degenerate critical point of *any* kind: unlike gradient descent on ``L``,
-   nothing here prefers minima. The Hessians are ``vmap(jacrev(grad(L)))`` over all networks
-   (a few hundred parameters each, so a few hundred columns), the solves batched.
-2. *Spectrum.* The exact Hessians at the final points and all their eigenvalues (one batched
-   ``torch.linalg.eigh``); the kind comes from :func:`descentlab.critical.rules.classify_eigenvalues`
-   (the one place that turns eigenvalues into a kind), the *minimum ratio* is the fraction of
+1. *Objective.* The training loss plus an L2 term, ``F(theta) = L(theta) + lambda/2 ||theta||^2``
+   (``weight_decay = lambda``, the same term torch's ``weight_decay`` adds while training). Without
+   it most critical points of a small tanh network are degenerate -- a hidden unit whose
+   outgoing weight is zero leaves its incoming weights free, a whole flat family of critical
+   points -- and Newton's method only creeps toward them; the L2 term makes them isolated.
+2. *Search.* From where each network's training stopped, Newton-type iterations on
+   ``grad F = 0`` with the network's exact Hessian (``vmap(jacrev(grad(F)))`` over all
+   networks at once): a trust-region Levenberg-Marquardt method on ``1/2 ||g||^2``, whose step
+   is the Newton step ``-H^+ g`` whenever it fits in the trust region (one batched
+   ``torch.linalg.eigh`` per iteration gives both). Newton has no preference for minima: it
+   converges to the nearby critical point of any kind (Dauphin et al. 2014 used it to find
+   saddles). Every point reports how far it is from the trained point.
+3. *Spectrum.* The exact Hessians at the final points and all their eigenvalues (one batched
+   ``eigh``); the kind comes from :func:`descentlab.critical.rules.classify_eigenvalues` (the
+   one place that turns eigenvalues into a kind), the *minimum ratio* is the fraction of
    positive eigenvalues.
-3. *Honesty.* A minimum of ``||g||^2`` need not be a critical point: where ``g`` lies in the
-   near-null space of ``H``, ``grad f = H g`` vanishes while ``g`` does not ("gradient-flat"
-   regions, Frye et al. 2021). Every point reports ``||g||`` and ``||H g|| / ||g||``; only
-   points with ``||g|| <= grad_tol`` are called critical; points whose gradient is not small
-   but lies in directions of almost no curvature, ``||H g|| / ||g|| <= flat_tol * max|lambda|``,
-   are marked ``gradient-flat``; the rest ``not converged``.
+4. *Honesty.* Only points with ``||g|| <= grad_tol`` are called critical. A point where the
+   search stopped with ``g`` lying in directions of almost no curvature,
+   ``||H g|| / ||g|| <= flat_tol * max|lambda|``, is ``gradient-flat`` (a minimum of
+   ``||g||^2`` that is not a critical point, Frye et al. 2021); the rest ``not converged``;
+   networks whose training diverged are ``diverged``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,17 +45,23 @@ from descentlab.checks import check_number
 
 __all__ = [
     "PointReport",
+    "NewtonSearch",
     "MinimumRatioStudy",
-    "descend_gradient_norm",
-    "analyse_point",
-    "find_critical_points",
-    "newton_to_critical",
-    "minimum_ratio_study",
     "STATUSES",
+    "flat_objective",
+    "newton_to_critical",
+    "find_critical_points",
+    "analyse_point",
+    "study_workload",
+    "minimum_ratio_study",
 ]
 
 #: What a searched point turned out to be.
-STATUSES = ("critical", "gradient-flat", "not converged")
+STATUSES = ("critical", "gradient-flat", "not converged", "diverged")
+
+# Eigenvalues below this fraction of the largest |eigenvalue| are left out of H^+: a Newton
+# step along an (exactly or numerically) flat direction would be 1/0.
+_PINV_RTOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -60,12 +70,15 @@ class PointReport:
 
     Attributes:
         index: the network's position in the study.
-        loss: the training loss at the point.
-        grad_norm: ``||grad L||`` at the point.
+        loss: the training loss ``L`` at the point (without the L2 term).
+        objective: ``F = L + weight_decay/2 ||theta||^2``, the function whose critical point it is.
+        start_loss: the training loss where training stopped (the search's start).
+        grad_norm: ``||grad F||`` at the point.
         gradient_flat: ``||H g|| / ||g||`` (0 when ``g = 0``): small means ``||g||^2`` is
             stationary even if ``g`` is not zero.
-        status: ``"critical"`` (``grad_norm <= grad_tol``), ``"gradient-flat"``
-            (``gradient_flat <= flat_tol * max|lambda|`` but not critical) or ``"not converged"``.
+        status: one of :data:`STATUSES`: ``"critical"`` (``grad_norm <= grad_tol``),
+            ``"gradient-flat"``, ``"not converged"`` or ``"diverged"`` (training left the
+            finite numbers; no spectrum).
         kind: the second-order kind from :mod:`descentlab.critical.rules` (``"local_min"``,
             ``"local_max"``, ``"saddle"``, ``"flat"``); a critical-point kind only when
             ``status == "critical"`` (only then are flat directions probed); elsewhere it
@@ -74,13 +87,16 @@ class PointReport:
         minimum_ratio: fraction of positive eigenvalues (zeros count as not positive).
         n_positive, n_negative, n_zero: eigenvalue counts.
         min_eigenvalue, max_eigenvalue: the extreme eigenvalues.
-        newton_steps: Levenberg-Marquardt steps accepted.
+        distance: ``||theta - theta_start||``, how far the point is from where training stopped.
+        newton_steps: accepted Newton-type steps of the search.
         eigenvalues: all eigenvalues, ascending.
         params: the flat parameters of the point.
     """
 
     index: int
     loss: float
+    objective: float
+    start_loss: float
     grad_norm: float
     gradient_flat: float
     status: str
@@ -92,6 +108,7 @@ class PointReport:
     n_zero: int
     min_eigenvalue: float
     max_eigenvalue: float
+    distance: float
     newton_steps: int
     eigenvalues: torch.Tensor = field(repr=False)
     params: torch.Tensor = field(repr=False)
@@ -99,6 +116,23 @@ class PointReport:
     def row(self) -> dict[str, Any]:
         """The scalar fields, as one row of ``points.csv``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("eigenvalues", "params")}
+
+
+@dataclass(frozen=True)
+class NewtonSearch:
+    """Where :func:`newton_to_critical` left K networks.
+
+    Attributes:
+        theta: ``(K, P)`` final points.
+        gradient: ``(K, P)`` ``grad F`` there.
+        hessian: ``(K, P, P)`` the exact Hessian of ``F`` there (NaN for non-finite rows).
+        steps: ``(K,)`` accepted steps.
+    """
+
+    theta: torch.Tensor
+    gradient: torch.Tensor
+    hessian: torch.Tensor
+    steps: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -112,6 +146,7 @@ class MinimumRatioStudy:
         n_params: parameters per network (the length of each spectrum).
         settings: the study's arguments.
         seconds: wall-clock of training, search and spectra together.
+        model: one line naming the networks' architecture.
     """
 
     points: tuple[PointReport, ...]
@@ -120,9 +155,10 @@ class MinimumRatioStudy:
     n_params: int
     settings: Mapping[str, Any] = field(repr=False)
     seconds: float
+    model: str = ""
 
     def counts(self) -> dict[str, int]:
-        """How many points are critical, gradient-flat, not converged, and strict minima."""
+        """How many points have each status, and how many are strict minima."""
         out = {status: sum(p.status == status for p in self.points) for status in STATUSES}
         out["strict minima (ratio 1)"] = sum(p.status == "critical" and p.minimum_ratio == 1.0 for p in self.points)
         return out
@@ -132,146 +168,34 @@ class MinimumRatioStudy:
         return f"MinimumRatioStudy({len(self.points)} networks of {self.n_params} parameters: {counts})"
 
 
-def _loss_of(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor) -> Callable:
+def flat_objective(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor], *,
+                   weight_decay: float = 0.0, penalty: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``F(theta) = loss_fn(model(X; theta), y) + weight_decay/2 ||theta||^2`` of one flat vector.
+
+    ``theta`` is all of ``model``'s parameters flattened in ``named_parameters`` order (the
+    order of ``torch.nn.utils.parameters_to_vector``); ``model`` only lends its structure and
+    buffers. ``penalty=False`` leaves the L2 term out (the plain training loss). Pure, so
+    ``vmap`` runs it over many networks.
+    """
+    X, y = data
+    names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])
+    sizes = [math.prod(shape) for shape in shapes]
     buffers = dict(model.named_buffers())
 
-    def loss(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(functional_call(model, (dict(params), buffers), (X,)), y)
+    def objective(theta: torch.Tensor) -> torch.Tensor:
+        params = {n: c.reshape(s) for n, c, s in zip(names, theta.split(sizes), shapes)}
+        value = loss_fn(functional_call(model, (params, buffers), (X,)), y)
+        if penalty and weight_decay:
+            value = value + 0.5 * weight_decay * (theta * theta).sum()
+        return value
 
-    return loss
-
-
-def descend_gradient_norm(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor],
-                          params: Mapping[str, torch.Tensor], *, steps: int = 300, lr: float = 1e-3,
-                          progress: bool = False) -> dict[str, torch.Tensor]:
-    """Adam on ``1/2 ||grad L||^2`` for K stacked networks at once; returns the stacked parameters.
-
-    ``params`` maps each parameter name of ``model`` to a ``(K, *shape)`` tensor. The gradient
-    of the objective, ``H grad L``, is a Hessian-vector product (reverse over reverse), vmapped
-    over the K networks. Adam is element-wise, so stepping the stacked tensors equals K
-    separate optimizers.
-    """
-    if steps < 0:
-        raise ValueError(f"steps: must be >= 0, got {steps}")
-    if not lr > 0:
-        raise ValueError(f"lr: must be > 0, got {lr}")
-    from descentlab.optim import make_optimizer
-
-    X, y = data
-    loss = _loss_of(model, loss_fn, X, y)
-
-    def half_squared_gradient_norm(p):
-        return 0.5 * sum((g**2).sum() for g in grad(loss)(p).values())
-
-    step_direction = vmap(grad(half_squared_gradient_norm))
-    leaves = {name: t.detach().clone().requires_grad_(True) for name, t in params.items()}
-    optimizer = make_optimizer("adam", list(leaves.values()), lr=lr)
-    bar = _bar(steps, "search ||g||^2", progress)
-    for _ in range(steps):
-        directions = step_direction({n: t.detach() for n, t in leaves.items()})
-        for name, leaf in leaves.items():
-            leaf.grad = directions[name]
-        optimizer.step()
-        bar.update(1)
-    bar.close()
-    return {name: t.detach() for name, t in leaves.items()}
+    return objective
 
 
 def _bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False)
-
-
-def _set_flat(model: nn.Module, names: Sequence[str], flat: torch.Tensor) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        offset = 0
-        for name in names:
-            p = params[name]
-            p.copy_(flat[offset:offset + p.numel()].reshape(p.shape))
-            offset += p.numel()
-
-
-def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor], *,
-                  index: int = 0, newton_steps: int = 5, grad_tol: float = 1e-6, flat_tol: float = 1e-2,
-                  eig_tol: float = 1e-6) -> PointReport:
-    """Refine ``model``'s current point with Levenberg-Marquardt on ``||g||^2``, then classify it.
-
-    ``model`` is moved to the refined point. Every Hessian here is the exact one from
-    :class:`descentlab.curvature.HessianOperator` (``dense()``), so this is meant for small
-    networks (a few thousand parameters at most).
-    """
-    from descentlab.critical.rules import classify_eigenvalues
-    from descentlab.curvature import HessianOperator
-
-    for name, value, low in (("grad_tol", grad_tol, 0.0), ("flat_tol", flat_tol, 0.0), ("eig_tol", eig_tol, 0.0)):
-        check_number(name, value, low=low)
-    if newton_steps < 0:
-        raise ValueError(f"newton_steps: must be >= 0, got {newton_steps}")
-
-    def operator():
-        op = HessianOperator(model, loss_fn, data, eval_mode=True)
-        return op, op.gradient()
-
-    op, g = operator()
-    H = op.dense()
-    names = op.names
-    accepted, mu = 0, 1e-3 * max(1.0, float(H.abs().max())) ** 2
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    for _ in range(newton_steps):
-        if float(g.norm()) <= grad_tol:
-            break
-        theta = op.point
-        improved = False
-        for _ in range(8):  # raise the damping until the step lowers ||g||
-            delta = -torch.linalg.solve(H @ H + mu * eye, H @ g)
-            _set_flat(model, names, theta + delta)
-            new_op, new_g = operator()  # a rejected step costs one gradient, not a dense Hessian
-            if float(new_g.norm()) < float(g.norm()):
-                op, H, g, improved = new_op, new_op.dense(), new_g, True
-                mu = max(mu / 10, 1e-12)
-                accepted += 1
-                break
-            mu *= 10
-        if not improved:
-            _set_flat(model, names, theta)
-            break
-
-    values, vectors = torch.linalg.eigh(H)
-    flat_loss = _loss_of(model, loss_fn, *data)
-    point = op.point
-
-    def loss_at(flat):
-        return flat_loss(op.unflatten(flat))
-
-    grad_norm = float(g.norm())
-    gradient_flat = float((H @ g).norm() / g.norm()) if grad_norm > 0 else 0.0
-    status = _status(grad_norm, gradient_flat, float(values.abs().max()), grad_tol, flat_tol)
-    if status == "critical":
-        verdict = classify_eigenvalues(values, eig_tol, eigenvectors=vectors, loss=loss_at, point=point)
-    else:
-        # Probing flat directions only means something where the gradient vanishes: elsewhere
-        # the first-order term decides what the loss does, so name the signs present and stop.
-        verdict = classify_eigenvalues(values, eig_tol)
-    return PointReport(index=index, loss=float(op.loss()), grad_norm=grad_norm, gradient_flat=gradient_flat,
-                       status=status, kind=verdict.kind, degenerate=verdict.degenerate,
-                       minimum_ratio=verdict.minimum_ratio, n_positive=verdict.n_positive,
-                       n_negative=verdict.n_negative, n_zero=verdict.n_zero,
-                       min_eigenvalue=float(values[0]), max_eigenvalue=float(values[-1]),
-                       newton_steps=accepted, eigenvalues=values.detach().cpu(), params=point.detach().cpu())
-
-
-def _flat_loss(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor],
-               names: Sequence[str], shapes: Sequence[torch.Size]) -> Callable:
-    """The loss of ``model`` as a function of one flat parameter vector (for vmap over networks)."""
-    loss = _loss_of(model, loss_fn, *data)
-    sizes = [math.prod(shape) for shape in shapes]
-
-    def flat_loss(flat: torch.Tensor) -> torch.Tensor:
-        return loss({n: c.reshape(s) for n, c, s in zip(names, flat.split(sizes), shapes)})
-
-    return flat_loss
 
 
 def _chunk_size(n_params: int, n_samples: int) -> int:
@@ -281,83 +205,112 @@ def _chunk_size(n_params: int, n_samples: int) -> int:
     return max(1, int(5e4 // max(1, n_params * n_samples)))
 
 
+def _trust_region_steps(values: torch.Tensor, vectors: torch.Tensor, g: torch.Tensor,
+                        radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``min ||g + H delta||`` subject to ``||delta|| <= radius`` for a batch, from ``H = Q diag(lam) Q^T``.
+
+    The solution is the Levenberg-Marquardt step ``delta(mu) = -(H^2 + mu I)^{-1} H g``
+    (Moré 1978) with ``mu = 0`` -- the Newton step ``-H^+ g`` -- when that fits in the radius,
+    else the ``mu`` at which ``||delta(mu)|| = radius`` (bisection on ``log mu``: the length
+    falls as ``mu`` grows). Returns the steps ``(K, P)`` and the model's ``||g + H delta||`` ``(K,)``.
+    """
+    coefficients = (vectors.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1)
+    keep = values.abs() > _PINV_RTOL * values.abs().amax(dim=1, keepdim=True)
+    squares = values * values
+
+    def along(mu: torch.Tensor) -> torch.Tensor:  # delta in the eigenbasis, for mu (K,) >= 0
+        denominator = torch.where(keep, squares + mu.unsqueeze(1), torch.ones_like(squares))
+        return torch.where(keep, -values / denominator * coefficients, torch.zeros_like(coefficients))
+
+    mu = torch.zeros_like(radius)
+    too_long = along(mu).norm(dim=1) > radius
+    if too_long.any():
+        scale = squares.amax(dim=1).clamp_min(1e-300)
+        low, high = torch.log(scale * 1e-30), torch.log(scale * 1e30)
+        for _ in range(100):  # 60 orders of magnitude to a relative 1e-12 of log mu
+            middle = 0.5 * (low + high)
+            longer = along(torch.exp(middle)).norm(dim=1) > radius
+            low, high = torch.where(longer, middle, low), torch.where(longer, high, middle)
+        mu = torch.where(too_long, torch.exp(high), mu)
+    step = along(mu)
+    residual = torch.where(keep, coefficients + values * step, coefficients).norm(dim=1)
+    return (vectors @ step.unsqueeze(-1)).squeeze(-1), residual
+
+
 def newton_to_critical(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor],
-                       flat: torch.Tensor, *, steps: int = 8, grad_tol: float = 1e-6,
-                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Levenberg-Marquardt on ``g(theta) = 0`` for K networks at once, with exact Hessians.
+                       flat: torch.Tensor, *, steps: int = 150, radius: float = 0.1, grad_tol: float = 1e-8,
+                       weight_decay: float = 0.0, progress: bool = False) -> NewtonSearch:
+    """Newton-type iterations on ``grad F = 0`` for K networks at once, with exact Hessians.
 
     ``flat`` is ``(K, P)``: one flat parameter vector per network (``model`` gives the
-    structure, in ``named_parameters`` order). ``H``, the Jacobian of ``g``, is each network's
-    exact Hessian, ``vmap(jacrev(grad(L)))`` over the networks, so every step is
+    structure, in ``named_parameters`` order); ``F`` is :func:`flat_objective`. Each network
+    runs a trust-region Levenberg-Marquardt method on ``1/2 ||g||^2`` (the Gauss-Newton model
+    ``||g + H delta||^2``, whose Jacobian ``H`` is the exact Hessian, ``vmap(jacrev(grad(F)))``):
 
-        delta = -(H^2 + mu I)^{-1} H g,
+    - the step solves ``min ||g + H delta||`` within ``||delta|| <= Delta``
+      (:func:`_trust_region_steps`): the Newton step ``-H^+ g`` whenever it fits, so
+      convergence near a non-degenerate critical point of *any* kind is quadratic;
+    - ``rho`` = actual over predicted decrease of ``||g||^2``; the step is kept when
+      ``rho > 0.1``; ``Delta`` is quartered when ``rho < 0.25`` and doubled when ``rho > 0.75``
+      at the boundary (Nocedal & Wright 2006, Algorithm 4.1).
 
-    the damped Gauss-Newton step on ``1/2 ||g||^2``: quadratic convergence near a
-    non-degenerate critical point of any kind (nothing here prefers minima). A step is kept
-    only if it lowers ``||g||``; otherwise ``mu`` grows tenfold and the step is re-solved
-    (a retry costs one batched solve and one batched gradient, not a Hessian). Networks that
-    reach ``||g|| <= grad_tol``, or that no damping can improve, stop early.
-
-    Returns ``(flat, g, H, accepted)``: the final points, their gradients ``(K, P)``, exact
-    Hessians ``(K, P, P)`` *at the final points*, and the accepted steps per network.
+    A network stops at ``||g|| <= grad_tol``, after ``steps`` iterations, or when its radius
+    falls below ``1e-12 (1 + ||theta||)`` (no step lowers ``||g||``: a gradient-flat region).
+    Rows with non-finite values (a diverged training run) are left as they are.
     """
     if steps < 0:
         raise ValueError(f"steps: must be >= 0, got {steps}")
-    names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])
-    flat_loss = _flat_loss(model, loss_fn, data, names, shapes)
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius: must be a positive number, got {radius}")
+    if not (math.isfinite(grad_tol) and grad_tol >= 0):
+        raise ValueError(f"grad_tol: must be a finite number >= 0, got {grad_tol}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay}")
+    objective = flat_objective(model, loss_fn, data, weight_decay=weight_decay)
     k, n_params = flat.shape
-    gradient = vmap(grad(flat_loss))
-    hessian = vmap(torch.func.jacrev(grad(flat_loss)), chunk_size=_chunk_size(n_params, len(data[0])))
+    gradient = vmap(grad(objective))
+    hessian = vmap(torch.func.jacrev(grad(objective)), chunk_size=_chunk_size(n_params, len(data[0])))
     theta = flat.detach().clone()
     with torch.no_grad():
         g = gradient(theta)
-    H = torch.empty(k, n_params, n_params, dtype=theta.dtype, device=theta.device)
-    stale = torch.ones(k, dtype=torch.bool, device=theta.device)  # H not yet computed at theta
-    active = g.norm(dim=1) > grad_tol
-    accepted = torch.zeros(k, dtype=torch.long)
-    mu = torch.zeros(k, dtype=theta.dtype, device=theta.device)
-    eye = torch.eye(n_params, dtype=theta.dtype, device=theta.device)
-    bar = _bar(steps, "Levenberg-Marquardt (exact Hessians)", progress)
-    for step in range(steps):
-        idx = (active & stale).nonzero().squeeze(1)
-        if len(idx):
-            H[idx] = hessian(theta[idx]).detach()
-            stale[idx] = False
-        idx = active.nonzero().squeeze(1)
-        if not len(idx):
-            break
-        if step == 0:  # start the damping at the scale of H^2 (eigenvalues of H^2 + mu I)
-            mu[idx] = 1e-3 * H[idx].abs().amax(dim=(1, 2)).clamp_min(1.0) ** 2
-        Ha, ga = H[idx], g[idx]
-        A = Ha @ Ha
-        Hg = (Ha @ ga.unsqueeze(-1)).squeeze(-1)
-        for _ in range(8):
-            delta = -torch.linalg.solve(A + mu[idx, None, None] * eye, Hg)
-            with torch.no_grad():
-                trial_g = gradient(theta[idx] + delta)
-            better = trial_g.norm(dim=1) < g[idx].norm(dim=1)
-            good = idx[better]
-            theta[good] += delta[better]
-            g[good] = trial_g[better]
-            stale[good] = True
-            accepted[good.cpu()] += 1
-            mu[good] = (mu[good] / 10).clamp_min(1e-30)
-            mu[idx[~better]] *= 10
-            idx, A, Hg = idx[~better], A[~better], Hg[~better]
-            if not len(idx):
-                break
-        active[idx] = False  # no damping lowered ||g||: stuck
-        active &= g.norm(dim=1) > grad_tol
+    finite = torch.isfinite(theta).all(dim=1) & torch.isfinite(g).all(dim=1)
+    trust = torch.full((k,), float(radius), dtype=theta.dtype, device=theta.device)
+    taken = torch.zeros(k, dtype=torch.long)
+    bar = _bar(steps, "Newton on grad L = 0 (trust-region Levenberg-Marquardt, exact Hessians)", progress)
+    for _ in range(steps):
+        norms = g.norm(dim=1)
+        rows = (finite & (norms > grad_tol) & (trust > 1e-12 * (1 + theta.norm(dim=1)))).nonzero().squeeze(1)
         bar.update(1)
+        if not len(rows):
+            break
+        with torch.no_grad():
+            values, vectors = torch.linalg.eigh(hessian(theta[rows]))
+        step, predicted = _trust_region_steps(values, vectors, g[rows], trust[rows])
+        with torch.no_grad():
+            trial = gradient(theta[rows] + step)
+        old = norms[rows] ** 2
+        actual = old - (trial * trial).sum(dim=1)
+        rho = torch.nan_to_num(actual / (old - predicted**2).clamp_min(1e-300), nan=-1.0)
+        accept = rho > 0.1
+        theta[rows[accept]] += step[accept]
+        g[rows[accept]] = trial[accept]
+        taken[rows[accept].cpu()] += 1
+        boundary = step.norm(dim=1) >= 0.99 * trust[rows]
+        trust[rows] = torch.where(rho < 0.25, trust[rows] / 4,
+                                  torch.where((rho > 0.75) & boundary, trust[rows] * 2, trust[rows]))
     bar.close()
-    idx = stale.nonzero().squeeze(1)
-    if len(idx):
-        H[idx] = hessian(theta[idx]).detach()
-    return theta, g, H, accepted
+    H = torch.full((k, n_params, n_params), math.nan, dtype=theta.dtype, device=theta.device)
+    ok = finite.nonzero().squeeze(1)
+    if len(ok):
+        with torch.no_grad():
+            H[ok] = hessian(theta[ok])
+    return NewtonSearch(theta=theta, gradient=g, hessian=H, steps=taken)
 
 
 def _status(grad_norm: float, gradient_flat: float, max_abs_eigenvalue: float, grad_tol: float,
             flat_tol: float) -> str:
+    if not math.isfinite(grad_norm):
+        return "diverged"
     if grad_norm <= grad_tol:
         return "critical"
     if gradient_flat <= flat_tol * max(max_abs_eigenvalue, 1e-300):
@@ -366,71 +319,137 @@ def _status(grad_norm: float, gradient_flat: float, max_abs_eigenvalue: float, g
 
 
 def find_critical_points(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor],
-                         params: Mapping[str, torch.Tensor], *, search_steps: int = 200, search_lr: float = 1e-3,
-                         newton_steps: int = 8, grad_tol: float = 1e-6, flat_tol: float = 1e-2,
-                         eig_tol: float = 1e-6, progress: bool = False) -> list[PointReport]:
-    """Search from each of K stacked starting points (``params``: name -> ``(K, *shape)``).
+                         flat: torch.Tensor, *, newton_steps: int = 150, radius: float = 0.1,
+                         grad_tol: float = 1e-8, flat_tol: float = 1e-2, eig_tol: float = 1e-6,
+                         weight_decay: float = 0.0, progress: bool = False) -> list[PointReport]:
+    """Search from each of K starting points (``flat``: ``(K, P)``) and read each exact spectrum.
 
-    All K networks move together: Adam on ``||g||^2`` (:func:`descend_gradient_norm`), then
-    Levenberg-Marquardt with exact Hessians (:func:`newton_to_critical`), then one batched
-    ``torch.linalg.eigh`` of the K final Hessians. Statuses as in :func:`analyse_point`; only
-    critical points have their flat directions probed (one loss call per probe). ``model`` is
-    only a template (its structure); its own parameters are left as they were.
+    All K networks move together (:func:`newton_to_critical`), then one batched
+    ``torch.linalg.eigh`` of the K final Hessians gives every eigenvalue. A point is
+    ``"critical"`` only when ``||grad F|| <= grad_tol``; only critical points have their flat
+    directions probed (one objective call per probe). ``model`` is only a template (its
+    structure); its own parameters are left as they were.
     """
     from descentlab.critical.rules import classify_eigenvalues
 
     for name, value in (("grad_tol", grad_tol), ("flat_tol", flat_tol), ("eig_tol", eig_tol)):
         check_number(name, value)
-    stacked = descend_gradient_norm(model, loss_fn, data, params, steps=search_steps, lr=search_lr,
-                                    progress=progress)
-    names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])
-    k = next(iter(stacked.values())).shape[0]
-    flat = torch.cat([stacked[n].reshape(k, -1) for n in names], dim=1)
-    theta, g, H, accepted = newton_to_critical(model, loss_fn, data, flat, steps=newton_steps,
-                                               grad_tol=grad_tol, progress=progress)
-    values, vectors = torch.linalg.eigh(H)
-    flat_loss = _flat_loss(model, loss_fn, data, names, shapes)
+    start = flat.detach()
+    search = newton_to_critical(model, loss_fn, data, start, steps=newton_steps, radius=radius,
+                                grad_tol=grad_tol, weight_decay=weight_decay, progress=progress)
+    objective = flat_objective(model, loss_fn, data, weight_decay=weight_decay)
+    plain = flat_objective(model, loss_fn, data, penalty=False)
+    theta, g, H = search.theta, search.gradient, search.hessian
+    k, n_params = theta.shape
+    finite = torch.isfinite(H).all(dim=2).all(dim=1)
+    values = torch.full((k, n_params), math.nan, dtype=theta.dtype)
+    vectors = torch.full((k, n_params, n_params), math.nan, dtype=theta.dtype)
+    if finite.any():
+        values[finite], vectors[finite] = torch.linalg.eigh(H[finite])
     with torch.no_grad():
-        losses = vmap(flat_loss)(theta)
+        losses, objectives, start_losses = vmap(plain)(theta), vmap(objective)(theta), vmap(plain)(start)
     grad_norms = g.norm(dim=1)
-    hg_norms = (H @ g.unsqueeze(-1)).squeeze(-1).norm(dim=1)
+    hg_norms = (torch.nan_to_num(H) @ torch.nan_to_num(g).unsqueeze(-1)).squeeze(-1).norm(dim=1)
+    distances = (theta - start).norm(dim=1)
     reports = []
     for i in range(k):
-        grad_norm = float(grad_norms[i])
+        grad_norm = float(grad_norms[i]) if finite[i] else math.nan
         gradient_flat = float(hg_norms[i] / grad_norms[i]) if grad_norm > 0 else 0.0
         status = _status(grad_norm, gradient_flat, float(values[i].abs().max()), grad_tol, flat_tol)
-        if status == "critical":
-            with torch.no_grad():
-                verdict = classify_eigenvalues(values[i], eig_tol, eigenvectors=vectors[i], loss=flat_loss,
-                                               point=theta[i])
+        if status == "diverged":
+            kind, degenerate, ratio, counts = "", False, math.nan, (0, 0, 0)
         else:
-            # Probing flat directions only means something where the gradient vanishes.
-            verdict = classify_eigenvalues(values[i], eig_tol)
-        reports.append(PointReport(index=i, loss=float(losses[i]), grad_norm=grad_norm, gradient_flat=gradient_flat,
-                                   status=status, kind=verdict.kind, degenerate=verdict.degenerate,
-                                   minimum_ratio=verdict.minimum_ratio, n_positive=verdict.n_positive,
-                                   n_negative=verdict.n_negative, n_zero=verdict.n_zero,
-                                   min_eigenvalue=float(values[i, 0]), max_eigenvalue=float(values[i, -1]),
-                                   newton_steps=int(accepted[i]), eigenvalues=values[i].detach().cpu(),
-                                   params=theta[i].detach().cpu()))
+            if status == "critical":
+                with torch.no_grad():
+                    verdict = classify_eigenvalues(values[i], eig_tol, eigenvectors=vectors[i], loss=objective,
+                                                   point=theta[i])
+            else:
+                # Probing flat directions only means something where the gradient vanishes.
+                verdict = classify_eigenvalues(values[i], eig_tol)
+            kind, degenerate, ratio = verdict.kind, verdict.degenerate, verdict.minimum_ratio
+            counts = (verdict.n_positive, verdict.n_negative, verdict.n_zero)
+        reports.append(PointReport(
+            index=i, loss=float(losses[i]), objective=float(objectives[i]), start_loss=float(start_losses[i]),
+            grad_norm=grad_norm, gradient_flat=gradient_flat, status=status, kind=kind, degenerate=degenerate,
+            minimum_ratio=ratio, n_positive=counts[0], n_negative=counts[1], n_zero=counts[2],
+            min_eigenvalue=float(values[i, 0]), max_eigenvalue=float(values[i, -1]),
+            distance=float(distances[i]), newton_steps=int(search.steps[i]),
+            eigenvalues=values[i].detach().cpu(), params=theta[i].detach().cpu()))
     return reports
 
 
-def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: int = 300, optimizer: str = "sgd",
-                        lr_range: tuple[float, float] = (0.01, 0.3), batch_size: int | None = 32,
-                        samples: int | None = 128, init_scale: float = 1.0, search_steps: int = 200,
-                        search_lr: float = 1e-3, newton_steps: int = 8, grad_tol: float = 1e-6,
+def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor], *,
+                  newton_steps: int = 150, radius: float = 0.1, grad_tol: float = 1e-8,
+                  flat_tol: float = 1e-2, eig_tol: float = 1e-6, weight_decay: float = 0.0) -> PointReport:
+    """Drive one model from its current weights to a critical point and read its spectrum.
+
+    :func:`find_critical_points` with one network; ``model`` is moved to the point found
+    (``newton_steps=0`` only classifies where it is). The Hessian is exact and dense: meant
+    for small networks (a few thousand parameters at most).
+    """
+    flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach().unsqueeze(0)
+    (report,) = find_critical_points(model, loss_fn, data, flat, newton_steps=newton_steps, radius=radius,
+                                     grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol,
+                                     weight_decay=weight_decay)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(report.params.to(flat), model.parameters())
+    return report
+
+
+class _TanhMLP(nn.Sequential):
+    """inputs -> ``hidden`` tanh units -> outputs: the study's small network."""
+
+    def __init__(self, n_in: int, hidden: int, n_out: int, dtype: torch.dtype) -> None:
+        super().__init__(nn.Linear(n_in, hidden, dtype=dtype), nn.Tanh(), nn.Linear(hidden, n_out, dtype=dtype))
+
+
+def study_workload(workload: Any, *, hidden: int = 0, samples: int | None = None, seed: int = 0) -> Any:
+    """``workload`` as the study uses it: a seeded subset of ``samples`` training points, and
+    (``hidden > 0``) its model replaced by a one-hidden-layer tanh MLP of ``hidden`` units between
+    the workload's inputs and outputs (``hidden = 0`` keeps the workload's own model)."""
+    import functools
+
+    if hidden < 0:
+        raise ValueError(f"hidden: must be >= 0, got {hidden}")
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples: must be >= 1 (or None), got {samples}")
+    changes: dict[str, Any] = {}
+    if samples is not None and samples < len(workload.X_train):
+        keep = torch.randperm(len(workload.X_train), generator=torch.Generator().manual_seed(seed))[:samples]
+        changes.update(X_train=workload.X_train[keep], y_train=workload.y_train[keep])
+    if hidden:
+        X, y = workload.X_train, workload.y_train
+        if X.dim() != 2:
+            raise ValueError(f"hidden: an MLP needs flat inputs, {workload.name!r} has inputs of shape "
+                             f"{tuple(X.shape[1:])} (use hidden=0)")
+        n_out = int(y.max()) + 1 if workload.task == "classification" else (y.shape[1] if y.dim() > 1 else 1)
+        changes["make_model"] = functools.partial(_TanhMLP, X.shape[1], hidden, n_out, X.dtype)
+    return dataclasses.replace(workload, **changes) if changes else workload
+
+
+def _describe(model: nn.Module) -> str:
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if isinstance(model, _TanhMLP):
+        return f"tanh MLP {layers[0].in_features}-{layers[0].out_features}-{layers[-1].out_features}"
+    return type(model).__name__
+
+
+def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: int = 1000,
+                        optimizer: str = "momentum", lr_range: tuple[float, float] = (0.001, 0.3),
+                        batch_size: int | None = 32, samples: int | None = 128, hidden: int = 4,
+                        weight_decay: float = 1e-2, init_scale: float = 1.0,
+                        newton_steps: int = 150, radius: float = 0.1, grad_tol: float = 1e-8,
                         flat_tol: float = 1e-2, eig_tol: float = 1e-6, seed: int = 0,
                         progress: bool = False) -> MinimumRatioStudy:
-    """Train ``n_networks`` copies of ``workload``'s model and search each for a critical point.
+    """Train ``n_networks`` small networks on ``workload`` and find each one's critical point.
 
     Network ``i`` starts from ``torch.manual_seed(seed + i)`` and trains with its own learning
-    rate, log-spaced over ``lr_range`` (so training stops at a spread of losses), as one
-    stacked ensemble (:func:`descentlab.experiments.ensemble.train_members`). With
-    ``train_steps=0`` the search starts from the initial weights scaled by ``init_scale``
-    (e.g. near the origin, a saddle of every network without biases). ``samples`` keeps a
-    seeded subset of the training data (``None``: all of it) for training, search and spectra
-    alike. The workload should be float64: critical points need the precision.
+    rate, log-spaced over ``lr_range``, and the optimizer's ``weight_decay`` (its L2 term is
+    the one in :func:`flat_objective`), as one stacked ensemble
+    (:func:`descentlab.experiments.ensemble.train_members`). With ``train_steps=0`` the search
+    starts from the initial weights scaled by ``init_scale`` (e.g. near the origin, a saddle
+    of every network without biases). ``samples`` and ``hidden``: :func:`study_workload`. The
+    workload should be float64: critical points need the precision.
     """
     from torch.func import stack_module_state
 
@@ -442,25 +461,27 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
         raise ValueError(f"init_scale: must be a positive number, got {init_scale}")
     if init_scale != 1.0 and train_steps:
         raise ValueError("init_scale: only applies to train_steps=0 (training starts from the model's own init)")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay}")
     low, high = (float(v) for v in lr_range)
     if not 0 < low <= high:
         raise ValueError(f"lr_range: expected 0 < low <= high, got {lr_range}")
-    if samples is not None and samples < 1:
-        raise ValueError(f"samples: must be >= 1 (or None), got {samples}")
     started = time.perf_counter()
-    if samples is not None and samples < len(workload.X_train):
-        keep = torch.randperm(len(workload.X_train), generator=torch.Generator().manual_seed(seed))[:samples]
-        workload = dataclasses.replace(workload, X_train=workload.X_train[keep], y_train=workload.y_train[keep])
+    workload = study_workload(workload, hidden=hidden, samples=samples, seed=seed)
     data = (workload.X_train, workload.y_train)
     rates = torch.logspace(math.log10(low), math.log10(high), n_networks, dtype=torch.float64) if n_networks > 1 \
         else torch.tensor([low], dtype=torch.float64)
+    torch.manual_seed(seed)
+    template = workload.make_model()
+    names = [n for n, _ in template.named_parameters()]
     if train_steps:
         from descentlab.experiments.ensemble import Member, train_members
 
         members = [Member(seed=seed + i, lr=float(rate)) for i, rate in enumerate(rates)]
         trained = train_members(workload, optimizer, members, steps=train_steps, batch_size=batch_size,
-                                eval_every=train_steps, progress=progress)
-        starts, trained_loss = trained.params, trained.train_loss[:, -1].detach().clone()
+                                eval_every=train_steps, progress=progress,
+                                hyperparameters={"weight_decay": weight_decay} if weight_decay else None)
+        stacked, trained_loss = trained.params, trained.train_loss[:, -1].detach().clone()
     else:
         models = []
         for i in range(n_networks):
@@ -470,18 +491,18 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
                 for p in model.parameters():
                     p.mul_(init_scale)
             models.append(model)
-        starts, _ = stack_module_state(models)
-        loss = _loss_of(models[0], workload.loss_fn, *data)
+        stacked, _ = stack_module_state(models)
+        stacked = {name: t.detach() for name, t in stacked.items()}
         with torch.no_grad():
-            trained_loss = vmap(loss)(starts).detach().clone()
-    torch.manual_seed(seed)
-    template = workload.make_model()
-    points = find_critical_points(template, workload.loss_fn, data, starts, search_steps=search_steps,
-                                  search_lr=search_lr, newton_steps=newton_steps, grad_tol=grad_tol,
-                                  flat_tol=flat_tol, eig_tol=eig_tol, progress=progress)
+            trained_loss = torch.tensor([float(workload.loss_fn(m(data[0]), data[1])) for m in models])
+    flat = torch.cat([stacked[n].reshape(n_networks, -1) for n in names], dim=1)
+    points = find_critical_points(template, workload.loss_fn, data, flat, radius=radius,
+                                  newton_steps=newton_steps, grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol,
+                                  weight_decay=weight_decay, progress=progress)
     settings = dict(workload=getattr(workload, "name", ""), n_networks=n_networks, train_steps=train_steps,
                     optimizer=optimizer, lr_range=[low, high], batch_size=batch_size, samples=samples,
-                    init_scale=init_scale, search_steps=search_steps, search_lr=search_lr,
+                    hidden=hidden, weight_decay=weight_decay, init_scale=init_scale, radius=radius,
                     newton_steps=newton_steps, grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol, seed=seed)
     n_params = sum(p.numel() for p in template.parameters())
-    return MinimumRatioStudy(tuple(points), trained_loss, rates, n_params, settings, time.perf_counter() - started)
+    return MinimumRatioStudy(tuple(points), trained_loss, rates, n_params, settings, time.perf_counter() - started,
+                             model=_describe(template))

@@ -20,8 +20,8 @@ import torch
 
 from descentlab.problems.surfaces import Surface
 
-__all__ = ["Trajectory", "Trajectories", "Tuning", "default_lr", "run_trajectories", "tune_learning_rates",
-           "DEFAULT_OPTIMIZERS"]
+__all__ = ["Trajectory", "Trajectories", "Tuning", "ValleyMotion", "Valley", "default_lr", "run_trajectories",
+           "tune_learning_rates", "valley_motion", "DEFAULT_OPTIMIZERS"]
 
 #: The six classic optimizers of the course's closing comparison.
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
@@ -256,3 +256,81 @@ def tune_learning_rates(
         best = min(range(len(grid)), key=lambda i: (losses[i], grid[i]))
         chosen[name] = grid[best]
     return Tuning(grid=grid, final_losses=finals, chosen=chosen)
+
+
+@dataclass(frozen=True)
+class ValleyMotion:
+    """How one path moved across and along the valley around a minimum.
+
+    Attributes:
+        optimizer: registry name.
+        sign_changes: how often the offset from the minimum along the *steep* eigenvector of
+            the Hessian changed sign (each change is one swing across the valley).
+        shallow_left: ``|offset along the shallow eigenvector|`` at the end over at the start.
+        distance_left: ``||p_T - p*||`` over ``||p_0 - p*||``.
+        reached: ``distance_left <= reach`` (and the path did not diverge).
+    """
+
+    optimizer: str
+    sign_changes: int
+    shallow_left: float
+    distance_left: float
+    reached: bool
+
+
+@dataclass(frozen=True)
+class Valley:
+    """The Hessian's eigen-directions at a minimum and every path's motion relative to them.
+
+    Attributes:
+        minimum: the point ``p*``.
+        eigenvalues: ``(shallow, steep)`` curvatures; ``condition``: steep / shallow.
+        shallow, steep: the unit eigenvectors.
+        reach: a path "reached" the minimum when it ends within ``reach`` of its start distance.
+        motions: one :class:`ValleyMotion` per path.
+    """
+
+    minimum: tuple[float, float]
+    eigenvalues: tuple[float, float]
+    condition: float
+    shallow: tuple[float, float]
+    steep: tuple[float, float]
+    reach: float
+    motions: tuple[ValleyMotion, ...]
+
+
+def valley_motion(surface: Surface, trajectories: Trajectories, minimum: Sequence[float], *,
+                  reach: float = 0.01) -> Valley:
+    """Project every path's offset from ``minimum`` onto the Hessian's eigenvectors there.
+
+    On an elongated bowl, gradient descent with one fixed rate swings across the steep
+    direction (its offset there changes sign when ``lr * lambda_steep > 1``) while it crawls
+    along the shallow one (the offset shrinks by ``|1 - lr * lambda_shallow|`` per step, and
+    stability caps ``lr`` below ``2 / lambda_steep``).
+    """
+    if not (0 < reach < 1):
+        raise ValueError(f"reach must be in (0, 1), got {reach}")
+    point = torch.tensor([float(v) for v in minimum], dtype=torch.float64)
+    values, vectors = torch.linalg.eigh(surface.hessian(point))
+    if not float(values[0]) > 0:
+        raise ValueError(f"minimum: the Hessian at {tuple(point.tolist())} is not positive definite")
+    shallow, steep = vectors[:, 0], vectors[:, 1]
+    motions = []
+    for trajectory in trajectories.paths:
+        offset = trajectory.path.to(torch.float64) - point
+        across = offset @ steep
+        along = offset @ shallow
+        finite = math.isfinite(trajectory.final_loss)
+        signs = torch.sign(across)
+        changes = int(((signs[1:] * signs[:-1]) < 0).sum())
+        start = float(offset[0].norm())
+        distance = float(offset[-1].norm()) / start if start > 0 else 0.0
+        shallow_left = abs(float(along[-1])) / abs(float(along[0])) if float(along[0]) != 0 else 0.0
+        motions.append(ValleyMotion(optimizer=trajectory.optimizer, sign_changes=changes,
+                                    shallow_left=shallow_left if finite else math.inf,
+                                    distance_left=distance if finite else math.inf,
+                                    reached=finite and distance <= reach))
+    low, high = float(values[0]), float(values[1])
+    return Valley(minimum=tuple(point.tolist()), eigenvalues=(low, high), condition=high / low,
+                  shallow=tuple(shallow.tolist()), steep=tuple(steep.tolist()), reach=reach,
+                  motions=tuple(motions))

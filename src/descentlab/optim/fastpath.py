@@ -3,8 +3,8 @@
 torch.optim's own default on CPU is the for-loop path; its fused kernels (SGD, Adam, AdamW,
 Adagrad) run several times faster there and sit near the memory-bandwidth bound. For the
 classes without fused kernels, the multi-tensor (foreach) path beats the for-loop one on
-CPU only when the tensors are small (see :data:`CPU_FOREACH_MAX_MEAN_NUMEL`; measured in
-``bench/optim_step.py``), and everywhere on accelerators. The registry asks :func:`fast_path_kwargs` which
+CPU only when the tensors are small (see :data:`CPU_FOREACH_MAX_MEAN_NUMEL`; measured with
+``bench/optim_step.py --registry``), and everywhere on accelerators. The registry asks :func:`fast_path_kwargs` which
 flags to pass, unless the caller chose ``fused`` / ``foreach`` / ``differentiable`` itself.
 
 SGD and Adagrad accept sparse gradients only on the for-loop path, and a sparse gradient
@@ -14,15 +14,14 @@ sparse gradient back to that path before torch's fused kernel would refuse it.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
-from descentlab.optim._checks import fused_supported
-
-__all__ = ["fast_path_kwargs", "sparse_fallback", "SPARSE_CAPABLE"]
+__all__ = ["fast_path_kwargs", "sparse_fallback", "torch_fuses", "SPARSE_CAPABLE"]
 
 #: On CPU torch's foreach ops are a C++ loop over per-tensor kernels that materialise every
 #: intermediate list: faster than the Python for-loop for many small tensors (10k elements:
@@ -47,7 +46,7 @@ def fast_path_kwargs(factory: Callable[..., Any], params: Sequence[torch.Tensor]
     if any(hyperparameters.get(k) is not None for k in ("fused", "foreach")) or hyperparameters.get("differentiable"):
         return {}
     plain = all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
-    if _accepts(factory, "fused") and fused_supported(params):
+    if _accepts(factory, "fused") and torch_fuses(factory, params):
         return {"fused": True}
     if not (_accepts(factory, "foreach") and plain and params):
         return {}
@@ -55,6 +54,32 @@ def fast_path_kwargs(factory: Callable[..., Any], params: Sequence[torch.Tensor]
     if on_cpu and sum(p.numel() for p in params) / len(params) > CPU_FOREACH_MAX_MEAN_NUMEL:
         return {"foreach": False}
     return {"foreach": True}
+
+
+def torch_fuses(cls: Callable[..., Any], tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether torch's optimizer class ``cls`` takes ``fused=True`` for all of ``tensors``.
+
+    Asked of torch itself: once per process and (device, dtype) pair, a ``cls(..., fused=True)``
+    takes one step on a one-element tensor (torch checks the device and dtype on the first step).
+    Tensor subclasses (e.g. distributed tensors) are left to torch's other paths.
+    """
+    kinds = set()
+    for t in tensors:
+        if type(t) not in (torch.Tensor, torch.nn.Parameter):
+            return False
+        kinds.add((t.device, t.dtype))
+    return bool(kinds) and all(_fuses(cls, device, dtype) for device, dtype in kinds)
+
+
+@functools.cache
+def _fuses(cls: Callable[..., Any], device: torch.device, dtype: torch.dtype) -> bool:
+    probe = torch.zeros(1, device=device, dtype=dtype, requires_grad=True)
+    probe.grad = torch.zeros_like(probe)
+    try:
+        cls([probe], fused=True).step()
+    except (RuntimeError, ValueError, TypeError):  # NotImplementedError is a RuntimeError
+        return False
+    return True
 
 
 def sparse_fallback(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -10,65 +10,44 @@ the weights shrink directly, by the same convention as ``torch.optim.AdamW``::
     d     <- g + momentum * b  if nesterov else  b
     theta <- theta - lr * d
 
-With ``momentum=0`` the buffer is skipped (``d = g``).
+With ``momentum=0`` the buffer is skipped (``d = g``). The momentum step is torch's own
+(:func:`torch.optim.sgd.sgd`, with its fused, multi-tensor and for-loop kernels); the decay
+is one multi-tensor multiply per group before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+from torch.optim.sgd import sgd
 
-from descentlab.optim import cpu_kernels
-from descentlab.optim._checks import check_number, dense_grads, fused_supported
+from descentlab.optim._checks import check_number, dense_grads
+from descentlab.optim.fastpath import torch_fuses
 
-__all__ = ["SGDW", "sgdw_single", "sgdw_foreach", "sgdw_fused"]
-
-
-def sgdw_single(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, first_step) -> None:
-    """One SGDW step, tensor by tensor (``bufs`` filled in place on the first step)."""
-    for i, (p, g) in enumerate(zip(params, grads)):
-        if weight_decay != 0:
-            p.mul_(1 - lr * weight_decay)
-        d = g
-        if momentum != 0:
-            if first_step:
-                bufs[i] = g.detach().clone()
-            else:
-                bufs[i].mul_(momentum).add_(g, alpha=1 - dampening)
-            d = g.add(bufs[i], alpha=momentum) if nesterov else bufs[i]
-        p.add_(d, alpha=-lr)
+__all__ = ["SGDW", "sgd_momentum_step"]
 
 
-def sgdw_foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, first_step) -> None:
-    """The same step with multi-tensor (``torch._foreach_*``) kernels."""
-    if weight_decay != 0:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
-    d = grads
-    if momentum != 0:
-        if first_step:
-            bufs[:] = torch._foreach_mul(grads, 1.0)  # a copy: the buffer must not alias the gradient
-        else:
-            torch._foreach_mul_(bufs, momentum)
-            torch._foreach_add_(bufs, grads, alpha=1 - dampening)
-        d = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
-    torch._foreach_add_(params, d, alpha=-lr)
+def sgd_momentum_step(state, params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, momentum: float,
+                      dampening: float, nesterov: bool, foreach: bool | None, fused: bool | None) -> None:
+    """torch's SGD step (no weight decay) on ``params``, its momentum buffers kept in ``state[p]``.
 
-
-def sgdw_fused(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, first_step) -> None:
-    """The same step fused: one pass on CPU with numba (:mod:`descentlab.optim.cpu_kernels`), else
-    one decay pass, then torch's fused SGD kernel with its weight decay off."""
-    hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
-    if cpu_kernels.available([*params, *grads, *(bufs if momentum != 0 and not first_step else [])]):
-        cpu_kernels.sgdw_step(params, grads, bufs, first_step=first_step, **hp)
+    ``b <- g`` on a parameter's first step, ``b <- momentum b + (1 - dampening) g`` after;
+    ``theta <- theta - lr d`` with ``d = g + momentum b`` (Nesterov) or ``b``.
+    """
+    hp = dict(weight_decay=0.0, momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov, maximize=False,
+              foreach=foreach, fused=fused)
+    if momentum == 0:
+        sgd(params, grads, [None] * len(params), **hp)
         return
-    if weight_decay != 0:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
-    if momentum != 0 and first_step:
-        bufs[:] = [torch.empty_like(g) for g in grads]  # the kernel copies g into them
-    torch._fused_sgd_(params, grads, bufs if momentum != 0 else [], weight_decay=0.0, momentum=momentum,
-                      lr=lr, dampening=dampening, nesterov=nesterov, maximize=False,
-                      is_first_step=first_step and momentum != 0, grad_scale=None, found_inf=None)
+    states = [state[p] for p in params]
+    # torch's fused kernel starts all buffers of a call or none, so params that have one and
+    # params on their first step (new, or whose gradient was None until now) go in two calls.
+    for first in (False, True):
+        index = [i for i, s in enumerate(states) if ("momentum_buffer" in s) != first]
+        if index:
+            bufs = [None if first else states[i]["momentum_buffer"] for i in index]
+            sgd([params[i] for i in index], [grads[i] for i in index], bufs, **hp)
+            for i, b in zip(index, bufs):
+                states[i]["momentum_buffer"] = b
 
 
 class SGDW(torch.optim.Optimizer):
@@ -81,10 +60,9 @@ class SGDW(torch.optim.Optimizer):
         dampening: dampening of the gradient added to the buffer, in [0, 1].
         weight_decay: decoupled decay rate; weights shrink by ``1 - lr * weight_decay`` a step.
         nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
-        foreach: use the multi-tensor path (default: when fused is not used).
-        fused: the fused path (default: where torch has a fused SGD kernel for the params'
-            device and dtype): one numba pass on CPU where numba is installed, else torch's
-            fused SGD after one decay pass.
+        foreach / fused: torch's kernel path for the momentum step, as in ``torch.optim.SGD``.
+            Default: fused where torch has a fused SGD for the params' device and dtype (decided
+            per group when it is added, and shown in ``param_groups``), else torch's default.
     """
 
     paper = "Loshchilov & Hutter 2019"
@@ -103,17 +81,16 @@ class SGDW(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=bool(nesterov), foreach=foreach, fused=fused)
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            if group["fused"] and not fused_supported(group["params"]):
-                raise ValueError("fused=True needs floating-point params on a device with fused kernels")
 
-    def _path(self, group, params) -> Callable[..., None]:
-        fused, foreach = group["fused"], group["foreach"]
-        if fused is None and foreach is None:
-            fused = fused_supported(params)
-        if fused:
-            return sgdw_fused
-        return sgdw_single if foreach is False else sgdw_foreach
+    def add_param_group(self, param_group: dict) -> None:
+        """torch.optim's ``add_param_group``; a group left on the default path gets torch's fused kernel where it has one."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["fused"] is None and group["foreach"] is None:
+            group["fused"] = torch_fuses(torch.optim.SGD, group["params"]) or None
+        elif group["fused"] and not torch_fuses(torch.optim.SGD, group["params"]):
+            self.param_groups.pop()
+            raise ValueError("fused=True needs floating-point params on a device where torch has a fused SGD")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -128,20 +105,9 @@ class SGDW(torch.optim.Optimizer):
                 continue
             grads = [p.grad for p in params]
             dense_grads("SGDW", grads)
-            path = self._path(group, params)
-            hp = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-                      weight_decay=group["weight_decay"], nesterov=group["nesterov"])
-            states = [self.state[p] for p in params]
-            if group["momentum"] == 0:
-                path(params, grads, [None] * len(params), first_step=False, **hp)
-                continue
-            # Params seen before continue their buffer; new ones (first step, or a grad that was None) start one.
-            for first_step in (False, True):
-                index = [i for i, s in enumerate(states) if ("momentum_buffer" in s) != first_step]
-                if not index:
-                    continue
-                bufs = [None if first_step else states[i]["momentum_buffer"] for i in index]
-                path([params[i] for i in index], [grads[i] for i in index], bufs, first_step=first_step, **hp)
-                for i, b in zip(index, bufs):
-                    states[i]["momentum_buffer"] = b
+            if group["weight_decay"] != 0:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            sgd_momentum_step(self.state, params, grads, lr=group["lr"], momentum=group["momentum"],
+                              dampening=group["dampening"], nesterov=group["nesterov"], foreach=group["foreach"],
+                              fused=group["fused"])
         return loss

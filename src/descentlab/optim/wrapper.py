@@ -10,7 +10,6 @@ apart and saved under one extra key of :meth:`state_dict`, next to the base's
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -31,16 +30,13 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def __init__(self, base_optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise ValueError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
-        # Not Optimizer.__init__: that would copy the base's groups; the hook tables are all it adds.
         self.base = base_optimizer
-        self._optimizer_step_pre_hooks = OrderedDict()
-        self._optimizer_step_post_hooks = OrderedDict()
-        self._optimizer_state_dict_pre_hooks = OrderedDict()
-        self._optimizer_state_dict_post_hooks = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks = OrderedDict()
-        self._patch_step_function()
-        self._warned_capturable_if_run_uncaptured = True
+        state = base_optimizer.state
+        # torch's own constructor sets up the hooks and the step profiling. Through the properties
+        # below it empties the base's group list and adds the base's own group dicts back, in order,
+        # with the base's add_param_group; it also replaces ``state``, which is put back here.
+        super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
+        base_optimizer.state = state
 
     # The base's load_state_dict rebinds its param_groups list, so these must be looked up each time.
     @property

@@ -176,6 +176,18 @@ def _double_well(p: Tensor) -> Tensor:
     return (x**2 - 1) ** 2 + _TILT * x + y**2
 
 
+# The adaptive-learning-rate lecture's convex but elongated bowl: Hessian diag(0.4, 40),
+# condition number 100. One fixed GD rate must stay below 2/40 = 0.05 for the steep y
+# direction; near that limit y flips sign every step (oscillation across the valley) while x
+# shrinks by only 1 - 0.4 * lr per step (a crawl along it). Per-coordinate rates (Adagrad,
+# RMSProp, Adam) rescale each direction by its own gradient history.
+_BOWL_CURVATURES = (0.4, 40.0)
+
+
+def _elongated_bowl(p: Tensor) -> Tensor:
+    return 0.5 * (_BOWL_CURVATURES[0] * p[..., 0] ** 2 + _BOWL_CURVATURES[1] * p[..., 1] ** 2)
+
+
 # -- closed-form critical points -------------------------------------------------------------
 
 def _bisect(g: Callable[[float], float], lo: float, hi: float) -> float:
@@ -370,6 +382,17 @@ def _registry() -> dict[str, Surface]:
             critical_points=_double_well_points(),
             lr=1e-2, step_size=5e-2, steps=300,
             minimum=float(_double_well(torch.tensor(_double_well_points()[0].location, dtype=torch.float64))),
+        ),
+        Surface(
+            name="elongated-bowl",
+            formula="0.2*x^2 + 20*y^2",
+            description="the lecture's convex but elongated bowl (condition number 100): one fixed rate "
+                        "oscillates across the valley or crawls along it",
+            fn=_elongated_bowl,
+            window=((-12.0, 12.0), (-3.0, 3.0)),
+            starts=((-10.0, 2.0),),
+            critical_points=(KnownPoint((0.0, 0.0), "local_min"),),
+            lr=0.03, step_size=1.0, steps=150,
         ),
     )
     return {surface.name: surface for surface in surfaces}

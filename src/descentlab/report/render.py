@@ -25,6 +25,7 @@ PAGES: dict[str, str] = {
     "surface": "surface_page",
     "compare": "compare_page",
     "batch-size": "batch_size_page",
+    "normalization": "normalization_page",
 }
 
 REPORT = "report.html"

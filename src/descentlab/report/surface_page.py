@@ -1,7 +1,7 @@
 """The report page of a ``surface`` run, drawn from its files alone.
 
 Reads ``config.json``, ``paths.csv``, ``critical_points.json``, ``grid.npz`` and, when
-present, ``dimension_lift.json``, ``tuning.csv`` and ``paths.gif``; writes ``contour.png``,
+present, ``dimension_lift.json``, ``valley.json``, ``tuning.csv`` and ``paths.gif``; writes ``contour.png``,
 ``loss.png`` and ``dimension_lift.png`` next to them (and ``paths.gif`` if the run asked for
 an animation and it is missing).
 """
@@ -18,7 +18,7 @@ from descentlab.rundir import RunDir
 from descentlab.report import surface_figures as figures
 from descentlab.report.html import Page, format_value
 
-__all__ = ["build", "read_paths", "read_grid", "ended_near"]
+__all__ = ["build", "read_paths", "read_grid", "ended_near", "valley_finding"]
 
 
 def read_paths(run: RunDir) -> dict[str, dict[str, np.ndarray]]:
@@ -57,6 +57,37 @@ def ended_near(point: tuple[float, float], points: list[dict[str, Any]], radius:
             name = curve["description"].split(" (")[0]
             best, best_distance = f"{curve['kind']} (on the curve {name})", float(np.nanmin(distances))
     return best
+
+
+def _motion(m: dict[str, Any], steps: int, reach: float) -> str:
+    if m["reached"]:
+        return f"reached the minimum ({m['distance_left']:.2g} of the start's distance left)"
+    if not math.isfinite(m["distance_left"]):
+        return "diverged"
+    parts = []
+    if m["sign_changes"] >= steps / 4:
+        parts.append(f"swung across the valley {m['sign_changes']} times in {steps} steps")
+    if m["shallow_left"] > reach:
+        parts.append(f"crawled along it ({m['shallow_left']:.2g} of its offset along the valley left)")
+    return " and ".join(parts) or f"ended {m['distance_left']:.2g} of the start's distance away"
+
+
+def valley_finding(valley: dict[str, Any]) -> str:
+    """What every path did across and along the valley, in words, from ``valley.json``'s numbers."""
+    low, high = valley["eigenvalues"]
+    steps, reach = int(valley["steps"]), float(valley["reach"])
+    reached = [m for m in valley["motions"] if m["reached"]]
+    missed = [m for m in valley["motions"] if not m["reached"]]
+    text = (f"At the minimum the curvatures are {low:.3g} (along the valley) and {high:.3g} (across it): condition "
+            f"number {valley['condition']:.3g}, so one fixed gradient-descent rate must stay below "
+            f"2/{high:.3g} = {2 / high:.3g}. ")
+    if reached:
+        text += (f"Reached the minimum (within {reach:.0%} of the start's distance): "
+                 + ", ".join(f"{m['optimizer']} (lr {m['lr']:.3g})" for m in reached) + ". ")
+    if missed:
+        text += "Did not: " + "; ".join(f"{m['optimizer']} (lr {m['lr']:.3g}) {_motion(m, steps, reach)}"
+                                        for m in missed) + "."
+    return text.strip()
 
 
 def build(run: RunDir) -> Page:
@@ -118,6 +149,16 @@ def build(run: RunDir) -> Page:
     for curve in curves:
         page.paragraph(f"Curve of critical points: {curve['description']} — {curve['kind']}, degenerate "
                        f"({on_curves} points of it found).")
+
+    if run.exists("valley.json"):
+        valley = run.read_json("valley.json")
+        page.heading("Across and along the valley")
+        page.finding(valley_finding(valley))
+        page.table([{"optimizer": m["optimizer"], "lr": m["lr"], "final loss": m["final_loss"],
+                     "swings across (sign changes)": m["sign_changes"],
+                     "offset along the valley left": m["shallow_left"],
+                     "distance to the minimum left": m["distance_left"], "reached": m["reached"]}
+                    for m in valley["motions"]])
 
     page.heading("Dimension lift: a 1-D minimum that is a 2-D saddle")
     if run.exists("dimension_lift.json"):
