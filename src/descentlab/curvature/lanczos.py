@@ -83,6 +83,7 @@ def lanczos(
     seed: int = 0,
     *,
     ncv: int | None = None,
+    v0: torch.Tensor | None = None,
 ) -> Eigenpairs:
     """The ``k`` extreme eigenpairs of a symmetric operator (thick-restart Lanczos).
 
@@ -99,6 +100,8 @@ def lanczos(
         ncv: Krylov basis size before a restart (default ``max(2k + 1, 20)`` for ``LA``/``LM``,
             ``max(8k, 60)`` for ``SA``/``BE``, where the wanted end of a Hessian spectrum is
             usually a cluster near zero; capped at n).
+        v0: the start vector (a warm start, e.g. an eigenvector found at a nearby point);
+            ``None``: a seeded random vector. A matrix of columns is summed into one vector.
 
     Returns:
         :class:`Eigenpairs`.
@@ -133,7 +136,7 @@ def lanczos(
     V = torch.zeros(m, n, dtype=dtype, device=device).T
     W = torch.zeros(m, n, dtype=dtype, device=device).T
     T = torch.zeros(m, m, dtype=dtype, device=device)
-    f = random_vector()  # the next direction, orthogonal to V[:, :j] once j > 0
+    f = random_vector() if v0 is None else _start(v0, n, dtype, device)  # the next direction, orthogonal to V[:, :j] once j > 0
     j = 0
     restarts = 0
     exhausted = False
@@ -197,6 +200,17 @@ def lanczos(
     if exhausted:
         converged = converged or bool((res <= max(tol, math.sqrt(eps))).all().item())
     return Eigenpairs(values, vectors, res, used, which, converged, restarts)
+
+
+def _start(v0: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A warm start as one flat vector of the operator's dtype (columns are summed)."""
+    v = torch.as_tensor(v0).to(device, dtype)
+    if v.ndim == 2:
+        v = v.sum(dim=1)
+    if v.shape != (n,) or not torch.isfinite(v).all() or v.norm() == 0:
+        raise ValueError(f"v0 must be a finite, non-zero vector of length {n} (or an (n, j) matrix), "
+                         f"got shape {tuple(v.shape)}")
+    return v
 
 
 def _orthogonalize(f: torch.Tensor, V: torch.Tensor, coef: torch.Tensor | None = None) -> torch.Tensor:
