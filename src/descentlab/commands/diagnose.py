@@ -41,15 +41,18 @@ def _positive_int_or_full(text: str) -> int | str:
     return value
 
 
-def _budget(text: str) -> float | None:
-    if text.lower() in ("none", "off"):
+def _budget(text: str | float | None) -> float | None:
+    """``--budget``: a positive fraction, or ``none`` for no cap (a one-line error otherwise)."""
+    from descentlab.errors import UserInputError
+
+    if text is None or isinstance(text, str) and text.lower() in ("none", "off"):
         return None
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive fraction or 'none', got {text!r}") from None
+        value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive fraction or 'none', got {text!r}")
+        raise UserInputError(f"--budget must be a positive fraction or 'none', got {text!r}")
     return value
 
 
@@ -81,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="plateau: the tracked loss's relative progress per window is below this (default 1e-3)")
     watch.add_argument("--grad-tol", type=float, default=None,
                        help="also a plateau: the tracked loss's gradient norm below this (default: off)")
-    watch.add_argument("--budget", type=_budget, default=DEFAULT_BUDGET, metavar="FRACTION|none",
+    watch.add_argument("--budget", default=str(DEFAULT_BUDGET), metavar="FRACTION|none",
                        help=f"cap the monitor's time at this fraction of training time, or {DEFAULT_BUDGET_SECONDS:g} s "
                             f"in all, whichever is more (default {DEFAULT_BUDGET}; 'none': no cap)")
     watch.add_argument("--sample", type=int, default=SAMPLE_SIZE, metavar="N",
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             shuffle=args.shuffle, steps=args.steps if args.steps is not None else workload.steps, seed=args.seed,
         )
         monitor_spec = {"window": args.window, "rel_tol": args.rel_tol, "grad_tol": args.grad_tol,
-                        "escape": args.escape, "budget": args.budget, "max_stalls": args.max_stalls,
+                        "escape": args.escape, "budget": _budget(args.budget), "max_stalls": args.max_stalls,
                         "sample_size": args.sample, "seed": args.seed,
                         "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step)}
         out = args.out or default_run_path("diagnose")

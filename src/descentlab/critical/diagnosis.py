@@ -9,8 +9,12 @@
    taken out (E||g_sample||² = ||∇L||² + (S²/n)(1 − n/N), ``critical.noise``): the point is
    critical when ||∇L|| <= ``grad_tol`` · max(1, |L|). A sample's own gradient would not do:
    at the stall preset's saddle the full gradient is 0.0028 and a 512-sample one 0.037;
-3. the **point**: :func:`~descentlab.critical.classify` on the sample — the extreme Hessian
-   eigenpairs (exact below its dense threshold, else Lanczos at both ends, warm-started from
+3. the **point**: :func:`~descentlab.critical.classify` — on the sample, or, at a critical point,
+   on all the data where it holds at most :data:`FULL_CURVATURE_LIMIT` samples (a sample's
+   Hessian carries the sample's own gradient: at a degenerate critical point it shows
+   eigenvalues of ± that gradient's size, which the data does not have — a deep tanh net near
+   its origin: λ_min = −0.037 on 512 samples, −0.0017 on all 1,437) — the extreme
+   Hessian eigenpairs (exact below its dense threshold, else Lanczos at both ends, warm-started from
    the previous stall's eigenvectors, to a residual fit for the sign of λ_min rather than for
    six digits), the kind, probed along flat directions and decided again in float64 where a
    lower precision could hide the sign of an eigenvalue;
@@ -42,16 +46,21 @@ from descentlab.critical.verdicts import LR_ZERO, decide, near_best, remedy, stu
 from descentlab.curvature import HessianOperator, lanczos
 from descentlab.curvature.batches import as_batches
 
-__all__ = ["Finding", "examine", "examine_divergence", "full_loss_and_grad", "CLASSIFY_DEFAULTS", "FULL_DATA_LIMIT"]
+__all__ = ["Finding", "examine", "examine_divergence", "full_loss_and_grad", "CLASSIFY_DEFAULTS", "FULL_DATA_LIMIT",
+           "FULL_CURVATURE_LIMIT"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
+#: A critical point's curvature is measured on all the data up to this many samples.
+FULL_CURVATURE_LIMIT = 4_096
 
 #: ``classify`` settings of a diagnosis: 2 + 2 extreme eigenpairs (the signs and the escape
 #: direction are all a verdict needs), a residual of 1e-3 (eigenvalue errors ~ residual² · |λ| /
 #: gap, far below the zero band), at most 300 products, no SLQ minimum-ratio estimate (1,600
-#: products that decide nothing; it is exact on the dense path anyway).
-CLASSIFY_DEFAULTS: Mapping[str, Any] = {"k": 4, "lanczos_tol": 1e-3, "max_matvecs": 300, "ratio_probes": 0}
+#: products that decide nothing), the dense Hessian only up to 256 parameters (the stall
+#: preset's 610: dense + eigh 1.7 s, Lanczos at both ends 13 products, 0.1 s).
+CLASSIFY_DEFAULTS: Mapping[str, Any] = {"k": 4, "lanczos_tol": 1e-3, "max_matvecs": 300, "ratio_probes": 0,
+                                        "dense_threshold": 256}
 
 
 @dataclass(frozen=True)
@@ -86,19 +95,21 @@ def full_loss_and_grad(model: nn.Module, loss_fn: Callable, data: Any, *, grad: 
     return total / count, norm
 
 
-def rate_evidence(optimizer: Any, peak_lr: float | None) -> dict[str, Any] | None:
-    """The current rate and the largest seen (``None`` without an optimizer)."""
+def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None = None,
+                  total_steps: int | None = None) -> dict[str, Any] | None:
+    """The current rate, the largest seen, since when it has been ~0 and the run's length
+    (``None`` without an optimizer)."""
     if optimizer is None:
         return None
     lr = float(optimizer.param_groups[0]["lr"])
-    return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0)}
+    return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps}
 
 
 def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor], *, full_data: Any = None,
             optimizer: Any = None, batch_size: int | None = None, n_data: int | None = None,
-            peak_lr: float | None = None, loss: Mapping[str, float] | None = None,
-            classify_options: Mapping[str, Any] | None = None, v0: torch.Tensor | None = None,
-            seed: int = 0) -> Finding:
+            peak_lr: float | None = None, lr_zero_since: int | None = None, total_steps: int | None = None,
+            loss: Mapping[str, float] | None = None, classify_options: Mapping[str, Any] | None = None,
+            v0: torch.Tensor | None = None, seed: int = 0) -> Finding:
     """The verdict at ``model``'s current parameters (the module docstring gives the steps).
 
     Args:
@@ -109,12 +120,14 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
         batch_size, n_data: the training batch size and the training set's size; the noise is
             measured when ``batch_size < n_data``.
         peak_lr: the largest rate the run has used so far.
+        lr_zero_since, total_steps: the step since which the rate has been ~0, and the run's
+            length (for the ``no_learning_rate`` remedy).
         loss: ``value``, ``best``, ``initial`` of the tracked loss, for the ``minimum`` verdict.
         classify_options: over :data:`CLASSIFY_DEFAULTS` (``grad_tol`` is the gradient test's).
         v0: a Lanczos warm start (the previous stall's eigenvectors).
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss)}
-    rate = rate_evidence(optimizer, peak_lr)
+    rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
     if rate is not None and (rate["lr"] == 0 or rate["lr"] <= LR_ZERO * rate["peak_lr"]):
         verdict = decide(evidence)
@@ -143,15 +156,21 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
     elif batch_size is not None and n_data is not None:
         evidence["noise"] = {"batch_size": batch_size, "n_data": n_data, "snr": None, "full_batch": True}
 
+    critical = norm <= tolerance
+    curvature_data, measured_on = sample, len(y)
+    if critical and full_data is not None:
+        count = sum(len(batch[1]) for batch in as_batches(full_data))
+        if count <= FULL_CURVATURE_LIMIT:
+            curvature_data, measured_on = _one_batch(full_data), count
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        point = classify(model, loss_fn, sample, grad_tol=grad_tol, assume_critical=norm <= tolerance, **options)
+        point = classify(model, loss_fn, curvature_data, grad_tol=grad_tol, assume_critical=critical, **options)
     evidence["curvature"] = {
         "kind": point.verdict.kind if point.is_critical else "not_critical",
         "min_eigenvalue": point.min_eigenvalue, "max_eigenvalue": point.max_eigenvalue,
         "degenerate": bool(point.degenerate), "decided_by": point.verdict.decided_by,
         "dtype": point.precision, "eig_tol": point.eig_tol, "method": point.method, "n_params": point.n_params,
-        "n_matvecs": point.n_matvecs, "converged": bool(point.eigenpairs.converged), "sample": len(y),
+        "n_matvecs": point.n_matvecs, "converged": bool(point.eigenpairs.converged), "samples": measured_on,
         "warnings": [str(w.message) for w in caught][:3],
     }
     if rate is not None:
@@ -193,6 +212,16 @@ def examine_divergence(model: nn.Module, loss_fn: Callable, sample: tuple[Any, t
         evidence["curvature"] = {"error": f"{type(error).__name__}: {error}"}
     verdict = "diverged"
     return Finding(verdict, remedy(verdict, evidence), evidence)
+
+
+def _one_batch(data: Any) -> Any:
+    """All the batches of ``data`` as one ``(X, y)`` pair (one cached gradient graph for the products)."""
+    batches = as_batches(data)
+    if len(batches) == 1:
+        return batches[0]
+    X = [b[0] for b in batches]
+    X = type(X[0])(torch.cat(c) for c in zip(*X)) if isinstance(X[0], (tuple, list)) else torch.cat(X)
+    return X, torch.cat([b[1] for b in batches])
 
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from descentlab.critical.diagnosis import CLASSIFY_DEFAULTS, FULL_DATA_LIMIT, ex
 from descentlab.critical.escape import escape
 from descentlab.critical.plateau import PlateauTest, Trend
 from descentlab.critical.stall import Stall
+from descentlab.critical.verdicts import LR_ZERO
 from descentlab.curvature import HessianOperator
 from descentlab.curvature.batches import batch_size as count_of, is_pair
 
@@ -69,7 +70,7 @@ __all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice", "fixed_s
 #: The default budget, shared by the API and ``descentlab diagnose --budget``: a quarter of the training time ...
 DEFAULT_BUDGET = 0.25
 #: ... or this many seconds in all, whichever is more.
-DEFAULT_BUDGET_SECONDS = 2.0
+DEFAULT_BUDGET_SECONDS = 5.0
 #: Samples the monitor tracks the loss on and measures curvature and noise with.
 SAMPLE_SIZE = 512
 
@@ -277,13 +278,15 @@ class StallMonitor:
         self._best_step: int | None = None
         self._best_params: list[torch.Tensor] | None = None
         self._peak_lr: float | None = None
+        self._lr_zero_since: int | None = None
+        self._total_steps: int | None = None
         self._v0: torch.Tensor | None = None
         self._diverged = False
 
     # ------------------------------------------------------------------ wiring
     def attach(self, *, model: nn.Module | None = None, optimizer: Any = None, batch_size: int | None = None,
-               n_train: int | None = None, status: Callable[[str | None], Any] | None = None, step: int = 0,
-               **_: Any) -> None:
+               n_train: int | None = None, total_steps: int | None = None,
+               status: Callable[[str | None], Any] | None = None, step: int = 0, **_: Any) -> None:
         """What a training loop tells the monitor before its first step (``train`` calls this):
         the optimizer, the batch size, the training set's size, a status line; at step 0 the
         model's initial loss (and parameters, the first good point) are recorded."""
@@ -293,6 +296,8 @@ class StallMonitor:
             self.batch_size = int(batch_size)
         if n_train is not None:
             self.n_data = int(n_train)
+        if total_steps is not None:
+            self._total_steps = int(total_steps)
         if status is not None:
             self.status = status
         if model is not None and step == 0 and self._initial is None:
@@ -413,7 +418,8 @@ class StallMonitor:
         try:
             finding = examine(model, self.loss_fn, self.sample, full_data=self.full, optimizer=self.optimizer,
                               batch_size=self.batch_size,
-                              n_data=self.n_data, peak_lr=self._peak_lr, loss=self._loss_record(tracked),
+                              n_data=self.n_data, peak_lr=self._peak_lr, lr_zero_since=self._lr_zero_since,
+                              total_steps=self._total_steps, loss=self._loss_record(tracked),
                               classify_options=self.classify_options, v0=self._v0, seed=self.seed)
             point = finding.point
             evidence = dict(finding.evidence)
@@ -482,6 +488,10 @@ class StallMonitor:
         if self.optimizer is not None:
             lr = float(self.optimizer.param_groups[0]["lr"])
             self._peak_lr = lr if self._peak_lr is None else max(self._peak_lr, lr)
+            if lr > LR_ZERO * self._peak_lr:
+                self._lr_zero_since = None
+            elif self._lr_zero_since is None:
+                self._lr_zero_since = int(step)
         if not math.isfinite(value):
             return value
         if self._initial is None:
@@ -500,7 +510,10 @@ class StallMonitor:
         return {"value": value, "best": self._best, "initial": self._initial}
 
     def _expected_cost(self, model: nn.Module) -> float:
-        """The measured cost of the last diagnosis, or, before the first, an estimate from timed products."""
+        """The measured cost of the last diagnosis, or, before the first, an estimate: timed
+        products and losses on the sample, times the counts a diagnosis typically makes (dense:
+        n/32 batched products; Lanczos at both ends: 40 products; the gradient over all the data;
+        16 small gradients for the noise; 45 losses for a saddle's slice and line search)."""
         if self._last_cost is not None:
             return self._last_cost
         if self._estimate is None:
@@ -515,8 +528,10 @@ class StallMonitor:
                 block = torch.randn(n, 32, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
                 cost = math.ceil(n / 32) * _fastest(lambda: op @ block)
             else:
-                cost = (max(8 * int(options.get("k", 4)), 60) + 2) * product
-            cost += 45 * _fastest(lambda: self._sample_loss(model)) + 8 * product  # slice, line search; the noise
+                cost = 40 * product
+            loss = _fastest(lambda: self._sample_loss(model))
+            full = 1.0 if self.full is None else sum(len(b[1]) for b in self.full) / len(self.sample[1])
+            cost += (full + 1) * product / 2 + 45 * loss  # gradients (all the data, 16 small ones); a saddle's slice
             self._estimate = cost
         return self._estimate
 
@@ -534,7 +549,8 @@ class StallMonitor:
             "last_cost": self._last_cost, "estimate": self._estimate,
             "pending": None if self._pending is None else list(self._pending),
             "initial": self._initial, "best": self._best, "best_step": self._best_step,
-            "best_params": self._best_params, "peak_lr": self._peak_lr, "v0": self._v0, "diverged": self._diverged,
+            "best_params": self._best_params, "peak_lr": self._peak_lr, "lr_zero_since": self._lr_zero_since,
+            "total_steps": self._total_steps, "v0": self._v0, "diverged": self._diverged,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -550,6 +566,7 @@ class StallMonitor:
         self._initial, self._best, self._best_step = state["initial"], state["best"], state["best_step"]
         self._best_params = state["best_params"]
         self._peak_lr, self._v0, self._diverged = state["peak_lr"], state["v0"], bool(state["diverged"])
+        self._lr_zero_since, self._total_steps = state["lr_zero_since"], state["total_steps"]
         self._last_return = None
 
 

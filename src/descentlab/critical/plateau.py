@@ -10,7 +10,7 @@ L(t) ≈ c + s·t by least squares (the smoothing) and reads
 
 (r the residuals: the loss's own jitter, e.g. SGD bouncing in a valley). A plateau is
 
-* **confident** at some horizon h = 2w, 4w, …: P + z·σ_P < ``rel_tol`` (z = 2: even the
+* **confident** at some horizon h = 2w, 4w, …: P + z·σ_P < ``rel_tol`` (z = 3: even the
   optimistic end of the estimate is below the tolerance). A deterministic plateau (full-batch
   GD at a saddle) passes at the first horizon, 2 windows;
 * or, once the longest horizon (``max_windows`` windows) is available, P < ``rel_tol`` there:
@@ -89,7 +89,7 @@ class PlateauTest:
         z: confidence multiplier of the standard error.
     """
 
-    def __init__(self, window: int, every: int, rel_tol: float, *, max_windows: int = 8, z: float = 2.0) -> None:
+    def __init__(self, window: int, every: int, rel_tol: float, *, max_windows: int = 8, z: float = 3.0) -> None:
         if window % every:
             raise ValueError(f"window ({window}) must be a multiple of every ({every})")
         if max_windows < 2:

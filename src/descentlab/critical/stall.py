@@ -116,10 +116,13 @@ def evidence_text(stall: Stall) -> str:
     loss = ev.get("loss") or {}
     verdict = stall.verdict
     if verdict == "no_learning_rate":
-        peak = rate.get("peak_lr")
-        return f"lr {rate.get('lr'):.3g}" + (f" (peak {peak:.3g})" if peak else "")
+        peak, since = rate.get("peak_lr"), rate.get("zero_since")
+        return (f"lr {rate.get('lr'):.3g}" + (f" since step {since}" if since is not None else "")
+                + (f", peak {peak:.3g}" if peak else ""))
     if verdict in ("unstable", "diverged"):
-        where = " at the last good point" if verdict == "diverged" else ""
+        where = ""
+        if verdict == "diverged":
+            where = f" at step {(ev.get('diverged') or {}).get('checkpoint_step')}, the last good point"
         if rate.get("sharpness") is None:
             return f"lr {rate.get('lr', float('nan')):.3g}, sharpness not measured{where}"
         return (f"sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}{where} "
@@ -132,8 +135,10 @@ def evidence_text(stall: Stall) -> str:
         return f"lambda_max {curv.get('max_eigenvalue', float('nan')):.3g} < 0, |g| {grad.get('norm', float('nan')):.2g}"
     if verdict == "minimum":
         where = "stuck high" if loss.get("stuck_high") else ("the best seen" if loss.get("near_best") else "above the best seen")
-        return (f"lambda_min {curv.get('min_eigenvalue', float('nan')):.3g} >= 0 in {curv.get('dtype')}"
-                f"{' (degenerate)' if curv.get('degenerate') else ''}, loss {where}")
+        lowest = curv.get("min_eigenvalue", float("nan"))
+        if curv.get("degenerate"):
+            return f"lambda_min {lowest:.2g} ~ 0 in {curv.get('dtype')} (probed: no descent), loss {where}"
+        return f"lambda_min {lowest:.3g} > 0 in {curv.get('dtype')}, loss {where}"
     if verdict == "flat":
         return f"|g| {grad.get('norm', float('nan')):.2g}, |lambda| <= {max(abs(curv.get('min_eigenvalue') or 0), abs(curv.get('max_eigenvalue') or 0)):.2g}"
     if verdict == "slow":

@@ -36,8 +36,8 @@ size no noise verdict.
 Evidence keys (each a dict, ``None`` when not measured): ``loss`` (``value``, ``best``,
 ``initial``), ``gradient`` (``norm``, ``tolerance``, ``critical``), ``curvature`` (``kind`` from
 :mod:`descentlab.critical.rules`, ``min_eigenvalue``, ``max_eigenvalue``, ``degenerate``,
-``decided_by``, ``dtype``, ``eig_tol``), ``rate`` (``lr``, ``peak_lr``, ``rule``, ``formula``,
-``limit``, ``sharpness``, ``ratio``, ``largest_stable_lr``), ``noise`` (from
+``decided_by``, ``dtype``, ``eig_tol``), ``rate`` (``lr``, ``peak_lr``, ``zero_since``, ``total_steps``,
+``rule``, ``formula``, ``limit``, ``sharpness``, ``ratio``, ``largest_stable_lr``), ``noise`` (from
 :meth:`~descentlab.critical.noise.NoiseEstimate.to_dict`), ``diverged`` (``step``, ``checkpoint_step``).
 """
 
@@ -62,7 +62,7 @@ REMEDIES = {
     "minimum": "stop here, or restart / add noise / use a larger model to go lower",
     "flat": "use a larger rate, momentum, or noise to cross the flat region",
     "slow": "raise the rate toward the largest stable rate, or add momentum",
-    "diverged": "restart from the last good checkpoint with a rate below the largest stable rate there",
+    "diverged": "restart with a rate below the largest stable rate at the last good point",
 }
 
 #: The rate is ~0 when it is at most this fraction of the largest rate the run has used.
@@ -116,13 +116,19 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     largest = _get(evidence, "rate", "largest_stable_lr")
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if verdict == "no_learning_rate":
-        return (f"fix the schedule: the rate is {lr:.3g}" + (f", {lr / peak:.1e} of its peak {peak:.3g}" if peak else "")
-                + ", so no step can move the loss")
+        since, total = _get(evidence, "rate", "zero_since"), _get(evidence, "rate", "total_steps")
+        when = f" since step {since}" if since is not None else ""
+        if total is not None:
+            when += f" of {total}"
+        return (f"fix the schedule so the rate lasts until the last step: it has been {lr:.3g}{when}"
+                + (f" (its peak was {peak:.3g})" if peak else "") + ", and no step can move the loss")
     if verdict == "unstable" and largest:
         return f"lower the rate below {largest:.3g} (the largest stable rate here), or warm it up"
     if verdict == "diverged":
+        good = _get(evidence, "diverged", "checkpoint_step")
         if largest and lr and largest < lr:
-            return f"restart from the last good checkpoint with a rate below {largest:.3g} (the largest stable rate there)"
+            where = f" at step {good}, the last good point" if good is not None else " at the last good point"
+            return f"restart with a rate below {largest:.3g} (the largest stable rate{where})"
         return ("the rate was stable at the last good point: restart from it with a smaller rate or clipped "
                 "gradients, and check the data for extreme values")
     if verdict == "noise_floor":
