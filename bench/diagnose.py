@@ -41,8 +41,8 @@ from descentlab.critical import StallMonitor  # noqa: E402
 from descentlab.problems.workloads import get_workload  # noqa: E402
 
 
-def run(name: str, steps: int, monitored: bool, seed: int = 0):
-    """Train ``name`` with its preset's optimizer settings (a plain loop); returns (wall s, monitor)."""
+def run(name: str, steps: int, monitored: bool, seed: int = 0, *, stop_at_stall: bool = False, **options):
+    """Train ``name`` with its preset's optimizer settings (a plain loop); returns (wall s, monitor, model)."""
     workload = get_workload(name)
     torch.manual_seed(seed)
     model = workload.make_model()
@@ -51,7 +51,7 @@ def run(name: str, steps: int, monitored: bool, seed: int = 0):
     batch = workload.batch_size or len(X)
     monitor = None
     if monitored:
-        monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None)
+        monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None, **options)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     if monitor is not None:
@@ -62,8 +62,8 @@ def run(name: str, steps: int, monitored: bool, seed: int = 0):
         loss = workload.loss_fn(model(X[index]), y[index])
         loss.backward()
         optimizer.step()
-        if monitor is not None:
-            monitor.update(step, loss.item(), model)
+        if monitor is not None and monitor.update(step, loss.item(), model) is not None and stop_at_stall:
+            break
     return time.perf_counter() - started, monitor, model
 
 
@@ -117,26 +117,7 @@ def one_diagnosis(steps: int) -> list[dict]:
 def presets() -> list[dict]:
     rows = []
     for name in ("stall", "unstable", "noise-floor", "minimum"):
-        workload = get_workload(name)
-        torch.manual_seed(0)
-        model = workload.make_model()
-        optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
-        X, y = workload.X_train, workload.y_train
-        batch = workload.batch_size or len(X)
-        monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None,
-                               max_stalls=1)
-        monitor.attach(model=model)
-        generator = torch.Generator().manual_seed(0)
-        estimate = None
-        for step in range(1, workload.steps + 1):
-            index = torch.randint(0, len(X), (batch,), generator=generator) if batch < len(X) else slice(None)
-            optimizer.zero_grad()
-            loss = workload.loss_fn(model(X[index]), y[index])
-            loss.backward()
-            optimizer.step()
-            estimate = monitor._estimate if estimate is None else estimate
-            if monitor.update(step, loss.item(), model) is not None:
-                break
+        _, monitor, _ = run(name, get_workload(name).steps, True, stop_at_stall=True, max_stalls=1)
         stall = monitor.stalls[0] if monitor.stalls else None
         rows.append({"case": name, "verdict": stall.verdict if stall else "none", "step": stall.step if stall else "-",
                      "seconds": stall.seconds if stall else 0.0, "estimate": monitor._estimate,

@@ -6,8 +6,8 @@ saddle at the origin, plain full-batch SGD): the loss sits on a plateau, the Hes
 negative eigenvalues (a saddle), a step along the most negative eigenvector lowers the loss,
 and training goes on downhill. The presets unstable, noise-floor and minimum stall for the
 other reasons (the rate past the stability limit, mini-batch noise, a minimum). Everything
-lands in runs/diagnose-<timestamp>/ (config.json, metrics.csv, checkpoint.pt, stalls.json,
-report.html); the command ends by printing the verdict table, each stall's remedy and the
+lands in runs/diagnose-<timestamp>/ (config.json, metrics.csv, tracked.csv, checkpoint.pt,
+stalls.json, report.html); the command ends by printing the verdict table, each stall's remedy and the
 report's path.
 
 Verdicts: saddle, minimum, maximum, flat, unstable, noise_floor, diverged, no_learning_rate,
@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     )
     run_dir = RunDir.open(result.path)
     run_dir.write_json("stalls.json", [stall.to_dict() for stall in monitor.stalls])
+    run_dir.write_csv("tracked.csv", [{"step": step, "loss": loss} for step, loss in monitor.tracked], ("step", "loss"))
     report = render(run_dir)
     print(result.message)
     print(verdict_table(monitor.stalls))

@@ -266,6 +266,7 @@ class StallMonitor:
         self.status = status
         self.plateau = PlateauTest(window, self.every, self.rel_tol)
         self.stalls: list[Stall] = []
+        self.tracked: list[tuple[int, float]] = []  # (step, sample loss) at every tracked step
         self.spent = 0.0  # seconds inside the monitor (tracking and diagnoses)
         self.train_time = 0.0  # seconds between calls, i.e. training
         self._count = 0  # updates seen
@@ -485,6 +486,7 @@ class StallMonitor:
     def _track(self, step: int, model: nn.Module) -> float:
         """The sample loss now; keeps the initial and the best loss and the best parameters."""
         value = self._sample_loss(model)
+        self.tracked.append((int(step), value))
         if self.optimizer is not None:
             lr = float(self.optimizer.param_groups[0]["lr"])
             self._peak_lr = lr if self._peak_lr is None else max(self._peak_lr, lr)
@@ -545,7 +547,8 @@ class StallMonitor:
         return {
             "count": self._count, "plateau": {"steps": list(self.plateau.steps), "losses": list(self.plateau.losses),
                                               "quiet_above": self.plateau.quiet_above},
-            "stalls": [s.to_dict() for s in self.stalls], "spent": self.spent, "train_time": self.train_time,
+            "stalls": [s.to_dict() for s in self.stalls], "tracked": [list(t) for t in self.tracked],
+            "spent": self.spent, "train_time": self.train_time,
             "last_cost": self._last_cost, "estimate": self._estimate,
             "pending": None if self._pending is None else list(self._pending),
             "initial": self._initial, "best": self._best, "best_step": self._best_step,
@@ -560,6 +563,7 @@ class StallMonitor:
         self.plateau.losses = [float(x) for x in state["plateau"]["losses"]]
         self.plateau.quiet_above = state["plateau"]["quiet_above"]
         self.stalls = [Stall.from_dict(s) for s in state["stalls"]]
+        self.tracked = [(int(step), float(value)) for step, value in state["tracked"]]
         self.spent, self.train_time = float(state["spent"]), float(state["train_time"])
         self._last_cost, self._estimate = state["last_cost"], state["estimate"]
         self._pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))

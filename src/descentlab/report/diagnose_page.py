@@ -8,7 +8,7 @@ signal-to-noise ratio against the batch size for ``noise_floor``; the rate over 
 ``no_learning_rate``.
 
 Reads only the run directory: ``config.json``, ``metrics.csv`` (the training loop's),
-``stalls.json`` (one :class:`~descentlab.critical.Stall` per stall, with its verdict and
+``tracked.csv`` (the loss on the monitor's fixed sample, what its plateau test read), ``stalls.json`` (one :class:`~descentlab.critical.Stall` per stall, with its verdict and
 evidence) and ``status.json``.
 """
 
@@ -94,7 +94,9 @@ def build(run: RunDir) -> Page:
     page.heading("Verdict")
     page.table(verdict_rows(stalls), _PAGE_COLUMNS)
     page.heading("Loss")
-    page.figure(_loss_figure(rows, stalls), "Training loss per step (validation loss at evaluation steps); "
+    tracked = run.read_csv("tracked.csv") if run.exists("tracked.csv") else []
+    page.figure(_loss_figure(rows, stalls, tracked), "Training loss per step (the mini-batch's), the tracked loss "
+                "(on the monitor's fixed sample: what the plateau test reads), validation loss at evaluation steps; "
                 "dashed lines: stalls the monitor noticed, with their verdicts; arrows: what an escape step did.",
                 save_to=run.file("loss.png"))
     for index, stall in enumerate(stalls, start=1):
@@ -151,12 +153,15 @@ def _headline(stalls: Sequence[Stall], rows: Sequence[dict]) -> str:
     return text + "."
 
 
-def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall]):
+def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall], tracked: Sequence[dict] = ()):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     steps = [int(r["step"]) for r in rows]
-    ax.plot(steps, [float(r["train_loss"]) for r in rows], color="#2f7bd8", lw=1.2, label="train loss (mini-batch)")
+    ax.plot(steps, [float(r["train_loss"]) for r in rows], color="#9bb7e0", lw=1.0, label="train loss (mini-batch)")
+    if tracked:
+        ax.plot([int(r["step"]) for r in tracked], [float(r["loss"]) for r in tracked], color="#1f4e9c", lw=2,
+                label="tracked loss (fixed sample)")
     val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r.get("val_loss") not in ("", None)]
     if val:
         ax.plot(*zip(*val), "o-", color="#e09b2d", ms=3, lw=1, label="validation loss")
@@ -226,9 +231,19 @@ def _slice_figure(stall: Stall):
     return fig
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title, a log-scale grid and the legend of a verdict's figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+
+
 def _sharpness_figure(stall: Stall, rows: Sequence[dict]):
-    """``limit · λ_max / sharpness`` per unit rate: the threshold line ``limit / lr(t)`` in the
-    units of the sharpness divided by the rate (λ_max for plain SGD), and the stall's point."""
+    """The stability threshold as a curvature, ``limit / lr(t)`` over the run's rates, and the
+    curvature measured at the stall, ``sharpness / lr`` (λ_max for SGD, preconditioned for
+    adaptive rates): above the line a step overshoots the valley."""
     import matplotlib.pyplot as plt
 
     rate = stall.evidence["rate"]
@@ -243,11 +258,8 @@ def _sharpness_figure(stall: Stall, rows: Sequence[dict]):
              else stall.step], [per_lr], "o", color="#d8542f", ms=8,
             label=f"sharpness / lr at the {'last good point' if stall.verdict == 'diverged' else 'stall'}: {per_lr:.3g}")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("curvature (lambda_max, preconditioned for adaptive rates)")
-    ax.set_title(f"stall at step {stall.step}: {stall.verdict}, sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best", fontsize=8)
+    _finish(ax, "step", "curvature (lambda_max, preconditioned for adaptive rates)",
+            f"stall at step {stall.step}: {stall.verdict}, sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}")
     return fig
 
 
@@ -267,11 +279,8 @@ def _noise_figure(stall: Stall):
             label=f"this run: batch {noise['batch_size']}, SNR {noise['snr']:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("gradient signal-to-noise ratio")
-    ax.set_title(f"stall at step {stall.step}: noise floor (SNR 1 at B = {noise.get('critical_batch') or math.nan:.0f})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best", fontsize=8)
+    _finish(ax, "batch size B", "gradient signal-to-noise ratio",
+            f"stall at step {stall.step}: noise floor (SNR 1 at B = {noise.get('critical_batch') or math.nan:.0f})")
     return fig
 
 
