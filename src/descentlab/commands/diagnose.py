@@ -57,12 +57,12 @@ def _budget(text: str | float | None) -> float | None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from descentlab.critical.monitor import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
-    from descentlab.problems.workloads import WORKLOADS
+    from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 
     what = parser.add_argument_group("what to train")
     what.add_argument("--workload", default=None, metavar="NAME",
-                      help=f"built-in workload (default: stall): {', '.join(WORKLOADS)}")
+                      help="built-in workload (default: stall; the presets stall, unstable, noise-floor and "
+                           "minimum each stop for another reason; an unknown name lists them all)")
     what.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
     what.add_argument("--data", default=None, metavar="FILE", help=".npz (X, y[, X_val, y_val]) or .csv data file")
     how = parser.add_argument_group("how to train")

@@ -63,16 +63,11 @@ from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import LR_ZERO
 from descentlab.curvature import HessianOperator
 from descentlab.curvature.batches import batch_size as count_of, is_pair
+from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 
 __all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice", "fixed_sample", "in_memory_batches", "DEFAULT_BUDGET",
            "DEFAULT_BUDGET_SECONDS", "SAMPLE_SIZE"]
 
-#: The default budget, shared by the API and ``descentlab diagnose --budget``: a quarter of the training time ...
-DEFAULT_BUDGET = 0.25
-#: ... or this many seconds in all, whichever is more.
-DEFAULT_BUDGET_SECONDS = 5.0
-#: Samples the monitor tracks the loss on and measures curvature and noise with.
-SAMPLE_SIZE = 512
 
 _RANDOM_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
