@@ -286,7 +286,8 @@ def classify(
         pairs = _extremes(hessian, spectrum, all_vectors, k, op.dtype, n_matvecs=op.n_params)
         values_for_rule, vectors_for_rule = spectrum, all_vectors
     else:
-        pairs = lanczos(op, k=min(k, op.n_params), which="BE", tol=lanczos_tol, seed=seed, max_iter=max_matvecs, v0=v0)
+        start = v0 if v0 is not None and v0.shape[0] == op.n_params else None  # a warm start is only a hint
+        pairs = lanczos(op, k=min(k, op.n_params), which="BE", tol=lanczos_tol, seed=seed, max_iter=max_matvecs, v0=start)
         values_for_rule, vectors_for_rule = pairs.values, pairs.vectors
     n_matvecs = pairs.n_matvecs
 

@@ -430,7 +430,7 @@ class StallMonitor:
                                spectrum=None if point.spectrum is None else _tuple(point.spectrum), point=point)
                 if point.method == "lanczos":
                     self._v0 = point.eigenpairs.vectors.detach().clone()
-            stall = Stall(step, tracked, None if point is None else float(point.grad_norm), reason, "diagnosed",
+            stall = Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, "diagnosed",
                           finding.verdict, finding.remedy, evidence, diagnosed_at=step if at is None else at, **fields_)
             stall = self.respond(stall, model)
         except Exception as error:  # a diagnosis must never kill the training run
