@@ -135,8 +135,10 @@ def test_stall_preset_is_a_saddle_and_escape_lowers_the_loss(tmp_path, capsys):
     # the plateau: ln 10 is the loss of the uniform guess at the origin
     assert stall["step"] == 100 and abs(stall["loss"] - math.log(10)) < 1e-3
     assert stall["status"] == "diagnosed" and stall["kind"] == "saddle" and stall["verdict"] == "saddle"
-    # decided on all 1,437 samples (the gradient test, and the curvature of a critical point)
-    assert stall["evidence"]["gradient"]["critical"] and stall["evidence"]["curvature"]["samples"] == 1437
+    # the gradient test on all 1,437 samples; the sample's negative curvature confirmed on all of them
+    confirmed = stall["evidence"]["curvature"]["confirmed_on_all_data"]
+    assert stall["evidence"]["gradient"]["critical"] and confirmed["held"] and confirmed["samples"] == 1437
+    assert min(confirmed["rayleigh_quotients"]) < -0.5
     # the closed form of the origin's most negative curvature (see test_workloads): -sigma_max(C) ~ -0.76
     assert stall["min_eigenvalue"] < -0.5 and stall["max_eigenvalue"] > 0.5
     # the escape margin: at least 0.1 nats below the plateau, and the loss is lower after it

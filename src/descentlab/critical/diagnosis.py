@@ -9,15 +9,18 @@
    taken out (E||g_sample||² = ||∇L||² + (S²/n)(1 − n/N), ``critical.noise``): the point is
    critical when ||∇L|| <= ``grad_tol`` · max(1, |L|). A sample's own gradient would not do:
    at the stall preset's saddle the full gradient is 0.0028 and a 512-sample one 0.037;
-3. the **point**: :func:`~descentlab.critical.classify` — on the sample, or, at a critical point,
-   on all the data where it holds at most :data:`FULL_CURVATURE_LIMIT` samples (a sample's
-   Hessian carries the sample's own gradient: at a degenerate critical point it shows
-   eigenvalues of ± that gradient's size, which the data does not have — a deep tanh net near
-   its origin: λ_min = −0.037 on 512 samples, −0.0017 on all 1,437) — the extreme
-   Hessian eigenpairs (exact below its dense threshold, else Lanczos at both ends, warm-started from
+3. the **point**: :func:`~descentlab.critical.classify` on the sample — the extreme Hessian
+   eigenpairs (exact below its dense threshold, else Lanczos at both ends, warm-started from
    the previous stall's eigenvectors, to a residual fit for the sign of λ_min rather than for
    six digits), the kind, probed along flat directions and decided again in float64 where a
-   lower precision could hide the sign of an eigenvalue;
+   lower precision could hide the sign of an eigenvalue. A sample's Hessian carries the
+   sample's own gradient: at a degenerate critical point it can show eigenvalues of ± that
+   gradient's size that the data does not have (a deep tanh net near its origin: λ_min = −0.037
+   on 512 samples, −0.0017 on all 1,437). So at a critical point the negative curvature that
+   makes a saddle (or a maximum) is confirmed on all the data (up to
+   :data:`FULL_CURVATURE_LIMIT` samples) by the Rayleigh quotients of its eigenvectors — one
+   batched product; vᵀHv < 0 proves a negative eigenvalue — and where it does not hold the
+   point is classified again on all the data;
 4. the **sharpness** against the optimizer's stability limit (:mod:`~descentlab.critical.stability`;
    for plain and momentum SGD it is the rate times the λ_max already found, for adaptive
    methods one more short Lanczos run on the preconditioned Hessian);
@@ -55,11 +58,13 @@ FULL_DATA_LIMIT = 20_000
 FULL_CURVATURE_LIMIT = 4_096
 
 #: ``classify`` settings of a diagnosis: 2 + 2 extreme eigenpairs (the signs and the escape
-#: direction are all a verdict needs), a residual of 1e-3 (eigenvalue errors ~ residual² · |λ| /
-#: gap, far below the zero band), at most 300 products, no SLQ minimum-ratio estimate (1,600
+#: direction are all a verdict needs), a relative residual of 1e-2 (fit for a sign: an eigenvalue
+#: lies within its residual of the Ritz value, 1e-2 · max(|θ|, φ‖H‖) against a zero band of
+#: 3.5e-4 ‖H‖ in float32, and λ_max to ~1e-4 for the sharpness; 1e-3 cost digits-cnn 179 products
+#: at a near-minimum), at most 300 products, no SLQ minimum-ratio estimate (1,600
 #: products that decide nothing), the dense Hessian only up to 256 parameters (the stall
 #: preset's 610: dense + eigh 1.7 s, Lanczos at both ends 13 products, 0.1 s).
-CLASSIFY_DEFAULTS: Mapping[str, Any] = {"k": 4, "lanczos_tol": 1e-3, "max_matvecs": 300, "ratio_probes": 0,
+CLASSIFY_DEFAULTS: Mapping[str, Any] = {"k": 4, "lanczos_tol": 1e-2, "max_matvecs": 300, "ratio_probes": 0,
                                         "dense_threshold": 256}
 
 
@@ -157,21 +162,25 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
         evidence["noise"] = {"batch_size": batch_size, "n_data": n_data, "snr": None, "full_batch": True}
 
     critical = norm <= tolerance
-    curvature_data, measured_on = sample, len(y)
-    if critical and full_data is not None:
-        count = sum(len(batch[1]) for batch in as_batches(full_data))
-        if count <= FULL_CURVATURE_LIMIT:
-            curvature_data, measured_on = _one_batch(full_data), count
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        point = classify(model, loss_fn, curvature_data, grad_tol=grad_tol, assume_critical=critical, **options)
+        point = classify(model, loss_fn, sample, grad_tol=grad_tol, assume_critical=critical, **options)
+        measured_on, confirmed = len(y), None
+        if critical and point.kind in ("saddle", "local_max") and full_data is not None:
+            full = _one_batch(full_data)
+            if len(full[1]) > len(y) and len(full[1]) <= FULL_CURVATURE_LIMIT:
+                confirmed = _confirmed_on(model, loss_fn, full, point)
+                if not confirmed["held"]:  # the sample's curvature was its own: decide on all the data
+                    point = classify(model, loss_fn, full, grad_tol=grad_tol, assume_critical=True,
+                                     **{**options, "v0": point.eigenpairs.vectors})
+                    measured_on = len(full[1])
     evidence["curvature"] = {
         "kind": point.verdict.kind if point.is_critical else "not_critical",
         "min_eigenvalue": point.min_eigenvalue, "max_eigenvalue": point.max_eigenvalue,
         "degenerate": bool(point.degenerate), "decided_by": point.verdict.decided_by,
         "dtype": point.precision, "eig_tol": point.eig_tol, "method": point.method, "n_params": point.n_params,
         "n_matvecs": point.n_matvecs, "converged": bool(point.eigenpairs.converged), "samples": measured_on,
-        "warnings": [str(w.message) for w in caught][:3],
+        "confirmed_on_all_data": confirmed, "warnings": [str(w.message) for w in caught][:3],
     }
     if rate is not None:
         rule = stability_rule(optimizer, model, point.names)
@@ -212,6 +221,23 @@ def examine_divergence(model: nn.Module, loss_fn: Callable, sample: tuple[Any, t
         evidence["curvature"] = {"error": f"{type(error).__name__}: {error}"}
     verdict = "diverged"
     return Finding(verdict, remedy(verdict, evidence), evidence)
+
+
+def _confirmed_on(model: nn.Module, loss_fn: Callable, data: Any, point: CriticalPoint) -> dict[str, Any]:
+    """Does the sample's curvature sign hold on ``data``? The Rayleigh quotients vᵀHv of the
+    eigenvectors whose eigenvalues decided the kind (the negative ones of a saddle, all of a
+    maximum's), with H the Hessian of ``data``: vᵀHv < 0 proves that H has a negative eigenvalue
+    (λ_min <= vᵀHv), whatever the sample; it holds when the most negative one is beyond the zero
+    band and, for a maximum, when every one is. One batched product of a few columns."""
+    values, vectors = point.eigenpairs.values.double(), point.eigenpairs.vectors
+    band = point.eig_tol * max(1.0, float(values.abs().max()))
+    chosen = values < -band
+    op = HessianOperator(model, loss_fn, data, params=point.names)
+    V = vectors[:, chosen.to(vectors.device)].to(op.dtype)
+    quotients = ((V * (op @ V)).sum(dim=0) / (V * V).sum(dim=0)).double()
+    held = bool((quotients < -band).all()) if point.kind == "local_max" else bool(quotients.min() < -band)
+    return {"held": held, "rayleigh_quotients": [float(q) for q in quotients], "band": band,
+            "samples": len(data[1])}
 
 
 def _one_batch(data: Any) -> Any:
