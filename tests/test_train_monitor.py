@@ -71,9 +71,12 @@ def test_real_diagnosis_at_the_lecture_saddle(lecture):
     workload, model = lecture
     _set(model, 0.0, 0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    statuses = []
     monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), optimizer=optimizer, window=10,
-                           budget=None, slice_radius=1.0, escape_options={"max_step": 0.5}, log=None)
+                           budget=None, slice_radius=1.0, escape_options={"max_step": 0.5}, log=None,
+                           status=statuses.append)
     found = [s for s in (monitor.update(step, 1.0, model) for step in range(1, 23)) if s]
+    assert statuses == ["diagnosing stall 1…", None]  # what the progress bar shows while it works
     # the loss is exactly 1 at every tracked step (every 2nd): a plateau once two windows (11 evaluations,
     # steps 2..22) are there
     assert [s.step for s in found] == [22]
