@@ -71,11 +71,64 @@ def test_off_the_curve_is_not_critical_and_the_numbers_are_the_closed_form():
 
 
 def test_lecture_in_float32_gives_the_same_verdicts():
-    assert classify(*_lecture(0.0, 0.0, torch.float32)).kind == "saddle"
+    saddle = classify(*_lecture(0.0, 0.0, torch.float32))
+    assert saddle.kind == "saddle" and saddle.precision == "float32"  # signs far outside the zero band: certain
+    alone = classify(*_lecture(1.0, 1.0, torch.float32), recheck=False)
+    assert (alone.kind, alone.degenerate) == ("local_min", True)
+    assert alone.eig_tol == default_tolerances(torch.float32)[0] == pytest.approx(math.sqrt(2**-23))
+    # a degenerate minimum is decided again in float64 (the zero eigenvalue's sign), and stays a minimum
     point = classify(*_lecture(1.0, 1.0, torch.float32))
-    assert (point.kind, point.degenerate) == ("local_min", True)
-    assert point.eig_tol == default_tolerances(torch.float32)[0] == pytest.approx(math.sqrt(2**-23))
+    assert (point.kind, point.degenerate, point.precision) == ("local_min", True, "float64")
+    assert point.eig_tol == default_tolerances(torch.float64)[0]
+    assert point.min_eigenvalue == pytest.approx(0.0, abs=1e-12) and point.max_eigenvalue == pytest.approx(4.0)
     assert classify(*_lecture(0.5, 0.5, torch.float32)).kind == "not_critical"
+
+
+def _deep_tanh_near_origin(dtype):
+    """A 4-layer tanh net with every weight 0, at its higher-order saddle: the output bias sits a hair
+    off the class priors, so the gradient is tiny (|E[p - y]| ~ 3e-5) and the weight/bias cross
+    curvature of the last two layers is ±that (the deep tanh digits net's -3.3e-5 after 1,000 steps)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 4, generator=g, dtype=f64)
+    y = torch.randint(0, 3, (300,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(),
+                          nn.Linear(3, 3)).double()
+    prior = torch.bincount(y, minlength=3).double() / len(y)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model[-1].bias.copy_(prior.log() + torch.tensor([1e-4, -1e-4, 0.0], dtype=f64))
+    return model.to(dtype), X.to(dtype), y
+
+
+def test_a_saddle_that_float32_rounding_hides_is_decided_in_float64():
+    model, X, y = _deep_tanh_near_origin(torch.float32)
+    # oracle: the exact float64 Hessian of the float32 point's values, by torch.autograd.functional.hessian
+    exact_model, X64 = model.double(), X.double()
+    names = [n for n, _ in exact_model.named_parameters()]
+    shapes = [p.shape for p in exact_model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in exact_model.parameters()])
+
+    def loss_of(flat):
+        parts, offset = {}, 0
+        for name, shape in zip(names, shapes):
+            parts[name] = flat[offset:offset + shape.numel()].reshape(shape)
+            offset += shape.numel()
+        return nn.functional.cross_entropy(torch.func.functional_call(exact_model, parts, (X64,)), y)
+
+    spectrum = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, theta))
+    # the second-order test written out: a negative eigenvalue beyond float64's zero band is a saddle,
+    # and it lies inside float32's band (3.5e-4 * max(1, max|lambda|)): float32 cannot see its sign
+    assert -default_tolerances(torch.float32)[0] < float(spectrum[0]) < -10 * default_tolerances(torch.float64)[0]
+    model = model.float()
+    alone = classify(model, nn.functional.cross_entropy, (X, y), recheck=False)
+    assert alone.kind == "local_min" and alone.degenerate  # what float32 alone concluded
+    point = classify(model, nn.functional.cross_entropy, (X, y))
+    assert point.kind == "saddle" and point.precision == "float64"
+    # float64 products on float32 parameters against the float64 oracle: 1e-9 absolute
+    assert point.min_eigenvalue == pytest.approx(float(spectrum[0]), abs=1e-9)
+    assert point.parameters.dtype == torch.float32  # the point is still the model's own
 
 
 def _least_squares(seed=0, n=40, d=5):

@@ -45,6 +45,9 @@ def user_files(tmp_path, monkeypatch):
     (["--workload", "nope"], "unknown workload 'nope'"),
     (["--workload", "moons", "--lr", "-1"], "--lr must be a positive number"),
     (["--workload", "moons", "--model", "pkg_diag.nets:net"], "either --workload or --model"),
+    (["--workload", "moons", "--budget", "0"], "--budget must be a positive fraction or 'none'"),
+    (["--workload", "moons", "--budget", "lots"], "--budget must be a positive fraction or 'none'"),
+    (["--workload", "moons", "--sample", "1"], "--sample must be an integer >= 2"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(user_files, capsys, args, message):
     out = user_files / "run"
@@ -93,7 +96,7 @@ def test_report_of_a_missing_directory_is_a_one_line_error(tmp_path, capsys):
     assert "is not a run directory" in capsys.readouterr().err
 
 
-SHORT = ["--steps", "130", "--window", "20", "--max-stalls", "1", "--no-progress"]
+SHORT = ["--steps", "130", "--window", "20", "--max-stalls", "1", "--budget", "none", "--no-progress"]
 
 
 def test_same_seed_same_numbers_and_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
@@ -131,7 +134,11 @@ def test_stall_preset_is_a_saddle_and_escape_lowers_the_loss(tmp_path, capsys):
     stall = stalls[0]
     # the plateau: ln 10 is the loss of the uniform guess at the origin
     assert stall["step"] == 100 and abs(stall["loss"] - math.log(10)) < 1e-3
-    assert stall["status"] == "diagnosed" and stall["kind"] == "saddle"
+    assert stall["status"] == "diagnosed" and stall["kind"] == "saddle" and stall["verdict"] == "saddle"
+    # the gradient test on all 1,437 samples; the sample's negative curvature confirmed on all of them
+    confirmed = stall["evidence"]["curvature"]["confirmed_on_all_data"]
+    assert stall["evidence"]["gradient"]["critical"] and confirmed["held"] and confirmed["samples"] == 1437
+    assert min(confirmed["rayleigh_quotients"]) < -0.5
     # the closed form of the origin's most negative curvature (see test_workloads): -sigma_max(C) ~ -0.76
     assert stall["min_eigenvalue"] < -0.5 and stall["max_eigenvalue"] > 0.5
     # the escape margin: at least 0.1 nats below the plateau, and the loss is lower after it

@@ -1,14 +1,18 @@
-"""StallMonitor: the plateau test, the budget, checkpointing; the helpers it measures with."""
+"""StallMonitor: its sample, the budget, checkpointing, no false alarms on healthy runs, README's loop."""
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from descentlab.critical import Stall, StallMonitor
 from descentlab.critical import monitor as monitor_module
-from descentlab.critical.monitor import full_loss_and_grad, loss_slice
+from descentlab.critical.monitor import fixed_sample, full_loss_and_grad, loss_slice
 from descentlab.problems.workloads import get_workload
 
 
@@ -25,60 +29,17 @@ def _set(model, w1, w2):
         model.w2.fill_(w2)
 
 
-class _Recorded(StallMonitor):
-    """Stands in for classify/escape (tested elsewhere): records where diagnoses happen, costs ``cost`` seconds."""
-
-    def __init__(self, *args, clock=None, cost=0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.clock, self.cost = clock, cost
-
-    def _diagnose(self, step, model, reason, loss, grad_norm):
-        if self.clock is not None:
-            self.clock.now += self.cost
-        return Stall(step, loss, grad_norm, reason, "diagnosed")
-
-
-def _first_plateau(losses, w, rel_tol):
-    """The plateau rule written out with numpy: first 1-based step whose last two windows improve < rel_tol."""
-    x = np.asarray(losses)
-    for end in range(2 * w, len(x) + 1):
-        prev, cur = x[end - 2 * w:end - w].mean(), x[end - w:end].mean()
-        if (prev - cur) / abs(prev) < rel_tol:
-            return end
-    return None
-
-
-def test_plateau_is_found_where_the_rule_says(lecture):
-    workload, model = lecture
-    losses = [2.0 * 0.97 ** k for k in range(60)] + [2.0 * 0.97 ** 60] * 60
-    monitor = _Recorded(workload.loss_fn, (workload.X_train, workload.y_train), window=10, rel_tol=1e-3,
-                        budget=None, log=None)
-    found = [s.step for s in (monitor.update(i, loss, model) for i, loss in enumerate(losses, start=1)) if s]
-    first = _first_plateau(losses, 10, 1e-3)
-    assert first is not None and first > 60
-    assert found[0] == first
-    # after a stall the history restarts: the next one needs two fresh windows
-    assert found[1] == first + 20
-    assert monitor.stalls[0].reason == "loss"
-
-
-def test_a_steadily_falling_loss_is_no_plateau(lecture):
-    workload, model = lecture
-    monitor = _Recorded(workload.loss_fn, (workload.X_train, workload.y_train), window=5, budget=None, log=None)
-    assert all(monitor.update(i, 1.0 * 0.99 ** i, model) is None for i in range(1, 200))
-    assert monitor.stalls == []
-
-
-def test_gradient_criterion_at_the_lecture_saddle(lecture):
-    workload, model = lecture
-    data = (workload.X_train, workload.y_train)
-    _set(model, 0.0, 0.0)  # the gradient is exactly zero
-    monitor = _Recorded(workload.loss_fn, data, window=4, rel_tol=None, grad_tol=1e-6, budget=None, log=None)
-    found = [s for s in (monitor.update(i, 1.0 - 0.1 * i, model) for i in range(1, 9)) if s]
-    assert [s.step for s in found] == [4, 8] and found[0].reason == "grad" and found[0].loss == 1.0
-    _set(model, 0.5, 0.5)  # dL/dw1 = -2 (1 - w1 w2) w2 = -0.75: not flat
-    monitor = _Recorded(workload.loss_fn, data, window=4, rel_tol=None, grad_tol=1e-6, budget=None, log=None)
-    assert all(monitor.update(i, 1.0, model) is None for i in range(1, 9))
+def test_fixed_sample_is_a_seeded_subset_and_counts_the_data():
+    X, y = torch.arange(100.0).reshape(50, 2), torch.arange(50)
+    (Xs, ys), n = fixed_sample((X, y), 20, seed=3)
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:20].sort().values
+    assert n == 50 and torch.equal(ys, expected) and torch.equal(Xs, X[expected])
+    batches = [(X[i:i + 8], y[i:i + 8]) for i in range(0, 50, 8)]
+    (Xs, ys), n = fixed_sample(batches, 20)
+    assert n == 50 and torch.equal(ys, y[:20])  # the first batches, in order
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
+    (_, ys), n = fixed_sample(loader, 12)
+    assert n == 50 and torch.equal(ys, y[:12])
 
 
 def test_full_loss_and_grad_weights_batches_by_size():
@@ -105,6 +66,34 @@ def test_loss_slice_matches_the_lecture_closed_form(lecture):
     assert model.w1.item() == 0.0 and model.w2.item() == 0.0
 
 
+def test_real_diagnosis_at_the_lecture_saddle(lecture):
+    """The whole chain in a loop: plateau -> saddle (closed form) -> escape (closed form)."""
+    workload, model = lecture
+    _set(model, 0.0, 0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    statuses = []
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), optimizer=optimizer, window=10,
+                           budget=None, slice_radius=1.0, escape_options={"max_step": 0.5}, log=None,
+                           status=statuses.append)
+    found = [s for s in (monitor.update(step, 1.0, model) for step in range(1, 23)) if s]
+    assert statuses == ["diagnosing stall 1…", None]  # what the progress bar shows while it works
+    # the loss is exactly 1 at every tracked step (every 2nd): a plateau once two windows (11 evaluations,
+    # steps 2..22) are there
+    assert [s.step for s in found] == [22]
+    stall = found[0]
+    assert stall.status == "diagnosed" and stall.verdict == "saddle" and stall.kind == "saddle"
+    assert stall.min_eigenvalue == pytest.approx(-2.0) and stall.max_eigenvalue == pytest.approx(2.0)
+    assert stall.evidence["gradient"]["critical"] and stall.evidence["gradient"]["norm"] == 0.0
+    # sharpness of plain SGD: lr * lambda_max = 0.05 * 2
+    assert stall.evidence["rate"]["sharpness"] == pytest.approx(0.1) and stall.evidence["rate"]["limit"] == 2.0
+    # along the unit eigenvector (1, 1)/sqrt(2) of -2, either sign: L(t) = (1 - t^2/2)^2
+    assert stall.slice_loss == pytest.approx([(1 - t * t / 2) ** 2 for t in stall.slice_t], rel=1e-10)
+    # the escape stepped t = 0.5 along it: L = (1 - 0.125)^2, and the model moved there
+    assert stall.escaped and stall.escape_step == pytest.approx(0.5)
+    assert stall.escape_loss_after == pytest.approx((1 - 0.125) ** 2)
+    assert model.w1.item() * model.w2.item() == pytest.approx(0.125)
+
+
 class _Clock:
     def __init__(self):
         self.now = 0.0
@@ -113,91 +102,168 @@ class _Clock:
         return self.now
 
 
-def test_budget_caps_the_time_spent_diagnosing(lecture, monkeypatch):
+class _Costly(StallMonitor):
+    """Stands in for the diagnosis (tested elsewhere): costs ``cost`` seconds of the fake clock."""
+
+    def __init__(self, *args, clock, cost, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clock, self.cost = clock, cost
+
+    def diagnose(self, model, *, step=0, reason="loss", trend=None, at=None):
+        self.clock.now += self.cost
+        return Stall(step, 1.0, 0.0, reason, "diagnosed", verdict="minimum", diagnosed_at=at)
+
+    def _expected_cost(self, model):
+        return self.cost
+
+
+def test_a_plateau_that_does_not_fit_the_budget_waits_and_is_diagnosed_once_it_fits(lecture, monkeypatch):
     workload, model = lecture
+    _set(model, 0.0, 0.0)  # the loss stays at 1: one long plateau
     clock = _Clock()
     monkeypatch.setattr(monitor_module.time, "perf_counter", clock)
-    # every step trains for 1 s; a diagnosis costs 6 s; budget 50 % of training time; a plateau every 2 steps
-    monitor = _Recorded(workload.loss_fn, (workload.X_train, workload.y_train), window=1, rel_tol=1e-3,
-                        budget=0.5, clock=clock, cost=6.0, log=None)
-    monitor._last_cost = 6.0  # the cost is known (the first-cost estimate is tested below)
-    for step in range(1, 61):
+    # every step trains for 1 s; a diagnosis costs 30 s; budget: half the training time (no floor)
+    monitor = _Costly(workload.loss_fn, (workload.X_train, workload.y_train), window=10, budget=0.5,
+                      budget_seconds=0.0, clock=clock, cost=30.0, log=None)
+    for step in range(1, 101):
         clock.now += 1.0
         monitor.update(step, 1.0, model)
-        assert monitor.spent <= 0.5 * monitor.train_time + 1e-9
-    diagnosed = [s.step for s in monitor.stalls if s.status == "diagnosed"]
-    skipped = [s for s in monitor.stalls if s.status == "skipped (budget)"]
-    assert len(monitor.stalls) == 30 and skipped
-    # the rule written out: at each plateau (every 2nd step) a diagnosis runs when
-    # 6 * (done + 1) <= 0.5 * training seconds so far (the first call has no interval before it: s - 1)
-    expected, done = [], 0
-    for s in range(2, 61, 2):
-        if 6.0 * (done + 1) <= 0.5 * (s - 1):
-            expected.append(s)
-            done += 1
-    assert diagnosed == expected == [14, 26, 38, 50]
-    assert monitor.spent == pytest.approx(24.0)
+        assert monitor.spent <= max(0.5 * monitor.train_time, 30.0) + 1e-9
+    # the plateau is seen at step 22 (0.5 * 21 s < 30 s: it waits), and diagnosed at the first
+    # tracked step where 30 s fit in half the training time: step 62 (61 s of training)
+    assert len(monitor.stalls) == 1
+    stall = monitor.stalls[0]
+    assert (stall.step, stall.diagnosed_at, stall.status) == (22, 62, "diagnosed")
+    # the floor in seconds lets a short run have its first diagnosis at once
+    clock.now = 0.0
+    monitor = _Costly(workload.loss_fn, (workload.X_train, workload.y_train), window=10, budget=0.5,
+                      budget_seconds=30.0, clock=clock, cost=30.0, log=None)
+    for step in range(1, 23):
+        clock.now += 1.0
+        monitor.update(step, 1.0, model)
+    assert [(s.step, s.status) for s in monitor.stalls] == [(22, "diagnosed")]
 
 
-def test_first_diagnosis_cost_is_estimated_from_a_gradient(lecture):
-    workload, model = lecture
+def test_the_first_estimate_multiplies_timed_products_by_the_diagnosis_counts(monkeypatch):
+    workload = get_workload("stall")
+    torch.manual_seed(0)
+    model = workload.make_model()  # 610 parameters: Lanczos at both ends
+    timings = iter([0.01, 0.002])  # one product, one sample loss
+    monkeypatch.setattr(monitor_module, "_fastest", lambda work: (work(), next(timings))[1])
     monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=None)
-    # 2 parameters <= classify's dense threshold: the exact Hessian, 2 products of ~3 gradients each
-    assert monitor._first_cost(model, 0.5) == pytest.approx(3.0 * 0.5 * 2)
+    ratio = len(workload.y_train) / 512
+    # 40 products, the gradients (all the data and 16 small ones ~ (ratio + 1) / 2 products), 45 losses
+    assert monitor._expected_cost(model) == pytest.approx(40 * 0.01 + (ratio + 1) * 0.01 / 2 + 45 * 0.002)
 
 
-def test_state_dict_round_trip_continues_the_same_decisions(lecture):
-    workload, model = lecture
-    losses = [1.0 / (1 + k) for k in range(30)] + [0.03] * 40
-    data = (workload.X_train, workload.y_train)
-    whole = _Recorded(workload.loss_fn, data, window=5, budget=None, log=None)
-    for i, loss in enumerate(losses, start=1):
-        whole.update(i, loss, model)
-    first = _Recorded(workload.loss_fn, data, window=5, budget=None, log=None)
-    for i, loss in enumerate(losses[:37], start=1):
-        first.update(i, loss, model)
-    second = _Recorded(workload.loss_fn, data, window=5, budget=None, log=None)
-    second.load_state_dict(first.state_dict())
-    for i, loss in enumerate(losses[37:], start=38):
-        second.update(i, loss, model)
-    def numbers(stalls):  # everything but the wall time
-        return [{k: v for k, v in s.to_dict().items() if k != "seconds"} for s in stalls]
+def _train_digits(monitor, model, steps, batch=64, seed=0, lr=0.1):
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train, workload.y_train
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    if monitor is not None:
+        monitor.attach(model=model, optimizer=optimizer, batch_size=batch, n_train=len(X))
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(1, steps + 1):
+        index = torch.randint(0, len(X), (batch,), generator=generator)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        if monitor is not None:
+            monitor.update(step, loss.item(), model)
+    return model
 
-    assert numbers(second.stalls) == numbers(whole.stalls)
-    assert len(whole.stalls) >= 2
+
+class _SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x.reshape(-1, 1, 8, 8))), 2)
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Dropout(0.1), nn.Linear(48, 10)),
+    _SmallCNN,
+], ids=["mlp-with-dropout", "cnn"])
+def test_healthy_mini_batch_training_raises_no_alarm_and_is_left_untouched(make):
+    """Models written here, not the workloads': SGD on batches of 64, float32, 800 steps."""
+    workload = get_workload("digits-mlp")
+    torch.manual_seed(0)
+    model = make()
+    monitor = StallMonitor(F.cross_entropy, (workload.X_train, workload.y_train), log=None)
+    _train_digits(monitor, model, 800)
+    assert monitor.stalls == []
+    torch.manual_seed(0)
+    plain = _train_digits(None, make(), 800)
+    # the monitor only measured: the weights are those of the same run without it, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+
+
+def test_state_dict_round_trip_continues_the_same_decisions():
+    workload = get_workload("stall")
+
+    def run(split=None):
+        torch.manual_seed(0)
+        model = workload.make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
+        data = (workload.X_train, workload.y_train)
+        monitor = StallMonitor(workload.loss_fn, data, optimizer=optimizer, window=20, budget=None, log=None)
+        monitor.attach(model=model, batch_size=len(data[1]))
+        for step in range(1, 141):
+            if step == split:
+                state = monitor.state_dict()
+                monitor = StallMonitor(workload.loss_fn, data, optimizer=optimizer, window=20, budget=None, log=None)
+                monitor.load_state_dict(state)
+                monitor.attach(model=model, step=step - 1)
+            optimizer.zero_grad()
+            loss = workload.loss_fn(model(data[0]), data[1])
+            loss.backward()
+            optimizer.step()
+            monitor.update(step, loss.item(), model)
+        return [{k: v for k, v in s.to_dict().items() if k != "seconds"} for s in monitor.stalls]
+
+    whole = run()
+    assert whole and whole[0]["verdict"] == "saddle"
+    assert run(split=51) == whole
 
 
 def test_bad_arguments_name_the_argument(lecture):
     workload, _ = lecture
     data = (workload.X_train, workload.y_train)
     for kwargs, name in [({"window": 0}, "window"), ({"rel_tol": -1.0}, "rel_tol"), ({"grad_tol": 0.0}, "grad_tol"),
-                         ({"budget": 0.0}, "budget"), ({"rel_tol": None}, "rel_tol and grad_tol"),
-                         ({"slice_radius": math.nan}, "slice_radius")]:
+                         ({"budget": 0.0}, "budget"), ({"budget_seconds": -1.0}, "budget_seconds"),
+                         ({"sample_size": 1}, "sample_size"), ({"batch_size": 0}, "batch_size"),
+                         ({"optimizer": "sgd"}, "optimizer"), ({"slice_radius": math.nan}, "slice_radius")]:
         with pytest.raises(ValueError, match=name):
             StallMonitor(workload.loss_fn, data, **kwargs)
 
 
 def test_stall_round_trips_through_plain_dicts():
-    stall = Stall(10, 2.3, 1e-3, "loss", "diagnosed", kind="saddle", degenerate=True, min_eigenvalue=-0.7,
-                  max_eigenvalue=0.7, minimum_ratio=0.1, eigenvalues=(-0.7, 0.7), slice_t=(0.0,), slice_loss=(2.3,))
-    assert Stall.from_dict(stall.to_dict()) == stall
-    assert "saddle (degenerate)" in stall.verdict() and "lambda_min -0.7" in stall.verdict()
+    import json
+
+    stall = Stall(10, 2.3, 1e-3, "loss", "diagnosed", verdict="saddle", remedy="step along it",
+                  evidence={"curvature": {"min_eigenvalue": -0.7, "dtype": "float64"}, "gradient": {"norm": 1e-3}},
+                  kind="saddle", degenerate=True, min_eigenvalue=-0.7, max_eigenvalue=0.7, minimum_ratio=0.1,
+                  eigenvalues=(-0.7, 0.7), slice_t=(0.0,), slice_loss=(2.3,))
+    assert Stall.from_dict(json.loads(json.dumps(stall.to_dict()))) == stall
+    assert "saddle (lambda_min -0.7 < 0 in float64" in stall.summary()
 
 
-def test_real_diagnosis_at_the_lecture_saddle(lecture):
-    """classify + escape inside the monitor: the lecture's saddle at (0, 0), checked against the closed form."""
-    workload, model = lecture
-    _set(model, 0.0, 0.0)
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), window=2, rel_tol=None,
-                           grad_tol=1e-8, budget=None, slice_radius=1.0, escape_options={"max_step": 0.5}, log=None)
-    assert monitor.update(1, 1.0, model) is None
-    stall = monitor.update(2, 1.0, model)
-    assert stall.status == "diagnosed" and stall.kind == "saddle" and not stall.degenerate
-    assert stall.min_eigenvalue == pytest.approx(-2.0) and stall.max_eigenvalue == pytest.approx(2.0)
-    assert stall.spectrum == pytest.approx((-2.0, 2.0)) and stall.minimum_ratio == pytest.approx(0.5)
-    # along the unit eigenvector (1, 1)/sqrt(2) of -2, either sign: L(t) = (1 - t^2/2)^2
-    assert stall.slice_loss == pytest.approx([(1 - t * t / 2) ** 2 for t in stall.slice_t], rel=1e-10)
-    # the escape stepped t = 0.5 along it: L = (1 - 0.125)^2, and the model moved there
-    assert stall.escaped and stall.escape_step == pytest.approx(0.5)
-    assert stall.escape_loss_after == pytest.approx((1 - 0.125) ** 2)
-    assert model.w1.item() * model.w2.item() == pytest.approx(0.125)
+def _readme_block(after: str) -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index(after)
+    return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+
+
+def test_readme_monitor_loop_runs_as_written_and_finds_the_saddle(capsys):
+    code = _readme_block("In your own training loop, the same monitor")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    monitor = namespace["monitor"]
+    assert [s.verdict for s in monitor.stalls][:1] == ["saddle"] and monitor.stalls[0].escaped
+    assert "saddle (lambda_min" in printed

@@ -1,14 +1,21 @@
-"""Train, notice when the loss stalls, name the critical point, escape a saddle, write a report.
+"""Train, notice when the loss stalls, say why (a verdict with its evidence and remedy), escape a
+saddle, write a report.
 
 With no arguments it runs the built-in stall preset (digits, a tanh MLP started next to the
 saddle at the origin, plain full-batch SGD): the loss sits on a plateau, the Hessian there has
 negative eigenvalues (a saddle), a step along the most negative eigenvector lowers the loss,
-and training goes on downhill. Everything lands in runs/diagnose-<timestamp>/ (config.json,
-metrics.csv, checkpoint.pt, stalls.json, report.html); the command ends by printing the
-verdict table and the report's path.
+and training goes on downhill. The presets unstable, noise-floor and minimum stall for the
+other reasons (the rate past the stability limit, mini-batch noise, a minimum). Everything
+lands in runs/diagnose-<timestamp>/ (config.json, metrics.csv, tracked.csv, checkpoint.pt,
+stalls.json, report.html); the command ends by printing the verdict table, each stall's remedy and the
+report's path.
+
+Verdicts: saddle, minimum, maximum, flat, unstable, noise_floor, diverged, no_learning_rate,
+slow (see descentlab.critical.verdicts).
 
 Examples:
   descentlab diagnose
+  descentlab diagnose --workload unstable
   descentlab diagnose --no-escape --steps 400 --out runs/no-escape
   descentlab diagnose --workload digits-mlp --optimizer adam --lr 1e-3 --batch-size 64 --steps 300
   descentlab diagnose --model mypkg.models:make_net --data train.npz --steps 1000
@@ -34,9 +41,28 @@ def _positive_int_or_full(text: str) -> int | str:
     return value
 
 
+def _budget(text: str | float | None) -> float | None:
+    """``--budget``: a positive fraction, or ``none`` for no cap (a one-line error otherwise)."""
+    from descentlab.errors import UserInputError
+
+    if text is None or isinstance(text, str) and text.lower() in ("none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserInputError(f"--budget must be a positive fraction or 'none', got {text!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
+
     what = parser.add_argument_group("what to train")
-    what.add_argument("--workload", default=None, help="built-in workload (default: stall); see WORKLOADS")
+    what.add_argument("--workload", default=None, metavar="NAME",
+                      help="built-in workload (default: stall; the presets stall, unstable, noise-floor and "
+                           "minimum each stop for another reason; an unknown name lists them all)")
     what.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
     what.add_argument("--data", default=None, metavar="FILE", help=".npz (X, y[, X_val, y_val]) or .csv data file")
     how = parser.add_argument_group("how to train")
@@ -55,11 +81,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="longest escape step tried (then halved until the loss drops; default 2.0)")
     watch.add_argument("--window", type=int, default=50, help="steps per window of the plateau test (default 50)")
     watch.add_argument("--rel-tol", type=float, default=1e-3,
-                       help="plateau: relative loss improvement between two windows below this (default 1e-3)")
+                       help="plateau: the tracked loss's relative progress per window is below this (default 1e-3)")
     watch.add_argument("--grad-tol", type=float, default=None,
-                       help="also a plateau: full-data gradient norm below this (default: off)")
-    watch.add_argument("--budget", type=float, default=None,
-                       help="cap diagnosis time at this fraction of training time (default: no cap)")
+                       help="also a plateau: the tracked loss's gradient norm below this (default: off)")
+    watch.add_argument("--budget", default=str(DEFAULT_BUDGET), metavar="FRACTION|none",
+                       help=f"cap the monitor's time at this fraction of training time, or {DEFAULT_BUDGET_SECONDS:g} s "
+                            f"in all, whichever is more (default {DEFAULT_BUDGET}; 'none': no cap)")
+    watch.add_argument("--sample", type=int, default=SAMPLE_SIZE, metavar="N",
+                       help=f"samples of the training data the monitor tracks and measures on (default {SAMPLE_SIZE})")
     watch.add_argument("--max-stalls", type=int, default=3, help="diagnose at most this many stalls (default 3)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (default: runs/diagnose-<timestamp>)")
@@ -75,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.rundir import RunDir, default_run_path
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.problems.user_workload import resolve_workload
-    from descentlab.report.diagnose_page import verdict_table
+    from descentlab.report.diagnose_page import remedy_lines, verdict_table
     from descentlab.report.render import render
 
     if args.resume:
@@ -92,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
         if spec["workload"] is None and spec["model"] is None and spec["data"] is None:
             spec["workload"] = "stall"
         _check_number("--lr", args.lr, positive=True)
-        for name, value in (("--window", args.window), ("--max-stalls", args.max_stalls)):
-            if value is not None and value < (1 if name == "--window" else 0):
-                raise UserInputError(f"{name} must be {'positive' if name == '--window' else 'non-negative'}, got {value}")
+        for name, value, low in (("--window", args.window, 1), ("--max-stalls", args.max_stalls, 0),
+                                 ("--sample", args.sample, 2), ("--steps", args.steps, 1)):
+            if value is not None and value < low:
+                raise UserInputError(f"{name} must be an integer >= {low}, got {value}")
         _check_number("--rel-tol", args.rel_tol, positive=False)
         _check_number("--grad-tol", args.grad_tol, positive=True)
-        _check_number("--budget", args.budget, positive=True)
         _check_number("--max-step", args.max_step, positive=True)
         workload = resolve_workload(spec)
         config = TrainConfig(
@@ -108,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             shuffle=args.shuffle, steps=args.steps if args.steps is not None else workload.steps, seed=args.seed,
         )
         monitor_spec = {"window": args.window, "rel_tol": args.rel_tol, "grad_tol": args.grad_tol,
-                        "escape": args.escape, "budget": args.budget, "max_stalls": args.max_stalls,
+                        "escape": args.escape, "budget": _budget(args.budget), "max_stalls": args.max_stalls,
+                        "sample_size": args.sample, "seed": args.seed,
                         "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step)}
         out = args.out or default_run_path("diagnose")
 
@@ -119,9 +149,12 @@ def run(args: argparse.Namespace) -> int:
     )
     run_dir = RunDir.open(result.path)
     run_dir.write_json("stalls.json", [stall.to_dict() for stall in monitor.stalls])
+    run_dir.write_csv("tracked.csv", [{"step": step, "loss": loss} for step, loss in monitor.tracked], ("step", "loss"))
     report = render(run_dir)
     print(result.message)
     print(verdict_table(monitor.stalls))
+    for line in remedy_lines(monitor.stalls):
+        print(line)
     print(f"report: {report}")
     if result.status != "completed":
         print(f"descentlab diagnose: {result.message}", file=sys.stderr)

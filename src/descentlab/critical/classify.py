@@ -19,6 +19,16 @@ surface are named the same way. This module gathers what that rule needs from a 
   it keeps the kind of its non-zero eigenvalues: the lecture's curve w1·w2 = 1 of minima).
   The probed loss has its linear term removed, L(θ′) − gᵀ(θ′ − θ), so a gradient the test
   already called negligible cannot masquerade as a falling direction;
+* **the sign in float64** — in a lower precision an eigenvalue inside the zero band
+  (``√ε · max(1, max|λ|)``, 3.5e-4 in float32) may be a real negative curvature that rounding
+  hides, and a probe's loss differences below ~100 ε cannot be seen: a deep tanh network
+  (64-16-16-16-10 on digits, near its origin, 1,000 full-batch steps) has λ_min = −3.3e-5, which
+  float32 calls zero, and its probe sees no descent: a "degenerate minimum" that is a saddle. So a critical point that the low
+  precision would call a minimum, a maximum or flat *with* near-zero eigenvalues is decided
+  again on a float64 copy of the model (same data, Lanczos warm-started from the
+  low-precision eigenvectors, the probe in float64); ``precision`` says which dtype decided.
+  A certain verdict (a saddle from eigenvalues of both signs beyond the band, or a strict
+  minimum) is never recomputed: rounding cannot flip a sign that far from zero;
 * **the gradient-flat check** — ``||Hg|| / ||g||``, the curvature felt along the gradient.
   It never exceeds max|λ|; near zero the gradient lies in the Hessian's (near-)null space, a
   *gradient-flat* region where g ≠ 0 yet Newton-type methods stall (Frye et al. 2021,
@@ -114,6 +124,7 @@ class CriticalPoint:
         parameters: the flat parameter values classified (what :func:`~descentlab.critical.escape` checks).
         gradient: the flat gradient there.
         spectrum: every eigenvalue, ascending (float64), on the exact path; ``None`` otherwise.
+        precision: the dtype whose eigenvalues decided the kind (``"float64"`` after a re-check).
     """
 
     kind: str
@@ -138,6 +149,7 @@ class CriticalPoint:
     parameters: torch.Tensor | None = None
     gradient: torch.Tensor | None = None
     spectrum: torch.Tensor | None = None
+    precision: str = ""
 
     @property
     def is_critical(self) -> bool:
@@ -188,6 +200,10 @@ def classify(
     ratio_probes: int = 16,
     ratio_steps: int = 100,
     seed: int = 0,
+    max_matvecs: int | None = None,
+    v0: torch.Tensor | None = None,
+    recheck: bool = True,
+    assume_critical: bool | None = None,
 ) -> CriticalPoint:
     """Classify the model's current parameters as a critical point of the dataset-mean loss.
 
@@ -205,8 +221,17 @@ def classify(
         params: which parameters (as :class:`~descentlab.curvature.HessianOperator`'s ``params``).
         probe: probe the flat directions of a degenerate critical point with the loss.
         lanczos_tol: Lanczos residual tolerance; ``None``: by dtype, :func:`default_tolerances`.
-        ratio_probes, ratio_steps: SLQ settings of the estimated minimum ratio (Lanczos path).
+        ratio_probes, ratio_steps: SLQ settings of the estimated minimum ratio (Lanczos path);
+            ``ratio_probes=0`` skips the estimate (``minimum_ratio`` is NaN, bounds (0, 1)).
         seed: seeds Lanczos, the SLQ probes and the random probe directions.
+        max_matvecs: most Hessian-vector products Lanczos may spend (``None``: its default).
+        v0: a warm start for Lanczos (e.g. the eigenvectors found at a nearby point).
+        recheck: decide again in float64 when a lower precision could hide an eigenvalue's
+            sign (see the module docstring).
+        assume_critical: ``None``: the gradient test on ``data`` decides; ``True``/``False``: the
+            caller has decided (e.g. from the gradient of more data than the curvature sample:
+            a sample's gradient carries its sampling noise, so a critical point of the whole
+            data is rarely one of the sample).
 
     Returns:
         :class:`CriticalPoint`.
@@ -230,8 +255,10 @@ def classify(
     if isinstance(dense_threshold, bool) or not isinstance(dense_threshold, int) or dense_threshold < 1:
         raise ValueError(f"dense_threshold must be a positive integer, got {dense_threshold!r}")
     for name, value in (("ratio_probes", ratio_probes), ("ratio_steps", ratio_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2 and not (name == "ratio_probes" and value == 0):
+            raise ValueError(f"{name} must be an integer >= 2 (ratio_probes: or 0, no estimate), got {value!r}")
+    if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int) or max_matvecs < 1):
+        raise ValueError(f"max_matvecs must be a positive integer or None, got {max_matvecs!r}")
 
     batches = as_batches(data)
     op = HessianOperator(model, loss_fn, batches, params=params)
@@ -245,7 +272,7 @@ def classify(
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         raise ValueError(f"model: the loss or its gradient is not finite at these parameters (loss={loss}, "
                          f"||g||={grad_norm}); there is no critical point to classify")
-    critical = grad_norm <= grad_tol * max(1.0, abs(loss))
+    critical = grad_norm <= grad_tol * max(1.0, abs(loss)) if assume_critical is None else bool(assume_critical)
     theta = op.point
 
     exact = method == "exact" or (method == "auto" and op.n_params <= dense_threshold)
@@ -256,7 +283,8 @@ def classify(
         pairs = _extremes(hessian, spectrum, all_vectors, k, op.dtype, n_matvecs=op.n_params)
         values_for_rule, vectors_for_rule = spectrum, all_vectors
     else:
-        pairs = lanczos(op, k=min(k, op.n_params), which="BE", tol=lanczos_tol, seed=seed)
+        start = v0 if v0 is not None and v0.shape[0] == op.n_params else None  # a warm start is only a hint
+        pairs = lanczos(op, k=min(k, op.n_params), which="BE", tol=lanczos_tol, seed=seed, max_iter=max_matvecs, v0=start)
         values_for_rule, vectors_for_rule = pairs.values, pairs.vectors
     n_matvecs = pairs.n_matvecs
 
@@ -281,6 +309,8 @@ def classify(
     if exact:
         ratio, ratio_error = verdict.minimum_ratio, 0.0
         bounds = (float(ratio), float(ratio))
+    elif ratio_probes == 0:
+        ratio, ratio_error, bounds = math.nan, math.nan, (0.0, 1.0)
     else:
         threshold = eig_tol * max(1.0, abs(lowest), abs(highest))
         estimate = minimum_ratio(op, tol=threshold, method="estimated", n_steps=ratio_steps,
@@ -294,13 +324,41 @@ def classify(
         degenerate = verdict.degenerate
     else:
         kind, degenerate = "not_critical", False
-    return CriticalPoint(
+    point = CriticalPoint(
         kind=kind, degenerate=degenerate, loss=loss, grad_norm=grad_norm, min_eigenvalue=lowest,
         max_eigenvalue=highest, minimum_ratio=float(ratio), minimum_ratio_exact=exact,
         minimum_ratio_std_error=float(ratio_error), minimum_ratio_bounds=bounds, eigenpairs=pairs, hg_over_g=hg_over_g, grad_tol=float(grad_tol),
         eig_tol=eig_tol, method="exact" if exact else "lanczos", verdict=verdict, n_params=op.n_params,
         n_matvecs=n_matvecs, names=op.names, parameters=theta, gradient=gradient, spectrum=spectrum,
+        precision=str(op.dtype).replace("torch.", ""),
     )
+    if recheck and op.dtype != torch.float64 and critical and degenerate and kind != "saddle":
+        point = _decide_in_float64(point, model, loss_fn, batches, dict(
+            grad_tol=grad_tol, k=k, method="exact" if exact else "lanczos", dense_threshold=dense_threshold,
+            params=op.names, probe=probe, ratio_probes=ratio_probes if exact else 0, ratio_steps=ratio_steps,
+            seed=seed, max_matvecs=max_matvecs, assume_critical=True))
+    return point
+
+
+def _decide_in_float64(point: CriticalPoint, model: nn.Module, loss_fn: Callable, batches: list,
+                       options: dict[str, Any]) -> CriticalPoint:
+    """``point``'s kind decided again on a float64 copy of ``model`` (same data, Lanczos warm-started
+    from ``point``'s eigenvectors); the parameters, loss and gradient stay those of ``model``."""
+    import copy
+    from dataclasses import replace
+
+    model64 = copy.deepcopy(model).double()
+    again = classify(model64, loss_fn, batches, v0=point.eigenpairs.vectors.double() if point.method == "lanczos"
+                     else None, recheck=False, **options)
+    pairs = again.eigenpairs
+    pairs = Eigenpairs(pairs.values.to(point.eigenpairs.values.dtype), pairs.vectors.to(point.eigenpairs.vectors.dtype),
+                       pairs.residuals, pairs.n_matvecs, pairs.which, pairs.converged, pairs.n_restarts)
+    ratio = (again.minimum_ratio, again.minimum_ratio_std_error, again.minimum_ratio_bounds) if point.method == "exact" \
+        else (point.minimum_ratio, point.minimum_ratio_std_error, point.minimum_ratio_bounds)
+    return replace(point, kind=again.kind, degenerate=again.degenerate, min_eigenvalue=again.min_eigenvalue,
+                   max_eigenvalue=again.max_eigenvalue, minimum_ratio=ratio[0], minimum_ratio_std_error=ratio[1],
+                   minimum_ratio_bounds=ratio[2], eigenpairs=pairs, eig_tol=again.eig_tol, verdict=again.verdict,
+                   n_matvecs=point.n_matvecs + again.n_matvecs, spectrum=again.spectrum, precision="float64")
 
 
 class FlatLoss(EmpiricalLoss):

@@ -1,142 +1,75 @@
-"""``StallMonitor``: notice when training stops improving, say where it is stuck, step out of a saddle.
+"""``StallMonitor``: notice when training stops improving, say why, and step out of a saddle.
 
 Plug it into any training loop as a callback::
 
-    monitor = StallMonitor(loss_fn, (X_train, y_train))
+    monitor = StallMonitor(loss_fn, (X_train, y_train), optimizer=optimizer, batch_size=64)
     for step, (x, y) in enumerate(batches, start=1):
         ...
         optimizer.step()
         monitor.update(step, loss.item(), model)
 
-**Plateau test.** With ``w = window``, after at least ``2w`` losses since the last stall,
-compare the means of the last two windows, m_prev and m_cur: a plateau is
-``(m_prev - m_cur) / |m_prev| < rel_tol``. Optionally (``grad_tol``) every ``w`` steps the
-gradient of the full ``data`` loss is measured, and ``||g|| < grad_tol`` is a plateau too.
+**What it watches.** The loss on a fixed, seeded sample of the data (``sample_size`` samples,
+all of them when the data is smaller: the full-data loss where affordable), measured every
+``window // 5`` steps in eval mode — never the mini-batch losses, whose noise made healthy runs
+look stalled. :class:`~descentlab.critical.plateau.PlateauTest` fits the trend of that loss and
+calls a plateau only when its progress per window is confidently below ``rel_tol``, or, for a
+loss that jitters (SGD at its noise floor), when it stays below over the longest horizon.
+Optionally (``grad_tol``) a gradient norm of the sample loss below ``grad_tol`` is a plateau too.
 
-**Diagnosis.** At a plateau: :func:`descentlab.critical.classify` on ``data`` (extreme
-Hessian eigenpairs, kind, minimum ratio), the loss along the eigenvector of the most
-negative eigenvalue (a 1-D slice kept as data, for the report), and, when ``escape=True``
-and there is negative curvature, :func:`descentlab.critical.escape` (a step along that
-eigenvector that never raises the loss). Each finding is a :class:`Stall` in
-``monitor.stalls`` and one line through ``log``.
+**What it says.** At a plateau :func:`~descentlab.critical.diagnosis.examine` measures the
+evidence (the rate, the Hessian's extremes with the sign of λ_min decided in float64 where the
+model's precision could hide it, the sharpness against the optimizer's stability limit, the
+mini-batch gradient noise) and names a verdict with its remedy
+(:mod:`descentlab.critical.verdicts`). A non-finite loss is the ``diverged`` verdict, measured at
+the parameters of the best tracked loss (the last good point, a copy kept by the monitor). Each
+finding is a :class:`~descentlab.critical.stall.Stall` in ``monitor.stalls`` and one line
+through ``log``. :meth:`StallMonitor.respond` is where a verdict is acted on: by default it
+steps out of a *saddle* along the most negative eigenvector (:func:`~descentlab.critical.escape`,
+a line search that never raises the loss) and keeps the loss along that direction for the
+report; no other verdict moves the model.
 
-**Budget.** The monitor times the training between its calls and itself. A diagnosis
-starts only if ``spent + expected <= budget * training_time``, where ``expected`` is the
-last diagnosis's cost (before the first one: the time of one full-data gradient times the
-number of Hessian-vector products the classification will need, times 3 for a product's
-cost). A stall that does not fit is recorded with ``status="skipped (budget)"``.
-``budget=None`` means no cap. Because the budget reads the clock, a capped monitor may
-decide differently on a slower machine; with ``budget=None`` everything is deterministic.
+**Budget.** The monitor times the training between its calls and itself (its tracking
+included). A diagnosis starts only if ``spent + expected <= max(budget · training time,
+budget_seconds)``: a fraction of the training time, or a few seconds in all, whichever is more,
+so a short run still gets its first diagnosis. ``expected`` is the last diagnosis's measured
+cost; before the first one it is measured: two Hessian-vector products (or one batched product
+of 32 columns, on the exact path) on the sample are timed and multiplied by the products the
+diagnosis will make. A plateau that does not fit waits (``status="skipped (budget)"``) and is
+diagnosed as soon as it fits while it lasts. ``budget=None`` means no cap. Because the budget
+reads the clock, a capped monitor may decide differently on a slower machine; with
+``budget=None`` everything is deterministic.
+
+While it works the monitor reports ``"diagnosing stall N…"`` through ``status`` (the training
+loop of :func:`~descentlab.experiments.train.train` shows it on the progress bar).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from descentlab.critical.classify import DENSE_THRESHOLD, classify
+from descentlab.critical.classify import DENSE_THRESHOLD
+from descentlab.critical.diagnosis import CLASSIFY_DEFAULTS, FULL_DATA_LIMIT, examine, examine_divergence, full_loss_and_grad
 from descentlab.critical.escape import escape
-from descentlab.curvature.batches import as_batches
+from descentlab.critical.plateau import PlateauTest, Trend
+from descentlab.critical.stall import Stall
+from descentlab.critical.verdicts import LR_ZERO
+from descentlab.curvature import HessianOperator
+from descentlab.curvature.batches import batch_size as count_of, is_pair
+from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 
-__all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice"]
-
-
-@dataclass(frozen=True)
-class Stall:
-    """One plateau: where it was noticed, what the Hessian said, what the escape did.
-
-    Attributes:
-        step: the training step at which the plateau was noticed.
-        loss, grad_norm: full-data loss and gradient norm there.
-        reason: ``"loss"`` (relative improvement over the window below ``rel_tol``) or ``"grad"``.
-        status: ``"diagnosed"``, ``"skipped (budget)"`` or ``"failed: <message>"``.
-        kind, degenerate, min_eigenvalue, max_eigenvalue, minimum_ratio: from ``classify``.
-        eigenvalues: the extreme eigenvalues found (both ends of the spectrum).
-        spectrum: every eigenvalue when ``classify`` formed the Hessian (its exact path), else ``None``.
-        slice_t, slice_loss: the loss at θ + t·u along the most negative eigenvector u (unit norm;
-            after an escape, signed as the step was taken, so the step is at t = ``escape_step``).
-        escaped, escape_loss_before, escape_loss_after, escape_predicted, escape_step: the escape.
-        seconds: wall time of this diagnosis.
-    """
-
-    step: int
-    loss: float
-    grad_norm: float
-    reason: str
-    status: str
-    kind: str | None = None
-    degenerate: bool | None = None
-    min_eigenvalue: float | None = None
-    max_eigenvalue: float | None = None
-    minimum_ratio: float | None = None
-    eigenvalues: tuple[float, ...] = ()
-    spectrum: tuple[float, ...] | None = field(default=None, repr=False)
-    slice_t: tuple[float, ...] = field(default=(), repr=False)
-    slice_loss: tuple[float, ...] = field(default=(), repr=False)
-    escaped: bool = False
-    escape_loss_before: float | None = None
-    escape_loss_after: float | None = None
-    escape_predicted: float | None = None
-    escape_step: float | None = None
-    seconds: float = 0.0
-    point: Any = field(default=None, repr=False, compare=False)
-    escape: Any = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain numbers, strings and lists (JSON and ``weights_only`` checkpoints take it)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("point", "escape")}
-        for key in ("eigenvalues", "spectrum", "slice_t", "slice_loss"):
-            out[key] = None if out[key] is None else list(out[key])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Stall":
-        known = {f.name for f in fields(cls)} - {"point", "escape"}
-        values = {k: v for k, v in data.items() if k in known}
-        for key in ("eigenvalues", "slice_t", "slice_loss"):
-            values[key] = tuple(values.get(key) or ())
-        if values.get("spectrum") is not None:
-            values["spectrum"] = tuple(values["spectrum"])
-        return cls(**values)
-
-    def verdict(self) -> str:
-        """One line: what was found and what escape achieved."""
-        if self.status != "diagnosed":
-            return f"step {self.step}: plateau at loss {self.loss:.4g}, {self.status}"
-        kind = f"{self.kind}{' (degenerate)' if self.degenerate else ''}"
-        text = (f"step {self.step}: plateau at loss {self.loss:.4g}, |g| {self.grad_norm:.2g}: {kind}, "
-                f"lambda_min {self.min_eigenvalue:.3g}, lambda_max {self.max_eigenvalue:.3g}")
-        if self.escaped:
-            text += f"; escape lowered the loss {self.escape_loss_before:.4g} -> {self.escape_loss_after:.4g}"
-        return text
+__all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice", "fixed_sample", "in_memory_batches", "DEFAULT_BUDGET",
+           "DEFAULT_BUDGET_SECONDS", "SAMPLE_SIZE"]
 
 
-def full_loss_and_grad(model: nn.Module, loss_fn: Callable, data: Any, *, grad: bool = True) -> tuple[float, float]:
-    """(loss, gradient norm) of the sample-weighted mean loss over every batch of ``data``.
-
-    The model's ``.grad`` fields are left untouched (``torch.autograd.grad``, not ``backward``).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    total, count = 0.0, 0
-    grads = [torch.zeros_like(p) for p in params] if grad else []
-    for X, y in as_batches(data):
-        n = len(y)
-        with torch.set_grad_enabled(grad):
-            loss = loss_fn(model(X), y)
-        if grad:
-            for acc, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
-                if g is not None:
-                    acc.add_(g, alpha=n)
-        total += float(loss.detach()) * n
-        count += n
-    norm = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) / count if grad and grads else 0.0
-    return total / count, norm
+_RANDOM_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
 @torch.no_grad()
@@ -174,22 +107,95 @@ def loss_slice(model: nn.Module, loss_fn: Callable, data: Any, direction: Sequen
     return tuple(ts), tuple(losses)
 
 
+def fixed_sample(data: Any, size: int | None, seed: int = 0) -> tuple[tuple[Any, torch.Tensor], int | None]:
+    """``((X, y), n_data)``: a seeded sample of at most ``size`` samples of ``data`` as one batch,
+    and the number of samples ``data`` holds (``None`` when an iterable does not say).
+
+    A pair ``(X, y)`` gives a random subset (in data order); an iterable of batches gives its
+    first batches, read until ``size`` samples are there (a ``DataLoader`` is not read further).
+    ``size=None`` keeps everything.
+    """
+    if is_pair(data):
+        X, y = data
+        n = count_of(X, y)
+        if size is None or n <= size:
+            return (X, y), n
+        index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+        return (_take(X, index.to(y.device)), y[index.to(y.device)]), n
+    parts, count = [], 0
+    for batch in data:
+        X, y = batch[0], batch[1]
+        parts.append((X, y))
+        count += count_of(X, y)
+        if size is not None and count >= size:
+            break
+    if not parts:
+        raise ValueError("data has no batches")
+    if isinstance(data, (list, tuple)):
+        n_data = sum(count_of(X, y) for X, y in (b[:2] for b in data))
+    elif hasattr(data, "dataset") and hasattr(data.dataset, "__len__"):
+        n_data = len(data.dataset)
+    else:
+        n_data = None
+    X = _cat([p[0] for p in parts])
+    y = torch.cat([p[1] for p in parts])
+    if size is not None and len(y) > size:
+        X, y = _take(X, torch.arange(size, device=y.device)), y[:size]
+    return (X, y), n_data
+
+
+def in_memory_batches(data: Any, limit: int, chunk: int | None) -> list | None:
+    """``data`` as a list of batches of at most ``chunk`` samples when it is in memory (a pair
+    or a list of batches) and holds at most ``limit`` samples; else ``None``."""
+    if is_pair(data):
+        X, y = data
+        n = count_of(X, y)
+        if n > limit:
+            return None
+        step = n if chunk is None else chunk
+        return [(_take(X, torch.arange(i, min(i + step, n), device=y.device)), y[i:i + step]) for i in range(0, n, step)]
+    if isinstance(data, (list, tuple)):
+        batches = [(b[0], b[1]) for b in data]
+        return batches if sum(count_of(X, y) for X, y in batches) <= limit else None
+    return None
+
+
+def _take(X: Any, index: torch.Tensor) -> Any:
+    return type(X)(x[index] for x in X) if isinstance(X, (tuple, list)) else X[index]
+
+
+def _cat(parts: list) -> Any:
+    if isinstance(parts[0], (tuple, list)):
+        return type(parts[0])(torch.cat(column) for column in zip(*parts))
+    return torch.cat(parts)
+
+
 class StallMonitor:
-    """Plateau detector + diagnosis + optional saddle escape, for any training loop.
+    """Plateau test + verdict + saddle escape, for any training loop (see the module docstring).
 
     Args:
         loss_fn: ``loss_fn(output, target)``, mean over a batch.
-        data: the data the diagnosis uses: one ``(X, y)`` pair or a list of batches.
+        data: the training data: one ``(X, y)`` pair or an iterable of batches; the monitor
+            draws its fixed sample from it once.
+        optimizer: the run's optimizer: its rate and state give the rate verdicts
+            (``no_learning_rate``, ``unstable``, ``diverged``'s largest stable rate); ``None``: not tested.
+        batch_size: the training batch size: the noise floor is tested when it is smaller than
+            the data; ``None``: not tested.
         window: steps per window of the plateau test (>= 1).
-        rel_tol: relative improvement between two windows below which it is a plateau; ``None``: off.
-        grad_tol: full-data gradient norm below which it is a plateau; ``None``: off.
+        rel_tol: relative progress per window below which the loss is on a plateau.
+        grad_tol: gradient norm (of the sample loss, every ``window`` steps) below which it is a
+            plateau too; ``None``: off.
         escape: step out of a saddle along negative curvature when one is found.
-        budget: the most the monitor may spend, as a fraction of training time; ``None``: no cap.
+        budget, budget_seconds: the most the monitor may spend: ``budget`` × training time, or
+            ``budget_seconds`` in all, whichever is more; ``budget=None``: no cap.
         max_stalls: stop looking after this many stalls (``None``: never).
-        classify_options: keyword arguments for ``classify`` (``grad_tol``, ``eig_tol``, ``k``).
+        sample_size: samples in the fixed sample (``None``: all of ``data``).
+        classify_options: over :data:`~descentlab.critical.diagnosis.CLASSIFY_DEFAULTS`.
         escape_options: keyword arguments for ``escape`` (``max_step``).
-        slice_radius: half-width of the 1-D loss slice along the escape direction (0: no slice).
+        slice_radius: half-width of the 1-D loss slice kept at a saddle (0: no slice).
+        seed: seeds the sample, Lanczos, the probes and the noise measurement.
         log: where the one-line findings go (``print``, ``tqdm.write``; ``None``: nowhere).
+        status: called with ``"diagnosing stall N…"`` while a diagnosis runs, and ``None`` after.
     """
 
     def __init__(
@@ -197,186 +203,405 @@ class StallMonitor:
         loss_fn: Callable[[Any, Any], torch.Tensor],
         data: Any,
         *,
+        optimizer: torch.optim.Optimizer | None = None,
+        batch_size: int | None = None,
         window: int = 50,
-        rel_tol: float | None = 1e-3,
+        rel_tol: float = 1e-3,
         grad_tol: float | None = None,
         escape: bool = True,
-        budget: float | None = 0.2,
+        budget: float | None = DEFAULT_BUDGET,
+        budget_seconds: float = DEFAULT_BUDGET_SECONDS,
         max_stalls: int | None = None,
+        sample_size: int | None = SAMPLE_SIZE,
         classify_options: Mapping[str, Any] | None = None,
         escape_options: Mapping[str, Any] | None = None,
         slice_radius: float = 2.0,
+        seed: int = 0,
         log: Callable[[str], Any] | None = print,
+        status: Callable[[str | None], Any] | None = None,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive integer, got {window!r}")
-        if rel_tol is None and grad_tol is None:
-            raise ValueError("rel_tol and grad_tol cannot both be None: nothing would detect a plateau")
-        if rel_tol is not None and not (math.isfinite(rel_tol) and rel_tol >= 0):
-            raise ValueError(f"rel_tol must be a non-negative number or None, got {rel_tol!r}")
-        if grad_tol is not None and not (math.isfinite(grad_tol) and grad_tol > 0):
+        if not (_number(rel_tol) and math.isfinite(rel_tol) and rel_tol >= 0):
+            raise ValueError(f"rel_tol must be a non-negative number, got {rel_tol!r}")
+        if grad_tol is not None and not (_number(grad_tol) and math.isfinite(grad_tol) and grad_tol > 0):
             raise ValueError(f"grad_tol must be a positive number or None, got {grad_tol!r}")
-        if budget is not None and not (math.isfinite(budget) and budget > 0):
+        if budget is not None and not (_number(budget) and math.isfinite(budget) and budget > 0):
             raise ValueError(f"budget must be a positive fraction or None, got {budget!r}")
-        if max_stalls is not None and (not isinstance(max_stalls, int) or max_stalls < 0):
+        if not (_number(budget_seconds) and math.isfinite(budget_seconds) and budget_seconds >= 0):
+            raise ValueError(f"budget_seconds must be a non-negative number, got {budget_seconds!r}")
+        if max_stalls is not None and (isinstance(max_stalls, bool) or not isinstance(max_stalls, int) or max_stalls < 0):
             raise ValueError(f"max_stalls must be a non-negative integer or None, got {max_stalls!r}")
-        if not (math.isfinite(slice_radius) and slice_radius >= 0):
+        if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 2):
+            raise ValueError(f"sample_size must be an integer >= 2 or None, got {sample_size!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        if not (_number(slice_radius) and math.isfinite(slice_radius) and slice_radius >= 0):
             raise ValueError(f"slice_radius must be a non-negative number, got {slice_radius!r}")
+        if optimizer is not None and not hasattr(optimizer, "param_groups"):
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
         self.loss_fn = loss_fn
-        self.data = data
+        self.sample, self.n_data = fixed_sample(data, sample_size, seed)
+        self.full = in_memory_batches(data, FULL_DATA_LIMIT, sample_size)
+        self.optimizer = optimizer
+        self.batch_size = batch_size
         self.window = window
-        self.rel_tol = rel_tol
+        self.every = max(1, window // 5)
+        self.rel_tol = float(rel_tol)
         self.grad_tol = grad_tol
         self.escape = bool(escape)
         self.budget = budget
+        self.budget_seconds = float(budget_seconds)
         self.max_stalls = max_stalls
         self.classify_options = dict(classify_options or {})
         self.escape_options = dict(escape_options or {})
         self.slice_radius = float(slice_radius)
+        self.seed = int(seed)
         self.log = log
+        self.status = status
+        self.plateau = PlateauTest(window, self.every, self.rel_tol)
         self.stalls: list[Stall] = []
-        self.losses: list[float] = []  # the last 2 * window losses since the last stall
-        self.since = 0  # steps since the last stall (or the start)
-        self.spent = 0.0  # seconds inside the monitor's diagnoses
+        self.tracked: list[tuple[int, float]] = []  # (step, sample loss) at every tracked step
+        self.spent = 0.0  # seconds inside the monitor (tracking and diagnoses)
         self.train_time = 0.0  # seconds between calls, i.e. training
+        self._count = 0  # updates seen
         self._last_cost: float | None = None
+        self._estimate: float | None = None
         self._last_return: float | None = None
+        self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
+        self._initial: float | None = None
+        self._best: float | None = None
+        self._best_step: int | None = None
+        self._best_params: list[torch.Tensor] | None = None
+        self._peak_lr: float | None = None
+        self._lr_zero_since: int | None = None
+        self._total_steps: int | None = None
+        self._v0: torch.Tensor | None = None
+        self._diverged = False
 
-    # ------------------------------------------------------------------ the plateau test
-    def plateau(self, step: int, model: nn.Module) -> tuple[str, float, float] | None:
-        """``(reason, loss, grad_norm)`` when the recent history is a plateau, else ``None``."""
-        w = self.window
-        reason = None
-        if self.rel_tol is not None and len(self.losses) >= 2 * w:
-            previous = sum(self.losses[-2 * w:-w]) / w
-            current = sum(self.losses[-w:]) / w
-            if (previous - current) / max(abs(previous), 1e-12) < self.rel_tol:
-                reason = "loss"
-        if reason is None and self.grad_tol is not None and self.since % w == 0:
-            loss, grad_norm = full_loss_and_grad(model, self.loss_fn, self.data)
-            if grad_norm < self.grad_tol:
-                return "grad", loss, grad_norm
-            return None
-        if reason is None:
-            return None
-        loss, grad_norm = full_loss_and_grad(model, self.loss_fn, self.data)
-        return reason, loss, grad_norm
+    # ------------------------------------------------------------------ wiring
+    def attach(self, *, model: nn.Module | None = None, optimizer: Any = None, batch_size: int | None = None,
+               n_train: int | None = None, total_steps: int | None = None,
+               status: Callable[[str | None], Any] | None = None, step: int = 0, **_: Any) -> None:
+        """What a training loop tells the monitor before its first step (``train`` calls this):
+        the optimizer, the batch size, the training set's size, a status line; at step 0 the
+        model's initial loss (and parameters, the first good point) are recorded."""
+        if optimizer is not None and self.optimizer is None:
+            self.optimizer = optimizer
+        if batch_size is not None and self.batch_size is None:
+            self.batch_size = int(batch_size)
+        if n_train is not None:
+            self.n_data = int(n_train)
+        if total_steps is not None:
+            self._total_steps = int(total_steps)
+        if status is not None:
+            self.status = status
+        if model is not None and step == 0 and self._initial is None:
+            t0 = time.perf_counter()
+            self.plateau.add(0, self._track(0, model))
+            self.spent += time.perf_counter() - t0
+        self._last_return = time.perf_counter()
 
-    def update(self, step: int, loss: float, model: nn.Module) -> Stall | None:
-        """Feed one step's loss; at a plateau diagnose (and maybe escape). Returns the new :class:`Stall` or ``None``."""
+    # ------------------------------------------------------------------ the training-loop side
+    def update(self, step: int, loss: float | None, model: nn.Module) -> Stall | None:
+        """Feed one step (its mini-batch ``loss`` is only checked for being finite); returns the
+        new (or newly diagnosed) :class:`Stall`, else ``None``."""
         now = time.perf_counter()
         if self._last_return is not None:
             self.train_time += now - self._last_return
         try:
-            if self.max_stalls is not None and len(self.stalls) >= self.max_stalls:
+            if loss is not None and not math.isfinite(loss):
+                return self.non_finite(step, model)
+            if self._done():
                 return None
-            if not math.isfinite(loss):
+            self._count += 1
+            if self._count % self.every:
                 return None
-            self.losses.append(float(loss))
-            del self.losses[:-2 * self.window]  # the test looks at two windows, no further back
-            self.since += 1
             t0 = time.perf_counter()
-            found = self.plateau(step, model)
-            if found is None:
+            try:
+                return self._check(step, model)
+            finally:
                 self.spent += time.perf_counter() - t0
-                return None
-            reason, full_loss, grad_norm = found
-            self.losses.clear()
-            self.since = 0
-            gradient_seconds = time.perf_counter() - t0
-            expected = self._last_cost if self._last_cost is not None else self._first_cost(model, gradient_seconds)
-            if self.budget is not None and self.spent + expected > self.budget * self.train_time:
-                self.spent += time.perf_counter() - t0
-                stall = Stall(step, full_loss, grad_norm, reason, "skipped (budget)")
-            else:
-                stall = self._diagnose(step, model, reason, full_loss, grad_norm)
-                cost = time.perf_counter() - t0
-                self._last_cost = cost
-                self.spent += cost
-                stall = _replace(stall, seconds=cost)
-            self.stalls.append(stall)
-            if self.log is not None:
-                self.log(stall.verdict())
-            return stall
         finally:
             self._last_return = time.perf_counter()
 
-    def _first_cost(self, model: nn.Module, gradient_seconds: float) -> float:
-        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        k = int(self.classify_options.get("k", 10))
-        # classify's exact path: n products; its Lanczos path: the extremes plus the ratio estimate
-        exact = n <= int(self.classify_options.get("dense_threshold", DENSE_THRESHOLD))
-        products = n if exact else 2 * (3 * k + 40) + 1600
-        return 3.0 * gradient_seconds * products
+    __call__ = update  # a monitor is itself a callback: ``callbacks=[monitor]``
+
+    def non_finite(self, step: int, model: nn.Module) -> Stall | None:
+        """The loss became non-finite at ``step``: the ``diverged`` verdict, measured at the last
+        good parameters (the best tracked loss), once per run."""
+        if self._diverged:
+            return None
+        self._diverged = True
+        t0 = time.perf_counter()
+        self._set_status(f"diagnosing stall {len(self.stalls) + 1}…")
+        try:
+            good = copy.deepcopy(model)
+            if self._best_params is not None:
+                with torch.no_grad():
+                    for p, saved in zip(_trainable(good), self._best_params):
+                        p.copy_(saved)
+            finding = examine_divergence(good, self.loss_fn, self.sample, step=step, checkpoint_step=self._best_step,
+                                         optimizer=self.optimizer, state_model=model, peak_lr=self._peak_lr,
+                                         loss=self._loss_record(self._best), seed=self.seed)
+            stall = Stall(step, self._best if self._best is not None else math.inf, None, "non_finite", "diagnosed",
+                          finding.verdict, finding.remedy, _plain(finding.evidence), diagnosed_at=step)
+        except Exception as error:  # a diagnosis must never hide the run's own error
+            stall = Stall(step, self._best or 0.0, None, "non_finite", f"failed: {type(error).__name__}: {error}")
+        finally:
+            self._set_status(None)
+        cost = time.perf_counter() - t0
+        self.spent += cost
+        stall = replace(stall, seconds=cost)
+        self.stalls.append(stall)
+        if self.log is not None:
+            self.log(stall.summary())
+        return stall
+
+    def _done(self) -> bool:
+        return (self._diverged or self.max_stalls is not None and len(self.stalls) >= self.max_stalls
+                and self._pending is None)
+
+    def _check(self, step: int, model: nn.Module) -> Stall | None:
+        tracked = self._track(step, model)
+        if not math.isfinite(tracked):
+            return self.non_finite(step, model)
+        trend = self.plateau.add(step, tracked)
+        reason = "loss"
+        if trend is None and self.grad_tol is not None and self._count % self.window == 0:
+            _, grad_norm = full_loss_and_grad(model, self.loss_fn, self.sample)
+            if grad_norm < self.grad_tol:
+                trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "grad"
+        if trend is None:
+            self._pending = None  # a plateau that waited for the budget has ended undiagnosed
+            return None
+        first_step = self._pending[1] if self._pending is not None else step
+        started = time.perf_counter()
+        expected = self._expected_cost(model)
+        allowed = max(self.budget * self.train_time, self.budget_seconds) if self.budget is not None else math.inf
+        if self.spent + (time.perf_counter() - started) + expected > allowed:
+            if self._pending is not None:
+                return None  # still waiting
+            stall = Stall(step, tracked, None, reason, "skipped (budget)",
+                          evidence={"plateau": _plain(trend.to_dict()), "expected_seconds": expected})
+            self.stalls.append(stall)
+            self._pending = (len(self.stalls) - 1, step)
+            if self.log is not None:
+                self.log(stall.summary())
+            return stall
+        stall = self.diagnose(model, step=first_step, reason=reason, trend=trend, at=step)
+        if self._pending is not None:
+            self.stalls[self._pending[0]] = stall
+            self._pending = None
+        else:
+            self.stalls.append(stall)
+        if stall.escaped:
+            self.plateau.reset()  # the model moved: a fresh history
+        else:
+            self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
+        if self.log is not None:
+            self.log(stall.summary())
+        return stall
 
     # ------------------------------------------------------------------ diagnosis
-    def _diagnose(self, step: int, model: nn.Module, reason: str, loss: float, grad_norm: float) -> Stall:
+    def diagnose(self, model: nn.Module, *, step: int = 0, reason: str = "loss", trend: Trend | None = None,
+                 at: int | None = None) -> Stall:
+        """Diagnose the model where it is now (the monitor calls this at a plateau; call it
+        yourself for a verdict on demand). The stall is returned, not recorded."""
+        t0 = time.perf_counter()
+        self._set_status(f"diagnosing stall {len(self.stalls) + 1}…")
+        tracked = self._sample_loss(model)
         try:
-            point = classify(model, self.loss_fn, self.data, **self.classify_options)
+            finding = examine(model, self.loss_fn, self.sample, full_data=self.full, optimizer=self.optimizer,
+                              batch_size=self.batch_size,
+                              n_data=self.n_data, peak_lr=self._peak_lr, lr_zero_since=self._lr_zero_since,
+                              total_steps=self._total_steps, loss=self._loss_record(tracked),
+                              classify_options=self.classify_options, v0=self._v0, seed=self.seed)
+            point = finding.point
+            evidence = dict(finding.evidence)
+            if trend is not None:
+                evidence["plateau"] = trend.to_dict()
+            evidence = _plain(evidence)
+            fields_: dict[str, Any] = {}
+            if point is not None:
+                fields_ = dict(kind=point.kind, degenerate=bool(point.degenerate),
+                               min_eigenvalue=float(point.min_eigenvalue), max_eigenvalue=float(point.max_eigenvalue),
+                               minimum_ratio=float(point.minimum_ratio), eigenvalues=_tuple(point.eigenpairs.values),
+                               spectrum=None if point.spectrum is None else _tuple(point.spectrum), point=point)
+                if point.method == "lanczos":
+                    self._v0 = point.eigenpairs.vectors.detach().clone()
+            stall = Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, "diagnosed",
+                          finding.verdict, finding.remedy, evidence, diagnosed_at=step if at is None else at, **fields_)
+            stall = self.respond(stall, model)
         except Exception as error:  # a diagnosis must never kill the training run
-            return Stall(step, loss, grad_norm, reason, f"failed: {type(error).__name__}: {error}")
+            stall = Stall(step, tracked, None, reason, f"failed: {type(error).__name__}: {error}")
+        finally:
+            self._set_status(None)
+        cost = time.perf_counter() - t0
+        self._last_cost = cost
+        return replace(stall, seconds=cost)
+
+    def respond(self, stall: Stall, model: nn.Module) -> Stall:
+        """Act on a verdict (the hook where remedies run): at a saddle keep the loss along the most
+        negative eigenvector and, with ``escape=True``, step along it; every other verdict leaves
+        the model as it is. Returns the stall with what was done."""
+        point = stall.point
+        if stall.verdict != "saddle" or point is None:
+            return stall
         direction = _lowest_direction(point)
-        slice_t, slice_loss = (), ()
+        changes: dict[str, Any] = {}
+        slice_loss: tuple[float, ...] = ()
         if direction is not None and self.slice_radius > 0:
-            slice_t, slice_loss = loss_slice(model, self.loss_fn, self.data, direction, self.slice_radius)
-        fields_ = dict(
-            kind=point.kind, degenerate=bool(point.degenerate), min_eigenvalue=float(point.min_eigenvalue),
-            max_eigenvalue=float(point.max_eigenvalue), minimum_ratio=_float(point.minimum_ratio),
-            eigenvalues=_tuple(point.eigenpairs.values),
-            spectrum=None if point.spectrum is None else _tuple(point.spectrum),
-            slice_t=slice_t, slice_loss=slice_loss, point=point,
-        )
-        if self.escape and point.min_eigenvalue < 0:
-            result = escape(model, self.loss_fn, self.data, point, **self.escape_options)
-            if result.applied and result.direction is not None and direction is not None:
+            changes["slice_t"], slice_loss = loss_slice(model, self.loss_fn, self.sample, direction, self.slice_radius)
+            changes["slice_loss"] = slice_loss
+        if self.escape:
+            result = escape(model, self.loss_fn, self.sample, point, **self.escape_options)
+            if result.applied and result.direction is not None and direction is not None and slice_loss:
                 # the slice is kept along the direction actually stepped (s*u, s = +-1): L(theta + t s u)
                 if float(torch.dot(result.direction.to(direction), direction)) < 0:
-                    fields_["slice_loss"] = tuple(reversed(slice_loss))
-            fields_.update(
-                escape=result, escaped=bool(result.applied), escape_loss_before=float(result.loss_before),
-                escape_loss_after=float(result.loss_after), escape_predicted=float(result.predicted_decrease),
-                escape_step=float(result.step_size),
-            )
-        return Stall(step, loss, grad_norm, reason, "diagnosed", **fields_)
+                    changes["slice_loss"] = tuple(reversed(slice_loss))
+            changes.update(escape=result, escaped=bool(result.applied), escape_loss_before=float(result.loss_before),
+                           escape_loss_after=float(result.loss_after), escape_predicted=float(result.predicted_decrease),
+                           escape_step=float(result.step_size))
+        return replace(stall, **changes)
 
-    __call__ = update  # a monitor is itself a callback: ``callbacks=[monitor]``
+    # ------------------------------------------------------------------ measurements
+    def _sample_loss(self, model: nn.Module) -> float:
+        X, y = self.sample
+        modes = [(m, m.training) for m in model.modules()]
+        if any(isinstance(m, _RANDOM_LAYERS) for m in model.modules()):
+            model.eval()
+        try:
+            with torch.no_grad():
+                return float(self.loss_fn(model(*X) if isinstance(X, (tuple, list)) else model(X), y))
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    def _track(self, step: int, model: nn.Module) -> float:
+        """The sample loss now; keeps the initial and the best loss and the best parameters."""
+        value = self._sample_loss(model)
+        self.tracked.append((int(step), value))
+        if self.optimizer is not None:
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            self._peak_lr = lr if self._peak_lr is None else max(self._peak_lr, lr)
+            if lr > LR_ZERO * self._peak_lr:
+                self._lr_zero_since = None
+            elif self._lr_zero_since is None:
+                self._lr_zero_since = int(step)
+        if not math.isfinite(value):
+            return value
+        if self._initial is None:
+            self._initial = value
+        if self._best is None or value < self._best:
+            self._best, self._best_step = value, int(step)
+            params = _trainable(model)
+            if self._best_params is None or len(self._best_params) != len(params):
+                self._best_params = [p.detach().clone() for p in params]
+            else:
+                with torch.no_grad():
+                    torch._foreach_copy_(self._best_params, [p.detach() for p in params])
+        return value
+
+    def _loss_record(self, value: float | None) -> dict[str, float | None]:
+        return {"value": value, "best": self._best, "initial": self._initial}
+
+    def _expected_cost(self, model: nn.Module) -> float:
+        """The measured cost of the last diagnosis, or, before the first, an estimate: timed
+        products and losses on the sample, times the counts a diagnosis typically makes (dense:
+        n/32 batched products; Lanczos at both ends: 40 products; the gradient over all the data;
+        16 small gradients for the noise; 45 losses for a saddle's slice and line search)."""
+        if self._last_cost is not None:
+            return self._last_cost
+        if self._estimate is None:
+            options = {**CLASSIFY_DEFAULTS, **self.classify_options}
+            op = HessianOperator(model, self.loss_fn, self.sample, params=options.get("params"))
+            n = op.n_params
+            v = torch.randn(n, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+            op @ v  # builds the gradient graph the products reuse
+            product = _fastest(lambda: op @ v)
+            method = options.get("method", "auto")
+            if method == "exact" or method == "auto" and n <= int(options.get("dense_threshold", DENSE_THRESHOLD)):
+                block = torch.randn(n, 32, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+                cost = math.ceil(n / 32) * _fastest(lambda: op @ block)
+            else:
+                cost = 40 * product
+            loss = _fastest(lambda: self._sample_loss(model))
+            full = 1.0 if self.full is None else sum(len(b[1]) for b in self.full) / len(self.sample[1])
+            cost += (full + 1) * product / 2 + 45 * loss  # gradients (all the data, 16 small ones); a saddle's slice
+            self._estimate = cost
+        return self._estimate
+
+    def _set_status(self, text: str | None) -> None:
+        if self.status is not None:
+            self.status(text)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
         """Everything the monitor's future decisions depend on (for a bit-for-bit resume)."""
-        return {"losses": list(self.losses), "since": self.since, "stalls": [s.to_dict() for s in self.stalls], "spent": self.spent,
-                "train_time": self.train_time, "last_cost": self._last_cost}
+        return {
+            "count": self._count, "plateau": {"steps": list(self.plateau.steps), "losses": list(self.plateau.losses),
+                                              "quiet_above": self.plateau.quiet_above},
+            "stalls": [s.to_dict() for s in self.stalls], "tracked": [list(t) for t in self.tracked],
+            "spent": self.spent, "train_time": self.train_time,
+            "last_cost": self._last_cost, "estimate": self._estimate,
+            "pending": None if self._pending is None else list(self._pending),
+            "initial": self._initial, "best": self._best, "best_step": self._best_step,
+            "best_params": self._best_params, "peak_lr": self._peak_lr, "lr_zero_since": self._lr_zero_since,
+            "total_steps": self._total_steps, "v0": self._v0, "diverged": self._diverged,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.losses = [float(x) for x in state["losses"]]
-        self.since = int(state["since"])
+        """Restore :meth:`state_dict`'s output."""
+        self._count = int(state["count"])
+        self.plateau.steps = [int(s) for s in state["plateau"]["steps"]]
+        self.plateau.losses = [float(x) for x in state["plateau"]["losses"]]
+        self.plateau.quiet_above = state["plateau"]["quiet_above"]
         self.stalls = [Stall.from_dict(s) for s in state["stalls"]]
+        self.tracked = [(int(step), float(value)) for step, value in state["tracked"]]
         self.spent, self.train_time = float(state["spent"]), float(state["train_time"])
-        self._last_cost = state["last_cost"]
+        self._last_cost, self._estimate = state["last_cost"], state["estimate"]
+        self._pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))
+        self._initial, self._best, self._best_step = state["initial"], state["best"], state["best_step"]
+        self._best_params = state["best_params"]
+        self._peak_lr, self._v0, self._diverged = state["peak_lr"], state["v0"], bool(state["diverged"])
+        self._lr_zero_since, self._total_steps = state["lr_zero_since"], state["total_steps"]
         self._last_return = None
 
 
-def _replace(stall: Stall, **changes: Any) -> Stall:
-    return replace(stall, **changes)
+def _fastest(work: Callable[[], Any], repeats: int = 3) -> float:
+    """The shortest of ``repeats`` timings of ``work()``: other jobs on the machine only ever add time."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, tuple) and value:  # (value, how) pairs: keep the number
-        value = value[0]
-    if hasattr(value, "value"):
-        value = value.value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _trainable(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _tuple(values: Any) -> tuple[float, ...]:
     if values is None:
         return ()
     return tuple(float(v) for v in torch.as_tensor(values).flatten().tolist())
+
+
+def _plain(value: Any) -> Any:
+    """Evidence as JSON takes it: non-finite floats become ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _lowest_direction(point: Any) -> torch.Tensor | None:

@@ -100,6 +100,7 @@ def lanczos(
     seed: int = 0,
     *,
     ncv: int | None = None,
+    v0: torch.Tensor | None = None,
 ) -> Eigenpairs:
     """The ``k`` extreme eigenpairs of a symmetric operator (thick-restart Lanczos).
 
@@ -117,6 +118,8 @@ def lanczos(
         ncv: Krylov basis size before a restart (default ``max(2k + 1, 20)`` for ``LA``/``LM``,
             ``max(8k, 60)`` for ``SA``/``BE``, where the wanted end of a Hessian spectrum is
             usually a cluster near zero; capped at n).
+        v0: the start vector (a warm start, e.g. an eigenvector found at a nearby point);
+            ``None``: a seeded random vector. A matrix of columns is summed into one vector.
 
     Returns:
         :class:`Eigenpairs`.
@@ -146,7 +149,7 @@ def lanczos(
     V = torch.empty(m, n, dtype=dtype, device=device).T
     W = torch.empty(m, n, dtype=dtype, device=device).T
     T = torch.zeros(m, m, dtype=dtype, device=device)
-    f = random_vector()  # the next direction, orthogonal to V[:, :j] once j > 0
+    f = random_vector() if v0 is None else _start(v0, n, dtype, device)  # the next direction, orthogonal to V[:, :j] once j > 0
     j = 0
     restarts = 0
     exhausted = False
@@ -227,6 +230,17 @@ def _rayleigh_quotients(Y: torch.Tensor, HY: torch.Tensor) -> torch.Tensor:
     parameter MLP's top 10 came out to 2e-5-6e-5 whatever the tolerance, 3e-6-7e-6 this way),
     while a quotient's error is second order in its vector's."""
     return (Y * HY).sum(dim=0) / (Y * Y).sum(dim=0)
+
+
+def _start(v0: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A warm start as one flat vector of the operator's dtype (columns are summed)."""
+    v = torch.as_tensor(v0).to(device, dtype)
+    if v.ndim == 2:
+        v = v.sum(dim=1)
+    if v.shape != (n,) or not torch.isfinite(v).all() or v.norm() == 0:
+        raise ValueError(f"v0 must be a finite, non-zero vector of length {n} (or an (n, j) matrix), "
+                         f"got shape {tuple(v.shape)}")
+    return v
 
 
 def _orthogonalize(f: torch.Tensor, V: torch.Tensor, coef: torch.Tensor | None = None) -> torch.Tensor:

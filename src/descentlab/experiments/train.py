@@ -4,7 +4,10 @@ One step is the textbook one: take the next mini-batch (a fresh permutation ever
 shuffling), ``zero_grad``, forward, loss, backward, measure the gradient norm, ``step`` the
 optimizer (from :func:`descentlab.optim.make_optimizer`) and the schedule, then call every
 callback as ``callback(step, loss, model)`` — a :class:`~descentlab.critical.StallMonitor`'s
-``update`` plugs in there.
+``update`` plugs in there. A callback with an ``attach`` method is handed the run's model,
+optimizer, schedule, batch size, training-set size and a status line (shown on the progress
+bar) before the first step; one with a ``non_finite(step, model)`` method is told when the loss
+becomes non-finite, before the run stops (a monitor says why it diverged).
 
 The run directory gets ``config.json`` (``"train"``: the :class:`TrainConfig`), ``metrics.csv``
 (one row per step: ``step, epoch, train_loss, grad_norm, lr, val_loss, val_accuracy,
@@ -252,7 +255,15 @@ def train(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=step, desc=kind, unit="step", file=sys.stderr, disable=not progress, leave=False)
-    status, last_loss = "completed", math.nan
+
+    def status(text: str | None) -> None:
+        bar.set_description_str(text or kind)
+
+    for callback in callbacks:
+        if hasattr(callback, "attach"):
+            callback.attach(model=model, optimizer=optimizer, scheduler=scheduler, batch_size=batch, n_train=n,
+                            total_steps=total, status=status, step=step)
+    run_status, last_loss = "completed", math.nan
     started = time.perf_counter() - elapsed
     model.train()
     try:
@@ -264,8 +275,11 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = workload.loss_fn(model(X[index]), y[index])
             if not torch.isfinite(loss):
-                status = "non_finite"
+                run_status = "non_finite"
                 step += 1
+                for callback in callbacks:
+                    if hasattr(callback, "non_finite"):
+                        callback.non_finite(step, model)
                 break
             loss.backward()
             grad_norm = _grad_norm(model)
@@ -291,13 +305,13 @@ def train(
                 checkpoint()
     finally:
         bar.close()
-    if status == "non_finite":
+    if run_status == "non_finite":
         run.write_csv(METRICS, rows, COLUMNS)  # the rows up to the bad step; the checkpoint stays the last good one
     final = rows[-1] if rows else {}
     val_loss = next((r["val_loss"] for r in reversed(rows) if r["val_loss"] is not None), None)
     val_acc = next((r["val_accuracy"] for r in reversed(rows) if r["val_accuracy"] is not None), None)
-    run.write_json("status.json", {"status": status, "step": step, "total_steps": total})
-    return TrainResult(run.path, status, step, total, float(final.get("train_loss", math.nan)), val_loss, val_acc,
+    run.write_json("status.json", {"status": run_status, "step": step, "total_steps": total})
+    return TrainResult(run.path, run_status, step, total, float(final.get("train_loss", math.nan)), val_loss, val_acc,
                        time.perf_counter() - started, model)
 
 

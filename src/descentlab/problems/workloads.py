@@ -20,6 +20,13 @@ Names (:data:`WORKLOADS`):
   correlation, so it has eigenvalues of both signs), so plain SGD sits on a plateau at
   loss ~ ln 10 before it finds the way down.
 - ``moons``: scikit-learn's two interleaving half circles, a small tanh MLP.
+- ``unstable``, ``noise-floor``, ``minimum``: the same two moons with logistic regression (a
+  linear model, a convex loss with one optimum, at loss ~0.284), trained three ways that stall
+  for three different reasons: full-batch GD at a rate past the stability limit 2/λ_max (the
+  iterate jumps across the valley, the loss alternates between two values far above the
+  optimum); SGD on batches of 4 at a constant rate (the mini-batch noise keeps it bouncing
+  around the optimum, the classes overlap so the noise never vanishes); full-batch GD at a
+  stable rate (it reaches the optimum: a minimum).
 - ``teacher-student``: regression on the outputs of a fixed random "teacher" network.
 - ``lecture``: the course's two-parameter model y = w1*w2*x on the one datum x = 1, y = 1
   with squared error, L = (1 - w1*w2)^2.
@@ -45,6 +52,9 @@ WORKLOADS: Mapping[str, str] = MappingProxyType({
     "digits-cnn": "scikit-learn digits (1x8x8), small CNN (two 3x3 conv layers), cross-entropy",
     "stall": "digits, tanh MLP 64-8-10 started near zero: plateaus at the saddle at the origin",
     "moons": "two moons (1,000 points, noise 0.2), tanh MLP 2-16-16-2, cross-entropy",
+    "unstable": "two moons, logistic regression, full-batch GD at lr 10 > 2/lambda_max: oscillates above the optimum",
+    "noise-floor": "two moons, logistic regression, SGD on batches of 4 at constant lr 1: bounces at a noise floor",
+    "minimum": "two moons, logistic regression, full-batch GD at lr 2: converges to the optimum, a minimum",
     "teacher-student": "regression on a random tanh teacher 10-8-1, student MLP 10-32-1, squared error",
     "lecture": "the lecture's y = w1*w2*x on the one datum x = 1, y = 1, squared error",
 })
@@ -153,6 +163,10 @@ def _make_cnn(dtype: torch.dtype) -> nn.Module:
     return _DigitsCNN().to(dtype)
 
 
+def _make_linear(n_in: int, n_out: int, dtype: torch.dtype) -> nn.Module:
+    return nn.Linear(n_in, n_out).to(dtype)
+
+
 def _make_lecture(dtype: torch.dtype) -> nn.Module:
     return LectureModel().to(dtype)
 
@@ -234,6 +248,12 @@ def get_workload(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
         return Workload(**common, make_model=functools.partial(_mlp, (2, 16, 16, 2), "tanh", dtype),
                         loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
                         y_val=data[3], optimizer="sgd", lr=0.1, batch_size=32, steps=500)
+    if name in LOGISTIC_PRESETS:
+        data = _moons(seed, dtype)
+        lr, batch, steps = LOGISTIC_PRESETS[name]
+        return Workload(**common, make_model=functools.partial(_make_linear, 2, 2, dtype),
+                        loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
+                        y_val=data[3], optimizer="sgd", lr=lr, batch_size=batch, steps=steps)
     if name == "teacher-student":
         data = _teacher_student(seed, dtype)
         return Workload(**common, make_model=functools.partial(_mlp, (10, 32, 1), "tanh", dtype),
@@ -251,3 +271,8 @@ def get_workload(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
 STALL_INIT = 1e-6
 STALL_LR = 0.05
 STALL_STEPS = 600
+
+# The logistic-regression presets' (lr, batch size, steps), chosen by experiment (see
+# tests/test_diagnose_verdicts.py): lambda_max at the optimum is ~0.27 (2/lambda_max ~ 7.5), so
+# lr 10 oscillates for ever (a bounded loss: logistic gradients are bounded), lr 2 converges.
+LOGISTIC_PRESETS = {"unstable": (10.0, None, 300), "noise-floor": (1.0, 4, 1000), "minimum": (2.0, None, 300)}

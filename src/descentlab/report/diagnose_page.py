@@ -1,27 +1,33 @@
-"""The report page of a ``diagnose`` run: the loss with its stalls, the spectrum at each stall,
-the loss along the escape direction, and the verdict table.
+"""The report page of a ``diagnose`` run: the loss with its stalls, and per stall its verdict,
+the evidence, the remedy, and the figure that shows that verdict's evidence.
+
+Figures follow the verdict: the Hessian spectrum at every stall where it was measured; the loss
+along the escape direction only at a saddle; the sharpness against the stability threshold
+``limit / lr`` over the run's rate for ``unstable`` and ``diverged``; the gradient's
+signal-to-noise ratio against the batch size for ``noise_floor``; the rate over the run for
+``no_learning_rate``.
 
 Reads only the run directory: ``config.json``, ``metrics.csv`` (the training loop's),
-``stalls.json`` (one :class:`~descentlab.critical.Stall` per plateau, with its eigenvalues and
-the 1-D slice along the most negative eigenvector, saved at diagnosis time) and
-``status.json``.
+``tracked.csv`` (the loss on the monitor's fixed sample, what its plateau test read), ``stalls.json`` (one :class:`~descentlab.critical.Stall` per stall, with its verdict and
+evidence) and ``status.json``.
 """
 
 from __future__ import annotations
 
 import json
-
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from descentlab.critical.monitor import Stall
+from descentlab.critical.stall import Stall, evidence_text
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page, format_value
 
-__all__ = ["build", "verdict_rows", "verdict_table", "load_stalls"]
+__all__ = ["build", "verdict_rows", "verdict_table", "remedy_lines", "load_stalls"]
 
-_VERDICT_COLUMNS = ("stall", "step", "loss", "grad norm", "lambda_min", "lambda_max", "minimum ratio", "kind", "escape")
+_TABLE_COLUMNS = ("stall", "step", "loss", "verdict", "evidence", "action")
+_PAGE_COLUMNS = ("stall", "step", "loss", "grad norm", "lambda_min", "lambda_max", "sharpness / limit",
+                 "gradient SNR", "verdict", "remedy", "action")
 
 
 def load_stalls(run: RunDir) -> list[Stall]:
@@ -29,34 +35,46 @@ def load_stalls(run: RunDir) -> list[Stall]:
     return [Stall.from_dict(s) for s in run.read_json("stalls.json")] if run.exists("stalls.json") else []
 
 
+def _action(stall: Stall) -> str:
+    if stall.escaped:
+        return f"escaped: loss {stall.escape_loss_before:.4g} -> {stall.escape_loss_after:.4g}"
+    if stall.escape_loss_before is not None:
+        return "escape: no step lowered the loss"
+    return "-"
+
+
 def verdict_rows(stalls: Iterable[Stall]) -> list[dict[str, Any]]:
-    """One row per stall: step, loss, grad norm, lambda_min, lambda_max, minimum ratio, kind, what escape did."""
+    """One row per stall with every column of the report's table."""
     rows = []
     for index, stall in enumerate(stalls, start=1):
-        kind = stall.kind or stall.status
-        if stall.kind and stall.degenerate:
-            kind += " (degenerate)"
-        if stall.escaped:
-            escape = f"loss {stall.escape_loss_before:.4g} -> {stall.escape_loss_after:.4g}"
-        elif stall.escape_loss_before is not None:
-            escape = "no step lowered the loss"
-        else:
-            escape = "-"
-        rows.append(dict(zip(_VERDICT_COLUMNS, (index, stall.step, stall.loss, stall.grad_norm, stall.min_eigenvalue,
-                                                stall.max_eigenvalue, stall.minimum_ratio, kind, escape))))
+        ev = stall.evidence or {}
+        rate, noise = ev.get("rate") or {}, ev.get("noise") or {}
+        ratio = f"{rate['sharpness']:.3g} / {rate['limit']:.3g}" if rate.get("sharpness") is not None else "-"
+        snr = noise.get("snr")
+        verdict = stall.verdict or stall.status
+        rows.append(dict(zip(_PAGE_COLUMNS, (
+            index, stall.step, stall.loss, stall.grad_norm, stall.min_eigenvalue, stall.max_eigenvalue, ratio,
+            "-" if snr is None else snr, verdict, stall.remedy or "-", _action(stall)))))
+        rows[-1]["evidence"] = evidence_text(stall) if stall.verdict else (stall.status if stall.status != verdict else "-")
     return rows
 
 
 def verdict_table(stalls: Sequence[Stall]) -> str:
-    """The verdict rows as an aligned plain-text table (or one line saying no stall was found)."""
+    """The stalls as an aligned plain-text table: step, loss, verdict, evidence, action (or one
+    line saying no stall was found)."""
     rows = verdict_rows(stalls)
     if not rows:
-        return "no stall: the loss kept improving (no plateau met the test)"
-    cells = [list(_VERDICT_COLUMNS)] + [[format_value(row[c]) for c in _VERDICT_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_VERDICT_COLUMNS))]
+        return "no stall: the tracked loss kept going down (no plateau met the test)"
+    cells = [list(_TABLE_COLUMNS)] + [[format_value(row[c]) for c in _TABLE_COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_TABLE_COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def remedy_lines(stalls: Sequence[Stall]) -> list[str]:
+    """``remedy N: ...`` for every diagnosed stall."""
+    return [f"remedy {i}: {s.remedy}" for i, s in enumerate(stalls, start=1) if s.remedy]
 
 
 def build(run: RunDir) -> Page:
@@ -74,22 +92,40 @@ def build(run: RunDir) -> Page:
     )
     page.finding(_headline(stalls, rows))
     page.heading("Verdict")
-    page.table(verdict_rows(stalls), _VERDICT_COLUMNS)
+    page.table(verdict_rows(stalls), _PAGE_COLUMNS)
     page.heading("Loss")
-    page.figure(_loss_figure(rows, stalls), "Training loss per step (validation loss at evaluation steps); "
-                "dashed lines: plateaus the monitor noticed, arrows: what the escape step did.",
+    tracked = run.read_csv("tracked.csv") if run.exists("tracked.csv") else []
+    page.figure(_loss_figure(rows, stalls, tracked), "Training loss per step (the mini-batch's), the tracked loss "
+                "(on the monitor's fixed sample: what the plateau test reads), validation loss at evaluation steps; "
+                "dashed lines: stalls the monitor noticed, with their verdicts; arrows: what an escape step did.",
                 save_to=run.file("loss.png"))
     for index, stall in enumerate(stalls, start=1):
         if stall.status != "diagnosed":
             continue
-        page.heading(f"Stall {index} at step {stall.step}: {stall.kind}{' (degenerate)' if stall.degenerate else ''}")
-        page.figure(_spectrum_figure(stall), "Hessian spectrum at the stall: density of all eigenvalues when the "
-                    "Hessian was formed, and the extreme eigenvalues found (both ends).",
-                    save_to=run.file(f"stall-{index}-spectrum.png"))
-        if stall.slice_t:
+        page.heading(f"Stall {index} at step {stall.step}: {stall.verdict}")
+        page.paragraph(f"Evidence: {evidence_text(stall)}. Remedy: {stall.remedy}.")
+        rate = (stall.evidence or {}).get("rate") or {}
+        if rate.get("formula"):
+            page.paragraph(f"Stability rule: {rate['formula']}.")
+        if stall.eigenvalues:
+            page.figure(_spectrum_figure(stall), "Hessian spectrum at the stall: density of all eigenvalues when "
+                        "the Hessian was formed, and the extreme eigenvalues found (both ends).",
+                        save_to=run.file(f"stall-{index}-spectrum.png"))
+        if stall.verdict == "saddle" and stall.slice_t:
             page.figure(_slice_figure(stall), "Loss along the unit eigenvector u of the most negative eigenvalue, "
                         "L(theta + t u), with the second-order prediction L + 1/2 lambda_min t^2.",
                         save_to=run.file(f"stall-{index}-slice.png"))
+        if stall.verdict in ("unstable", "diverged") and rate.get("sharpness") is not None:
+            page.figure(_sharpness_figure(stall, rows), "The stability threshold limit / lr over the run (the "
+                        "sharpness the rate allows) and the sharpness measured at the stall: above the line the "
+                        "step overshoots the valley.", save_to=run.file(f"stall-{index}-sharpness.png"))
+        if stall.verdict == "noise_floor" and ((stall.evidence or {}).get("noise") or {}).get("snr") is not None:
+            page.figure(_noise_figure(stall), "Gradient signal-to-noise ratio ||grad L||^2 / tr Sigma_B against the "
+                        "batch size B, from the per-sample gradient variance measured at the stall.",
+                        save_to=run.file(f"stall-{index}-noise.png"))
+        if stall.verdict == "no_learning_rate" and rows:
+            page.figure(_rate_figure(stall, rows), "The learning rate over the run.",
+                        save_to=run.file(f"stall-{index}-rate.png"))
     page.heading("Configuration")
     page.code(json.dumps(config, indent=2, sort_keys=True))
     return page
@@ -104,34 +140,36 @@ def _headline(stalls: Sequence[Stall], rows: Sequence[dict]) -> str:
     if not rows:
         return "No training step was recorded."
     first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
-    diagnosed = [s for s in stalls if s.status == "diagnosed"]
     text = f"Training loss {first:.4g} -> {last:.4g} in {rows[-1]['step']} steps. "
     if not stalls:
         return text + "The loss never stalled."
-    saddles = [s for s in diagnosed if s.kind == "saddle"]
-    text += f"{len(stalls)} plateau(s) noticed, {len(diagnosed)} diagnosed"
-    if saddles:
-        s = saddles[0]
-        text += (f"; at step {s.step} a saddle (lambda_min {s.min_eigenvalue:.3g} < 0 < lambda_max "
-                 f"{s.max_eigenvalue:.3g})")
+    diagnosed = [s for s in stalls if s.status == "diagnosed"]
+    text += f"{len(stalls)} stall(s), {len(diagnosed)} diagnosed"
+    if diagnosed:
+        s = diagnosed[0]
+        text += f"; at step {s.step}: {s.verdict} ({evidence_text(s)})"
         if s.escaped:
             text += f", and the escape step lowered the loss from {s.escape_loss_before:.4g} to {s.escape_loss_after:.4g}"
     return text + "."
 
 
-def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall]):
+def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall], tracked: Sequence[dict] = ()):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     steps = [int(r["step"]) for r in rows]
-    ax.plot(steps, [float(r["train_loss"]) for r in rows], color="#2f7bd8", lw=1.6, label="train loss")
+    ax.plot(steps, [float(r["train_loss"]) for r in rows], color="#9bb7e0", lw=1.0, label="train loss (mini-batch)")
+    if tracked:
+        ax.plot([int(r["step"]) for r in tracked], [float(r["loss"]) for r in tracked], color="#1f4e9c", lw=2,
+                label="tracked loss (fixed sample)")
     val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r.get("val_loss") not in ("", None)]
     if val:
         ax.plot(*zip(*val), "o-", color="#e09b2d", ms=3, lw=1, label="validation loss")
     for index, stall in enumerate(stalls, start=1):
         ax.axvline(stall.step, color="#d8542f", ls="--", lw=1)
-        ax.annotate(f"stall {index}: {stall.kind or stall.status}", (stall.step, stall.loss), xytext=(6, 10),
-                    textcoords="offset points", fontsize=8, color="#a33")
+        if math.isfinite(stall.loss):
+            ax.annotate(f"stall {index}: {stall.verdict or stall.status}", (stall.step, stall.loss), xytext=(6, 10),
+                        textcoords="offset points", fontsize=8, color="#a33")
         if stall.escaped:
             ax.annotate("", xy=(stall.step, stall.escape_loss_after), xytext=(stall.step, stall.escape_loss_before),
                         arrowprops={"arrowstyle": "->", "color": "#2a9d4b", "lw": 2})
@@ -153,7 +191,6 @@ def _spectrum_figure(stall: Stall):
                 label=f"all {len(values)} eigenvalues")
         ax.set_ylabel("count (log scale)")
     else:
-        ax.set_ylabel("")
         ax.set_yticks([])
     extremes = np.asarray(stall.eigenvalues)
     if extremes.size:
@@ -162,7 +199,8 @@ def _spectrum_figure(stall: Stall):
                   lw=1.5, label="extreme eigenvalues found")
     ax.axvline(0.0, color="#333", lw=0.8)
     ratio = "" if stall.minimum_ratio is None else f", minimum ratio {stall.minimum_ratio:.3g}"
-    ax.set_title(f"step {stall.step}: lambda_min {stall.min_eigenvalue:.3g}, lambda_max {stall.max_eigenvalue:.3g}{ratio}")
+    ax.set_title(f"step {stall.step} ({stall.verdict}): lambda_min {stall.min_eigenvalue:.3g}, "
+                 f"lambda_max {stall.max_eigenvalue:.3g}{ratio}")
     ax.set_xlabel("Hessian eigenvalue")
     ax.legend(loc="best", fontsize=8)
     return fig
@@ -189,5 +227,71 @@ def _slice_figure(stall: Stall):
     ax.set_ylabel("loss")
     ax.set_title(f"stall at step {stall.step}: the downhill side of the saddle")
     ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title, a log-scale grid and the legend of a verdict's figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+
+
+def _sharpness_figure(stall: Stall, rows: Sequence[dict]):
+    """The stability threshold as a curvature, ``limit / lr(t)`` over the run's rates, and the
+    curvature measured at the stall, ``sharpness / lr`` (λ_max for SGD, preconditioned for
+    adaptive rates): above the line a step overshoots the valley."""
+    import matplotlib.pyplot as plt
+
+    rate = stall.evidence["rate"]
+    lr_stall = rate["lr"]
+    per_lr = rate["sharpness"] / lr_stall if lr_stall else math.nan  # lambda_max, or its preconditioned version
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    lrs = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr") not in ("", None) and float(r["lr"]) > 0]
+    if lrs:
+        ax.plot([s for s, _ in lrs], [rate["limit"] / lr for _, lr in lrs], color="#2a9d4b", lw=1.5,
+                label=f"stability threshold {rate['limit']:.3g} / lr")
+    ax.plot([stall.evidence.get("diverged", {}).get("checkpoint_step", stall.step) if stall.verdict == "diverged"
+             else stall.step], [per_lr], "o", color="#d8542f", ms=8,
+            label=f"sharpness / lr at the {'last good point' if stall.verdict == 'diverged' else 'stall'}: {per_lr:.3g}")
+    ax.set_yscale("log")
+    _finish(ax, "step", "curvature (lambda_max, preconditioned for adaptive rates)",
+            f"stall at step {stall.step}: {stall.verdict}, sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}")
+    return fig
+
+
+def _noise_figure(stall: Stall):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    noise = stall.evidence["noise"]
+    g2, s2, n = noise["grad_norm_sq"], noise["per_sample_variance"], noise["n_data"]
+    sizes = np.unique(np.geomspace(1, n, 60).round().astype(int))
+    with np.errstate(divide="ignore"):
+        snr = g2 / (s2 / sizes * np.clip(1 - sizes / n, 0, None))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    ax.plot(sizes, snr, color="#2f7bd8", lw=2, label="||grad L||^2 / tr Sigma_B")
+    ax.axhline(1.0, color="#333", lw=0.8, ls="--", label="SNR = 1")
+    ax.plot([noise["batch_size"]], [noise["snr"]], "o", color="#d8542f", ms=8,
+            label=f"this run: batch {noise['batch_size']}, SNR {noise['snr']:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _finish(ax, "batch size B", "gradient signal-to-noise ratio",
+            f"stall at step {stall.step}: noise floor (SNR 1 at B = {noise.get('critical_batch') or math.nan:.0f})")
+    return fig
+
+
+def _rate_figure(stall: Stall, rows: Sequence[dict]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    ax.plot([int(r["step"]) for r in rows], [float(r["lr"]) for r in rows], color="#2f7bd8", lw=2)
+    ax.axvline(stall.step, color="#d8542f", ls="--", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"stall at step {stall.step}: no learning rate")
     ax.grid(alpha=0.3)
     return fig

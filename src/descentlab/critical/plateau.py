@@ -1,0 +1,144 @@
+"""Is the loss still going down? A plateau test that mini-batch noise cannot fool.
+
+The test reads a *smoothed, noise-free* loss: the loss of the model on a fixed sample of the
+training data, measured every ``every`` steps (never the mini-batch losses, whose noise made
+healthy runs look stalled). Over a horizon of the last h steps it fits a straight line
+L(t) ≈ c + s·t by least squares (the smoothing) and reads
+
+    progress per window   P = −s · window / |mean L|,
+    its standard error    σ_P = σ_s · window / |mean L|,      σ_s² = (Σ r²/(n − 2)) / Σ (t − t̄)²
+
+(r the residuals: the loss's own jitter, e.g. SGD bouncing in a valley). A plateau is
+
+* **confident** at some horizon h = 2w, 4w, …: P + z·σ_P < ``rel_tol`` (z = 3: even the
+  optimistic end of the estimate is below the tolerance). A deterministic plateau (full-batch
+  GD at a saddle) passes at the first horizon, 2 windows;
+* or, once the longest horizon (``max_windows`` windows) is available, P < ``rel_tol`` there:
+  the loss jitters so much that no shorter horizon is sure, and over the longest one it still
+  does not go down — a noise floor. Steady progress, however noisy, keeps P above the
+  tolerance over that horizon and never fires.
+
+After a stall the history restarts, and :meth:`PlateauTest.rearm` keeps the test quiet until
+the loss has left the plateau, so one plateau is reported once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+__all__ = ["Trend", "PlateauTest", "fit_trend"]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The fitted trend of the tracked loss over one horizon.
+
+    Attributes:
+        horizon: steps covered (first to last evaluation).
+        n_points: evaluations used.
+        level: the mean loss over the horizon.
+        last: the fitted loss at the last evaluation.
+        progress: P, the relative decrease per window the line predicts (negative: rising).
+        std_error: σ_P.
+        noise: the residuals' standard deviation (the loss's jitter around the line).
+        confident: the plateau passed with P + z·σ_P < rel_tol (else it passed, if at all,
+            on the longest horizon's estimate alone).
+    """
+
+    horizon: int
+    n_points: int
+    level: float
+    last: float
+    progress: float
+    std_error: float
+    noise: float
+    confident: bool = False
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {"horizon": self.horizon, "n_points": self.n_points, "level": self.level, "last": self.last,
+                "progress_per_window": self.progress, "std_error": self.std_error, "noise": self.noise,
+                "confident": self.confident}
+
+
+def fit_trend(steps: list[int], losses: list[float], window: int) -> Trend:
+    """Least-squares line through ``(steps, losses)``; progress and its error per ``window`` steps."""
+    n = len(steps)
+    if n < 3:
+        raise ValueError(f"a trend needs at least 3 points, got {n}")
+    t_mean = sum(steps) / n
+    l_mean = sum(losses) / n
+    stt = sum((t - t_mean) ** 2 for t in steps)
+    slope = sum((t - t_mean) * (v - l_mean) for t, v in zip(steps, losses)) / stt
+    residuals = [v - (l_mean + slope * (t - t_mean)) for t, v in zip(steps, losses)]
+    var = sum(r * r for r in residuals) / (n - 2)
+    scale = window / max(abs(l_mean), 1e-12)
+    return Trend(horizon=steps[-1] - steps[0], n_points=n, level=l_mean,
+                 last=l_mean + slope * (steps[-1] - t_mean), progress=-slope * scale,
+                 std_error=math.sqrt(var / stt) * scale, noise=math.sqrt(var))
+
+
+class PlateauTest:
+    """The plateau test of the module docstring, fed one tracked loss at a time.
+
+    Args:
+        window: w, the steps per window the progress is measured in.
+        every: steps between two tracked losses (``window`` must be a multiple of it).
+        rel_tol: relative progress per window below which the loss is on a plateau.
+        max_windows: the longest horizon, in windows (>= 2).
+        z: confidence multiplier of the standard error.
+    """
+
+    def __init__(self, window: int, every: int, rel_tol: float, *, max_windows: int = 8, z: float = 3.0) -> None:
+        if window % every:
+            raise ValueError(f"window ({window}) must be a multiple of every ({every})")
+        if max_windows < 2:
+            raise ValueError(f"max_windows must be >= 2, got {max_windows}")
+        self.window, self.every, self.rel_tol = int(window), int(every), float(rel_tol)
+        self.max_windows, self.z = int(max_windows), float(z)
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.quiet_above: float | None = None  # after a stall: silent until the loss falls below this
+
+    def reset(self) -> None:
+        """Forget the history (after a stall, or an escape step that moved the model)."""
+        self.steps.clear()
+        self.losses.clear()
+
+    def rearm(self, trend: Trend) -> None:
+        """After a stall left in place: stay quiet until a window's mean loss is below the
+        plateau's level by more than 1 % and by three standard errors of that mean."""
+        points = max(1, self.window // self.every)
+        margin = max(0.01 * abs(trend.level), 3.0 * trend.noise / math.sqrt(points))
+        self.quiet_above = trend.level - margin
+        self.reset()
+
+    def add(self, step: int, loss: float) -> Trend | None:
+        """Record the tracked loss at ``step``; the plateau's :class:`Trend` when there is one."""
+        self.steps.append(int(step))
+        self.losses.append(float(loss))
+        longest = self.max_windows * self.window // self.every + 1
+        del self.steps[:-longest], self.losses[:-longest]
+        points = self.window // self.every
+        if self.quiet_above is not None:
+            if len(self.losses) >= points and sum(self.losses[-points:]) / points < self.quiet_above:
+                self.quiet_above = None
+            return None
+        return self.check()
+
+    def check(self) -> Trend | None:
+        """The test on the history as it is (see the module docstring)."""
+        points = self.window // self.every
+        windows = 2
+        found = None
+        while windows <= self.max_windows:
+            n = windows * points + 1
+            if len(self.losses) < n or n < 3:
+                break
+            trend = fit_trend(self.steps[-n:], self.losses[-n:], self.window)
+            if trend.progress + self.z * trend.std_error < self.rel_tol:
+                return replace(trend, confident=True)
+            found = trend if windows * 2 > self.max_windows and trend.progress < self.rel_tol else None
+            windows *= 2
+        return found
+

@@ -1,0 +1,240 @@
+"""The stability limit of an optimizer: how large the rate may be for the valley's curvature.
+
+On a quadratic valley L(θ) = ½ θᵀHθ every optimizer below is linear in (θ, its state), and
+along an eigenvector of (its preconditioned) H with eigenvalue λ it converges only while
+``a = step · λ`` stays under a limit; above it the iterate oscillates with growing amplitude
+across the valley. The *sharpness* of a run is that ``a`` for the largest λ; a stall where it
+reaches the limit is not a critical point but the rate fighting the curvature.
+
+==============================  ============================================  ==================
+optimizer (torch's update)      sharpness a                                   stable while a <
+==============================  ============================================  ==================
+SGD, ``θ −= η g``               η λ_max(H)                                    2
+heavy ball (``momentum`` β,     η (1 − τ) λ_max(H)                            2 (1 + β)
+dampening τ): b = βb + (1−τ)g
+Nesterov (torch's, τ = 0)       η λ_max(H)                                    2 (1 + β) / (1 + 2β)
+RMSprop (``alpha``, momentum μ) η λ_max(D⁻¹H), D = diag(√v + ε)              2 (1 + μ)
+Adagrad                         η_t λ_max(D⁻¹H), D = diag(√Σg² + ε)           2
+Adam / AdamW / AMSGrad          η λ_max(D⁻¹H) / (1 − β₁ᵗ), D = diag(√v̂ + ε)  2 (1 + β₁) / (1 − β₁)
+==============================  ============================================  ==================
+
+Heavy ball: z² − (1 + β − a)z + β = 0 has its roots in the unit disc iff 0 < a < 2(1 + β)
+(Polyak 1964). Nesterov, b_{t+1} = βb_t + g_t, θ −= η(g_t + βb_{t+1}): z² − (1 + β − a(1 + β))z
++ β(1 − a) = 0, whose root at z = −1 sets a < 2(1 + β)/(1 + 2β). Adam with its preconditioner
+frozen is heavy ball with dampening 1 − β₁ on D⁻¹H, scaled by the bias correction: the limit
+(2 + 2β₁)/(1 − β₁) (38 at β₁ = 0.9) is the one Cohen et al. measured for the *preconditioned
+sharpness* (2022, "Adaptive gradient methods at the edge of stability", arXiv:2207.14484).
+λ_max(D⁻¹H) is the top eigenvalue of the symmetric D^{-1/2} H D^{-1/2}, so Lanczos applies.
+NAdam and RAdam are read as Adam (their own corrections are ignored; the rule says so).
+Wrappers (Lookahead, gradient noise) are read through to the optimizer that steps. An
+optimizer none of these describe gets plain SGD's rule, and its ``formula`` says so.
+
+Every rule reads the *current* rate and state of ``param_groups[0]`` (other groups are assumed
+to share the momentum constants; their rates are used per parameter).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.curvature import lanczos
+
+__all__ = ["StabilityRule", "stability_rule", "sharpness", "heavy_ball_limit", "nesterov_limit", "adam_limit"]
+
+
+def heavy_ball_limit(beta: float) -> float:
+    """2(1 + β): the largest stable ``η(1 − τ)λ`` of heavy-ball momentum (β = 0: plain GD's 2)."""
+    return 2.0 * (1.0 + beta)
+
+
+def nesterov_limit(beta: float) -> float:
+    """2(1 + β)/(1 + 2β): the largest stable ``ηλ`` of torch's Nesterov momentum."""
+    return 2.0 * (1.0 + beta) / (1.0 + 2.0 * beta)
+
+
+def adam_limit(beta1: float) -> float:
+    """(2 + 2β₁)/(1 − β₁): the largest stable preconditioned sharpness of Adam (Cohen et al. 2022)."""
+    return (2.0 + 2.0 * beta1) / (1.0 - beta1)
+
+
+@dataclass(frozen=True)
+class StabilityRule:
+    """How one optimizer's step meets the curvature (see the module docstring).
+
+    Attributes:
+        name: ``"gd"``, ``"heavy-ball"``, ``"nesterov"``, ``"rmsprop"``, ``"adagrad"`` or ``"adam"``.
+        lr: the current rate of the first parameter group.
+        limit: the sharpness at which the rule stops being stable.
+        scale: the factor between the rate and the step on the raw curvature (1 − τ for heavy
+            ball, 1/(1 − β₁ᵗ) for Adam), so that ``sharpness = lr · scale · λ_max(...)``.
+        formula: the rule in words, as a user reads it in the evidence.
+        steps: per parameter (by name), the per-coordinate step ``η_group · scale / d`` of a
+            preconditioned rule, or of plain rules whose groups have different rates; ``None``
+            when one scalar ``lr · scale`` multiplies the plain Hessian.
+    """
+
+    name: str
+    lr: float
+    limit: float
+    scale: float
+    formula: str
+    steps: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def preconditioned(self) -> bool:
+        """The sharpness is that of a rescaled Hessian, not ``lr · scale · λ_max(H)``."""
+        return self.steps is not None
+
+    def largest_stable_lr(self, sharpness_value: float) -> float | None:
+        """The rate at which the measured sharpness would sit exactly at the limit (``None`` if none)."""
+        if not (sharpness_value > 0 and math.isfinite(sharpness_value)) or self.lr <= 0:
+            return None
+        return self.lr * self.limit / sharpness_value
+
+
+def _innermost(optimizer: Any) -> Any:
+    """The optimizer that takes the steps, through wrappers (``.base``)."""
+    seen = 0
+    while hasattr(optimizer, "base") and isinstance(getattr(optimizer, "base"), torch.optim.Optimizer) and seen < 8:
+        optimizer = optimizer.base
+        seen += 1
+    return optimizer
+
+
+def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tuple[str, ...] | None = None) -> StabilityRule:
+    """The :class:`StabilityRule` of ``optimizer`` (its current rate and state) for ``model``'s
+    parameters ``names`` (default: every parameter that requires grad, in module order)."""
+    inner = _innermost(optimizer)
+    groups = inner.param_groups
+    group = groups[0]
+    lr = float(group["lr"])
+    named = dict(model.named_parameters())
+    names = tuple(names) if names is not None else tuple(n for n, p in model.named_parameters() if p.requires_grad)
+    name_of = {id(p): n for n, p in named.items()}
+    group_of = {name_of[id(p)]: g for g in groups for p in g["params"] if id(p) in name_of}
+    state = inner.state
+    kind = type(inner).__name__
+
+    def per_name(fn) -> dict[str, torch.Tensor] | None:
+        """Per-parameter steps from ``fn(param, group)``; ``None`` when some parameter has no state yet."""
+        out = {}
+        for n in names:
+            p, g = named[n], group_of.get(n, group)
+            value = fn(p, g, state.get(p, {}))
+            if value is None:
+                return None
+            out[n] = value.detach()
+        return out
+
+    uniform = all(float(g["lr"]) == lr for g in groups)
+
+    def plain_steps(scale: float) -> dict[str, torch.Tensor] | None:
+        if uniform:
+            return None
+        return {n: torch.full_like(named[n], float(group_of.get(n, group)["lr"]) * scale) for n in names}
+
+    if "betas" in group and any("exp_avg_sq" in s for s in state.values()):
+        beta1, beta2 = (float(b) for b in group["betas"])
+        eps = float(group.get("eps", 1e-8))
+        amsgrad = bool(group.get("amsgrad", False))
+
+        def adam_step(p, g, s):
+            if "exp_avg_sq" not in s:
+                return None
+            t = float(s["step"]) if "step" in s else float(g.get("step", 1.0))  # SWATS counts per group
+            v = s["max_exp_avg_sq"] if amsgrad and "max_exp_avg_sq" in s else s["exp_avg_sq"]
+            denom = (v / (1.0 - beta2 ** t)).sqrt() + eps
+            return float(g["lr"]) / (1.0 - beta1 ** t) / denom
+
+        steps = per_name(adam_step)
+        t = max((float(s["step"]) for s in state.values() if "step" in s), default=float(group.get("step", 1.0)))
+        note = "" if kind in ("Adam", "AdamW") else f" ({kind} read as Adam)"
+        if steps is not None:
+            return StabilityRule("adam", lr, adam_limit(beta1), 1.0 / (1.0 - beta1 ** t),
+                                 f"lr * lambda_max(D^-1 H) / (1 - beta1^t) < 2(1 + beta1)/(1 - beta1) = "
+                                 f"{adam_limit(beta1):.4g}, D = sqrt(v_hat) + eps{note}", steps)
+    if "alpha" in group and any("square_avg" in s for s in state.values()):
+        momentum = float(group.get("momentum", 0.0))
+        eps = float(group.get("eps", 1e-8))
+        centered = bool(group.get("centered", False))
+
+        def rms_step(p, g, s):
+            if "square_avg" not in s:
+                return None
+            v = s["square_avg"]
+            if centered and "grad_avg" in s:
+                v = v - s["grad_avg"] ** 2
+            return float(g["lr"]) / (v.clamp_min(0).sqrt() + eps)
+
+        steps = per_name(rms_step)
+        if steps is not None:
+            return StabilityRule("rmsprop", lr, heavy_ball_limit(momentum), 1.0, f"lr * lambda_max(D^-1 H) < "
+                                 f"2(1 + momentum) = {heavy_ball_limit(momentum):.4g}, D = sqrt(v) + eps", steps)
+    if "lr_decay" in group and any("sum" in s for s in state.values()):
+        eps = float(group.get("eps", 1e-10))
+
+        def adagrad_step(p, g, s):
+            if "sum" not in s:
+                return None
+            t = float(s.get("step", 1.0))
+            clr = float(g["lr"]) / (1.0 + (t - 1.0) * float(g.get("lr_decay", 0.0)))
+            return clr / (s["sum"].sqrt() + eps)
+
+        steps = per_name(adagrad_step)
+        if steps is not None:
+            return StabilityRule("adagrad", lr, 2.0, 1.0, "lr_t * lambda_max(D^-1 H) < 2, D = sqrt(sum g^2) + eps", steps)
+    if isinstance(inner, torch.optim.SGD) or ("momentum" in group and "dampening" in group):
+        beta = float(group.get("momentum", 0.0) or 0.0)
+        dampening = float(group.get("dampening", 0.0) or 0.0)
+        if beta > 0 and group.get("nesterov", False):
+            return StabilityRule("nesterov", lr, nesterov_limit(beta), 1.0,
+                                 f"lr * lambda_max < 2(1 + beta)/(1 + 2 beta) = {nesterov_limit(beta):.4g} "
+                                 f"(Nesterov momentum {beta:g})", plain_steps(1.0))
+        if beta > 0:
+            scale = 1.0 - dampening
+            return StabilityRule("heavy-ball", lr, heavy_ball_limit(beta), scale,
+                                 f"lr * {'(1 - dampening) * ' if dampening else ''}lambda_max < 2(1 + beta) = "
+                                 f"{heavy_ball_limit(beta):.4g} (heavy-ball momentum {beta:g})", plain_steps(scale))
+        return StabilityRule("gd", lr, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)", plain_steps(1.0))
+    return StabilityRule("gd", lr, 2.0, 1.0, f"lr * lambda_max < 2 (plain gradient descent's rule: {kind} "
+                         "is not modelled, or has no state yet)", plain_steps(1.0))
+
+
+class _Preconditioned:
+    """``S^{1/2} H S^{1/2}`` for a per-coordinate step vector S: symmetric, same spectrum as S·H."""
+
+    def __init__(self, op: Any, steps: torch.Tensor) -> None:
+        self.op = op
+        self.root = steps.to(op.device, op.dtype).sqrt()
+        self.shape = op.shape
+        self.dtype, self.device = op.dtype, op.device
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        root = self.root if v.ndim == 1 else self.root[:, None]
+        return root * (self.op @ (root * v))
+
+
+def sharpness(rule: StabilityRule, op: Any, *, lambda_max: float | None = None, tol: float = 1e-2,
+              max_matvecs: int = 200, seed: int = 0) -> tuple[float, int]:
+    """(sharpness, Hessian-vector products spent) of ``rule`` on the Hessian operator ``op``.
+
+    A plain rule multiplies ``lambda_max`` (when the caller already has it, no product is
+    spent); a preconditioned one runs Lanczos on ``S^{1/2} H S^{1/2}`` with S the rule's
+    per-coordinate steps, to relative residual ``tol`` (the sharpness is compared with a limit
+    to two digits, not more).
+    """
+    if not rule.preconditioned:
+        if lambda_max is None:
+            pairs = lanczos(op, k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed)
+            lambda_max, used = float(pairs.values[0]), pairs.n_matvecs
+        else:
+            used = 0
+        return rule.lr * rule.scale * float(lambda_max), used
+    steps = torch.cat([rule.steps[n].reshape(-1) for n in op.names])
+    pairs = lanczos(_Preconditioned(op, steps), k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed)
+    return float(pairs.values[0]), pairs.n_matvecs

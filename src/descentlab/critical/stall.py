@@ -1,0 +1,151 @@
+"""One stall of a training run, as a record: where, the verdict, its evidence, what was done.
+
+A :class:`Stall` is plain data (``to_dict`` gives numbers, strings, lists and nested dicts, so
+``stalls.json`` and a ``weights_only`` checkpoint take it as it is); the live objects it was
+computed from (the :class:`~descentlab.critical.CriticalPoint`, the
+:class:`~descentlab.critical.Escape`) ride along for the caller but are never saved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["Stall", "STATUSES"]
+
+#: ``diagnosed``; ``skipped (budget)`` (the plateau was seen, the budget had no room while it
+#: lasted); ``failed: <error>`` (a diagnosis must never stop the training run).
+STATUSES = ("diagnosed", "skipped (budget)", "failed")
+
+_LIVE = ("point", "escape")
+_TUPLES = ("eigenvalues", "slice_t", "slice_loss")
+
+
+@dataclass(frozen=True)
+class Stall:
+    """One plateau (or the divergence) of a run and what the monitor found there.
+
+    Attributes:
+        step: the training step at which the plateau was noticed (or the loss became non-finite).
+        loss: the tracked loss there (the loss on the monitor's fixed sample of the data).
+        grad_norm: the gradient norm of that loss (``None`` when not measured).
+        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test) or ``"non_finite"``.
+        status: one of :data:`STATUSES`.
+        verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``
+            until diagnosed.
+        remedy: the verdict's remedy in one sentence.
+        evidence: what the verdict was decided from, as plain data (see
+            :mod:`descentlab.critical.verdicts` for the keys).
+        kind, degenerate, min_eigenvalue, max_eigenvalue, minimum_ratio: from ``classify``.
+        eigenvalues: the extreme eigenvalues found (both ends of the spectrum).
+        spectrum: every eigenvalue when ``classify`` formed the Hessian, else ``None``.
+        slice_t, slice_loss: at a saddle, the loss at θ + t·u along the most negative eigenvector u
+            (unit norm; after an escape, signed as the step was taken, so it is at t = ``escape_step``).
+        escaped, escape_loss_before, escape_loss_after, escape_predicted, escape_step: the escape.
+        seconds: wall time of this diagnosis.
+        diagnosed_at: the step the diagnosis ran (later than ``step`` when the budget made it wait).
+    """
+
+    step: int
+    loss: float
+    grad_norm: float | None
+    reason: str
+    status: str
+    verdict: str | None = None
+    remedy: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict, repr=False)
+    kind: str | None = None
+    degenerate: bool | None = None
+    min_eigenvalue: float | None = None
+    max_eigenvalue: float | None = None
+    minimum_ratio: float | None = None
+    eigenvalues: tuple[float, ...] = ()
+    spectrum: tuple[float, ...] | None = field(default=None, repr=False)
+    slice_t: tuple[float, ...] = field(default=(), repr=False)
+    slice_loss: tuple[float, ...] = field(default=(), repr=False)
+    escaped: bool = False
+    escape_loss_before: float | None = None
+    escape_loss_after: float | None = None
+    escape_predicted: float | None = None
+    escape_step: float | None = None
+    seconds: float = 0.0
+    diagnosed_at: int | None = None
+    point: Any = field(default=None, repr=False, compare=False)
+    escape: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers, strings, lists and dicts (JSON and ``weights_only`` checkpoints take it)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _LIVE}
+        for key in (*_TUPLES, "spectrum"):
+            out[key] = None if out[key] is None else list(out[key])
+        if out["minimum_ratio"] is not None and not math.isfinite(out["minimum_ratio"]):
+            out["minimum_ratio"] = None  # JSON has no NaN
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Stall":
+        """The inverse of :meth:`to_dict` (unknown keys are ignored, missing ones take their defaults)."""
+        known = {f.name for f in fields(cls)} - set(_LIVE)
+        values = {k: v for k, v in data.items() if k in known}
+        for key in _TUPLES:
+            values[key] = tuple(values.get(key) or ())
+        if values.get("spectrum") is not None:
+            values["spectrum"] = tuple(values["spectrum"])
+        values["evidence"] = dict(values.get("evidence") or {})
+        return cls(**values)
+
+    def summary(self) -> str:
+        """One line: where, the verdict and its main evidence, and what the escape did."""
+        head = f"step {self.step}: plateau at loss {self.loss:.4g}"
+        if self.reason == "non_finite":
+            head = f"step {self.step}: the loss became non-finite"
+        if self.status != "diagnosed":
+            return f"{head}, {self.status}"
+        text = f"{head}: {self.verdict} ({evidence_text(self)})"
+        if self.escaped:
+            text += f"; escape lowered the loss {self.escape_loss_before:.4g} -> {self.escape_loss_after:.4g}"
+        return text
+
+
+def evidence_text(stall: Stall) -> str:
+    """The few numbers that carry a stall's verdict, in words (the verdict table's evidence column)."""
+    ev = stall.evidence or {}
+    rate, noise, grad, curv = (ev.get(k) or {} for k in ("rate", "noise", "gradient", "curvature"))
+    loss = ev.get("loss") or {}
+    verdict = stall.verdict
+    if verdict == "no_learning_rate":
+        peak, since = rate.get("peak_lr"), rate.get("zero_since")
+        return (f"lr {rate.get('lr'):.3g}" + (f" since step {since}" if since is not None else "")
+                + (f", peak {peak:.3g}" if peak else ""))
+    if verdict in ("unstable", "diverged"):
+        where = ""
+        if verdict == "diverged":
+            where = f" at step {(ev.get('diverged') or {}).get('checkpoint_step')}, the last good point"
+        if rate.get("sharpness") is None:
+            return f"lr {rate.get('lr', float('nan')):.3g}, sharpness not measured{where}"
+        return (f"sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}{where} "
+                f"(lr {rate['lr']:.3g}, lambda_max {curv.get('max_eigenvalue', float('nan')):.3g})")
+    if verdict == "noise_floor":
+        return f"gradient SNR {noise.get('snr', float('nan')):.3g} at batch {noise.get('batch_size')}, |g| {grad.get('norm', float('nan')):.2g}"
+    if verdict == "saddle":
+        return f"lambda_min {curv.get('min_eigenvalue', float('nan')):.3g} < 0 in {curv.get('dtype')}, |g| {grad.get('norm', float('nan')):.2g}"
+    if verdict == "maximum":
+        return f"lambda_max {curv.get('max_eigenvalue', float('nan')):.3g} < 0, |g| {grad.get('norm', float('nan')):.2g}"
+    if verdict == "minimum":
+        where = "stuck high" if loss.get("stuck_high") else ("the best seen" if loss.get("near_best") else "above the best seen")
+        lowest = curv.get("min_eigenvalue", float("nan"))
+        if curv.get("degenerate"):
+            return f"lambda_min {lowest:.2g} ~ 0 in {curv.get('dtype')} (probed: no descent), loss {where}"
+        return f"lambda_min {lowest:.3g} > 0 in {curv.get('dtype')}, loss {where}"
+    if verdict == "flat":
+        return f"|g| {grad.get('norm', float('nan')):.2g}, |lambda| <= {max(abs(curv.get('min_eigenvalue') or 0), abs(curv.get('max_eigenvalue') or 0)):.2g}"
+    if verdict == "slow":
+        parts = [f"|g| {grad.get('norm', float('nan')):.2g}"]
+        if rate.get("sharpness") is not None:
+            parts.append(f"sharpness {rate['sharpness']:.3g} of limit {rate['limit']:.3g}")
+        if noise.get("snr") is not None:
+            parts.append(f"SNR {noise['snr']:.3g}")
+        return ", ".join(parts)
+    return ""

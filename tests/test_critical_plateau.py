@@ -1,0 +1,65 @@
+"""The plateau test: the fitted trend against numpy's least squares, and when it fires."""
+
+import math
+
+import numpy as np
+import pytest
+
+from descentlab.critical.plateau import PlateauTest, fit_trend
+
+
+def test_fit_trend_matches_numpy_least_squares():
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 110, 10)
+    losses = 2.0 - 0.003 * steps + 0.01 * rng.standard_normal(steps.size)
+    trend = fit_trend(steps.tolist(), losses.tolist(), window=50)
+    # oracle: numpy's polyfit with its covariance (the textbook OLS standard error of the slope)
+    (slope, intercept), cov = np.polyfit(steps, losses, 1, cov="unscaled")
+    residuals = losses - (slope * steps + intercept)
+    sigma2 = residuals @ residuals / (steps.size - 2)
+    level = losses.mean()
+    # float64 sums of 11 terms: agreement to ~1e-12 relative
+    assert trend.progress == pytest.approx(-slope * 50 / level, rel=1e-10)
+    assert trend.std_error == pytest.approx(math.sqrt(sigma2 * cov[0, 0]) * 50 / level, rel=1e-10)
+    assert trend.noise == pytest.approx(math.sqrt(sigma2), rel=1e-10)
+    assert trend.level == pytest.approx(level) and trend.horizon == 100
+
+
+def _run(losses, window=50, every=10, rel_tol=1e-3):
+    test = PlateauTest(window, every, rel_tol)
+    fired = []
+    for i, loss in enumerate(losses):
+        trend = test.add(i * every, loss)
+        if trend is not None:
+            fired.append((i * every, trend))
+            test.rearm(trend)
+    return fired
+
+
+def test_a_flat_deterministic_loss_fires_after_two_windows():
+    fired = _run([1.0] * 30)
+    assert fired[0][0] == 100 and fired[0][1].confident  # 11 evaluations = two windows of 50 steps
+
+
+def test_steady_progress_never_fires_even_with_heavy_noise():
+    rng = np.random.default_rng(1)
+    steps = np.arange(0, 3000, 10)
+    # 1 % relative progress per window under 3 % jitter: noisy, but going down
+    clean = np.exp(-0.01 * steps / 50)
+    losses = clean * (1 + 0.03 * rng.standard_normal(steps.size))
+    assert _run(losses.tolist()) == []
+
+
+def test_a_noise_floor_fires_within_the_longest_horizon():
+    rng = np.random.default_rng(2)
+    losses = (0.3 * (1 + 0.1 * rng.standard_normal(200))).tolist()  # stationary 10 % jitter
+    fired = _run(losses)
+    assert fired and fired[0][0] <= 8 * 50
+
+
+def test_rearm_stays_quiet_until_the_loss_leaves_the_plateau():
+    flat = [1.0] * 40
+    lower = [0.9] * 40
+    fired = _run(flat + lower)
+    # the first plateau at step 100; then silence on it; the drop re-arms; the new plateau fires
+    assert [step for step, _ in fired] == [100, 500]

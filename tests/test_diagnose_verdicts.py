@@ -1,0 +1,183 @@
+"""Each way training stops, reproduced by a preset (or a user's run) and named: the verdict, its
+evidence against an independent oracle, and its remedy tried."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from descentlab import files
+from descentlab.cli import main
+from descentlab.critical.diagnosis import examine
+from descentlab.critical.monitor import fixed_sample
+from descentlab.experiments.rundir import RunDir
+from descentlab.problems.workloads import LOGISTIC_PRESETS, get_workload
+
+
+def _diagnose(tmp_path, capsys, *args, code=0):
+    out = tmp_path / "run"
+    assert main(["diagnose", *args, "--out", str(out), "--no-progress"]) == code
+    printed = capsys.readouterr().out
+    return RunDir.open(out).read_json("stalls.json"), printed, out
+
+
+def _gd(workload, lr, steps):
+    """Full-batch gradient descent from the preset's seed-0 start, as train() takes it."""
+    torch.manual_seed(0)
+    model = workload.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        workload.loss_fn(model(workload.X_train), workload.y_train).backward()
+        optimizer.step()
+    return model
+
+
+def _optimum_loss(workload):
+    """The logistic regression's optimum by scikit-learn (no penalty): the oracle of the lowest loss."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = workload.X_train.double().numpy(), workload.y_train.numpy()
+    fit = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(X, y)
+    p = fit.predict_proba(X)[np.arange(len(y)), y]
+    return float(-np.log(p).mean())
+
+
+def test_unstable_preset_is_past_the_stability_limit_and_the_remedy_converges(tmp_path, capsys):
+    stalls, printed, out = _diagnose(tmp_path, capsys, "--workload", "unstable")
+    stall = stalls[0]
+    assert stall["verdict"] == "unstable" and "unstable" in printed and "remedy 1: lower the rate below" in printed
+    rate = stall["evidence"]["rate"]
+    workload = get_workload("unstable")
+    # oracle: retrain to the stall's step, the exact Hessian (6 parameters) of the sample's loss, eigvalsh
+    model = _gd(workload, workload.lr, stall["step"])
+    (X, y), _ = fixed_sample((workload.X_train, workload.y_train), 512, seed=0)
+    params = dict(model.named_parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params.values()]).double()
+
+    def loss_of(theta):
+        w, b = theta[:4].reshape(2, 2), theta[4:]
+        return F.cross_entropy(X.double() @ w.T + b, y)
+
+    lam = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))[-1])
+    # float32 products against the float64 oracle: 1e-4 relative
+    assert rate["sharpness"] == pytest.approx(workload.lr * lam, rel=1e-4) and rate["sharpness"] >= 2.0
+    assert rate["largest_stable_lr"] == pytest.approx(2.0 / lam, rel=1e-4)
+    # the remedy, tried: 0.9 x the largest stable rate reaches the optimum; the preset's rate stays far above it
+    optimum = _optimum_loss(workload)
+    for lr, reaches in ((0.9 * rate["largest_stable_lr"], True), (workload.lr, False)):
+        model = _gd(workload, lr, 500)
+        with torch.no_grad():
+            loss = float(workload.loss_fn(model(workload.X_train), workload.y_train))
+        assert (loss < optimum + 1e-3) == reaches, (lr, loss, optimum)
+    assert (out / "stall-1-sharpness.png").exists() and not (out / "stall-1-slice.png").exists()
+
+
+def test_minimum_preset_reaches_the_optimum_of_the_convex_loss(tmp_path, capsys):
+    stalls, printed, out = _diagnose(tmp_path, capsys, "--workload", "minimum")
+    stall = stalls[0]
+    assert stall["verdict"] == "minimum" and not stall["escaped"]
+    ev = stall["evidence"]
+    assert ev["curvature"]["dtype"] == "float64" and ev["gradient"]["critical"] and ev["loss"]["near_best"]
+    # the full-data loss there against scikit-learn's optimum of the same logistic regression
+    assert ev["gradient"]["loss"] == pytest.approx(_optimum_loss(get_workload("minimum")), abs=2e-4)
+    assert "remedy 1: stop here" in printed
+    assert not (out / "stall-1-slice.png").exists()
+
+
+def test_noise_floor_preset_is_noise_bound_and_a_larger_batch_goes_lower(tmp_path, capsys):
+    stalls, printed, out = _diagnose(tmp_path, capsys, "--workload", "noise-floor")
+    stall = stalls[0]
+    assert stall["verdict"] == "noise_floor"
+    noise = stall["evidence"]["noise"]
+    assert noise["batch_size"] == 4 and noise["snr"] < 1 and noise["critical_batch"] > 4
+    assert (out / "stall-1-noise.png").exists()
+    # the remedy, tried: the same run with batches above the measured B* ends lower (a floor of its own
+    # may remain: the rate is still constant; it is lower)
+    plateau = float(stall["evidence"]["gradient"]["loss"])
+    batch = str(int(math.ceil(noise["critical_batch"])) * 4)
+    larger, _, _ = _diagnose(tmp_path / "larger", capsys, "--workload", "noise-floor", "--batch-size", batch,
+                             "--steps", "600")
+    model = RunDir.open(tmp_path / "larger" / "run")
+    workload = get_workload("noise-floor")
+    torch.manual_seed(0)
+    net = workload.make_model()
+    net.load_state_dict(files.load_torch(model.file("checkpoint.pt"))["model"])
+    with torch.no_grad():
+        final = float(workload.loss_fn(net(workload.X_train), workload.y_train))
+    assert final < plateau - 0.01
+    assert all(s["evidence"]["gradient"]["loss"] < plateau for s in larger if s["verdict"] == "noise_floor")
+
+
+def test_divergence_names_the_largest_stable_rate(tmp_path, capsys):
+    stalls, printed, out = _diagnose(tmp_path, capsys, "--workload", "digits-mlp", "--optimizer", "sgd", "--lr", "8",
+                                     "--batch-size", "full", code=1)
+    stall = stalls[-1]
+    assert stall["verdict"] == "diverged" and stall["reason"] == "non_finite"
+    rate, good = stall["evidence"]["rate"], stall["evidence"]["diverged"]["checkpoint_step"]
+    assert good == 0 and "diverged" in printed  # the loss rose from the first step: the initial weights
+    # oracle: lambda_max at the initial weights by scipy's eigsh (ARPACK) on the same sample's Hessian
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    from descentlab.curvature import HessianOperator
+
+    workload = get_workload("digits-mlp")
+    torch.manual_seed(0)
+    model = workload.make_model()
+    sample, _ = fixed_sample((workload.X_train, workload.y_train), 512, seed=0)
+    op = HessianOperator(model, workload.loss_fn, sample)
+    scipy_op = LinearOperator(op.shape, matvec=lambda v: (op @ torch.as_tensor(v, dtype=torch.float32)).double().numpy(),
+                              dtype=np.float64)
+    lam = float(eigsh(scipy_op, k=1, which="LA", tol=1e-6)[0][0])
+    # Lanczos stopped at a residual of 1e-2: the eigenvalue is good to ~1e-4 relative
+    assert rate["sharpness"] == pytest.approx(8 * lam, rel=1e-3) and rate["sharpness"] > 2
+    # the remedy, tried: 0.9 x the largest stable rate trains 200 steps without a non-finite loss
+    model = _gd(workload, 0.9 * rate["largest_stable_lr"], 200)
+    with torch.no_grad():
+        assert math.isfinite(float(workload.loss_fn(model(workload.X_train), workload.y_train)))
+
+
+def test_a_schedule_that_ends_early_is_no_learning_rate(tmp_path, capsys):
+    stalls, printed, out = _diagnose(tmp_path, capsys, "--workload", "digits-mlp", "--schedule",
+                                     "warmup-linear:warmup=10,total=200,final=0.0", "--steps", "400")
+    stall = stalls[0]
+    assert stall["verdict"] == "no_learning_rate" and stall["kind"] is None  # no Hessian was needed
+    rate = stall["evidence"]["rate"]
+    # the closed form: warm-up to step 10, linear to 0 at step 200; tracked every 10 steps
+    assert rate["lr"] == 0.0 and rate["peak_lr"] == pytest.approx(0.1) and rate["zero_since"] == 200
+    assert "since step 200 of 400" in stall["remedy"]
+    assert (out / "stall-1-rate.png").exists()
+
+
+def _examine(model, X, y, loss_fn=F.cross_entropy, lr=0.01, batch=None):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    return examine(model, loss_fn, (X, y), full_data=[(X, y)], optimizer=optimizer, batch_size=batch or len(y),
+                   n_data=len(y), peak_lr=lr, loss={"value": 1.0, "best": 1.0, "initial": 1.0})
+
+
+def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    # a maximum: L(w) = -mean((w.x)^2) at w = 0, H = -2 X^T X / n (negative definite)
+    top = nn.Linear(3, 1, bias=False).double()
+    nn.init.zeros_(top.weight)
+    found = _examine(top, X, torch.zeros(64, 1, dtype=torch.float64), loss_fn=lambda out, t: -F.mse_loss(out, t))
+    exact = torch.linalg.eigvalsh(-2 * X.T @ X / 64)
+    assert found.verdict == "maximum"
+    assert found.evidence["curvature"]["max_eigenvalue"] == pytest.approx(float(exact[-1]), rel=1e-10)
+    # flat: every ReLU dead (bias -10), no output bias: the gradient and the Hessian are exactly zero
+    dead = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2, bias=False)).double()
+    with torch.no_grad():
+        dead[0].bias.fill_(-10.0)
+    y = torch.randint(0, 2, (64,), generator=g)
+    found = _examine(dead, X, y)
+    assert found.verdict == "flat" and found.evidence["gradient"]["norm"] == 0.0
+    # slow: a tanh net far from critical, stable, full batch, at a rate 1e-3 of its stability limit
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    found = _examine(net, X, y, lr=1e-4)
+    assert found.verdict == "slow" and not found.evidence["gradient"]["critical"]
+    assert found.evidence["rate"]["ratio"] < 1e-2 and "raise the rate toward" in found.remedy
