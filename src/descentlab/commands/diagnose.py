@@ -10,12 +10,22 @@ lands in runs/diagnose-<timestamp>/ (config.json, metrics.csv, tracked.csv, chec
 stalls.json, report.html); the command ends by printing the verdict table, each stall's remedy and the
 report's path.
 
+At a stall the remedies that fit the verdict are tried (--remedies, on by default within the
+budget): each from a fork of the run, for --trial-steps steps, on the same data in the same
+order, ranked by the loss decrease per second; --apply-remedy continues with the winner.
+--track-sharpness K measures the sharpness against the optimizer's stability threshold every K
+steps (new metrics.csv columns, sharpness.csv, a figure); the eos preset shows the sharpness
+rising to 2/lr and hovering there (the edge of stability, Cohen et al. 2021).
+
 Verdicts: saddle, minimum, maximum, flat, unstable, noise_floor, diverged, no_learning_rate,
 slow (see descentlab.critical.verdicts).
 
 Examples:
   descentlab diagnose
   descentlab diagnose --workload unstable
+  descentlab diagnose --workload unstable --apply-remedy
+  descentlab diagnose --workload eos --lr 0.4
+  descentlab diagnose --workload digits-mlp --batch-size full --track-sharpness 10 --track-min
   descentlab diagnose --no-escape --steps 400 --out runs/no-escape
   descentlab diagnose --workload digits-mlp --optimizer adam --lr 1e-3 --batch-size 64 --steps 300
   descentlab diagnose --model mypkg.models:make_net --data train.npz --steps 1000
@@ -57,7 +67,7 @@ def _budget(text: str | float | None) -> float | None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
+    from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE, TRIAL_STEPS
 
     what = parser.add_argument_group("what to train")
     what.add_argument("--workload", default=None, metavar="NAME",
@@ -90,6 +100,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     watch.add_argument("--sample", type=int, default=SAMPLE_SIZE, metavar="N",
                        help=f"samples of the training data the monitor tracks and measures on (default {SAMPLE_SIZE})")
     watch.add_argument("--max-stalls", type=int, default=3, help="diagnose at most this many stalls (default 3)")
+    track = parser.add_argument_group("sharpness and remedies")
+    track.add_argument("--track-sharpness", type=int, default=None, metavar="K",
+                       help="every K steps, measure the sharpness (lambda_max, preconditioned for adaptive "
+                            "optimizers) against the optimizer's stability threshold (2/lr for GD) on the "
+                            "monitor's sample; 0: off (default: off, every 5 steps for the eos preset)")
+    track.add_argument("--track-min", action="store_true", help="with --track-sharpness, also track lambda_min")
+    track.add_argument("--remedies", action=argparse.BooleanOptionalAction, default=True,
+                       help="at a stall, try the remedies that fit its verdict from a fork of the run for "
+                            "--trial-steps steps each and rank them by loss decrease per second; within the "
+                            "budget (default: on)")
+    track.add_argument("--trial-steps", type=int, default=TRIAL_STEPS, metavar="N",
+                       help=f"length of every remedy trial (default {TRIAL_STEPS})")
+    track.add_argument("--apply-remedy", action="store_true",
+                       help="continue training with the trials' winner (default: keep your optimizer and only "
+                            "report; at a saddle the escape still applies unless --no-escape)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (default: runs/diagnose-<timestamp>)")
     out.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR where it stopped")
@@ -104,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.rundir import RunDir, default_run_path
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.problems.user_workload import resolve_workload
-    from descentlab.report.diagnose_page import remedy_lines, verdict_table
+    from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
+    from descentlab.report.diagnose_page import remedy_lines, sharpness_line, trial_lines, verdict_table
     from descentlab.report.render import render
 
     if args.resume:
@@ -122,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
             spec["workload"] = "stall"
         _check_number("--lr", args.lr, positive=True)
         for name, value, low in (("--window", args.window, 1), ("--max-stalls", args.max_stalls, 0),
-                                 ("--sample", args.sample, 2), ("--steps", args.steps, 1)):
+                                 ("--sample", args.sample, 2), ("--steps", args.steps, 1),
+                                 ("--track-sharpness", args.track_sharpness, 0), ("--trial-steps", args.trial_steps, 1)):
             if value is not None and value < low:
                 raise UserInputError(f"{name} must be an integer >= {low}, got {value}")
         _check_number("--rel-tol", args.rel_tol, positive=False)
@@ -136,10 +163,17 @@ def run(args: argparse.Namespace) -> int:
             batch_size={None: workload.batch_size, "full": None}.get(args.batch_size, args.batch_size),
             shuffle=args.shuffle, steps=args.steps if args.steps is not None else workload.steps, seed=args.seed,
         )
+        track_every = args.track_sharpness if args.track_sharpness is not None else workload.track_sharpness
+        if args.track_min and not track_every:
+            raise UserInputError("--track-min needs --track-sharpness K (K >= 1)")
+        if args.apply_remedy and not args.remedies:
+            raise UserInputError("--apply-remedy needs the remedy trials: drop --no-remedies")
         monitor_spec = {"window": args.window, "rel_tol": args.rel_tol, "grad_tol": args.grad_tol,
                         "escape": args.escape, "budget": _budget(args.budget), "max_stalls": args.max_stalls,
                         "sample_size": args.sample, "seed": args.seed,
-                        "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step)}
+                        "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step),
+                        "track_sharpness": track_every or None, "track_min": args.track_min,
+                        "remedies": args.remedies, "trial_steps": args.trial_steps, "apply_remedy": args.apply_remedy}
         out = args.out or default_run_path("diagnose")
 
     monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, **monitor_spec)
@@ -150,11 +184,17 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir.open(result.path)
     run_dir.write_json("stalls.json", [stall.to_dict() for stall in monitor.stalls])
     run_dir.write_csv("tracked.csv", [{"step": step, "loss": loss} for step, loss in monitor.tracked], ("step", "loss"))
+    if monitor.sharpness is not None:
+        run_dir.write_csv("sharpness.csv", [p.to_dict() for p in monitor.sharpness.points], SHARPNESS_FIELDS)
     report = render(run_dir)
     print(result.message)
     print(verdict_table(monitor.stalls))
     for line in remedy_lines(monitor.stalls):
         print(line)
+    for line in trial_lines(monitor.stalls):
+        print(line)
+    if monitor.sharpness is not None:
+        print(sharpness_line(monitor.sharpness.points, monitor.tracked, monitor.sharpness.seconds, result.seconds))
     print(f"report: {report}")
     if result.status != "completed":
         print(f"descentlab diagnose: {result.message}", file=sys.stderr)

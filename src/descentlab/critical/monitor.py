@@ -59,14 +59,17 @@ from descentlab.critical.classify import DENSE_THRESHOLD
 from descentlab.critical.diagnosis import CLASSIFY_DEFAULTS, FULL_DATA_LIMIT, examine, examine_divergence, full_loss_and_grad
 from descentlab.critical.escape import escape
 from descentlab.critical.plateau import PlateauTest, Trend
+from descentlab.critical.remedies import Remedy, remedies_for
+from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
+from descentlab.critical.trials import run_trials
 from descentlab.critical.verdicts import LR_ZERO
 from descentlab.curvature import HessianOperator
 from descentlab.curvature.batches import batch_size as count_of, is_pair
-from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
+from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE, TRIAL_STEPS
 
 __all__ = ["StallMonitor", "Stall", "full_loss_and_grad", "loss_slice", "fixed_sample", "in_memory_batches", "DEFAULT_BUDGET",
-           "DEFAULT_BUDGET_SECONDS", "SAMPLE_SIZE"]
+           "DEFAULT_BUDGET_SECONDS", "SAMPLE_SIZE", "TRIAL_STEPS"]
 
 
 _RANDOM_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
@@ -160,6 +163,17 @@ def in_memory_batches(data: Any, limit: int, chunk: int | None) -> list | None:
     return None
 
 
+def _in_memory_pair(data: Any, limit: int) -> tuple[Any, torch.Tensor] | None:
+    """``data`` as one ``(X, y)`` pair when it is in memory (a pair, or a list of batches) with
+    at most ``limit`` samples (what remedy trials draw their batches from); else ``None``."""
+    if is_pair(data):
+        return (data[0], data[1]) if count_of(data[0], data[1]) <= limit else None
+    batches = in_memory_batches(data, limit, None)
+    if not batches:
+        return None
+    return _cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
 def _take(X: Any, index: torch.Tensor) -> Any:
     return type(X)(x[index] for x in X) if isinstance(X, (tuple, list)) else X[index]
 
@@ -196,6 +210,20 @@ class StallMonitor:
         seed: seeds the sample, Lanczos, the probes and the noise measurement.
         log: where the one-line findings go (``print``, ``tqdm.write``; ``None``: nowhere).
         status: called with ``"diagnosing stall N…"`` while a diagnosis runs, and ``None`` after.
+        track_sharpness: measure the sharpness against the optimizer's stability threshold every
+            this many steps (:class:`~descentlab.critical.sharpness.SharpnessTracker`, on the
+            fixed sample; ``None``: off). Its points are ``monitor.sharpness.points``.
+        track_min: with ``track_sharpness``, also track λ_min.
+        remedies: at a diagnosed stall, try the remedies that fit the verdict for
+            ``trial_steps`` steps each from a fork of the run and rank them
+            (:mod:`descentlab.critical.trials`); needs the optimizer and the training data in memory
+            (a pair, or a list of batches, of at most 20,000 samples); their cost counts against
+            the budget.
+        trial_steps: the length of every trial.
+        apply_remedy: continue with the trials' winner instead of the default action (the escape
+            at a saddle). The escape, a new rate or rate schedule and momentum are applied here; a
+            new optimizer, gradient noise or another batch size need the training loop
+            (:func:`~descentlab.experiments.train.train` applies them through :meth:`take_change`).
     """
 
     def __init__(
@@ -219,6 +247,11 @@ class StallMonitor:
         seed: int = 0,
         log: Callable[[str], Any] | None = print,
         status: Callable[[str | None], Any] | None = None,
+        track_sharpness: int | None = None,
+        track_min: bool = False,
+        remedies: bool = False,
+        trial_steps: int = TRIAL_STEPS,
+        apply_remedy: bool = False,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive integer, got {window!r}")
@@ -240,6 +273,11 @@ class StallMonitor:
             raise ValueError(f"slice_radius must be a non-negative number, got {slice_radius!r}")
         if optimizer is not None and not hasattr(optimizer, "param_groups"):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        if track_sharpness is not None and (isinstance(track_sharpness, bool) or not isinstance(track_sharpness, int)
+                                            or track_sharpness < 1):
+            raise ValueError(f"track_sharpness must be a positive integer or None, got {track_sharpness!r}")
+        if isinstance(trial_steps, bool) or not isinstance(trial_steps, int) or trial_steps < 1:
+            raise ValueError(f"trial_steps must be a positive integer, got {trial_steps!r}")
         self.loss_fn = loss_fn
         self.sample, self.n_data = fixed_sample(data, sample_size, seed)
         self.full = in_memory_batches(data, FULL_DATA_LIMIT, sample_size)
@@ -278,14 +316,27 @@ class StallMonitor:
         self._total_steps: int | None = None
         self._v0: torch.Tensor | None = None
         self._diverged = False
+        self.sharpness = (SharpnessTracker(loss_fn, self.sample, every=track_sharpness, track_min=track_min, seed=seed)
+                          if track_sharpness else None)
+        self.remedies = bool(remedies)
+        self.trial_steps = int(trial_steps)
+        self.apply_remedy = bool(apply_remedy)
+        self.data = _in_memory_pair(data, FULL_DATA_LIMIT)
+        self._program: dict[str, Any] | None = None  # an applied remedy's rate: start step, base rates, remedy
+        self._change: Remedy | None = None  # an applied remedy the training loop must make
+        self._loop_applies = False  # the training loop makes those changes (``train`` says so in ``attach``)
+        self._step = 0
 
     # ------------------------------------------------------------------ wiring
     def attach(self, *, model: nn.Module | None = None, optimizer: Any = None, batch_size: int | None = None,
                n_train: int | None = None, total_steps: int | None = None,
-               status: Callable[[str | None], Any] | None = None, step: int = 0, **_: Any) -> None:
+               status: Callable[[str | None], Any] | None = None, step: int = 0, applies_changes: bool = False,
+               **_: Any) -> None:
         """What a training loop tells the monitor before its first step (``train`` calls this):
-        the optimizer, the batch size, the training set's size, a status line; at step 0 the
-        model's initial loss (and parameters, the first good point) are recorded."""
+        the optimizer, the batch size, the training set's size, a status line, whether it makes
+        the changes of :meth:`take_change`; at step 0 the model's initial loss (and parameters,
+        the first good point) are recorded."""
+        self._loop_applies = bool(applies_changes)
         if optimizer is not None and self.optimizer is None:
             self.optimizer = optimizer
         if batch_size is not None and self.batch_size is None:
@@ -300,7 +351,32 @@ class StallMonitor:
             t0 = time.perf_counter()
             self.plateau.add(0, self._track(0, model))
             self.spent += time.perf_counter() - t0
+            if self.sharpness is not None:
+                self._measure_sharpness(0, model)
         self._last_return = time.perf_counter()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the monitor adds to a training loop's metrics (the sharpness tracker's)."""
+        return self.sharpness.columns if self.sharpness is not None else ()
+
+    def row(self, step: int) -> dict[str, Any]:
+        """Those columns' values at ``step`` (empty where nothing was measured)."""
+        return self.sharpness.row(step) if self.sharpness is not None else {}
+
+    def take_change(self) -> Remedy | None:
+        """An applied remedy that the training loop must make (a new optimizer, gradient noise,
+        another batch size), once; ``None`` when there is none. The loop reports back with
+        :meth:`changed`."""
+        change, self._change = self._change, None
+        return change
+
+    def changed(self, *, optimizer: Any = None, batch_size: int | None = None) -> None:
+        """The training loop made the change: its new optimizer and batch size."""
+        if optimizer is not None:
+            self.optimizer = optimizer
+        if batch_size is not None:
+            self.batch_size = int(batch_size)
 
     # ------------------------------------------------------------------ the training-loop side
     def update(self, step: int, loss: float | None, model: nn.Module) -> Stall | None:
@@ -312,6 +388,11 @@ class StallMonitor:
         try:
             if loss is not None and not math.isfinite(loss):
                 return self.non_finite(step, model)
+            self._step = int(step)
+            if self._program is not None:
+                self._run_program(step)
+            if self.sharpness is not None and self.sharpness.due(step):
+                self._measure_sharpness(step, model)
             if self._done():
                 return None
             self._count += 1
@@ -395,12 +476,14 @@ class StallMonitor:
             self._pending = None
         else:
             self.stalls.append(stall)
-        if stall.escaped:
-            self.plateau.reset()  # the model moved: a fresh history
+        if stall.escaped or stall.remedy_applied not in (None, "keep"):
+            self.plateau.reset()  # the model (or how it is trained) changed: a fresh history
         else:
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         if self.log is not None:
             self.log(stall.summary())
+            if stall.trials_summary():
+                self.log(stall.trials_summary())
         return stall
 
     # ------------------------------------------------------------------ diagnosis
@@ -443,27 +526,110 @@ class StallMonitor:
 
     def respond(self, stall: Stall, model: nn.Module) -> Stall:
         """Act on a verdict (the hook where remedies run): at a saddle keep the loss along the most
-        negative eigenvector and, with ``escape=True``, step along it; every other verdict leaves
+        negative eigenvector; with ``remedies``, try the remedies that fit the verdict from a fork
+        of the run; then, with ``apply_remedy`` and a winner, continue with it, else (the default)
+        at a saddle with ``escape=True`` step along the eigenvector. Every other verdict leaves
         the model as it is. Returns the stall with what was done."""
         point = stall.point
-        if stall.verdict != "saddle" or point is None:
-            return stall
-        direction = _lowest_direction(point)
         changes: dict[str, Any] = {}
+        direction = _lowest_direction(point) if stall.verdict == "saddle" and point is not None else None
         slice_loss: tuple[float, ...] = ()
         if direction is not None and self.slice_radius > 0:
             changes["slice_t"], slice_loss = loss_slice(model, self.loss_fn, self.sample, direction, self.slice_radius)
             changes["slice_loss"] = slice_loss
-        if self.escape:
-            result = escape(model, self.loss_fn, self.sample, point, **self.escape_options)
-            if result.applied and result.direction is not None and direction is not None and slice_loss:
-                # the slice is kept along the direction actually stepped (s*u, s = +-1): L(theta + t s u)
-                if float(torch.dot(result.direction.to(direction), direction)) < 0:
-                    changes["slice_loss"] = tuple(reversed(slice_loss))
-            changes.update(escape=result, escaped=bool(result.applied), escape_loss_before=float(result.loss_before),
-                           escape_loss_after=float(result.loss_after), escape_predicted=float(result.predicted_decrease),
-                           escape_step=float(result.step_size))
+        trials = self._try_remedies(stall, model) if self.remedies else None
+        if trials is not None:
+            changes["trials"] = trials
+        winner = trials.get("winner") if trials and trials.get("status") == "ran" and self.apply_remedy else None
+        if winner is not None and trials is not None:
+            remedy = Remedy.from_dict(next(t["change"] for t in trials["trials"] if t["remedy"] == winner))
+            if remedy.changes_loop() and not self._loop_applies:
+                changes["trials"] = {**trials, "not_applied": "a new optimizer, gradient noise or another batch size "
+                                     "needs the training loop: make the change in yours"}
+            else:
+                if remedy.escape:
+                    changes.update(self._escape(stall, model, direction, slice_loss))
+                if remedy.name != "keep":
+                    self._apply(remedy, stall.diagnosed_at if stall.diagnosed_at is not None else stall.step)
+                changes["remedy_applied"] = remedy.name
+        elif stall.verdict == "saddle" and point is not None and self.escape:
+            changes.update(self._escape(stall, model, direction, slice_loss))
         return replace(stall, **changes)
+
+    def _escape(self, stall: Stall, model: nn.Module, direction: torch.Tensor | None,
+                slice_loss: tuple[float, ...]) -> dict[str, Any]:
+        """Step along the most negative eigenvector (line search); what it did, as Stall fields."""
+        result = escape(model, self.loss_fn, self.sample, stall.point, **self.escape_options)
+        changes: dict[str, Any] = {}
+        if result.applied and result.direction is not None and direction is not None and slice_loss:
+            # the slice is kept along the direction actually stepped (s*u, s = +-1): L(theta + t s u)
+            if float(torch.dot(result.direction.to(direction), direction)) < 0:
+                changes["slice_loss"] = tuple(reversed(slice_loss))
+        changes.update(escape=result, escaped=bool(result.applied), escape_loss_before=float(result.loss_before),
+                       escape_loss_after=float(result.loss_after), escape_predicted=float(result.predicted_decrease),
+                       escape_step=float(result.step_size))
+        return changes
+
+    # ------------------------------------------------------------------ remedies
+    def _try_remedies(self, stall: Stall, model: nn.Module) -> dict[str, Any] | None:
+        """Run the trials of the remedies that fit ``stall``'s verdict, within the budget."""
+        if self.optimizer is None or self.data is None:
+            return None
+        n = count_of(*self.data)
+        batch = self.batch_size if self.batch_size is not None and self.batch_size < n else None
+        point = stall.point
+        can_escape = point is not None and getattr(point, "eigenpairs", None) is not None and (
+            stall.min_eigenvalue is not None and stall.min_eigenvalue < 0)
+        menu = remedies_for(stall.verdict, stall.evidence, self.optimizer, batch_size=batch, n_data=n,
+                            trial_steps=self.trial_steps, peak_lr=self._peak_lr, can_escape=can_escape)
+        if not menu:
+            return None
+        fork_step = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
+        per_step = self.train_time / self._count if self._count else 0.0
+        expected = len(menu) * self.trial_steps * per_step
+        if self.budget is not None:
+            allowed = max(self.budget * self.train_time, self.budget_seconds)
+            if self.spent + expected > allowed:
+                return {"status": "skipped (budget)", "fork_step": fork_step, "expected_seconds": expected,
+                        "remedies": [r.name for r in menu]}
+        self._set_status(f"trying {len(menu)} remedies at stall {len(self.stalls) + 1}…")
+        try:
+            result = run_trials(model, self.optimizer, self.loss_fn, self.data, menu, steps=self.trial_steps,
+                                batch_size=batch, seed=self.seed + fork_step, sample=self.sample, point=point,
+                                escape_options=self.escape_options)
+        except Exception as error:  # a trial must never kill the training run
+            return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}
+        return {"status": "ran", "fork_step": fork_step, **_plain(result.to_dict())}
+
+    def _apply(self, remedy: Remedy, step: int) -> None:
+        """Continue the run with ``remedy`` (not the escape, done already): momentum and the rate
+        here, a new optimizer / noise / batch size through the training loop (:meth:`take_change`)."""
+        if remedy.momentum is not None:
+            for group in self.optimizer.param_groups:
+                group["momentum"] = remedy.momentum
+        if remedy.changes_loop():
+            self._change = remedy
+        if remedy.optimizer is None and (remedy.schedule or remedy.lr is not None or remedy.lr_factor != 1.0):
+            base = ([remedy.lr] * len(self.optimizer.param_groups) if remedy.lr is not None
+                    else [float(g["lr"]) * remedy.lr_factor for g in self.optimizer.param_groups])
+            self._program = {"start": int(step), "base": base, "remedy": remedy.to_dict()}
+            self._run_program(step)
+
+    def _run_program(self, step: int) -> None:
+        """Set the rate an applied remedy prescribes ``step - start`` steps after it began (it
+        takes over from any schedule of the training loop, whose step ran before this call)."""
+        program = self._program
+        factor = Remedy.from_dict(program["remedy"]).rate_factor(max(0, int(step) - program["start"]))
+        for group, lr in zip(self.optimizer.param_groups, program["base"]):
+            group["lr"] = lr * factor
+
+    def _measure_sharpness(self, step: int, model: nn.Module) -> None:
+        try:
+            self.sharpness.measure(step, model, self.optimizer)
+        except Exception as error:  # tracking must never kill the training run
+            if self.log is not None:
+                self.log(f"step {step}: sharpness tracking stopped ({type(error).__name__}: {error})")
+            self.sharpness = None
 
     # ------------------------------------------------------------------ measurements
     def _sample_loss(self, model: nn.Module) -> float:
@@ -549,6 +715,8 @@ class StallMonitor:
             "initial": self._initial, "best": self._best, "best_step": self._best_step,
             "best_params": self._best_params, "peak_lr": self._peak_lr, "lr_zero_since": self._lr_zero_since,
             "total_steps": self._total_steps, "v0": self._v0, "diverged": self._diverged,
+            "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
+            "program": self._program, "change": None if self._change is None else self._change.to_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -566,6 +734,10 @@ class StallMonitor:
         self._best_params = state["best_params"]
         self._peak_lr, self._v0, self._diverged = state["peak_lr"], state["v0"], bool(state["diverged"])
         self._lr_zero_since, self._total_steps = state["lr_zero_since"], state["total_steps"]
+        if self.sharpness is not None and state.get("sharpness") is not None:
+            self.sharpness.load_state_dict(state["sharpness"])
+        self._program = state.get("program")
+        self._change = Remedy.from_dict(state["change"]) if state.get("change") else None
         self._last_return = None
 
 

@@ -44,7 +44,8 @@ from torch import nn
 
 from descentlab.curvature import lanczos
 
-__all__ = ["StabilityRule", "stability_rule", "sharpness", "heavy_ball_limit", "nesterov_limit", "adam_limit"]
+__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "stability_operator", "sharpness_of", "heavy_ball_limit",
+           "nesterov_limit", "adam_limit"]
 
 
 def heavy_ball_limit(beta: float) -> float:
@@ -97,7 +98,7 @@ class StabilityRule:
         return self.lr * self.limit / sharpness_value
 
 
-def _innermost(optimizer: Any) -> Any:
+def innermost(optimizer: Any) -> Any:
     """The optimizer that takes the steps, through wrappers (``.base``)."""
     seen = 0
     while hasattr(optimizer, "base") and isinstance(getattr(optimizer, "base"), torch.optim.Optimizer) and seen < 8:
@@ -109,7 +110,7 @@ def _innermost(optimizer: Any) -> Any:
 def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tuple[str, ...] | None = None) -> StabilityRule:
     """The :class:`StabilityRule` of ``optimizer`` (its current rate and state) for ``model``'s
     parameters ``names`` (default: every parameter that requires grad, in module order)."""
-    inner = _innermost(optimizer)
+    inner = innermost(optimizer)
     groups = inner.param_groups
     group = groups[0]
     lr = float(group["lr"])
@@ -205,6 +206,21 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
                          "is not modelled, or has no state yet)", plain_steps(1.0))
 
 
+def stability_operator(rule: StabilityRule, op: Any) -> Any:
+    """The operator whose largest eigenvalue is the rule's sharpness up to ``lr · scale``: the
+    Hessian operator ``op`` itself for a plain rule, ``S^{1/2} H S^{1/2}`` (same spectrum as S·H,
+    symmetric, so Lanczos applies) for a preconditioned one, S the per-coordinate steps."""
+    if not rule.preconditioned:
+        return op
+    return _Preconditioned(op, torch.cat([rule.steps[n].reshape(-1) for n in op.names]))
+
+
+def sharpness_of(rule: StabilityRule, top_eigenvalue: float) -> float:
+    """The rule's sharpness from the top eigenvalue of :func:`stability_operator`: ``lr · scale · λ``
+    for a plain rule, ``λ`` itself for a preconditioned one (S already holds the rate)."""
+    return float(top_eigenvalue) if rule.preconditioned else rule.lr * rule.scale * float(top_eigenvalue)
+
+
 class _Preconditioned:
     """``S^{1/2} H S^{1/2}`` for a per-coordinate step vector S: symmetric, same spectrum as S·H."""
 
@@ -228,13 +244,7 @@ def sharpness(rule: StabilityRule, op: Any, *, lambda_max: float | None = None, 
     per-coordinate steps, to relative residual ``tol`` (the sharpness is compared with a limit
     to two digits, not more).
     """
-    if not rule.preconditioned:
-        if lambda_max is None:
-            pairs = lanczos(op, k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed)
-            lambda_max, used = float(pairs.values[0]), pairs.n_matvecs
-        else:
-            used = 0
-        return rule.lr * rule.scale * float(lambda_max), used
-    steps = torch.cat([rule.steps[n].reshape(-1) for n in op.names])
-    pairs = lanczos(_Preconditioned(op, steps), k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed)
-    return float(pairs.values[0]), pairs.n_matvecs
+    if not rule.preconditioned and lambda_max is not None:
+        return sharpness_of(rule, lambda_max), 0
+    pairs = lanczos(stability_operator(rule, op), k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed)
+    return sharpness_of(rule, pairs.values[0]), pairs.n_matvecs

@@ -44,8 +44,12 @@ class Stall:
         slice_t, slice_loss: at a saddle, the loss at θ + t·u along the most negative eigenvector u
             (unit norm; after an escape, signed as the step was taken, so it is at t = ``escape_step``).
         escaped, escape_loss_before, escape_loss_after, escape_predicted, escape_step: the escape.
-        seconds: wall time of this diagnosis.
+        seconds: wall time of this diagnosis (its remedy trials included).
         diagnosed_at: the step the diagnosis ran (later than ``step`` when the budget made it wait).
+        trials: the remedy trials run from the stall, as plain data
+            (:meth:`~descentlab.critical.trials.Trials.to_dict` plus ``status`` and ``fork_step``),
+            or ``{"status": "skipped (budget)", ...}``; ``None`` when none were asked for or fit.
+        remedy_applied: the remedy the run continued with (``apply_remedy``), or ``None``.
     """
 
     step: int
@@ -72,6 +76,8 @@ class Stall:
     escape_step: float | None = None
     seconds: float = 0.0
     diagnosed_at: int | None = None
+    trials: dict[str, Any] | None = field(default=None, repr=False)
+    remedy_applied: str | None = None
     point: Any = field(default=None, repr=False, compare=False)
     escape: Any = field(default=None, repr=False, compare=False)
 
@@ -107,6 +113,25 @@ class Stall:
         if self.escaped:
             text += f"; escape lowered the loss {self.escape_loss_before:.4g} -> {self.escape_loss_after:.4g}"
         return text
+
+    def trials_summary(self) -> str | None:
+        """One line on the remedy trials (``None`` when none ran or were skipped)."""
+        trials = self.trials
+        if not trials:
+            return None
+        if trials.get("status") != "ran":
+            return f"step {self.step}: remedy trials {trials.get('status')}"
+        by_name = {t["remedy"]: t for t in trials["trials"]}
+        after = ", ".join(f"{name} {_loss_text(by_name[name]['losses'][-1])}" for name in trials["ranking"])
+        text = (f"step {self.step}: tried {len(by_name)} remedies for {trials['steps']} steps from loss "
+                f"{_loss_text(trials['trials'][0]['losses'][0])}: {after} (best first, by loss decrease per second)")
+        if self.remedy_applied:
+            text += f"; continuing with {self.remedy_applied}"
+        return text
+
+
+def _loss_text(value: float | None) -> str:
+    return "diverged" if value is None else f"{value:.4g}"
 
 
 def evidence_text(stall: Stall) -> str:

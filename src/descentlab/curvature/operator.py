@@ -59,6 +59,7 @@ class CurvatureOperator(EmpiricalLoss):
         **options: Any,
     ) -> None:
         super().__init__(model, loss_fn, data, params, eval_mode=eval_mode, reduction=reduction)
+        self._options = {"chunk_size": chunk_size, "dense_limit": dense_limit, **options}
         self._configure(chunk_size=chunk_size, dense_limit=dense_limit, **options)
 
     def _configure(self, *, chunk_size: int = 32, dense_limit: int = DENSE_LIMIT, **options: Any) -> None:

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.critical.trials import unstackable_reason  # one copy: remedy trials stack models too
+
 __all__ = [
     "Member",
     "EnsembleResult",
@@ -124,15 +126,6 @@ def is_elementwise(optimizer: str) -> bool:
     if not OPTIMIZERS[base].elementwise:
         return False
     return all(bool(getattr(WRAPPERS[w][0], "elementwise", True)) for w in wrappers)
-
-
-def unstackable_reason(model: nn.Module) -> str:
-    """Why ``model`` cannot be vmapped as an ensemble member ('' when it can)."""
-    if any(True for _ in model.buffers()):
-        return "the model has buffers (e.g. batch-norm statistics) that a stacked forward cannot update"
-    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
-        return "the model uses dropout, whose random masks differ between a stacked and a separate run"
-    return ""
 
 
 def eval_steps(steps: int, eval_every: int) -> list[int]:

@@ -214,6 +214,9 @@ def train(
 
     record = {"train": config.to_json(), "total_steps": total, **(extra_config or {})}
     step, elapsed, rows, order = 0, 0.0, [], None
+    columns = COLUMNS + tuple(c for callback in callbacks for c in getattr(callback, "columns", ()))
+    changes: list[dict[str, Any]] = []  # remedies a callback made the run continue with: (step, remedy)
+    epoch_start, epochs_before = 0, 0  # where the current batch size's epochs began
     if resume:
         run = RunDir.open(out)
         saved = run.config
@@ -225,6 +228,12 @@ def train(
 
         ckpt = files.load_torch(run.file(CHECKPOINT))
         model.load_state_dict(ckpt["model"])
+        for change in ckpt.get("changes", []):  # the optimizer and batch the run had switched to
+            optimizer, scheduler, batch = _switch(change["remedy"], model, optimizer, scheduler, batch,
+                                                  config.seed + int(change["step"]))
+            changes.append(change)
+        epoch_start, epochs_before = ckpt.get("epoch_start", 0), ckpt.get("epochs_before", 0)
+        per_epoch = math.ceil(n / batch)
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -246,8 +255,9 @@ def train(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": _state(scheduler),
             "shuffler": shuffler.get_state(), "torch_rng": torch.get_rng_state(), "order": order,
             "step": step, "elapsed": elapsed, "callbacks": [_state(c) for c in callbacks],
+            "changes": changes, "epoch_start": epoch_start, "epochs_before": epochs_before,
         })
-        run.write_csv(METRICS, rows, COLUMNS)
+        run.write_csv(METRICS, rows, columns)
 
     if step == 0:
         checkpoint()  # the first good state, so a run that diverges at once still has one
@@ -262,13 +272,13 @@ def train(
     for callback in callbacks:
         if hasattr(callback, "attach"):
             callback.attach(model=model, optimizer=optimizer, scheduler=scheduler, batch_size=batch, n_train=n,
-                            total_steps=total, status=status, step=step)
+                            total_steps=total, status=status, step=step, applies_changes=True)
     run_status, last_loss = "completed", math.nan
     started = time.perf_counter() - elapsed
     model.train()
     try:
         while step < total:
-            position = step % per_epoch
+            position = (step - epoch_start) % per_epoch
             if position == 0:
                 order = torch.randperm(n, generator=shuffler) if config.shuffle else torch.arange(n)
             index = order[position * batch:(position + 1) * batch]
@@ -289,12 +299,26 @@ def train(
                 scheduler.step()
             step += 1
             last_loss = float(loss.detach())
-            row = {"step": step, "epoch": (step - 1) // per_epoch, "train_loss": last_loss, "grad_norm": grad_norm,
-                   "lr": lr, "val_loss": None, "val_accuracy": None, "wall_time": None}
+            row = {"step": step, "epoch": epochs_before + (step - 1 - epoch_start) // per_epoch, "train_loss": last_loss,
+                   "grad_norm": grad_norm, "lr": lr, "val_loss": None, "val_accuracy": None, "wall_time": None}
             if step % config.eval_every == 0 or step == total:
                 row["val_loss"], row["val_accuracy"] = evaluate(model, workload.loss_fn, workload.X_val, workload.y_val, workload.task)
             for callback in callbacks:
                 callback(step, last_loss, model)
+                if hasattr(callback, "row"):
+                    row.update(callback.row(step))
+            for callback in callbacks:
+                change = callback.take_change() if hasattr(callback, "take_change") else None
+                if change is not None:  # continue with a remedy: a new optimizer, noise or batch size
+                    optimizer, scheduler, new_batch = _switch(change, model, optimizer, scheduler, batch,
+                                                              config.seed + step)
+                    changes.append({"step": step, "remedy": change.to_dict()})
+                    if new_batch != batch:
+                        epochs_before = row["epoch"] + 1
+                        batch, per_epoch, epoch_start = new_batch, math.ceil(n / new_batch), step
+                    for other in callbacks:
+                        if hasattr(other, "changed"):
+                            other.changed(optimizer=optimizer, batch_size=batch)
             elapsed = time.perf_counter() - started
             row["wall_time"] = round(elapsed, 4)
             rows.append(row)
@@ -306,13 +330,32 @@ def train(
     finally:
         bar.close()
     if run_status == "non_finite":
-        run.write_csv(METRICS, rows, COLUMNS)  # the rows up to the bad step; the checkpoint stays the last good one
+        run.write_csv(METRICS, rows, columns)  # the rows up to the bad step; the checkpoint stays the last good one
     final = rows[-1] if rows else {}
     val_loss = next((r["val_loss"] for r in reversed(rows) if r["val_loss"] is not None), None)
     val_acc = next((r["val_accuracy"] for r in reversed(rows) if r["val_accuracy"] is not None), None)
     run.write_json("status.json", {"status": run_status, "step": step, "total_steps": total})
     return TrainResult(run.path, run_status, step, total, float(final.get("train_loss", math.nan)), val_loss, val_acc,
                        time.perf_counter() - started, model)
+
+
+def _switch(change: Any, model: nn.Module, optimizer: Any, scheduler: Any, batch: int,
+            seed: int) -> tuple[Any, Any, int]:
+    """``(optimizer, scheduler, batch size)`` after a remedy (``change``, a
+    :class:`~descentlab.critical.remedies.Remedy` or its dict): a new optimizer with fresh state
+    (the schedule, tied to the old one, ends: the remedy sets the rate from now on), the
+    optimizer wrapped in seeded gradient noise, another batch size."""
+    from descentlab.critical.remedies import Remedy
+    from descentlab.optim import make_optimizer
+    from descentlab.optim.noise import GradientNoise
+
+    remedy = change if isinstance(change, Remedy) else Remedy.from_dict(change)
+    if remedy.optimizer is not None:
+        optimizer, scheduler = make_optimizer(remedy.optimizer, model.parameters(), lr=remedy.lr or 1e-3), None
+    if remedy.noise:
+        first = next(model.parameters())
+        optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(seed))
+    return optimizer, scheduler, remedy.batch_size or batch
 
 
 def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:

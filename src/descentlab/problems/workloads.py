@@ -27,6 +27,12 @@ Names (:data:`WORKLOADS`):
   optimum); SGD on batches of 4 at a constant rate (the mini-batch noise keeps it bouncing
   around the optimum, the classes overlap so the noise never vanishes); full-batch GD at a
   stable rate (it reaches the optimum: a minimum).
+- ``eos``: the edge of stability (Cohen et al., ICLR 2021) in seconds: 512 of the digits, a tanh
+  MLP 64-32-32-10 trained by full-batch gradient descent on the squared error to the one-hot
+  labels (as in the paper: progressive sharpening is strongest under squared error). Its
+  sharpness λ_max starts near 2.9 and rises until it reaches 2/lr, then hovers there while the
+  loss keeps falling, non-monotonically; the rates 0.4, 0.5 and 0.6 (2/lr = 5, 4, 3.3) all get
+  there within 250 steps. Its runs track the sharpness every 5 steps.
 - ``teacher-student``: regression on the outputs of a fixed random "teacher" network.
 - ``lecture``: the course's two-parameter model y = w1*w2*x on the one datum x = 1, y = 1
   with squared error, L = (1 - w1*w2)^2.
@@ -44,7 +50,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Workload", "WORKLOADS", "get_workload", "LectureModel", "classification_loss", "regression_loss"]
+__all__ = ["Workload", "WORKLOADS", "get_workload", "LectureModel", "classification_loss", "regression_loss",
+           "one_hot_squared_error"]
 
 #: name -> one-line description of every built-in workload.
 WORKLOADS: Mapping[str, str] = MappingProxyType({
@@ -55,6 +62,8 @@ WORKLOADS: Mapping[str, str] = MappingProxyType({
     "unstable": "two moons, logistic regression, full-batch GD at lr 10 > 2/lambda_max: oscillates above the optimum",
     "noise-floor": "two moons, logistic regression, SGD on batches of 4 at constant lr 1: bounces at a noise floor",
     "minimum": "two moons, logistic regression, full-batch GD at lr 2: converges to the optimum, a minimum",
+    "eos": "512 digits, tanh MLP 64-32-32-10, squared error, full-batch GD at lr 0.5: sharpness rises to 2/lr, "
+           "then hovers (edge of stability)",
     "teacher-student": "regression on a random tanh teacher 10-8-1, student MLP 10-32-1, squared error",
     "lecture": "the lecture's y = w1*w2*x on the one datum x = 1, y = 1, squared error",
 })
@@ -73,6 +82,7 @@ class Workload:
         task: ``"classification"`` or ``"regression"``.
         optimizer, lr, batch_size, steps: suggested training defaults (``batch_size=None`` means
             full batch).
+        track_sharpness: a suggested sharpness-tracking interval for a stall monitor (``None``: off).
     """
 
     name: str
@@ -88,6 +98,7 @@ class Workload:
     lr: float = 0.1
     batch_size: int | None = 64
     steps: int = 500
+    track_sharpness: int | None = None
 
     @property
     def n_train(self) -> int:
@@ -103,6 +114,13 @@ class Workload:
             f"X_val={tuple(self.X_val.shape)}, dtype={self.X_train.dtype}, optimizer={self.optimizer!r}, "
             f"lr={self.lr}, batch_size={self.batch_size}, steps={self.steps})"
         )
+
+
+def one_hot_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """½ ||output − onehot(target)||², mean over the batch (summed over classes): the squared
+    error of a classifier, the loss of Cohen et al.'s edge-of-stability experiments."""
+    onehot = F.one_hot(target, output.shape[-1]).to(output.dtype)
+    return 0.5 * ((output - onehot) ** 2).sum(dim=-1).mean()
 
 
 def classification_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -254,6 +272,12 @@ def get_workload(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
         return Workload(**common, make_model=functools.partial(_make_linear, 2, 2, dtype),
                         loss_fn=classification_loss, X_train=data[0], y_train=data[1], X_val=data[2],
                         y_val=data[3], optimizer="sgd", lr=lr, batch_size=batch, steps=steps)
+    if name == "eos":
+        X_train, y_train, X_val, y_val = _digits(seed, dtype, image=False)
+        return Workload(**common, make_model=functools.partial(_mlp, (64, 32, 32, 10), "tanh", dtype),
+                        loss_fn=one_hot_squared_error, X_train=X_train[:EOS_SAMPLES], y_train=y_train[:EOS_SAMPLES],
+                        X_val=X_val, y_val=y_val, optimizer="sgd", lr=EOS_LR, batch_size=None, steps=EOS_STEPS,
+                        track_sharpness=EOS_TRACK_EVERY)
     if name == "teacher-student":
         data = _teacher_student(seed, dtype)
         return Workload(**common, make_model=functools.partial(_mlp, (10, 32, 1), "tanh", dtype),
@@ -276,3 +300,10 @@ STALL_STEPS = 600
 # tests/test_diagnose_verdicts.py): lambda_max at the optimum is ~0.27 (2/lambda_max ~ 7.5), so
 # lr 10 oscillates for ever (a bounded loss: logistic gradients are bounded), lr 2 converges.
 LOGISTIC_PRESETS = {"unstable": (10.0, None, 300), "noise-floor": (1.0, 4, 1000), "minimum": (2.0, None, 300)}
+
+# The edge-of-stability preset's knobs, chosen by experiment (tests/test_tracking.py): with 512
+# samples the monitor's sample is all the data, so the tracked sharpness is the full loss's.
+EOS_SAMPLES = 512
+EOS_LR = 0.5
+EOS_STEPS = 500
+EOS_TRACK_EVERY = 5

@@ -7,9 +7,14 @@ along the escape direction only at a saddle; the sharpness against the stability
 signal-to-noise ratio against the batch size for ``noise_floor``; the rate over the run for
 ``no_learning_rate``.
 
+With sharpness tracking (``sharpness.csv``) the page shows the sharpness against the stability
+threshold over the run, with the loss below it, and says whether the run reached the edge of
+stability and hovered there. Where remedies were tried at a stall, it tabulates the trials and
+draws their loss curves from the fork point.
+
 Reads only the run directory: ``config.json``, ``metrics.csv`` (the training loop's),
 ``tracked.csv`` (the loss on the monitor's fixed sample, what its plateau test read), ``stalls.json`` (one :class:`~descentlab.critical.Stall` per stall, with its verdict and
-evidence) and ``status.json``.
+evidence), ``sharpness.csv`` (when tracked) and ``status.json``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
+from descentlab.critical.sharpness import SharpnessPoint, edge_of_stability
 from descentlab.critical.stall import Stall, evidence_text
+from descentlab.critical.verdicts import AT_LIMIT
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page, format_value
 
-__all__ = ["build", "verdict_rows", "verdict_table", "remedy_lines", "load_stalls"]
+__all__ = ["build", "verdict_rows", "verdict_table", "remedy_lines", "trial_lines", "sharpness_line", "load_stalls",
+           "load_sharpness"]
 
 _TABLE_COLUMNS = ("stall", "step", "loss", "verdict", "evidence", "action")
 _PAGE_COLUMNS = ("stall", "step", "loss", "grad norm", "lambda_min", "lambda_max", "sharpness / limit",
@@ -99,6 +108,9 @@ def build(run: RunDir) -> Page:
                 "(on the monitor's fixed sample: what the plateau test reads), validation loss at evaluation steps; "
                 "dashed lines: stalls the monitor noticed, with their verdicts; arrows: what an escape step did.",
                 save_to=run.file("loss.png"))
+    points = load_sharpness(run)
+    if points:
+        _sharpness_section(page, run, points, tracked)
     for index, stall in enumerate(stalls, start=1):
         if stall.status != "diagnosed":
             continue
@@ -126,6 +138,8 @@ def build(run: RunDir) -> Page:
         if stall.verdict == "no_learning_rate" and rows:
             page.figure(_rate_figure(stall, rows), "The learning rate over the run.",
                         save_to=run.file(f"stall-{index}-rate.png"))
+        if stall.trials:
+            _trials_section(page, run, index, stall)
     page.heading("Configuration")
     page.code(json.dumps(config, indent=2, sort_keys=True))
     return page
@@ -270,7 +284,7 @@ def _noise_figure(stall: Stall):
     noise = stall.evidence["noise"]
     g2, s2, n = noise["grad_norm_sq"], noise["per_sample_variance"], noise["n_data"]
     sizes = np.unique(np.geomspace(1, n, 60).round().astype(int))
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # B = N: no noise (and 0/0 when the gradient is 0 too)
         snr = g2 / (s2 / sizes * np.clip(1 - sizes / n, 0, None))
     fig, ax = plt.subplots(figsize=(7.5, 4))
     ax.plot(sizes, snr, color="#2f7bd8", lw=2, label="||grad L||^2 / tr Sigma_B")
@@ -294,4 +308,178 @@ def _rate_figure(stall: Stall, rows: Sequence[dict]):
     ax.set_ylabel("learning rate")
     ax.set_title(f"stall at step {stall.step}: no learning rate")
     ax.grid(alpha=0.3)
+    return fig
+
+
+# ---------------------------------------------------------------------- sharpness over training
+def load_sharpness(run: RunDir) -> list[SharpnessPoint]:
+    """The sharpness estimates of a run (``sharpness.csv``; none when it was not tracked)."""
+    if not run.exists("sharpness.csv"):
+        return []
+    points = []
+    for row in run.read_csv("sharpness.csv"):
+        values: dict[str, Any] = {}
+        for name in SHARPNESS_FIELDS:
+            text = row.get(name, "")
+            if name in ("step", "n_matvecs"):
+                values[name] = int(text)
+            elif name == "rule":
+                values[name] = text
+            elif name == "converged":
+                values[name] = text == "True"
+            else:
+                values[name] = float(text) if text not in ("", None) else None
+        values["sharpness"] = math.nan if values["sharpness"] is None else values["sharpness"]
+        points.append(SharpnessPoint(**values))
+    return points
+
+
+def sharpness_line(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int, float]], tracking_seconds: float,
+                   train_seconds: float | None = None) -> str:
+    """One line on the tracked sharpness: its cost, where it went, and whether it reached the
+    edge of stability and stayed there while the loss fell."""
+    if not points:
+        return "sharpness: not measured"
+    summary = edge_of_stability(points, losses)
+    every = points[1].step - points[0].step if len(points) > 1 else 0
+    cost = (f"every {every} steps, {summary['products_per_estimate']:.2g} products and "
+            f"{1e3 * tracking_seconds / len(points):.2g} ms per estimate")
+    if train_seconds:
+        cost += f", {100 * tracking_seconds / train_seconds:.2g} % of the training time"
+    first, last = points[0], points[-1]
+    text = f"sharpness ({cost}): {first.sharpness:.3g} at step {first.step}"
+    threshold = last.threshold
+    if summary["reached_step"] is None:
+        text += f" -> {last.sharpness:.3g} at step {last.step}"
+        if summary["max_ratio"] is not None:
+            text += f", at most {summary['max_ratio']:.0%} of the stability threshold ({threshold:.3g} at the end)"
+        return text
+    text += (f", reached {AT_LIMIT:.0%} of the stability threshold {threshold:.3g} at step {summary['reached_step']}, "
+             f"peaked at {summary['peak_ratio']:.3g}x at step {summary['peak_step']}")
+    if summary["settled_step"] is not None:
+        text += (f", and from step {summary['settled_step']} on stayed within {summary['band']:.0%} of it at "
+                 f"{summary['within_band']:.0%} of the estimates (median {summary['median_ratio']:.3g}x)")
+    if "loss_rises" in summary:
+        text += (f", while the loss fell {summary['loss_at_reach']:.3g} -> {summary['loss_end']:.3g} with "
+                 f"{summary['loss_rises']} rises in {summary['loss_checks']} checks")
+    return text
+
+
+def _sharpness_section(page: Page, run: RunDir, points: Sequence[SharpnessPoint], tracked: Sequence[dict]) -> None:
+    losses = [(int(r["step"]), float(r["loss"])) for r in tracked]
+    summary = edge_of_stability(points, losses)
+    page.heading("Sharpness over training")
+    rule = points[-1].rule or "none (no optimizer given)"
+    page.paragraph(f"{len(points)} estimates (Lanczos warm-started from the previous eigenvector, relative residual "
+                   f"1e-2, {summary.get('products_per_estimate', 0):.2g} Hessian-vector products each on average) on the "
+                   f"monitor's fixed sample; stability rule: {rule}. " + sharpness_line(points, losses, sum(
+                       p.seconds for p in points)).split(": ", 1)[1] + ".")
+    page.figure(_sharpness_over_training(points, losses), "Top: the sharpness (lambda_max of the Hessian; of the "
+                "preconditioned Hessian P^-1 H for adaptive optimizers) and the stability threshold the rate allows "
+                "(2/lr for gradient descent, 2(1+beta)/lr for heavy-ball momentum, 2(1+beta1)/((1-beta1) lr) for "
+                "Adam); lambda_min when tracked. Bottom: the tracked loss.", save_to=run.file("sharpness.png"))
+
+
+def _sharpness_over_training(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int, float]]):
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    steps = [p.step for p in points]
+    top.plot(steps, [p.sharpness for p in points], color="#2f7bd8", lw=2, label="sharpness")
+    with_threshold = [(p.step, p.threshold) for p in points if p.threshold is not None]
+    if with_threshold:
+        top.plot(*zip(*with_threshold), color="#d8542f", lw=1.5, ls="--", label="stability threshold (limit / lr)")
+        top.fill_between([s for s, _ in with_threshold], [0.9 * t for _, t in with_threshold],
+                         [1.1 * t for _, t in with_threshold], color="#d8542f", alpha=0.1, label="within 10 %")
+    if any(p.lambda_min is not None for p in points):
+        top.plot(steps, [p.lambda_min if p.lambda_min is not None else math.nan for p in points], color="#2a9d4b",
+                 lw=1.2, label="lambda_min")
+        top.axhline(0.0, color="#333", lw=0.6)
+    top.set_ylabel("curvature")
+    top.grid(alpha=0.3)
+    top.legend(loc="best", fontsize=8)
+    if losses:
+        bottom.plot(*zip(*losses), color="#1f4e9c", lw=1.2)
+        bottom.set_yscale("log")
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("tracked loss")
+    bottom.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------- remedy trials
+_TRIAL_COLUMNS = ("remedy", "change", "loss after", "decrease", "seconds", "decrease per second")
+
+
+def _trial_rows(trials: dict) -> list[dict[str, Any]]:
+    by_name = {t["remedy"]: t for t in trials["trials"]}
+    rows = []
+    for name in trials["ranking"]:
+        trial = by_name[name]
+        after = trial["losses"][-1]
+        rows.append({"remedy": name + (" (best)" if name == trials.get("winner") else ""), "change": trial["text"],
+                     "loss after": "diverged" if after is None else after,
+                     "decrease": "-" if trial["decrease"] is None else trial["decrease"], "seconds": trial["seconds"],
+                     "decrease per second": "-" if trial["rate"] is None else trial["rate"]})
+    return rows
+
+
+def trial_lines(stalls: Sequence[Stall]) -> list[str]:
+    """Per stall with remedy trials: a heading line and an aligned table, best first."""
+    lines: list[str] = []
+    for index, stall in enumerate(stalls, start=1):
+        trials = stall.trials
+        if not trials:
+            continue
+        if trials.get("status") != "ran":
+            lines.append(f"remedy trials at stall {index}: {trials.get('status')}")
+            continue
+        how = "as one stacked ensemble" if trials["stacked"] else f"one after another ({trials['reason']})"
+        start = trials["trials"][0]["losses"][0]
+        lines.append(f"remedy trials at stall {index} (step {trials['fork_step']}): {trials['steps']} steps each from "
+                     f"loss {start:.4g}, same data and seed, {how}")
+        rows = _trial_rows(trials)
+        cells = [list(_TRIAL_COLUMNS)] + [[format_value(row[c]) for c in _TRIAL_COLUMNS] for row in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(_TRIAL_COLUMNS))]
+        table = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells]
+        table.insert(1, "  ".join("-" * w for w in widths))
+        lines.extend(table)
+        if stall.remedy_applied:
+            lines.append(f"continued with: {stall.remedy_applied}")
+        elif trials.get("winner") == "escape" and stall.escaped:
+            lines.append("best: escape (applied: the default action at a saddle)")
+        elif trials.get("winner"):
+            lines.append(f"best: {trials['winner']} ({trials.get('not_applied') or 'report only; --apply-remedy continues with it'})")
+        else:
+            lines.append("best: none of the remedies lowered the loss")
+    return lines
+
+
+def _trials_section(page: Page, run: RunDir, index: int, stall: Stall) -> None:
+    trials = stall.trials
+    page.heading(f"Remedy trials at stall {index}")
+    if trials.get("status") != "ran":
+        page.paragraph(f"Remedy trials: {trials.get('status')}.")
+        return
+    how = "as one stacked ensemble (one vmapped forward and backward, each trial's own optimizer)" if trials["stacked"] \
+        else f"one after another ({trials['reason']})"
+    page.paragraph(f"Each remedy that fits the verdict ran for {trials['steps']} steps from a fork of the run at step "
+                   f"{trials['fork_step']} (the same weights and optimizer state, the same batches in the same order), "
+                   f"{how}; the loss is measured on {trials['eval_samples']} training samples. Ranked by loss decrease "
+                   f"per second of a run of that remedy alone.")
+    page.table(_trial_rows(trials), _TRIAL_COLUMNS)
+    page.figure(_trials_figure(trials), "Loss from the fork point (step 0 = the stall) under each remedy; the best "
+                "one drawn thick.", save_to=run.file(f"stall-{index}-trials.png"))
+
+
+def _trials_figure(trials: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for trial in trials["trials"]:
+        best = trial["remedy"] == trials.get("winner")
+        losses = [math.nan if v is None else v for v in trial["losses"]]
+        ax.plot(trial["steps"], losses, lw=2.5 if best else 1.2, label=trial["remedy"] + (" (best)" if best else ""))
+    _finish(ax, "steps since the stall", "loss (training data)", f"remedy trials from step {trials['fork_step']}")
     return fig

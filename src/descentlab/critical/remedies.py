@@ -1,0 +1,187 @@
+"""The remedies that fit a verdict, each as the change it makes to a run.
+
+The lectures name the remedies (a step along negative curvature, a lower or decaying rate,
+warm-up, momentum, adaptive rates, larger batches, gradient noise); a verdict says which of
+them address *its* cause. At a stall they are not guessed but tried (:mod:`descentlab.critical.trials`):
+each :class:`Remedy` below is a change to the run as it is at the stall, applied to a copy of
+it, and the same change is what ``apply_remedy`` makes to the run itself.
+
+==================  =====================================================================
+remedy              the change (t = steps since the stall, T = the trials' length)
+==================  =====================================================================
+``keep``            nothing: the run's optimizer, state and rate as they are (the control)
+``escape``          one step along the most negative eigenvector (line search), then ``keep``
+``lower-rate``      the rate × 0.3, the optimizer's state kept
+``decay``           the rate decays as lr / (1 + t / (T/4)) (Robbins-Monro's 1/t: a fifth at T)
+``warm-up``         the rate rises linearly from 0 over T/2 steps, then stays (a restart)
+``larger-batch``    batches of max(4B, B*) samples (B* where the gradient's SNR reaches 1), at most all
+``momentum``        heavy-ball momentum 0.9 on the run's SGD, same rate, a fresh velocity
+``adam``            Adam at its default rate 1e-3, fresh moments
+``noise``           annealed Gaussian gradient noise (Neelakantan et al. 2015, the registry's
+                    ``noisy:`` wrapper, σ² = 0.3/(1 + t)^0.55) on the run's optimizer
+``peak-rate``       the rate back at the largest the run has used
+==================  =====================================================================
+
+Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape, by
+momentum, by noise, or by an adaptive rate; an ``unstable`` run needs a lower, decaying or
+warmed-up rate; a ``noise_floor`` a lower or decaying rate or a larger batch; a ``flat`` region
+or a ``slow`` run momentum, an adaptive rate or noise; a minimum stuck high noise or an adaptive
+rate (a minimum at the best loss seen gets no trials: nothing should beat stopping);
+``no_learning_rate`` the rate restored. ``keep`` is always tried too, so a ranking says
+whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
+momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets none (the run
+has stopped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from descentlab.critical.stability import innermost
+
+__all__ = ["Remedy", "MENU", "SCHEDULES", "remedies_for", "LOWER_FACTOR", "MOMENTUM", "BATCH_FACTOR"]
+
+#: The rate factor of ``lower-rate``.
+LOWER_FACTOR = 0.3
+#: The heavy-ball coefficient of ``momentum``.
+MOMENTUM = 0.9
+#: ``larger-batch`` multiplies the batch by at least this.
+BATCH_FACTOR = 4
+#: Closed-form rate factors of the steps since the stall: ``"inverse-time"`` and ``"warm-up"``.
+SCHEDULES = ("inverse-time", "warm-up")
+
+#: verdict -> the remedies tried at such a stall (``keep`` first).
+MENU: Mapping[str, tuple[str, ...]] = {
+    "saddle": ("keep", "escape", "momentum", "noise", "adam"),
+    "maximum": ("keep", "escape", "noise"),
+    "flat": ("keep", "momentum", "adam", "noise"),
+    "slow": ("keep", "momentum", "adam"),
+    "unstable": ("keep", "lower-rate", "decay", "warm-up"),
+    "noise_floor": ("keep", "lower-rate", "decay", "larger-batch"),
+    "minimum": ("keep", "noise", "adam"),
+    "no_learning_rate": ("keep", "peak-rate"),
+}
+
+_ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One change to a run (see the module docstring's table).
+
+    Attributes:
+        name: the remedy's name.
+        text: what it does, in words.
+        lr_factor: the new rate is the current one times this (``lr`` overrides it).
+        lr: an absolute rate (a new optimizer's default, the run's peak), or ``None``.
+        schedule: ``None``, ``"inverse-time"`` or ``"warm-up"``: a factor of the steps since the stall.
+        schedule_steps: the schedule's time constant (τ of inverse time, the warm-up's length).
+        momentum: set this heavy-ball coefficient on the run's SGD (a fresh velocity).
+        optimizer: a registry name: a new optimizer with fresh state (``None``: the run's own,
+            its state kept).
+        batch_size: a new batch size (``None``: the run's).
+        noise: wrap the optimizer in annealed Gaussian gradient noise.
+        escape: start with one step along the most negative eigenvector.
+    """
+
+    name: str
+    text: str
+    lr_factor: float = 1.0
+    lr: float | None = None
+    schedule: str | None = None
+    schedule_steps: int = 1
+    momentum: float | None = None
+    optimizer: str | None = None
+    batch_size: int | None = None
+    noise: bool = False
+    escape: bool = False
+
+    def rate_factor(self, t: int) -> float:
+        """The schedule's factor ``t`` steps after the stall (1 without a schedule)."""
+        if self.schedule == "inverse-time":
+            return 1.0 / (1.0 + t / self.schedule_steps)
+        if self.schedule == "warm-up":
+            return min(1.0, (t + 1) / self.schedule_steps)
+        return 1.0
+
+    def changes_loop(self) -> bool:
+        """It needs the training loop to apply it: a new optimizer, a wrapper or another batch size."""
+        return self.optimizer is not None or self.noise or self.batch_size is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what ``stalls.json`` records and a resumed run re-applies)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Remedy":
+        """The inverse of :meth:`to_dict`."""
+        return cls(**dict(data))
+
+
+def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimizer: Any, *, batch_size: int | None,
+                 n_data: int | None, trial_steps: int, peak_lr: float | None = None,
+                 can_escape: bool = False) -> list[Remedy]:
+    """The remedies :data:`MENU` lists for ``verdict`` that apply to this run (``[]``: none).
+
+    ``optimizer`` is the run's (its rate, class and state decide ``momentum`` and ``adam``);
+    ``batch_size``/``n_data`` the run's batch and data sizes (``larger-batch`` needs a
+    mini-batch); ``can_escape``: negative curvature was found, with its eigenvector.
+    """
+    evidence = evidence or {}
+    names = MENU.get(verdict or "", ())
+    if verdict == "minimum" and not (evidence.get("loss") or {}).get("stuck_high"):
+        names = ()
+    if not names or optimizer is None:
+        return []
+    lr = float(optimizer.param_groups[0]["lr"])
+    inner = innermost(optimizer)
+    plain_sgd = isinstance(inner, torch.optim.SGD) and not any(g.get("momentum", 0) for g in inner.param_groups)
+    adaptive = any(key in s for s in inner.state.values() for key in _ADAPTIVE_STATE) or "betas" in inner.defaults
+    out = []
+    for name in names:
+        remedy = _remedy(name, lr=lr, trial_steps=trial_steps, batch_size=batch_size, n_data=n_data,
+                         peak_lr=peak_lr, evidence=evidence, plain_sgd=plain_sgd, adaptive=adaptive,
+                         can_escape=can_escape)
+        if remedy is not None:
+            out.append(remedy)
+    return out if len(out) > 1 else []  # keep alone is nothing to compare
+
+
+def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n_data: int | None,
+            peak_lr: float | None, evidence: Mapping[str, Any], plain_sgd: bool, adaptive: bool,
+            can_escape: bool) -> Remedy | None:
+    if name == "keep":
+        return Remedy("keep", "carry on as is")
+    if name == "escape":
+        return Remedy("escape", "a step along the most negative eigenvector, then carry on", escape=True) if can_escape else None
+    if name == "lower-rate":
+        return Remedy("lower-rate", f"the rate x {LOWER_FACTOR:g} ({lr * LOWER_FACTOR:.3g})", lr_factor=LOWER_FACTOR)
+    if name == "decay":
+        tau = max(1, trial_steps // 4)
+        return Remedy("decay", f"the rate decays as lr / (1 + t/{tau})", schedule="inverse-time", schedule_steps=tau)
+    if name == "warm-up":
+        length = max(1, trial_steps // 2)
+        return Remedy("warm-up", f"the rate warms up from 0 over {length} steps", schedule="warm-up", schedule_steps=length)
+    if name == "larger-batch":
+        if batch_size is None or n_data is None or batch_size >= n_data:
+            return None
+        critical = (evidence.get("noise") or {}).get("critical_batch")
+        size = max(BATCH_FACTOR * batch_size, math.ceil(critical) if critical and math.isfinite(critical) else 0)
+        size = min(size, n_data)
+        return Remedy("larger-batch", f"batches of {size}" + (" (all the data)" if size == n_data else ""), batch_size=size)
+    if name == "momentum":
+        return Remedy("momentum", f"heavy-ball momentum {MOMENTUM:g}, same rate", momentum=MOMENTUM) if plain_sgd else None
+    if name == "adam":
+        return None if adaptive else Remedy("adam", "Adam at lr 1e-3", optimizer="adam", lr=1e-3)
+    if name == "noise":
+        return Remedy("noise", "annealed Gaussian gradient noise (eta 0.3, gamma 0.55)", noise=True)
+    if name == "peak-rate":
+        if not peak_lr or peak_lr <= lr:
+            return None
+        return Remedy("peak-rate", f"the rate back at its peak {peak_lr:.3g}", lr=peak_lr)
+    raise ValueError(f"unknown remedy {name!r}")

@@ -1,0 +1,228 @@
+"""Sharpness through training, against the stability limit of the optimizer that is running.
+
+Every ``every`` steps :class:`SharpnessTracker` measures, on a fixed sample of the training
+data, the *sharpness* in curvature units and the threshold the rate allows
+(:mod:`descentlab.critical.stability` holds the rules; this module only reads them):
+
+====================================  ====================================  =====================
+optimizer                             sharpness                             stability threshold
+====================================  ====================================  =====================
+gradient descent                      λ_max(H)                              2 / lr
+heavy ball (β, dampening τ)           (1 − τ) λ_max(H)                      2 (1 + β) / lr
+Nesterov                              λ_max(H)                              2 (1 + β)/((1 + 2β) lr)
+Adam / AdamW (β₁, bias-corrected v̂)   λ_max(P⁻¹H), P = (1 − β₁ᵗ)(√v̂ + ε)   2 (1 + β₁)/((1 − β₁) lr)
+                                                                            (38/lr at β₁ = 0.9)
+RMSprop / Adagrad                     λ_max(D⁻¹H), D = √v + ε               2 (1 + μ) / lr, 2 / lr
+====================================  ====================================  =====================
+
+i.e. the rule's dimensionless sharpness ``a`` (``lr · scale · λ``) divided by ``lr``, and its
+limit divided by ``lr``: the Adam row is the *preconditioned sharpness* of Cohen et al. 2022
+("Adaptive gradient methods at the edge of stability", arXiv:2207.14484), whose P is Adam's
+step denominator with the first moment's bias correction folded in; λ_max(P⁻¹H) is the top
+eigenvalue of the symmetric P^{-1/2} H P^{-1/2}. Under full-batch gradient descent the
+sharpness rises until it reaches 2/lr and then hovers there while the loss keeps falling,
+non-monotonically (Cohen, Kaur, Li, Kolter & Talwalkar, ICLR 2021, "Gradient descent on neural
+networks typically occurs at the edge of stability"); :func:`edge_of_stability` says whether
+a run did.
+
+Each estimate is Lanczos warm-started from the previous eigenvector
+(:class:`~descentlab.curvature.tracking.EigenTracker`, relative residual 1e-2: within 1 % of an
+eigenvalue) on the Hessian operator of the sample, refreshed at the model's current parameters
+(:meth:`~descentlab.curvature.EmpiricalLoss.refreshed`: the data is not read again). λ_min
+(``track_min``) is a second tracker at the other end, on the plain Hessian.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.checks import check_int
+from descentlab.critical.stability import sharpness_of, stability_operator, stability_rule
+from descentlab.critical.verdicts import AT_LIMIT
+from descentlab.curvature import HessianOperator
+from descentlab.curvature.tracking import EigenTracker
+
+__all__ = ["SharpnessPoint", "SharpnessTracker", "edge_of_stability", "COLUMNS", "FIELDS", "HOVER_BAND"]
+
+#: The columns a tracker adds to ``metrics.csv`` (``lambda_min`` only when it tracks λ_min).
+COLUMNS = ("sharpness", "stability_threshold", "lambda_min")
+#: "At the edge": the sharpness within this relative distance of the threshold (Cohen et al.'s ~10 %).
+HOVER_BAND = 0.1
+
+
+@dataclass(frozen=True)
+class SharpnessPoint:
+    """One estimate.
+
+    Attributes:
+        step: the training step after which it was measured.
+        lr: the rate of the optimizer's first group then (``None`` without an optimizer).
+        sharpness: the (preconditioned) λ_max in curvature units (see the module docstring).
+        threshold: the largest stable sharpness at this rate, ``limit / lr`` (``None`` without
+            an optimizer or at a rate of 0).
+        ratio: ``sharpness / threshold`` (1: at the edge of stability).
+        lambda_min: the smallest Hessian eigenvalue (``None`` unless tracked).
+        rule: the stability rule's name (``"gd"``, ``"heavy-ball"``, ``"adam"``, ...; ``""`` without optimizer).
+        n_matvecs: Hessian-vector products spent on this estimate.
+        converged: every eigenvalue met its residual tolerance.
+        seconds: wall time of the estimate.
+    """
+
+    step: int
+    lr: float | None
+    sharpness: float
+    threshold: float | None
+    ratio: float | None
+    lambda_min: float | None
+    rule: str
+    n_matvecs: int
+    converged: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers (non-finite ones as ``None``)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+#: The fields of a :class:`SharpnessPoint` (the columns of a run's ``sharpness.csv``).
+FIELDS = tuple(f.name for f in fields(SharpnessPoint))
+
+
+class SharpnessTracker:
+    """Sharpness (and λ_min) every ``every`` steps on a fixed ``sample`` (see the module docstring).
+
+    Args:
+        loss_fn: ``loss_fn(output, target)``, mean over a batch.
+        sample: the ``(X, y)`` the Hessian is taken on.
+        every: measure when ``step % every == 0``.
+        track_min: also track λ_min.
+        tol: relative residual of every estimate (1e-2: within 1 % of an eigenvalue).
+        seed: seeds the cold starts.
+    """
+
+    def __init__(self, loss_fn: Callable, sample: tuple[Any, torch.Tensor], *, every: int, track_min: bool = False,
+                 tol: float = 1e-2, seed: int = 0) -> None:
+        self.loss_fn = loss_fn
+        self.sample = sample
+        self.every = check_int("every", every)
+        self.track_min = bool(track_min)
+        self.top = EigenTracker("LA", tol=tol, seed=seed)
+        self.bottom = EigenTracker("SA", tol=tol, seed=seed + 1) if track_min else None
+        self.points: list[SharpnessPoint] = []
+        self.seconds = 0.0
+        self._op: HessianOperator | None = None
+        self._rule_kind: tuple[str, bool] | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What it adds to ``metrics.csv``."""
+        return COLUMNS if self.track_min else COLUMNS[:2]
+
+    def due(self, step: int) -> bool:
+        """A measurement is due after ``step``."""
+        return step % self.every == 0 and (not self.points or self.points[-1].step != step)
+
+    def measure(self, step: int, model: nn.Module, optimizer: Any = None) -> SharpnessPoint:
+        """Measure at ``model``'s current parameters, against ``optimizer``'s current rule."""
+        t0 = time.perf_counter()
+        if self._op is None or self._op.model is not model:
+            self._op = HessianOperator(model, self.loss_fn, self.sample, eval_mode=True)
+        else:
+            self._op = self._op.refreshed()
+        op = self._op
+        rule = stability_rule(optimizer, model, op.names) if optimizer is not None else None
+        kind = (rule.name, rule.preconditioned) if rule is not None else ("", False)
+        if kind != self._rule_kind:
+            self.top.reset()  # another operator: the old eigenvector is no warm start
+            self._rule_kind = kind
+        top = self.top(op if rule is None else stability_operator(rule, op))
+        products, converged = top.n_matvecs, top.converged
+        lam = float(top.values[0])
+        lr = float(rule.lr) if rule is not None else None
+        if rule is None:
+            value, threshold = lam, None
+        elif lr > 0:
+            value, threshold = sharpness_of(rule, lam) / lr, rule.limit / lr
+        else:  # a rate of 0 allows any curvature (and a preconditioned operator is then 0)
+            value, threshold = (math.nan if rule.preconditioned else lam * rule.scale), None
+        lambda_min = None
+        if self.bottom is not None:
+            low = self.bottom(op)
+            lambda_min = float(low.values[0])
+            products, converged = products + low.n_matvecs, converged and low.converged
+        seconds = time.perf_counter() - t0
+        self.seconds += seconds
+        point = SharpnessPoint(int(step), lr, value, threshold, value / threshold if threshold else None, lambda_min,
+                               kind[0], products, bool(converged), seconds)
+        self.points.append(point)
+        return point
+
+    def row(self, step: int) -> dict[str, float | None]:
+        """The ``metrics.csv`` columns at ``step`` (empty unless measured there)."""
+        if not self.points or self.points[-1].step != step:
+            return {}
+        point = self.points[-1]
+        values = {"sharpness": point.sharpness, "stability_threshold": point.threshold, "lambda_min": point.lambda_min}
+        return {k: values[k] for k in self.columns}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The points, the warm starts and the rule they belong to."""
+        return {"points": [p.to_dict() for p in self.points], "seconds": self.seconds, "top": self.top.state_dict(),
+                "bottom": None if self.bottom is None else self.bottom.state_dict(),
+                "rule_kind": None if self._rule_kind is None else list(self._rule_kind)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.points = [SharpnessPoint(**{k: (math.nan if v is None and k == "sharpness" else v) for k, v in p.items()})
+                       for p in state["points"]]
+        self.seconds = float(state["seconds"])
+        self.top.load_state_dict(state["top"])
+        if self.bottom is not None and state["bottom"] is not None:
+            self.bottom.load_state_dict(state["bottom"])
+        self._rule_kind = None if state["rule_kind"] is None else (state["rule_kind"][0], bool(state["rule_kind"][1]))
+
+
+def edge_of_stability(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int, float]] = (),
+                      band: float = HOVER_BAND) -> dict[str, Any]:
+    """Did the sharpness reach the stability threshold and hover there, and what did the loss do?
+
+    Cohen et al.'s picture has three phases: the sharpness rises (progressive sharpening), crosses
+    the threshold and overshoots it briefly, then falls back and hovers. So: ``reached_step``,
+    the first step with ``ratio >= AT_LIMIT`` (0.9; ``None`` if never); ``peak_ratio`` and
+    ``peak_step`` after it; ``settled_step``, the first step after the peak with
+    |ratio − 1| <= ``band``; from there on ``within_band`` (the fraction of estimates within the
+    band) and ``median_ratio``. From ``reached_step`` on, the tracked ``losses`` ((step, loss)
+    pairs): the loss there and at the end, and ``loss_rises``, how often it went up (a
+    non-monotone descent). Without a threshold, or before reaching it: ``max_ratio``.
+    """
+    rated = [p for p in points if p.ratio is not None and math.isfinite(p.ratio)]
+    out: dict[str, Any] = {"estimates": len(points), "band": band, "max_ratio": max((p.ratio for p in rated), default=None),
+                           "reached_step": None, "settled_step": None}
+    if points:
+        out.update(first_sharpness=points[0].sharpness, last_sharpness=points[-1].sharpness,
+                   threshold=points[-1].threshold,
+                   products_per_estimate=sum(p.n_matvecs for p in points) / len(points))
+    reached = next((i for i, p in enumerate(rated) if p.ratio >= AT_LIMIT), None)
+    if reached is None:
+        return out
+    after = rated[reached:]
+    peak = max(range(len(after)), key=lambda i: after[i].ratio)
+    out.update(reached_step=after[0].step, peak_ratio=after[peak].ratio, peak_step=after[peak].step)
+    settled = next((i for i in range(peak, len(after)) if abs(after[i].ratio - 1) <= band), None)
+    if settled is not None:
+        hover = [p.ratio for p in after[settled:]]
+        out.update(settled_step=after[settled].step, within_band=sum(abs(r - 1) <= band for r in hover) / len(hover),
+                   median_ratio=statistics.median(hover))
+    tail = [(s, v) for s, v in losses if s >= after[0].step and math.isfinite(v)]
+    if len(tail) >= 2:
+        out.update(loss_at_reach=tail[0][1], loss_end=tail[-1][1],
+                   loss_rises=sum(b[1] > a[1] for a, b in zip(tail, tail[1:])), loss_checks=len(tail) - 1)
+    return out

@@ -1,0 +1,361 @@
+"""Remedy trials: fork the run at a stall, try each remedy for the same few steps, rank them.
+
+**Fork.** Every trial starts from a copy of the model *and* its optimizer made by one
+``copy.deepcopy`` (:func:`fork`): the copy's weights and optimizer state (momentum buffers,
+Adam's moments, step counts, a noise wrapper's generator) are bit-identical to the run's, and
+the copied optimizer steps the copied parameters. The run itself is not touched.
+
+**Same data, same seed.** Each trial step draws one random subset of the training data from a
+generator seeded with ``seed``; every trial takes its batch as a prefix of that subset (a larger
+batch contains the smaller one), so all trials see the same samples in the same order, and any
+randomness a remedy adds (gradient noise) is seeded too.
+
+**One ensemble.** Trials of one batch size run as one stacked ensemble: their parameters are
+stacked and one ``torch.func.vmap`` of ``functional_call`` evaluates all of them on the shared
+batch, one backward pass gives every trial its own gradient (trial k's loss depends only on
+slice k), and then each trial's *own* optimizer steps its own parameters, so any optimizer
+(wrappers and state included) can be tried this way. A model with buffers (batch norm) or
+dropout cannot be stacked (:func:`unstackable_reason`); its trials run one after another.
+
+**Ranking.** Every ``record_every`` steps each trial's loss on the evaluation data (all the
+training data where it is in memory) is recorded from the fork (step 0) on. A trial's cost is
+what a run of that remedy alone would take: its measured seconds per step (a plain, unstacked
+step, the fastest of a few, timed after the trial) times the steps, plus one-time work (the
+escape's line search). Trials are ranked by the loss decrease per second; the winner is the
+best one that lowered the loss. Equal lengths and shared data make the decreases comparable;
+the seconds come from the clock, so where two trials are close a busier machine can swap them
+(the decreases alone are deterministic).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.critical.escape import escape
+from descentlab.critical.remedies import Remedy
+from descentlab.curvature.batches import batch_size as count_of
+
+__all__ = ["Trial", "Trials", "fork", "run_trials", "prepare_member", "unstackable_reason", "TIMED_STEPS"]
+
+#: Plain steps timed per trial for its cost (the fastest counts: other jobs only ever add time).
+TIMED_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One remedy's trial.
+
+    Attributes:
+        remedy: the :class:`~descentlab.critical.remedies.Remedy` tried.
+        steps: the recorded steps since the fork (0 first).
+        losses: the evaluation loss at those steps (``nan`` once non-finite).
+        decrease: loss at the fork minus loss at the end (``nan`` if the trial diverged).
+        seconds: the cost of a run of this remedy alone (see the module docstring).
+        rate: ``decrease / seconds``.
+        note: what happened to the remedy itself (``"escape: lowered the loss 2.303 -> 1.94"``), or ``""``.
+    """
+
+    remedy: Remedy
+    steps: tuple[int, ...]
+    losses: tuple[float, ...]
+    decrease: float
+    seconds: float
+    rate: float
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (non-finite numbers as ``None``)."""
+        return {"remedy": self.remedy.name, "text": self.remedy.text, "change": self.remedy.to_dict(),
+                "steps": list(self.steps), "losses": [_finite(v) for v in self.losses],
+                "decrease": _finite(self.decrease), "seconds": self.seconds, "rate": _finite(self.rate),
+                "note": self.note}
+
+
+@dataclass(frozen=True)
+class Trials:
+    """Every trial at one stall, ranked.
+
+    Attributes:
+        trials: in the order the remedies were given.
+        ranking: remedy names, best first (by ``rate``; diverged trials last).
+        winner: the best remedy that lowered the loss (``None`` if none did).
+        steps: each trial's length.
+        batch_size: the run's batch size (``None``: full batch).
+        stacked: the trials ran as stacked ensembles (else one after another, ``reason`` says why).
+        eval_samples: samples of the evaluation data.
+        seconds: wall time of all the trials together.
+    """
+
+    trials: tuple[Trial, ...]
+    ranking: tuple[str, ...]
+    winner: str | None
+    steps: int
+    batch_size: int | None
+    stacked: bool
+    reason: str
+    eval_samples: int
+    seconds: float
+
+    def get(self, name: str) -> Trial:
+        """The trial of remedy ``name``."""
+        return next(t for t in self.trials if t.remedy.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``stalls.json``."""
+        return {"steps": self.steps, "batch_size": self.batch_size, "stacked": self.stacked, "reason": self.reason,
+                "eval_samples": self.eval_samples, "seconds": self.seconds, "winner": self.winner,
+                "ranking": list(self.ranking), "trials": [t.to_dict() for t in self.trials]}
+
+
+def unstackable_reason(model: nn.Module) -> str:
+    """Why ``model`` cannot be vmapped as an ensemble member ('' when it can)."""
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (e.g. batch-norm statistics) that a stacked forward cannot update"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
+        return "the model uses dropout, whose random masks differ between a stacked and a separate run"
+    return ""
+
+
+def fork(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A copy of ``model`` and ``optimizer`` with bit-identical weights and state, the copied
+    optimizer stepping the copied parameters (one ``deepcopy`` of the pair maps one to the other)."""
+    return copy.deepcopy((model, optimizer))
+
+
+@dataclass
+class _Member:
+    remedy: Remedy
+    model: nn.Module
+    optimizer: Any
+    base_lrs: list[float]
+    batch: int
+    one_time: float = 0.0
+    note: str = ""
+    losses: list[float] = field(default_factory=list)
+
+
+def prepare_member(remedy: Remedy, model: nn.Module, optimizer: Any, *, loss_fn: Callable, sample: Any = None,
+                   point: Any = None, batch_size: int, seed: int = 0, escape_options: dict | None = None) -> _Member:
+    """Apply ``remedy``'s change to a forked ``model``/``optimizer`` (the escape step, a new
+    optimizer, momentum, noise, the new base rates) and return the trial member."""
+    t0 = time.perf_counter()
+    note = ""
+    if remedy.escape:
+        result = escape(model, loss_fn, sample, point, **dict(escape_options or {}))
+        note = (f"escape: lowered the loss {result.loss_before:.4g} -> {result.loss_after:.4g}" if result.applied
+                else f"escape: {result.reason}")
+    if remedy.optimizer is not None:
+        from descentlab.optim import make_optimizer
+
+        optimizer = make_optimizer(remedy.optimizer, model.parameters(), lr=remedy.lr or 1e-3)
+    if remedy.momentum is not None:
+        for group in optimizer.param_groups:
+            group["momentum"] = remedy.momentum
+    if remedy.noise:
+        from descentlab.optim.noise import GradientNoise
+
+        first = next(model.parameters())
+        generator = torch.Generator(device=first.device).manual_seed(int(seed))
+        optimizer = GradientNoise(optimizer, generator=generator)
+    if remedy.optimizer is not None:
+        base = [float(g["lr"]) for g in optimizer.param_groups]
+    elif remedy.lr is not None:
+        base = [remedy.lr for _ in optimizer.param_groups]
+    else:
+        base = [float(g["lr"]) * remedy.lr_factor for g in optimizer.param_groups]
+    return _Member(remedy, model, optimizer, base, remedy.batch_size or batch_size, time.perf_counter() - t0, note)
+
+
+def run_trials(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    data: tuple[Any, torch.Tensor],
+    remedies: Sequence[Remedy],
+    *,
+    steps: int,
+    batch_size: int | None,
+    seed: int = 0,
+    sample: Any = None,
+    point: Any = None,
+    eval_data: tuple[Any, torch.Tensor] | None = None,
+    record_every: int | None = None,
+    escape_options: dict | None = None,
+    stack: bool = True,
+) -> Trials:
+    """Try every remedy for ``steps`` steps from a fork of ``model``/``optimizer`` and rank them
+    (see the module docstring).
+
+    Args:
+        data: the training data as one in-memory ``(X, y)`` pair (the trials' batches come from it).
+        remedies: what to try (:func:`~descentlab.critical.remedies.remedies_for`).
+        batch_size: the run's batch size (``None``: full batch).
+        sample: the data the escape's line search reads (default ``data``).
+        point: the :class:`~descentlab.critical.CriticalPoint` at the model's parameters (for ``escape``).
+        eval_data: where the losses are measured (default ``data``).
+        record_every: record the losses every this many steps (default: about 25 points).
+        stack: run trials of one batch size as one stacked ensemble where the model allows.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not remedies:
+        raise ValueError("remedies must not be empty")
+    t_start = time.perf_counter()
+    X, y = data
+    n = count_of(X, y)
+    batch = n if batch_size is None else min(int(batch_size), n)
+    eval_data = data if eval_data is None else eval_data
+    record_every = record_every or max(1, steps // 25)
+    start = _loss_of(model, loss_fn, eval_data)  # every trial starts here, whatever its remedy does first
+    members = [prepare_member(r, *fork(model, optimizer), loss_fn=loss_fn, sample=sample if sample is not None else data,
+                              point=point, batch_size=batch, seed=seed, escape_options=escape_options)
+               for r in remedies]
+    for m in members:
+        m.batch = min(m.batch, n)
+    reason = unstackable_reason(model) if stack else "stacking switched off by the caller"
+    groups = _groups(members, stacked=not reason)
+    gen = torch.Generator().manual_seed(int(seed))
+    largest = max(m.batch for m in members)
+    recorded = [0]
+    for m in members:
+        m.losses.append(start)
+    for t in range(steps):
+        index = None if largest >= n else torch.randperm(n, generator=gen)[:largest].to(y.device)
+        for m in members:
+            m.optimizer.zero_grad(set_to_none=True)
+            factor = m.remedy.rate_factor(t)
+            for group, lr in zip(m.optimizer.param_groups, m.base_lrs):
+                group["lr"] = lr * factor
+        total = sum(_group_loss(group, loss_fn, X, y, index, stacked=not reason) for group in groups)
+        total.backward()
+        for m in members:
+            m.optimizer.step()
+        if (t + 1) % record_every == 0 or t + 1 == steps:
+            recorded.append(t + 1)
+            _record(members, loss_fn, eval_data, groups, stacked=not reason)
+    trials, timed = [], {}
+    for m in members:
+        key = _computation(m)  # the same computation costs the same: timed once, so clock noise cannot rank them
+        if key not in timed:
+            timed[key] = _time_steps(m, loss_fn, X, y, index_for=lambda size: None if size >= n else torch.randperm(
+                n, generator=torch.Generator().manual_seed(int(seed)))[:size].to(y.device))
+        seconds = steps * timed[key] + m.one_time
+        first, last = m.losses[0], m.losses[-1]
+        decrease = first - last if math.isfinite(last) else math.nan
+        trials.append(Trial(m.remedy, tuple(recorded), tuple(m.losses), decrease, seconds,
+                            decrease / seconds if seconds > 0 and math.isfinite(decrease) else math.nan, m.note))
+    ranking = sorted(trials, key=lambda t: -t.rate if math.isfinite(t.rate) else math.inf)
+    winner = next((t.remedy.name for t in ranking if math.isfinite(t.rate) and t.decrease > 0), None)
+    return Trials(tuple(trials), tuple(t.remedy.name for t in ranking), winner, steps,
+                  None if batch >= n else batch, not reason, reason, count_of(*eval_data),
+                  time.perf_counter() - t_start)
+
+
+def _groups(members: list[_Member], *, stacked: bool) -> list[list[_Member]]:
+    """Members of one batch size together (stacked), or one per group."""
+    if not stacked:
+        return [[m] for m in members]
+    sizes: dict[int, list[_Member]] = {}
+    for m in members:
+        sizes.setdefault(m.batch, []).append(m)
+    return list(sizes.values())
+
+
+def _batch(X: Any, y: torch.Tensor, index: torch.Tensor | None, size: int) -> tuple[Any, torch.Tensor]:
+    if index is None:
+        return X, y
+    part = index[:size]
+    return (type(X)(x[part] for x in X) if isinstance(X, (tuple, list)) else X[part]), y[part]
+
+
+def _call(model: nn.Module, X: Any) -> Any:
+    return model(*X) if isinstance(X, (tuple, list)) else model(X)
+
+
+def _group_loss(group: list[_Member], loss_fn: Callable, X: Any, y: torch.Tensor, index: torch.Tensor | None,
+                *, stacked: bool) -> torch.Tensor:
+    """The sum of the group's member losses on their (shared) batch: member k's gradient is its own."""
+    xb, yb = _batch(X, y, index, group[0].batch)
+    if not stacked or len(group) == 1:
+        return sum(loss_fn(_call(m.model, xb), yb) for m in group)
+    losses = _stacked_losses(group, loss_fn, xb, yb)
+    return losses.sum()
+
+
+def _stacked_losses(group: list[_Member], loss_fn: Callable, xb: Any, yb: torch.Tensor) -> torch.Tensor:
+    """Every member's loss on one batch, from one vmapped forward over the stacked parameters."""
+    from torch.func import functional_call, vmap
+
+    names = [name for name, _ in group[0].model.named_parameters()]
+    stacked = {name: torch.stack([dict(m.model.named_parameters())[name] for m in group]) for name in names}
+    skeleton = group[0].model
+    args = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
+
+    def member_loss(params):
+        return loss_fn(functional_call(skeleton, params, args), yb)
+
+    return vmap(member_loss)(stacked)
+
+
+@torch.no_grad()
+def _record(members: list[_Member], loss_fn: Callable, data: tuple[Any, torch.Tensor], groups: list[list[_Member]],
+            *, stacked: bool) -> None:
+    """Append every member's loss on ``data`` (in eval mode; stacked groups in one vmapped pass)."""
+    X, y = data
+    for group in groups:
+        if stacked and len(group) > 1:
+            values = _stacked_losses(group, loss_fn, X, y).tolist()
+        else:
+            values = []
+            values = [_loss_of(m.model, loss_fn, data) for m in group]
+        for m, value in zip(group, values):
+            m.losses.append(float(value) if math.isfinite(value) else math.nan)
+
+
+@torch.no_grad()
+def _loss_of(model: nn.Module, loss_fn: Callable, data: tuple[Any, torch.Tensor]) -> float:
+    """``model``'s loss on ``data`` in eval mode (its modes restored)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return float(loss_fn(_call(model, data[0]), data[1]))
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _computation(member: _Member) -> tuple:
+    """What a step of ``member`` computes: its optimizer classes (through wrappers), momentum, batch size."""
+    chain, optimizer = [], member.optimizer
+    while optimizer is not None and len(chain) < 8:
+        chain.append(type(optimizer).__name__)
+        optimizer = getattr(optimizer, "base", None)
+    momentum = any(g.get("momentum", 0) for g in member.optimizer.param_groups)
+    return tuple(chain), momentum, member.batch
+
+
+def _time_steps(member: _Member, loss_fn: Callable, X: Any, y: torch.Tensor, index_for: Callable) -> float:
+    """Seconds per plain (unstacked) training step of this member: the fastest of ``TIMED_STEPS``
+    after one untimed step."""
+    xb, yb = _batch(X, y, index_for(member.batch), member.batch)
+    best = math.inf
+    for attempt in range(TIMED_STEPS + 1):
+        t0 = time.perf_counter()
+        member.optimizer.zero_grad(set_to_none=True)
+        loss_fn(_call(member.model, xb), yb).backward()
+        member.optimizer.step()
+        if attempt:
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
