@@ -54,7 +54,8 @@ def test_report_opens_from_disk_and_every_image_decodes(tmp_path, capsys):
     probe_page.write_text((out / "report.html").read_text().replace("</body>", _PROBE + "</body>"))
     seen = _open_in_browser(probe_page, tmp_path / "profile")
     assert seen["title"].startswith("diagnose:")
-    # the loss curve, then per diagnosed stall its spectrum and its escape-direction slice
-    assert len(seen["images"]) == 1 + 2 * diagnosed
+    # the loss curve, then per diagnosed stall its spectrum, its escape-direction slice and its remedy trials
+    tried = sum(1 for s in stalls if (s.get("trials") or {}).get("status") == "ran")
+    assert tried == diagnosed and len(seen["images"]) == 1 + 3 * diagnosed
     assert all(img["complete"] and img["width"] > 100 and img["height"] > 100 for img in seen["images"])
     assert seen["tables"] >= 1

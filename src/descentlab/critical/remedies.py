@@ -13,7 +13,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``escape``          one step along the most negative eigenvector (line search), then ``keep``
 ``lower-rate``      the rate × 0.3, the optimizer's state kept
 ``decay``           the rate decays as lr / (1 + t / (T/4)) (Robbins-Monro's 1/t: a fifth at T)
-``warm-up``         the rate rises linearly from 0 over T/2 steps, then stays (a restart)
+``warm-up``         the lectures' warm-up, restarted: the rate rises linearly from 0 over T/2 steps,
+                    then decays as sqrt(T/2 / t) (the ``warmup-rsqrt`` schedule, the Transformer's shape)
 ``larger-batch``    batches of max(4B, B*) samples (B* where the gradient's SNR reaches 1), at most all
 ``momentum``        heavy-ball momentum 0.9 on the run's SGD, same rate, a fresh velocity
 ``adam``            Adam at its default rate 1e-3, fresh moments
@@ -43,6 +44,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
+from descentlab.schedules import WarmupInverseSqrt
 
 __all__ = ["Remedy", "MENU", "SCHEDULES", "remedies_for", "LOWER_FACTOR", "MOMENTUM", "BATCH_FACTOR"]
 
@@ -106,7 +108,7 @@ class Remedy:
         if self.schedule == "inverse-time":
             return 1.0 / (1.0 + t / self.schedule_steps)
         if self.schedule == "warm-up":
-            return min(1.0, (t + 1) / self.schedule_steps)
+            return WarmupInverseSqrt(warmup=self.schedule_steps)(t)
         return 1.0
 
     def changes_loop(self) -> bool:
@@ -166,7 +168,8 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
         return Remedy("decay", f"the rate decays as lr / (1 + t/{tau})", schedule="inverse-time", schedule_steps=tau)
     if name == "warm-up":
         length = max(1, trial_steps // 2)
-        return Remedy("warm-up", f"the rate warms up from 0 over {length} steps", schedule="warm-up", schedule_steps=length)
+        return Remedy("warm-up", f"the rate warms up from 0 over {length} steps, then decays as 1/sqrt(t)",
+                      schedule="warm-up", schedule_steps=length)
     if name == "larger-batch":
         if batch_size is None or n_data is None or batch_size >= n_data:
             return None

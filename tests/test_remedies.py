@@ -1,0 +1,250 @@
+"""Remedy trials: bit-identical forks, stacked trials equal separate ones, the winners the presets
+call for, and continuing a run with the winner (in a user's loop, and in train() across a resume)."""
+
+import pytest
+import torch
+from torch import nn
+
+from descentlab.cli import main
+from descentlab.critical import StallMonitor
+from descentlab.critical.remedies import MENU, Remedy, remedies_for
+from descentlab.critical.trials import fork, run_trials
+from descentlab.experiments.rundir import RunDir
+from descentlab.experiments.train import TrainConfig, train
+from descentlab.optim import make_optimizer
+from descentlab.problems.workloads import get_workload
+
+
+def _trained(name, optimizer="noisy:adam", steps=5):
+    workload = get_workload(name)
+    torch.manual_seed(0)
+    model = workload.make_model()
+    opt = make_optimizer(optimizer, model.parameters(), lr=1e-2)
+    X, y = workload.X_train, workload.y_train
+    for _ in range(steps):
+        opt.zero_grad()
+        workload.loss_fn(model(X), y).backward()
+        opt.step()
+    return workload, model, opt
+
+
+def _tensors(value):
+    """Every tensor in a (nested) state dict, in a fixed order."""
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k in sorted(value, key=str) for t in _tensors(value[k])]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def test_fork_starts_from_bit_identical_weights_and_optimizer_state():
+    workload, model, opt = _trained("moons")
+    copy_model, copy_opt = fork(model, opt)
+    for a, b in zip(model.parameters(), copy_model.parameters()):
+        assert a is not b and torch.equal(a, b)
+    original, forked = opt.state_dict(), copy_opt.state_dict()
+    assert original["param_groups"] == forked["param_groups"] and original["noise"]["t"] == forked["noise"]["t"]
+    assert len(_tensors(original)) > 10 and all(torch.equal(a, b) for a, b in zip(_tensors(original), _tensors(forked)))
+    # the copied optimizer steps the copied parameters, and only them
+    copied = {id(p) for g in copy_opt.param_groups for p in g["params"]}
+    assert copied == {id(p) for p in copy_model.parameters()}
+    before = [p.detach().clone() for p in model.parameters()]
+    copy_opt.zero_grad()
+    workload.loss_fn(copy_model(workload.X_train), workload.y_train).backward()
+    copy_opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_every_trial_starts_at_the_run_and_keep_takes_the_runs_own_next_step():
+    """``keep`` with one recorded step equals one plain step of the run's optimizer on the same batch;
+    the run itself is untouched."""
+    workload, model, opt = _trained("moons", optimizer="adam")
+    X, y = workload.X_train, workload.y_train
+    before = [p.detach().clone() for p in model.parameters()]
+    remedies = [Remedy("keep", "carry on"), Remedy("lower-rate", "x0.3", lr_factor=0.3)]
+    result = run_trials(model, opt, workload.loss_fn, (X, y), remedies, steps=1, batch_size=32, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    start = workload.loss_fn(model(X), y).item()
+    assert all(t.steps == (0, 1) and t.losses[0] == start for t in result.trials)
+    # the same batch the trials drew: the first 32 of a permutation from a generator seeded 7
+    index = torch.randperm(len(X), generator=torch.Generator().manual_seed(7))[:32]
+    plain_model, plain_opt = fork(model, opt)
+    plain_opt.zero_grad()
+    workload.loss_fn(plain_model(X[index]), y[index]).backward()
+    plain_opt.step()
+    expected = workload.loss_fn(plain_model(X), y).item()
+    # float32, one step: the stacked (vmapped) forward rounds differently from the plain one
+    assert result.get("keep").losses[1] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_stacked_trials_equal_trials_run_one_after_another():
+    workload, model, opt = _trained("moons", optimizer="sgd", steps=20)
+    remedies = remedies_for("noise_floor", {"noise": {"critical_batch": 50.0}}, opt, batch_size=8, n_data=800,
+                            trial_steps=20)
+    assert [r.name for r in remedies] == list(MENU["noise_floor"])
+    kwargs = dict(steps=20, batch_size=8, seed=3, record_every=5)
+    stacked = run_trials(model, opt, workload.loss_fn, (workload.X_train, workload.y_train), remedies, **kwargs)
+    alone = run_trials(model, opt, workload.loss_fn, (workload.X_train, workload.y_train), remedies, stack=False,
+                       **kwargs)
+    assert stacked.stacked and not alone.stacked
+    for a, b in zip(stacked.trials, alone.trials):
+        # 20 float32 steps: rounding of vmapped and plain kernels apart, the same trajectories
+        assert a.losses == pytest.approx(b.losses, rel=1e-4)
+    assert stacked.get("larger-batch").remedy.batch_size == 50  # B* from the noise evidence, above 4 x 8
+
+
+def _monitored_to_first_stall(name, **options):
+    """The preset trained (plain loop) until the monitor's first diagnosed stall, remedies on, no budget cap."""
+    workload = get_workload(name)
+    torch.manual_seed(0)
+    model = workload.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
+    X, y = workload.X_train, workload.y_train
+    batch = workload.batch_size or len(X)
+    monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None, budget=None,
+                           remedies=True, **options)
+    monitor.attach(model=model)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(1, workload.steps + 1):
+        index = torch.randperm(len(X), generator=generator)[:batch]
+        optimizer.zero_grad()
+        loss = workload.loss_fn(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        stall = monitor.update(step, loss.item(), model)
+        if stall is not None and stall.status == "diagnosed":
+            return monitor, stall, optimizer
+    raise AssertionError("no stall")
+
+
+def test_at_the_unstable_preset_lowering_the_rate_wins():
+    monitor, stall, optimizer = _monitored_to_first_stall("unstable")
+    trials = stall.trials
+    assert stall.verdict == "unstable" and trials["status"] == "ran"
+    by_name = {t["remedy"]: t for t in trials["trials"]}
+    assert set(by_name) == set(MENU["unstable"])
+    # every remedy on this menu lowers the rate (at once, over time, or by restarting it from 0):
+    # all reach the optimum 0.284, while the run as it is stays on its two-step oscillation
+    assert trials["winner"] in ("lower-rate", "decay", "warm-up") and trials["ranking"][-1] == "keep"
+    assert by_name["lower-rate"]["losses"][-1] < 0.2845 and abs(by_name["keep"]["decrease"]) < 1e-4
+    assert by_name["lower-rate"]["decrease"] > 100 * abs(by_name["keep"]["decrease"])
+    assert optimizer.param_groups[0]["lr"] == 10.0  # report only: the run's optimizer is unchanged
+
+
+def test_at_the_saddle_preset_the_escape_wins():
+    monitor, stall, _ = _monitored_to_first_stall("stall", escape=False)
+    trials = stall.trials
+    assert stall.verdict == "saddle" and trials["winner"] == "escape" and trials["ranking"][0] == "escape"
+    by_name = {t["remedy"]: t for t in trials["trials"]}
+    assert set(by_name) == set(MENU["saddle"]) and "lowered the loss" in by_name["escape"]["note"]
+    # the escape wins on the loss decrease itself, not only per second
+    assert by_name["escape"]["decrease"] > 1.5 * max(t["decrease"] for n, t in by_name.items() if n != "escape")
+    assert not stall.escaped  # escape=False, apply_remedy=False: nothing moved the run
+
+
+def test_apply_remedy_in_a_users_loop_sets_the_rate_from_the_stall_on():
+    monitor, stall, optimizer = _monitored_to_first_stall("unstable", apply_remedy=True)
+    winner = stall.trials["winner"]
+    assert stall.remedy_applied == winner
+    remedy = Remedy.from_dict(next(t["change"] for t in stall.trials["trials"] if t["remedy"] == winner))
+    start = stall.diagnosed_at
+    lr = optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(10.0 * remedy.lr_factor * remedy.rate_factor(0))
+    monitor.update(start + 7, 0.3, torch.nn.Linear(2, 2))  # the monitor keeps the rate on its schedule
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(10.0 * remedy.lr_factor * remedy.rate_factor(7))
+
+
+class _SwitchAt:
+    """A callback that asks train() to continue with ``remedy`` at ``step`` (as an applied remedy does)."""
+
+    def __init__(self, step, remedy):
+        self.at, self.remedy, self.done, self.seen = step, remedy, False, []
+
+    def __call__(self, step, loss, model):
+        self.step = step
+
+    def take_change(self):
+        if not self.done and self.step == self.at:
+            self.done = True
+            return self.remedy
+        return None
+
+    def changed(self, *, optimizer=None, batch_size=None):
+        self.seen.append((type(optimizer).__name__, batch_size))
+
+    def state_dict(self):
+        return {"done": self.done}
+
+    def load_state_dict(self, state):
+        self.done = state["done"]
+
+
+def test_train_continues_with_a_new_optimizer_noise_and_batch_and_resumes_bit_for_bit(tmp_path):
+    workload = get_workload("moons")
+    config = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, steps=60, checkpoint_every=20)
+    remedy = Remedy("adam+", "Adam with noise on batches of 100", optimizer="adam", lr=1e-3, noise=True, batch_size=100)
+    callback = _SwitchAt(30, remedy)
+    whole = train(workload, config, tmp_path / "a", callbacks=[callback], progress=False)
+    assert callback.seen == [("GradientNoise", 100)]
+    rows = RunDir.open(tmp_path / "a").read_csv("metrics.csv")
+    # from step 31 on the rate is Adam's, and 800 samples in batches of 100 make 8 steps an epoch
+    assert float(rows[30]["lr"]) == pytest.approx(1e-3) and float(rows[29]["lr"]) == pytest.approx(0.1)
+    assert [int(r["epoch"]) for r in rows[30:39]] == [2] * 8 + [3]
+
+    class Crash(_SwitchAt):
+        def __call__(self, step, loss, model):
+            if step == 45:
+                raise KeyboardInterrupt
+            super().__call__(step, loss, model)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(workload, config, tmp_path / "b", callbacks=[Crash(30, remedy)], progress=False)
+    resumed = train(workload, config, tmp_path / "b", callbacks=[_SwitchAt(30, remedy)], resume=True, progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert strip(RunDir.open(tmp_path / "b").read_csv("metrics.csv")) == strip(rows)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_cli_trials_are_recorded_reported_and_applied(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["diagnose", "--workload", "unstable", "--steps", "200", "--max-stalls", "1", "--apply-remedy",
+                 "--trial-steps", "30", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    run = RunDir.open(out)
+    stall = run.read_json("stalls.json")[0]
+    trials = stall["trials"]
+    assert trials["status"] == "ran" and trials["steps"] == 30 and stall["remedy_applied"] == trials["winner"]
+    assert all(len(t["losses"]) == len(t["steps"]) and t["steps"][0] == 0 and t["steps"][-1] == 30
+               for t in trials["trials"])
+    assert f"continued with: {trials['winner']}" in printed and "remedy trials at stall 1" in printed
+    rows = run.read_csv("metrics.csv")
+    # the run went on below the largest stable rate, and reached the optimum (0.284) it oscillated above
+    assert float(rows[-1]["lr"]) < stall["evidence"]["rate"]["largest_stable_lr"] < 10.0
+    assert float(rows[-1]["train_loss"]) < 0.2845 < float(rows[110]["train_loss"])
+    html = (out / "report.html").read_text()
+    assert "Remedy trials at stall 1" in html and (out / "stall-1-trials.png").exists()
+
+
+def test_remedies_for_respects_the_menu_and_the_optimizer():
+    model = nn.Linear(2, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    adam = torch.optim.Adam(model.parameters(), lr=0.1)
+    assert [r.name for r in remedies_for("saddle", {}, sgd, batch_size=None, n_data=10, trial_steps=20,
+                                          can_escape=True)] == ["keep", "escape", "momentum", "noise", "adam"]
+    # Adam has momentum and adaptive rates already; no escape direction without negative curvature
+    assert [r.name for r in remedies_for("saddle", {}, adam, batch_size=None, n_data=10, trial_steps=20)] == \
+        ["keep", "noise"]
+    assert remedies_for("minimum", {"loss": {"stuck_high": False}}, sgd, batch_size=None, n_data=10, trial_steps=20) == []
+    assert remedies_for("diverged", {}, sgd, batch_size=None, n_data=10, trial_steps=20) == []
+    assert remedies_for("noise_floor", {}, sgd, batch_size=None, n_data=10, trial_steps=20)[-1].name == "decay"
+    decay = Remedy("decay", "", schedule="inverse-time", schedule_steps=5)
+    assert decay.rate_factor(0) == 1 and decay.rate_factor(20) == pytest.approx(1 / 5)
+    warm = Remedy("warm-up", "", schedule="warm-up", schedule_steps=10)
+    assert warm.rate_factor(0) == 0 and warm.rate_factor(5) == 0.5 and warm.rate_factor(10) == 1
+    assert warm.rate_factor(40) == pytest.approx(0.5)  # sqrt(10 / 40)
+    with pytest.raises(ValueError, match="steps"):
+        run_trials(model, sgd, nn.functional.mse_loss, (torch.zeros(4, 2), torch.zeros(4, 2)), [decay], steps=0,
+                   batch_size=None)
