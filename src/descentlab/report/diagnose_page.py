@@ -438,19 +438,23 @@ def trial_lines(stalls: Sequence[Stall]) -> list[str]:
         how = "as one stacked ensemble" if trials["stacked"] else f"one after another ({trials['reason']})"
         start = trials["trials"][0]["losses"][0]
         lines.append(f"remedy trials at stall {index} (step {trials['fork_step']}): {trials['steps']} steps each from "
-                     f"loss {start:.4g}, same data and seed, {how}")
+                     f"loss {start:.4g} (on {trials['eval_samples']} training samples), same data and seed, {how}")
+        columns = [c for c in _TRIAL_COLUMNS if c != "change"]  # the winner's change is said below
         rows = _trial_rows(trials)
-        cells = [list(_TRIAL_COLUMNS)] + [[format_value(row[c]) for c in _TRIAL_COLUMNS] for row in rows]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(_TRIAL_COLUMNS))]
+        cells = [columns] + [[format_value(row[c]) for c in columns] for row in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
         table = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells]
         table.insert(1, "  ".join("-" * w for w in widths))
         lines.extend(table)
+        winner = trials.get("winner")
+        change = next((t["text"] for t in trials["trials"] if t["remedy"] == winner), "")
         if stall.remedy_applied:
-            lines.append(f"continued with: {stall.remedy_applied}")
-        elif trials.get("winner") == "escape" and stall.escaped:
-            lines.append("best: escape (applied: the default action at a saddle)")
-        elif trials.get("winner"):
-            lines.append(f"best: {trials['winner']} ({trials.get('not_applied') or 'report only; --apply-remedy continues with it'})")
+            lines.append(f"continued with: {stall.remedy_applied} ({change})")
+        elif winner == "escape" and stall.escaped:
+            lines.append(f"best: escape ({change}; applied: the default action at a saddle)")
+        elif winner:
+            why = trials.get("not_applied") or "report only; --apply-remedy continues with it"
+            lines.append(f"best: {winner} ({change}; {why})")
         else:
             lines.append("best: none of the remedies lowered the loss")
     return lines
