@@ -540,21 +540,34 @@ class StallMonitor:
         trials = self._try_remedies(stall, model) if self.remedies else None
         if trials is not None:
             changes["trials"] = trials
-        winner = trials.get("winner") if trials and trials.get("status") == "ran" and self.apply_remedy else None
-        if winner is not None and trials is not None:
-            remedy = Remedy.from_dict(next(t["change"] for t in trials["trials"] if t["remedy"] == winner))
-            if remedy.changes_loop() and not self._loop_applies:
-                changes["trials"] = {**trials, "not_applied": "a new optimizer, gradient noise or another batch size "
-                                     "needs the training loop: make the change in yours"}
-            else:
-                if remedy.escape:
-                    changes.update(self._escape(stall, model, direction, slice_loss))
-                if remedy.name != "keep":
-                    self._apply(remedy, stall.diagnosed_at if stall.diagnosed_at is not None else stall.step)
-                changes["remedy_applied"] = remedy.name
+        remedy = self._applicable_winner(trials) if trials and self.apply_remedy else None
+        if remedy is not None:
+            if remedy.name != trials["winner"]:
+                changes["trials"] = {**trials, "not_applied": f"{trials['winner']} needs the training loop (a new "
+                                     f"optimizer, gradient noise or another batch size): continuing with "
+                                     f"{remedy.name}, the best of the others"}
+            if remedy.escape:
+                changes.update(self._escape(stall, model, direction, slice_loss))
+            if remedy.name != "keep":
+                self._apply(remedy, stall.diagnosed_at if stall.diagnosed_at is not None else stall.step)
+            changes["remedy_applied"] = remedy.name
         elif stall.verdict == "saddle" and point is not None and self.escape:
             changes.update(self._escape(stall, model, direction, slice_loss))
         return replace(stall, **changes)
+
+    def _applicable_winner(self, trials: Mapping[str, Any]) -> Remedy | None:
+        """The best trial that lowered the loss and that this loop can apply (``None`` if none)."""
+        if trials.get("status") != "ran" or trials.get("winner") is None:
+            return None
+        by_name = {t["remedy"]: t for t in trials["trials"]}
+        for name in trials["ranking"]:
+            trial = by_name[name]
+            remedy = Remedy.from_dict(trial["change"])
+            if (trial["decrease"] or 0) <= 0 or trial["rate"] is None:
+                return None
+            if self._loop_applies or not remedy.changes_loop():
+                return remedy
+        return None
 
     def _escape(self, stall: Stall, model: nn.Module, direction: torch.Tensor | None,
                 slice_loss: tuple[float, ...]) -> dict[str, Any]:

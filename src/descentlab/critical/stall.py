@@ -127,6 +127,8 @@ class Stall:
                 f"{_loss_text(trials['trials'][0]['losses'][0])}: {after} (best first, by loss decrease per second)")
         if self.remedy_applied:
             text += f"; continuing with {self.remedy_applied}"
+            if self.remedy_applied != trials.get("winner"):
+                text += f" ({trials.get('winner')} needs the training loop)"
         return text
 
 
