@@ -147,32 +147,18 @@ def accuracy(steps: int) -> dict:
 
 
 def trials() -> list[dict]:
+    """Each preset trained until its first stall (bench/diagnose.py's loop), remedies on."""
+    from diagnose import run  # bench/diagnose.py, beside this script
+
     rows = []
     for name in ("stall", "unstable", "noise-floor"):
-        workload = get_workload(name)
-        torch.manual_seed(0)
-        model = workload.make_model()
-        optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
-        X, y = workload.X_train, workload.y_train
-        batch = workload.batch_size or len(X)
-        monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None,
-                               remedies=True, escape=False)
-        monitor.attach(model=model)
-        generator = torch.Generator().manual_seed(0)
-        stall = None
-        for step in range(1, workload.steps + 1):
-            index = torch.randperm(len(X), generator=generator)[:batch]
-            optimizer.zero_grad()
-            loss = workload.loss_fn(model(X[index]), y[index])
-            loss.backward()
-            optimizer.step()
-            stall = monitor.update(step, loss.item(), model)
-            if stall is not None and stall.status == "diagnosed":
-                break
+        _, monitor, _ = run(name, get_workload(name).steps, True, stop_at_stall=True, remedies=True, escape=False)
+        stall = monitor.stalls[0] if monitor.stalls else None
         t = (stall.trials or {}) if stall is not None else {}
         rows.append({"case": name, "verdict": stall.verdict if stall else "-", "step": stall.step if stall else "-",
                      "status": t.get("status", "-"), "trials": len(t.get("trials", [])), "winner": t.get("winner"),
-                     "seconds": t.get("seconds"), "train_s": monitor.train_time, "diagnosis_s": stall.seconds if stall else 0})
+                     "seconds": t.get("seconds"), "train_s": monitor.train_time,
+                     "diagnosis_s": stall.seconds if stall else 0})
     return rows
 
 

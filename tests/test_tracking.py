@@ -209,3 +209,26 @@ def test_tracker_rejects_bad_arguments():
     with pytest.raises(ValueError, match="which"):
         EigenTracker("LM")
     assert math.isfinite(edge_of_stability([])["estimates"])
+
+
+def test_readme_tracking_and_remedies_snippet_runs_as_written(capsys):
+    """README's second monitor snippet, run after the first one as the text says."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+    def block(after):
+        return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)
+
+    namespace: dict = {}
+    exec(compile(block("In your own training loop, the same monitor"), "README.md", "exec"), namespace)
+    exec(compile(block("Continuing the snippet"), "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    monitor = namespace["monitor"]
+    stall = monitor.stalls[0]
+    assert stall.verdict == "saddle" and stall.trials["status"] == "ran" and stall.escaped
+    assert set(stall.trials["ranking"]) == {"keep", "escape", "momentum", "noise", "adam"}
+    assert stall.trials["ranking"][-1] == "keep"  # every remedy beats carrying on at the saddle
+    last = monitor.sharpness.points[-1]
+    assert last.step == 300 and last.threshold == pytest.approx(2 / 0.1) and "stability threshold 20 (2/lr)" in printed
