@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 
 def _positive_int_or_full(text: str) -> int | str:
@@ -92,8 +93,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     watch.add_argument("--max-stalls", type=int, default=3, help="diagnose at most this many stalls (default 3)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (default: runs/diagnose-<timestamp>)")
-    out.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR where it stopped")
-    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    out.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run in DIR where it stopped, with its own settings (other options refused)")
+    out.add_argument("--tensorboard", default=None, nargs="?", const="", metavar="LOGDIR",
+                     help="also write the metrics as TensorBoard scalars, to LOGDIR (default: the run's "
+                          "tensorboard/); needs the tensorboard package (pip install 'descentlab[tensorboard]')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,13 +105,16 @@ def run(args: argparse.Namespace) -> int:
 
     from descentlab.critical import StallMonitor
     from descentlab.errors import UserInputError
-    from descentlab.rundir import RunDir, default_run_path
+    from descentlab.commands.common import emit, output_dir, refuse_with, resume_hint, tensorboard_writer
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.problems.user_workload import resolve_workload
     from descentlab.report.diagnose_page import remedy_lines, verdict_table
     from descentlab.report.render import render
+    from descentlab.rundir import RunDir
 
     if args.resume:
+        refuse_with(args, "--resume", [d for d in sorted(args._given) if d not in _RESUME_KEEPS],
+                    "continues the run with the settings it was started with (start a new run to change them)")
         saved = RunDir.open(args.resume).config
         if saved.get("kind") != "diagnose":
             raise UserInputError(f"{args.resume} is a {saved.get('kind')!r} run, not a diagnose run")
@@ -117,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.workload and (args.model or args.data):
             raise UserInputError("give either --workload or --model/--data, not both")
-        spec = {"workload": args.workload, "model": args.model, "data": args.data, "seed": args.seed}
+        # an absolute data path, so --resume works from any directory
+        data = None if args.data is None else str(Path(args.data).absolute())
+        spec = {"workload": args.workload, "model": args.model, "data": data, "seed": args.seed}
         if spec["workload"] is None and spec["model"] is None and spec["data"] is None:
             spec["workload"] = "stall"
         _check_number("--lr", args.lr, positive=True)
@@ -140,13 +149,21 @@ def run(args: argparse.Namespace) -> int:
                         "escape": args.escape, "budget": _budget(args.budget), "max_stalls": args.max_stalls,
                         "sample_size": args.sample, "seed": args.seed,
                         "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step)}
-        out = args.out or default_run_path("diagnose")
+        out = output_dir(args, "diagnose", hint=f", or continue the run there with --resume {args.out}")
+    resume_hint(args, out, flag="--resume", needs="checkpoint.pt")
+    writer = tensorboard_writer(args, out)
 
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, **monitor_spec)
-    result = train(
-        workload, config, out, kind="diagnose", callbacks=[monitor], resume=bool(args.resume), progress=args.progress,
-        extra_config={"workload": spec, "monitor": monitor_spec, "workload_description": workload.description},
-    )
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, writer=writer,
+                           **monitor_spec)
+    try:
+        result = train(
+            workload, config, out, kind="diagnose", callbacks=[monitor], resume=bool(args.resume),
+            progress=args.progress, writer=writer,
+            extra_config={"workload": spec, "monitor": monitor_spec, "workload_description": workload.description},
+        )
+    finally:
+        if writer is not None:
+            writer.close()
     run_dir = RunDir.open(result.path)
     run_dir.write_json("stalls.json", [stall.to_dict() for stall in monitor.stalls])
     run_dir.write_csv("tracked.csv", [{"step": step, "loss": loss} for step, loss in monitor.tracked], ("step", "loss"))
@@ -156,10 +173,18 @@ def run(args: argparse.Namespace) -> int:
     for line in remedy_lines(monitor.stalls):
         print(line)
     print(f"report: {report}")
+    emit(args, {"run": str(result.path), "report": str(report), "status": result.status, "steps": result.step,
+                "train_loss": result.train_loss, "val_loss": result.val_loss,
+                "stalls": [{"step": st.step, "loss": st.loss, "status": st.status, "verdict": st.verdict,
+                            "remedy": st.remedy, "escaped": st.escaped} for st in monitor.stalls]})
     if result.status != "completed":
         print(f"descentlab diagnose: {result.message}", file=sys.stderr)
         return 1
     return 0
+
+
+#: What a ``--resume`` run may be given besides its directory (the rest comes from its config.json).
+_RESUME_KEEPS = {"resume", "json", "progress", "tensorboard"}
 
 
 def _check_number(name: str, value: float | None, *, positive: bool) -> None:

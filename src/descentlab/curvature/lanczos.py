@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from descentlab.checks import check_choice, check_int, check_number
+from descentlab.errors import AdviceWarning
 from descentlab.curvature.linop import as_operator
 
 __all__ = ["Eigenpairs", "lanczos", "WHICH", "default_tol"]
@@ -224,10 +225,9 @@ def lanczos(
     vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
     converged = bool((res <= tol).all().item())
     if not converged and not exhausted and not stopped:
-        warnings.warn(
+        warnings.warn(AdviceWarning(
             f"lanczos: {which} k={k} did not reach tol={tol:g} in {used} products "
-            f"(worst residual {res.max().item():.1e}); raise max_iter or ncv, or loosen tol",
-            UserWarning,
+            f"(worst residual {res.max().item():.1e})", "raise max_iter or ncv, or loosen tol"),
             stacklevel=2,
         )
     if exhausted:
