@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["output_dir", "emit", "resume_hint", "refuse_with", "given", "add_workload_options", "workload_spec",
-           "check_positive", "check_at_least", "log_to_stderr", "tensorboard_writer"]
+           "check_positive", "check_at_least", "log_to_stderr", "tensorboard_writer", "check_tensorboard",
+           "tensorboard_curves"]
 
 
 def given(args: argparse.Namespace, dest: str) -> bool:
@@ -45,18 +46,27 @@ def output_dir(args: argparse.Namespace, kind: str, *, resumable: bool = False, 
     return check_out(args.out, kind, resumable=resumable, hint=hint)
 
 
-def tensorboard_writer(args: argparse.Namespace, out: str | os.PathLike) -> Any:
-    """A ``SummaryWriter`` into ``--tensorboard LOGDIR`` (bare ``--tensorboard``: ``OUT/tensorboard``),
-    or None without the option; a one-line error when the tensorboard package is missing."""
+def check_tensorboard(args: argparse.Namespace) -> None:
+    """With ``--tensorboard``, a one-line error (before any work) when the tensorboard package is missing."""
     if getattr(args, "tensorboard", None) is None:
-        return None
+        return
     from descentlab.errors import UserInputError
 
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         raise UserInputError("--tensorboard needs the tensorboard package: pip install 'descentlab[tensorboard]'") \
             from None
+
+
+def tensorboard_writer(args: argparse.Namespace, out: str | os.PathLike) -> Any:
+    """A ``SummaryWriter`` into ``--tensorboard LOGDIR`` (bare ``--tensorboard``: ``OUT/tensorboard``),
+    or None without the option."""
+    if getattr(args, "tensorboard", None) is None:
+        return None
+    check_tensorboard(args)
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(args.tensorboard or Path(out) / "tensorboard"))
 
 
@@ -142,3 +152,38 @@ def log_to_stderr(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
+
+
+def tensorboard_curves(args: argparse.Namespace, out: str | os.PathLike, rows: Iterable[Mapping[str, str]],
+                       run_keys: tuple[str, ...], step_key: str) -> None:
+    """With ``--tensorboard``: every numeric column of ``rows`` (a sweep's ``curves.csv``) as
+    scalars, one TensorBoard run (sub-directory) per distinct ``run_keys`` value, e.g.
+    ``adam-seed0``; the x axis is ``step_key``."""
+    if getattr(args, "tensorboard", None) is None:
+        return
+    check_tensorboard(args)
+    import math
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    base = Path(args.tensorboard or Path(out) / "tensorboard")
+
+    writers: dict[str, Any] = {}
+    try:
+        for row in rows:
+            name = "-".join(f"{key}{row[key]}" if key == "seed" else str(row[key]) for key in run_keys)
+            if name not in writers:
+                writers[name] = SummaryWriter(log_dir=str(base / name))
+            step = int(float(row[step_key]))
+            for column, value in row.items():
+                if column in run_keys or column == step_key:
+                    continue
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(number):
+                    writers[name].add_scalar(column.replace("_", "/", 1), number, step)
+    finally:
+        for each in writers.values():
+            each.close()

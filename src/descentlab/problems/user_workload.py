@@ -31,7 +31,7 @@ from torch import nn
 from descentlab.errors import UserInputError
 from descentlab.problems.workloads import Workload, classification_loss, get_workload, regression_loss
 
-__all__ = ["load_factory", "load_arrays", "user_workload", "resolve_workload"]
+__all__ = ["load_factory", "load_arrays", "user_workload", "resolve_workload", "workload_from"]
 
 _TARGET_NAMES = ("y", "target", "label")
 
@@ -41,6 +41,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise UserInputError(f"--model must look like package.module:factory, got {spec!r}")
     module_name, attribute = spec.split(":")
+    _current_directory_importable()
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -55,6 +56,17 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     if not callable(factory):
         raise UserInputError(f"{spec} is not callable")
     return factory
+
+
+def _current_directory_importable() -> None:
+    """Put the current directory on ``sys.path``, as ``python -m`` and ``python script.py`` do,
+    so ``--model mymodels:make_net`` finds ``./mymodels.py`` from the ``descentlab`` console script
+    too (whose ``sys.path`` starts with the script's own folder instead)."""
+    import sys
+
+    cwd = os.getcwd()
+    if not any(entry in ("", ".", cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -206,6 +218,14 @@ def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: 
         X_train=tensors["X"], y_train=tensors["y"], X_val=tensors["X_val"], y_val=tensors["y_val"],
         task="classification" if classification else "regression", optimizer="sgd", lr=0.01, batch_size=64, steps=500,
     )
+
+
+def workload_from(ref: str | Mapping[str, Any], *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Workload:
+    """A built-in workload by name, or any workload by its spec (see :func:`resolve_workload`),
+    with the data seeded by ``seed``."""
+    if isinstance(ref, str):
+        return get_workload(ref, seed=seed, dtype=dtype)
+    return resolve_workload({**ref, "seed": seed}, dtype=dtype)
 
 
 def resolve_workload(spec: Mapping[str, Any], dtype: torch.dtype = torch.float32) -> Workload:

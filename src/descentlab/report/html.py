@@ -14,7 +14,7 @@ from typing import Any
 
 from descentlab import files
 
-__all__ = ["Page", "format_value"]
+__all__ = ["Page", "format_value", "workload_label"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
@@ -46,6 +46,15 @@ def format_value(value: Any) -> str:
             return f"{value:.4g}"
         return f"{value:.3e}"
     return str(value)
+
+
+def workload_label(ref: Any) -> str:
+    """A workload reference of a run's config as a short title: its name, or ``factory on file``."""
+    if isinstance(ref, Mapping):
+        if ref.get("model"):
+            return f"{ref['model']} on {Path(str(ref.get('data'))).name}"
+        return str(ref.get("workload") or "stall")
+    return str(ref)
 
 
 class Page:
