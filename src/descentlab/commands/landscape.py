@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     started = time.perf_counter()
     out = output_dir(args, "landscape")
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_") and key != "command"}
+    config = {key: value for key, value in vars(args).items()
+              if not key.startswith("_") and key not in ("command", "json", "progress")}
     if args.data is not None:
         config["data"] = str(Path(args.data).absolute())
     with staged_run(out, "landscape", config) as run_dir:
