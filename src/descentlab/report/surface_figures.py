@@ -112,14 +112,13 @@ def _draw_surface(ax, grid: Mapping[str, np.ndarray], points: Sequence[Mapping[s
 def _colorbar(fig, ax, filled) -> None:
     """A horizontal colour bar of the loss under the map (the legend takes the right side); the
     levels are quantiles of the surface, so the ticks are few and rounded."""
-    from matplotlib.ticker import MaxNLocator
-
     if filled is None:
         return
-    bar = fig.colorbar(filled, ax=ax, orientation="horizontal", fraction=0.05, pad=0.1, label="loss")
+    bar = fig.colorbar(filled, ax=ax, orientation="horizontal", fraction=0.05, pad=0.1,
+                       label="loss (bands: equal shares of the window's area)")
+    levels = np.asarray(filled.levels)
+    bar.set_ticks(levels[:: max(1, len(levels) // 6)], labels=[f"{v:.3g}" for v in levels[:: max(1, len(levels) // 6)]])
     bar.ax.tick_params(labelsize=7)
-    bar.locator = MaxNLocator(6)
-    bar.update_ticks()
 
 
 def contour_figure(grid: Mapping[str, np.ndarray], points: Sequence[Mapping[str, Any]],
