@@ -73,17 +73,24 @@ def check_out(path: str | os.PathLike, kind: str, *, resumable: bool = False, op
             if resumable and not hint:
                 hint = f" (a {kind} run there resumes when the command that started it is rerun)"
             raise UserInputError(f"{option} {path} already exists and is not empty; choose a new directory{hint}")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserInputError(f"{option} {path}: permission denied")
+        _probe(path, f"{option} {path}")
         return path
     ancestor = path.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UserInputError(f"{option} {path}: {ancestor} is a file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserInputError(f"{option} {path}: cannot create it, {ancestor} is not writable (permission denied)")
+    _probe(ancestor, f"{option} {path}")
     return path
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Create and remove a temporary folder in ``folder``: the only test of "can we write
+    there" that also holds for root and for pseudo file systems (``/proc``)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".descentlab-probe.", dir=folder))
+    except OSError as error:
+        raise UserInputError(f"{what}: cannot create it in {folder} ({error.strerror or error})") from None
 
 
 @dataclass(frozen=True)
