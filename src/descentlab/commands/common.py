@@ -65,9 +65,27 @@ def tensorboard_writer(args: argparse.Namespace, out: str | os.PathLike) -> Any:
     if getattr(args, "tensorboard", None) is None:
         return None
     check_tensorboard(args)
-    from torch.utils.tensorboard import SummaryWriter
+    return _LazyWriter(str(args.tensorboard or Path(out) / "tensorboard"))
 
-    return SummaryWriter(log_dir=str(args.tensorboard or Path(out) / "tensorboard"))
+
+class _LazyWriter:
+    """A ``SummaryWriter`` made at its first use: its folder (inside the run directory by
+    default) must not exist before the run directory does."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+        self._writer = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        return getattr(self._writer, name)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def emit(args: argparse.Namespace, summary: Mapping[str, Any]) -> None:
