@@ -120,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args._summary = None
     args._resume = None
     name = args.command
+    if isinstance(getattr(args, "seed", None), int) and args.seed < 0:  # one rule for every command's --seed
+        _stderr(f"descentlab {name}: error: --seed must be an integer >= 0, got {args.seed}")
+        return 2
     try:
         with _warnings_as_lines(name):
             if args.json:

@@ -174,6 +174,7 @@ def staged_run(path: str | os.PathLike, kind: str, config: Mapping[str, Any]) ->
     empty directory at ``path`` is replaced (see :func:`check_out`).
     """
     path = check_out(path, kind, option="run directory")
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # e.g. runs/, removed on failure
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
@@ -186,4 +187,9 @@ def staged_run(path: str | os.PathLike, kind: str, config: Mapping[str, Any]) ->
         os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir leaves any folder something else wrote into
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
