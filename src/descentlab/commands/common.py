@@ -146,7 +146,8 @@ def add_workload_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def workload_spec(args: argparse.Namespace, default: str) -> dict[str, Any]:
-    """``{"workload": name}`` or ``{"model": ..., "data": absolute path}``, checked (one-line errors)."""
+    """``{"workload": name}`` or ``{"model": ..., "data": absolute path}``, checked by loading it
+    (one-line errors)."""
     from descentlab.errors import UserInputError
 
     if args.workload and (args.model or args.data):
@@ -154,7 +155,11 @@ def workload_spec(args: argparse.Namespace, default: str) -> dict[str, Any]:
     if args.model or args.data:
         if not (args.model and args.data):
             raise UserInputError("--model and --data go together")
-        return {"model": args.model, "data": str(Path(args.data).absolute())}
+        spec = {"model": args.model, "data": str(Path(args.data).absolute())}
+        from descentlab.problems.user_workload import workload_from
+
+        workload_from(spec)  # a bad factory or data file is a one-line error before anything is written
+        return spec
     from descentlab.problems.workloads import WORKLOADS
 
     name = args.workload or default

@@ -90,10 +90,6 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise UserInputError(f"{error}") from None
-    if "model" in spec:
-        from descentlab.problems.user_workload import workload_from
-
-        workload_from(spec)  # a bad factory or data file is a one-line error before anything is written
     check_tensorboard(args)
     out = output_dir(args, "compare", resumable=True)
     resume_hint(args, out)
