@@ -227,11 +227,19 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, capsys):
 
 
 def test_workloads_lists_every_workload(capsys):
+    for name in ("diagnose", "spectrum", "landscape", "minimum-ratio", "compare", "batch-size"):
+        assert "`descentlab workloads` lists them" in " ".join(_help(name).split()), name
     assert main(["workloads", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["workloads"]
     assert [w["name"] for w in listed] == list(WORKLOADS)
     lecture = next(w for w in listed if w["name"] == "lecture")
     assert lecture["parameters"] == 2 and lecture["train"] == 1  # y = w1 w2 x on its one datum
+
+
+def _help(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return sub.format_help()
 
 
 # --- habits ------------------------------------------------------------------------------------------

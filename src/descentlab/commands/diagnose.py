@@ -63,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to train")
     what.add_argument("--workload", default=None, metavar="NAME",
                       help="built-in workload (default: stall; the presets stall, unstable, noise-floor and "
-                           "minimum each stop for another reason; an unknown name lists them all)")
+                           "minimum each stop for another reason; `descentlab workloads` lists them all)")
     what.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
     what.add_argument("--data", default=None, metavar="FILE", help=".npz (X, y[, X_val, y_val]) or .csv data file")
     how = parser.add_argument_group("how to train")

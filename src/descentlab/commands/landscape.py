@@ -35,7 +35,7 @@ PLANES = ("auto", "random", "hessian", "pca", "axes")
 def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("what to slice (one of --run, --workload, --model)")
     source.add_argument("--run", metavar="DIR", help="a training run directory (config.json + checkpoint.pt)")
-    source.add_argument("--workload", metavar="NAME", help="a built-in workload (digits-mlp, lecture, ...)")
+    source.add_argument("--workload", metavar="NAME", help="a built-in workload (digits-mlp, lecture, ...; `descentlab workloads` lists them)")
     source.add_argument("--model", metavar="MODULE:FACTORY", help="your model factory (with --data)")
     source.add_argument("--data", metavar="FILE", help="your data: .npz with X, y (or CSV)")
     source.add_argument("--checkpoint", metavar="FILE", help="weights to load as the final point (state_dict)")

@@ -30,7 +30,8 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="teacher-student",
-                        help="built-in workload whose data the networks learn (default: teacher-student)")
+                        help="built-in workload whose data the networks learn (default: teacher-student; "
+                             "`descentlab workloads` lists them)")
     parser.add_argument("--hidden", type=int, default=4,
                         help="hidden tanh units of the study's MLP (inputs-hidden-outputs; default: 4, 49 "
                              "parameters on teacher-student); 0 = the workload's own model")

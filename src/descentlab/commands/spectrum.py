@@ -23,7 +23,7 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, metavar="DIR", help="a diagnose run directory: its model at its checkpoint")
     parser.add_argument("--workload", default=None, help="a built-in workload (its model at initialisation, "
-                        "or at --checkpoint)")
+                        "or at --checkpoint; `descentlab workloads` lists them)")
     parser.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
     parser.add_argument("--data", default=None, metavar="FILE", help=".npz or .csv data file for --model")
     parser.add_argument("--checkpoint", default=None, metavar="FILE", help="weights to load into the model")
