@@ -48,16 +48,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 BROKEN_PIPE = 141
 
 
+#: A word that is a (negative) number or a list of them, never an option: ``-1,2``, ``-.5``.
+_NEGATIVE = re.compile(r"^-\.?\d")
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--start -1,2`` as ``--start=-1,2``: plain argparse takes a word that starts with ``-`` and
+    is not a plain number (``-1,2``) for an option. None of our options looks like a negative
+    number, so such a word after a long option is that option's value."""
+    out: list[str] = []
+    for word in argv:
+        if out and _NEGATIVE.match(word) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, except that a value such as ``-1,2`` or ``-.5`` after an option is a value.
-
-    Plain argparse takes ``--start -1,2`` for two options; none of our options looks like a
-    negative number, so anything that starts with ``-`` and a digit is a value.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-\.?\d")
+    """argparse with bad input as one line on stderr (exit status 2)."""
 
     def error(self, message: str):
         """One line on stderr and exit status 2 (argparse prints the whole usage first)."""
@@ -102,14 +111,14 @@ def build_parser(*, record_given: bool = False) -> argparse.ArgumentParser:
 
 def given_options(argv: Sequence[str]) -> set[str]:
     """The ``dest`` of every option given on the command line ``argv`` (not defaulted)."""
-    namespace = build_parser(record_given=True).parse_args(list(argv))
+    namespace = build_parser(record_given=True).parse_args(attach_negative_values(argv))
     return {name for name in vars(namespace) if name != "command"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, with a one-line error)."""
     set_wait_default()  # before torch loads OpenMP
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = attach_negative_values(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
