@@ -98,9 +98,22 @@ def test_linear_rule_scales_the_reference_rate(tmp_path):
     chosen = run.read_json("protocol.json")["chosen_lr"]
     assert chosen["400"] == pytest.approx(4 * chosen["100"])
     assert run.read_json("protocol.json")["tuned_sizes"] == ["100"]
-    with pytest.raises(ValueError, match="ref_size"):
-        run_batch_size(BatchSizeSettings(workload="moons", sizes=(100,), lr_rule="sqrt", ref_size=32),
-                       tmp_path / "bad", workers=1)
+
+
+
+def test_a_reference_size_outside_the_sizes_is_tuned_and_scaled_from(tmp_path):
+    # --sizes 200,400 --ref-size 100 --lr-rule sqrt: the rate is tuned at 100 (not one of the
+    # sizes) and scaled by sqrt(B / 100); it used to raise after the arguments had been accepted
+    settings = BatchSizeSettings(workload="moons", sizes=(200, 400), epochs=1, budget=2, seeds=1, lr_rule="sqrt",
+                                 ref_size=100, records_per_epoch=1, protocol="same-epochs")
+    run = run_batch_size(settings, tmp_path / "sqrt", workers=1)
+    protocol = run.read_json("protocol.json")
+    assert protocol["tuned_sizes"] == ["100"]
+    trials = run.read_csv("trials.csv")
+    assert {t["batch_size"] for t in trials} == {"100"}
+    tuned = min(trials, key=lambda t: float(t["final_val_loss"]))  # the rate with the lowest validation loss
+    assert protocol["chosen_lr"]["200"] == pytest.approx(float(tuned["lr"]) * 2 ** 0.5)
+    assert protocol["chosen_lr"]["400"] == pytest.approx(float(tuned["lr"]) * 2)
 
 
 def test_batch_size_command_writes_the_report(tmp_path, capsys):

@@ -369,3 +369,34 @@ def test_bad_data_is_a_value_error():
         classify(model, loss_fn, 3.0)
     with pytest.raises(ValueError, match="data"):
         classify(model, loss_fn, [])
+
+
+def test_certify_sign_names_the_same_saddle_with_fewer_products_and_bounds_lambda_min():
+    # a random tanh net at a point made critical by construction is hard to get: instead assume
+    # criticality at a random point (the rule needs only the curvature), with the exact spectrum
+    # from torch.autograd.functional.hessian as the oracle
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 3)).double()
+    X, y = torch.randn(64, 5, dtype=f64), torch.randint(0, 3, (64,))
+    loss_fn = nn.functional.cross_entropy
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def loss_of(theta):
+        parts, offset = {}, 0
+        for name, shape in zip(names, shapes):
+            parts[name] = theta[offset:offset + shape.numel()].view(shape)
+            offset += shape.numel()
+        return loss_fn(torch.func.functional_call(model, parts, (X,)), y)
+
+    exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))
+    assert exact.min() < -1e-3 and exact.max() > 1e-3  # a saddle-type curvature at this point
+    plain = classify(model, loss_fn, (X, y), method="lanczos", k=4, ratio_probes=0, assume_critical=True,
+                     lanczos_tol=1e-6)
+    quick = classify(model, loss_fn, (X, y), method="lanczos", k=4, ratio_probes=0, assume_critical=True,
+                     lanczos_tol=1e-6, certify_sign=True)
+    assert plain.kind == quick.kind == "saddle"
+    assert quick.n_matvecs < plain.n_matvecs  # 17 against 44 here
+    assert float(exact.min()) - 1e-9 <= quick.min_eigenvalue < 0
+    assert plain.min_eigenvalue == pytest.approx(float(exact.min()), rel=1e-6)

@@ -1,5 +1,7 @@
 """lanczos against torch.linalg.eigh and scipy.sparse.linalg.eigsh."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg as sla
@@ -138,3 +140,28 @@ def test_the_default_tolerance_follows_the_dtype():
     assert pairs.converged and (pairs.residuals <= 1e-3).all()
     torch.testing.assert_close(pairs.values.double(), eig.flip(0)[:4], rtol=2e-5, atol=0)
     assert lanczos(A, k=4, which="LA").residuals.max() <= 1e-6
+
+
+def test_stop_returns_rayleigh_quotients_that_bound_the_ends_without_a_warning():
+    # a negative cluster just under zero: converging it takes many products, proving its sign few
+    g = torch.Generator().manual_seed(3)
+    spectrum = torch.cat([torch.rand(280, generator=g, dtype=F64) * 0.01, 1 + torch.rand(10, generator=g, dtype=F64),
+                          -1e-3 - 1e-4 * torch.rand(10, generator=g, dtype=F64)])
+    A = matrix_with_spectrum(spectrum, 3)
+    full = lanczos(A, k=4, which="BE", tol=1e-6)
+    calls = []
+
+    def negative_found(theta, residuals):
+        calls.append(theta.numel())
+        return bool(theta[0] < -5e-4)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intended stop is not a convergence failure
+        early = lanczos(A, k=4, which="BE", tol=1e-6, stop=negative_found)
+    assert calls and early.n_matvecs < full.n_matvecs
+    lowest, highest = float(spectrum.min()), float(spectrum.max())
+    # every returned value is the Rayleigh quotient of its (unit) vector: inside [λ_min, λ_max]
+    quotients = (early.vectors * (A @ early.vectors)).sum(0) / (early.vectors**2).sum(0)
+    torch.testing.assert_close(early.values, quotients, rtol=1e-10, atol=1e-14)
+    assert lowest <= float(early.values.min()) < -5e-4
+    assert float(early.values.max()) <= highest

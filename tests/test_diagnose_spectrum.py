@@ -33,7 +33,8 @@ def test_lecture_points_from_a_checkpoint(tmp_path, capsys, w, kind, eigenvalues
 
 @pytest.mark.parametrize("args, message", [
     (["--workload", "lecture", "--checkpoint", "{d}/missing.pt"], "missing.pt does not exist"),
-    (["--workload", "lecture", "--checkpoint", "{d}/wrong.pt"], "cannot load"),
+    (["--workload", "lecture", "--checkpoint", "{d}/wrong.pt"], "does not fit this model (another architecture?): "
+                                                                 "missing w1, w2; unexpected other"),
     (["--run", "{d}/norun"], "is not a run directory"),
     ([], "say which model"),
     (["--workload", "lecture", "--k", "1"], "--k must be an integer >= 2"),

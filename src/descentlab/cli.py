@@ -4,13 +4,24 @@ Each sub-command lives in its own module under :mod:`descentlab.commands` and ex
 ``configure(parser)`` (adds its arguments) and ``run(args) -> int``. Command modules import
 torch, matplotlib and the layers below only inside ``run``, so ``descentlab --help`` and every
 ``descentlab COMMAND --help`` answer at once, without importing torch.
+
+What every command shares is handled here, once: ``--json`` (the command's summary as one
+JSON object on stdout; its human-readable lines then go to stderr) and ``--no-progress``;
+bad input as one line on stderr with exit status 2; Ctrl-C as one line that says how to
+resume where the command can; a closed pipe (``descentlab ... | head``) as a quiet exit;
+library warnings as one line each above the progress bar.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
+import os
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 from descentlab import __version__
@@ -21,6 +32,7 @@ from descentlab.openmp import set_wait_default
 COMMANDS: dict[str, tuple[str, str]] = {
     "optimizers": ("optimizers", "table of every registered optimizer and its paper"),
     "schedules": ("schedules", "draw learning-rate schedules (warm-up, decay, cosine, noam)"),
+    "workloads": ("workloads", "the built-in workloads (data and model) and the analytic surfaces"),
     "diagnose": ("diagnose", "train, notice the stall, name the critical point, escape a saddle, report"),
     "spectrum": ("spectrum", "Hessian eigenvalues at both ends, density, minimum ratio and kind of a saved model"),
     "report": ("report", "re-render the report.html of a run directory"),
@@ -32,10 +44,43 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "normalization": ("normalization", "raw vs standardised features vs BatchNorm: curvature, stable rate, speed"),
 }
 
+#: Exit status after the reader of stdout went away (128 + SIGPIPE, what ``yes | head`` gives).
+BROKEN_PIPE = 141
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, every sub-command configured."""
-    parser = argparse.ArgumentParser(
+
+#: A word that is a (negative) number or a list of them, never an option: ``-1,2``, ``-.5``.
+_NEGATIVE = re.compile(r"^-\.?\d")
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--start -1,2`` as ``--start=-1,2``: plain argparse takes a word that starts with ``-`` and
+    is not a plain number (``-1,2``) for an option. None of our options looks like a negative
+    number, so such a word after a long option is that option's value."""
+    out: list[str] = []
+    for word in argv:
+        if out and _NEGATIVE.match(word) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad input as one line on stderr (exit status 2)."""
+
+    def error(self, message: str):
+        """One line on stderr and exit status 2 (argparse prints the whole usage first)."""
+        _stderr(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+
+def build_parser(*, record_given: bool = False) -> argparse.ArgumentParser:
+    """The full argument parser, every sub-command configured.
+
+    With ``record_given`` every option's default is left out, so a parse holds only the
+    options given on the command line (see :func:`given_options`).
+    """
+    parser = _Parser(
         prog="descentlab",
         description="Find where gradient descent is stuck and what gets it moving again.",
     )
@@ -50,26 +95,103 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(command)
-        command.set_defaults(_run=module.run)
+        common = command.add_argument_group("every command")
+        common.add_argument("--json", action="store_true",
+                            help="print a machine-readable summary (one JSON object) on stdout; "
+                                 "everything else goes to stderr")
+        common.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+        if record_given:
+            for action in command._actions:
+                if action.dest != "help":
+                    action.default = argparse.SUPPRESS
+        else:
+            command.set_defaults(_run=module.run)
     return parser
+
+
+def given_options(argv: Sequence[str]) -> set[str]:
+    """The ``dest`` of every option given on the command line ``argv`` (not defaulted)."""
+    namespace = build_parser(record_given=True).parse_args(attach_negative_values(argv))
+    return {name for name in vars(namespace) if name != "command"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, with a one-line error)."""
     set_wait_default()  # before torch loads OpenMP
+    argv = attach_negative_values(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    args._argv = argv
+    args._given = given_options(argv)
+    args._summary = None
+    args._resume = None
+    name = args.command
+    if isinstance(getattr(args, "seed", None), int) and args.seed < 0:  # one rule for every command's --seed
+        _stderr(f"descentlab {name}: error: --seed must be an integer >= 0, got {args.seed}")
+        return 2
     try:
-        return int(args._run(args) or 0)
+        with _warnings_as_lines(name):
+            if args.json:
+                with contextlib.redirect_stdout(sys.stderr):
+                    status = int(args._run(args) or 0)
+                print(json.dumps(args._summary if args._summary is not None else {}, default=_jsonable))
+            else:
+                status = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return status
     except UserInputError as error:
-        print(f"descentlab {args.command}: error: {error}", file=sys.stderr)
+        _stderr(f"descentlab {name}: error: {_one_line(error)}")
         return 2
     except KeyboardInterrupt:
-        print(f"descentlab {args.command}: interrupted", file=sys.stderr)
+        hint = args._resume() if callable(args._resume) else None
+        _stderr(f"descentlab {name}: interrupted" + (f"; resume with: {hint}" if hint else ""))
         return 130
+    except BrokenPipeError:
+        # The reader (``| head``) went away. Point stdout at devnull so the interpreter's final
+        # flush cannot raise again (Python's docs, "Note on SIGPIPE"), and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _stderr(text: str) -> None:
+    try:
+        print(text, file=sys.stderr)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """Show each distinct warning once, as ``descentlab COMMAND: warning: ...`` above the progress
+    bar (tqdm.write), with the library's advice to Python callers left out."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(getattr(message, "brief", message)).split())
+        if text in seen:
+            return
+        seen.add(text)
+        from tqdm import tqdm
+
+        tqdm.write(f"descentlab {command}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import Any
 from descentlab import files
 from descentlab.errors import UserInputError
 
-__all__ = ["RunDir", "staged_run", "default_run_path"]
+__all__ = ["RunDir", "staged_run", "default_run_path", "check_out"]
 
 CONFIG = "config.json"
 
@@ -48,6 +48,51 @@ def default_run_path(kind: str, root: str | os.PathLike = "runs") -> Path:
     return path
 
 
+def check_out(path: str | os.PathLike, kind: str, *, resumable: bool = False, option: str = "--out",
+              hint: str = "") -> Path:
+    """Check a run directory a command is about to write, before any work; return it as a Path.
+
+    One rule for every command: an absent path or an empty directory is fine; a file, a path
+    that cannot be created or written, or a non-empty directory is a one-line
+    :class:`UserInputError` — unless ``resumable`` and the directory is a run of the same
+    ``kind`` (a command that resumes by rerunning with the same ``--out``). ``hint`` ends the
+    message about a non-empty directory.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserInputError(f"{option} {path} is a file, not a directory")
+        if any(path.iterdir()):
+            if resumable and (path / CONFIG).is_file():
+                try:
+                    same = RunDir.open(path).kind == kind
+                except UserInputError:
+                    same = False
+                if same:
+                    return path
+            if resumable and not hint:
+                hint = f" (a {kind} run there resumes when the command that started it is rerun)"
+            raise UserInputError(f"{option} {path} already exists and is not empty; choose a new directory{hint}")
+        _probe(path, f"{option} {path}")
+        return path
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserInputError(f"{option} {path}: {ancestor} is a file, not a directory")
+    _probe(ancestor, f"{option} {path}")
+    return path
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Create and remove a temporary folder in ``folder``: the only test of "can we write
+    there" that also holds for root and for pseudo file systems (``/proc``)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".descentlab-probe.", dir=folder))
+    except OSError as error:
+        raise UserInputError(f"{what}: cannot create it in {folder} ({error.strerror or error})") from None
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory on disk. All writes are atomic."""
@@ -57,9 +102,7 @@ class RunDir:
     @classmethod
     def create(cls, path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> "RunDir":
         """Make ``path`` (which must be absent or empty) and write its ``config.json``."""
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise UserInputError(f"run directory {path} already exists and is not empty")
+        path = check_out(path, kind, option="run directory")
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         run.write_json(CONFIG, {"kind": kind, **config})
@@ -75,13 +118,22 @@ class RunDir:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The parsed ``config.json``."""
-        return self.read_json(CONFIG)
+        """The parsed ``config.json`` (a one-line :class:`UserInputError` when it is not a JSON object)."""
+        try:
+            config = self.read_json(CONFIG)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserInputError(f"{self.path / CONFIG} is not valid JSON ({error})") from None
+        if not isinstance(config, dict):
+            raise UserInputError(f"{self.path / CONFIG} is not a JSON object")
+        return config
 
     @property
     def kind(self) -> str:
         """Which command wrote this run."""
-        return str(self.config["kind"])
+        kind = self.config.get("kind")
+        if not isinstance(kind, str):
+            raise UserInputError(f"{self.path / CONFIG} has no \"kind\" (which command wrote the run)")
+        return kind
 
     def file(self, name: str) -> Path:
         """The path of ``name`` inside the run (the file need not exist)."""
@@ -118,18 +170,26 @@ class RunDir:
 def staged_run(path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> Iterator[RunDir]:
     """Build a run in a hidden sibling folder; rename it to ``path`` only if the block succeeds.
 
-    On any exception the partial folder is removed, so ``path`` is complete or absent.
+    On any exception the partial folder is removed, so ``path`` is complete or absent. An
+    empty directory at ``path`` is replaced (see :func:`check_out`).
     """
-    path = Path(path)
-    if path.exists():
-        raise UserInputError(f"run directory {path} already exists")
+    path = check_out(path, kind, option="run directory")
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # e.g. runs/, removed on failure
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
+        os.chmod(staging, files.default_mode(directory=True))  # mkdtemp's 0700 would hide the report
         run = RunDir(staging)
         run.write_json(CONFIG, {"kind": kind, **config})
         yield run
+        if path.is_dir():
+            path.rmdir()  # the empty directory check_out accepted (rmdir refuses a non-empty one)
         os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir leaves any folder something else wrote into
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise

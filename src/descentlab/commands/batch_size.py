@@ -30,7 +30,9 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", default="digits-mlp", help="built-in workload (default: digits-mlp)")
+    from descentlab.commands.common import add_workload_options
+
+    add_workload_options(parser, "digits-mlp")
     parser.add_argument("--sizes", default="1,8,32,128,full",
                         help="comma-separated batch sizes, 'full' for the whole training set "
                              "(default: 1,8,32,128,full)")
@@ -46,7 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default="sgd", help="registry optimizer (default: sgd)")
     parser.add_argument("--lr-rule", choices=("tuned", "linear", "sqrt"), default="tuned",
                         help="how each size gets its learning rate (default: tuned)")
-    parser.add_argument("--ref-size", default="32", help="reference size of the linear/sqrt rules (default: 32)")
+    parser.add_argument("--ref-size", default="32",
+                        help="reference size of the linear/sqrt rules, where the rate is tuned; need not be one "
+                             "of --sizes (default: 32)")
     parser.add_argument("--budget", type=int, default=6, help="learning rates tried per tuning (default: 6)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per size (default: 3)")
     parser.add_argument("--target-loss", type=float, default=None,
@@ -56,44 +60,50 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
                         help="submit the runs to an existing Ray cluster at ADDRESS (needs descentlab[ray])")
     parser.add_argument("--out", default=None, help="run directory (default: runs/batch-size-<time>); reuse to resume")
+    parser.add_argument("--tensorboard", default=None, nargs="?", const="", metavar="LOGDIR",
+                        help="also write every final run's curves as TensorBoard scalars, one run per batch size "
+                             "and seed, to LOGDIR (default: the run's tensorboard/)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from descentlab.commands.compare import parse_batch_size
+    from descentlab.commands.common import (check_at_least, check_positive, check_tensorboard, emit, log_to_stderr, output_dir,
+                                            resume_hint, tensorboard_curves, workload_spec)
+    from descentlab.commands.compare import _numbers, parse_batch_size
     from descentlab.errors import UserInputError
     from descentlab.experiments.batch_size import BatchSizeSettings, run_batch_size
-    from descentlab.rundir import default_run_path
     from descentlab.optim.registry import parse_name
-    from descentlab.problems.workloads import WORKLOADS
+    from descentlab.report.batch_size_page import finding
     from descentlab.report.render import render
 
-    if args.workload not in WORKLOADS:
-        raise UserInputError(f"unknown workload {args.workload!r}; valid: {', '.join(WORKLOADS)}")
+    spec = workload_spec(args, "digits-mlp")
     parse_name(args.optimizer)
     sizes = [parse_batch_size(s) for s in args.sizes.split(",") if s.strip()]
-    if args.workers is not None and args.workers < 1:
-        raise UserInputError(f"--workers must be >= 1, got {args.workers}")
+    check_at_least("--workers", args.workers, 1)
+    check_positive("--target-loss", args.target_loss)
     try:
         settings = BatchSizeSettings(
-            workload=args.workload, sizes=tuple(sizes), epochs=args.epochs, optimizer=args.optimizer.lower(),
-            lr_rule=args.lr_rule, ref_size=parse_batch_size(args.ref_size), budget=args.budget, seeds=args.seeds,
-            target_loss=args.target_loss, seed=args.seed, protocol=args.protocol, train_to=args.train_to,
-            max_updates=args.max_updates,
+            workload=spec.get("workload") or spec, sizes=tuple(sizes), epochs=args.epochs,
+            optimizer=args.optimizer.lower(), lr_rule=args.lr_rule, ref_size=parse_batch_size(args.ref_size),
+            budget=args.budget, seeds=args.seeds, target_loss=args.target_loss, seed=args.seed,
+            protocol=args.protocol, train_to=args.train_to, max_updates=args.max_updates,
         )
     except ValueError as error:
-        raise UserInputError(str(error)) from None
-    out = args.out or default_run_path("batch-size")
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr)
-
-    run_dir = run_batch_size(settings, out, workers=args.workers, ray_address=args.ray, progress=True, log=log)
+        raise UserInputError(f"{error}") from None
+    check_tensorboard(args)
+    out = output_dir(args, "batch-size", resumable=True)
+    resume_hint(args, out)
+    run_dir = run_batch_size(settings, out, workers=args.workers, ray_address=args.ray, progress=args.progress,
+                             log=log_to_stderr)
+    report = render(run_dir)  # before printing: a closed stdout must not lose the report
     summary = run_dir.read_csv("summary.csv")
+    protocol = run_dir.read_json("protocol.json")
+    curves = run_dir.read_csv("curves.csv")
+    tensorboard_curves(args, out, curves, ("batch_size", "seed"), "step" if "step" in (curves or [{}])[0] else "epoch")
     for row in summary:
         if args.protocol == "same-loss":
-            cost = (f"updates {float(row['updates_to_target']):>7.0f}  epochs {float(row['epochs_to_target']):>6.3g}"
+            updates = float(row["updates_to_target"])
+            cost = (f"updates {'-' if updates != updates else f'{updates:.0f}':>7}"
+                    f"  epochs {float(row['epochs_to_target']):>6.3g}"
                     f"  s {float(row['seconds_to_target']):>6.3g}  reached {row['reached']}"
                     f"  train loss {float(row['train_loss']):.4f}")
         else:
@@ -101,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"batch {row['batch_size']:>6}  lr {float(row['lr']):.3g}  {cost}  val acc {float(row['val_accuracy']):.4f}"
               f"  gap {float(row['accuracy_gap']):.4f}  loss gap {float(row['loss_gap']):.4f}"
               f"  sharpness {float(row['sharpness']):.4g}")
-    from descentlab.report.batch_size_page import finding
-
-    print(finding(summary, args.protocol, run_dir.read_json("protocol.json")["target_loss"]))
-    report = render(run_dir)
+    print(finding(summary, args.protocol, protocol["target_loss"]))
     print(f"wrote {run_dir.path} ({report.name})")
+    emit(args, {"run": str(run_dir.path), "report": str(report), "protocol": args.protocol,
+                "target_loss": protocol["target_loss"], "chosen_lr": protocol["chosen_lr"],
+                "sizes": [_numbers(row) for row in summary]})
     return 0

@@ -22,7 +22,9 @@ DEFAULT_OPTIMIZERS = "sgd,momentum,nesterov,adagrad,rmsprop,adam,adamw,radam,nad
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", default="digits-mlp", help="built-in workload (default: digits-mlp)")
+    from descentlab.commands.common import add_workload_options
+
+    add_workload_options(parser, "digits-mlp")
     parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS,
                         help=f"comma-separated registry names (default: {DEFAULT_OPTIMIZERS})")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the final runs (default: 3)")
@@ -40,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
                         help="submit the runs to an existing Ray cluster at ADDRESS (needs descentlab[ray])")
     parser.add_argument("--out", default=None, help="run directory (default: runs/compare-<time>); reuse to resume")
+    parser.add_argument("--tensorboard", default=None, nargs="?", const="", metavar="LOGDIR",
+                        help="also write every final run's curves as TensorBoard scalars, one run per optimizer "
+                             "and seed, to LOGDIR (default: the run's tensorboard/)")
 
 
 def parse_batch_size(text: str) -> int | None:
@@ -58,22 +63,19 @@ def parse_batch_size(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    from descentlab.commands.common import (check_at_least, check_positive, check_tensorboard, emit, log_to_stderr, output_dir,
+                                            resume_hint, tensorboard_curves, workload_spec)
     from descentlab.errors import UserInputError
     from descentlab.experiments.compare import CompareSettings, run_compare
-    from descentlab.rundir import default_run_path
     from descentlab.optim.registry import parse_name
-    from descentlab.problems.workloads import WORKLOADS
     from descentlab.report.render import render
 
-    if args.workload not in WORKLOADS:
-        raise UserInputError(f"unknown workload {args.workload!r}; valid: {', '.join(WORKLOADS)}")
+    spec = workload_spec(args, "digits-mlp")
     names = [n.strip().lower() for n in args.optimizers.split(",") if n.strip()]
     for name in names:
         parse_name(name)
-    if args.workers is not None and args.workers < 1:
-        raise UserInputError(f"--workers must be >= 1, got {args.workers}")
+    check_at_least("--workers", args.workers, 1)
+    check_positive("--target-loss", args.target_loss)
     schedule = None
     if args.schedule:
         from descentlab.schedules import parse_schedule
@@ -81,24 +83,43 @@ def run(args: argparse.Namespace) -> int:
         schedule = str(parse_schedule(args.schedule))
     try:
         settings = CompareSettings(
-            workload=args.workload, optimizers=tuple(names), seeds=args.seeds, budget=args.budget,
+            workload=spec.get("workload") or spec, optimizers=tuple(names), seeds=args.seeds, budget=args.budget,
             steps=args.steps, batch_size=parse_batch_size(args.batch_size), eval_every=args.eval_every,
             seed=args.seed, target_loss=args.target_loss, dtype="float64" if args.float64 else "float32",
             schedule=schedule,
         )
     except ValueError as error:
-        raise UserInputError(str(error)) from None
-    out = args.out or default_run_path("compare")
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr)
-
-    run_dir = run_compare(settings, out, workers=args.workers, ray_address=args.ray, progress=True, log=log)
-    for row in run_dir.read_csv("summary.csv"):
+        raise UserInputError(f"{error}") from None
+    check_tensorboard(args)
+    out = output_dir(args, "compare", resumable=True)
+    resume_hint(args, out)
+    run_dir = run_compare(settings, out, workers=args.workers, ray_address=args.ray, progress=args.progress,
+                          log=log_to_stderr)
+    report = render(run_dir)  # before printing: a closed stdout must not lose the report
+    tensorboard_curves(args, out, run_dir.read_csv("curves.csv"), ("optimizer", "seed"), "step")
+    summary = run_dir.read_csv("summary.csv")
+    for row in summary:
+        steps = float(row["steps_to_target"])
         print(f"{row['optimizer']:>16}  lr {float(row['lr']):.3g}"
               f"  final train loss {float(row['final_train_loss']):.4f}"
               f"  best val acc {float(row['best_val_accuracy']):.4f}"
-              f"  steps to target {float(row['steps_to_target']):.0f}")
-    report = render(run_dir)
+              f"  steps to target {'not reached' if steps != steps else f'{steps:.0f}'}")
     print(f"wrote {run_dir.path} ({report.name})")
+    emit(args, {"run": str(run_dir.path), "report": str(report),
+                "target_loss": run_dir.read_json("protocol.json")["target_loss"],
+                "optimizers": [_numbers(row) for row in summary]})
     return 0
+
+
+def _numbers(row: dict) -> dict:
+    """A CSV row with its numbers as numbers (NaN as None, for JSON)."""
+    parsed = {}
+    for key, value in row.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            parsed[key] = value
+            continue
+        parsed[key] = None if number != number else (int(number) if number.is_integer() and "." not in value
+                                                      else number)
+    return parsed

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 
 def _positive_int_or_full(text: str) -> int | str:
@@ -72,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to train")
     what.add_argument("--workload", default=None, metavar="NAME",
                       help="built-in workload (default: stall; the presets stall, unstable, noise-floor and "
-                           "minimum each stop for another reason; an unknown name lists them all)")
+                           "minimum each stop for another reason; `descentlab workloads` lists them all)")
     what.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
     what.add_argument("--data", default=None, metavar="FILE", help=".npz (X, y[, X_val, y_val]) or .csv data file")
     how = parser.add_argument_group("how to train")
@@ -117,8 +118,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "report; at a saddle the escape still applies unless --no-escape)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (default: runs/diagnose-<timestamp>)")
-    out.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR where it stopped")
-    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    out.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run in DIR where it stopped, with its own settings (other options refused)")
+    out.add_argument("--tensorboard", default=None, nargs="?", const="", metavar="LOGDIR",
+                     help="also write the metrics as TensorBoard scalars, to LOGDIR (default: the run's "
+                          "tensorboard/); needs the tensorboard package (pip install 'descentlab[tensorboard]')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,14 +130,18 @@ def run(args: argparse.Namespace) -> int:
 
     from descentlab.critical import StallMonitor
     from descentlab.errors import UserInputError
-    from descentlab.rundir import RunDir, default_run_path
+    from descentlab.commands.common import emit, output_dir, refuse_with, resume_hint, tensorboard_writer
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.problems.user_workload import resolve_workload
     from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
+    from descentlab.critical.sharpness import edge_of_stability
     from descentlab.report.diagnose_page import remedy_lines, sharpness_line, trial_lines, verdict_table
     from descentlab.report.render import render
+    from descentlab.rundir import RunDir
 
     if args.resume:
+        refuse_with(args, "--resume", [d for d in sorted(args._given) if d not in _RESUME_KEEPS],
+                    "continues the run with the settings it was started with (start a new run to change them)")
         saved = RunDir.open(args.resume).config
         if saved.get("kind") != "diagnose":
             raise UserInputError(f"{args.resume} is a {saved.get('kind')!r} run, not a diagnose run")
@@ -143,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.workload and (args.model or args.data):
             raise UserInputError("give either --workload or --model/--data, not both")
-        spec = {"workload": args.workload, "model": args.model, "data": args.data, "seed": args.seed}
+        # an absolute data path, so --resume works from any directory
+        data = None if args.data is None else str(Path(args.data).absolute())
+        spec = {"workload": args.workload, "model": args.model, "data": data, "seed": args.seed}
         if spec["workload"] is None and spec["model"] is None and spec["data"] is None:
             spec["workload"] = "stall"
         _check_number("--lr", args.lr, positive=True)
@@ -174,13 +184,21 @@ def run(args: argparse.Namespace) -> int:
                         "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step),
                         "track_sharpness": track_every or None, "track_min": args.track_min,
                         "remedies": args.remedies, "trial_steps": args.trial_steps, "apply_remedy": args.apply_remedy}
-        out = args.out or default_run_path("diagnose")
+        out = output_dir(args, "diagnose", hint=f", or continue the run there with --resume {args.out}")
+    resume_hint(args, out, flag="--resume", needs="checkpoint.pt")
+    writer = tensorboard_writer(args, out)
 
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, **monitor_spec)
-    result = train(
-        workload, config, out, kind="diagnose", callbacks=[monitor], resume=bool(args.resume), progress=args.progress,
-        extra_config={"workload": spec, "monitor": monitor_spec, "workload_description": workload.description},
-    )
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, writer=writer,
+                           **monitor_spec)
+    try:
+        result = train(
+            workload, config, out, kind="diagnose", callbacks=[monitor], resume=bool(args.resume),
+            progress=args.progress, writer=writer,
+            extra_config={"workload": spec, "monitor": monitor_spec, "workload_description": workload.description},
+        )
+    finally:
+        if writer is not None:
+            writer.close()
     run_dir = RunDir.open(result.path)
     run_dir.write_json("stalls.json", [stall.to_dict() for stall in monitor.stalls])
     run_dir.write_csv("tracked.csv", [{"step": step, "loss": loss} for step, loss in monitor.tracked], ("step", "loss"))
@@ -194,12 +212,25 @@ def run(args: argparse.Namespace) -> int:
     for line in trial_lines(monitor.stalls):
         print(line)
     if monitor.sharpness is not None:
-        print(sharpness_line(monitor.sharpness.points, monitor.tracked, monitor.sharpness.seconds, result.seconds))
+        training = result.seconds - monitor.sharpness.seconds - monitor.spent
+        print(sharpness_line(monitor.sharpness.points, monitor.tracked, monitor.sharpness.seconds, training))
     print(f"report: {report}")
+    emit(args, {"run": str(result.path), "report": str(report), "status": result.status, "steps": result.step,
+                "train_loss": result.train_loss, "val_loss": result.val_loss,
+                "stalls": [{"step": st.step, "loss": st.loss, "status": st.status, "verdict": st.verdict,
+                            "remedy": st.remedy, "escaped": st.escaped,
+                            "trials": (st.trials or {}).get("ranking"), "best_remedy": (st.trials or {}).get("winner"),
+                            "remedy_applied": st.remedy_applied} for st in monitor.stalls],
+                "sharpness": None if monitor.sharpness is None else edge_of_stability(monitor.sharpness.points,
+                                                                                      monitor.tracked)})
     if result.status != "completed":
         print(f"descentlab diagnose: {result.message}", file=sys.stderr)
         return 1
     return 0
+
+
+#: What a ``--resume`` run may be given besides its directory (the rest comes from its config.json).
+_RESUME_KEEPS = {"resume", "json", "progress", "tensorboard"}
 
 
 def _check_number(name: str, value: float | None, *, positive: bool) -> None:

@@ -35,7 +35,7 @@ PLANES = ("auto", "random", "hessian", "pca", "axes")
 def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("what to slice (one of --run, --workload, --model)")
     source.add_argument("--run", metavar="DIR", help="a training run directory (config.json + checkpoint.pt)")
-    source.add_argument("--workload", metavar="NAME", help="a built-in workload (digits-mlp, lecture, ...)")
+    source.add_argument("--workload", metavar="NAME", help="a built-in workload (digits-mlp, lecture, ...; `descentlab workloads` lists them)")
     source.add_argument("--model", metavar="MODULE:FACTORY", help="your model factory (with --data)")
     source.add_argument("--data", metavar="FILE", help="your data: .npz with X, y (or CSV)")
     source.add_argument("--checkpoint", metavar="FILE", help="weights to load as the final point (state_dict)")
@@ -72,14 +72,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
-    from descentlab.rundir import default_run_path, staged_run
+    from descentlab.commands.common import emit, output_dir
+    from descentlab.report.html import format_value
     from descentlab.report.render import render
+    from descentlab.rundir import staged_run
 
     _validate(args)
     started = time.perf_counter()
-    out = args.out or default_run_path("landscape")
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_") and key != "command"}
+    out = output_dir(args, "landscape")
+    config = {key: value for key, value in vars(args).items()
+              if not key.startswith("_") and key not in ("command", "json", "progress")}
+    if args.data is not None:
+        config["data"] = str(Path(args.data).absolute())
     with staged_run(out, "landscape", config) as run_dir:
         source = _load_source(args, run_dir)
         summary = _compute(args, source, run_dir)
@@ -87,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir.write_json("summary.json", summary)
     report = render(out)
     for key, value in summary["table"].items():
-        print(f"{key:>24}: {value}")
+        print(f"{key:>24}: {format_value(value)}")
     print(f"report: {report}")
+    emit(args, {"run": str(out), "report": str(report), **summary["table"]})
     return 0
 
 
@@ -229,7 +236,7 @@ def _train(args, workload, run_dir):
         if step == 1 or step % every == 0 or step == steps:
             snapshots.append((step, flatten(model).clone()))
 
-    result = train(workload, config, run_dir.file("train"), callbacks=[record])
+    result = train(workload, config, run_dir.file("train"), callbacks=[record], progress=args.progress)
     # train() seeds with config.seed before building the model, exactly as _load_source did,
     # so the initial point is the same; record it as step 0.
     torch.manual_seed(args.seed)
@@ -262,22 +269,17 @@ def _point(spec, source):
 
 
 def _load_weights(model, path):
-    """Load a checkpoint (or a run directory's) into ``model``; a mismatch is the user's error."""
-    import pickle
-
-    from descentlab.errors import UserInputError
+    """Load a checkpoint (or a run directory's) into ``model``; unreadable or another
+    architecture: a one-line UserInputError."""
     from descentlab.experiments.train import load_checkpoint_model
 
-    try:
-        return load_checkpoint_model(model, path)
-    except (RuntimeError, KeyError, pickle.UnpicklingError) as error:  # another architecture, not a state_dict
-        raise UserInputError(f"{path} does not fit this model: {str(error).splitlines()[0]}") from None
+    return load_checkpoint_model(model, path)
 
 
 def _compute(args, source, run_dir) -> dict:
     loss_fn = source.workload.loss_fn
     data = _data(args, source)
-    evaluate = {"chunk_size": args.chunk_size, "workers": args.workers, "progress": True}
+    evaluate = {"chunk_size": args.chunk_size, "workers": args.workers, "progress": args.progress}
     table = {"parameters": source.final.numel(), "data": f"{args.split} ({len(data[0])} samples)"}
     slicer = {"line": _line, "direction": _direction, "plane": _plane}[args.slice]
     return slicer(args, source, loss_fn, data, evaluate, table, run_dir)
@@ -295,7 +297,7 @@ def _line(args, source, loss_fn, data, evaluate, table, run_dir):
     line = line_slice(source.model, loss_fn, data, start, end, n_points=args.points, margin=args.margin, **evaluate)
     run_dir.write_csv("slice.csv", [{"t": t, "loss": loss} for t, loss in zip(line.t.tolist(), line.losses.tolist())])
     files.save_torch(run_dir.file("directions.pt"), {"origin": line.origin, "direction": line.direction})
-    t0 = int((line.t - 0).abs().argmin())
+    t0 = int((line.t - 0).abs().argmin())  # exactly 0 and 1: line_slice always measures both ends
     t1 = int((line.t - 1).abs().argmin())
     table.update({"points evaluated": len(line.t), f"loss at {start_name} (t=0)": float(line.losses[t0]),
                   f"loss at {end_name} (t=1)": float(line.losses[t1]),
@@ -333,10 +335,21 @@ def _direction(args, source, loss_fn, data, evaluate, table, run_dir):
         direction, eigenvalue = escape_direction(model, loss_fn, data, seed=args.seed)
         name = "escape direction (most negative curvature, downhill sign)"
     elif Path(kind).is_file():
-        saved = files.load_torch(kind)
+        saved = files.load_torch(kind)  # unreadable: a one-line UserInputError
         if isinstance(saved, dict) and "direction" in saved and isinstance(saved["direction"], torch.Tensor):
             saved = saved["direction"]
-        direction = saved if isinstance(saved, torch.Tensor) else flatten(saved, layout_of(model))
+        if isinstance(saved, torch.Tensor):
+            direction = saved
+        elif isinstance(saved, dict):
+            try:
+                direction = flatten(saved, layout_of(model))
+            except (ValueError, TypeError, AttributeError) as error:
+                raise UserInputError(f"--direction {kind}: not a direction for this model ({error})") from None
+        else:
+            raise UserInputError(f"--direction {kind}: expected a flat tensor, a state_dict-like dict of tensors or "
+                                 f"a landscape run's directions.pt, got {type(saved).__name__}")
+        if not direction.is_floating_point():
+            raise UserInputError(f"--direction {kind}: holds {direction.dtype} values, not floating-point ones")
         name = f"direction from {Path(kind).name}"
     else:
         raise UserInputError(f"--direction {kind!r}: expected random, top, bottom, escape or a .pt file")

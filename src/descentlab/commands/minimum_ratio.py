@@ -30,7 +30,8 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="teacher-student",
-                        help="built-in workload whose data the networks learn (default: teacher-student)")
+                        help="built-in workload whose data the networks learn (default: teacher-student; "
+                             "`descentlab workloads` lists them)")
     parser.add_argument("--hidden", type=int, default=4,
                         help="hidden tanh units of the study's MLP (inputs-hidden-outputs; default: 4, 49 "
                              "parameters on teacher-student); 0 = the workload's own model")
@@ -65,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from descentlab import files
+    from descentlab.commands.common import emit, output_dir
     from descentlab.errors import UserInputError
     from descentlab.experiments.minimum_ratio import minimum_ratio_study
-    from descentlab.rundir import default_run_path, staged_run
     from descentlab.problems.workloads import get_workload
     from descentlab.report.render import render
+    from descentlab.rundir import staged_run
 
     for name in ("networks", "newton_steps", "samples", "train_steps", "batch_size", "seed", "hidden"):
         low = 1 if name in ("networks", "batch_size") else 0
@@ -96,20 +98,21 @@ def run(args: argparse.Namespace) -> int:
         if args.weight_decay and OPTIMIZERS[parse_name(args.optimizer)[1]].family == "decoupled":
             raise UserInputError(f"--optimizer {args.optimizer!r} decouples its weight decay; the study's L2 term "
                                  "needs one whose weight_decay is the gradient of weight_decay/2 ||theta||^2")
+    out = output_dir(args, "minimum-ratio")
     workload = get_workload(args.workload, dtype=torch.float64)  # unknown names raise UserInputError
     if args.hidden and workload.X_train.dim() != 2:
         raise UserInputError(f"--hidden needs flat inputs; {args.workload} has inputs of shape "
                              f"{tuple(workload.X_train.shape[1:])} (use --hidden 0)")
 
-    out = args.out or default_run_path("minimum-ratio")
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_") and key != "command"}
+    config = {key: value for key, value in vars(args).items()
+              if not key.startswith("_") and key not in ("command", "json", "progress")}
     with staged_run(out, "minimum-ratio", config) as run_dir:
         study = minimum_ratio_study(
             workload, n_networks=args.networks, train_steps=args.train_steps, optimizer=args.optimizer,
             lr_range=tuple(args.lr_range), batch_size=args.batch_size, samples=args.samples or None,
             hidden=args.hidden, weight_decay=args.weight_decay, init_scale=args.init_scale,
             radius=args.radius, newton_steps=args.newton_steps, grad_tol=args.grad_tol,
-            flat_tol=args.flat_tol, eig_tol=args.eig_tol, seed=args.seed, progress=True)
+            flat_tol=args.flat_tol, eig_tol=args.eig_tol, seed=args.seed, progress=args.progress)
         rows = [{"lr": lr if args.train_steps else "", **point.row()}
                 for point, lr in zip(study.points, study.learning_rates.tolist())]
         run_dir.write_csv("points.csv", rows)
@@ -126,4 +129,6 @@ def run(args: argparse.Namespace) -> int:
     for key, value in study.counts().items():
         print(f"{key:>24}: {value}")
     print(f"report: {report}")
+    emit(args, {"run": str(out), "report": str(report), "model": study.model, "n_params": study.n_params,
+                "counts": study.counts(), "seconds": round(study.seconds, 2)})
     return 0

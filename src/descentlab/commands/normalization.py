@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from descentlab import files
+    from descentlab.commands.common import emit, output_dir
     from descentlab.errors import UserInputError
     from descentlab.experiments.normalization import DEFAULT_RATES, normalization_study
-    from descentlab.rundir import default_run_path, staged_run
+    from descentlab.rundir import staged_run
     from descentlab.problems.features import breast_cancer
     from descentlab.report.normalization_page import finding
     from descentlab.report.render import render
@@ -76,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--bowl-features must name two different features of the table, got "
                              f"{args.bowl_features!r}; valid: {', '.join(names)}")
 
-    out = args.out or default_run_path("normalization")
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_") and key != "command"}
+    out = output_dir(args, "normalization")
+    config = {key: value for key, value in vars(args).items()
+              if not key.startswith("_") and key not in ("command", "json", "progress")}
     config["rates"] = list(rates)
     with staged_run(out, "normalization", config) as run_dir:
         study = normalization_study(hidden=args.hidden, steps=args.steps, rates=rates, target_loss=args.target_loss,
-                                    seed=args.seed, bowl_features=features, progress=True)
+                                    seed=args.seed, bowl_features=features, progress=args.progress)
         rows = []
         for result in study.variants:
             row = {"variant": result.variant, "n_params": result.n_params}
@@ -125,4 +127,9 @@ def run(args: argparse.Namespace) -> int:
           f"standardised; GD at its best fixed rate needs {raw.steps_to_shrink():.0f} vs "
           f"{std.steps_to_shrink():.0f} steps to get 100x closer to the minimum")
     print(f"report: {report}")
+    emit(args, {"run": str(out), "report": str(report), "target_loss": study.target_loss,
+                "variants": [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+                             for row in rows],
+                "bowls": [{"features": list(b.features), "standardised": standardised, "condition": b.condition}
+                          for standardised, b in zip((False, True), study.bowls)]})
     return 0

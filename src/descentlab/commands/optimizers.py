@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
     for name, (factory, _) in WRAPPERS.items():
         paper = getattr(factory, "paper", "")
         rows.append((f"{name}:<any>", "wrapper", f"descentlab ({factory.__qualname__})", "(base's)", paper))
+    from descentlab.commands.common import emit
+
+    emit(args, {"optimizers": [dict(zip(rows[0], row)) for row in rows[1:]]})
     if args.format == "csv":
         import csv
         import sys

@@ -16,7 +16,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from descentlab.commands.common import emit
     from descentlab.report.render import render
 
-    print(f"report: {render(args.run_dir)}")
+    report = render(args.run_dir)  # a missing, corrupt or kind-less config.json: a one-line error
+    print(f"report: {report}")
+    emit(args, {"report": str(report)})
     return 0

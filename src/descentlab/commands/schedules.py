@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.schedules import parse_schedule
 
     if args.steps < 2:
-        raise UserInputError("--steps must be at least 2")
+        raise UserInputError(f"--steps must be an integer >= 2, got {args.steps}")
+    if args.plot is not None:
+        _check_plot_path(args.plot)
     n = args.steps
     specs = args.schedule or [s.format(n=n, w=max(1, n // 10), s=max(1, n // 8), g=round(0.01 ** (1 / n), 6))
                               for s in _GALLERY]
@@ -56,7 +58,30 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(schedules, n, args.plot)
         print(f"wrote {args.plot}")
+    from descentlab.commands.common import emit
+
+    emit(args, {"steps": n, "plot": args.plot,
+                "schedules": [{"schedule": str(s), "values": {str(t): s(t) for t in marks}} for s in schedules]})
     return 0
+
+
+def _check_plot_path(path: str) -> None:
+    """--plot must name a file we can write: not a directory, in a folder that exists or can be made."""
+    import os
+    from pathlib import Path
+
+    from descentlab.errors import UserInputError
+
+    target = Path(path)
+    if target.is_dir():
+        raise UserInputError(f"--plot {path} is a directory; name a .png file, e.g. {target / 'schedules.png'}")
+    if target.suffix.lower() != ".png":
+        raise UserInputError(f"--plot {path}: name a .png file")
+    folder = target.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserInputError(f"--plot {path}: cannot write there (permission denied or not a directory)")
 
 
 def _plot(schedules, n: int, path: str) -> None:

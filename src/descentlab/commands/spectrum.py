@@ -23,7 +23,7 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, metavar="DIR", help="a diagnose run directory: its model at its checkpoint")
     parser.add_argument("--workload", default=None, help="a built-in workload (its model at initialisation, "
-                        "or at --checkpoint)")
+                        "or at --checkpoint; `descentlab workloads` lists them)")
     parser.add_argument("--model", default=None, metavar="PKG.MOD:FACTORY", help="your model factory (needs --data)")
     parser.add_argument("--data", default=None, metavar="FILE", help=".npz or .csv data file for --model")
     parser.add_argument("--checkpoint", default=None, metavar="FILE", help="weights to load into the model")
@@ -35,13 +35,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
+    from descentlab.commands.common import emit, output_dir
     from descentlab.errors import UserInputError
-    from descentlab.rundir import RunDir, default_run_path, staged_run
     from descentlab.experiments.train import load_checkpoint_model
     from descentlab.problems.user_workload import resolve_workload
     from descentlab.report.render import render
+    from descentlab.rundir import RunDir, staged_run
 
     if args.k < 2:
         raise UserInputError(f"--k must be an integer >= 2 (both ends of the spectrum), got {args.k}")
@@ -55,24 +58,19 @@ def run(args: argparse.Namespace) -> int:
         spec, seed = saved["workload"], int(saved["train"]["seed"])
         checkpoint = args.checkpoint or source.file("checkpoint.pt")
     else:
-        spec = {"workload": args.workload, "model": args.model, "data": args.data, "seed": args.seed}
+        data = None if args.data is None else str(Path(args.data).absolute())
+        spec = {"workload": args.workload, "model": args.model, "data": data, "seed": args.seed}
         if not any((args.workload, args.model, args.data)):
             raise UserInputError("say which model: --run DIR, --workload NAME, or --model with --data")
         seed, checkpoint = args.seed, args.checkpoint
+    out = output_dir(args, "spectrum")
     workload = resolve_workload(spec)
     torch.manual_seed(seed)
     model = workload.make_model()
     if checkpoint is not None:
-        try:
-            load_checkpoint_model(model, checkpoint)
-        except UserInputError:
-            raise
-        except Exception as error:  # wrong keys or shapes, not a torch file
-            raise UserInputError(f"cannot load {checkpoint} into the model: {type(error).__name__}: "
-                                 f"{str(error).splitlines()[0]}") from None
+        load_checkpoint_model(model, checkpoint)  # unreadable or mismatched: a one-line UserInputError
     result = analyse(model, workload.loss_fn, (workload.X_train, workload.y_train), k=args.k, seed=args.seed,
                      per_layer=args.per_layer)
-    out = args.out or default_run_path("spectrum")
     with staged_run(out, "spectrum", {"workload": spec, "checkpoint": None if checkpoint is None else str(checkpoint),
                                       "k": args.k, "seed": args.seed, "per_layer": args.per_layer,
                                       "workload_description": workload.description}) as run_dir:
@@ -80,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     report = render(out)
     print(summary_text(result))
     print(f"report: {report}")
+    emit(args, {"run": str(out), "report": str(report),
+                **{key: value for key, value in result.items() if key not in ("spectrum", "density")}})
     return 0
 
 
@@ -147,9 +147,12 @@ def summary_text(result: dict) -> str:
                           f" +- {result['minimum_ratio_std_error']:.2g}, quadrature bracket "
                           f"[{result['minimum_ratio_bounds'][0]:.3g}, {result['minimum_ratio_bounds'][1]:.3g}] (estimated)")),
         ("kind", kind),
-        ("lowest eigenvalues", ", ".join(f"{v:.4g}" for v in sorted(result["extremes"])[:5])),
-        ("highest eigenvalues", ", ".join(f"{v:.4g}" for v in sorted(result["extremes"])[-5:])),
     ]
+    # the extremes are half from each end of the spectrum (--k 6: the 3 lowest and the 3 highest)
+    ordered = sorted(result["extremes"])
+    half = max(1, len(ordered) // 2)
+    lines += [("lowest eigenvalues", ", ".join(f"{v:.4g}" for v in ordered[:half])),
+              ("highest eigenvalues", ", ".join(f"{v:.4g}" for v in ordered[-half:]))]
     if result.get("split"):
         split = result["split"]
         lines.append(("lambda_min split", f"GGN {split['ggn']:.4g} + residual {split['residual']:.4g} "

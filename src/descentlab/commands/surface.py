@@ -32,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="one learning rate for all (default: the surface's suggestion per optimizer family)")
     parser.add_argument("--tune", action="store_true",
-                        help="pick each optimizer's learning rate on a log grid 1e-4..1 by final loss (same budget)")
+                        help="pick each optimizer's learning rate on a log grid 1e-4..1 by final loss (same budget; "
+                             "not with --lr)")
     parser.add_argument("--schedule", default=None, help="learning-rate schedule for descentlab.schedules")
     parser.add_argument("--animate", action="store_true", help="also write paths.gif")
     parser.add_argument("--frame-every", type=int, default=None, metavar="K",
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _print_list()
 
+    import math
     import sys
 
     import numpy as np
@@ -79,14 +81,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from descentlab import files
+    from descentlab.commands.common import emit, output_dir, refuse_with
     from descentlab.critical.surface_points import find_critical_points
     from descentlab.errors import UserInputError
-    from descentlab.rundir import default_run_path, staged_run
+    from descentlab.rundir import staged_run
     from descentlab.experiments.trajectories import run_trajectories, tune_learning_rates
     from descentlab.optim.registry import parse_name
     from descentlab.problems.surfaces import get_surface
     from descentlab.report.render import render
 
+    if args.tune:
+        refuse_with(args, "--tune", ["lr"], "picks each optimizer's learning rate itself")
     surface = get_surface(args.function)
     optimizers = [name.strip().lower() for name in args.optimizers.split(",") if name.strip()]
     if not optimizers:
@@ -104,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
     every = args.frame_every if args.frame_every is not None else max(1, -(-steps // 60))  # at most ~61 frames
     if every < 1:
         raise UserInputError(f"--frame-every must be >= 1, got {every}")
+    out = output_dir(args, "surface")
     torch.manual_seed(args.seed)
 
     points = find_critical_points(surface)
     tuning = None
     lrs: dict[str, float] | float | None = args.lr
     if args.tune:
-        with tqdm(total=len(optimizers), desc="tuning learning rates", file=sys.stderr, unit="optimizer") as bar:
+        with tqdm(total=len(optimizers), desc="tuning learning rates", file=sys.stderr, unit="optimizer",
+                  disable=not args.progress) as bar:
             chosen: dict[str, float] = {}
             finals: dict[str, tuple[float, ...]] = {}
             for name in optimizers:
@@ -123,7 +130,6 @@ def run(args: argparse.Namespace) -> int:
         lrs = chosen
     trajectories = run_trajectories(surface, optimizers, start, steps, lr=lrs, schedule=args.schedule, seed=args.seed)
 
-    out = default_run_path("surface") if args.out is None else args.out
     (x0, x1), (y0, y1) = surface.window
     config = {
         "function": surface.name, "formula": surface.formula, "description": surface.description,
@@ -157,6 +163,13 @@ def run(args: argparse.Namespace) -> int:
             ])
         render(run_dir)
     _print_summary(trajectories, points, surface, out, valley)
+    emit(args, {"run": str(out), "report": str(out / "report.html"), "function": surface.name,
+                "start": list(start), "steps": steps,
+                "paths": [{"optimizer": t.optimizer, "lr": t.lr,
+                           "final_loss": t.final_loss if math.isfinite(t.final_loss) else None,
+                           "final_point": [float(v) for v in t.final_point]} for t in trajectories.paths],
+                "critical_points": [p.as_dict() for p in points if p.isolated],
+                **({"valley": valley} if valley is not None else {})})
     return 0
 
 

@@ -63,9 +63,11 @@ FULL_CURVATURE_LIMIT = 4_096
 #: 3.5e-4 ‖H‖ in float32, and λ_max to ~1e-4 for the sharpness; 1e-3 cost digits-cnn 179 products
 #: at a near-minimum), at most 300 products, no SLQ minimum-ratio estimate (1,600
 #: products that decide nothing), the dense Hessian only up to 256 parameters (the stall
-#: preset's 610: dense + eigh 1.7 s, Lanczos at both ends 13 products, 0.1 s).
+#: preset's 610: dense + eigh 1.7 s, Lanczos at both ends 13 products, 0.1 s), and Lanczos
+#: stopped as soon as its Ritz values prove a saddle (``certify_sign``: digits-cnn near its
+#: minimum, where a cluster of eigenvalues just under zero cost 117 products, 29).
 CLASSIFY_DEFAULTS: Mapping[str, Any] = {"k": 4, "lanczos_tol": 1e-2, "max_matvecs": 300, "ratio_probes": 0,
-                                        "dense_threshold": 256}
+                                        "dense_threshold": 256, "certify_sign": True}
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,9 @@ class StallMonitor:
             at a saddle). The escape, a new rate or rate schedule and momentum are applied here; a
             new optimizer, gradient noise or another batch size need the training loop
             (:func:`~descentlab.experiments.train.train` applies them through :meth:`take_change`).
+        writer: a ``torch.utils.tensorboard.SummaryWriter`` (anything with ``add_scalar`` and
+            ``add_text``): the tracked loss as ``monitor/tracked_loss``, and per stall its loss,
+            extreme eigenvalues and gradient norm (``stall/...``) and its verdict as text.
     """
 
     def __init__(
@@ -252,6 +255,7 @@ class StallMonitor:
         remedies: bool = False,
         trial_steps: int = TRIAL_STEPS,
         apply_remedy: bool = False,
+        writer: Any = None,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive integer, got {window!r}")
@@ -297,6 +301,7 @@ class StallMonitor:
         self.seed = int(seed)
         self.log = log
         self.status = status
+        self.writer = writer
         self.plateau = PlateauTest(window, self.every, self.rel_tol)
         self.stalls: list[Stall] = []
         self.tracked: list[tuple[int, float]] = []  # (step, sample loss) at every tracked step
@@ -435,9 +440,21 @@ class StallMonitor:
         self.spent += cost
         stall = replace(stall, seconds=cost)
         self.stalls.append(stall)
+        self._report(stall)
+        return stall
+
+    def _report(self, stall: Stall) -> None:
+        """The stall's one-line summary to ``log``, its numbers to ``writer``."""
         if self.log is not None:
             self.log(stall.summary())
-        return stall
+            if stall.trials_summary():
+                self.log(stall.trials_summary())
+        if self.writer is not None:
+            for name in ("loss", "grad_norm", "min_eigenvalue", "max_eigenvalue"):
+                value = getattr(stall, name, None)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"stall/{name}", value, stall.step)
+            self.writer.add_text("stall/verdict", stall.summary(), stall.step)
 
     def _done(self) -> bool:
         return (self._diverged or self.max_stalls is not None and len(self.stalls) >= self.max_stalls
@@ -467,8 +484,7 @@ class StallMonitor:
                           evidence={"plateau": _plain(trend.to_dict()), "expected_seconds": expected})
             self.stalls.append(stall)
             self._pending = (len(self.stalls) - 1, step)
-            if self.log is not None:
-                self.log(stall.summary())
+            self._report(stall)
             return stall
         stall = self.diagnose(model, step=first_step, reason=reason, trend=trend, at=step)
         if self._pending is not None:
@@ -480,10 +496,7 @@ class StallMonitor:
             self.plateau.reset()  # the model (or how it is trained) changed: a fresh history
         else:
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
-        if self.log is not None:
-            self.log(stall.summary())
-            if stall.trials_summary():
-                self.log(stall.trials_summary())
+        self._report(stall)
         return stall
 
     # ------------------------------------------------------------------ diagnosis
@@ -661,6 +674,8 @@ class StallMonitor:
         """The sample loss now; keeps the initial and the best loss and the best parameters."""
         value = self._sample_loss(model)
         self.tracked.append((int(step), value))
+        if self.writer is not None and math.isfinite(value):
+            self.writer.add_scalar("monitor/tracked_loss", value, int(step))
         if self.optimizer is not None:
             lr = float(self.optimizer.param_groups[0]["lr"])
             self._peak_lr = lr if self._peak_lr is None else max(self._peak_lr, lr)

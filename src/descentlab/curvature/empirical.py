@@ -47,6 +47,7 @@ from torch import nn
 from torch.func import functional_call
 
 from descentlab.checks import check_choice
+from descentlab.errors import AdviceWarning
 from descentlab.curvature.batches import Fingerprint, as_batches, batch_size
 from descentlab.openmp import threads_for
 
@@ -495,10 +496,9 @@ def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Modul
     training = [m for m in modules if m.training]
     if eval_mode is None and training:
         names = ", ".join(sorted({type(m).__name__ for m in training}))
-        warnings.warn(
+        warnings.warn(AdviceWarning(
             f"the model has {names} in training mode, which makes the quantity random; evaluating those in eval "
-            "mode. Call model.eval() first to silence this, or pass eval_mode=False to keep training mode.",
-            UserWarning,
+            "mode", "call model.eval() first to silence this, or pass eval_mode=False to keep training mode"),
             stacklevel=4,
         )
     return modules

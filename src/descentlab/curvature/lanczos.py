@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from descentlab.checks import check_choice, check_int, check_number
+from descentlab.errors import AdviceWarning
 from descentlab.curvature.linop import as_operator
 
 __all__ = ["Eigenpairs", "lanczos", "WHICH", "default_tol"]
@@ -101,6 +103,7 @@ def lanczos(
     *,
     ncv: int | None = None,
     v0: torch.Tensor | None = None,
+    stop: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
 ) -> Eigenpairs:
     """The ``k`` extreme eigenpairs of a symmetric operator (thick-restart Lanczos).
 
@@ -120,6 +123,13 @@ def lanczos(
             usually a cluster near zero; capped at n).
         v0: the start vector (a warm start, e.g. an eigenvector found at a nearby point);
             ``None``: a seeded random vector. A matrix of columns is summed into one vector.
+        stop: an early exit for callers that need less than converged pairs (e.g. only the sign
+            of the lowest eigenvalue): called after each product, once the basis holds ``k``
+            vectors, with every current Ritz value (ascending) and its estimated relative
+            residual; when it returns True the wanted pairs are returned as they stand, without
+            a warning (``converged`` says whether they also met ``tol``). Each returned value is
+            the Rayleigh quotient of its vector, so the lowest one still bounds λ_min from above
+            and the highest bounds λ_max from below.
 
     Returns:
         :class:`Eigenpairs`.
@@ -158,7 +168,7 @@ def lanczos(
     while True:
         # ---- expand the basis up to m vectors; H V = V T + f e_jᵀ holds throughout, so the
         # residual of a Ritz pair (θ, Vs) is ||f|| · |s_j|, checked after every product
-        estimated = False
+        estimated = stopped = False
         while j < m:
             if f.norm().item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
                 # invariant subspace: continue with a fresh direction, unless none is left
@@ -180,13 +190,15 @@ def lanczos(
                 break
             if j >= k and A.n_matvecs - start >= max_iter:
                 break
-            if j >= k and _estimate(T, j, k, which, tol, eps, f):
-                estimated = True
-                break
+            if j >= k:
+                estimated, ritz_values, estimates = _estimate(T, j, k, which, tol, eps, f)
+                stopped = stop is not None and not estimated and bool(stop(ritz_values, estimates))
+                if estimated or stopped:
+                    break
 
         theta, S, pick = _ritz(T, j, k, which)
         used = A.n_matvecs - start
-        last = exhausted or used >= max_iter
+        last = exhausted or used >= max_iter or stopped
         # explicit residuals (two passes over the basis) only where the cheap estimate says
         # converged, or at the end: a restart needs only the Ritz values and S
         if estimated or last:
@@ -212,11 +224,10 @@ def lanczos(
     signs = torch.sign(vectors[idx, torch.arange(vectors.shape[1], device=device)])
     vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
     converged = bool((res <= tol).all().item())
-    if not converged and not exhausted:
-        warnings.warn(
+    if not converged and not exhausted and not stopped:
+        warnings.warn(AdviceWarning(
             f"lanczos: {which} k={k} did not reach tol={tol:g} in {used} products "
-            f"(worst residual {res.max().item():.1e}); raise max_iter or ncv, or loosen tol",
-            UserWarning,
+            f"(worst residual {res.max().item():.1e})", "raise max_iter or ncv, or loosen tol"),
             stacklevel=2,
         )
     if exhausted:
@@ -302,14 +313,14 @@ def _floor(eps: float, tol: float) -> float:
     return max(eps ** (2 / 3), 100 * eps / tol)
 
 
-def _estimate(T, j, k, which, tol, eps, f) -> bool:
-    """Cheap convergence test from the Lanczos relation: residual_i = ||f|| · |s_{j,i}|."""
+def _estimate(T, j, k, which, tol, eps, f) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """Cheap convergence test from the Lanczos relation, residual_i = ||f|| · |s_{j,i}|:
+    ``(every wanted pair converged, all Ritz values ascending, their relative residual estimates)``."""
     Tj = T[:j, :j]
     theta, S = torch.linalg.eigh((Tj + Tj.T) / 2)
-    pick = _pick(theta, k, which)
     floor = _floor(eps, tol) * max(theta.abs().max().item(), 1e-300)
-    res = f.norm() * S[-1, pick].abs() / theta[pick].abs().clamp_min(floor)
-    return bool((res <= tol).all().item())
+    res = f.norm() * S[-1].abs() / theta.abs().clamp_min(floor)
+    return bool((res[_pick(theta, k, which)] <= tol).all().item()), theta, res
 
 
 def _ritz(T, j, k, which):

@@ -54,7 +54,7 @@ TRIAL_COLUMNS = ("optimizer", "lr", "seed", "final_train_loss", "final_val_loss"
 class CompareSettings:
     """Everything that defines one comparison (all of it goes into ``config.json``)."""
 
-    workload: str
+    workload: str | Mapping[str, Any]  # a built-in name, or {"model": ..., "data": ...}
     optimizers: tuple[str, ...]
     seeds: int = 3
     budget: int = 8
@@ -144,7 +144,8 @@ def curve_rows(optimizer: str, result: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def train_point(run: RunDir, *, workload: str, optimizer: str, lrs: Sequence[float], seeds: Sequence[int],
+def train_point(run: RunDir, *, workload: str | Mapping[str, Any], optimizer: str, lrs: Sequence[float],
+                seeds: Sequence[int],
                 steps: int, batch_size: int | None, eval_every: int, data_seed: int, dtype: str,
                 role: str, schedule: str | None = None) -> None:
     """Sweep point: train every (seed, lr) pair of ``seeds x lrs`` and write ``curves.csv``, ``result.json``.
@@ -152,9 +153,9 @@ def train_point(run: RunDir, *, workload: str, optimizer: str, lrs: Sequence[flo
     ``role`` is ``"tune"`` (also writes ``trials.csv``) or ``"final"``.
     """
     from descentlab.experiments.ensemble import Member, time_per_update, train_members
-    from descentlab.problems.workloads import get_workload
+    from descentlab.problems.user_workload import workload_from
 
-    work = get_workload(workload, seed=data_seed, dtype=_dtype(dtype))
+    work = workload_from(workload, seed=data_seed, dtype=_dtype(dtype))
     members = [Member(int(s), float(lr)) for lr in lrs for s in seeds]
     notes: list[str] = []
     result = train_members(work, optimizer, members, steps=steps, batch_size=batch_size,

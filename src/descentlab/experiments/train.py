@@ -195,6 +195,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     progress: bool = True,
+    writer: Any = None,
 ) -> TrainResult:
     """Train ``workload`` (anything with ``make_model``, ``loss_fn``, ``X_train``... and ``task``,
     e.g. a :class:`~descentlab.problems.workloads.Workload`) under ``config`` into run directory ``out``.
@@ -202,7 +203,10 @@ def train(
     ``callbacks`` are called after every step as ``callback(step, loss, model)``; one that has
     ``state_dict``/``load_state_dict`` is checkpointed with the run. With ``resume=True``, ``out``
     must be a run directory this function wrote with the same config; training continues from its
-    checkpoint. Every argument is checked before the directory is created.
+    checkpoint. Every argument is checked before the directory is created. ``writer`` (a
+    ``torch.utils.tensorboard.SummaryWriter``) also gets every row of ``metrics.csv`` as scalars
+    (``train/loss``, ``train/grad_norm``, ``train/lr``, ``val/loss``, ``val/accuracy``, and a
+    tracked sharpness as ``curvature/...``).
     """
     prepared = prepare(workload, config)
     model, optimizer, scheduler, total = prepared.model, prepared.optimizer, prepared.scheduler, prepared.total_steps
@@ -322,6 +326,8 @@ def train(
             elapsed = time.perf_counter() - started
             row["wall_time"] = round(elapsed, 4)
             rows.append(row)
+            if writer is not None:
+                _write_scalars(writer, row)
             bar.update(1)
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{last_loss:.4g}")
@@ -358,6 +364,17 @@ def _switch(change: Any, model: nn.Module, optimizer: Any, scheduler: Any, batch
     return optimizer, scheduler, remedy.batch_size or batch
 
 
+_SCALARS = {"train_loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr", "val_loss": "val/loss",
+            "val_accuracy": "val/accuracy", "sharpness": "curvature/sharpness",
+            "stability_threshold": "curvature/stability_threshold", "lambda_min": "curvature/lambda_min"}
+
+
+def _write_scalars(writer: Any, row: Mapping[str, Any]) -> None:
+    for column, tag in _SCALARS.items():
+        if row.get(column) is not None:
+            writer.add_scalar(tag, row[column], row["step"])
+
+
 def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for key, value in row.items():
@@ -379,6 +396,4 @@ def load_checkpoint_model(model: nn.Module, path: str | os.PathLike) -> nn.Modul
         path = path / CHECKPOINT
     if not path.is_file():
         raise UserInputError(f"checkpoint {path} does not exist")
-    state = files.load_torch(path)
-    model.load_state_dict(state["model"] if "model" in state and isinstance(state["model"], Mapping) else state)
-    return model
+    return files.load_state_dict(model, files.load_torch(path), path)

@@ -102,7 +102,9 @@ def line_slice(model: nn.Module, loss_fn: Callable, data, start: torch.Tensor, e
                n_points: int = 51, margin: float = 0.25, **evaluate) -> Slice1D:
     """The loss on the straight line from ``start`` (``t = 0``) to ``end`` (``t = 1``).
 
-    ``t`` runs over ``[-margin, 1 + margin]``. ``evaluate`` goes to
+    ``t`` runs over ``[-margin, 1 + margin]`` in ``n_points`` even steps, plus ``t = 0`` and
+    ``t = 1`` exactly where the steps miss them (so the loss at both ends is measured, not the
+    nearest grid point's). ``evaluate`` goes to
     :func:`~descentlab.landscape.evaluate.evaluate_losses` (``chunk_size``, ``workers``, ``progress``).
     """
     _check_points(n_points)
@@ -110,9 +112,20 @@ def line_slice(model: nn.Module, loss_fn: Callable, data, start: torch.Tensor, e
         raise ValueError(f"margin: must be >= 0, got {margin}")
     start = torch.as_tensor(start).reshape(-1)
     direction = torch.as_tensor(end).reshape(-1).to(start) - start
-    t = torch.linspace(-margin, 1.0 + margin, int(n_points), dtype=torch.float64)
+    t = _with_points(torch.linspace(-margin, 1.0 + margin, int(n_points), dtype=torch.float64), (0.0, 1.0))
     losses = evaluate_losses(model, loss_fn, data, start, direction, t, **evaluate)
     return Slice1D(t, losses, start.detach().cpu(), direction.detach().cpu(), "line")
+
+
+def _with_points(t: torch.Tensor, points: Sequence[float]) -> torch.Tensor:
+    """``t`` (sorted) with each of ``points`` inside its range added where it is not already
+    there to within rounding (``linspace`` lands 1e-17 off a round value)."""
+    extra = [p for p in points if t[0] <= p <= t[-1] and not bool(torch.isclose(t, torch.tensor(p, dtype=t.dtype),
+                                                                                   rtol=0, atol=1e-12).any())]
+    t = torch.where(torch.isclose(t, torch.zeros_like(t), rtol=0, atol=1e-12), torch.zeros_like(t), t)
+    if not extra:
+        return t
+    return torch.sort(torch.cat([t, torch.tensor(extra, dtype=t.dtype)])).values
 
 
 def direction_slice(model: nn.Module, loss_fn: Callable, data, direction: torch.Tensor, *,
@@ -121,7 +134,7 @@ def direction_slice(model: nn.Module, loss_fn: Callable, data, direction: torch.
     """The loss at ``center + t * direction`` for ``t`` evenly spaced over ``span``.
 
     ``center`` defaults to the model's current parameters; ``span`` is ``s`` (meaning
-    ``[-s, s]``) or ``(low, high)``.
+    ``[-s, s]``) or ``(low, high)``. ``t = 0`` (the centre itself) is always one of the points.
     """
     _check_points(n_points)
     low, high = _span(span, "span")
@@ -129,7 +142,7 @@ def direction_slice(model: nn.Module, loss_fn: Callable, data, direction: torch.
         center = flatten(model)
     center = torch.as_tensor(center).reshape(-1)
     direction = torch.as_tensor(direction).reshape(-1).to(center)
-    t = torch.linspace(low, high, int(n_points), dtype=torch.float64)
+    t = _with_points(torch.linspace(low, high, int(n_points), dtype=torch.float64), (0.0,))
     losses = evaluate_losses(model, loss_fn, data, center, direction, t, **evaluate)
     return Slice1D(t, losses, center.detach().cpu(), direction.detach().cpu(), label)
 

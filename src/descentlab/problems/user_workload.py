@@ -3,7 +3,9 @@
 Data files:
 
 - ``.npz`` with arrays ``X`` and ``y``, optionally ``X_val`` and ``y_val``. An integer ``y``
-  means classification (class indices), a floating ``y`` regression.
+  means classification (class indices), a floating ``y`` regression — except whole,
+  non-negative numbers stored as floats (``y.astype(np.float32)`` of class indices), which
+  are class indices when the model outputs one score per class.
 - ``.csv`` of numbers, one sample per row, an optional header row. The target is the column
   named ``y`` (or ``target``/``label``) when the header has one, else the last column. A
   target whose values are all whole numbers means classification.
@@ -31,7 +33,7 @@ from torch import nn
 from descentlab.errors import UserInputError
 from descentlab.problems.workloads import Workload, classification_loss, get_workload, regression_loss
 
-__all__ = ["load_factory", "load_arrays", "user_workload", "resolve_workload"]
+__all__ = ["load_factory", "load_arrays", "user_workload", "resolve_workload", "workload_from"]
 
 _TARGET_NAMES = ("y", "target", "label")
 
@@ -41,6 +43,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise UserInputError(f"--model must look like package.module:factory, got {spec!r}")
     module_name, attribute = spec.split(":")
+    _current_directory_importable()
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -55,6 +58,17 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     if not callable(factory):
         raise UserInputError(f"{spec} is not callable")
     return factory
+
+
+def _current_directory_importable() -> None:
+    """Put the current directory on ``sys.path``, as ``python -m`` and ``python script.py`` do,
+    so ``--model mymodels:make_net`` finds ``./mymodels.py`` from the ``descentlab`` console script
+    too (whose ``sys.path`` starts with the script's own folder instead)."""
+    import sys
+
+    cwd = os.getcwd()
+    if not any(entry in ("", ".", cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -76,11 +90,20 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise UserInputError(f"{path} is not an .npz archive (write one with numpy.savez(path, X=..., y=...))")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except Exception as error:
-        raise UserInputError(f"cannot read {path} as .npz: {type(error).__name__}: {error}") from None
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise UserInputError(f"{path} holds object arrays (Python objects, not numbers); save X and y as "
+                                 "numeric arrays") from None
+        raise UserInputError(f"cannot read {path} as .npz: {error}") from None
+    except Exception as error:  # a damaged archive
+        raise UserInputError(f"cannot read {path} as .npz (damaged or truncated?): {error}") from None
     for key in ("X", "y"):
         if key not in arrays:
             raise UserInputError(f"{path} has no array {key!r} (it has: {', '.join(sorted(arrays)) or 'none'})")
@@ -159,6 +182,9 @@ def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: 
     factory = load_factory(model)
     arrays = load_arrays(data)
     classification = np.issubdtype(arrays["y"].dtype, np.integer)
+    # whole-number labels stored as floats (np.float32 class indices): classification when the
+    # model outputs one score per class, decided below from the model's own output
+    labels_as_floats = not classification and _whole_labels(arrays)
     tensors = {}
     for key, array in arrays.items():
         if key.startswith("y") and classification:
@@ -192,6 +218,16 @@ def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: 
         except Exception as error:
             raise UserInputError(f"the model cannot take X (sample shape {tuple(tensors['X'].shape[1:])}): "
                                  f"{type(error).__name__}: {error}") from None
+    if labels_as_floats:
+        n_classes = int(max(tensors["y"].max(), tensors["y_val"].max())) + 1
+        if out.ndim == 2 and out.shape[1] > 1 and out.shape[1] >= n_classes:
+            classification = True
+            tensors = {k: (v.reshape(-1).long() if k.startswith("y") else v) for k, v in tensors.items()}
+        elif tuple(out.shape[1:]) != tuple(tensors["y"].shape[1:]):
+            raise UserInputError(
+                f"{data}: y holds whole numbers 0..{n_classes - 1} stored as {arrays['y'].dtype}, and the model "
+                f"outputs sample shape {tuple(out.shape[1:])}: for classification it must output {n_classes} class "
+                f"scores (shape (batch, {n_classes})); for regression one value per sample (shape (batch, 1))")
     if classification:
         n_classes = int(max(tensors["y"].max(), tensors["y_val"].max())) + 1
         if out.ndim != 2 or out.shape[1] < n_classes:
@@ -206,6 +242,21 @@ def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: 
         X_train=tensors["X"], y_train=tensors["y"], X_val=tensors["X_val"], y_val=tensors["y_val"],
         task="classification" if classification else "regression", optimizer="sgd", lr=0.01, batch_size=64, steps=500,
     )
+
+
+def workload_from(ref: str | Mapping[str, Any], *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Workload:
+    """A built-in workload by name, or any workload by its spec (see :func:`resolve_workload`),
+    with the data seeded by ``seed``."""
+    if isinstance(ref, str):
+        return get_workload(ref, seed=seed, dtype=dtype)
+    return resolve_workload({**ref, "seed": seed}, dtype=dtype)
+
+
+def _whole_labels(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Every target is a 1-D floating array of whole, non-negative numbers (class indices as floats)."""
+    targets = [arrays[k] for k in ("y", "y_val") if k in arrays]
+    return all(np.issubdtype(t.dtype, np.floating) and t.ndim == 1 and np.all(t >= 0) and np.all(t == np.round(t))
+               for t in targets)
 
 
 def resolve_workload(spec: Mapping[str, Any], dtype: torch.dtype = torch.float32) -> Workload:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from descentlab.rundir import RunDir
-from descentlab.report.html import Page
+from descentlab.report.html import Page, workload_label
 
 __all__ = ["build", "finding"]
 
@@ -85,7 +85,7 @@ def build(run: RunDir) -> Page:
     labels = [row["batch_size"] for row in summary]
     sizes = [_size(label, float(protocol["n_train"])) for label in labels]
 
-    page = Page(f"batch-size: {config['workload']}, {config['optimizer']}")
+    page = Page(f"batch-size: {workload_label(config['workload'])}, {config['optimizer']}")
     page.heading("Protocol")
     rule = config["lr_rule"]
     if rule == "tuned":

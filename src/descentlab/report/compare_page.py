@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from descentlab.rundir import RunDir
-from descentlab.report.html import Page
+from descentlab.report.html import Page, workload_label
 
 __all__ = ["build", "mean_band"]
 
@@ -63,7 +63,7 @@ def build(run: RunDir) -> Page:
     curves = run.read_csv("curves.csv")
     trials = run.read_csv("trials.csv")
     optimizers = [row["optimizer"] for row in summary]
-    page = Page(f"compare: {config['workload']}")
+    page = Page(f"compare: {workload_label(config['workload'])}")
     batch = config["batch_size"] if config["batch_size"] is not None else "full"
     page.heading("Protocol")
     page.paragraph(

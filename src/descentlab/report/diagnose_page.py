@@ -104,7 +104,8 @@ def build(run: RunDir) -> Page:
     page.table(verdict_rows(stalls), _PAGE_COLUMNS)
     page.heading("Loss")
     tracked = run.read_csv("tracked.csv") if run.exists("tracked.csv") else []
-    page.figure(_loss_figure(rows, stalls, tracked), "Training loss per step (the mini-batch's), the tracked loss "
+    page.figure(_loss_figure(rows, stalls, tracked, smooth=train.get("batch_size") is not None),
+                "Training loss per step (the mini-batch's, with its moving average), the tracked loss "
                 "(on the monitor's fixed sample: what the plateau test reads), validation loss at evaluation steps; "
                 "dashed lines: stalls the monitor noticed, with their verdicts; arrows: what an escape step did.",
                 save_to=run.file("loss.png"))
@@ -167,12 +168,29 @@ def _headline(stalls: Sequence[Stall], rows: Sequence[dict]) -> str:
     return text + "."
 
 
-def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall], tracked: Sequence[dict] = ()):
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """The mean of the last ``window`` values at each position (fewer at the start): the trend
+    of a noisy mini-batch loss, lagging it by about ``window / 2`` steps."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    ends = np.arange(1, len(values) + 1)
+    return ((sums[ends] - sums[ends - counts]) / counts).tolist()
+
+
+def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall], tracked: Sequence[dict] = (), smooth: bool = False):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     steps = [int(r["step"]) for r in rows]
-    ax.plot(steps, [float(r["train_loss"]) for r in rows], color="#9bb7e0", lw=1.0, label="train loss (mini-batch)")
+    losses = [float(r["train_loss"]) for r in rows]
+    ax.plot(steps, losses, color="#9bb7e0", lw=1.0, label="train loss (mini-batch)" if smooth else "train loss")
+    if smooth and len(losses) > 10:
+        window = max(5, len(losses) // 20)
+        ax.plot(steps, moving_average(losses, window), color="#5a7fb8", lw=1.6,
+                label=f"train loss, mean of the last {window} steps")
     if tracked:
         ax.plot([int(r["step"]) for r in tracked], [float(r["loss"]) for r in tracked], color="#1f4e9c", lw=2,
                 label="tracked loss (fixed sample)")
@@ -181,16 +199,17 @@ def _loss_figure(rows: Sequence[dict], stalls: Sequence[Stall], tracked: Sequenc
         ax.plot(*zip(*val), "o-", color="#e09b2d", ms=3, lw=1, label="validation loss")
     for index, stall in enumerate(stalls, start=1):
         ax.axvline(stall.step, color="#d8542f", ls="--", lw=1)
-        if math.isfinite(stall.loss):
-            ax.annotate(f"stall {index}: {stall.verdict or stall.status}", (stall.step, stall.loss), xytext=(6, 10),
-                        textcoords="offset points", fontsize=8, color="#a33")
+        # the label runs down the stall's line from just under the top of the axes: always inside them
+        ax.annotate(f"stall {index}: {stall.verdict or stall.status}", xy=(stall.step, 0.97),
+                    xycoords=("data", "axes fraction"), xytext=(-3, 0), textcoords="offset points", rotation=90,
+                    ha="right", va="top", fontsize=8, color="#a33", annotation_clip=True)
         if stall.escaped:
             ax.annotate("", xy=(stall.step, stall.escape_loss_after), xytext=(stall.step, stall.escape_loss_before),
                         arrowprops={"arrowstyle": "->", "color": "#2a9d4b", "lw": 2})
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
@@ -216,7 +235,8 @@ def _spectrum_figure(stall: Stall):
     ax.set_title(f"step {stall.step} ({stall.verdict}): lambda_min {stall.min_eigenvalue:.3g}, "
                  f"lambda_max {stall.max_eigenvalue:.3g}{ratio}")
     ax.set_xlabel("Hessian eigenvalue")
-    ax.legend(loc="best", fontsize=8)
+    # outside the axes, right: the extreme eigenvalues sit at both edges of the plot
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 

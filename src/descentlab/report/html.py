@@ -14,14 +14,15 @@ from typing import Any
 
 from descentlab import files
 
-__all__ = ["Page", "format_value"]
+__all__ = ["Page", "format_value", "workload_label"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
        max-width: 1100px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { font-size: 1.6rem; border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
 h2 { font-size: 1.25rem; margin-top: 2rem; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: .8rem 0; }
+table { border-collapse: collapse; font-size: .92rem; }
 th, td { border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }
 th { background: #f3f3f5; }
 td:first-child, th:first-child { text-align: left; }
@@ -30,6 +31,8 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9rem; }
 .finding { background: #eef6ff; border-left: 4px solid #2f7bd8; padding: .6rem 1rem; }
 code, pre { background: #f6f6f8; padding: .1rem .3rem; border-radius: 3px; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+p { overflow-wrap: anywhere; }
 """
 
 
@@ -46,6 +49,15 @@ def format_value(value: Any) -> str:
             return f"{value:.4g}"
         return f"{value:.3e}"
     return str(value)
+
+
+def workload_label(ref: Any) -> str:
+    """A workload reference of a run's config as a short title: its name, or ``factory on file``."""
+    if isinstance(ref, Mapping):
+        if ref.get("model"):
+            return f"{ref['model']} on {Path(str(ref.get('data'))).name}"
+        return str(ref.get("workload") or "stall")
+    return str(ref)
 
 
 class Page:
@@ -84,7 +96,9 @@ class Page:
             "<tr>" + "".join(f"<td>{html.escape(format_value(row.get(c)))}</td>" for c in columns) + "</tr>"
             for row in rows
         )
-        self._parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        # wide tables (a dozen columns) scroll inside their own box, never the page
+        self._parts.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+                           f"<tbody>{body}</tbody></table></div>")
 
     def image(self, source: str | Path | bytes, caption: str = "", mime: str | None = None) -> None:
         """Embed a PNG or GIF (a path or raw bytes) with an optional caption."""

@@ -12,7 +12,7 @@ import numpy as np
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page
 
-__all__ = ["build"]
+__all__ = ["build", "log_scale"]
 
 
 def build(run: RunDir) -> Page:
@@ -62,6 +62,23 @@ def _slice_section(run: RunDir, page: Page, summary: dict) -> None:
     page.figure(fig, summary.get("caption", ""), save_to=run.file("slice.png"))
 
 
+#: A non-negative loss whose largest value is this many times its smallest positive one (or the
+#: floor) is drawn on a log colour scale.
+LOG_SPAN = 50.0
+
+
+def log_scale(loss: np.ndarray) -> tuple[bool, float]:
+    """``(use a log scale, floor)`` for a grid of losses: yes when no loss is negative and they
+    span more than :data:`LOG_SPAN`; the floor (zeros are drawn there) is the smallest positive
+    loss, and at least 1e-8 of the largest, so one exact zero cannot stretch the scale."""
+    finite = loss[np.isfinite(loss)]
+    if not finite.size or finite.min() < 0 or finite.max() <= 0:
+        return False, 0.0
+    positive = finite[finite > 0]
+    floor = max(float(positive.min()), float(finite.max()) * 1e-8)
+    return bool(finite.max() / floor > LOG_SPAN), floor
+
+
 def _plane_section(run: RunDir, page: Page, summary: dict) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import colors
@@ -72,9 +89,13 @@ def _plane_section(run: RunDir, page: Page, summary: dict) -> None:
     a, b = np.unique(a_all), np.unique(b_all)
     loss = np.full((len(b), len(a)), np.nan)
     loss[np.searchsorted(b, b_all), np.searchsorted(a, a_all)] = [float(r["loss"]) for r in rows]
+    positive, floor = log_scale(loss)
     finite = loss[np.isfinite(loss)]
-    positive = finite.size and finite.min() > 0 and finite.max() / finite.min() > 50
-    # Losses spanning decades read better on log-spaced levels.
+    if positive:
+        # Losses spanning decades read better on log-spaced levels; exact zeros (the lecture's
+        # curve of minima w1 w2 = 1 passes through grid points) are drawn at the floor.
+        loss = np.where(np.isfinite(loss), np.maximum(loss, floor), loss)
+        finite = loss[np.isfinite(loss)]
     levels = (np.geomspace(finite.min(), finite.max(), 30) if positive
               else np.linspace(finite.min(), finite.max(), 30)) if finite.size else 10
     norm = colors.LogNorm() if positive else None
@@ -83,7 +104,12 @@ def _plane_section(run: RunDir, page: Page, summary: dict) -> None:
     fig, ax = plt.subplots(figsize=(6.8, 5.6))
     filled = ax.contourf(a, b, loss, levels=levels, cmap="viridis", norm=norm)
     ax.contour(a, b, loss, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
-    fig.colorbar(filled, ax=ax, label="loss")
+    bar = fig.colorbar(filled, ax=ax, label="loss (log scale)" if positive else "loss")
+    if positive:
+        from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+
+        bar.locator, bar.formatter = LogLocator(), LogFormatterSciNotation()
+        bar.update_ticks()
     ax.plot([0], [0], "w*", ms=12, mec="k", label="centre")
     for mark in summary.get("marks", []):
         ax.plot([mark["a"]], [mark["b"]], "o", color="white", mec="k", ms=7)

@@ -8,6 +8,7 @@ draws its figures from them, so ``descentlab report DIR`` can always re-render a
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -39,5 +40,11 @@ def render(path: str | os.PathLike | RunDir) -> Path:
         known = ", ".join(sorted(PAGES)) or "none"
         raise UserInputError(f"no report page for run kind {kind!r} (known kinds: {known})")
     module = importlib.import_module(f"descentlab.report.{PAGES[kind]}")
-    page = module.build(run)
+    try:
+        page = module.build(run)
+    except FileNotFoundError as error:  # an interrupted or hand-edited run directory
+        raise UserInputError(f"cannot render {run.path}: {Path(error.filename or '').name or error} is missing "
+                             f"(an incomplete {kind} run?)") from None
+    except json.JSONDecodeError as error:
+        raise UserInputError(f"cannot render {run.path}: a JSON file in it is corrupt ({error})") from None
     return page.write(run.file(REPORT))

@@ -72,5 +72,6 @@ def _figure(result: dict):
                   label="extreme eigenvalues")
     ax.axvline(0.0, color="#333", lw=0.8)
     ax.set_xlabel("Hessian eigenvalue")
-    ax.legend(loc="best", fontsize=8)
+    # outside the axes, right: the extreme eigenvalues' lines sit at both edges inside them
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig

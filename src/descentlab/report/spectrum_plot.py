@@ -62,7 +62,8 @@ def plot_density(
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
+    # outside the axes, right: the largest eigenvalue's line runs along the right edge inside them
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 

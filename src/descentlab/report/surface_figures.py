@@ -23,7 +23,8 @@ import numpy as np
 
 from descentlab import files
 
-__all__ = ["MARKERS", "contour_figure", "loss_figure", "lift_figure", "animate_paths", "path_colors", "frame_count"]
+__all__ = ["MARKERS", "contour_figure", "loss_figure", "lift_figure", "animate_paths", "path_colors", "frame_count",
+           "drawable"]
 
 #: kind -> (marker, colour, label) used in every figure and the legend.
 MARKERS: dict[str, tuple[str, str, str]] = {
@@ -54,9 +55,24 @@ def _levels(z: np.ndarray) -> np.ndarray:
     return np.unique(np.quantile(finite, np.linspace(0.0, 1.0, 36)))
 
 
+#: Values beyond this magnitude are not drawn: a diverged path (nesterov from far out reaches
+#: 1e300) would otherwise overflow matplotlib's tick and path arithmetic.
+DRAWABLE = 1e30
+
+
+def drawable(values: Any) -> np.ndarray:
+    """``values`` as floats, with non-finite and astronomically large ones as NaN (a gap in the line)."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(values) & (np.abs(values) < DRAWABLE), values, np.nan)
+
+
 def _draw_surface(ax, grid: Mapping[str, np.ndarray], points: Sequence[Mapping[str, Any]],
-                  curves: Sequence[Mapping[str, Any]], window, fast: bool = False) -> None:
+                  curves: Sequence[Mapping[str, Any]], window, fast: bool = False):
+    """Draw the surface's filled contours, critical curves and points; returns the filled
+    contours (for a colour bar), or None when ``fast`` draws an image instead."""
     levels = _levels(grid["z"])
+    filled = None
     if fast:
         # an image with the same banded colours draws ~10x faster than filled contours,
         # which matters when every GIF frame redraws the whole figure
@@ -67,7 +83,7 @@ def _draw_surface(ax, grid: Mapping[str, np.ndarray], points: Sequence[Mapping[s
                   norm=BoundaryNorm(levels, 256), interpolation="nearest", aspect="auto")
         ax.contour(grid["x"], grid["y"], grid["z"], levels=levels[::3], colors="#6b6b6b", linewidths=0.4, alpha=0.7)
     else:
-        ax.contourf(grid["x"], grid["y"], grid["z"], levels=levels, cmap="Greys_r", alpha=0.3)
+        filled = ax.contourf(grid["x"], grid["y"], grid["z"], levels=levels, cmap="Greys_r", alpha=0.3)
         ax.contour(grid["x"], grid["y"], grid["z"], levels=levels[::2], colors="#6b6b6b", linewidths=0.4, alpha=0.7)
     for curve in curves:
         marker, color, label = MARKERS.get(curve["kind"], MARKERS["flat"])
@@ -90,6 +106,19 @@ def _draw_surface(ax, grid: Mapping[str, np.ndarray], points: Sequence[Mapping[s
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_aspect("equal" if (x1 - x0) / (y1 - y0) < 3 else "auto")
+    return filled
+
+
+def _colorbar(fig, ax, filled) -> None:
+    """A horizontal colour bar of the loss under the map (the legend takes the right side); the
+    levels are quantiles of the surface, so the ticks are few and rounded."""
+    if filled is None:
+        return
+    bar = fig.colorbar(filled, ax=ax, orientation="horizontal", fraction=0.05, pad=0.1,
+                       label="loss (bands: equal shares of the window's area)")
+    levels = np.asarray(filled.levels)
+    bar.set_ticks(levels[:: max(1, len(levels) // 6)], labels=[f"{v:.3g}" for v in levels[:: max(1, len(levels) // 6)]])
+    bar.ax.tick_params(labelsize=7)
 
 
 def contour_figure(grid: Mapping[str, np.ndarray], points: Sequence[Mapping[str, Any]],
@@ -97,17 +126,19 @@ def contour_figure(grid: Mapping[str, np.ndarray], points: Sequence[Mapping[str,
     """Contour map with critical points (marker by kind; hollow = degenerate) and all paths."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 6.2))
-    _draw_surface(ax, grid, points, curves, window)
+    fig, ax = plt.subplots(figsize=(7.5, 6.8))
+    filled = _draw_surface(ax, grid, points, curves, window)
     colors = path_colors(list(paths))
     for name, path in paths.items():
-        ax.plot(path["x"], path["y"], "-", color=colors[name], lw=1.8, label=name)
-        ax.plot(path["x"][-1:], path["y"][-1:], "o", color=colors[name], ms=5, mec="black", mew=0.6)
+        x, y = drawable(path["x"]), drawable(path["y"])
+        ax.plot(x, y, "-", color=colors[name], lw=1.8, label=name)
+        ax.plot(x[-1:], y[-1:], "o", color=colors[name], ms=5, mec="black", mew=0.6)
     if paths:
         first = next(iter(paths.values()))
         ax.plot(first["x"][:1], first["y"][:1], "k*", ms=12, label="start")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     ax.set_title(title)
+    _colorbar(fig, ax, filled)
     return fig
 
 
@@ -118,12 +149,13 @@ def loss_figure(paths: Paths, minimum: float | None):
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     colors = path_colors(list(paths))
     for name, path in paths.items():
-        loss = np.asarray(path["loss"], dtype=float)
+        loss = drawable(path["loss"])
         steps = np.arange(len(loss))
+        label = name + (" (diverged)" if np.isnan(loss[-1]) else "")
         if minimum is not None:
-            ax.semilogy(steps, np.maximum(loss - minimum, 1e-16), color=colors[name], label=name)
+            ax.semilogy(steps, np.maximum(loss - minimum, 1e-16), color=colors[name], label=label)
         else:
-            ax.plot(steps, loss, color=colors[name], label=name)
+            ax.plot(steps, loss, color=colors[name], label=label)
     if minimum is None:
         ax.set_yscale("symlog")
         ax.set_ylabel("loss")
@@ -151,7 +183,7 @@ def lift_figure(lift: Mapping[str, Any], grid: Mapping[str, np.ndarray], window)
     left.set_ylabel("L(p + t·u)")
     left.set_title("1-D slice: looks like a local minimum")
     left.legend(fontsize=8)
-    _draw_surface(right, grid, [], [], window)
+    _colorbar(fig, right, _draw_surface(right, grid, [], [], window))
     p = np.asarray(lift["point"])
     for key, color, style in (("up", "#2ca02c", "-"), ("down", "#d62728", "--")):
         u = np.asarray(lift[key])
@@ -182,13 +214,14 @@ def animate_paths(out: str | os.PathLike, grid: Mapping[str, np.ndarray], points
 
     steps = min(len(p["x"]) for p in paths.values()) - 1
     n_frames = frame_count(steps, every)
-    fig, ax = plt.subplots(figsize=(7.0, 5.0), dpi=72)
-    fig.subplots_adjust(left=0.09, right=0.72, bottom=0.1, top=0.92)
+    # 800 x 560 pixels, the legend in 9 pt: readable at the size a page shows it
+    fig, ax = plt.subplots(figsize=(8.0, 5.6), dpi=100)
+    fig.subplots_adjust(left=0.08, right=0.72, bottom=0.1, top=0.92)
     _draw_surface(ax, grid, points, curves, window, fast=True)
     colors = path_colors(list(paths))
     for name in paths:
         ax.plot([], [], "-", color=colors[name], lw=1.8, label=name)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
     ax.set_title(title)
     # Everything but the paths is drawn once and kept as a bitmap under a bare axes at the
     # same place: each frame then draws a few lines instead of the contours, ticks and legend.
@@ -201,6 +234,7 @@ def animate_paths(out: str | os.PathLike, grid: Mapping[str, np.ndarray], points
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_axis_off()
+    coords = {name: (drawable(path["x"]), drawable(path["y"])) for name, path in paths.items()}
     lines = {name: ax.plot([], [], "-", color=colors[name], lw=1.8)[0] for name in paths}
     heads = {name: ax.plot([], [], "o", color=colors[name], ms=6, mec="black", mew=0.6)[0] for name in paths}
     # the step counter makes every frame different, so the GIF keeps all frames
@@ -209,9 +243,9 @@ def animate_paths(out: str | os.PathLike, grid: Mapping[str, np.ndarray], points
 
     def draw(frame: int):
         step = frame * every
-        for name, path in paths.items():
-            lines[name].set_data(path["x"][: step + 1], path["y"][: step + 1])
-            heads[name].set_data(path["x"][step: step + 1], path["y"][step: step + 1])
+        for name, (x, y) in coords.items():
+            lines[name].set_data(x[: step + 1], y[: step + 1])
+            heads[name].set_data(x[step: step + 1], y[step: step + 1])
         label.set_text(f"step {step}")
         return [*lines.values(), *heads.values(), label]
 
