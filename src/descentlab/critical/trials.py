@@ -46,7 +46,7 @@ from descentlab.curvature.batches import batch_size as count_of
 __all__ = ["Trial", "Trials", "fork", "run_trials", "prepare_member", "unstackable_reason", "TIMED_STEPS"]
 
 #: Plain steps timed per trial for its cost (the fastest counts: other jobs only ever add time).
-TIMED_STEPS = 3
+TIMED_STEPS = 5
 
 
 @dataclass(frozen=True)
