@@ -154,7 +154,7 @@ def test_monitor_tracks_and_resumes_with_the_same_warm_start():
 
 def test_eos_preset_sharpness_rises_to_2_over_lr_and_hovers_while_the_loss_falls(tmp_path, capsys):
     """Cohen et al. (ICLR 2021) on the eos preset, 300 steps at lr 0.55 (2/lr = 3.6): the sharpness
-    starts at 0.84 of the threshold, rises to it, overshoots, settles within 10 % and stays there;
+    starts at 0.84 of the threshold, rises to it, overshoots, settles back and hovers just above it;
     the loss keeps falling, with rises (non-monotone)."""
     out = tmp_path / "eos"
     assert main(["diagnose", "--workload", "eos", "--lr", "0.55", "--steps", "300", "--track-sharpness", "10",
@@ -169,7 +169,12 @@ def test_eos_preset_sharpness_rises_to_2_over_lr_and_hovers_while_the_loss_falls
     assert points[0].ratio < 0.9 and points[0].threshold == pytest.approx(2 / 0.55)
     assert summary["reached_step"] is not None and summary["reached_step"] <= 150
     assert summary["settled_step"] is not None and summary["settled_step"] <= 250
-    assert summary["within_band"] >= 0.8 and 0.95 <= summary["median_ratio"] <= 1.1
+    # the hover: just above 2/lr, as in the paper (1.0-1.13x measured here). The dynamics at the edge are
+    # chaotic, so which estimates cross the 10 % line moves with the CPU's kernels (73-93 % inside it
+    # over AVX2 and default kernels, one or two threads); the hover itself does not
+    hover = [p.ratio for p in points if p.step >= summary["settled_step"]]
+    assert len(hover) >= 10 and all(0.9 <= r <= 1.15 for r in hover)
+    assert 1.0 <= summary["median_ratio"] <= 1.1 and summary["within_band"] >= 0.6
     assert summary["loss_rises"] >= 1 and summary["loss_end"] < summary["loss_at_reach"]
     assert "stayed within 10% of it" in printed and "no stall" in printed  # the edge of stability is no stall
     header = run.read_csv("metrics.csv")[0].keys()
