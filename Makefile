@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(PY) bench/hessian.py
 	$(PY) bench/ensemble.py
 	$(PY) bench/landscape.py
+	$(PY) bench/diagnose.py
+	$(PY) bench/tracking.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
