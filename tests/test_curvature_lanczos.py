@@ -1,5 +1,6 @@
 """lanczos against torch.linalg.eigh and scipy.sparse.linalg.eigsh."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -75,6 +76,19 @@ def test_restarts_and_a_larger_k_than_the_basis_would_hold_without_them():
     pairs = lanczos(A, k=10, which="SA", ncv=20)
     assert pairs.n_restarts > 0 and pairs.converged
     torch.testing.assert_close(pairs.values, eig[:10], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("block", [7, 64])
+def test_restarts_combine_the_basis_in_blocks_of_any_width(monkeypatch, block):
+    """A restart rewrites the basis block by block (300 = 4 x 64 + 44: a narrower last block)."""
+    monkeypatch.setattr(sys.modules["descentlab.curvature.lanczos"], "_COMBINE_BLOCK", block)
+    A = hessian_like(seed=4)
+    eig, vecs = torch.linalg.eigh(A)
+    for which in ("LA", "SA"):
+        pairs = lanczos(A, k=8, which=which, ncv=18, tol=1e-6)
+        assert pairs.n_restarts > 0 and pairs.converged
+        torch.testing.assert_close(pairs.values, expected(eig, 8, which), rtol=1e-6, atol=0)
+        assert_vectors_match(A, pairs, eig, vecs, 1e-6)
 
 
 def test_small_operator_is_solved_exactly():
