@@ -276,15 +276,22 @@ def test_files_and_run_directories_follow_the_umask(tmp_path, capsys):
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "long"
+    # A shell without job control starts background commands with SIGINT ignored (POSIX), and
+    # the child would inherit that: give it the default disposition a terminal's Ctrl-C meets.
     process = subprocess.Popen([str(SCRIPT), "diagnose", "--workload", "minimum", "--steps", "1000000", "--out",
                                 str(out), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 90
-    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # never leave a million-step run behind
+            process.kill()
+            process.communicate()
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == f"descentlab diagnose: interrupted; resume with: descentlab diagnose " \
                                            f"--resume {out}"

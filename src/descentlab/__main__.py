@@ -1,5 +1,5 @@
 """``python -m descentlab`` is the ``descentlab`` command."""
 
-from descentlab.cli import main
+from descentlab.cli import run
 
-raise SystemExit(main())
+run()
