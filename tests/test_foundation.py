@@ -88,3 +88,22 @@ def test_page_is_self_contained(tmp_path):
     html = page.write(tmp_path / "report.html").read_text()
     assert "t&lt;1&gt;" in html and "1.235e-07" in html and "data:image/png;base64," in html
     assert (tmp_path / "line.png").stat().st_size > 0
+
+
+def test_a_growing_csv_writes_what_write_csv_writes(tmp_path):
+    from descentlab.rundir import GrowingCsv
+
+    run = RunDir.create(tmp_path / "run", "train", {})
+    columns = ("step", "loss", "note")
+    rows = []
+    log = GrowingCsv(run, "metrics.csv", columns)
+    log.write(rows)
+    assert (tmp_path / "run" / "metrics.csv").read_text() == "step,loss,note\n"
+    for chunk in range(3):
+        rows += [{"step": 10 * chunk + i, "loss": 1 / (1 + i), "note": None if i else "a, \"quoted\" one", "x": 0}
+                 for i in range(5)]
+        log.write(rows)
+        run.write_csv("oracle.csv", rows, columns)
+        assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "run" / "oracle.csv").read_text()
+    with pytest.raises(ValueError, match="shrank"):
+        log.write(rows[:3])

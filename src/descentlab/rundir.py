@@ -32,7 +32,7 @@ from typing import Any
 from descentlab import files
 from descentlab.errors import UserInputError
 
-__all__ = ["RunDir", "staged_run", "default_run_path", "check_out"]
+__all__ = ["RunDir", "GrowingCsv", "staged_run", "default_run_path", "check_out"]
 
 CONFIG = "config.json"
 
@@ -151,11 +151,7 @@ class RunDir:
     def write_csv(self, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
         """Write ``rows`` (dicts) as a CSV with a header; columns default to the first row's keys."""
         columns = list(columns if columns is not None else (rows[0].keys() if rows else []))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return files.write_text(self.path / name, buffer.getvalue())
+        return files.write_text(self.path / name, _csv_text(columns, rows, header=True))
 
     def read_csv(self, name: str) -> list[dict[str, str]]:
         """Rows of a CSV as dicts of strings (convert with ``float`` where needed)."""
@@ -164,6 +160,40 @@ class RunDir:
 
     def exists(self, name: str) -> bool:
         return (self.path / name).exists()
+
+
+def _csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *, header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+class GrowingCsv:
+    """A CSV of a list that only grows (training's metrics), rewritten atomically each time.
+
+    :meth:`write` formats only the rows added since the last call and writes the whole text:
+    with :meth:`RunDir.write_csv` at every checkpoint, a run of n steps formatted O(n²) rows
+    (20,000 rows take 0.11 s, so a 100,000-step run checkpointed every 100 steps spent minutes
+    on it); here each row is formatted once and what grows is only the bytes written.
+    """
+
+    def __init__(self, run: RunDir, name: str, columns: Sequence[str]) -> None:
+        self.path = run.path / name
+        self.columns = list(columns)
+        self._chunks = [_csv_text(self.columns, [], header=True)]
+        self._count = 0
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """Write ``rows`` atomically; the first rows must be those of the previous call, unchanged."""
+        if len(rows) < self._count:
+            raise ValueError(f"rows shrank from {self._count} to {len(rows)}: a GrowingCsv only grows")
+        if len(rows) > self._count:
+            self._chunks.append(_csv_text(self.columns, rows[self._count :], header=False))
+            self._count = len(rows)
+        return files.write_text(self.path, "".join(self._chunks))
 
 
 @contextmanager

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from descentlab.errors import UserInputError
-from descentlab.rundir import RunDir
+from descentlab.rundir import GrowingCsv, RunDir
 
 __all__ = ["TrainConfig", "TrainResult", "train", "prepare", "METRICS", "CHECKPOINT", "COLUMNS", "load_checkpoint_model"]
 
@@ -252,6 +252,8 @@ def train(
     else:
         run = RunDir.create(out, kind, record)
 
+    metrics = GrowingCsv(run, METRICS, columns)
+
     def checkpoint() -> None:
         from descentlab import files
 
@@ -261,7 +263,7 @@ def train(
             "step": step, "elapsed": elapsed, "callbacks": [_state(c) for c in callbacks],
             "changes": changes, "epoch_start": epoch_start, "epochs_before": epochs_before,
         })
-        run.write_csv(METRICS, rows, columns)
+        metrics.write(rows)
 
     if step == 0:
         checkpoint()  # the first good state, so a run that diverges at once still has one
@@ -336,7 +338,7 @@ def train(
     finally:
         bar.close()
     if run_status == "non_finite":
-        run.write_csv(METRICS, rows, columns)  # the rows up to the bad step; the checkpoint stays the last good one
+        metrics.write(rows)  # the rows up to the bad step; the checkpoint stays the last good one
     final = rows[-1] if rows else {}
     val_loss = next((r["val_loss"] for r in reversed(rows) if r["val_loss"] is not None), None)
     val_acc = next((r["val_accuracy"] for r in reversed(rows) if r["val_accuracy"] is not None), None)
