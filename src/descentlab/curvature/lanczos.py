@@ -169,6 +169,7 @@ def lanczos(
         # ---- expand the basis up to m vectors; H V = V T + f e_jᵀ holds throughout, so the
         # residual of a Ritz pair (θ, Vs) is ||f|| · |s_j|, checked after every product
         estimated = stopped = False
+        ritz = None
         while j < m:
             if f.norm().item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
                 # invariant subspace: continue with a fresh direction, unless none is left
@@ -191,12 +192,14 @@ def lanczos(
             if j >= k and A.n_matvecs - start >= max_iter:
                 break
             if j >= k:
-                estimated, ritz_values, estimates = _estimate(T, j, k, which, tol, eps, f)
-                stopped = stop is not None and not estimated and bool(stop(ritz_values, estimates))
+                ritz = _ritz(T, j, k, which)
+                estimated, estimates = _estimate(ritz, k, tol, eps, f)
+                stopped = stop is not None and not estimated and bool(stop(ritz[0], estimates))
                 if estimated or stopped:
                     break
 
-        theta, S, pick = _ritz(T, j, k, which)
+        # the loop's last estimate, when it was made at this j (restart, converged, stopped)
+        theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(T, j, k, which)
         used = A.n_matvecs - start
         last = exhausted or used >= max_iter or stopped
         # explicit residuals (two passes over the basis) only where the cheap estimate says
@@ -341,14 +344,14 @@ def _floor(eps: float, tol: float) -> float:
     return max(eps ** (2 / 3), 100 * eps / tol)
 
 
-def _estimate(T, j, k, which, tol, eps, f) -> tuple[bool, torch.Tensor, torch.Tensor]:
-    """Cheap convergence test from the Lanczos relation, residual_i = ||f|| · |s_{j,i}|:
-    ``(every wanted pair converged, all Ritz values ascending, their relative residual estimates)``."""
-    Tj = T[:j, :j]
-    theta, S = torch.linalg.eigh((Tj + Tj.T) / 2)
+def _estimate(ritz, k, tol, eps, f) -> tuple[bool, torch.Tensor]:
+    """Cheap convergence test from the Lanczos relation, residual_i = ||f|| · |s_{j,i}|, on
+    :func:`_ritz`'s output: ``(every wanted pair converged, each Ritz value's relative residual
+    estimate)``."""
+    theta, S, pick = ritz
     floor = _floor(eps, tol) * max(theta.abs().max().item(), 1e-300)
     res = f.norm() * S[-1].abs() / theta.abs().clamp_min(floor)
-    return bool((res[_pick(theta, k, which)] <= tol).all().item()), theta, res
+    return bool((res[pick] <= tol).all().item()), res
 
 
 def _ritz(T, j, k, which):
