@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
     from descentlab.critical import StallMonitor
     from descentlab.errors import UserInputError
-    from descentlab.commands.common import emit, output_dir, refuse_with, resume_hint, tensorboard_writer
+    from descentlab.commands.common import (check_at_least, check_positive, emit, output_dir, refuse_with, resume_hint,
+                                            tensorboard_writer)
     from descentlab.experiments.train import TrainConfig, train
     from descentlab.problems.user_workload import resolve_workload
     from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
@@ -156,15 +157,14 @@ def run(args: argparse.Namespace) -> int:
         spec = {"workload": args.workload, "model": args.model, "data": data, "seed": args.seed}
         if spec["workload"] is None and spec["model"] is None and spec["data"] is None:
             spec["workload"] = "stall"
-        _check_number("--lr", args.lr, positive=True)
+        check_positive("--lr", args.lr)
         for name, value, low in (("--window", args.window, 1), ("--max-stalls", args.max_stalls, 0),
                                  ("--sample", args.sample, 2), ("--steps", args.steps, 1),
                                  ("--track-sharpness", args.track_sharpness, 0), ("--trial-steps", args.trial_steps, 1)):
-            if value is not None and value < low:
-                raise UserInputError(f"{name} must be an integer >= {low}, got {value}")
-        _check_number("--rel-tol", args.rel_tol, positive=False)
-        _check_number("--grad-tol", args.grad_tol, positive=True)
-        _check_number("--max-step", args.max_step, positive=True)
+            check_at_least(name, value, low)
+        check_positive("--rel-tol", args.rel_tol, allow_zero=True)
+        check_positive("--grad-tol", args.grad_tol)
+        check_positive("--max-step", args.max_step)
         workload = resolve_workload(spec)
         config = TrainConfig(
             optimizer=args.optimizer or workload.optimizer,
@@ -231,13 +231,3 @@ def run(args: argparse.Namespace) -> int:
 
 #: What a ``--resume`` run may be given besides its directory (the rest comes from its config.json).
 _RESUME_KEEPS = {"resume", "json", "progress", "tensorboard"}
-
-
-def _check_number(name: str, value: float | None, *, positive: bool) -> None:
-    from descentlab.errors import UserInputError
-
-    if value is None:
-        return
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise UserInputError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value}")
-

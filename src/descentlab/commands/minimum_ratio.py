@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.report.render import render
     from descentlab.rundir import staged_run
 
-    for name in ("networks", "newton_steps", "samples", "train_steps", "batch_size", "seed", "hidden"):
+    for name in ("networks", "newton_steps", "samples", "train_steps", "batch_size", "hidden"):
         low = 1 if name in ("networks", "batch_size") else 0
         if getattr(args, name) < low:
             raise UserInputError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")

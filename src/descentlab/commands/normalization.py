@@ -66,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--hidden must be >= 0, got {args.hidden}")
     if args.steps < 1:
         raise UserInputError(f"--steps must be >= 1, got {args.steps}")
-    if args.seed < 0:
-        raise UserInputError(f"--seed must be >= 0, got {args.seed}")
     if not (math.isfinite(args.target_loss) and args.target_loss > 0):
         raise UserInputError(f"--target-loss must be a positive number, got {args.target_loss}")
     rates = DEFAULT_RATES if args.rates is None else tuple(_numbers(args.rates, "--rates"))

@@ -21,10 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from descentlab.commands.common import check_at_least, emit
+    from descentlab.commands.common import emit
     from descentlab.problems.workloads import WORKLOADS, get_workload
 
-    check_at_least("--seed", args.seed, 0)
     rows = []
     for name in WORKLOADS:
         workload = get_workload(name, seed=args.seed)

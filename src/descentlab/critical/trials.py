@@ -314,7 +314,6 @@ def _record(members: list[_Member], loss_fn: Callable, data: tuple[Any, torch.Te
         if stacked and len(group) > 1:
             values = _stacked_losses(group, loss_fn, X, y).tolist()
         else:
-            values = []
             values = [_loss_of(m.model, loss_fn, data) for m in group]
         for m, value in zip(group, values):
             m.losses.append(float(value) if math.isfinite(value) else math.nan)

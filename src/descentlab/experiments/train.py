@@ -396,6 +396,4 @@ def load_checkpoint_model(model: nn.Module, path: str | os.PathLike) -> nn.Modul
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
-    if not path.is_file():
-        raise UserInputError(f"checkpoint {path} does not exist")
     return files.load_state_dict(model, files.load_torch(path), path)

@@ -46,7 +46,3 @@ class FlatScratch:
                 offset += n
             flats.append(flat)
         self._params, self._views, self._flats = list(params), views, flats
-
-    def clear(self) -> None:
-        """Free the buffers (they are rebuilt on the next :meth:`views`)."""
-        self._params, self._views, self._flats = [], [], []
