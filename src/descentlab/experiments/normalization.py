@@ -260,17 +260,17 @@ def _run_variant(variant: str, X: torch.Tensor, y: torch.Tensor, X_val: torch.Te
         return make_network(variant, X.shape[1], hidden, n_out, X.dtype)
 
     init = hessian_spectrum(fresh(), loss_fn, X, y)
-    curves, hits = [], []
+    models, curves, hits = [], [], []
     for rate in rates:
-        curves.append(train_full_batch(fresh(), loss_fn, X, y, rate, steps))
+        models.append(fresh())
+        curves.append(train_full_batch(models[-1], loss_fn, X, y, rate, steps))
         hits.append(steps_to_target(curves[-1], target))
         progress.update(1)
     finals = [float(c[-1]) for c in curves]
     reached = [i for i, h in enumerate(hits) if not math.isnan(h)]
     best = min(reached, key=lambda i: (hits[i], finals[i])) if reached else \
         min(range(len(rates)), key=lambda i: (finals[i], rates[i]))
-    model = fresh()
-    curve = train_full_batch(model, loss_fn, X, y, rates[best], steps)
+    model, curve = models[best], curves[best]  # the sweep's own run at that rate
     trained = hessian_spectrum(model, loss_fn, X, y) if math.isfinite(float(curve[-1])) else init
     model.eval()  # validation with the statistics BatchNorm tracked while training
     with torch.no_grad():
