@@ -97,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
     report = render(run_dir)  # before printing: a closed stdout must not lose the report
     summary = run_dir.read_csv("summary.csv")
     protocol = run_dir.read_json("protocol.json")
-    curves = run_dir.read_csv("curves.csv")
-    tensorboard_curves(args, out, curves, ("batch_size", "seed"), "step" if "step" in (curves or [{}])[0] else "epoch")
+    tensorboard_curves(args, out, run_dir, ("batch_size", "seed"), "step")
     for row in summary:
         if args.protocol == "same-loss":
             updates = float(row["updates_to_target"])

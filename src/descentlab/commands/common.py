@@ -177,14 +177,15 @@ def log_to_stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def tensorboard_curves(args: argparse.Namespace, out: str | os.PathLike, rows: Iterable[Mapping[str, str]],
-                       run_keys: tuple[str, ...], step_key: str) -> None:
-    """With ``--tensorboard``: every numeric column of ``rows`` (a sweep's ``curves.csv``) as
-    scalars, one TensorBoard run (sub-directory) per distinct ``run_keys`` value, e.g.
-    ``adam-seed0``; the x axis is ``step_key``."""
+def tensorboard_curves(args: argparse.Namespace, out: str | os.PathLike, run_dir: Any, run_keys: tuple[str, ...],
+                       step_key: str) -> None:
+    """With ``--tensorboard``: every numeric column of ``run_dir``'s ``curves.csv`` (a sweep's
+    :class:`~descentlab.rundir.RunDir`) as scalars, one TensorBoard run (sub-directory) per
+    distinct ``run_keys`` value, e.g. ``adam-seed0``; the x axis is ``step_key``."""
     if getattr(args, "tensorboard", None) is None:
         return
     check_tensorboard(args)
+    rows = run_dir.read_csv("curves.csv")
     import math
 
     from torch.utils.tensorboard import SummaryWriter

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = run_compare(settings, out, workers=args.workers, ray_address=args.ray, progress=args.progress,
                           log=log_to_stderr)
     report = render(run_dir)  # before printing: a closed stdout must not lose the report
-    tensorboard_curves(args, out, run_dir.read_csv("curves.csv"), ("optimizer", "seed"), "step")
+    tensorboard_curves(args, out, run_dir, ("optimizer", "seed"), "step")
     summary = run_dir.read_csv("summary.csv")
     for row in summary:
         steps = float(row["steps_to_target"])
