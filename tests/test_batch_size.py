@@ -172,6 +172,38 @@ def test_train_to_loss_stops_at_the_first_check_below_the_target():
     assert not capped.reached and capped.updates == 5
 
 
+def test_train_to_loss_checks_a_batch_norm_model_in_eval_mode():
+    # oracle: the same seed's model and batches in a plain torch loop, its loss taken in eval mode
+    # only at the end; a check in training mode would move the running statistics
+    from types import SimpleNamespace
+
+    moons = get_workload("moons", dtype=torch.float64)
+
+    def make_model():
+        return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                                   torch.nn.Linear(8, 2)).double()
+
+    workload = SimpleNamespace(X_train=moons.X_train, y_train=moons.y_train, loss_fn=moons.loss_fn,
+                               make_model=make_model)
+    result = train_to_loss(workload, "sgd", 0.1, 100, seed=2, target=0.0, max_updates=24, checks_per_epoch=2)
+    assert result.model.training and [u for u, _, _ in result.curve] == [0, 4, 8, 12, 16, 20, 24]
+    torch.manual_seed(2)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(2)
+    for update in range(24):
+        if update % 8 == 0:
+            order = torch.randperm(800, generator=generator)
+        index = order[(update % 8) * 100:(update % 8 + 1) * 100]
+        optimizer.zero_grad()
+        moons.loss_fn(model(moons.X_train[index]), moons.y_train[index]).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        expected = float(moons.loss_fn(model(moons.X_train), moons.y_train))
+    assert result.curve[-1][2] == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def same_loss(tmp_path_factory):
     settings = BatchSizeSettings(workload="moons", sizes=(200, None), epochs=2, budget=2, seeds=2, train_to=0.3,

@@ -226,9 +226,13 @@ def train_to_loss(workload: Any, optimizer: str, lr: float, batch_size: int | No
     opt = make_optimizer(optimizer, model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(int(seed))
 
-    def full_loss() -> float:
-        with torch.no_grad():
-            return float(workload.loss_fn(model(X), y))
+    def full_loss() -> float:  # in eval mode: a check must not move batch-norm statistics or draw dropout
+        model.eval()
+        try:
+            with torch.no_grad():
+                return float(workload.loss_fn(model(X), y))
+        finally:
+            model.train()
 
     loss = full_loss()
     curve = [(0, 0.0, loss)]
@@ -274,7 +278,7 @@ def size_point_to_loss(run: RunDir, *, workload: str | Mapping[str, Any], optimi
     classification = work.task == "classification"
     for seed in seeds:
         result = train_to_loss(work, optimizer, lr, batch_size, int(seed), target, max_updates)
-        model = result.model
+        model = result.model.eval()  # measured as the checks were: batch-norm statistics, no dropout
         for update, seconds, loss in result.curve:
             rows.append({"batch_size": label, "seed": int(seed), "lr": lr, "step": update,
                          "epoch": update / per_epoch, "seconds": seconds, "train_loss": loss})
