@@ -126,6 +126,9 @@ def test_line_slice_matches_unbatched_forwards_of_loaded_weights():
             assert loss == pytest.approx(float(nn.functional.cross_entropy(oracle(X), y)), rel=1e-12)
     assert line.t[0] == -0.5 and line.t[-1] == 1.5
     assert torch.equal(flatten(model), start)  # the model itself is untouched
+    for n_points in (61, 50):  # 61: the grid holds 0 and 1 (to rounding); 50: it misses both, which are added
+        t = line_slice(model, nn.functional.cross_entropy, batches, start, end, n_points=n_points, margin=0.25).t
+        assert (t == 0).sum() == 1 and (t == 1).sum() == 1 and bool((t[1:] > t[:-1]).all())
 
 
 class ConvNet(nn.Module):

@@ -118,11 +118,15 @@ def line_slice(model: nn.Module, loss_fn: Callable, data, start: torch.Tensor, e
 
 
 def _with_points(t: torch.Tensor, points: Sequence[float]) -> torch.Tensor:
-    """``t`` (sorted) with each of ``points`` inside its range added where it is not already
-    there to within rounding (``linspace`` lands 1e-17 off a round value)."""
-    extra = [p for p in points if t[0] <= p <= t[-1] and not bool(torch.isclose(t, torch.tensor(p, dtype=t.dtype),
-                                                                                   rtol=0, atol=1e-12).any())]
-    t = torch.where(torch.isclose(t, torch.zeros_like(t), rtol=0, atol=1e-12), torch.zeros_like(t), t)
+    """``t`` (sorted) with each of ``points`` inside its range exactly: a grid value within
+    rounding of it (``linspace`` lands 1e-17 off a round value) is set to it, else it is added."""
+    t, extra = t.clone(), []
+    for p in points:
+        near = (t - p).abs() <= 1e-12
+        if near.any():
+            t[near] = p
+        elif t[0] <= p <= t[-1]:
+            extra.append(p)
     if not extra:
         return t
     return torch.sort(torch.cat([t, torch.tensor(extra, dtype=t.dtype)])).values
