@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.experiments.compare import steps_to_target as _first_hit
+
 __all__ = [
     "VARIANTS",
     "DEFAULT_RATES",
@@ -223,9 +225,9 @@ def train_full_batch(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: to
 
 
 def steps_to_target(losses: torch.Tensor, target: float) -> float:
-    """The first step whose loss is at most ``target`` (NaN if none)."""
-    hits = (losses <= target).nonzero()
-    return float(hits[0, 0]) if len(hits) else math.nan
+    """The first step whose loss is at most ``target`` (NaN if none): the sweeps' rule
+    (:func:`descentlab.experiments.compare.steps_to_target`) on a curve indexed by step."""
+    return _first_hit(range(len(losses)), losses.tolist(), target)
 
 
 def quadratic_bowl(X: torch.Tensor, y: torch.Tensor, features: tuple[str, str], steps: int = 50) -> QuadraticBowl:
