@@ -139,3 +139,15 @@ def test_wide_tables_scroll_inside_their_box():
     html = page.render()
     assert '<div class="table-wrap"><table>' in html
     assert ".table-wrap { max-width: 100%; overflow-x: auto;" in html
+
+
+def test_spearman_is_scipys_on_the_finite_pairs():
+    import math
+
+    from scipy.stats import spearmanr
+
+    from descentlab.report.stats import spearman
+
+    x, y = [1.0, 2.0, 3.0, 4.0, math.inf, 5.0], [0.3, 0.1, 0.4, 0.2, 0.9, math.nan]
+    assert spearman(x, y) == float(spearmanr([1, 2, 3, 4], [0.3, 0.1, 0.4, 0.2]).statistic)
+    assert math.isnan(spearman([1.0, 2.0], [3.0, 4.0])) and math.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))

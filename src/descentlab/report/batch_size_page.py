@@ -12,21 +12,13 @@ import math
 
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page, workload_label
+from descentlab.report.stats import spearman
 
 __all__ = ["build", "finding"]
 
 
 def _size(label: str, n_full: float) -> float:
     return n_full if label == "full" else float(label)
-
-
-def _rho(x: list[float], y: list[float]) -> float:
-    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
-        return math.nan
-    from scipy.stats import spearmanr
-
-    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
 
 
 def finding(summary: list[dict], protocol: str, target: float, n_train: float | None = None) -> str:
@@ -44,7 +36,7 @@ def finding(summary: list[dict], protocol: str, target: float, n_train: float | 
         where = f"At the same training loss ({target:g}, reached by {reached} of {total} runs)"
     else:
         where = "After the same number of epochs (training losses differ)"
-    rho_sharp, rho_gap = _rho(sizes, sharp), _rho(sizes, gap)
+    rho_sharp, rho_gap = spearman(sizes, sharp), spearman(sizes, gap)
 
     def trend(rho: float) -> str:
         return "rank correlation with the batch size n/a" if math.isnan(rho) else \

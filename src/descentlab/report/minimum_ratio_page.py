@@ -13,6 +13,7 @@ import math
 
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page
+from descentlab.report.stats import spearman
 
 __all__ = ["build", "finding"]
 
@@ -47,15 +48,6 @@ def _rows(run: RunDir) -> list[dict]:
     return rows
 
 
-def _spearman(x: list[float], y: list[float]) -> float:
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:  # a constant has no rank correlation
-        return math.nan
-    from scipy.stats import spearmanr
-
-    rho = spearmanr(x, y).statistic
-    return float(rho)
-
-
 def finding(rows: list[dict], grad_tol: float) -> str:
     """The study's result in one sentence: counts, strict minima, the ratios and their trend with the loss."""
     n = len(rows)
@@ -70,7 +62,7 @@ def finding(rows: list[dict], grad_tol: float) -> str:
     strict = sum(r["minimum_ratio"] == 1.0 for r in critical)
     ratios = sorted(r["minimum_ratio"] for r in critical)
     median = ratios[len(ratios) // 2] if len(ratios) % 2 else 0.5 * (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2])
-    rho = _spearman([r["loss"] for r in critical], [r["minimum_ratio"] for r in critical])
+    rho = spearman([r["loss"] for r in critical], [r["minimum_ratio"] for r in critical])
     if math.isnan(rho):
         trend = "loss and ratio cannot be related (too few points, or one of them constant)"
     else:
