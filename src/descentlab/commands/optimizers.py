@@ -33,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return 0
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    from descentlab.report.text_table import text_table
+
+    print(text_table(rows))
     return 0

@@ -50,11 +50,9 @@ def run(args: argparse.Namespace) -> int:
     marks = sorted({0, 1, n // 10, n // 4, n // 2, n - 1})
     rows = [["schedule"] + [f"t={t}" for t in marks]]
     rows += [[str(s)] + [f"{s(t):.4g}" for t in marks] for s in schedules]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
+    from descentlab.report.text_table import text_table
+
+    print(text_table(rows))
     if args.plot:
         _plot(schedules, n, args.plot)
         print(f"wrote {args.plot}")

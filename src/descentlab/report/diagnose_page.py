@@ -30,6 +30,7 @@ from descentlab.critical.stall import Stall, evidence_text
 from descentlab.critical.verdicts import AT_LIMIT
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page, format_value
+from descentlab.report.text_table import text_table
 
 __all__ = ["build", "verdict_rows", "verdict_table", "remedy_lines", "trial_lines", "sharpness_line", "load_stalls",
            "load_sharpness"]
@@ -74,11 +75,7 @@ def verdict_table(stalls: Sequence[Stall]) -> str:
     rows = verdict_rows(stalls)
     if not rows:
         return "no stall: the tracked loss kept going down (no plateau met the test)"
-    cells = [list(_TABLE_COLUMNS)] + [[format_value(row[c]) for c in _TABLE_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_TABLE_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table([list(_TABLE_COLUMNS)] + [[format_value(row[c]) for c in _TABLE_COLUMNS] for row in rows])
 
 
 def remedy_lines(stalls: Sequence[Stall]) -> list[str]:
@@ -461,11 +458,7 @@ def trial_lines(stalls: Sequence[Stall]) -> list[str]:
                      f"loss {start:.4g} (on {trials['eval_samples']} training samples), same data and seed, {how}")
         columns = [c for c in _TRIAL_COLUMNS if c != "change"]  # the winner's change is said below
         rows = _trial_rows(trials)
-        cells = [columns] + [[format_value(row[c]) for c in columns] for row in rows]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-        table = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells]
-        table.insert(1, "  ".join("-" * w for w in widths))
-        lines.extend(table)
+        lines.extend(text_table([columns] + [[format_value(row[c]) for c in columns] for row in rows]).splitlines())
         winner = trials.get("winner")
         change = next((t["text"] for t in trials["trials"] if t["remedy"] == winner), "")
         if stall.remedy_applied:
