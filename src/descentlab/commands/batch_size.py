@@ -66,9 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from descentlab.commands.common import (check_at_least, check_positive, check_tensorboard, emit, log_to_stderr, output_dir,
-                                            resume_hint, tensorboard_curves, workload_spec)
-    from descentlab.commands.compare import _numbers, parse_batch_size
+    from descentlab.commands.common import (check_at_least, check_positive, check_tensorboard, csv_numbers, emit,
+                                            log_to_stderr, output_dir, resume_hint, tensorboard_curves, workload_spec)
+    from descentlab.commands.compare import parse_batch_size
     from descentlab.errors import UserInputError
     from descentlab.experiments.batch_size import BatchSizeSettings, run_batch_size
     from descentlab.optim.registry import parse_name
@@ -114,5 +114,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {run_dir.path} ({report.name})")
     emit(args, {"run": str(run_dir.path), "report": str(report), "protocol": args.protocol,
                 "target_loss": protocol["target_loss"], "chosen_lr": protocol["chosen_lr"],
-                "sizes": [_numbers(row) for row in summary]})
+                "sizes": [csv_numbers(row) for row in summary]})
     return 0

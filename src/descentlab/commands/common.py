@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["output_dir", "emit", "resume_hint", "refuse_with", "given", "add_workload_options", "workload_spec",
            "check_positive", "check_at_least", "log_to_stderr", "tensorboard_writer", "check_tensorboard",
-           "tensorboard_curves"]
+           "tensorboard_curves", "csv_numbers"]
 
 
 def given(args: argparse.Namespace, dest: str) -> bool:
@@ -211,3 +211,17 @@ def tensorboard_curves(args: argparse.Namespace, out: str | os.PathLike, run_dir
     finally:
         for each in writers.values():
             each.close()
+
+
+def csv_numbers(row: Mapping[str, str]) -> dict[str, Any]:
+    """A CSV row with its numbers as numbers (NaN as None, for JSON)."""
+    parsed = {}
+    for key, value in row.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            parsed[key] = value
+            continue
+        parsed[key] = None if number != number else (int(number) if number.is_integer() and "." not in value
+                                                      else number)
+    return parsed

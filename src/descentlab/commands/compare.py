@@ -63,8 +63,8 @@ def parse_batch_size(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from descentlab.commands.common import (check_at_least, check_positive, check_tensorboard, emit, log_to_stderr, output_dir,
-                                            resume_hint, tensorboard_curves, workload_spec)
+    from descentlab.commands.common import (check_at_least, check_positive, check_tensorboard, csv_numbers, emit,
+                                            log_to_stderr, output_dir, resume_hint, tensorboard_curves, workload_spec)
     from descentlab.errors import UserInputError
     from descentlab.experiments.compare import CompareSettings, run_compare
     from descentlab.optim.registry import parse_name
@@ -107,19 +107,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {run_dir.path} ({report.name})")
     emit(args, {"run": str(run_dir.path), "report": str(report),
                 "target_loss": run_dir.read_json("protocol.json")["target_loss"],
-                "optimizers": [_numbers(row) for row in summary]})
+                "optimizers": [csv_numbers(row) for row in summary]})
     return 0
 
-
-def _numbers(row: dict) -> dict:
-    """A CSV row with its numbers as numbers (NaN as None, for JSON)."""
-    parsed = {}
-    for key, value in row.items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            parsed[key] = value
-            continue
-        parsed[key] = None if number != number else (int(number) if number.is_integer() and "." not in value
-                                                      else number)
-    return parsed
