@@ -151,7 +151,10 @@ def lanczos(
     gen = torch.Generator().manual_seed(int(seed))
 
     def random_vector() -> torch.Tensor:
-        return torch.randn(n, generator=gen, dtype=torch.float64).to(device, dtype)
+        # drawn on the CPU in float64 or float32 (6x faster to draw; half precision is drawn
+        # in float32), so the start does not depend on the device
+        wide = torch.float64 if dtype == torch.float64 else torch.float32
+        return torch.randn(n, generator=gen, dtype=wide).to(device, dtype)
 
     # stored as rows and used through transposed views, so that every basis vector and every
     # product V[:, j], W[:, j] is contiguous in memory (columns of an (n, m) array are not)
@@ -159,7 +162,12 @@ def lanczos(
     V = torch.empty(m, n, dtype=dtype, device=device).T
     W = torch.empty(m, n, dtype=dtype, device=device).T
     T = torch.zeros(m, m, dtype=dtype, device=device)
-    f = random_vector() if v0 is None else _start(v0, n, dtype, device)  # the next direction, orthogonal to V[:, :j] once j > 0
+    # the next direction, orthogonal to V[:, :j] once j > 0, and a buffer of its size for the
+    # second Gram-Schmidt pass: per product no vector-sized tensor is allocated (a fresh one
+    # costs its page faults, ~2 ms for 4.5 MB, beside the 6 ms of a pass over the basis)
+    f = random_vector() if v0 is None else _start(v0, n, dtype, device).clone()
+    spare = torch.empty_like(f)
+    beta = f.norm()
     j = 0
     restarts = 0
     exhausted = False
@@ -171,13 +179,14 @@ def lanczos(
         estimated = stopped = False
         ritz = None
         while j < m:
-            if f.norm().item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
+            if beta.item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
                 # invariant subspace: continue with a fresh direction, unless none is left
                 f = _orthogonalize(random_vector(), V[:, :j])
-                if j >= n or f.norm().item() <= 1e3 * eps:
+                beta = f.norm()
+                if j >= n or beta.item() <= 1e3 * eps:
                     exhausted = True
                     break
-            torch.div(f, f.norm(), out=V[:, j])
+            torch.div(f, beta, out=V[:, j])
             W[:, j] = A @ V[:, j]
             # the first Gram-Schmidt coefficients are the new column of T = Vᵀ W: one pass over
             # the basis serves both (the basis is read from memory 2-4 times per product)
@@ -185,7 +194,7 @@ def lanczos(
             T[: j + 1, j] = col
             T[j, : j + 1] = col
             j += 1
-            f = _orthogonalize(W[:, j - 1], V[:, :j], col)
+            f, spare, beta = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], col)
             if j >= n:
                 exhausted = True
                 break
@@ -193,7 +202,7 @@ def lanczos(
                 break
             if j >= k:
                 ritz = _ritz(T, j, k, which)
-                estimated, estimates = _estimate(ritz, k, tol, eps, f)
+                estimated, estimates = _estimate(ritz, k, tol, eps, beta)
                 stopped = stop is not None and not estimated and bool(stop(ritz[0], estimates))
                 if estimated or stopped:
                     break
@@ -202,16 +211,11 @@ def lanczos(
         theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(T, j, k, which)
         used = A.n_matvecs - start
         last = exhausted or used >= max_iter or stopped
-        # explicit residuals (two passes over the basis) only where the cheap estimate says
-        # converged, or at the end: a restart needs only the Ritz values and S
-        if estimated or last:
-            ok, res, Y, HY = _residuals(V, W, j, theta, S, pick, tol, eps)
-            if ok or last:
-                break
-
-        # ---- thick restart: keep the most wanted Ritz vectors (and, one-sided, a few from the
-        # far end), continue from f, which is orthogonal to the old basis and so to the new
-        keep = _restart_set(theta, j, k, m, which)
+        # ---- the wanted Ritz vectors Y = VS and their products HY = WS, formed in place as
+        # the first rows of the bases (for a thick restart, a few more kept after them), and
+        # the explicit residuals of Y where the cheap estimate says converged, or at the end
+        # (should those fail, the restart keeps only Y)
+        keep = pick if estimated or last else _restart_set(theta, pick, j, k, m, which)
         p = keep.numel()
         Sk = S[:, keep]
         _combine_rows_(V.T, Sk)
@@ -221,13 +225,20 @@ def lanczos(
         T.zero_()
         T[:p, :p] = kept
         j = p
+        if estimated or last:
+            values, res = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
+                                          theta.abs().max().item(), tol, eps)
+            if last or bool((res <= tol).all().item()):
+                break
+        # ---- thick restart: continue from f, which is orthogonal to the old basis and so to the new
         restarts += 1
 
-    vectors = Y
-    values = _rayleigh_quotients(Y, HY).to(dtype)
-    idx = vectors.abs().argmax(dim=0)
-    signs = torch.sign(vectors[idx, torch.arange(vectors.shape[1], device=device)])
-    vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+    # each vector's largest-magnitude entry made positive (amax and amin: one pass each, where
+    # abs().argmax() writes and reads a copy); a copy, not a view, so the bases are freed
+    rows = V.T[: pick.numel()]
+    signs = torch.where(rows.amax(dim=1) >= -rows.amin(dim=1), 1.0, -1.0).to(dtype)
+    vectors = (rows * signs[:, None]).T
+    values = values.to(dtype)
     converged = bool((res <= tol).all().item())
     if not converged and not exhausted and not stopped:
         warnings.warn(AdviceWarning(
@@ -238,14 +249,6 @@ def lanczos(
     if exhausted:
         converged = converged or bool((res <= max(tol, math.sqrt(eps))).all().item())
     return Eigenpairs(values, vectors, res, used, which, converged, restarts)
-
-
-def _rayleigh_quotients(Y: torch.Tensor, HY: torch.Tensor) -> torch.Tensor:
-    """yᵀHy / yᵀy per column, by torch's own (cascaded) sums: in float32 the Ritz values of
-    T = VᵀW carry the rounding that matrix-vector products accumulate over n terms (the 1.1M-
-    parameter MLP's top 10 came out to 2e-5-6e-5 whatever the tolerance, 3e-6-7e-6 this way),
-    while a quotient's error is second order in its vector's."""
-    return (Y * HY).sum(dim=0) / (Y * Y).sum(dim=0)
 
 
 def _start(v0: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -259,17 +262,28 @@ def _start(v0: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -
     return v
 
 
-def _orthogonalize(f: torch.Tensor, V: torch.Tensor, coef: torch.Tensor | None = None) -> torch.Tensor:
-    """Classical Gram-Schmidt against the columns of V (``coef`` = Vᵀf when already known),
-    repeated once when the first pass cancelled more than 1/√2 of the norm (Daniel, Gragg,
-    Kaufman & Stewart 1976: "twice is enough")."""
+def _orthogonalize(f: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """``f`` made orthogonal to the columns of V: a fresh vector (see :func:`_orthogonalize_into`)."""
     if V.shape[1] == 0:
         return f.clone()
-    # addmv: f - V c in one pass over f (``f - V @ c`` writes V c out and reads it back)
-    q = torch.addmv(f, V, V.T @ f if coef is None else coef, alpha=-1)
-    if q.norm() < 0.7071 * f.norm():
-        q = torch.addmv(q, V, V.T @ q, alpha=-1)
+    q, _, _ = _orthogonalize_into(torch.empty_like(f), torch.empty_like(f), f, V, V.T @ f)
     return q
+
+
+def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor, V: torch.Tensor,
+                        coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Classical Gram-Schmidt of ``w`` against the columns of V, given ``coef`` = Vᵀw, written
+    into ``out`` (or ``spare``) and repeated once when the first pass cancelled more than 1/√2
+    of the norm (Daniel, Gragg, Kaufman & Stewart 1976: "twice is enough"). Returns ``(result,
+    the other buffer, the result's norm)``. With V orthonormal ||w||² = ||c||² + ||q||², so the
+    test needs no pass over ``w``."""
+    # addmv: w - V c in one pass (``w - V @ c`` writes V c out and reads it back)
+    torch.addmv(w, V, coef, alpha=-1, out=out)
+    norm = out.norm()
+    if norm < coef.norm():
+        torch.addmv(out, V, V.T @ out, alpha=-1, out=spare)
+        out, spare, norm = spare, out, spare.norm()
+    return out, spare, norm
 
 
 #: Columns per block of :func:`_combine_rows_`: its scratch (p x block) stays small, and a block
@@ -323,10 +337,11 @@ _KEEP = {"LA": (0.1, 0.4), "SA": (0.5, 0.25)}
 _KEEP_TWO_SIDED = (0.0, 0.25)
 
 
-def _restart_set(theta: torch.Tensor, j: int, k: int, m: int, which: str) -> torch.Tensor:
-    """Ritz vectors kept at a restart: the most wanted ones and, for one-sided searches, a few
-    from the far end. Keeping those (they converge first) deflates the far end from the
-    continued Krylov space, which shrinks the spread the wanted end has to fight against."""
+def _restart_set(theta: torch.Tensor, pick: torch.Tensor, j: int, k: int, m: int, which: str) -> torch.Tensor:
+    """Ritz vectors kept at a restart, the wanted ones (``pick``) first: the most wanted ones
+    and, for one-sided searches, a few from the far end. Keeping those (they converge first)
+    deflates the far end from the continued Krylov space, which shrinks the spread the wanted
+    end has to fight against."""
     far, extra = _KEEP.get(which, _KEEP_TWO_SIDED)
     room = max(2, math.ceil((m - k) * (1 - far - extra)))  # new directions per cycle
     p = max(min(j - room, k + int((m - k) * extra)), min(k, j - 1))
@@ -334,9 +349,9 @@ def _restart_set(theta: torch.Tensor, j: int, k: int, m: int, which: str) -> tor
     if far > 0:
         q = min(j - room - p, int((m - k) * far))
         if q > 0:
-            far = _pick(theta, q, "SA" if which == "LA" else "LA")
-            keep = torch.cat([keep, far])
-    return keep
+            keep = torch.cat([keep, _pick(theta, q, "SA" if which == "LA" else "LA")])
+    rest = keep[~torch.isin(keep, pick)]
+    return torch.cat([pick, rest])
 
 
 def _floor(eps: float, tol: float) -> float:
@@ -344,13 +359,13 @@ def _floor(eps: float, tol: float) -> float:
     return max(eps ** (2 / 3), 100 * eps / tol)
 
 
-def _estimate(ritz, k, tol, eps, f) -> tuple[bool, torch.Tensor]:
-    """Cheap convergence test from the Lanczos relation, residual_i = ||f|| · |s_{j,i}|, on
-    :func:`_ritz`'s output: ``(every wanted pair converged, each Ritz value's relative residual
-    estimate)``."""
+def _estimate(ritz, k, tol, eps, beta) -> tuple[bool, torch.Tensor]:
+    """Cheap convergence test from the Lanczos relation, residual_i = ||f|| · |s_{j,i}|
+    (``beta`` = ||f||), on :func:`_ritz`'s output: ``(every wanted pair converged, each Ritz
+    value's relative residual estimate)``."""
     theta, S, pick = ritz
     floor = _floor(eps, tol) * max(theta.abs().max().item(), 1e-300)
-    res = f.norm() * S[-1].abs() / theta.abs().clamp_min(floor)
+    res = beta * S[-1].abs() / theta.abs().clamp_min(floor)
     return bool((res[pick] <= tol).all().item()), res
 
 
@@ -361,11 +376,28 @@ def _ritz(T, j, k, which):
     return theta, S, _pick(theta, k, which)
 
 
-def _residuals(V, W, j, theta, S, pick, tol, eps):
-    """``(all converged, relative residuals, Ritz vectors Y = VS, their products HY = WS)`` of
-    the wanted pairs, from the kept products (no new ones)."""
-    SwT = S[:, pick].T.contiguous()
-    Y, HY = (SwT @ V.T[:j]).T, (SwT @ W.T[:j]).T  # row layout, as the basis (see _combine_rows_)
-    floor = _floor(eps, tol) * max(theta.abs().max().item(), 1e-300)
-    res = (HY - Y * theta[pick]).norm(dim=0) / theta[pick].abs().clamp_min(floor)
-    return bool((res <= tol).all().item()), res, Y, HY
+#: Columns per block of :func:`_ritz_residuals`: its temporaries stay in cache.
+_RESIDUAL_BLOCK = 32768
+
+
+def _ritz_residuals(Y: torch.Tensor, HY: torch.Tensor, theta: torch.Tensor, scale: float, tol: float,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Rayleigh quotients, relative residuals)`` of Ritz vectors given as rows ``Y`` with
+    their products ``HY`` (no new products) and Ritz values ``theta``; ``scale`` ≈ ||H||
+    (the floor φ·scale of small eigenvalues, see the module docstring).
+
+    The quotients yᵀHy / yᵀy are the values returned: in float32 the Ritz values of T = VᵀW
+    carry the rounding that matrix-vector products accumulate over n terms (the 1.1M-parameter
+    MLP's top 10 came out to 2e-5-6e-5 whatever the tolerance, 3e-6-7e-6 this way), while a
+    quotient's error is second order in its vector's. Sums run block by block (torch's
+    cascaded sums within a block, float64 across blocks), in one pass over Y and HY."""
+    k, n = Y.shape
+    sums = torch.zeros(3, k, dtype=torch.float64, device=Y.device)  # yᵀy, yᵀHy, ||Hy - θy||²
+    theta_col = theta[:, None].to(Y.dtype)
+    for c0 in range(0, n, _RESIDUAL_BLOCK):
+        y, hy = Y[:, c0 : c0 + _RESIDUAL_BLOCK], HY[:, c0 : c0 + _RESIDUAL_BLOCK]
+        r = torch.addcmul(hy, y, theta_col, value=-1)
+        sums += torch.stack([(y * y).sum(dim=1), (y * hy).sum(dim=1), (r * r).sum(dim=1)]).to(torch.float64)
+    floor = _floor(eps, tol) * max(scale, 1e-300)
+    res = sums[2].sqrt().to(theta.dtype) / theta.abs().clamp_min(floor)
+    return (sums[1] / sums[0]).to(theta.dtype), res
