@@ -91,6 +91,43 @@ def test_restarts_combine_the_basis_in_blocks_of_any_width(monkeypatch, block):
         assert_vectors_match(A, pairs, eig, vecs, 1e-6)
 
 
+@pytest.mark.parametrize("block", [7, 32768])
+def test_gram_schmidt_projects_against_a_basis_that_is_not_orthonormal(monkeypatch, block):
+    """f = (I - V(VᵀV)⁻¹Vᵀ) w for a basis 1e-3 off orthonormal, against least squares; and when
+    w lies in span(V) but for 1e-10 of its norm, f is still orthogonal to V to rounding."""
+    lanczos_module = sys.modules["descentlab.curvature.lanczos"]
+    monkeypatch.setattr(lanczos_module, "_ORTHOGONALIZE_BLOCK", block)
+    g = torch.Generator().manual_seed(0)
+    n, j = 200, 6
+    V = torch.linalg.qr(torch.randn(n, j, generator=g, dtype=F64))[0] + 1e-3 * torch.randn(n, j, generator=g, dtype=F64)
+    buffers = torch.empty(n, dtype=F64), torch.empty(n, dtype=F64)
+    for scale in (1.0, 1e-10):
+        w = V @ torch.randn(j, generator=g, dtype=F64) + scale * torch.randn(n, generator=g, dtype=F64)
+        f, _, gram_column, norm = lanczos_module._orthogonalize_into(*buffers, w, V, V.T @ V)
+        projected = w - V @ torch.linalg.lstsq(V, w[:, None]).solution[:, 0]
+        # both sides carry rounding of order ε ||w||, however small f is
+        torch.testing.assert_close(f, projected, atol=1e-13 * float(w.norm()), rtol=0)
+        assert float((V.T @ f).abs().max()) <= 1e-13 * float(norm)
+        torch.testing.assert_close(gram_column, V.T @ f, atol=1e-13 * float(norm), rtol=0)
+        torch.testing.assert_close(norm, f.norm(), atol=0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_float32_with_restarts_matches_eigh(which):
+    """1,500 float32 parameters: the basis drifts from orthonormal by the products' rounding, which
+    the measured Gram matrix absorbs; values and vectors as accurate as float32 products allow."""
+    A = hessian_like(n=1500, seed=1)
+    eig = torch.linalg.eigvalsh(A)
+    pairs = lanczos(A.float(), k=10, which=which, tol=1e-4, ncv=24)
+    assert pairs.converged and (pairs.residuals <= 1e-4).all()
+    if which == "SA":
+        assert pairs.n_restarts > 0
+    # ε₃₂ ||A|| / |λ| ≤ 2.6e-5 bounds the products' rounding relative to these eigenvalues
+    torch.testing.assert_close(pairs.values.double(), expected(eig, 10, which), rtol=1e-5, atol=0)
+    Y = pairs.vectors.double()
+    torch.testing.assert_close(Y.T @ Y, torch.eye(10, dtype=F64), atol=1e-5, rtol=0)
+
+
 def test_small_operator_is_solved_exactly():
     A = matrix_with_spectrum([3.0, -1.0, 0.0, 2.0, 5.0])
     pairs = lanczos(A, k=5, which="LA")

@@ -1,8 +1,13 @@
 """Extreme eigenpairs of a symmetric operator by thick-restart Lanczos, written in torch.
 
-The solver builds an orthonormal Krylov basis V = [v_1 … v_j] of span{v_1, Hv_1, …, H^{j-1}v_1}
-with *full* re-orthogonalisation (classical Gram-Schmidt, repeated when it cancels), keeps the products
-W = HV, and takes Ritz pairs from the projection T = Vᵀ H V = Vᵀ W (Rayleigh-Ritz). When the
+The solver builds a Krylov basis V = [v_1 … v_j] of span{v_1, Hv_1, …, H^{j-1}v_1}, each new
+vector orthogonalised against all the others (classical Gram-Schmidt), keeps the products
+W = HV, and takes Ritz pairs from the projection T = Vᵀ H V = Vᵀ W (Rayleigh-Ritz). The Gram
+matrix G = VᵀV is measured as the basis grows (half a pass per product, while the basis is in
+cache), and the Ritz pairs solve the pencil Ts = θGs, so rounding that takes V a little off
+orthonormal costs nothing; a second Gram-Schmidt pass, which keeping V orthonormal to working
+precision needs whenever more than 1/√2 of a product's norm cancels (half to all of the
+products here), runs only where the cancellation reaches √ε. When the
 basis reaches ``ncv`` vectors without convergence it restarts *thick* (Wu & Simon 2000,
 "Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J. Matrix Anal.
 Appl. 22(2)): it keeps the wanted Ritz vectors Y = VS and their products WS (no new
@@ -161,12 +166,16 @@ def lanczos(
     # (only the first j columns are ever read, so they need no zeroing: 90 MB each at 1M x 21)
     V = torch.empty(m, n, dtype=dtype, device=device).T
     W = torch.empty(m, n, dtype=dtype, device=device).T
-    T = torch.zeros(m, m, dtype=dtype, device=device)
-    # the next direction, orthogonal to V[:, :j] once j > 0, and a buffer of its size for the
-    # second Gram-Schmidt pass: per product no vector-sized tensor is allocated (a fresh one
-    # costs its page faults, ~2 ms for 4.5 MB, beside the 6 ms of a pass over the basis)
+    # T = VᵀW and the Gram matrix G = VᵀV as measured, in float64 (small): Rayleigh-Ritz on
+    # the pencil (T, G) stays exact however far rounding takes V from orthonormal
+    T = torch.zeros(m, m, dtype=torch.float64, device=device)
+    G = torch.zeros(m, m, dtype=torch.float64, device=device)
+    # the next direction f, orthogonal to V[:, :j] once j > 0, with g = Vᵀf measured, and a
+    # buffer of its size: per product no vector-sized tensor is allocated (a fresh one costs
+    # its page faults, ~2 ms for 4.5 MB, beside the 5-6 ms of a pass over the basis)
     f = random_vector() if v0 is None else _start(v0, n, dtype, device).clone()
     spare = torch.empty_like(f)
+    g = torch.zeros(0, dtype=torch.float64, device=device)
     beta = f.norm()
     j = 0
     restarts = 0
@@ -174,41 +183,43 @@ def lanczos(
     start = A.n_matvecs
 
     while True:
-        # ---- expand the basis up to m vectors; H V = V T + f e_jᵀ holds throughout, so the
-        # residual of a Ritz pair (θ, Vs) is ||f|| · |s_j|, checked after every product
+        # ---- expand the basis up to m vectors; H V = V C + f e_jᵀ (C = G⁻¹T) holds
+        # throughout, so the residual of a Ritz pair (θ, Vs) is ||f|| · |s_j|, checked after
+        # every product
         estimated = stopped = False
         ritz = None
         while j < m:
             if beta.item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
                 # invariant subspace: continue with a fresh direction, unless none is left
-                f = _orthogonalize(random_vector(), V[:, :j])
-                beta = f.norm()
-                if j >= n or beta.item() <= 1e3 * eps:
+                f, spare, g, beta = _orthogonalize_into(spare, f, random_vector(), V[:, :j], G[:j, :j])
+                if j >= n or beta.item() <= 1e3 * eps * math.sqrt(n):
                     exhausted = True
                     break
             torch.div(f, beta, out=V[:, j])
+            G[:j, j] = G[j, :j] = g / beta
+            G[j, j] = 1.0
             W[:, j] = A @ V[:, j]
-            # the first Gram-Schmidt coefficients are the new column of T = Vᵀ W: one pass over
-            # the basis serves both (the basis is read from memory 2-4 times per product)
-            col = V[:, : j + 1].T @ W[:, j]
+            # the first Gram-Schmidt coefficients give the new column of T = VᵀW: one pass
+            # over the basis serves both
+            col = (V[:, : j + 1].T @ W[:, j]).to(torch.float64)
             T[: j + 1, j] = col
             T[j, : j + 1] = col
             j += 1
-            f, spare, beta = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], col)
+            f, spare, g, beta = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], G[:j, :j], col)
             if j >= n:
                 exhausted = True
                 break
             if j >= k and A.n_matvecs - start >= max_iter:
                 break
             if j >= k:
-                ritz = _ritz(T, j, k, which)
+                ritz = _ritz(T, G, j, k, which)
                 estimated, estimates = _estimate(ritz, k, tol, eps, beta)
                 stopped = stop is not None and not estimated and bool(stop(ritz[0], estimates))
                 if estimated or stopped:
                     break
 
         # the loop's last estimate, when it was made at this j (restart, converged, stopped)
-        theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(T, j, k, which)
+        theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(T, G, j, k, which)
         used = A.n_matvecs - start
         last = exhausted or used >= max_iter or stopped
         # ---- the wanted Ritz vectors Y = VS and their products HY = WS, formed in place as
@@ -218,12 +229,14 @@ def lanczos(
         keep = pick if estimated or last else _restart_set(theta, pick, j, k, m, which)
         p = keep.numel()
         Sk = S[:, keep]
-        _combine_rows_(V.T, Sk)
-        _combine_rows_(W.T, Sk)
-        # the kept block of VᵀW is SₖᵀTSₖ (diagonal but for rounding): no pass over the basis
-        kept = Sk.T @ T[:j, :j] @ Sk
+        _combine_rows_(V.T, Sk.to(dtype))
+        _combine_rows_(W.T, Sk.to(dtype))
+        # the kept blocks of VᵀW and VᵀV are SₖᵀTSₖ and SₖᵀGSₖ (diagonal and I but for
+        # rounding), and Vᵀf becomes Sₖᵀg: no pass over the basis
+        kept_T, kept_G, g = Sk.T @ T[:j, :j] @ Sk, Sk.T @ G[:j, :j] @ Sk, Sk.T @ g
         T.zero_()
-        T[:p, :p] = kept
+        G.zero_()
+        T[:p, :p], G[:p, :p] = kept_T, kept_G
         j = p
         if estimated or last:
             values, res = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
@@ -238,7 +251,7 @@ def lanczos(
     rows = V.T[: pick.numel()]
     signs = torch.where(rows.amax(dim=1) >= -rows.amin(dim=1), 1.0, -1.0).to(dtype)
     vectors = (rows * signs[:, None]).T
-    values = values.to(dtype)
+    values, res = values.to(dtype), res.to(dtype)
     converged = bool((res <= tol).all().item())
     if not converged and not exhausted and not stopped:
         warnings.warn(AdviceWarning(
@@ -262,33 +275,53 @@ def _start(v0: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -
     return v
 
 
-def _orthogonalize(f: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """``f`` made orthogonal to the columns of V: a fresh vector (see :func:`_orthogonalize_into`)."""
-    if V.shape[1] == 0:
-        return f.clone()
-    q, _, _ = _orthogonalize_into(torch.empty_like(f), torch.empty_like(f), f, V, V.T @ f)
-    return q
+#: Columns per block of :func:`_orthogonalize_into`: a block of the basis is read from memory
+#: once and from cache a second time.
+_ORTHOGONALIZE_BLOCK = 32768
 
 
 def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor, V: torch.Tensor,
-                        coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Classical Gram-Schmidt of ``w`` against the columns of V, given ``coef`` = Vᵀw, written
-    into ``out`` (or ``spare``) and repeated once when the first pass cancelled more than 1/√2
-    of the norm (Daniel, Gragg, Kaufman & Stewart 1976: "twice is enough"). Returns ``(result,
-    the other buffer, the result's norm)``. With V orthonormal ||w||² = ||c||² + ||q||², so the
-    test needs no pass over ``w``."""
-    # addmv: w - V c in one pass (``w - V @ c`` writes V c out and reads it back)
-    torch.addmv(w, V, coef, alpha=-1, out=out)
-    norm = out.norm()
-    if norm < coef.norm():
-        torch.addmv(out, V, V.T @ out, alpha=-1, out=spare)
-        out, spare, norm = spare, out, spare.norm()
-    return out, spare, norm
+                        G: torch.Tensor, coef: torch.Tensor | None = None):
+    """Gram-Schmidt of ``w`` against the columns of V, whose Gram matrix G = VᵀV is known
+    (``coef`` = Vᵀw in float64 when already known): ``f = w - V G⁻¹Vᵀw``, written into
+    ``out`` (or ``spare``). Returns ``(f, the other buffer, g = Vᵀf in float64, ||f||)``.
+
+    Each block of f is made and, while the block of V is still in cache, multiplied by it, so
+    g costs about half a pass over the basis. With g known, V need not be orthonormal (its
+    Gram matrix enters the Ritz problem), so a second pass, which full reorthogonalisation
+    (Daniel, Gragg, Kaufman & Stewart 1976: "twice is enough") runs whenever more than 1/√2
+    of the norm cancels, is needed only where rounding in f would be amplified beyond √ε:
+    ||f|| < √ε ||w||. On the 1.1M-parameter MLP of bench/hessian.py that was 52-95 % of the
+    products, each a further 11 ms pass against 3.5 ms for g."""
+    j = V.shape[1]
+    if j == 0:
+        out.copy_(w)
+        return out, spare, torch.zeros(0, dtype=torch.float64, device=w.device), out.norm()
+    if coef is None:
+        coef = (V.T @ w).to(torch.float64)
+    eps = torch.finfo(w.dtype).eps
+    source = w
+    for _ in range(2):
+        c = torch.cholesky_solve(coef[:, None], torch.linalg.cholesky(G))[:, 0]
+        # ||w||² = ||V c||²_G + ||f||² = cᵀ coef + ||f||²
+        projected = float(torch.dot(c, coef))
+        g, c_ = torch.zeros(j, dtype=torch.float64, device=w.device), c.to(w.dtype)
+        n = w.shape[0]
+        for c0 in range(0, n, _ORTHOGONALIZE_BLOCK):
+            c1 = min(n, c0 + _ORTHOGONALIZE_BLOCK)
+            block = V[c0:c1]
+            torch.addmv(source[c0:c1], block, c_, alpha=-1, out=out[c0:c1])
+            g += (block.T @ out[c0:c1]).to(torch.float64)
+        norm = out.norm()
+        if float(norm) ** 2 >= eps * (projected + float(norm) ** 2):
+            break
+        source, out, spare, coef = out, spare, out, g
+    return out, spare, g, norm
 
 
 #: Columns per block of :func:`_combine_rows_`: its scratch (p x block) stays small, and a block
 #: is long enough that one GEMM call per block costs nothing next to its work.
-_COMBINE_BLOCK = 65536
+_COMBINE_BLOCK = 16384
 
 
 def _combine_rows_(rows: torch.Tensor, S: torch.Tensor) -> None:
@@ -369,10 +402,16 @@ def _estimate(ritz, k, tol, eps, beta) -> tuple[bool, torch.Tensor]:
     return bool((res[pick] <= tol).all().item()), res
 
 
-def _ritz(T, j, k, which):
-    """Rayleigh-Ritz on the first j basis vectors: Ritz values θ, T's eigenvectors S, the wanted indices."""
-    Tj = T[:j, :j]
-    theta, S = torch.linalg.eigh((Tj + Tj.T) / 2)
+def _ritz(T, G, j, k, which):
+    """Rayleigh-Ritz on the first j basis vectors, the pencil Ts = θGs (by Cholesky of G): Ritz
+    values θ, eigenvectors S (G-orthonormal, so the Ritz vectors VS are orthonormal), the
+    wanted indices."""
+    Tj, Gj = T[:j, :j], G[:j, :j]
+    L = torch.linalg.cholesky((Gj + Gj.T) / 2)
+    A = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, (Tj + Tj.T) / 2, upper=False).T,
+                                      upper=False)
+    theta, Z = torch.linalg.eigh((A + A.T) / 2)
+    S = torch.linalg.solve_triangular(L.T, Z, upper=True)
     return theta, S, _pick(theta, k, which)
 
 
