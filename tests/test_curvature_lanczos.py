@@ -128,6 +128,18 @@ def test_float32_with_restarts_matches_eigh(which):
     torch.testing.assert_close(Y.T @ Y, torch.eye(10, dtype=F64), atol=1e-5, rtol=0)
 
 
+def test_repeated_eigenvalues_are_found_as_often_as_they_occur():
+    """Each start direction sees a repeated eigenvalue once (its Krylov space closes after
+    three products here); the fresh directions that follow must show the other copies."""
+    A = matrix_with_spectrum(torch.cat([torch.full((40,), 5.0), torch.full((40,), 1.0), torch.full((20,), -2.0)]))
+    for which, value in (("LA", 5.0), ("SA", -2.0)):
+        pairs = lanczos(A, k=5, which=which)
+        assert pairs.converged
+        torch.testing.assert_close(pairs.values, torch.full((5,), value, dtype=F64), rtol=1e-10, atol=0)
+        torch.testing.assert_close(pairs.vectors.T @ pairs.vectors, torch.eye(5, dtype=F64), atol=1e-10, rtol=0)
+        torch.testing.assert_close(A @ pairs.vectors, value * pairs.vectors, atol=1e-10, rtol=0)
+
+
 def test_small_operator_is_solved_exactly():
     A = matrix_with_spectrum([3.0, -1.0, 0.0, 2.0, 5.0])
     pairs = lanczos(A, k=5, which="LA")

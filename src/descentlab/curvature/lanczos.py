@@ -6,13 +6,15 @@ W = HV, and takes Ritz pairs from the projection T = Vᵀ H V = Vᵀ W (Rayleigh
 matrix G = VᵀV is measured as the basis grows (half a pass per product, while the basis is in
 cache), and the Ritz pairs solve the pencil Ts = θGs, so rounding that takes V a little off
 orthonormal costs nothing; a second Gram-Schmidt pass, which keeping V orthonormal to working
-precision needs whenever more than 1/√2 of a product's norm cancels (half to all of the
-products here), runs only where the cancellation reaches √ε. When the
-basis reaches ``ncv`` vectors without convergence it restarts *thick* (Wu & Simon 2000,
-"Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J. Matrix Anal.
-Appl. 22(2)): it keeps the wanted Ritz vectors Y = VS and their products WS (no new
-products), and continues from the residual direction (I − VVᵀ) H v_j, so the Krylov
-information is never thrown away.
+precision needs whenever more than 1/√2 of a product's norm cancels (52-95 % of the products
+on the 1.1M-parameter MLP of bench/hessian.py), runs only where the cancellation reaches √ε.
+When the basis reaches ``ncv`` vectors without convergence it restarts *thick* (Wu & Simon
+2000, "Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J. Matrix
+Anal. Appl. 22(2)): it keeps the wanted Ritz vectors Y = VS and their products WS (no new
+products), and continues from the residual direction f = H v_j − V G⁻¹VᵀH v_j, so the Krylov
+information is never thrown away. When a Krylov space closes (an invariant subspace: a
+repeated eigenvalue shows once per start direction), it continues from a fresh random
+direction and, as ARPACK does, judges convergence only with the basis full.
 
 A pair (θ, y) is converged when its Ritz *residual* satisfies
 
@@ -180,6 +182,7 @@ def lanczos(
     j = 0
     restarts = 0
     exhausted = False
+    invariant = False  # a Krylov space closed: eigenvalues may be repeated
     start = A.n_matvecs
 
     while True:
@@ -191,6 +194,7 @@ def lanczos(
         while j < m:
             if beta.item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
                 # invariant subspace: continue with a fresh direction, unless none is left
+                invariant = invariant or j > 0
                 f, spare, g, beta = _orthogonalize_into(spare, f, random_vector(), V[:, :j], G[:j, :j])
                 if j >= n or beta.item() <= 1e3 * eps * math.sqrt(n):
                     exhausted = True
@@ -211,7 +215,10 @@ def lanczos(
                 break
             if j >= k and A.n_matvecs - start >= max_iter:
                 break
-            if j >= k:
+            # checked after every product, or, once a Krylov space has closed (a repeated
+            # eigenvalue shows once per start direction), only with the basis full, as ARPACK
+            # does: by then fresh directions have shown the other copies
+            if j >= k and (j == m or not invariant):
                 ritz = _ritz(T, G, j, k, which)
                 estimated, estimates = _estimate(ritz, k, tol, eps, beta)
                 stopped = stop is not None and not estimated and bool(stop(ritz[0], estimates))
@@ -299,22 +306,22 @@ def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor,
         return out, spare, torch.zeros(0, dtype=torch.float64, device=w.device), out.norm()
     if coef is None:
         coef = (V.T @ w).to(torch.float64)
-    eps = torch.finfo(w.dtype).eps
+    n, eps = w.shape[0], torch.finfo(w.dtype).eps
     source = w
     for _ in range(2):
         c = torch.cholesky_solve(coef[:, None], torch.linalg.cholesky(G))[:, 0]
         # ||w||² = ||V c||²_G + ||f||² = cᵀ coef + ||f||²
         projected = float(torch.dot(c, coef))
-        g, c_ = torch.zeros(j, dtype=torch.float64, device=w.device), c.to(w.dtype)
-        n = w.shape[0]
+        g, step = torch.zeros(j, dtype=torch.float64, device=w.device), c.to(w.dtype)
         for c0 in range(0, n, _ORTHOGONALIZE_BLOCK):
             c1 = min(n, c0 + _ORTHOGONALIZE_BLOCK)
             block = V[c0:c1]
-            torch.addmv(source[c0:c1], block, c_, alpha=-1, out=out[c0:c1])
+            torch.addmv(source[c0:c1], block, step, alpha=-1, out=out[c0:c1])
             g += (block.T @ out[c0:c1]).to(torch.float64)
         norm = out.norm()
         if float(norm) ** 2 >= eps * (projected + float(norm) ** 2):
             break
+        # the second pass projects f itself (Vᵀf = g is known) into the other buffer
         source, out, spare, coef = out, spare, out, g
     return out, spare, g, norm
 
