@@ -1,13 +1,22 @@
 """Extreme eigenpairs of a symmetric operator by thick-restart Lanczos, written in torch.
 
 The solver builds a Krylov basis V = [v_1 … v_j] of span{v_1, Hv_1, …, H^{j-1}v_1}, each new
-vector orthogonalised against all the others (classical Gram-Schmidt), keeps the products
-W = HV, and takes Ritz pairs from the projection T = Vᵀ H V = Vᵀ W (Rayleigh-Ritz). The Gram
-matrix G = VᵀV is measured as the basis grows (half a pass per product, while the basis is in
-cache), and the Ritz pairs solve the pencil Ts = θGs, so rounding that takes V a little off
-orthonormal costs nothing; a second Gram-Schmidt pass, which keeping V orthonormal to working
-precision needs whenever more than 1/√2 of a product's norm cancels (52-95 % of the products
-on the 1.1M-parameter MLP of bench/hessian.py), runs only where the cancellation reaches √ε.
+vector projected against all the others (classical Gram-Schmidt), keeps the products W = HV
+with their coefficients in the basis, W = VC + f e_jᵀ, and takes Ritz pairs from the
+projection T = VᵀHV = GC (Rayleigh-Ritz), where the Gram matrix G = VᵀV is *measured* as the
+basis grows. That costs half a pass over the basis per product (each block of the new
+direction is multiplied by the block of V still in cache), and buys two passes:
+
+* rounding that takes V a little off orthonormal costs nothing (the Ritz pairs solve the
+  pencil Ts = θGs), so the second Gram-Schmidt pass, which keeping V orthonormal to working
+  precision needs whenever more than 1/√2 of a product's norm cancels (52-95 % of the
+  products on the 1.1M-parameter MLP of bench/hessian.py), runs only where the cancellation
+  reaches √ε;
+* the coefficients Vᵀw of a new product need no pass either: by symmetry vᵢᵀHv_j = Cᵢᵀ
+  G[:, j] for the old vectors, and only v_jᵀHv_j is a new dot product.
+
+On that model the solver's own work per product went from 11-24 ms (the coefficients'
+pass, the projection, half the time a second pass of both) to about 10 ms.
 When the basis reaches ``ncv`` vectors without convergence it restarts *thick* (Wu & Simon
 2000, "Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J. Matrix
 Anal. Appl. 22(2)): it keeps the wanted Ritz vectors Y = VS and their products WS (no new
@@ -168,10 +177,13 @@ def lanczos(
     # (only the first j columns are ever read, so they need no zeroing: 90 MB each at 1M x 21)
     V = torch.empty(m, n, dtype=dtype, device=device).T
     W = torch.empty(m, n, dtype=dtype, device=device).T
-    # T = VᵀW and the Gram matrix G = VᵀV as measured, in float64 (small): Rayleigh-Ritz on
-    # the pencil (T, G) stays exact however far rounding takes V from orthonormal
-    T = torch.zeros(m, m, dtype=torch.float64, device=device)
+    # W = V C + f rᵀ: the products' coefficients C in the basis (each product's Gram-Schmidt
+    # coefficients, the next vector's row filled when it joins), r the pending coupling of
+    # f (e_j, or after a restart the last row of the kept S); and the Gram matrix G = VᵀV as
+    # measured; small, in float64. Rayleigh-Ritz takes the pencil (GC, G)
+    C = torch.zeros(m, m, dtype=torch.float64, device=device)
     G = torch.zeros(m, m, dtype=torch.float64, device=device)
+    r = torch.zeros(m, dtype=torch.float64, device=device)
     # the next direction f, orthogonal to V[:, :j] once j > 0, with g = Vᵀf measured, and a
     # buffer of its size: per product no vector-sized tensor is allocated (a fresh one costs
     # its page faults, ~2 ms for 4.5 MB, beside the 5-6 ms of a pass over the basis)
@@ -192,24 +204,30 @@ def lanczos(
         estimated = stopped = False
         ritz = None
         while j < m:
-            if beta.item() <= 1e3 * eps * max(T[:j, :j].abs().max().item() if j else 1.0, 1e-300):
+            if beta.item() <= 1e3 * eps * max(C[:j, :j].abs().max().item() if j else 1.0, 1e-300):
                 # invariant subspace: continue with a fresh direction, unless none is left
                 invariant = invariant or j > 0
-                f, spare, g, beta = _orthogonalize_into(spare, f, random_vector(), V[:, :j], G[:j, :j])
+                fresh = random_vector()
+                f, spare, g, beta, _ = _orthogonalize_into(spare, f, fresh, V[:, :j], G[:j, :j],
+                                                           (V[:, :j].T @ fresh).to(torch.float64))
+                r.zero_()  # W no longer couples to the next direction
                 if j >= n or beta.item() <= 1e3 * eps * math.sqrt(n):
                     exhausted = True
                     break
             torch.div(f, beta, out=V[:, j])
             G[:j, j] = G[j, :j] = g / beta
             G[j, j] = 1.0
+            C[j, :j] = beta * r[:j]
             W[:, j] = A @ V[:, j]
-            # the first Gram-Schmidt coefficients give the new column of T = VᵀW: one pass
-            # over the basis serves both
-            col = (V[:, : j + 1].T @ W[:, j]).to(torch.float64)
-            T[: j + 1, j] = col
-            T[j, : j + 1] = col
+            # Vᵀw without a pass over the basis: for the old vectors vᵢᵀHv_j = (Hvᵢ)ᵀv_j =
+            # (VCᵢ)ᵀv_j = Cᵢᵀ G[:, j] by symmetry (rounding and H's own asymmetry, which leave a
+            # component along V, are measured in g and so enter G); only v_jᵀw is a new dot
+            coef = torch.cat([C[: j + 1, :j].T @ G[: j + 1, j],
+                              torch.dot(V[:, j], W[:, j]).to(torch.float64)[None]])
             j += 1
-            f, spare, g, beta = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], G[:j, :j], col)
+            f, spare, g, beta, C[:j, j - 1] = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], G[:j, :j], coef)
+            r.zero_()
+            r[j - 1] = 1.0
             if j >= n:
                 exhausted = True
                 break
@@ -219,14 +237,14 @@ def lanczos(
             # eigenvalue shows once per start direction), only with the basis full, as ARPACK
             # does: by then fresh directions have shown the other copies
             if j >= k and (j == m or not invariant):
-                ritz = _ritz(T, G, j, k, which)
+                ritz = _ritz(C, G, j, k, which)
                 estimated, estimates = _estimate(ritz, k, tol, eps, beta)
                 stopped = stop is not None and not estimated and bool(stop(ritz[0], estimates))
                 if estimated or stopped:
                     break
 
         # the loop's last estimate, when it was made at this j (restart, converged, stopped)
-        theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(T, G, j, k, which)
+        theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(C, G, j, k, which)
         used = A.n_matvecs - start
         last = exhausted or used >= max_iter or stopped
         # ---- the wanted Ritz vectors Y = VS and their products HY = WS, formed in place as
@@ -238,12 +256,15 @@ def lanczos(
         Sk = S[:, keep]
         _combine_rows_(V.T, Sk.to(dtype))
         _combine_rows_(W.T, Sk.to(dtype))
-        # the kept blocks of VᵀW and VᵀV are SₖᵀTSₖ and SₖᵀGSₖ (diagonal and I but for
-        # rounding), and Vᵀf becomes Sₖᵀg: no pass over the basis
-        kept_T, kept_G, g = Sk.T @ T[:j, :j] @ Sk, Sk.T @ G[:j, :j] @ Sk, Sk.T @ g
-        T.zero_()
+        # in the kept basis VSₖ: Gram matrix SₖᵀGSₖ (I but for rounding), coefficients
+        # (SₖᵀGSₖ)⁻¹ SₖᵀGCSₖ (Θ but for rounding), Vᵀf = Sₖᵀg, coupling Sₖᵀr: no pass over V
+        kept_G = Sk.T @ G[:j, :j] @ Sk
+        kept_C = torch.linalg.solve(kept_G, Sk.T @ G[:j, :j] @ C[:j, :j] @ Sk)
+        g, kept_r = Sk.T @ g, Sk.T @ r[:j]
+        C.zero_()
         G.zero_()
-        T[:p, :p], G[:p, :p] = kept_T, kept_G
+        r.zero_()
+        C[:p, :p], G[:p, :p], r[:p] = kept_C, kept_G, kept_r
         j = p
         if estimated or last:
             values, res = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
@@ -288,10 +309,11 @@ _ORTHOGONALIZE_BLOCK = 32768
 
 
 def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor, V: torch.Tensor,
-                        G: torch.Tensor, coef: torch.Tensor | None = None):
-    """Gram-Schmidt of ``w`` against the columns of V, whose Gram matrix G = VᵀV is known
-    (``coef`` = Vᵀw in float64 when already known): ``f = w - V G⁻¹Vᵀw``, written into
-    ``out`` (or ``spare``). Returns ``(f, the other buffer, g = Vᵀf in float64, ||f||)``.
+                        G: torch.Tensor, coef: torch.Tensor):
+    """Gram-Schmidt of ``w`` against the columns of V, whose Gram matrix G = VᵀV is known,
+    given ``coef`` = Vᵀw in float64: ``f = w - V c`` with ``c = G⁻¹Vᵀw``, written into ``out``
+    (or ``spare``). Returns ``(f, the other buffer, g = Vᵀf in float64, ||f||, c)``; a second
+    pass adds its coefficients to ``c``.
 
     Each block of f is made and, while the block of V is still in cache, multiplied by it, so
     g costs about half a pass over the basis. With g known, V need not be orthonormal (its
@@ -301,15 +323,15 @@ def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor,
     ||f|| < √ε ||w||. On the 1.1M-parameter MLP of bench/hessian.py that was 52-95 % of the
     products, each a further 11 ms pass against 3.5 ms for g."""
     j = V.shape[1]
+    none = torch.zeros(0, dtype=torch.float64, device=w.device)
     if j == 0:
         out.copy_(w)
-        return out, spare, torch.zeros(0, dtype=torch.float64, device=w.device), out.norm()
-    if coef is None:
-        coef = (V.T @ w).to(torch.float64)
+        return out, spare, none, out.norm(), none
     n, eps = w.shape[0], torch.finfo(w.dtype).eps
-    source = w
+    source, total = w, torch.zeros(j, dtype=torch.float64, device=w.device)
     for _ in range(2):
         c = torch.cholesky_solve(coef[:, None], torch.linalg.cholesky(G))[:, 0]
+        total += c
         # ||w||² = ||V c||²_G + ||f||² = cᵀ coef + ||f||²
         projected = float(torch.dot(c, coef))
         g, step = torch.zeros(j, dtype=torch.float64, device=w.device), c.to(w.dtype)
@@ -323,7 +345,7 @@ def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor,
             break
         # the second pass projects f itself (Vᵀf = g is known) into the other buffer
         source, out, spare, coef = out, spare, out, g
-    return out, spare, g, norm
+    return out, spare, g, norm, total
 
 
 #: Columns per block of :func:`_combine_rows_`: its scratch (p x block) stays small, and a block
@@ -409,12 +431,13 @@ def _estimate(ritz, k, tol, eps, beta) -> tuple[bool, torch.Tensor]:
     return bool((res[pick] <= tol).all().item()), res
 
 
-def _ritz(T, G, j, k, which):
-    """Rayleigh-Ritz on the first j basis vectors, the pencil Ts = θGs (by Cholesky of G): Ritz
-    values θ, eigenvectors S (G-orthonormal, so the Ritz vectors VS are orthonormal), the
-    wanted indices."""
-    Tj, Gj = T[:j, :j], G[:j, :j]
-    L = torch.linalg.cholesky((Gj + Gj.T) / 2)
+def _ritz(C, G, j, k, which):
+    """Rayleigh-Ritz on the first j basis vectors, the pencil (T, G) with T = GC = VᵀW (by
+    Cholesky of G): Ritz values θ, eigenvectors S (G-orthonormal, so the Ritz vectors VS are
+    orthonormal), the wanted indices."""
+    Gj = (G[:j, :j] + G[:j, :j].T) / 2
+    Tj = Gj @ C[:j, :j]
+    L = torch.linalg.cholesky(Gj)
     A = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, (Tj + Tj.T) / 2, upper=False).T,
                                       upper=False)
     theta, Z = torch.linalg.eigh((A + A.T) / 2)
