@@ -103,7 +103,8 @@ def test_gram_schmidt_projects_against_a_basis_that_is_not_orthonormal(monkeypat
     buffers = torch.empty(n, dtype=F64), torch.empty(n, dtype=F64)
     for scale in (1.0, 1e-10):
         w = V @ torch.randn(j, generator=g, dtype=F64) + scale * torch.randn(n, generator=g, dtype=F64)
-        f, _, gram_column, norm, c = lanczos_module._orthogonalize_into(*buffers, w, V, V.T @ V, V.T @ w)
+        f, _, gram_column, norm, c, norm_w = lanczos_module._orthogonalize_into(
+            *buffers, w, V, torch.linalg.cholesky(V.T @ V), V.T @ w)
         least_squares = torch.linalg.lstsq(V, w[:, None]).solution[:, 0]
         projected = w - V @ least_squares
         # both sides carry rounding of order ε ||w||, however small f is
@@ -112,6 +113,7 @@ def test_gram_schmidt_projects_against_a_basis_that_is_not_orthonormal(monkeypat
         torch.testing.assert_close(gram_column, V.T @ f, atol=1e-13 * float(norm), rtol=0)
         torch.testing.assert_close(norm, f.norm(), atol=0, rtol=1e-12)
         torch.testing.assert_close(c, least_squares, atol=1e-9, rtol=0)
+        assert abs(norm_w - float(w.norm())) <= 1e-12 * float(w.norm())
 
 
 @pytest.mark.parametrize("which", ["LA", "SA"])

@@ -179,11 +179,12 @@ def lanczos(
     W = torch.empty(m, n, dtype=dtype, device=device).T
     # W = V C + f rᵀ: the products' coefficients C in the basis (each product's Gram-Schmidt
     # coefficients, the next vector's row filled when it joins), r the pending coupling of
-    # f (e_j, or after a restart the last row of the kept S); and the Gram matrix G = VᵀV as
-    # measured; small, in float64. Rayleigh-Ritz takes the pencil (GC, G)
+    # f (``None``: e_j; after a restart the last row of the kept S); and the Gram matrix
+    # G = VᵀV as measured; small, in float64. Rayleigh-Ritz takes the pencil (GC, G)
     C = torch.zeros(m, m, dtype=torch.float64, device=device)
-    G = torch.zeros(m, m, dtype=torch.float64, device=device)
-    r = torch.zeros(m, dtype=torch.float64, device=device)
+    G = torch.eye(m, dtype=torch.float64, device=device)
+    r: torch.Tensor | None = None
+    coef = torch.empty(m, dtype=torch.float64, device=device)
     # the next direction f, orthogonal to V[:, :j] once j > 0, with g = Vᵀf measured, and a
     # buffer of its size: per product no vector-sized tensor is allocated (a fresh one costs
     # its page faults, ~2 ms for 4.5 MB, beside the 5-6 ms of a pass over the basis)
@@ -191,6 +192,7 @@ def lanczos(
     spare = torch.empty_like(f)
     g = torch.zeros(0, dtype=torch.float64, device=device)
     beta = f.norm()
+    scale = 0.0  # the largest ||Hv|| so far, ≈ ||H||
     j = 0
     restarts = 0
     exhausted = False
@@ -204,30 +206,36 @@ def lanczos(
         estimated = stopped = False
         ritz = None
         while j < m:
-            if beta.item() <= 1e3 * eps * max(C[:j, :j].abs().max().item() if j else 1.0, 1e-300):
+            if j and beta.item() <= 1e3 * eps * scale:
                 # invariant subspace: continue with a fresh direction, unless none is left
-                invariant = invariant or j > 0
+                invariant = True
                 fresh = random_vector()
-                f, spare, g, beta, _ = _orthogonalize_into(spare, f, fresh, V[:, :j], G[:j, :j],
-                                                           (V[:, :j].T @ fresh).to(torch.float64))
-                r.zero_()  # W no longer couples to the next direction
-                if j >= n or beta.item() <= 1e3 * eps * math.sqrt(n):
+                f, spare, g, beta, _, _ = _orthogonalize_into(spare, f, fresh, V[:, :j],
+                                                              torch.linalg.cholesky(G[:j, :j]),
+                                                              (V[:, :j].T @ fresh).to(torch.float64))
+                r = torch.zeros(j, dtype=torch.float64, device=device)  # W no longer couples to f
+                if beta.item() <= 1e3 * eps * math.sqrt(n):
                     exhausted = True
                     break
             torch.div(f, beta, out=V[:, j])
-            G[:j, j] = G[j, :j] = g / beta
-            G[j, j] = 1.0
-            C[j, :j] = beta * r[:j]
+            if j:
+                G[:j, j] = G[j, :j] = g / beta
+                if r is None:
+                    C[j, j - 1] = beta
+                else:
+                    C[j, :j] = beta * r
+            r = None
             W[:, j] = A @ V[:, j]
             # Vᵀw without a pass over the basis: for the old vectors vᵢᵀHv_j = (Hvᵢ)ᵀv_j =
             # (VCᵢ)ᵀv_j = Cᵢᵀ G[:, j] by symmetry (rounding and H's own asymmetry, which leave a
             # component along V, are measured in g and so enter G); only v_jᵀw is a new dot
-            coef = torch.cat([C[: j + 1, :j].T @ G[: j + 1, j],
-                              torch.dot(V[:, j], W[:, j]).to(torch.float64)[None]])
+            torch.mv(C[: j + 1, :j].T, G[: j + 1, j], out=coef[:j])
+            coef[j] = torch.dot(V[:, j], W[:, j])
             j += 1
-            f, spare, g, beta, C[:j, j - 1] = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], G[:j, :j], coef)
-            r.zero_()
-            r[j - 1] = 1.0
+            L = torch.linalg.cholesky(G[:j, :j])
+            f, spare, g, beta, C[:j, j - 1], norm_w = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], L,
+                                                                          coef[:j])
+            scale = max(scale, norm_w)
             if j >= n:
                 exhausted = True
                 break
@@ -237,14 +245,16 @@ def lanczos(
             # eigenvalue shows once per start direction), only with the basis full, as ARPACK
             # does: by then fresh directions have shown the other copies
             if j >= k and (j == m or not invariant):
-                ritz = _ritz(C, G, j, k, which)
+                ritz = _ritz(C, G, L, j, k, which)
                 estimated, estimates = _estimate(ritz, k, tol, eps, beta)
                 stopped = stop is not None and not estimated and bool(stop(ritz[0], estimates))
                 if estimated or stopped:
                     break
 
         # the loop's last estimate, when it was made at this j (restart, converged, stopped)
-        theta, S, pick = ritz if ritz is not None and ritz[1].shape[0] == j else _ritz(C, G, j, k, which)
+        if ritz is None or ritz[1].shape[0] != j:
+            ritz = _ritz(C, G, torch.linalg.cholesky(G[:j, :j]), j, k, which)
+        theta, S, pick = ritz
         used = A.n_matvecs - start
         last = exhausted or used >= max_iter or stopped
         # ---- the wanted Ritz vectors Y = VS and their products HY = WS, formed in place as
@@ -260,11 +270,11 @@ def lanczos(
         # (SₖᵀGSₖ)⁻¹ SₖᵀGCSₖ (Θ but for rounding), Vᵀf = Sₖᵀg, coupling Sₖᵀr: no pass over V
         kept_G = Sk.T @ G[:j, :j] @ Sk
         kept_C = torch.linalg.solve(kept_G, Sk.T @ G[:j, :j] @ C[:j, :j] @ Sk)
-        g, kept_r = Sk.T @ g, Sk.T @ r[:j]
+        g, r = Sk.T @ g, Sk[j - 1].clone()  # the coupling was e_j
         C.zero_()
         G.zero_()
-        r.zero_()
-        C[:p, :p], G[:p, :p], r[:p] = kept_C, kept_G, kept_r
+        G.diagonal().fill_(1.0)
+        C[:p, :p], G[:p, :p] = kept_C, (kept_G + kept_G.T) / 2
         j = p
         if estimated or last:
             values, res = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
@@ -309,11 +319,11 @@ _ORTHOGONALIZE_BLOCK = 32768
 
 
 def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor, V: torch.Tensor,
-                        G: torch.Tensor, coef: torch.Tensor):
-    """Gram-Schmidt of ``w`` against the columns of V, whose Gram matrix G = VᵀV is known,
-    given ``coef`` = Vᵀw in float64: ``f = w - V c`` with ``c = G⁻¹Vᵀw``, written into ``out``
-    (or ``spare``). Returns ``(f, the other buffer, g = Vᵀf in float64, ||f||, c)``; a second
-    pass adds its coefficients to ``c``.
+                        L: torch.Tensor, coef: torch.Tensor):
+    """Gram-Schmidt of ``w`` against the columns of V, whose Gram matrix G = VᵀV = LLᵀ is
+    known (``L`` its Cholesky factor), given ``coef`` = Vᵀw in float64: ``f = w - V c`` with
+    ``c = G⁻¹Vᵀw``, written into ``out`` (or ``spare``). Returns ``(f, the other buffer,
+    g = Vᵀf in float64, ||f||, c, ||w||)``; a second pass adds its coefficients to ``c``.
 
     Each block of f is made and, while the block of V is still in cache, multiplied by it, so
     g costs about half a pass over the basis. With g known, V need not be orthonormal (its
@@ -322,30 +332,31 @@ def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor,
     of the norm cancels, is needed only where rounding in f would be amplified beyond √ε:
     ||f|| < √ε ||w||. On the 1.1M-parameter MLP of bench/hessian.py that was 52-95 % of the
     products, each a further 11 ms pass against 3.5 ms for g."""
-    j = V.shape[1]
-    none = torch.zeros(0, dtype=torch.float64, device=w.device)
-    if j == 0:
-        out.copy_(w)
-        return out, spare, none, out.norm(), none
     n, eps = w.shape[0], torch.finfo(w.dtype).eps
-    source, total = w, torch.zeros(j, dtype=torch.float64, device=w.device)
+    source, total = w, None
     for _ in range(2):
-        c = torch.cholesky_solve(coef[:, None], torch.linalg.cholesky(G))[:, 0]
-        total += c
+        c = torch.cholesky_solve(coef[:, None], L)[:, 0]
+        total = c if total is None else total + c
         # ||w||² = ||V c||²_G + ||f||² = cᵀ coef + ||f||²
         projected = float(torch.dot(c, coef))
-        g, step = torch.zeros(j, dtype=torch.float64, device=w.device), c.to(w.dtype)
+        step = c.to(w.dtype)
+        parts = []
         for c0 in range(0, n, _ORTHOGONALIZE_BLOCK):
             c1 = min(n, c0 + _ORTHOGONALIZE_BLOCK)
             block = V[c0:c1]
             torch.addmv(source[c0:c1], block, step, alpha=-1, out=out[c0:c1])
-            g += (block.T @ out[c0:c1]).to(torch.float64)
+            parts.append(block.T @ out[c0:c1])
+        g = (parts[0] if len(parts) == 1 else torch.stack(parts)).to(torch.float64)
+        g = g if len(parts) == 1 else g.sum(dim=0)
         norm = out.norm()
-        if float(norm) ** 2 >= eps * (projected + float(norm) ** 2):
+        squared = float(norm) ** 2
+        if source is w:
+            norm_w = math.sqrt(projected + squared)
+        if squared >= eps * (projected + squared):
             break
         # the second pass projects f itself (Vᵀf = g is known) into the other buffer
         source, out, spare, coef = out, spare, out, g
-    return out, spare, g, norm, total
+    return out, spare, g, norm, total, norm_w
 
 
 #: Columns per block of :func:`_combine_rows_`: its scratch (p x block) stays small, and a block
@@ -431,16 +442,14 @@ def _estimate(ritz, k, tol, eps, beta) -> tuple[bool, torch.Tensor]:
     return bool((res[pick] <= tol).all().item()), res
 
 
-def _ritz(C, G, j, k, which):
-    """Rayleigh-Ritz on the first j basis vectors, the pencil (T, G) with T = GC = VᵀW (by
-    Cholesky of G): Ritz values θ, eigenvectors S (G-orthonormal, so the Ritz vectors VS are
-    orthonormal), the wanted indices."""
-    Gj = (G[:j, :j] + G[:j, :j].T) / 2
-    Tj = Gj @ C[:j, :j]
-    L = torch.linalg.cholesky(Gj)
-    A = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, (Tj + Tj.T) / 2, upper=False).T,
-                                      upper=False)
-    theta, Z = torch.linalg.eigh((A + A.T) / 2)
+def _ritz(C, G, L, j, k, which):
+    """Rayleigh-Ritz on the first j basis vectors, the pencil (T, G) with T = GC = VᵀW, by the
+    Cholesky factor L of G: Ritz values θ, eigenvectors S (G-orthonormal, so the Ritz vectors
+    VS are orthonormal), the wanted indices."""
+    T = G[:j, :j] @ C[:j, :j]
+    X = torch.linalg.solve_triangular(L, (T + T.T) / 2, upper=False)
+    # L⁻¹TL⁻ᵀ, symmetric but for rounding: eigh reads its lower triangle
+    theta, Z = torch.linalg.eigh(torch.linalg.solve_triangular(L, X.T, upper=False))
     S = torch.linalg.solve_triangular(L.T, Z, upper=True)
     return theta, S, _pick(theta, k, which)
 
