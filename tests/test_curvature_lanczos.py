@@ -144,6 +144,53 @@ def test_repeated_eigenvalues_are_found_as_often_as_they_occur():
         torch.testing.assert_close(A @ pairs.vectors, value * pairs.vectors, atol=1e-10, rtol=0)
 
 
+class Diagonal:
+    """diag(d) as an operator: products cost one multiply, so n can be large."""
+
+    def __init__(self, d):
+        self.d, self.shape, self.dtype = d, (d.numel(), d.numel()), d.dtype
+
+    def __matmul__(self, v):
+        return self.d * v if v.ndim == 1 else self.d[:, None] * v
+
+
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_float32_on_300k_parameters_matches_the_known_spectrum(which):
+    """At this size float32 dot products drift the basis from orthonormal (by ~5e-5 here, far
+    above rounding), so the measured Gram matrix is what keeps Rayleigh-Ritz exact."""
+    g = torch.Generator().manual_seed(0)
+    n = 300_000
+    d = torch.cat([torch.rand(n - 15, generator=g, dtype=F64), 1.2 + torch.rand(10, generator=g, dtype=F64),
+                   -0.5 - torch.rand(5, generator=g, dtype=F64)])
+    d = d[torch.randperm(n, generator=g)]
+    pairs = lanczos(Diagonal(d.float()), k=5, which=which, tol=1e-4)
+    assert pairs.converged
+    # float32 products: relative rounding ~ ε₃₂ ||A|| / |λ| ≤ 5e-7 for these eigenvalues
+    torch.testing.assert_close(pairs.values.double(), d.sort(descending=which == "LA").values[:5], rtol=2e-6, atol=0)
+    Y = pairs.vectors.double()
+    torch.testing.assert_close(Y.T @ Y, torch.eye(5, dtype=F64), atol=1e-5, rtol=0)
+
+
+def test_rayleigh_ritz_solves_the_pencil_of_a_basis_that_is_not_orthonormal():
+    """Ritz values and G-orthonormal vectors of (GC, G) against scipy's generalised eigh."""
+    import scipy.linalg
+
+    lanczos_module = sys.modules["descentlab.curvature.lanczos"]
+    g = torch.Generator().manual_seed(1)
+    j = 8
+    B = torch.eye(j, dtype=F64) + 1e-2 * torch.randn(j, j, generator=g, dtype=F64)
+    G = B.T @ B
+    T = torch.randn(j, j, generator=g, dtype=F64)
+    T = T + T.T
+    C = torch.linalg.solve(G, T)  # the coefficients whose GC is T
+    theta, S, pick = lanczos_module._ritz(C, G, torch.linalg.cholesky(G), j, 3, "LA")
+    expected = scipy.linalg.eigh(T.numpy(), G.numpy(), eigvals_only=True)
+    np.testing.assert_allclose(theta.numpy(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(S.T @ G @ S, torch.eye(j, dtype=F64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(T @ S, G @ S * theta, atol=1e-12, rtol=0)
+    assert pick.tolist() == [7, 6, 5]
+
+
 def test_small_operator_is_solved_exactly():
     A = matrix_with_spectrum([3.0, -1.0, 0.0, 2.0, 5.0])
     pairs = lanczos(A, k=5, which="LA")

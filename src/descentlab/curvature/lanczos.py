@@ -193,6 +193,9 @@ def lanczos(
     g = torch.zeros(0, dtype=torch.float64, device=device)
     beta = f.norm()
     scale = 0.0  # the largest ||Hv|| so far, ≈ ||H||
+    # the largest |vᵢᵀv_j| measured: while it stays at rounding level (10 ε), G is I to working
+    # precision and its factorisation is skipped (small models in float64 never leave this)
+    drift = 0.0
     j = 0
     restarts = 0
     exhausted = False
@@ -210,8 +213,7 @@ def lanczos(
                 # invariant subspace: continue with a fresh direction, unless none is left
                 invariant = True
                 fresh = random_vector()
-                f, spare, g, beta, _, _ = _orthogonalize_into(spare, f, fresh, V[:, :j],
-                                                              torch.linalg.cholesky(G[:j, :j]),
+                f, spare, g, beta, _, _ = _orthogonalize_into(spare, f, fresh, V[:, :j], _factor(G, j, drift, eps),
                                                               (V[:, :j].T @ fresh).to(torch.float64))
                 r = torch.zeros(j, dtype=torch.float64, device=device)  # W no longer couples to f
                 if beta.item() <= 1e3 * eps * math.sqrt(n):
@@ -232,10 +234,11 @@ def lanczos(
             torch.mv(C[: j + 1, :j].T, G[: j + 1, j], out=coef[:j])
             coef[j] = torch.dot(V[:, j], W[:, j])
             j += 1
-            L = torch.linalg.cholesky(G[:j, :j])
+            L = _factor(G, j, drift, eps)
             f, spare, g, beta, C[:j, j - 1], norm_w = _orthogonalize_into(f, spare, W[:, j - 1], V[:, :j], L,
                                                                           coef[:j])
             scale = max(scale, norm_w)
+            drift = max(drift, g.abs().max().item() / max(beta.item(), 1e-300))
             if j >= n:
                 exhausted = True
                 break
@@ -253,7 +256,7 @@ def lanczos(
 
         # the loop's last estimate, when it was made at this j (restart, converged, stopped)
         if ritz is None or ritz[1].shape[0] != j:
-            ritz = _ritz(C, G, torch.linalg.cholesky(G[:j, :j]), j, k, which)
+            ritz = _ritz(C, G, _factor(G, j, drift, eps), j, k, which)
         theta, S, pick = ritz
         used = A.n_matvecs - start
         last = exhausted or used >= max_iter or stopped
@@ -277,18 +280,20 @@ def lanczos(
         C[:p, :p], G[:p, :p] = kept_C, (kept_G + kept_G.T) / 2
         j = p
         if estimated or last:
-            values, res = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
-                                          theta.abs().max().item(), tol, eps)
+            values, res, norms = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
+                                                 theta.abs().max().item(), tol, eps)
             if last or bool((res <= tol).all().item()):
                 break
         # ---- thick restart: continue from f, which is orthogonal to the old basis and so to the new
         restarts += 1
 
     # each vector's largest-magnitude entry made positive (amax and amin: one pass each, where
-    # abs().argmax() writes and reads a copy); a copy, not a view, so the bases are freed
+    # abs().argmax() writes and reads a copy) and its norm 1 (in float32 on a large model the
+    # measured G, and so ||VS||, is 1 only to the dot products' rounding, ~ε√n); a copy, not a
+    # view, so the bases are freed
     rows = V.T[: pick.numel()]
-    signs = torch.where(rows.amax(dim=1) >= -rows.amin(dim=1), 1.0, -1.0).to(dtype)
-    vectors = (rows * signs[:, None]).T
+    signs = torch.where(rows.amax(dim=1) >= -rows.amin(dim=1), 1.0, -1.0).to(norms)
+    vectors = (rows * (signs / norms).to(dtype)[:, None]).T
     values, res = values.to(dtype), res.to(dtype)
     converged = bool((res <= tol).all().item())
     if not converged and not exhausted and not stopped:
@@ -319,9 +324,9 @@ _ORTHOGONALIZE_BLOCK = 32768
 
 
 def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor, V: torch.Tensor,
-                        L: torch.Tensor, coef: torch.Tensor):
+                        L: torch.Tensor | None, coef: torch.Tensor):
     """Gram-Schmidt of ``w`` against the columns of V, whose Gram matrix G = VᵀV = LLᵀ is
-    known (``L`` its Cholesky factor), given ``coef`` = Vᵀw in float64: ``f = w - V c`` with
+    known (``L`` its Cholesky factor, ``None`` where G is I), given ``coef`` = Vᵀw in float64: ``f = w - V c`` with
     ``c = G⁻¹Vᵀw``, written into ``out`` (or ``spare``). Returns ``(f, the other buffer,
     g = Vᵀf in float64, ||f||, c, ||w||)``; a second pass adds its coefficients to ``c``.
 
@@ -335,7 +340,7 @@ def _orthogonalize_into(out: torch.Tensor, spare: torch.Tensor, w: torch.Tensor,
     n, eps = w.shape[0], torch.finfo(w.dtype).eps
     source, total = w, None
     for _ in range(2):
-        c = torch.cholesky_solve(coef[:, None], L)[:, 0]
+        c = coef if L is None else torch.cholesky_solve(coef[:, None], L)[:, 0]
         total = c if total is None else total + c
         # ||w||² = ||V c||²_G + ||f||² = cᵀ coef + ||f||²
         projected = float(torch.dot(c, coef))
@@ -442,10 +447,20 @@ def _estimate(ritz, k, tol, eps, beta) -> tuple[bool, torch.Tensor]:
     return bool((res[pick] <= tol).all().item()), res
 
 
+def _factor(G: torch.Tensor, j: int, drift: float, eps: float) -> torch.Tensor | None:
+    """The Cholesky factor of G[:j, :j], or ``None`` while the measured drift from
+    orthonormal is at rounding level (then G is I to working precision)."""
+    return None if drift <= 10 * eps else torch.linalg.cholesky(G[:j, :j])
+
+
 def _ritz(C, G, L, j, k, which):
     """Rayleigh-Ritz on the first j basis vectors, the pencil (T, G) with T = GC = VᵀW, by the
-    Cholesky factor L of G: Ritz values θ, eigenvectors S (G-orthonormal, so the Ritz vectors
-    VS are orthonormal), the wanted indices."""
+    Cholesky factor L of G (``None``: G is I): Ritz values θ, eigenvectors S (G-orthonormal,
+    so the Ritz vectors VS are orthonormal), the wanted indices."""
+    if L is None:
+        T = C[:j, :j]
+        theta, S = torch.linalg.eigh((T + T.T) / 2)
+        return theta, S, _pick(theta, k, which)
     T = G[:j, :j] @ C[:j, :j]
     X = torch.linalg.solve_triangular(L, (T + T.T) / 2, upper=False)
     # L⁻¹TL⁻ᵀ, symmetric but for rounding: eigh reads its lower triangle
@@ -460,7 +475,7 @@ _RESIDUAL_BLOCK = 32768
 
 def _ritz_residuals(Y: torch.Tensor, HY: torch.Tensor, theta: torch.Tensor, scale: float, tol: float,
                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Rayleigh quotients, relative residuals)`` of Ritz vectors given as rows ``Y`` with
+    """``(Rayleigh quotients, relative residuals, norms)`` of Ritz vectors given as rows ``Y`` with
     their products ``HY`` (no new products) and Ritz values ``theta``; ``scale`` ≈ ||H||
     (the floor φ·scale of small eigenvalues, see the module docstring).
 
@@ -477,5 +492,5 @@ def _ritz_residuals(Y: torch.Tensor, HY: torch.Tensor, theta: torch.Tensor, scal
         r = torch.addcmul(hy, y, theta_col, value=-1)
         sums += torch.stack([(y * y).sum(dim=1), (y * hy).sum(dim=1), (r * r).sum(dim=1)]).to(torch.float64)
     floor = _floor(eps, tol) * max(scale, 1e-300)
-    res = sums[2].sqrt().to(theta.dtype) / theta.abs().clamp_min(floor)
-    return (sums[1] / sums[0]).to(theta.dtype), res
+    res = (sums[2] / sums[0]).sqrt().to(theta.dtype) / theta.abs().clamp_min(floor)  # per unit vector
+    return (sums[1] / sums[0]).to(theta.dtype), res, sums[0].sqrt()
