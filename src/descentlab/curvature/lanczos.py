@@ -216,6 +216,7 @@ def lanczos(
                 f, spare, g, beta, _, _ = _orthogonalize_into(spare, f, fresh, V[:, :j], _factor(G, j, drift, eps),
                                                               (V[:, :j].T @ fresh).to(torch.float64))
                 r = torch.zeros(j, dtype=torch.float64, device=device)  # W no longer couples to f
+                drift = max(drift, g.abs().max().item() / max(beta.item(), 1e-300))
                 if beta.item() <= 1e3 * eps * math.sqrt(n):
                     exhausted = True
                     break
