@@ -147,6 +147,25 @@ class _exit_2:
         return False
 
 
+def plain_sgd(data, make_model, lr, seed, updates, batch=100):
+    """The oracle for train_to_loss: the seed's model trained by torch's SGD in a plain loop on
+    batches of ``batch`` drawn by a seeded permutation per epoch."""
+    torch.manual_seed(seed)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(data.X_train)
+    per_epoch = n // batch
+    for update in range(updates):
+        if update % per_epoch == 0:
+            order = torch.randperm(n, generator=generator)
+        index = order[(update % per_epoch) * batch:(update % per_epoch + 1) * batch]
+        optimizer.zero_grad()
+        data.loss_fn(model(data.X_train[index]), data.y_train[index]).backward()
+        optimizer.step()
+    return model
+
+
 def test_train_to_loss_stops_at_the_first_check_below_the_target():
     # oracle: the same seed's model, data order and updates written out as a plain torch loop
     workload = get_workload("moons", dtype=torch.float64)
@@ -155,17 +174,7 @@ def test_train_to_loss_stops_at_the_first_check_below_the_target():
     assert result.reached and losses[-1] <= 0.45 < min(losses[:-1])
     assert result.updates == result.curve[-1][0] and result.epochs == pytest.approx(result.updates / 8)
     assert [u for u, _, _ in result.curve] == list(range(0, result.updates + 1, 1))  # 8 updates/epoch, 8 checks
-    torch.manual_seed(4)
-    model = workload.make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
-    generator = torch.Generator().manual_seed(4)
-    for update in range(result.updates):
-        if update % 8 == 0:
-            order = torch.randperm(800, generator=generator)
-        index = order[(update % 8) * 100:(update % 8 + 1) * 100]
-        optimizer.zero_grad()
-        workload.loss_fn(model(workload.X_train[index]), workload.y_train[index]).backward()
-        optimizer.step()
+    model = plain_sgd(workload, workload.make_model, lr=0.3, seed=4, updates=result.updates)
     for mine, theirs in zip(result.model.parameters(), model.parameters()):
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)  # float64, same ops in the same order
     capped = train_to_loss(workload, "sgd", 0.3, 100, seed=4, target=1e-6, max_updates=5)
@@ -187,17 +196,7 @@ def test_train_to_loss_checks_a_batch_norm_model_in_eval_mode():
                                make_model=make_model)
     result = train_to_loss(workload, "sgd", 0.1, 100, seed=2, target=0.0, max_updates=24, checks_per_epoch=2)
     assert result.model.training and [u for u, _, _ in result.curve] == [0, 4, 8, 12, 16, 20, 24]
-    torch.manual_seed(2)
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    generator = torch.Generator().manual_seed(2)
-    for update in range(24):
-        if update % 8 == 0:
-            order = torch.randperm(800, generator=generator)
-        index = order[(update % 8) * 100:(update % 8 + 1) * 100]
-        optimizer.zero_grad()
-        moons.loss_fn(model(moons.X_train[index]), moons.y_train[index]).backward()
-        optimizer.step()
+    model = plain_sgd(moons, make_model, lr=0.1, seed=2, updates=24)
     model.eval()
     with torch.no_grad():
         expected = float(moons.loss_fn(model(moons.X_train), moons.y_train))
