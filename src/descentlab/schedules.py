@@ -14,6 +14,7 @@ Schedules (w = warm-up steps, T = total steps, f = final factor)::
     warmup-cosine                 t / w  for t < w, then f + (1 - f) (1 + cos(pi (t - w) / (T - w))) / 2
     warmup-rsqrt                  t / w  for t < w, then sqrt(w / t)         (inverse square root)
     noam                          d_model^-0.5 * min(n^-0.5, n * w^-1.5), n = t + 1   (Vaswani et al. 2017)
+    inverse-time                  1 / (1 + t / tau)                          (Robbins-Monro's 1/t decay)
     exponential                   gamma^t                                    (e.g. x 0.9 every step)
     step                          gamma^floor(t / every)
     cosine-restarts               SGDR: cosine from 1 to f over a period, restarting; each
@@ -36,7 +37,7 @@ from typing import Any, ClassVar
 from descentlab.checks import check_int, check_number
 from descentlab.errors import UserInputError
 
-__all__ = ["Schedule", "Constant", "WarmupLinear", "WarmupCosine", "WarmupInverseSqrt", "Noam", "Exponential",
+__all__ = ["Schedule", "Constant", "WarmupLinear", "WarmupCosine", "WarmupInverseSqrt", "Noam", "InverseTime", "Exponential",
            "StepDecay", "CosineRestarts", "SCHEDULES", "parse_schedule", "make_scheduler"]
 
 
@@ -162,6 +163,20 @@ class Noam(Schedule):
 
 
 @dataclass(frozen=True)
+class InverseTime(Schedule):
+    """``1 / (1 + t / tau)``: Robbins and Monro's 1/t decay, a half at ``t = tau``."""
+
+    name: ClassVar[str] = "inverse-time"
+    tau: int = 100
+
+    def __post_init__(self) -> None:
+        _check("tau", self.tau, integer=True, low=1)
+
+    def factor(self, step: int) -> float:
+        return 1.0 / (1.0 + step / self.tau)
+
+
+@dataclass(frozen=True)
 class Exponential(Schedule):
     """``gamma ** t``: the rate is multiplied by ``gamma`` every step."""
 
@@ -225,7 +240,7 @@ class CosineRestarts(Schedule):
 #: Every schedule by its name in a spec string.
 SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls
-    for cls in (Constant, WarmupLinear, WarmupCosine, WarmupInverseSqrt, Noam, Exponential, StepDecay,
+    for cls in (Constant, WarmupLinear, WarmupCosine, WarmupInverseSqrt, Noam, InverseTime, Exponential, StepDecay,
                 CosineRestarts)
 }
 

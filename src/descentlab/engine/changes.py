@@ -1,0 +1,214 @@
+"""A change to how a run is trained, as data, and the one function that makes it.
+
+A remedy (:mod:`descentlab.critical.remedies`) is a :class:`Change`: a new rate or rate
+schedule, momentum, a new optimizer, gradient noise, another batch size. The same
+:func:`apply_change` makes it on a fork of the run for a trial, on the run itself when a
+monitor's request is applied (:class:`~descentlab.engine.callbacks.Control`), and again on
+resume, so what was tried is exactly what is continued with.
+
+**The rate is a torch scheduler.** A change of rate becomes a :class:`RemedyLR` on the
+optimizer: ``lr_t = base · factor · schedule(t)``, t the steps since the change. ``base`` is
+either the loop's own scheduler's rate at that step (*composed*: the change multiplies into
+the schedule the run already had, so a cosine decay keeps decaying at 0.3 of its height) or
+a fixed rate (*replaced*: an absolute rate such as the run's peak, a new optimizer, or no
+scheduler before). Either way ``get_last_lr()`` is the rate the optimizer uses, and the
+scheduler to step from then on is the one :func:`apply_change` returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from descentlab.checks import check_int, check_number
+from descentlab.schedules import Constant, Schedule, parse_schedule
+
+__all__ = ["Change", "Applied", "RemedyLR", "apply_change"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to a run (plain data: it is saved with the run and re-applied on resume).
+
+    Attributes:
+        lr_factor: the rate becomes the current one times this (``lr`` overrides it).
+        lr: an absolute rate for every group, or ``None``.
+        schedule: a schedule spec (:func:`~descentlab.schedules.parse_schedule`): the rate's
+            factor ``t`` steps after the change; ``None``: constant.
+        momentum: set this heavy-ball coefficient on the optimizer (a fresh velocity).
+        optimizer: a registry name: a new optimizer with fresh state, at rate ``lr`` (or the
+            registry's default); ``None``: the run's own, its state kept.
+        noise: wrap the optimizer in annealed Gaussian gradient noise.
+        batch_size: a new batch size (``None``: the run's).
+    """
+
+    lr_factor: float = 1.0
+    lr: float | None = None
+    schedule: str | None = None
+    momentum: float | None = None
+    optimizer: str | None = None
+    noise: bool = False
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_number("lr_factor", self.lr_factor, low=0.0, low_open=True)
+        if self.lr is not None:
+            check_number("lr", self.lr, low=0.0, low_open=True)
+        if self.schedule is not None:
+            object.__setattr__(self, "schedule", str(parse_schedule(self.schedule)))
+        if self.momentum is not None:
+            check_number("momentum", self.momentum, high=1.0)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size)
+
+    @property
+    def sets_rate(self) -> bool:
+        """The change sets the rate (a factor, an absolute rate, a schedule or a new optimizer)."""
+        return self.lr is not None or self.lr_factor != 1.0 or self.schedule is not None or self.optimizer is not None
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing changes (the ``keep`` remedy)."""
+        return self == Change()
+
+    def rate_factor(self, t: int) -> float:
+        """The schedule's factor ``t`` steps after the change (1 without a schedule)."""
+        return parse_schedule(self.schedule)(t) if self.schedule else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Change":
+        """The inverse of :meth:`to_dict`."""
+        return cls(**dict(data))
+
+
+class Applied(NamedTuple):
+    """What a loop continues with after :func:`apply_change`: step this optimizer and this
+    scheduler (``None``: none) on batches of ``batch_size`` (``None``: unchanged); ``text`` says
+    what happened to the loop's own scheduler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    batch_size: int | None
+    text: str
+
+
+class RemedyLR(LRScheduler):
+    """``lr_t = base_t · factor · schedule(t)``, t = steps since the change (see the module docstring).
+
+    Args:
+        optimizer: the optimizer whose rate is set.
+        schedule: the closed-form factor of ``t``.
+        factor: a constant factor.
+        base_lrs: fixed base rates, one per group (*replaced*); ``None`` with ``inner``.
+        inner: the loop's own scheduler, stepped first at every step (*composed*): its rate is
+            the base. Its own rate is restored before it steps, so chainable schedulers
+            (``ExponentialLR``, which multiply the current rate) and closed-form ones
+            (``LambdaLR``) both compose exactly.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule | str = Constant(), *, factor: float = 1.0,
+                 base_lrs: list[float] | None = None, inner: Any = None) -> None:
+        if (base_lrs is None) == (inner is None):
+            raise ValueError("give exactly one of base_lrs and inner")
+        self.schedule = parse_schedule(schedule) if isinstance(schedule, str) else schedule
+        self.factor = check_number("factor", factor, low=0.0, low_open=True)
+        self.inner = inner
+        groups = optimizer.param_groups
+        if base_lrs is not None:
+            if len(base_lrs) != len(groups):
+                raise ValueError(f"base_lrs must have one rate per param group ({len(groups)}), got {len(base_lrs)}")
+            for group, lr in zip(groups, base_lrs):
+                group["initial_lr"] = float(lr)  # ours, whatever an earlier scheduler left there
+        self._starting = True
+        super().__init__(optimizer)
+        self._starting = False
+
+    def step(self, epoch: None = None) -> None:  # noqa: D102 (torch's)
+        if self.inner is not None and not self._starting:
+            for group, lr in zip(self.optimizer.param_groups, self.inner.get_last_lr()):
+                group["lr"] = lr
+            self.inner.step()
+        super().step()
+
+    def get_lr(self) -> list[float]:
+        """The rates at ``last_epoch`` steps since the change."""
+        bases = self.inner.get_last_lr() if self.inner is not None else self.base_lrs
+        scale = self.factor * self.schedule(max(0, self.last_epoch))
+        return [float(base) * scale for base in bases]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (the schedule as its spec, the inner scheduler's own state)."""
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count, "base_lrs": list(self.base_lrs),
+                "_last_lr": list(self._last_lr), "schedule": str(self.schedule), "factor": self.factor,
+                "inner": None if self.inner is None else self.inner.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        state = dict(state)
+        inner = state.pop("inner", None)
+        self.schedule = parse_schedule(state.pop("schedule"))
+        self.__dict__.update(state)
+        if self.inner is not None and inner is not None:
+            self.inner.load_state_dict(inner)
+
+
+def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: Any = None, *,
+                 seed: int = 0) -> Applied:
+    """Make ``change`` on a run that steps ``optimizer`` (and ``scheduler``): the one place a
+    change is made, for trials, monitors' requests and resumed runs alike.
+
+    In order: a new optimizer over the same parameters (fresh state; the old scheduler, tied to
+    the old optimizer, ends), momentum on every group, a gradient-noise wrapper drawing from a
+    generator seeded with ``seed``, then the rate as a :class:`RemedyLR` (composed with
+    ``scheduler`` where the change is relative and ``scheduler`` can be composed, else
+    replacing it). ``optimizer`` and ``scheduler`` are changed in place where they are kept.
+    """
+    from descentlab.optim import OPTIMIZERS, make_optimizer, parse_name
+    from descentlab.optim.noise import GradientNoise
+
+    notes = []
+    if change.optimizer is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        lr = change.lr if change.lr is not None else OPTIMIZERS[parse_name(change.optimizer)[1]].lr
+        optimizer = make_optimizer(change.optimizer, params, lr=lr)
+        if scheduler is not None:
+            notes.append("your scheduler ended with the old optimizer")
+        scheduler = None
+    if change.momentum is not None:
+        for group in optimizer.param_groups:
+            if "momentum" not in group:
+                raise ValueError(f"momentum: {type(optimizer).__name__} has no momentum to set")
+            group["momentum"] = change.momentum
+    if change.noise:
+        first = optimizer.param_groups[0]["params"][0]
+        optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(int(seed)))
+    relative = change.lr is None and change.optimizer is None
+    if change.sets_rate and change.optimizer is None:
+        schedule = parse_schedule(change.schedule) if change.schedule else Constant()
+        if relative and _composable(scheduler):
+            scheduler = RemedyLR(optimizer, schedule, factor=change.lr_factor, inner=scheduler)
+            notes.append("composed with your scheduler (its rate times the remedy's)")
+        else:
+            if scheduler is not None:
+                notes.append("your scheduler was replaced by the remedy's rate")
+            bases = ([change.lr] * len(optimizer.param_groups) if change.lr is not None
+                     else [float(g["lr"]) * change.lr_factor for g in optimizer.param_groups])
+            scheduler = RemedyLR(optimizer, schedule, base_lrs=bases)
+    elif change.optimizer is not None and change.schedule:
+        scheduler = RemedyLR(optimizer, change.schedule, base_lrs=[float(g["lr"]) for g in optimizer.param_groups])
+    return Applied(optimizer, scheduler, change.batch_size, "; ".join(notes))
+
+
+def _composable(scheduler: Any) -> bool:
+    """A torch scheduler whose rate can serve as a base (``ReduceLROnPlateau`` steps on a metric)."""
+    return isinstance(scheduler, LRScheduler) and not isinstance(scheduler, ReduceLROnPlateau) and all(
+        isinstance(lr, (int, float)) and math.isfinite(lr) for lr in scheduler.get_last_lr())
