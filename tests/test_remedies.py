@@ -9,6 +9,7 @@ from descentlab.cli import main
 from descentlab.critical import StallMonitor
 from descentlab.critical.remedies import MENU, Remedy, remedies_for
 from descentlab.critical.trials import fork, run_trials
+from descentlab.engine.changes import Change
 from descentlab.experiments.rundir import RunDir
 from descentlab.experiments.train import TrainConfig, train
 from descentlab.optim import make_optimizer
@@ -63,7 +64,7 @@ def test_every_trial_starts_at_the_run_and_keep_takes_the_runs_own_next_step():
     workload, model, opt = _trained("moons", optimizer="adam")
     X, y = workload.X_train, workload.y_train
     before = [p.detach().clone() for p in model.parameters()]
-    remedies = [Remedy("keep", "carry on"), Remedy("lower-rate", "x0.3", lr_factor=0.3)]
+    remedies = [Remedy("keep", "carry on"), Remedy("lower-rate", "x0.3", Change(lr_factor=0.3))]
     result = run_trials(model, opt, workload.loss_fn, (X, y), remedies, steps=1, batch_size=32, seed=7)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     start = workload.loss_fn(model(X), y).item()
@@ -92,7 +93,7 @@ def test_stacked_trials_equal_trials_run_one_after_another():
     for a, b in zip(stacked.trials, alone.trials):
         # 20 float32 steps: rounding of vmapped and plain kernels apart, the same trajectories
         assert a.losses == pytest.approx(b.losses, rel=1e-4)
-    assert stacked.get("larger-batch").remedy.batch_size == 50  # B* from the noise evidence, above 4 x 8
+    assert stacked.get("larger-batch").remedy.change.batch_size == 50  # B* from the noise evidence, above 4 x 8
 
 
 def _monitored_to_first_stall(name, **options):
@@ -151,9 +152,9 @@ def test_apply_remedy_in_a_users_loop_sets_the_rate_from_the_stall_on():
     remedy = Remedy.from_dict(next(t["change"] for t in stall.trials["trials"] if t["remedy"] == winner))
     start = stall.diagnosed_at
     lr = optimizer.param_groups[0]["lr"]
-    assert lr == pytest.approx(10.0 * remedy.lr_factor * remedy.rate_factor(0))
+    assert lr == pytest.approx(10.0 * remedy.change.lr_factor * remedy.rate_factor(0))
     monitor.update(start + 7, 0.3, torch.nn.Linear(2, 2))  # the monitor keeps the rate on its schedule
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(10.0 * remedy.lr_factor * remedy.rate_factor(7))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(10.0 * remedy.change.lr_factor * remedy.rate_factor(7))
 
 
 class _SwitchAt:
@@ -184,7 +185,8 @@ class _SwitchAt:
 def test_train_continues_with_a_new_optimizer_noise_and_batch_and_resumes_bit_for_bit(tmp_path):
     workload = get_workload("moons")
     config = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, steps=60, checkpoint_every=20)
-    remedy = Remedy("adam+", "Adam with noise on batches of 100", optimizer="adam", lr=1e-3, noise=True, batch_size=100)
+    remedy = Remedy("adam+", "Adam with noise on batches of 100",
+                    Change(optimizer="adam", lr=1e-3, noise=True, batch_size=100))
     callback = _SwitchAt(30, remedy)
     whole = train(workload, config, tmp_path / "a", callbacks=[callback], progress=False)
     assert callback.seen == [("GradientNoise", 100)]
@@ -240,9 +242,9 @@ def test_remedies_for_respects_the_menu_and_the_optimizer():
     assert remedies_for("minimum", {"loss": {"stuck_high": False}}, sgd, batch_size=None, n_data=10, trial_steps=20) == []
     assert remedies_for("diverged", {}, sgd, batch_size=None, n_data=10, trial_steps=20) == []
     assert remedies_for("noise_floor", {}, sgd, batch_size=None, n_data=10, trial_steps=20)[-1].name == "decay"
-    decay = Remedy("decay", "", schedule="inverse-time", schedule_steps=5)
+    decay = Remedy("decay", "", Change(schedule="inverse-time:tau=5"))
     assert decay.rate_factor(0) == 1 and decay.rate_factor(20) == pytest.approx(1 / 5)
-    warm = Remedy("warm-up", "", schedule="warm-up", schedule_steps=10)
+    warm = Remedy("warm-up", "", Change(schedule="warmup-rsqrt:warmup=10"))
     assert warm.rate_factor(0) == 0 and warm.rate_factor(5) == 0.5 and warm.rate_factor(10) == 1
     assert warm.rate_factor(40) == pytest.approx(0.5)  # sqrt(10 / 40)
     with pytest.raises(ValueError, match="steps"):

@@ -578,7 +578,7 @@ class StallMonitor:
             remedy = Remedy.from_dict(trial["change"])
             if (trial["decrease"] or 0) <= 0 or trial["rate"] is None:
                 return None
-            if self._loop_applies or not remedy.changes_loop():
+            if self._loop_applies or not _changes_loop(remedy):
                 return remedy
         return None
 
@@ -630,14 +630,15 @@ class StallMonitor:
     def _apply(self, remedy: Remedy, step: int) -> None:
         """Continue the run with ``remedy`` (not the escape, done already): momentum and the rate
         here, a new optimizer / noise / batch size through the training loop (:meth:`take_change`)."""
-        if remedy.momentum is not None:
+        change = remedy.change
+        if change.momentum is not None:
             for group in self.optimizer.param_groups:
-                group["momentum"] = remedy.momentum
-        if remedy.changes_loop():
+                group["momentum"] = change.momentum
+        if _changes_loop(remedy):
             self._change = remedy
-        if remedy.optimizer is None and (remedy.schedule or remedy.lr is not None or remedy.lr_factor != 1.0):
-            base = ([remedy.lr] * len(self.optimizer.param_groups) if remedy.lr is not None
-                    else [float(g["lr"]) * remedy.lr_factor for g in self.optimizer.param_groups])
+        if change.optimizer is None and (change.schedule or change.lr is not None or change.lr_factor != 1.0):
+            base = ([change.lr] * len(self.optimizer.param_groups) if change.lr is not None
+                    else [float(g["lr"]) * change.lr_factor for g in self.optimizer.param_groups])
             self._program = {"start": int(step), "base": base, "remedy": remedy.to_dict()}
             self._run_program(step)
 
@@ -767,6 +768,11 @@ class StallMonitor:
         self._program = state.get("program")
         self._change = Remedy.from_dict(state["change"]) if state.get("change") else None
         self._last_return = None
+
+
+def _changes_loop(remedy: Remedy) -> bool:
+    change = remedy.change
+    return change.optimizer is not None or change.noise or change.batch_size is not None
 
 
 def _fastest(work: Callable[[], Any], repeats: int = 3) -> float:

@@ -38,15 +38,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.schedules import WarmupInverseSqrt
+from descentlab.engine.changes import Change
+from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
-__all__ = ["Remedy", "MENU", "SCHEDULES", "remedies_for", "LOWER_FACTOR", "MOMENTUM", "BATCH_FACTOR"]
+__all__ = ["Remedy", "MENU", "remedies_for", "LOWER_FACTOR", "MOMENTUM", "BATCH_FACTOR"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
@@ -54,8 +55,6 @@ LOWER_FACTOR = 0.3
 MOMENTUM = 0.9
 #: ``larger-batch`` multiplies the batch by at least this.
 BATCH_FACTOR = 4
-#: Closed-form rate factors of the steps since the stall: ``"inverse-time"`` and ``"warm-up"``.
-SCHEDULES = ("inverse-time", "warm-up")
 
 #: verdict -> the remedies tried at such a stall (``keep`` first).
 MENU: Mapping[str, tuple[str, ...]] = {
@@ -74,55 +73,36 @@ _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
 
 @dataclass(frozen=True)
 class Remedy:
-    """One change to a run (see the module docstring's table).
+    """One remedy: a named :class:`~descentlab.engine.changes.Change` to the run (see the module
+    docstring's table), and whether it starts with a step along negative curvature.
 
     Attributes:
         name: the remedy's name.
         text: what it does, in words.
-        lr_factor: the new rate is the current one times this (``lr`` overrides it).
-        lr: an absolute rate (a new optimizer's default, the run's peak), or ``None``.
-        schedule: ``None``, ``"inverse-time"`` or ``"warm-up"``: a factor of the steps since the stall.
-        schedule_steps: the schedule's time constant (τ of inverse time, the warm-up's length).
-        momentum: set this heavy-ball coefficient on the run's SGD (a fresh velocity).
-        optimizer: a registry name: a new optimizer with fresh state (``None``: the run's own,
-            its state kept).
-        batch_size: a new batch size (``None``: the run's).
-        noise: wrap the optimizer in annealed Gaussian gradient noise.
+        change: the change to the optimizer, its rate and the batches (made by
+            :func:`~descentlab.engine.changes.apply_change`, on a fork for a trial and on the run
+            when applied).
         escape: start with one step along the most negative eigenvector.
     """
 
     name: str
     text: str
-    lr_factor: float = 1.0
-    lr: float | None = None
-    schedule: str | None = None
-    schedule_steps: int = 1
-    momentum: float | None = None
-    optimizer: str | None = None
-    batch_size: int | None = None
-    noise: bool = False
+    change: Change = Change()
     escape: bool = False
 
     def rate_factor(self, t: int) -> float:
-        """The schedule's factor ``t`` steps after the stall (1 without a schedule)."""
-        if self.schedule == "inverse-time":
-            return 1.0 / (1.0 + t / self.schedule_steps)
-        if self.schedule == "warm-up":
-            return WarmupInverseSqrt(warmup=self.schedule_steps)(t)
-        return 1.0
-
-    def changes_loop(self) -> bool:
-        """It needs the training loop to apply it: a new optimizer, a wrapper or another batch size."""
-        return self.optimizer is not None or self.noise or self.batch_size is not None
+        """The rate's factor ``t`` steps after the stall (1 without a schedule)."""
+        return self.change.rate_factor(t)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what ``stalls.json`` records and a resumed run re-applies)."""
-        return asdict(self)
+        return {"name": self.name, "text": self.text, "change": self.change.to_dict(), "escape": self.escape}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Remedy":
         """The inverse of :meth:`to_dict`."""
-        return cls(**dict(data))
+        return cls(str(data["name"]), str(data["text"]), Change.from_dict(data.get("change") or {}),
+                   bool(data.get("escape", False)))
 
 
 def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimizer: Any, *, batch_size: int | None,
@@ -162,29 +142,32 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
     if name == "escape":
         return Remedy("escape", "a step along the most negative eigenvector, then carry on", escape=True) if can_escape else None
     if name == "lower-rate":
-        return Remedy("lower-rate", f"the rate x {LOWER_FACTOR:g} ({lr * LOWER_FACTOR:.3g})", lr_factor=LOWER_FACTOR)
+        return Remedy("lower-rate", f"the rate x {LOWER_FACTOR:g} ({lr * LOWER_FACTOR:.3g})",
+                      Change(lr_factor=LOWER_FACTOR))
     if name == "decay":
         tau = max(1, trial_steps // 4)
-        return Remedy("decay", f"the rate decays as lr / (1 + t/{tau})", schedule="inverse-time", schedule_steps=tau)
+        return Remedy("decay", f"the rate decays as lr / (1 + t/{tau})", Change(schedule=str(InverseTime(tau))))
     if name == "warm-up":
         length = max(1, trial_steps // 2)
         return Remedy("warm-up", f"the rate warms up from 0 over {length} steps, then decays as 1/sqrt(t)",
-                      schedule="warm-up", schedule_steps=length)
+                      Change(schedule=str(WarmupInverseSqrt(warmup=length))))
     if name == "larger-batch":
         if batch_size is None or n_data is None or batch_size >= n_data:
             return None
         critical = (evidence.get("noise") or {}).get("critical_batch")
         size = max(BATCH_FACTOR * batch_size, math.ceil(critical) if critical and math.isfinite(critical) else 0)
         size = min(size, n_data)
-        return Remedy("larger-batch", f"batches of {size}" + (" (all the data)" if size == n_data else ""), batch_size=size)
+        return Remedy("larger-batch", f"batches of {size}" + (" (all the data)" if size == n_data else ""),
+                      Change(batch_size=size))
     if name == "momentum":
-        return Remedy("momentum", f"heavy-ball momentum {MOMENTUM:g}, same rate", momentum=MOMENTUM) if plain_sgd else None
+        return Remedy("momentum", f"heavy-ball momentum {MOMENTUM:g}, same rate",
+                      Change(momentum=MOMENTUM)) if plain_sgd else None
     if name == "adam":
-        return None if adaptive else Remedy("adam", "Adam at lr 1e-3", optimizer="adam", lr=1e-3)
+        return None if adaptive else Remedy("adam", "Adam at lr 1e-3", Change(optimizer="adam", lr=1e-3))
     if name == "noise":
-        return Remedy("noise", "annealed Gaussian gradient noise (eta 0.3, gamma 0.55)", noise=True)
+        return Remedy("noise", "annealed Gaussian gradient noise (eta 0.3, gamma 0.55)", Change(noise=True))
     if name == "peak-rate":
         if not peak_lr or peak_lr <= lr:
             return None
-        return Remedy("peak-rate", f"the rate back at its peak {peak_lr:.3g}", lr=peak_lr)
+        return Remedy("peak-rate", f"the rate back at its peak {peak_lr:.3g}", Change(lr=peak_lr))
     raise ValueError(f"unknown remedy {name!r}")

@@ -41,6 +41,7 @@ from torch import nn
 
 from descentlab.critical.escape import escape
 from descentlab.critical.remedies import Remedy
+from descentlab.engine.changes import apply_change
 from descentlab.curvature.batches import batch_size as count_of
 
 __all__ = ["Trial", "Trials", "fork", "run_trials", "prepare_member", "unstackable_reason", "TIMED_STEPS"]
@@ -135,7 +136,7 @@ class _Member:
     remedy: Remedy
     model: nn.Module
     optimizer: Any
-    base_lrs: list[float]
+    scheduler: Any
     batch: int
     one_time: float = 0.0
     note: str = ""
@@ -144,34 +145,18 @@ class _Member:
 
 def prepare_member(remedy: Remedy, model: nn.Module, optimizer: Any, *, loss_fn: Callable, sample: Any = None,
                    point: Any = None, batch_size: int, seed: int = 0, escape_options: dict | None = None) -> _Member:
-    """Apply ``remedy``'s change to a forked ``model``/``optimizer`` (the escape step, a new
-    optimizer, momentum, noise, the new base rates) and return the trial member."""
+    """Make ``remedy``'s change on a forked ``model``/``optimizer`` (the escape step, then
+    :func:`~descentlab.engine.changes.apply_change`: the one function the run itself uses) and
+    return the trial member."""
     t0 = time.perf_counter()
     note = ""
     if remedy.escape:
         result = escape(model, loss_fn, sample, point, **dict(escape_options or {}))
         note = (f"escape: lowered the loss {result.loss_before:.4g} -> {result.loss_after:.4g}" if result.applied
                 else f"escape: {result.reason}")
-    if remedy.optimizer is not None:
-        from descentlab.optim import make_optimizer
-
-        optimizer = make_optimizer(remedy.optimizer, model.parameters(), lr=remedy.lr or 1e-3)
-    if remedy.momentum is not None:
-        for group in optimizer.param_groups:
-            group["momentum"] = remedy.momentum
-    if remedy.noise:
-        from descentlab.optim.noise import GradientNoise
-
-        first = next(model.parameters())
-        generator = torch.Generator(device=first.device).manual_seed(int(seed))
-        optimizer = GradientNoise(optimizer, generator=generator)
-    if remedy.optimizer is not None:
-        base = [float(g["lr"]) for g in optimizer.param_groups]
-    elif remedy.lr is not None:
-        base = [remedy.lr for _ in optimizer.param_groups]
-    else:
-        base = [float(g["lr"]) * remedy.lr_factor for g in optimizer.param_groups]
-    return _Member(remedy, model, optimizer, base, remedy.batch_size or batch_size, time.perf_counter() - t0, note)
+    applied = apply_change(remedy.change, optimizer, None, seed=seed)
+    return _Member(remedy, model, applied.optimizer, applied.scheduler, applied.batch_size or batch_size,
+                   time.perf_counter() - t0, note)
 
 
 def run_trials(
@@ -231,13 +216,12 @@ def run_trials(
         index = None if largest >= n else torch.randperm(n, generator=gen)[:largest].to(y.device)
         for m in members:
             m.optimizer.zero_grad(set_to_none=True)
-            factor = m.remedy.rate_factor(t)
-            for group, lr in zip(m.optimizer.param_groups, m.base_lrs):
-                group["lr"] = lr * factor
         total = sum(_group_loss(group, loss_fn, X, y, index, stacked=not reason) for group in groups)
         total.backward()
         for m in members:
             m.optimizer.step()
+            if m.scheduler is not None:
+                m.scheduler.step()
         if (t + 1) % record_every == 0 or t + 1 == steps:
             recorded.append(t + 1)
             _record(members, loss_fn, eval_data, groups, stacked=not reason)

@@ -350,20 +350,15 @@ def train(
 def _switch(change: Any, model: nn.Module, optimizer: Any, scheduler: Any, batch: int,
             seed: int) -> tuple[Any, Any, int]:
     """``(optimizer, scheduler, batch size)`` after a remedy (``change``, a
-    :class:`~descentlab.critical.remedies.Remedy` or its dict): a new optimizer with fresh state
-    (the schedule, tied to the old one, ends: the remedy sets the rate from now on), the
-    optimizer wrapped in seeded gradient noise, another batch size."""
+    :class:`~descentlab.critical.remedies.Remedy` or its dict) that needs the loop."""
     from descentlab.critical.remedies import Remedy
-    from descentlab.optim import make_optimizer
-    from descentlab.optim.noise import GradientNoise
+    from descentlab.engine.changes import Change, apply_change
 
     remedy = change if isinstance(change, Remedy) else Remedy.from_dict(change)
-    if remedy.optimizer is not None:
-        optimizer, scheduler = make_optimizer(remedy.optimizer, model.parameters(), lr=remedy.lr or 1e-3), None
-    if remedy.noise:
-        first = next(model.parameters())
-        optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(seed))
-    return optimizer, scheduler, remedy.batch_size or batch
+    loop_part = Change(optimizer=remedy.change.optimizer, lr=remedy.change.lr if remedy.change.optimizer else None,
+                       noise=remedy.change.noise, batch_size=remedy.change.batch_size)
+    applied = apply_change(loop_part, optimizer, scheduler, seed=seed)
+    return applied.optimizer, applied.scheduler, applied.batch_size or batch
 
 
 _SCALARS = {"train_loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr", "val_loss": "val/loss",
