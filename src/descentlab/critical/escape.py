@@ -34,6 +34,7 @@ from torch import nn
 from descentlab.critical.classify import CriticalPoint, FlatLoss, classify
 from descentlab.curvature.batches import as_batches
 from descentlab.critical.rules import zero_mask
+from descentlab.params import Layout, flatten
 
 __all__ = ["Escape", "escape"]
 
@@ -132,7 +133,7 @@ def escape(
     missing = [n for n in point.names if n not in named]
     if missing:
         raise ValueError(f"point: the model has no parameter {missing[0]!r}; classify this model first")
-    theta = torch.cat([named[n].detach().reshape(-1) for n in point.names])
+    theta = flatten(named, Layout.of({n: named[n] for n in point.names}))
     if point.parameters is None or theta.shape != point.parameters.shape or not torch.equal(theta, point.parameters):
         raise ValueError("point: it was classified at other parameter values; "
                          "classify the model again (or pass point=None)")

@@ -212,7 +212,7 @@ def stability_operator(rule: StabilityRule, op: Any) -> Any:
     symmetric, so Lanczos applies) for a preconditioned one, S the per-coordinate steps."""
     if not rule.preconditioned:
         return op
-    return _Preconditioned(op, torch.cat([rule.steps[n].reshape(-1) for n in op.names]))
+    return _Preconditioned(op, op.flatten(rule.steps))
 
 
 def sharpness_of(rule: StabilityRule, top_eigenvalue: float) -> float:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from descentlab.params import Layout
+
 __all__ = ["hessian_by_blocks"]
 
 
@@ -78,6 +80,7 @@ def _rows(g: torch.Tensor, later: Sequence[torch.Tensor], chunk_size: int) -> to
     """``(g.numel(), Σ later sizes)``: row ``k`` is the derivative of ``g.flatten()[k]``
     with respect to the tensors ``later``, flattened and concatenated."""
     basis = torch.eye(g.numel(), dtype=g.dtype, device=g.device).reshape(-1, *g.shape)
+    layout = Layout.of(later)
     chunks = []
     with torch.enable_grad():
         for i in range(0, len(basis), chunk_size):
@@ -85,11 +88,5 @@ def _rows(g: torch.Tensor, later: Sequence[torch.Tensor], chunk_size: int) -> to
             hv = torch.autograd.grad(
                 g, later, cotangents, retain_graph=True, allow_unused=True, is_grads_batched=True
             )
-            chunks.append(
-                torch.cat(
-                    [(h if h is not None else p.new_zeros((len(cotangents), *p.shape))).reshape(len(cotangents), -1)
-                     for h, p in zip(hv, later)],
-                    dim=1,
-                )
-            )
+            chunks.append(layout.flatten(hv, batch_shape=(len(cotangents),), dtype=g.dtype, device=g.device))
     return torch.cat(chunks)

@@ -90,8 +90,7 @@ class GGNOperator(CurvatureOperator):
             gv = torch.autograd.grad(z, theta, hjv, retain_graph=True, allow_unused=True, is_grads_batched=batched)
         if not batched:
             return self.flatten(gv)[None]
-        return torch.cat([(g if g is not None else p.new_zeros((b, *p.shape))).reshape(b, -1)
-                          for g, p in zip(gv, self._point)], dim=1)
+        return self.flatten(gv, batch_shape=(b,))
 
 
 def residual_operator(hessian: CurvatureOperator, ggn: GGNOperator | None = None) -> DifferenceOperator:

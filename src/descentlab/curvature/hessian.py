@@ -163,11 +163,7 @@ class HessianOperator(CurvatureOperator):
             hv = torch.autograd.grad(
                 flat, theta, V, retain_graph=True, allow_unused=True, is_grads_batched=True
             )
-        return torch.cat(
-            [(h if h is not None else p.new_zeros((V.shape[0], *p.shape))).reshape(V.shape[0], -1)
-             for h, p in zip(hv, self._point)],
-            dim=1,
-        )
+        return self.flatten(hv, batch_shape=V.shape[:1])
 
     def _func_product(self, X, y, V) -> torch.Tensor:
         point = self._point
@@ -177,7 +173,7 @@ class HessianOperator(CurvatureOperator):
 
         def hvp(v):
             _, hv = torch.func.jvp(grad_of, (point,), (self.split(v),))
-            return torch.cat([h.reshape(-1) for h in hv])
+            return self.flatten(hv)
 
         if V.shape[0] == 1:
             return hvp(V[0])[None]

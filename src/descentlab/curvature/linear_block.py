@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from descentlab.params import Layout
+
 __all__ = ["LinearLayer", "OUTPUT_HESSIANS_LIMIT", "find_linear", "per_sample_output_hessians", "kronecker_block", "check"]
 
 #: Most elements of one chunk of per-sample products ``a_n[a] a_n[b]`` (32 MB in float64).
@@ -154,10 +156,10 @@ def check(block: torch.Tensor, grads: Sequence[torch.Tensor], leaves: Sequence[t
     """
     gen = torch.Generator(device=block.device).manual_seed(seed)
     v = torch.randn(block.shape[0], dtype=block.dtype, device=block.device, generator=gen)
-    parts = [p.reshape(leaf.shape) for p, leaf in zip(torch.split(v, [t.numel() for t in leaves]), leaves)]
+    layout = Layout.of(leaves)
     with torch.enable_grad():
-        hv = torch.autograd.grad(grads, leaves, parts, retain_graph=True, allow_unused=True)
-    exact = torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1) for h, t in zip(hv, leaves)])
+        hv = torch.autograd.grad(grads, leaves, layout.split(v), retain_graph=True, allow_unused=True)
+    exact = layout.flatten(hv, dtype=block.dtype, device=block.device)
     scale = block.abs() @ v.abs()
     tol = 1e3 * torch.finfo(block.dtype).eps * float(scale.max()) + torch.finfo(block.dtype).tiny
     return bool(((block @ v - exact).abs().max() <= tol).item())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from descentlab.params import split
+
 __all__ = ["FlatScratch"]
 
 
@@ -39,10 +41,7 @@ class FlatScratch:
         flats = []
         for (device, dtype), index in buckets.items():
             flat = torch.empty(sum(params[i].numel() for i in index), device=device, dtype=dtype)
-            offset = 0
-            for i in index:
-                n = params[i].numel()
-                views[i] = flat[offset:offset + n].view(params[i].shape)
-                offset += n
+            for i, view in zip(index, split(flat, [params[i].shape for i in index])):
+                views[i] = view
             flats.append(flat)
         self._params, self._views, self._flats = list(params), views, flats
