@@ -7,14 +7,9 @@ import torch
 from torch import nn
 
 from descentlab.cli import main
-from descentlab.curvature import HessianOperator
-from descentlab.experiments.minimum_ratio import (
-    _trust_region_steps,
-    analyse_point,
-    find_critical_points,
-    minimum_ratio_study,
-    newton_to_critical,
-)
+from descentlab.critical.newton import L2Objective, _trust_region_steps, newton_to_critical
+from descentlab.curvature import EmpiricalLoss, HessianOperator
+from descentlab.experiments.minimum_ratio import analyse_point, find_critical_points, minimum_ratio_study
 from descentlab.experiments.rundir import RunDir
 from descentlab.problems.workloads import get_workload
 
@@ -56,7 +51,7 @@ def test_newton_converges_quadratically_to_the_lecture_saddle():
     # near (0, 0) the Newton step -H^-1 g fits in the trust region at once; the gradient of
     # L = (1 - w1 w2)^2 is exactly linear-plus-cubic there, so ||g|| falls roughly squared each step
     start = torch.tensor([[0.05, -0.03], [-0.08, -0.05]], dtype=D)
-    search = newton_to_critical(Lecture(), squared_error, DATA, start, grad_tol=1e-14)
+    search = newton_to_critical(EmpiricalLoss(Lecture(), squared_error, DATA), start, grad_tol=1e-14)
     assert (search.gradient.norm(dim=1) <= 1e-14).all() and (search.steps <= 6).all()
     torch.testing.assert_close(search.theta, torch.zeros_like(start), atol=1e-12, rtol=0)
     torch.testing.assert_close(search.hessian, torch.tensor([[0.0, -2.0], [-2.0, 0.0]], dtype=D).expand(2, 2, 2),
@@ -93,7 +88,7 @@ def test_newton_returns_each_networks_exact_hessian_and_gradient():
     X, y = torch.randn(20, 3, dtype=D), torch.randint(0, 2, (20,))
     loss_fn = nn.functional.cross_entropy
     flat = 0.5 * torch.randn(3, 26, dtype=D)
-    search = newton_to_critical(_mlp(), loss_fn, (X, y), flat, steps=2, weight_decay=0.01)
+    search = newton_to_critical(L2Objective(EmpiricalLoss(_mlp(), loss_fn, (X, y)), 0.01), flat, steps=2)
     assert search.theta.shape == (3, 26) and search.steps.tolist() != [0, 0, 0]
     for i in range(3):
         clone = _mlp()
@@ -219,10 +214,13 @@ def test_analyse_point_moves_the_model_to_the_critical_point():
 def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="grad_tol"):
         analyse_point(Lecture(), squared_error, DATA, grad_tol=-1.0)
+    risk = EmpiricalLoss(Lecture(), squared_error, DATA)
     with pytest.raises(ValueError, match="radius"):
-        newton_to_critical(Lecture(), squared_error, DATA, torch.zeros(1, 2, dtype=D), radius=0.0)
+        newton_to_critical(risk, torch.zeros(1, 2, dtype=D), radius=0.0)
     with pytest.raises(ValueError, match="weight_decay"):
-        newton_to_critical(Lecture(), squared_error, DATA, torch.zeros(1, 2, dtype=D), weight_decay=-1.0)
+        L2Objective(risk, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="starts"):
+        newton_to_critical(risk, torch.zeros(1, 3, dtype=D))
 
 
 def test_command_reports_the_lecture_saddle(tmp_path, capsys):

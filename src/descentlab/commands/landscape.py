@@ -25,8 +25,19 @@ grid.csv (+ trajectory.csv), directions.pt, the figures and report.html.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+# Light modules only (no torch, numpy or matplotlib): `descentlab --help` imports every command.
+# torch, the landscape library, workloads and training are imported inside the functions below.
+from descentlab import files
+from descentlab.commands.common import emit, output_dir
+from descentlab.errors import UserInputError
+from descentlab.report.html import format_value
+from descentlab.report.render import render
+from descentlab.rundir import RunDir, staged_run
 
 SLICES = ("plane", "direction", "line")
 PLANES = ("auto", "random", "hessian", "pca", "axes")
@@ -71,14 +82,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from descentlab.commands.common import emit, output_dir
-    from descentlab.report.html import format_value
-    from descentlab.report.render import render
-    from descentlab.rundir import staged_run
-
     _validate(args)
     started = time.perf_counter()
     out = output_dir(args, "landscape")
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- everything below runs inside run(): torch is imported here, never at module import ---
+# --- everything below runs inside run(): torch is imported in the functions that need it ---
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -128,6 +131,42 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserInputError("--trajectory draws on a plane: use it with --slice plane")
     if args.plane == "pca" and not (args.train_steps or args.run):
         raise UserInputError("--plane pca needs a trajectory: use --train-steps N (or a --run that saved one)")
+    _check_fits_in_memory(args)
+
+
+#: Memory a slice holds per point, whatever the model: its loss, coordinates, grid.csv row (the
+#: table is built in memory and written atomically) and its share of the figures. Peak RSS grew
+#: by 585-590 bytes per point from 300^2 to 1,000^2 to 2,000^2 points (the model's own memory is
+#: per chunk of --chunk-size points, not per point).
+_BYTES_PER_POINT = 600
+
+
+def _check_fits_in_memory(args: argparse.Namespace) -> None:
+    """A one-line error, before any work, for a slice whose points cannot fit in this machine's memory."""
+    import math
+    import os
+
+    from descentlab.errors import UserInputError
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): nothing to compare with
+        return
+    plane = args.slice == "plane"
+    option, value = ("--resolution", args.resolution) if plane else ("--points", args.points)
+    points = value**2 if plane else value
+    if points * _BYTES_PER_POINT <= memory:
+        return
+    most = memory // _BYTES_PER_POINT
+    limit = math.isqrt(most) if plane else most
+    what = f"a {value:,} x {value:,} grid is {points:,} points" if plane else f"{points:,} points"
+    raise UserInputError(f"{option} {value} is too large: {what}, about {_gib(points * _BYTES_PER_POINT)} of memory "
+                         f"at ~{_BYTES_PER_POINT} bytes a point, and this machine has {_gib(memory)}: "
+                         f"at most {option} {limit}")
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:,.0f} GiB" if n_bytes >= 10 * 2**30 else f"{n_bytes / 2**30:.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -149,15 +188,12 @@ class _Source:
 def _load_source(args, run_dir) -> _Source:
     import torch
 
-    from descentlab.errors import UserInputError
     from descentlab.experiments.train import CHECKPOINT
-    from descentlab.landscape import flatten
+    from descentlab.params import flatten
 
     dtype = getattr(torch, args.dtype)
     trajectory = None
     if args.run:
-        from descentlab.rundir import RunDir
-
         run = RunDir.open(args.run)
         workload = _workload_from_run_config(run.config, dtype)
         seed = int(run.config.get("train", {}).get("seed", 0))
@@ -167,7 +203,7 @@ def _load_source(args, run_dir) -> _Source:
         if not run.exists(CHECKPOINT):
             raise UserInputError(f"{args.run} has no {CHECKPOINT}")
         _load_weights(model, run.file(CHECKPOINT))
-        trajectory = _saved_trajectory(run, model)
+        trajectory = _saved_trajectory(run)
         label = f"run {args.run} ({getattr(workload, 'name', 'model')})"
     else:
         workload = _workload(args, dtype)
@@ -207,12 +243,10 @@ def _workload_from_run_config(config, dtype):
     return resolve_workload(spec, dtype=dtype)
 
 
-def _saved_trajectory(run, model):
+def _saved_trajectory(run):
     """``trajectory.pt`` of a run (``{"steps": [...], "params": (m, n)}``), if it saved one."""
     if not run.exists("trajectory.pt"):
         return None
-    from descentlab import files
-
     saved = files.load_torch(run.file("trajectory.pt"))
     return [(int(step), vector) for step, vector in zip(saved["steps"], saved["params"])]
 
@@ -222,7 +256,7 @@ def _train(args, workload, run_dir):
     import torch
 
     from descentlab.experiments.train import TrainConfig, train
-    from descentlab.landscape import flatten
+    from descentlab.params import flatten
 
     steps = args.train_steps
     every = max(1, steps // 60)
@@ -253,19 +287,19 @@ def _data(args, source):
 
 def _point(spec, source):
     """``init``, ``final``, a checkpoint file or a run directory, as a flat vector."""
-    from pathlib import Path
-
-    from descentlab.errors import UserInputError
-    from descentlab.landscape import flatten
+    from descentlab.params import flatten
 
     if spec == "init":
-        return source.init, "init"
+        return source.init
     if spec == "final":
-        return source.final, "final"
+        return source.final
     if not Path(spec).exists():
         raise UserInputError(f"point {spec!r}: not init, final, a checkpoint file or a run directory")
-    other = _load_weights(source.workload.make_model(), spec)
-    return flatten(other), Path(spec).name
+    return flatten(_load_weights(source.workload.make_model(), spec))
+
+
+def _point_name(spec):
+    return spec if spec in ("init", "final") else Path(spec).name
 
 
 def _load_weights(model, path):
@@ -277,24 +311,32 @@ def _load_weights(model, path):
 
 
 def _compute(args, source, run_dir) -> dict:
-    loss_fn = source.workload.loss_fn
+    """Build the slice's request from the arguments, compute it (one library call), write it."""
+    from descentlab.landscape import slice_landscape
+
     data = _data(args, source)
-    evaluate = {"chunk_size": args.chunk_size, "workers": args.workers, "progress": args.progress}
+    request = {"line": _line_request, "direction": _direction_request, "plane": _plane_request}[args.slice](args, source)
+    try:
+        view = slice_landscape(source.model, source.workload.loss_fn, data, request, chunk_size=args.chunk_size,
+                               workers=args.workers, progress=args.progress)
+    except ValueError as error:  # what only the model tells: e.g. filter normalisation zeroes every direction
+        raise UserInputError(str(error)) from None
     table = {"parameters": source.final.numel(), "data": f"{args.split} ({len(data[0])} samples)"}
-    slicer = {"line": _line, "direction": _direction, "plane": _plane}[args.slice]
-    return slicer(args, source, loss_fn, data, evaluate, table, run_dir)
+    write = {"line": _write_line, "direction": _write_direction, "plane": _write_plane}[args.slice]
+    return write(args, source, view, table, run_dir)
 
 
-def _line(args, source, loss_fn, data, evaluate, table, run_dir):
-    from descentlab import files
-    from descentlab.errors import UserInputError
-    from descentlab.landscape import line_slice
+def _line_request(args, source):
+    from descentlab.landscape import LineRequest
 
-    start, start_name = _point(args.start, source)
-    end, end_name = _point(args.end, source)
+    start, end = _point(args.start, source), _point(args.end, source)
     if float((end - start).norm()) == 0.0:
         raise UserInputError(f"--from {args.start} and --to {args.end} are the same point: nothing to slice")
-    line = line_slice(source.model, loss_fn, data, start, end, n_points=args.points, margin=args.margin, **evaluate)
+    return LineRequest(start, end, n_points=args.points, margin=args.margin)
+
+
+def _write_line(args, source, line, table, run_dir):
+    start_name, end_name = _point_name(args.start), _point_name(args.end)
     run_dir.write_csv("slice.csv", [{"t": t, "loss": loss} for t, loss in zip(line.t.tolist(), line.losses.tolist())])
     files.save_torch(run_dir.file("directions.pt"), {"origin": line.origin, "direction": line.direction})
     t0 = int((line.t - 0).abs().argmin())  # exactly 0 and 1: line_slice always measures both ends
@@ -312,170 +354,101 @@ def _line(args, source, loss_fn, data, evaluate, table, run_dir):
             "table": table}
 
 
-def _direction(args, source, loss_fn, data, evaluate, table, run_dir):
-    from pathlib import Path
-
+def _direction_request(args, source):
     import torch
 
-    from descentlab import files
-    from descentlab.errors import UserInputError
-    from descentlab.landscape import direction_slice, escape_direction, flatten, hessian_directions, layout_of
+    from descentlab.landscape import DIRECTIONS, DirectionRequest
+    from descentlab.params import flatten, layout_of
 
-    model = source.model
     kind = args.direction
-    eigenvalue = None
-    if kind == "random":
-        direction = _random(args, model, args.seed)
-        name = "random filter-normalised direction" if not args.no_filter_norm else "random direction"
-    elif kind in ("top", "bottom"):
-        found = hessian_directions(model, loss_fn, data, k=1, which="LA" if kind == "top" else "SA", seed=args.seed)
-        direction, eigenvalue = found.vectors[0], float(found.eigenvalues[0])
-        name = f"{kind} Hessian eigenvector"
-    elif kind == "escape":
-        direction, eigenvalue = escape_direction(model, loss_fn, data, seed=args.seed)
-        name = "escape direction (most negative curvature, downhill sign)"
-    elif Path(kind).is_file():
-        saved = files.load_torch(kind)  # unreadable: a one-line UserInputError
-        if isinstance(saved, dict) and "direction" in saved and isinstance(saved["direction"], torch.Tensor):
-            saved = saved["direction"]
-        if isinstance(saved, torch.Tensor):
-            direction = saved
-        elif isinstance(saved, dict):
-            try:
-                direction = flatten(saved, layout_of(model))
-            except (ValueError, TypeError, AttributeError) as error:
-                raise UserInputError(f"--direction {kind}: not a direction for this model ({error})") from None
-        else:
-            raise UserInputError(f"--direction {kind}: expected a flat tensor, a state_dict-like dict of tensors or "
-                                 f"a landscape run's directions.pt, got {type(saved).__name__}")
-        if not direction.is_floating_point():
-            raise UserInputError(f"--direction {kind}: holds {direction.dtype} values, not floating-point ones")
-        name = f"direction from {Path(kind).name}"
-    else:
+    options = {"span": args.span, "n_points": args.points, "filter_norm": not args.no_filter_norm,
+               "ignore_bias": not args.keep_bias, "seed": args.seed}
+    if kind in DIRECTIONS:
+        return DirectionRequest(kind, **options)
+    if not Path(kind).is_file():
         raise UserInputError(f"--direction {kind!r}: expected random, top, bottom, escape or a .pt file")
+    saved = files.load_torch(kind)  # unreadable: a one-line UserInputError
+    if isinstance(saved, dict) and "direction" in saved and isinstance(saved["direction"], torch.Tensor):
+        saved = saved["direction"]
+    if isinstance(saved, torch.Tensor):
+        direction = saved
+    elif isinstance(saved, dict):
+        try:
+            direction = flatten(saved, layout_of(source.model))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise UserInputError(f"--direction {kind}: not a direction for this model ({error})") from None
+    else:
+        raise UserInputError(f"--direction {kind}: expected a flat tensor, a state_dict-like dict of tensors or "
+                             f"a landscape run's directions.pt, got {type(saved).__name__}")
+    if not direction.is_floating_point():
+        raise UserInputError(f"--direction {kind}: holds {direction.dtype} values, not floating-point ones")
     direction = direction.reshape(-1).to(source.final)
     if direction.numel() != source.final.numel():
         raise UserInputError(f"--direction has {direction.numel()} values, the model has {source.final.numel()} parameters")
     if float(direction.norm()) == 0.0:
         raise UserInputError("the direction is zero; try --keep-bias or --no-filter-norm")
-    line = direction_slice(model, loss_fn, data, direction, span=args.span, n_points=args.points, label=name,
-                           **evaluate)
+    return DirectionRequest(direction, label=f"direction from {Path(kind).name}", **options)
+
+
+def _write_direction(args, source, view, table, run_dir):
+    line, quadratic = view.slice, view.quadratic
+    name = line.label
     run_dir.write_csv("slice.csv", [{"t": t, "loss": loss} for t, loss in zip(line.t.tolist(), line.losses.tolist())])
     files.save_torch(run_dir.file("directions.pt"), {"origin": line.origin, "direction": line.direction})
-    quadratic = _second_order(model, loss_fn, data, direction)
-    table.update({"direction": name, "direction norm": float(direction.norm()), "points evaluated": len(line.t),
+    table.update({"direction": name, "direction norm": float(line.direction.norm()), "points evaluated": len(line.t),
                   "loss at theta (t=0)": float(line.losses[int(line.t.abs().argmin())]),
                   "min loss on the slice": float(line.losses.min()),
                   "at t": float(line.t[int(line.losses.argmin())])})
-    if eigenvalue is not None:
-        table["eigenvalue"] = eigenvalue
-    if quadratic:
-        table["slope g.d"] = quadratic["slope"]
-        table["curvature d^T H d"] = quadratic["curvature"]
+    if view.eigenvalue is not None:
+        table["eigenvalue"] = view.eigenvalue
+    table["slope g.d"] = quadratic.slope
+    table["curvature d^T H d"] = quadratic.curvature
     return {"source": source.label, "title": f"loss along the {name}",
             "description": (f"The loss L(theta + t d) along the {name}, t in [-{args.span:g}, {args.span:g}], "
                             "with the second-order model L + t g.d + t^2 d^T H d / 2 around theta."),
-            "x_label": "t", "quadratic": quadratic, "markers": [{"t": 0.0, "label": "theta"}],
+            "x_label": "t",
+            "quadratic": {"loss": quadratic.loss, "slope": quadratic.slope, "curvature": quadratic.curvature},
+            "markers": [{"t": 0.0, "label": "theta"}],
             "caption": "Near theta the loss follows the dashed parabola; a negative curvature is a way down.",
             "table": table}
 
 
-def _second_order(model, loss_fn, data, direction):
-    """L, g.d and d^T H d at the model's parameters, from the curvature engine (None if missing)."""
-    try:
-        from descentlab.curvature import HessianOperator
-    except ImportError:
-        return None
-    op = HessianOperator(model, loss_fn, data)
-    d = direction.to(op.gradient())
-    return {"loss": float(op.loss()), "slope": float(op.gradient() @ d), "curvature": float(d @ (op @ d))}
+def _plane_request(args, source):
+    from descentlab.landscape import PlaneRequest, Trajectory
+
+    n_params = source.final.numel()
+    if args.plane == "axes" and n_params != 2:
+        raise UserInputError(f"--plane axes needs a two-parameter model; this one has {n_params}")
+    trajectory = Trajectory.of(source.trajectory) if source.trajectory is not None else None
+    return PlaneRequest(args.plane, span=args.span, resolution=args.resolution, trajectory=trajectory,
+                        project_trajectory=args.trajectory, start=source.init, filter_norm=not args.no_filter_norm,
+                        ignore_bias=not args.keep_bias, seed=args.seed)
 
 
-def _random(args, model, seed):
-    from descentlab.landscape import random_direction
-
-    return random_direction(model, seed=seed, filter_norm=not args.no_filter_norm, ignore_bias=not args.keep_bias)
-
-
-def _plane(args, source, loss_fn, data, evaluate, table, run_dir):
-    import torch
-
-    from descentlab import files
-    from descentlab.errors import UserInputError
-    from descentlab.landscape import evaluate_losses, hessian_directions, layout_of, plane, project_onto_plane
-
-    model, center = source.model, source.final
-    n_params = center.numel()
-    kind = args.plane if args.plane != "auto" else ("axes" if n_params == 2 else "random")
-    marks = []
-    a_label, b_label = "a (direction 1)", "b (direction 2)"
-    if kind == "axes":
-        if n_params != 2:
-            raise UserInputError(f"--plane axes needs a two-parameter model; this one has {n_params}")
-        d1, d2 = torch.eye(2, dtype=center.dtype)
-        center = torch.zeros_like(center)  # the plane of the model's own coordinates, through the origin
-        marks = [{"label": "model", "a": float(source.final[0]), "b": float(source.final[1])}]
-        if float((source.init - source.final).norm()) > 0:
-            marks.insert(0, {"label": "init", "a": float(source.init[0]), "b": float(source.init[1])})
-        a_label, b_label = layout_of(model).names
-        name = "the model's two parameters"
-    elif kind == "random":
-        d1, d2 = _random(args, model, args.seed), _random(args, model, args.seed + 1)
-        if float(d1.norm()) == 0.0:
-            raise UserInputError("filter-normalised directions are zero for this model (all its tensors are "
-                                 "scalars or biases); use --keep-bias or --no-filter-norm")
-        name = "two random filter-normalised directions (Li et al. 2018)" if not args.no_filter_norm \
-            else "two random Gaussian directions"
-    elif kind == "hessian":
-        found = hessian_directions(model, loss_fn, data, k=2, which="LA", seed=args.seed)
-        d1, d2 = found.vectors
-        table["eigenvalue 1"], table["eigenvalue 2"] = (float(v) for v in found.eigenvalues)
-        name = "the two top Hessian eigenvectors"
-        a_label, b_label = f"top eigenvector (lambda={float(found.eigenvalues[0]):.3g})", \
-            f"second eigenvector (lambda={float(found.eigenvalues[1]):.3g})"
-    else:  # pca
-        points = torch.stack([p.to(center) for _, p in source.trajectory])
-        _, s, vh = torch.linalg.svd(points - center, full_matrices=False)
-        d1, d2 = vh[0], vh[1]
-        explained = (s[:2] ** 2 / (s**2).sum()).tolist()
-        table["variance explained by d1, d2"] = f"{explained[0]:.3f}, {explained[1]:.3f}"
-        name = "the two principal directions of the trajectory (Li et al. 2018, sec. 7)"
-        a_label, b_label = "1st principal direction", "2nd principal direction"
-
-    span_a = span_b = (-args.span, args.span)
-    projected = None
-    if args.trajectory:
-        points = torch.stack([p.to(center) for _, p in source.trajectory])
-        projected = project_onto_plane(points, center, d1, d2)
-        # the grid covers the whole projected path, with a margin
-        lo, hi = projected.min(0).values, projected.max(0).values
-        pad = 0.15 * (hi - lo).clamp_min(1e-12)
-        span_a = (min(-args.span, float(lo[0] - pad[0])), max(args.span, float(hi[0] + pad[0])))
-        span_b = (min(-args.span, float(lo[1] - pad[1])), max(args.span, float(hi[1] + pad[1])))
-    grid = plane(model, loss_fn, data, d1, d2, center=center, span=span_a, span_b=span_b,
-                 resolution=args.resolution, label=name, **evaluate)
-    bb, aa = torch.meshgrid(grid.b, grid.a, indexing="ij")
-    run_dir.write_csv("grid.csv", [{"a": a, "b": b, "loss": loss} for a, b, loss in
-                                   zip(aa.reshape(-1).tolist(), bb.reshape(-1).tolist(), grid.losses.reshape(-1).tolist())])
+def _write_plane(args, source, view, table, run_dir):
+    grid, plane, path = view.grid, view.plane, view.trajectory
+    if plane.eigenvalues is not None:
+        table["eigenvalue 1"], table["eigenvalue 2"] = plane.eigenvalues
+    if plane.explained is not None:
+        table["variance explained by d1, d2"] = f"{plane.explained[0]:.3f}, {plane.explained[1]:.3f}"
+    # row by row: losses[j, i] is the loss at (a[i], b[j])
+    run_dir.write_csv("grid.csv", [{"a": a, "b": b, "loss": loss}
+                                   for b, row in zip(grid.b.tolist(), grid.losses.tolist())
+                                   for a, loss in zip(grid.a.tolist(), row)])
     files.save_torch(run_dir.file("directions.pt"), {"center": grid.center, "d1": grid.d1, "d2": grid.d2})
-    if projected is not None:
-        steps = [step for step, _ in source.trajectory]
-        points = torch.stack([p.to(center) for _, p in source.trajectory])
-        # the true loss at each trajectory point (not its projection): one batched call
-        losses = evaluate_losses(model, loss_fn, data, torch.zeros_like(center), points,
-                                 torch.eye(len(points), dtype=center.dtype), chunk_size=args.chunk_size)
+    if path is not None:
         run_dir.write_csv("trajectory.csv", [{"step": s, "a": float(p[0]), "b": float(p[1]), "loss": float(l)}
-                                             for s, p, l in zip(steps, projected, losses)])
-        residual = (points - center - projected.to(center) @ torch.stack([d1, d2])).norm(dim=1)
-        table["trajectory points"] = len(steps)
-        table["max distance off the plane"] = float(residual.max())
-    table.update({"directions": name, "grid": f"{args.resolution} x {args.resolution}",
+                                             for s, p, l in zip(path.steps, path.coords, path.losses)])
+        table["trajectory points"] = len(path.steps)
+        table["max distance off the plane"] = float(path.off_plane.max())
+    table.update({"directions": grid.label, "grid": f"{args.resolution} x {args.resolution}",
                   "points evaluated": args.resolution**2, "loss at centre": grid.loss_at_center(),
                   "min loss on grid": float(grid.losses.min()), "max loss on grid": float(grid.losses.max())})
-    return {"source": source.label, "title": f"loss on the plane of {name}",
+    return {"source": source.label, "title": f"loss on the plane of {grid.label}",
             "description": f"The loss L(theta + a d1 + b d2) of {source.label} on a "
-                           f"{args.resolution} x {args.resolution} grid; d1, d2 are {name}.",
-            "a_label": a_label, "b_label": b_label, "marks": marks,
+                           f"{args.resolution} x {args.resolution} grid; d1, d2 are {grid.label}.",
+            "a_label": plane.a_label, "b_label": plane.b_label,
+            "marks": [{"label": label, "a": a, "b": b} for label, a, b in view.marks],
             "caption": "Contours of the loss; the star is the centre theta" +
-                       (", the line the training path projected onto the plane." if projected is not None else "."),
+                       (", the line the training path projected onto the plane." if path is not None else "."),
             "table": table}

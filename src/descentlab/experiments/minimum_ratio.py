@@ -10,12 +10,13 @@ spectrum:
    outgoing weight is zero leaves its incoming weights free, a whole flat family of critical
    points -- and Newton's method only creeps toward them; the L2 term makes them isolated.
 2. *Search.* From where each network's training stopped, Newton-type iterations on
-   ``grad F = 0`` with the network's exact Hessian (``vmap(jacrev(grad(F)))`` over all
-   networks at once): a trust-region Levenberg-Marquardt method on ``1/2 ||g||^2``, whose step
-   is the Newton step ``-H^+ g`` whenever it fits in the trust region (one batched
-   ``torch.linalg.eigh`` per iteration gives both). Newton has no preference for minima: it
-   converges to the nearby critical point of any kind (Dauphin et al. 2014 used it to find
-   saddles). Every point reports how far it is from the trained point.
+   ``grad F = 0`` with the network's exact Hessian, all networks at once
+   (:func:`descentlab.critical.newton.newton_to_critical` on the data layer's
+   :class:`~descentlab.curvature.EmpiricalLoss`): a trust-region Levenberg-Marquardt method on
+   ``1/2 ||g||^2``, whose step is the Newton step ``-H^+ g`` whenever it fits in the trust
+   region. Newton has no preference for minima: it converges to the nearby critical point of
+   any kind (Dauphin et al. 2014 used it to find saddles). Every point reports how far it is
+   from the trained point.
 3. *Spectrum.* The exact Hessians at the final points and all their eigenvalues (one batched
    ``eigh``); the kind comes from :func:`descentlab.critical.rules.classify_eigenvalues` (the
    one place that turns eigenvalues into a kind), the *minimum ratio* is the fraction of
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,17 +39,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from descentlab.checks import check_number
+from descentlab.critical.newton import L2Objective, newton_to_critical
+from descentlab.critical.rules import classify_eigenvalues
+from descentlab.curvature import EmpiricalLoss
+from descentlab.params import flatten, layout_of
 
 __all__ = [
     "PointReport",
-    "NewtonSearch",
     "MinimumRatioStudy",
     "STATUSES",
-    "flat_objective",
-    "newton_to_critical",
     "find_critical_points",
     "analyse_point",
     "study_workload",
@@ -58,10 +58,6 @@ __all__ = [
 
 #: What a searched point turned out to be.
 STATUSES = ("critical", "gradient-flat", "not converged", "diverged")
-
-# Eigenvalues below this fraction of the largest |eigenvalue| are left out of H^+: a Newton
-# step along an (exactly or numerically) flat direction would be 1/0.
-_PINV_RTOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -119,23 +115,6 @@ class PointReport:
 
 
 @dataclass(frozen=True)
-class NewtonSearch:
-    """Where :func:`newton_to_critical` left K networks.
-
-    Attributes:
-        theta: ``(K, P)`` final points.
-        gradient: ``(K, P)`` ``grad F`` there.
-        hessian: ``(K, P, P)`` the exact Hessian of ``F`` there (NaN for non-finite rows).
-        steps: ``(K,)`` accepted steps.
-    """
-
-    theta: torch.Tensor
-    gradient: torch.Tensor
-    hessian: torch.Tensor
-    steps: torch.Tensor
-
-
-@dataclass(frozen=True)
 class MinimumRatioStudy:
     """Every network's trained loss and searched point, and the settings that produced them.
 
@@ -168,145 +147,6 @@ class MinimumRatioStudy:
         return f"MinimumRatioStudy({len(self.points)} networks of {self.n_params} parameters: {counts})"
 
 
-def flat_objective(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor], *,
-                   weight_decay: float = 0.0, penalty: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``F(theta) = loss_fn(model(X; theta), y) + weight_decay/2 ||theta||^2`` of one flat vector.
-
-    ``theta`` is all of ``model``'s parameters flattened in ``named_parameters`` order (the
-    order of ``torch.nn.utils.parameters_to_vector``); ``model`` only lends its structure and
-    buffers. ``penalty=False`` leaves the L2 term out (the plain training loss). Pure, so
-    ``vmap`` runs it over many networks.
-    """
-    X, y = data
-    names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])
-    sizes = [math.prod(shape) for shape in shapes]
-    buffers = dict(model.named_buffers())
-
-    def objective(theta: torch.Tensor) -> torch.Tensor:
-        params = {n: c.reshape(s) for n, c, s in zip(names, theta.split(sizes), shapes)}
-        value = loss_fn(functional_call(model, (params, buffers), (X,)), y)
-        if penalty and weight_decay:
-            value = value + 0.5 * weight_decay * (theta * theta).sum()
-        return value
-
-    return objective
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False)
-
-
-def _chunk_size(n_params: int, n_samples: int) -> int:
-    # jacrev(grad) over P basis vectors of K networks holds ~K * P * N activations per unit.
-    # Measured on moons (354 parameters, 128 samples, 100 networks, one thread): 22 networks a
-    # chunk took 7 s user + 12 s kernel (page faults of huge temporaries), one a chunk 5 s + 0.1 s.
-    return max(1, int(5e4 // max(1, n_params * n_samples)))
-
-
-def _trust_region_steps(values: torch.Tensor, vectors: torch.Tensor, g: torch.Tensor,
-                        radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve ``min ||g + H delta||`` subject to ``||delta|| <= radius`` for a batch, from ``H = Q diag(lam) Q^T``.
-
-    The solution is the Levenberg-Marquardt step ``delta(mu) = -(H^2 + mu I)^{-1} H g``
-    (Moré 1978) with ``mu = 0`` -- the Newton step ``-H^+ g`` -- when that fits in the radius,
-    else the ``mu`` at which ``||delta(mu)|| = radius`` (bisection on ``log mu``: the length
-    falls as ``mu`` grows). Returns the steps ``(K, P)`` and the model's ``||g + H delta||`` ``(K,)``.
-    """
-    coefficients = (vectors.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1)
-    keep = values.abs() > _PINV_RTOL * values.abs().amax(dim=1, keepdim=True)
-    squares = values * values
-
-    def along(mu: torch.Tensor) -> torch.Tensor:  # delta in the eigenbasis, for mu (K,) >= 0
-        denominator = torch.where(keep, squares + mu.unsqueeze(1), torch.ones_like(squares))
-        return torch.where(keep, -values / denominator * coefficients, torch.zeros_like(coefficients))
-
-    mu = torch.zeros_like(radius)
-    too_long = along(mu).norm(dim=1) > radius
-    if too_long.any():
-        scale = squares.amax(dim=1).clamp_min(1e-300)
-        low, high = torch.log(scale * 1e-30), torch.log(scale * 1e30)
-        for _ in range(100):  # 60 orders of magnitude to a relative 1e-12 of log mu
-            middle = 0.5 * (low + high)
-            longer = along(torch.exp(middle)).norm(dim=1) > radius
-            low, high = torch.where(longer, middle, low), torch.where(longer, high, middle)
-        mu = torch.where(too_long, torch.exp(high), mu)
-    step = along(mu)
-    residual = torch.where(keep, coefficients + values * step, coefficients).norm(dim=1)
-    return (vectors @ step.unsqueeze(-1)).squeeze(-1), residual
-
-
-def newton_to_critical(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor],
-                       flat: torch.Tensor, *, steps: int = 150, radius: float = 0.1, grad_tol: float = 1e-8,
-                       weight_decay: float = 0.0, progress: bool = False) -> NewtonSearch:
-    """Newton-type iterations on ``grad F = 0`` for K networks at once, with exact Hessians.
-
-    ``flat`` is ``(K, P)``: one flat parameter vector per network (``model`` gives the
-    structure, in ``named_parameters`` order); ``F`` is :func:`flat_objective`. Each network
-    runs a trust-region Levenberg-Marquardt method on ``1/2 ||g||^2`` (the Gauss-Newton model
-    ``||g + H delta||^2``, whose Jacobian ``H`` is the exact Hessian, ``vmap(jacrev(grad(F)))``):
-
-    - the step solves ``min ||g + H delta||`` within ``||delta|| <= Delta``
-      (:func:`_trust_region_steps`): the Newton step ``-H^+ g`` whenever it fits, so
-      convergence near a non-degenerate critical point of *any* kind is quadratic;
-    - ``rho`` = actual over predicted decrease of ``||g||^2``; the step is kept when
-      ``rho > 0.1``; ``Delta`` is quartered when ``rho < 0.25`` and doubled when ``rho > 0.75``
-      at the boundary (Nocedal & Wright 2006, Algorithm 4.1).
-
-    A network stops at ``||g|| <= grad_tol``, after ``steps`` iterations, or when its radius
-    falls below ``1e-12 (1 + ||theta||)`` (no step lowers ``||g||``: a gradient-flat region).
-    Rows with non-finite values (a diverged training run) are left as they are.
-    """
-    if steps < 0:
-        raise ValueError(f"steps: must be >= 0, got {steps}")
-    if not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius: must be a positive number, got {radius}")
-    if not (math.isfinite(grad_tol) and grad_tol >= 0):
-        raise ValueError(f"grad_tol: must be a finite number >= 0, got {grad_tol}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay}")
-    objective = flat_objective(model, loss_fn, data, weight_decay=weight_decay)
-    k, n_params = flat.shape
-    gradient = vmap(grad(objective))
-    hessian = vmap(torch.func.jacrev(grad(objective)), chunk_size=_chunk_size(n_params, len(data[0])))
-    theta = flat.detach().clone()
-    with torch.no_grad():
-        g = gradient(theta)
-    finite = torch.isfinite(theta).all(dim=1) & torch.isfinite(g).all(dim=1)
-    trust = torch.full((k,), float(radius), dtype=theta.dtype, device=theta.device)
-    taken = torch.zeros(k, dtype=torch.long)
-    bar = _bar(steps, "Newton on grad L = 0 (trust-region Levenberg-Marquardt, exact Hessians)", progress)
-    for _ in range(steps):
-        norms = g.norm(dim=1)
-        rows = (finite & (norms > grad_tol) & (trust > 1e-12 * (1 + theta.norm(dim=1)))).nonzero().squeeze(1)
-        bar.update(1)
-        if not len(rows):
-            break
-        with torch.no_grad():
-            values, vectors = torch.linalg.eigh(hessian(theta[rows]))
-        step, predicted = _trust_region_steps(values, vectors, g[rows], trust[rows])
-        with torch.no_grad():
-            trial = gradient(theta[rows] + step)
-        old = norms[rows] ** 2
-        actual = old - (trial * trial).sum(dim=1)
-        rho = torch.nan_to_num(actual / (old - predicted**2).clamp_min(1e-300), nan=-1.0)
-        accept = rho > 0.1
-        theta[rows[accept]] += step[accept]
-        g[rows[accept]] = trial[accept]
-        taken[rows[accept].cpu()] += 1
-        boundary = step.norm(dim=1) >= 0.99 * trust[rows]
-        trust[rows] = torch.where(rho < 0.25, trust[rows] / 4,
-                                  torch.where((rho > 0.75) & boundary, trust[rows] * 2, trust[rows]))
-    bar.close()
-    H = torch.full((k, n_params, n_params), math.nan, dtype=theta.dtype, device=theta.device)
-    ok = finite.nonzero().squeeze(1)
-    if len(ok):
-        with torch.no_grad():
-            H[ok] = hessian(theta[ok])
-    return NewtonSearch(theta=theta, gradient=g, hessian=H, steps=taken)
-
-
 def _status(grad_norm: float, gradient_flat: float, max_abs_eigenvalue: float, grad_tol: float,
             flat_tol: float) -> str:
     if not math.isfinite(grad_norm):
@@ -324,21 +164,23 @@ def find_critical_points(model: nn.Module, loss_fn: Callable, data: tuple[torch.
                          weight_decay: float = 0.0, progress: bool = False) -> list[PointReport]:
     """Search from each of K starting points (``flat``: ``(K, P)``) and read each exact spectrum.
 
-    All K networks move together (:func:`newton_to_critical`), then one batched
+    ``F = L + weight_decay/2 ||theta||^2`` with ``L`` the loss over ``data`` as the data layer
+    takes it (:class:`~descentlab.curvature.EmpiricalLoss`: batches weighted, dropout and
+    batch norm in eval mode); the flat vectors lay ``model``'s trainable parameters end to end
+    (:mod:`descentlab.params`). All K networks move together
+    (:func:`~descentlab.critical.newton.newton_to_critical`), then one batched
     ``torch.linalg.eigh`` of the K final Hessians gives every eigenvalue. A point is
     ``"critical"`` only when ``||grad F|| <= grad_tol``; only critical points have their flat
     directions probed (one objective call per probe). ``model`` is only a template (its
     structure); its own parameters are left as they were.
     """
-    from descentlab.critical.rules import classify_eigenvalues
-
     for name, value in (("grad_tol", grad_tol), ("flat_tol", flat_tol), ("eig_tol", eig_tol)):
         check_number(name, value)
+    risk = EmpiricalLoss(model, loss_fn, data)
+    objective = L2Objective(risk, weight_decay)
     start = flat.detach()
-    search = newton_to_critical(model, loss_fn, data, start, steps=newton_steps, radius=radius,
-                                grad_tol=grad_tol, weight_decay=weight_decay, progress=progress)
-    objective = flat_objective(model, loss_fn, data, weight_decay=weight_decay)
-    plain = flat_objective(model, loss_fn, data, penalty=False)
+    search = newton_to_critical(objective, start, steps=newton_steps, radius=radius, grad_tol=grad_tol,
+                                progress=progress)
     theta, g, H = search.theta, search.gradient, search.hessian
     k, n_params = theta.shape
     finite = torch.isfinite(H).all(dim=2).all(dim=1)
@@ -346,8 +188,7 @@ def find_critical_points(model: nn.Module, loss_fn: Callable, data: tuple[torch.
     vectors = torch.full((k, n_params, n_params), math.nan, dtype=theta.dtype)
     if finite.any():
         values[finite], vectors[finite] = torch.linalg.eigh(H[finite])
-    with torch.no_grad():
-        losses, objectives, start_losses = vmap(plain)(theta), vmap(objective)(theta), vmap(plain)(start)
+    losses, objectives, start_losses = risk.losses(theta), objective.values(theta), risk.losses(start)
     grad_norms = g.norm(dim=1)
     hg_norms = (torch.nan_to_num(H) @ torch.nan_to_num(g).unsqueeze(-1)).squeeze(-1).norm(dim=1)
     distances = (theta - start).norm(dim=1)
@@ -387,12 +228,15 @@ def analyse_point(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor,
     (``newton_steps=0`` only classifies where it is). The Hessian is exact and dense: meant
     for small networks (a few thousand parameters at most).
     """
-    flat = torch.nn.utils.parameters_to_vector(model.parameters()).detach().unsqueeze(0)
-    (report,) = find_critical_points(model, loss_fn, data, flat, newton_steps=newton_steps, radius=radius,
-                                     grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol,
+    layout = layout_of(model)
+    flat = flatten(model, layout)
+    (report,) = find_critical_points(model, loss_fn, data, flat.unsqueeze(0), newton_steps=newton_steps,
+                                     radius=radius, grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol,
                                      weight_decay=weight_decay)
+    named = dict(model.named_parameters())
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(report.params.to(flat), model.parameters())
+        for name, value in layout.unflatten(report.params.to(flat)).items():
+            named[name].copy_(value)
     return report
 
 
@@ -445,7 +289,7 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
 
     Network ``i`` starts from ``torch.manual_seed(seed + i)`` and trains with its own learning
     rate, log-spaced over ``lr_range``, and the optimizer's ``weight_decay`` (its L2 term is
-    the one in :func:`flat_objective`), as one stacked ensemble
+    the one of :class:`~descentlab.critical.newton.L2Objective`), as one stacked ensemble
     (:func:`descentlab.experiments.ensemble.train_members`). With ``train_steps=0`` the search
     starts from the initial weights scaled by ``init_scale`` (e.g. near the origin, a saddle
     of every network without biases). ``samples`` and ``hidden``: :func:`study_workload`. The
@@ -473,7 +317,7 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
         else torch.tensor([low], dtype=torch.float64)
     torch.manual_seed(seed)
     template = workload.make_model()
-    names = [n for n, _ in template.named_parameters()]
+    layout = layout_of(template)
     if train_steps:
         from descentlab.experiments.ensemble import Member, train_members
 
@@ -495,7 +339,7 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
         stacked = {name: t.detach() for name, t in stacked.items()}
         with torch.no_grad():
             trained_loss = torch.tensor([float(workload.loss_fn(m(data[0]), data[1])) for m in models])
-    flat = torch.cat([stacked[n].reshape(n_networks, -1) for n in names], dim=1)
+    flat = layout.flatten(stacked, batch_shape=(n_networks,))  # one network per row
     points = find_critical_points(template, workload.loss_fn, data, flat, radius=radius,
                                   newton_steps=newton_steps, grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol,
                                   weight_decay=weight_decay, progress=progress)
@@ -503,6 +347,6 @@ def minimum_ratio_study(workload: Any, *, n_networks: int = 100, train_steps: in
                     optimizer=optimizer, lr_range=[low, high], batch_size=batch_size, samples=samples,
                     hidden=hidden, weight_decay=weight_decay, init_scale=init_scale, radius=radius,
                     newton_steps=newton_steps, grad_tol=grad_tol, flat_tol=flat_tol, eig_tol=eig_tol, seed=seed)
-    n_params = sum(p.numel() for p in template.parameters())
+    n_params = layout.n_params
     return MinimumRatioStudy(tuple(points), trained_loss, rates, n_params, settings, time.perf_counter() - started,
                              model=_describe(template))

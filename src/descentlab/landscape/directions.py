@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from descentlab.landscape.vectors import Layout, flatten, layout_of, unflatten
+from descentlab.curvature import HessianOperator, lanczos
+from descentlab.params import Layout, flatten, layout_of
 
 __all__ = [
     "HessianDirections",
@@ -47,23 +48,17 @@ def filter_normalize(direction: torch.Tensor, weights: torch.Tensor, layout: Lay
             False such a tensor counts as one filter and gets the norm of the whole tensor.
         eps: added to ``||d[j]||`` so an all-zero filter stays zero instead of NaN.
     """
-    d_parts = unflatten(direction, layout)
-    w_parts = unflatten(weights.to(direction), layout)
+    weights = weights.to(direction)
     out = []
-    for name in layout.names:
-        d, w = d_parts[name], w_parts[name]
+    for d, w in zip(layout.split(direction), layout.split(weights)):
         if d.dim() <= 1:
-            if ignore_bias:
-                out.append(torch.zeros_like(d).reshape(-1))
-            else:
-                out.append((d * (w.norm() / (d.norm() + eps))).reshape(-1))
+            out.append(torch.zeros_like(d) if ignore_bias else d * (w.norm() / (d.norm() + eps)))
             continue
         # Norms over every dimension but the first: one per filter (row / output channel).
         d_norm = d.flatten(1).norm(dim=1)
         w_norm = w.flatten(1).norm(dim=1)
-        scale = (w_norm / (d_norm + eps)).reshape(-1, *([1] * (d.dim() - 1)))
-        out.append((d * scale).reshape(-1))
-    return torch.cat(out)
+        out.append(d * (w_norm / (d_norm + eps)).reshape(-1, *([1] * (d.dim() - 1))))
+    return layout.flatten(out)
 
 
 def random_direction(model: nn.Module, *, seed: int = 0, filter_norm: bool = True,
@@ -114,17 +109,7 @@ def hessian_directions(model: nn.Module, loss_fn, data, *, k: int = 2, which: st
         raise ValueError(f"which: expected 'LA' or 'SA', got {which!r}")
     if k < 1:
         raise ValueError(f"k: must be >= 1, got {k}")
-    from descentlab.curvature import HessianOperator, lanczos
-
-    op = HessianOperator(model, loss_fn, data)
-    k = min(k, op.n_params)
-    pairs = lanczos(op, k=k, which=which, tol=tol, seed=seed)
-    values = pairs.values.detach()
-    vectors = pairs.vectors.detach().T  # lanczos gives eigenvectors as columns, (n, k)
-    order = torch.argsort(values, descending=(which == "LA"))
-    vectors = vectors[order]
-    vectors = vectors / vectors.norm(dim=1, keepdim=True)
-    return HessianDirections(vectors.contiguous(), values[order], which)
+    return _extreme_directions(HessianOperator(model, loss_fn, data), k, which, seed, tol)
 
 
 def escape_direction(model: nn.Module, loss_fn, data, *, seed: int = 0) -> tuple[torch.Tensor, float]:
@@ -132,26 +117,22 @@ def escape_direction(model: nn.Module, loss_fn, data, *, seed: int = 0) -> tuple
 
     Returns ``(u, lambda_min)``. Along ``u`` the loss goes down at second order when
     ``lambda_min < 0`` (a saddle), and the sign keeps the first-order term from opposing it.
+    The gradient comes from the same operator (one data layer: its weighting, its eval-mode policy).
     """
-    bottom = hessian_directions(model, loss_fn, data, k=1, which="SA", seed=seed)
+    op = HessianOperator(model, loss_fn, data)
+    bottom = _extreme_directions(op, 1, "SA", seed, 1e-6)
     u = bottom.vectors[0]
-    gradient = _gradient(model, loss_fn, data)
-    if torch.dot(gradient.to(u), u) > 0:
+    if torch.dot(op.gradient().to(u), u) > 0:
         u = -u
     return u, float(bottom.eigenvalues[0])
 
 
-def _gradient(model: nn.Module, loss_fn, data) -> torch.Tensor:
-    """Flat gradient of the mean loss over all batches (batches weighted by their size)."""
-    from descentlab.curvature.batches import as_batches
-
-    batches = as_batches(data)
-    layout = layout_of(model)
-    params = [p for _, p in model.named_parameters() if p.requires_grad]
-    total = sum(len(X) for X, _ in batches)
-    grads = [torch.zeros_like(p) for p in params]
-    for X, y in batches:
-        loss = loss_fn(model(X), y) * (len(X) / total)
-        for acc, g in zip(grads, torch.autograd.grad(loss, params)):
-            acc.add_(g)
-    return flatten(dict(zip(layout.names, grads)), layout)
+def _extreme_directions(op: HessianOperator, k: int, which: str, seed: int, tol: float) -> HessianDirections:
+    """Lanczos on ``op``: ``k`` unit eigenvectors as rows, largest (``"LA"``) or smallest (``"SA"``) first."""
+    pairs = lanczos(op, k=min(k, op.n_params), which=which, tol=tol, seed=seed)
+    values = pairs.values.detach()
+    vectors = pairs.vectors.detach().T  # lanczos gives eigenvectors as columns, (n, k)
+    order = torch.argsort(values, descending=(which == "LA"))
+    vectors = vectors[order]
+    vectors = vectors / vectors.norm(dim=1, keepdim=True)
+    return HessianDirections(vectors.contiguous(), values[order], which)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from torch import nn
@@ -27,7 +26,8 @@ from torch import nn
 from descentlab.checks import check_int
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.batches import as_batches
-from descentlab.landscape.vectors import layout_of
+from descentlab.params import layout_of
+from descentlab.worker_pool import worker_pool
 
 __all__ = ["evaluate_losses"]
 
@@ -117,8 +117,8 @@ def _evaluate_in_pool(risk: EmpiricalLoss, center, directions, chunks, workers, 
         pickle.dumps(risk.loss_fn)
     except Exception as error:  # pickle raises several types for unpicklable callables
         raise ValueError(f"loss_fn: must be picklable to use workers > 1 ({error})") from error
-    context = multiprocessing.get_context(_MP_CONTEXT)
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
+    # An interrupt (or a failed chunk) terminates the workers instead of waiting for every chunk.
+    with worker_pool(min(workers, len(chunks)), start_method=_MP_CONTEXT) as pool:
         futures = [pool.submit(_worker, risk, center, directions, chunk) for chunk in chunks]
         results = []
         for chunk, future in zip(chunks, futures):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from descentlab.landscape.evaluate import evaluate_losses
-from descentlab.landscape.vectors import flatten
+from descentlab.params import flatten
 
 __all__ = ["Slice1D", "Plane2D", "line_slice", "direction_slice", "plane", "project_onto_plane"]
 
