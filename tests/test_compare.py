@@ -212,10 +212,32 @@ def test_process_pool_runs_every_point_once_and_resumes(tmp_path):
     assert result.ran == ("c",) and sorted(log.read_text().split()) == ["a", "b", "c", "c"]
 
 
-def test_seconds_are_updates_times_one_runs_time_per_update(compare_run):
-    for name in SETTINGS.optimizers:
-        point = RunDir.open(compare_run.path / "runs" / f"final-{name}")
-        per_update = point.read_json("result.json")["seconds_per_update"]
-        assert per_update > 0
-        for row in point.read_csv("curves.csv"):
-            assert float(row["seconds"]) == pytest.approx(int(row["step"]) * per_update)
+def test_seconds_are_updates_times_one_runs_time_per_update(tmp_path, monkeypatch):
+    # The oracle: a clock on which every optimizer update takes exactly TICK seconds and nothing
+    # else takes any time, so one run's k-th update ends at k * TICK, whatever the machine.
+    import time
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    TICK = 0.25  # exact in binary: k * TICK has no rounding
+    updates = [0]
+
+    def count(optimizer, args, kwargs):
+        updates[0] += 1
+
+    handle = register_optimizer_step_post_hook(count)
+    monkeypatch.setattr(time, "perf_counter", lambda: updates[0] * TICK)
+    try:
+        settings = CompareSettings(workload="moons", optimizers=("sgd", "adam"), seeds=2, budget=1, steps=8,
+                                   batch_size=100, eval_every=4, seed=0, dtype="float64")
+        run = run_compare(settings, tmp_path / "run", workers=1)
+    finally:
+        handle.remove()
+    curves = run.read_csv("curves.csv")
+    assert {r["optimizer"] for r in curves} == {"sgd", "adam"} and len(curves) == 2 * 2 * 3  # steps 0, 4, 8
+    for row in curves:
+        assert float(row["seconds"]) == int(row["step"]) * TICK
+    reached = [r for r in run.read_csv("summary.csv") if math.isfinite(float(r["steps_to_target"]))]
+    assert reached  # the default target, the median final loss, is reached by at least one optimizer
+    for row in reached:
+        assert float(row["seconds_to_target"]) == pytest.approx(float(row["steps_to_target"]) * TICK, rel=1e-12)

@@ -105,22 +105,105 @@ def test_surface_maps_have_colour_bars():
     plt.close(fig)
 
 
-def test_a_diverged_path_is_drawn_without_overflow():
+def _pixels(fig) -> np.ndarray:
+    """The figure drawn by Agg as an ``(height, width, 3)`` int array, any warning an error
+    (a diverged path used to overflow matplotlib's tick and path arithmetic)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+
+
+def _rgb(color: str) -> np.ndarray:
+    return np.array(matplotlib.colors.to_rgb(color)) * 255
+
+
+def _colour_near(pixels, ax, xy, color, radius=2, tolerance=40) -> bool:
+    """Whether ``color`` is drawn within ``radius`` pixels of the data point ``xy`` of ``ax``."""
+    px, py = ax.transData.transform(xy)
+    row, col = int(round(pixels.shape[0] - py)), int(round(px))
+    patch = pixels[row - radius: row + radius + 1, col - radius: col + radius + 1]
+    return bool((np.abs(patch - _rgb(color)).max(axis=-1) < tolerance).any())
+
+
+def test_a_diverged_path_is_drawn_up_to_its_last_drawable_point():
     grid = _grid()
-    huge = np.array([1.0, 1e10, 1e200, np.inf, np.nan])
-    paths = {"nesterov": {"x": huge, "y": huge, "loss": np.array([1.0, 1e20, np.inf, np.inf, np.nan])}}
-    for fig in (surface_figures.contour_figure(grid, [], [], paths, [[-2, 2], [-2, 2]]),
-                surface_figures.loss_figure(paths, None), surface_figures.loss_figure(paths, 0.0)):
-        fig.savefig(__import__("io").BytesIO(), format="png")  # overflowed matplotlib's ticks before
+    # nesterov: (1, 1), then (1e10, 1e10) -- huge but drawable: the line leaves the window along
+    # the diagonal -- then overflow. adam: (-1, -1), then (1e200, -1e200), beyond what can be
+    # drawn: a gap, so no line toward the lower right.
+    paths = {"nesterov": {"x": np.array([1.0, 1e10, 1e200, np.inf, np.nan]),
+                          "y": np.array([1.0, 1e10, 1e200, np.inf, np.nan]),
+                          "loss": np.array([1.0, 1e20, np.inf, np.inf, np.nan])},
+             "adam": {"x": np.array([-1.0, 1e200, np.inf]), "y": np.array([-1.0, -1e200, np.nan]),
+                      "loss": np.array([1.0, 1e300, np.nan])}}
+    colors = surface_figures.path_colors(list(paths))
+    fig = surface_figures.contour_figure(grid, [], [], paths, [[-2, 2], [-2, 2]])
+    pixels = _pixels(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (-2, 2) and ax.get_ylim() == (-2, 2)
+    for t in (1.2, 1.5, 1.9):  # on the segment from (1, 1) toward (1e10, 1e10)
+        assert _colour_near(pixels, ax, (t, t), colors["nesterov"])
+    assert not _colour_near(pixels, ax, (-1.5, 1.5), colors["nesterov"])  # control: off the path
+    for t in (0.5, 1.0):  # where a segment toward (1e200, -1e200) would pass
+        assert not _colour_near(pixels, ax, (-1 + t, -1 - t), colors["adam"])
+    plt.close(fig)
+    for minimum in (None, 0.0):
+        fig = surface_figures.loss_figure(paths, minimum)
+        _pixels(fig)
+        ax = fig.axes[0]
+        lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
+        assert set(lines) == {"nesterov (diverged)", "adam (diverged)"}
+        drawn = lines["nesterov (diverged)"]
+        finite = drawn[np.isfinite(drawn[:, 1])]
+        np.testing.assert_array_equal(finite, [[0, 1.0], [1, 1e20]])  # the losses up to the overflow
+        low, high = ax.get_ylim()
+        assert np.isfinite([low, high]).all() and low <= 1.0 and high >= 1e20
         plt.close(fig)
 
 
-def test_gif_is_large_with_a_readable_legend(tmp_path):
+def test_gif_frames_show_the_paths_and_a_readable_legend(tmp_path):
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+    from PIL import ImageSequence
+
     grid = _grid(20)
-    paths = {name: {"x": np.linspace(-1, 1, 4) * k, "y": np.linspace(1, 0, 4), "loss": np.ones(4)}
-             for k, name in enumerate(("sgd", "momentum", "adam"), start=1)}
+    names = ("sgd", "momentum", "adam")
+    # paths on the left of the map, so the right of the figure holds only the legend
+    paths = {name: {"x": np.linspace(-1.5, -0.5, 4), "y": np.linspace(1.0, 0.0, 4) - 0.5 * k, "loss": np.ones(4)}
+             for k, name in enumerate(names, start=1)}
+    colors = surface_figures.path_colors(names)
     surface_figures.animate_paths(tmp_path / "p.gif", grid, [], [], paths, [[-2, 2], [-2, 2]], every=3)
-    assert Image.open(tmp_path / "p.gif").size >= (800, 560)
+    gif = Image.open(tmp_path / "p.gif")
+    assert gif.size >= (800, 560)
+    frames = [np.asarray(frame.convert("RGB")).astype(int) for frame in ImageSequence.Iterator(gif)]
+    assert len(frames) == 2  # steps 0 and 3
+    # the width a name takes at 9 pt, measured by matplotlib's own text layout at the GIF's 100 dpi
+    renderer = RendererAgg(800, 560, 100)
+    widths = {name: renderer.get_text_width_height_descent(name, FontProperties(size=9), ismath=False)[0]
+              for name in names}
+    for step, pixels in zip((0, 3), frames):
+        dark = pixels.max(axis=-1) < 90
+        # the axes' frame: the columns and rows that are dark along most of their length
+        columns, rows = dark.sum(axis=0), dark.sum(axis=1)
+        left, right = np.flatnonzero(columns > columns.max() / 2)[[0, -1]]
+        top, bottom = np.flatnonzero(rows > rows.max() / 2)[[0, -1]]
+        entries = []
+        for name in names:
+            hit = np.abs(pixels - _rgb(colors[name])).max(axis=-1) < 40
+            # the path's head at this step, placed by the window [-2, 2]^2 on the frame
+            x, y = paths[name]["x"][step], paths[name]["y"][step]
+            col, row = left + (x + 2) / 4 * (right - left), top + (2 - y) / 4 * (bottom - top)
+            assert hit[int(row) - 3: int(row) + 4, int(col) - 3: int(col) + 4].any(), (step, name)
+            # its legend entry right of the map: a swatch of its colour, then its name in dark text
+            swatch = np.argwhere(hit[:, right + 3:])
+            assert len(swatch), (step, name)
+            centre, end = int(swatch[:, 0].mean()), right + 3 + swatch[:, 1].max()
+            text = np.flatnonzero(dark[centre - 9: centre + 10, end + 3:].any(axis=0))
+            assert abs((text[-1] - text[0] + 1) - widths[name]) <= 4, (step, name, text[-1] - text[0] + 1)
+            entries.append(centre)
+        assert entries == sorted(entries) and min(np.diff(entries)) >= 12  # in order, a line of 9 pt apart
 
 
 def test_losses_spanning_decades_with_exact_zeros_get_a_log_scale():
@@ -133,12 +216,61 @@ def test_losses_spanning_decades_with_exact_zeros_get_a_log_scale():
     assert log_scale(np.linspace(-1.0, 20.0, 10))[0] is False  # negative losses cannot be on a log scale
 
 
+def _tables_outside_a_scrolling_box(page: str) -> int:
+    """How many ``<table>`` of ``page`` have no ancestor inside ``<body>`` that scrolls sideways,
+    by the page's own style sheet (selectors ``tag``, ``.class``, ``tag.class``) and ``style``
+    attributes -- what a browser would let overflow the page instead of scrolling the table."""
+    import re
+    from html.parser import HTMLParser
+
+    sheet = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    rules = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", sheet):
+        declarations = dict((k.strip(), v.strip()) for k, v in (d.split(":", 1) for d in body.split(";") if ":" in d))
+        rules += [(selector.strip(), declarations) for selector in selectors.split(",")]
+
+    def overflow_x(tag: str, attrs: dict) -> str:
+        classes = (attrs.get("class") or "").split()
+        value = "visible"
+        for selector, declarations in rules:
+            name, _, cls = selector.partition(".")
+            if (not name or name == tag) and (not cls or cls in classes) and re.fullmatch(r"[\w-]*(\.[\w-]+)?", selector):
+                value = declarations.get("overflow-x", declarations.get("overflow", value))
+        inline = dict(d.split(":", 1) for d in (attrs.get("style") or "").split(";") if ":" in d)
+        inline = {k.strip(): v.strip() for k, v in inline.items()}
+        return inline.get("overflow-x", inline.get("overflow", value))
+
+    class Walk(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.open, self.unboxed = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                tags = [t for t, _ in self.open]
+                inside_body = self.open[tags.index("body") + 1:]
+                self.unboxed += not any(scrolls for _, scrolls in inside_body)
+            self.open.append((tag, overflow_x(tag, dict(attrs)) in ("auto", "scroll")))
+
+        def handle_endtag(self, tag):
+            while self.open and self.open.pop()[0] != tag:
+                pass
+
+    walk = Walk()
+    walk.feed(page)
+    return walk.unboxed
+
+
 def test_wide_tables_scroll_inside_their_box():
     page = Page("t")
-    page.table([{f"column {i}": 1.0 for i in range(30)}])
-    html = page.render()
-    assert '<div class="table-wrap"><table>' in html
-    assert ".table-wrap { max-width: 100%; overflow-x: auto;" in html
+    page.table([{f"column {i}": 1.0 for i in range(30)}])  # ~3,000 px wide: more than any window
+    page.table([{"a": 1}])
+    assert _tables_outside_a_scrolling_box(page.render()) == 0
+    # the check itself: a table in a plain box, or none, is found
+    plain = "<html><head><style>div { margin: 0 }</style></head><body><div><table></table></div><table></table></body>"
+    assert _tables_outside_a_scrolling_box(plain) == 2
+    boxed = plain.replace("<div>", '<div style="overflow-x: auto">')
+    assert _tables_outside_a_scrolling_box(boxed) == 1
 
 
 def test_spearman_is_scipys_on_the_finite_pairs():

@@ -2,13 +2,14 @@
 
 A sweep is a list of :class:`SweepPoint`. Each point writes one run directory under the
 sweep's root with :func:`~descentlab.rundir.staged_run`, so a directory is
-complete or absent, never half-written. Running the same sweep again (after a crash or a
-Ctrl-C) therefore skips every point whose directory exists and runs only the rest; the
-hidden staging folder a hard-killed run may leave behind is removed first.
+complete or absent, never half-written. Running the same sweep again (after a crash, a
+Ctrl-C or a SIGTERM) therefore skips every point whose directory exists and runs only the
+rest; the hidden staging folder a killed run may leave behind is removed first.
 
 - ``workers=1``: points run one after another in this process.
-- ``workers=N``: a local ``concurrent.futures.ProcessPoolExecutor`` (spawned processes, one
-  torch thread each so N workers share N cores without oversubscription).
+- ``workers=N``: a local process pool (:func:`~descentlab.worker_pool.worker_pool`: spawned
+  processes, one torch thread each so N workers share N cores without oversubscription; an
+  interrupt of this process terminates them, and a worker whose parent died exits).
 - ``ray_address="host:port"``: each point becomes a Ray task on an existing cluster
   (``ray.init(address=...)``). Ray is an optional extra (``pip install 'descentlab[ray]'``)
   and is imported only here.
@@ -157,19 +158,20 @@ def _run_inline(todo: Sequence[SweepPoint], root: Path, progress: bool) -> None:
 
 
 def _run_pool(todo: Sequence[SweepPoint], root: Path, workers: int, progress: bool) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    # spawn, not fork: forking a process whose torch has started its thread pools can hang.
-    context = multiprocessing.get_context("spawn")
-    errors: list[BaseException] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads,
-                             initargs=(1,)) as pool, _bar(len(todo), progress) as bar:
+    from descentlab.worker_pool import worker_pool
+
+    errors: list[Exception] = []
+    # spawn, not fork: forking a process whose torch has started its thread pools can hang. An
+    # interrupt leaves the block early: the workers are terminated and their points rerun on resume.
+    with (worker_pool(workers, start_method="spawn", initializer=_limit_threads, initargs=(1,)) as pool,
+          _bar(len(todo), progress) as bar):
         futures = [pool.submit(_execute, str(root), p.name, p.kind, p.function, dict(p.kwargs), None) for p in todo]
         for future in as_completed(futures):
             try:
                 future.result()
-            except BaseException as error:  # keep collecting: finished runs must land on disk
+            except Exception as error:  # keep collecting: finished runs must land on disk
                 errors.append(error)
             bar.update(1)
     if errors:
@@ -193,12 +195,18 @@ def _run_ray(todo: Sequence[SweepPoint], root: Path, address: str, progress: boo
     ray.init(address=address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(_execute)
     refs = [remote.remote(str(root), p.name, p.kind, p.function, dict(p.kwargs), 1) for p in todo]
-    with _bar(len(refs), progress) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)
-            bar.update(len(done))
+    pending = list(refs)
+    try:
+        with _bar(len(refs), progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+                bar.update(len(done))
+    except KeyboardInterrupt:
+        # An interrupt (SIGINT, or SIGTERM through the CLI) must not leave the cluster training.
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
 
 
 def open_sweep_root(path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> RunDir:
