@@ -30,6 +30,7 @@ the seconds come from the clock, so where two trials are close a busier machine 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,8 +42,12 @@ from torch import nn
 
 from descentlab.critical.escape import escape
 from descentlab.critical.remedies import Remedy
-from descentlab.engine.changes import apply_change
 from descentlab.curvature.batches import batch_size as count_of
+from descentlab.engine.callbacks import LoopState
+from descentlab.engine.changes import apply_change
+from descentlab.engine.stack import Stack, unstackable_reason
+from descentlab.engine.steps import Joint, StepInfo, forward, run_steps, take
+from descentlab.engine.timing import seconds_per_step
 
 __all__ = ["Trial", "Trials", "fork", "run_trials", "prepare_member", "unstackable_reason", "TIMED_STEPS"]
 
@@ -116,15 +121,6 @@ class Trials:
                 "ranking": list(self.ranking), "trials": [t.to_dict() for t in self.trials]}
 
 
-def unstackable_reason(model: nn.Module) -> str:
-    """Why ``model`` cannot be vmapped as an ensemble member ('' when it can)."""
-    if any(True for _ in model.buffers()):
-        return "the model has buffers (e.g. batch-norm statistics) that a stacked forward cannot update"
-    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
-        return "the model uses dropout, whose random masks differ between a stacked and a separate run"
-    return ""
-
-
 def fork(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
     """A copy of ``model`` and ``optimizer`` with bit-identical weights and state, the copied
     optimizer stepping the copied parameters (one ``deepcopy`` of the pair maps one to the other)."""
@@ -147,16 +143,19 @@ def prepare_member(remedy: Remedy, model: nn.Module, optimizer: Any, *, loss_fn:
                    point: Any = None, batch_size: int, seed: int = 0, escape_options: dict | None = None) -> _Member:
     """Make ``remedy``'s change on a forked ``model``/``optimizer`` (the escape step, then
     :func:`~descentlab.engine.changes.apply_change`: the one function the run itself uses) and
-    return the trial member."""
-    t0 = time.perf_counter()
-    note = ""
+    return the trial member. Its one-time cost is the escape's line search (a run of that remedy
+    pays it once); making a change costs microseconds, which would only let the clock's noise rank
+    remedies whose steps cost the same."""
+    one_time, note = 0.0, ""
     if remedy.escape:
+        t0 = time.perf_counter()
         result = escape(model, loss_fn, sample, point, **dict(escape_options or {}))
+        one_time = time.perf_counter() - t0
         note = (f"escape: lowered the loss {result.loss_before:.4g} -> {result.loss_after:.4g}" if result.applied
                 else f"escape: {result.reason}")
     applied = apply_change(remedy.change, optimizer, None, seed=seed)
     return _Member(remedy, model, applied.optimizer, applied.scheduler, applied.batch_size or batch_size,
-                   time.perf_counter() - t0, note)
+                   one_time, note)
 
 
 def run_trials(
@@ -206,31 +205,34 @@ def run_trials(
     for m in members:
         m.batch = min(m.batch, n)
     reason = unstackable_reason(model) if stack else "stacking switched off by the caller"
-    groups = _groups(members, stacked=not reason)
+    groups = _groups(members, loss_fn, stacked=not reason)
     gen = torch.Generator().manual_seed(int(seed))
     largest = max(m.batch for m in members)
     recorded = [0]
     for m in members:
         m.losses.append(start)
-    for t in range(steps):
-        index = None if largest >= n else torch.randperm(n, generator=gen)[:largest].to(y.device)
-        for m in members:
-            m.optimizer.zero_grad(set_to_none=True)
-        total = sum(_group_loss(group, loss_fn, X, y, index, stacked=not reason) for group in groups)
-        total.backward()
-        for m in members:
-            m.optimizer.step()
-            if m.scheduler is not None:
-                m.scheduler.step()
-        if (t + 1) % record_every == 0 or t + 1 == steps:
-            recorded.append(t + 1)
-            _record(members, loss_fn, eval_data, groups, stacked=not reason)
+
+    def batches():
+        while True:
+            yield None if largest >= n else torch.randperm(n, generator=gen)[:largest].to(y.device)
+
+    def record(loop: LoopState, info: StepInfo) -> None:
+        if info.step % record_every == 0 or info.step == steps:
+            recorded.append(info.step)
+            _record(groups, loss_fn, eval_data)
+
+    # one backward pass of the summed losses gives every member its own gradients; each steps its own optimizer
+    run_steps(LoopState(nn.ModuleList([m.model for m in members]), Joint((m.optimizer, m.scheduler) for m in members)),
+              lambda index: sum(_group_loss(group, stacked, loss_fn, X, y, index) for group, stacked in groups),
+              batches(), steps=steps, after_step=record)
     trials, timed = [], {}
     for m in members:
         key = _computation(m)  # the same computation costs the same: timed once, so clock noise cannot rank them
-        if key not in timed:
-            timed[key] = _time_steps(m, loss_fn, X, y, index_for=lambda size: None if size >= n else torch.randperm(
-                n, generator=torch.Generator().manual_seed(int(seed)))[:size].to(y.device))
+        if key not in timed:  # a plain (unstacked) step on a batch of the member's size, the fastest of a few
+            index = None if m.batch >= n else torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[
+                :m.batch].to(y.device)
+            timed[key] = seconds_per_step(m.model, m.optimizer, loss_fn, itertools.repeat(_batch(X, y, index, m.batch)),
+                                          repeats=TIMED_STEPS, warmup=1)
         seconds = steps * timed[key] + m.one_time
         first, last = m.losses[0], m.losses[-1]
         decrease = first - last if math.isfinite(last) else math.nan
@@ -243,60 +245,40 @@ def run_trials(
                   time.perf_counter() - t_start)
 
 
-def _groups(members: list[_Member], *, stacked: bool) -> list[list[_Member]]:
-    """Members of one batch size together (stacked), or one per group."""
+def _groups(members: list[_Member], loss_fn: Callable, *, stacked: bool) -> list[tuple[list[_Member], Stack | None]]:
+    """Members of one batch size together, with their :class:`~descentlab.engine.stack.Stack`
+    (``None`` for a group of one), or one member per group when not ``stacked``."""
     if not stacked:
-        return [[m] for m in members]
+        return [([m], None) for m in members]
     sizes: dict[int, list[_Member]] = {}
     for m in members:
         sizes.setdefault(m.batch, []).append(m)
-    return list(sizes.values())
+    return [(group, Stack([m.model for m in group], loss_fn) if len(group) > 1 else None) for group in sizes.values()]
 
 
 def _batch(X: Any, y: torch.Tensor, index: torch.Tensor | None, size: int) -> tuple[Any, torch.Tensor]:
-    if index is None:
-        return X, y
-    part = index[:size]
-    return (type(X)(x[part] for x in X) if isinstance(X, (tuple, list)) else X[part]), y[part]
+    """The first ``size`` samples of ``index`` (``None``: all the data)."""
+    part = None if index is None else index[:size]
+    return take(X, part), take(y, part)
 
 
-def _call(model: nn.Module, X: Any) -> Any:
-    return model(*X) if isinstance(X, (tuple, list)) else model(X)
-
-
-def _group_loss(group: list[_Member], loss_fn: Callable, X: Any, y: torch.Tensor, index: torch.Tensor | None,
-                *, stacked: bool) -> torch.Tensor:
+def _group_loss(group: list[_Member], stacked: Stack | None, loss_fn: Callable, X: Any, y: torch.Tensor,
+                index: torch.Tensor | None) -> torch.Tensor:
     """The sum of the group's member losses on their (shared) batch: member k's gradient is its own."""
     xb, yb = _batch(X, y, index, group[0].batch)
-    if not stacked or len(group) == 1:
-        return sum(loss_fn(_call(m.model, xb), yb) for m in group)
-    losses = _stacked_losses(group, loss_fn, xb, yb)
-    return losses.sum()
-
-
-def _stacked_losses(group: list[_Member], loss_fn: Callable, xb: Any, yb: torch.Tensor) -> torch.Tensor:
-    """Every member's loss on one batch, from one vmapped forward over the stacked parameters."""
-    from torch.func import functional_call, vmap
-
-    names = [name for name, _ in group[0].model.named_parameters()]
-    stacked = {name: torch.stack([dict(m.model.named_parameters())[name] for m in group]) for name in names}
-    skeleton = group[0].model
-    args = tuple(xb) if isinstance(xb, (tuple, list)) else (xb,)
-
-    def member_loss(params):
-        return loss_fn(functional_call(skeleton, params, args), yb)
-
-    return vmap(member_loss)(stacked)
+    if stacked is None:
+        return sum(loss_fn(forward(m.model, xb), yb) for m in group)
+    return stacked.losses(stacked.stack(), xb, yb, shared=True).sum()
 
 
 @torch.no_grad()
-def _record(members: list[_Member], loss_fn: Callable, data: tuple[Any, torch.Tensor], groups: list[list[_Member]],
-            *, stacked: bool) -> None:
+def _record(groups: list[tuple[list[_Member], Stack | None]], loss_fn: Callable,
+            data: tuple[Any, torch.Tensor]) -> None:
     """Append every member's loss on ``data`` (in eval mode; stacked groups in one vmapped pass)."""
     X, y = data
-    for group in groups:
-        if stacked and len(group) > 1:
-            values = _stacked_losses(group, loss_fn, X, y).tolist()
+    for group, stacked in groups:
+        if stacked is not None:
+            values = stacked.losses(stacked.stack(), X, y, shared=True).tolist()
         else:
             values = [_loss_of(m.model, loss_fn, data) for m in group]
         for m, value in zip(group, values):
@@ -309,7 +291,7 @@ def _loss_of(model: nn.Module, loss_fn: Callable, data: tuple[Any, torch.Tensor]
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        return float(loss_fn(_call(model, data[0]), data[1]))
+        return float(loss_fn(forward(model, data[0]), data[1]))
     finally:
         for module, training in modes:
             module.training = training
@@ -323,21 +305,6 @@ def _computation(member: _Member) -> tuple:
         optimizer = getattr(optimizer, "base", None)
     momentum = any(g.get("momentum", 0) for g in member.optimizer.param_groups)
     return tuple(chain), momentum, member.batch
-
-
-def _time_steps(member: _Member, loss_fn: Callable, X: Any, y: torch.Tensor, index_for: Callable) -> float:
-    """Seconds per plain (unstacked) training step of this member: the fastest of ``TIMED_STEPS``
-    after one untimed step."""
-    xb, yb = _batch(X, y, index_for(member.batch), member.batch)
-    best = math.inf
-    for attempt in range(TIMED_STEPS + 1):
-        t0 = time.perf_counter()
-        member.optimizer.zero_grad(set_to_none=True)
-        loss_fn(_call(member.model, xb), yb).backward()
-        member.optimizer.step()
-        if attempt:
-            best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _finite(value: float) -> float | None:

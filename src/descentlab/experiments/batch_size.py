@@ -209,10 +209,10 @@ def train_to_loss(workload: Any, optimizer: str, lr: float, batch_size: int | No
     ``max(1, updates_per_epoch // checks_per_epoch)`` updates; training stops at the first
     check at or below ``target``, after ``max_updates`` updates, or at a non-finite loss.
     """
-    import time
-
     import torch
 
+    from descentlab.engine.callbacks import LoopState
+    from descentlab.engine.steps import StepInfo, batch_loss, run_steps
     from descentlab.optim import make_optimizer
 
     X, y = workload.X_train, workload.y_train
@@ -234,27 +234,33 @@ def train_to_loss(workload: Any, optimizer: str, lr: float, batch_size: int | No
         finally:
             model.train()
 
+    def batches():
+        while True:
+            order = torch.randperm(n, generator=generator) if b < n else None
+            for position in range(per_epoch):
+                if order is None:
+                    yield X, y
+                else:
+                    index = order[position * b:(position + 1) * b]
+                    yield X.index_select(0, index), y.index_select(0, index)
+
     loss = full_loss()
     curve = [(0, 0.0, loss)]
-    updates, seconds, order = 0, 0.0, None
-    while loss > target and math.isfinite(loss) and updates < max_updates:
-        position = updates % per_epoch
-        if position == 0:
-            order = torch.randperm(n, generator=generator) if b < n else None
-        begin = time.perf_counter()
-        if order is None:
-            xb, yb = X, y
-        else:
-            index = order[position * b:(position + 1) * b]
-            xb, yb = X.index_select(0, index), y.index_select(0, index)
-        opt.zero_grad(set_to_none=True)
-        workload.loss_fn(model(xb), yb).backward()
-        opt.step()
-        seconds += time.perf_counter() - begin
-        updates += 1
-        if updates % every == 0 or updates == max_updates:
+    seconds = 0.0
+
+    def check(loop: LoopState, info: StepInfo) -> bool:
+        """Every ``every`` updates: the full training loss; stop at the target or a non-finite loss."""
+        nonlocal loss, seconds
+        seconds += info.seconds
+        if info.step % every == 0 or info.step == max_updates:
             loss = full_loss()
-            curve.append((updates, seconds, loss))
+            curve.append((info.step, seconds, loss))
+        return loss <= target or not math.isfinite(loss)
+
+    updates = 0
+    if loss > target and math.isfinite(loss):
+        updates = run_steps(LoopState(model, opt), batch_loss(model, workload.loss_fn), batches(),
+                            steps=max_updates, after_step=check).steps
     return ToLoss(model=model, updates=updates, epochs=updates / per_epoch, seconds=seconds,
                   reached=loss <= target, curve=tuple(curve))
 

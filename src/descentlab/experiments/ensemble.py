@@ -1,8 +1,8 @@
 """Many small models trained at once as one stacked ensemble, or one after another.
 
 *Stacked.* K members share one architecture. Their parameters are stacked along a new
-leading dimension (``torch.func.stack_module_state``) and one forward pass evaluates all of
-them (``torch.func.vmap`` over ``torch.func.functional_call``), each on its own mini-batch.
+leading dimension and one forward pass evaluates all of them, each on its own mini-batch
+(:class:`~descentlab.engine.stack.Stack`: ``torch.func.vmap`` over ``functional_call``).
 The sum of the K member losses is backpropagated once: member k's loss depends only on
 slice k of every stacked tensor, so the gradient at slice k is exactly member k's gradient.
 
@@ -32,7 +32,6 @@ optimizers given the same seeds see the same initial weights and the same batche
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.engine.callbacks import LoopState
+from descentlab.engine.stack import Stack, unstackable_reason
+from descentlab.engine.steps import StepInfo, batch_loss, run_steps
+from descentlab.engine.timing import seconds_per_step
 
 __all__ = [
     "Member",
@@ -56,15 +59,6 @@ __all__ = [
 
 #: Updates timed by :func:`time_per_update` (after three untimed warm-up updates).
 TIMED_UPDATES = 200
-
-
-def unstackable_reason(model: nn.Module) -> str:
-    """Why ``model`` cannot be vmapped as an ensemble member ('' when it can): one rule, kept
-    with the remedy trials, which stack models too (imported on use: ``descentlab.critical``
-    would add 0.1-0.2 s to every compare and batch-size process and sweep worker)."""
-    from descentlab.critical.trials import unstackable_reason as reason
-
-    return reason(model)
 
 
 @dataclass(frozen=True)
@@ -265,20 +259,13 @@ def train_stacked(
     The caller is responsible for the optimizer being element-wise (:func:`is_elementwise`);
     :func:`train_members` checks it.
     """
-    from torch.func import functional_call, stack_module_state, vmap
-
     from descentlab.optim import make_optimizer
 
     record_at = _validate(members, steps, eval_every)
-    models = [_init_model(workload, m.seed) for m in members]
-    base = models[0]
-    reason = unstackable_reason(base)
-    if reason:
-        raise ValueError(f"cannot stack this model: {reason}")
     loss_fn = workload.loss_fn
     classification = workload.task == "classification"
 
-    # One param group per distinct learning rate, each a leaf [S, ...] per parameter.
+    # One param group per distinct learning rate, each a block of leaves [S, ...] per parameter.
     lrs: list[float] = []
     for m in members:
         if m.lr not in lrs:
@@ -287,43 +274,14 @@ def train_stacked(
     order = [i for group in groups for i in group]
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    leaves: list[dict[str, torch.Tensor]] = []
-    for group in groups:
-        stacked, _ = stack_module_state([models[i] for i in group])
-        leaves.append({name: t.detach().clone().requires_grad_(True) for name, t in stacked.items()})
-    names = list(leaves[0])
+    stack = Stack([_init_model(workload, members[i].seed) for i in order], loss_fn)  # refuses an unstackable model
+    leaves = stack.leaves([len(group) for group in groups])
     opt = make_optimizer(
         optimizer,
         [{"params": list(leaf.values()), "lr": lr} for leaf, lr in zip(leaves, lrs)],
         **dict(hyperparameters or {}),
     )
     scheduler = _make_scheduler(opt, schedule)
-    skeleton = base.to("meta")  # functional_call only needs the structure
-
-    def full_params() -> dict[str, torch.Tensor]:
-        if len(leaves) == 1:
-            return leaves[0]
-        return {name: torch.cat([leaf[name] for leaf in leaves]) for name in names}
-
-    def member_loss(params, x, y):
-        return loss_fn(functional_call(skeleton, params, (x,)), y)
-
-    def member_output(params, x):
-        return functional_call(skeleton, params, (x,))
-
-    batched_loss = vmap(member_loss)
-    batched_output = vmap(member_output)
-    shared_output = vmap(member_output, in_dims=(0, None))
-
-    def total_loss(params, xb, yb, flat: bool) -> torch.Tensor:
-        """The sum over members of each member's mean batch loss (its gradient at slice k is member k's)."""
-        if not flat:
-            return batched_loss(params, xb, yb).sum()
-        # The same sum, computed once on all K*B outputs: for a loss that is a mean of
-        # per-example losses, sum_k mean_k = K * mean over all, and one plain loss call is
-        # much cheaper than a vmapped one (checked against the vmapped sum on the first batch).
-        out = batched_output(params, xb)
-        return loss_fn(out.reshape(-1, *out.shape[2:]), yb.reshape(-1, *yb.shape[2:])) * out.shape[0]
 
     X, y = workload.X_train, workload.y_train
     sampler = _Batches([members[i].seed for i in order], X.shape[0], batch_size)
@@ -331,49 +289,48 @@ def train_stacked(
     curves = {key: torch.full((K, T), math.nan, dtype=torch.float64)
               for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
     clock = torch.zeros(T, dtype=torch.float64)
+    per_member_loss = torch.func.vmap(loss_fn, in_dims=(0, None))
 
     def evaluate(column: int) -> None:
         with torch.no_grad():
-            params = full_params()
+            params = Stack.join(leaves)
             for prefix, (Xe, ye) in (("train", (X, y)), ("val", (workload.X_val, workload.y_val))):
-                out = shared_output(params, Xe)
-                losses = vmap(loss_fn, in_dims=(0, None))(out, ye)
-                curves[f"{prefix}_loss"][:, column] = losses.double()
+                out = stack.outputs(params, Xe, shared=True)
+                curves[f"{prefix}_loss"][:, column] = per_member_loss(out, ye).double()
                 if classification:
                     curves[f"{prefix}_accuracy"][:, column] = (out.argmax(-1) == ye).double().mean(-1)
 
+    def batches():
+        while True:
+            index = sampler.next()
+            if index is None:
+                yield X.expand(K, *X.shape), y.expand(K, *y.shape)
+            else:
+                flat_index = index.reshape(-1).to(X.device)  # index_select: much faster than X[index] on CPU
+                yield (X.index_select(0, flat_index).view(*index.shape, *X.shape[1:]),
+                       y.index_select(0, flat_index).view(*index.shape, *y.shape[1:]))
+
     elapsed = 0.0
-    evaluate(0)
     column = 1
-    flat: bool | None = None
     bar = _progress(steps, f"{optimizer} x{K}", progress)
-    for step in range(1, steps + 1):
-        start = time.perf_counter()
-        index = sampler.next()
-        if index is None:
-            xb, yb = X.expand(K, *X.shape), y.expand(K, *y.shape)
-        else:
-            flat_index = index.reshape(-1).to(X.device)  # index_select: much faster than X[index] on CPU
-            xb = X.index_select(0, flat_index).view(*index.shape, *X.shape[1:])
-            yb = y.index_select(0, flat_index).view(*index.shape, *y.shape[1:])
-        if flat is None:
-            flat = _flat_loss_agrees(total_loss, full_params(), xb, yb)
-        opt.zero_grad(set_to_none=True)
-        total_loss(full_params(), xb, yb, flat).backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        elapsed += time.perf_counter() - start
+
+    def record(loop: LoopState, info: StepInfo) -> None:
+        nonlocal elapsed, column
+        elapsed += info.seconds
         if bar is not None:
             bar.update(1)
-        if step == record_at[column]:
+        if info.step == record_at[column]:
             clock[column] = elapsed
             evaluate(column)
             column += 1
+
+    evaluate(0)  # (the loop's model is the skeleton: no hook here reads it; the optimizer steps the leaves)
+    run_steps(LoopState(stack.skeleton, opt, scheduler), lambda batch: stack.total_loss(Stack.join(leaves), *batch),
+              batches(), steps=steps, after_step=record)
     if bar is not None:
         bar.close()
 
-    final = {name: t.detach()[inverse].clone() for name, t in full_params().items()}
+    final = {name: t.detach()[inverse].clone() for name, t in Stack.join(leaves).items()}
     return EnsembleResult(
         members=tuple(members),
         steps=tuple(record_at),
@@ -434,25 +391,26 @@ def train_separately(
                     curves[f"{prefix}_accuracy"][k, column] = accuracy
             model.train()
 
-        elapsed = 0.0
-        evaluate(0)
-        column = 1
-        for step in range(1, steps + 1):
-            start = time.perf_counter()
-            index = sampler.next()
-            xb, yb = (X, y) if index is None else (X[index[0]], y[index[0]])
-            opt.zero_grad(set_to_none=True)
-            workload.loss_fn(model(xb), yb).backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            elapsed += time.perf_counter() - start
+        def batches():
+            while True:
+                index = sampler.next()
+                yield (X, y) if index is None else (X[index[0]], y[index[0]])
+
+        elapsed, column = 0.0, 1
+
+        def record(loop: LoopState, info: StepInfo) -> None:
+            nonlocal elapsed, column
+            elapsed += info.seconds
             if bar is not None:
                 bar.update(1)
-            if step == record_at[column]:
+            if info.step == record_at[column]:
                 seconds[k, column] = elapsed
                 evaluate(column)
                 column += 1
+
+        evaluate(0)
+        run_steps(LoopState(model, opt, scheduler), batch_loss(model, workload.loss_fn), batches(), steps=steps,
+                  after_step=record)
         total += elapsed
         finals.append({name: p.detach().clone() for name, p in model.named_parameters()})
     if bar is not None:
@@ -490,28 +448,14 @@ def time_per_update(workload: Any, optimizer: str, lr: float, batch_size: int | 
     b = n if batch_size is None or batch_size >= n else batch_size
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
-    def one(i: int) -> None:
-        start = (i * b) % n
-        index = order[start:start + b] if b < n else None
-        xb, yb = (X, y) if index is None else (X[index], y[index])
-        opt.zero_grad(set_to_none=True)
-        workload.loss_fn(model(xb), yb).backward()
-        opt.step()
+    def batches():
+        i = 0
+        while True:
+            start = (i * b) % n
+            yield (X, y) if b >= n else (X[order[start:start + b]], y[order[start:start + b]])
+            i += 1
 
-    for i in range(3):
-        one(i)
-    begin = time.perf_counter()
-    for i in range(updates):
-        one(i)
-    return (time.perf_counter() - begin) / updates
-
-
-def _flat_loss_agrees(total_loss: Callable, params, xb, yb) -> bool:
-    with torch.no_grad():
-        exact = total_loss(params, xb, yb, False)
-        fast = total_loss(params, xb, yb, True)
-    tol = 1e-4 if exact.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-10
-    return bool(torch.isfinite(exact) and torch.allclose(fast, exact, rtol=tol, atol=tol))
+    return seconds_per_step(model, opt, workload.loss_fn, batches(), steps=updates, repeats=1, warmup=3)
 
 
 def _progress(total: int, description: str, enabled: bool):

@@ -30,6 +30,7 @@ fixed rate ``2 / (lambda_max + lambda_min)`` shrinks the distance to the minimum
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.engine.callbacks import LoopState
+from descentlab.engine.steps import StepInfo, batch_loss, run_steps
 from descentlab.experiments.compare import steps_to_target as _first_hit
 
 __all__ = [
@@ -212,15 +215,17 @@ def train_full_batch(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: to
 
     optimizer = make_optimizer("sgd", model.parameters(), lr=lr)
     losses = torch.full((steps + 1,), math.inf, dtype=torch.float64)
-    for step in range(steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(X), y)
-        if not torch.isfinite(loss):
-            break
-        losses[step] = float(loss.detach())
-        if step < steps:
-            loss.backward()
-            optimizer.step()
+
+    def record(loop: LoopState, info: StepInfo) -> None:
+        losses[info.step - 1] = float(info.loss)  # the loss this step descended from
+
+    done = run_steps(LoopState(model, optimizer), batch_loss(model, loss_fn), itertools.repeat((X, y)), steps=steps,
+                     after_step=record, stop_on_non_finite=True)
+    if done.status == "completed":
+        with torch.no_grad():
+            last = loss_fn(model(X), y)
+        if torch.isfinite(last):
+            losses[steps] = float(last)
     return losses
 
 

@@ -12,12 +12,16 @@ rate with the lowest final loss.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from descentlab.engine.callbacks import LoopState
+from descentlab.engine.steps import StepInfo, run_steps
 from descentlab.problems.surfaces import Surface
 
 __all__ = ["Trajectory", "Trajectories", "Tuning", "ValleyMotion", "Valley", "default_lr", "run_trajectories",
@@ -189,20 +193,16 @@ def _run_group(surface, name, lrs, start, steps, schedule, dtype, make_optimizer
 
         scheduler = make_scheduler(optimizer, schedule)
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        # the points are independent: each one's gradient is that of its own term
-        loss = sum(surface(point) for point in points)
-        loss.backward()
-        return loss
-
     path = torch.empty(len(points), steps + 1, 2, dtype=dtype)
     path[:, 0] = torch.stack([point.detach() for point in points])
-    for step in range(1, steps + 1):
-        optimizer.step(closure)
-        if scheduler is not None:
-            scheduler.step()
-        path[:, step] = torch.stack([point.detach() for point in points])
+
+    def record(loop: LoopState, info: StepInfo) -> None:
+        path[:, info.step] = torch.stack([point.detach() for point in points])
+
+    # the points are independent: the gradient of the sum at each point is that of its own term
+    run_steps(LoopState(nn.ParameterList(points), optimizer, scheduler),
+              lambda _: sum(surface(point) for point in points), itertools.repeat(None), steps=steps,
+              after_step=record)
     with torch.no_grad():
         losses = surface(path)  # one batched evaluation instead of one per step
     trajectories = []
