@@ -4,6 +4,7 @@ users bring (pipes, Ctrl-C, umask, --json, --no-progress, --model from the curre
 Each test here failed before the fix it covers (issue 18).
 """
 
+import errno
 import json
 import os
 import re
@@ -354,15 +355,151 @@ def test_stall_monitor_writes_to_a_summary_writer():
     torch.manual_seed(0)
     model = workload.make_model()
     writer = Recorder()
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=None, writer=writer,
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), writer=writer,
                            window=10, sample_size=64)
     for step in range(1, 41):
-        monitor(step, 2.3, model)  # a model that never moves: a plateau
+        monitor.update(step, 2.3, model)  # a model that never moves: a plateau
     tracked = [(tag, value, step) for tag, value, step in writer.scalars if tag == "monitor/tracked_loss"]
     assert [step for _, _, step in tracked] == [s for s, _ in monitor.tracked]
     assert [value for _, value, _ in tracked] == pytest.approx([v for _, v in monitor.tracked])
     assert monitor.stalls and writer.texts[0][2] == monitor.stalls[0].step
     assert ("stall/loss", pytest.approx(monitor.stalls[0].loss), monitor.stalls[0].step) in writer.scalars
+
+
+# --- the last tracebacks (issue 23): one line, exit 2, nothing half-written -----------------------------
+
+def _entries(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+_MODEL_COMMANDS = [
+    ["diagnose", "--steps", "5"], ["spectrum", "--k", "2"], ["landscape", "--resolution", "5"],
+    ["compare", "--optimizers", "sgd", "--seeds", "1", "--budget", "1", "--steps", "5", "--workers", "1"],
+    ["batch-size", "--sizes", "8", "--seeds", "1", "--budget", "1", "--epochs", "1", "--protocol", "same-epochs",
+     "--workers", "1"],
+]
+
+
+def test_a_model_without_parameters_or_a_factory_needing_arguments(user_dir, capsys):
+    # a module name no other test imports: the in-process import cache cannot hand over another one
+    (user_dir / "odd_factories.py").write_text(
+        "import torch.nn as nn\n"
+        "def no_parameters():\n    return nn.Sequential(nn.Flatten(), nn.Identity())\n"
+        "def frozen():\n    net = nn.Linear(4, 3)\n    net.requires_grad_(False)\n    return net\n"
+        "def sized(width, depth=1):\n    return nn.Linear(4, width)\n")
+    before = _entries(user_dir)
+    for argv in _MODEL_COMMANDS:
+        for factory in ("no_parameters", "frozen"):
+            code = main([*argv, "--model", f"odd_factories:{factory}", "--data", "int.npz", "--out", "o"])
+            _one_line_error(capsys, code, f"odd_factories:{factory}() returned a model with no trainable parameters")
+        code = main([*argv, "--model", "odd_factories:sized", "--data", "int.npz", "--out", "o"])
+        _one_line_error(capsys, code, "odd_factories:sized needs arguments (width)")
+    assert _entries(user_dir) == before
+
+
+def test_tensorboard_at_a_file_or_an_unwritable_place_writes_nothing(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    (tmp_path / "file.txt").write_text("x")
+    places = [(tmp_path / "file.txt", "is a file, not a directory"),
+              (tmp_path / "file.txt" / "logs", "file.txt is a file, not a directory")]
+    if Path("/proc/self").exists():  # a place even root cannot create a directory in
+        places.append((Path("/proc/descentlab-logs"), "cannot create it in /proc"))
+    for argv in (["diagnose", "--workload", "minimum", "--steps", "5"], *_MODEL_COMMANDS[3:]):
+        if argv[0] != "diagnose":
+            argv = [*argv, "--workload", "lecture"]
+        for place, why in places:
+            code = main([*argv, "--out", str(tmp_path / "run"), "--tensorboard", str(place), "--no-progress"])
+            _one_line_error(capsys, code, f"--tensorboard {place}", why)
+    assert _entries(tmp_path) == ["file.txt"]
+
+
+def test_a_landscape_grid_beyond_memory_is_refused_before_any_work(tmp_path, capsys):
+    code = main(["landscape", "--workload", "lecture", "--resolution", "100000"])
+    _one_line_error(capsys, code, "--resolution 100000 is too large", "10,000,000,000 points", "of memory",
+                    "at most --resolution")
+    code = main(["landscape", "--workload", "lecture", "--slice", "direction", "--points", str(10**12)])
+    _one_line_error(capsys, code, f"--points {10**12} is too large", "at most --points")
+    assert _entries(tmp_path) == []
+
+
+class _DiskFillsUp:
+    """``os`` as :mod:`descentlab.files` sees it, on a disk that is full from the ``nth`` write of
+    the file ``name`` on: the ``fsync`` of its temporary file fails with ENOSPC (where a file
+    system that allocates late reports a full disk)."""
+
+    def __init__(self, name, nth):
+        self.name, self.nth, self.seen = name, nth, 0
+
+    def __getattr__(self, attr):
+        return getattr(os, attr)
+
+    def fsync(self, fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{self.name}."):
+            self.seen += 1
+            if self.seen >= self.nth:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync(fd)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="names an open file through /proc")
+@pytest.mark.parametrize("fills_at", ["checkpoint.pt", "metrics.csv"])
+def test_a_full_disk_during_diagnose_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys, fills_at):
+    from descentlab import files
+
+    argv = ["diagnose", "--workload", "minimum", "--steps", "150", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0  # the oracle: the same run, never stopped
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        # checkpoints (with the metrics) at steps 0, 100 and 150: the disk fills while the last is written
+        patch.setattr(files, "os", _DiskFillsUp(fills_at, 3))
+        capsys.readouterr()
+        code = main([*argv, "--out", str(run)])
+    err = _one_line_error(capsys, code, f"no space left on device writing {run / fills_at}")
+    assert err.strip().endswith(f"resume with: descentlab diagnose --resume {run}")
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # the temporary file is gone
+    assert files.load_torch(run / "checkpoint.pt")["step"] == 100  # the previous checkpoint, intact
+    assert main(["diagnose", "--resume", str(run), "--no-progress"]) == 0
+    resumed, whole = RunDir.open(run).read_csv("metrics.csv"), RunDir.open(tmp_path / "whole").read_csv("metrics.csv")
+    columns = ("step", "train_loss", "grad_norm", "val_loss")
+    assert [[r[c] for c in columns] for r in resumed] == [[r[c] for c in columns] for r in whole]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="names an open file through /proc")
+def test_a_full_disk_during_an_all_or_nothing_run_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from descentlab import files
+
+    monkeypatch.setattr(files, "os", _DiskFillsUp("config.json", 1))
+    code = main(["surface", "--steps", "5", "--out", str(tmp_path / "runs" / "s"), "--no-progress"])
+    # the file is named where the user will look for it, not in the hidden staging folder
+    _one_line_error(capsys, code, f"no space left on device writing {tmp_path / 'runs' / 's' / 'config.json'}: ")
+    assert _entries(tmp_path) == []
+
+
+def test_a_user_model_resumes_from_another_directory(tmp_path_factory, monkeypatch, capsys):
+    home, elsewhere = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("elsewhere")
+    (home / "resumable_nets").mkdir()
+    (home / "resumable_nets" / "__init__.py").write_text("")
+    (home / "resumable_nets" / "linear.py").write_text("import torch.nn as nn\ndef make():\n    return nn.Linear(4, 3)\n")
+    rng = np.random.default_rng(0)
+    np.savez(home / "data.npz", X=rng.normal(size=(60, 4)), y=rng.integers(0, 3, 60))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # what the commands put on it goes away after the test
+    monkeypatch.chdir(home)
+    model = ["--model", "resumable_nets.linear:make", "--data", str(home / "data.npz")]
+    assert main(["diagnose", *model, "--steps", "10", "--out", "run", "--no-progress"]) == 0
+    compare = ["compare", *model, "--optimizers", "sgd", "--seeds", "1", "--budget", "1", "--steps", "5",
+               "--workers", "1", "--out", str(home / "cmp"), "--no-progress"]
+    assert main(compare) == 0
+    # another process, started in another directory: the package is neither imported nor importable
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", str(home))]
+    for name in [name for name in sys.modules if name.split(".")[0] == "resumable_nets"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["diagnose", "--resume", str(home / "run"), "--no-progress"]) == 0
+    assert main(["spectrum", "--run", str(home / "run"), "--k", "2", "--out", "sp", "--no-progress"]) == 0
+    assert main(compare) == 0
+    assert capsys.readouterr().err.count("resuming: 1 of 1 runs already finished") == 2  # tuning and final
+    assert sys.modules["resumable_nets"].__file__ == str(home / "resumable_nets" / "__init__.py")
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["write_bytes", "write_text", "write_json", "save_torch", "load_torch", "load_state_dict",
-           "default_mode", "umask"]
+           "default_mode", "umask", "DISK_FULL"]
+
+#: ``errno`` values that mean the disk (or the user's quota, or the largest file allowed) is full.
+DISK_FULL = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name))
 
 
 def umask() -> int:
@@ -37,21 +40,30 @@ def default_mode(directory: bool = False) -> int:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path (mode as ``open()`` would give it)."""
+    """Write ``data`` to ``path`` atomically and return the path (mode as ``open()`` would give it).
+
+    On a full disk (an ``errno`` in :data:`DISK_FULL`) the ``OSError`` names ``path`` (a failed
+    ``write`` names no file), and ``path`` keeps its previous contents.
+    """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, default_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        if error.errno in DISK_FULL and error.filename != str(path):
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
     return path
 

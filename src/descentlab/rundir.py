@@ -32,7 +32,7 @@ from typing import Any
 from descentlab import files
 from descentlab.errors import UserInputError
 
-__all__ = ["RunDir", "GrowingCsv", "staged_run", "default_run_path", "check_out"]
+__all__ = ["RunDir", "GrowingCsv", "staged_run", "default_run_path", "check_out", "check_folder"]
 
 CONFIG = "config.json"
 
@@ -73,6 +73,20 @@ def check_out(path: str | os.PathLike, kind: str, *, resumable: bool = False, op
             if resumable and not hint:
                 hint = f" (a {kind} run there resumes when the command that started it is rerun)"
             raise UserInputError(f"{option} {path} already exists and is not empty; choose a new directory{hint}")
+    return check_folder(path, option)
+
+
+def check_folder(path: str | os.PathLike, option: str) -> Path:
+    """Check a folder files will be written into (it may hold files already), before any work.
+
+    A file, or a place where the folder cannot be created or written (a read-only or pseudo
+    file system, a missing permission), is a one-line :class:`UserInputError` that starts with
+    ``option`` and the path; an absent folder is not created here.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserInputError(f"{option} {path} is a file, not a directory")
         _probe(path, f"{option} {path}")
         return path
     ancestor = path.absolute().parent
@@ -103,9 +117,14 @@ class RunDir:
     def create(cls, path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> "RunDir":
         """Make ``path`` (which must be absent or empty) and write its ``config.json``."""
         path = check_out(path, kind, option="run directory")
+        made = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        run.write_json(CONFIG, {"kind": kind, **config})
+        try:
+            run.write_json(CONFIG, {"kind": kind, **config})
+        except BaseException:  # e.g. a full disk: leave no run without its config behind
+            _remove_empty(made)
+            raise
         return run
 
     @classmethod
@@ -215,11 +234,20 @@ def staged_run(path: str | os.PathLike, kind: str, config: Mapping[str, Any]) ->
         if path.is_dir():
             path.rmdir()  # the empty directory check_out accepted (rmdir refuses a non-empty one)
         os.replace(staging, path)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        for folder in made:  # deepest first; rmdir leaves any folder something else wrote into
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        _remove_empty(made)
+        if isinstance(error, OSError) and error.errno in files.DISK_FULL and error.filename \
+                and staging in Path(error.filename).parents:  # name the file as the user knows it
+            raise OSError(error.errno, error.strerror, str(path / Path(error.filename).relative_to(staging))) from error
         raise
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed run created, deepest first; ``rmdir`` leaves any folder
+    something else wrote into."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break

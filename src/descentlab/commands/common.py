@@ -47,16 +47,21 @@ def output_dir(args: argparse.Namespace, kind: str, *, resumable: bool = False, 
 
 
 def check_tensorboard(args: argparse.Namespace) -> None:
-    """With ``--tensorboard``, a one-line error (before any work) when the tensorboard package is missing."""
+    """With ``--tensorboard``, a one-line error (before any work) when the tensorboard package is
+    missing or ``LOGDIR`` is a file or cannot be created or written (the default, the run's
+    ``tensorboard/``, is checked with the run directory)."""
     if getattr(args, "tensorboard", None) is None:
         return
     from descentlab.errors import UserInputError
+    from descentlab.rundir import check_folder
 
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         raise UserInputError("--tensorboard needs the tensorboard package: pip install 'descentlab[tensorboard]'") \
             from None
+    if args.tensorboard:  # a log directory may hold other runs' event files: only a file or no access is refused
+        check_folder(args.tensorboard, "--tensorboard")
 
 
 def tensorboard_writer(args: argparse.Namespace, out: str | os.PathLike) -> Any:
@@ -146,8 +151,14 @@ def add_workload_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def workload_spec(args: argparse.Namespace, default: str) -> dict[str, Any]:
-    """``{"workload": name}`` or ``{"model": ..., "data": absolute path}``, checked by loading it
-    (one-line errors)."""
+    """``{"workload": name}`` or ``{"model": ..., "data": absolute path, "model_path": folder}``,
+    checked by loading it (one-line errors).
+
+    ``model_path`` is the folder the module is imported from (see
+    :func:`~descentlab.problems.user_workload.model_directory`): the current one, or, when
+    ``--out`` holds a run of the same ``--model`` (a resume by rerunning), the folder that run
+    imported it from, so the rerun finds the module from any directory.
+    """
     from descentlab.errors import UserInputError
 
     if args.workload and (args.model or args.data):
@@ -155,10 +166,14 @@ def workload_spec(args: argparse.Namespace, default: str) -> dict[str, Any]:
     if args.model or args.data:
         if not (args.model and args.data):
             raise UserInputError("--model and --data go together")
-        spec = {"model": args.model, "data": str(Path(args.data).absolute())}
-        from descentlab.problems.user_workload import workload_from
+        # normalised (no ".."), so a rerun from another directory names the same file the same way
+        spec = {"model": args.model, "data": os.path.abspath(args.data)}
+        from descentlab.problems.user_workload import model_directory, workload_from
 
-        workload_from(spec)  # a bad factory or data file is a one-line error before anything is written
+        stored = _stored_model_path(args)
+        # a bad factory or data file is a one-line error before anything is written
+        workload_from({**spec, "model_path": stored})
+        spec["model_path"] = model_directory(args.model, stored)
         return spec
     from descentlab.problems.workloads import WORKLOADS
 
@@ -166,6 +181,21 @@ def workload_spec(args: argparse.Namespace, default: str) -> dict[str, Any]:
     if name not in WORKLOADS:
         raise UserInputError(f"unknown workload {name!r}; valid: {', '.join(WORKLOADS)}")
     return {"workload": name}
+
+
+def _stored_model_path(args: argparse.Namespace) -> str | None:
+    """The ``model_path`` of the run in ``--out`` when its workload is this ``--model``, else None."""
+    import json
+
+    if getattr(args, "out", None) is None:
+        return None
+    try:
+        stored = json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8")).get("workload")
+    except (OSError, ValueError, AttributeError):  # no run there (yet), or not one of ours: check_out says so
+        return None
+    if isinstance(stored, dict) and stored.get("model") == args.model and isinstance(stored.get("model_path"), str):
+        return stored["model_path"]
+    return None
 
 
 def log_to_stderr(message: str) -> None:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.commands.common import emit, output_dir
     from descentlab.errors import UserInputError
     from descentlab.experiments.train import load_checkpoint_model
-    from descentlab.problems.user_workload import resolve_workload
+    from descentlab.problems.user_workload import model_directory, resolve_workload
     from descentlab.report.render import render
     from descentlab.rundir import RunDir, staged_run
 
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         seed, checkpoint = args.seed, args.checkpoint
     out = output_dir(args, "spectrum")
     workload = resolve_workload(spec)
+    if spec.get("model") and not spec.get("model_path"):  # where the module was found, for --run from anywhere
+        spec = {**spec, "model_path": model_directory(spec["model"])}
     torch.manual_seed(seed)
     model = workload.make_model()
     if checkpoint is not None:

@@ -33,17 +33,22 @@ from torch import nn
 from descentlab.errors import UserInputError
 from descentlab.problems.workloads import Workload, classification_loss, get_workload, regression_loss
 
-__all__ = ["load_factory", "load_arrays", "user_workload", "resolve_workload", "workload_from"]
+__all__ = ["load_factory", "model_directory", "load_arrays", "user_workload", "resolve_workload", "workload_from"]
 
 _TARGET_NAMES = ("y", "target", "label")
 
 
-def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """The callable named by ``"package.module:factory"`` (imported, not yet called)."""
+def load_factory(spec: str, directory: str | os.PathLike | None = None) -> Callable[[], nn.Module]:
+    """The callable named by ``"package.module:factory"`` (imported, not yet called).
+
+    The module is imported from ``directory`` when given (where a run first imported it, see
+    :func:`model_directory`: a resume from another directory finds the same module), else from
+    the current directory.
+    """
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise UserInputError(f"--model must look like package.module:factory, got {spec!r}")
     module_name, attribute = spec.split(":")
-    _current_directory_importable()
+    _importable_from(directory)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -57,15 +62,56 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
         factory = getattr(factory, part)
     if not callable(factory):
         raise UserInputError(f"{spec} is not callable")
+    _check_takes_no_arguments(factory, spec)
     return factory
 
 
-def _current_directory_importable() -> None:
-    """Put the current directory on ``sys.path``, as ``python -m`` and ``python script.py`` do,
-    so ``--model mymodels:make_net`` finds ``./mymodels.py`` from the ``descentlab`` console script
-    too (whose ``sys.path`` starts with the script's own folder instead)."""
+def _check_takes_no_arguments(factory: Callable, spec: str) -> None:
+    """A one-line error when the factory cannot be called without arguments (it is called as ``factory()``)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: calling it will tell
+        return
+    required = [name for name, p in signature.parameters.items()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if required:
+        raise UserInputError(f"{spec} needs arguments ({', '.join(required)}) but --model calls it with none; "
+                             f"give a factory that takes none (def make(): return ...)")
+
+
+def model_directory(spec: str, directory: str | os.PathLike | None = None) -> str | None:
+    """The absolute folder (the ``sys.path`` entry) that the module of ``spec`` is imported from.
+
+    A run stores it in its config, so that a resume from another current directory imports
+    the same module (:func:`load_factory` with ``directory``). None for a module without a
+    file of its own (a built-in module).
+    """
     import sys
 
+    load_factory(spec, directory)
+    top = sys.modules[spec.split(":")[0].split(".")[0]]
+    if hasattr(top, "__path__"):  # a package (with or without __init__.py): the folder that holds it
+        folder = next(iter(top.__path__), None)
+        return str(Path(os.path.abspath(folder)).parent) if folder else None
+    file = getattr(top, "__file__", None)
+    return str(Path(os.path.abspath(file)).parent) if file else None
+
+
+def _importable_from(directory: str | os.PathLike | None) -> None:
+    """Put ``directory`` (when it still exists), else the current directory, on ``sys.path``.
+
+    The current directory as ``python -m`` and ``python script.py`` put it there, so
+    ``--model mymodels:make_net`` finds ``./mymodels.py`` from the ``descentlab`` console script
+    too (whose ``sys.path`` starts with the script's own folder instead).
+    """
+    import sys
+
+    if directory is not None and os.path.isdir(directory):
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))
+        return
     cwd = os.getcwd()
     if not any(entry in ("", ".", cwd) for entry in sys.path):
         sys.path.insert(0, cwd)
@@ -173,13 +219,15 @@ def _call_factory(factory: Callable[[], nn.Module], spec: str, dtype: torch.dtyp
     return model.to(dtype)
 
 
-def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Workload:
+def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                  model_path: str | os.PathLike | None = None) -> Workload:
     """A :class:`Workload` from a model factory ``"package.module:factory"`` and a data file.
 
     The factory is called once here (under a forked RNG, so the caller's seeding is untouched)
-    to check that it returns an ``nn.Module`` whose output fits the targets.
+    to check that it returns an ``nn.Module`` with trainable parameters whose output fits the
+    targets. ``model_path``: the folder the module is imported from (default: the current one).
     """
-    factory = load_factory(model)
+    factory = load_factory(model, model_path)
     arrays = load_arrays(data)
     classification = np.issubdtype(arrays["y"].dtype, np.integer)
     # whole-number labels stored as floats (np.float32 class indices): classification when the
@@ -212,6 +260,9 @@ def user_workload(model: str, data: str | os.PathLike, *, seed: int = 0, dtype: 
             raise
         except Exception as error:
             raise UserInputError(f"calling {model}() failed: {type(error).__name__}: {error}") from None
+        if not any(p.requires_grad for p in probe.parameters()):
+            raise UserInputError(f"{model}() returned a model with no trainable parameters (nothing to train or "
+                                 f"differentiate); give a factory whose model has some")
         try:
             with torch.no_grad():
                 out = probe(tensors["X"][:2])
@@ -262,13 +313,15 @@ def _whole_labels(arrays: Mapping[str, np.ndarray]) -> bool:
 def resolve_workload(spec: Mapping[str, Any], dtype: torch.dtype = torch.float32) -> Workload:
     """Rebuild a workload from its description in a run's ``config.json``.
 
-    ``spec`` is ``{"workload": name, "seed": s}`` or ``{"model": "pkg.mod:factory", "data": path, "seed": s}``.
+    ``spec`` is ``{"workload": name, "seed": s}`` or ``{"model": "pkg.mod:factory", "data": path, "seed": s}``,
+    with the folder the module was imported from as ``"model_path"`` (see :func:`model_directory`;
+    runs written before it was stored import from the current directory).
     """
     seed = int(spec.get("seed", 0))
     if spec.get("model"):
         if not spec.get("data"):
             raise UserInputError("--model needs --data (an .npz or .csv file)")
-        return user_workload(spec["model"], spec["data"], seed=seed, dtype=dtype)
+        return user_workload(spec["model"], spec["data"], seed=seed, dtype=dtype, model_path=spec.get("model_path"))
     if spec.get("data"):
         raise UserInputError("--data needs --model (package.module:factory)")
     return get_workload(spec.get("workload") or "stall", seed=seed, dtype=dtype)
