@@ -40,6 +40,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from descentlab.critical import StallMonitor  # noqa: E402
+from descentlab.engine import LoopState  # noqa: E402
 from descentlab.problems.workloads import get_workload  # noqa: E402
 
 
@@ -53,11 +54,11 @@ def run(name: str, steps: int, monitored: bool, seed: int = 0, *, stop_at_stall:
     batch = workload.batch_size or len(X)
     monitor = None
     if monitored:
-        monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None, **options)
+        monitor = StallMonitor(workload.loss_fn, (X, y), **options)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     if monitor is not None:
-        monitor.attach(model=model)
+        monitor.on_train_start(LoopState(model, optimizer, batch_size=batch, n_train=len(X), total_steps=steps))
     for step in range(1, steps + 1):
         index = torch.randint(0, len(X), (batch,), generator=generator) if batch < len(X) else slice(None)
         optimizer.zero_grad()
@@ -102,9 +103,9 @@ def pyhessian_top(model, X, y):
 
 def one_diagnosis(steps: int) -> list[dict]:
     _, monitor, model = run("digits-cnn", steps, True)
-    monitor.budget = None
+    monitor.budget.fraction = None
     rows = []
-    estimate = monitor._expected_cost(model) if monitor._last_cost is None else None
+    estimate = monitor.diagnoser.expected_cost(model) if monitor.diagnoser.last_cost is None else None
     for label in ("cold", "warm-started"):
         stall = monitor.diagnose(model, step=steps)
         rows.append({"case": f"digits-cnn after {steps} steps, {label}", "seconds": stall.seconds,
@@ -122,7 +123,7 @@ def one_diagnosis(steps: int) -> list[dict]:
         workload.loss_fn(near(workload.X_train), workload.y_train).backward()
         adam.step()
     critical = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), optimizer=adam,
-                            batch_size=len(workload.y_train), budget=None, escape=False, log=None)
+                            batch_size=len(workload.y_train), budget=None, escape=False)
     stall = critical.diagnose(near, step=400)
     rows.append({"case": "digits-cnn near its minimum (400 full-batch Adam steps), critical", "seconds": stall.seconds,
                  "verdict": stall.verdict, "lambda_max": stall.max_eigenvalue,

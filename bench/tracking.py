@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from descentlab.critical import StallMonitor  # noqa: E402
 from descentlab.curvature import HessianOperator, lanczos  # noqa: E402
+from descentlab.engine import LoopState  # noqa: E402
 from descentlab.experiments.train import TrainConfig, train  # noqa: E402
 from descentlab.problems.workloads import get_workload  # noqa: E402
 
@@ -61,9 +62,8 @@ def bare(steps: int, tracked: bool, snapshots: list | None = None):
     model = workload.make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     X, y = workload.X_train, workload.y_train
-    monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=len(X), log=None,
-                           track_sharpness=EVERY if tracked else None)
-    monitor.attach(model=model)
+    monitor = StallMonitor(workload.loss_fn, (X, y), track_sharpness=EVERY if tracked else None)
+    monitor.on_train_start(LoopState(model, optimizer, batch_size=len(X), n_train=len(X), total_steps=steps))
     for step in range(1, steps + 1):
         optimizer.zero_grad()
         loss = workload.loss_fn(model(X), y)
@@ -78,7 +78,7 @@ def bare(steps: int, tracked: bool, snapshots: list | None = None):
 def in_train_loop(steps: int, tracked: bool):
     """``descentlab diagnose --workload digits-mlp --batch-size full --lr 0.1 --track-sharpness 10``'s loop."""
     workload = get_workload("digits-mlp")
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=None,
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train),
                            track_sharpness=EVERY if tracked else None)
     config = TrainConfig(optimizer="sgd", lr=LR, batch_size=None, steps=steps)
     with tempfile.TemporaryDirectory() as out:
@@ -98,7 +98,9 @@ def cost(steps: int, rounds: int) -> list[dict]:
                     continue
                 watched.append(seconds)
                 tracking = monitor.sharpness.seconds
-                training = seconds - tracking - (monitor.spent if runner is in_train_loop else 0.0)
+                # the monitor's own time (its sharpness estimates included) is not training; a bare
+                # loop's ``seconds`` is the monitor's train_time, which already leaves it out
+                training = seconds - (monitor.spent if runner is in_train_loop else 0.0)
                 own.append(tracking / training)
                 per.append(tracking / len(monitor.sharpness.points))
                 products.append(statistics.mean(p.n_matvecs for p in monitor.sharpness.points))

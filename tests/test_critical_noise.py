@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from descentlab.critical.noise import gradient_noise
+from descentlab.curvature import EmpiricalLoss
 
 
 def _data():
@@ -31,7 +32,8 @@ def test_one_sample_per_batch_gives_the_exact_per_sample_variance():
     mean = G.mean(0)
     s2 = float(((G - mean) ** 2).sum()) / (len(y) - 1)  # the textbook unbiased S^2
     n_data, batch = 1000, 16
-    estimate = gradient_noise(model, F.cross_entropy, X, y, batch_size=batch, n_data=n_data, n_batches=len(y))
+    estimate = gradient_noise(EmpiricalLoss(model, F.cross_entropy, (X, y)), batch_size=batch, n_data=n_data,
+                              n_batches=len(y))
     assert estimate.sample_batch == 1 and estimate.n_batches == len(y)
     # float64 sums of 96 rows: 1e-10 relative
     assert estimate.per_sample_variance == pytest.approx(s2, rel=1e-10)
@@ -50,7 +52,8 @@ def test_batches_of_several_samples_estimate_the_same_variance_without_bias():
     s2 = float(((G - G.mean(0)) ** 2).sum()) / (len(y) - 1)
     # over random partitions into 12 batches of 8 the estimate is unbiased: the mean of 200 seeds
     # is within 4 of its standard errors of the exact value
-    values = torch.tensor([gradient_noise(model, F.cross_entropy, X, y, batch_size=4, n_data=96, n_batches=12,
-                                          seed=s).per_sample_variance for s in range(200)], dtype=torch.float64)
+    loss = EmpiricalLoss(model, F.cross_entropy, (X, y))
+    values = torch.tensor([gradient_noise(loss, batch_size=4, n_data=96, n_batches=12, seed=s).per_sample_variance
+                           for s in range(200)], dtype=torch.float64)
     assert abs(float(values.mean()) - s2) < 4 * float(values.std()) / 200 ** 0.5
     assert all(p.grad is None for p in model.parameters())

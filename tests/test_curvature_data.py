@@ -180,3 +180,34 @@ def test_loss_at_other_points_and_many_points_at_once():
     torch.testing.assert_close(grad, torch.func.grad(f)(flat), atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="points"):
         risk.losses(flat)
+
+
+def test_the_quantity_at_a_point_the_model_no_longer_holds_and_per_batch_gradients():
+    """``at``: the loss and gradient at saved parameters, the model itself untouched; ``gradients``:
+    one row per given batch, each that batch's own mean loss's gradient (oracle: torch.func.grad of
+    the written-out loss); ``one_batch``: the data as one pair."""
+    torch.manual_seed(0)
+    model = mlp()
+    X, y = classification(120)
+    risk = EmpiricalLoss(model, nn.functional.cross_entropy, batches(X, y, 50))
+    _, f, flat = exact_hessian(model, nn.functional.cross_entropy, X, y)
+    saved = flat + 0.05 * torch.randn(flat.numel(), dtype=F64)
+    before = [p.detach().clone() for p in model.parameters()]
+    there = risk.at(saved)
+    loss, grad = there.loss_and_gradient()
+    torch.testing.assert_close(loss, f(saved), atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad, torch.func.grad(f)(saved), atol=1e-12, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    torch.testing.assert_close(risk.at(list(risk.split(saved))).loss(), f(saved), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="point"):
+        risk.at(saved[:-1])
+    parts = [(X[:7], y[:7]), (X[7:40], y[7:40])]
+    rows = risk.gradients(parts)
+    for row, (Xb, yb) in zip(rows, parts):
+        _, fb, _ = exact_hessian(model, nn.functional.cross_entropy, Xb, yb)
+        torch.testing.assert_close(row, torch.func.grad(fb)(flat), atol=1e-12, rtol=0)
+    Xa, ya = risk.one_batch()
+    assert torch.equal(Xa, X) and torch.equal(ya, y)
+    streamed = EmpiricalLoss(model, nn.functional.cross_entropy, loader(X, y, batch_size=50))
+    with pytest.raises(ValueError, match="memory"):
+        streamed.one_batch()

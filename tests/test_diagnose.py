@@ -115,16 +115,16 @@ def test_same_seed_same_numbers_and_resume_equals_uninterrupted(tmp_path, monkey
     assert main(["diagnose", *SHORT, "--out", str(tmp_path / "a")]) == 0
     assert _numbers(tmp_path / "a")[1], "the preset must stall within 130 steps"
 
-    update = StallMonitor.__call__
+    step_end = StallMonitor.on_step_end
 
-    def crash_at_110(self, step, loss, model):
-        if step == 110:
+    def crash_at_110(self, loop, loss):
+        if loop.step == 110:
             raise KeyboardInterrupt
-        return update(self, step, loss, model)
+        return step_end(self, loop, loss)
 
-    monkeypatch.setattr(StallMonitor, "__call__", crash_at_110)
+    monkeypatch.setattr(StallMonitor, "on_step_end", crash_at_110)
     assert main(["diagnose", *SHORT, "--out", str(tmp_path / "c")]) == 130  # interrupted after the checkpoint at 100
-    monkeypatch.setattr(StallMonitor, "__call__", update)
+    monkeypatch.setattr(StallMonitor, "on_step_end", step_end)
     # steps 1..100 (with the stall at step 40) ran afresh with the same seed: same numbers as run a;
     # steps 101..130 come from the checkpoint: the same numbers as if never stopped
     metrics_cut, stalls_cut = _numbers(tmp_path / "c")

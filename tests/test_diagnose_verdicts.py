@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from descentlab import files
 from descentlab.cli import main
 from descentlab.critical.diagnosis import examine
-from descentlab.critical.monitor import fixed_sample
+from descentlab.critical.sample import fixed_sample
+from descentlab.curvature import EmpiricalLoss
 from descentlab.experiments.rundir import RunDir
 from descentlab.problems.workloads import LOGISTIC_PRESETS, get_workload
 
@@ -154,8 +155,10 @@ def test_a_schedule_that_ends_early_is_no_learning_rate(tmp_path, capsys):
 
 def _examine(model, X, y, loss_fn=F.cross_entropy, lr=0.01, batch=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    return examine(model, loss_fn, (X, y), full_data=[(X, y)], optimizer=optimizer, batch_size=batch or len(y),
-                   n_data=len(y), peak_lr=lr, loss={"value": 1.0, "best": 1.0, "initial": 1.0})
+    sample = EmpiricalLoss(model, loss_fn, (X, y), eval_mode=True)
+    return examine(sample, full=EmpiricalLoss(model, loss_fn, [(X, y)], eval_mode=True), optimizer=optimizer,
+                   batch_size=batch or len(y), n_data=len(y), peak_lr=lr,
+                   loss={"value": 1.0, "best": 1.0, "initial": 1.0})
 
 
 def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():

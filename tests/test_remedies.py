@@ -1,6 +1,8 @@
 """Remedy trials: bit-identical forks, stacked trials equal separate ones, the winners the presets
 call for, and continuing a run with the winner (in a user's loop, and in train() across a resume)."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,7 @@ from descentlab.cli import main
 from descentlab.critical import StallMonitor
 from descentlab.critical.remedies import MENU, Remedy, remedies_for
 from descentlab.critical.trials import fork, run_trials
-from descentlab.engine.changes import Change
+from descentlab.engine import Callback, Change, LoopState, Request
 from descentlab.experiments.rundir import RunDir
 from descentlab.experiments.train import TrainConfig, train
 from descentlab.optim import make_optimizer
@@ -104,9 +106,9 @@ def _monitored_to_first_stall(name, **options):
     optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
     X, y = workload.X_train, workload.y_train
     batch = workload.batch_size or len(X)
-    monitor = StallMonitor(workload.loss_fn, (X, y), optimizer=optimizer, batch_size=batch, log=None, budget=None,
-                           remedies=True, **options)
-    monitor.attach(model=model)
+    monitor = StallMonitor(workload.loss_fn, (X, y), budget=None, remedies=True, **options)
+    loop = LoopState(model, optimizer, batch_size=batch)
+    monitor.on_train_start(loop)
     generator = torch.Generator().manual_seed(0)
     for step in range(1, workload.steps + 1):
         index = torch.randperm(len(X), generator=generator)[:batch]
@@ -114,14 +116,15 @@ def _monitored_to_first_stall(name, **options):
         loss = workload.loss_fn(model(X[index]), y[index])
         loss.backward()
         optimizer.step()
-        stall = monitor.update(step, loss.item(), model)
-        if stall is not None and stall.status == "diagnosed":
-            return monitor, stall, optimizer
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.stalls and monitor.stalls[-1].status == "diagnosed":
+            return monitor, monitor.stalls[-1], loop
     raise AssertionError("no stall")
 
 
 def test_at_the_unstable_preset_lowering_the_rate_wins():
-    monitor, stall, optimizer = _monitored_to_first_stall("unstable")
+    monitor, stall, loop = _monitored_to_first_stall("unstable")
     trials = stall.trials
     assert stall.verdict == "unstable" and trials["status"] == "ran"
     by_name = {t["remedy"]: t for t in trials["trials"]}
@@ -131,7 +134,8 @@ def test_at_the_unstable_preset_lowering_the_rate_wins():
     assert trials["winner"] in ("lower-rate", "decay", "warm-up") and trials["ranking"][-1] == "keep"
     assert by_name["lower-rate"]["losses"][-1] < 0.2845 and abs(by_name["keep"]["decrease"]) < 1e-4
     assert by_name["lower-rate"]["decrease"] > 100 * abs(by_name["keep"]["decrease"])
-    assert optimizer.param_groups[0]["lr"] == 10.0  # report only: the run's optimizer is unchanged
+    # report only: the run's optimizer is unchanged, and nothing is asked of the loop
+    assert loop.optimizer.param_groups[0]["lr"] == 10.0 and monitor.control.pending is None
 
 
 def test_at_the_saddle_preset_the_escape_wins():
@@ -145,41 +149,56 @@ def test_at_the_saddle_preset_the_escape_wins():
     assert not stall.escaped  # escape=False, apply_remedy=False: nothing moved the run
 
 
-def test_apply_remedy_in_a_users_loop_sets_the_rate_from_the_stall_on():
-    monitor, stall, optimizer = _monitored_to_first_stall("unstable", apply_remedy=True)
+#: The rate of each remedy the unstable preset can win with, t steps after the stall: lr 10, trials of
+#: 50 steps (lower-rate x 0.3; decay 1 / (1 + t / 12); warm-up over 25 steps, then sqrt(25 / t)).
+_RATES = {"lower-rate": lambda t: 3.0, "decay": lambda t: 10.0 / (1 + t / 12),
+          "warm-up": lambda t: 10.0 * (t / 25 if t < 25 else math.sqrt(25 / t))}
+
+
+def test_apply_remedy_in_a_users_loop_is_a_request_the_loop_applies_as_a_scheduler():
+    monitor, stall, loop = _monitored_to_first_stall("unstable", apply_remedy=True)
     winner = stall.trials["winner"]
-    assert stall.remedy_applied == winner
-    remedy = Remedy.from_dict(next(t["change"] for t in stall.trials["trials"] if t["remedy"] == winner))
-    start = stall.diagnosed_at
-    lr = optimizer.param_groups[0]["lr"]
-    assert lr == pytest.approx(10.0 * remedy.change.lr_factor * remedy.rate_factor(0))
-    monitor.update(start + 7, 0.3, torch.nn.Linear(2, 2))  # the monitor keeps the rate on its schedule
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(10.0 * remedy.change.lr_factor * remedy.rate_factor(7))
+    assert stall.remedy_applied == winner and monitor.control.pending.name == winner
+    assert loop.optimizer.param_groups[0]["lr"] == 10.0  # requested, not made: the loop makes it
+    monitor.control.apply(loop)
+    assert monitor.control.pending is None and loop.scheduler is not None
+    rate = _RATES[winner]
+    for t in range(40):
+        assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(rate(t), rel=1e-12)
+        assert loop.scheduler.get_last_lr() == [loop.optimizer.param_groups[0]["lr"]]
+        loop.optimizer.step()
+        loop.scheduler.step()
 
 
-class _SwitchAt:
+def test_a_request_the_loop_does_not_apply_is_reported_once(caplog):
+    monitor, stall, loop = _monitored_to_first_stall("unstable", apply_remedy=True)
+    with caplog.at_level("WARNING", logger="descentlab.monitor"):
+        for step in range(stall.diagnosed_at + 1, stall.diagnosed_at + 30):
+            loop.step = step
+            monitor.on_step_end(loop, torch.tensor(0.3))
+    lines = [r.getMessage() for r in caplog.records if "has not been applied" in r.getMessage()]
+    assert len(lines) == 1 and "monitor.control.apply(loop)" in lines[0]
+
+
+class _SwitchAt(Callback):
     """A callback that asks train() to continue with ``remedy`` at ``step`` (as an applied remedy does)."""
 
     def __init__(self, step, remedy):
+        super().__init__()
         self.at, self.remedy, self.done, self.seen = step, remedy, False, []
 
-    def __call__(self, step, loss, model):
-        self.step = step
-
-    def take_change(self):
-        if not self.done and self.step == self.at:
+    def on_step_end(self, loop, loss):
+        if loop.step == self.at + 1:
+            self.seen.append((type(loop.optimizer).__name__, loop.batch_size))
+        if not self.done and loop.step == self.at:
             self.done = True
-            return self.remedy
-        return None
-
-    def changed(self, *, optimizer=None, batch_size=None):
-        self.seen.append((type(optimizer).__name__, batch_size))
+            self.control.request(Request(loop.step, self.remedy.name, self.remedy.change, seed=loop.step))
 
     def state_dict(self):
-        return {"done": self.done}
+        return {"done": self.done, "seen": self.seen}
 
     def load_state_dict(self, state):
-        self.done = state["done"]
+        self.done, self.seen = state["done"], state["seen"]
 
 
 def test_train_continues_with_a_new_optimizer_noise_and_batch_and_resumes_bit_for_bit(tmp_path):
@@ -196,10 +215,10 @@ def test_train_continues_with_a_new_optimizer_noise_and_batch_and_resumes_bit_fo
     assert [int(r["epoch"]) for r in rows[30:39]] == [2] * 8 + [3]
 
     class Crash(_SwitchAt):
-        def __call__(self, step, loss, model):
-            if step == 45:
+        def on_step_end(self, loop, loss):
+            if loop.step == 45:
                 raise KeyboardInterrupt
-            super().__call__(step, loss, model)
+            super().on_step_end(loop, loss)
 
     with pytest.raises(KeyboardInterrupt):
         train(workload, config, tmp_path / "b", callbacks=[Crash(30, remedy)], progress=False)
@@ -250,3 +269,29 @@ def test_remedies_for_respects_the_menu_and_the_optimizer():
     with pytest.raises(ValueError, match="steps"):
         run_trials(model, sgd, nn.functional.mse_loss, (torch.zeros(4, 2), torch.zeros(4, 2)), [decay], steps=0,
                    batch_size=None)
+
+
+def test_readme_protocol_snippet_runs_as_written(capsys):
+    """README's loop with a LoopState: the unstable preset's winner is requested, applied by the loop in
+    one call and composed with the loop's StepLR; the closed form of the rate, the optimum by sklearn."""
+    import re
+    from pathlib import Path
+
+    from test_diagnose_verdicts import _optimum_loss
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+    def block(after):
+        return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)
+
+    namespace: dict = {}
+    exec(compile(block("In your own training loop, the same monitor"), "README.md", "exec"), namespace)
+    exec(compile(block("The monitor is a `descentlab.engine.Callback`"), "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    request, how = namespace["monitor"].control.applied[0]
+    assert request.name == "warm-up" and "composed" in how and f"step {request.step}: warm-up" in printed
+    t = 300 - request.step  # the warm-up over 25 steps, then sqrt(25 / t); StepLR halved it at step 200
+    assert namespace["loop"].scheduler.get_last_lr()[0] == pytest.approx(10 * math.sqrt(25 / t) * 0.5, rel=1e-12)
+    workload = namespace["workload"]
+    final = workload.loss_fn(namespace["model"](workload.X_train), workload.y_train).item()
+    assert final == pytest.approx(_optimum_loss(workload), abs=1e-3)

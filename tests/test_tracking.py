@@ -14,6 +14,7 @@ from descentlab.critical.sharpness import SharpnessTracker, edge_of_stability
 from descentlab.critical.stability import adam_limit, heavy_ball_limit
 from descentlab.curvature import HessianOperator
 from descentlab.curvature.tracking import EigenTracker
+from descentlab.engine import LoopState
 from descentlab.experiments.rundir import RunDir
 from descentlab.problems.workloads import get_workload
 
@@ -131,9 +132,8 @@ def test_monitor_tracks_and_resumes_with_the_same_warm_start():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
-        monitor = StallMonitor(nn.functional.cross_entropy, (X, y), optimizer=optimizer, batch_size=128, log=None,
-                               budget=None, track_sharpness=4)
-        monitor.attach(model=model)
+        monitor = StallMonitor(nn.functional.cross_entropy, (X, y), budget=None, track_sharpness=4)
+        monitor.on_train_start(LoopState(model, optimizer, batch_size=128))
         for step in range(1, steps + 1):
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(X), y)
@@ -144,9 +144,9 @@ def test_monitor_tracks_and_resumes_with_the_same_warm_start():
 
     monitor, _ = run(20)
     assert [p.step for p in monitor.sharpness.points] == [0, 4, 8, 12, 16, 20]
-    assert monitor.columns == ("sharpness", "stability_threshold") and set(monitor.row(20)) == set(monitor.columns)
-    assert monitor.row(19) == {}
-    again = StallMonitor(nn.functional.cross_entropy, (X, y), track_sharpness=4, log=None)
+    assert monitor.columns == ("sharpness", "stability_threshold") and set(monitor.metrics(20)) == set(monitor.columns)
+    assert monitor.metrics(19) == {}
+    again = StallMonitor(nn.functional.cross_entropy, (X, y), track_sharpness=4)
     again.load_state_dict(monitor.state_dict())
     assert again.sharpness.points == monitor.sharpness.points
     assert torch.equal(again.sharpness.top.state_dict()["v0"], monitor.sharpness.top.state_dict()["v0"])

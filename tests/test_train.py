@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from descentlab import files
+from descentlab.engine import Callback
 from descentlab.errors import UserInputError
 from descentlab.experiments.rundir import RunDir
 from descentlab.experiments.train import COLUMNS, TrainConfig, train
@@ -65,23 +66,25 @@ def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, moons):
     assert _metrics(a.path) != _metrics(c.path)
 
 
-class _Crash:
+class _Crash(Callback):
     def __init__(self, at):
+        super().__init__()
         self.at = at
 
-    def __call__(self, step, loss, model):
-        if step == self.at:
+    def on_step_end(self, loop, loss):
+        if loop.step == self.at:
             raise RuntimeError("power cut")
 
 
-class _Counter:
+class _Counter(Callback):
     """A stateful callback: its state must travel with the checkpoint."""
 
     def __init__(self):
+        super().__init__()
         self.total = 0.0
 
-    def __call__(self, step, loss, model):
-        self.total += loss
+    def on_step_end(self, loop, loss):
+        self.total += float(loss)
 
     def state_dict(self):
         return {"total": self.total}

@@ -11,8 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from descentlab.critical import Stall, StallMonitor
-from descentlab.critical import monitor as monitor_module
-from descentlab.critical.monitor import fixed_sample, full_loss_and_grad, loss_slice
+from descentlab.critical import budget as budget_module
+from descentlab.critical.sample import fixed_sample
+from descentlab.engine import LoopState
 from descentlab.problems.workloads import get_workload
 
 
@@ -42,28 +43,14 @@ def test_fixed_sample_is_a_seeded_subset_and_counts_the_data():
     assert n == 50 and torch.equal(ys, y[:12])
 
 
-def test_full_loss_and_grad_weights_batches_by_size():
-    workload = get_workload("moons", dtype=torch.float64)
-    model = workload.make_model()
-    X, y = workload.X_train, workload.y_train
-    whole_loss = workload.loss_fn(model(X), y)
-    whole_grad = torch.cat([g.flatten() for g in torch.autograd.grad(whole_loss, list(model.parameters()))]).norm()
-    batches = [(X[:100], y[:100]), (X[100:130], y[100:130]), (X[130:], y[130:])]
-    loss, grad_norm = full_loss_and_grad(model, workload.loss_fn, batches)
-    assert loss == pytest.approx(whole_loss.item(), rel=1e-12)
-    assert grad_norm == pytest.approx(whole_grad.item(), rel=1e-10)
-    assert all(p.grad is None for p in model.parameters())
-
-
-def test_loss_slice_matches_the_lecture_closed_form(lecture):
-    workload, model = lecture
-    _set(model, 0.0, 0.0)
-    ts, losses = loss_slice(model, workload.loss_fn, (workload.X_train, workload.y_train),
-                            torch.tensor([3.0, 3.0], dtype=torch.float64), radius=1.5, n_points=7)
-    # along u = (1, 1)/sqrt(2): w1 w2 = t^2 / 2, so L(t) = (1 - t^2 / 2)^2
-    assert ts == pytest.approx(np.linspace(-1.5, 1.5, 7).tolist())
-    assert losses == pytest.approx([(1 - t * t / 2) ** 2 for t in ts], rel=1e-12)
-    assert model.w1.item() == 0.0 and model.w2.item() == 0.0
+def test_reading_a_shuffling_loader_for_the_sample_leaves_the_runs_generator_alone():
+    X, y = torch.arange(100.0).reshape(50, 2), torch.arange(50)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8, shuffle=True)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    (_, ys), n = fixed_sample(loader, 12)
+    assert n == 50 and len(ys) == 12
+    assert torch.equal(torch.get_rng_state(), state)  # the run's next batch order is the one it would have drawn
 
 
 def test_real_diagnosis_at_the_lecture_saddle(lecture):
@@ -72,14 +59,20 @@ def test_real_diagnosis_at_the_lecture_saddle(lecture):
     _set(model, 0.0, 0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     statuses = []
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), optimizer=optimizer, window=10,
-                           budget=None, slice_radius=1.0, escape_options={"max_step": 0.5}, log=None,
-                           status=statuses.append)
-    found = [s for s in (monitor.update(step, 1.0, model) for step in range(1, 23)) if s]
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), window=10, budget=None,
+                           slice_radius=1.0, max_step=0.5)
+    loop = LoopState(model, optimizer, status=statuses.append)
+    monitor.on_train_start(loop)
+    found = []
+    for step in range(1, 23):
+        loop.step = step
+        before = len(monitor.stalls)
+        monitor.on_step_end(loop, torch.tensor(1.0))
+        found += monitor.stalls[before:]
     assert statuses == ["diagnosing stall 1…", None]  # what the progress bar shows while it works
-    # the loss is exactly 1 at every tracked step (every 2nd): a plateau once two windows (11 evaluations,
-    # steps 2..22) are there
-    assert [s.step for s in found] == [22]
+    # the loss is exactly 1 at every tracked step (the start and every 2nd step): a plateau once two
+    # windows (11 evaluations, steps 0..20) are there
+    assert [s.step for s in found] == [20]
     stall = found[0]
     assert stall.status == "diagnosed" and stall.verdict == "saddle" and stall.kind == "saddle"
     assert stall.min_eigenvalue == pytest.approx(-2.0) and stall.max_eigenvalue == pytest.approx(2.0)
@@ -102,29 +95,37 @@ class _Clock:
         return self.now
 
 
-class _Costly(StallMonitor):
-    """Stands in for the diagnosis (tested elsewhere): costs ``cost`` seconds of the fake clock."""
+class _CostlyDiagnoser:
+    """Stands in for the diagnosis (tested elsewhere): each costs ``cost`` seconds of the fake clock."""
 
-    def __init__(self, *args, clock, cost, **kwargs):
-        super().__init__(*args, **kwargs)
+    n_data = None
+
+    def __init__(self, clock, cost):
         self.clock, self.cost = clock, cost
 
-    def diagnose(self, model, *, step=0, reason="loss", trend=None, at=None):
+    def tracked_loss(self, model):
+        return 1.0
+
+    def expected_cost(self, model):
+        return self.cost
+
+    def diagnose(self, model, history, *, step, reason, trend, at, **_):
         self.clock.now += self.cost
         return Stall(step, 1.0, 0.0, reason, "diagnosed", verdict="minimum", diagnosed_at=at)
 
-    def _expected_cost(self, model):
-        return self.cost
+
+def _costly_monitor(workload, monkeypatch, clock, **kwargs):
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), window=10, **kwargs)
+    monitor.diagnoser = _CostlyDiagnoser(clock, 30.0)
+    return monitor
 
 
 def test_a_plateau_that_does_not_fit_the_budget_waits_and_is_diagnosed_once_it_fits(lecture, monkeypatch):
     workload, model = lecture
-    _set(model, 0.0, 0.0)  # the loss stays at 1: one long plateau
     clock = _Clock()
-    monkeypatch.setattr(monitor_module.time, "perf_counter", clock)
     # every step trains for 1 s; a diagnosis costs 30 s; budget: half the training time (no floor)
-    monitor = _Costly(workload.loss_fn, (workload.X_train, workload.y_train), window=10, budget=0.5,
-                      budget_seconds=0.0, clock=clock, cost=30.0, log=None)
+    monitor = _costly_monitor(workload, monkeypatch, clock, budget=0.5, budget_seconds=0.0)
     for step in range(1, 101):
         clock.now += 1.0
         monitor.update(step, 1.0, model)
@@ -136,24 +137,26 @@ def test_a_plateau_that_does_not_fit_the_budget_waits_and_is_diagnosed_once_it_f
     assert (stall.step, stall.diagnosed_at, stall.status) == (22, 62, "diagnosed")
     # the floor in seconds lets a short run have its first diagnosis at once
     clock.now = 0.0
-    monitor = _Costly(workload.loss_fn, (workload.X_train, workload.y_train), window=10, budget=0.5,
-                      budget_seconds=30.0, clock=clock, cost=30.0, log=None)
+    monitor = _costly_monitor(workload, monkeypatch, clock, budget=0.5, budget_seconds=30.0)
     for step in range(1, 23):
         clock.now += 1.0
         monitor.update(step, 1.0, model)
     assert [(s.step, s.status) for s in monitor.stalls] == [(22, "diagnosed")]
 
 
-def test_the_first_estimate_multiplies_timed_products_by_the_diagnosis_counts(monkeypatch):
+def test_after_a_diagnosis_the_budget_expects_the_cost_it_measured():
+    """Before the first diagnosis the budget works from an estimate (timed products; how far it is
+    from the real cost is measured in bench/diagnose.py, not asserted); from then on from the wall
+    time the last diagnosis took."""
     workload = get_workload("stall")
     torch.manual_seed(0)
-    model = workload.make_model()  # 610 parameters: Lanczos at both ends
-    timings = iter([0.01, 0.002])  # one product, one sample loss
-    monkeypatch.setattr(monitor_module, "_fastest", lambda work: (work(), next(timings))[1])
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=None)
-    ratio = len(workload.y_train) / 512
-    # 40 products, the gradients (all the data and 16 small ones ~ (ratio + 1) / 2 products), 45 losses
-    assert monitor._expected_cost(model) == pytest.approx(40 * 0.01 + (ratio + 1) * 0.01 / 2 + 45 * 0.002)
+    model = workload.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), optimizer=optimizer)
+    assert monitor.diagnoser.expected_cost(model) > 0
+    stall = monitor.diagnose(model)
+    assert stall.status == "diagnosed" and stall.seconds > 0
+    assert monitor.diagnoser.expected_cost(model) == stall.seconds
 
 
 def _train_digits(monitor, model, steps, batch=64, seed=0, lr=0.1):
@@ -161,7 +164,7 @@ def _train_digits(monitor, model, steps, batch=64, seed=0, lr=0.1):
     X, y = workload.X_train, workload.y_train
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     if monitor is not None:
-        monitor.attach(model=model, optimizer=optimizer, batch_size=batch, n_train=len(X))
+        monitor.on_train_start(LoopState(model, optimizer, batch_size=batch, n_train=len(X)))
     generator = torch.Generator().manual_seed(seed)
     for step in range(1, steps + 1):
         index = torch.randint(0, len(X), (batch,), generator=generator)
@@ -194,7 +197,7 @@ def test_healthy_mini_batch_training_raises_no_alarm_and_is_left_untouched(make)
     workload = get_workload("digits-mlp")
     torch.manual_seed(0)
     model = make()
-    monitor = StallMonitor(F.cross_entropy, (workload.X_train, workload.y_train), log=None)
+    monitor = StallMonitor(F.cross_entropy, (workload.X_train, workload.y_train))
     _train_digits(monitor, model, 800)
     assert monitor.stalls == []
     torch.manual_seed(0)
@@ -211,14 +214,14 @@ def test_state_dict_round_trip_continues_the_same_decisions():
         model = workload.make_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
         data = (workload.X_train, workload.y_train)
-        monitor = StallMonitor(workload.loss_fn, data, optimizer=optimizer, window=20, budget=None, log=None)
-        monitor.attach(model=model, batch_size=len(data[1]))
+        monitor = StallMonitor(workload.loss_fn, data, window=20, budget=None)
+        monitor.on_train_start(LoopState(model, optimizer, batch_size=len(data[1])))
         for step in range(1, 141):
             if step == split:
                 state = monitor.state_dict()
-                monitor = StallMonitor(workload.loss_fn, data, optimizer=optimizer, window=20, budget=None, log=None)
+                monitor = StallMonitor(workload.loss_fn, data, window=20, budget=None)
                 monitor.load_state_dict(state)
-                monitor.attach(model=model, step=step - 1)
+                monitor.on_train_start(LoopState(model, optimizer, batch_size=len(data[1]), step=step - 1))
             optimizer.zero_grad()
             loss = workload.loss_fn(model(data[0]), data[1])
             loss.backward()
@@ -259,11 +262,12 @@ def _readme_block(after: str) -> str:
     return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 
 
-def test_readme_monitor_loop_runs_as_written_and_finds_the_saddle(capsys):
+def test_readme_monitor_loop_runs_as_written_and_finds_the_saddle(caplog):
     code = _readme_block("In your own training loop, the same monitor")
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    printed = capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="descentlab.monitor"):
+        exec(compile(code, "README.md", "exec"), namespace)
+    printed = caplog.text
     monitor = namespace["monitor"]
     assert [s.verdict for s in monitor.stalls][:1] == ["saddle"] and monitor.stalls[0].escaped
     assert "saddle (lambda_min" in printed

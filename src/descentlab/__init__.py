@@ -2,11 +2,13 @@
 
 Layers (a lower layer never imports a higher one)::
 
-    cli / commands      the ``descentlab`` command line
+    cli / commands      the ``descentlab`` command line: parse, call one library function, write the run
     report              figures and one self-contained HTML page per run directory
-    experiments         training loop, stall monitor, sweeps, run directories
-    critical, landscape classify a point and escape a saddle | loss slices
-    curvature           Hessian-vector products, exact Hessian, Lanczos, density, trace
+    integrations        optional adapters for other trainers' loops
+    experiments         studies (compare, batch size, minimum ratio, normalization), sweeps, train()
+    critical, landscape the diagnosis (classify, escape, the stall monitor) | loss slices and planes
+    engine              the callback protocol, a change to a run, stacked ensembles, run_steps, the step timer
+    curvature           the data layer (EmpiricalLoss) and every product over it: Hessian, GGN, Lanczos, ...
     optim, schedules    optimizers and learning-rate schedules
     problems            surfaces and workloads (data + model)
 

@@ -7,8 +7,9 @@ torch, matplotlib and the layers below only inside ``run``, so ``descentlab --he
 
 What every command shares is handled here, once: ``--json`` (the command's summary as one
 JSON object on stdout; its human-readable lines then go to stderr) and ``--no-progress``;
-bad input as one line on stderr with exit status 2; Ctrl-C as one line that says how to
-resume where the command can; a closed pipe (``descentlab ... | head``) as a quiet exit;
+bad input and a full disk as one line on stderr with exit status 2; Ctrl-C (SIGINT) and
+SIGTERM as one line that says how to resume where the command can (exit status 130 and 143,
+after any worker processes ended); a closed pipe (``descentlab ... | head``) as a quiet exit;
 library warnings as one line each above the progress bar.
 """
 
@@ -19,14 +20,18 @@ import contextlib
 import gc
 import importlib
 import json
+import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
 from descentlab import __version__
 from descentlab.errors import UserInputError
+from descentlab.files import DISK_FULL
 from descentlab.openmp import set_wait_default
 
 # name -> (module under descentlab.commands, one-line help). Order is the order in --help.
@@ -47,6 +52,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 #: Exit status after the reader of stdout went away (128 + SIGPIPE, what ``yes | head`` gives).
 BROKEN_PIPE = 141
+
+#: Exit status after Ctrl-C (128 + SIGINT) and after SIGTERM (128 + SIGTERM), as a shell reports them.
+INTERRUPTED = 130
+TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises ``KeyboardInterrupt``.
+
+    A subclass, so everything that cleans up after a Ctrl-C (staged run directories, worker
+    pools, checkpoints) does the same after a SIGTERM from a scheduler or ``timeout``.
+    """
 
 
 #: A word that is a (negative) number or a list of them, never an option: ``-1,2``, ``-.5``.
@@ -147,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stderr(f"descentlab {name}: error: --seed must be an integer >= 0, got {args.seed}")
         return 2
     try:
-        with _warnings_as_lines(name):
+        with _warnings_as_lines(name), _findings_as_lines(), _sigterm_as_interrupt():
             if args.json:
                 with contextlib.redirect_stdout(sys.stderr):
                     status = int(args._run(args) or 0)
@@ -159,16 +176,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         _stderr(f"descentlab {name}: error: {_one_line(error)}")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         hint = args._resume() if callable(args._resume) else None
-        _stderr(f"descentlab {name}: interrupted" + (f"; resume with: {hint}" if hint else ""))
-        return 130
+        what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        _stderr(f"descentlab {name}: {what}" + (f"; resume with: {hint}" if hint else ""))
+        return TERMINATED if isinstance(interrupt, Terminated) else INTERRUPTED
     except BrokenPipeError:
         # The reader (``| head``) went away. Point stdout at devnull so the interpreter's final
         # flush cannot raise again (Python's docs, "Note on SIGPIPE"), and exit quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return BROKEN_PIPE
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        # every file is written atomically (descentlab.files): the one that failed keeps its
+        # previous contents, so a run that can resume resumes from its last checkpoint
+        hint = args._resume() if callable(args._resume) else None
+        where = f" writing {error.filename}" if error.filename else ""
+        _stderr(f"descentlab {name}: error: no space left on device{where}: {error.strerror}"
+                + (f"; free some space and resume with: {hint}" if hint else ""))
+        return 2
 
 
 def _one_line(error: BaseException) -> str:
@@ -180,6 +208,52 @@ def _stderr(text: str) -> None:
         print(text, file=sys.stderr)
     except (BrokenPipeError, OSError):
         pass
+
+
+class _LineHandler(logging.Handler):
+    """Each record of the ``descentlab`` loggers as one line above the progress bar, on the
+    stdout of the moment (stderr under ``--json``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+@contextlib.contextmanager
+def _findings_as_lines():
+    """The library's findings (a monitor's stalls, at INFO and above) printed while a command runs."""
+    logger = logging.getLogger("descentlab")
+    handler = _LineHandler(logging.INFO)
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises :class:`Terminated` in the main thread (Python's
+    default would end the process at once, leaving its workers and staging folders behind).
+    Only in the main thread, where Python runs signal handlers; the old handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

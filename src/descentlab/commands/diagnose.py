@@ -126,14 +126,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from descentlab.critical import StallMonitor
     from descentlab.errors import UserInputError
     from descentlab.commands.common import (check_at_least, check_positive, emit, output_dir, refuse_with, resume_hint,
                                             tensorboard_writer)
     from descentlab.experiments.train import TrainConfig, train
-    from descentlab.problems.user_workload import resolve_workload
+    from descentlab.problems.user_workload import model_directory, resolve_workload
     from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
     from descentlab.critical.sharpness import edge_of_stability
     from descentlab.report.diagnose_page import remedy_lines, sharpness_line, trial_lines, verdict_table
@@ -166,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         check_positive("--grad-tol", args.grad_tol)
         check_positive("--max-step", args.max_step)
         workload = resolve_workload(spec)
+        if args.model:  # where the module was found, so that --resume from any directory finds it
+            spec["model_path"] = model_directory(args.model)
         config = TrainConfig(
             optimizer=args.optimizer or workload.optimizer,
             lr=args.lr if args.lr is not None else (workload.lr if args.optimizer in (None, workload.optimizer) else None),
@@ -181,15 +181,14 @@ def run(args: argparse.Namespace) -> int:
         monitor_spec = {"window": args.window, "rel_tol": args.rel_tol, "grad_tol": args.grad_tol,
                         "escape": args.escape, "budget": _budget(args.budget), "max_stalls": args.max_stalls,
                         "sample_size": args.sample, "seed": args.seed,
-                        "escape_options": {"max_step": args.max_step}, "slice_radius": max(2.0, args.max_step),
+                        "max_step": args.max_step, "slice_radius": max(2.0, args.max_step),
                         "track_sharpness": track_every or None, "track_min": args.track_min,
                         "remedies": args.remedies, "trial_steps": args.trial_steps, "apply_remedy": args.apply_remedy}
         out = output_dir(args, "diagnose", hint=f", or continue the run there with --resume {args.out}")
     resume_hint(args, out, flag="--resume", needs="checkpoint.pt")
     writer = tensorboard_writer(args, out)
 
-    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), log=tqdm.write, writer=writer,
-                           **monitor_spec)
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), writer=writer, **monitor_spec)
     try:
         result = train(
             workload, config, out, kind="diagnose", callbacks=[monitor], resume=bool(args.resume),
@@ -212,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     for line in trial_lines(monitor.stalls):
         print(line)
     if monitor.sharpness is not None:
-        training = result.seconds - monitor.sharpness.seconds - monitor.spent
+        training = result.seconds - monitor.spent  # the monitor's time includes its sharpness estimates
         print(sharpness_line(monitor.sharpness.points, monitor.tracked, monitor.sharpness.seconds, training))
     print(f"report: {report}")
     emit(args, {"run": str(result.path), "report": str(report), "status": result.status, "steps": result.step,

@@ -35,39 +35,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
-from descentlab.critical.classify import GRAD_TOL, CriticalPoint, classify
+from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.noise import gradient_noise
+from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stability import sharpness, stability_rule
 from descentlab.critical.verdicts import LR_ZERO, decide, near_best, remedy, stuck_high
-from descentlab.curvature import HessianOperator, lanczos
-from descentlab.curvature.batches import as_batches
+from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
+from descentlab.curvature.empirical import mode_dependent_modules
 
-__all__ = ["Finding", "examine", "examine_divergence", "full_loss_and_grad", "CLASSIFY_DEFAULTS", "FULL_DATA_LIMIT",
-           "FULL_CURVATURE_LIMIT"]
+__all__ = ["Finding", "examine", "examine_divergence", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
 #: A critical point's curvature is measured on all the data up to this many samples.
 FULL_CURVATURE_LIMIT = 4_096
-
-#: ``classify`` settings of a diagnosis: 2 + 2 extreme eigenpairs (the signs and the escape
-#: direction are all a verdict needs), a relative residual of 1e-2 (fit for a sign: an eigenvalue
-#: lies within its residual of the Ritz value, 1e-2 · max(|θ|, φ‖H‖) against a zero band of
-#: 3.5e-4 ‖H‖ in float32, and λ_max to ~1e-4 for the sharpness; 1e-3 cost digits-cnn 179 products
-#: at a near-minimum), at most 300 products, no SLQ minimum-ratio estimate (1,600
-#: products that decide nothing), the dense Hessian only up to 256 parameters (the stall
-#: preset's 610: dense + eigh 1.7 s, Lanczos at both ends 13 products, 0.1 s), and Lanczos
-#: stopped as soon as its Ritz values prove a saddle (``certify_sign``: digits-cnn near its
-#: minimum, where a cluster of eigenvalues just under zero cost 117 products, 29).
-CLASSIFY_DEFAULTS: Mapping[str, Any] = {"k": 4, "lanczos_tol": 1e-2, "max_matvecs": 300, "ratio_probes": 0,
-                                        "dense_threshold": 256, "certify_sign": True}
 
 
 @dataclass(frozen=True)
@@ -80,28 +67,6 @@ class Finding:
     point: CriticalPoint | None = field(default=None, repr=False)
 
 
-def full_loss_and_grad(model: nn.Module, loss_fn: Callable, data: Any, *, grad: bool = True) -> tuple[float, float]:
-    """(loss, gradient norm) of the sample-weighted mean loss over every batch of ``data``.
-
-    The model's ``.grad`` fields are left untouched (``torch.autograd.grad``, not ``backward``).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    total, count = 0.0, 0
-    grads = [torch.zeros_like(p) for p in params] if grad else []
-    for X, y in as_batches(data):
-        n = len(y)
-        with torch.set_grad_enabled(grad):
-            loss = loss_fn(model(*X) if isinstance(X, (tuple, list)) else model(X), y)
-        if grad:
-            for acc, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
-                if g is not None:
-                    acc.add_(g, alpha=n)
-        total += float(loss.detach()) * n
-        count += n
-    norm = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) / count if grad and grads else 0.0
-    return total / count, norm
-
-
 def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None = None,
                   total_steps: int | None = None) -> dict[str, Any] | None:
     """The current rate, the largest seen, since when it has been ~0 and the run's length
@@ -112,17 +77,21 @@ def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None 
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps}
 
 
-def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor], *, full_data: Any = None,
-            optimizer: Any = None, batch_size: int | None = None, n_data: int | None = None,
-            peak_lr: float | None = None, lr_zero_since: int | None = None, total_steps: int | None = None,
-            loss: Mapping[str, float] | None = None, classify_options: Mapping[str, Any] | None = None,
+def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimizer: Any = None,
+            batch_size: int | None = None, n_data: int | None = None, peak_lr: float | None = None,
+            lr_zero_since: int | None = None, total_steps: int | None = None,
+            loss: Mapping[str, float] | None = None, options: DiagnosisOptions = DiagnosisOptions(),
             v0: torch.Tensor | None = None, seed: int = 0) -> Finding:
-    """The verdict at ``model``'s current parameters (the module docstring gives the steps).
+    """The verdict at the point ``sample`` is taken at (the module docstring gives the steps).
+
+    Every quantity goes through the data layer, so the model is only read: its parameters,
+    buffers (batch-norm statistics), modes and torch's global generator are left as they were.
 
     Args:
-        sample: the ``(X, y)`` the curvature and the noise are measured on.
-        full_data: all the training data as batches, for the gradient test (``None``: the sample's
-            gradient, corrected for its sampling noise).
+        sample: the loss over the monitor's fixed sample at the point (curvature and noise are
+            measured on it).
+        full: the loss over all the training data at the same point, for the gradient test
+            (``None``: the sample's gradient, corrected for its sampling noise).
         optimizer: the run's optimizer (its rate, momentum and state); ``None``: no rate verdict.
         batch_size, n_data: the training batch size and the training set's size; the noise is
             measured when ``batch_size < n_data``.
@@ -130,32 +99,29 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
         lr_zero_since, total_steps: the step since which the rate has been ~0, and the run's
             length (for the ``no_learning_rate`` remedy).
         loss: ``value``, ``best``, ``initial`` of the tracked loss, for the ``minimum`` verdict.
-        classify_options: over :data:`CLASSIFY_DEFAULTS` (``grad_tol`` is the gradient test's).
+        options: how the point is classified.
         v0: a Lanczos warm start (the previous stall's eigenvectors).
     """
-    evidence: dict[str, Any] = {"loss": _loss_evidence(loss)}
+    evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
     if rate is not None and (rate["lr"] == 0 or rate["lr"] <= LR_ZERO * rate["peak_lr"]):
         verdict = decide(evidence)
         return Finding(verdict, remedy(verdict, evidence), evidence)
 
-    options = {**CLASSIFY_DEFAULTS, "seed": seed, **dict(classify_options or {})}
-    grad_tol = float(options.pop("grad_tol", GRAD_TOL))
-    if v0 is not None and "v0" not in options:
-        options["v0"] = v0
-    X, y = sample
+    model, loss_fn = sample.model, sample.loss_fn
+    X, y = sample.one_batch()
     mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
     noise = None
-    if mini_batch or full_data is None:
-        noise = gradient_noise(model, loss_fn, X, y, batch_size=batch_size or 1, n_data=n_data or len(y), seed=seed)
-    if full_data is not None:
-        value, norm = full_loss_and_grad(model, loss_fn, full_data)
-        source = "all the data"
+    if mini_batch or full is None:
+        noise = gradient_noise(sample, batch_size=batch_size or 1, n_data=n_data or sample.n_samples, seed=seed)
+    if full is not None:
+        value, gradient = full.loss_and_gradient()
+        value, norm, source = float(value), float(gradient.norm()), "all the data"
     else:
-        value, _ = full_loss_and_grad(model, loss_fn, sample, grad=False)
-        norm, source = noise.grad_norm_sq ** 0.5, f"a sample of {len(y)}, its sampling noise taken out"
-    tolerance = grad_tol * max(1.0, abs(value))
+        value = float(sample.loss())
+        norm, source = noise.grad_norm_sq ** 0.5, f"a sample of {sample.n_samples}, its sampling noise taken out"
+    tolerance = options.grad_tol * max(1.0, abs(value))
     evidence["gradient"] = {"norm": norm, "loss": value, "tolerance": tolerance, "critical": norm <= tolerance,
                             "source": source}
     if mini_batch:
@@ -164,18 +130,21 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
         evidence["noise"] = {"batch_size": batch_size, "n_data": n_data, "snr": None, "full_batch": True}
 
     critical = norm <= tolerance
+    classify_options = {**options.classify_options(), "seed": seed}
+    if v0 is not None:
+        classify_options["v0"] = v0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        point = classify(model, loss_fn, sample, grad_tol=grad_tol, assume_critical=critical, **options)
-        measured_on, confirmed = len(y), None
-        if critical and point.kind in ("saddle", "local_max") and full_data is not None:
-            full = _one_batch(full_data)
-            if len(full[1]) > len(y) and len(full[1]) <= FULL_CURVATURE_LIMIT:
-                confirmed = _confirmed_on(model, loss_fn, full, point)
+        point = classify(model, loss_fn, (X, y), assume_critical=critical, **classify_options)
+        measured_on, confirmed = sample.n_samples, None
+        if critical and point.kind in ("saddle", "local_max") and full is not None:
+            if sample.n_samples < full.n_samples <= FULL_CURVATURE_LIMIT:
+                everything = full.one_batch()
+                confirmed = _confirmed_on(model, loss_fn, everything, point)
                 if not confirmed["held"]:  # the sample's curvature was its own: decide on all the data
-                    point = classify(model, loss_fn, full, grad_tol=grad_tol, assume_critical=True,
-                                     **{**options, "v0": point.eigenpairs.vectors})
-                    measured_on = len(full[1])
+                    point = classify(model, loss_fn, everything, assume_critical=True,
+                                     **{**classify_options, "v0": point.eigenpairs.vectors})
+                    measured_on = full.n_samples
     evidence["curvature"] = {
         "kind": point.verdict.kind if point.is_critical else "not_critical",
         "min_eigenvalue": point.min_eigenvalue, "max_eigenvalue": point.max_eigenvalue,
@@ -186,7 +155,7 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
     }
     if rate is not None:
         rule = stability_rule(optimizer, model, point.names)
-        op = None if not rule.preconditioned else HessianOperator(model, loss_fn, sample, params=point.names)
+        op = None if not rule.preconditioned else HessianOperator.like(sample, params=point.names)
         value, products = sharpness(rule, op, lambda_max=point.max_eigenvalue if not rule.preconditioned else None,
                                     seed=seed)
         rate.update(_rate_fields(rule, value, products))
@@ -194,18 +163,19 @@ def examine(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
 
 
-def examine_divergence(model: nn.Module, loss_fn: Callable, sample: tuple[Any, torch.Tensor], *, step: int,
-                       checkpoint_step: int | None, optimizer: Any = None, state_model: nn.Module | None = None,
-                       peak_lr: float | None = None, loss: Mapping[str, float] | None = None, seed: int = 0) -> Finding:
-    """The ``diverged`` verdict: λ_max and the sharpness at ``model``, the run's last good
-    parameters (``checkpoint_step``), against the optimizer's stability limit. ``state_model`` is
-    the model the optimizer steps (its parameters key the optimizer's state; default ``model``)."""
+def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int | None, optimizer: Any = None,
+                       peak_lr: float | None = None, loss: Mapping[str, float] | None = None,
+                       seed: int = 0) -> Finding:
+    """The ``diverged`` verdict: λ_max and the sharpness at the run's last good parameters
+    (``good``: the loss over the sample taken there, :meth:`~descentlab.curvature.EmpiricalLoss.at`;
+    ``checkpoint_step``), against the optimizer's stability limit (its state is keyed by the
+    model's parameters, which ``good`` reads but does not change)."""
     evidence: dict[str, Any] = {"diverged": {"step": int(step), "checkpoint_step": checkpoint_step},
-                                "loss": _loss_evidence(loss)}
+                                "loss": _loss_evidence(loss), "data": _data_evidence(good)}
     rate = rate_evidence(optimizer, peak_lr)
     evidence["rate"] = rate
     try:
-        op = HessianOperator(model, loss_fn, sample)
+        op = HessianOperator.like(good)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             top = lanczos(op, k=1, which="LA", tol=1e-2, max_iter=200, seed=seed)
@@ -213,7 +183,7 @@ def examine_divergence(model: nn.Module, loss_fn: Callable, sample: tuple[Any, t
         evidence["curvature"] = {"max_eigenvalue": lambda_max, "dtype": str(op.dtype).replace("torch.", ""),
                                  "n_matvecs": top.n_matvecs}
         if rate is not None:
-            rule = stability_rule(optimizer, state_model if state_model is not None else model, op.names)
+            rule = stability_rule(optimizer, good.model, op.names)
             if rule.preconditioned and not all(torch.isfinite(s).all() for s in rule.steps.values()):
                 rule = None  # the optimizer's state overflowed with the loss: no preconditioner to read
             if rule is not None:
@@ -242,14 +212,11 @@ def _confirmed_on(model: nn.Module, loss_fn: Callable, data: Any, point: Critica
             "samples": len(data[1])}
 
 
-def _one_batch(data: Any) -> Any:
-    """All the batches of ``data`` as one ``(X, y)`` pair (one cached gradient graph for the products)."""
-    batches = as_batches(data)
-    if len(batches) == 1:
-        return batches[0]
-    X = [b[0] for b in batches]
-    X = type(X[0])(torch.cat(c) for c in zip(*X)) if isinstance(X[0], (tuple, list)) else torch.cat(X)
-    return X, torch.cat([b[1] for b in batches])
+def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
+    """The samples measured on and the modules the data layer evaluated in eval mode although
+    the model had them in training mode (the mode is part of what was measured)."""
+    switched = sorted({type(m).__name__ for m in mode_dependent_modules(loss.model) if m.training})
+    return {"samples": loss.n_samples, "eval_mode": switched}
 
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:

@@ -20,16 +20,16 @@ the squared norm of the full gradient is estimated without bias (clamped at 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import nn
+
+from descentlab.checks import check_int
+from descentlab.curvature import EmpiricalLoss
+from descentlab.curvature.batches import batch_size as batch_count
+from descentlab.curvature.batches import take
 
 __all__ = ["NoiseEstimate", "gradient_noise"]
-
-_RANDOM_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
 @dataclass(frozen=True)
@@ -72,39 +72,30 @@ class NoiseEstimate:
                 "n_batches": self.n_batches, "sample_batch": self.sample_batch}
 
 
-def gradient_noise(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor], X: Any, y: torch.Tensor, *,
-                   batch_size: int, n_data: int, n_batches: int = 16, seed: int = 0) -> NoiseEstimate:
-    """Measure :class:`NoiseEstimate` on the sample ``(X, y)`` (``X`` a tensor or a tuple of them).
+def gradient_noise(loss: EmpiricalLoss, *, batch_size: int, n_data: int, n_batches: int = 16,
+                   seed: int = 0) -> NoiseEstimate:
+    """Measure :class:`NoiseEstimate` on the sample that ``loss`` holds in memory.
 
-    The sample is split by a seeded permutation into ``n_batches`` disjoint batches (fewer when
-    it is small, at least 2); each costs one forward and backward. The model's ``.grad`` fields
-    are not touched; dropout and batch-norm are evaluated in eval mode (a deterministic loss).
+    ``loss`` is the data layer over the sample at the point (its model, loss function,
+    parameters and eval-mode policy: dropout and batch-norm in eval mode make the gradients
+    deterministic and leave the model's buffers alone). The sample is split by a seeded
+    permutation into ``n_batches`` disjoint batches (fewer when it is small, at least 2); each
+    costs one forward and backward (:meth:`~descentlab.curvature.EmpiricalLoss.gradients`).
     """
-    if batch_size < 1 or n_data < 1:
-        raise ValueError(f"batch_size and n_data must be positive, got {batch_size} and {n_data}")
-    n = int(y.shape[0])
+    check_int("batch_size", batch_size)
+    check_int("n_data", n_data)
+    X, y = loss.one_batch()
+    n = batch_count(X, y)
     m = max(2, min(int(n_batches), n))
     b = n // m
     if b < 1:
         raise ValueError(f"the sample has {n} samples: too few to measure the gradient noise")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: m * b].to(y.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    modes = [(module, module.training) for module in model.modules()]
-    if any(isinstance(module, _RANDOM_LAYERS) for module in model.modules()):
-        model.eval()
-    try:
-        rows = []
-        for j in range(m):
-            index = order[j * b:(j + 1) * b]
-            inputs = tuple(x[index] for x in X) if isinstance(X, (tuple, list)) else (X[index],)
-            loss = loss_fn(model(*inputs), y[index])
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double()
-                                   for g, p in zip(grads, params)]))
-    finally:
-        for module, training in modes:
-            module.training = training
-    G = torch.stack(rows)
+    parts = []
+    for j in range(m):
+        index = order[j * b:(j + 1) * b]
+        parts.append((take(X, index), y[index]))
+    G = loss.gradients(parts).double()
     mean = G.mean(dim=0)
     spread = float(((G - mean) ** 2).sum()) / (m - 1)
     variance = b * spread  # S²

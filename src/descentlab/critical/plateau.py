@@ -25,7 +25,9 @@ the loss has left the plateau, so one plateau is reported once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = ["Trend", "PlateauTest", "fit_trend"]
 
@@ -125,6 +127,16 @@ class PlateauTest:
                 self.quiet_above = None
             return None
         return self.check()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history and the quiet level (plain data)."""
+        return {"steps": list(self.steps), "losses": list(self.losses), "quiet_above": self.quiet_above}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.steps = [int(s) for s in state["steps"]]
+        self.losses = [float(x) for x in state["losses"]]
+        self.quiet_above = state["quiet_above"]
 
     def check(self) -> Trend | None:
         """The test on the history as it is (see the module docstring)."""

@@ -3,7 +3,8 @@
 A :class:`Stall` is plain data (``to_dict`` gives numbers, strings, lists and nested dicts, so
 ``stalls.json`` and a ``weights_only`` checkpoint take it as it is); the live objects it was
 computed from (the :class:`~descentlab.critical.CriticalPoint`, the
-:class:`~descentlab.critical.Escape`) ride along for the caller but are never saved.
+:class:`~descentlab.critical.Escape`, the :class:`~descentlab.critical.trials.Trials`) ride along
+for the caller, typed, but are never saved.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["Stall", "STATUSES"]
 #: lasted); ``failed: <error>`` (a diagnosis must never stop the training run).
 STATUSES = ("diagnosed", "skipped (budget)", "failed")
 
-_LIVE = ("point", "escape")
+_LIVE = ("point", "escape", "trial_result")
 _TUPLES = ("eigenvalues", "slice_t", "slice_loss")
 
 
@@ -31,7 +32,8 @@ class Stall:
         step: the training step at which the plateau was noticed (or the loss became non-finite).
         loss: the tracked loss there (the loss on the monitor's fixed sample of the data).
         grad_norm: the gradient norm of that loss (``None`` when not measured).
-        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test) or ``"non_finite"``.
+        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test), ``"non_finite"``, or
+            ``"on_demand"`` (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
         verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``
             until diagnosed.
@@ -50,6 +52,9 @@ class Stall:
             (:meth:`~descentlab.critical.trials.Trials.to_dict` plus ``status`` and ``fork_step``),
             or ``{"status": "skipped (budget)", ...}``; ``None`` when none were asked for or fit.
         remedy_applied: the remedy the run continued with (``apply_remedy``), or ``None``.
+        point, escape, trial_result: the live :class:`~descentlab.critical.CriticalPoint`,
+            :class:`~descentlab.critical.Escape` and :class:`~descentlab.critical.trials.Trials`
+            (``None`` when not computed, and after a round trip through ``to_dict``).
     """
 
     step: int
@@ -80,6 +85,7 @@ class Stall:
     remedy_applied: str | None = None
     point: Any = field(default=None, repr=False, compare=False)
     escape: Any = field(default=None, repr=False, compare=False)
+    trial_result: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers, strings, lists and dicts (JSON and ``weights_only`` checkpoints take it)."""
@@ -107,9 +113,14 @@ class Stall:
         head = f"step {self.step}: plateau at loss {self.loss:.4g}"
         if self.reason == "non_finite":
             head = f"step {self.step}: the loss became non-finite"
+        elif self.reason == "on_demand":
+            head = f"step {self.step}: at loss {self.loss:.4g}"
         if self.status != "diagnosed":
             return f"{head}, {self.status}"
         text = f"{head}: {self.verdict} ({evidence_text(self)})"
+        switched = ((self.evidence or {}).get("data") or {}).get("eval_mode")
+        if switched:
+            text += f" [measured with {', '.join(switched)} in eval mode]"
         if self.escaped:
             text += f"; escape lowered the loss {self.escape_loss_before:.4g} -> {self.escape_loss_after:.4g}"
         return text

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_batches", "batch_size", "is_pair", "Fingerprint"]
+__all__ = ["as_batches", "batch_size", "is_pair", "take", "concat", "call", "Fingerprint"]
 
 
 def is_pair(data: Any) -> bool:
@@ -30,6 +30,23 @@ def batch_size(X: Any, y: Any) -> int:
         return int(y.shape[0])
     first = X[0] if isinstance(X, (tuple, list)) else X
     return int(first.shape[0])
+
+
+def take(X: Any, index: torch.Tensor | slice) -> Any:
+    """The samples ``index`` of inputs ``X`` (a tensor, or a tuple of tensors taken alike)."""
+    return type(X)(x[index] for x in X) if isinstance(X, (tuple, list)) else X[index]
+
+
+def concat(parts: list[Any]) -> Any:
+    """Batches of inputs (tensors, or tuples of tensors) joined along the sample dimension."""
+    if isinstance(parts[0], (tuple, list)):
+        return type(parts[0])(torch.cat(column) for column in zip(*parts))
+    return torch.cat(parts)
+
+
+def call(model: Any, X: Any) -> Any:
+    """``model`` on inputs ``X``: ``model(*X)`` for a tuple of inputs, else ``model(X)``."""
+    return model(*X) if isinstance(X, (tuple, list)) else model(X)
 
 
 def as_batches(data: Any, *, stream: bool = False, allow_empty: bool = False) -> Iterable[tuple[Any, Any]]:

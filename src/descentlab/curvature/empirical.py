@@ -32,14 +32,14 @@ Gauss-Newton products, landscape points) is such a weighted sum over batches, an
   (possibly none) and every sum is all-reduced, so every rank sees the quantity of all data;
 * **the parameters**: which ones (names, module prefixes or tensors), a snapshot of their
   values at construction (the point θ), ``flatten``/``unflatten`` between the flat vector
-  and per-parameter tensors.
+  and per-parameter tensors (the package's one flattener, :class:`descentlab.params.Layout`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -48,8 +48,9 @@ from torch.func import functional_call
 
 from descentlab.checks import check_choice
 from descentlab.errors import AdviceWarning
-from descentlab.curvature.batches import Fingerprint, as_batches, batch_size
+from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat
 from descentlab.openmp import threads_for
+from descentlab.params import Layout
 
 __all__ = ["EmpiricalLoss", "REDUCTIONS", "mode_dependent_modules", "select_parameters"]
 
@@ -148,9 +149,10 @@ class EmpiricalLoss:
         # The snapshot: the quantity is taken at these values, whatever the model does next.
         self._point = tuple(values[n].detach().clone() for n in names)
         self._fixed = {n: t.detach().clone() for n, t in values.items() if n not in chosen}
-        self.param_shapes: tuple[torch.Size, ...] = tuple(p.shape for p in self._point)
-        self._sizes = tuple(p.numel() for p in self._point)
-        self.n_params = sum(self._sizes)
+        #: how the flat vector splits into the variables (:mod:`descentlab.params`)
+        self.layout = Layout(names, tuple(p.shape for p in self._point))
+        self.param_shapes: tuple[torch.Size, ...] = self.layout.shapes
+        self.n_params = self.layout.n_params
         self.dtype = self._point[0].dtype
         self.device = self._point[0].device
 
@@ -175,6 +177,21 @@ class EmpiricalLoss:
         anew cost 0.6 ms, half a full-batch training step).
         """
         values = {n: t for n, t in [*self.model.named_parameters(), *self.model.named_buffers()]}
+        return type(self)._sharing(self, self.names, values, self._options)
+
+    def at(self, point: Sequence[torch.Tensor] | torch.Tensor) -> "EmpiricalLoss":
+        """The same quantity at other values of the variables: ``point`` is a flat vector or one
+        tensor per variable (in :attr:`names` order); everything else is this one's snapshot.
+
+        For a point the model no longer holds (a run's last good parameters) without copying
+        the model."""
+        flat = torch.is_tensor(point) and point.ndim == 1
+        if flat and point.shape != (self.n_params,):
+            raise ValueError(f"point must have shape ({self.n_params},), got {tuple(point.shape)}")
+        parts = self.split(point) if flat else tuple(point)
+        if len(parts) != len(self.names) or any(p.shape != s for p, s in zip(parts, self.param_shapes)):
+            raise ValueError("point must hold one tensor per variable, shaped like it")
+        values = {**self._fixed, **{n: p.detach().to(self.device, self.dtype) for n, p in zip(self.names, parts)}}
         return type(self)._sharing(self, self.names, values, self._options)
 
     @classmethod
@@ -206,20 +223,17 @@ class EmpiricalLoss:
         """Split a flat vector into ``{parameter name: tensor of that parameter's shape}``."""
         if v.shape != (self.n_params,):
             raise ValueError(f"v must have shape ({self.n_params},), got {tuple(v.shape)}")
-        return dict(zip(self.names, self.split(v)))
+        return self.layout.unflatten(v)
 
     def split(self, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The per-parameter views of a flat vector ``(n,)``, or of rows ``(b, n)`` as ``(b, *shape)``."""
-        lead = tuple(v.shape[:-1])
-        return tuple(p.reshape(lead + tuple(s)) for p, s in zip(torch.split(v, self._sizes, dim=-1), self.param_shapes))
+        return self.layout.split(v)
 
-    def flatten(self, tensors: Sequence[torch.Tensor | None] | dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenate per-parameter tensors (in ``names`` order, or a dict by name; ``None`` is
-        zero) into one vector."""
-        if isinstance(tensors, dict):
-            tensors = [tensors[n] for n in self.names]
-        return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
-                          for t, p in zip(tensors, self._point)])
+    def flatten(self, tensors: Sequence[torch.Tensor | None] | Mapping[str, torch.Tensor], *,
+                batch_shape: Sequence[int] = ()) -> torch.Tensor:
+        """Concatenate per-parameter tensors (in ``names`` order, or a mapping by name; ``None`` is
+        zero) into one vector, or rows ``(*batch_shape, n)`` from tensors ``(*batch_shape, *shape)``."""
+        return self.layout.flatten(tensors, batch_shape=batch_shape, dtype=self.dtype, device=self.device)
 
     # ------------------------------------------------------------------ the data
     def batches(self) -> Iterator[tuple[Any, Any, float]]:
@@ -248,6 +262,16 @@ class EmpiricalLoss:
         elif not print_.matches(self._first_pass):
             raise ValueError(_CHANGED_DATA.format(passes=self._passes, now=print_.count, first=self._first_pass.count))
 
+    def one_batch(self) -> tuple[Any, Any]:
+        """This rank's data as one ``(X, y)`` pair on the model's device and dtype (data held in
+        memory only: a streamed source raises ``ValueError``)."""
+        if self._streamed:
+            raise ValueError("the data is streamed from a loader; one batch needs it in memory")
+        batches = [(self._to_model(X), self._to_model(y)) for X, y in self._batches]
+        if len(batches) == 1:
+            return batches[0]
+        return concat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
     def _to_model(self, t: Any) -> Any:
         if isinstance(t, (tuple, list)):
             return type(t)(self._to_model(x) for x in t)
@@ -266,6 +290,12 @@ class EmpiricalLoss:
         state = {**self._fixed, **dict(zip(self.names, theta))}
         with self.evaluation():
             return functional_call(self.model, state, tuple(X) if isinstance(X, (tuple, list)) else (X,))
+
+    @torch.no_grad()
+    def forward(self, X: Any) -> Any:
+        """The model's output on ``X`` at the snapshot, without a graph, in this quantity's modes
+        (forward hooks on the model's modules see this call as any other)."""
+        return self.output(self._point, self._to_model(X))
 
     def batch_loss(self, theta: Sequence[torch.Tensor], X: Any, y: Any) -> torch.Tensor:
         """``loss_fn`` on one batch with ``theta`` as the variables (a graph if they require grad)."""
@@ -302,6 +332,20 @@ class EmpiricalLoss:
                 total[1:].add_(self.flatten(grads), alpha=w)
         total = self.allreduce(total)
         return total[0], total[1:]
+
+    def gradients(self, parts: Sequence[tuple[Any, Any]]) -> torch.Tensor:
+        """The gradient of ``loss_fn`` on each batch ``(X, y)`` of ``parts`` at the snapshot, one row
+        each: ``(len(parts), n)``, in this quantity's modes. Each row is one batch's own mean (or
+        sum), not weighted or all-reduced: the rows of per-batch statistics such as the gradient
+        noise (:func:`descentlab.critical.noise.gradient_noise`)."""
+        rows = []
+        with threads_for(self.work):
+            for X, y in parts:
+                theta = self.leaves()
+                with torch.enable_grad():
+                    loss = self.batch_loss(theta, self._to_model(X), self._to_model(y))
+                    rows.append(self.flatten(torch.autograd.grad(loss, theta, allow_unused=True)))
+        return torch.stack(rows)
 
     def losses(self, points: torch.Tensor) -> torch.Tensor:
         """The loss over all data at each row of ``points`` ``(m, n)``: ``(m,)``, all-reduced."""

@@ -34,7 +34,7 @@ from torch import nn
 
 from descentlab.engine.changes import Applied, Change, apply_change
 
-__all__ = ["LoopState", "Callback", "Control", "Request"]
+__all__ = ["LoopState", "Callback", "Control", "Request", "StepFunction", "as_callback"]
 
 
 @dataclass
@@ -188,3 +188,25 @@ class Callback:
         if "control" in state:
             self.control.load_state_dict(state["control"])
 
+
+class StepFunction(Callback):
+    """A plain function ``fn(step, loss, model)`` as a callback: called at every step's end
+    (``loss`` as the loop passes it)."""
+
+    def __init__(self, fn: Callable[[int, Any, nn.Module], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
+        self.fn(loop.step, loss, loop.model)
+
+
+def as_callback(callback: Any) -> Callback:
+    """``callback`` if it is a :class:`Callback`, a plain function ``fn(step, loss, model)``
+    wrapped as one, else ``ValueError``."""
+    if isinstance(callback, Callback):
+        return callback
+    if callable(callback):
+        return StepFunction(callback)
+    raise ValueError(f"callbacks must be Callback instances or functions fn(step, loss, model), "
+                     f"got {type(callback).__name__}")

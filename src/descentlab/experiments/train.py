@@ -2,12 +2,14 @@
 
 One step is the textbook one: take the next mini-batch (a fresh permutation every epoch when
 shuffling), ``zero_grad``, forward, loss, backward, measure the gradient norm, ``step`` the
-optimizer (from :func:`descentlab.optim.make_optimizer`) and the schedule, then call every
-callback as ``callback(step, loss, model)`` — a :class:`~descentlab.critical.StallMonitor`'s
-``update`` plugs in there. A callback with an ``attach`` method is handed the run's model,
-optimizer, schedule, batch size, training-set size and a status line (shown on the progress
-bar) before the first step; one with a ``non_finite(step, model)`` method is told when the loss
-becomes non-finite, before the run stops (a monitor says why it diverged).
+optimizer (from :func:`descentlab.optim.make_optimizer`) and the schedule, then the callbacks'
+events (:class:`~descentlab.engine.Callback`: a :class:`~descentlab.critical.StallMonitor` is
+one). They share one :class:`~descentlab.engine.LoopState` (the model, optimizer, scheduler,
+batch size, training-set size, run length and a status line on the progress bar); a request a
+callback makes through its :class:`~descentlab.engine.Control` (a remedy's new rate schedule,
+optimizer or batch size) is applied after the step, and a request to stop ends the run
+(``status == "stopped"``). A non-finite loss is passed to the callbacks too (a monitor says why
+the run diverged) before the run stops.
 
 The run directory gets ``config.json`` (``"train"``: the :class:`TrainConfig`), ``metrics.csv``
 (one row per step: ``step, epoch, train_loss, grad_norm, lr, val_loss, val_accuracy,
@@ -16,7 +18,8 @@ wall_time``; validation columns every ``eval_every`` steps, empty otherwise) and
 callbacks' state, the step), each written atomically. ``resume=True`` reloads the checkpoint
 and continues from its step: the resumed run computes the same numbers as one never stopped. A
 non-finite loss stops the run at that step (``status == "non_finite"``) and leaves the last
-good checkpoint in place.
+good checkpoint in place. The requests a run applied are saved with it and applied again on
+resume, so the resumed run steps the same optimizer and schedule.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.engine.callbacks import Callback, LoopState, Request, as_callback
+from descentlab.engine.changes import apply_change
+from descentlab.engine.steps import StepInfo, batch_loss, run_steps
 from descentlab.errors import UserInputError
 from descentlab.rundir import GrowingCsv, RunDir
 
@@ -41,8 +47,6 @@ __all__ = ["TrainConfig", "TrainResult", "train", "prepare", "METRICS", "CHECKPO
 METRICS = "metrics.csv"
 CHECKPOINT = "checkpoint.pt"
 COLUMNS = ("step", "epoch", "train_loss", "grad_norm", "lr", "val_loss", "val_accuracy", "wall_time")
-
-Callback = Callable[[int, float, nn.Module], Any]
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,8 @@ class TrainConfig:
 class TrainResult:
     """What a finished (or stopped) run reports.
 
-    ``status`` is ``"completed"`` or ``"non_finite"`` (the loss became NaN/inf at ``step``;
-    the parameters are those of the last good step). ``model`` is the trained module.
+    ``status`` is ``"completed"``, ``"non_finite"`` (the loss became NaN/inf at ``step``; the
+    parameters are those of the last good step) or ``"stopped"`` (a callback asked). ``model`` is the trained module.
     """
 
     path: Path
@@ -121,6 +125,8 @@ class TrainResult:
 
     @property
     def message(self) -> str:
+        if self.status == "stopped":
+            return f"stopped at step {self.step} of {self.total_steps}, as a callback asked; the checkpoint is there"
         if self.status == "non_finite":
             return (f"the loss became non-finite at step {self.step}; stopped there, the last good "
                     f"checkpoint is {self.path / CHECKPOINT}")
@@ -161,10 +167,11 @@ def prepare(workload: Any, config: TrainConfig) -> _Prepared:
 
 
 def _grad_norm(model: nn.Module) -> float:
-    grads = [p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]
+    """The norm of every gradient together: the norm of the per-tensor norms (no joined copy)."""
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
     if not grads:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.cat(grads)))
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
 
 
 @torch.no_grad()
@@ -192,7 +199,7 @@ def train(
     *,
     kind: str = "train",
     extra_config: Mapping[str, Any] | None = None,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback | Callable[[int, Any, nn.Module], Any]] = (),
     resume: bool = False,
     progress: bool = True,
     writer: Any = None,
@@ -200,14 +207,18 @@ def train(
     """Train ``workload`` (anything with ``make_model``, ``loss_fn``, ``X_train``... and ``task``,
     e.g. a :class:`~descentlab.problems.workloads.Workload`) under ``config`` into run directory ``out``.
 
-    ``callbacks`` are called after every step as ``callback(step, loss, model)``; one that has
-    ``state_dict``/``load_state_dict`` is checkpointed with the run. With ``resume=True``, ``out``
-    must be a run directory this function wrote with the same config; training continues from its
-    checkpoint. Every argument is checked before the directory is created. ``writer`` (a
-    ``torch.utils.tensorboard.SummaryWriter``) also gets every row of ``metrics.csv`` as scalars
-    (``train/loss``, ``train/grad_norm``, ``train/lr``, ``val/loss``, ``val/accuracy``, and a
-    tracked sharpness as ``curvature/...``).
+    ``callbacks`` are :class:`~descentlab.engine.Callback` objects (a plain function
+    ``fn(step, loss, model)`` is called at every step's end): their events get the run's
+    :class:`~descentlab.engine.LoopState`, their ``metrics`` join ``metrics.csv``, their
+    requests (:class:`~descentlab.engine.Control`) are applied after each step and recorded, so
+    a resumed run re-applies them, and their state is checkpointed with the run. With
+    ``resume=True``, ``out`` must be a run directory this function wrote with the same config;
+    training continues from its checkpoint. Every argument is checked before the directory is
+    created. ``writer`` (a ``torch.utils.tensorboard.SummaryWriter``) also gets every row of
+    ``metrics.csv`` as scalars (``train/loss``, ``train/grad_norm``, ``train/lr``, ``val/loss``,
+    ``val/accuracy``, and a tracked sharpness as ``curvature/...``).
     """
+    callbacks = [as_callback(c) for c in callbacks]
     prepared = prepare(workload, config)
     model, optimizer, scheduler, total = prepared.model, prepared.optimizer, prepared.scheduler, prepared.total_steps
     X, y = workload.X_train, workload.y_train
@@ -218,8 +229,8 @@ def train(
 
     record = {"train": config.to_json(), "total_steps": total, **(extra_config or {})}
     step, elapsed, rows, order = 0, 0.0, [], None
-    columns = COLUMNS + tuple(c for callback in callbacks for c in getattr(callback, "columns", ()))
-    changes: list[dict[str, Any]] = []  # remedies a callback made the run continue with: (step, remedy)
+    columns = COLUMNS + tuple(c for callback in callbacks for c in callback.columns)
+    changes: list[dict[str, Any]] = []  # the requests the run applied, in order (re-applied on resume)
     epoch_start, epochs_before = 0, 0  # where the current batch size's epochs began
     if resume:
         run = RunDir.open(out)
@@ -232,9 +243,10 @@ def train(
 
         ckpt = files.load_torch(run.file(CHECKPOINT))
         model.load_state_dict(ckpt["model"])
-        for change in ckpt.get("changes", []):  # the optimizer and batch the run had switched to
-            optimizer, scheduler, batch = _switch(change["remedy"], model, optimizer, scheduler, batch,
-                                                  config.seed + int(change["step"]))
+        for change in ckpt.get("changes", []):  # the optimizer, rate and batch the run had switched to
+            request = Request.from_dict(change)
+            done = apply_change(request.change, optimizer, scheduler, seed=request.seed)
+            optimizer, scheduler, batch = done.optimizer, done.scheduler, done.batch_size or batch
             changes.append(change)
         epoch_start, epochs_before = ckpt.get("epoch_start", 0), ckpt.get("epochs_before", 0)
         per_epoch = math.ceil(n / batch)
@@ -246,24 +258,27 @@ def train(
         order = ckpt["order"]
         step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         for callback, state in zip(callbacks, ckpt.get("callbacks", [])):
-            if state is not None and hasattr(callback, "load_state_dict"):
+            if state is not None:
                 callback.load_state_dict(state)
         rows = [_parse_row(r) for r in run.read_csv(METRICS) if int(r["step"]) <= step] if run.exists(METRICS) else []
     else:
         run = RunDir.create(out, kind, record)
 
     metrics = GrowingCsv(run, METRICS, columns)
+    loop = LoopState(model, optimizer, scheduler, batch_size=batch, n_train=n, total_steps=total, step=step)
 
     def checkpoint() -> None:
         from descentlab import files
 
+        # metrics first: if the disk fills between the two writes, the checkpoint stays the
+        # previous one and a resume drops the metrics rows past it (never a gap of missing rows)
+        metrics.write(rows)
         files.save_torch(run.file(CHECKPOINT), {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": _state(scheduler),
+            "model": model.state_dict(), "optimizer": loop.optimizer.state_dict(), "scheduler": _state(loop.scheduler),
             "shuffler": shuffler.get_state(), "torch_rng": torch.get_rng_state(), "order": order,
-            "step": step, "elapsed": elapsed, "callbacks": [_state(c) for c in callbacks],
+            "step": step, "elapsed": elapsed, "callbacks": [c.state_dict() for c in callbacks],
             "changes": changes, "epoch_start": epoch_start, "epochs_before": epochs_before,
         })
-        metrics.write(rows)
 
     if step == 0:
         checkpoint()  # the first good state, so a run that diverges at once still has one
@@ -271,72 +286,75 @@ def train(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=step, desc=kind, unit="step", file=sys.stderr, disable=not progress, leave=False)
-
-    def status(text: str | None) -> None:
-        bar.set_description_str(text or kind)
-
+    loop.status = lambda text: bar.set_description_str(text or kind)
     for callback in callbacks:
-        if hasattr(callback, "attach"):
-            callback.attach(model=model, optimizer=optimizer, scheduler=scheduler, batch_size=batch, n_train=n,
-                            total_steps=total, status=status, step=step, applies_changes=True)
-    run_status, last_loss = "completed", math.nan
+        callback.on_train_start(loop)
+    run_status = "completed"
     started = time.perf_counter() - elapsed
-    model.train()
-    try:
-        while step < total:
-            position = (step - epoch_start) % per_epoch
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The next mini-batch, a fresh permutation every epoch (drawn when the step needs it, so
+        a batch size a callback changed applies from the next step on)."""
+        nonlocal order
+        while True:
+            position = (loop.step - epoch_start) % per_epoch
             if position == 0:
                 order = torch.randperm(n, generator=shuffler) if config.shuffle else torch.arange(n)
             index = order[position * batch:(position + 1) * batch]
-            optimizer.zero_grad(set_to_none=True)
-            loss = workload.loss_fn(model(X[index]), y[index])
-            if not torch.isfinite(loss):
-                run_status = "non_finite"
-                step += 1
-                for callback in callbacks:
-                    if hasattr(callback, "non_finite"):
-                        callback.non_finite(step, model)
-                break
-            loss.backward()
-            grad_norm = _grad_norm(model)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            last_loss = float(loss.detach())
-            row = {"step": step, "epoch": epochs_before + (step - 1 - epoch_start) // per_epoch, "train_loss": last_loss,
-                   "grad_norm": grad_norm, "lr": lr, "val_loss": None, "val_accuracy": None, "wall_time": None}
-            if step % config.eval_every == 0 or step == total:
-                row["val_loss"], row["val_accuracy"] = evaluate(model, workload.loss_fn, workload.X_val, workload.y_val, workload.task)
+            yield X[index], y[index]
+
+    def after_step(loop: LoopState, info: StepInfo) -> bool:
+        """The step's row and the callbacks' events and requests; a checkpoint when due."""
+        nonlocal step, elapsed, batch, per_epoch, epoch_start, epochs_before
+        step = loop.step
+        last_loss = float(info.loss)
+        row = {"step": step, "epoch": epochs_before + (step - 1 - epoch_start) // per_epoch, "train_loss": last_loss,
+               "grad_norm": info.after_backward, "lr": info.lr, "val_loss": None, "val_accuracy": None,
+               "wall_time": None}
+        for callback in callbacks:
+            callback.on_step_end(loop, info.loss)
+            row.update(callback.metrics(step))
+        if step % config.eval_every == 0 or step == total:
+            row["val_loss"], row["val_accuracy"] = evaluate(model, workload.loss_fn, workload.X_val, workload.y_val,
+                                                            workload.task)
             for callback in callbacks:
-                callback(step, last_loss, model)
-                if hasattr(callback, "row"):
-                    row.update(callback.row(step))
+                callback.on_eval_end(loop, {"val_loss": row["val_loss"], "val_accuracy": row["val_accuracy"]})
+        for callback in callbacks:
+            request = callback.control.pending
+            if request is None:
+                continue
+            callback.control.apply(loop)  # the requested optimizer, rate schedule, batch size
+            changes.append(request.to_dict())
+            if loop.batch_size != batch:
+                epochs_before = row["epoch"] + 1
+                batch, per_epoch, epoch_start = loop.batch_size, math.ceil(n / loop.batch_size), step
+        elapsed = time.perf_counter() - started
+        row["wall_time"] = round(elapsed, 4)
+        rows.append(row)
+        if writer is not None:
+            _write_scalars(writer, row)
+        bar.update(1)
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{last_loss:.4g}")
+        stop = any(c.control.should_stop for c in callbacks)
+        if stop or step % config.checkpoint_every == 0 or step == total:
+            checkpoint()
+        return stop
+
+    model.train()
+    try:
+        outcome = run_steps(loop, batch_loss(model, workload.loss_fn), batches(), steps=total - step,
+                            after_backward=lambda loop, value: _grad_norm(model), after_step=after_step,
+                            stop_on_non_finite=True)
+        run_status = outcome.status
+        if outcome.status == "non_finite":  # the step was not taken; the callbacks hear of its loss
+            step = loop.step = outcome.non_finite_step
             for callback in callbacks:
-                change = callback.take_change() if hasattr(callback, "take_change") else None
-                if change is not None:  # continue with a remedy: a new optimizer, noise or batch size
-                    optimizer, scheduler, new_batch = _switch(change, model, optimizer, scheduler, batch,
-                                                              config.seed + step)
-                    changes.append({"step": step, "remedy": change.to_dict()})
-                    if new_batch != batch:
-                        epochs_before = row["epoch"] + 1
-                        batch, per_epoch, epoch_start = new_batch, math.ceil(n / new_batch), step
-                    for other in callbacks:
-                        if hasattr(other, "changed"):
-                            other.changed(optimizer=optimizer, batch_size=batch)
-            elapsed = time.perf_counter() - started
-            row["wall_time"] = round(elapsed, 4)
-            rows.append(row)
-            if writer is not None:
-                _write_scalars(writer, row)
-            bar.update(1)
-            if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{last_loss:.4g}")
-            if step % config.checkpoint_every == 0 or step == total:
-                checkpoint()
+                callback.on_step_end(loop, outcome.loss)
     finally:
         bar.close()
+    for callback in callbacks:
+        callback.on_train_end(loop)
     if run_status == "non_finite":
         metrics.write(rows)  # the rows up to the bad step; the checkpoint stays the last good one
     final = rows[-1] if rows else {}
@@ -345,20 +363,6 @@ def train(
     run.write_json("status.json", {"status": run_status, "step": step, "total_steps": total})
     return TrainResult(run.path, run_status, step, total, float(final.get("train_loss", math.nan)), val_loss, val_acc,
                        time.perf_counter() - started, model)
-
-
-def _switch(change: Any, model: nn.Module, optimizer: Any, scheduler: Any, batch: int,
-            seed: int) -> tuple[Any, Any, int]:
-    """``(optimizer, scheduler, batch size)`` after a remedy (``change``, a
-    :class:`~descentlab.critical.remedies.Remedy` or its dict) that needs the loop."""
-    from descentlab.critical.remedies import Remedy
-    from descentlab.engine.changes import Change, apply_change
-
-    remedy = change if isinstance(change, Remedy) else Remedy.from_dict(change)
-    loop_part = Change(optimizer=remedy.change.optimizer, lr=remedy.change.lr if remedy.change.optimizer else None,
-                       noise=remedy.change.noise, batch_size=remedy.change.batch_size)
-    applied = apply_change(loop_part, optimizer, scheduler, seed=seed)
-    return applied.optimizer, applied.scheduler, applied.batch_size or batch
 
 
 _SCALARS = {"train_loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr", "val_loss": "val/loss",

@@ -1,0 +1,278 @@
+"""The diagnosis at a stall: evidence on the data layer, a verdict, the remedy trials.
+
+A :class:`Diagnoser` holds the monitor's fixed sample of the training data (and all of it,
+where it is in memory) and measures every quantity through the one data layer,
+:class:`~descentlab.curvature.EmpiricalLoss`: the tracked loss, the gradient, the gradient
+noise, the Hessian's extremes, the loss along the escape direction. The data layer evaluates
+the model functionally at a snapshot of its parameters and buffers, with dropout and
+batch-norm in eval mode, so measuring leaves the model as it was: parameters, buffers
+(batch-norm statistics), training flags. The remedy trials train forks of the model and its
+optimizer; they run under :func:`torch.random.fork_rng`, so torch's global generator is where
+it was too. Only an escape step (:meth:`Diagnoser.escape`) changes the model, and only when
+asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.critical.diagnosis import FULL_DATA_LIMIT, examine, examine_divergence
+from descentlab.critical.escape import Escape, escape
+from descentlab.critical.history import RunHistory
+from descentlab.critical.options import DiagnosisOptions
+from descentlab.critical.plateau import Trend
+from descentlab.critical.remedies import remedies_for
+from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
+from descentlab.critical.stall import Stall
+from descentlab.critical.trials import Trials, run_trials
+from descentlab.curvature import EmpiricalLoss, HessianOperator
+from descentlab.curvature.batches import batch_size as count_of
+from descentlab.engine.timing import fastest
+
+__all__ = ["Diagnoser", "plain"]
+
+
+class Diagnoser:
+    """Evidence, verdict and trials on a fixed sample of ``data`` (see the module docstring).
+
+    Args:
+        loss_fn: ``loss_fn(output, target)``, a mean (or sum) over its batch.
+        data: the training data: one ``(X, y)`` pair or an iterable of batches.
+        sample_size: samples in the fixed sample (``None``: all).
+        options: what a diagnosis measures and does.
+        seed: seeds the sample, Lanczos, the probes, the noise batches and the trials.
+    """
+
+    def __init__(self, loss_fn: Callable, data: Any, *, sample_size: int | None, options: DiagnosisOptions,
+                 seed: int = 0) -> None:
+        self.loss_fn = loss_fn
+        self.options = options
+        self.seed = int(seed)
+        self.sample, self.n_data = fixed_sample(data, sample_size, seed)
+        self._full_batches = in_memory_batches(data, FULL_DATA_LIMIT, sample_size)
+        self.train_data = in_memory_pair(data, FULL_DATA_LIMIT)  # what trials draw their batches from
+        self._sample_loss: EmpiricalLoss | None = None
+        self._full_loss: EmpiricalLoss | None = None
+        self.v0: torch.Tensor | None = None  # the last stall's eigenvectors: the next Lanczos' warm start
+        self.last_cost: float | None = None
+        self._estimate: float | None = None
+
+    # ------------------------------------------------------------------ the data layer
+    def sample_loss(self, model: nn.Module) -> EmpiricalLoss:
+        """The loss over the fixed sample at ``model``'s current parameters (built once, then
+        refreshed: the data is not read again)."""
+        if self._sample_loss is None or self._sample_loss.model is not model:
+            self._sample_loss = EmpiricalLoss(model, self.loss_fn, self.sample, eval_mode=True)
+        else:
+            self._sample_loss = self._sample_loss.refreshed()
+        return self._sample_loss
+
+    def full_loss(self, model: nn.Module) -> EmpiricalLoss | None:
+        """The loss over all the training data at ``model``'s current parameters, where it is in
+        memory (``None`` otherwise)."""
+        if self._full_batches is None:
+            return None
+        if self._full_loss is None or self._full_loss.model is not model:
+            self._full_loss = EmpiricalLoss(model, self.loss_fn, self._full_batches, eval_mode=True)
+        else:
+            self._full_loss = self._full_loss.refreshed()
+        return self._full_loss
+
+    def tracked_loss(self, model: nn.Module) -> float:
+        """The loss on the fixed sample now."""
+        return float(self.sample_loss(model).loss())
+
+    def sample_gradient_norm(self, model: nn.Module) -> float:
+        """``||∇L||`` of the loss on the fixed sample now."""
+        return float(self.sample_loss(model).loss_and_gradient()[1].norm())
+
+    # ------------------------------------------------------------------ diagnoses
+    def diagnose(self, model: nn.Module, history: RunHistory, *, optimizer: Any = None, batch_size: int | None = None,
+                 n_data: int | None = None, total_steps: int | None = None, step: int, reason: str = "loss",
+                 trend: Trend | None = None, at: int | None = None, step_seconds: float = 0.0,
+                 trials_fit: Callable[[float], bool] = lambda expected: True) -> Stall:
+        """The stall at ``model``'s current parameters: its verdict and evidence, at a saddle the
+        loss along the escape direction, and (with ``options.remedies``) the remedy trials if
+        ``trials_fit(expected seconds)``, expecting ``step_seconds`` per trial step (the run's
+        own). The model is not changed (see :meth:`escape`)."""
+        t0 = time.perf_counter()
+        sample = self.sample_loss(model)
+        tracked = float(sample.loss())
+        try:
+            finding = examine(sample, full=self.full_loss(model), optimizer=optimizer, batch_size=batch_size,
+                              n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
+                              lr_zero_since=history.lr_zero_since, total_steps=total_steps,
+                              loss=history.loss_record(tracked), options=self.options, v0=self.v0, seed=self.seed)
+            point = finding.point
+            evidence = dict(finding.evidence)
+            if trend is not None:
+                evidence["plateau"] = trend.to_dict()
+            fields: dict[str, Any] = {}
+            if point is not None:
+                fields = dict(kind=point.kind, degenerate=bool(point.degenerate),
+                              min_eigenvalue=float(point.min_eigenvalue), max_eigenvalue=float(point.max_eigenvalue),
+                              minimum_ratio=float(point.minimum_ratio), eigenvalues=_floats(point.eigenpairs.values),
+                              spectrum=None if point.spectrum is None else _floats(point.spectrum), point=point)
+                if point.method == "lanczos":
+                    self.v0 = point.eigenpairs.vectors.detach().clone()
+            stall = Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, "diagnosed",
+                          finding.verdict, finding.remedy, plain(evidence), diagnosed_at=step if at is None else at,
+                          **fields)
+            direction = lowest_direction(point) if stall.verdict == "saddle" else None
+            if direction is not None and self.options.slice_radius > 0:
+                stall = replace(stall, **self._slice(sample, direction))
+            if self.options.remedies:
+                record, result = self._trials(stall, model, optimizer, batch_size, step_seconds, trials_fit)
+                stall = replace(stall, trials=record, trial_result=result)
+        except Exception as error:  # a diagnosis must never kill the training run
+            stall = Stall(step, tracked, None, reason, f"failed: {type(error).__name__}: {error}")
+        self.last_cost = time.perf_counter() - t0
+        return replace(stall, seconds=self.last_cost)
+
+    def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
+        """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the
+        last good point (the best tracked loss's parameters), not where the model is now."""
+        t0 = time.perf_counter()
+        try:
+            good = self.sample_loss(model)
+            if history.best_params is not None:
+                good = good.at(history.best_params)
+            finding = examine_divergence(good, step=step, checkpoint_step=history.best_step, optimizer=optimizer,
+                                         peak_lr=history.peak_lr, loss=history.loss_record(history.best),
+                                         seed=self.seed)
+            stall = Stall(step, history.best if history.best is not None else math.inf, None, "non_finite",
+                          "diagnosed", finding.verdict, finding.remedy, plain(finding.evidence), diagnosed_at=step)
+        except Exception as error:  # a diagnosis must never hide the run's own error
+            stall = Stall(step, history.best or 0.0, None, "non_finite", f"failed: {type(error).__name__}: {error}")
+        return replace(stall, seconds=time.perf_counter() - t0)
+
+    def escape(self, model: nn.Module, stall: Stall) -> Stall:
+        """Step ``model`` along the stall's most negative eigenvector (a line search that never
+        raises the loss): the one change a diagnosis makes to the model. Returns the stall with
+        what the escape did; the kept slice is signed as the step was taken."""
+        result: Escape = escape(model, self.loss_fn, self.sample, stall.point, max_step=self.options.max_step)
+        changes: dict[str, Any] = dict(escape=result, escaped=bool(result.applied),
+                                       escape_loss_before=float(result.loss_before),
+                                       escape_loss_after=float(result.loss_after),
+                                       escape_predicted=float(result.predicted_decrease),
+                                       escape_step=float(result.step_size))
+        direction = lowest_direction(stall.point)
+        if result.applied and result.direction is not None and direction is not None and stall.slice_loss:
+            if float(torch.dot(result.direction.to(direction), direction)) < 0:  # L(θ + t s u), s = -1
+                changes["slice_loss"] = tuple(reversed(stall.slice_loss))
+        return replace(stall, **changes)
+
+    # ------------------------------------------------------------------ the budget's estimate
+    def expected_cost(self, model: nn.Module) -> float:
+        """Seconds a diagnosis is expected to take: the last one's, or before the first an
+        estimate from timed products and losses on the sample times the counts a diagnosis
+        typically makes (the exact Hessian: n/32 batched products; Lanczos at both ends: 40
+        products; the gradient over all the data; 16 small gradients for the noise; a saddle's
+        slice and line search: 45 losses)."""
+        if self.last_cost is not None:
+            return self.last_cost
+        if self._estimate is None:
+            sample = self.sample_loss(model)
+            op = HessianOperator.like(sample)
+            n = op.n_params
+            v = torch.randn(n, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+            op @ v  # builds the gradient graph the products reuse
+            product = fastest(lambda: op @ v)
+            if self.options.exact(n):
+                block = torch.randn(n, 32, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+                cost = math.ceil(n / 32) * fastest(lambda: op @ block)
+            else:
+                cost = 40 * product
+            loss = fastest(lambda: sample.loss())
+            full = 1.0 if self._full_batches is None else sum(count_of(*b) for b in self._full_batches) / sample.n_samples
+            self._estimate = cost + (full + 1) * product / 2 + 45 * loss
+        return self._estimate
+
+    def state_dict(self) -> dict[str, Any]:
+        """The last diagnosis's cost, the first estimate and the Lanczos warm start."""
+        return {"last_cost": self.last_cost, "estimate": self._estimate, "v0": self.v0}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.last_cost, self._estimate, self.v0 = state["last_cost"], state["estimate"], state["v0"]
+
+    # ------------------------------------------------------------------ parts
+    def _slice(self, sample: EmpiricalLoss, direction: torch.Tensor) -> dict[str, Any]:
+        """The loss at θ + t·u, u the unit eigenvector, t in [-radius, radius]: one batched
+        evaluation of the data layer at every point."""
+        radius, count = self.options.slice_radius, self.options.slice_points
+        ts = torch.linspace(-radius, radius, count, dtype=torch.float64)
+        u = direction.to(sample.device, torch.float64)
+        u = u / u.norm()
+        points = sample.point.double() + ts[:, None].to(sample.device) * u
+        losses = sample.losses(points.to(sample.dtype))
+        return {"slice_t": tuple(ts.tolist()), "slice_loss": tuple(float(v) for v in losses.tolist())}
+
+    def _trials(self, stall: Stall, model: nn.Module, optimizer: Any, batch_size: int | None, step_seconds: float,
+                fits: Callable[[float], bool]) -> tuple[dict[str, Any] | None, Trials | None]:
+        """Run the trials of the remedies that fit the stall's verdict, if their expected cost fits:
+        their plain record (``None``: none fit) and the typed result (``None``: none ran)."""
+        if optimizer is None or self.train_data is None:
+            return None, None
+        n = count_of(*self.train_data)
+        batch = batch_size if batch_size is not None and batch_size < n else None
+        can_escape = stall.point is not None and stall.min_eigenvalue is not None and stall.min_eigenvalue < 0
+        menu = remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
+                            trial_steps=self.options.trial_steps, peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"),
+                            can_escape=can_escape)
+        if not menu:
+            return None, None
+        fork_step = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
+        expected = len(menu) * self.options.trial_steps * step_seconds
+        if not fits(expected):
+            return {"status": "skipped (budget)", "fork_step": fork_step, "expected_seconds": expected,
+                    "remedies": [r.name for r in menu]}, None
+        try:
+            with preserved_rng(model):
+                result = run_trials(model, optimizer, self.loss_fn, self.train_data, menu,
+                                    steps=self.options.trial_steps, batch_size=batch, seed=self.seed + fork_step,
+                                    sample=self.sample, point=stall.point,
+                                    escape_options={"max_step": self.options.max_step})
+        except Exception as error:  # a trial must never kill the training run
+            return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}, None
+        return {"status": "ran", "fork_step": fork_step, **plain(result.to_dict())}, result
+
+
+@contextlib.contextmanager
+def preserved_rng(model: nn.Module) -> Iterator[None]:
+    """Torch's global generators (CPU, and the model's CUDA device) as they were, afterwards."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def lowest_direction(point: Any) -> torch.Tensor | None:
+    """The eigenvector of the smallest eigenvalue among ``point.eigenpairs`` (``None`` if none)."""
+    pairs = getattr(point, "eigenpairs", None)
+    if pairs is None or pairs.vectors is None or len(pairs.values) == 0:
+        return None
+    values = torch.as_tensor(pairs.values)
+    return torch.as_tensor(pairs.vectors)[:, int(torch.argmin(values))]
+
+
+def plain(value: Any) -> Any:
+    """Evidence as JSON takes it: non-finite floats become ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in torch.as_tensor(values).flatten().tolist())

@@ -1,0 +1,80 @@
+"""What the stall monitor remembers of a run: the tracked loss, its best point, the rate's peak.
+
+The tracked loss is the loss on the monitor's fixed sample at every check. The best one's
+parameters are kept (a copy, updated in place) as the *last good point*: where a run whose
+loss becomes non-finite is diagnosed. The largest rate seen and the step since which the rate
+has been ~0 decide the ``no_learning_rate`` verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.critical.verdicts import LR_ZERO
+
+__all__ = ["RunHistory"]
+
+
+class RunHistory:
+    """The tracked losses of a run and its best point (see the module docstring).
+
+    Attributes:
+        tracked: ``(step, loss)`` at every check.
+        initial, best, best_step: the first finite tracked loss, the lowest and its step.
+        best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
+        peak_lr: the largest rate of the optimizer's first group seen at a check.
+        lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
+    """
+
+    def __init__(self) -> None:
+        self.tracked: list[tuple[int, float]] = []
+        self.initial: float | None = None
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.best_params: list[torch.Tensor] | None = None
+        self.peak_lr: float | None = None
+        self.lr_zero_since: int | None = None
+
+    def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
+        """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
+        self.tracked.append((int(step), float(value)))
+        if lr is not None:
+            self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
+            if lr > LR_ZERO * self.peak_lr:
+                self.lr_zero_since = None
+            elif self.lr_zero_since is None:
+                self.lr_zero_since = int(step)
+        if not math.isfinite(value):
+            return
+        if self.initial is None:
+            self.initial = float(value)
+        if self.best is None or value < self.best:
+            self.best, self.best_step = float(value), int(step)
+            params = [p.detach() for p in model.parameters() if p.requires_grad]
+            if self.best_params is None or [t.shape for t in self.best_params] != [p.shape for p in params]:
+                self.best_params = [p.clone() for p in params]
+            else:
+                with torch.no_grad():
+                    torch._foreach_copy_(self.best_params, params)
+
+    def loss_record(self, value: float | None) -> dict[str, float | None]:
+        """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence)."""
+        return {"value": value, "best": self.best, "initial": self.initial}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data and the best parameters' tensors."""
+        return {"tracked": [list(t) for t in self.tracked], "initial": self.initial, "best": self.best,
+                "best_step": self.best_step, "best_params": self.best_params, "peak_lr": self.peak_lr,
+                "lr_zero_since": self.lr_zero_since}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.tracked = [(int(step), float(value)) for step, value in state["tracked"]]
+        self.initial, self.best, self.best_step = state["initial"], state["best"], state["best_step"]
+        self.best_params = state["best_params"]
+        self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]

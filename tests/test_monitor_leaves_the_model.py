@@ -1,0 +1,117 @@
+"""A diagnosis only reads the model: parameters, buffers (batch-norm and instance-norm running
+statistics, their batch counters), every module's training flag and torch's global generator are
+bit-identical afterwards, unless a remedy is applied (an escape step moves the parameters only).
+The models are left in training mode, as a training loop leaves them."""
+
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from descentlab.critical import StallMonitor
+from descentlab.engine import LoopState
+
+
+class _LSTMNet(nn.Module):
+    """A two-layer LSTM with dropout between its layers (random in training mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(2, 6, num_layers=2, dropout=0.3, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.reshape(len(x), 4, 2))
+        return self.head(out[:, -1])
+
+
+MODELS = {
+    "batchnorm": lambda: nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 3)),
+    "dropout": lambda: nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 3)),
+    "instancenorm": lambda: nn.Sequential(nn.Unflatten(1, (2, 4)), nn.InstanceNorm1d(2, track_running_stats=True),
+                                          nn.Flatten(), nn.Linear(8, 3)),
+    "lstm-dropout": _LSTMNet,
+}
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(300, 8, generator=g), torch.randint(0, 3, (300,), generator=g)
+
+
+def _snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()],
+            torch.get_rng_state())
+
+
+def _same(model, before):
+    state, flags, rng = before
+    now = model.state_dict()
+    assert state.keys() == now.keys()
+    changed = [k for k in state if not torch.equal(state[k], now[k])]
+    assert changed == [], f"changed: {changed}"
+    assert [m.training for m in model.modules()] == flags
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_diagnosis_on_demand_leaves_the_model_and_the_generator_as_they_were(name):
+    X, y = _data()
+    torch.manual_seed(1)
+    model = MODELS[name]().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=32, budget=None)
+    before = _snapshot(model)
+    stall = monitor.diagnose(model)
+    assert stall.status == "diagnosed", stall.status
+    # the modes used are part of the evidence, and said in the line
+    random_modules = stall.evidence["data"]["eval_mode"]
+    assert random_modules and "in eval mode" in stall.summary()
+    _same(model, before)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_watching_a_plateau_with_remedy_trials_leaves_the_model_as_it_was(name):
+    """A model that never moves (its loss a plateau from the start): the monitor tracks it, finds
+    the plateau, diagnoses it and runs the remedy trials on forks; without an escape nothing of it
+    may change, and the run's next random draw is the one it would have drawn."""
+    X, y = _data()
+    torch.manual_seed(1)
+    model = MODELS[name]().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = StallMonitor(F.cross_entropy, (X, y), window=10, budget=None, remedies=True, trial_steps=5,
+                           escape=False)
+    loop = LoopState(model, optimizer, batch_size=32, n_train=len(y))
+    before = _snapshot(model)
+    monitor.on_train_start(loop)
+    for step in range(1, 31):
+        loop.step = step
+        monitor.on_step_end(loop, torch.tensor(1.0))
+    diagnosed = [s for s in monitor.stalls if s.status == "diagnosed"]
+    assert diagnosed and diagnosed[0].trials is not None and diagnosed[0].trials["status"] == "ran"
+    _same(model, before)
+
+
+def test_an_escape_moves_the_parameters_and_nothing_else():
+    """A saddle at the origin of a tanh net with a batch-norm layer (zero weights and biases,
+    balanced classes: a zero gradient, and negative curvature between the two layers' weights,
+    the lecture's w1 * w2). The escape is a remedy, so the parameters move; the running
+    statistics, flags and generator do not."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    y = torch.arange(64) % 2
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)).double().train()
+    with torch.no_grad():
+        for layer in (model[0], model[3]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, budget=None, max_step=1.0)
+    state, flags, rng = _snapshot(model)
+    stall = monitor.respond(monitor.diagnose(model), model)
+    assert stall.verdict == "saddle" and stall.escaped and stall.escape_loss_after < stall.escape_loss_before
+    now = model.state_dict()
+    moved = sorted(k for k in state if not torch.equal(state[k], now[k]))
+    assert moved and set(moved) <= set(dict(model.named_parameters()))
+    assert [m.training for m in model.modules()] == flags and torch.equal(torch.get_rng_state(), rng)
