@@ -6,8 +6,9 @@ from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.escape import Escape, escape
 from descentlab.critical.monitor import StallMonitor
 from descentlab.critical.newton import L2Objective, NewtonSearch, newton_to_critical
+from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import VERDICTS
 
-__all__ = ["CriticalPoint", "classify", "Escape", "escape", "L2Objective", "NewtonSearch", "newton_to_critical",
-           "Stall", "StallMonitor", "VERDICTS"]
+__all__ = ["CriticalPoint", "classify", "DiagnosisOptions", "Escape", "escape", "L2Objective", "NewtonSearch",
+           "newton_to_critical", "Stall", "StallMonitor", "VERDICTS"]

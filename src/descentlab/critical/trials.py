@@ -42,11 +42,14 @@ from torch import nn
 
 from descentlab.critical.escape import escape
 from descentlab.critical.remedies import Remedy
+from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.batches import batch_size as count_of
+from descentlab.curvature.batches import call as forward
+from descentlab.curvature.batches import take
 from descentlab.engine.callbacks import LoopState
 from descentlab.engine.changes import apply_change
 from descentlab.engine.stack import Stack, unstackable_reason
-from descentlab.engine.steps import Joint, StepInfo, forward, run_steps, take
+from descentlab.engine.steps import Joint, StepInfo, run_steps
 from descentlab.engine.timing import seconds_per_step
 
 __all__ = ["Trial", "Trials", "fork", "run_trials", "prepare_member", "unstackable_reason", "TIMED_STEPS"]
@@ -137,6 +140,16 @@ class _Member:
     one_time: float = 0.0
     note: str = ""
     losses: list[float] = field(default_factory=list)
+    evaluation: EmpiricalLoss | None = None  # the data layer over the evaluation data, at the member's parameters
+
+    def eval_loss(self, loss_fn: Callable, data: tuple[Any, torch.Tensor]) -> float:
+        """The member's loss on ``data`` now, through the data layer (eval mode, the fork's
+        buffers read but not updated)."""
+        if self.evaluation is None:
+            self.evaluation = EmpiricalLoss(self.model, loss_fn, data, eval_mode=True)
+        else:
+            self.evaluation = self.evaluation.refreshed()
+        return float(self.evaluation.loss())
 
 
 def prepare_member(remedy: Remedy, model: nn.Module, optimizer: Any, *, loss_fn: Callable, sample: Any = None,
@@ -198,7 +211,8 @@ def run_trials(
     batch = n if batch_size is None else min(int(batch_size), n)
     eval_data = data if eval_data is None else eval_data
     record_every = record_every or max(1, steps // 25)
-    start = _loss_of(model, loss_fn, eval_data)  # every trial starts here, whatever its remedy does first
+    # every trial starts here, whatever its remedy does first
+    start = float(EmpiricalLoss(model, loss_fn, eval_data, eval_mode=True).loss())
     members = [prepare_member(r, *fork(model, optimizer), loss_fn=loss_fn, sample=sample if sample is not None else data,
                               point=point, batch_size=batch, seed=seed, escape_options=escape_options)
                for r in remedies]
@@ -280,21 +294,9 @@ def _record(groups: list[tuple[list[_Member], Stack | None]], loss_fn: Callable,
         if stacked is not None:
             values = stacked.losses(stacked.stack(), X, y, shared=True).tolist()
         else:
-            values = [_loss_of(m.model, loss_fn, data) for m in group]
+            values = [m.eval_loss(loss_fn, data) for m in group]
         for m, value in zip(group, values):
             m.losses.append(float(value) if math.isfinite(value) else math.nan)
-
-
-@torch.no_grad()
-def _loss_of(model: nn.Module, loss_fn: Callable, data: tuple[Any, torch.Tensor]) -> float:
-    """``model``'s loss on ``data`` in eval mode (its modes restored)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        return float(loss_fn(forward(model, data[0]), data[1]))
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _computation(member: _Member) -> tuple:

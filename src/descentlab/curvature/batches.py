@@ -32,9 +32,15 @@ def batch_size(X: Any, y: Any) -> int:
     return int(first.shape[0])
 
 
-def take(X: Any, index: torch.Tensor | slice) -> Any:
-    """The samples ``index`` of inputs ``X`` (a tensor, or a tuple of tensors taken alike)."""
-    return type(X)(x[index] for x in X) if isinstance(X, (tuple, list)) else X[index]
+def take(X: Any, index: torch.Tensor | slice | None) -> Any:
+    """The samples ``index`` of inputs ``X`` (a tensor, or a tuple or list of tensors taken alike):
+    a tensor of indices (``index_select``, much faster than fancy indexing on the CPU), a slice
+    (a view), or ``None`` for all of them."""
+    if index is None:
+        return X
+    if isinstance(X, (tuple, list)):
+        return type(X)(take(x, index) for x in X)
+    return X[index] if isinstance(index, slice) else X.index_select(0, index)
 
 
 def concat(parts: list[Any]) -> Any:

@@ -33,10 +33,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.curvature.batches import call as forward
 from descentlab.engine.callbacks import Callback, LoopState
 from descentlab.engine.timing import synchronize as wait
 
-__all__ = ["StepInfo", "Outcome", "Joint", "run_steps", "train_step", "batch_loss", "forward", "take"]
+__all__ = ["StepInfo", "Outcome", "Joint", "run_steps", "train_step", "batch_loss"]
 
 
 @dataclass(frozen=True)
@@ -111,21 +112,6 @@ class Joint:
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-
-
-def forward(model: Callable, inputs: Any) -> Any:
-    """``model(inputs)``, or ``model(*inputs)`` where the inputs are a tuple or list (a model of
-    several input tensors)."""
-    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
-
-
-def take(inputs: Any, index: torch.Tensor | None) -> Any:
-    """Rows ``index`` of ``inputs`` (a tensor, or each tensor of a tuple or list); ``None``: all."""
-    if index is None:
-        return inputs
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(x.index_select(0, index) for x in inputs)
-    return inputs.index_select(0, index)
 
 
 def batch_loss(model: Callable, loss_fn: Callable[[Any, Any], torch.Tensor]) -> Callable[[Any], torch.Tensor]:
