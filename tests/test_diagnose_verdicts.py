@@ -171,13 +171,29 @@ def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():
     exact = torch.linalg.eigvalsh(-2 * X.T @ X / 64)
     assert found.verdict == "maximum"
     assert found.evidence["curvature"]["max_eigenvalue"] == pytest.approx(float(exact[-1]), rel=1e-10)
-    # flat: every ReLU dead (bias -10), no output bias: the gradient and the Hessian are exactly zero
+    # every ReLU dead (bias -10), no output bias: the gradient and the Hessian are exactly zero, and the
+    # cause is named: all 4 units of layer "1" are zero on every sample (oracle: counted by hand)
     dead = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2, bias=False)).double()
     with torch.no_grad():
         dead[0].bias.fill_(-10.0)
     y = torch.randint(0, 2, (64,), generator=g)
+    assert bool((torch.relu(dead[0](X)) == 0).all())
     found = _examine(dead, X, y)
+    assert found.verdict == "dead_units" and found.evidence["gradient"]["norm"] == 0.0
+    assert [(u["name"], u["dead"]) for u in found.evidence["layers"]["units"]] == [("1", 1.0)]
+    # the same net with its ReLU written as a function: no hook can see the units, so no cause is named
+    # (the evidence says why), and the curvature calls the region what it is: flat
+    class Functional(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.first, self.last = net[0], net[2]
+
+        def forward(self, x):
+            return self.last(torch.relu(self.first(x)))
+
+    found = _examine(Functional(dead), X, y)
     assert found.verdict == "flat" and found.evidence["gradient"]["norm"] == 0.0
+    assert any("activations written as functions" in note for note in found.evidence["layers"]["notes"])
     # slow: a tanh net far from critical, stable, full batch, at a rate 1e-3 of its stability limit
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()

@@ -5,6 +5,7 @@ torch's kernel paths our optimizers run on (for-loop, multi-tensor, fused) must 
 and with each other, within the rounding of float64 over those steps (``optim_rounding.tolerance``).
 """
 
+import copy
 import math
 import sys
 
@@ -428,3 +429,31 @@ def test_sparse_gradients_fall_back_from_fused_where_torch_supports_them(name, h
 def test_elementwise_flags():
     assert is_elementwise("adam") and is_elementwise("lookahead:sgdw")
     assert not is_elementwise("swats") and not is_elementwise("noisy:sgd")
+
+
+def test_gradient_clipping_is_the_global_norm_rule_then_the_base_step():
+    """Oracle: the written-out rule g <- g * min(1, c / (||g|| + 1e-6)) (the norm over every gradient;
+    1e-6 is torch's documented guard), then torch's own SGD step; a gradient already shorter than c
+    is left as it is."""
+    torch.manual_seed(0)
+    for scale, max_norm in ((10.0, 0.5), (1e-3, 0.5)):
+        model = torch.nn.Linear(4, 3).double()
+        twin = copy.deepcopy(model)
+        clipped = make_optimizer("clipped:sgd", model.parameters(), lr=0.1, max_norm=max_norm)
+        plain = torch.optim.SGD(twin.parameters(), lr=0.1)
+        grads = [scale * torch.randn_like(p) for p in model.parameters()]
+        norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
+        for p, q, g in zip(model.parameters(), twin.parameters(), grads):
+            p.grad = g.clone()
+            q.grad = g * min(1.0, max_norm / (norm + 1e-6))
+        clipped.step()
+        plain.step()
+        assert clipped.last_norm == pytest.approx(norm, rel=1e-12)
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-15)
+    state = clipped.state_dict()
+    again = make_optimizer("clipped:sgd", torch.nn.Linear(4, 3).double().parameters(), lr=0.1, max_norm=2.0)
+    again.load_state_dict(state)
+    assert again.max_norm == max_norm
+    with pytest.raises(ValueError, match="max_norm"):
+        make_optimizer("clipped:sgd", model.parameters(), lr=0.1, max_norm=0.0)

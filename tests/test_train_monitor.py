@@ -109,7 +109,9 @@ class _CostlyDiagnoser:
     def expected_cost(self, model):
         return self.cost
 
-    def diagnose(self, model, history, *, step, reason, trend, at, **_):
+    def diagnose(self, model, history, *, step, reason, trend, at, afford=None, **_):
+        if afford is not None and not afford():  # the budget is asked before the Hessian, as examine() does
+            return Stall(step, 1.0, 0.0, reason, "skipped (budget)")
         self.clock.now += self.cost
         return Stall(step, 1.0, 0.0, reason, "diagnosed", verdict="minimum", diagnosed_at=at)
 

@@ -37,7 +37,10 @@ from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.engine.timing import fastest
 
-__all__ = ["Diagnoser", "plain"]
+__all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
+
+#: The loop's gradient norms at this many recent checks are evidence (their growth, their median).
+RECENT_CHECKS = 10
 
 
 class Diagnoser:
@@ -98,23 +101,33 @@ class Diagnoser:
     def diagnose(self, model: nn.Module, history: RunHistory, *, optimizer: Any = None, batch_size: int | None = None,
                  n_data: int | None = None, total_steps: int | None = None, step: int, reason: str = "loss",
                  trend: Trend | None = None, at: int | None = None, step_seconds: float = 0.0,
-                 trials_fit: Callable[[float], bool] = lambda expected: True) -> Stall:
+                 trials_fit: Callable[[float], bool] = lambda expected: True,
+                 afford: Callable[[], bool] | None = None) -> Stall:
         """The stall at ``model``'s current parameters: its verdict and evidence, at a saddle the
         loss along the escape direction, and (with ``options.remedies``) the remedy trials if
         ``trials_fit(expected seconds)``, expecting ``step_seconds`` per trial step (the run's
-        own). The model is not changed (see :meth:`escape`)."""
+        own). ``afford()`` is asked before the Hessian is computed, once the verdicts that need
+        none are ruled out; ``False`` gives a stall ``"skipped (budget)"`` with the evidence so
+        far. The model is not changed (see :meth:`escape`)."""
         t0 = time.perf_counter()
         sample = self.sample_loss(model)
         tracked = float(sample.loss())
+        steps_since = (history.latest_step - history.before_step if history.before_step is not None
+                       and history.latest_step is not None else None)
         try:
             finding = examine(sample, full=self.full_loss(model), optimizer=optimizer, batch_size=batch_size,
                               n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
                               lr_zero_since=history.lr_zero_since, total_steps=total_steps,
-                              loss=history.loss_record(tracked), options=self.options, v0=self.v0, seed=self.seed)
+                              loss=history.loss_record(tracked), options=self.options, v0=self.v0, seed=self.seed,
+                              previous=history.before if steps_since else None, steps_since=steps_since,
+                              recent_gradients=[n for _, n in history.grad_norms[-RECENT_CHECKS:]], afford=afford)
             point = finding.point
             evidence = dict(finding.evidence)
             if trend is not None:
                 evidence["plateau"] = trend.to_dict()
+            if finding.verdict is None:
+                return Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, "skipped (budget)",
+                             evidence=plain(evidence))
             fields: dict[str, Any] = {}
             if point is not None:
                 fields = dict(kind=point.kind, degenerate=bool(point.degenerate),
@@ -196,6 +209,18 @@ class Diagnoser:
             self._estimate = cost + (full + 1) * product / 2 + 45 * loss
         return self._estimate
 
+    def input_statistics(self) -> tuple[list[float], list[float]] | None:
+        """The sample's mean and spread per input feature (flattened; a constant feature's spread
+        taken as 1), what a standardizing remedy divides by; ``None`` for inputs that are not
+        floating point."""
+        X = self.sample[0]
+        X = X[0] if isinstance(X, (tuple, list)) else X
+        if not torch.is_tensor(X) or not X.is_floating_point() or len(X) < 2:
+            return None
+        flat = X.detach().reshape(len(X), -1).double()
+        std = flat.std(dim=0)
+        return flat.mean(dim=0).tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
+
     def state_dict(self) -> dict[str, Any]:
         """The last diagnosis's cost, the first estimate and the Lanczos warm start."""
         return {"last_cost": self.last_cost, "estimate": self._estimate, "v0": self.v0}
@@ -227,7 +252,7 @@ class Diagnoser:
         can_escape = stall.point is not None and stall.min_eigenvalue is not None and stall.min_eigenvalue < 0
         menu = remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
                             trial_steps=self.options.trial_steps, peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"),
-                            can_escape=can_escape)
+                            can_escape=can_escape, inputs=self.input_statistics())
         if not menu:
             return None, None
         fork_step = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step

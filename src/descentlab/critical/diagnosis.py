@@ -34,18 +34,20 @@ became non-finite. Both return a :class:`Finding` whose evidence is plain data.
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from descentlab.critical.classify import CriticalPoint, classify
+from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stability import sharpness, stability_rule
-from descentlab.critical.verdicts import LR_ZERO, decide, near_best, remedy, stuck_high
+from descentlab.critical.verdicts import LR_ZERO, decide, decide_without_curvature, near_best, remedy, stuck_high
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules
 
@@ -59,10 +61,11 @@ FULL_CURVATURE_LIMIT = 4_096
 
 @dataclass(frozen=True)
 class Finding:
-    """The verdict at one point, its remedy, its evidence (plain data) and the classified point."""
+    """The verdict at one point, its remedy, its evidence (plain data) and the classified point
+    (``verdict`` and ``remedy`` are ``None`` when the Hessian was needed and not afforded)."""
 
-    verdict: str
-    remedy: str
+    verdict: str | None
+    remedy: str | None
     evidence: dict[str, Any]
     point: CriticalPoint | None = field(default=None, repr=False)
 
@@ -81,7 +84,9 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             batch_size: int | None = None, n_data: int | None = None, peak_lr: float | None = None,
             lr_zero_since: int | None = None, total_steps: int | None = None,
             loss: Mapping[str, float] | None = None, options: DiagnosisOptions = DiagnosisOptions(),
-            v0: torch.Tensor | None = None, seed: int = 0) -> Finding:
+            v0: torch.Tensor | None = None, seed: int = 0, previous: Sequence[torch.Tensor] | None = None,
+            steps_since: int | None = None, recent_gradients: Sequence[float] = (),
+            afford: Callable[[], bool] | None = None) -> Finding:
     """The verdict at the point ``sample`` is taken at (the module docstring gives the steps).
 
     Every quantity goes through the data layer, so the model is only read: its parameters,
@@ -101,6 +106,13 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         loss: ``value``, ``best``, ``initial`` of the tracked loss, for the ``minimum`` verdict.
         options: how the point is classified.
         v0: a Lanczos warm start (the previous stall's eigenvectors).
+        previous, steps_since: the variables ``steps_since`` steps ago, for the layers' relative
+            updates (:func:`~descentlab.critical.layer_signals.measure_layers`).
+        recent_gradients: the loop's gradient norms at the monitor's recent checks (their growth
+            is evidence of an exploding gradient; their median a clipping threshold).
+        afford: asked before the Hessian is computed, once the verdicts that need none have
+            been ruled out; ``False`` ends the examination with ``verdict=None`` (the evidence
+            so far kept). ``None``: always.
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
@@ -111,19 +123,28 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
 
     model, loss_fn = sample.model, sample.loss_fn
     X, y = sample.one_batch()
-    mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
-    noise = None
-    if mini_batch or full is None:
-        noise = gradient_noise(sample, batch_size=batch_size or 1, n_data=n_data or sample.n_samples, seed=seed)
     if full is not None:
         value, gradient = full.loss_and_gradient()
         value, norm, source = float(value), float(gradient.norm()), "all the data"
     else:
-        value = float(sample.loss())
-        norm, source = noise.grad_norm_sq ** 0.5, f"a sample of {sample.n_samples}, its sampling noise taken out"
-    tolerance = options.grad_tol * max(1.0, abs(value))
-    evidence["gradient"] = {"norm": norm, "loss": value, "tolerance": tolerance, "critical": norm <= tolerance,
-                            "source": source}
+        value, gradient = sample.loss_and_gradient()
+        value, norm, source = float(value), None, f"a sample of {sample.n_samples}, its sampling noise taken out"
+    evidence["gradient"] = {"norm": norm, "loss": value, "source": source, **_recent(recent_gradients)}
+    evidence["layers"] = measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()
+    early = decide_without_curvature(evidence)
+    if early is not None:  # a cause in the network or its inputs: no Hessian needed
+        _gradient_test(evidence, options)
+        return Finding(early, remedy(early, evidence), evidence)
+    if afford is not None and not afford():
+        return Finding(None, None, evidence)
+
+    mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
+    noise = None
+    if mini_batch or full is None:
+        noise = gradient_noise(sample, batch_size=batch_size or 1, n_data=n_data or sample.n_samples, seed=seed)
+    if full is None:
+        evidence["gradient"]["norm"] = norm = noise.grad_norm_sq ** 0.5
+    tolerance = _gradient_test(evidence, options)
     if mini_batch:
         evidence["noise"] = noise.to_dict()
     elif batch_size is not None and n_data is not None:
@@ -210,6 +231,24 @@ def _confirmed_on(model: nn.Module, loss_fn: Callable, data: Any, point: Critica
     held = bool((quotients < -band).all()) if point.kind == "local_max" else bool(quotients.min() < -band)
     return {"held": held, "rayleigh_quotients": [float(q) for q in quotients], "band": band,
             "samples": len(data[1])}
+
+
+def _recent(norms: Sequence[float]) -> dict[str, float | None]:
+    """``growth``: the last of the recent gradient norms over the smallest; ``typical``: their median."""
+    finite = [float(n) for n in norms if math.isfinite(n)]
+    if len(finite) < 2 or min(finite) <= 0:
+        return {"growth": None, "typical": statistics.median(finite) if finite else None}
+    return {"growth": finite[-1] / min(finite), "typical": statistics.median(finite)}
+
+
+def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float:
+    """The point is critical when ``||∇L|| <= grad_tol · max(1, |L|)`` (without a measured norm:
+    not decided); writes the tolerance and the decision into the gradient's evidence."""
+    gradient = evidence["gradient"]
+    tolerance = options.grad_tol * max(1.0, abs(gradient["loss"]))
+    norm = gradient["norm"]
+    gradient.update(tolerance=tolerance, critical=None if norm is None else norm <= tolerance)
+    return tolerance
 
 
 def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:

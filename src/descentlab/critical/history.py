@@ -1,9 +1,12 @@
-"""What the stall monitor remembers of a run: the tracked loss, its best point, the rate's peak.
+"""What the stall monitor remembers of a run: the tracked loss, its best point, the rate's peak,
+the parameters at the last two checks and the gradient norms.
 
 The tracked loss is the loss on the monitor's fixed sample at every check. The best one's
 parameters are kept (a copy, updated in place) as the *last good point*: where a run whose
 loss becomes non-finite is diagnosed. The largest rate seen and the step since which the rate
-has been ~0 decide the ``no_learning_rate`` verdict.
+has been ~0 decide the ``no_learning_rate`` verdict. The parameters of the check before the
+last give each layer's relative update (``‖ΔW‖ / ‖W‖`` per step), and the loop's own gradient
+norms at the checks (read from ``.grad``, no extra pass) show a gradient that grows.
 """
 
 from __future__ import annotations
@@ -39,10 +42,27 @@ class RunHistory:
         self.best_params: list[torch.Tensor] | None = None
         self.peak_lr: float | None = None
         self.lr_zero_since: int | None = None
+        self.latest: list[torch.Tensor] | None = None  # the parameters at the last check
+        self.latest_step: int | None = None
+        self.before: list[torch.Tensor] | None = None  # ... and at the check before it
+        self.before_step: int | None = None
+        self.grad_norms: list[tuple[int, float]] = []  # (step, the loop's gradient norm)
 
     def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
         self.tracked.append((int(step), float(value)))
+        params = [p.detach() for p in model.parameters() if p.requires_grad]
+        if self.latest is not None and [t.shape for t in self.latest] == [p.shape for p in params]:
+            with torch.no_grad():
+                if self.before is None:
+                    self.before = [t.clone() for t in self.latest]
+                else:
+                    torch._foreach_copy_(self.before, self.latest)
+                torch._foreach_copy_(self.latest, params)
+            self.before_step = self.latest_step
+        else:
+            self.latest, self.before, self.before_step = [p.clone() for p in params], None, None
+        self.latest_step = int(step)
         if lr is not None:
             self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
             if lr > LR_ZERO * self.peak_lr:
@@ -55,12 +75,15 @@ class RunHistory:
             self.initial = float(value)
         if self.best is None or value < self.best:
             self.best, self.best_step = float(value), int(step)
-            params = [p.detach() for p in model.parameters() if p.requires_grad]
             if self.best_params is None or [t.shape for t in self.best_params] != [p.shape for p in params]:
                 self.best_params = [p.clone() for p in params]
             else:
                 with torch.no_grad():
                     torch._foreach_copy_(self.best_params, params)
+
+    def observe_gradient(self, step: int, norm: float) -> None:
+        """Record the loop's gradient norm at ``step``."""
+        self.grad_norms.append((int(step), float(norm)))
 
     def loss_record(self, value: float | None) -> dict[str, float | None]:
         """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence)."""
@@ -70,7 +93,9 @@ class RunHistory:
         """Plain data and the best parameters' tensors."""
         return {"tracked": [list(t) for t in self.tracked], "initial": self.initial, "best": self.best,
                 "best_step": self.best_step, "best_params": self.best_params, "peak_lr": self.peak_lr,
-                "lr_zero_since": self.lr_zero_since}
+                "lr_zero_since": self.lr_zero_since, "latest": self.latest, "latest_step": self.latest_step,
+                "before": self.before, "before_step": self.before_step,
+                "grad_norms": [list(g) for g in self.grad_norms]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
@@ -78,3 +103,6 @@ class RunHistory:
         self.initial, self.best, self.best_step = state["initial"], state["best"], state["best_step"]
         self.best_params = state["best_params"]
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
+        self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
+        self.before, self.before_step = state.get("before"), state.get("before_step")
+        self.grad_norms = [(int(s), float(n)) for s, n in state.get("grad_norms", [])]

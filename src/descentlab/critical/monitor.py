@@ -254,6 +254,9 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, loop.model
         tracked = self._track(step, model)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads:  # the loop's own gradients of this step: their size, with no extra pass
+            self.history.observe_gradient(step, float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))))
         if not math.isfinite(tracked):
             self._non_finite(loop)
             return
@@ -266,25 +269,26 @@ class StallMonitor(Callback):
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
         started = self.budget.clock()
-        expected = self.diagnoser.expected_cost(model)
-        if not self.budget.allows(expected, started):
+        if self._pending is not None and not self.budget.allows(self.diagnoser.expected_cost(model), started):
+            return  # the plateau still waits for the budget
+        first_step = self._pending[1] if self._pending is not None else step
+        loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
+        try:
+            stall = self.diagnoser.diagnose(
+                model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
+                total_steps=loop.total_steps, step=first_step, reason=reason, trend=trend, at=step,
+                step_seconds=self._step_seconds(), trials_fit=self.budget.allows,
+                afford=lambda: self.budget.allows(self.diagnoser.expected_cost(model), started))
+            stall = self.respond(stall, model)
+        finally:
+            loop.show(None)
+        if stall.status == "skipped (budget)":
             if self._pending is None:
-                stall = Stall(step, tracked, None, reason, "skipped (budget)",
-                              evidence={"plateau": trend.to_dict(), "expected_seconds": expected})
+                stall = replace(stall, evidence={**stall.evidence, "expected_seconds": self.diagnoser.expected_cost(model)})
                 self.stalls.append(stall)
                 self._pending = (len(self.stalls) - 1, step)
                 self._report(stall)
             return
-        first_step = self._pending[1] if self._pending is not None else step
-        loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
-        try:
-            stall = self.diagnoser.diagnose(model, self.history, optimizer=self.optimizer, batch_size=self.batch_size,
-                                            n_data=loop.n_train, total_steps=loop.total_steps, step=first_step,
-                                            reason=reason, trend=trend, at=step, step_seconds=self._step_seconds(),
-                                            trials_fit=self.budget.allows)
-            stall = self.respond(stall, model)
-        finally:
-            loop.show(None)
         if self._pending is not None:
             self.stalls[self._pending[0]] = stall
             self._pending = None
@@ -330,7 +334,11 @@ class StallMonitor(Callback):
         Returns the stall with what was done."""
         if stall.status != "diagnosed":
             return stall
-        action = decide_action(stall, self.options)
+        action = decide_action(stall, self.options, changes_modules=self.loop is not None and self.loop.changes_modules)
+        if action.skipped is not None:
+            stall = replace(stall, trials={**stall.trials, "not_applied": (
+                f"{action.skipped} changes the model's modules, which this loop does not take: make that change "
+                "in your model's code" + (f"; continuing with {action.remedy.name}" if action.remedy else ""))})
         if action.escape:
             stall = self.diagnoser.escape(model, stall)
         if action.remedy is not None:

@@ -37,7 +37,7 @@ has stopped).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,11 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "noise_floor": ("keep", "lower-rate", "decay", "larger-batch"),
     "minimum": ("keep", "noise", "adam"),
     "no_learning_rate": ("keep", "peak-rate"),
+    "exploding_gradient": ("keep", "clip", "lower-rate", "warm-up", "reinit"),
+    "dead_units": ("keep", "leaky-relu", "reinit", "lower-rate"),
+    "saturated_units": ("keep", "standardize", "reinit", "relu"),
+    "vanishing_gradient": ("keep", "adam", "reinit", "relu"),
+    "unscaled_inputs": ("keep", "standardize", "adam"),
 }
 
 _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
@@ -107,12 +112,15 @@ class Remedy:
 
 def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimizer: Any, *, batch_size: int | None,
                  n_data: int | None, trial_steps: int, peak_lr: float | None = None,
-                 can_escape: bool = False) -> list[Remedy]:
+                 can_escape: bool = False, inputs: tuple[Sequence[float], Sequence[float]] | None = None) -> list[Remedy]:
     """The remedies :data:`MENU` lists for ``verdict`` that apply to this run (``[]``: none).
 
     ``optimizer`` is the run's (its rate, class and state decide ``momentum`` and ``adam``);
     ``batch_size``/``n_data`` the run's batch and data sizes (``larger-batch`` needs a
-    mini-batch); ``can_escape``: negative curvature was found, with its eigenvector.
+    mini-batch); ``can_escape``: negative curvature was found, with its eigenvector;
+    ``inputs``: the sample's mean and spread per input feature (``standardize`` needs them).
+    The layers a remedy re-initialises or whose activations it swaps are the ones the
+    evidence names (``evidence["layers"]``).
     """
     evidence = evidence or {}
     names = MENU.get(verdict or "", ())
@@ -128,10 +136,59 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     for name in names:
         remedy = _remedy(name, lr=lr, trial_steps=trial_steps, batch_size=batch_size, n_data=n_data,
                          peak_lr=peak_lr, evidence=evidence, plain_sgd=plain_sgd, adaptive=adaptive,
-                         can_escape=can_escape)
+                         can_escape=can_escape) if name not in _NETWORK else _network_remedy(name, evidence, inputs)
         if remedy is not None:
             out.append(remedy)
     return out if len(out) > 1 else []  # keep alone is nothing to compare
+
+
+#: Remedies that change the network or its inputs (from the evidence's layers).
+_NETWORK = ("clip", "reinit", "relu", "leaky-relu", "standardize")
+_SATURATING = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign")
+
+
+def _network_remedy(name: str, evidence: Mapping[str, Any],
+                    inputs: tuple[Sequence[float], Sequence[float]] | None) -> Remedy | None:
+    layers = evidence.get("layers") or {}
+    weights = [layer["name"] for layer in layers.get("layers") or []]
+    units = layers.get("units") or []
+    saturating = [u for u in units if u["family"] in _SATURATING]
+    if name == "clip":
+        typical = (evidence.get("gradient") or {}).get("typical")
+        norm = float(typical) if typical and math.isfinite(typical) and typical > 0 else 1.0
+        return Remedy("clip", f"gradients clipped to a norm of {norm:.3g}", Change(clip=norm))
+    if name == "reinit":
+        if not weights:
+            return None
+        dead = [u["after"] for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after")]
+        names = tuple(dict.fromkeys(dead)) or tuple(weights)
+        if saturating and not dead:
+            family = max(saturating, key=lambda u: u.get("saturated") or 0)["family"]
+            gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
+            return Remedy("reinit", f"re-initialise {_names(names)} (Xavier, {gain} gain)",
+                          Change(reinit=names, init="xavier", gain_of=gain))
+        return Remedy("reinit", f"re-initialise {_names(names)} (Kaiming, bias 0)", Change(reinit=names, init="kaiming"))
+    if name == "relu":  # the new activation needs its own gain: the layers are re-initialised with it
+        sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in saturating))
+        return Remedy("relu", f"ReLU for the {_names(sites)} activations, the layers re-initialised (Kaiming)",
+                      Change(activations=sites, activation="relu", reinit=tuple(weights))) if sites else None
+    if name == "leaky-relu":  # a unit dead from a large negative bias stays dead without new weights
+        dead = [u for u in units if (u.get("dead") or 0) > 0]
+        sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
+        before = tuple(dict.fromkeys(u["after"] for u in dead if u.get("after")))
+        return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised (Kaiming)",
+                      Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
+    if name == "standardize":
+        if inputs is None:
+            return None
+        return Remedy("standardize", "the inputs standardized with the sample's mean and spread",
+                      Change(standardize=inputs))
+    raise ValueError(f"unknown remedy {name!r}")
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:4])
+    return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n_data: int | None,

@@ -139,7 +139,7 @@ class Stall:
         if self.remedy_applied:
             text += f"; continuing with {self.remedy_applied}"
             if self.remedy_applied != trials.get("winner"):
-                text += f" ({trials.get('winner')} needs the training loop)"
+                text += f" ({trials.get('winner')} changes the model's modules: make it in your code)"
         return text
 
 
@@ -179,6 +179,25 @@ def evidence_text(stall: Stall) -> str:
         return f"lambda_min {lowest:.3g} > 0 in {curv.get('dtype')}, loss {where}"
     if verdict == "flat":
         return f"|g| {grad.get('norm', float('nan')):.2g}, |lambda| <= {max(abs(curv.get('min_eigenvalue') or 0), abs(curv.get('max_eigenvalue') or 0)):.2g}"
+    layers = ev.get("layers") or {}
+    if verdict in ("dead_units", "saturated_units"):
+        key = "dead" if verdict == "dead_units" else "saturated"
+        hit = [u for u in layers.get("units") or [] if (u.get(key) or 0) > 0]
+        if not hit:
+            return f"no {key} units measured"
+        return ", ".join(f"{u[key]:.0%} {key} at {u['name']} ({u['family']})" for u in
+                         sorted(hit, key=lambda u: -u[key])[:3])
+    if verdict in ("vanishing_gradient", "exploding_gradient"):
+        rel = [layer["relative"] for layer in layers.get("layers") or []]
+        profile = " -> ".join(f"{r:.1e}" for r in rel)
+        growth = (ev.get("gradient") or {}).get("growth")
+        text = f"|g|/|W| input -> output {profile}"
+        return text + (f", |g| grew {growth:.3g}x" if verdict == "exploding_gradient" and growth else "")
+    if verdict == "unscaled_inputs":
+        inputs = layers.get("inputs") or {}
+        return (f"input spreads {inputs.get('std_min', float('nan')):.3g} to {inputs.get('std_max', float('nan')):.3g}, "
+                f"condition number {inputs.get('cond_raw') or float('inf'):.3g} raw vs "
+                f"{inputs.get('cond_standardized', float('nan')):.3g} standardized")
     if verdict == "slow":
         parts = [f"|g| {grad.get('norm', float('nan')):.2g}"]
         if rate.get("sharpness") is not None:

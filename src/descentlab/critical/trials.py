@@ -166,7 +166,7 @@ def prepare_member(remedy: Remedy, model: nn.Module, optimizer: Any, *, loss_fn:
         one_time = time.perf_counter() - t0
         note = (f"escape: lowered the loss {result.loss_before:.4g} -> {result.loss_after:.4g}" if result.applied
                 else f"escape: {result.reason}")
-    applied = apply_change(remedy.change, optimizer, None, seed=seed)
+    applied = apply_change(remedy.change, optimizer, None, model=model, seed=seed)
     return _Member(remedy, model, applied.optimizer, applied.scheduler, applied.batch_size or batch_size,
                    one_time, note)
 
@@ -265,9 +265,14 @@ def _groups(members: list[_Member], loss_fn: Callable, *, stacked: bool) -> list
     if not stacked:
         return [([m], None) for m in members]
     sizes: dict[int, list[_Member]] = {}
+    alone = []  # a member whose modules changed (an activation, an input transform) runs another forward
     for m in members:
-        sizes.setdefault(m.batch, []).append(m)
-    return [(group, Stack([m.model for m in group], loss_fn) if len(group) > 1 else None) for group in sizes.values()]
+        if m.remedy.change.changes_modules:
+            alone.append(([m], None))
+        else:
+            sizes.setdefault(m.batch, []).append(m)
+    return [(group, Stack([m.model for m in group], loss_fn) if len(group) > 1 else None)
+            for group in sizes.values()] + alone
 
 
 def _batch(X: Any, y: torch.Tensor, index: torch.Tensor | None, size: int) -> tuple[Any, torch.Tensor]:

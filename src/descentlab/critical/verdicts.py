@@ -1,44 +1,63 @@
 """Why the loss stopped going down: a verdict from the evidence measured at a stall.
 
-The lectures' question has more answers than "the gradient is zero". Each verdict below comes
-from evidence a :class:`~descentlab.critical.StallMonitor` measures at the plateau, held as plain
-data (numbers, strings, booleans in nested dicts: JSON as it is), and names one remedy:
+The lectures' question has more answers than "the gradient is zero", and a practitioner's run
+has more causes than the lectures'. Each verdict below comes from evidence a
+:class:`~descentlab.critical.StallMonitor` measures at the plateau, held as plain data (numbers,
+strings, booleans in nested dicts: JSON as it is), names the layer(s) it concerns where it has
+any, and comes with one remedy. **The precedence table** (a verdict is given only when none above
+it applies; the first seven need no Hessian, so they are decided before any is computed):
 
-====================  ==========================================================  =====================================
-verdict               evidence                                                    remedy
-====================  ==========================================================  =====================================
-``no_learning_rate``  the rate is 0, or at most 1e-3 of the largest it has been   fix the schedule
-``unstable``          sharpness at or past the optimizer's stability limit         a rate below limit/λ_max, or warm-up
-                      (``critical.stability``); not a critical point
-``saddle``            critical, and negative curvature that matters (λ_min < 0    step along the negative-curvature
-                      beyond tolerance, decided in float64 where float32 could     eigenvector (line search)
-                      hide its sign, or a probe finds descent along a flat one)
-``maximum``           critical, all curvature negative                             any step downhill
-``noise_floor``       mini-batch training and the full-data gradient smaller      decay the rate, or a larger batch
-                      than the mini-batch noise (SNR < 1, ``critical.noise``)
-``minimum``           critical, no negative curvature; the loss near the best     stop (or a larger model), or restart /
-                      seen, or stuck high (above half the initial loss)           noise / a larger model
-``flat``              critical, gradient and spectrum ≈ 0, the loss flat around   a larger rate, momentum, or noise
-``slow``              none of the above: not critical, stable, not noise-bound;   a larger rate (up to the largest stable
-                      the step moves the loss less than the plateau test sees      one) or momentum
-``diverged``          the loss became non-finite; sharpness at the last good point the largest stable rate there
-====================  ==========================================================  =====================================
+====  ======================  ===========================================================  =================================
+ #    verdict                 evidence                                                     remedy
+====  ======================  ===========================================================  =================================
+ 1    ``diverged``            the loss became non-finite; sharpness at the last good point  the largest stable rate there
+ 2    ``no_learning_rate``    the rate is 0, or at most 1e-3 of the largest it has been    fix the schedule
+ 3    ``exploding_gradient``  the relative gradient grows >= 100x from the output layer      clip the gradients, a lower rate,
+                              to the input, steadily, and the gradient norm grew or the     warm-up, re-initialise
+                              loss rose
+ 4    ``dead_units``          a ReLU layer with at least half its units zero on every       LeakyReLU, re-initialise, a lower
+                              sample of the monitor's sample; the loss stuck high            rate
+ 5    ``saturated_units``     a sigmoid/tanh layer with at least half its units in their    standardize the inputs,
+                              flat tails on most samples; the loss stuck high                re-initialise, ReLU/GELU
+ 6    ``vanishing_gradient``  the relative gradient falls >= 100x from the output layer     Adam, re-initialise with the
+                              to the input, steadily, over >= 3 weight layers; stuck high    right gain, ReLU/GELU
+ 7    ``unscaled_inputs``     input spreads spanning >= 100x or far from unit scale, and    standardize the inputs
+                              standardizing them lowers the inputs' condition number
+                              >= 1,000x (their factor of the first layer's Hessian)
+ 8    ``unstable``            sharpness at or past the optimizer's stability limit          a rate below limit/λ_max, or
+                              (``critical.stability``); not a critical point                 warm-up
+ 9    ``saddle``              critical, and negative curvature that matters                 step along the negative-
+                                                                                             curvature eigenvector
+10    ``maximum``             critical, all curvature negative                              any step downhill
+11    ``noise_floor``         mini-batch training and the full-data gradient smaller than   decay the rate, or a larger batch
+                              the mini-batch noise (SNR < 1, ``critical.noise``)
+12    ``minimum``             critical, no negative curvature; the loss near the best seen, stop (or a larger model), or
+                              or stuck high (above half the initial loss)                   restart / noise / a larger model
+13    ``flat``                critical, gradient and spectrum ≈ 0, the loss flat around    a larger rate, momentum, or noise
+14    ``slow``                none of the above: not critical, stable, not noise-bound      a larger rate or momentum
+====  ======================  ===========================================================  =================================
 
-They are tried in that order: a rate of zero explains any plateau; a rate past the stability
-limit keeps the iterate from settling whatever the point is; a saddle or a maximum is escaped
-by a step, whatever the noise; the noise floor is tested before calling a point a minimum,
-because SGD at a constant rate hovers *around* a minimum at a loss above it. ``slow`` is what
-is left: the run is stable, noise-free enough and not at a critical point, so the rate (or an
-ill-conditioned valley) makes progress too small to see. A verdict needs only the evidence it
-reads: without the optimizer (``rate`` missing) no rate verdict is given, without the batch
-size no noise verdict.
+Why this order: a non-finite loss or a rate of zero explains any plateau. A cause in the network
+itself (gradients that explode or vanish through the depth, units that pass no gradient, inputs
+on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
+are (a tanh network fed inputs 200x too large is saturated, and its sharpness past the limit is
+a symptom; its remedy is the inputs' scale, not the rate). Then the lectures' order: a rate past
+the stability limit keeps the iterate from settling whatever the point is; a saddle or a
+maximum is escaped by a step, whatever the noise; the noise floor is tested before calling a
+point a minimum, because SGD at a constant rate hovers *around* a minimum at a loss above it.
+``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
+(``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
+activation modules (activations written as functions) no dead or saturated units.
 
 Evidence keys (each a dict, ``None`` when not measured): ``loss`` (``value``, ``best``,
-``initial``), ``gradient`` (``norm``, ``tolerance``, ``critical``), ``curvature`` (``kind`` from
-:mod:`descentlab.critical.rules`, ``min_eigenvalue``, ``max_eigenvalue``, ``degenerate``,
-``decided_by``, ``dtype``, ``eig_tol``), ``rate`` (``lr``, ``peak_lr``, ``zero_since``, ``total_steps``,
-``rule``, ``formula``, ``limit``, ``sharpness``, ``ratio``, ``largest_stable_lr``), ``noise`` (from
-:meth:`~descentlab.critical.noise.NoiseEstimate.to_dict`), ``diverged`` (``step``, ``checkpoint_step``).
+``initial``), ``gradient`` (``norm``, ``tolerance``, ``critical``, ``growth``), ``curvature``
+(``kind`` from :mod:`descentlab.critical.rules`, ``min_eigenvalue``, ``max_eigenvalue``,
+``degenerate``, ``decided_by``, ``dtype``, ``eig_tol``), ``rate`` (``lr``, ``peak_lr``,
+``zero_since``, ``total_steps``, ``rule``, ``formula``, ``limit``, ``sharpness``, ``ratio``,
+``largest_stable_lr``), ``noise`` (from :meth:`~descentlab.critical.noise.NoiseEstimate.to_dict`),
+``layers`` (from :meth:`~descentlab.critical.layer_signals.LayerSignals.to_dict`: the weight
+layers' relative gradients and updates, the activation sites' dead and saturated shares, the
+input scales), ``diverged`` (``step``, ``checkpoint_step``).
 """
 
 from __future__ import annotations
@@ -47,10 +66,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["VERDICTS", "REMEDIES", "decide", "remedy", "stuck_high", "near_best", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST"]
+__all__ = ["VERDICTS", "CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy", "stuck_high", "near_best",
+           "network_cause", "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
+           "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
 
-#: Every verdict, in the order they are tried (``diverged`` comes from a non-finite loss).
-VERDICTS = ("no_learning_rate", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat", "slow", "diverged")
+#: Every verdict, in the order they are tried (the module's table).
+VERDICTS = ("diverged", "no_learning_rate", "exploding_gradient", "dead_units", "saturated_units",
+            "vanishing_gradient", "unscaled_inputs", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat",
+            "slow")
+#: The verdicts decided without the Hessian (rows 1-7 of the table).
+CAUSES = VERDICTS[:7]
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
@@ -63,6 +88,11 @@ REMEDIES = {
     "flat": "use a larger rate, momentum, or noise to cross the flat region",
     "slow": "raise the rate toward the largest stable rate, or add momentum",
     "diverged": "restart with a rate below the largest stable rate at the last good point",
+    "exploding_gradient": "clip the gradients, lower the rate or warm it up, or re-initialise the layers",
+    "dead_units": "use LeakyReLU, re-initialise the dead layers, or lower the rate",
+    "saturated_units": "standardize the inputs, re-initialise the layers, or use ReLU/GELU",
+    "vanishing_gradient": "use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh",
+    "unscaled_inputs": "standardize the inputs",
 }
 
 #: The rate is ~0 when it is at most this fraction of the largest rate the run has used.
@@ -75,6 +105,22 @@ NOISE_SNR = 1.0
 STUCK_HIGH = 0.5
 #: A loss within this relative distance of the best loss seen is near the best.
 NEAR_BEST = 0.01
+#: Dead units: a ReLU activation with at least this share of its units zero on every sample.
+DEAD_SHARE = 0.5
+#: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
+SATURATED_SHARE = 0.5
+#: Vanishing / exploding: the relative gradient changes at least 10**this from the output layer to the input ...
+DEPTH_ORDERS = 2.0
+#: ... steadily: at least this share of neighbouring weight layers change in that direction.
+STEADY = 0.75
+#: Exploding: the gradient norm grew at least this much over the monitor's recent checks.
+GROWTH = 10.0
+#: Unscaled inputs: feature spreads spanning at least this factor ...
+INPUT_SPAN = 100.0
+#: ... or a typical spread (or mean over spread) beyond this factor from 1 ...
+INPUT_SCALE = 30.0
+#: ... and standardizing them lowers the condition number of their second moment at least this much.
+INPUT_CONDITION = 1e3
 
 
 def _get(evidence: Mapping[str, Any], section: str, key: str, default: Any = None) -> Any:
@@ -84,12 +130,10 @@ def _get(evidence: Mapping[str, Any], section: str, key: str, default: Any = Non
 
 
 def decide(evidence: Mapping[str, Any]) -> str:
-    """The verdict (one of :data:`VERDICTS`) the evidence supports, tried in the module's order."""
-    if evidence.get("diverged"):
-        return "diverged"
-    lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
-    if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak)):
-        return "no_learning_rate"
+    """The verdict (one of :data:`VERDICTS`) the evidence supports, tried in the table's order."""
+    early = decide_without_curvature(evidence)
+    if early is not None:
+        return early
     critical = bool(_get(evidence, "gradient", "critical", False))
     ratio = _get(evidence, "rate", "ratio")
     if ratio is not None and math.isfinite(ratio) and (ratio >= 1.0 or (ratio >= AT_LIMIT and not critical)):
@@ -107,6 +151,66 @@ def decide(evidence: Mapping[str, Any]) -> str:
     if critical and kind == "flat":
         return "flat"
     return "slow"
+
+
+def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
+    """A verdict of rows 1-7 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
+    what can be said before any Hessian is computed."""
+    if evidence.get("diverged"):
+        return "diverged"
+    lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
+    if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak)):
+        return "no_learning_rate"
+    return network_cause(evidence)
+
+
+def network_cause(evidence: Mapping[str, Any]) -> str | None:
+    """Rows 3-7: a cause in the network or its inputs (``None``: none the evidence shows)."""
+    layers = evidence.get("layers") or {}
+    stuck = stuck_high(evidence)
+    drop, steady = layers.get("depth_drop"), layers.get("monotone")
+    steadily = steady is not None and steady >= STEADY
+    growth = _get(evidence, "gradient", "growth")
+    rising = _loss_rising(evidence)
+    if drop is not None and drop <= -DEPTH_ORDERS and steadily and (rising or (growth or 0) >= GROWTH):
+        return "exploding_gradient"
+    units = layers.get("units") or []
+    if stuck and any((u.get("dead") or 0) >= DEAD_SHARE for u in units):
+        return "dead_units"
+    if stuck and any((u.get("saturated") or 0) >= SATURATED_SHARE for u in units):
+        return "saturated_units"
+    if stuck and drop is not None and drop >= DEPTH_ORDERS and steadily:
+        return "vanishing_gradient"
+    if unscaled(layers.get("inputs")):
+        return "unscaled_inputs"
+    return None
+
+
+def off_scale(inputs: Mapping[str, Any] | None) -> bool:
+    """Input spreads spanning :data:`INPUT_SPAN` or more, or a typical spread (or a mean over its
+    spread) beyond :data:`INPUT_SCALE` from 1."""
+    if not inputs:
+        return False
+    typical = inputs.get("std_median") or 1.0
+    return bool((inputs.get("span") or 1.0) >= INPUT_SPAN or not 1 / INPUT_SCALE <= typical <= INPUT_SCALE
+                or (inputs.get("mean_max") or 0) >= INPUT_SCALE)
+
+
+def unscaled(inputs: Mapping[str, Any] | None) -> bool:
+    """Inputs :func:`off_scale` whose standardizing would round their second moment (its
+    condition number :data:`INPUT_CONDITION` times smaller)."""
+    if not off_scale(inputs):
+        return False
+    raw, standardized = inputs.get("cond_raw"), inputs.get("cond_standardized")
+    if raw is None or standardized is None or not standardized > 0:
+        return False
+    return bool(raw / standardized >= INPUT_CONDITION if math.isfinite(raw) else math.isfinite(standardized))
+
+
+def _loss_rising(evidence: Mapping[str, Any]) -> bool:
+    """The tracked loss is at least 10 % above the best it has been."""
+    value, best = _get(evidence, "loss", "value"), _get(evidence, "loss", "best")
+    return bool(value is not None and best is not None and value > best + 0.1 * max(abs(best), 1e-12))
 
 
 def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
@@ -143,6 +247,30 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
             return (f"restart from another seed, add noise, or use a larger model: this minimum keeps "
                     f"{value / initial:.0%} of the initial loss")
         return "stop here: no direction lowers the loss (a larger model could go lower)"
+    layers = evidence.get("layers") or {}
+    if verdict in ("dead_units", "saturated_units"):
+        key = "dead" if verdict == "dead_units" else "saturated"
+        worst = max((u for u in layers.get("units") or [] if u.get(key) is not None), key=lambda u: u[key], default=None)
+        if worst is None:
+            return REMEDIES[verdict]
+        where = f"{worst[key]:.0%} of the units at {worst['name']!r} ({worst['family']}) are {key}"
+        if verdict == "dead_units":
+            return f"{where}: use LeakyReLU there, re-initialise the layer before it (Kaiming, bias 0), or lower the rate"
+        cause = "the inputs are off unit scale: standardize them, or " if off_scale(layers.get("inputs")) else ""
+        return f"{where}: {cause}re-initialise the layers (Xavier), or use ReLU/GELU"
+    if verdict in ("vanishing_gradient", "exploding_gradient") and layers.get("layers"):
+        first, last = layers["layers"][0], layers["layers"][-1]
+        drop = layers.get("depth_drop") or 0.0
+        change = (f"falls {10 ** drop:,.0f}x" if verdict == "vanishing_gradient" else f"grows {10 ** -drop:,.0f}x")
+        where = f"the relative gradient {change} from {last['name']!r} (output) to {first['name']!r} (input)"
+        if verdict == "vanishing_gradient":
+            return f"{where}: use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh"
+        return f"{where}: clip the gradients, lower the rate or warm it up, or re-initialise the layers"
+    if verdict == "unscaled_inputs" and layers.get("inputs"):
+        inputs = layers["inputs"]
+        return (f"standardize the inputs (spreads from {inputs['std_min']:.3g} to {inputs['std_max']:.3g}; "
+                f"the condition number of their second moment {inputs['cond_raw']:.3g} -> "
+                f"{inputs['cond_standardized']:.3g} standardized)")
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
     if verdict == "slow" and largest and lr and largest > lr:

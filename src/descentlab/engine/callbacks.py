@@ -52,6 +52,11 @@ class LoopState:
         step: optimizer steps taken so far.
         status: shows a short text while a callback works (a progress bar's description);
             called with ``None`` when it is done.
+        changes_modules: the loop takes changes to the model's modules (a swapped activation, an
+            input standardization), which the model's ``state_dict`` does not record; a loop that
+            saves its model that way and rebuilds it from its own code leaves this ``False``, and
+            such a remedy is then only reported (``train()``, which saves and re-applies every
+            change, says ``True``).
     """
 
     model: nn.Module
@@ -62,6 +67,7 @@ class LoopState:
     total_steps: int | None = None
     step: int = 0
     status: Callable[[str | None], Any] | None = field(default=None, repr=False)
+    changes_modules: bool = False
 
     def show(self, text: str | None) -> None:
         """Pass ``text`` to :attr:`status` (nothing without one)."""
@@ -126,7 +132,8 @@ class Control:
             return loop
         if loop.optimizer is None:
             raise ValueError("the loop has no optimizer to change")
-        done: Applied = apply_change(request.change, loop.optimizer, loop.scheduler, seed=request.seed)
+        done: Applied = apply_change(request.change, loop.optimizer, loop.scheduler, model=loop.model,
+                                     seed=request.seed)
         loop.optimizer, loop.scheduler = done.optimizer, done.scheduler
         if done.batch_size is not None:
             loop.batch_size = done.batch_size

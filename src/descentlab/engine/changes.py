@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from descentlab.checks import check_int, check_number
+from descentlab.checks import check_choice, check_int, check_number
+from descentlab.engine.model_changes import ACTIVATIONS, INITS, reinitialize, standardize_inputs, swap_activations
 from descentlab.schedules import Constant, Schedule, parse_schedule
 
 __all__ = ["Change", "Applied", "RemedyLR", "apply_change"]
@@ -45,6 +47,17 @@ class Change:
             registry's default); ``None``: the run's own, its state kept.
         noise: wrap the optimizer in annealed Gaussian gradient noise.
         batch_size: a new batch size (``None``: the run's).
+        clip: wrap the optimizer in gradient clipping at this global norm (``None``: none).
+        reinit, init, gain_of: re-initialise the modules ``reinit`` by ``init`` (``"kaiming"`` or
+            ``"xavier"`` with the gain of ``gain_of``), biases 0
+            (:func:`~descentlab.engine.model_changes.reinitialize`).
+        activations, activation: replace the activation modules ``activations`` by ``activation``
+            (``"relu"``, ``"gelu"``, ``"leaky_relu"``).
+        standardize: ``(mean, std)`` per input feature: standardize the model's inputs.
+
+    Every field but the last two can be made on any loop; ``activations`` and ``standardize``
+    change the model's modules and forward pass, which its ``state_dict`` does not record
+    (:attr:`changes_modules`).
     """
 
     lr_factor: float = 1.0
@@ -54,6 +67,13 @@ class Change:
     optimizer: str | None = None
     noise: bool = False
     batch_size: int | None = None
+    clip: float | None = None
+    reinit: tuple[str, ...] = ()
+    init: str = "kaiming"
+    gain_of: str = "relu"
+    activations: tuple[str, ...] = ()
+    activation: str | None = None
+    standardize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         check_number("lr_factor", self.lr_factor, low=0.0, low_open=True)
@@ -65,6 +85,27 @@ class Change:
             check_number("momentum", self.momentum, high=1.0)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size)
+        if self.clip is not None:
+            check_number("clip", self.clip, low=0.0, low_open=True)
+        object.__setattr__(self, "reinit", tuple(str(n) for n in self.reinit))
+        object.__setattr__(self, "activations", tuple(str(n) for n in self.activations))
+        check_choice("init", self.init, INITS)
+        if self.activations and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} with activations, "
+                             f"got {self.activation!r}")
+        if self.standardize is not None:
+            mean, std = self.standardize
+            object.__setattr__(self, "standardize", (tuple(map(float, mean)), tuple(map(float, std))))
+
+    @property
+    def changes_modules(self) -> bool:
+        """It swaps modules or standardizes the inputs (a change a ``state_dict`` does not record)."""
+        return bool(self.activations) or self.standardize is not None
+
+    @property
+    def changes_model(self) -> bool:
+        """It changes the model itself (weights, modules or inputs), not only how it is trained."""
+        return bool(self.reinit) or self.changes_modules
 
     @property
     def sets_rate(self) -> bool:
@@ -162,20 +203,32 @@ class RemedyLR(LRScheduler):
 
 
 def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: Any = None, *,
-                 seed: int = 0) -> Applied:
-    """Make ``change`` on a run that steps ``optimizer`` (and ``scheduler``): the one place a
-    change is made, for trials, monitors' requests and resumed runs alike.
+                 model: nn.Module | None = None, seed: int = 0) -> Applied:
+    """Make ``change`` on a run that trains ``model`` with ``optimizer`` (and ``scheduler``): the
+    one place a change is made, for trials, monitors' requests and resumed runs alike.
 
-    In order: a new optimizer over the same parameters (fresh state; the old scheduler, tied to
-    the old optimizer, ends), momentum on every group, a gradient-noise wrapper drawing from a
-    generator seeded with ``seed``, then the rate as a :class:`RemedyLR` (composed with
-    ``scheduler`` where the change is relative and ``scheduler`` can be composed, else
-    replacing it). ``optimizer`` and ``scheduler`` are changed in place where they are kept.
+    In order: the model's changes (re-initialised layers, swapped activations, standardized
+    inputs; they need ``model``), a new optimizer over the same parameters (fresh state; the
+    old scheduler, tied to the old optimizer, ends), momentum on every group, a gradient-noise
+    wrapper drawing from a generator seeded with ``seed``, gradient clipping, then the rate as
+    a :class:`RemedyLR` (composed with ``scheduler`` where the change is relative and
+    ``scheduler`` can be composed, else replacing it). ``model``, ``optimizer`` and
+    ``scheduler`` are changed in place where they are kept.
     """
     from descentlab.optim import OPTIMIZERS, make_optimizer, parse_name
+    from descentlab.optim.clipping import GradientClipping
     from descentlab.optim.noise import GradientNoise
 
     notes = []
+    if change.changes_model and model is None:
+        raise ValueError("model: the change re-initialises layers, swaps activations or standardizes inputs; "
+                         "pass the model")
+    if change.reinit:
+        reinitialize(model, change.reinit, change.init, optimizer, seed=seed, gain_of=change.gain_of)
+    if change.activations:
+        swap_activations(model, change.activations, change.activation)
+    if change.standardize is not None:
+        standardize_inputs(model, *change.standardize)
     if change.optimizer is not None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         lr = change.lr if change.lr is not None else OPTIMIZERS[parse_name(change.optimizer)[1]].lr
@@ -191,6 +244,8 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
     if change.noise:
         first = optimizer.param_groups[0]["params"][0]
         optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(int(seed)))
+    if change.clip is not None:
+        optimizer = GradientClipping(optimizer, max_norm=change.clip)
     relative = change.lr is None and change.optimizer is None
     if change.sets_rate and change.optimizer is None:
         schedule = parse_schedule(change.schedule) if change.schedule else Constant()

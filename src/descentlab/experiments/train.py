@@ -242,12 +242,12 @@ def train(
         from descentlab import files
 
         ckpt = files.load_torch(run.file(CHECKPOINT))
-        model.load_state_dict(ckpt["model"])
-        for change in ckpt.get("changes", []):  # the optimizer, rate and batch the run had switched to
+        for change in ckpt.get("changes", []):  # the model, optimizer, rate and batch the run had switched to
             request = Request.from_dict(change)
-            done = apply_change(request.change, optimizer, scheduler, seed=request.seed)
+            done = apply_change(request.change, optimizer, scheduler, model=model, seed=request.seed)
             optimizer, scheduler, batch = done.optimizer, done.scheduler, done.batch_size or batch
             changes.append(change)
+        model.load_state_dict(ckpt["model"])  # after the changes: a re-initialised layer's weights are the saved ones
         epoch_start, epochs_before = ckpt.get("epoch_start", 0), ckpt.get("epochs_before", 0)
         per_epoch = math.ceil(n / batch)
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -265,7 +265,8 @@ def train(
         run = RunDir.create(out, kind, record)
 
     metrics = GrowingCsv(run, METRICS, columns)
-    loop = LoopState(model, optimizer, scheduler, batch_size=batch, n_train=n, total_steps=total, step=step)
+    loop = LoopState(model, optimizer, scheduler, batch_size=batch, n_train=n, total_steps=total, step=step,
+                     changes_modules=True)
 
     def checkpoint() -> None:
         from descentlab import files

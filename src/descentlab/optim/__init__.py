@@ -4,6 +4,7 @@ Use :func:`make_optimizer` to get any of them by name, e.g. ``make_optimizer("ad
 or a wrapped one, ``make_optimizer("lookahead:adam", ...)``.
 """
 
+from descentlab.optim.clipping import GradientClipping
 from descentlab.optim.lookahead import Lookahead
 from descentlab.optim.noise import GradientNoise
 from descentlab.optim.registry import OPTIMIZERS, WRAPPERS, OptimizerSpec, is_elementwise, make_optimizer, parse_name
@@ -11,4 +12,4 @@ from descentlab.optim.sgdw import SGDW
 from descentlab.optim.swats import SWATS, SwatsPhase
 
 __all__ = ["OPTIMIZERS", "WRAPPERS", "OptimizerSpec", "make_optimizer", "parse_name", "is_elementwise",
-           "SGDW", "SWATS", "SwatsPhase", "Lookahead", "GradientNoise"]
+           "SGDW", "SWATS", "SwatsPhase", "Lookahead", "GradientNoise", "GradientClipping"]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from descentlab.errors import UserInputError
+from descentlab.optim.clipping import GradientClipping
 from descentlab.optim.fastpath import SPARSE_CAPABLE, fast_path_kwargs, sparse_fallback
 from descentlab.optim.lookahead import Lookahead
 from descentlab.optim.noise import GradientNoise
@@ -93,6 +94,8 @@ WRAPPERS: dict[str, tuple[Callable[..., torch.optim.Optimizer], tuple[str, ...]]
     "lookahead": (Lookahead, ("k", "alpha")),
     # One noise draw is split over all gradients of a step: stacking models changes each one's noise.
     "noisy": (GradientNoise, ("eta", "gamma", "generator")),
+    # The global norm reduces over every parameter: not element-wise across stacked models either.
+    "clipped": (GradientClipping, ("max_norm",)),
 }
 
 

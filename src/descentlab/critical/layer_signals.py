@@ -1,0 +1,351 @@
+"""Signals per layer that need no Hessian: where the gradient fades or grows through the depth,
+which units are dead or saturated, how the inputs are scaled.
+
+All three come from one forward pass over the monitor's fixed sample (through the data layer,
+in eval mode) with hooks on the model's own modules, and from the gradient the diagnosis has
+already measured:
+
+* **the depth profile** — for each *weight layer* (a module with a weight of two or more
+  dimensions: linear, convolution, recurrent, attention projections; embeddings left out, their
+  gradient is sparse by nature), in the order the forward pass calls them, the relative
+  gradient ``‖∂L/∂W‖ / ‖W‖`` and, between two checks, the relative update ``‖ΔW‖ / ‖W‖`` per
+  step. A vanishing gradient falls by orders of magnitude from the output to the input; an
+  exploding one grows. Through a chain of sigmoid layers whose pre-activations sit at 0 with
+  weights ``c·I``, each layer toward the input multiplies it by ``c/4`` (``σ'(0) = 1/4``);
+* **units** — for every activation module (each call of a module used several times counts
+  apart), per *unit* (one output position of one sample, all non-batch dimensions together):
+  ReLU-family units that are zero on every sample are *dead* (no gradient flows through them);
+  sigmoid-family units whose slope is below :data:`FLAT_SLOPE` of its maximum on at least
+  :data:`MOST_SAMPLES` of the samples are *saturated*; leaky units (LeakyReLU, ELU, GELU, SiLU,
+  ...) that are negative on every sample are *inactive* (reported, not dead: a leaky unit still
+  passes a gradient). Activations written as functions (``torch.relu(x)``) cannot be seen by a
+  hook: the evidence then says no activation module was found, and the depth profile still works;
+* **inputs** — per input feature, its spread and mean over the sample, and the condition number
+  of the second-moment matrix of ``[x, 1]`` (the factor the inputs contribute to the first
+  linear layer's Hessian, ``E[(x,1)(x,1)ᵀ] ⊗ ...``) raw and with the features standardized.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.curvature import EmpiricalLoss
+
+__all__ = ["UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers", "input_scales",
+           "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
+
+#: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
+FLAT_SLOPE = 0.02
+#: ... on at least this share of the samples.
+MOST_SAMPLES = 0.9
+#: Input features measured at most (a seeded subset of wider inputs, such as images).
+MAX_FEATURES = 2048
+
+#: Activation modules by family: ``relu`` (dead at 0), ``leaky`` (never dead), and the saturating
+#: ``sigmoid``, ``tanh``, ``hardtanh``, ``hardsigmoid``, ``softsign``. Looked up along the
+#: class's MRO, most derived first (``ReLU6`` is a ``Hardtanh``).
+FAMILIES: Mapping[type, str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu",
+    nn.LeakyReLU: "leaky", nn.PReLU: "leaky", nn.RReLU: "leaky", nn.ELU: "leaky", nn.CELU: "leaky",
+    nn.SELU: "leaky", nn.GELU: "leaky", nn.SiLU: "leaky", nn.Mish: "leaky", nn.Hardswish: "leaky",
+    nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Hardtanh: "hardtanh", nn.Hardsigmoid: "hardsigmoid",
+    nn.Softsign: "softsign",
+}
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    """One activation call site on the sample.
+
+    Attributes:
+        name: the module's name (``"#k"`` added for the k-th call of a module used several times).
+        family: its :data:`FAMILIES` entry.
+        units: units per sample.
+        dead: share of units zero on every sample (``relu`` family, else ``None``).
+        saturated: share of units in their flat tail on most samples (saturating families, else ``None``).
+        inactive: share of units negative on every sample (``leaky`` family, else ``None``).
+        after: the weight layer the forward pass called last before this activation (the layer
+            whose outputs these units are, in a plain stack), or ``None``.
+    """
+
+    name: str
+    family: str
+    units: int
+    dead: float | None = None
+    saturated: float | None = None
+    inactive: float | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class LayerGradient:
+    """One weight layer's gradient and update, relative to its weights.
+
+    Attributes:
+        name: the module's name; kind: its class name.
+        grad_norm, weight_norm: of its weights (every tensor of two or more dimensions it owns).
+        relative: ``grad_norm / weight_norm`` (``nan`` for zero weights).
+        update: ``‖ΔW‖ / ‖W‖`` per step since the previous check (``None`` when not known).
+    """
+
+    name: str
+    kind: str
+    grad_norm: float
+    weight_norm: float
+    relative: float
+    update: float | None = None
+
+
+@dataclass(frozen=True)
+class InputScales:
+    """The input features over the sample (see the module docstring).
+
+    Attributes:
+        features: features measured (constant ones left out of the spreads).
+        std_min, std_median, std_max: their spreads.
+        mean_max: the largest ``|mean|`` of a feature over its spread.
+        cond_raw, cond_standardized: condition numbers of the second moment of ``[x, 1]``.
+    """
+
+    features: int
+    std_min: float
+    std_median: float
+    std_max: float
+    mean_max: float
+    cond_raw: float
+    cond_standardized: float
+
+    @property
+    def span(self) -> float:
+        """How many times the widest feature's spread is the narrowest's."""
+        return self.std_max / self.std_min if self.std_min > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class LayerSignals:
+    """Everything :func:`measure_layers` found (see the module docstring).
+
+    Attributes:
+        layers: the weight layers, input first.
+        units: the activation call sites, in call order.
+        inputs: the input scales (``None`` for inputs that are not floating point).
+        notes: what could not be seen, in words.
+    """
+
+    layers: tuple[LayerGradient, ...]
+    units: tuple[UnitStats, ...]
+    inputs: InputScales | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def depth_drop(self) -> float | None:
+        """``log10`` of the output-most weight layer's relative gradient over the input-most one's:
+        3 means the gradient fades 1,000-fold toward the input, -3 that it grows 1,000-fold
+        (``None`` with fewer than two weight layers or a zero gradient)."""
+        rel = [layer.relative for layer in self.layers]
+        if len(rel) < 2 or not all(math.isfinite(r) and r > 0 for r in (rel[0], rel[-1])):
+            return None
+        return math.log10(rel[-1] / rel[0])
+
+    @property
+    def monotone(self) -> float | None:
+        """The share of neighbouring weight layers whose relative gradients change in the direction
+        of :attr:`depth_drop` (1: a steady fade or growth through the whole depth)."""
+        drop = self.depth_drop
+        rel = [layer.relative for layer in self.layers]
+        if drop is None or len(rel) < 3:
+            return None
+        sign = 1.0 if drop >= 0 else -1.0
+        steps = [(b - a) * sign > 0 for a, b in zip(rel, rel[1:]) if a > 0 and b > 0]
+        return sum(steps) / len(steps) if steps else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the evidence."""
+        return {"layers": [asdict(layer) for layer in self.layers], "units": [asdict(u) for u in self.units],
+                "inputs": None if self.inputs is None else {**asdict(self.inputs), "span": self.inputs.span},
+                "depth_drop": self.depth_drop, "monotone": self.monotone, "notes": list(self.notes)}
+
+
+def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Sequence[torch.Tensor] | None = None,
+                   steps_since: int | None = None) -> LayerSignals:
+    """The signals of the module docstring at ``loss``'s point.
+
+    Args:
+        loss: the data layer over the sample (its model, data, snapshot and modes).
+        gradient: the flat gradient of the loss at that point (over ``loss.names``), e.g. of all
+            the data.
+        previous: the variables' values ``steps_since`` steps earlier (in ``loss.names`` order),
+            for the relative updates.
+    """
+    model = loss.model
+    order: list[str] = []
+    sites: dict[str, _Site] = {}
+    calls: dict[int, int] = {}
+    names = {module: name for name, module in model.named_modules()}
+    last: list[str | None] = [None]
+
+    def note_order(module: nn.Module, inputs: Any, output: Any) -> None:
+        name = names.get(module, "")
+        last[0] = name
+        if name not in order:
+            order.append(name)
+
+    def note_units(module: nn.Module, inputs: Any, output: Any) -> None:
+        count = calls.get(id(module), 0)
+        calls[id(module)] = count + 1
+        key = names.get(module, "") + (f"#{count}" if count else "")
+        if torch.is_tensor(output) and output.ndim >= 1 and output.is_floating_point():
+            site = sites.setdefault(key, _Site(key, _family(module), module, last[0]))
+            site.add(output)
+
+    handles = []
+    for module in model.modules():
+        if _weights(module):
+            handles.append(module.register_forward_hook(note_order))
+        if _family(module) is not None:
+            handles.append(module.register_forward_hook(note_units))
+    X, _ = loss.one_batch()
+    try:
+        loss.forward(X)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    layers = _layer_gradients(loss, gradient, order, previous, steps_since)
+    units = tuple(site.stats() for site in sites.values() if site.count)
+    notes = []
+    if not units:
+        notes.append("no activation module was called (activations written as functions cannot be seen): "
+                     "no dead or saturated units measured")
+    if len(layers) < 3:
+        notes.append(f"{len(layers)} weight layer(s): a depth profile needs at least 3")
+    return LayerSignals(tuple(layers), units, input_scales(X), tuple(notes))
+
+
+def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
+    """:class:`InputScales` of inputs ``X`` (the first tensor of a tuple), ``None`` for inputs that
+    are not floating point (token ids) or have fewer than two samples."""
+    if isinstance(X, (tuple, list)):
+        X = X[0]
+    if not torch.is_tensor(X) or not X.is_floating_point() or X.ndim < 2 or len(X) < 2:
+        return None
+    F = X.detach().reshape(len(X), -1).double()
+    if F.shape[1] > MAX_FEATURES:
+        keep = torch.randperm(F.shape[1], generator=torch.Generator().manual_seed(seed))[:MAX_FEATURES]
+        F = F[:, keep.to(F.device)]
+    std = F.std(dim=0)
+    varying = std > 0
+    if not bool(varying.any()):
+        return None
+    F, std = F[:, varying], std[varying]
+    mean = F.mean(dim=0)
+    ones = torch.ones(len(F), 1, dtype=F.dtype, device=F.device)
+    raw = torch.cat([F, ones], dim=1)
+    standardized = torch.cat([(F - mean) / std, ones], dim=1)
+    return InputScales(int(F.shape[1]), float(std.min()), float(std.median()), float(std.max()),
+                       float((mean.abs() / std).max()), _condition(raw), _condition(standardized))
+
+
+# ---------------------------------------------------------------------- helpers
+class _Site:
+    """Per-unit counts of one activation call site over the batches of the sample."""
+
+    def __init__(self, name: str, family: str, module: nn.Module, after: str | None) -> None:
+        self.name, self.family, self.module, self.after = name, family, module, after
+        self.count = 0
+        self.flags: torch.Tensor | None = None  # relu: ever non-zero; leaky: ever positive
+        self.flat: torch.Tensor | None = None  # saturating: samples in the flat tail
+
+    def add(self, out: torch.Tensor) -> None:
+        out = out.detach()
+        if self.flags is not None and self.flags.shape != out.shape[1:] or \
+                self.flat is not None and self.flat.shape != out.shape[1:]:
+            return  # another shape on this call (a sequence of another length): not one set of units
+        if self.family == "relu":
+            alive = (out != 0).any(dim=0)
+            self.flags = alive if self.flags is None else self.flags | alive
+        elif self.family == "leaky":
+            positive = (out > 0).any(dim=0)
+            self.flags = positive if self.flags is None else self.flags | positive
+        else:
+            flat = _flat_tail(self.family, out, self.module).sum(dim=0)
+            self.flat = flat if self.flat is None else self.flat + flat
+        self.count += len(out)
+
+    def stats(self) -> UnitStats:
+        if self.family == "relu":
+            return UnitStats(self.name, self.family, self.flags.numel(), dead=float((~self.flags).float().mean()),
+                             after=self.after)
+        if self.family == "leaky":
+            return UnitStats(self.name, self.family, self.flags.numel(), inactive=float((~self.flags).float().mean()),
+                             after=self.after)
+        share = self.flat.double() / self.count
+        return UnitStats(self.name, self.family, self.flat.numel(),
+                         saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after)
+
+
+def _flat_tail(family: str, y: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """Where the activation's slope is below :data:`FLAT_SLOPE` of its largest, from its output."""
+    if family == "sigmoid":  # σ' = y (1 - y), at most 1/4
+        return y * (1 - y) <= FLAT_SLOPE * 0.25
+    if family == "tanh":  # tanh' = 1 - y², at most 1
+        return 1 - y * y <= FLAT_SLOPE
+    if family == "softsign":  # softsign' = (1 - |y|)², at most 1
+        return (1 - y.abs()) ** 2 <= FLAT_SLOPE
+    if family == "hardtanh":  # slope 0 at the clips
+        return (y <= module.min_val) | (y >= module.max_val)
+    return (y <= 0) | (y >= 1)  # hardsigmoid
+
+
+def _family(module: nn.Module) -> str | None:
+    for cls in type(module).__mro__:
+        if cls in FAMILIES:
+            return FAMILIES[cls]
+    return None
+
+
+def _weights(module: nn.Module) -> list[torch.Tensor]:
+    """The weights of a weight layer: its own parameters of two or more dimensions (none for an embedding)."""
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return []
+    return [p for p in module.parameters(recurse=False) if p.ndim >= 2]
+
+
+def _layer_gradients(loss: EmpiricalLoss, gradient: torch.Tensor, order: list[str],
+                     previous: Sequence[torch.Tensor] | None, steps_since: int | None) -> list[LayerGradient]:
+    parts = dict(zip(loss.names, loss.split(gradient)))
+    values = dict(zip(loss.names, loss.split(loss.point)))
+    before = dict(zip(loss.names, previous)) if previous is not None else {}
+    modules = dict(loss.model.named_modules())
+    out = []
+    for name in order:
+        prefix = f"{name}." if name else ""
+        own = [f"{prefix}{n}" for n, p in modules[name].named_parameters(recurse=False) if p.ndim >= 2]
+        own = [n for n in own if n in parts]
+        if not own:
+            continue
+        grad = _norm([parts[n] for n in own])
+        weight = _norm([values[n] for n in own])
+        update = None
+        if before and steps_since and all(n in before for n in own) and weight > 0:
+            update = _norm([values[n] - before[n].to(values[n]) for n in own]) / weight / steps_since
+        out.append(LayerGradient(name, type(modules[name]).__name__, grad, weight,
+                                 grad / weight if weight > 0 else math.nan, update))
+    return out
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
+
+
+def _condition(A: torch.Tensor) -> float:
+    """The condition number of ``AᵀA / n`` (its eigenvalues in float64; ``inf`` when singular)."""
+    values = torch.linalg.eigvalsh(A.T @ A / len(A))
+    low, high = float(values[0]), float(values[-1])
+    return high / low if low > high * 1e-15 else math.inf

@@ -1,0 +1,91 @@
+"""Changes to a model's weights and modules that remedies make: re-initialise layers with the
+gain their activation needs, swap activation modules, standardize the inputs.
+
+Each works in place on the model (its parameter objects are kept, so the optimizer stepping
+them needs no rebuilding; only their optimizer state is cleared where the weights are new).
+Re-initialised weights are part of the model's ``state_dict``; a swapped activation and the
+input standardization are not (they change the modules and the forward pass), so a loop that
+saves the model with ``state_dict`` must make the same change in its own code to load it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["INITS", "ACTIVATIONS", "reinitialize", "swap_activations", "InputStandardizer", "standardize_inputs"]
+
+#: Initialisations by the activation that follows the layer: ``"kaiming"`` (He et al. 2015, the
+#: ReLU family: variance 2 / fan_in) and ``"xavier"`` (Glorot & Bengio 2010, tanh and sigmoid:
+#: variance 2 / (fan_in + fan_out) times the activation's gain).
+INITS = ("kaiming", "xavier")
+
+#: Replacement activations by name.
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
+
+
+def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: Any = None, *, seed: int = 0,
+                 gain_of: str = "relu") -> None:
+    """Draw new weights for the modules ``names`` (their tensors of two or more dimensions) by
+    ``init``, with biases set to 0, from a generator seeded with ``seed`` (torch's global one is
+    left alone); their state in ``optimizer`` (moments, momentum) is cleared. ``gain_of``: the
+    activation the Xavier gain is for (``"tanh"``, ``"sigmoid"``, ``"relu"``)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"reinit: the model has no module {missing[0]!r}")
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
+    with torch.no_grad():
+        for name in names:
+            for param in modules[name].parameters(recurse=False):
+                if param.ndim < 2:
+                    param.zero_()
+                elif init == "kaiming":
+                    nn.init.kaiming_normal_(param, nonlinearity="relu", generator=generator)
+                else:
+                    nn.init.xavier_normal_(param, gain=nn.init.calculate_gain(gain_of), generator=generator)
+                if optimizer is not None:
+                    optimizer.state.pop(param, None)
+
+
+def swap_activations(model: nn.Module, names: Sequence[str], activation: str) -> None:
+    """Replace the activation modules ``names`` by ``activation`` (:data:`ACTIVATIONS`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if not hasattr(parent, child) and not (isinstance(parent, nn.Sequential) and child.isdigit()):
+            raise ValueError(f"activations: the model has no module {name!r}")
+        setattr(parent, child, ACTIVATIONS[activation]())
+
+
+class InputStandardizer:
+    """A forward pre-hook that standardizes a model's first input per feature:
+    ``x <- (x - mean) / std`` over its non-batch dimensions, flattened (the sample's statistics)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(list(mean), dtype=torch.float64)
+        self.std = torch.tensor(list(std), dtype=torch.float64)
+        if self.mean.shape != self.std.shape or not bool((self.std > 0).all()):
+            raise ValueError("standardize: mean and std must be as long as each other, std > 0")
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x, rest = args[0], args[1:]
+        flat = x.reshape(len(x), -1)
+        if flat.shape[1] != self.mean.numel():
+            raise ValueError(f"standardize: the input has {flat.shape[1]} features, the statistics "
+                             f"{self.mean.numel()}")
+        mean, std = self.mean.to(flat), self.std.to(flat)
+        return ((flat - mean) / std).reshape(x.shape), *rest
+
+
+def standardize_inputs(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """Standardize ``model``'s first input from now on (:class:`InputStandardizer`); returns the
+    hook's handle (``handle.remove()`` undoes it)."""
+    return model.register_forward_pre_hook(InputStandardizer(mean, std))

@@ -1,0 +1,198 @@
+"""Per-layer signals against closed forms and hand counts: the gradient's fall through a sigmoid
+chain, dead and saturated units, input scales; and the verdicts they give on broken runs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from descentlab.critical import StallMonitor
+from descentlab.critical.layer_signals import input_scales, measure_layers
+from descentlab.curvature import EmpiricalLoss
+from descentlab.engine import Change, LoopState, apply_change
+from descentlab.engine.model_changes import InputStandardizer, reinitialize, swap_activations
+
+
+def _sigmoid_chain(c, depth, width=5):
+    """Weights c·I and biases -c/2 with inputs 1/2: every pre-activation is 0, so each sigmoid's slope is 1/4."""
+    layers = []
+    for _ in range(depth):
+        linear = nn.Linear(width, width).double()
+        with torch.no_grad():
+            linear.weight.copy_(c * torch.eye(width, dtype=torch.float64))
+            linear.bias.fill_(-0.5 * c)
+        layers += [linear, nn.Sigmoid()]
+    return nn.Sequential(*layers[:-1])
+
+
+@pytest.mark.parametrize("c", [1.0, 2.0, 8.0])
+def test_through_a_sigmoid_chain_each_layer_toward_the_input_scales_the_gradient_by_c_over_4(c):
+    """Backpropagation multiplies by Wᵀ diag(σ'(0)) = (c/4)·I per layer, and every layer sees the same
+    activations (1/2) and weights (c·I): the relative gradients fall (c < 4) or grow (c > 4) by exactly c/4."""
+    depth = 6
+    model = _sigmoid_chain(c, depth)
+    X = torch.full((8, 5), 0.5, dtype=torch.float64)
+    y = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loss = EmpiricalLoss(model, F.mse_loss, (X, y))
+    _, gradient = loss.loss_and_gradient()
+    signals = measure_layers(loss, gradient)
+    relative = [layer.relative for layer in signals.layers]
+    assert [layer.name for layer in signals.layers] == [str(2 * i) for i in range(depth)]
+    assert [a / b for a, b in zip(relative, relative[1:])] == pytest.approx([c / 4] * (depth - 1), rel=1e-12)
+    assert signals.depth_drop == pytest.approx((depth - 1) * math.log10(4 / c), abs=1e-12)
+    if c != 4.0:
+        assert signals.monotone == 1.0
+    assert all(u.family == "sigmoid" and u.saturated == 0.0 for u in signals.units)  # σ(0) = 1/2: no tail
+
+
+def test_dead_units_are_counted_per_unit_and_per_call_of_a_shared_module():
+    """3 of 8 units get bias -100 (zero on every sample); one ReLU module used twice is two call sites."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second, self.out = nn.Linear(4, 8), nn.Linear(8, 6), nn.Linear(6, 2)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.out(self.act(self.second(self.act(self.first(x)))))
+
+    net = Net().double()
+    with torch.no_grad():
+        net.first.bias[:3] = -100.0
+        net.second.bias[:] = -100.0  # every unit of the second call dead
+    X = torch.randn(50, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (50,))
+    hand = (torch.relu(net.first(X)) == 0).all(dim=0).double().mean().item()
+    assert hand == 3 / 8
+    loss = EmpiricalLoss(net, F.cross_entropy, (X, y))
+    _, gradient = loss.loss_and_gradient()
+    units = measure_layers(loss, gradient).units
+    assert [(u.name, u.units, u.dead, u.after) for u in units] == [("act", 8, 3 / 8, "first"),
+                                                                  ("act#1", 6, 1.0, "second")]
+
+
+def test_saturated_units_are_those_in_their_flat_tail_on_most_samples():
+    """A tanh layer whose first 5 of 10 units have weights x1000 (|tanh| > 0.99 on every sample) and the
+    rest x1e-3 (near 0): exactly half the units saturated."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 10), nn.Tanh(), nn.Linear(10, 2)).double()
+    with torch.no_grad():
+        model[0].weight[:5] = torch.sign(model[0].weight[:5]) * 1000.0
+        model[0].weight[5:] *= 1e-3
+        model[0].bias.zero_()
+    X = torch.rand(64, 3, dtype=torch.float64) + 0.5  # positive inputs: each big unit is far from 0
+    y = torch.randint(0, 2, (64,))
+    loss = EmpiricalLoss(model, F.cross_entropy, (X, y))
+    units = measure_layers(loss, loss.loss_and_gradient()[1]).units
+    assert len(units) == 1 and units[0].saturated == 0.5
+
+
+def test_input_scales_against_numpy():
+    g = np.random.default_rng(0)
+    scales = np.array([1e-3, 1.0, 50.0, 4000.0])
+    X = g.normal(size=(300, 4)) * scales + np.array([0.0, 2.0, -100.0, 1e4])
+    found = input_scales(torch.tensor(X))
+    std = X.std(axis=0, ddof=1)
+    assert found.std_min == pytest.approx(std.min()) and found.std_max == pytest.approx(std.max())
+    assert found.span == pytest.approx(std.max() / std.min())
+    assert found.mean_max == pytest.approx((np.abs(X.mean(axis=0)) / std).max())
+    raw = np.hstack([X, np.ones((300, 1))])
+    z = np.hstack([(X - X.mean(axis=0)) / std, np.ones((300, 1))])
+    assert found.cond_raw == pytest.approx(np.linalg.cond(raw.T @ raw / 300), rel=1e-6)
+    assert found.cond_standardized == pytest.approx(np.linalg.cond(z.T @ z / 300), rel=1e-9)
+    assert input_scales(torch.randint(0, 5, (10, 3))) is None  # token ids: no scales
+
+
+def test_model_changes_keep_the_parameters_and_do_what_they_say():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(400, 300), nn.Sigmoid(), nn.Linear(300, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 400)).sum().backward()
+    optimizer.step()
+    params = list(model.parameters())
+    rng = torch.get_rng_state()
+    done = apply_change(Change(reinit=("0",), init="kaiming", activations=("1",), activation="relu",
+                               standardize=([1.0] * 400, [2.0] * 400)), optimizer, model=model, seed=3)
+    assert list(model.parameters()) == params and torch.equal(torch.get_rng_state(), rng)
+    # He et al.: std sqrt(2 / fan_in) (120,000 draws: the sample std within 1 %); biases 0; fresh Adam state
+    assert float(model[0].weight.std()) == pytest.approx(math.sqrt(2 / 400), rel=0.01)
+    assert float(model[0].bias.abs().max()) == 0.0 and model[0].weight not in done.optimizer.state
+    assert isinstance(model[1], nn.ReLU)
+    x = torch.randn(5, 400)
+    expected = model[2](torch.relu(model[0]((x - 1.0) / 2.0)))
+    torch.testing.assert_close(model(x), expected)  # the inputs standardized before the first layer
+    with pytest.raises(ValueError, match="model"):
+        apply_change(Change(reinit=("0",)), optimizer)
+    with pytest.raises(ValueError, match="no module"):
+        reinitialize(model, ["9"], "kaiming")
+    with pytest.raises(ValueError, match="activation"):
+        swap_activations(model, ["1"], "softmax")
+    with pytest.raises(ValueError, match="features"):
+        InputStandardizer([0.0] * 3, [1.0] * 3)(model, (torch.randn(2, 4),))
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
+
+
+def _first_verdict(model, X, y, *, lr=0.1, steps=300, **monitor_options):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    monitor = StallMonitor(F.cross_entropy, (X, y), budget=None, **monitor_options)
+    loop = LoopState(model, optimizer, batch_size=64, n_train=len(X), changes_modules=True)
+    monitor.on_train_start(loop)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(1, steps + 1):
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        loop.optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        loop.optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.control.pending:
+            monitor.control.apply(loop)
+        if any(s.status == "diagnosed" for s in monitor.stalls):
+            return next(s for s in monitor.stalls if s.status == "diagnosed"), monitor, loop
+    raise AssertionError("no diagnosed stall")
+
+
+def test_an_mlp_with_every_hidden_unit_dead_is_dead_units_and_re_initialising_revives_it():
+    X, y = _digits()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        model[0].bias.fill_(-5.0)
+    assert bool((torch.relu(model[0](X)) == 0).all())  # the oracle: every unit zero on every sample
+    stall, monitor, loop = _first_verdict(model, X, y, remedies=True, apply_remedy=True)
+    assert stall.verdict == "dead_units" and "100% dead at 1 (relu)" in stall.summary()
+    assert stall.remedy_applied in ("leaky-relu", "reinit") and monitor.control.applied
+    assert float((torch.relu(model[0](X)) == 0).all(dim=0).double().mean()) < 0.5  # revived
+
+
+def test_inputs_200x_too_large_saturate_a_tanh_mlp_and_the_remedy_names_the_inputs():
+    X, y = _digits()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    stall, _, _ = _first_verdict(model, X * 200, y, steps=600)
+    assert stall.verdict == "saturated_units" and "standardize" in stall.remedy
+
+
+def test_an_eight_layer_sigmoid_mlp_is_a_vanishing_gradient():
+    X, y = _digits()
+    torch.manual_seed(0)
+    layers = [nn.Linear(64, 32), nn.Sigmoid()]
+    for _ in range(6):
+        layers += [nn.Linear(32, 32), nn.Sigmoid()]
+    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    stall, _, _ = _first_verdict(model, X, y)
+    drop = stall.evidence["layers"]["depth_drop"]
+    assert stall.verdict == "vanishing_gradient" and drop >= 3  # the gradient fades >= 1,000x to the input
+    assert stall.evidence.get("curvature") is None  # decided with no Hessian
