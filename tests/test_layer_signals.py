@@ -196,3 +196,54 @@ def test_an_eight_layer_sigmoid_mlp_is_a_vanishing_gradient():
     drop = stall.evidence["layers"]["depth_drop"]
     assert stall.verdict == "vanishing_gradient" and drop >= 3  # the gradient fades >= 1,000x to the input
     assert stall.evidence.get("curvature") is None  # decided with no Hessian
+
+
+def test_the_cli_names_dead_units_applies_a_module_change_and_resumes_with_it(tmp_path, monkeypatch, capsys):
+    """A user's model (every hidden unit dead) through `diagnose --apply-remedy`: the verdict, the layers'
+    figure, a remedy that swaps an activation or re-initialises, and a resumed run that makes the same
+    change again (the same numbers as the run never stopped)."""
+    import textwrap
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from descentlab.cli import main
+    from descentlab.rundir import RunDir
+
+    (tmp_path / "deadnet.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        def make():
+            model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+            with torch.no_grad():
+                model[0].bias.fill_(-5.0)
+            return model
+    '''))
+    digits = load_digits()
+    np.savez(tmp_path / "digits.npz", X=(digits.data / 16).astype("float32"), y=digits.target)
+    monkeypatch.chdir(tmp_path)
+    args = ["diagnose", "--model", "deadnet:make", "--data", "digits.npz", "--steps", "240",
+            "--max-stalls", "1", "--apply-remedy", "--budget", "none", "--no-progress"]
+    assert main([*args, "--out", "whole"]) == 0
+    printed = capsys.readouterr().out
+    stall = RunDir.open(tmp_path / "whole").read_json("stalls.json")[0]
+    assert stall["verdict"] == "dead_units" and stall["remedy_applied"] in ("leaky-relu", "reinit")
+    assert (tmp_path / "whole" / "stall-1-layers.png").exists() and "dead_units" in printed
+    rows = RunDir.open(tmp_path / "whole").read_csv("metrics.csv")
+    assert float(rows[-1]["train_loss"]) < stall["loss"] - 0.05  # revived: the plateau at ln 10 is left
+    from descentlab.critical import StallMonitor
+
+    step_end = StallMonitor.on_step_end
+
+    def crash_at_220(self, loop, loss):
+        if loop.step == 220:
+            raise KeyboardInterrupt
+        return step_end(self, loop, loss)
+
+    monkeypatch.setattr(StallMonitor, "on_step_end", crash_at_220)
+    assert main([*args, "--out", "cut"]) == 130  # after the checkpoint at step 200, after the change
+    monkeypatch.setattr(StallMonitor, "on_step_end", step_end)
+    assert main(["diagnose", "--resume", "cut", "--no-progress"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert strip(RunDir.open(tmp_path / "cut").read_csv("metrics.csv")) == strip(rows)

@@ -17,8 +17,9 @@ order, ranked by the loss decrease per second; --apply-remedy continues with the
 steps (new metrics.csv columns, sharpness.csv, a figure); the eos preset shows the sharpness
 rising to 2/lr and hovering there (the edge of stability, Cohen et al. 2021).
 
-Verdicts: saddle, minimum, maximum, flat, unstable, noise_floor, diverged, no_learning_rate,
-slow (see descentlab.critical.verdicts).
+Verdicts, in the order they are tried: diverged, no_learning_rate, exploding_gradient,
+dead_units, saturated_units, vanishing_gradient, unscaled_inputs, unstable, saddle, maximum,
+noise_floor, minimum, flat, slow (see descentlab.critical.verdicts).
 
 Examples:
   descentlab diagnose

@@ -38,10 +38,11 @@ surface are named the same way. This module gathers what that rule needs from a 
 Why :data:`DENSE_THRESHOLD` = 1,000: the exact path costs n batched Hessian-vector products
 plus one O(n³) ``eigh``; the Lanczos path a few dozen to a few hundred products for the
 extremes *plus* ``ratio_probes · ratio_steps`` (1,600 by default) for the estimated minimum
-ratio. Measured on one CPU thread, a tanh MLP on 64 samples in float64: at 1,009 parameters
-exact took 1.9 s and Lanczos + SLQ 5.5 s; at 2,017 parameters exact took 12 s (``eigh`` alone
-8 s) and Lanczos + SLQ 3–5.5 s. The crossing lies between the two, and up to it the exact
-path is also *exact* (every eigenvalue, the true minimum ratio, every flat direction).
+ratio, whatever n. So the exact path is the cheaper one on small models and the cubic
+``eigh`` makes it the dearer one on larger models; the threshold lies just below the crossing
+found by timing both paths on a tanh MLP (the timings are in ``bench/RESULTS.md``), and up to it
+the exact path is also *exact* (every eigenvalue, the true minimum ratio, every flat
+direction).
 """
 
 from __future__ import annotations

@@ -196,6 +196,8 @@ def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int |
     rate = rate_evidence(optimizer, peak_lr)
     evidence["rate"] = rate
     try:
+        _, gradient = good.loss_and_gradient()
+        evidence["layers"] = measure_layers(good, gradient).to_dict()
         op = HessianOperator.like(good)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

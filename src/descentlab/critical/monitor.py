@@ -50,7 +50,7 @@ from torch import nn
 
 from descentlab.checks import check_int, check_number
 from descentlab.critical.budget import Budget
-from descentlab.critical.diagnoser import Diagnoser
+from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import PlateauTest, Trend
@@ -64,6 +64,9 @@ __all__ = ["StallMonitor", "LOGGER"]
 
 #: The logger the findings go to (one line per stall, and one per stall's remedy trials).
 LOGGER = logging.getLogger("descentlab.monitor")
+#: The loop's gradient norm grown this many times over the recent checks, with the loss rising,
+#: is diagnosed at once (an exploding gradient, before the loss is non-finite).
+GROWTH_ALARM = 100.0
 
 
 class StallMonitor(Callback):
@@ -163,6 +166,7 @@ class StallMonitor(Callback):
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
         self._diverged = False
         self._unapplied_warned = False
+        self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
 
     # ------------------------------------------------------------------ what the loop has
     @property
@@ -265,6 +269,9 @@ class StallMonitor(Callback):
         if trend is None and self.grad_tol is not None and self._count % self.window == 0:
             if self.diagnoser.sample_gradient_norm(model) < self.grad_tol:
                 trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "grad"
+        if trend is None and self._pending is None and self._growing(step, tracked):
+            trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "growth"
+            self._alarmed_at = step
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -296,9 +303,20 @@ class StallMonitor(Callback):
             self.stalls.append(stall)
         if stall.escaped or stall.remedy_applied not in (None, "keep"):
             self.plateau.reset()  # the model (or how it is trained) changed: a fresh history
-        else:
+        elif reason != "growth":
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         self._report(stall)
+
+    def _growing(self, step: int, tracked: float) -> bool:
+        """The loop's gradient grew :data:`GROWTH_ALARM` times over the recent checks while the
+        tracked loss rose above its best: an exploding gradient is diagnosed before the loss is
+        non-finite, without waiting for a plateau (once per :data:`RECENT_CHECKS` checks)."""
+        if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
+            return False
+        recent = [n for _, n in self.history.grad_norms[-RECENT_CHECKS:] if math.isfinite(n)]
+        best = self.history.best
+        return (len(recent) >= 2 and min(recent) > 0 and recent[-1] >= GROWTH_ALARM * min(recent)
+                and best is not None and tracked > best + 0.1 * abs(best))
 
     def _non_finite(self, loop: LoopState) -> None:
         """The loss became non-finite: the ``diverged`` verdict at the last good point, once;
@@ -398,6 +416,7 @@ class StallMonitor(Callback):
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
+            "alarmed_at": self._alarmed_at,
             "diagnoser": self.diagnoser.state_dict(),
             "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
         }
@@ -412,6 +431,7 @@ class StallMonitor(Callback):
         self.stalls = [Stall.from_dict(s) for s in state["stalls"]]
         self._pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))
         self._diverged = bool(state["diverged"])
+        self._alarmed_at = state.get("alarmed_at")
         self.diagnoser.load_state_dict(state["diagnoser"])
         if self.sharpness is not None and state.get("sharpness") is not None:
             self.sharpness.load_state_dict(state["sharpness"])

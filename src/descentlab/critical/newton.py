@@ -226,8 +226,9 @@ def _trust_region_steps(values: torch.Tensor, vectors: torch.Tensor, g: torch.Te
 def _hessian_chunk(n_params: int, n_samples: int) -> int:
     """Rows per vmapped ``jacrev(grad)``: it holds about ``rows * P * N`` activations per unit.
 
-    Measured on moons (354 parameters, 128 samples, 100 networks, one thread): 22 networks a
-    chunk took 7 s user + 12 s kernel (page faults of huge temporaries), one a chunk 5 s + 0.1 s.
+    ``rows * P * N`` is kept at most 5e4 (with at least one row): larger chunks spend more time in
+    the kernel, page-faulting huge temporaries, than they save in calls (the timings on moons
+    are in ``bench/RESULTS.md``).
     """
     return max(1, int(5e4 // max(1, n_params * n_samples)))
 

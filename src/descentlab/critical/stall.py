@@ -32,8 +32,9 @@ class Stall:
         step: the training step at which the plateau was noticed (or the loss became non-finite).
         loss: the tracked loss there (the loss on the monitor's fixed sample of the data).
         grad_norm: the gradient norm of that loss (``None`` when not measured).
-        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test), ``"non_finite"``, or
-            ``"on_demand"`` (``StallMonitor.diagnose``).
+        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test), ``"growth"`` (the
+            loop's gradient grew while the loss rose), ``"non_finite"``, or ``"on_demand"``
+            (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
         verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``
             until diagnosed.
@@ -115,6 +116,10 @@ class Stall:
             head = f"step {self.step}: the loss became non-finite"
         elif self.reason == "on_demand":
             head = f"step {self.step}: at loss {self.loss:.4g}"
+        elif self.reason == "growth":
+            growth = ((self.evidence or {}).get("gradient") or {}).get("growth")
+            head = f"step {self.step}: the gradient grew" + (f" {growth:.3g}x" if growth else "") + \
+                f" while the loss rose to {self.loss:.4g}"
         if self.status != "diagnosed":
             return f"{head}, {self.status}"
         text = f"{head}: {self.verdict} ({evidence_text(self)})"

@@ -230,6 +230,11 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return f"lower the rate below {largest:.3g} (the largest stable rate here), or warm it up"
     if verdict == "diverged":
         good = _get(evidence, "diverged", "checkpoint_step")
+        drop, steady = _get(evidence, "layers", "depth_drop"), _get(evidence, "layers", "monotone")
+        if drop is not None and drop <= -DEPTH_ORDERS and steady is not None and steady >= STEADY:
+            return (f"the gradient grew {10 ** -drop:,.0f}x from the output layer to the input at the last good "
+                    f"point (an exploding gradient): clip the gradients, re-initialise the layers, or lower the rate"
+                    + (f" below {largest:.3g}" if largest else ""))
         if largest and lr and largest < lr:
             where = f" at step {good}, the last good point" if good is not None else " at the last good point"
             return f"restart with a rate below {largest:.3g} (the largest stable rate{where})"

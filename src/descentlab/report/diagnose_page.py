@@ -5,7 +5,9 @@ Figures follow the verdict: the Hessian spectrum at every stall where it was mea
 along the escape direction only at a saddle; the sharpness against the stability threshold
 ``limit / lr`` over the run's rate for ``unstable`` and ``diverged``; the gradient's
 signal-to-noise ratio against the batch size for ``noise_floor``; the rate over the run for
-``no_learning_rate``.
+``no_learning_rate``; for a cause in the network (an exploding or vanishing gradient, dead or
+saturated units, unscaled inputs, and a divergence) the relative gradient through the depth and
+the activations' dead and saturated shares.
 
 With sharpness tracking (``sharpness.csv``) the page shows the sharpness against the stability
 threshold over the run, with the loss below it, and says whether the run reached the edge of
@@ -136,6 +138,15 @@ def build(run: RunDir) -> Page:
         if stall.verdict == "no_learning_rate" and rows:
             page.figure(_rate_figure(stall, rows), "The learning rate over the run.",
                         save_to=run.file(f"stall-{index}-rate.png"))
+        if stall.verdict in _NETWORK_VERDICTS and (stall.evidence or {}).get("layers"):
+            page.figure(_layers_figure(stall), "Per layer, from the input to the output: the relative gradient "
+                        "||dL/dW|| / ||W|| of every weight layer (a vanishing gradient falls toward the input, an "
+                        "exploding one grows), and the share of each activation's units that are dead (ReLU, zero on "
+                        "every sample) or saturated (sigmoid/tanh, in the flat tails on most samples).",
+                        save_to=run.file(f"stall-{index}-layers.png"))
+            notes = (stall.evidence["layers"].get("notes") or [])
+            if notes:
+                page.paragraph("Not measured: " + "; ".join(notes) + ".")
         if stall.trials:
             _trials_section(page, run, index, stall)
     page.heading("Configuration")
@@ -312,6 +323,41 @@ def _noise_figure(stall: Stall):
     ax.set_yscale("log")
     _finish(ax, "batch size B", "gradient signal-to-noise ratio",
             f"stall at step {stall.step}: noise floor (SNR 1 at B = {noise.get('critical_batch') or math.nan:.0f})")
+    return fig
+
+
+_NETWORK_VERDICTS = ("exploding_gradient", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs",
+                     "diverged")
+
+
+def _layers_figure(stall: Stall):
+    """The depth profile (relative gradient per weight layer, log scale) beside the activations'
+    dead and saturated shares."""
+    import matplotlib.pyplot as plt
+
+    layers = stall.evidence["layers"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    weights = layers.get("layers") or []
+    values = [w["relative"] if w["relative"] and w["relative"] > 0 else math.nan for w in weights]
+    left.plot(range(len(weights)), values, "o-", color="#2f7bd8", lw=2, label="||dL/dW|| / ||W||")
+    left.set_xticks(range(len(weights)), [w["name"] or "(model)" for w in weights], rotation=45, fontsize=8)
+    if any(math.isfinite(v) for v in values):
+        left.set_yscale("log")
+    zero = [i for i, w in enumerate(weights) if not w["relative"]]
+    for i in zero:  # no point on a log scale: said where it would be
+        left.annotate("0", (i, 0.5), xycoords=("data", "axes fraction"), ha="center", color="#d8542f", fontsize=11)
+    _finish(left, "weight layer (input -> output)", "relative gradient", "gradient through the depth")
+    units = layers.get("units") or []
+    shares = [(u["name"], u.get("dead"), u.get("saturated")) for u in units]
+    positions = range(len(shares))
+    right.bar(positions, [d or 0 for _, d, _ in shares], color="#d8542f", label="dead (ReLU)")
+    right.bar(positions, [s or 0 for _, _, s in shares], bottom=[d or 0 for _, d, _ in shares], color="#e9a23b",
+              label="saturated (sigmoid/tanh)")
+    right.set_xticks(list(positions), [n for n, _, _ in shares], rotation=45, fontsize=8)
+    right.set_ylim(0, 1)
+    _finish(right, "activation (call order)", "share of units", "units passing no gradient")
+    fig.suptitle(f"stall at step {stall.step}: {stall.verdict}")
+    fig.tight_layout()
     return fig
 
 
