@@ -2,15 +2,14 @@
 and how many threads a curvature product uses (``threads_for``).
 
 libgomp's default (spin ~300,000 rounds, then sleep) lets idle workers burn the cores that
-the main thread needs when the machine is shared (a 610-parameter model's step
-went from 0.9 ms to 25-100 ms on 2 cores beside other busy jobs). Not spinning at all
-(``OMP_WAIT_POLICY=PASSIVE``) puts the workers to sleep after every parallel region, and
-waking them costs ~100 us on a virtual machine: on an idle 2-core VM, torch's fused Adam over
-1,000 tensors of 10k took 85 ms instead of 9 ms, and 20 steps of a small MLP 31 ms instead
-of 13 ms. A short spin (1,000 rounds, libgomp's own value for oversubscribed machines) is
-the compromise: longer spins are up to 2x faster on an idle machine and up to 6x slower
-beside one busy process, PASSIVE the reverse, and 1,000 stays within about 2x of the best in
-both (``bench/openmp_wait.py``; tables in ``bench/RESULTS.md``). A user's own
+the main thread needs when the machine is shared, so a small model's steps slow down many
+times beside other busy jobs. Not spinning at all (``OMP_WAIT_POLICY=PASSIVE``) puts the
+workers to sleep after every parallel region, and waking them is slow on a virtual machine,
+so every operation over many small tensors pays for it even on an idle machine. A short spin
+(1,000 rounds, libgomp's own value for oversubscribed machines) is the compromise: longer
+spins are faster on an idle machine and much slower beside one busy process, PASSIVE the
+reverse, and 1,000 stays near the best in both (``bench/openmp_wait.py``; its tables and the
+measurements behind this choice are in ``bench/RESULTS.md``). A user's own
 ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is left alone.
 """
 
@@ -33,12 +32,12 @@ def set_wait_default() -> None:
 
 
 #: Work of one batch's forward pass (2 x multiply-adds, see ``curvature.empirical``) below which
-#: curvature products run on one thread. Measured on this project's 2-core machine beside other
-#: jobs, torch imported first: one HVP of MLPs from 1.2 MFLOP to 1.2 GFLOP per forward took
-#: 2-13x longer on two threads than on one (the digits MLP, 8.7 MFLOP: 6.6 ms on one thread,
-#: 54 ms on two); ``bench/busy_threads.py`` repeats the digits case. Above the threshold the
-#: free cores decide (``_free_cores``), since an idle machine's second thread pays once each
-#: operation has enough work to split.
+#: curvature products run on one thread: on a shared machine a small product's parallel
+#: regions are too short to pay for waiting on a descheduled second thread, and one thread is
+#: faster (``bench/busy_threads.py`` times the digits MLP; the measurements behind the
+#: threshold are in ``bench/RESULTS.md``). Above the threshold the free cores decide
+#: (``_free_cores``), since an idle machine's second thread pays once each operation has
+#: enough work to split.
 SINGLE_THREAD_WORK = 5e7
 
 

@@ -194,9 +194,10 @@ class GrowingCsv:
     """A CSV of a list that only grows (training's metrics), rewritten atomically each time.
 
     :meth:`write` formats only the rows added since the last call and writes the whole text:
-    with :meth:`RunDir.write_csv` at every checkpoint, a run of n steps formatted O(n²) rows
-    (20,000 rows take 0.11 s, so a 100,000-step run checkpointed every 100 steps spent minutes
-    on it); here each row is formatted once and what grows is only the bytes written.
+    with :meth:`RunDir.write_csv` at every checkpoint, a run of n steps formatted O(n²) rows,
+    a cost that comes to dominate a long run checkpointed often (the timing is in
+    ``bench/RESULTS.md``); here each row is formatted once and what grows is only the bytes
+    written.
     """
 
     def __init__(self, run: RunDir, name: str, columns: Sequence[str]) -> None:

@@ -11,14 +11,14 @@ their transposes.
 Why this is faster than ``matmat(eye)``: starting from one tensor's gradient lets autograd
 skip every branch of the double-backward graph that tensor's gradient does not depend on,
 and asking only for the later tensors prunes the backward below them, so the rows of the
-output layers cost a fraction of a full product (digits MLP 64-32-10: the last layer's 330
-rows take ≈ 0.15 s instead of ≈ 1 s; the whole Hessian ≈ 6 s instead of ≈ 10 s on one
-thread). The first layer's 2,048 rows still cost a full product each, ≈ 2.2 ms: two batched
-products with the data (c x 1797 x 64 x 32, at ≈ 40% of GEMM peak, one of them 32x wasted on
-the one-hot direction, which autograd cannot see), skinny products with the 10 outputs, and
-elementwise passes over (c, 1797, 32) tangents, about a third each. That is why one block can
-be handed in ``known``: ``curvature.linear_block`` computes an ``nn.Linear``'s block from its
-per-sample output curvature (digits MLP: ≈ 1 s in all instead of ≈ 6 s).
+output layers cost a fraction of a full product. The first layer's rows still cost a full
+product each (on the digits MLP 64-32-10, 2,048 of them): two batched products with the data
+(c x 1797 x 64 x 32 there, one of them 32x wasted on the one-hot direction, which autograd
+cannot see), skinny products with the 10 outputs, and elementwise passes over (c, 1797, 32)
+tangents. That is why one block can be handed in ``known``: ``curvature.linear_block``
+computes an ``nn.Linear``'s block from its per-sample output curvature, far fewer backwards
+where that layer holds most of the parameters. The timings on the digits MLP are in
+``bench/RESULTS.md`` (``bench/hessian.py``'s ``dense()`` rows time the whole Hessian both ways).
 """
 
 from __future__ import annotations

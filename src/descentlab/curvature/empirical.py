@@ -173,8 +173,8 @@ class EmpiricalLoss:
 
         Model, loss, data, weighting, eval-mode policy, variables and options are this one's;
         the data is not read again and the model not probed, so a tracker that measures every
-        few training steps pays only for the products (on the digits MLP, building the operator
-        anew cost 0.6 ms, half a full-batch training step).
+        few training steps pays for little beyond the products (what building the operator
+        anew costs on the digits MLP is in ``bench/RESULTS.md``).
         """
         values = {n: t for n, t in [*self.model.named_parameters(), *self.model.named_buffers()]}
         return type(self)._sharing(self, self.names, values, self._options)

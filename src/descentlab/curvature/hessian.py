@@ -8,10 +8,14 @@ Three ways to multiply one batch's Hessian:
 
 * the graph kept (the default for one batch, the data fits in memory): the gradient is built
   once with ``create_graph=True`` and every product is one more backward through that
-  retained graph (≈ 1.3 gradients);
-* streamed batches: per batch, rebuild the gradient graph and backward through it once
-  (≈ 3 gradients), or, if asked, forward-over-reverse (``torch.func.jvp`` of
-  ``torch.func.grad``); memory never holds more than one batch's graph.
+  retained graph;
+* streamed batches: per batch, rebuild the gradient graph and backward through it once (a
+  forward and a backward more per product than with the graph kept), or, if asked,
+  forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``); memory never holds more
+  than one batch's graph.
+
+What a product costs in gradients, both ways, is measured by ``bench/hessian.py`` (its
+"HVP / gradient" rows in ``bench/RESULTS.md``).
 
 A matrix of columns ``op @ V`` is one batched product (``is_grads_batched`` / ``vmap``), not a
 Python loop. ``dense()`` builds H block by block over parameter tensors (``curvature.dense``),
@@ -76,7 +80,7 @@ class HessianOperator(CurvatureOperator):
             grows with it).
         dense_limit: ``dense()`` refuses above this many parameters (default ``DENSE_LIMIT``).
         streamed: how uncached batches multiply: ``"double-backward"`` (default; rebuild the
-            batch's gradient graph, one more backward: ≈ 3 gradients here) or
+            batch's gradient graph, one more backward) or
             ``"forward-over-reverse"`` (``torch.func.jvp`` of ``torch.func.grad``; measured
             slower on CPU for small models because of per-call functorch overhead).
 

@@ -9,8 +9,8 @@ and the bias is the same with ``a_n`` extended by a 1. When samples do not inter
 ``d_out`` per-sample matrices ``A_n`` come from ``d_out`` batched backwards through the
 gradient with respect to ``z`` (one per output coordinate, all samples at once), and the block
 is one matrix product over samples. For the first layer of the digits MLP (2,080 of 2,410
-parameters) this replaces 2,080 Hessian-vector products, ≈ 2.2 ms each, by 32 small backwards
-and one product of 528 x 1797 x 2145 (both index pairs taken once, ``i <= j`` and ``a <= b``).
+parameters) this replaces 2,080 Hessian-vector products by 32 small backwards and one
+product of 528 x 1797 x 2145 (both index pairs taken once, ``i <= j`` and ``a <= b``).
 
 Whether the premises hold (one call, no weight tying, samples independent) is not assumed:
 ``check`` compares the block against one exact Hessian-vector product with a random vector,

@@ -188,8 +188,9 @@ def to_scipy(op: Any):
 
 class WeightedSum:
     """``Σ_b w_b · p_b`` over fresh product tensors, in place: a product is one weight-sized
-    output, and on the 1M-parameter MLP every extra pass over it (zeros, ``w *``, ``+=``:
-    ≈ 4 ms of a 34 ms HVP, fresh pages included) is a measurable share of the HVP."""
+    output, and on a large model every extra pass over it (zeros, ``w *``, ``+=``, fresh pages
+    included) is a measurable share of the HVP (the measurement on the 1M-parameter MLP is in
+    ``bench/RESULTS.md``)."""
 
     def __init__(self) -> None:
         self.value: torch.Tensor | None = None

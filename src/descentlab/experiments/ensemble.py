@@ -21,8 +21,9 @@ wrappers that keep slow weights), so rescaling a shared step is not a safe trick
 each distinct rate gets its own ``param_group`` holding its own stacked leaf tensors
 ``[S, ...]``; the forward pass concatenates the groups along the member dimension. The
 optimizer then applies every group's exact rate, for any element-wise optimizer, and any
-``torch.optim.lr_scheduler`` works per group unchanged. Measured in ``bench/ensemble.py``:
-one ensemble with a group per rate takes about half the time of one ensemble per rate.
+``torch.optim.lr_scheduler`` works per group unchanged. It is also cheaper than one ensemble
+per rate: one forward, backward and optimizer step serve every rate (``bench/ensemble.py``
+times both; ``bench/RESULTS.md``, section ensemble).
 
 *Seeds.* Member ``Member(seed, lr)`` starts from ``torch.manual_seed(seed); make_model()``
 and draws its data order from its own ``torch.Generator`` seeded with ``seed``, so two

@@ -1,8 +1,9 @@
 """Weight-sized scratch space kept between steps: one flat buffer per (device, dtype).
 
 GradientNoise draws its noise into it and SWATS lets Adam write its step there. Allocating a
-fresh weight-sized tensor every step costs page faults on CPU (up to a third of a noise draw),
-so the buffers are reused while the list of parameters stays the same.
+fresh weight-sized tensor every step costs page faults on CPU (a sizeable share of a noise
+draw; the measurement is in ``bench/RESULTS.md``), so the buffers are reused while the list
+of parameters stays the same.
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ import torch
 __all__ = ["fast_path_kwargs", "sparse_fallback", "torch_fuses", "SPARSE_CAPABLE"]
 
 #: On CPU torch's foreach ops are a C++ loop over per-tensor kernels that materialise every
-#: intermediate list: faster than the Python for-loop for many small tensors (10k elements:
-#: 0.7-0.8x its time for RMSprop, NAdam, RAdam), slower for few large ones (500k elements:
-#: 1.1-1.5x). Above this mean tensor size the registry keeps torch's for-loop path on CPU.
+#: intermediate list: faster than the Python for-loop for many small tensors, slower for few
+#: large ones (``bench/optim_step.py --registry`` times both; the measurements behind the
+#: threshold are in ``bench/RESULTS.md``). Above this mean tensor size the registry keeps
+#: torch's for-loop path on CPU.
 CPU_FOREACH_MAX_MEAN_NUMEL = 100_000
 
 #: torch classes whose for-loop path takes sparse gradients (and so need the fallback hook).

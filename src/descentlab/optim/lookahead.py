@@ -23,9 +23,10 @@ from descentlab.optim.wrapper import OptimizerWrapper
 
 __all__ = ["Lookahead", "lookahead_sync"]
 
-#: Bytes of slow weights per chunk of the sync: one core's L2 cache here (1 MiB). On 20 x 500k
-#: float32 at 2 threads, Lookahead(fused Adam) took 1.16x fused Adam's time with chunks and
-#: 1.21x with all tensors in one call (medians of 30 paired rounds of k = 5 steps).
+#: Bytes of slow weights per chunk of the sync: one core's L2 cache on the machine it was tuned
+#: on (1 MiB), so the copy reads the slow weights the lerp has just written from the cache;
+#: chunks made the sync cheaper than one call over all tensors (the timings are in
+#: ``bench/RESULTS.md``).
 SYNC_CHUNK_BYTES = 1 << 20
 
 

@@ -191,8 +191,9 @@ class SWATS(torch.optim.Optimizer):
 
 #: Above this mean tensor size p.g is one dot product per tensor (p and g read once, one Python
 #: call each); below it, p * g in place over the scratch and one sum (two calls for all tensors,
-#: two more weight-sized passes). bench/optim_step.py, 2 threads: dots 7 % faster on 20 x 500k,
-#: the product 35 % faster on 1000 x 10k.
+#: two more weight-sized passes): with few large tensors the passes cost more than the calls,
+#: with many small ones the calls cost more than the passes (measured on bench/optim_step.py's
+#: two layouts; the numbers are in ``bench/RESULTS.md``).
 DOTS_MIN_MEAN_NUMEL = 100_000
 
 
