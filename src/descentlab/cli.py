@@ -136,11 +136,11 @@ def given_options(argv: Sequence[str]) -> set[str]:
 def run() -> None:
     """The ``descentlab`` console command: :func:`main`, then exit with its status.
 
-    Building any torch optimizer imports ``torch._dynamo``, whose objects make the interpreter's
-    final garbage collection take 1.4-1.7 s on this project's 2-core machines (3-7 s on a loaded
-    one) after the work is done. Every file is written and closed by then, so the collector is
-    frozen first and the process exits in 0.3 s. (Not in :func:`main`, which tests and scripts
-    call in a process that goes on.)"""
+    Building any torch optimizer imports ``torch._dynamo``, whose many objects make the
+    interpreter's final garbage collection take seconds after the work is done (measured in
+    bench/RESULTS.md, "Design measurements"). Every file is written and closed by then, so the
+    collector is frozen first and the process exits at once. (Not in :func:`main`, which tests
+    and scripts call in a process that goes on.)"""
     status = main()
     gc.freeze()
     raise SystemExit(status)

@@ -3,15 +3,14 @@ warm-started from the last eigenvector (the Hessian along training).
 
 A few optimizer steps apart the Hessian moves little, so its top eigenvector is nearly the
 last one. Started there, Lanczos (:func:`~descentlab.curvature.lanczos`) meets its residual
-tolerance after one to three products, where a cold start from a random vector needs about
-twenty (digits MLP, tracked every 10 full-batch steps: 2.4 products per estimate on average).
+tolerance after a few products, where a cold start from a random vector needs many more
+(``bench/tracking.py`` counts them).
 
 **Accuracy.** For a symmetric H and a unit vector y with Rayleigh quotient θ and residual
 r = Hy − θy, some eigenvalue λ satisfies |λ − θ| <= ||r|| (Parlett, *The Symmetric Eigenvalue
 Problem*, Thm 4.5.1); Lanczos stops when ||r|| <= ``tol`` · |θ|, so ``tol = 1e-2`` bounds the
-relative error by 1 %. The bound is first order; the error is in fact about ||r||²/gap, and
-measured against a cold Lanczos at tolerance 1e-6 on the same operator it stayed below 0.1 %
-(``bench/tracking.py``). What the residual cannot tell is *which* eigenvalue θ is near: if
+relative error by 1 %. The bound is first order; the error is in fact about ||r||²/gap, well
+inside it (``bench/tracking.py`` measures it against a cold Lanczos at tolerance 1e-6). What the residual cannot tell is *which* eigenvalue θ is near: if
 another eigenvalue overtakes the tracked one (eigenvalues cross), a warm start near the old
 eigenvector converges to the old eigenvalue. So every ``check_every``-th estimate starts from
 the last vector plus a random one of equal weight: the Krylov space then holds every
