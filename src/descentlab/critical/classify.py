@@ -58,7 +58,7 @@ from torch import nn
 from descentlab.critical.rules import EIG_TOL, Verdict, classify_eigenvalues
 from descentlab.checks import check_number
 from descentlab.curvature import EmpiricalLoss, Eigenpairs, HessianOperator, lanczos, minimum_ratio
-from descentlab.curvature.batches import as_batches
+from descentlab.curvature.losses import read_batches
 
 __all__ = ["CriticalPoint", "classify", "DENSE_THRESHOLD", "GRAD_TOL", "KINDS", "METHODS", "default_tolerances"]
 
@@ -268,7 +268,7 @@ def classify(
     if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int) or max_matvecs < 1):
         raise ValueError(f"max_matvecs must be a positive integer or None, got {max_matvecs!r}")
 
-    batches = as_batches(data)
+    batches = read_batches(loss_fn, data)
     op = HessianOperator(model, loss_fn, batches, params=params)
     default_eig, default_lanczos = default_tolerances(op.dtype)
     eig_tol = default_eig if eig_tol is None else float(eig_tol)

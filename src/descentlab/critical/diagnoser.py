@@ -33,8 +33,11 @@ from descentlab.critical.remedies import remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
+from descentlab.critical.layer_signals import first_floating
 from descentlab.curvature import EmpiricalLoss, HessianOperator
+from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
+from descentlab.curvature.batches import move
 from descentlab.engine.timing import fastest
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
@@ -59,9 +62,14 @@ class Diagnoser:
         self.loss_fn = loss_fn
         self.options = options
         self.seed = int(seed)
-        self.sample, self.n_data = fixed_sample(data, sample_size, seed)
-        self._full_batches = in_memory_batches(data, FULL_DATA_LIMIT, sample_size)
-        self.train_data = in_memory_pair(data, FULL_DATA_LIMIT)  # what trials draw their batches from
+        self.model_loss = is_model_loss(loss_fn)
+        self.sample, self.n_data = fixed_sample(data, sample_size, seed, model_loss=self.model_loss)
+        self._full_batches = in_memory_batches(data, FULL_DATA_LIMIT, sample_size, model_loss=self.model_loss)
+        # what trials draw their batches from: all the data in memory, else (a loader) the sample
+        self.train_data = in_memory_pair(data, FULL_DATA_LIMIT, model_loss=self.model_loss)
+        self.trials_on_sample = self.train_data is None
+        if self.trials_on_sample:
+            self.train_data = (self.sample, None) if self.model_loss else self.sample
         self._sample_loss: EmpiricalLoss | None = None
         self._full_loss: EmpiricalLoss | None = None
         self.v0: torch.Tensor | None = None  # the last stall's eigenvectors: the next Lanczos' warm start
@@ -71,8 +79,12 @@ class Diagnoser:
     # ------------------------------------------------------------------ the data layer
     def sample_loss(self, model: nn.Module) -> EmpiricalLoss:
         """The loss over the fixed sample at ``model``'s current parameters (built once, then
-        refreshed: the data is not read again)."""
+        refreshed: the data is not read again). The first call moves the sample (and the data
+        kept in memory) to the model's device, once, so no check copies it again."""
         if self._sample_loss is None or self._sample_loss.model is not model:
+            device = next(model.parameters()).device
+            self.sample, self.train_data = move(self.sample, device), move(self.train_data, device)
+            self._full_batches = move(self._full_batches, device)
             self._sample_loss = EmpiricalLoss(model, self.loss_fn, self.sample, eval_mode=True)
         else:
             self._sample_loss = self._sample_loss.refreshed()
@@ -205,7 +217,7 @@ class Diagnoser:
             else:
                 cost = 40 * product
             loss = fastest(lambda: sample.loss())
-            full = 1.0 if self._full_batches is None else sum(count_of(*b) for b in self._full_batches) / sample.n_samples
+            full = 1.0 if self._full_batches is None else self._full_loss_samples(model) / sample.n_samples
             self._estimate = cost + (full + 1) * product / 2 + 45 * loss
         return self._estimate
 
@@ -213,13 +225,17 @@ class Diagnoser:
         """The sample's mean and spread per input feature (flattened; a constant feature's spread
         taken as 1), what a standardizing remedy divides by; ``None`` for inputs that are not
         floating point."""
-        X = self.sample[0]
-        X = X[0] if isinstance(X, (tuple, list)) else X
-        if not torch.is_tensor(X) or not X.is_floating_point() or len(X) < 2:
+        X = self.sample if self.model_loss else self.sample[0]
+        X = first_floating(X)
+        if X is None or len(X) < 2:
             return None
         flat = X.detach().reshape(len(X), -1).double()
         std = flat.std(dim=0)
         return flat.mean(dim=0).tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
+
+    def _full_loss_samples(self, model: nn.Module) -> int:
+        loss = self.full_loss(model)
+        return loss.n_samples if loss is not None else 0
 
     def state_dict(self) -> dict[str, Any]:
         """The last diagnosis's cost, the first estimate and the Lanczos warm start."""
@@ -268,7 +284,10 @@ class Diagnoser:
                                     escape_options={"max_step": self.options.max_step})
         except Exception as error:  # a trial must never kill the training run
             return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}, None
-        return {"status": "ran", "fork_step": fork_step, **plain(result.to_dict())}, result
+        record = {"status": "ran", "fork_step": fork_step, **plain(result.to_dict())}
+        if self.trials_on_sample:
+            record["data"] = "the monitor's sample (the training data is streamed from a loader)"
+        return record, result
 
 
 @contextlib.contextmanager

@@ -156,11 +156,11 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         classify_options["v0"] = v0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        point = classify(model, loss_fn, (X, y), assume_critical=critical, **classify_options)
+        point = classify(model, loss_fn, sample.data(X, y), assume_critical=critical, **classify_options)
         measured_on, confirmed = sample.n_samples, None
         if critical and point.kind in ("saddle", "local_max") and full is not None:
             if sample.n_samples < full.n_samples <= FULL_CURVATURE_LIMIT:
-                everything = full.one_batch()
+                everything = full.data(*full.one_batch())
                 confirmed = _confirmed_on(model, loss_fn, everything, point)
                 if not confirmed["held"]:  # the sample's curvature was its own: decide on all the data
                     point = classify(model, loss_fn, everything, assume_critical=True,
@@ -232,7 +232,7 @@ def _confirmed_on(model: nn.Module, loss_fn: Callable, data: Any, point: Critica
     quotients = ((V * (op @ V)).sum(dim=0) / (V * V).sum(dim=0)).double()
     held = bool((quotients < -band).all()) if point.kind == "local_max" else bool(quotients.min() < -band)
     return {"held": held, "rayleigh_quotients": [float(q) for q in quotients], "band": band,
-            "samples": len(data[1])}
+            "samples": op.n_samples}
 
 
 def _recent(norms: Sequence[float]) -> dict[str, float | None]:

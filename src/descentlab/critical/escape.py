@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from descentlab.critical.classify import CriticalPoint, FlatLoss, classify
-from descentlab.curvature.batches import as_batches
+from descentlab.curvature.losses import read_batches
 from descentlab.critical.rules import zero_mask
 from descentlab.params import Layout, flatten
 
@@ -123,7 +123,7 @@ def escape(
     if point is not None and not isinstance(point, CriticalPoint):
         raise ValueError(f"point must be a CriticalPoint from classify (or None), got {type(point).__name__}")
 
-    batches = as_batches(data)
+    batches = read_batches(loss_fn, data)
     if point is None:
         point = classify(model, loss_fn, batches, **classify_options)
     elif classify_options:

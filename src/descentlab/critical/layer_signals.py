@@ -38,7 +38,7 @@ from torch import nn
 from descentlab.curvature import EmpiricalLoss
 
 __all__ = ["UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers", "input_scales",
-           "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
+           "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
 FLAT_SLOPE = 0.02
@@ -231,9 +231,8 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
     """:class:`InputScales` of inputs ``X`` (the first tensor of a tuple), ``None`` for inputs that
     are not floating point (token ids) or have fewer than two samples."""
-    if isinstance(X, (tuple, list)):
-        X = X[0]
-    if not torch.is_tensor(X) or not X.is_floating_point() or X.ndim < 2 or len(X) < 2:
+    X = first_floating(X)
+    if X is None or X.ndim < 2 or len(X) < 2:
         return None
     F = X.detach().reshape(len(X), -1).double()
     if F.shape[1] > MAX_FEATURES:
@@ -250,6 +249,15 @@ def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
     standardized = torch.cat([(F - mean) / std, ones], dim=1)
     return InputScales(int(F.shape[1]), float(std.min()), float(std.median()), float(std.max()),
                        float((mean.abs() / std).max()), _condition(raw), _condition(standardized))
+
+
+def first_floating(X: Any) -> torch.Tensor | None:
+    """The first floating-point tensor of inputs ``X`` (a tensor, a tuple or list, a dict), ``None``
+    where there is none (token ids)."""
+    if torch.is_tensor(X):
+        return X if X.is_floating_point() else None
+    values = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()
+    return next((t for t in (first_floating(v) for v in values) if t is not None), None)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -90,11 +90,11 @@ def gradient_noise(loss: EmpiricalLoss, *, batch_size: int, n_data: int, n_batch
     b = n // m
     if b < 1:
         raise ValueError(f"the sample has {n} samples: too few to measure the gradient noise")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: m * b].to(y.device)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: m * b]  # take() moves it to the data
     parts = []
     for j in range(m):
         index = order[j * b:(j + 1) * b]
-        parts.append((take(X, index), y[index]))
+        parts.append((take(X, index), take(y, index)))
     G = loss.gradients(parts).double()
     mean = G.mean(dim=0)
     spread = float(((G - mean) ** 2).sum()) / (m - 1)

@@ -44,8 +44,8 @@ from descentlab.critical.escape import escape
 from descentlab.critical.remedies import Remedy
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.batches import batch_size as count_of
-from descentlab.curvature.batches import call as forward
 from descentlab.curvature.batches import take
+from descentlab.curvature.losses import apply_loss, as_data, is_model_loss
 from descentlab.engine.callbacks import LoopState
 from descentlab.engine.changes import apply_change
 from descentlab.engine.stack import Stack, unstackable_reason
@@ -146,7 +146,7 @@ class _Member:
         """The member's loss on ``data`` now, through the data layer (eval mode, the fork's
         buffers read but not updated)."""
         if self.evaluation is None:
-            self.evaluation = EmpiricalLoss(self.model, loss_fn, data, eval_mode=True)
+            self.evaluation = EmpiricalLoss(self.model, loss_fn, as_data(loss_fn, *data), eval_mode=True)
         else:
             self.evaluation = self.evaluation.refreshed()
         return float(self.evaluation.loss())
@@ -212,13 +212,15 @@ def run_trials(
     eval_data = data if eval_data is None else eval_data
     record_every = record_every or max(1, steps // 25)
     # every trial starts here, whatever its remedy does first
-    start = float(EmpiricalLoss(model, loss_fn, eval_data, eval_mode=True).loss())
+    start = float(EmpiricalLoss(model, loss_fn, as_data(loss_fn, *eval_data), eval_mode=True).loss())
     members = [prepare_member(r, *fork(model, optimizer), loss_fn=loss_fn, sample=sample if sample is not None else data,
                               point=point, batch_size=batch, seed=seed, escape_options=escape_options)
                for r in remedies]
     for m in members:
         m.batch = min(m.batch, n)
     reason = unstackable_reason(model) if stack else "stacking switched off by the caller"
+    if not reason and is_model_loss(loss_fn):
+        reason = "the loss runs the model itself (a ModelLoss): one forward per trial"
     groups = _groups(members, loss_fn, stacked=not reason)
     gen = torch.Generator().manual_seed(int(seed))
     largest = max(m.batch for m in members)
@@ -228,7 +230,7 @@ def run_trials(
 
     def batches():
         while True:
-            yield None if largest >= n else torch.randperm(n, generator=gen)[:largest].to(y.device)
+            yield None if largest >= n else torch.randperm(n, generator=gen)[:largest]
 
     def record(loop: LoopState, info: StepInfo) -> None:
         if info.step % record_every == 0 or info.step == steps:
@@ -244,7 +246,7 @@ def run_trials(
         key = _computation(m)  # the same computation costs the same: timed once, so clock noise cannot rank them
         if key not in timed:  # a plain (unstacked) step on a batch of the member's size, the fastest of a few
             index = None if m.batch >= n else torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[
-                :m.batch].to(y.device)
+                :m.batch]
             timed[key] = seconds_per_step(m.model, m.optimizer, loss_fn, itertools.repeat(_batch(X, y, index, m.batch)),
                                           repeats=TIMED_STEPS, warmup=1)
         seconds = steps * timed[key] + m.one_time
@@ -275,7 +277,7 @@ def _groups(members: list[_Member], loss_fn: Callable, *, stacked: bool) -> list
             for group in sizes.values()] + alone
 
 
-def _batch(X: Any, y: torch.Tensor, index: torch.Tensor | None, size: int) -> tuple[Any, torch.Tensor]:
+def _batch(X: Any, y: Any, index: torch.Tensor | None, size: int) -> tuple[Any, Any]:
     """The first ``size`` samples of ``index`` (``None``: all the data)."""
     part = None if index is None else index[:size]
     return take(X, part), take(y, part)
@@ -286,7 +288,7 @@ def _group_loss(group: list[_Member], stacked: Stack | None, loss_fn: Callable, 
     """The sum of the group's member losses on their (shared) batch: member k's gradient is its own."""
     xb, yb = _batch(X, y, index, group[0].batch)
     if stacked is None:
-        return sum(loss_fn(forward(m.model, xb), yb) for m in group)
+        return sum(apply_loss(loss_fn, m.model, xb, yb) for m in group)
     return stacked.losses(stacked.stack(), xb, yb, shared=True).sum()
 
 

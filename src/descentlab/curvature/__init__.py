@@ -2,7 +2,8 @@
 Lanczos, density, trace, per-layer spectra.
 
 One data layer, :class:`EmpiricalLoss` (the loss over the data at a snapshot θ: batch loop,
-weighting, eval-mode policy, data check, all-reduce, flattening), under one operator type,
+weighting, eval-mode policy, data check, all-reduce, flattening; a loss ``loss_fn(output,
+target)`` or one that runs the model itself, :class:`ModelLoss`), under one operator type,
 :class:`CurvatureOperator` (``op @ v``, ``dense()``, ``to_scipy()``), of which
 :class:`HessianOperator` and :class:`GGNOperator` are the two kinds. Every solver takes an
 operator *or a plain dense symmetric tensor*, so each is tested against exact linear algebra
@@ -22,6 +23,7 @@ from descentlab.curvature.ggn import CurvatureSplit, GGNOperator, residual_opera
 from descentlab.curvature.hessian import HessianOperator
 from descentlab.curvature.lanczos import WHICH, Eigenpairs, default_tol, lanczos
 from descentlab.curvature.layers import LayerSpectrum, layer_spectra, parameter_groups
+from descentlab.curvature.losses import ModelLoss, token_cross_entropy
 from descentlab.curvature.minimum_ratio import EXACT_LIMIT, MinimumRatio, minimum_ratio
 from descentlab.curvature.operator import DENSE_LIMIT, CurvatureOperator, DifferenceOperator
 from descentlab.curvature.trace import TRACE_METHODS, TraceEstimate, trace
@@ -29,6 +31,8 @@ from descentlab.curvature.trace import TRACE_METHODS, TraceEstimate, trace
 __all__ = [
     "EmpiricalLoss",
     "REDUCTIONS",
+    "ModelLoss",
+    "token_cross_entropy",
     "CurvatureOperator",
     "DifferenceOperator",
     "HessianOperator",

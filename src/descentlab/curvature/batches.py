@@ -2,6 +2,11 @@
 
 ``X`` may be a tensor or a tuple of tensors (a model with several inputs); ``y`` is a tensor
 whose first dimension counts the samples, so unequal batches can be weighted by their size.
+
+With a loss that runs the model itself (:class:`~descentlab.curvature.losses.ModelLoss`) a batch
+is whatever the data gives: a tensor (token ids), a tuple of tensors, or a dict of them (a
+Hugging Face batch); it is held as ``(batch, None)``, and its size is the first dimension of its
+first tensor.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_batches", "batch_size", "is_pair", "take", "concat", "call", "Fingerprint"]
+__all__ = ["as_batches", "batch_size", "is_pair", "is_single_batch", "take", "concat", "move", "call", "Fingerprint"]
 
 
 def is_pair(data: Any) -> bool:
@@ -24,30 +29,68 @@ def is_pair(data: Any) -> bool:
     )
 
 
-def batch_size(X: Any, y: Any) -> int:
-    """The number of samples in one batch (from ``y``, else from the first input)."""
+def batch_size(X: Any, y: Any = None) -> int:
+    """The number of samples in one batch (from ``y``, else from the first tensor of the inputs)."""
     if torch.is_tensor(y) and y.ndim > 0:
         return int(y.shape[0])
-    first = X[0] if isinstance(X, (tuple, list)) else X
+    first = _first_tensor(X)
+    if first is None:
+        raise ValueError(f"a batch must hold a tensor whose first dimension counts its samples, got {type(X).__name__}")
     return int(first.shape[0])
 
 
+def _first_tensor(X: Any) -> torch.Tensor | None:
+    if torch.is_tensor(X):
+        return X if X.ndim > 0 else None
+    values = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()
+    return next((t for t in (_first_tensor(v) for v in values) if t is not None), None)
+
+
 def take(X: Any, index: torch.Tensor | slice | None) -> Any:
-    """The samples ``index`` of inputs ``X`` (a tensor, or a tuple or list of tensors taken alike):
-    a tensor of indices (``index_select``, much faster than fancy indexing on the CPU), a slice
-    (a view), or ``None`` for all of them."""
-    if index is None:
+    """The samples ``index`` of ``X`` (a tensor, or a tuple, list or dict of tensors taken alike;
+    ``None`` stays ``None``): a tensor of indices (``index_select``, much faster than fancy
+    indexing on the CPU), a slice (a view), or ``None`` for all of them."""
+    if index is None or X is None:
         return X
+    if isinstance(X, dict):
+        return {k: take(v, index) for k, v in X.items()}
     if isinstance(X, (tuple, list)):
         return type(X)(take(x, index) for x in X)
-    return X[index] if isinstance(index, slice) else X.index_select(0, index)
+    if not torch.is_tensor(X):
+        raise ValueError(f"cannot take samples of a {type(X).__name__} in a batch (tensors only)")
+    return X[index] if isinstance(index, slice) else X.index_select(0, index.to(X.device))
 
 
 def concat(parts: list[Any]) -> Any:
-    """Batches of inputs (tensors, or tuples of tensors) joined along the sample dimension."""
+    """Batches (tensors, or tuples, lists or dicts of tensors) joined along the sample dimension."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], dict):
+        return {k: concat([p[k] for p in parts]) for k in parts[0]}
     if isinstance(parts[0], (tuple, list)):
-        return type(parts[0])(torch.cat(column) for column in zip(*parts))
+        return type(parts[0])(concat(list(column)) for column in zip(*parts))
     return torch.cat(parts)
+
+
+def is_single_batch(data: Any) -> bool:
+    """For a loss that runs the model: ``data`` is one batch (a tensor, a dict of tensors, or a
+    tuple of tensors with one first dimension), not an iterable of batches."""
+    if torch.is_tensor(data) or isinstance(data, dict):
+        return True
+    if isinstance(data, tuple) and data and all(torch.is_tensor(t) and t.ndim > 0 for t in data):
+        return len({t.shape[0] for t in data}) == 1
+    return False
+
+
+def move(X: Any, device: torch.device | str) -> Any:
+    """``X`` (a tensor, or a tuple, list or dict of them; anything else as it is) on ``device``."""
+    if torch.is_tensor(X):
+        return X.to(device)
+    if isinstance(X, dict):
+        return {k: move(v, device) for k, v in X.items()}
+    if isinstance(X, (tuple, list)):
+        return type(X)(move(x, device) for x in X)
+    return X
 
 
 def call(model: Any, X: Any) -> Any:
@@ -55,8 +98,10 @@ def call(model: Any, X: Any) -> Any:
     return model(*X) if isinstance(X, (tuple, list)) else model(X)
 
 
-def as_batches(data: Any, *, stream: bool = False, allow_empty: bool = False) -> Iterable[tuple[Any, Any]]:
-    """``data`` as batches of ``(X, y)``.
+def as_batches(data: Any, *, stream: bool = False, allow_empty: bool = False,
+               model_loss: bool = False) -> Iterable[tuple[Any, Any]]:
+    """``data`` as batches of ``(X, y)`` (``model_loss``: of ``(batch, None)``, see the module
+    docstring).
 
     By default the batches are read once into a list, so every pass over them (a Hessian, a
     probe, a line search) sees the same data in the same order. With ``stream=True`` a
@@ -68,6 +113,8 @@ def as_batches(data: Any, *, stream: bool = False, allow_empty: bool = False) ->
         ValueError: ``data`` is neither a pair nor an iterable, it has no batches, or a batch's
             inputs and targets differ in length.
     """
+    if model_loss:
+        return _model_batches(data, stream=stream, allow_empty=allow_empty)
     if is_pair(data):
         return [(data[0], data[1])]
     if not isinstance(data, Iterable):
@@ -80,6 +127,30 @@ def as_batches(data: Any, *, stream: bool = False, allow_empty: bool = False) ->
     for X, y in batches:
         if torch.is_tensor(X) and torch.is_tensor(y) and y.ndim > 0 and len(X) != len(y):
             raise ValueError(f"data: a batch has {len(X)} inputs but {len(y)} targets")
+    return batches
+
+
+class _Whole:
+    """A re-iterable source of batches for a loss that runs the model: each batch as ``(batch, None)``."""
+
+    def __init__(self, source: Iterable) -> None:
+        self.source = source
+
+    def __iter__(self):
+        return ((batch, None) for batch in self.source)
+
+
+def _model_batches(data: Any, *, stream: bool, allow_empty: bool) -> Iterable[tuple[Any, Any]]:
+    if is_single_batch(data):
+        return [(data, None)]
+    if not isinstance(data, Iterable):
+        raise ValueError(f"data must be a batch (a tensor, a tuple or dict of tensors) or an iterable of batches, "
+                         f"got {type(data).__name__}")
+    if stream and iter(data) is not data:
+        return _Whole(data)
+    batches = [(batch, None) for batch in data]
+    if not batches and not allow_empty:
+        raise ValueError("data has no batches")
     return batches
 
 
@@ -104,7 +175,8 @@ class Fingerprint:
 
     def add(self, X: Any, y: Any) -> None:
         """Add one batch (on any device; nothing is synchronised until :meth:`summary`)."""
-        tensors = [*(X if isinstance(X, (tuple, list)) else (X,)), y]
+        inputs = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else (X,)
+        tensors = [*inputs, y]
         n = batch_size(X, y)
         h = None
         for position, t in enumerate(tensors):

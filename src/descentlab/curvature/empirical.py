@@ -48,7 +48,8 @@ from torch.func import functional_call
 
 from descentlab.checks import check_choice
 from descentlab.errors import AdviceWarning
-from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat
+from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat, take
+from descentlab.curvature.losses import is_model_loss
 from descentlab.openmp import threads_for
 from descentlab.params import Layout
 
@@ -104,17 +105,18 @@ class EmpiricalLoss:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
-            raise ValueError("loss_fn must be callable as loss_fn(output, target)")
+            raise ValueError("loss_fn must be callable as loss_fn(output, target), or a ModelLoss")
         if reduction is not None:
             check_choice("reduction", reduction, REDUCTIONS)
         if getattr(loss_fn, "reduction", None) == "none":
             raise ValueError("loss_fn has reduction='none': it must return one number per batch ('mean' or 'sum')")
         self.model = model
         self.loss_fn = loss_fn
+        self.model_loss = is_model_loss(loss_fn)
         self._select(select_parameters(model, params), {n: p for n, p in [*model.named_parameters(),
                                                                           *model.named_buffers()]})
         self._switched = _decide_eval_mode(model, eval_mode)
-        self._batches = as_batches(data, stream=True, allow_empty=_distributed())
+        self._batches = as_batches(data, stream=True, allow_empty=_distributed(), model_loss=self.model_loss)
         self._streamed = not isinstance(self._batches, list)
         self._first_pass: Fingerprint | None = None
         self._passes = 0
@@ -129,7 +131,8 @@ class EmpiricalLoss:
         outputs = self._probe_outputs(probe)
         votes = [0.0, 0.0, 0.0]  # mean, sum, neither
         if reduction is None and (n_batches > 1 or _distributed()):
-            found = self._measure_reduction(outputs, [y for _, y in probe])
+            found = (self._measure_model_reduction(probe) if self.model_loss
+                     else self._measure_reduction(outputs, [y for _, y in probe]))
             if found in _VOTE:
                 votes[_VOTE[found]] = 1.0
         counts = torch.tensor([float(n_local), float(n_batches), *votes], dtype=torch.float64, device=self.device)
@@ -199,7 +202,7 @@ class EmpiricalLoss:
                  options: dict[str, Any]) -> "EmpiricalLoss":
         """A new ``cls`` on ``other``'s model, loss, data and weighting, at ``values``."""
         new = cls.__new__(cls)
-        shared = ("model", "loss_fn", "_switched", "_batches", "_streamed", "_first_pass", "_passes",
+        shared = ("model", "loss_fn", "model_loss", "_switched", "_batches", "_streamed", "_first_pass", "_passes",
                   "n_samples", "n_batches", "reduction", "work")
         for name in shared:
             setattr(new, name, getattr(other, name))
@@ -263,16 +266,25 @@ class EmpiricalLoss:
             raise ValueError(_CHANGED_DATA.format(passes=self._passes, now=print_.count, first=self._first_pass.count))
 
     def one_batch(self) -> tuple[Any, Any]:
-        """This rank's data as one ``(X, y)`` pair on the model's device and dtype (data held in
-        memory only: a streamed source raises ``ValueError``)."""
+        """This rank's data as one ``(X, y)`` pair on the model's device and dtype (``(batch,
+        None)`` for a :class:`~descentlab.curvature.losses.ModelLoss`; data held in memory only:
+        a streamed source raises ``ValueError``)."""
         if self._streamed:
             raise ValueError("the data is streamed from a loader; one batch needs it in memory")
         batches = [(self._to_model(X), self._to_model(y)) for X, y in self._batches]
         if len(batches) == 1:
             return batches[0]
-        return concat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+        return concat([b[0] for b in batches]), concat([b[1] for b in batches])
+
+    def data(self, X: Any, y: Any) -> Any:
+        """One batch as this quantity's loss takes data: ``(X, y)``, or the batch itself for a
+        :class:`~descentlab.curvature.losses.ModelLoss` (what another operator over the same
+        batch is built from)."""
+        return X if self.model_loss else (X, y)
 
     def _to_model(self, t: Any) -> Any:
+        if isinstance(t, dict):
+            return {k: self._to_model(v) for k, v in t.items()}
         if isinstance(t, (tuple, list)):
             return type(t)(self._to_model(x) for x in t)
         if not torch.is_tensor(t):
@@ -286,19 +298,36 @@ class EmpiricalLoss:
         return _switched_off(self._switched)
 
     def output(self, theta: Sequence[torch.Tensor], X: Any) -> Any:
-        """The model's output on ``X`` with ``theta`` (per-parameter tensors) as the variables."""
-        state = {**self._fixed, **dict(zip(self.names, theta))}
+        """The model's output on ``X`` with ``theta`` (per-parameter tensors) as the variables
+        (not for a :class:`~descentlab.curvature.losses.ModelLoss`, whose batch the model reads
+        its own way)."""
+        if self.model_loss:
+            raise ValueError("loss_fn is a ModelLoss: the model's output is not taken apart from its loss "
+                             "(use loss_fn(output, target) for what needs the output, such as the GGN)")
         with self.evaluation():
-            return functional_call(self.model, state, tuple(X) if isinstance(X, (tuple, list)) else (X,))
+            return self.bound(theta)(*(tuple(X) if isinstance(X, (tuple, list)) else (X,)))
+
+    def bound(self, theta: Sequence[torch.Tensor]) -> Callable[..., Any]:
+        """The model as a function with ``theta`` as its variables (and this quantity's snapshot
+        of everything else): ``bound(theta)(x)``, ``bound(theta)(**batch)``."""
+        state = {**self._fixed, **dict(zip(self.names, theta))}
+        return lambda *args, **kwargs: functional_call(self.model, state, args, kwargs)
 
     @torch.no_grad()
     def forward(self, X: Any) -> Any:
-        """The model's output on ``X`` at the snapshot, without a graph, in this quantity's modes
-        (forward hooks on the model's modules see this call as any other)."""
-        return self.output(self._point, self._to_model(X))
+        """The model run on batch ``X`` at the snapshot, without a graph, in this quantity's modes
+        (forward hooks on the model's modules see this call as any other): its output, or for a
+        :class:`~descentlab.curvature.losses.ModelLoss` the loss ``fn`` returns."""
+        X = self._to_model(X)
+        if self.model_loss:
+            return self.batch_loss(self._point, X, None)
+        return self.output(self._point, X)
 
     def batch_loss(self, theta: Sequence[torch.Tensor], X: Any, y: Any) -> torch.Tensor:
         """``loss_fn`` on one batch with ``theta`` as the variables (a graph if they require grad)."""
+        if self.model_loss:
+            with self.evaluation():
+                return self.loss_fn(self.bound(theta), X)
         return self.loss_fn(self.output(theta, X), y)
 
     def leaves(self) -> tuple[torch.Tensor, ...]:
@@ -407,7 +436,8 @@ class EmpiricalLoss:
             for i, (X, _) in enumerate(probe):
                 handles = [m.register_forward_hook(count) for m in self.model.modules()] if i == 0 else []
                 try:
-                    outputs.append(self.output(self._point, X))
+                    outputs.append(self.batch_loss(self._point, X, None) if self.model_loss
+                                   else self.output(self._point, X))
                 finally:
                     for handle in handles:
                         handle.remove()
@@ -438,6 +468,24 @@ class EmpiricalLoss:
         return "unknown" if found == "ambiguous" else found
 
 
+    def _measure_model_reduction(self, probe: list[tuple[Any, Any]]) -> str:
+        """As :meth:`_measure_reduction`, for a :class:`~descentlab.curvature.losses.ModelLoss`:
+        its ``fn`` on the first batch of two or more samples, whole and in two halves."""
+        batch = next((X for X, _ in probe if batch_size(X) >= 2), None)
+        if batch is None:
+            return "unknown"
+        n = batch_size(batch)
+        h = n // 2
+        try:
+            with torch.no_grad():
+                whole, first, second = (float(self.batch_loss(self._point, take(batch, part), None))
+                                        for part in (slice(None), slice(0, h), slice(h, None)))
+        except Exception:  # a batch the model cannot read in halves (a fixed-size input): keep the convention
+            return "unknown"
+        found = _classify_reduction(whole, first, second, h, n, self.dtype)
+        return "unknown" if found == "ambiguous" else found
+
+
 # ---------------------------------------------------------------------- helpers
 _VOTE = {"mean": 0, "sum": 1, "neither": 2}
 
@@ -447,12 +495,17 @@ def _reduction_of(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> str:
     n, h = len(out), len(out) // 2
     with torch.no_grad():
         whole, first, second = (float(loss_fn(out[s], y[s])) for s in (slice(None), slice(0, h), slice(h, None)))
+    return _classify_reduction(whole, first, second, h, n, out.dtype if out.is_floating_point() else None)
+
+
+def _classify_reduction(whole: float, first: float, second: float, h: int, n: int, dtype: torch.dtype | None) -> str:
+    """A mean, a sum or neither, from the loss of a batch of ``n`` and of its halves ``h, n - h``."""
     scale = max(abs(whole), abs(first), abs(second))
     if not scale > 0 or scale == float("inf"):
         return "ambiguous"
     # the two candidates differ by a factor ~n/2 >= 1; the tolerance only has to cover rounding
     # of a mean or sum of n terms in the model's dtype
-    tol = max(1e-6, 1e3 * torch.finfo(out.dtype).eps) * scale if out.is_floating_point() else 1e-6 * scale
+    tol = max(1e-6, 1e3 * torch.finfo(dtype).eps) * scale if dtype is not None else 1e-6 * scale
     is_mean = abs(whole - (h * first + (n - h) * second) / n) <= tol
     is_sum = abs(whole - (first + second)) <= tol
     if is_mean and is_sum:

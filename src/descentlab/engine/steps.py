@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.curvature.batches import call as forward
+from descentlab.curvature.losses import apply_loss
 from descentlab.engine.callbacks import Callback, LoopState
 from descentlab.engine.timing import synchronize as wait
 
@@ -115,11 +115,12 @@ class Joint:
 
 
 def batch_loss(model: Callable, loss_fn: Callable[[Any, Any], torch.Tensor]) -> Callable[[Any], torch.Tensor]:
-    """The objective of a plain step on ``(inputs, target)`` batches: ``loss_fn(model(inputs), target)``."""
+    """The objective of a plain step on ``(inputs, target)`` batches: ``loss_fn(model(inputs), target)``
+    (``loss_fn(model, inputs)`` for a :class:`~descentlab.curvature.ModelLoss`, the target ``None``)."""
 
     def loss(batch: Any) -> torch.Tensor:
         inputs, target = batch
-        return loss_fn(forward(model, inputs), target)
+        return apply_loss(loss_fn, model, inputs, target)
 
     return loss
 
@@ -130,7 +131,7 @@ def train_step(model: Callable, optimizer: Any, loss_fn: Callable[[Any, Any], to
     loss, backward, optimizer step) and its loss: :func:`run_steps`' step without hooks or a
     scheduler, for timing (:func:`descentlab.engine.timing.seconds_per_step`)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(forward(model, batch[0]), batch[1])
+    loss = apply_loss(loss_fn, model, batch[0], batch[1])
     loss.backward()
     optimizer.step()
     return loss

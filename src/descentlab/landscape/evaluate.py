@@ -25,7 +25,7 @@ from torch import nn
 
 from descentlab.checks import check_int
 from descentlab.curvature import EmpiricalLoss
-from descentlab.curvature.batches import as_batches
+from descentlab.curvature.losses import read_batches
 from descentlab.params import layout_of
 from descentlab.worker_pool import worker_pool
 
@@ -78,7 +78,8 @@ def evaluate_losses(model: nn.Module, loss_fn: Callable, data, center: torch.Ten
     check_int("chunk_size", chunk_size)
     check_int("workers", workers)
     # read once: every chunk passes over the same batches
-    risk = EmpiricalLoss(model, loss_fn, as_batches(data), params=list(layout.names), eval_mode=True)
+    risk = EmpiricalLoss(model, loss_fn, read_batches(loss_fn, data), params=list(layout.names),
+                         eval_mode=True)
 
     chunks = list(torch.split(coords, chunk_size))
     bar = _progress_bar(len(coords), desc) if progress else None

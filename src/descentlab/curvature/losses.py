@@ -1,0 +1,85 @@
+"""The two forms a loss takes: ``loss_fn(output, target)`` on ``(X, y)`` batches, and a loss that
+runs the model itself, ``ModelLoss(fn)`` with ``fn(model, batch)`` on batches of any form.
+
+The first is the textbook one: ``F.cross_entropy(model(X), y)``. The second is what language
+models and models that compute their own loss need: a batch of token ids whose targets are the
+same tokens shifted, a Hugging Face batch ``{"input_ids", "attention_mask", "labels"}`` passed as
+``model(**batch).loss``, several inputs and a mask. Everything above :mod:`descentlab.curvature`
+takes either: the data layer (:class:`~descentlab.curvature.EmpiricalLoss`) evaluates ``fn`` with
+the model bound to the parameters it is taken at, so Hessian products, the stall monitor and
+the landscape work the same way; only what needs the model's output apart from its loss (the
+Gauss-Newton matrix) needs the first form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from descentlab.curvature.batches import as_batches, call
+
+__all__ = ["ModelLoss", "is_model_loss", "apply_loss", "as_data", "read_batches", "token_cross_entropy"]
+
+
+class ModelLoss:
+    """A loss that runs the model: ``fn(model, batch)``, a scalar, the mean (or sum) over the
+    batch's samples.
+
+    Args:
+        fn: called with the model (a callable: ``model(x)``, ``model(**batch)``) and one batch as
+            the data gives it (a tensor, a tuple, a dict).
+
+    Example, a character-level language model on batches of token ids ``(B, T + 1)``::
+
+        loss = ModelLoss(lambda model, tokens: token_cross_entropy(model(tokens[:, :-1]), tokens[:, 1:]))
+
+    and a Hugging Face model on its own batches: ``ModelLoss(lambda model, batch: model(**batch).loss)``.
+    """
+
+    def __init__(self, fn: Callable[[Any, Any], torch.Tensor]) -> None:
+        if not callable(fn):
+            raise ValueError("fn must be callable as fn(model, batch)")
+        self.fn = fn
+
+    def __call__(self, model: Any, batch: Any) -> torch.Tensor:
+        return self.fn(model, batch)
+
+    def __repr__(self) -> str:
+        return f"ModelLoss({getattr(self.fn, '__name__', type(self.fn).__name__)})"
+
+
+def is_model_loss(loss_fn: Any) -> bool:
+    """``loss_fn`` runs the model itself (:class:`ModelLoss`)."""
+    return isinstance(loss_fn, ModelLoss)
+
+
+def apply_loss(loss_fn: Any, model: Any, X: Any, y: Any) -> torch.Tensor:
+    """One batch's loss in either form: ``loss_fn(model, X)`` for a :class:`ModelLoss` (``X`` is
+    the whole batch), else ``loss_fn(model(X), y)``."""
+    if isinstance(loss_fn, ModelLoss):
+        return loss_fn(model, X)
+    return loss_fn(call(model, X), y)
+
+
+def as_data(loss_fn: Any, X: Any, y: Any) -> Any:
+    """One batch as ``loss_fn`` takes data: the batch ``X`` itself for a :class:`ModelLoss`, else
+    the pair ``(X, y)``."""
+    return X if isinstance(loss_fn, ModelLoss) else (X, y)
+
+
+def read_batches(loss_fn: Any, data: Any) -> list:
+    """``data`` read once into a list of batches in the form ``loss_fn`` takes them (``(X, y)``
+    pairs, or the batches themselves for a :class:`ModelLoss`): every later pass over the list
+    sees the same data in the same order, and it can be handed to any operator as its data."""
+    batches = as_batches(data, model_loss=is_model_loss(loss_fn))
+    return [as_data(loss_fn, X, y) for X, y in batches]
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy of per-position logits ``(..., V)`` against token ids ``(...)``, the mean over
+    every position (``F.cross_entropy`` wants the classes in dimension 1; a language model gives
+    them last)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)

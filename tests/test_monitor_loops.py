@@ -1,0 +1,136 @@
+"""The monitor in the loops practitioners run: a DataLoader it must not disturb, batches as dicts or
+token tensors, a loss that runs the model itself (a language model, a model returning its loss)."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from descentlab.critical import StallMonitor
+from descentlab.curvature import EmpiricalLoss, ModelLoss, token_cross_entropy
+from descentlab.engine import LoopState
+
+V, T = 7, 8
+
+
+class CharLM(nn.Module):
+    """A tiny next-token model: embedding, tanh, a linear head (enough to have a loss that is not
+    ``loss_fn(model(x), y)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.hidden, self.head = nn.Embedding(V, 16), nn.Linear(16, 16), nn.Linear(16, V)
+
+    def forward(self, tokens):
+        return self.head(torch.tanh(self.hidden(self.embed(tokens))))
+
+
+def _tokens(n=256, seed=0):
+    """Sequences of a periodic language (each token followed by the next one mod V) with noise."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randint(0, V, (n, 1), generator=g)
+    seq = (start + torch.arange(T + 1)) % V
+    flip = torch.rand(seq.shape, generator=g) < 0.1
+    return torch.where(flip, torch.randint(0, V, seq.shape, generator=g), seq)
+
+
+LM_LOSS = ModelLoss(lambda model, tokens: token_cross_entropy(model(tokens[:, :-1]), tokens[:, 1:]))
+
+
+def _train(model, loader, steps, monitor=None, lr=0.5):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    loop = LoopState(model, optimizer, batch_size=loader.batch_size, n_train=len(loader.dataset), total_steps=steps)
+    if monitor is not None:
+        monitor.on_train_start(loop)
+    seen, step = [], 0
+    while step < steps:
+        for (tokens,) in loader:
+            step += 1
+            seen.append(tokens.clone())
+            loop.optimizer.zero_grad()
+            loss = LM_LOSS(model, tokens)
+            loss.backward()
+            loop.optimizer.step()
+            loop.step = step
+            if monitor is not None:
+                monitor.on_step_end(loop, loss.detach())
+                if monitor.control.pending:
+                    monitor.control.apply(loop)
+            if step == steps:
+                break
+    return seen
+
+
+def test_the_monitor_reads_a_shuffling_loader_without_changing_the_runs_batches_or_weights():
+    data = TensorDataset(_tokens())
+    runs = []
+    for monitored in (False, True):
+        torch.manual_seed(3)
+        model = CharLM()
+        loader = DataLoader(data, batch_size=32, shuffle=True)
+        monitor = StallMonitor(LM_LOSS, DataLoader(data, batch_size=32, shuffle=True), window=10,
+                               sample_size=64) if monitored else None
+        seen = _train(model, loader, 40, monitor)
+        runs.append((seen, [p.detach().clone() for p in model.parameters()]))
+    (plain_seen, plain_params), (watched_seen, watched_params) = runs
+    assert all(torch.equal(a, b) for a, b in zip(plain_seen, watched_seen))  # the same batches in the same order
+    assert all(torch.equal(a, b) for a, b in zip(plain_params, watched_params))  # the monitor only measured
+
+
+def test_a_language_model_loss_through_the_data_layer_equals_the_hand_written_one():
+    torch.manual_seed(0)
+    model = CharLM().double()
+    tokens = _tokens(60)
+    hand = F.cross_entropy(model(tokens[:, :-1]).reshape(-1, V), tokens[:, 1:].reshape(-1))
+    loader = DataLoader(TensorDataset(tokens), batch_size=25)  # 25 + 25 + 10: the mean is weighted by size
+    loss = EmpiricalLoss(model, ModelLoss(lambda m, b: token_cross_entropy(m(b[0][:, :-1]), b[0][:, 1:])), loader)
+    assert loss.reduction == "mean" and float(loss.loss()) == pytest.approx(float(hand), rel=1e-12)
+    grad = torch.autograd.grad(hand, list(model.parameters()))
+    torch.testing.assert_close(loss.loss_and_gradient()[1], torch.cat([g.reshape(-1) for g in grad]), rtol=0,
+                               atol=1e-12)
+
+
+class ReturnsItsLoss(nn.Module):
+    """A Hugging Face style model: ``model(input_ids=..., labels=...)`` returns an object with ``.loss``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lm = CharLM()
+
+    def forward(self, input_ids, labels):
+        logits = self.lm(input_ids)
+        return type("Output", (), {"loss": token_cross_entropy(logits, labels), "logits": logits})()
+
+
+def test_dict_batches_and_a_model_that_returns_its_loss_get_a_diagnosis_with_trials_on_the_sample():
+    """A loop on dict batches from a loader (so the trials train on the monitor's sample), a start
+    near zero (a saddle-like plateau): the plateau is found and diagnosed, the trials run, the
+    model's buffers and flags are untouched."""
+    tokens = _tokens(128)
+    batches = [{"input_ids": t[:, :-1], "labels": t[:, 1:]} for t in tokens.split(32)]
+    torch.manual_seed(0)
+    model = ReturnsItsLoss()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e-3)
+    loss = ModelLoss(lambda m, batch: m(**batch).loss)
+    monitor = StallMonitor(loss, iter(batches * 100), window=10, sample_size=64, budget=None, remedies=True,
+                           trial_steps=10, escape=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    loop = LoopState(model, optimizer, batch_size=32, n_train=128)
+    monitor.on_train_start(loop)
+    for step in range(1, 81):
+        batch = batches[(step - 1) % 4]
+        optimizer.zero_grad()
+        value = model(**batch).loss
+        value.backward()
+        optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, value.detach())
+        if any(s.status == "diagnosed" for s in monitor.stalls):
+            break
+    stall = next(s for s in monitor.stalls if s.status == "diagnosed")
+    assert stall.verdict in ("saddle", "flat", "noise_floor", "slow", "minimum")
+    assert stall.trials["status"] == "ran" and "sample" in stall.trials["data"]
+    assert stall.evidence["curvature"]["samples"] == 64
