@@ -134,3 +134,43 @@ def test_dict_batches_and_a_model_that_returns_its_loss_get_a_diagnosis_with_tri
     assert stall.verdict in ("saddle", "flat", "noise_floor", "slow", "minimum")
     assert stall.trials["status"] == "ran" and "sample" in stall.trials["data"]
     assert stall.evidence["curvature"]["samples"] == 64
+
+
+def test_under_bfloat16_autocast_with_accumulation_the_monitor_measures_in_float32_on_optimizer_steps():
+    """A loop in bfloat16 autocast accumulating 4 micro-batches per optimizer step, calling the monitor
+    inside autocast: every tracked loss is the float32 loss of the sample at that step's parameters
+    (the oracle: a plain float32 forward), one check per `every` optimizer steps, and the evidence
+    says the precision."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X = torch.tensor(digits.data[:512] / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target[:512])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+    monitor = StallMonitor(F.cross_entropy, (X, y), window=10, sample_size=None, budget=None)
+    loop = LoopState(model, optimizer, batch_size=128, n_train=512)
+    monitor.on_train_start(loop)
+    expected = {}
+    g = torch.Generator().manual_seed(0)
+    for step in range(1, 31):
+        optimizer.zero_grad()
+        for _ in range(4):
+            index = torch.randint(0, 512, (32,), generator=g)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(X[index]), y[index]) / 4
+            loss.backward()
+        optimizer.step()
+        loop.step = step
+        with torch.no_grad():
+            expected[step] = float(F.cross_entropy(model(X), y))  # float32, no autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            monitor.on_step_end(loop, loss.detach() * 4)
+    tracked = dict(monitor.tracked)
+    assert sorted(tracked) == [0] + list(range(2, 31, 2))  # every 10 // 5 optimizer steps, not micro-steps
+    for step, value in tracked.items():
+        if step:
+            assert value == pytest.approx(expected[step], rel=1e-6)
+    stall = monitor.diagnose(model)
+    assert stall.evidence["data"]["precision"] == "float32 (autocast off)"

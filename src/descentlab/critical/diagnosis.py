@@ -254,10 +254,12 @@ def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float
 
 
 def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
-    """The samples measured on and the modules the data layer evaluated in eval mode although
-    the model had them in training mode (the mode is part of what was measured)."""
+    """The samples measured on, the modules the data layer evaluated in eval mode although the
+    model had them in training mode (the mode is part of what was measured), and the precision
+    (the parameters' dtype: the loop's autocast is off while the monitor measures)."""
     switched = sorted({type(m).__name__ for m in mode_dependent_modules(loss.model) if m.training})
-    return {"samples": loss.n_samples, "eval_mode": switched}
+    return {"samples": loss.n_samples, "eval_mode": switched,
+            "precision": str(loss.dtype).replace("torch.", "") + " (autocast off)"}
 
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:

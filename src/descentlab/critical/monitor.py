@@ -167,6 +167,7 @@ class StallMonitor(Callback):
         self._diverged = False
         self._unapplied_warned = False
         self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
+        self._first_bad: torch.Tensor | None = None  # on the loss's device: the first non-finite step, or -1
 
     # ------------------------------------------------------------------ what the loop has
     @property
@@ -215,7 +216,7 @@ class StallMonitor(Callback):
         self.loop = loop
         self.budget.restart()
         if self.history.initial is None:
-            with self.budget.monitoring():
+            with self.budget.monitoring(), full_precision(loop.model):
                 self.plateau.add(loop.step, self._track(loop.step, loop.model))
                 if self.sharpness is not None:
                     self._measure_sharpness(loop.step, loop.model)
@@ -223,9 +224,9 @@ class StallMonitor(Callback):
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
-        with self.budget.monitoring():
+        with self.budget.monitoring(), full_precision(loop.model):
             self._warn_if_unapplied(loop)
-            if loss is not None and not _finite(loss):
+            if self._note_loss(loop.step, loss):
                 self._non_finite(loop)
                 return
             if self.sharpness is not None and self.sharpness.due(loop.step):
@@ -234,7 +235,47 @@ class StallMonitor(Callback):
                 return
             self._count += 1
             if self._count % self.every == 0:
+                if self._went_non_finite(loop):
+                    return
                 self._check(loop)
+
+    def on_train_end(self, loop: LoopState) -> None:
+        """A non-finite loss the last steps passed (a loop stops at once on one) is diagnosed now."""
+        self.loop = loop
+        with self.budget.monitoring(), full_precision(loop.model):
+            self._went_non_finite(loop)
+
+    def _note_loss(self, step: int, loss: torch.Tensor | float | None) -> bool:
+        """Keep a loss tensor's finiteness on its device (no wait for it: a loop on a GPU is not
+        synchronised every step; :meth:`_went_non_finite` reads it at the checks); a plain
+        number is checked at once (``True``: non-finite)."""
+        if loss is None:
+            return False
+        if not torch.is_tensor(loss):
+            return not math.isfinite(float(loss))
+        bad = ~torch.isfinite(loss.detach()).all()
+        step_tensor = torch.full((), int(step), dtype=torch.long, device=bad.device)
+        if self._first_bad is None:
+            self._first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
+        else:
+            self._first_bad = torch.where((self._first_bad < 0) & bad, step_tensor, self._first_bad)
+        return False
+
+    def _went_non_finite(self, loop: LoopState) -> bool:
+        """Whether a loss passed since the last check was non-finite (one read of the device flag);
+        if so the ``diverged`` verdict, at the step it first was."""
+        if self._first_bad is None or self._diverged:
+            return False
+        first = int(self._first_bad)
+        self._first_bad = None
+        if first < 0:
+            return False
+        step, loop.step = loop.step, first
+        try:
+            self._non_finite(loop)
+        finally:
+            loop.step = step
+        return True
 
     def update(self, step: int, loss: torch.Tensor | float | None, model: nn.Module) -> Stall | None:
         """:meth:`on_step_end` for a loop without a :class:`~descentlab.engine.LoopState`: step
@@ -338,7 +379,7 @@ class StallMonitor(Callback):
         """A verdict on demand at ``model``'s current parameters (``step``: the loop's, else 0);
         returned, not recorded, and not acted on."""
         step = (self.loop.step if self.loop is not None else 0) if step is None else int(step)
-        with self.budget.monitoring():
+        with self.budget.monitoring(), full_precision(model):
             if self.history.initial is None:
                 self._track(step, model)
             return self.diagnoser.diagnose(model, self.history, optimizer=self.optimizer, batch_size=self.batch_size,
@@ -437,5 +478,8 @@ class StallMonitor(Callback):
             self.sharpness.load_state_dict(state["sharpness"])
 
 
-def _finite(loss: torch.Tensor | float) -> bool:
-    return bool(torch.isfinite(loss).all()) if torch.is_tensor(loss) else math.isfinite(float(loss))
+def full_precision(model: nn.Module):
+    """The monitor measures in the model's own precision: autocast (the loop's bfloat16 or float16)
+    is off inside it, so its losses, gradients and curvature are those of the parameters' dtype."""
+    device = next(model.parameters()).device
+    return torch.autocast(device_type=device.type, enabled=False)
