@@ -35,7 +35,8 @@ def _tokens(n=256, seed=0):
     return torch.where(flip, torch.randint(0, V, seq.shape, generator=g), seq)
 
 
-LM_LOSS = ModelLoss(lambda model, tokens: token_cross_entropy(model(tokens[:, :-1]), tokens[:, 1:]))
+#: A loader of a TensorDataset gives each batch as a list ``[tokens]``: the loss takes it as the loader gives it.
+LM_LOSS = ModelLoss(lambda model, batch: token_cross_entropy(model(batch[0][:, :-1]), batch[0][:, 1:]))
 
 
 def _train(model, loader, steps, monitor=None, lr=0.5):
@@ -45,11 +46,11 @@ def _train(model, loader, steps, monitor=None, lr=0.5):
         monitor.on_train_start(loop)
     seen, step = [], 0
     while step < steps:
-        for (tokens,) in loader:
+        for batch in loader:
             step += 1
-            seen.append(tokens.clone())
+            seen.append(batch[0].clone())
             loop.optimizer.zero_grad()
-            loss = LM_LOSS(model, tokens)
+            loss = LM_LOSS(model, batch)
             loss.backward()
             loop.optimizer.step()
             loop.step = step
@@ -174,3 +175,19 @@ def test_under_bfloat16_autocast_with_accumulation_the_monitor_measures_in_float
             assert value == pytest.approx(expected[step], rel=1e-6)
     stall = monitor.diagnose(model)
     assert stall.evidence["data"]["precision"] == "float32 (autocast off)"
+
+
+def test_readme_language_model_snippet_runs_as_written(caplog):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("The same monitor watches the loops practitioners run.")
+    code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    namespace: dict = {}
+    with caplog.at_level("WARNING", logger="descentlab.monitor"):
+        exec(compile(code, "README.md", "exec"), namespace)
+    stall = namespace["monitor"].stalls[0]
+    # the schedule's closed form: min(1, (t + 1) / 20) * max(0, 1 - t / 100) is 0 from t = 100 on
+    assert stall.verdict == "no_learning_rate" and stall.evidence["rate"]["zero_since"] == 100
+    assert "no_learning_rate" in caplog.text

@@ -39,6 +39,7 @@ from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move
 from descentlab.engine.timing import fastest
+from descentlab.ranks import distributed, total
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
 
@@ -64,6 +65,7 @@ class Diagnoser:
         self.seed = int(seed)
         self.model_loss = is_model_loss(loss_fn)
         self.sample, self.n_data = fixed_sample(data, sample_size, seed, model_loss=self.model_loss)
+        self._local_n_data = self.n_data if distributed() and self.n_data is not None else None
         self._full_batches = in_memory_batches(data, FULL_DATA_LIMIT, sample_size, model_loss=self.model_loss)
         # what trials draw their batches from: all the data in memory, else (a loader) the sample
         self.train_data = in_memory_pair(data, FULL_DATA_LIMIT, model_loss=self.model_loss)
@@ -76,16 +78,25 @@ class Diagnoser:
         self.last_cost: float | None = None
         self._estimate: float | None = None
 
+    @property
+    def sample_data(self) -> Any:
+        """The fixed sample as data for the operators: the ``(X, y)`` pair, or for a loss that runs
+        the model a list holding the one batch (so a batch that is a list of tensors stays one)."""
+        return [self.sample] if self.model_loss else self.sample
+
     # ------------------------------------------------------------------ the data layer
     def sample_loss(self, model: nn.Module) -> EmpiricalLoss:
         """The loss over the fixed sample at ``model``'s current parameters (built once, then
         refreshed: the data is not read again). The first call moves the sample (and the data
         kept in memory) to the model's device, once, so no check copies it again."""
         if self._sample_loss is None or self._sample_loss.model is not model:
+            if self._local_n_data is not None:  # the whole job's training set (each rank holds a share)
+                self.n_data = int(total(self._local_n_data))
+                self._local_n_data = None
             device = next(model.parameters()).device
             self.sample, self.train_data = move(self.sample, device), move(self.train_data, device)
             self._full_batches = move(self._full_batches, device)
-            self._sample_loss = EmpiricalLoss(model, self.loss_fn, self.sample, eval_mode=True)
+            self._sample_loss = EmpiricalLoss(model, self.loss_fn, self.sample_data, eval_mode=True)
         else:
             self._sample_loss = self._sample_loss.refreshed()
         return self._sample_loss
@@ -183,7 +194,7 @@ class Diagnoser:
         """Step ``model`` along the stall's most negative eigenvector (a line search that never
         raises the loss): the one change a diagnosis makes to the model. Returns the stall with
         what the escape did; the kept slice is signed as the step was taken."""
-        result: Escape = escape(model, self.loss_fn, self.sample, stall.point, max_step=self.options.max_step)
+        result: Escape = escape(model, self.loss_fn, self.sample_data, stall.point, max_step=self.options.max_step)
         changes: dict[str, Any] = dict(escape=result, escaped=bool(result.applied),
                                        escape_loss_before=float(result.loss_before),
                                        escape_loss_after=float(result.loss_after),
@@ -280,7 +291,7 @@ class Diagnoser:
             with preserved_rng(model):
                 result = run_trials(model, optimizer, self.loss_fn, self.train_data, menu,
                                     steps=self.options.trial_steps, batch_size=batch, seed=self.seed + fork_step,
-                                    sample=self.sample, point=stall.point,
+                                    sample=self.sample_data, point=stall.point,
                                     escape_options={"max_step": self.options.max_step})
         except Exception as error:  # a trial must never kill the training run
             return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}, None

@@ -229,26 +229,38 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
-    """:class:`InputScales` of inputs ``X`` (the first tensor of a tuple), ``None`` for inputs that
-    are not floating point (token ids) or have fewer than two samples."""
+    """:class:`InputScales` of inputs ``X`` (the first floating-point tensor of a tuple or dict),
+    ``None`` for inputs that are not floating point (token ids) or have fewer than two samples.
+
+    Computed from the second moment of ``[x, 1]`` alone (its last column holds the sums), so under
+    ``torch.distributed`` the ranks' moments are summed and every rank gets the whole job's."""
     X = first_floating(X)
-    if X is None or X.ndim < 2 or len(X) < 2:
+    if X is None or X.ndim < 2:
         return None
     F = X.detach().reshape(len(X), -1).double()
     if F.shape[1] > MAX_FEATURES:
         keep = torch.randperm(F.shape[1], generator=torch.Generator().manual_seed(seed))[:MAX_FEATURES]
         F = F[:, keep.to(F.device)]
-    std = F.std(dim=0)
+    raw = torch.cat([F, torch.ones(len(F), 1, dtype=F.dtype, device=F.device)], dim=1)
+    moment = EmpiricalLoss.allreduce(raw.T @ raw)  # Σ [x, 1][x, 1]ᵀ over every rank's sample
+    n = float(moment[-1, -1])
+    if n < 2:
+        return None
+    mean = moment[:-1, -1] / n
+    covariance = moment[:-1, :-1] / n - torch.outer(mean, mean)  # the population covariance
+    std = (covariance.diagonal().clamp_min(0) * n / (n - 1)).sqrt()  # the sample spread (n - 1)
     varying = std > 0
     if not bool(varying.any()):
         return None
-    F, std = F[:, varying], std[varying]
-    mean = F.mean(dim=0)
-    ones = torch.ones(len(F), 1, dtype=F.dtype, device=F.device)
-    raw = torch.cat([F, ones], dim=1)
-    standardized = torch.cat([(F - mean) / std, ones], dim=1)
-    return InputScales(int(F.shape[1]), float(std.min()), float(std.median()), float(std.max()),
-                       float((mean.abs() / std).max()), _condition(raw), _condition(standardized))
+    index = varying.nonzero().flatten()
+    mean, std = mean[index], std[index]
+    covariance = covariance[index][:, index]
+    rows = torch.cat([index, torch.tensor([len(varying)], device=index.device)])  # the varying features and the 1
+    standardized = covariance / torch.outer(std, std)  # E[z zᵀ] of z = (x - mean) / std; E[z] = 0, E[1] = 1
+    one = torch.ones(1, 1, dtype=std.dtype, device=std.device)
+    return InputScales(int(len(index)), float(std.min()), float(std.median()), float(std.max()),
+                       float((mean.abs() / std).max()), _eig_condition(moment[rows][:, rows] / n),
+                       _eig_condition(torch.block_diag(standardized, one)))
 
 
 def first_floating(X: Any) -> torch.Tensor | None:
@@ -287,13 +299,17 @@ class _Site:
         self.count += len(out)
 
     def stats(self) -> UnitStats:
-        if self.family == "relu":
-            return UnitStats(self.name, self.family, self.flags.numel(), dead=float((~self.flags).float().mean()),
-                             after=self.after)
-        if self.family == "leaky":
-            return UnitStats(self.name, self.family, self.flags.numel(), inactive=float((~self.flags).float().mean()),
-                             after=self.after)
-        share = self.flat.double() / self.count
+        """The shares over every rank's sample (the counts summed under ``torch.distributed``)."""
+        if self.family in ("relu", "leaky"):
+            ever = EmpiricalLoss.allreduce(self.flags.double()) > 0  # non-zero (positive) on some rank's sample
+            share = float((~ever).double().mean())
+            if self.family == "relu":
+                return UnitStats(self.name, self.family, self.flags.numel(), dead=share, after=self.after)
+            return UnitStats(self.name, self.family, self.flags.numel(), inactive=share, after=self.after)
+        counts = EmpiricalLoss.allreduce(torch.cat([self.flat.double().reshape(-1),
+                                                    torch.tensor([float(self.count)], dtype=torch.float64,
+                                                                 device=self.flat.device)]))
+        share = counts[:-1] / counts[-1]
         return UnitStats(self.name, self.family, self.flat.numel(),
                          saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after)
 
@@ -352,8 +368,9 @@ def _norm(tensors: list[torch.Tensor]) -> float:
     return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
 
 
-def _condition(A: torch.Tensor) -> float:
-    """The condition number of ``AᵀA / n`` (its eigenvalues in float64; ``inf`` when singular)."""
-    values = torch.linalg.eigvalsh(A.T @ A / len(A))
+def _eig_condition(S: torch.Tensor) -> float:
+    """The condition number of a symmetric positive semi-definite ``S`` (its eigenvalues in
+    float64; ``inf`` when singular)."""
+    values = torch.linalg.eigvalsh(S)
     low, high = float(values[0]), float(values[-1])
     return high / low if low > high * 1e-15 else math.inf

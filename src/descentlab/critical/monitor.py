@@ -59,6 +59,7 @@ from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
+from descentlab.ranks import all_agree, rank, smallest, unwrap
 
 __all__ = ["StallMonitor", "LOGGER"]
 
@@ -158,8 +159,8 @@ class StallMonitor(Callback):
         self.plateau = PlateauTest(window, self.every, float(rel_tol))
         self.history = RunHistory()
         self.stalls: list[Stall] = []
-        self.sharpness = (SharpnessTracker(loss_fn, self.diagnoser.sample, every=track_sharpness, track_min=track_min,
-                                           seed=seed) if track_sharpness else None)
+        self.sharpness = (SharpnessTracker(loss_fn, self.diagnoser.sample_data, every=track_sharpness,
+                                           track_min=track_min, seed=seed) if track_sharpness else None)
         self.loop: LoopState | None = None
         self._optimizer, self._batch_size = optimizer, batch_size
         self._count = 0  # steps seen
@@ -217,20 +218,18 @@ class StallMonitor(Callback):
         self.budget.restart()
         if self.history.initial is None:
             with self.budget.monitoring(), full_precision(loop.model):
-                self.plateau.add(loop.step, self._track(loop.step, loop.model))
+                self.plateau.add(loop.step, self._track(loop.step, unwrap(loop.model)))
                 if self.sharpness is not None:
-                    self._measure_sharpness(loop.step, loop.model)
+                    self._measure_sharpness(loop.step, unwrap(loop.model))
 
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
         with self.budget.monitoring(), full_precision(loop.model):
             self._warn_if_unapplied(loop)
-            if self._note_loss(loop.step, loss):
-                self._non_finite(loop)
-                return
+            self._note_loss(loop.step, loss)
             if self.sharpness is not None and self.sharpness.due(loop.step):
-                self._measure_sharpness(loop.step, loop.model)
+                self._measure_sharpness(loop.step, unwrap(loop.model))
             if self._done():
                 return
             self._count += 1
@@ -245,31 +244,32 @@ class StallMonitor(Callback):
         with self.budget.monitoring(), full_precision(loop.model):
             self._went_non_finite(loop)
 
-    def _note_loss(self, step: int, loss: torch.Tensor | float | None) -> bool:
+    def _note_loss(self, step: int, loss: torch.Tensor | float | None) -> None:
         """Keep a loss tensor's finiteness on its device (no wait for it: a loop on a GPU is not
-        synchronised every step; :meth:`_went_non_finite` reads it at the checks); a plain
-        number is checked at once (``True``: non-finite)."""
+        synchronised every step); :meth:`_went_non_finite` reads it at the checks, agreed over the
+        ranks."""
         if loss is None:
-            return False
-        if not torch.is_tensor(loss):
-            return not math.isfinite(float(loss))
+            return
+        if not torch.is_tensor(loss):  # read at the next check too, so every rank decides at the same step
+            loss = torch.tensor(float(loss))
         bad = ~torch.isfinite(loss.detach()).all()
         step_tensor = torch.full((), int(step), dtype=torch.long, device=bad.device)
         if self._first_bad is None:
             self._first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
         else:
             self._first_bad = torch.where((self._first_bad < 0) & bad, step_tensor, self._first_bad)
-        return False
 
     def _went_non_finite(self, loop: LoopState) -> bool:
         """Whether a loss passed since the last check was non-finite (one read of the device flag);
         if so the ``diverged`` verdict, at the step it first was."""
-        if self._first_bad is None or self._diverged:
+        if self._diverged:
             return False
-        first = int(self._first_bad)
+        local = int(self._first_bad) if self._first_bad is not None else -1
         self._first_bad = None
-        if first < 0:
+        first = smallest(local if local >= 0 else math.inf)  # every rank stops at the first bad step of any
+        if not math.isfinite(first):
             return False
+        first = int(first)
         step, loop.step = loop.step, first
         try:
             self._non_finite(loop)
@@ -297,7 +297,7 @@ class StallMonitor(Callback):
                 and self._pending is None)
 
     def _check(self, loop: LoopState) -> None:
-        step, model = loop.step, loop.model
+        step, model = loop.step, unwrap(loop.model)
         tracked = self._track(step, model)
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads:  # the loop's own gradients of this step: their size, with no extra pass
@@ -317,7 +317,7 @@ class StallMonitor(Callback):
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
         started = self.budget.clock()
-        if self._pending is not None and not self.budget.allows(self.diagnoser.expected_cost(model), started):
+        if self._pending is not None and not all_agree(self.budget.allows(self.diagnoser.expected_cost(model), started)):
             return  # the plateau still waits for the budget
         first_step = self._pending[1] if self._pending is not None else step
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
@@ -325,8 +325,8 @@ class StallMonitor(Callback):
             stall = self.diagnoser.diagnose(
                 model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
                 total_steps=loop.total_steps, step=first_step, reason=reason, trend=trend, at=step,
-                step_seconds=self._step_seconds(), trials_fit=self.budget.allows,
-                afford=lambda: self.budget.allows(self.diagnoser.expected_cost(model), started))
+                step_seconds=self._step_seconds(), trials_fit=lambda expected: all_agree(self.budget.allows(expected)),
+                afford=lambda: all_agree(self.budget.allows(self.diagnoser.expected_cost(model), started)))
             stall = self.respond(stall, model)
         finally:
             loop.show(None)
@@ -367,7 +367,7 @@ class StallMonitor(Callback):
         self._diverged = True
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
         try:
-            stall = self.diagnoser.diverged(loop.model, self.history, step=loop.step, optimizer=self.optimizer)
+            stall = self.diagnoser.diverged(unwrap(loop.model), self.history, step=loop.step, optimizer=self.optimizer)
         finally:
             loop.show(None)
         self.stalls.append(stall)
@@ -379,6 +379,7 @@ class StallMonitor(Callback):
         """A verdict on demand at ``model``'s current parameters (``step``: the loop's, else 0);
         returned, not recorded, and not acted on."""
         step = (self.loop.step if self.loop is not None else 0) if step is None else int(step)
+        model = unwrap(model)
         with self.budget.monitoring(), full_precision(model):
             if self.history.initial is None:
                 self._track(step, model)
@@ -412,7 +413,7 @@ class StallMonitor(Callback):
         pending = self.control.pending
         if pending is not None and pending.step < loop.step and not self._unapplied_warned:
             self._unapplied_warned = True
-            LOGGER.warning("step %d: the remedy %r requested at step %d has not been applied: call "
+            _say("step %d: the remedy %r requested at step %d has not been applied: call "
                            "monitor.control.apply(loop) in the training loop (train() does)",
                            loop.step, pending.name, pending.step)
 
@@ -430,7 +431,7 @@ class StallMonitor(Callback):
         try:
             self.sharpness.measure(step, model, self.optimizer)
         except Exception as error:  # tracking must never kill the training run
-            LOGGER.warning("step %d: sharpness tracking stopped (%s: %s)", step, type(error).__name__, error)
+            _say("step %d: sharpness tracking stopped (%s: %s)", step, type(error).__name__, error)
             self.sharpness = None
 
     def _step_seconds(self) -> float:
@@ -439,10 +440,10 @@ class StallMonitor(Callback):
 
     def _report(self, stall: Stall) -> None:
         """The stall's lines to the logger, its numbers to ``writer``."""
-        LOGGER.warning("%s", stall.summary())
+        _say("%s", stall.summary())
         if stall.trials_summary():
-            LOGGER.warning("%s", stall.trials_summary())
-        if self.writer is not None:
+            _say("%s", stall.trials_summary())
+        if self.writer is not None and rank() == 0:
             for name in ("loss", "grad_norm", "min_eigenvalue", "max_eigenvalue"):
                 value = getattr(stall, name, None)
                 if isinstance(value, (int, float)) and math.isfinite(value):
@@ -476,6 +477,12 @@ class StallMonitor(Callback):
         self.diagnoser.load_state_dict(state["diagnoser"])
         if self.sharpness is not None and state.get("sharpness") is not None:
             self.sharpness.load_state_dict(state["sharpness"])
+
+
+def _say(message: str, *args: Any) -> None:
+    """A finding on the logger, once per job: from rank 0 under ``torch.distributed``."""
+    if rank() == 0:
+        LOGGER.warning(message, *args)
 
 
 def full_precision(model: nn.Module):

@@ -28,6 +28,7 @@ from descentlab.checks import check_int
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.batches import batch_size as batch_count
 from descentlab.curvature.batches import take
+from descentlab.ranks import smallest, world_size
 
 __all__ = ["NoiseEstimate", "gradient_noise"]
 
@@ -81,13 +82,19 @@ def gradient_noise(loss: EmpiricalLoss, *, batch_size: int, n_data: int, n_batch
     deterministic and leave the model's buffers alone). The sample is split by a seeded
     permutation into ``n_batches`` disjoint batches (fewer when it is small, at least 2); each
     costs one forward and backward (:meth:`~descentlab.curvature.EmpiricalLoss.gradients`).
+    Under ``torch.distributed`` each rank holds its own sample: the batches of all ranks are one
+    partition, their sums all-reduced, so every rank gets the same estimate. ``batch_size`` and
+    ``n_data`` are the whole job's: the samples of one optimizer step over all ranks, and the
+    whole training set.
     """
     check_int("batch_size", batch_size)
     check_int("n_data", n_data)
     X, y = loss.one_batch()
     n = batch_count(X, y)
     m = max(2, min(int(n_batches), n))
-    b = n // m
+    # under torch.distributed every rank splits its own sample into m batches of one size b,
+    # the smallest any rank can fill: together they are one partition of m x ranks batches
+    b = int(smallest(n // m))
     if b < 1:
         raise ValueError(f"the sample has {n} samples: too few to measure the gradient noise")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: m * b]  # take() moves it to the data
@@ -96,13 +103,16 @@ def gradient_noise(loss: EmpiricalLoss, *, batch_size: int, n_data: int, n_batch
         index = order[j * b:(j + 1) * b]
         parts.append((take(X, index), take(y, index)))
     G = loss.gradients(parts).double()
-    mean = G.mean(dim=0)
-    spread = float(((G - mean) ** 2).sum()) / (m - 1)
+    # the batches' sum and sum of squared norms, over every rank's batches: their mean and spread
+    sums = loss.allreduce(torch.cat([G.sum(dim=0), (G * G).sum().reshape(1)]))
+    batches = m * world_size()
+    mean = sums[:-1] / batches
+    spread = max(0.0, float(sums[-1]) - batches * float(mean @ mean)) / (batches - 1)
     variance = b * spread  # S²
-    used = m * b
+    used = batches * b
     grad_sq = max(0.0, float(mean @ mean) - variance / used * max(0.0, 1.0 - used / n_data))
     noise = variance / batch_size * max(0.0, 1.0 - batch_size / n_data)
-    return NoiseEstimate(int(batch_size), int(n_data), grad_sq, variance, noise, m, b)
+    return NoiseEstimate(int(batch_size), int(n_data), grad_sq, variance, noise, batches, b)
 
 
 def _finite(value: float) -> float | None:

@@ -51,6 +51,8 @@ from descentlab.engine.changes import apply_change
 from descentlab.engine.stack import Stack, unstackable_reason
 from descentlab.engine.steps import Joint, StepInfo, run_steps
 from descentlab.engine.timing import seconds_per_step
+from descentlab.ranks import distributed, total, world_size
+from descentlab.ranks import largest as largest_of_ranks
 
 __all__ = ["Trial", "Trials", "fork", "run_trials", "prepare_member", "unstackable_reason", "TIMED_STEPS"]
 
@@ -238,18 +240,21 @@ def run_trials(
             _record(groups, loss_fn, eval_data)
 
     # one backward pass of the summed losses gives every member its own gradients; each steps its own optimizer
-    run_steps(LoopState(nn.ModuleList([m.model for m in members]), Joint((m.optimizer, m.scheduler) for m in members)),
+    forks = nn.ModuleList([m.model for m in members])
+    run_steps(LoopState(forks, Joint((m.optimizer, m.scheduler) for m in members)),
               lambda index: sum(_group_loss(group, stacked, loss_fn, X, y, index) for group, stacked in groups),
-              batches(), steps=steps, after_step=record)
+              batches(), steps=steps, after_step=record,
+              after_backward=_averaged_over_ranks if distributed() else None)
     trials, timed = [], {}
     for m in members:
         key = _computation(m)  # the same computation costs the same: timed once, so clock noise cannot rank them
         if key not in timed:  # a plain (unstacked) step on a batch of the member's size, the fastest of a few
             index = None if m.batch >= n else torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[
                 :m.batch]
-            timed[key] = seconds_per_step(m.model, m.optimizer, loss_fn, itertools.repeat(_batch(X, y, index, m.batch)),
-                                          repeats=TIMED_STEPS, warmup=1)
-        seconds = steps * timed[key] + m.one_time
+            timed[key] = largest_of_ranks(seconds_per_step(m.model, m.optimizer, loss_fn,
+                                                  itertools.repeat(_batch(X, y, index, m.batch)),
+                                                  repeats=TIMED_STEPS, warmup=1))  # one clock for every rank
+        seconds = steps * timed[key] + largest_of_ranks(m.one_time)
         first, last = m.losses[0], m.losses[-1]
         decrease = first - last if math.isfinite(last) else math.nan
         trials.append(Trial(m.remedy, tuple(recorded), tuple(m.losses), decrease, seconds,
@@ -257,8 +262,20 @@ def run_trials(
     ranking = sorted(trials, key=lambda t: -t.rate if math.isfinite(t.rate) else math.inf)
     winner = next((t.remedy.name for t in ranking if math.isfinite(t.rate) and t.decrease > 0), None)
     return Trials(tuple(trials), tuple(t.remedy.name for t in ranking), winner, steps,
-                  None if batch >= n else batch, not reason, reason, count_of(*eval_data),
+                  None if batch >= n else batch, not reason, reason, int(total(count_of(*eval_data))),
                   time.perf_counter() - t_start)
+
+
+def _averaged_over_ranks(loop: LoopState, loss: torch.Tensor) -> None:
+    """Under ``torch.distributed``: every fork's gradients averaged over the ranks, as
+    ``DistributedDataParallel`` does for the run itself, so the forks stay one model per remedy
+    on every rank and the trials end the same everywhere."""
+    grads = [p.grad for p in loop.model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world_size()
+    for g, part in zip(grads, torch.split(flat, [g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
 def _groups(members: list[_Member], loss_fn: Callable, *, stacked: bool) -> list[tuple[list[_Member], Stack | None]]:
@@ -299,7 +316,11 @@ def _record(groups: list[tuple[list[_Member], Stack | None]], loss_fn: Callable,
     X, y = data
     for group, stacked in groups:
         if stacked is not None:
-            values = stacked.losses(stacked.stack(), X, y, shared=True).tolist()
+            values = stacked.losses(stacked.stack(), X, y, shared=True).double()
+            if distributed():  # each rank's mean over its share, weighted by the share: the mean of all
+                n = count_of(X, y)
+                values = (EmpiricalLoss.allreduce(values * n) / total(n))
+            values = values.tolist()
         else:
             values = [m.eval_loss(loss_fn, data) for m in group]
         for m, value in zip(group, values):

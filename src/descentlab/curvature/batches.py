@@ -146,8 +146,8 @@ def _model_batches(data: Any, *, stream: bool, allow_empty: bool) -> Iterable[tu
     if not isinstance(data, Iterable):
         raise ValueError(f"data must be a batch (a tensor, a tuple or dict of tensors) or an iterable of batches, "
                          f"got {type(data).__name__}")
-    if stream and iter(data) is not data:
-        return _Whole(data)
+    if stream and not isinstance(data, (list, tuple)) and iter(data) is not data:
+        return _Whole(data)  # a loader: read again on every pass
     batches = [(batch, None) for batch in data]
     if not batches and not allow_empty:
         raise ValueError("data has no batches")

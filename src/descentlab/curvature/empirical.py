@@ -277,10 +277,10 @@ class EmpiricalLoss:
         return concat([b[0] for b in batches]), concat([b[1] for b in batches])
 
     def data(self, X: Any, y: Any) -> Any:
-        """One batch as this quantity's loss takes data: ``(X, y)``, or the batch itself for a
-        :class:`~descentlab.curvature.losses.ModelLoss` (what another operator over the same
-        batch is built from)."""
-        return X if self.model_loss else (X, y)
+        """One batch as data another operator over it is built from: ``(X, y)``, or for a
+        :class:`~descentlab.curvature.losses.ModelLoss` a list holding the batch (a list of
+        batches: a batch that is itself a list of tensors, as a ``DataLoader`` gives, stays one)."""
+        return [X] if self.model_loss else (X, y)
 
     def _to_model(self, t: Any) -> Any:
         if isinstance(t, dict):

@@ -65,9 +65,10 @@ def apply_loss(loss_fn: Any, model: Any, X: Any, y: Any) -> torch.Tensor:
 
 
 def as_data(loss_fn: Any, X: Any, y: Any) -> Any:
-    """One batch as ``loss_fn`` takes data: the batch ``X`` itself for a :class:`ModelLoss`, else
-    the pair ``(X, y)``."""
-    return X if isinstance(loss_fn, ModelLoss) else (X, y)
+    """One batch as data for ``loss_fn``: the pair ``(X, y)``, or for a :class:`ModelLoss` a list
+    holding the batch ``X`` (unambiguous whatever the batch is: a list of tensors, as a
+    ``DataLoader`` gives, is one batch there, not several)."""
+    return [X] if isinstance(loss_fn, ModelLoss) else (X, y)
 
 
 def read_batches(loss_fn: Any, data: Any) -> list:
@@ -75,7 +76,7 @@ def read_batches(loss_fn: Any, data: Any) -> list:
     pairs, or the batches themselves for a :class:`ModelLoss`): every later pass over the list
     sees the same data in the same order, and it can be handed to any operator as its data."""
     batches = as_batches(data, model_loss=is_model_loss(loss_fn))
-    return [as_data(loss_fn, X, y) for X, y in batches]
+    return [X if is_model_loss(loss_fn) else (X, y) for X, y in batches]
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""One rank of tests/test_monitor_distributed.py (gloo): a DDP job watched by a StallMonitor on
+each rank, every rank on its own share of the data. Saves what the monitor found."""
+
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from descentlab.critical import StallMonitor
+from descentlab.engine import LoopState
+
+
+def problem():
+    """Digits, a tanh MLP started next to the saddle at the origin (the stall preset's story)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X = torch.tensor(digits.data[:600] / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target[:600])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e-3)
+    return model, X, y
+
+
+def shares(X, y, rank, how):
+    if how == "all":
+        return X, y
+    if how == "even":
+        return X[rank::2], y[rank::2]
+    if how == "uneven":  # 200 and 400 samples
+        return (X[:200], y[:200]) if rank == 0 else (X[200:], y[200:])
+    order = torch.argsort(y, stable=True)  # non-iid: rank 0 the 300 lowest labels (digits 0-4), rank 1 the rest
+    part = order[:300] if rank == 0 else order[300:]
+    return X[part], y[part]
+
+
+def run(rank, world, how, steps=150, remedies=False):
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("descentlab.monitor").addHandler(handler)
+    model, X, y = problem()
+    Xr, yr = shares(X, y, rank, how)
+    ddp = DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.5)
+    monitor = StallMonitor(F.cross_entropy, (Xr, yr), sample_size=None, window=20, budget=None, remedies=remedies,
+                           apply_remedy=remedies, trial_steps=10)
+    loop = LoopState(ddp, optimizer, batch_size=len(X), n_train=len(X), total_steps=steps)
+    monitor.on_train_start(loop)
+    for step in range(1, steps + 1):
+        loop.optimizer.zero_grad()
+        # every rank's mean: DDP averages the gradients, which equals the global mean for equal shares
+        loss = F.cross_entropy(ddp(Xr), yr)
+        loss.backward()
+        loop.optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.control.pending:
+            monitor.control.apply(loop)
+    logging.getLogger("descentlab.monitor").removeHandler(handler)
+    return {"stalls": [s.to_dict() for s in monitor.stalls], "tracked": monitor.tracked,
+            "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]), "logged": logged}
+
+
+def worker(rank, world, init_file, out_dir, how, remedies):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(run(rank, world, how, remedies=remedies), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,57 @@
+"""A DDP job (two gloo ranks, each watching its own share of the data) reaches one verdict
+together, identical on every rank, from the all-reduced evidence; a remedy is applied on every
+rank or none; only rank 0 logs."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import monitor_ranks
+
+
+def _same(stalls):
+    """A stall as every rank must agree on it: all but the wall time each rank's clock measured."""
+    out = []
+    for stall in stalls:
+        stall = {k: v for k, v in stall.items() if k != "seconds"}
+        if stall.get("trials"):
+            stall["trials"] = {k: v for k, v in stall["trials"].items() if k != "seconds"}
+        out.append(stall)
+    return out
+
+
+def _ranks(tmp_path, how, remedies=False):
+    mp.start_processes(monitor_ranks.worker, args=(2, str(tmp_path / "init"), str(tmp_path), how, remedies), nprocs=2,
+                       join=True, start_method="fork")
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+@pytest.mark.parametrize("how", ["even", "noniid"])
+def test_both_ranks_reach_the_one_process_verdict_from_the_all_reduced_evidence(tmp_path, how):
+    """Equal shares (iid, or non-iid: each rank half the classes, whose local gradients are large while
+    their mean is ~0): the DDP run is the one-process run on all the data, and so are its stalls."""
+    ranks = _ranks(tmp_path, how)
+    one = monitor_ranks.run(0, 1, how="all")
+    assert _same(ranks[0]["stalls"]) == _same(ranks[1]["stalls"])
+    got, want = ranks[0]["stalls"], one["stalls"]
+    assert [s["verdict"] for s in got] == [s["verdict"] for s in want] and want[0]["verdict"] == "saddle"
+    for a, b in zip(got, want):
+        assert a["step"] == b["step"]
+        assert a["evidence"]["gradient"]["norm"] == pytest.approx(b["evidence"]["gradient"]["norm"], rel=1e-3)
+        assert a["min_eigenvalue"] == pytest.approx(b["min_eigenvalue"], rel=1e-3)
+    assert [v for _, v in ranks[0]["tracked"]] == pytest.approx([v for _, v in one["tracked"]], rel=1e-5)
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_uneven_shards_agree_and_a_remedy_is_applied_on_every_rank(tmp_path):
+    ranks = _ranks(tmp_path, "uneven", remedies=True)
+    assert _same(ranks[0]["stalls"]) == _same(ranks[1]["stalls"]) and ranks[0]["stalls"]
+    assert ranks[0]["logged"] and not ranks[1]["logged"]  # one finding line per job, from rank 0
+    assert all(s["trials"]["status"] == "ran" and s["trials"]["eval_samples"] == 600 for s in ranks[0]["stalls"]
+               if s.get("trials"))
+    applied = [s["remedy_applied"] for s in ranks[0]["stalls"]]
+    assert applied == [s["remedy_applied"] for s in ranks[1]["stalls"]]
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
