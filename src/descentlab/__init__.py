@@ -12,8 +12,11 @@ Layers (a lower layer never imports a higher one)::
     optim, schedules    optimizers and learning-rate schedules
     problems            surfaces and workloads (data + model)
 
-``errors``, ``files``, ``checks`` (argument validation), ``rundir`` (run directories) and
-``openmp`` (thread settings) are small helpers every layer may use. ``make test`` checks these
+``errors``, ``files`` (atomic writes), ``checks`` (argument validation), ``rundir`` (run
+directories), ``openmp`` (thread settings), ``params`` (the one parameter flattener),
+``intervals`` (findings with their uncertainty), ``ranks`` (decisions agreed over a
+``torch.distributed`` job), ``worker_pool`` (process pools that end with their parent) and
+``monitor_defaults`` are small helpers every layer may use. ``make test`` checks these
 layers with import-linter (the contracts are in ``pyproject.toml``).
 """
 
