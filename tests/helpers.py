@@ -23,3 +23,12 @@ def lecture_at(w1, w2, dtype=F64):
         model.w1.fill_(w1)
         model.w2.fill_(w2)
     return model, workload.loss_fn, (workload.X_train, workload.y_train)
+
+
+def readme_block(after):
+    """The first ```python block of README.md after the text ``after`` (what a README test runs as written)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)

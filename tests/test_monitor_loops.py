@@ -178,12 +178,9 @@ def test_under_bfloat16_autocast_with_accumulation_the_monitor_measures_in_float
 
 
 def test_readme_language_model_snippet_runs_as_written(caplog):
-    import re
-    from pathlib import Path
+    from helpers import readme_block
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = text.index("The same monitor watches the loops practitioners run.")
-    code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    code = readme_block("The same monitor watches the loops practitioners run.")
     namespace: dict = {}
     with caplog.at_level("WARNING", logger="descentlab.monitor"):
         exec(compile(code, "README.md", "exec"), namespace)

@@ -274,19 +274,12 @@ def test_remedies_for_respects_the_menu_and_the_optimizer():
 def test_readme_protocol_snippet_runs_as_written(capsys):
     """README's loop with a LoopState: the unstable preset's winner is requested, applied by the loop in
     one call and composed with the loop's StepLR; the closed form of the rate, the optimum by sklearn."""
-    import re
-    from pathlib import Path
-
+    from helpers import readme_block
     from test_diagnose_verdicts import _optimum_loss
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-
-    def block(after):
-        return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)
-
     namespace: dict = {}
-    exec(compile(block("In your own training loop, the same monitor"), "README.md", "exec"), namespace)
-    exec(compile(block("The monitor is a `descentlab.engine.Callback`"), "README.md", "exec"), namespace)
+    exec(compile(readme_block("In your own training loop, the same monitor"), "README.md", "exec"), namespace)
+    exec(compile(readme_block("The monitor is a `descentlab.engine.Callback`"), "README.md", "exec"), namespace)
     printed = capsys.readouterr().out
     request, how = namespace["monitor"].control.applied[0]
     assert request.name == "warm-up" and "composed" in how and f"step {request.step}: warm-up" in printed

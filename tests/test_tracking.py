@@ -218,17 +218,11 @@ def test_tracker_rejects_bad_arguments():
 
 def test_readme_tracking_and_remedies_snippet_runs_as_written(capsys):
     """README's second monitor snippet, run after the first one as the text says."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-
-    def block(after):
-        return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)
+    from helpers import readme_block
 
     namespace: dict = {}
-    exec(compile(block("In your own training loop, the same monitor"), "README.md", "exec"), namespace)
-    exec(compile(block("Continuing the snippet"), "README.md", "exec"), namespace)
+    exec(compile(readme_block("In your own training loop, the same monitor"), "README.md", "exec"), namespace)
+    exec(compile(readme_block("Continuing the snippet"), "README.md", "exec"), namespace)
     printed = capsys.readouterr().out
     monitor = namespace["monitor"]
     stall = monitor.stalls[0]

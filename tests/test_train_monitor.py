@@ -1,14 +1,14 @@
 """StallMonitor: its sample, the budget, checkpointing, no false alarms on healthy runs, README's loop."""
 
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from helpers import readme_block
 
 from descentlab.critical import Stall, StallMonitor
 from descentlab.critical import budget as budget_module
@@ -258,14 +258,8 @@ def test_stall_round_trips_through_plain_dicts():
     assert "saddle (lambda_min -0.7 < 0 in float64" in stall.summary()
 
 
-def _readme_block(after: str) -> str:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = text.index(after)
-    return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
-
-
 def test_readme_monitor_loop_runs_as_written_and_finds_the_saddle(caplog):
-    code = _readme_block("In your own training loop, the same monitor")
+    code = readme_block("In your own training loop, the same monitor")
     namespace: dict = {}
     with caplog.at_level("WARNING", logger="descentlab.monitor"):
         exec(compile(code, "README.md", "exec"), namespace)

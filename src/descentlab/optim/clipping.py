@@ -44,10 +44,7 @@ class GradientClipping(OptimizerWrapper):
 
     def step(self, closure=None):
         """Evaluate ``closure`` (if any), clip the gradients' global norm, step the base."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if params:
             self.last_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_norm))

@@ -73,10 +73,7 @@ class GradientNoise(OptimizerWrapper):
 
     def step(self, closure=None):
         """Evaluate ``closure`` (if any), add this step's noise to the gradients, step the base."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         dense_grads("GradientNoise", grads)

@@ -67,6 +67,15 @@ class OptimizerWrapper(torch.optim.Optimizer):
         """Add a group to the base optimizer (the wrapper picks it up lazily on its next step)."""
         self.base.add_param_group(param_group)
 
+    @staticmethod
+    def _evaluate(closure) -> Any:
+        """``closure()`` with gradients on (torch.optim's convention for ``step(closure)``), or
+        ``None`` without one: a wrapper that changes the gradients evaluates it before it does."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     def _params(self) -> list[torch.Tensor]:
         """Every parameter, in the order ``state_dict`` numbers them (group by group)."""
         return [p for group in self.param_groups for p in group["params"]]
