@@ -27,7 +27,8 @@ TABLE: dict[str, list[list[str]]] = {
         ["--model", "x:f"], ["--workload", "stall", "--model", "a:b"], ["--lr", "-1"], ["--lr", "0"],
         ["--lr", "nan"], ["--lr", "inf"], ["--steps", "0"], ["--steps", "-3"], ["--window", "0"],
         ["--rel-tol", "-1"], ["--rel-tol", "nan"], ["--grad-tol", "0"], ["--budget", "0"], ["--budget", "-1"],
-        ["--budget", "abc"], ["--sample", "1"], ["--max-stalls", "-1"], ["--max-step", "0"],
+        ["--budget", "abc"], ["--sample", "1"], ["--max-stalls", "-1"], ["--max-step", "0"], ["--seeds", "0"],
+        ["--workload", "moons", "--seeds", "2"],
         ["--batch-size", "0"], ["--batch-size", "abc"], ["--optimizer", "nope"], ["--schedule", "nope"],
         ["--resume", "{missing}"], ["--resume", "{full}"], ["--resume", "{file}"],
         ["--workload", "minimum", "--escape", "--max-step", "-2"],
@@ -57,17 +58,21 @@ TABLE: dict[str, list[list[str]]] = {
     ],
     "minimum-ratio": [
         ["--networks", "0"], ["--newton-steps", "-1"], ["--samples", "-1"], ["--train-steps", "-1"],
-        ["--batch-size", "0"], ["--hidden", "-1"], ["--init-scale", "0"], ["--init-scale", "nan"],
+        ["--batch-size", "-1"], ["--hidden", "-1"], ["--init-scale", "0"], ["--init-scale", "nan"],
         ["--radius", "0"], ["--weight-decay", "-1"], ["--weight-decay", "nan"], ["--grad-tol", "-1"],
         ["--flat-tol", "-1"], ["--eig-tol", "-1"], ["--eig-tol", "nan"], ["--lr-range", "0", "1"],
         ["--lr-range", "1", "0.1"], ["--lr-range", "nan", "1"], ["--workload", "nope"], ["--optimizer", "nope"],
-        ["--optimizer", "adamw"], ["--init-scale", "0.5"], ["--workload", "digits-cnn"],
+        ["--optimizer", "adamw", "--weight-decay", "0.01"], ["--init-scale", "0.5"], ["--workload", "digits-cnn"],
+        ["--hidden", "0,2"], ["--newton-tol", "-1"], ["--merge-tol", "nan"],
     ],
     "surface": [
         ["--function", "nope"], ["--optimizers", "nope"], ["--optimizers", ","], ["--optimizers", "sgd,sgd"],
         ["--steps", "0"], ["--steps", "-1"], ["--start", "1"], ["--start", "a,b"], ["--start", "nan,1"],
         ["--start", "inf,0"], ["--start", "1,2,3"], ["--lr", "0"], ["--lr", "-1"], ["--lr", "nan"],
         ["--frame-every", "0"], ["--tune", "--lr", "0.1"], ["--schedule", "nope"],
+        ["--function", "double-well", "--basin-rates", "0"], ["--function", "double-well", "--basin-momenta", "1"],
+        ["--function", "double-well", "--basin-momenta", "0.5,0.5"], ["--function", "double-well", "--basin-steps", "0"],
+        ["--basin-rates", "0.1"], ["--function", "lecture", "--basins", "--steps", "1"],
     ],
     "compare": [
         ["--workload", "nope"], ["--optimizers", "nope"], ["--optimizers", "sgd,sgd"], ["--seeds", "0"],
@@ -81,11 +86,12 @@ TABLE: dict[str, list[list[str]]] = {
         ["--ref-size", "0"], ["--train-to", "0"], ["--train-to", "nan"], ["--max-updates", "0"],
         ["--epochs", "0"], ["--epochs", "nan"], ["--optimizer", "nope"], ["--budget", "0"], ["--seeds", "0"],
         ["--target-loss", "-1"], ["--workers", "0"], ["--model", "a:b"],
-        ["--data", "{missing}.npz"],
+        ["--data", "{missing}.npz"], ["--tune-updates", "0"], ["--epsilon", "0"], ["--epsilon", "nan"],
     ],
     "normalization": [
         ["--hidden", "-1"], ["--steps", "0"], ["--target-loss", "0"], ["--target-loss", "nan"],
         ["--rates", "abc"], ["--rates", "0"], ["--rates", "-1,1"], ["--bowl-features", "a,b"],
+        ["--models", "nope"], ["--seeds", "0"], ["--track-every", "-1"],
         ["--bowl-features", "mean texture"], ["--bowl-features", "mean texture,mean texture"],
     ],
     "schedules": [
@@ -95,6 +101,8 @@ TABLE: dict[str, list[list[str]]] = {
     "optimizers": [["--format", "nope"]],
     "report": [["{missing}"], ["{file}"], ["{empty}"], ["{full}"], ["{corrupt}"], ["{kindless}"], ["{unknown}"], []],
     "workloads": [["--seed", "{file}"]],
+    "zoo": [["--only", "nope"], ["--only", ","], ["--family", "gnn"], ["--verdict", "bored"],
+            ["--family", "transformer", "--verdict", "maximum"]],
 }
 
 #: The value no int or float option accepts.

@@ -1,0 +1,110 @@
+"""The zoo of broken and healthy training runs: does the stall monitor name each cause, raise
+no alarm on healthy runs, repair what it names, and at what cost?
+
+Usage:
+    .venv/bin/python bench/zoo.py                  # every case, remedies applied: the table in bench/RESULTS.md
+    .venv/bin/python bench/zoo.py --family rnn     # a subset (also --verdict CAUSE, --only A,B)
+    .venv/bin/python bench/zoo.py --no-repair      # verdicts, false alarms and overhead only (half the time)
+
+Each case (``descentlab.problems.zoo``) is trained in a plain PyTorch loop
+(``descentlab.experiments.zoo.run_case``) with a default ``StallMonitor``, then without it
+right beside (the overhead: paired, the order alternating from case to case), then with the
+monitor's remedies applied (``remedies=True, apply_remedy=True``) and, unmonitored, its healthy
+counterpart (the documented repair), for the same steps. Targets (issue 24): >= 95 % right
+verdicts (the first diagnosed stall names the cause), 0 false alarms on the healthy runs (a
+stall whose verdict names a fault; a minimum at the best loss is none), >= 90 % repaired (the
+run with the remedy applied ends within 10 % of the counterpart's loss). Torch runs on one
+thread (the models are small); the wall-time overhead on a shared machine is noisy, the
+monitor's own clock beside it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from descentlab.openmp import set_wait_default  # noqa: E402
+
+set_wait_default()  # before torch loads OpenMP (see descentlab/openmp.py)
+
+import torch  # noqa: E402
+
+from descentlab.experiments.zoo import REPAIR_TOLERANCE, TARGETS, run_zoo  # noqa: E402
+
+
+def _loss(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "nan"
+
+
+def _percent(value: float | None, signed: bool = False) -> str:
+    return "-" if value is None else (f"{value:+.0%}" if signed else f"{value:.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=None, help="comma-separated case names")
+    parser.add_argument("--family", default=None)
+    parser.add_argument("--verdict", default=None)
+    parser.add_argument("--no-repair", dest="repair", action="store_false", help="skip the repair runs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    started = time.perf_counter()
+    summary = run_zoo(only, args.family, args.verdict, seed=args.seed, repair=args.repair, progress=True)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"torch {torch.__version__}, 1 thread per run, seed {args.seed}, {len(summary.outcomes)} cases in "
+          f"{minutes:.1f} min, load average {load:.1f} at the start\n")
+
+    print("| case | family | expected | first verdict | right | repaired loss | healthy loss | repaired | "
+          "monitor (own clock) | wall overhead |")
+    print("|---|---|---|---|---|---:|---:|---|---:|---:|")
+    for o in summary.outcomes:
+        mark = ("yes" if o.right else "**no**") if o.expected is not None else ("**alarm**" if o.false_alarm else "-")
+        measured = o.repair_ok is not None
+        print(f"| {o.name} | {o.family} | {o.expected or 'healthy'} | {o.watched.verdict or 'none'} | {mark} | "
+              f"{_loss(o.repaired.final_loss) if measured else '-'} | "
+              f"{_loss(o.healthy.final_loss) if measured else '-'} | "
+              f"{('yes' if o.repair_ok else '**no**') if measured else '-'} | {_percent(o.monitor_share)} | "
+              f"{_percent(o.overhead, signed=True)} |")
+
+    met = summary.met()
+
+    def state(key: str) -> str:
+        return "-" if met[key] is None else ("met" if met[key] else "NOT met")
+
+    print("\n| cause | right / cases | repaired / measured |")
+    print("|---|---:|---:|")
+    for cause, (right, total) in summary.per_verdict().items():
+        of_cause = [o for o in summary.broken if o.expected == cause and o.repair_ok is not None]
+        repaired = f"{sum(o.repair_ok for o in of_cause)} / {len(of_cause)}" if of_cause else "-"
+        print(f"| {cause} | {right} / {total} | {repaired} |")
+
+    broken, healthy = len(summary.broken), len(summary.healthy_runs)
+    print("\n| measure | value | target |")
+    print("|---|---:|---|")
+    if broken:
+        print(f"| right verdicts | {summary.right} / {broken} ({summary.right / broken:.0%}) | "
+              f">= {TARGETS['right']:.0%} ({state('right')}) |")
+    if healthy:
+        print(f"| false alarms on healthy runs | {summary.false_alarms} / {healthy} | 0 ({state('false_alarms')}) |")
+    if summary.repairable:
+        print(f"| repaired (within {REPAIR_TOLERANCE:.0%} of the healthy counterpart) | {summary.repaired} / "
+              f"{summary.repairable} ({summary.repaired / summary.repairable:.0%}) | >= {TARGETS['repaired']:.0%} "
+              f"({state('repaired')}) |")
+    print(f"| monitor overhead, wall (median over cases, paired): every case / healthy runs | "
+          f"{_percent(summary.overhead, signed=True)} / {_percent(summary.healthy_overhead, signed=True)} | - |")
+    print(f"| monitor overhead, its own clock (median over cases): every case / healthy runs | "
+          f"{_percent(summary.monitor_share)} / {_percent(summary.healthy_monitor_share)} | - |")
+
+
+if __name__ == "__main__":
+    main()
