@@ -181,8 +181,8 @@ def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():
     found = _examine(dead, X, y)
     assert found.verdict == "dead_units" and found.evidence["gradient"]["norm"] == 0.0
     assert [(u["name"], u["dead"]) for u in found.evidence["layers"]["units"]] == [("1", 1.0)]
-    # the same net with its ReLU written as a function: no hook can see the units, so no cause is named
-    # (the evidence says why), and the curvature calls the region what it is: flat
+    # the same net with its ReLU written as a function: no hook sees the activation, but its dead units
+    # show where their output enters the last layer (exactly zero on every sample), and the evidence says so
     class Functional(nn.Module):
         def __init__(self, net):
             super().__init__()
@@ -192,8 +192,25 @@ def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():
             return self.last(torch.relu(self.first(x)))
 
     found = _examine(Functional(dead), X, y)
-    assert found.verdict == "flat" and found.evidence["gradient"]["norm"] == 0.0
+    assert found.verdict == "dead_units" and found.evidence["gradient"]["norm"] == 0.0
+    assert [(u["name"], u["dead"], u["after"]) for u in found.evidence["layers"]["units"]] == [
+        ("last (its inputs)", 1.0, "first")]
     assert any("activations written as functions" in note for note in found.evidence["layers"]["notes"])
+    # flat: the output clamped past its bound (a zero gradient, a zero Hessian, no unit dead)
+    clamped = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        clamped[2].bias.fill_(50.0)
+
+    class Clamped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = clamped
+
+        def forward(self, x):
+            return torch.clamp(self.net(x), max=10.0)
+
+    found = _examine(Clamped(), X, torch.zeros(64, 2, dtype=torch.float64), loss_fn=F.mse_loss)
+    assert found.verdict == "flat" and found.evidence["gradient"]["norm"] == 0.0
     # slow: a tanh net far from critical, stable, full batch, at a rate 1e-3 of its stability limit
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()

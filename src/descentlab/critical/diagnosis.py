@@ -228,6 +228,9 @@ def _confirmed_on(model: nn.Module, loss_fn: Callable, data: Any, point: Critica
     band = point.eig_tol * max(1.0, float(values.abs().max()))
     chosen = values < -band
     op = HessianOperator(model, loss_fn, data, params=point.names)
+    if not bool(chosen.any()):  # the kind came from a probe along flat directions: no eigenvector proves it
+        return {"held": False, "rayleigh_quotients": [], "band": band, "samples": op.n_samples,
+                "note": "decided by a probe along flat directions: classified again on all the data"}
     V = vectors[:, chosen.to(vectors.device)].to(op.dtype)
     quotients = ((V * (op @ V)).sum(dim=0) / (V * V).sum(dim=0)).double()
     held = bool((quotients < -band).all()) if point.kind == "local_max" else bool(quotients.min() < -band)

@@ -19,7 +19,9 @@ already measured:
   :data:`MOST_SAMPLES` of the samples are *saturated*; leaky units (LeakyReLU, ELU, GELU, SiLU,
   ...) that are negative on every sample are *inactive* (reported, not dead: a leaky unit still
   passes a gradient). Activations written as functions (``torch.relu(x)``) cannot be seen by a
-  hook: the evidence then says no activation module was found, and the depth profile still works;
+  hook: then a unit that passes nothing is read where its output enters the next weight layer
+  (an input exactly zero on every sample), saturation is not measured, the evidence says so,
+  and the depth profile still works;
 * **inputs** — per input feature, its spread and mean over the sample, and the condition number
   of the second-moment matrix of ``[x, 1]`` (the factor the inputs contribute to the first
   linear layer's Hessian, ``E[(x,1)(x,1)ᵀ] ⊗ ...``) raw and with the features standardized.
@@ -190,8 +192,14 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
     names = {module: name for name, module in model.named_modules()}
     last: list[str | None] = [None]
 
+    entering: dict[str, _Site] = {}  # what enters each weight layer after the first: its inputs as units
+
     def note_order(module: nn.Module, inputs: Any, output: Any) -> None:
         name = names.get(module, "")
+        if order and name not in entering and inputs and torch.is_tensor(inputs[0]) and inputs[0].is_floating_point():
+            entering[name] = _Site(f"{name} (its inputs)", "relu", module, last[0])
+        if name in entering and inputs and torch.is_tensor(inputs[0]):
+            entering[name].add(inputs[0])
         last[0] = name
         if name not in order:
             order.append(name)
@@ -221,8 +229,12 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
     units = tuple(site.stats() for site in sites.values() if site.count)
     notes = []
     if not units:
+        # no activation module to hook (activations written as functions): a unit that passes nothing
+        # still shows where its output enters the next weight layer, exactly zero on every sample
+        units = tuple(site.stats() for site in entering.values() if site.count)
         notes.append("no activation module was called (activations written as functions cannot be seen): "
-                     "no dead or saturated units measured")
+                     "dead units read from the inputs of the weight layers after the first; saturated units "
+                     "not measured")
     if len(layers) < 3:
         notes.append(f"{len(layers)} weight layer(s): a depth profile needs at least 3")
     return LayerSignals(tuple(layers), units, input_scales(X), tuple(notes))
