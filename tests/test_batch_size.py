@@ -1,4 +1,5 @@
-"""The batch-size study: learning-rate rules, both protocols' arithmetic, sharpness vs the exact Hessian."""
+"""The batch-size study: learning-rate rules, both protocols' arithmetic, sharpness vs the exact Hessian,
+equal tuning budgets in updates, intervals over seeds and the findings they allow."""
 
 import math
 
@@ -34,7 +35,7 @@ def test_settings_are_validated():
 
 
 SETTINGS = BatchSizeSettings(workload="moons", sizes=(200, None), epochs=2, budget=2, seeds=2, records_per_epoch=2,
-                             protocol="same-epochs")
+                             protocol="same-epochs", tune_updates=40)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,38 @@ def test_table_arithmetic_and_same_epochs_for_every_size(study):
         if math.isfinite(float(row["updates_to_target"])):
             assert float(row["seconds_to_target"]) == pytest.approx(
                 float(row["updates_to_target"]) * float(row["seconds_per_update"]))
-        assert float(row["accuracy_gap"]) == pytest.approx(float(row["train_accuracy"]) - float(row["val_accuracy"]))
+        assert float(row["accuracy_gap"]) == pytest.approx(float(row["train_accuracy"]) - float(row["test_accuracy"]))
+        assert float(row["lr_over_b"]) == pytest.approx(float(row["lr"]) / int(row["B"]))
+    assert {r["batch_size"]: int(r["B"]) for r in rows.values()} == {"200": 200, "full": 800}
     curves = study.read_csv("curves.csv")
     for label in ("200", "full"):
         assert max(float(r["epoch"]) for r in curves if r["batch_size"] == label) == pytest.approx(2.0)
     trials = study.read_csv("trials.csv")
-    assert [sum(t["batch_size"] == label for t in trials) for label in ("200", "full")] == [2, 2]
+    protocol = study.read_json("protocol.json")
+    for label in ("200", "full"):
+        mine = [t for t in trials if t["batch_size"] == label]
+        assert len(mine) == 2 + protocol["widenings"][label]
+        # the same budget in updates for every candidate at every size (not in epochs)
+        assert {int(t["updates"]) for t in mine} == {40}
+        assert {float(t["epochs"]) for t in mine} == {40 / (4 if label == "200" else 1)}
+
+
+def test_summary_means_and_intervals_are_those_of_the_seeds(study):
+    from scipy import stats
+
+    per_seed = study.read_csv("seeds.csv")
+    assert len(per_seed) == 4 and {r["batch_size"] for r in per_seed} == {"200", "full"}
+    for row in study.read_csv("summary.csv"):
+        mine = [r for r in per_seed if r["batch_size"] == row["batch_size"]]
+        for key in ("sharpness", "epsilon_sharpness", "loss_gap", "test_accuracy"):
+            values = [float(r[key]) for r in mine]
+            assert float(row[key]) == pytest.approx(sum(values) / 2)
+            if len(set(values)) > 1:  # oracle: scipy's t interval of the mean
+                low, high = stats.t.interval(0.95, 1, loc=sum(values) / 2, scale=stats.sem(values))
+                assert (float(row[f"{key}_low"]), float(row[f"{key}_high"])) == pytest.approx((low, high))
+        for r in mine:
+            assert float(r["loss_gap"]) == pytest.approx(float(r["test_loss"]) - float(r["train_loss"]))
+            assert float(r["epsilon_sharpness"]) > 0
 
 
 def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian(study):
@@ -93,7 +120,7 @@ def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian(study):
 
 def test_linear_rule_scales_the_reference_rate(tmp_path):
     settings = BatchSizeSettings(workload="moons", sizes=(100, 400), epochs=1, budget=2, seeds=1, lr_rule="linear",
-                                 ref_size=100, records_per_epoch=1, protocol="same-epochs")
+                                 ref_size=100, records_per_epoch=1, protocol="same-epochs", tune_updates=20)
     run = run_batch_size(settings, tmp_path / "lin", workers=1)
     chosen = run.read_json("protocol.json")["chosen_lr"]
     assert chosen["400"] == pytest.approx(4 * chosen["100"])
@@ -105,7 +132,7 @@ def test_a_reference_size_outside_the_sizes_is_tuned_and_scaled_from(tmp_path):
     # --sizes 200,400 --ref-size 100 --lr-rule sqrt: the rate is tuned at 100 (not one of the
     # sizes) and scaled by sqrt(B / 100); it used to raise after the arguments had been accepted
     settings = BatchSizeSettings(workload="moons", sizes=(200, 400), epochs=1, budget=2, seeds=1, lr_rule="sqrt",
-                                 ref_size=100, records_per_epoch=1, protocol="same-epochs")
+                                 ref_size=100, records_per_epoch=1, protocol="same-epochs", tune_updates=20)
     run = run_batch_size(settings, tmp_path / "sqrt", workers=1)
     protocol = run.read_json("protocol.json")
     assert protocol["tuned_sizes"] == ["100"]
@@ -119,14 +146,17 @@ def test_a_reference_size_outside_the_sizes_is_tuned_and_scaled_from(tmp_path):
 def test_batch_size_command_writes_the_report(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["batch-size", "--workload", "moons", "--sizes", "400,full", "--epochs", "1", "--budget", "1",
-                 "--seeds", "1", "--workers", "1", "--protocol", "same-epochs", "--out", str(out)]) == 0
+                 "--seeds", "1", "--workers", "1", "--protocol", "same-epochs", "--tune-updates", "10",
+                 "--out", str(out)]) == 0
     text = (out / "report.html").read_text()
-    assert "Sharpness vs generalisation gap" in text and text.count("<img") == 4
-    for name in ("time_vs_batch.png", "loss_by_updates.png", "loss_by_seconds.png", "sharpness_vs_gap.png"):
+    assert "Sharpness vs generalisation gap" in text and text.count("<img") == 6
+    for name in ("time_vs_batch.png", "loss_by_updates.png", "loss_by_seconds.png", "sharpness_vs_batch.png",
+                 "sharpness_vs_noise.png", "sharpness_vs_gap.png"):
         assert (out / name).exists()
     printed = capsys.readouterr().out
-    assert "batch   full" in printed and "After the same number of epochs" in printed
-    for bad in (["--sizes", "8,zero"], ["--train-to", "0"], ["--max-updates", "0"], ["--protocol", "same-time"]):
+    assert "batch  full" in printed and "After the same number of epochs" in printed
+    for bad in (["--sizes", "8,zero"], ["--train-to", "0"], ["--max-updates", "0"], ["--tune-updates", "0"],
+                ["--epsilon", "0"], ["--protocol", "same-time"]):
         with pytest.raises(SystemExit) if bad[0] == "--protocol" else _exit_2(capsys):
             assert main(["batch-size", *bad, "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
@@ -206,7 +236,7 @@ def test_train_to_loss_checks_a_batch_norm_model_in_eval_mode():
 @pytest.fixture(scope="module")
 def same_loss(tmp_path_factory):
     settings = BatchSizeSettings(workload="moons", sizes=(200, None), epochs=2, budget=2, seeds=2, train_to=0.3,
-                                 max_updates=3000)
+                                 max_updates=3000, tune_updates=40)
     return run_batch_size(settings, tmp_path_factory.mktemp("bs") / "loss", workers=1)
 
 
@@ -223,16 +253,63 @@ def test_same_loss_protocol_measures_every_size_at_the_target(same_loss):
             float(row["seconds_to_target"]) / float(row["updates_to_target"]))
         per_epoch = 4 if label == "200" else 1
         assert float(row["epochs_to_target"]) == pytest.approx(float(row["updates_to_target"]) / per_epoch)
-        assert float(row["loss_gap"]) == pytest.approx(float(row["val_loss"]) - float(row["train_loss"]))
+        assert float(row["loss_gap"]) == pytest.approx(float(row["test_loss"]) - float(row["train_loss"]))
         point = same_loss.path / "runs" / f"final-b{label}"
         measured = json.loads((point / "result.json").read_text())["runs"]
         params = load_torch(point / "final_params.pt")
         for k, run in enumerate(measured):
             assert run["train_loss"] <= 0.3
             assert run["sharpness"] == pytest.approx(_exact_top_eigenvalue(workload, params, k), rel=1e-3)
+            # the full training gradient's norm, by plain autograd on the stored weights
+            model = workload.make_model()
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(params[name][k])
+            loss = workload.loss_fn(model(workload.X_train), workload.y_train)
+            norm = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))]).norm()
+            assert run["grad_norm"] == pytest.approx(float(norm), rel=1e-4)
     curves = same_loss.read_csv("curves.csv")
     assert {r["batch_size"] for r in curves} == {"200", "full"}
     from descentlab.report.render import render
 
     html = render(same_loss).read_text()
     assert "At the same training loss (0.3, reached by 4 of 4 runs)" in html and "Keskar" in html
+
+
+def _seed_rows(effect, noise, sizes=(1, 8, 64), seeds=5):
+    """seeds.csv rows whose sharpness and gap rise with B by ``effect`` per size, plus seeded noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for index, size in enumerate(sizes):
+        for seed in range(seeds):
+            rows.append({"batch_size": str(size), "B": size, "lr_over_b": 0.1 / size, "reached": "True",
+                         "sharpness": 1 + effect * index + noise * rng.standard_normal(),
+                         "epsilon_sharpness": 0.1 + noise * rng.standard_normal(),
+                         "loss_gap": 0.05 + effect * index / 10 + noise / 10 * rng.standard_normal()})
+    return rows
+
+
+def test_findings_state_a_trend_only_when_its_interval_excludes_zero():
+    from scipy import stats
+
+    from descentlab.report.batch_size_page import findings
+
+    rows = _seed_rows(effect=1.0, noise=0.05)
+    lines = findings(rows, "same-loss", 0.02)
+    assert lines[0] == "At the same training loss (0.02, reached by 15 of 15 runs), over 3 batch sizes:"
+    sharp = next(line for line in lines if line.startswith("sharpness"))
+    assert "rises with the batch size" in sharp and "falls with lr/B" in sharp
+    # the largest against the smallest batch: Welch's interval, as scipy computes it
+    big = [r["sharpness"] for r in rows if r["B"] == 64]
+    small = [r["sharpness"] for r in rows if r["B"] == 1]
+    low, high = stats.ttest_ind(big, small, equal_var=False).confidence_interval(0.95)
+    assert f"batch 64 against batch 1: higher by" in sharp and f"[{low:.3g}, {high:.3g}]" in sharp
+    assert "epsilon-sharpness" in lines[2] and "no trend detectable at this size" in lines[2]
+    assert lines[-1].endswith("is borne out here: larger batches ended sharper (detected); larger batches had a "
+                              "larger gap (detected).")
+    flat = findings(_seed_rows(effect=0.0, noise=0.05), "same-loss", 0.02)
+    assert "neither shown nor refuted at this size" in flat[-1]
+    opposite = findings(_seed_rows(effect=-1.0, noise=0.05), "same-loss", 0.02)
+    assert "contradicted here" in opposite[-1]

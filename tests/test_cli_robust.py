@@ -498,7 +498,8 @@ def test_a_user_model_resumes_from_another_directory(tmp_path_factory, monkeypat
     assert main(["diagnose", "--resume", str(home / "run"), "--no-progress"]) == 0
     assert main(["spectrum", "--run", str(home / "run"), "--k", "2", "--out", "sp", "--no-progress"]) == 0
     assert main(compare) == 0
-    assert capsys.readouterr().err.count("resuming: 1 of 1 runs already finished") == 2  # tuning and final
+    err = capsys.readouterr().err  # tuning, each rate added beyond the grid's edge, and final: all finished
+    assert err.count("resuming: 1 of 1 runs already finished") == err.count("resuming:") >= 2
     assert sys.modules["resumable_nets"].__file__ == str(home / "resumable_nets" / "__init__.py")
 
 

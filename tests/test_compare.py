@@ -134,15 +134,24 @@ def compare_run(tmp_path_factory):
     return run_compare(SETTINGS, tmp_path_factory.mktemp("cmp") / "run", workers=1)
 
 
-def test_every_optimizer_gets_the_same_number_of_trials(compare_run):
+def test_every_optimizer_gets_its_grid_widened_until_the_best_is_inside(compare_run):
     trials = compare_run.read_csv("trials.csv")
+    protocol = compare_run.read_json("protocol.json")
     for name in SETTINGS.optimizers:
         mine = [t for t in trials if t["optimizer"] == name]
-        assert len(mine) == SETTINGS.budget
-        assert len({float(t["lr"]) for t in mine}) == SETTINGS.budget
+        rates = sorted(float(t["lr"]) for t in mine)
+        grid = protocol["initial_grids"][name]
+        assert len(grid) == SETTINGS.budget and set(grid) <= set(rates)
+        added = len(rates) - len(grid)
+        assert protocol["widenings"][name] == added and protocol["trials_per_optimizer"][name] == len(rates)
+        # the grid's log spacing goes on beyond it: every neighbouring pair has the same factor
+        ratio = grid[1] / grid[0]
+        assert all(b / a == pytest.approx(ratio) for a, b in zip(rates, rates[1:]))
         assert sum(t["chosen"] == "True" for t in mine) == 1
-    protocol = compare_run.read_json("protocol.json")
-    assert protocol["trials_per_optimizer"] == {"sgd": 3, "adam": 3}
+        chosen = protocol["chosen_lr"][name]
+        # inside: a tried rate on both sides, or the report names the edge it was left at
+        assert (rates[0] < chosen < rates[-1]) == (protocol["edges"][name] is None)
+    assert sum(protocol["widenings"].values()) >= 1  # sgd's best at 8 steps is its grid's top rate
 
 
 def test_chosen_rate_is_the_best_trial_and_seeds_share_their_start(compare_run):
@@ -170,7 +179,9 @@ def test_report_renders_from_the_run_directory_alone(compare_run):
 
     path = render(RunDir.open(compare_run.path))
     text = path.read_text()
-    assert "same tuning budget" in text and "Trials per optimizer: sgd 3, adam 3" in text
+    counts = compare_run.read_json("protocol.json")["trials_per_optimizer"]
+    assert "same tuning budget" in text and f"Trials per optimizer: sgd {counts['sgd']}, adam {counts['adam']}" in text
+    assert "held-out test split of 100 samples" in text and "Best test accuracy" in text
     assert text.count("<img") >= 3
 
 
@@ -180,11 +191,15 @@ def test_compare_command_writes_a_report_and_resumes(tmp_path, capsys):
             "--steps", "4", "--eval-every", "2", "--batch-size", "full", "--workers", "1", "--out", str(out)]
     assert main(argv) == 0
     assert (out / "report.html").exists() and (out / "summary.csv").exists()
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["final-momentum", "final-sgd", "tune-momentum",
-                                                                 "tune-sgd"]
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    widened = [n for n in names if "-w" in n]  # rates added beyond a grid's edge: tune-<optimizer>-w<round>
+    assert sorted(set(names) - set(widened)) == ["final-momentum", "final-sgd", "tune-momentum", "tune-sgd"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     capsys.readouterr()
     assert main(argv) == 0  # the same command again: everything is finished, nothing reruns
-    assert capsys.readouterr().err.count("2 of 2 runs already finished") == 2
+    err = capsys.readouterr().err
+    assert err.count("resuming:") == err.count("runs already finished") >= 2
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
     assert main(argv[:-2] + ["--steps", "5", "--out", str(out)]) == 2  # other settings: refused
 
 
@@ -241,3 +256,52 @@ def test_seconds_are_updates_times_one_runs_time_per_update(tmp_path, monkeypatc
     assert reached  # the default target, the median final loss, is reached by at least one optimizer
     for row in reached:
         assert float(row["seconds_to_target"]) == pytest.approx(float(row["steps_to_target"]) * TICK, rel=1e-12)
+
+
+# --- findings with their uncertainty, and the Adam-vs-SGD generalisation gap ------------------------
+
+def test_findings_set_every_optimizer_against_the_best_by_the_paired_interval():
+    from scipy import stats
+
+    from descentlab.report.compare_page import findings
+
+    accuracy = {"sgd": [0.90, 0.93, 0.91, 0.92], "adam": [0.50, 0.61, 0.55, 0.58], "momentum": [0.91, 0.92, 0.92, 0.90]}
+    finals = [{"optimizer": name, "seed": seed, "test_accuracy": value, "test_loss": 1 - value}
+              for name, values in accuracy.items() for seed, value in enumerate(values)]
+    lines = findings(finals, list(accuracy))
+    assert lines[0].startswith("Best test accuracy: sgd, 0.915 [")  # the highest mean (momentum: 0.9125)
+    # oracle: scipy's paired t test and its confidence interval of the mean difference, at the
+    # Bonferroni level for the two comparisons (adam and momentum against sgd)
+    assert "at 97.5 % each (Bonferroni for 2 comparisons" in lines[1]
+    low, high = stats.ttest_rel(accuracy["adam"], accuracy["sgd"]).confidence_interval(0.975)
+    adam = next(line for line in lines if line.startswith("adam against sgd"))
+    assert f"lower by {0.915 - 0.56:.3g} (97.5 % interval" in adam and f"[{low:.3g}, {high:.3g}]" in adam
+    assert "momentum against sgd, test accuracy: no effect detectable at this size" in " ".join(lines)
+    assert lines[-1] == ("Generalize as well as sgd (no difference detectable at this size): sgd, momentum. "
+                         "Generalize worse (test accuracy lower): adam (by 0.355).")
+
+
+def test_wilson_workload_in_compare_shows_the_generalisation_gap(tmp_path):
+    settings = CompareSettings(workload="wilson", optimizers=("sgd", "adam"), seeds=3, budget=2, steps=200,
+                               batch_size=None, eval_every=50, resample_data=True)
+    run = run_compare(settings, tmp_path / "wilson", workers=1)
+    finals = run.read_csv("finals.csv")
+    from descentlab.problems.workloads import get_workload
+
+    for row in finals:  # each seed on its own draw; the oracle is that draw's share of negative test labels
+        assert int(row["data_seed"]) == int(row["seed"])
+        negatives = float((get_workload("wilson", seed=int(row["seed"])).y_test == 0).double().mean())
+        expected = 1.0 if row["optimizer"] == "sgd" else 1 - negatives
+        assert float(row["test_accuracy"]) == pytest.approx(expected)
+        assert float(row["train_accuracy"]) == 1.0
+    summary = {r["optimizer"]: r for r in run.read_csv("summary.csv")}
+    adam = [float(r["test_accuracy"]) for r in finals if r["optimizer"] == "adam"]
+    assert float(summary["adam"]["test_accuracy"]) == pytest.approx(sum(adam) / 3)
+    from scipy import stats
+
+    low, high = stats.t.interval(0.95, 2, loc=sum(adam) / 3, scale=stats.sem(adam))
+    assert float(summary["adam"]["test_accuracy_low"]) == pytest.approx(low)
+    assert float(summary["adam"]["test_accuracy_high"]) == pytest.approx(high)
+    from descentlab.report.render import render
+
+    assert "Generalize worse (test accuracy lower): adam" in render(run).read_text()

@@ -114,7 +114,7 @@ def test_learning_rate_defaults_follow_the_optimizer_family():
 def test_tuning_keeps_the_best_final_loss_and_rejects_divergence():
     surface = get_surface("rosenbrock")
     grid = (1e-4, 1e-3, 1e-2)  # 1e-2 diverges for GD from (-1.5, 2)
-    tuning = tune_learning_rates(surface, ["sgd", "adam"], steps=40, grid=grid)
+    tuning = tune_learning_rates(surface, ["sgd", "adam"], steps=40, grid=grid, max_widenings=0)
     assert math.isinf(tuning.final_losses["sgd"][2])
     from descentlab.optim.registry import WRAPPERS
 
@@ -122,11 +122,26 @@ def test_tuning_keeps_the_best_final_loss_and_rejects_divergence():
         # the grid runs side by side in one optimizer (parameter groups): each must equal a lone run
         finals = [run_trajectories(surface, [name], steps=40, lr=rate)[name].final_loss for rate in grid]
         if name == "lookahead:adam":
-            tuned = tune_learning_rates(surface, [name], steps=40, grid=grid)
+            tuned = tune_learning_rates(surface, [name], steps=40, grid=grid, max_widenings=0)
         else:
             tuned = tuning
         assert list(tuned.final_losses[name]) == pytest.approx(finals, rel=1e-12)
         assert tuned.chosen[name] == grid[min(range(3), key=lambda i: finals[i])]
+
+
+def test_tuning_widens_the_grid_until_the_best_rate_is_inside():
+    # adam's best of (1e-4, 1e-3, 1e-2) on Rosenbrock at 40 steps is the top rate: the grid goes on up a
+    # decade at a time; oracle: lone runs at every rate tried, and the chosen one has a rate on both sides
+    surface = get_surface("rosenbrock")
+    tuning = tune_learning_rates(surface, ["adam"], steps=40, grid=(1e-4, 1e-3, 1e-2))
+    rates = tuning.rates["adam"]
+    assert rates[:3] == pytest.approx((1e-4, 1e-3, 1e-2)) and len(rates) > 3
+    assert all(b / a == pytest.approx(10.0) for a, b in zip(rates, rates[1:]))
+    finals = [run_trajectories(surface, ["adam"], steps=40, lr=rate)["adam"].final_loss for rate in rates]
+    assert list(tuning.final_losses["adam"]) == pytest.approx(finals, rel=1e-12)
+    chosen = tuning.chosen["adam"]
+    assert chosen == rates[min(range(len(rates)), key=lambda i: finals[i])]
+    assert rates[0] < chosen < rates[-1] and tuning.edges["adam"] is None
 
 
 def test_bad_arguments():

@@ -26,6 +26,9 @@ def test_every_workload_trains_one_step(name):
         assert workload.y_train.dtype == torch.long and out.shape == (len(workload.X_train), int(workload.y_train.max()) + 1)
         if name == "eos":  # Cohen et al.'s squared error to the one-hot labels, halved, summed over classes
             manual = 0.5 * ((out - torch.eye(out.shape[1])[workload.y_train]) ** 2).sum(1).mean()
+        elif name == "wilson":  # least squares on the labels +-1 of the score f = out[:, 1] (out[:, 0] = -f)
+            assert torch.equal(out[:, 0], -out[:, 1])
+            manual = 0.5 * ((out[:, 1] - (2.0 * workload.y_train - 1)) ** 2).mean()
         else:  # mean over the batch: the same as torch's cross-entropy written out
             manual = -torch.log_softmax(out, 1).gather(1, workload.y_train[:, None]).mean()
     else:

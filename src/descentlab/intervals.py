@@ -167,7 +167,8 @@ def finding(effect: Interval, what: str, *, unit: str = "") -> str:
     effect was detectable at this size (with the interval, which says how large an effect could
     have hidden)."""
     text = effect.text()
+    level = f"{100 * effect.level:.3g} %"  # 95 % unless the caller widened it (e.g. for several comparisons)
     if effect.excludes(0.0):
         direction = "higher" if effect.estimate > 0 else "lower"
-        return f"{what}: {direction} by {abs(effect.estimate):.3g}{unit} (95 % interval {text}, n = {effect.n})"
-    return f"{what}: no effect detectable at this size (95 % interval {text}, n = {effect.n})"
+        return f"{what}: {direction} by {abs(effect.estimate):.3g}{unit} ({level} interval {text}, n = {effect.n})"
+    return f"{what}: no effect detectable at this size ({level} interval {text}, n = {effect.n})"

@@ -15,7 +15,9 @@ budget): each from a fork of the run, for --trial-steps steps, on the same data 
 order, ranked by the loss decrease per second; --apply-remedy continues with the winner.
 --track-sharpness K measures the sharpness against the optimizer's stability threshold every K
 steps (new metrics.csv columns, sharpness.csv, a figure); the eos preset shows the sharpness
-rising to 2/lr and hovering there (the edge of stability, Cohen et al. 2021).
+rising to 2/lr and hovering there (the edge of stability, Cohen et al. 2021). With --seeds N
+the same configuration also runs seeds --seed+1 ... (into OUT/seeds/) and the edge-of-stability
+summary is given over all N with 95 % intervals (sharpness_seeds.json).
 
 Verdicts, in the order they are tried: diverged, no_learning_rate, exploding_gradient,
 dead_units, saturated_units, vanishing_gradient, unscaled_inputs, unstable, saddle, maximum,
@@ -26,6 +28,7 @@ Examples:
   descentlab diagnose --workload unstable
   descentlab diagnose --workload unstable --apply-remedy
   descentlab diagnose --workload eos --lr 0.4
+  descentlab diagnose --workload eos --seeds 5
   descentlab diagnose --workload digits-mlp --batch-size full --track-sharpness 10 --track-min
   descentlab diagnose --no-escape --steps 400 --out runs/no-escape
   descentlab diagnose --workload digits-mlp --optimizer adam --lr 1e-3 --batch-size 64 --steps 300
@@ -108,6 +111,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "optimizers) against the optimizer's stability threshold (2/lr for GD) on the "
                             "monitor's sample; 0: off (default: off, every 5 steps for the eos preset)")
     track.add_argument("--track-min", action="store_true", help="with --track-sharpness, also track lambda_min")
+    track.add_argument("--seeds", type=int, default=1, metavar="N",
+                       help="with sharpness tracking: also run seeds --seed+1 .. --seed+N-1 of the same configuration "
+                            "(in OUT/seeds/) and summarise the edge of stability over all N with 95 %% intervals "
+                            "(default 1)")
     track.add_argument("--remedies", action=argparse.BooleanOptionalAction, default=True,
                        help="at a stall, try the remedies that fit its verdict from a fork of the run for "
                             "--trial-steps steps each and rank them by loss decrease per second; within the "
@@ -177,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
         track_every = args.track_sharpness if args.track_sharpness is not None else workload.track_sharpness
         if args.track_min and not track_every:
             raise UserInputError("--track-min needs --track-sharpness K (K >= 1)")
+        check_at_least("--seeds", args.seeds, 1)
+        if args.seeds > 1 and not track_every:
+            raise UserInputError("--seeds summarises the tracked sharpness: it needs --track-sharpness K (K >= 1)")
         if args.apply_remedy and not args.remedies:
             raise UserInputError("--apply-remedy needs the remedy trials: drop --no-remedies")
         monitor_spec = {"window": args.window, "rel_tol": args.rel_tol, "grad_tol": args.grad_tol,
@@ -204,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir.write_csv("tracked.csv", [{"step": step, "loss": loss} for step, loss in monitor.tracked], ("step", "loss"))
     if monitor.sharpness is not None:
         run_dir.write_csv("sharpness.csv", [p.to_dict() for p in monitor.sharpness.points], SHARPNESS_FIELDS)
+    seeds_summary = None
+    if not args.resume and args.seeds > 1 and monitor.sharpness is not None:
+        seeds_summary = _over_seeds(args, spec, config, monitor_spec, run_dir,
+                                    edge_of_stability(monitor.sharpness.points, monitor.tracked))
     report = render(run_dir)
     print(result.message)
     print(verdict_table(monitor.stalls))
@@ -214,6 +228,11 @@ def run(args: argparse.Namespace) -> int:
     if monitor.sharpness is not None:
         training = result.seconds - monitor.spent  # the monitor's time includes its sharpness estimates
         print(sharpness_line(monitor.sharpness.points, monitor.tracked, monitor.sharpness.seconds, training))
+    if seeds_summary is not None:
+        from descentlab.report.edge_seeds import seed_lines
+
+        for line in seed_lines(seeds_summary):
+            print(line)
     print(f"report: {report}")
     emit(args, {"run": str(result.path), "report": str(report), "status": result.status, "steps": result.step,
                 "train_loss": result.train_loss, "val_loss": result.val_loss,
@@ -222,11 +241,44 @@ def run(args: argparse.Namespace) -> int:
                             "trials": (st.trials or {}).get("ranking"), "best_remedy": (st.trials or {}).get("winner"),
                             "remedy_applied": st.remedy_applied} for st in monitor.stalls],
                 "sharpness": None if monitor.sharpness is None else edge_of_stability(monitor.sharpness.points,
-                                                                                      monitor.tracked)})
+                                                                                      monitor.tracked),
+                **({"sharpness_over_seeds": seeds_summary} if seeds_summary is not None else {})})
     if result.status != "completed":
         print(f"descentlab diagnose: {result.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _over_seeds(args: argparse.Namespace, spec: dict, config, monitor_spec: dict, run_dir, first: dict) -> dict:
+    """``--seeds N``: the same configuration at seeds ``--seed + 1 ..``, each a diagnose run under
+    ``OUT/seeds/seed-<s>``; the edge-of-stability summaries over all N, written to ``sharpness_seeds.json``."""
+    import dataclasses
+
+    from descentlab.critical import StallMonitor
+    from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
+    from descentlab.critical.sharpness import edge_of_stability
+    from descentlab.experiments.train import train
+    from descentlab.problems.user_workload import resolve_workload
+    from descentlab.report.edge_seeds import over_seeds
+    from descentlab.rundir import RunDir
+
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    summaries = [first]
+    for seed in seeds[1:]:
+        mine = {**spec, "seed": seed}
+        workload = resolve_workload(mine)
+        monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), **{**monitor_spec, "seed": seed})
+        result = train(workload, dataclasses.replace(config, seed=seed), run_dir.file("seeds") / f"seed-{seed}",
+                       kind="diagnose", callbacks=[monitor], progress=args.progress,
+                       extra_config={"workload": mine, "monitor": {**monitor_spec, "seed": seed},
+                                     "workload_description": workload.description})
+        other = RunDir.open(result.path)
+        other.write_csv("sharpness.csv", [p.to_dict() for p in monitor.sharpness.points], SHARPNESS_FIELDS)
+        other.write_csv("tracked.csv", [{"step": t, "loss": v} for t, v in monitor.tracked], ("step", "loss"))
+        summaries.append(edge_of_stability(monitor.sharpness.points, monitor.tracked))
+    combined = over_seeds(summaries, seeds)
+    run_dir.write_json("sharpness_seeds.json", combined)
+    return combined
 
 
 #: What a ``--resume`` run may be given besides its directory (the rest comes from its config.json).

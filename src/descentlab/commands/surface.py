@@ -5,11 +5,17 @@ the registry's real optimizers from one start, and writes a run directory with t
 (paths.csv), the critical points (critical_points.json), the figures (contour.png, loss.png,
 dimension_lift.png, paths.gif with --animate) and report.html; on a surface with a single,
 elongated minimum also valley.json (each path's swings across the valley and progress along it).
+--tune picks every optimizer's rate on a log grid, widened a step at a time while the best rate
+is at its edge. --basins (on by default for the double well) maps which minimum heavy-ball SGD
+ends in from every start of a grid over the window, at every --basin-rates rate and
+--basin-momenta beta (basins.npz, basins.json, basins.png).
 
 Examples:
   descentlab surface                       # the lecture model, six classic optimizers
   descentlab surface --list                # every surface and its critical points
   descentlab surface --function elongated-bowl --tune   # one fixed rate against per-coordinate rates
+  descentlab surface --function rotated-bowl --tune     # the same bowl turned 45 degrees
+  descentlab surface --function double-well             # paths, and the map of which minimum each start ends in
   descentlab surface --function rosenbrock --optimizers sgd,momentum,nesterov,adagrad,rmsprop,adam \\
       --steps 300 --tune --animate --out runs/rosenbrock
 """
@@ -40,6 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="one GIF frame per K steps (default: about 60 frames)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (noisy optimizers only)")
     parser.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/surface-<time>)")
+    parser.add_argument("--basins", action=argparse.BooleanOptionalAction, default=None,
+                        help="map which minimum heavy-ball SGD ends in from a grid of starts x rates x momenta "
+                             "(default: on for double-well)")
+    parser.add_argument("--basin-rates", default=None, metavar="A,B,...",
+                        help="learning rates of the basin map (default 0.003,0.01,0.03,0.1)")
+    parser.add_argument("--basin-momenta", default=None, metavar="A,B,...",
+                        help="heavy-ball beta values of the basin map, in [0, 1) (default 0,0.5,0.9,0.95)")
+    parser.add_argument("--basin-steps", type=int, default=1000, help="steps of every basin-map run (default 1000)")
     parser.add_argument("--list", action="store_true", help="print the surfaces and their critical points, then exit")
 
 
@@ -52,6 +66,23 @@ def _parse_start(text: str):
         values = ()
     if len(values) != 2 or any(v != v or abs(v) == float("inf") for v in values):
         raise UserInputError(f"--start must be two numbers 'x,y', got {text!r}")
+    return values
+
+
+def _parse_numbers(text: str | None, option: str, default, low: float, high: float, closed_low: bool):
+    """Comma-separated numbers in (low, high) (``closed_low``: [low, high)), or ``default``."""
+    from descentlab.errors import UserInputError
+
+    if text is None:
+        return tuple(default)
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    inside = all((v >= low if closed_low else v > low) and v < high for v in values)
+    if not values or not inside or len(set(values)) != len(values):
+        bound = f"{'[' if closed_low else '('}{low:g}, {high:g})"
+        raise UserInputError(f"{option} must be distinct comma-separated numbers in {bound}, got {text!r}")
     return values
 
 
@@ -109,6 +140,15 @@ def run(args: argparse.Namespace) -> int:
     every = args.frame_every if args.frame_every is not None else max(1, -(-steps // 60))  # at most ~61 frames
     if every < 1:
         raise UserInputError(f"--frame-every must be >= 1, got {every}")
+    basins = surface.basins if args.basins is None else args.basins
+    if not basins:
+        refuse_with(args, "without --basins", ["basin_rates", "basin_momenta", "basin_steps"], "there is no basin map")
+    from descentlab.experiments.basins import DEFAULT_MOMENTA, DEFAULT_RATES
+
+    basin_rates = _parse_numbers(args.basin_rates, "--basin-rates", DEFAULT_RATES, 0.0, math.inf, False)
+    basin_momenta = _parse_numbers(args.basin_momenta, "--basin-momenta", DEFAULT_MOMENTA, 0.0, 1.0, True)
+    if args.basin_steps < 1:
+        raise UserInputError(f"--basin-steps must be >= 1, got {args.basin_steps}")
     out = output_dir(args, "surface")
     torch.manual_seed(args.seed)
 
@@ -120,13 +160,16 @@ def run(args: argparse.Namespace) -> int:
                   disable=not args.progress) as bar:
             chosen: dict[str, float] = {}
             finals: dict[str, tuple[float, ...]] = {}
+            rates: dict[str, tuple[float, ...]] = {}
+            edges: dict[str, str | None] = {}
             for name in optimizers:
                 result = tune_learning_rates(surface, [name], start, steps, schedule=args.schedule, seed=args.seed)
                 chosen.update(result.chosen)
                 finals.update(result.final_losses)
+                rates.update(result.rates)
+                edges.update(result.edges)
                 bar.update()
-            grid = result.grid
-        tuning = (grid, finals)
+        tuning = (rates, finals, edges)
         lrs = chosen
     trajectories = run_trajectories(surface, optimizers, start, steps, lr=lrs, schedule=args.schedule, seed=args.seed)
 
@@ -136,8 +179,16 @@ def run(args: argparse.Namespace) -> int:
         "window": [[x0, x1], [y0, y1]], "optimizers": optimizers, "start": list(start), "steps": steps,
         "lrs": {t.optimizer: t.lr for t in trajectories.paths}, "tuned": bool(args.tune),
         "schedule": args.schedule, "seed": args.seed, "animate": bool(args.animate), "frame_every": every,
-        "minimum": surface.minimum,
+        "minimum": surface.minimum, **({"tune_edges": tuning[2]} if tuning is not None else {}),
     }
+    basin_data = None
+    if basins:
+        from descentlab.experiments.basins import basin_map
+
+        minima = [p.location for p in points if p.kind == "local_min" and p.isolated]
+        if not minima:
+            raise UserInputError(f"--basins: {surface.name} has no isolated minimum in its window to map")
+        basin_data = basin_map(surface, minima, lrs=basin_rates, momenta=basin_momenta, steps=args.basin_steps)
     with staged_run(out, "surface", config) as run_dir:
         run_dir.write_csv("paths.csv", [
             {"optimizer": t.optimizer, "step": step, "x": float(t.path[step, 0]), "y": float(t.path[step, 1]),
@@ -156,20 +207,25 @@ def run(args: argparse.Namespace) -> int:
         if valley is not None:
             run_dir.write_json("valley.json", valley)
         if tuning is not None:
-            grid, finals = tuning
+            rates, finals, _ = tuning
             run_dir.write_csv("tuning.csv", [
                 {"optimizer": name, "lr": rate, "final_loss": loss}
-                for name in optimizers for rate, loss in zip(grid, finals[name])
+                for name in optimizers for rate, loss in zip(rates[name], finals[name])
             ])
+        basins_summary = None
+        if basin_data is not None:
+            basins_summary = _write_basins(run_dir, basin_data, start, files, np)
         render(run_dir)
-    _print_summary(trajectories, points, surface, out, valley)
+    _print_summary(trajectories, points, surface, out, valley, tuning[2] if tuning is not None else None,
+                   basins_summary)
     emit(args, {"run": str(out), "report": str(out / "report.html"), "function": surface.name,
                 "start": list(start), "steps": steps,
                 "paths": [{"optimizer": t.optimizer, "lr": t.lr,
                            "final_loss": t.final_loss if math.isfinite(t.final_loss) else None,
                            "final_point": [float(v) for v in t.final_point]} for t in trajectories.paths],
                 "critical_points": [p.as_dict() for p in points if p.isolated],
-                **({"valley": valley} if valley is not None else {})})
+                **({"valley": valley} if valley is not None else {}),
+                **({"basins": basins_summary} if basins_summary is not None else {})})
     return 0
 
 
@@ -204,6 +260,26 @@ def _valley(surface, points, trajectories):
             "motions": [{"optimizer": m.optimizer, "lr": lrs[m.optimizer], "final_loss": finals[m.optimizer],
                          "sign_changes": m.sign_changes, "shallow_left": m.shallow_left,
                          "distance_left": m.distance_left, "reached": m.reached} for m in valley.motions]}
+
+
+def _write_basins(run_dir, basin_data, start, files, np) -> dict:
+    """``basins.npz`` (where every run ended) and ``basins.json`` (the grid, the minima, the shares,
+    and where the run from the start nearest the paths' start ended); returns the JSON."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, ends=basin_data.ends.numpy(), xs=np.asarray(basin_data.xs),
+                        ys=np.asarray(basin_data.ys))
+    files.write_bytes(run_dir.file("basins.npz"), buffer.getvalue())
+    summary = {"lrs": list(basin_data.lrs), "momenta": list(basin_data.momenta),
+               "minima": [list(m) for m in basin_data.minima], "losses": list(basin_data.losses),
+               "starts": [len(basin_data.xs), len(basin_data.ys)], "steps": basin_data.steps,
+               "radius": basin_data.radius, "shares": basin_data.shares(), "start": list(start),
+               "grid_start": list(basin_data.nearest_start(start)),
+               "from_start": [{"momentum": beta, "lr": lr, "end": basin_data.end_of(start, lr, beta)}
+                              for beta in basin_data.momenta for lr in basin_data.lrs]}
+    run_dir.write_json("basins.json", summary)
+    return summary
 
 
 def _curve_samples(surface, curve) -> dict:
@@ -257,8 +333,8 @@ def _dimension_lift(surface, points):
             "down": vectors[:, 0].tolist(), "t": t.tolist(), "loss_up": up.tolist(), "loss_down": down.tolist()}
 
 
-def _print_summary(trajectories, points, surface, out, valley=None) -> None:
-    from descentlab.report.surface_page import ended_near, valley_finding
+def _print_summary(trajectories, points, surface, out, valley=None, edges=None, basins=None) -> None:
+    from descentlab.report.surface_page import basin_lines, ended_near, valley_finding
 
     (x0, x1), (y0, y1) = surface.window
     radius = 1e-2 * max(x1 - x0, y1 - y0)
@@ -274,7 +350,11 @@ def _print_summary(trajectories, points, surface, out, valley=None) -> None:
     print(f"{'optimizer':<16}{'lr':>10}  {'final loss':>12}  ended at")
     for t in trajectories.paths:
         where = ended_near(t.final_point, named, radius, curves) if t.final_loss != float("inf") else "diverged"
-        print(f"{t.optimizer:<16}{t.lr:>10.3g}  {t.final_loss:>12.4g}  {where}")
+        edge = f" (lr at the {edges[t.optimizer]} edge of the widened grid)" if edges and edges.get(t.optimizer) else ""
+        print(f"{t.optimizer:<16}{t.lr:>10.3g}  {t.final_loss:>12.4g}  {where}{edge}")
     if valley is not None:
         print(valley_finding(valley))
+    if basins is not None:
+        for line in basin_lines(basins):
+            print(line)
     print(f"wrote {out}/report.html")

@@ -3,9 +3,12 @@
 Per batch size B (``None`` = the full training set, one update per epoch):
 
 - the learning rate, by a stated rule (:data:`LR_RULES`): ``"tuned"`` gives every size the
-  same budget of rates on a log grid around the optimizer's default, chosen on validation
-  loss; ``"linear"`` / ``"sqrt"`` tune once at the reference size and scale the rate by
-  ``B / B_ref`` (Goyal et al. 2017) or ``sqrt(B / B_ref)`` (Krizhevsky 2014; Hoffer et al. 2017);
+  same budget of rates on a log grid around the optimizer's default, each candidate trained for
+  the same number of *updates* (``tune_updates``: a budget in epochs would give the full batch
+  a handful of updates), chosen on validation loss, the grid widened a step at a time while the
+  best rate sits at its edge (:mod:`descentlab.experiments.tuning`); ``"linear"`` / ``"sqrt"``
+  tune once at the reference size and scale the rate by ``B / B_ref`` (Goyal et al. 2017) or
+  ``sqrt(B / B_ref)`` (Krizhevsky 2014; Hoffer et al. 2017);
 - the protocol (:data:`PROTOCOLS`):
 
   - ``"same-loss"`` (Keskar et al. 2017 compare minima this way): every size trains, one
@@ -19,11 +22,16 @@ Per batch size B (``None`` = the full training set, one update per epoch):
     plain model over up to :data:`TIMED_UPDATES` updates; time per epoch = time per update x
     updates per epoch; seconds to the target loss = updates to target x time per update;
 
-- the sharpness at the end: the largest eigenvalue of the Hessian of the full training loss
-  (``descentlab.curvature.lanczos`` on a ``HessianOperator``), one per seed.
+- per seed, where the run stopped: the sharpness λ_max (the largest eigenvalue of the Hessian of
+  the full training loss, ``descentlab.curvature.lanczos``), Keskar et al.'s ε-sharpness beside it
+  (:mod:`descentlab.curvature.epsilon_sharpness`), and the loss and accuracy on the training, the
+  validation (tuned on) and the held-out test split
+  (:func:`~descentlab.problems.workloads.with_test_split`); the generalisation gap is test minus
+  training loss. ``seeds.csv`` holds one row per size and seed, with lr/B (Smith & Le 2018's
+  noise scale); ``summary.csv`` the means per size with 95 % t intervals.
 
-Each size's tuning and final runs are sweep points (``tune-b<B>``, ``final-b<B>`` under
-``<run>/runs/``), complete or absent, so an interrupted study resumes.
+Each size's tuning and final runs are sweep points (``tune-b<B>``, ``tune-b<B>-w<k>``,
+``final-b<B>`` under ``<run>/runs/``), complete or absent, so an interrupted study resumes.
 """
 
 from __future__ import annotations
@@ -36,12 +44,13 @@ from typing import Any
 
 from descentlab import files
 from descentlab.checks import check_int
-from descentlab.experiments.compare import CURVE_COLUMNS, best_lr, curve_rows, lr_grid, steps_to_target
+from descentlab.experiments.compare import CURVE_COLUMNS, curve_rows, held_out_metrics, steps_to_target
 from descentlab.experiments.ensemble import TIMED_UPDATES, time_per_update
+from descentlab.experiments.tuning import lr_grid
 from descentlab.rundir import RunDir
 
 __all__ = ["BatchSizeSettings", "LR_RULES", "PROTOCOLS", "ToLoss", "scaled_lr", "run_batch_size", "sharpness",
-           "size_label", "train_to_loss"]
+           "size_label", "train_to_loss", "SEED_COLUMNS", "INTERVAL_KEYS"]
 
 LR_RULES = ("tuned", "linear", "sqrt")
 PROTOCOLS = ("same-loss", "same-epochs")
@@ -66,13 +75,15 @@ class BatchSizeSettings:
     lr_rule: str = "tuned"
     ref_size: int | None = 32
     budget: int = 6
-    seeds: int = 3
+    seeds: int = 5
     target_loss: float | None = None
     seed: int = 0
     records_per_epoch: int = 4
     protocol: str = "same-loss"
     train_to: float = 0.02
     max_updates: int = 20000
+    tune_updates: int = 1000
+    epsilon: float = 1e-3
 
     def __post_init__(self) -> None:
         if not self.sizes:
@@ -87,7 +98,7 @@ class BatchSizeSettings:
         if self.lr_rule not in LR_RULES:
             raise ValueError(f"lr_rule must be one of {', '.join(LR_RULES)}, got {self.lr_rule!r}")
         for name, value in (("budget", self.budget), ("seeds", self.seeds),
-                            ("records_per_epoch", self.records_per_epoch)):
+                            ("records_per_epoch", self.records_per_epoch), ("tune_updates", self.tune_updates)):
             check_int(name, value)
         if self.ref_size is not None and self.ref_size < 1:
             raise ValueError(f"ref_size must be >= 1 or None (full batch), got {self.ref_size}")
@@ -101,13 +112,15 @@ class BatchSizeSettings:
             raise ValueError(f"train_to must be a positive number, got {self.train_to}")
         if isinstance(self.max_updates, bool) or not isinstance(self.max_updates, int) or self.max_updates < 1:
             raise ValueError(f"max_updates must be a positive int, got {self.max_updates!r}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"epsilon must be a positive number, got {self.epsilon}")
 
     def config(self) -> dict[str, Any]:
         return {"workload": self.workload, "sizes": list(self.sizes), "epochs": self.epochs,
                 "optimizer": self.optimizer, "lr_rule": self.lr_rule, "ref_size": self.ref_size,
                 "budget": self.budget, "seeds": self.seeds, "target_loss": self.target_loss, "seed": self.seed,
                 "records_per_epoch": self.records_per_epoch, "protocol": self.protocol, "train_to": self.train_to,
-                "max_updates": self.max_updates}
+                "max_updates": self.max_updates, "tune_updates": self.tune_updates, "epsilon": self.epsilon}
 
 
 def scaled_lr(lr_ref: float, size: int, ref_size: int, rule: str) -> float:
@@ -130,53 +143,101 @@ def sharpness(model: Any, loss_fn: Callable, X: Any, y: Any, seed: int = 0) -> f
     return float(lanczos(HessianOperator(model, loss_fn, (X, y)), k=1, which="LA", seed=seed).values[0])
 
 
-def size_point(run: RunDir, *, workload: str | Mapping[str, Any], optimizer: str, batch_size: int | None,
-               lrs: Sequence[float],
-               seeds: Sequence[int], epochs: float, records_per_epoch: int, data_seed: int, role: str) -> None:
-    """Sweep point: train ``seeds x lrs`` at ``batch_size``; a final point also times and measures sharpness."""
-    from descentlab.experiments.ensemble import Member, train_members
-    from descentlab.problems.user_workload import workload_from
+#: The columns of ``seeds.csv``: one row per batch size and seed, measured where the run stopped.
+SEED_COLUMNS = ("batch_size", "B", "lr", "lr_over_b", "seed", "updates", "epochs", "seconds", "reached",
+                "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+                "loss_gap", "accuracy_gap", "grad_norm", "sharpness", "epsilon_sharpness")
 
-    work = workload_from(workload, seed=data_seed)
+#: The quantities ``summary.csv`` gives with a 95 % interval over the seeds (``<key>_low``, ``<key>_high``).
+INTERVAL_KEYS = ("sharpness", "epsilon_sharpness", "loss_gap", "test_accuracy")
+
+
+def measure(work: Any, model: Any, epsilon: float) -> dict[str, float]:
+    """One trained model (in eval mode) where it stopped: the three splits, the gap between test and
+    training, and of the full training loss the gradient norm, λ_max and Keskar's ε-sharpness (whose
+    box maximum has a first-order part |∇L|·b: away from a minimum the gradient counts too)."""
+    from descentlab.curvature import EmpiricalLoss
+    from descentlab.curvature.epsilon_sharpness import epsilon_sharpness
+
+    params = {name: p.detach()[None] for name, p in model.named_parameters()}
+    out = held_out_metrics(work, params, 0)
+    out["loss_gap"] = out["test_loss"] - out["train_loss"]
+    out["accuracy_gap"] = out["train_accuracy"] - out["test_accuracy"]
+    if math.isfinite(out["train_loss"]):
+        out["sharpness"] = sharpness(model, work.loss_fn, work.X_train, work.y_train)
+        quantity = EmpiricalLoss(model, work.loss_fn, (work.X_train, work.y_train), eval_mode=True)
+        out["grad_norm"] = float(quantity.loss_and_gradient()[1].norm())
+        out["epsilon_sharpness"] = epsilon_sharpness(quantity, epsilon).value
+    else:
+        out["sharpness"] = out["epsilon_sharpness"] = out["grad_norm"] = math.nan
+    return out
+
+
+def _workload(workload: str | Mapping[str, Any], data_seed: int) -> Any:
+    from descentlab.problems.user_workload import workload_from
+    from descentlab.problems.workloads import with_test_split
+
+    return with_test_split(workload_from(workload, seed=data_seed), seed=data_seed)
+
+
+def tune_point(run: RunDir, *, workload: str | Mapping[str, Any], optimizer: str, batch_size: int | None,
+               lrs: Sequence[float], seed: int, updates: int, data_seed: int) -> None:
+    """Sweep point: every rate of ``lrs`` trained ``updates`` updates at ``batch_size`` from ``seed``
+    (one stacked ensemble when the optimizer is element-wise); writes ``trials.csv``."""
+    from descentlab.experiments.ensemble import Member, train_members
+
+    work = _workload(workload, data_seed)
+    notes: list[str] = []
+    members = [Member(int(seed), float(lr)) for lr in lrs]
+    result = train_members(work, optimizer, members, steps=updates, batch_size=batch_size, eval_every=updates,
+                           log=lambda m: notes.append(f"batch {size_label(batch_size)}: {m}"))
+    n = work.n_train
+    run.write_csv("trials.csv", [
+        {"batch_size": size_label(batch_size), "lr": m.lr, "seed": m.seed, "updates": updates,
+         "epochs": updates / math.ceil(n / _effective(batch_size, n)),
+         "final_train_loss": float(result.train_loss[k, -1]), "final_val_loss": float(result.val_loss[k, -1]),
+         "final_val_accuracy": float(result.val_accuracy[k, -1])} for k, m in enumerate(members)])
+    run.write_text("log.txt", "\n".join(notes) + "\n")
+    run.write_json("result.json", {"stacked": result.stacked, "reason": result.reason})
+
+
+def size_point(run: RunDir, *, workload: str | Mapping[str, Any], optimizer: str, batch_size: int | None,
+               lr: float, seeds: Sequence[int], epochs: float, records_per_epoch: int, data_seed: int,
+               epsilon: float) -> None:
+    """Sweep point of the ``"same-epochs"`` protocol: ``seeds`` trained ``epochs`` epochs at ``batch_size``
+    (one stacked ensemble when the optimizer is element-wise), timed, then each measured (:func:`measure`)."""
+    from descentlab.experiments.ensemble import Member, train_members
+
+    work = _workload(workload, data_seed)
     n = work.n_train
     per_epoch = math.ceil(n / _effective(batch_size, n))
     steps = max(1, round(epochs * per_epoch))
     eval_every = max(1, per_epoch // records_per_epoch)
-    members = [Member(int(s), float(lr)) for lr in lrs for s in seeds]
+    members = [Member(int(s), float(lr)) for s in seeds]
     notes: list[str] = []
     result = train_members(work, optimizer, members, steps=steps, batch_size=batch_size,
                            eval_every=eval_every, log=lambda m: notes.append(f"batch {size_label(batch_size)}: {m}"))
     rows = curve_rows(optimizer, result)
+    seconds = time_per_update(work, optimizer, float(lr), batch_size, seed=int(seeds[0]),
+                              updates=min(TIMED_UPDATES, max(per_epoch, 20)))
     for row in rows:
         row["batch_size"] = size_label(batch_size)
         row["epoch"] = row["step"] / per_epoch
-    info: dict[str, Any] = {"stacked": result.stacked, "reason": result.reason, "steps": steps,
-                            "updates_per_epoch": per_epoch}
-    if role == "tune":
-        trials = [{"batch_size": size_label(batch_size), "lr": m.lr, "seed": m.seed,
-                   "final_train_loss": float(result.train_loss[k, -1]),
-                   "final_val_loss": float(result.val_loss[k, -1]),
-                   "final_val_accuracy": float(result.val_accuracy[k, -1])} for k, m in enumerate(members)]
-        run.write_csv("trials.csv", trials)
-    else:
-        seconds = time_per_update(work, optimizer, float(lrs[0]), batch_size, seed=int(seeds[0]),
-                                  updates=min(TIMED_UPDATES, max(per_epoch, 20)))
-        info["seconds_per_update"] = seconds
-        # Curves by seconds use the single-model time per update, the same for every seed.
-        for row in rows:
-            row["seconds"] = row["step"] * seconds
-        values = []
-        for k in range(len(members)):
-            model = result.load_member(k, work.make_model())
-            values.append(sharpness(model, work.loss_fn, work.X_train, work.y_train))
-        info["sharpness"] = values
-        # Final weights, row k = member k, so the sharpness can be checked or recomputed later.
-        files.save_torch(run.file("final_params.pt"), {name: t.contiguous() for name, t in result.params.items()})
-        notes.append(f"batch {size_label(batch_size)}: {seconds * 1e3:.3g} ms per update (one model), "
-                     f"sharpness {', '.join(f'{v:.4g}' for v in values)}")
+        row["seconds"] = row["step"] * seconds  # one model's time per update, the same for every seed
+    runs = []
+    for k, member in enumerate(members):
+        model = result.load_member(k, work.make_model()).eval()
+        runs.append({"seed": member.seed, "updates": steps, "epochs": steps / per_epoch,
+                     "seconds": steps * seconds, "reached": None, **measure(work, model, epsilon)})
+    # Final weights, row k = member k, so the sharpness can be checked or recomputed later.
+    files.save_torch(run.file("final_params.pt"), {name: t.contiguous() for name, t in result.params.items()})
+    values = ", ".join(f"{r['sharpness']:.4g}" for r in runs)
+    notes.append(f"batch {size_label(batch_size)}: {seconds * 1e3:.3g} ms per update (one model), sharpness {values}")
     run.write_csv("curves.csv", rows, ("batch_size", "epoch") + CURVE_COLUMNS)
     run.write_text("log.txt", "\n".join(notes) + "\n")
-    run.write_json("result.json", info)
+    run.write_json("result.json", {"stacked": result.stacked, "reason": result.reason, "steps": steps,
+                                   "updates_per_epoch": per_epoch, "seconds_per_update": seconds, "runs": runs,
+                                   "sharpness": [r["sharpness"] for r in runs]})
 
 
 @dataclass(frozen=True)
@@ -267,13 +328,12 @@ def train_to_loss(workload: Any, optimizer: str, lr: float, batch_size: int | No
 
 def size_point_to_loss(run: RunDir, *, workload: str | Mapping[str, Any], optimizer: str,
                        batch_size: int | None, lr: float,
-                       seeds: Sequence[int], target: float, max_updates: int, data_seed: int) -> None:
+                       seeds: Sequence[int], target: float, max_updates: int, data_seed: int,
+                       epsilon: float) -> None:
     """Sweep point of the ``"same-loss"`` protocol: each seed trained to ``target``, then measured there."""
     import torch
 
-    from descentlab.problems.user_workload import workload_from
-
-    work = workload_from(workload, seed=data_seed)
+    work = _workload(workload, data_seed)
     n = work.n_train
     per_epoch = math.ceil(n / _effective(batch_size, n))
     label = size_label(batch_size)
@@ -281,7 +341,6 @@ def size_point_to_loss(run: RunDir, *, workload: str | Mapping[str, Any], optimi
     runs: list[dict[str, Any]] = []
     params: dict[str, list[Any]] = {}
     notes = []
-    classification = work.task == "classification"
     for seed in seeds:
         result = train_to_loss(work, optimizer, lr, batch_size, int(seed), target, max_updates)
         model = result.model.eval()  # measured as the checks were: batch-norm statistics, no dropout
@@ -289,21 +348,15 @@ def size_point_to_loss(run: RunDir, *, workload: str | Mapping[str, Any], optimi
             rows.append({"batch_size": label, "seed": int(seed), "lr": lr, "step": update,
                          "epoch": update / per_epoch, "seconds": seconds, "train_loss": loss})
         measured: dict[str, Any] = {"seed": int(seed), "updates": result.updates, "epochs": result.epochs,
-                                    "seconds": result.seconds, "reached": result.reached}
-        with torch.no_grad():
-            for prefix, (X, y) in (("train", (work.X_train, work.y_train)), ("val", (work.X_val, work.y_val))):
-                out = model(X)
-                measured[f"{prefix}_loss"] = float(work.loss_fn(out, y))
-                measured[f"{prefix}_accuracy"] = float((out.argmax(-1) == y).double().mean()) if classification \
-                    else math.nan
-        finite = math.isfinite(measured["train_loss"])
-        measured["sharpness"] = sharpness(model, work.loss_fn, work.X_train, work.y_train) if finite else math.nan
+                                    "seconds": result.seconds, "reached": result.reached,
+                                    **measure(work, model, epsilon)}
         runs.append(measured)
         for name, p in model.named_parameters():
             params.setdefault(name, []).append(p.detach().clone())
         notes.append(f"batch {label}: seed {seed} {'reached' if result.reached else 'did NOT reach'} training "
                      f"loss {target:g} after {result.updates} updates ({result.epochs:.3g} epochs, "
-                     f"{result.seconds:.3g} s); sharpness {measured['sharpness']:.4g}")
+                     f"{result.seconds:.3g} s); sharpness {measured['sharpness']:.4g}, "
+                     f"epsilon-sharpness {measured['epsilon_sharpness']:.3g} %")
     files.save_torch(run.file("final_params.pt"), {name: torch.stack(v) for name, v in params.items()})
     run.write_csv("curves.csv", rows, ("batch_size", "seed", "lr", "step", "epoch", "seconds", "train_loss"))
     run.write_text("log.txt", "\n".join(notes) + "\n")
@@ -316,10 +369,12 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
                    log: Callable[[str], None] | None = None) -> RunDir:
     """Run (or resume) the study into ``out`` and write its tables; returns the run.
 
-    Writes ``trials.csv``, ``curves.csv``, ``summary.csv`` (one row per size), ``log.txt`` and
-    ``protocol.json``. The caller renders ``report.html``.
+    Writes ``trials.csv``, ``curves.csv``, ``seeds.csv`` (one row per size and seed),
+    ``summary.csv`` (one row per size: means, and 95 % intervals of :data:`INTERVAL_KEYS`),
+    ``log.txt`` and ``protocol.json``. The caller renders ``report.html``.
     """
     from descentlab.experiments.sweep import SweepPoint, import_ray, open_sweep_root, run_sweep
+    from descentlab.experiments.tuning import tune_in_sweeps
     from descentlab.optim.registry import OPTIMIZERS, parse_name
 
     say = log or (lambda message: None)
@@ -329,22 +384,29 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
         import_ray()  # fail before anything is written
     run = open_sweep_root(out, "batch-size", settings.config())
     root = run.file("runs")
-    common = dict(workload=settings.workload, optimizer=settings.optimizer, epochs=settings.epochs,
-                  records_per_epoch=settings.records_per_epoch, data_seed=settings.seed)
+    sweep = dict(workers=workers, ray_address=ray_address, progress=progress)
     tune_sizes = list(settings.sizes) if settings.lr_rule == "tuned" else [settings.ref_size]
-    tune = [SweepPoint(f"tune-b{size_label(s)}", "batch-size-point", size_point,
-                       dict(common, batch_size=s, lrs=grid, seeds=[settings.seed], role="tune")) for s in tune_sizes]
-    say(f"tuning: {len(tune)} batch sizes x {len(grid)} learning rates ({settings.lr_rule} rule)")
-    tuned = run_sweep(tune, root, workers=workers, ray_address=ray_address, progress=progress, log=say)
+
+    def tune(label: str, rates: list[float], suffix: str) -> SweepPoint:
+        size = None if label == "full" else int(label)
+        return SweepPoint(f"tune-b{label}{suffix}", "batch-size-point", tune_point,
+                          dict(workload=settings.workload, optimizer=settings.optimizer, batch_size=size, lrs=rates,
+                               seed=settings.seed, updates=settings.tune_updates, data_seed=settings.seed))
+
+    say(f"tuning: {len(tune_sizes)} batch sizes x {len(grid)} learning rates, {settings.tune_updates} updates each "
+        f"({settings.lr_rule} rule)")
+    tuned, tune_runs = tune_in_sweeps({size_label(s): grid for s in tune_sizes}, tune, root, say=say, **sweep)
     trials: list[dict[str, Any]] = []
     chosen: dict[str, float] = {}
-    for s, point in zip(tune_sizes, tuned.runs):
-        rows = point.read_csv("trials.csv")
-        chosen[size_label(s)] = best_lr(rows)
-        trials.extend(rows)
+    for label, outcome in tuned.items():
+        if outcome.edge == "all diverged":
+            raise ValueError(f"every tuning run at batch {label} diverged, down to lr "
+                             f"{min(float(t['lr']) for t in outcome.trials):.3g}")
+        chosen[label] = outcome.chosen
+        trials.extend({**t, "chosen": float(t["lr"]) == outcome.chosen} for t in outcome.trials)
+    n = _n_train(settings)
     if settings.lr_rule != "tuned":
         lr_ref = chosen[size_label(settings.ref_size)]
-        n = _n_train(settings)
         ref = _effective(settings.ref_size, n)
         chosen = {size_label(s): scaled_lr(lr_ref, _effective(s, n), ref, settings.lr_rule) for s in settings.sizes}
     seeds = list(range(settings.seed, settings.seed + settings.seeds))
@@ -352,120 +414,133 @@ def run_batch_size(settings: BatchSizeSettings, out: str | os.PathLike, *, worke
         final = [SweepPoint(f"final-b{size_label(s)}", "batch-size-point", size_point_to_loss,
                             dict(workload=settings.workload, optimizer=settings.optimizer, batch_size=s,
                                  lr=chosen[size_label(s)], seeds=seeds, target=settings.train_to,
-                                 max_updates=settings.max_updates, data_seed=settings.seed))
+                                 max_updates=settings.max_updates, data_seed=settings.seed, epsilon=settings.epsilon))
                  for s in settings.sizes]
         say(f"final: {len(final)} batch sizes x {len(seeds)} seeds, each trained to training loss "
             f"{settings.train_to:g}")
     else:
         final = [SweepPoint(f"final-b{size_label(s)}", "batch-size-point", size_point,
-                            dict(common, batch_size=s, lrs=[chosen[size_label(s)]], seeds=seeds, role="final"))
+                            dict(workload=settings.workload, optimizer=settings.optimizer, batch_size=s,
+                                 lr=chosen[size_label(s)], seeds=seeds, epochs=settings.epochs,
+                                 records_per_epoch=settings.records_per_epoch, data_seed=settings.seed,
+                                 epsilon=settings.epsilon))
                  for s in settings.sizes]
         say(f"final: {len(final)} batch sizes x {len(seeds)} seeds")
-    finished = run_sweep(final, root, workers=workers, ray_address=ray_address, progress=progress, log=say)
+    finished = run_sweep(final, root, log=say, **sweep)
 
     curves: list[dict[str, Any]] = []
     notes: list[str] = []
     infos = []
-    for point in list(tuned.runs) + list(finished.runs):
+    for point in list(tune_runs) + list(finished.runs):
         notes.extend(n for n in point.file("log.txt").read_text(encoding="utf-8").split("\n") if n)
     for point in finished.runs:
         curves.extend(point.read_csv("curves.csv"))
         infos.append(point.read_json("result.json"))
+    per_seed = _seed_rows(settings, chosen, infos, n)
     if settings.protocol == "same-loss":
-        summary, target = _same_loss_summary(settings, chosen, infos), settings.train_to
+        target = settings.train_to
         columns: tuple[str, ...] = ("batch_size", "seed", "lr", "step", "epoch", "seconds", "train_loss")
     else:
-        summary, target = _same_epochs_summary(settings, chosen, curves, infos)
+        target = _same_epochs_target(settings, curves, per_seed)
         columns = ("batch_size", "epoch") + CURVE_COLUMNS
+    summary = _summary(settings, chosen, infos, per_seed, curves, target, n)
     run.write_csv("trials.csv", trials)
     run.write_csv("curves.csv", curves, columns)
+    run.write_csv("seeds.csv", per_seed, SEED_COLUMNS)
     run.write_csv("summary.csv", summary)
     run.write_text("log.txt", "\n".join(notes) + "\n")
     run.write_json("protocol.json", {"protocol": settings.protocol, "grid": grid, "chosen_lr": chosen,
                                      "tuned_sizes": [size_label(s) for s in tune_sizes],
+                                     "tune_updates": settings.tune_updates,
+                                     "edges": {label: outcome.edge for label, outcome in tuned.items()},
+                                     "widenings": {label: outcome.widenings for label, outcome in tuned.items()},
                                      "seeds": seeds, "target_loss": target, "timed_updates": TIMED_UPDATES,
-                                     "n_train": _n_train(settings)})
+                                     "n_train": n, "n_val": _split_sizes(settings)[0],
+                                     "n_test": _split_sizes(settings)[1], "epsilon": settings.epsilon})
     return run
 
 
-def _same_loss_summary(settings: BatchSizeSettings, chosen: dict[str, float],
-                       infos: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per size: what reaching the training loss cost, and sharpness and gap there (mean over seeds)."""
+def _seed_rows(settings: BatchSizeSettings, chosen: dict[str, float], infos: Sequence[dict[str, Any]],
+               n: int) -> list[dict[str, Any]]:
+    """``seeds.csv``: every size's runs, with its effective batch size B and lr/B."""
+    rows = []
+    for s, info in zip(settings.sizes, infos):
+        label, b = size_label(s), _effective(s, n)
+        for r in info["runs"]:
+            rows.append({"batch_size": label, "B": b, "lr": chosen[label], "lr_over_b": chosen[label] / b,
+                         **{k: r.get(k) for k in SEED_COLUMNS if k in r}})
+    return rows
+
+
+def _same_epochs_target(settings: BatchSizeSettings, curves: Sequence[dict[str, Any]],
+                        per_seed: Sequence[dict[str, Any]]) -> float:
+    """The same-epochs target loss: ``target_loss``, or the median of the sizes' mean final losses."""
     import numpy as np
+
+    if settings.target_loss is not None:
+        return settings.target_loss
+    finals = [np.mean([float(r["train_loss"]) for r in per_seed if r["batch_size"] == size_label(s)])
+              for s in settings.sizes]
+    finite = [v for v in finals if math.isfinite(v)]
+    return float(np.median(finite)) if finite else math.nan
+
+
+def _summary(settings: BatchSizeSettings, chosen: dict[str, float], infos: Sequence[dict[str, Any]],
+             per_seed: Sequence[dict[str, Any]], curves: Sequence[dict[str, Any]], target: float,
+             n: int) -> list[dict[str, Any]]:
+    """One row per size: what it cost, and the means over seeds where the runs stopped, with the
+    95 % t intervals of :data:`INTERVAL_KEYS`."""
+    import numpy as np
+
+    from descentlab.intervals import mean_interval
 
     summary = []
     for s, info in zip(settings.sizes, infos):
-        runs = info["runs"]
+        label = size_label(s)
+        runs = [r for r in per_seed if r["batch_size"] == label]
 
         def mean(key: str) -> float:
             return float(np.mean([float(r[key]) for r in runs]))
 
-        updates, seconds = mean("updates"), mean("seconds")
-        summary.append({
-            "batch_size": size_label(s), "lr": chosen[size_label(s)], "updates_per_epoch": info["updates_per_epoch"],
-            "updates_to_target": updates, "epochs_to_target": mean("epochs"), "seconds_to_target": seconds,
-            "seconds_per_update": seconds / updates if updates else math.nan,
-            "reached": f"{sum(bool(r['reached']) for r in runs)}/{len(runs)}",
-            "train_loss": mean("train_loss"), "train_accuracy": mean("train_accuracy"),
-            "val_loss": mean("val_loss"), "val_accuracy": mean("val_accuracy"),
-            "accuracy_gap": mean("train_accuracy") - mean("val_accuracy"),
-            "loss_gap": mean("val_loss") - mean("train_loss"),
-            "sharpness": mean("sharpness"), "sharpness_std": float(np.std([r["sharpness"] for r in runs])),
-            "stacked": False,
-        })
+        row: dict[str, Any] = {"batch_size": label, "B": _effective(s, n), "lr": chosen[label],
+                               "lr_over_b": chosen[label] / _effective(s, n),
+                               "updates_per_epoch": info["updates_per_epoch"]}
+        if settings.protocol == "same-loss":
+            updates, seconds = mean("updates"), mean("seconds")
+            row.update(updates_to_target=updates, epochs_to_target=mean("epochs"), seconds_to_target=seconds,
+                       seconds_per_update=seconds / updates if updates else math.nan,
+                       reached=f"{sum(bool(r['reached']) for r in runs)}/{len(runs)}")
+        else:
+            per_update = float(info["seconds_per_update"])
+            hits = []
+            for seed in sorted({int(r["seed"]) for r in curves if r["batch_size"] == label}):
+                mine = sorted((r for r in curves if r["batch_size"] == label and int(r["seed"]) == seed),
+                              key=lambda r: int(r["step"]))
+                hit = steps_to_target([float(r["step"]) for r in mine], [float(r["train_loss"]) for r in mine], target)
+                if math.isfinite(hit):
+                    hits.append(hit)
+            updates = float(np.mean(hits)) if hits else math.nan
+            row.update(seconds_per_update=per_update, seconds_per_epoch=per_update * info["updates_per_epoch"],
+                       updates_to_target=updates, seconds_to_target=updates * per_update,
+                       reached=f"{len(hits)}/{len(runs)}")
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+                    "loss_gap", "accuracy_gap", "grad_norm", "sharpness", "epsilon_sharpness"):
+            row[key] = mean(key)
+        for key in INTERVAL_KEYS:
+            interval = mean_interval([float(r[key]) for r in runs])
+            row[f"{key}_low"], row[f"{key}_high"] = interval.low, interval.high
+        row["sharpness_std"] = float(np.std([float(r["sharpness"]) for r in runs]))
+        row["stacked"] = bool(info["stacked"])
+        summary.append(row)
     return summary
-
-
-def _same_epochs_summary(settings: BatchSizeSettings, chosen: dict[str, float], curves: Sequence[dict[str, Any]],
-                         infos: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
-    """One row per size after the same epochs; the target loss defaults to the median final loss."""
-    import numpy as np
-
-    finals = []
-    for s in settings.sizes:
-        rows = [r for r in curves if r["batch_size"] == size_label(s)]
-        last = max(int(r["step"]) for r in rows)
-        finals.append(np.mean([float(r["train_loss"]) for r in rows if int(r["step"]) == last]))
-    target = settings.target_loss
-    if target is None:
-        finite = [v for v in finals if math.isfinite(v)]
-        target = float(np.median(finite)) if finite else math.nan
-    summary = []
-    for s, info in zip(settings.sizes, infos):
-        label = size_label(s)
-        rows = [r for r in curves if r["batch_size"] == label]
-        by_seed: dict[int, list[dict[str, Any]]] = {}
-        for r in rows:
-            by_seed.setdefault(int(r["seed"]), []).append(r)
-        hits, last_rows = [], []
-        for seed_rows in by_seed.values():
-            seed_rows.sort(key=lambda r: int(r["step"]))
-            last_rows.append(seed_rows[-1])
-            hit = steps_to_target([float(r["step"]) for r in seed_rows], [float(r["train_loss"]) for r in seed_rows],
-                                  target)
-            if math.isfinite(hit):
-                hits.append(hit)
-
-        def mean(key: str) -> float:
-            return float(np.mean([float(r[key]) for r in last_rows]))
-
-        per_update = float(info["seconds_per_update"])
-        updates = float(np.mean(hits)) if hits else math.nan
-        summary.append({
-            "batch_size": label, "lr": chosen[label], "updates_per_epoch": info["updates_per_epoch"],
-            "seconds_per_update": per_update, "seconds_per_epoch": per_update * info["updates_per_epoch"],
-            "updates_to_target": updates, "seconds_to_target": updates * per_update,
-            "reached": f"{len(hits)}/{len(by_seed)}",
-            "train_loss": mean("train_loss"), "train_accuracy": mean("train_accuracy"),
-            "val_accuracy": mean("val_accuracy"), "accuracy_gap": mean("train_accuracy") - mean("val_accuracy"),
-            "loss_gap": mean("val_loss") - mean("train_loss"),
-            "sharpness": float(np.mean(info["sharpness"])), "sharpness_std": float(np.std(info["sharpness"])),
-            "stacked": bool(info["stacked"]),
-        })
-    return summary, target
 
 
 def _n_train(settings: BatchSizeSettings) -> int:
     from descentlab.problems.user_workload import workload_from
 
     return workload_from(settings.workload, seed=settings.seed).n_train
+
+
+def _split_sizes(settings: BatchSizeSettings) -> tuple[int, int]:
+    work = _workload(settings.workload, settings.seed)
+    return work.n_val, work.n_test

@@ -6,8 +6,9 @@ algorithm, the registry's wrappers such as ``lookahead:adam`` otherwise), then r
 point and the loss after every step. Nothing is re-implemented here.
 
 :func:`tune_learning_rates` is the fair comparison: each optimizer gets the same budget
-(the same steps from the same start) at every learning rate of one log grid, and keeps the
-rate with the lowest final loss.
+(the same steps from the same start) at every learning rate of one log grid, widened a grid
+step at a time while the best rate sits at its edge
+(:mod:`descentlab.experiments.tuning`), and keeps the rate with the lowest final loss.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -86,14 +87,19 @@ class Tuning:
     """Learning rates picked on a log grid by final loss, same budget for every optimizer.
 
     Attributes:
-        grid: the learning rates tried.
-        final_losses: optimizer -> final loss at each rate of ``grid`` (inf where it diverged).
+        grid: the grid every optimizer started from.
+        final_losses: optimizer -> final loss at each of its ``rates`` (inf where it diverged).
         chosen: optimizer -> the rate with the lowest final loss (ties: the smaller rate).
+        rates: optimizer -> the rates it tried, ascending: the grid and any added beyond its edges.
+        edges: optimizer -> ``None`` when the chosen rate has a tried rate on both sides, else the
+            edge (``"high"``, ``"low"``) it was left at when the widenings ran out.
     """
 
     grid: tuple[float, ...]
     final_losses: Mapping[str, tuple[float, ...]]
     chosen: Mapping[str, float]
+    rates: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    edges: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def default_lr(surface: Surface, optimizer: str) -> float:
@@ -226,12 +232,18 @@ def tune_learning_rates(
     grid: Sequence[float] | None = None,
     schedule: str | None = None,
     seed: int = 0,
+    max_widenings: int | None = None,
 ) -> Tuning:
     """Pick each optimizer's learning rate on a log grid, by final loss, same budget for all.
 
     The default grid is 13 rates from 1e-4 to 1, three per decade (10^(-4 + k/3), k = 0..12).
-    A path that diverges counts as an infinite final loss.
+    A path that diverges counts as an infinite final loss. While an optimizer's best rate is the
+    largest (smallest) it tried, one rate a grid step above (below) it is run too, at most
+    ``max_widenings`` times (default :data:`~descentlab.experiments.tuning.MAX_WIDENINGS`; 0: the
+    grid alone); :attr:`Tuning.edges` says where a choice was left at an edge.
     """
+    from descentlab.experiments.tuning import MAX_WIDENINGS, grid_ratio, widen
+
     grid = tuple(float(v) for v in (grid if grid is not None else [10 ** (-4 + k / 3) for k in range(13)]))
     if not grid or any(not (v > 0 and math.isfinite(v)) for v in grid):
         raise ValueError(f"grid must be positive learning rates, got {grid}")
@@ -241,21 +253,34 @@ def tune_learning_rates(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     start = tuple(float(v) for v in (surface.starts[0] if start is None else start))
-    finals: dict[str, tuple[float, ...]] = {}
-    chosen: dict[str, float] = {}
-    for name in optimizers:
+
+    def final_losses(name: str, rates: Sequence[float]) -> list[float]:
         wrappers, base = parse_name(name)
         torch.manual_seed(seed)
         if OPTIMIZERS[base].elementwise and not wrappers:
-            runs = _run_group(surface, name, list(grid), start, steps, schedule, torch.float64, make_optimizer)
+            runs = _run_group(surface, name, list(rates), start, steps, schedule, torch.float64, make_optimizer)
         else:
             runs = [run_trajectories(surface, [name], start, steps, lr=rate, schedule=schedule, seed=seed).paths[0]
-                    for rate in grid]
-        losses = [run.final_loss if math.isfinite(run.final_loss) else math.inf for run in runs]
-        finals[name] = tuple(losses)
-        best = min(range(len(grid)), key=lambda i: (losses[i], grid[i]))
-        chosen[name] = grid[best]
-    return Tuning(grid=grid, final_losses=finals, chosen=chosen)
+                    for rate in rates]
+        return [run.final_loss if math.isfinite(run.final_loss) else math.inf for run in runs]
+
+    def trials(name: str, rates: Sequence[float]) -> list[dict[str, float]]:
+        # the widening rule reads a validation loss; here the final loss on the surface is the criterion
+        return [{"lr": rate, "final_val_loss": loss} for rate, loss in zip(rates, final_losses(name, rates))]
+
+    names = list(optimizers)
+    outcome = widen({name: trials(name, grid) for name in names}, {name: grid_ratio(grid) for name in names},
+                    lambda wanted, _: {name: trials(name, [rate]) for name, rate in wanted.items()},
+                    MAX_WIDENINGS if max_widenings is None else max_widenings)
+    finals, chosen, rates, edges = {}, {}, {}, {}
+    for name in names:
+        ordered = sorted(outcome[name].trials, key=lambda t: t["lr"])
+        rates[name] = tuple(t["lr"] for t in ordered)
+        finals[name] = tuple(t["final_val_loss"] for t in ordered)
+        edges[name] = outcome[name].edge
+        # ties: the smaller rate; every rate diverged: the smallest (its path is drawn up to where it left)
+        chosen[name] = outcome[name].chosen if math.isfinite(outcome[name].chosen) else rates[name][0]
+    return Tuning(grid=grid, final_losses=finals, chosen=chosen, rates=rates, edges=edges)
 
 
 @dataclass(frozen=True)

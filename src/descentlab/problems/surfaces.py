@@ -78,6 +78,8 @@ class Surface:
             loss gap ``L - minimum`` on a log axis.
         search_grid: points per axis of the grid of starts that
             :func:`~descentlab.critical.surface_points.find_critical_points` uses.
+        basins: the surface's story is which minimum a run ends in (the double well), so
+            ``descentlab surface`` maps it over starts, rates and momentum values by default.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Surface:
     steps: int = 300
     minimum: float | None = 0.0
     search_grid: int = 25
+    basins: bool = False
 
     def __call__(self, p: Tensor) -> Tensor:
         return self.fn(p)
@@ -186,6 +189,19 @@ _BOWL_CURVATURES = (0.4, 40.0)
 
 def _elongated_bowl(p: Tensor) -> Tensor:
     return 0.5 * (_BOWL_CURVATURES[0] * p[..., 0] ** 2 + _BOWL_CURVATURES[1] * p[..., 1] ** 2)
+
+
+# The same bowl turned 45 degrees: in the coordinates u = (x + y)/sqrt(2), v = (y - x)/sqrt(2) it is
+# 0.5 * (0.4 u^2 + 40 v^2) = 0.1 (x + y)^2 + 10 (x - y)^2. Its steep and shallow directions are the
+# diagonals, so no per-coordinate (diagonal) rescaling of x and y can undo the elongation: Adagrad's
+# and RMSProp's advantage on the axis-aligned bowl goes, while gradient descent, which is rotation
+# invariant, does exactly what it did there (from the start turned with the bowl).
+def _rotated_bowl(p: Tensor) -> Tensor:
+    x, y = p[..., 0], p[..., 1]
+    return 0.25 * (_BOWL_CURVATURES[0] * (x + y) ** 2 + _BOWL_CURVATURES[1] * (x - y) ** 2)
+
+
+_ROTATED_START = (-6 * math.sqrt(2.0), -4 * math.sqrt(2.0))  # (-10, 2) turned by 45 degrees
 
 
 # -- closed-form critical points -------------------------------------------------------------
@@ -382,6 +398,7 @@ def _registry() -> dict[str, Surface]:
             critical_points=_double_well_points(),
             lr=1e-2, step_size=5e-2, steps=300,
             minimum=float(_double_well(torch.tensor(_double_well_points()[0].location, dtype=torch.float64))),
+            basins=True,
         ),
         Surface(
             name="elongated-bowl",
@@ -391,6 +408,17 @@ def _registry() -> dict[str, Surface]:
             fn=_elongated_bowl,
             window=((-12.0, 12.0), (-3.0, 3.0)),
             starts=((-10.0, 2.0),),
+            critical_points=(KnownPoint((0.0, 0.0), "local_min"),),
+            lr=0.03, step_size=1.0, steps=150,
+        ),
+        Surface(
+            name="rotated-bowl",
+            formula="0.1*(x+y)^2 + 10*(x-y)^2",
+            description="the elongated bowl turned 45 degrees (its start turned with it): gradient descent does "
+                        "what it did, per-coordinate rates lose their advantage",
+            fn=_rotated_bowl,
+            window=((-10.0, 10.0), (-10.0, 10.0)),
+            starts=(_ROTATED_START,),
             critical_points=(KnownPoint((0.0, 0.0), "local_min"),),
             lr=0.03, step_size=1.0, steps=150,
         ),

@@ -36,6 +36,21 @@ Names (:data:`WORKLOADS`):
 - ``teacher-student``: regression on the outputs of a fixed random "teacher" network.
 - ``lecture``: the course's two-parameter model y = w1*w2*x on the one datum x = 1, y = 1
   with squared error, L = (1 - w1*w2)^2.
+- ``wilson``: Wilson, Roelofs, Stern, Srebro & Recht 2017 ("The marginal value of adaptive
+  gradient methods in machine learning", section 3.3): binary least squares where every sample
+  has the label as feature 1, a constant 1 in features 2 and 3, and features of its own (one
+  for a positive label, five for a negative one). Started from zero, gradient descent (and SGD
+  with momentum) converges to the minimum-norm solution, which puts most weight on feature 1
+  and classifies new samples correctly; Adagrad, RMSProp and Adam converge to a solution
+  proportional to sign(X^T y), which weighs features 1-3 alike and so calls every new sample
+  positive (test error = the share of negative labels, 1 - p). The model is that linear least
+  squares on (3 + 5n) features; its output is the pair of scores (-f, f) so that the argmax is
+  the sign of f, and the loss is ½ mean (f - y)^2 with y = ±1.
+
+Test split. A study that tunes on the validation split measures on a held-out test split
+(:func:`with_test_split`): the workload's own (``wilson`` draws one) or, by default, half of the
+validation split, stratified and seeded, so the numbers of every command that does not tune stay
+what they were.
 """
 
 from __future__ import annotations
@@ -51,7 +66,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["Workload", "WORKLOADS", "get_workload", "LectureModel", "classification_loss", "regression_loss",
-           "one_hot_squared_error"]
+           "one_hot_squared_error", "sign_squared_error", "SignScores", "wilson_data", "with_test_split"]
 
 #: name -> one-line description of every built-in workload.
 WORKLOADS: Mapping[str, str] = MappingProxyType({
@@ -66,6 +81,8 @@ WORKLOADS: Mapping[str, str] = MappingProxyType({
            "then hovers (edge of stability)",
     "teacher-student": "regression on a random tanh teacher 10-8-1, student MLP 10-32-1, squared error",
     "lecture": "the lecture's y = w1*w2*x on the one datum x = 1, y = 1, squared error",
+    "wilson": "Wilson et al. 2017's separable least squares (40 samples, 1,403 features, zero start): GD and "
+              "momentum generalize, Adagrad/RMSProp/Adam call every new sample positive",
 })
 
 
@@ -83,6 +100,10 @@ class Workload:
         optimizer, lr, batch_size, steps: suggested training defaults (``batch_size=None`` means
             full batch).
         track_sharpness: a suggested sharpness-tracking interval for a stall monitor (``None``: off).
+        X_test, y_test: a held-out test split of the workload's own (``None``: none; see
+            :func:`with_test_split`).
+        seeds_draw_data: the runs differ between seeds only through the data (a fixed start, full
+            batch), so a study's seeds should each draw their own data set to carry any spread.
     """
 
     name: str
@@ -99,6 +120,9 @@ class Workload:
     batch_size: int | None = 64
     steps: int = 500
     track_sharpness: int | None = None
+    X_test: torch.Tensor | None = field(default=None, repr=False)
+    y_test: torch.Tensor | None = field(default=None, repr=False)
+    seeds_draw_data: bool = False
 
     @property
     def n_train(self) -> int:
@@ -107,6 +131,11 @@ class Workload:
     @property
     def n_val(self) -> int:
         return int(self.X_val.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        """Samples in the test split (0 without one)."""
+        return 0 if self.X_test is None else int(self.X_test.shape[0])
 
     def __repr__(self) -> str:
         return (
@@ -121,6 +150,14 @@ def one_hot_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.T
     error of a classifier, the loss of Cohen et al.'s edge-of-stability experiments."""
     onehot = F.one_hot(target, output.shape[-1]).to(output.dtype)
     return 0.5 * ((output - onehot) ** 2).sum(dim=-1).mean()
+
+
+def sign_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """½ mean (f − y)² of the score pairs ``output = (−f, f)`` of :class:`SignScores` against class
+    indices ``target`` ∈ {0, 1}, read as y = 2·target − 1 ∈ {−1, +1}: least squares on ±1 labels
+    (Wilson et al. 2017), written so that the argmax of the output is the predicted class."""
+    signed = 2 * target.to(output.dtype) - 1
+    return 0.5 * ((output[..., 1] - signed) ** 2).mean()
 
 
 def classification_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -143,6 +180,21 @@ class LectureModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w1 * self.w2 * x
+
+
+class SignScores(nn.Module):
+    """A linear predictor f = w·x without bias, started at w = 0, that outputs the scores
+    ``(−f, f)``: argmax is the sign of f (class 1 for f > 0), the loss is least squares on f."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, 1, bias=False)
+        with torch.no_grad():
+            self.linear.weight.zero_()  # Wilson et al.'s analysis starts every method at zero
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.linear(x)
+        return torch.cat([-f, f], dim=-1)
 
 
 class _DigitsCNN(nn.Module):
@@ -183,6 +235,10 @@ def _make_cnn(dtype: torch.dtype) -> nn.Module:
 
 def _make_linear(n_in: int, n_out: int, dtype: torch.dtype) -> nn.Module:
     return nn.Linear(n_in, n_out).to(dtype)
+
+
+def _make_sign_scores(n_features: int, dtype: torch.dtype) -> nn.Module:
+    return SignScores(n_features).to(dtype)
 
 
 def _make_lecture(dtype: torch.dtype) -> nn.Module:
@@ -229,6 +285,60 @@ def _teacher_student(seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     y = torch.tanh(X @ W1) @ w2 + 0.05 * torch.randn(n, 1, generator=gen, dtype=torch.float64)
     X, y = X.to(dtype), y.to(dtype)
     return X[:800], y[:800], X[800:], y[800:]
+
+
+def wilson_data(n: int, p: float, seed: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples of Wilson et al. 2017's construction (section 3.3): labels y_i = +1 with
+    probability ``p`` (else −1), and features x_i1 = y_i, x_i2 = x_i3 = 1, and ones at the sample's
+    own features 4 + 5(i−1) ... 4 + 5(i−1) + 2(1 − y_i) (one for y_i = +1, five for y_i = −1); all
+    other features 0, so there are 3 + 5n of them. Returns ``(X, labels)`` with the labels as class
+    indices (0 for −1, 1 for +1)."""
+    gen = _generator(seed)
+    positive = torch.rand(n, generator=gen, dtype=torch.float64) < p
+    signed = torch.where(positive, 1.0, -1.0).to(torch.float64)
+    X = torch.zeros(n, 3 + 5 * n, dtype=torch.float64)
+    X[:, 0] = signed
+    X[:, 1:3] = 1.0
+    for i in range(n):
+        first = 3 + 5 * i  # feature 4 + 5(i - 1), counting from 1
+        X[i, first:first + (1 if positive[i] else 5)] = 1.0
+    return X.to(dtype), positive.long()
+
+
+def _wilson(seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    # one draw for all three splits: every sample has its own features, and a split's samples
+    # never touch the others' (the weights on them stay at 0 under every method)
+    n_train, n_val, n_test = WILSON_SPLITS
+    X, y = wilson_data(n_train + n_val + n_test, WILSON_P, seed, dtype)
+    val, test = n_train + n_val, n_train + n_val + n_test
+    return X[:n_train], y[:n_train], X[n_train:val], y[n_train:val], X[val:test], y[val:test]
+
+
+def with_test_split(workload: Workload, seed: int = 0) -> Workload:
+    """``workload`` with a held-out test split beside the validation split a study tunes on.
+
+    A workload with a test split of its own is returned as it is. Otherwise its validation split
+    is cut in two halves (stratified by class for classification, by scikit-learn's
+    ``train_test_split`` with ``random_state=seed``): the first stays the validation split, the
+    second becomes the test split. A validation split of one sample cannot be cut: the test split
+    is then that sample too (``lecture``; there is no other data).
+    """
+    if workload.X_test is not None:
+        return workload
+    import dataclasses
+
+    if workload.n_val < 2:
+        return dataclasses.replace(workload, X_test=workload.X_val.clone(), y_test=workload.y_val.clone())
+    from sklearn.model_selection import train_test_split
+
+    index = torch.arange(workload.n_val).numpy()
+    labels = workload.y_val.numpy() if workload.task == "classification" else None
+    counts = None if labels is None else torch.bincount(workload.y_val)
+    stratify = labels if counts is not None and int(counts[counts > 0].min()) >= 2 else None
+    keep, held = train_test_split(index, test_size=0.5, random_state=seed, stratify=stratify)
+    keep, held = torch.as_tensor(sorted(keep)), torch.as_tensor(sorted(held))
+    return dataclasses.replace(workload, X_val=workload.X_val[keep], y_val=workload.y_val[keep],
+                               X_test=workload.X_val[held], y_test=workload.y_val[held])
 
 
 def get_workload(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Workload:
@@ -283,6 +393,12 @@ def get_workload(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
         return Workload(**common, make_model=functools.partial(_mlp, (10, 32, 1), "tanh", dtype),
                         loss_fn=regression_loss, X_train=data[0], y_train=data[1], X_val=data[2],
                         y_val=data[3], task="regression", optimizer="sgd", lr=0.05, batch_size=32, steps=500)
+    if name == "wilson":
+        X_train, y_train, X_val, y_val, X_test, y_test = _wilson(seed, dtype)
+        return Workload(**common, make_model=functools.partial(_make_sign_scores, X_train.shape[1], dtype),
+                        loss_fn=sign_squared_error, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val,
+                        X_test=X_test, y_test=y_test, optimizer="sgd", lr=0.1, batch_size=None, steps=300,
+                        seeds_draw_data=True)
     # lecture: one datum, the validation set is the same datum (there is nothing else)
     X = torch.ones(1, 1, dtype=dtype)
     y = torch.ones(1, 1, dtype=dtype)
@@ -307,3 +423,8 @@ EOS_SAMPLES = 512
 EOS_LR = 0.5
 EOS_STEPS = 500
 EOS_TRACK_EVERY = 5
+
+# Wilson et al. 2017's construction: labels +1 with probability p (their p > 1/2); (train, validation,
+# test) sizes. Under the adaptive methods the test error is the share of negative test labels, ~1 - p.
+WILSON_P = 0.6
+WILSON_SPLITS = (40, 40, 200)

@@ -1,9 +1,12 @@
-"""The report page of a ``batch-size`` run: protocol, finding, table and four figures.
+"""The report page of a ``batch-size`` run: protocol, findings with their intervals, tables and figures.
 
 Reads only the run directory: ``config.json``, ``protocol.json``, ``summary.csv``,
-``curves.csv`` and ``log.txt``. The finding (sharpness and generalisation gap against the
-batch size, beside the claim that small batches find flatter minima that generalise better,
-Keskar et al. 2017) is computed from ``summary.csv``, whatever it says.
+``seeds.csv``, ``curves.csv`` and ``log.txt``. The finding (sharpness, Keskar's ε-sharpness and
+the generalisation gap against the batch size and against lr/B, beside the claim that small
+batches find flatter minima that generalise better, Keskar et al. 2017) is computed from
+``seeds.csv``, one point per run: rank correlations with bootstrap intervals over the runs and
+the difference between the largest and the smallest batch with Welch's interval; a trend or a
+difference is stated only where its interval excludes 0 (:mod:`descentlab.intervals`).
 """
 
 from __future__ import annotations
@@ -12,52 +15,75 @@ import math
 
 from descentlab.rundir import RunDir
 from descentlab.report.html import Page, workload_label
-from descentlab.report.stats import spearman
 
-__all__ = ["build", "finding"]
+__all__ = ["build", "findings", "QUANTITIES"]
+
+#: What the finding sets against the batch size: seeds.csv column -> its name in the text.
+QUANTITIES = {"sharpness": "sharpness (lambda_max)", "epsilon_sharpness": "epsilon-sharpness",
+              "loss_gap": "generalisation gap (test - training loss)"}
 
 
 def _size(label: str, n_full: float) -> float:
     return n_full if label == "full" else float(label)
 
 
-def finding(summary: list[dict], protocol: str, target: float, n_train: float | None = None) -> str:
-    """Sharpness and generalisation gap against the batch size, beside the small-batch claim, from ``summary.csv``."""
-    rows = sorted(summary, key=lambda r: _size(r["batch_size"], float(n_train or math.inf)))
+def _trend(rho, against: str) -> str:
+    """``"rises with the batch size"``, ``"falls ..."`` or ``"no trend detectable at this size"``."""
+    if not rho.excludes(0.0):
+        return "no trend detectable at this size"
+    return f"{'rises' if rho.estimate > 0 else 'falls'} with {against}"
+
+
+def findings(rows: list[dict], protocol: str, target: float) -> list[str]:
+    """The findings of ``seeds.csv`` rows (one per size and seed), beside the small-batch claim: where
+    they were measured, one line per quantity of :data:`QUANTITIES`, and the verdict on the claim."""
+    from descentlab.intervals import difference_interval, finding as stated, spearman_interval
+
     if not rows:
-        return "No batch sizes."
-    sizes = [_size(r["batch_size"], float(n_train or 1e12)) for r in rows]
-    sharp = [float(r["sharpness"]) for r in rows]
-    gap = [float(r["loss_gap"]) for r in rows]
-    first, last = rows[0], rows[-1]
+        return ["No runs."]
+    labels = list(dict.fromkeys(r["batch_size"] for r in sorted(rows, key=lambda r: float(r["B"]))))
     if protocol == "same-loss":
-        runs = [r["reached"].split("/") for r in rows]
-        reached, total = sum(int(a) for a, _ in runs), sum(int(b) for _, b in runs)
-        where = f"At the same training loss ({target:g}, reached by {reached} of {total} runs)"
+        reached = sum(str(r["reached"]) == "True" for r in rows)
+        where = f"At the same training loss ({target:g}, reached by {reached} of {len(rows)} runs)"
     else:
         where = "After the same number of epochs (training losses differ)"
-    rho_sharp, rho_gap = spearman(sizes, sharp), spearman(sizes, gap)
-
-    def trend(rho: float) -> str:
-        return "rank correlation with the batch size n/a" if math.isnan(rho) else \
-            f"Spearman rho with the batch size {rho:+.2f}"
-
-    text = (f"{where}, sharpness went from {sharp[0]:.4g} at batch {first['batch_size']} to {sharp[-1]:.4g} at batch "
-            f"{last['batch_size']} ({trend(rho_sharp)}), the generalisation gap (validation minus training loss) from "
-            f"{gap[0]:.4g} to {gap[-1]:.4g} ({trend(rho_gap)}), and validation accuracy from "
-            f"{float(first['val_accuracy']):.4f} to {float(last['val_accuracy']):.4f}. ")
-    flatter, better = rho_sharp > 0, rho_gap > 0
-    if math.isnan(rho_sharp) or math.isnan(rho_gap):
-        verdict = "too few sizes to tell"
-    elif flatter and better:
-        verdict = "borne out here: larger batches ended sharper and with a larger gap"
-    elif not flatter and not better:
-        verdict = "not borne out here: larger batches ended flatter and with a smaller gap"
-    elif flatter:
-        verdict = "half borne out here: larger batches ended sharper, but their gap was not larger"
+    B = [float(r["B"]) for r in rows]
+    noise = [float(r["lr_over_b"]) for r in rows]
+    parts, rhos = [], {}
+    for key, name in QUANTITIES.items():
+        values = [float(r[key]) for r in rows]
+        rho = spearman_interval(B, values)
+        rhos[key] = rho
+        first = [float(r[key]) for r in rows if r["batch_size"] == labels[0]]
+        last = [float(r[key]) for r in rows if r["batch_size"] == labels[-1]]
+        effect = difference_interval(last, first)
+        by_noise = spearman_interval(noise, values)
+        parts.append(f"{name}: Spearman rho with the batch size {rho.text(2)} over {rho.n} runs, "
+                     f"{_trend(rho, 'the batch size')}; with lr/B {by_noise.text(2)}, {_trend(by_noise, 'lr/B')}; "
+                     + stated(effect, f"batch {labels[-1]} against batch {labels[0]}") + ".")
+    sharp, gap = rhos["sharpness"], rhos["loss_gap"]
+    if len(labels) < 2 or not (math.isfinite(sharp.low) and math.isfinite(gap.low)):
+        verdict = "cannot be judged here (too few sizes or runs for an interval)"
     else:
-        verdict = "half borne out here: larger batches had the larger gap, but did not end sharper"
-    return text + f"The claim that small batches find flatter minima that generalise better (Keskar et al. 2017) is {verdict}."
+        halves = []
+        for rho, what in ((sharp, "larger batches ended sharper"), (gap, "larger batches had a larger gap")):
+            if not rho.excludes(0.0):
+                halves.append(f"whether {what} is not detectable at this size")
+            elif rho.estimate > 0:
+                halves.append(f"{what} (detected)")
+            else:
+                halves.append(f"the opposite of '{what}' was detected")
+        supported = sum(rho.excludes(0.0) and rho.estimate > 0 for rho in (sharp, gap))
+        contradicted = sum(rho.excludes(0.0) and rho.estimate < 0 for rho in (sharp, gap))
+        if contradicted:
+            head = "contradicted here"
+        else:
+            head = {2: "borne out here", 1: "half borne out here", 0: "neither shown nor refuted at this size"}[
+                supported]
+        verdict = head + ": " + "; ".join(halves)
+    return [f"{where}, over {len(labels)} batch sizes:", *parts,
+            f"The claim that small batches find flatter minima that generalise better (Keskar et al. 2017) is "
+            f"{verdict}."]
 
 
 def build(run: RunDir) -> Page:
@@ -73,6 +99,7 @@ def build(run: RunDir) -> Page:
     config = run.config
     protocol = run.read_json("protocol.json")
     summary = run.read_csv("summary.csv")
+    per_seed = run.read_csv("seeds.csv")
     curves = run.read_csv("curves.csv")
     labels = [row["batch_size"] for row in summary]
     sizes = [_size(label, float(protocol["n_train"])) for label in labels]
@@ -80,42 +107,55 @@ def build(run: RunDir) -> Page:
     page = Page(f"batch-size: {workload_label(config['workload'])}, {config['optimizer']}")
     page.heading("Protocol")
     rule = config["lr_rule"]
+    budget = (f"{config['budget']} learning rates on a log grid around the optimizer's default, each candidate "
+              f"trained {protocol['tune_updates']} updates (the same number of updates at every size) from seed "
+              f"{config['seed']} and chosen on its final validation loss; where the best rate was the grid's "
+              "largest or smallest, a rate one grid step beyond it was tried, until the best had a tried rate on "
+              "both sides")
     if rule == "tuned":
-        lr_text = (f"every batch size got the same tuning budget of {config['budget']} learning rates on a log grid "
-                   "around the optimizer's default, chosen on final validation loss")
+        lr_text = f"every batch size got the same tuning budget: {budget}"
     else:
         factor = "B / B_ref" if rule == "linear" else "sqrt(B / B_ref)"
-        lr_text = (f"the rate was tuned ({config['budget']} rates) at the reference size {config['ref_size']} and "
-                   f"scaled by {factor} for the other sizes ({rule} rule)")
-    protocol_name = protocol.get("protocol", config.get("protocol", "same-epochs"))
+        lr_text = (f"the rate was tuned at the reference size {config['ref_size']} ({budget}) and scaled by {factor} "
+                   f"for the other sizes ({rule} rule)")
+    measured = (f"Where each run stopped: sharpness (lambda_max, the largest Hessian eigenvalue of the full training "
+                f"loss, Lanczos), Keskar et al.'s epsilon-sharpness (100 x the largest rise of the training loss in "
+                f"the box |delta_i| <= {protocol['epsilon']:g} (|theta_i| + 1), over 1 + the loss, by 10 iterations "
+                f"of L-BFGS-B), and the loss and accuracy on the training set, the {protocol['n_val']} validation "
+                f"samples the rate was tuned on and {protocol['n_test']} held-out test samples; the generalisation "
+                "gap is test minus training loss. Means over seeds with 95 % t intervals; lr/B is the noise scale "
+                "of Smith & Le (2018).")
+    protocol_name = protocol["protocol"]
     if protocol_name == "same-loss":
         page.paragraph(
             f"Each batch size trained (seeds {protocol['seeds']}, one plain model each, reshuffled every epoch) until "
             f"its full training loss fell to {protocol['target_loss']:g} (at most {config.get('max_updates')} "
-            f"updates), as Keskar et al. (2017) compare minima; {lr_text}, each tuning run {config['epochs']} epochs "
-            "long. The updates, epochs and seconds (the updates alone, one model) it took are measured; sharpness "
-            "(the largest Hessian eigenvalue of the full training loss, Lanczos) and the generalisation gap are read "
-            "where each run stopped, and averaged over seeds.")
+            f"updates), as Keskar et al. (2017) compare minima; {lr_text}. The updates, epochs and seconds (the "
+            "updates alone, one model) it took are measured. " + measured)
     else:
         page.paragraph(
             f"Each batch size trained for {config['epochs']} epochs (reshuffled every epoch) with seeds "
             f"{protocol['seeds']}; {lr_text}. Time per update is measured on one plain model over up to "
             f"{protocol['timed_updates']} updates; time per epoch = time per update x updates per epoch; seconds to "
-            f"target = updates to target x time per update. Sharpness is the largest Hessian eigenvalue of the full "
-            f"training loss at the end (Lanczos), mean over seeds. Target training loss: "
-            f"{protocol['target_loss']:.4g}. The sizes end at different training losses, so their sharpness and "
-            "gap are not measured at comparable points (--protocol same-loss is).")
-    page.finding(finding(summary, protocol_name, float(protocol["target_loss"]), float(protocol["n_train"])))
+            f"target = updates to target x time per update. Target training loss: {protocol['target_loss']:.4g}. "
+            "The sizes end at different training losses, so their sharpness and gap are not measured at comparable "
+            "points (--protocol same-loss is). " + measured)
+    for label, edge in protocol["edges"].items():
+        if edge:
+            page.paragraph(f"Note: at batch {label} the chosen rate {protocol['chosen_lr'][label]:.3g} is still at "
+                           f"the {edge} edge of its grid after {protocol['widenings'][label]} added rates.")
+    for line in findings(per_seed, protocol_name, float(protocol["target_loss"])):
+        page.finding(line)
     if protocol_name != "same-loss":
         fastest = min(summary, key=lambda r: float(r["seconds_per_epoch"]))
         page.finding(f"Fastest epoch: batch {fastest['batch_size']} "
                      f"({float(fastest['seconds_per_epoch']):.3g} s per epoch).")
-    finite = [r for r in summary if math.isfinite(float(r["val_accuracy"]))]
-    if finite:
-        best = max(finite, key=lambda r: float(r["val_accuracy"]))
-        page.finding(f"Best validation accuracy: batch {best['batch_size']} ({float(best['val_accuracy']):.3f}).")
     page.heading("Results")
+    page.paragraph("One row per batch size, means over seeds (_low, _high: the 95 % t interval of the mean). "
+                   "loss_gap = test - training loss; accuracy_gap = training - test accuracy.")
     page.table([{k: _number(v) for k, v in row.items()} for row in summary])
+    page.heading("Runs")
+    page.table([{k: _number(v) for k, v in row.items()} for row in per_seed])
 
     page.heading("Figures")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -157,16 +197,39 @@ def build(run: RunDir) -> Page:
         ax.legend(fontsize=8)
         page.figure(fig, f"Training loss by {xlabel}, one line per seed.", save_to=run.file(name))
 
+    for x, xlabel, name, caption in (
+            ("B", "batch size B", "sharpness_vs_batch.png", "against the batch size"),
+            ("lr_over_b", "lr / B (Smith & Le's noise scale)", "sharpness_vs_noise.png", "against lr/B")):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for ax, (key, title) in zip(axes, QUANTITIES.items()):
+            for index, row in enumerate(summary):
+                mine = [r for r in per_seed if r["batch_size"] == row["batch_size"]]
+                colour = f"C{index % 10}"
+                ax.plot([float(r[x]) for r in mine], [float(r[key]) for r in mine], "o", color=colour, alpha=0.45,
+                        ms=4)
+                mean, low, high = float(row[key]), float(row[f"{key}_low"]), float(row[f"{key}_high"])
+                error = [[mean - low], [high - mean]] if math.isfinite(low) else None
+                ax.errorbar([float(row[x])], [mean], yerr=error, fmt="s", color=colour, capsize=4,
+                            label=f"batch {row['batch_size']}")
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        page.figure(fig, f"Sharpness, epsilon-sharpness and the generalisation gap {caption}: one dot per run, the "
+                    "mean over seeds with its 95 % interval.", save_to=run.file(name))
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    for row in summary:
-        ax.errorbar(float(row["sharpness"]), float(row["loss_gap"]), xerr=float(row["sharpness_std"]), fmt="o")
-        ax.annotate(row["batch_size"], (float(row["sharpness"]), float(row["loss_gap"])),
-                    textcoords="offset points", xytext=(5, 4))
+    for index, row in enumerate(summary):
+        mine = [r for r in per_seed if r["batch_size"] == row["batch_size"]]
+        ax.plot([float(r["sharpness"]) for r in mine], [float(r["loss_gap"]) for r in mine], "o",
+                color=f"C{index % 10}", label=f"batch {row['batch_size']}")
     ax.set_xlabel("sharpness (largest Hessian eigenvalue)")
-    ax.set_ylabel("generalisation gap (validation - training loss)")
+    ax.set_ylabel("generalisation gap (test - training loss)")
     ax.grid(alpha=0.3)
-    page.figure(fig, "Sharpness vs generalisation gap, one point per batch size (error bar: std over seeds).",
-                save_to=run.file("sharpness_vs_gap.png"))
+    ax.legend(fontsize=8)
+    page.figure(fig, "Sharpness vs generalisation gap, one point per run.", save_to=run.file("sharpness_vs_gap.png"))
     if run.exists("log.txt"):
         page.heading("Log")
         page.code(run.file("log.txt").read_text(encoding="utf-8"))

@@ -441,6 +441,13 @@ def _sharpness_section(page: Page, run: RunDir, points: Sequence[SharpnessPoint]
                 "preconditioned Hessian P^-1 H for adaptive optimizers) and the stability threshold the rate allows "
                 "(2/lr for gradient descent, 2(1+beta)/lr for heavy-ball momentum, 2(1+beta1)/((1-beta1) lr) for "
                 "Adam); lambda_min when tracked. Bottom: the tracked loss.", save_to=run.file("sharpness.png"))
+    if run.exists("sharpness_seeds.json"):  # descentlab diagnose --seeds N
+        from descentlab.report.edge_seeds import seed_lines
+
+        lines = seed_lines(run.read_json("sharpness_seeds.json"))
+        page.paragraph(lines[0][0].upper() + lines[0][1:] + " (the other seeds' runs are under seeds/).")
+        for line in lines[1:]:
+            page.finding(line[0].upper() + line[1:] + ".")
 
 
 def _sharpness_over_training(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int, float]]):

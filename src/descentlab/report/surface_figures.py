@@ -5,7 +5,9 @@
 - :func:`lift_figure`: the "dimension lift": a 1-D slice through a saddle along its
   positive-curvature eigenvector has a local minimum there, yet in 2-D the point is a saddle;
 - :func:`animate_paths`: an animated GIF, one frame per ``every`` steps (matplotlib's
-  ``PillowWriter``).
+  ``PillowWriter``);
+- :func:`basin_figure`: which minimum heavy-ball SGD ended in from every start, one panel per
+  (momentum, learning rate).
 
 Every function takes numpy arrays and dicts, never a surface object, so the report can
 re-draw a run from its files alone.
@@ -24,7 +26,11 @@ import numpy as np
 from descentlab import files
 
 __all__ = ["MARKERS", "contour_figure", "loss_figure", "lift_figure", "animate_paths", "path_colors", "frame_count",
-           "drawable"]
+           "drawable", "basin_figure", "BASIN_COLOURS"]
+
+#: Colours of the basin map: the minima in order of their loss (deepest first), then unsettled, diverged.
+BASIN_COLOURS = ("#1f4e9c", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948")
+_UNSETTLED_COLOUR, _DIVERGED_COLOUR = "#bdbdbd", "#000000"
 
 #: kind -> (marker, colour, label) used in every figure and the legend.
 MARKERS: dict[str, tuple[str, str, str]] = {
@@ -257,3 +263,45 @@ def animate_paths(out: str | os.PathLike, grid: Mapping[str, np.ndarray], points
         files.write_bytes(out, target.read_bytes())
     plt.close(fig)
     return n_frames
+
+
+def basin_figure(ends: np.ndarray, xs: np.ndarray, ys: np.ndarray, lrs: Sequence[float], momenta: Sequence[float],
+                 minima: Sequence[Sequence[float]], losses: Sequence[float], start: Sequence[float] | None = None):
+    """One panel per (momentum, learning rate): every start coloured by the minimum its run ended in
+    (:data:`BASIN_COLOURS`, deepest minimum first; grey: still moving; black: diverged), the minima
+    marked, and the paths' start as a star. ``ends`` is ``[momenta, lrs, ny, nx]`` of codes: the
+    index of a minimum, -1 unsettled, -2 diverged."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    order = sorted(range(len(minima)), key=lambda k: losses[k])  # colour by depth, not by index
+    colours = {k: BASIN_COLOURS[rank % len(BASIN_COLOURS)] for rank, k in enumerate(order)}
+    codes = [-2, -1, *range(len(minima))]
+    palette = ListedColormap([_DIVERGED_COLOUR, _UNSETTLED_COLOUR, *[colours[k] for k in range(len(minima))]])
+    rows, cols = len(momenta), len(lrs)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.6, 1.9 * rows + 0.8), sharex=True, sharey=True,
+                             squeeze=False)
+    dx = (xs[-1] - xs[0]) / max(1, len(xs) - 1) / 2
+    dy = (ys[-1] - ys[0]) / max(1, len(ys) - 1) / 2
+    extent = (xs[0] - dx, xs[-1] + dx, ys[0] - dy, ys[-1] + dy)
+    for i, beta in enumerate(momenta):
+        for j, lr in enumerate(lrs):
+            ax = axes[i][j]
+            index = np.searchsorted(codes, ends[i, j])  # codes are sorted: -2, -1, 0, 1, ...
+            ax.imshow(index, origin="lower", extent=extent, cmap=palette, vmin=-0.5, vmax=len(codes) - 0.5,
+                      interpolation="nearest", aspect="auto")
+            for k, (mx, my) in enumerate(minima):
+                ax.plot(mx, my, "o", color="white", mec="black", ms=5)
+            if start is not None:
+                ax.plot(start[0], start[1], "*", color="white", mec="black", ms=10)
+            if i == 0:
+                ax.set_title(f"lr {lr:g}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"beta {beta:g}", fontsize=9)
+    handles = [Patch(color=colours[k], label=f"minimum ({minima[k][0]:.3g}, {minima[k][1]:.3g}), loss {losses[k]:.3g}")
+               for k in order]
+    handles += [Patch(color=_UNSETTLED_COLOUR, label="still moving"), Patch(color=_DIVERGED_COLOUR, label="diverged")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

@@ -1,9 +1,10 @@
 """The report page of a ``surface`` run, drawn from its files alone.
 
 Reads ``config.json``, ``paths.csv``, ``critical_points.json``, ``grid.npz`` and, when
-present, ``dimension_lift.json``, ``valley.json``, ``tuning.csv`` and ``paths.gif``; writes ``contour.png``,
-``loss.png`` and ``dimension_lift.png`` next to them (and ``paths.gif`` if the run asked for
-an animation and it is missing).
+present, ``dimension_lift.json``, ``valley.json``, ``tuning.csv``, ``basins.json`` with
+``basins.npz``, and ``paths.gif``; writes ``contour.png``, ``loss.png``, ``dimension_lift.png``
+and ``basins.png`` next to them (and ``paths.gif`` if the run asked for an animation and it is
+missing).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from descentlab.rundir import RunDir
 from descentlab.report import surface_figures as figures
 from descentlab.report.html import Page, format_value
 
-__all__ = ["build", "read_paths", "read_grid", "ended_near", "valley_finding"]
+__all__ = ["build", "read_paths", "read_grid", "ended_near", "valley_finding", "basin_lines"]
 
 
 def read_paths(run: RunDir) -> dict[str, dict[str, np.ndarray]]:
@@ -48,7 +49,8 @@ def ended_near(point: tuple[float, float], points: list[dict[str, Any]], radius:
             continue  # stands for its curve, matched below
         distance = math.hypot(point[0] - candidate["x"], point[1] - candidate["y"])
         if distance <= best_distance:
-            best, best_distance = f"{candidate['kind']} ({candidate['x']:.3g}, {candidate['y']:.3g})", distance
+            x, y = (_rounded(candidate[k], radius) for k in ("x", "y"))
+            best, best_distance = f"{candidate['kind']} ({x:.3g}, {y:.3g})", distance
     for curve in curves:
         xs = np.asarray(curve["x"], dtype=float)
         ys = np.asarray(curve["y"], dtype=float)
@@ -57,6 +59,11 @@ def ended_near(point: tuple[float, float], points: list[dict[str, Any]], radius:
             name = curve["description"].split(" (")[0]
             best, best_distance = f"{curve['kind']} (on the curve {name})", float(np.nanmin(distances))
     return best
+
+
+def _rounded(value: float, scale: float) -> float:
+    """``value``, or 0 where it is rounding noise next to ``scale`` (a minimum found at 1e-30 is at 0)."""
+    return 0.0 if abs(value) < 1e-12 * max(scale, 1e-300) else value
 
 
 def _motion(m: dict[str, Any], steps: int, reach: float) -> str:
@@ -86,8 +93,79 @@ def valley_finding(valley: dict[str, Any]) -> str:
                  + ", ".join(f"{m['optimizer']} (lr {m['lr']:.3g})" for m in reached) + ". ")
     if missed:
         text += "Did not: " + "; ".join(f"{m['optimizer']} (lr {m['lr']:.3g}) {_motion(m, steps, reach)}"
-                                        for m in missed) + "."
+                                        for m in missed) + ". "
+    turned = _axis_angle(valley["steep"])
+    if turned < 1.0:
+        text += ("The valley's directions are the x and y axes, so a per-coordinate (diagonal) preconditioner "
+                 "(Adagrad's, RMSProp's and Adam's division of each coordinate by its own gradient history) rescales "
+                 "exactly the steep and the shallow direction.")
+    else:
+        text += (f"The valley's directions are turned {turned:.0f} degrees from the x and y axes: a per-coordinate "
+                 "(diagonal) preconditioner (Adagrad's, RMSProp's and Adam's division of each coordinate by its own "
+                 "gradient history) rescales x and y, not the steep and the shallow direction, so it cannot undo the "
+                 "elongation here; gradient descent is rotation invariant and does what it does on the axis-aligned "
+                 "bowl.")
     return text.strip()
+
+
+def _axis_angle(vector) -> float:
+    """Degrees between a unit 2-vector and the nearer coordinate axis (0 to 45)."""
+    x, y = abs(float(vector[0])), abs(float(vector[1]))
+    return math.degrees(math.atan2(min(x, y), max(x, y)))
+
+
+def _minimum_names(basins: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(short, long)`` names of the minima: ``("deep", "deep minimum (-1.04, 0)")`` and ``"shallow"``
+    for two, else ``"#1"``... by rank of their loss."""
+    order = sorted(range(len(basins["minima"])), key=lambda k: basins["losses"][k])
+    names = {}
+    for rank, k in enumerate(order):
+        x, y = basins["minima"][k]
+        short = ("deep" if rank == 0 else "shallow") if len(order) == 2 else f"#{rank + 1}"
+        names[k] = (short, f"{short} minimum ({x:.3g}, {y:.3g})")
+    return [names[k] for k in range(len(order))]
+
+
+def basin_lines(basins: dict[str, Any]) -> list[str]:
+    """The basin map in words, from ``basins.json``: what it ran, a table of the share of starts that
+    ended in the deepest minimum per momentum and rate, and where the paths' start ended."""
+    names = _minimum_names(basins)
+    deepest = min(range(len(names)), key=lambda k: basins["losses"][k])
+    nx, ny = basins["starts"]
+    lines = [f"basins: {nx} x {ny} starts over the window x {len(basins['lrs'])} rates x {len(basins['momenta'])} "
+             f"momenta, heavy-ball SGD for {basins['steps']} steps each; share of starts ending in the "
+             f"{names[deepest][1]} (unsettled / diverged when not 0):"]
+    lines.append("momentum" + "".join(f"{f'lr {lr:g}':>18}" for lr in basins["lrs"]))
+    for beta in basins["momenta"]:
+        cells = []
+        for row in basins["shares"]:
+            if row["momentum"] != beta:
+                continue
+            cell = f"{row[f'minimum {deepest}']:.2f}"
+            if row["unsettled"] or row["diverged"]:
+                cell += f" ({row['unsettled']:.2f}/{row['diverged']:.2f})"
+            cells.append(cell)
+        lines.append(f"{beta:<8g}" + "".join(f"{c:>18}" for c in cells))
+    where = {(e["momentum"], e["lr"]): e["end"] for e in basins["from_start"]}
+    start = basins["start"]
+    summary = []
+    for beta in basins["momenta"]:
+        ends = [where[(beta, lr)] for lr in basins["lrs"]]
+        text = ", ".join(f"lr {lr:g}: {_end_name(code, names)}" for lr, code in zip(basins["lrs"], ends))
+        summary.append(f"beta {beta:g}: {text}")
+    grid_start = basins.get("grid_start", start)
+    if math.dist(grid_start, start) > 1e-9 * (1 + math.hypot(*start)):
+        where_from = f"from the grid start ({grid_start[0]:.3g}, {grid_start[1]:.3g}), nearest the paths' start"
+    else:
+        where_from = f"from the start ({start[0]:.3g}, {start[1]:.3g})"
+    lines.append(f"{where_from}: " + "; ".join(summary))
+    return lines
+
+
+def _end_name(code: int, names: list[tuple[str, str]]) -> str:
+    if code >= 0:
+        return names[code][0]
+    return "unsettled" if code == -1 else "diverged"
 
 
 def build(run: RunDir) -> Page:
@@ -169,8 +247,31 @@ def build(run: RunDir) -> Page:
     else:
         page.paragraph("This surface has no non-degenerate saddle in its window; try --function lecture.")
 
+    if run.exists("basins.json"):
+        basins = run.read_json("basins.json")
+        with np.load(io.BytesIO(run.file("basins.npz").read_bytes())) as data:
+            ends, xs, ys = data["ends"], data["xs"], data["ys"]
+        page.heading("Which minimum each start ends in")
+        lines = basin_lines(basins)
+        page.paragraph(lines[0])
+        page.code("\n".join(lines[1:-1]))
+        page.finding(lines[-1][0].upper() + lines[-1][1:] + ".")
+        names = _minimum_names(basins)
+        page.table([{"momentum": r["momentum"], "lr": r["lr"],
+                     **{names[k][1]: r[f"minimum {k}"] for k in range(len(names))},
+                     "unsettled": r["unsettled"], "diverged": r["diverged"]} for r in basins["shares"]])
+        page.figure(figures.basin_figure(ends, xs, ys, basins["lrs"], basins["momenta"], basins["minima"],
+                                         basins["losses"], basins["start"]),
+                    "Every start of the grid coloured by the minimum heavy-ball SGD ended in from there (within "
+                    f"{basins['radius']:.2g} of it after {basins['steps']} steps), one panel per momentum (rows) and "
+                    "learning rate (columns); grey: still moving, black: diverged; the star is the paths' start.",
+                    save_to=run.file("basins.png"))
+
     if run.exists("tuning.csv"):
         page.heading("Learning-rate tuning (final loss at each rate)")
+        for name, edge in (config.get("tune_edges") or {}).items():
+            if edge:
+                page.paragraph(f"Note: {name}'s chosen rate is still at the {edge} edge of its widened grid.")
         tuning = run.read_csv("tuning.csv")
         rates = sorted({float(r["lr"]) for r in tuning})
         table = {}
