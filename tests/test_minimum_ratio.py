@@ -1,11 +1,14 @@
-"""The minimum-ratio study: true critical points, exact spectra, honest statuses, the page says so."""
+"""The minimum-ratio study: the unregularised loss's exact spectra where training stopped and where Newton
+ends, honest statuses, symmetric duplicates merged, the page says so."""
 
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from descentlab import files
 from descentlab.cli import main
 from descentlab.critical.newton import L2Objective, _trust_region_steps, newton_to_critical
 from descentlab.curvature import EmpiricalLoss, HessianOperator
@@ -130,48 +133,69 @@ def test_trust_region_step_solves_the_constrained_least_squares_problem():
 
 @pytest.fixture(scope="module")
 def small_study():
-    """8 networks of 37 parameters (teacher-student, 3 hidden units), trained full-batch, searched."""
+    """8 networks of 37 parameters (teacher-student, 3 hidden units) trained full-batch *with* an L2
+    weight decay, then measured (trained) and Newton-refined on the unregularised loss."""
     workload = get_workload("teacher-student", dtype=D)
-    return minimum_ratio_study(workload, n_networks=8, train_steps=300, batch_size=None, hidden=3, samples=64,
-                               lr_range=(0.05, 0.2), weight_decay=1e-2, seed=3)
+    return minimum_ratio_study(workload, widths=(3,), n_networks=8, train_steps=300, samples=64,
+                               lr_range=(0.05, 0.2), weight_decay=1e-2, grad_tol=2e-2, seed=3)
 
 
-def test_study_reports_true_critical_points_with_exact_spectra(small_study):
-    # oracles: for every point called critical, an independently built network (a fresh
-    # nn.Sequential with the point's weights) has ||grad F|| <= grad_tol by plain autograd, and
-    # torch.linalg.eigh of its Hessian by torch.autograd.functional.hessian gives the spectrum
+def _study_data():
     workload = get_workload("teacher-student", dtype=D)
     keep = torch.randperm(len(workload.X_train), generator=torch.Generator().manual_seed(3))[:64]
-    X, y = workload.X_train[keep], workload.y_train[keep]
-    assert small_study.n_params == 10 * 3 + 3 + 3 + 1
-    critical = [p for p in small_study.points if p.status == "critical"]
-    assert len(critical) >= 6  # the search is meant to reach true critical points (measured: all 8)
-    assert any(p.kind == "local_min" for p in critical)  # measured: 6 of 8
-    for point in critical:
-        model = nn.Sequential(nn.Linear(10, 3), nn.Tanh(), nn.Linear(3, 1)).double()
-        torch.nn.utils.vector_to_parameters(point.params, model.parameters())
-        loss = nn.functional.mse_loss(model(X), y)
-        objective = loss + 0.5 * 1e-2 * sum((p * p).sum() for p in model.parameters())
-        grads = torch.autograd.grad(objective, list(model.parameters()))
-        # two autograd orders of the same float64 sums: they agree to ~1e-16 x the terms (O(1))
-        assert float(torch.cat([g.reshape(-1) for g in grads]).norm()) <= 1e-8 + 1e-13
-        assert point.loss == pytest.approx(float(loss.detach()), rel=1e-12)
-
-        def f(flat):
-            W1, b1, W2, b2 = torch.split(flat, [30, 3, 3, 1])
-            out = torch.tanh(X @ W1.reshape(3, 10).T + b1) @ W2.reshape(1, 3).T + b2
-            return ((out - y) ** 2).mean() + 0.5 * 1e-2 * flat.dot(flat)
-
-        expected = torch.linalg.eigh(torch.autograd.functional.hessian(f, point.params)).eigenvalues
-        torch.testing.assert_close(point.eigenvalues, expected, rtol=0, atol=1e-10 * float(expected.abs().max()))
-        positive = int((expected > 1e-6 * max(1.0, float(expected.abs().max()))).sum())
-        assert point.minimum_ratio == positive / 37
+    return workload.X_train[keep], workload.y_train[keep]
 
 
-def test_points_not_critical_are_never_called_critical(small_study):
+def _unregularised_loss(X, y):
+    def loss(flat):
+        W1, b1, W2, b2 = torch.split(flat, [30, 3, 3, 1])
+        out = torch.tanh(X @ W1.reshape(3, 10).T + b1) @ W2.reshape(1, 3).T + b2
+        return ((out - y) ** 2).mean()
+    return loss
+
+
+def test_stored_spectra_are_those_of_the_unregularised_loss_at_the_saved_points(small_study):
+    # oracle: torch.func.hessian of L written out by hand (no L2 term, although training used one)
+    # and torch.linalg.eigvalsh, at every saved point of both variants; the gradient norm by autograd
+    X, y = _study_data()
+    loss = _unregularised_loss(X, y)
+    assert small_study.n_params == {3: 10 * 3 + 3 + 3 + 1}
     for point in small_study.points:
+        expected = torch.linalg.eigvalsh(torch.func.hessian(loss)(point.params))
+        torch.testing.assert_close(point.eigenvalues, expected, rtol=0, atol=1e-10 * float(expected.abs().max()))
+        assert point.loss == pytest.approx(float(loss(point.params)), rel=1e-12)
+        grad_norm = float(torch.func.grad(loss)(point.params).norm())
+        assert point.grad_norm == pytest.approx(grad_norm, rel=1e-8, abs=1e-15)
+        zero = expected.abs() <= 1e-6 * max(1.0, float(expected.abs().max()))
+        assert point.minimum_ratio == int(((expected > 0) & ~zero).sum()) / 37
+
+
+def test_training_with_weight_decay_stops_away_from_critical_points_of_l(small_study):
+    # at a critical point of L + wd/2 ||theta||^2, grad L = -wd theta: the trained points are
+    # measured as they are, so ||grad L|| is about wd ||theta|| there, not 0
+    for point in small_study.of("trained"):
+        assert point.distance == 0 and point.newton_steps == 0
+        assert point.grad_norm > 0.1 * 1e-2 * float(point.params.norm())
+
+
+def test_statuses_follow_each_variants_own_tolerance(small_study):
+    for point in small_study.of("trained"):
+        assert (point.status == "critical") == (point.grad_norm <= 2e-2)
+        assert point.status in ("critical", "not critical")
+    refined = small_study.of("refined")
+    assert len(refined) == 8
+    for point in refined:
+        assert point.status in ("critical", "gradient-flat", "not converged")
         assert (point.status == "critical") == (point.grad_norm <= 1e-8)
         assert point.distance >= 0 and math.isfinite(point.start_loss)
+    # every critical point is in exactly one group, and each group's copies add up to its members
+    for variant in ("trained", "refined"):
+        critical = [p for p in small_study.of(variant) if p.status == "critical"]
+        assert variant == "refined" or len(critical) >= 4  # measured: 8 of 8 within 2e-2
+        assert sum(p.copies for p in critical) == len(critical)
+        for group in {p.group for p in critical}:
+            members = [p for p in critical if p.group == group]
+            assert [p.copies for p in members if p.copies] == [len(members)]
 
 
 class Quartic(nn.Module):
@@ -224,38 +248,71 @@ def test_bad_arguments_name_themselves():
 
 
 def test_command_reports_the_lecture_saddle(tmp_path, capsys):
+    # three starts near the origin: as they are, ||grad L|| ~ 0.1 (not critical); Newton takes each
+    # to the saddle (0, 0), one distinct point (its sign-flipped copies are the same point here only
+    # by plain distance: all three land exactly on the origin)
     out = tmp_path / "mr"
-    assert main(["minimum-ratio", "--workload", "lecture", "--hidden", "0", "--weight-decay", "0", "--train-steps",
-                 "0", "--init-scale", "0.05", "--networks", "3", "--out", str(out)]) == 0
+    assert main(["minimum-ratio", "--workload", "lecture", "--hidden", "0", "--train-steps", "0",
+                 "--init-scale", "0.05", "--networks", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "Of 3 searched points, 3 reached a critical point" in printed
+    assert "Trained points: 0 of 3 critical" in printed and "Refined points: 3 of 3 critical" in printed
+    assert "1 distinct point (the largest stands for 3 raw points), 0 of them strict minima" in printed
     run = RunDir.open(out)
-    rows = run.read_csv("points.csv")
+    rows = [r for r in run.read_csv("points.csv") if r["variant"] == "refined"]
     assert [r["kind"] for r in rows] == ["saddle"] * 3 and [float(r["minimum_ratio"]) for r in rows] == [0.5] * 3
     assert all(float(r["grad_norm"]) <= 1e-8 for r in rows)
+    assert sorted(int(r["copies"]) for r in rows) == [0, 0, 3]
     html = run.file("report.html").read_text()
-    assert "0 are strict minima" in html and html.count("data:image/png;base64,") == 2
+    assert "Refined points: 3 of 3 critical" in html and html.count("data:image/png;base64,") == 2
     summary = run.read_json("summary.json")
-    assert summary["counts"]["critical"] == 3 and summary["counts"]["strict minima (ratio 1)"] == 0
+    assert summary["counts"]["refined"]["critical"] == 3 and summary["counts"]["trained"]["not critical"] == 3
+    spectra = files.load_torch(run.file("eigenvalues.pt"))
+    torch.testing.assert_close(spectra["refined"]["0"]["eigenvalues"], torch.tensor([[-2.0, 2.0]] * 3, dtype=D),
+                               atol=1e-7, rtol=0)
 
 
-def test_small_trained_study_through_the_command(tmp_path):
+def test_small_trained_study_through_the_command(tmp_path, capsys):
     out = tmp_path / "ts"
-    assert main(["minimum-ratio", "--networks", "3", "--hidden", "2", "--train-steps", "50", "--samples", "32",
-                 "--newton-steps", "30", "--out", str(out)]) == 0
+    assert main(["minimum-ratio", "--networks", "3", "--hidden", "1,2", "--train-steps", "50", "--samples", "32",
+                 "--newton-steps", "10", "--json", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
     rows = RunDir.open(out).read_csv("points.csv")
-    assert len(rows) == 3
+    assert len(rows) == 2 * 2 * 3  # variants x widths x networks
     for row in rows:
+        size = {"1": 13, "2": 25}[row["width"]]
         n = int(row["n_positive"]) + int(row["n_negative"]) + int(row["n_zero"])
-        assert n == 25 and float(row["minimum_ratio"]) == pytest.approx(int(row["n_positive"]) / 25)
-        assert math.isfinite(float(row["loss"])) and row["status"] in ("critical", "gradient-flat", "not converged")
-        assert row["status"] != "critical" or float(row["grad_norm"]) <= 1e-8
+        assert n == size and float(row["minimum_ratio"]) == pytest.approx(int(row["n_positive"]) / size)
+        tol = 1e-3 if row["variant"] == "trained" else 1e-8
+        assert (row["status"] == "critical") == (float(row["grad_norm"]) <= tol)
+    assert summary["n_params"] == {"1": 13, "2": 25}
+    trained = [r for r in rows if r["variant"] == "trained"]
+    left_out = summary["statistics"]["trained"]["left_out"]["estimate"]
+    assert left_out == pytest.approx(sum(r["status"] != "critical" for r in trained) / len(trained))
+
+
+def test_the_stated_trend_is_spearmans_rho_over_distinct_points(tmp_path, capsys):
+    # oracle: scipy's spearmanr over the rows that represent a distinct critical point
+    from scipy.stats import spearmanr
+
+    out = tmp_path / "rho"
+    assert main(["minimum-ratio", "--networks", "6", "--hidden", "4", "--train-steps", "100", "--samples", "48",
+                 "--newton-steps", "0", "--grad-tol", "1e-1", "--json", "--out", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)["statistics"]["trained"]
+    distinct = [r for r in RunDir.open(out).read_csv("points.csv") if int(r["copies"]) > 0]
+    assert stats["distinct"] == len(distinct) >= 3
+    expected = spearmanr([float(r["loss"]) for r in distinct], [float(r["minimum_ratio"]) for r in distinct])
+    if math.isfinite(expected.statistic):
+        assert stats["rho"]["estimate"] == pytest.approx(expected.statistic, abs=1e-12)
+        assert stats["rho"]["low"] <= stats["rho"]["estimate"] <= stats["rho"]["high"]
 
 
 @pytest.mark.parametrize("argv", [["--networks", "0"], ["--workload", "nope"], ["--lr-range", "0.1", "0.01"],
-                                  ["--init-scale", "0.1"], ["--optimizer", "swats"], ["--optimizer", "adamw"],
-                                  ["--weight-decay", "-1"], ["--hidden", "-1"], ["--radius", "0"],
-                                  ["--workload", "digits-cnn"], ["--grad-tol", "nan"]])
+                                  ["--init-scale", "0.1"], ["--optimizer", "swats"],
+                                  ["--optimizer", "adamw", "--weight-decay", "0.01"], ["--weight-decay", "-1"],
+                                  ["--hidden", "-1"], ["--hidden", "0,2"], ["--hidden", "2,2"], ["--hidden", "x"],
+                                  ["--radius", "0"], ["--workload", "digits-cnn"], ["--grad-tol", "nan"],
+                                  ["--newton-tol", "-1"], ["--merge-tol", "inf"],
+                                  ["--train-steps", "0", "--weight-decay", "0.01"]])
 def test_bad_input_exit_2_nothing_written(tmp_path, capsys, argv):
     assert main(["minimum-ratio", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()

@@ -52,12 +52,13 @@ RUNS = {
                 "--workers", "1"],
     "batch-size": ["batch-size", "--sizes", "32,full", "--protocol", "same-epochs", "--epochs", "1", "--seeds", "1",
                    "--budget", "2", "--workers", "1"],
-    "minimum-ratio": ["minimum-ratio", "--networks", "3", "--train-steps", "50", "--newton-steps", "30"],
+    "minimum-ratio": ["minimum-ratio", "--quick"],
     "diagnose": ["diagnose", "--steps", "120", "--window", "20", "--max-stalls", "1"],
     "surface": ["surface", "--steps", "40", "--animate"],
     "spectrum": ["spectrum", "--workload", "stall", "--per-layer"],
     "landscape": ["landscape", "--workload", "lecture", "--span", "2"],
-    "normalization": ["normalization", "--hidden", "0", "--steps", "30", "--rates", "0.01,0.1,1"],
+    "normalization": ["normalization", "--models", "softmax,tanh", "--seeds", "2", "--steps", "30", "--rates",
+                      "0.01,0.1,1"],
 }
 
 

@@ -47,7 +47,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "surface": ("surface", "every optimizer's path across an analytic 2-D surface, its critical points named"),
     "compare": ("compare", "fair optimizer comparison: same tuning budget, shared seeds, steps and seconds"),
     "batch-size": ("batch_size", "batch-size study: time per update and epoch, loss to target, sharpness, gap"),
-    "normalization": ("normalization", "raw vs standardised features vs BatchNorm: curvature, stable rate, speed"),
+    "normalization": ("normalization", "raw vs standardised features vs BatchNorm: conditioning or saturation, "
+                                       "curvature, speed"),
+    "zoo": ("zoo", "broken and healthy training runs: does the stall monitor name each cause, and repair it?"),
 }
 
 #: Exit status after the reader of stdout went away (128 + SIGPIPE, what ``yes | head`` gives).

@@ -1,38 +1,57 @@
-"""How normalisation reshapes the error surface: the same network and data with raw features,
-standardised features, and BatchNorm layers.
+"""How feature scales shape the error surface, and when the failure is saturation instead:
+softmax regression, a small-init ReLU MLP, a tanh MLP and a deeper tanh MLP, each on raw and on
+standardised features, hidden ones also with BatchNorm after every hidden linear layer.
 
-For each variant: the exact Hessian's largest eigenvalue, its smallest positive eigenvalue
-and their ratio at initialisation and after training, the largest stable gradient-descent
-rate 2/lambda_max, and the full-batch GD steps to --target-loss at the variant's best rate
-of one shared grid. Data: scikit-learn's breast-cancer table (30 features whose spreads run
-from about 0.003 to 570; shipped with scikit-learn). Also the lecture's picture in closed
+For every variant and seed (the same initial weights for every rate and treatment): the exact
+Hessian's lambda_max at the start and the quadratic bound 2/lambda_max (the rate above which GD
+would diverge on the start's quadratic model), a shared log grid of rates (widened past an end
+while the best rate sits there) with full-batch GD, the largest rate that did not diverge, the
+best rate's steps to --target-loss and final loss, lambda_max along training, the test accuracy
+on a split no choice saw, and how saturated the tanh units are (|z| > 3; the stall monitor's
+saturated_units). Means over --seeds with 95 % intervals; every comparison is paired by seed and
+stated as a finding only when its interval excludes 0. Data: scikit-learn's breast-cancer table
+(30 features whose spreads run from about 0.003 to 570). Also the lecture's picture in closed
 form: the two-weight least-squares bowl of two features before and after standardising.
 
 Examples:
-  descentlab normalization                       # tanh MLP 30-8-2, ~30 s
-  descentlab normalization --hidden 0            # the linear model (softmax regression)
-  descentlab normalization --bowl-features "mean radius,mean smoothness" --out runs/norm
+  descentlab normalization                                  # 4 models, 14 variants x 5 seeds, minutes
+  descentlab normalization --models softmax,relu --seeds 10
+  descentlab normalization --quick --out runs/norm          # 2 models x 2 seeds, short runs
 
-Writes runs/normalization-<timestamp>/ (or --out): config.json, variants.csv, sweep.csv,
-curves.csv, spectra.pt, bowls.json, summary.json, the figures and report.html.
+Writes runs/normalization-<timestamp>/ (or --out): config.json, seeds.csv (one row per variant and
+seed), sweep.csv, curves.csv, spectra.pt, bowls.json, summary.json, the figures and report.html.
 """
 
 from __future__ import annotations
 
 import argparse
 
+#: --quick: a study small enough for a test or a first look.
+QUICK = {"models": "softmax,tanh", "seeds": 2, "steps": 60, "rates": "0.001,0.01,0.1,1,3", "track_every": 20}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hidden", type=int, default=8,
-                        help="tanh units of the network's hidden layer (default: 8); 0 = the linear model")
+    parser.add_argument("--models", default="softmax,tanh,relu,deep", metavar="A,B,...",
+                        help="models to study (default: softmax,tanh,relu,deep): softmax regression from zero, a "
+                             "tanh MLP, a small-init ReLU MLP (both 30-HIDDEN-2), a tanh MLP 30-16-16-16-2")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="initial weights drawn from seed, seed+1, ... (default: 5)")
+    parser.add_argument("--hidden", type=int, default=8, help="hidden units of the tanh and ReLU MLPs (default: 8)")
     parser.add_argument("--steps", type=int, default=300, help="full-batch GD steps per rate (default: 300)")
     parser.add_argument("--target-loss", type=float, default=0.1,
                         help="training loss (cross-entropy) that counts as arrived (default: 0.1)")
     parser.add_argument("--rates", default=None, metavar="A,B,...",
-                        help="learning rates every variant tries (default: 1e-4 to 10, two per decade)")
+                        help="the shared learning-rate grid (default: 1e-4 to 10, two per decade; widened past an "
+                             "end while the best rate sits there)")
+    parser.add_argument("--track-every", type=int, default=25,
+                        help="measure lambda_max every this many steps of the best run (default: 25; 0: never)")
     parser.add_argument("--bowl-features", default="mean texture,mean smoothness", metavar="A,B",
                         help="the two features of the closed-form bowl (default: 'mean texture,mean smoothness')")
-    parser.add_argument("--seed", type=int, default=0, help="data split and initial weights (default: 0)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small study: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                             + " (options you give win)")
+    parser.add_argument("--seed", type=int, default=0, help="the train/test split and the first initial weights "
+                                                            "(default: 0)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/normalization-<time>)")
 
 
@@ -45,27 +64,68 @@ def _numbers(text: str, option: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
-        raise UserInputError(f"{option} must be positive numbers 'A,B,...', got {text!r}")
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values) or len(set(values)) != len(values):
+        raise UserInputError(f"{option} must be distinct positive numbers 'A,B,...', got {text!r}")
     return values
+
+
+def _models(text: str) -> list[str]:
+    from descentlab.errors import UserInputError
+    from descentlab.experiments.normalization import MODELS
+
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    if not models or len(set(models)) != len(models) or any(m not in MODELS for m in models):
+        raise UserInputError(f"--models must be distinct names from {', '.join(MODELS)}, got {text!r}")
+    return models
+
+
+def _rows(study) -> tuple[list[dict], list[dict], list[dict]]:
+    import math
+
+    seeds, sweep, curves = [], [], []
+    for r in study.runs:
+        name = r.variant.name
+        seeds.append({
+            "variant": name, "model": r.variant.model, "inputs": r.variant.inputs, "batchnorm": r.variant.batchnorm,
+            "seed": r.seed, "n_params": r.n_params, "lambda_max_init": r.lambda_max_init,
+            "n_zero_init": r.init.n_zero if r.init is not None else math.nan, "quadratic_bound": r.quadratic_bound,
+            "largest_stable": r.largest_stable, "stable_over_bound": r.largest_stable / r.quadratic_bound,
+            "best_lr": r.best_lr, "at_edge": r.at_edge, "grid_low": r.rates[0], "grid_high": r.rates[-1],
+            "steps_to_target": r.best_steps, "final_loss": r.final_loss, "lambda_max_trained": r.lambda_max_trained,
+            "test_accuracy": r.test_accuracy, "saturated_preact_init": r.saturation_init.pre_activations,
+            "saturated_units_init": r.saturation_init.units,
+            "saturated_preact_trained": r.saturation_trained.pre_activations,
+            "saturated_units_trained": r.saturation_trained.units})
+        sweep += [{"variant": name, "seed": r.seed, "lr": lr, "steps_to_target": hit, "final_loss": final,
+                   "diverged": diverged}
+                  for lr, hit, final, diverged in zip(r.rates, r.steps_to_target, r.final_losses, r.diverged)]
+        tracked = dict(zip(r.training.track_steps, r.training.track_lambda))
+        curves += [{"variant": name, "seed": r.seed, "lr": r.best_lr, "step": step, "loss": float(loss),
+                    "lambda_max": tracked.get(step, "")} for step, loss in enumerate(r.training.losses)]
+    return seeds, sweep, curves
 
 
 def run(args: argparse.Namespace) -> int:
     import math
 
     from descentlab import files
-    from descentlab.commands.common import emit, output_dir
+    from descentlab.commands.common import emit, given, output_dir
     from descentlab.errors import UserInputError
     from descentlab.experiments.normalization import DEFAULT_RATES, normalization_study
-    from descentlab.rundir import staged_run
     from descentlab.problems.features import breast_cancer
-    from descentlab.report.normalization_page import finding
+    from descentlab.report.normalization_page import findings, variant_table
     from descentlab.report.render import render
+    from descentlab.report.text_table import text_table
+    from descentlab.rundir import staged_run
 
-    if args.hidden < 0:
-        raise UserInputError(f"--hidden must be >= 0, got {args.hidden}")
-    if args.steps < 1:
-        raise UserInputError(f"--steps must be >= 1, got {args.steps}")
+    if args.quick:
+        for key, value in QUICK.items():
+            if not given(args, key):
+                setattr(args, key, value)
+    models = _models(args.models)
+    for name, low in (("seeds", 1), ("hidden", 1), ("steps", 1), ("track_every", 0)):
+        if getattr(args, name) < low:
+            raise UserInputError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if not (math.isfinite(args.target_loss) and args.target_loss > 0):
         raise UserInputError(f"--target-loss must be a positive number, got {args.target_loss}")
     rates = DEFAULT_RATES if args.rates is None else tuple(_numbers(args.rates, "--rates"))
@@ -80,54 +140,47 @@ def run(args: argparse.Namespace) -> int:
               if not key.startswith("_") and key not in ("command", "json", "progress")}
     config["rates"] = list(rates)
     with staged_run(out, "normalization", config) as run_dir:
-        study = normalization_study(hidden=args.hidden, steps=args.steps, rates=rates, target_loss=args.target_loss,
+        study = normalization_study(models=models, seeds=args.seeds, hidden=args.hidden, steps=args.steps,
+                                    rates=rates, target_loss=args.target_loss, track_every=args.track_every,
                                     seed=args.seed, bowl_features=features, progress=args.progress)
-        rows = []
-        for result in study.variants:
-            row = {"variant": result.variant, "n_params": result.n_params}
-            for when, spectrum in (("init", result.init), ("trained", result.trained)):
-                row.update({f"lambda_max_{when}": spectrum.lambda_max,
-                            f"smallest_positive_{when}": spectrum.smallest_positive,
-                            f"ratio_{when}": spectrum.ratio, f"n_negative_{when}": spectrum.n_negative,
-                            f"n_zero_{when}": spectrum.n_zero, f"stable_lr_{when}": spectrum.stable_lr})
-            row.update({"best_lr": result.best_lr, "steps_to_target": result.best_steps,
-                        "final_loss": float(result.curve[-1]), "val_accuracy": result.val_accuracy})
-            rows.append(row)
-        run_dir.write_csv("variants.csv", rows)
-        run_dir.write_csv("sweep.csv", [
-            {"variant": r.variant, "lr": lr, "steps_to_target": hit, "final_loss": final}
-            for r in study.variants for lr, hit, final in zip(r.rates, r.steps_to_target, r.final_losses)])
-        run_dir.write_csv("curves.csv", [
-            {"variant": r.variant, "lr": r.best_lr, "step": step, "loss": float(loss)}
-            for r in study.variants for step, loss in enumerate(r.curve)])
-        files.save_torch(run_dir.file("spectra.pt"), {
-            r.variant: {"init": r.init.eigenvalues, "trained": r.trained.eigenvalues} for r in study.variants})
+        seeds, sweep, curves = _rows(study)
+        run_dir.write_csv("seeds.csv", seeds)
+        run_dir.write_csv("sweep.csv", sweep)
+        run_dir.write_csv("curves.csv", curves)
+        first = {}
+        for r in study.runs:
+            if r.variant.name not in first and r.init is not None:
+                first[r.variant.name] = {"init": r.init.eigenvalues,
+                                         "trained": r.trained.eigenvalues if r.trained is not None else None}
+        files.save_torch(run_dir.file("spectra.pt"), first)
         run_dir.write_json("bowls.json", [
             {"standardised": standardised, "features": list(b.features), "hessian": b.hessian.tolist(),
              "w_star": b.w_star.tolist(), "loss_star": b.loss_star, "eigenvalues": b.eigenvalues.tolist(),
              "condition": b.condition, "best_lr": b.best_lr, "contraction": b.contraction,
              "steps_to_shrink_100": b.steps_to_shrink(100.0), "path": b.path.tolist()}
             for standardised, b in zip((False, True), study.bowls)])
-        run_dir.write_json("summary.json", {"target_loss": study.target_loss, "seconds": round(study.seconds, 2),
-                                            "settings": study.settings})
+        run_dir.write_json("summary.json", {"target_loss": study.target_loss, "prior_entropy": study.prior_entropy,
+                                            "seconds": round(study.seconds, 2), "settings": study.settings})
     report = render(out)
-    print(finding(rows, [b.condition for b in study.bowls], study.target_loss, args.steps))
-    print(f"{'variant':<13}{'params':>7}{'lambda_max':>12}{'min pos':>11}{'ratio':>10}{'2/lam_max':>11}"
-          f"{'best lr':>9}{'steps':>7}{'lambda_max':>12}{'val acc':>9}")
-    print(f"{'':<13}{'':>7}{'(init)':>12}{'(init)':>11}{'(init)':>10}{'(init)':>11}{'':>9}{'':>7}{'(trained)':>12}")
-    for row in rows:
-        steps = "never" if math.isnan(row["steps_to_target"]) else f"{row['steps_to_target']:.0f}"
-        print(f"{row['variant']:<13}{row['n_params']:>7}{row['lambda_max_init']:>12.4g}"
-              f"{row['smallest_positive_init']:>11.3g}{row['ratio_init']:>10.3g}{row['stable_lr_init']:>11.3g}"
-              f"{row['best_lr']:>9.3g}{steps:>7}{row['lambda_max_trained']:>12.4g}{row['val_accuracy']:>9.4f}")
+    for line in findings(seeds, study.prior_entropy):
+        print(line)
+    table = variant_table(seeds)
+    shown = ["variant", "lambda_max start", "bound 2/lambda_max", "largest rate not diverged", "best rate",
+             "steps to target (reached)", "final loss", "test accuracy", "|z|>3 start (1st tanh layer)"]
+    print(text_table([shown] + [[str(row[c]) for c in shown] for row in table]))
     raw, std = study.bowls
     print(f"bowl ({', '.join(raw.features)}): condition number {raw.condition:.4g} raw, {std.condition:.4g} "
           f"standardised; GD at its best fixed rate needs {raw.steps_to_shrink():.0f} vs "
           f"{std.steps_to_shrink():.0f} steps to get 100x closer to the minimum")
     print(f"report: {report}")
+
+    def plain(value):  # NaN as None: strict JSON
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
     emit(args, {"run": str(out), "report": str(report), "target_loss": study.target_loss,
-                "variants": [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
-                             for row in rows],
+                "variants": table, "seeds": [{k: plain(v) for k, v in row.items()} for row in seeds],
+                "findings": findings(seeds, study.prior_entropy),
                 "bowls": [{"features": list(b.features), "standardised": standardised, "condition": b.condition}
-                          for standardised, b in zip((False, True), study.bowls)]})
+                          for standardised, b in zip((False, True), study.bowls)],
+                "seconds": round(study.seconds, 2)})
     return 0
