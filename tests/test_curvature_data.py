@@ -106,23 +106,36 @@ class CountsCalls(nn.Module):
         return x * (2.0 if self.training else 1.0)
 
 
-def test_only_mode_dependent_modules_are_switched_and_each_keeps_its_own_mode():
+class HandWrittenDropout(nn.Module):
+    """Dropout as attention code writes it: a functional call with ``p if self.training else 0``."""
+
+    def forward(self, x):
+        return nn.functional.dropout(x, p=0.5 if self.training else 0.0)
+
+
+def test_every_module_is_evaluated_in_eval_mode_and_each_keeps_its_own_mode():
+    """The policy: every module in eval mode while evaluating (a user's module reading
+    ``self.training`` included), each one's own flag restored afterwards. The oracle: the same
+    model put in eval mode as a whole by hand."""
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.BatchNorm1d(6), CountsCalls(), nn.Tanh(),
-                          nn.Linear(6, 2)).to(F64)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.BatchNorm1d(6), CountsCalls(), HandWrittenDropout(),
+                          nn.Tanh(), nn.Linear(6, 2)).to(F64)
     X, y = torch.randn(50, 4, dtype=F64), torch.randint(0, 2, (50,))
     model.train()
-    model[2].eval()  # the user froze the batch-norm's statistics, dropout stays in training
+    model[2].eval()  # the user froze the batch-norm's statistics, the rest stays in training
     modes = [m.training for m in model.modules()]
     with pytest.warns(UserWarning, match="Dropout"):
         op = HessianOperator(model, nn.functional.cross_entropy, (X, y))
     dense = op.dense()
     assert [m.training for m in model.modules()] == modes
-    # the oracle: dropout and batch-norm in eval, the user's module as it was (training)
-    model[1].eval()
-    H, _, _ = exact_hessian(model, nn.functional.cross_entropy, X, y)
+    model.eval()
+    H, f, flat = exact_hessian(model, nn.functional.cross_entropy, X, y)
+    loss = f(flat)
+    for m, training in zip(model.modules(), modes):
+        m.training = training
     torch.testing.assert_close(dense, H, atol=1e-10, rtol=0)
-    model[1].train()
+    # deterministic: the hand-written dropout is off too, so two evaluations agree to the bit
+    assert torch.equal(op.loss(), op.loss()) and float(op.loss()) == pytest.approx(float(loss), abs=1e-12)
 
     # the landscape goes through the same policy: every submodule keeps its own mode
     center = flatten(model)

@@ -144,6 +144,62 @@ def test_repeated_eigenvalues_are_found_as_often_as_they_occur():
         torch.testing.assert_close(A @ pairs.vectors, value * pairs.vectors, atol=1e-10, rtol=0)
 
 
+def clustered_top(n=400, seed=0, copies=False):
+    """A top of 20 eigenvalues within 15 % of each other ([0.87, 1]) right above a bulk reaching
+    0.85, like a wide network's at initialisation; ``copies``: 1 x5, 0.95 x5 and 0.9 x10 among
+    them (bulk to 0.5)."""
+    g = torch.Generator().manual_seed(seed)
+    if copies:
+        top = torch.cat([torch.full((5,), 1.0), torch.full((5,), 0.95), torch.full((10,), 0.9),
+                         0.87 + 0.03 * torch.rand(5, generator=g, dtype=F64)]).to(F64)
+        return torch.cat([top, 0.5 * torch.rand(n - 25, generator=g, dtype=F64)])
+    return torch.cat([0.87 + 0.13 * torch.rand(20, generator=g, dtype=F64),
+                      0.85 * torch.rand(n - 20, generator=g, dtype=F64)])
+
+
+def assert_top_of(A, pairs, tol):
+    """The pairs are A's top k to the residual tolerance, against eigh: values within tol (a
+    residual r puts an eigenvalue within r of a Rayleigh quotient), orthonormal vectors, and a
+    span within the Davis-Kahan bound ||R||_F / (θ_k - λ_{k+1}) of the top-k eigenspace."""
+    k = pairs.values.numel()
+    eig, vecs = torch.linalg.eigh(A)
+    top = eig.flip(0)
+    torch.testing.assert_close(pairs.values, top[:k], rtol=tol, atol=0)
+    Y = pairs.vectors
+    torch.testing.assert_close(Y.T @ Y, torch.eye(k, dtype=F64), atol=1e-10, rtol=0)
+    residual = A @ Y - Y * pairs.values
+    assert (residual.norm(dim=0) <= tol * pairs.values.abs() * 1.01).all()
+    outside = vecs[:, : eig.numel() - k]  # the eigenvectors of all but the top k
+    bound = float(residual.norm()) / float(pairs.values[-1] - top[k])
+    assert float((outside.T @ Y).norm()) <= bound * 1.01 + 1e-12
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10, 20])
+def test_a_clustered_top_matches_eigh(k):
+    """Top-k inside a cluster of 20 within 15 % of each other, the bulk right under it."""
+    A = matrix_with_spectrum(clustered_top(seed=k), k)
+    pairs = lanczos(A, k=k, which="LA", tol=1e-6)
+    assert pairs.converged
+    assert_top_of(A, pairs, 1e-6)
+
+
+@pytest.mark.parametrize("k", [3, 10, 20])
+def test_repeated_eigenvalues_in_a_clustered_top_are_found_as_often_as_they_occur(k):
+    """1 x5, 0.95 x5 and 0.9 x10 above a bulk: one start vector sees each of them once, so the
+    copies need the fresh directions of repeated=True."""
+    A = matrix_with_spectrum(clustered_top(seed=k, copies=True), k)
+    pairs = lanczos(A, k=k, which="LA", tol=1e-6, repeated=True)
+    assert pairs.converged
+    eig = torch.linalg.eigvalsh(A)
+    top = eig.flip(0)
+    torch.testing.assert_close(pairs.values, top[:k], rtol=1e-6, atol=0)
+    Y = pairs.vectors
+    torch.testing.assert_close(Y.T @ Y, torch.eye(k, dtype=F64), atol=1e-10, rtol=0)
+    assert ((A @ Y - Y * pairs.values).norm(dim=0) <= 1e-6 * pairs.values.abs() * 1.01).all()
+    if top[k - 1] > top[k]:  # a whole eigenspace at the boundary: the span is the top-k one
+        assert_top_of(A, pairs, 1e-6)
+
+
 class Diagonal:
     """diag(d) as an operator: products cost one multiply, so n can be large."""
 

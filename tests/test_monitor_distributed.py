@@ -52,6 +52,16 @@ def test_uneven_shards_agree_and_a_remedy_is_applied_on_every_rank(tmp_path):
     assert ranks[0]["logged"] and not ranks[1]["logged"]  # one finding line per job, from rank 0
     assert all(s["trials"]["status"] == "ran" and s["trials"]["eval_samples"] == 600 for s in ranks[0]["stalls"]
                if s.get("trials"))
+    # a standardizing remedy divides by the statistics of all the ranks' data (here, all 600 rows)
+    _, X, _ = monitor_ranks.problem()
+    spread = X.double().std(dim=0)
+    for stall in ranks[0]["stalls"]:
+        for trial in (stall.get("trials") or {}).get("trials", []):
+            if (trial.get("change") or {}).get("change", {}).get("standardize"):
+                mean, std = trial["change"]["change"]["standardize"]
+                torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), X.double().mean(dim=0))
+                torch.testing.assert_close(torch.tensor(std, dtype=torch.float64),
+                                           torch.where(spread > 0, spread, torch.ones_like(spread)))
     applied = [s["remedy_applied"] for s in ranks[0]["stalls"]]
     assert applied == [s["remedy_applied"] for s in ranks[1]["stalls"]]
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)

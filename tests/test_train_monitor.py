@@ -99,6 +99,7 @@ class _CostlyDiagnoser:
     """Stands in for the diagnosis (tested elsewhere): each costs ``cost`` seconds of the fake clock."""
 
     n_data = None
+    held = tracked_size = size = 1  # one sample: nothing to size
 
     def __init__(self, clock, cost):
         self.clock, self.cost = clock, cost
@@ -106,8 +107,11 @@ class _CostlyDiagnoser:
     def tracked_loss(self, model):
         return 1.0
 
-    def expected_cost(self, model):
+    def expected_cost(self, model, size=None):
         return self.cost
+
+    def affordable_size(self, model, fits, least=0):
+        return 1
 
     def diagnose(self, model, history, *, step, reason, trend, at, afford=None, **_):
         if afford is not None and not afford():  # the budget is asked before the Hessian, as examine() does

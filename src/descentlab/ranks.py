@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["distributed", "rank", "world_size", "all_agree", "largest", "smallest", "total", "unwrap"]
+__all__ = ["distributed", "rank", "world_size", "all_agree", "largest", "smallest", "total", "summed", "unwrap"]
 
 
 def distributed() -> bool:
@@ -58,6 +58,17 @@ def smallest(value: float) -> float:
 def total(value: float) -> float:
     """The sum of ``value`` over the ranks."""
     return _reduce(value, torch.distributed.ReduceOp.SUM if distributed() else None)
+
+
+def summed(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over the ranks (a new tensor; ``t`` itself without a process group)."""
+    if not distributed():
+        return t
+    out = t.detach().clone()
+    if torch.distributed.get_backend() == "nccl" and not out.is_cuda:
+        out = out.cuda()
+    torch.distributed.all_reduce(out)
+    return out.to(t.device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

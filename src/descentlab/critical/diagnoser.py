@@ -34,17 +34,21 @@ from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memor
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
 from descentlab.critical.layer_signals import first_floating
-from descentlab.curvature import EmpiricalLoss, HessianOperator
+from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
-from descentlab.curvature.batches import move
-from descentlab.engine.timing import fastest
-from descentlab.ranks import distributed, total
+from descentlab.curvature.batches import move, take
+from descentlab.ranks import distributed, summed, total
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
 
 #: The loop's gradient norms at this many recent checks are evidence (their growth, their median).
 RECENT_CHECKS = 10
+#: Before the first diagnosis, one is expected to cost this many forward passes per sample it
+#: reads (Lanczos at both ends, 10-40 products, each worth 5-20 forward passes without a graph;
+#: the gradient, its noise, the layers' signals; at a saddle, the slice): measured from 40 to
+#: 1,000 (bench/RESULTS.md), so the first estimate leans to waiting rather than overrunning.
+DIAGNOSIS_FORWARDS = 300
 
 
 class Diagnoser:
@@ -72,11 +76,18 @@ class Diagnoser:
         self.trials_on_sample = self.train_data is None
         if self.trials_on_sample:
             self.train_data = (self.sample, None) if self.model_loss else self.sample
-        self._sample_loss: EmpiricalLoss | None = None
+        self._sample_loss: tuple[EmpiricalLoss, int] | None = None  # (the loss, its samples)
         self._full_loss: EmpiricalLoss | None = None
         self.v0: torch.Tensor | None = None  # the last stall's eigenvectors: the next Lanczos' warm start
-        self.last_cost: float | None = None
-        self._estimate: float | None = None
+        self.last_cost: float | None = None  # seconds of the last diagnosis that computed a Hessian ...
+        self._last_size: int | None = None  # ... and the samples it read
+        self._estimate: float | None = None  # unused since the estimate needs no products; kept in state
+        #: the samples of the fixed sample the loss is tracked on, and a diagnosis reads (the first
+        #: ones: smaller samples are prefixes of larger ones); the monitor sizes both to its budget
+        self.held = count_of(*((self.sample, None) if self.model_loss else self.sample))
+        self.tracked_size = self.size = self.held
+        self._tracked: tuple[EmpiricalLoss, int] | None = None
+        self._forward: float | None = None  # seconds per sample of the tracked loss's forward pass
 
     @property
     def sample_data(self) -> Any:
@@ -84,22 +95,35 @@ class Diagnoser:
         the model a list holding the one batch (so a batch that is a list of tensors stays one)."""
         return [self.sample] if self.model_loss else self.sample
 
+    def first(self, size: int) -> Any:
+        """The first ``size`` samples of the fixed sample, as :attr:`sample_data` is."""
+        if size >= self.held:
+            return self.sample_data
+        part = slice(0, size)
+        return [take(self.sample, part)] if self.model_loss else (take(self.sample[0], part), take(self.sample[1], part))
+
     # ------------------------------------------------------------------ the data layer
     def sample_loss(self, model: nn.Module) -> EmpiricalLoss:
-        """The loss over the fixed sample at ``model``'s current parameters (built once, then
-        refreshed: the data is not read again). The first call moves the sample (and the data
-        kept in memory) to the model's device, once, so no check copies it again."""
-        if self._sample_loss is None or self._sample_loss.model is not model:
-            if self._local_n_data is not None:  # the whole job's training set (each rank holds a share)
-                self.n_data = int(total(self._local_n_data))
-                self._local_n_data = None
-            device = next(model.parameters()).device
-            self.sample, self.train_data = move(self.sample, device), move(self.train_data, device)
-            self._full_batches = move(self._full_batches, device)
-            self._sample_loss = EmpiricalLoss(model, self.loss_fn, self.sample_data, eval_mode=True)
-        else:
-            self._sample_loss = self._sample_loss.refreshed()
-        return self._sample_loss
+        """The loss over the first :attr:`size` samples of the fixed sample at ``model``'s current
+        parameters (built once per size, then refreshed: the data is not read again). The first
+        call moves the sample (and the data kept in memory) to the model's device, once, so no
+        check copies it again."""
+        self._sample_loss = self._over(self._sample_loss, model, self.size)
+        return self._sample_loss[0]
+
+    def _over(self, built: tuple[EmpiricalLoss, int] | None, model: nn.Module,
+              size: int) -> tuple[EmpiricalLoss, int]:
+        """``(loss, size)``: the loss ``built`` refreshed at the model's parameters, or built anew
+        on the first ``size`` samples."""
+        if built is not None and built[0].model is model and built[1] == size:
+            return built[0].refreshed(), size
+        if self._local_n_data is not None:  # the whole job's training set (each rank holds a share)
+            self.n_data = int(total(self._local_n_data))
+            self._local_n_data = None
+        device = next(model.parameters()).device
+        self.sample, self.train_data = move(self.sample, device), move(self.train_data, device)
+        self._full_batches = move(self._full_batches, device)
+        return EmpiricalLoss(model, self.loss_fn, self.first(size), eval_mode=True), size
 
     def full_loss(self, model: nn.Module) -> EmpiricalLoss | None:
         """The loss over all the training data at ``model``'s current parameters, where it is in
@@ -113,8 +137,23 @@ class Diagnoser:
         return self._full_loss
 
     def tracked_loss(self, model: nn.Module) -> float:
-        """The loss on the fixed sample now."""
-        return float(self.sample_loss(model).loss())
+        """The loss on the first :attr:`tracked_size` samples of the fixed sample now (its forward
+        pass is timed: what a diagnosis of a given size is expected to cost follows from it)."""
+        started = time.perf_counter()
+        self._tracked = self._over(self._tracked, model, self.tracked_size)
+        value = float(self._tracked[0].loss())
+        per_sample = (time.perf_counter() - started) / self.tracked_size
+        self._forward = per_sample if self._forward is None else min(per_sample, 2 * self._forward)
+        return value
+
+    def sizes(self, least: int = 0) -> list[int]:
+        """The sizes a diagnosis may read, largest first: the whole fixed sample, halved down to
+        :attr:`tracked_size` or ``least``, whichever is more (at most the whole sample)."""
+        floor = min(self.held, max(self.tracked_size, int(least)))
+        out = [self.held]
+        while out[-1] // 2 > floor:
+            out.append(out[-1] // 2)
+        return out + ([floor] if floor < out[-1] else [])
 
     def sample_gradient_norm(self, model: nn.Module) -> float:
         """``||∇L||`` of the loss on the fixed sample now."""
@@ -134,7 +173,7 @@ class Diagnoser:
         far. The model is not changed (see :meth:`escape`)."""
         t0 = time.perf_counter()
         sample = self.sample_loss(model)
-        tracked = float(sample.loss())
+        tracked = self.tracked_loss(model)  # on the plateau test's sample: comparable with the history's losses
         steps_since = (history.latest_step - history.before_step if history.before_step is not None
                        and history.latest_step is not None else None)
         try:
@@ -143,7 +182,8 @@ class Diagnoser:
                               lr_zero_since=history.lr_zero_since, total_steps=total_steps,
                               loss=history.loss_record(tracked), options=self.options, v0=self.v0, seed=self.seed,
                               previous=history.before if steps_since else None, steps_since=steps_since,
-                              recent_gradients=[n for _, n in history.grad_norms[-RECENT_CHECKS:]], afford=afford)
+                              recent_gradients=[(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
+                              gradient_history=[(lo, hi) for _, lo, hi in history.grad_norms], afford=afford)
             point = finding.point
             evidence = dict(finding.evidence)
             if trend is not None:
@@ -170,8 +210,10 @@ class Diagnoser:
                 stall = replace(stall, trials=record, trial_result=result)
         except Exception as error:  # a diagnosis must never kill the training run
             stall = Stall(step, tracked, None, reason, f"failed: {type(error).__name__}: {error}")
-        self.last_cost = time.perf_counter() - t0
-        return replace(stall, seconds=self.last_cost)
+        seconds = time.perf_counter() - t0
+        if (stall.evidence or {}).get("curvature") is not None:  # what the next Hessian will cost
+            self.last_cost, self._last_size = seconds, self.size
+        return replace(stall, seconds=seconds)
 
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the
@@ -207,30 +249,25 @@ class Diagnoser:
         return replace(stall, **changes)
 
     # ------------------------------------------------------------------ the budget's estimate
-    def expected_cost(self, model: nn.Module) -> float:
-        """Seconds a diagnosis is expected to take: the last one's, or before the first an
-        estimate from timed products and losses on the sample times the counts a diagnosis
-        typically makes (the exact Hessian: n/32 batched products; Lanczos at both ends: 40
-        products; the gradient over all the data; 16 small gradients for the noise; a saddle's
-        slice and line search: 45 losses)."""
-        if self.last_cost is not None:
-            return self.last_cost
-        if self._estimate is None:
-            sample = self.sample_loss(model)
-            op = HessianOperator.like(sample)
-            n = op.n_params
-            v = torch.randn(n, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
-            op @ v  # builds the gradient graph the products reuse
-            product = fastest(lambda: op @ v)
-            if self.options.exact(n):
-                block = torch.randn(n, 32, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
-                cost = math.ceil(n / 32) * fastest(lambda: op @ block)
-            else:
-                cost = 40 * product
-            loss = fastest(lambda: sample.loss())
-            full = 1.0 if self._full_batches is None else self._full_loss_samples(model) / sample.n_samples
-            self._estimate = cost + (full + 1) * product / 2 + 45 * loss
-        return self._estimate
+    def expected_cost(self, model: nn.Module, size: int | None = None) -> float:
+        """Seconds a diagnosis on the first ``size`` samples (default :attr:`size`) is expected to
+        take, with no product spent on guessing it: the last diagnosis that computed a Hessian,
+        scaled to ``size`` samples (its cost grows with the samples it reads), or before the
+        first, :data:`DIAGNOSIS_FORWARDS` forward passes per sample (and a gradient's three over
+        the data kept in memory) at the tracked loss's measured seconds per sample."""
+        size = self.size if size is None else int(size)
+        if self.last_cost is not None and self._last_size:
+            return self.last_cost * size / self._last_size
+        if self._forward is None:
+            self.tracked_loss(model)
+        full = self._full_loss_samples(model) if self._full_batches is not None else 0
+        return self._forward * (DIAGNOSIS_FORWARDS * size + 3 * full)
+
+    def affordable_size(self, model: nn.Module, fits: Callable[[float], bool], least: int = 0) -> int:
+        """The most samples (one of :meth:`sizes`, at least ``least``) whose diagnosis
+        ``fits(expected seconds)``; the smallest where none does."""
+        sizes = self.sizes(least)
+        return next((n for n in sizes if fits(self.expected_cost(model, n))), sizes[-1])
 
     def input_statistics(self) -> tuple[list[float], list[float]] | None:
         """The sample's mean and spread per input feature (flattened; a constant feature's spread
@@ -238,11 +275,17 @@ class Diagnoser:
         floating point."""
         X = self.sample if self.model_loss else self.sample[0]
         X = first_floating(X)
-        if X is None or len(X) < 2:
+        if X is None:
             return None
-        flat = X.detach().reshape(len(X), -1).double()
-        std = flat.std(dim=0)
-        return flat.mean(dim=0).tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
+        # over every rank's share (the same remedy on every rank): the count and sum, then the
+        # squared deviations from the common mean (two passes: exact for offset features)
+        flat = X.detach().flatten(1).double()
+        n = float(total(len(flat)))
+        if n < 2:
+            return None
+        mean = summed(flat.sum(dim=0)) / n
+        std = (summed(((flat - mean) ** 2).sum(dim=0)) / (n - 1)).sqrt()
+        return mean.tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
 
     def _full_loss_samples(self, model: nn.Module) -> int:
         loss = self.full_loss(model)
@@ -250,11 +293,14 @@ class Diagnoser:
 
     def state_dict(self) -> dict[str, Any]:
         """The last diagnosis's cost, the first estimate and the Lanczos warm start."""
-        return {"last_cost": self.last_cost, "estimate": self._estimate, "v0": self.v0}
+        return {"last_cost": self.last_cost, "estimate": self._estimate, "v0": self.v0, "last_size": self._last_size,
+                "size": self.size, "tracked_size": self.tracked_size, "forward": self._forward}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
         self.last_cost, self._estimate, self.v0 = state["last_cost"], state["estimate"], state["v0"]
+        self._last_size, self._forward = state.get("last_size"), state.get("forward")
+        self.size, self.tracked_size = state.get("size", self.held), state.get("tracked_size", self.held)
 
     # ------------------------------------------------------------------ parts
     def _slice(self, sample: EmpiricalLoss, direction: torch.Tensor) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stability import sharpness, stability_rule
 from descentlab.critical.verdicts import LR_ZERO, decide, decide_without_curvature, near_best, remedy, stuck_high
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
-from descentlab.curvature.empirical import mode_dependent_modules
+from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT"]
 
@@ -85,8 +85,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             lr_zero_since: int | None = None, total_steps: int | None = None,
             loss: Mapping[str, float] | None = None, options: DiagnosisOptions = DiagnosisOptions(),
             v0: torch.Tensor | None = None, seed: int = 0, previous: Sequence[torch.Tensor] | None = None,
-            steps_since: int | None = None, recent_gradients: Sequence[float] = (),
-            afford: Callable[[], bool] | None = None) -> Finding:
+            steps_since: int | None = None, recent_gradients: Sequence[tuple[float, float]] = (),
+            gradient_history: Sequence[tuple[float, float]] = (), afford: Callable[[], bool] | None = None) -> Finding:
     """The verdict at the point ``sample`` is taken at (the module docstring gives the steps).
 
     Every quantity goes through the data layer, so the model is only read: its parameters,
@@ -108,8 +108,10 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         v0: a Lanczos warm start (the previous stall's eigenvectors).
         previous, steps_since: the variables ``steps_since`` steps ago, for the layers' relative
             updates (:func:`~descentlab.critical.layer_signals.measure_layers`).
-        recent_gradients: the loop's gradient norms at the monitor's recent checks (their growth
-            is evidence of an exploding gradient; their median a clipping threshold).
+        recent_gradients: the loop's gradient norms, (smallest, largest) between each of the
+            monitor's recent checks (their growth is evidence of an exploding gradient; their
+            median a clipping threshold).
+        gradient_history: the same over every check of the run.
         afford: asked before the Hessian is computed, once the verdicts that need none have
             been ruled out; ``False`` ends the examination with ``verdict=None`` (the evidence
             so far kept). ``None``: always.
@@ -129,7 +131,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     else:
         value, gradient = sample.loss_and_gradient()
         value, norm, source = float(value), None, f"a sample of {sample.n_samples}, its sampling noise taken out"
-    evidence["gradient"] = {"norm": norm, "loss": value, "source": source, **_recent(recent_gradients)}
+    evidence["gradient"] = {"norm": norm, "loss": value, "source": source,
+                            **_recent(recent_gradients, gradient_history)}
     evidence["layers"] = measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()
     early = decide_without_curvature(evidence)
     if early is not None:  # a cause in the network or its inputs: no Hessian needed
@@ -176,10 +179,12 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     }
     if rate is not None:
         rule = stability_rule(optimizer, model, point.names)
-        op = None if not rule.preconditioned else HessianOperator.like(sample, params=point.names)
-        value, products = sharpness(rule, op, lambda_max=point.max_eigenvalue if not rule.preconditioned else None,
-                                    seed=seed)
-        rate.update(_rate_fields(rule, value, products))
+        # the rate meets the function a training step differentiates: batch-norm by the batch's statistics
+        trained = sample.with_batch_statistics() if trains_batch_norm(model) else None
+        op = (HessianOperator.like(trained or sample, params=point.names) if rule.preconditioned or trained
+              else None)
+        value, products = sharpness(rule, op, lambda_max=None if op is not None else point.max_eigenvalue, seed=seed)
+        rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
 
@@ -198,7 +203,8 @@ def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int |
     try:
         _, gradient = good.loss_and_gradient()
         evidence["layers"] = measure_layers(good, gradient).to_dict()
-        op = HessianOperator.like(good)
+        trained = trains_batch_norm(good.model)  # the function a step differentiates, as in examine()
+        op = HessianOperator.like(good.with_batch_statistics() if trained else good)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             top = lanczos(op, k=1, which="LA", tol=1e-2, max_iter=200, seed=seed)
@@ -211,7 +217,7 @@ def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int |
                 rule = None  # the optimizer's state overflowed with the loss: no preconditioner to read
             if rule is not None:
                 value, products = sharpness(rule, op, lambda_max=None if rule.preconditioned else lambda_max, seed=seed)
-                rate.update(_rate_fields(rule, value, products))
+                rate.update(_rate_fields(rule, value, products), batch_statistics=trained)
     except (RuntimeError, ValueError) as error:  # the last good point itself may be unusable
         evidence["curvature"] = {"error": f"{type(error).__name__}: {error}"}
     verdict = "diverged"
@@ -238,12 +244,27 @@ def _confirmed_on(model: nn.Module, loss_fn: Callable, data: Any, point: Critica
             "samples": op.n_samples}
 
 
-def _recent(norms: Sequence[float]) -> dict[str, float | None]:
-    """``growth``: the last of the recent gradient norms over the smallest; ``typical``: their median."""
-    finite = [float(n) for n in norms if math.isfinite(n)]
-    if len(finite) < 2 or min(finite) <= 0:
-        return {"growth": None, "typical": statistics.median(finite) if finite else None}
-    return {"growth": finite[-1] / min(finite), "typical": statistics.median(finite)}
+def _recent(recent: Sequence[tuple[float, float]], history: Sequence[tuple[float, float]] = ()) -> dict[str, float | None]:
+    """From the loop's gradient norms, as (smallest, largest) between two checks: ``growth``, the
+    largest of the last interval over the smallest of the recent ones; ``typical``, the median of
+    the recent smallest (a clipping threshold); ``peak_growth``, over the whole run, the most any
+    largest exceeded the smallest before it (a spike that came and went)."""
+    def ratio(high: float, low: float) -> float | None:
+        return high / low if low > 0 and math.isfinite(high) else None
+
+    lows = [low for low, _ in recent if math.isfinite(low)]
+    out: dict[str, float | None] = {"growth": None, "typical": statistics.median(lows) if lows else None,
+                                    "peak_growth": None}
+    if recent and lows:
+        out["growth"] = ratio(recent[-1][1], min(lows))
+    smallest, peak = math.inf, None
+    for low, high in history:
+        smallest = min(smallest, low) if math.isfinite(low) else smallest
+        grown = ratio(high, smallest) if smallest < math.inf else None
+        if grown is not None:
+            peak = max(peak or 0.0, grown)
+    out["peak_growth"] = peak
+    return out
 
 
 def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float:

@@ -6,7 +6,8 @@ parameters are kept (a copy, updated in place) as the *last good point*: where a
 loss becomes non-finite is diagnosed. The largest rate seen and the step since which the rate
 has been ~0 decide the ``no_learning_rate`` verdict. The parameters of the check before the
 last give each layer's relative update (``‖ΔW‖ / ‖W‖`` per step), and the loop's own gradient
-norms at the checks (read from ``.grad``, no extra pass) show a gradient that grows.
+norms (read from ``.grad`` at every step on the device, no extra pass, and their smallest and
+largest read at each check) show a gradient that grows, or spikes.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RunHistory:
         self.latest_step: int | None = None
         self.before: list[torch.Tensor] | None = None  # ... and at the check before it
         self.before_step: int | None = None
-        self.grad_norms: list[tuple[int, float]] = []  # (step, the loop's gradient norm)
+        self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
 
     def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
@@ -81,9 +82,10 @@ class RunHistory:
                 with torch.no_grad():
                     torch._foreach_copy_(self.best_params, params)
 
-    def observe_gradient(self, step: int, norm: float) -> None:
-        """Record the loop's gradient norm at ``step``."""
-        self.grad_norms.append((int(step), float(norm)))
+    def observe_gradient(self, step: int, low: float, high: float) -> None:
+        """Record the smallest and the largest gradient norm the loop had over the steps up to ``step``
+        since the last check."""
+        self.grad_norms.append((int(step), float(low), float(high)))
 
     def loss_record(self, value: float | None) -> dict[str, float | None]:
         """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence)."""
@@ -105,4 +107,4 @@ class RunHistory:
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
         self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
         self.before, self.before_step = state.get("before"), state.get("before_step")
-        self.grad_norms = [(int(s), float(n)) for s, n in state.get("grad_norms", [])]
+        self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]

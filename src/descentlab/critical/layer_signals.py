@@ -137,12 +137,16 @@ class LayerSignals:
         layers: the weight layers, input first.
         units: the activation call sites, in call order.
         inputs: the input scales (``None`` for inputs that are not floating point).
+        recurrent: a weight layer was applied more than once in one forward pass, or the model has
+            a recurrent module (a gradient can then explode or vanish through time, which the depth
+            profile does not show).
         notes: what could not be seen, in words.
     """
 
     layers: tuple[LayerGradient, ...]
     units: tuple[UnitStats, ...]
     inputs: InputScales | None
+    recurrent: bool = False
     notes: tuple[str, ...] = ()
 
     @property
@@ -156,22 +160,25 @@ class LayerSignals:
         return math.log10(rel[-1] / rel[0])
 
     @property
-    def monotone(self) -> float | None:
-        """The share of neighbouring weight layers whose relative gradients change in the direction
-        of :attr:`depth_drop` (1: a steady fade or growth through the whole depth)."""
-        drop = self.depth_drop
+    def depth_trend(self) -> float | None:
+        """The same change as :attr:`depth_drop` read off the least-squares line through every weight
+        layer's ``log10`` relative gradient against its position: a fade (or growth) through the
+        whole depth has a trend close to its drop, one layer out of line has not (``None`` with
+        fewer than three weight layers of non-zero gradient)."""
         rel = [layer.relative for layer in self.layers]
-        if drop is None or len(rel) < 3:
+        if len(rel) < 3 or not all(math.isfinite(r) and r > 0 for r in rel):
             return None
-        sign = 1.0 if drop >= 0 else -1.0
-        steps = [(b - a) * sign > 0 for a, b in zip(rel, rel[1:]) if a > 0 and b > 0]
-        return sum(steps) / len(steps) if steps else None
+        x = torch.arange(len(rel), dtype=torch.float64)
+        y = torch.tensor([math.log10(r) for r in rel], dtype=torch.float64)
+        slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+        return slope * (len(rel) - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the evidence."""
         return {"layers": [asdict(layer) for layer in self.layers], "units": [asdict(u) for u in self.units],
                 "inputs": None if self.inputs is None else {**asdict(self.inputs), "span": self.inputs.span},
-                "depth_drop": self.depth_drop, "monotone": self.monotone, "notes": list(self.notes)}
+                "depth_drop": self.depth_drop, "depth_trend": self.depth_trend, "recurrent": self.recurrent,
+                "notes": list(self.notes)}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Sequence[torch.Tensor] | None = None,
@@ -194,8 +201,11 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
 
     entering: dict[str, _Site] = {}  # what enters each weight layer after the first: its inputs as units
 
+    applied: dict[str, int] = {}
+
     def note_order(module: nn.Module, inputs: Any, output: Any) -> None:
         name = names.get(module, "")
+        applied[name] = applied.get(name, 0) + 1
         if order and name not in entering and inputs and torch.is_tensor(inputs[0]) and inputs[0].is_floating_point():
             entering[name] = _Site(f"{name} (its inputs)", "relu", module, last[0])
         if name in entering and inputs and torch.is_tensor(inputs[0]):
@@ -237,7 +247,9 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
                      "not measured")
     if len(layers) < 3:
         notes.append(f"{len(layers)} weight layer(s): a depth profile needs at least 3")
-    return LayerSignals(tuple(layers), units, input_scales(X), tuple(notes))
+    recurrent = any(n > 1 for n in applied.values()) or any(isinstance(m, (nn.RNNBase, nn.RNNCellBase))
+                                                          for m in model.modules())
+    return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes))
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from descentlab.checks import check_int, check_number
-from descentlab.critical.budget import Budget
+from descentlab.critical.budget import SHARPNESS_SHARE, TRACKING_SHARE, Budget, Cadence, prior_size
 from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
@@ -65,6 +65,12 @@ __all__ = ["StallMonitor", "LOGGER"]
 
 #: The logger the findings go to (one line per stall, and one per stall's remedy trials).
 LOGGER = logging.getLogger("descentlab.monitor")
+#: The fewest samples the tracked loss reads when the cost cap sizes it.
+MIN_TRACKED = 16
+#: A diagnosis reads at least this many training batches of the sample: its gradient test takes
+#: the sampling noise out by splitting the sample into parts, and on fewer samples that
+#: correction is noise itself (a ResNet at a saddle read as a noise floor on 1.5 batches).
+DIAGNOSIS_BATCHES = 4
 #: The loop's gradient norm grown this many times over the recent checks, with the loss rising,
 #: is diagnosed at once (an exploding gradient, before the loss is non-finite).
 GROWTH_ALARM = 100.0
@@ -160,7 +166,13 @@ class StallMonitor(Callback):
         self.history = RunHistory()
         self.stalls: list[Stall] = []
         self.sharpness = (SharpnessTracker(loss_fn, self.diagnoser.sample_data, every=track_sharpness,
-                                           track_min=track_min, seed=seed) if track_sharpness else None)
+                                           track_min=track_min, seed=seed,
+                                           share=None if budget is None else SHARPNESS_SHARE * budget,
+                                           allowance=SHARPNESS_SHARE * budget_seconds)
+                          if track_sharpness else None)
+        self.tracking: Cadence | None = None  # the tracked loss's samples and interval (sized at the first event)
+        self._trained_at: dict[str, float | None] = {"check": 0.0, "sharpness": None}  # train_time then
+        self._track_seconds = 0.0  # what the last tracked loss took
         self.loop: LoopState | None = None
         self._optimizer, self._batch_size = optimizer, batch_size
         self._count = 0  # steps seen
@@ -169,6 +181,8 @@ class StallMonitor(Callback):
         self._unapplied_warned = False
         self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
         self._first_bad: torch.Tensor | None = None  # on the loss's device: the first non-finite step, or -1
+        self._grad_low: torch.Tensor | None = None  # on the device: the loop's gradient norm, smallest and
+        self._grad_high: torch.Tensor | None = None  # largest since the last check
 
     # ------------------------------------------------------------------ what the loop has
     @property
@@ -216,6 +230,7 @@ class StallMonitor(Callback):
         good point, where a run that diverges at once is diagnosed)."""
         self.loop = loop
         self.budget.restart()
+        self._size_routine()
         if self.history.initial is None:
             with self.budget.monitoring(), full_precision(loop.model):
                 self.plateau.add(loop.step, self._track(loop.step, unwrap(loop.model)))
@@ -225,9 +240,11 @@ class StallMonitor(Callback):
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
+        self._size_routine()
         with self.budget.monitoring(), full_precision(loop.model):
             self._warn_if_unapplied(loop)
             self._note_loss(loop.step, loss)
+            self._note_gradient(loop.model)
             if self.sharpness is not None and self.sharpness.due(loop.step):
                 self._measure_sharpness(loop.step, unwrap(loop.model))
             if self._done():
@@ -237,6 +254,7 @@ class StallMonitor(Callback):
                 if self._went_non_finite(loop):
                     return
                 self._check(loop)
+                self._pace()
 
     def on_train_end(self, loop: LoopState) -> None:
         """A non-finite loss the last steps passed (a loop stops at once on one) is diagnosed now."""
@@ -258,6 +276,19 @@ class StallMonitor(Callback):
             self._first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
         else:
             self._first_bad = torch.where((self._first_bad < 0) & bad, step_tensor, self._first_bad)
+
+    def _note_gradient(self, model: nn.Module) -> None:
+        """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer
+        step), its smallest and largest since the last check kept on the device: a spike between
+        two checks is seen, and nothing waits for the device."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if self._grad_low is None:
+            self._grad_low, self._grad_high = norm, norm
+        else:
+            self._grad_low, self._grad_high = torch.minimum(self._grad_low, norm), torch.maximum(self._grad_high, norm)
 
     def _went_non_finite(self, loop: LoopState) -> bool:
         """Whether a loss passed since the last check was non-finite (one read of the device flag);
@@ -299,9 +330,9 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         tracked = self._track(step, model)
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads:  # the loop's own gradients of this step: their size, with no extra pass
-            self.history.observe_gradient(step, float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))))
+        if self._grad_low is not None:  # the loop's own gradients since the last check (read now: one wait)
+            self.history.observe_gradient(step, float(self._grad_low), float(self._grad_high))
+            self._grad_low = self._grad_high = None
         if not math.isfinite(tracked):
             self._non_finite(loop)
             return
@@ -317,6 +348,7 @@ class StallMonitor(Callback):
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
         started = self.budget.clock()
+        self._size_diagnosis(model, started)
         if self._pending is not None and not all_agree(self.budget.allows(self.diagnoser.expected_cost(model), started)):
             return  # the plateau still waits for the budget
         first_step = self._pending[1] if self._pending is not None else step
@@ -354,10 +386,15 @@ class StallMonitor(Callback):
         non-finite, without waiting for a plateau (once per :data:`RECENT_CHECKS` checks)."""
         if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
             return False
-        recent = [n for _, n in self.history.grad_norms[-RECENT_CHECKS:] if math.isfinite(n)]
+        recent = self.history.grad_norms[-RECENT_CHECKS:]
+        lows = [low for _, low, _ in recent if math.isfinite(low)]
         best = self.history.best
-        return (len(recent) >= 2 and min(recent) > 0 and recent[-1] >= GROWTH_ALARM * min(recent)
-                and best is not None and tracked > best + 0.1 * abs(best))
+        # risen by a tenth of its best and by a hundredth of the initial loss: near a zero loss a
+        # tenth of the best is noise (a healthy ResNet at loss 0.0022 "rose" to 0.0025)
+        rise = 0.1 * max(abs(best), 0.1 * abs(self.history.initial)) if best is not None and \
+            self.history.initial is not None else 0.1 * abs(best or 0.0)
+        return (len(recent) >= 2 and bool(lows) and min(lows) > 0 and recent[-1][2] >= GROWTH_ALARM * min(lows)
+                and best is not None and tracked > best + rise)
 
     def _non_finite(self, loop: LoopState) -> None:
         """The loss became non-finite: the ``diverged`` verdict at the last good point, once;
@@ -365,6 +402,7 @@ class StallMonitor(Callback):
         if self._diverged:
             return
         self._diverged = True
+        self._size_diagnosis(unwrap(loop.model), self.budget.clock(), gradient_test=False)
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
         try:
             stall = self.diagnoser.diverged(unwrap(loop.model), self.history, step=loop.step, optimizer=self.optimizer)
@@ -420,16 +458,62 @@ class StallMonitor(Callback):
     # ------------------------------------------------------------------ measurements
     def _track(self, step: int, model: nn.Module) -> float:
         """The sample loss now, recorded with the rate."""
+        began = self.budget.clock()
         value = self.diagnoser.tracked_loss(model)
+        self._track_seconds = self.budget.clock() - began
         optimizer = self.optimizer
         self.history.observe(step, value, model, None if optimizer is None else float(optimizer.param_groups[0]["lr"]))
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar("monitor/tracked_loss", value, int(step))
         return value
 
+    def _size_routine(self) -> None:
+        """Once, before the first measurement: the samples the tracked loss reads, from the loop's
+        batch size (:func:`~descentlab.critical.budget.prior_size`: a forward pass per sample
+        every ``every`` steps within :data:`TRACKING_SHARE` of the budget), and the sharpness
+        tracker's first (the same; it shrinks as its estimates are timed). Without a cap
+        (``budget=None``) or a batch size, the whole sample."""
+        if self.tracking is not None:
+            return
+        held, fraction = self.diagnoser.held, self.budget.fraction
+        share = None if fraction is None else TRACKING_SHARE * fraction
+        size = held if share is None else prior_size(share, 1.0, self.batch_size, self.every, low=MIN_TRACKED,
+                                                     high=held)
+        self.diagnoser.tracked_size = size
+        intervals = tuple(d for d in range(self.every, self.window + 1) if self.window % d == 0)
+        self.tracking = Cadence(share, size, intervals, min_size=size, allowance=TRACKING_SHARE * self.budget.seconds)
+        if self.sharpness is not None and share is not None:
+            self.sharpness.cadence.size = min(self.sharpness.cadence.size, size)
+
+    def _pace(self) -> None:
+        """After a check: the tracked loss's cost against the training since the check before
+        (:class:`~descentlab.critical.budget.Cadence`); spread out, the plateau test restarts at
+        the new interval."""
+        training = self.budget.train_time - (self._trained_at["check"] or 0.0)
+        self._trained_at["check"] = self.budget.train_time
+        if self.tracking is None or not self.tracking.observe(self._track_seconds, training):
+            return
+        if self.tracking.every != self.every:
+            quiet = self.plateau.quiet_above
+            self.every = self.tracking.every
+            self.plateau = PlateauTest(self.window, self.every, self.plateau.rel_tol)
+            self.plateau.quiet_above = quiet
+
+    def _size_diagnosis(self, model: nn.Module, started: float, gradient_test: bool = True) -> None:
+        """The samples the diagnosis about to start reads: as many of the fixed sample as its
+        expected cost lets the budget afford, and at least the tracked ones and
+        :data:`DIAGNOSIS_BATCHES` training batches for a ``gradient_test`` (a plateau whose
+        diagnosis that many do not fit waits), the same on every rank."""
+        least = DIAGNOSIS_BATCHES * (self.batch_size or 0) if gradient_test else 0
+        fits = self.diagnoser.affordable_size(model, lambda cost: self.budget.allows(cost, started), least)
+        self.diagnoser.size = int(smallest(fits))
+
     def _measure_sharpness(self, step: int, model: nn.Module) -> None:
+        before = self._trained_at["sharpness"]
+        self._trained_at["sharpness"] = self.budget.train_time
         try:
-            self.sharpness.measure(step, model, self.optimizer)
+            self.sharpness.measure(step, model, self.optimizer,
+                                   training=None if before is None else self.budget.train_time - before)
         except Exception as error:  # tracking must never kill the training run
             _say("step %d: sharpness tracking stopped (%s: %s)", step, type(error).__name__, error)
             self.sharpness = None
@@ -461,6 +545,7 @@ class StallMonitor(Callback):
             "alarmed_at": self._alarmed_at,
             "diagnoser": self.diagnoser.state_dict(),
             "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
+            "tracking": None if self.tracking is None else self.tracking.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -475,6 +560,13 @@ class StallMonitor(Callback):
         self._diverged = bool(state["diverged"])
         self._alarmed_at = state.get("alarmed_at")
         self.diagnoser.load_state_dict(state["diagnoser"])
+        if state.get("tracking") is not None:  # the cadence the run had reached
+            self.tracking = None
+            self._size_routine()
+            self.tracking.load_state_dict(state["tracking"])
+            self.diagnoser.tracked_size, self.every = self.tracking.size, self.tracking.every
+            self.plateau.every = self.every
+        self._trained_at = {"check": self.budget.train_time, "sharpness": None}
         if self.sharpness is not None and state.get("sharpness") is not None:
             self.sharpness.load_state_dict(state["sharpness"])
 

@@ -30,6 +30,19 @@ Each estimate is Lanczos warm-started from the previous eigenvector
 eigenvalue) on the Hessian operator of the sample, refreshed at the model's current parameters
 (:meth:`~descentlab.curvature.EmpiricalLoss.refreshed`: the data is not read again). λ_min
 (``track_min``) is a second tracker at the other end, on the plain Hessian.
+
+**Which function.** The Hessian is that of the function a training step differentiates, with
+nothing random in it (:meth:`~descentlab.curvature.EmpiricalLoss.with_batch_statistics`):
+batch-norm layers the model trains normalise by the sample's own statistics, as they do each
+batch, not by their running statistics, whose function can be many times sharper than the one
+the rate meets (its loss is not invariant to the scale of the weights before each normalisation;
+the measured gap on a ResNet is in ``bench/RESULTS.md``); dropout is off.
+
+**What it costs.** With a ``share``, a :class:`~descentlab.critical.budget.Cadence` keeps the
+estimates within that share of the training time between two of them: the sample shrinks (the
+first ``size`` samples of it, down to ``min_size``) where that makes an estimate cheaper, before
+the estimates are spread out beyond ``every`` (to 2x, 4x, 8x ``every``); each point says how
+many samples it read.
 """
 
 from __future__ import annotations
@@ -45,9 +58,13 @@ import torch
 from torch import nn
 
 from descentlab.checks import check_int
+from descentlab.critical.budget import Cadence
 from descentlab.critical.stability import sharpness_of, stability_operator, stability_rule
 from descentlab.critical.verdicts import AT_LIMIT
 from descentlab.curvature import HessianOperator
+from descentlab.curvature.batches import batch_size as count_of
+from descentlab.curvature.batches import is_pair, is_single_batch, take
+from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.tracking import EigenTracker
 
 __all__ = ["SharpnessPoint", "SharpnessTracker", "edge_of_stability", "COLUMNS", "FIELDS", "HOVER_BAND"]
@@ -74,6 +91,7 @@ class SharpnessPoint:
         n_matvecs: Hessian-vector products spent on this estimate.
         converged: every eigenvalue met its residual tolerance.
         seconds: wall time of the estimate.
+        samples: the samples of the sample it was measured on.
     """
 
     step: int
@@ -86,6 +104,7 @@ class SharpnessPoint:
     n_matvecs: int
     converged: bool
     seconds: float
+    samples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers (non-finite ones as ``None``)."""
@@ -106,20 +125,38 @@ class SharpnessTracker:
         track_min: also track λ_min.
         tol: relative residual of every estimate (1e-2: within 1 % of an eigenvalue).
         seed: seeds the cold starts.
+        share: the most the estimates may cost, as a share of the training time between two of
+            them (``None``: no cap); the training time comes with each :meth:`measure`.
+        size: the samples of ``sample`` an estimate reads at first (``None``: all of it).
+        min_size: the fewest samples the cap may shrink the sample to.
+        allowance: seconds the estimates may spend in all before ``share`` is enforced.
     """
 
     def __init__(self, loss_fn: Callable, sample: tuple[Any, torch.Tensor], *, every: int, track_min: bool = False,
-                 tol: float = 1e-2, seed: int = 0) -> None:
+                 tol: float = 1e-2, seed: int = 0, share: float | None = None, size: int | None = None,
+                 min_size: int = 4, allowance: float = 0.0) -> None:
         self.loss_fn = loss_fn
         self.sample = sample
-        self.every = check_int("every", every)
+        check_int("every", every)
         self.track_min = bool(track_min)
+        check_int("min_size", min_size)
+        self._held = _count(sample, is_model_loss(loss_fn))  # None: batches, read whole
+        held = self._held or 1
+        size = held if size is None else min(check_int("size", size), held)
+        self.cadence = Cadence(share, size, tuple(every * 2 ** i for i in range(4)),
+                               min_size=min_size if self._held else size, allowance=allowance)
         self.top = EigenTracker("LA", tol=tol, seed=seed)
         self.bottom = EigenTracker("SA", tol=tol, seed=seed + 1) if track_min else None
         self.points: list[SharpnessPoint] = []
         self.seconds = 0.0
         self._op: HessianOperator | None = None
+        self._op_size: int | None = None  # the samples it was built on
         self._rule_kind: tuple[str, bool] | None = None
+
+    @property
+    def every(self) -> int:
+        """Steps between two estimates now (``every``, or more where the cost cap spread them out)."""
+        return self.cadence.every
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -130,11 +167,17 @@ class SharpnessTracker:
         """A measurement is due after ``step``."""
         return step % self.every == 0 and (not self.points or self.points[-1].step != step)
 
-    def measure(self, step: int, model: nn.Module, optimizer: Any = None) -> SharpnessPoint:
-        """Measure at ``model``'s current parameters, against ``optimizer``'s current rule."""
+    def measure(self, step: int, model: nn.Module, optimizer: Any = None, *,
+                training: float | None = None) -> SharpnessPoint:
+        """Measure at ``model``'s current parameters, against ``optimizer``'s current rule;
+        ``training``: the training seconds since the last estimate (for the cost cap; ``None``:
+        not counted, as for the first, cold-started one)."""
         t0 = time.perf_counter()
-        if self._op is None or self._op.model is not model:
-            self._op = HessianOperator(model, self.loss_fn, self.sample, eval_mode=True)
+        size = self.cadence.size if self._held else None
+        if self._op is None or self._op.model is not model or size != self._op_size:
+            data = self.sample if size is None else _first(self.sample, size, is_model_loss(self.loss_fn))
+            self._op = HessianOperator(model, self.loss_fn, data, eval_mode=True).with_batch_statistics()
+            self._op_size = size
         else:
             self._op = self._op.refreshed()
         op = self._op
@@ -161,8 +204,10 @@ class SharpnessTracker:
         seconds = time.perf_counter() - t0
         self.seconds += seconds
         point = SharpnessPoint(int(step), lr, value, threshold, value / threshold if threshold else None, lambda_min,
-                               kind[0], products, bool(converged), seconds)
+                               kind[0], products, bool(converged), seconds, op.n_samples)
         self.points.append(point)
+        if training is not None:
+            self.cadence.observe(seconds, training)
         return point
 
     def row(self, step: int) -> dict[str, float | None]:
@@ -176,6 +221,7 @@ class SharpnessTracker:
     def state_dict(self) -> dict[str, Any]:
         """The points, the warm starts and the rule they belong to."""
         return {"points": [p.to_dict() for p in self.points], "seconds": self.seconds, "top": self.top.state_dict(),
+                "cadence": self.cadence.state_dict(),
                 "bottom": None if self.bottom is None else self.bottom.state_dict(),
                 "rule_kind": None if self._rule_kind is None else list(self._rule_kind)}
 
@@ -184,10 +230,34 @@ class SharpnessTracker:
         self.points = [SharpnessPoint(**{k: (math.nan if v is None and k == "sharpness" else v) for k, v in p.items()})
                        for p in state["points"]]
         self.seconds = float(state["seconds"])
+        if state.get("cadence") is not None:
+            self.cadence.load_state_dict(state["cadence"])
         self.top.load_state_dict(state["top"])
         if self.bottom is not None and state["bottom"] is not None:
             self.bottom.load_state_dict(state["bottom"])
         self._rule_kind = None if state["rule_kind"] is None else (state["rule_kind"][0], bool(state["rule_kind"][1]))
+
+
+def _count(data: Any, model_loss: bool) -> int | None:
+    """The samples ``data`` holds as one batch (``None``: an iterable of batches, not counted)."""
+    if model_loss and isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if model_loss and is_single_batch(data):
+        return count_of(data)
+    if not model_loss and is_pair(data):
+        return count_of(*data)
+    return None
+
+
+def _first(data: Any, n: int, model_loss: bool) -> Any:
+    """The first ``n`` samples of ``data`` held as one batch, in its form (other data as it is)."""
+    held = _count(data, model_loss)
+    if held is None or n >= held:
+        return data
+    part = slice(0, n)
+    if model_loss:
+        return [take(data[0], part)] if isinstance(data, list) else take(data, part)
+    return take(data[0], part), take(data[1], part)
 
 
 def edge_of_stability(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int, float]] = (),

@@ -125,7 +125,10 @@ class Stall:
         text = f"{head}: {self.verdict} ({evidence_text(self)})"
         switched = ((self.evidence or {}).get("data") or {}).get("eval_mode")
         if switched:
-            text += f" [measured with {', '.join(switched)} in eval mode]"
+            text += f" [measured with {', '.join(switched)} in eval mode"
+            if ((self.evidence or {}).get("rate") or {}).get("batch_statistics"):
+                text += "; the sharpness with batch-norm on batch statistics, as in training"
+            text += "]"
         if self.escaped:
             text += f"; escape lowered the loss {self.escape_loss_before:.4g} -> {self.escape_loss_after:.4g}"
         return text

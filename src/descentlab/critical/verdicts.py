@@ -14,7 +14,8 @@ it applies; the first seven need no Hessian, so they are decided before any is c
  2    ``no_learning_rate``    the rate is 0, or at most 1e-3 of the largest it has been    fix the schedule
  3    ``exploding_gradient``  the relative gradient grows >= 100x from the output layer      clip the gradients, a lower rate,
                               to the input, steadily, and the gradient norm grew or the     warm-up, re-initialise
-                              loss rose
+                              loss rose; or, in a recurrent network, the gradient grew
+                              >= 100x during the run and the loss rose (through time)
  4    ``dead_units``          a ReLU layer with at least half its units zero on every       LeakyReLU, re-initialise, a lower
                               sample of the monitor's sample; the loss stuck high            rate
  5    ``saturated_units``     a sigmoid/tanh layer with at least half its units in their    standardize the inputs,
@@ -68,7 +69,7 @@ from typing import Any
 
 __all__ = ["VERDICTS", "CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy", "stuck_high", "near_best",
            "network_cause", "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
-           "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
+           "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "exploding_gradient", "dead_units", "saturated_units",
@@ -111,10 +112,13 @@ DEAD_SHARE = 0.5
 SATURATED_SHARE = 0.5
 #: Vanishing / exploding: the relative gradient changes at least 10**this from the output layer to the input ...
 DEPTH_ORDERS = 2.0
-#: ... steadily: at least this share of neighbouring weight layers change in that direction.
+#: ... steadily: the least-squares trend through every layer covers at least this share of that change.
 STEADY = 0.75
 #: Exploding: the gradient norm grew at least this much over the monitor's recent checks.
 GROWTH = 10.0
+#: ... and in a recurrent network (a layer applied through time) this much, with the loss rising,
+#: is an explosion through time (which a depth profile cannot show).
+GROWTH_THROUGH_TIME = 100.0
 #: Unscaled inputs: feature spreads spanning at least this factor ...
 INPUT_SPAN = 100.0
 #: ... or a typical spread (or mean over spread) beyond this factor from 1 ...
@@ -168,12 +172,15 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
     """Rows 3-7: a cause in the network or its inputs (``None``: none the evidence shows)."""
     layers = evidence.get("layers") or {}
     stuck = stuck_high(evidence)
-    drop, steady = layers.get("depth_drop"), layers.get("monotone")
-    steadily = steady is not None and steady >= STEADY
-    growth = _get(evidence, "gradient", "growth")
+    drop, trend = layers.get("depth_drop"), layers.get("depth_trend")
+    steadily = drop is not None and trend is not None and drop * trend > 0 and trend / drop >= STEADY
+    growth = _get(evidence, "gradient", "growth") or 0.0
     rising = _loss_rising(evidence)
-    if drop is not None and drop <= -DEPTH_ORDERS and steadily and (rising or (growth or 0) >= GROWTH):
+    if drop is not None and drop <= -DEPTH_ORDERS and steadily and (rising or growth >= GROWTH):
         return "exploding_gradient"
+    peak = _get(evidence, "gradient", "peak_growth") or 0.0
+    if layers.get("recurrent") and rising and max(growth, peak) >= GROWTH_THROUGH_TIME:
+        return "exploding_gradient"  # through time: the loop's gradient grew while the loss rose
     units = layers.get("units") or []
     if stuck and any((u.get("dead") or 0) >= DEAD_SHARE for u in units):
         return "dead_units"
@@ -230,8 +237,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return f"lower the rate below {largest:.3g} (the largest stable rate here), or warm it up"
     if verdict == "diverged":
         good = _get(evidence, "diverged", "checkpoint_step")
-        drop, steady = _get(evidence, "layers", "depth_drop"), _get(evidence, "layers", "monotone")
-        if drop is not None and drop <= -DEPTH_ORDERS and steady is not None and steady >= STEADY:
+        drop, trend = _get(evidence, "layers", "depth_drop"), _get(evidence, "layers", "depth_trend")
+        if drop is not None and drop <= -DEPTH_ORDERS and trend is not None and trend / drop >= STEADY:
             return (f"the gradient grew {10 ** -drop:,.0f}x from the output layer to the input at the last good "
                     f"point (an exploding gradient): clip the gradients, re-initialise the layers, or lower the rate"
                     + (f" below {largest:.3g}" if largest else ""))
@@ -263,6 +270,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
             return f"{where}: use LeakyReLU there, re-initialise the layer before it (Kaiming, bias 0), or lower the rate"
         cause = "the inputs are off unit scale: standardize them, or " if off_scale(layers.get("inputs")) else ""
         return f"{where}: {cause}re-initialise the layers (Xavier), or use ReLU/GELU"
+    growth = max(_get(evidence, "gradient", "growth") or 0.0, _get(evidence, "gradient", "peak_growth") or 0.0)
+    if verdict == "exploding_gradient" and (layers.get("depth_drop") or 0) > -DEPTH_ORDERS and growth:
+        return (f"the gradient grew {growth:,.0f}x during the run and the loss rose (through time, in a recurrent "
+                f"network): clip the gradients, lower the rate or warm it up, or re-initialise the recurrent weights")
     if verdict in ("vanishing_gradient", "exploding_gradient") and layers.get("layers"):
         first, last = layers["layers"][0], layers["layers"][-1]
         drop = layers.get("depth_drop") or 0.0

@@ -25,9 +25,18 @@ Gauss-Newton products, landscape points) is such a weighted sum over batches, an
   the sum of ℓ over its two halves. A loss that is neither (a weighted mean such as
   ``cross_entropy(weight=...)``, a loss whose samples interact) cannot be combined across
   batches exactly and is refused, unless ``reduction`` says how to combine it anyway;
-* **the eval-mode policy**: only modules whose behaviour depends on ``training`` (dropout,
-  batch/instance norm with running statistics, recurrent layers and attention with dropout)
-  are switched, each restored to its own mode afterwards;
+* **the eval-mode policy**: every module is evaluated in eval mode, each restored to its own
+  mode afterwards. Not only the known layers whose behaviour depends on ``training`` (dropout,
+  batch/instance norm with running statistics, recurrent layers and attention with dropout):
+  a module of the user's own reads ``self.training`` too (attention dropout written
+  ``dropout_p=p if self.training else 0``), and would make every quantity random.
+  :meth:`EmpiricalLoss.with_batch_statistics` gives the quantity of the function training
+  differentiates instead: batch-norm layers the model trains normalise by each batch's own
+  statistics (their running statistics, the user's and any copy's, untouched), and everything
+  else is still in eval mode, so nothing is random;
+* **attention kernels**: a forward that may be differentiated (grad mode on) runs
+  ``F.scaled_dot_product_attention`` on its math backend, the one kernel with a double backward
+  (the flash and memory-efficient kernels have none, so a Hessian product through them fails);
 * **the all-reduce**: under ``torch.distributed`` every rank holds its own share of the data
   (possibly none) and every sum is all-reduced, so every rank sees the quantity of all data;
 * **the parameters**: which ones (names, module prefixes or tensors), a snapshot of their
@@ -45,6 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from descentlab.checks import check_choice
 from descentlab.errors import AdviceWarning
@@ -53,7 +63,7 @@ from descentlab.curvature.losses import is_model_loss
 from descentlab.openmp import threads_for
 from descentlab.params import Layout
 
-__all__ = ["EmpiricalLoss", "REDUCTIONS", "mode_dependent_modules", "select_parameters"]
+__all__ = ["EmpiricalLoss", "REDUCTIONS", "mode_dependent_modules", "select_parameters", "trains_batch_norm"]
 
 #: ``reduction`` values: how ``loss_fn`` reduces over the samples of its batch.
 REDUCTIONS = ("mean", "sum")
@@ -79,10 +89,10 @@ class EmpiricalLoss:
             grad) or names, each a full parameter name (``"0.weight"``) or a module prefix
             (``"0"`` = every parameter of sub-module ``0``), or the parameter tensors
             themselves. Named parameters are used even when frozen.
-        eval_mode: ``None`` (default): modules that behave randomly in training mode (dropout,
-            batch-norm) make the quantity random, so if any is in training mode, warn and switch
-            those (only those) to eval mode while evaluating. ``True``: switch them silently.
-            ``False``: keep every module's mode.
+        eval_mode: ``None`` (default): evaluate every module in eval mode, and warn if the
+            model has modules in training mode that behave randomly there (dropout, batch-norm:
+            the quantity would be random). ``True``: the same, silently. ``False``: keep every
+            module's mode.
         reduction: ``None`` (default): measured on the data (see the module docstring) when
             there is more than one batch; ``"mean"`` or ``"sum"``: how ``loss_fn`` reduces, so
             batches are weighted by ``n_b / N`` or by 1.
@@ -116,6 +126,8 @@ class EmpiricalLoss:
         self._select(select_parameters(model, params), {n: p for n, p in [*model.named_parameters(),
                                                                           *model.named_buffers()]})
         self._switched = _decide_eval_mode(model, eval_mode)
+        #: batch-norm layers in training mode normalise by the batch (:meth:`with_batch_statistics`)
+        self.batch_statistics = False
         self._batches = as_batches(data, stream=True, allow_empty=_distributed(), model_loss=self.model_loss)
         self._streamed = not isinstance(self._batches, list)
         self._first_pass: Fingerprint | None = None
@@ -143,6 +155,22 @@ class EmpiricalLoss:
             raise ValueError("data has no samples")
         self.reduction = reduction or _decide_reduction(counts[2:], loss_fn)
         self._options: dict[str, Any] = {}  # the subclass options, kept for refreshed()
+
+    def with_batch_statistics(self) -> "EmpiricalLoss":
+        """The same quantity, at the same point, of the function a training step differentiates:
+        every batch-norm layer the model has in training mode normalises each batch by that
+        batch's own mean and variance (so a sample taken as one batch is normalised by its own
+        statistics), where this one uses the running statistics. Running statistics are neither
+        read nor updated (the user's buffers and this quantity's copies stay as they are), and
+        every other module is in this quantity's modes, so the function is deterministic. The
+        sharpness a rate meets in training is this function's: with batch statistics the loss
+        is invariant to the scale of the weights before each normalisation, which the running
+        statistics' function is not. Without batch-norm layers in training mode (or with
+        ``eval_mode=False``, which already keeps them) it is the same function."""
+        new = type(self)._sharing(self, self.names, {**self._fixed, **dict(zip(self.names, self._point))},
+                                  self._options)
+        new.batch_statistics = bool(self._switched)
+        return new
 
     # ------------------------------------------------------------------ parameters
     def _select(self, names: tuple[str, ...], values: dict[str, torch.Tensor]) -> None:
@@ -202,8 +230,8 @@ class EmpiricalLoss:
                  options: dict[str, Any]) -> "EmpiricalLoss":
         """A new ``cls`` on ``other``'s model, loss, data and weighting, at ``values``."""
         new = cls.__new__(cls)
-        shared = ("model", "loss_fn", "model_loss", "_switched", "_batches", "_streamed", "_first_pass", "_passes",
-                  "n_samples", "n_batches", "reduction", "work")
+        shared = ("model", "loss_fn", "model_loss", "_switched", "batch_statistics", "_batches", "_streamed",
+                  "_first_pass", "_passes", "n_samples", "n_batches", "reduction", "work")
         for name in shared:
             setattr(new, name, getattr(other, name))
         new._select(names, values)
@@ -293,9 +321,16 @@ class EmpiricalLoss:
         return t.to(self.device, dtype)
 
     # ------------------------------------------------------------------ one batch
-    def evaluation(self) -> contextlib.AbstractContextManager:
-        """A context in which the model has the modes the quantity is taken in (see ``eval_mode``)."""
-        return _switched_off(self._switched)
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """A context in which the model has the modes the quantity is taken in (see ``eval_mode``
+        and :meth:`with_batch_statistics`), and attention runs on a kernel with every derivative
+        when grad mode is on (see the module docstring)."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_switched_off(self._switched, batch_statistics=self.batch_statistics))
+            if torch.is_grad_enabled():
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            yield
 
     def output(self, theta: Sequence[torch.Tensor], X: Any) -> Any:
         """The model's output on ``X`` with ``theta`` (per-parameter tensors) as the variables
@@ -583,14 +618,19 @@ def mode_dependent_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
+def trains_batch_norm(model: nn.Module) -> bool:
+    """Some batch-norm layer of ``model`` is in training mode: a training step normalises by the
+    batch there, so its function is :meth:`EmpiricalLoss.with_batch_statistics`'s, not eval mode's."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+
+
 def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Module]:
-    """The modules to switch to eval mode while evaluating: all that depend on ``training``
-    (the quantity is the one of the model as it is now, in eval mode, whatever it is later
-    switched to), or none with ``eval_mode=False``."""
+    """The modules to switch to eval mode while evaluating: every one (the quantity is the one
+    of the model as it is now, in eval mode, whatever it is later switched to; a module of the
+    user's own may read ``training`` too), or none with ``eval_mode=False``."""
     if eval_mode is False:
         return []
-    modules = mode_dependent_modules(model)
-    training = [m for m in modules if m.training]
+    training = [m for m in mode_dependent_modules(model) if m.training]
     if eval_mode is None and training:
         names = ", ".join(sorted({type(m).__name__ for m in training}))
         warnings.warn(AdviceWarning(
@@ -598,17 +638,27 @@ def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Modul
             "mode", "call model.eval() first to silence this, or pass eval_mode=False to keep training mode"),
             stacklevel=4,
         )
-    return modules
+    return list(model.modules())
 
 
 @contextlib.contextmanager
-def _switched_off(modules: list[nn.Module]):
-    """Set ``training=False`` on ``modules`` only (not their children), and restore each one's own flag."""
+def _switched_off(modules: list[nn.Module], *, batch_statistics: bool = False):
+    """Set ``training=False`` on ``modules`` (each by its own flag, not through its children), and
+    restore each one's own flag. With ``batch_statistics``, the batch-norm layers among them that
+    were in training mode stay there with ``track_running_stats`` off for the while: they
+    normalise by the batch and neither read nor update running statistics."""
     saved = [m.training for m in modules]
+    norms = [m for m, training in zip(modules, saved)
+             if batch_statistics and training and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracking = [m.track_running_stats for m in norms]
     for m in modules:
         m.training = False
+    for m in norms:
+        m.training, m.track_running_stats = True, False
     try:
         yield
     finally:
         for m, training in zip(modules, saved):
             m.training = training
+        for m, track in zip(norms, tracking):
+            m.track_running_stats = track

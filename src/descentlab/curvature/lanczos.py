@@ -21,9 +21,13 @@ When the basis reaches ``ncv`` vectors without convergence it restarts *thick* (
 2000, "Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J. Matrix
 Anal. Appl. 22(2)): it keeps the wanted Ritz vectors Y = VS and their products WS (no new
 products), and continues from the residual direction f = H v_j − V G⁻¹VᵀH v_j, so the Krylov
-information is never thrown away. When a Krylov space closes (an invariant subspace: a
-repeated eigenvalue shows once per start direction), it continues from a fresh random
-direction and, as ARPACK does, judges convergence only with the basis full.
+information is never thrown away. How many Ritz vectors it keeps decides how fast a clustered
+end converges: for the largest eigenvalues the split is chosen at each restart, for the most
+progress the next cycle promises the lowest wanted value not yet converged (a Chebyshev bound,
+:func:`_largest_kept`). When a Krylov space closes (an invariant subspace: a repeated eigenvalue
+shows once per start direction), it continues from a fresh random direction and, as ARPACK
+does, judges convergence only with the basis full; ``repeated=True`` does the same after
+convergence, until a fresh direction finds no further copy.
 
 A pair (θ, y) is converged when its Ritz *residual* satisfies
 
@@ -120,6 +124,7 @@ def lanczos(
     ncv: int | None = None,
     v0: torch.Tensor | None = None,
     stop: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
+    repeated: bool = False,
 ) -> Eigenpairs:
     """The ``k`` extreme eigenpairs of a symmetric operator (thick-restart Lanczos).
 
@@ -146,6 +151,12 @@ def lanczos(
             a warning (``converged`` says whether they also met ``tol``). Each returned value is
             the Rayleigh quotient of its vector, so the lowest one still bounds λ_min from above
             and the highest bounds λ_max from below.
+        repeated: also find every copy of a repeated eigenvalue. The Krylov space of one start
+            vector holds one vector of each eigenspace, so an eigenvalue of multiplicity m shows
+            once (as in ARPACK's ``eigsh``) unless that space closes; with ``repeated=True``,
+            once the pairs converge the search goes on from a fresh random direction for one
+            more full basis (``ncv - k`` products, at least 10: an ``ncv`` barely above ``k``
+            leaves a pass little room), and again after every pass that changed a wanted value.
 
     Returns:
         :class:`Eigenpairs`.
@@ -199,7 +210,10 @@ def lanczos(
     j = 0
     restarts = 0
     exhausted = False
-    invariant = False  # a Krylov space closed: eigenvalues may be repeated
+    invariant = False  # a Krylov space closed, or a fresh direction joined: eigenvalues may be repeated
+    # repeated=True: continue from a fresh direction (after convergence), the wanted values at the
+    # last convergence, and the products the fresh direction gets before they may be final
+    fresh_start, found, checked_at = False, None, 0
     start = A.n_matvecs
 
     while True:
@@ -209,9 +223,12 @@ def lanczos(
         estimated = stopped = False
         ritz = None
         while j < m:
-            if j and beta.item() <= 1e3 * eps * scale:
-                # invariant subspace: continue with a fresh direction, unless none is left
-                invariant = True
+            if j and (fresh_start or beta.item() <= 1e3 * eps * scale):
+                # invariant subspace, or converged pairs that may have copies elsewhere: continue
+                # with a fresh direction, unless none is left (after convergence, dropping f's
+                # coupling changes the Ritz problem by at most the converged residuals, and the
+                # residuals returned are explicit)
+                invariant, fresh_start = True, False
                 fresh = random_vector()
                 f, spare, g, beta, _, _ = _orthogonalize_into(spare, f, fresh, V[:, :j], _factor(G, j, drift, eps),
                                                               (V[:, :j].T @ fresh).to(torch.float64))
@@ -265,7 +282,8 @@ def lanczos(
         # the first rows of the bases (for a thick restart, a few more kept after them), and
         # the explicit residuals of Y where the cheap estimate says converged, or at the end
         # (should those fail, the restart keeps only Y)
-        keep = pick if estimated or last else _restart_set(theta, pick, j, k, m, which)
+        keep = pick if estimated or last else _restart_set(theta, pick, _estimate(ritz, k, tol, eps, beta)[1], tol,
+                                                           j, k, m, which)
         p = keep.numel()
         Sk = S[:, keep]
         _combine_rows_(V.T, Sk.to(dtype))
@@ -284,7 +302,11 @@ def lanczos(
             values, res, norms = _ritz_residuals(V.T[: pick.numel()], W.T[: pick.numel()], theta[pick],
                                                  theta.abs().max().item(), tol, eps)
             if last or bool((res <= tol).all().item()):
-                break
+                unchanged = found is not None and torch.allclose(values, found, rtol=tol, atol=0)
+                if last or not repeated or (unchanged and used >= checked_at):
+                    break
+                if not unchanged:  # a first convergence, or a fresh direction found more
+                    found, fresh_start, checked_at = values, True, used + max(m - p, 10)
         # ---- thick restart: continue from f, which is orthogonal to the old basis and so to the new
         restarts += 1
 
@@ -405,32 +427,68 @@ def _pick(theta: torch.Tensor, count: int, which: str) -> torch.Tensor:
     return torch.cat([order[:low], order[order.numel() - high :]])
 
 
-# Fractions of the spare basis (ncv - k) kept at a restart: from the far end, and extra wanted
-# ones. Measured against ARPACK (scipy's eigsh, same products, tol 1e-6) on the digits MLP at
-# initialisation, after 30 and after 200 Adam steps, k = 1, 3, 5, 10, 20 (bench/hessian.py):
-# for "SA" the far end is a few large outliers whose deflation shrinks the spread the wanted
-# cluster near zero fights against (0.5 of the spare basis: up to 18x fewer products than
-# ARPACK); for "LA" the far end is the dense bulk, where it only takes room (0.5 needed 1.38x
-# ARPACK's products at init, k = 10; 0.1 at most 0.98x on every case).
-_KEEP = {"LA": (0.1, 0.4), "SA": (0.5, 0.25)}
+# Fractions of the spare basis (ncv - k) kept at a restart by the fixed rule (every ``which`` but
+# "LA"): from the far end, and extra wanted ones. For "SA" the far end of a Hessian is a few large
+# outliers, whose deflation shrinks the spread the wanted cluster near zero fights against
+# (bench/RESULTS.md, hessian: up to 18x fewer products than ARPACK with half the spare basis).
+_KEEP = {"SA": (0.5, 0.25)}
 _KEEP_TWO_SIDED = (0.0, 0.25)
+#: "LA": the fewest new directions per cycle, as a fraction of the spare basis (and at least 3):
+#: keeping more pays a little per product but restarts more often, and a restart costs about
+#: two products on a large model (it rewrites both bases).
+_LEAST_NEW = 1 / 3
 
 
-def _restart_set(theta: torch.Tensor, pick: torch.Tensor, j: int, k: int, m: int, which: str) -> torch.Tensor:
+def _restart_set(theta: torch.Tensor, pick: torch.Tensor, estimates: torch.Tensor, tol: float, j: int, k: int,
+                 m: int, which: str) -> torch.Tensor:
     """Ritz vectors kept at a restart, the wanted ones (``pick``) first: the most wanted ones
     and, for one-sided searches, a few from the far end. Keeping those (they converge first)
     deflates the far end from the continued Krylov space, which shrinks the spread the wanted
-    end has to fight against."""
-    far, extra = _KEEP.get(which, _KEEP_TWO_SIDED)
-    room = max(2, math.ceil((m - k) * (1 - far - extra)))  # new directions per cycle
-    p = max(min(j - room, k + int((m - k) * extra)), min(k, j - 1))
-    keep = _pick(theta, p, which)
-    if far > 0:
-        q = min(j - room - p, int((m - k) * far))
-        if q > 0:
-            keep = torch.cat([keep, _pick(theta, q, "SA" if which == "LA" else "LA")])
+    end has to fight against. For "LA" the split is chosen per restart (:func:`_largest_kept`),
+    for the others it is a fixed fraction of the basis."""
+    if which == "LA":
+        keep = _largest_kept(theta, estimates, tol, j, k, m)
+    else:
+        far, extra = _KEEP.get(which, _KEEP_TWO_SIDED)
+        room = max(2, math.ceil((m - k) * (1 - far - extra)))  # new directions per cycle
+        p = max(min(j - room, k + int((m - k) * extra)), min(k, j - 1))
+        keep = _pick(theta, p, which)
+        if far > 0:
+            q = min(j - room - p, int((m - k) * far))
+            if q > 0:  # only "SA" keeps a far end: its top
+                keep = torch.cat([keep, _pick(theta, q, "LA")])
     rest = keep[~torch.isin(keep, pick)]
     return torch.cat([pick, rest])
+
+
+def _largest_kept(theta: torch.Tensor, estimates: torch.Tensor, tol: float, j: int, k: int, m: int) -> torch.Tensor:
+    """For "LA": keep the top p >= k Ritz vectors and the bottom q, the split that promises the
+    wanted end the most progress in the next cycle (after TRLan's "maximum reduction" restart:
+    Yamazaki, Bai, Simon, Wang & Wu 2010, "Adaptive projection subspace dimension for the
+    thick-restart Lanczos method", ACM TOMS 37(3)).
+
+    The next cycle's ``m - p - q`` new directions act on the discarded Ritz values [lo, hi]
+    like a Chebyshev polynomial of that degree, which grows by about
+    ``exp((m - p - q) · acosh(1 + 2γ))``, γ = (θ_t − hi) / (hi − lo), at the target θ_t, the
+    lowest wanted Ritz value not yet converged. Keeping more of the wanted end (larger p) moves
+    hi away from θ_t, which is what a clustered top needs (a fixed split keeps too few there);
+    at least a third of the spare basis stays new, so that restarts, which rewrite both bases,
+    stay rare. Returns indices into ``theta``, most wanted first."""
+    order = torch.argsort(theta, descending=True)
+    t = theta[order].to(torch.float64)
+    unconverged = (estimates[order[:k]] > tol).nonzero()
+    target = t[int(unconverged[-1]) if unconverged.numel() else k - 1]
+    least = min(max(3, math.ceil((m - k) * _LEAST_NEW)), m - k)
+    p = torch.arange(k, j, device=t.device)[:, None]  # kept from the top
+    q = torch.arange(0, j - k, device=t.device)[None, :]  # kept from the bottom
+    new = m - p - q
+    allowed = (p + q < j) & (new >= least)  # p = k, q = 0 always is
+    hi, lo = t[p.clamp(max=j - 1)], t[(j - 1 - q).clamp(min=0)]
+    gamma = ((target - hi) / (hi - lo).clamp_min(1e-300)).clamp_min(0)
+    merit = torch.where(allowed, new * torch.acosh(1 + 2 * gamma), -1.0)
+    best = int(torch.argmax(merit))  # the first maximum: the fewest kept
+    kept_top, kept_bottom = best // q.shape[1] + k, best % q.shape[1]
+    return torch.cat([order[:kept_top], order[j - kept_bottom :]]) if kept_bottom else order[:kept_top]
 
 
 def _floor(eps: float, tol: float) -> float:
