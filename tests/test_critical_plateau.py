@@ -57,6 +57,19 @@ def test_a_noise_floor_fires_within_the_longest_horizon():
     assert fired and fired[0][0] <= 8 * 50
 
 
+def test_a_loss_bouncing_above_where_it_began_fires_at_four_windows_not_before():
+    """Jitter too large for a confident plateau, and no step below the first loss: from four
+    windows (200 steps) on that is no progress, before the longest horizon (400 steps) would
+    fire; the same jitter around a falling loss never fires."""
+    rng = np.random.default_rng(3)
+    bounce = 2.3 + 0.3 * np.abs(rng.standard_normal(60))  # every loss above the first, 2.3
+    fired = _run([2.3, *bounce.tolist()])
+    assert fired and 200 <= fired[0][0] < 400 and not fired[0][1].confident
+    steps = np.arange(0, 600, 10)  # the same jitter on a loss falling 5 % per window
+    falling = 2.3 * np.exp(-0.05 * steps / 50) + 0.3 * np.abs(rng.standard_normal(steps.size))
+    assert _run([2.3, *falling[1:].tolist()]) == []
+
+
 def test_rearm_stays_quiet_until_the_loss_leaves_the_plateau():
     flat = [1.0] * 40
     lower = [0.9] * 40

@@ -180,9 +180,14 @@ class StallMonitor(Callback):
         self._diverged = False
         self._unapplied_warned = False
         self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
-        self._first_bad: torch.Tensor | None = None  # on the loss's device: the first non-finite step, or -1
-        self._grad_low: torch.Tensor | None = None  # on the device: the loop's gradient norm, smallest and
-        self._grad_high: torch.Tensor | None = None  # largest since the last check
+        # what the steps since the last check passed, kept on the device and folded every
+        # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
+        self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum)
+        self._first_bad: torch.Tensor | None = None  # the first non-finite step folded, or -1
+        self._float_bad: int | None = None  # ... and of the losses given as Python numbers
+        self._grads_seen: list[torch.Tensor] = []  # each step's norms of the gradients, per parameter
+        self._grad_low: torch.Tensor | None = None  # the loop's gradient norm, smallest and
+        self._grad_high: torch.Tensor | None = None  # largest folded since the last check
 
     # ------------------------------------------------------------------ what the loop has
     @property
@@ -241,20 +246,22 @@ class StallMonitor(Callback):
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
         self._size_routine()
-        with self.budget.monitoring(), full_precision(loop.model):
+        with self.budget.monitoring():
             self._warn_if_unapplied(loop)
             self._note_loss(loop.step, loss)
             self._note_gradient(loop.model)
             if self.sharpness is not None and self.sharpness.due(loop.step):
-                self._measure_sharpness(loop.step, unwrap(loop.model))
+                with full_precision(loop.model):
+                    self._measure_sharpness(loop.step, unwrap(loop.model))
             if self._done():
                 return
             self._count += 1
             if self._count % self.every == 0:
-                if self._went_non_finite(loop):
-                    return
-                self._check(loop)
-                self._pace()
+                with full_precision(loop.model):
+                    if self._went_non_finite(loop):
+                        return
+                    self._check(loop)
+                    self._pace()
 
     def on_train_end(self, loop: LoopState) -> None:
         """A non-finite loss the last steps passed (a loop stops at once on one) is diagnosed now."""
@@ -269,13 +276,28 @@ class StallMonitor(Callback):
         if loss is None:
             return
         if not torch.is_tensor(loss):  # read at the next check too, so every rank decides at the same step
-            loss = torch.tensor(float(loss))
-        bad = ~torch.isfinite(loss.detach()).all()
-        step_tensor = torch.full((), int(step), dtype=torch.long, device=bad.device)
+            if self._float_bad is None and not math.isfinite(float(loss)):
+                self._float_bad = int(step)
+            return
+        loss = loss.detach()  # a loss of several numbers by its sum: non-finite when any of them is
+        self._losses_seen.append((int(step), loss if loss.dim() == 0 else loss.sum()))
+        if len(self._losses_seen) >= self.every:
+            self._fold_losses()
+
+    def _fold_losses(self) -> None:
+        """The losses appended since the last fold into :attr:`_first_bad`, on their device."""
+        if not self._losses_seen:
+            return
+        values = torch.stack([value.float() for _, value in self._losses_seen])
+        steps = torch.tensor([step for step, _ in self._losses_seen], dtype=torch.long, device=values.device)
+        self._losses_seen.clear()
+        bad = torch.where(torch.isfinite(values), torch.full_like(steps, -1), steps)
+        first = torch.where(bad >= 0, bad, torch.full_like(bad, torch.iinfo(torch.long).max)).min()
+        first = torch.where(first == torch.iinfo(torch.long).max, torch.full_like(first, -1), first)
         if self._first_bad is None:
-            self._first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
+            self._first_bad = first
         else:
-            self._first_bad = torch.where((self._first_bad < 0) & bad, step_tensor, self._first_bad)
+            self._first_bad = torch.where(self._first_bad >= 0, self._first_bad, first)
 
     def _note_gradient(self, model: nn.Module) -> None:
         """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer
@@ -284,19 +306,35 @@ class StallMonitor(Callback):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        self._grads_seen.append(torch.stack(torch._foreach_norm(grads)))
+        if len(self._grads_seen) >= self.every:
+            self._fold_gradients()
+
+    def _fold_gradients(self) -> None:
+        """The gradient norms appended since the last fold into the smallest and largest."""
+        if not self._grads_seen:
+            return
+        if len({parts.shape for parts in self._grads_seen}) == 1:
+            norms = torch.linalg.vector_norm(torch.stack(self._grads_seen), dim=1)
+        else:  # parameters without a gradient on some steps
+            norms = torch.stack([torch.linalg.vector_norm(parts) for parts in self._grads_seen])
+        self._grads_seen.clear()
+        low, high = norms.min(), norms.max()
         if self._grad_low is None:
-            self._grad_low, self._grad_high = norm, norm
+            self._grad_low, self._grad_high = low, high
         else:
-            self._grad_low, self._grad_high = torch.minimum(self._grad_low, norm), torch.maximum(self._grad_high, norm)
+            self._grad_low, self._grad_high = torch.minimum(self._grad_low, low), torch.maximum(self._grad_high, high)
 
     def _went_non_finite(self, loop: LoopState) -> bool:
         """Whether a loss passed since the last check was non-finite (one read of the device flag);
         if so the ``diverged`` verdict, at the step it first was."""
         if self._diverged:
             return False
+        self._fold_losses()
         local = int(self._first_bad) if self._first_bad is not None else -1
-        self._first_bad = None
+        if self._float_bad is not None and (local < 0 or self._float_bad < local):
+            local = self._float_bad
+        self._first_bad = self._float_bad = None
         first = smallest(local if local >= 0 else math.inf)  # every rank stops at the first bad step of any
         if not math.isfinite(first):
             return False
@@ -330,6 +368,7 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         tracked = self._track(step, model)
+        self._fold_gradients()
         if self._grad_low is not None:  # the loop's own gradients since the last check (read now: one wait)
             self.history.observe_gradient(step, float(self._grad_low), float(self._grad_high))
             self._grad_low = self._grad_high = None
@@ -494,10 +533,10 @@ class StallMonitor(Callback):
         if self.tracking is None or not self.tracking.observe(self._track_seconds, training):
             return
         if self.tracking.every != self.every:
-            quiet = self.plateau.quiet_above
+            quiet, initial = self.plateau.quiet_above, self.plateau.initial
             self.every = self.tracking.every
             self.plateau = PlateauTest(self.window, self.every, self.plateau.rel_tol)
-            self.plateau.quiet_above = quiet
+            self.plateau.quiet_above, self.plateau.initial = quiet, initial
 
     def _size_diagnosis(self, model: nn.Module, started: float, gradient_test: bool = True) -> None:
         """The samples the diagnosis about to start reads: as many of the fixed sample as its

@@ -16,7 +16,11 @@ L(t) ≈ c + s·t by least squares (the smoothing) and reads
 * or, once the longest horizon (``max_windows`` windows) is available, P < ``rel_tol`` there:
   the loss jitters so much that no shorter horizon is sure, and over the longest one it still
   does not go down — a noise floor. Steady progress, however noisy, keeps P above the
-  tolerance over that horizon and never fires.
+  tolerance over that horizon and never fires;
+* or, at a horizon of 4 windows or more, P < ``rel_tol`` while the loss over the whole horizon
+  is no lower than the first loss the test was given: a run that bounces above where it began
+  (a rate too high for saturated units, say) has made no progress, however noisy, and waiting
+  for the longest horizon would let a short run end undiagnosed.
 
 After a stall the history restarts, and :meth:`PlateauTest.rearm` keeps the test quiet until
 the loss has left the plateau, so one plateau is reported once.
@@ -101,6 +105,7 @@ class PlateauTest:
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.quiet_above: float | None = None  # after a stall: silent until the loss falls below this
+        self.initial: float | None = None  # the first loss given (kept over resets)
 
     def reset(self) -> None:
         """Forget the history (after a stall, or an escape step that moved the model)."""
@@ -119,6 +124,8 @@ class PlateauTest:
         """Record the tracked loss at ``step``; the plateau's :class:`Trend` when there is one."""
         self.steps.append(int(step))
         self.losses.append(float(loss))
+        if self.initial is None and math.isfinite(loss):
+            self.initial = float(loss)
         longest = self.max_windows * self.window // self.every + 1
         del self.steps[:-longest], self.losses[:-longest]
         points = self.window // self.every
@@ -130,13 +137,15 @@ class PlateauTest:
 
     def state_dict(self) -> dict[str, Any]:
         """The history and the quiet level (plain data)."""
-        return {"steps": list(self.steps), "losses": list(self.losses), "quiet_above": self.quiet_above}
+        return {"steps": list(self.steps), "losses": list(self.losses), "quiet_above": self.quiet_above,
+                "initial": self.initial}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
         self.steps = [int(s) for s in state["steps"]]
         self.losses = [float(x) for x in state["losses"]]
         self.quiet_above = state["quiet_above"]
+        self.initial = state.get("initial")
 
     def check(self) -> Trend | None:
         """The test on the history as it is (see the module docstring)."""
@@ -150,6 +159,9 @@ class PlateauTest:
             trend = fit_trend(self.steps[-n:], self.losses[-n:], self.window)
             if trend.progress + self.z * trend.std_error < self.rel_tol:
                 return replace(trend, confident=True)
+            if (windows >= 4 and trend.progress < self.rel_tol and self.initial is not None
+                    and min(self.losses[-n:]) >= self.initial):
+                return trend  # no lower than where it began, over 4 windows or more
             found = trend if windows * 2 > self.max_windows and trend.progress < self.rel_tol else None
             windows *= 2
         return found
