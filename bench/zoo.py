@@ -64,16 +64,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread per run, seed {args.seed}, {len(summary.outcomes)} cases in "
           f"{minutes:.1f} min, load average {load:.1f} at the start\n")
 
-    print("| case | family | expected | first verdict | right | repaired loss | healthy loss | repaired | "
-          "monitor (own clock) | wall overhead |")
-    print("|---|---|---|---|---|---:|---:|---|---:|---:|")
+    print("| case | family | expected | first verdict | right | broken loss (left alone) | repaired loss | "
+          "healthy loss | repaired | helped | monitor (own clock) | wall overhead |")
+    print("|---|---|---|---|---|---:|---:|---:|---|---|---:|---:|")
     for o in summary.outcomes:
         mark = ("yes" if o.right else "**no**") if o.expected is not None else ("**alarm**" if o.false_alarm else "-")
         measured = o.repair_ok is not None
+        helped = "-" if o.helped is None else ("yes" if o.helped else "**no**")
         print(f"| {o.name} | {o.family} | {o.expected or 'healthy'} | {o.watched.verdict or 'none'} | {mark} | "
+              f"{_loss(o.plain.final_loss) if measured and o.plain is not None else '-'} | "
               f"{_loss(o.repaired.final_loss) if measured else '-'} | "
               f"{_loss(o.healthy.final_loss) if measured else '-'} | "
-              f"{('yes' if o.repair_ok else '**no**') if measured else '-'} | {_percent(o.monitor_share)} | "
+              f"{('yes' if o.repair_ok else '**no**') if measured else '-'} | {helped} | {_percent(o.monitor_share)} | "
               f"{_percent(o.overhead, signed=True)} |")
 
     met = summary.met()
@@ -81,12 +83,14 @@ def main() -> None:
     def state(key: str) -> str:
         return "-" if met[key] is None else ("met" if met[key] else "NOT met")
 
-    print("\n| cause | right / cases | repaired / measured |")
-    print("|---|---:|---:|")
+    print("\n| cause | right / cases | repaired / measured | helped / measured |")
+    print("|---|---:|---:|---:|")
     for cause, (right, total) in summary.per_verdict().items():
         of_cause = [o for o in summary.broken if o.expected == cause and o.repair_ok is not None]
         repaired = f"{sum(o.repair_ok for o in of_cause)} / {len(of_cause)}" if of_cause else "-"
-        print(f"| {cause} | {right} / {total} | {repaired} |")
+        aided = [o for o in summary.broken if o.expected == cause and o.helped is not None]
+        helped = f"{sum(o.helped for o in aided)} / {len(aided)}" if aided else "-"
+        print(f"| {cause} | {right} / {total} | {repaired} | {helped} |")
 
     broken, healthy = len(summary.broken), len(summary.healthy_runs)
     print("\n| measure | value | target |")
@@ -100,6 +104,9 @@ def main() -> None:
         print(f"| repaired (within {REPAIR_TOLERANCE:.0%} of the healthy counterpart) | {summary.repaired} / "
               f"{summary.repairable} ({summary.repaired / summary.repairable:.0%}) | >= {TARGETS['repaired']:.0%} "
               f"({state('repaired')}) |")
+    if summary.help_measured:
+        print(f"| helped (ends {REPAIR_TOLERANCE:.0%} below the same broken run left alone) | {summary.helped} / "
+              f"{summary.help_measured} ({summary.helped / summary.help_measured:.0%}) | - |")
     print(f"| monitor overhead, wall (median over cases, paired): every case / healthy runs | "
           f"{_percent(summary.overhead, signed=True)} / {_percent(summary.healthy_overhead, signed=True)} | - |")
     print(f"| monitor overhead, its own clock (median over cases): every case / healthy runs | "

@@ -329,9 +329,10 @@ def test_summary_counts_right_verdicts_false_alarms_repairs_and_overhead():
         # a saddle named, repaired within 10 % of its counterpart's 0.50 (0.54 <= 0.55)
         CaseOutcome("a", "saddle", "mlp", _run("a", "saddle", [_stall("saddle")], seconds=1.2),
                     _run("a", seconds=1.0, monitored=False), _run("a", final=0.54), _run("a~fixed", final=0.5)),
-        # named wrong, its repair ends 12 % above: not repaired
+        # named wrong, its repair ends 12 % above: not repaired; nor 10 % below the run left alone (0.6)
         CaseOutcome("b", "saddle", "cnn", _run("b", "slow", [_stall("slow")], seconds=1.0),
-                    _run("b", seconds=2.0, monitored=False), _run("b", final=0.56), _run("b~fixed", final=0.5)),
+                    _run("b", seconds=2.0, monitored=False, final=0.6), _run("b", final=0.56),
+                    _run("b~fixed", final=0.5)),
         # no verdict at all; repaired near zero: 0.0015 against 0.0001, within NEAR_ZERO x its initial 2
         CaseOutcome("c", "dead_units", "mlp", _run("c"), None, _run("c", final=0.0015),
                     _run("c~fixed", final=0.0001, initial=2.0)),
@@ -351,6 +352,9 @@ def test_summary_counts_right_verdicts_false_alarms_repairs_and_overhead():
     assert [o.false_alarm for o in summary.healthy_runs] == [False, True, True] and summary.false_alarms == 2
     assert [o.repair_ok for o in summary.broken] == [True, False, True, False]
     assert summary.repairable == 4 and summary.repaired == 2
+    # helped: against the run left alone (a: 0.54 < 1.0 - 0.1; b: 0.56 > 0.6 - 0.06), where one ran
+    assert [o.helped for o in summary.broken] == [True, False, None, None]
+    assert summary.helped == 1 and summary.help_measured == 2
     assert summary.overhead == pytest.approx(statistics.median([1.2 / 1.0 - 1, 1.0 / 2.0 - 1]))
     assert summary.met() == {"right": False, "false_alarms": False, "repaired": False}
     assert REPAIR_TOLERANCE == 0.10 and NEAR_ZERO == 1e-3

@@ -74,7 +74,7 @@ def _loss(value: float | None) -> str:
 def _case_rows(outcomes, repair: bool) -> list[list[str]]:
     header = ["case", "family", "expected", "verdict", "right"]
     if repair:
-        header += ["repaired loss", "healthy loss", "repaired"]
+        header += ["broken loss", "repaired loss", "healthy loss", "repaired", "helped"]
     header += ["monitor", "wall"]
     rows = [header]
     for o in outcomes:
@@ -82,8 +82,10 @@ def _case_rows(outcomes, repair: bool) -> list[list[str]]:
         row = [o.name, o.family, o.expected or "healthy", o.watched.verdict or "none", mark]
         if repair:
             measured = o.repair_ok is not None
-            row += [_loss(o.repaired.final_loss) if measured else "-", _loss(o.healthy.final_loss) if measured else "-",
-                    ("yes" if o.repair_ok else "NO") if measured else "-"]
+            row += [_loss(o.plain.final_loss) if measured and o.plain is not None else "-",
+                    _loss(o.repaired.final_loss) if measured else "-", _loss(o.healthy.final_loss) if measured else "-",
+                    ("yes" if o.repair_ok else "NO") if measured else "-",
+                    "-" if o.helped is None else ("yes" if o.helped else "NO")]
         row += [_percent(o.monitor_share), _percent(o.overhead, signed=True)]
         rows.append(row)
     return rows
@@ -110,6 +112,9 @@ def _summary_lines(summary, repair: bool) -> list[str]:
         lines.append(f"repaired: {summary.repaired} of {summary.repairable} (within {REPAIR_TOLERANCE:.0%} of the "
                      f"healthy counterpart's loss at equal steps; {summary.repaired / summary.repairable:.0%}, target "
                      f"{TARGETS['repaired']:.0%}{verdict_of('repaired')})")
+    if repair and summary.help_measured:
+        lines.append(f"helped: {summary.helped} of {summary.help_measured} (the remedied run ends {REPAIR_TOLERANCE:.0%} "
+                     f"below the same broken run left alone, at equal steps)")
     lines.append(f"monitor overhead (median over cases, against the same loop without it, paired): wall "
                  f"{_percent(summary.overhead, signed=True)} on every case, "
                  f"{_percent(summary.healthy_overhead, signed=True)} on the healthy runs; the monitor's own clock "

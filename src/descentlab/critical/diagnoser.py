@@ -34,7 +34,7 @@ from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memor
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
 from descentlab.critical.layer_signals import first_floating
-from descentlab.curvature import EmpiricalLoss
+from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
@@ -44,11 +44,12 @@ __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
 
 #: The loop's gradient norms at this many recent checks are evidence (their growth, their median).
 RECENT_CHECKS = 10
-#: Before the first diagnosis, one is expected to cost this many forward passes per sample it
-#: reads (Lanczos at both ends, 10-40 products, each worth 5-20 forward passes without a graph;
-#: the gradient, its noise, the layers' signals; at a saddle, the slice): measured from 40 to
-#: 1,000 (bench/RESULTS.md), so the first estimate leans to waiting rather than overrunning.
-DIAGNOSIS_FORWARDS = 300
+#: Before the first diagnosis, one is expected to cost this many Hessian-vector products on the
+#: samples it reads, one product timed on the tracked samples (Lanczos at both ends, 10-40
+#: products; the stability test; the gradient, its noise and the layers' signals, a few more; a
+#: ResNet's saddle took ~70: 42 s at 0.6 s a product on 128 images). Only the first diagnosis
+#: is expected this way; the next ones from the last one's measured cost.
+DIAGNOSIS_PRODUCTS = 60
 
 
 class Diagnoser:
@@ -81,13 +82,13 @@ class Diagnoser:
         self.v0: torch.Tensor | None = None  # the last stall's eigenvectors: the next Lanczos' warm start
         self.last_cost: float | None = None  # seconds of the last diagnosis that computed a Hessian ...
         self._last_size: int | None = None  # ... and the samples it read
-        self._estimate: float | None = None  # unused since the estimate needs no products; kept in state
         #: the samples of the fixed sample the loss is tracked on, and a diagnosis reads (the first
         #: ones: smaller samples are prefixes of larger ones); the monitor sizes both to its budget
         self.held = count_of(*((self.sample, None) if self.model_loss else self.sample))
         self.tracked_size = self.size = self.held
         self._tracked: tuple[EmpiricalLoss, int] | None = None
         self._forward: float | None = None  # seconds per sample of the tracked loss's forward pass
+        self._product: float | None = None  # ... and of a Hessian-vector product (timed once, see expected_cost)
 
     @property
     def sample_data(self) -> Any:
@@ -251,17 +252,31 @@ class Diagnoser:
     # ------------------------------------------------------------------ the budget's estimate
     def expected_cost(self, model: nn.Module, size: int | None = None) -> float:
         """Seconds a diagnosis on the first ``size`` samples (default :attr:`size`) is expected to
-        take, with no product spent on guessing it: the last diagnosis that computed a Hessian,
-        scaled to ``size`` samples (its cost grows with the samples it reads), or before the
-        first, :data:`DIAGNOSIS_FORWARDS` forward passes per sample (and a gradient's three over
-        the data kept in memory) at the tracked loss's measured seconds per sample."""
+        take: the last diagnosis that computed a Hessian, scaled to ``size`` samples (its cost
+        grows with the samples it reads), or before the first, :data:`DIAGNOSIS_PRODUCTS`
+        Hessian-vector products at the seconds per sample of one product timed once on the
+        tracked samples (the second of two: the first builds the graph the others reuse), and a
+        gradient's three forward passes over the data kept in memory. A fixed count of forward
+        passes would not do: what a product costs against a forward pass differs from a small MLP
+        to a transformer several times over."""
         size = self.size if size is None else int(size)
         if self.last_cost is not None and self._last_size:
             return self.last_cost * size / self._last_size
         if self._forward is None:
             self.tracked_loss(model)
+        if self._product is None:
+            self._product = self._time_product(model)
         full = self._full_loss_samples(model) if self._full_batches is not None else 0
-        return self._forward * (DIAGNOSIS_FORWARDS * size + 3 * full)
+        return self._product * DIAGNOSIS_PRODUCTS * size + self._forward * 3 * full
+
+    def _time_product(self, model: nn.Module) -> float:
+        """Seconds per sample of one Hessian-vector product on the tracked samples (the model only read)."""
+        op = HessianOperator(model, self.loss_fn, self.first(self.tracked_size), eval_mode=True)
+        v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+        op @ v  # builds the gradient graph the products of a diagnosis reuse
+        started = time.perf_counter()
+        op @ v
+        return (time.perf_counter() - started) / min(self.tracked_size, self.held)
 
     def affordable_size(self, model: nn.Module, fits: Callable[[float], bool], least: int = 0) -> int:
         """The most samples (one of :meth:`sizes`, at least ``least``) whose diagnosis
@@ -292,14 +307,17 @@ class Diagnoser:
         return loss.n_samples if loss is not None else 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The last diagnosis's cost, the first estimate and the Lanczos warm start."""
-        return {"last_cost": self.last_cost, "estimate": self._estimate, "v0": self.v0, "last_size": self._last_size,
-                "size": self.size, "tracked_size": self.tracked_size, "forward": self._forward}
+        """The last diagnosis's cost and samples, the sizes, the forward pass's time per sample and
+        the Lanczos warm start."""
+        return {"last_cost": self.last_cost, "v0": self.v0, "last_size": self._last_size,
+                "size": self.size, "tracked_size": self.tracked_size, "forward": self._forward,
+                "product": self._product}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
-        self.last_cost, self._estimate, self.v0 = state["last_cost"], state["estimate"], state["v0"]
+        self.last_cost, self.v0 = state["last_cost"], state["v0"]
         self._last_size, self._forward = state.get("last_size"), state.get("forward")
+        self._product = state.get("product")
         self.size, self.tracked_size = state.get("size", self.held), state.get("tracked_size", self.held)
 
     # ------------------------------------------------------------------ parts

@@ -397,7 +397,8 @@ class StallMonitor(Callback):
                 model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
                 total_steps=loop.total_steps, step=first_step, reason=reason, trend=trend, at=step,
                 step_seconds=self._step_seconds(), trials_fit=lambda expected: all_agree(self.budget.allows(expected)),
-                afford=lambda: all_agree(self.budget.allows(self.diagnoser.expected_cost(model), started)))
+                afford=lambda: self.budget.fraction is None or all_agree(
+                    self.budget.allows(self.diagnoser.expected_cost(model), started)))
             stall = self.respond(stall, model)
         finally:
             loop.show(None)
@@ -543,6 +544,9 @@ class StallMonitor(Callback):
         expected cost lets the budget afford, and at least the tracked ones and
         :data:`DIAGNOSIS_BATCHES` training batches for a ``gradient_test`` (a plateau whose
         diagnosis that many do not fit waits), the same on every rank."""
+        if self.budget.fraction is None:  # no cap: the whole sample, and nothing to expect
+            self.diagnoser.size = self.diagnoser.held
+            return
         least = DIAGNOSIS_BATCHES * (self.batch_size or 0) if gradient_test else 0
         fits = self.diagnoser.affordable_size(model, lambda cost: self.budget.allows(cost, started), least)
         self.diagnoser.size = int(smallest(fits))

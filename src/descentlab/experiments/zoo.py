@@ -285,6 +285,19 @@ class CaseOutcome:
         return repaired_within(self.repaired.final_loss, self.healthy.final_loss, self.healthy.initial_loss)
 
     @property
+    def helped(self) -> bool | None:
+        """The remedied run ends better than the same broken run left alone (:attr:`plain`, at equal
+        steps): finite where that one is not, or lower by :data:`REPAIR_TOLERANCE` of its loss
+        (``None``: not measured). Weaker than :attr:`repair_ok`: a remedy made at a plateau has
+        fewer steps left than the healthy counterpart, which starts right."""
+        if self.repaired is None or self.plain is None:
+            return None
+        broken, final = self.plain.final_loss, self.repaired.final_loss
+        if not math.isfinite(final):
+            return False
+        return not math.isfinite(broken) or final < broken - REPAIR_TOLERANCE * abs(broken)
+
+    @property
     def overhead(self) -> float | None:
         """Monitored wall time / unmonitored wall time - 1 (``None``: no unmonitored run)."""
         if self.plain is None or self.plain.seconds <= 0:
@@ -300,7 +313,7 @@ class CaseOutcome:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: the verdict, the scores and every run."""
         return {"name": self.name, "expected": self.expected, "family": self.family, "verdict": self.watched.verdict,
-                "right": self.right, "false_alarm": self.false_alarm, "repair_ok": self.repair_ok,
+                "right": self.right, "false_alarm": self.false_alarm, "repair_ok": self.repair_ok, "helped": self.helped,
                 "overhead": self.overhead, "monitor_share": _finite_or_none(self.monitor_share),
                 "runs": {key: run.to_dict() for key, run in (("watched", self.watched), ("plain", self.plain),
                                                              ("repaired", self.repaired), ("healthy", self.healthy))
@@ -361,6 +374,15 @@ class ZooSummary:
         return sum(bool(o.repair_ok) for o in self.broken)
 
     @property
+    def helped(self) -> int:
+        """Broken cases whose remedied run ended better than the run left alone (:attr:`CaseOutcome.helped`)."""
+        return sum(bool(o.helped) for o in self.broken)
+
+    @property
+    def help_measured(self) -> int:
+        return sum(o.helped is not None for o in self.broken)
+
+    @property
     def overhead(self) -> float | None:
         """The median over cases of the monitored / unmonitored wall time - 1 (``None``: not measured)."""
         return _median([o.overhead for o in self.outcomes])
@@ -392,7 +414,8 @@ class ZooSummary:
         return {"seed": self.seed, "cases": len(self.outcomes), "broken": len(self.broken), "right": self.right,
                 "per_verdict": {k: {"right": r, "cases": n} for k, (r, n) in self.per_verdict().items()},
                 "healthy": len(self.healthy_runs), "false_alarms": self.false_alarms,
-                "repairable": self.repairable, "repaired": self.repaired, "overhead": self.overhead,
+                "repairable": self.repairable, "repaired": self.repaired, "helped": self.helped,
+                "help_measured": self.help_measured, "overhead": self.overhead,
                 "monitor_share": self.monitor_share, "healthy_overhead": self.healthy_overhead,
                 "healthy_monitor_share": self.healthy_monitor_share, "targets": dict(TARGETS), "met": self.met()}
 
