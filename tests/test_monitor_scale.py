@@ -212,3 +212,27 @@ def test_the_tracked_loss_stays_within_its_share_of_the_budget_as_the_checks_spr
         shares[budget] = monitor.spent / monitor.train_time
     assert shares[DEFAULT_BUDGET] <= TRACKING_SHARE * DEFAULT_BUDGET
     assert shares[None] == pytest.approx(0.2, rel=0.01)
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["cheap-forward", "slow-forward"])
+def test_the_tracked_sample_is_all_of_it_where_the_budget_floor_pays_for_it(monkeypatch, slow):
+    """Batch 4 sizes the tracked loss at MIN_TRACKED (16) samples from the training time alone. A
+    linear model's forward pass is so cheap that reading all 300 samples at each of a 1,000-step
+    run's 100 checks costs less than the tracking share of the budget's floor (20 % of 5 s), so
+    the tracked loss reads all of them. A forward pass that takes half a second (a fake clock)
+    keeps the 16."""
+    import descentlab.critical.diagnoser as diagnoser_module
+    from descentlab.critical import StallMonitor
+    from descentlab.critical.monitor import MIN_TRACKED
+    from descentlab.engine import LoopState
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(300, 2, generator=g), torch.randint(0, 2, (300,), generator=g)
+    model = nn.Linear(2, 2)
+    if slow:
+        ticks = iter(range(10**6))
+        monkeypatch.setattr(diagnoser_module.time, "perf_counter", lambda: 0.25 * next(ticks))
+    monitor = StallMonitor(F.cross_entropy, (X, y), batch_size=4)
+    loop = LoopState(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4, n_train=300, total_steps=1000)
+    monitor.on_train_start(loop)
+    assert monitor.diagnoser.tracked_size == (MIN_TRACKED if slow else 300)

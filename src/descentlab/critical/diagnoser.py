@@ -147,6 +147,11 @@ class Diagnoser:
         self._forward = per_sample if self._forward is None else min(per_sample, 2 * self._forward)
         return value
 
+    @property
+    def forward_seconds(self) -> float | None:
+        """Seconds per sample of the tracked loss's forward pass (``None`` before the first)."""
+        return self._forward
+
     def sizes(self, least: int = 0) -> list[int]:
         """The sizes a diagnosis may read, largest first: the whole fixed sample, halved down to
         :attr:`tracked_size` or ``least``, whichever is more (at most the whole sample)."""

@@ -423,7 +423,9 @@ class StallMonitor(Callback):
     def _growing(self, step: int, tracked: float) -> bool:
         """The loop's gradient grew :data:`GROWTH_ALARM` times over the recent checks while the
         tracked loss rose above its best: an exploding gradient is diagnosed before the loss is
-        non-finite, without waiting for a plateau (once per :data:`RECENT_CHECKS` checks)."""
+        non-finite, without waiting for a plateau (once per :data:`RECENT_CHECKS` checks). The
+        largest norm since the last check is compared with the smallest before: an explosion
+        through time in a recurrent net shows as spikes (its smallest norms need not grow)."""
         if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
             return False
         recent = self.history.grad_norms[-RECENT_CHECKS:]
@@ -510,18 +512,32 @@ class StallMonitor(Callback):
     def _size_routine(self) -> None:
         """Once, before the first measurement: the samples the tracked loss reads, from the loop's
         batch size (:func:`~descentlab.critical.budget.prior_size`: a forward pass per sample
-        every ``every`` steps within :data:`TRACKING_SHARE` of the budget), and the sharpness
-        tracker's first (the same; it shrinks as its estimates are timed). Without a cap
-        (``budget=None``) or a batch size, the whole sample."""
+        every ``every`` steps within :data:`TRACKING_SHARE` of the budget), or more where the
+        budget's floor in seconds pays for them (one forward pass of those samples timed: the
+        checks of the run, or of the longest plateau horizon when its length is unknown, within
+        :data:`TRACKING_SHARE` of ``budget_seconds``: a small model's tracked loss then reads the
+        whole sample and is as smooth as it can be); and the sharpness tracker's first (the same;
+        it shrinks as its estimates are timed). Without a cap (``budget=None``) or a batch size,
+        the whole sample. The size is fixed from then on (losses of different samples would make
+        a false trend); only the interval is paced."""
         if self.tracking is not None:
             return
         held, fraction = self.diagnoser.held, self.budget.fraction
         share = None if fraction is None else TRACKING_SHARE * fraction
         size = held if share is None else prior_size(share, 1.0, self.batch_size, self.every, low=MIN_TRACKED,
                                                      high=held)
+        allowance = TRACKING_SHARE * self.budget.seconds
+        if size < held and self.loop is not None:
+            self.diagnoser.tracked_size = size
+            with full_precision(self.loop.model):
+                for _ in range(2):  # times the forward pass per sample (the first call also builds the loss)
+                    self.diagnoser.tracked_loss(unwrap(self.loop.model))
+            total = self.loop.total_steps or self.plateau.max_windows * self.window
+            checks = max(1, total // self.every)
+            size = int(smallest(max(size, min(held, allowance / (checks * self.diagnoser.forward_seconds)))))
         self.diagnoser.tracked_size = size
         intervals = tuple(d for d in range(self.every, self.window + 1) if self.window % d == 0)
-        self.tracking = Cadence(share, size, intervals, min_size=size, allowance=TRACKING_SHARE * self.budget.seconds)
+        self.tracking = Cadence(share, size, intervals, min_size=size, allowance=allowance)
         if self.sharpness is not None and share is not None:
             self.sharpness.cadence.size = min(self.sharpness.cadence.size, size)
 
