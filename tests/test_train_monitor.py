@@ -271,3 +271,20 @@ def test_readme_monitor_loop_runs_as_written_and_finds_the_saddle(caplog):
     monitor = namespace["monitor"]
     assert [s.verdict for s in monitor.stalls][:1] == ["saddle"] and monitor.stalls[0].escaped
     assert "saddle (lambda_min" in printed
+
+
+@pytest.mark.parametrize("as_tensor", [True, False], ids=["tensor-losses", "float-losses"])
+def test_the_first_non_finite_loss_between_two_checks_is_the_step_diagnosed(as_tensor):
+    """Losses are read at the checks only (every 10 steps): the first non-finite one of step 13,
+    with another at 15, is the ``diverged`` stall's step, whether the loop passes tensors (kept on
+    their device) or numbers."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g)
+    model = torch.nn.Linear(3, 1)
+    monitor = StallMonitor(torch.nn.functional.mse_loss, (X, y), batch_size=64, budget=None)
+    monitor.on_train_start(LoopState(model, None, batch_size=64, n_train=64))
+    for step in range(1, 21):
+        value = {13: math.inf, 15: math.nan}.get(step, 1.0)
+        monitor.update(step, torch.tensor(value) if as_tensor else value, model)
+    [stall] = monitor.stalls
+    assert stall.verdict == "diverged" and stall.step == 13

@@ -182,7 +182,7 @@ class StallMonitor(Callback):
         self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
-        self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum)
+        self._losses_seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (step, the loss's sum), on its device
         self._first_bad: torch.Tensor | None = None  # the first non-finite step folded, or -1
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._grads_seen: list[torch.Tensor] = []  # each step's norms of the gradients, per parameter
@@ -280,7 +280,9 @@ class StallMonitor(Callback):
                 self._float_bad = int(step)
             return
         loss = loss.detach()  # a loss of several numbers by its sum: non-finite when any of them is
-        self._losses_seen.append((int(step), loss if loss.dim() == 0 else loss.sum()))
+        # the step as a tensor made on the device (a fill, not a copy from the host: no wait)
+        at = torch.full((), int(step), dtype=torch.long, device=loss.device)
+        self._losses_seen.append((at, loss if loss.dim() == 0 else loss.sum()))
         if len(self._losses_seen) >= self.every:
             self._fold_losses()
 
@@ -289,7 +291,7 @@ class StallMonitor(Callback):
         if not self._losses_seen:
             return
         values = torch.stack([value.float() for _, value in self._losses_seen])
-        steps = torch.tensor([step for step, _ in self._losses_seen], dtype=torch.long, device=values.device)
+        steps = torch.stack([step for step, _ in self._losses_seen])
         self._losses_seen.clear()
         bad = torch.where(torch.isfinite(values), torch.full_like(steps, -1), steps)
         first = torch.where(bad >= 0, bad, torch.full_like(bad, torch.iinfo(torch.long).max)).min()
