@@ -236,3 +236,31 @@ def test_the_tracked_sample_is_all_of_it_where_the_budget_floor_pays_for_it(monk
     loop = LoopState(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4, n_train=300, total_steps=1000)
     monitor.on_train_start(loop)
     assert monitor.diagnoser.tracked_size == (MIN_TRACKED if slow else 300)
+
+
+def test_the_sharpness_tracker_reads_the_first_samples_of_a_list_batch_sample():
+    """A DataLoader over a TensorDataset gives batches as lists; the monitor holds its sample as a
+    list of that one batch. The tracker counts its samples and estimates on the first ``size`` of
+    them: the eigenvalue of those 16 samples' Hessian (torch.func's, eigvalsh)."""
+    from torch.func import functional_call, hessian
+
+    from descentlab.critical.sharpness import SharpnessTracker
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(64, 3, generator=g, dtype=F64), torch.randint(0, 2, (64,), generator=g)
+    model = nn.Linear(3, 2).to(F64)
+    loss = ModelLoss(lambda m, batch: F.cross_entropy(m(batch[0]), batch[1]))
+    tracker = SharpnessTracker(loss, [[X, y]], every=10, size=16, tol=1e-8)
+    point = tracker.measure(0, model)
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def of(theta):
+        params, at = {}, 0
+        for n, p in model.named_parameters():
+            params[n] = theta[at:at + p.numel()].view_as(p)
+            at += p.numel()
+        return F.cross_entropy(functional_call(model, params, (X[:16],)), y[:16])
+
+    top = torch.linalg.eigvalsh(hessian(of)(flat))[-1]
+    assert point.samples == 16
+    assert point.sharpness == pytest.approx(float(top), rel=1e-6)

@@ -241,7 +241,7 @@ class SharpnessTracker:
 def _count(data: Any, model_loss: bool) -> int | None:
     """The samples ``data`` holds as one batch (``None``: an iterable of batches, not counted)."""
     if model_loss and isinstance(data, list) and len(data) == 1:
-        data = data[0]
+        return count_of(data[0])  # the one batch the monitor holds in a list (a list batch stays one)
     if model_loss and is_single_batch(data):
         return count_of(data)
     if not model_loss and is_pair(data):
