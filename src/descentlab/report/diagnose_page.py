@@ -408,7 +408,8 @@ def sharpness_line(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int,
     cost = (f"every {every} steps, {summary['products_per_estimate']:.2g} products and "
             f"{1e3 * tracking_seconds / len(points):.2g} ms per estimate")
     if train_seconds:
-        cost += f", {100 * tracking_seconds / train_seconds:.2g} % of the training time"
+        share = 100 * tracking_seconds / train_seconds
+        cost += f", {share:.0f} % of the training time" if share >= 10 else f", {share:.2g} % of the training time"
     first, last = points[0], points[-1]
     text = f"sharpness ({cost}): {first.sharpness:.3g} at step {first.step}"
     threshold = last.threshold
