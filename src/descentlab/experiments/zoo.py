@@ -22,6 +22,9 @@ which the loop steps ``loop.optimizer`` and ``loop.scheduler`` on batches of
   below :data:`NEAR_ZERO` of the counterpart's initial loss counts too. Losses are on all the
   case's training data, in eval mode. Cases with nothing to repair (a run converged to its
   minimum) are left out;
+* **helped** — weaker: the remedied run ends, at equal steps, :data:`REPAIR_TOLERANCE` below
+  the same broken run left alone (the unmonitored run of the overhead pair), or finite where
+  that one is not;
 * **overhead** — the monitored run's wall time against the same loop without the monitor,
   run next to it (paired, the order alternating from case to case), the median over cases;
   beside it the monitor's own clock (``monitor.spent`` against the rest of the loop).
@@ -380,6 +383,7 @@ class ZooSummary:
 
     @property
     def help_measured(self) -> int:
+        """Broken cases with a remedied run and a run left alone to compare it with."""
         return sum(o.helped is not None for o in self.broken)
 
     @property
