@@ -536,7 +536,8 @@ class StallMonitor(Callback):
                     self.diagnoser.tracked_loss(unwrap(self.loop.model))
             total = self.loop.total_steps or self.plateau.max_windows * self.window
             checks = max(1, total // self.every)
-            size = int(smallest(max(size, min(held, allowance / (checks * self.diagnoser.forward_seconds)))))
+            per_sample = max(self.diagnoser.forward_seconds, 1e-12)  # a clock too coarse to see it: no limit
+            size = int(smallest(max(size, min(held, allowance / (checks * per_sample)))))
         self.diagnoser.tracked_size = size
         intervals = tuple(d for d in range(self.every, self.window + 1) if self.window % d == 0)
         self.tracking = Cadence(share, size, intervals, min_size=size, allowance=allowance)
