@@ -20,7 +20,7 @@ from descentlab.critical.monitor import LOGGER, StallMonitor
 from descentlab.critical.stall import Stall
 from descentlab.engine.callbacks import LoopState, Request
 
-__all__ = ["MonitorBridge", "dataset_size", "make_monitor", "stall_metrics"]
+__all__ = ["MonitorBridge", "BridgedCallback", "dataset_size", "make_monitor", "stall_metrics"]
 
 #: The numbers of a stall logged as metrics (the names of ``StallMonitor(writer=...)``'s scalars).
 STALL_NUMBERS = ("loss", "grad_norm", "min_eigenvalue", "max_eigenvalue")
@@ -105,3 +105,20 @@ class MonitorBridge:
         self.not_applied.append((request, reason))
         LOGGER.warning("step %d: the remedy %r was not applied: %s", request.step, request.name, reason)
         return None
+
+
+class BridgedCallback:
+    """What a trainer's callback shows of its :class:`MonitorBridge` (``_bridge``): the same two
+    attributes in every adapter."""
+
+    _bridge: MonitorBridge
+
+    @property
+    def loop(self) -> LoopState | None:
+        """The loop state the monitor sees (``None`` before training starts)."""
+        return self._bridge.loop
+
+    @property
+    def not_applied(self) -> list[tuple[Request, str]]:
+        """The requests the trainer could not make, each with the reason."""
+        return self._bridge.not_applied

@@ -56,9 +56,9 @@ from transformers import TrainerCallback
 
 from descentlab.critical.monitor import LOGGER, StallMonitor
 from descentlab.critical.stall import Stall
-from descentlab.engine.callbacks import LoopState, Request
+from descentlab.engine.callbacks import LoopState
 from descentlab.engine.changes import RemedyLR
-from descentlab.integrations.bridge import MonitorBridge, dataset_size, make_monitor, stall_metrics
+from descentlab.integrations.bridge import BridgedCallback, MonitorBridge, dataset_size, make_monitor, stall_metrics
 
 __all__ = ["StallMonitorCallback"]
 
@@ -67,7 +67,7 @@ NO_TRAINER = ("the callback has no trainer to set the new optimizer or scheduler
               "create it as StallMonitorCallback(monitor, trainer=trainer)")
 
 
-class StallMonitorCallback(TrainerCallback):
+class StallMonitorCallback(BridgedCallback, TrainerCallback):
     """A :class:`~descentlab.critical.StallMonitor` in a Hugging Face ``Trainer`` (see the module docstring).
 
     Args:
@@ -92,16 +92,6 @@ class StallMonitorCallback(TrainerCallback):
         self.monitor = make_monitor(monitor, loss_fn, data, monitor_args)
         self.trainer = trainer
         self._bridge = MonitorBridge(self.monitor)
-
-    @property
-    def loop(self) -> LoopState | None:
-        """The loop state the monitor sees (``None`` before training starts)."""
-        return self._bridge.loop
-
-    @property
-    def not_applied(self) -> list[tuple[Request, str]]:
-        """The requests not made, each with the reason."""
-        return self._bridge.not_applied
 
     # ------------------------------------------------------------------ the trainer's events
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:

@@ -54,13 +54,13 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 
 from descentlab.critical.monitor import LOGGER, StallMonitor
 from descentlab.critical.stall import Stall
-from descentlab.engine.callbacks import LoopState, Request
-from descentlab.integrations.bridge import MonitorBridge, dataset_size, make_monitor, stall_metrics
+from descentlab.engine.callbacks import LoopState
+from descentlab.integrations.bridge import BridgedCallback, MonitorBridge, dataset_size, make_monitor, stall_metrics
 
 __all__ = ["StallMonitorCallback"]
 
 
-class StallMonitorCallback(Callback):
+class StallMonitorCallback(BridgedCallback, Callback):
     """A :class:`~descentlab.critical.StallMonitor` in a ``lightning.pytorch.Trainer`` (see the module docstring).
 
     Args:
@@ -83,16 +83,6 @@ class StallMonitorCallback(Callback):
         self._step_seen: int | None = None
         self._loss_sum: torch.Tensor | None = None  # the micro-batches' losses since the last optimizer step
         self._micro_batches = 0
-
-    @property
-    def loop(self) -> LoopState | None:
-        """The loop state the monitor sees (``None`` before training starts)."""
-        return self._bridge.loop
-
-    @property
-    def not_applied(self) -> list[tuple[Request, str]]:
-        """The requests the trainer could not make, each with the reason."""
-        return self._bridge.not_applied
 
     # ------------------------------------------------------------------ Lightning's hooks
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
