@@ -183,7 +183,7 @@ class StallMonitor(Callback):
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
         self._losses_seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (step, the loss's sum), on its device
-        self._first_bad: torch.Tensor | None = None  # the first non-finite step folded, or -1
+        self._first_bad: torch.Tensor | None = None  # the first non-finite step folded, or _NO_STEP
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._grads_seen: list[torch.Tensor] = []  # each step's norms of the gradients, per parameter
         self._grad_low: torch.Tensor | None = None  # the loop's gradient norm, smallest and
@@ -293,13 +293,8 @@ class StallMonitor(Callback):
         values = torch.stack([value.float() for _, value in self._losses_seen])
         steps = torch.stack([step for step, _ in self._losses_seen])
         self._losses_seen.clear()
-        bad = torch.where(torch.isfinite(values), torch.full_like(steps, -1), steps)
-        first = torch.where(bad >= 0, bad, torch.full_like(bad, torch.iinfo(torch.long).max)).min()
-        first = torch.where(first == torch.iinfo(torch.long).max, torch.full_like(first, -1), first)
-        if self._first_bad is None:
-            self._first_bad = first
-        else:
-            self._first_bad = torch.where(self._first_bad >= 0, self._first_bad, first)
+        first = torch.where(torch.isfinite(values), torch.full_like(steps, _NO_STEP), steps).min()
+        self._first_bad = first if self._first_bad is None else torch.minimum(self._first_bad, first)
 
     def _note_gradient(self, model: nn.Module) -> None:
         """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer
@@ -333,11 +328,10 @@ class StallMonitor(Callback):
         if self._diverged:
             return False
         self._fold_losses()
-        local = int(self._first_bad) if self._first_bad is not None else -1
-        if self._float_bad is not None and (local < 0 or self._float_bad < local):
-            local = self._float_bad
+        local = min(_NO_STEP if self._first_bad is None else int(self._first_bad),
+                    _NO_STEP if self._float_bad is None else self._float_bad)
         self._first_bad = self._float_bad = None
-        first = smallest(local if local >= 0 else math.inf)  # every rank stops at the first bad step of any
+        first = smallest(local if local < _NO_STEP else math.inf)  # every rank stops at the first bad step of any
         if not math.isfinite(first):
             return False
         first = int(first)
@@ -525,10 +519,8 @@ class StallMonitor(Callback):
         if self.tracking is not None:
             return
         held, fraction = self.diagnoser.held, self.budget.fraction
-        share = None if fraction is None else TRACKING_SHARE * fraction
-        size = held if share is None else prior_size(share, 1.0, self.batch_size, self.every, low=MIN_TRACKED,
-                                                     high=held)
-        allowance = TRACKING_SHARE * self.budget.seconds
+        size = held if fraction is None else prior_size(TRACKING_SHARE * fraction, 1.0, self.batch_size, self.every,
+                                                        low=MIN_TRACKED, high=held)
         if size < held and self.loop is not None:
             self.diagnoser.tracked_size = size
             with full_precision(self.loop.model):
@@ -537,12 +529,19 @@ class StallMonitor(Callback):
             total = self.loop.total_steps or self.plateau.max_windows * self.window
             checks = max(1, total // self.every)
             per_sample = max(self.diagnoser.forward_seconds, 1e-12)  # a clock too coarse to see it: no limit
-            size = int(smallest(max(size, min(held, allowance / (checks * per_sample)))))
+            size = int(smallest(max(size, min(held, TRACKING_SHARE * self.budget.seconds / (checks * per_sample)))))
         self.diagnoser.tracked_size = size
-        intervals = tuple(d for d in range(self.every, self.window + 1) if self.window % d == 0)
-        self.tracking = Cadence(share, size, intervals, min_size=size, allowance=allowance)
-        if self.sharpness is not None and share is not None:
+        self.tracking = self._tracking_cadence(size)
+        if self.sharpness is not None and fraction is not None:
             self.sharpness.cadence.size = min(self.sharpness.cadence.size, size)
+
+    def _tracking_cadence(self, size: int) -> Cadence:
+        """The tracked loss's cadence at ``size`` samples (fixed: only the interval is paced), from
+        every check up to once a window, within :data:`TRACKING_SHARE` of the budget."""
+        fraction = self.budget.fraction
+        intervals = tuple(d for d in range(self.every, self.window + 1) if self.window % d == 0)
+        return Cadence(None if fraction is None else TRACKING_SHARE * fraction, size, intervals, min_size=size,
+                       allowance=TRACKING_SHARE * self.budget.seconds)
 
     def _pace(self) -> None:
         """After a check: the tracked loss's cost against the training since the check before
@@ -623,14 +622,17 @@ class StallMonitor(Callback):
         self._alarmed_at = state.get("alarmed_at")
         self.diagnoser.load_state_dict(state["diagnoser"])
         if state.get("tracking") is not None:  # the cadence the run had reached
-            self.tracking = None
-            self._size_routine()
+            self.tracking = self._tracking_cadence(int(state["tracking"]["size"]))
             self.tracking.load_state_dict(state["tracking"])
             self.diagnoser.tracked_size, self.every = self.tracking.size, self.tracking.every
             self.plateau.every = self.every
         self._trained_at = {"check": self.budget.train_time, "sharpness": None}
         if self.sharpness is not None and state.get("sharpness") is not None:
             self.sharpness.load_state_dict(state["sharpness"])
+
+
+#: "No non-finite loss": larger than any step, so the first bad step is a minimum.
+_NO_STEP = torch.iinfo(torch.long).max
 
 
 def _say(message: str, *args: Any) -> None:
