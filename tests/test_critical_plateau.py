@@ -76,3 +76,34 @@ def test_rearm_stays_quiet_until_the_loss_leaves_the_plateau():
     fired = _run(flat + lower)
     # the first plateau at step 100; then silence on it; the drop re-arms; the new plateau fires
     assert [step for step, _ in fired] == [100, 500]
+
+
+def test_points_once_a_window_then_every_check_give_the_fit_of_the_points_in_the_horizon():
+    """A history read once a window while the loss fell fast, then at every check: each horizon
+    is the points within its steps of the latest (numpy's least squares on exactly those)."""
+    test = PlateauTest(50, 10, 1e-3)
+    steps = [0, 50, 100, 150] + list(range(160, 260, 10))
+    losses = [2.0, 1.0, 0.5, 0.3] + [0.3] * 10
+    for step, loss in zip(steps, losses):
+        trend = test.add(step, loss)
+    # horizon 2 windows at step 250: the points from step 150 on, 11 of them, all at 0.3
+    assert trend is not None and trend.confident and trend.n_points == 11 and trend.horizon == 100
+    (slope, _), = [np.polyfit(steps[3:], losses[3:], 1)]
+    assert trend.progress == pytest.approx(-slope * 50 / 0.3, abs=1e-12)
+
+
+def test_a_sparse_history_does_not_fire_before_it_covers_two_windows():
+    test = PlateauTest(50, 10, 1e-3)
+    assert [test.add(step, 1.0) for step in (0, 50)] == [None, None]  # 50 steps: one window, not two
+    assert test.add(100, 1.0).n_points == 3  # three flat points over two windows
+
+
+def test_progress_is_the_relative_fall_per_window_from_a_window_back():
+    test = PlateauTest(50, 10, 1e-3)
+    assert test.progress() is None
+    for step, loss in ((0, 2.0), (10, 1.9), (50, 1.5), (60, 1.4)):
+        test.add(step, loss)
+    # from step 10 (the last point at least 50 steps before 60) to 60: (1.9 - 1.4) / 1.4 per 50 steps
+    assert test.progress() == pytest.approx((1.9 - 1.4) / 1.4)
+    test.add(150, 1.0)  # 90 steps after 60: per window
+    assert test.progress() == pytest.approx((1.4 - 1.0) / 1.0 * 50 / 90)

@@ -217,3 +217,44 @@ def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():
     found = _examine(net, X, y, lr=1e-4)
     assert found.verdict == "slow" and not found.evidence["gradient"]["critical"]
     assert found.evidence["rate"]["ratio"] < 1e-2 and "raise the rate toward" in found.remedy
+
+
+def test_a_point_that_is_not_critical_gets_the_rate_test_alone_against_the_exact_top_eigenvalue():
+    """At a point that is not critical no verdict reads the curvature: the examination asks the
+    budget for the gradient test (0 products) and the rate test (RATE_PRODUCTS), measures λ_max
+    by Lanczos (2,410 parameters: above the dense threshold), and that λ_max is the exact
+    Hessian's (eigvalsh of torch.func's Hessian, float64) to Lanczos' 1 % residual."""
+    import copy
+
+    from torch.func import functional_call, hessian
+
+    from descentlab.critical.diagnosis import RATE_PRODUCTS, examine
+    from descentlab.curvature import EmpiricalLoss
+
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train[:256], workload.y_train[:256]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    asked = []
+    finding = examine(EmpiricalLoss(model, F.cross_entropy, (X, y)), optimizer=optimizer, batch_size=256,
+                      n_data=256, afford=lambda products: asked.append(products) or True)
+    assert asked == [0, RATE_PRODUCTS] and not finding.evidence["gradient"]["critical"]
+    curvature, rate = finding.evidence["curvature"], finding.evidence["rate"]
+    assert curvature["kind"] == "not_critical" and curvature["min_eigenvalue"] is None
+    twin = copy.deepcopy(model).double()
+    names = [name for name, _ in twin.named_parameters()]
+    shapes = [p.shape for p in twin.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in twin.parameters()])
+
+    def loss_of(theta):
+        parts, at = {}, 0
+        for name, shape in zip(names, shapes):
+            parts[name] = theta[at:at + shape.numel()].reshape(shape)
+            at += shape.numel()
+        return F.cross_entropy(functional_call(twin, parts, (X.double(),)), y)
+
+    exact = float(torch.linalg.eigvalsh(hessian(loss_of)(flat))[-1])
+    assert curvature["max_eigenvalue"] == pytest.approx(exact, rel=1e-2)
+    assert rate["sharpness"] == pytest.approx(0.5 * exact, rel=1e-2)
+    assert finding.verdict == ("unstable" if rate["ratio"] >= 0.9 else "slow")

@@ -169,7 +169,8 @@ def test_under_bfloat16_autocast_with_accumulation_the_monitor_measures_in_float
         with torch.autocast("cpu", dtype=torch.bfloat16):
             monitor.on_step_end(loop, loss.detach() * 4)
     tracked = dict(monitor.tracked)
-    assert sorted(tracked) == [0] + list(range(2, 31, 2))  # every 10 // 5 optimizer steps, not micro-steps
+    # at checks every 10 // 5 optimizer steps, not micro-steps (while the loss falls fast, once a window)
+    assert {10, 20, 30} <= set(tracked) <= set([0] + list(range(2, 31, 2)))
     for step, value in tracked.items():
         if step:
             assert value == pytest.approx(expected[step], rel=1e-6)

@@ -107,14 +107,14 @@ class _CostlyDiagnoser:
     def tracked_loss(self, model):
         return 1.0
 
-    def expected_cost(self, model, size=None):
+    def expected_cost(self, model, size=None, products=None):
         return self.cost
 
     def affordable_size(self, model, fits, least=0):
         return 1
 
     def diagnose(self, model, history, *, step, reason, trend, at, afford=None, **_):
-        if afford is not None and not afford():  # the budget is asked before the Hessian, as examine() does
+        if afford is not None and not afford(60):  # the budget is asked before the Hessian, as examine() does
             return Stall(step, 1.0, 0.0, reason, "skipped (budget)")
         self.clock.now += self.cost
         return Stall(step, 1.0, 0.0, reason, "diagnosed", verdict="minimum", diagnosed_at=at)

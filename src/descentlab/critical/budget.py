@@ -8,7 +8,7 @@ still gets its first diagnosis. ``fraction=None`` allows everything. Because the
 the clock, a capped monitor may decide differently on a slower machine; uncapped, the
 decisions depend on the data alone.
 
-The monitor's routine measurements (the tracked loss at every check, the sharpness every few
+The monitor's routine measurements (the tracked loss at the checks, the sharpness every few
 steps) are not asked for: they happen, so they are capped another way. Each has a
 :class:`Cadence`, how many samples it reads and how many steps apart, that keeps its cost
 within a share of the budget (:data:`TRACKING_SHARE`, :data:`SHARPNESS_SHARE`: of the training
@@ -149,9 +149,10 @@ class Cadence:
         self._costs: dict[int, list[float]] = {}  # size -> [seconds, measurements]
         self._trained = [0.0, 0]  # training seconds and steps, all along
 
-    def observe(self, seconds: float, training: float) -> bool:
-        """One measurement took ``seconds`` after ``training`` seconds of training; ``True`` when
-        :attr:`size` or :attr:`every` changed for the next one."""
+    def observe(self, seconds: float, training: float, steps: int | None = None) -> bool:
+        """One measurement took ``seconds`` after ``training`` seconds of training (``steps``
+        steps: :attr:`every` unless said); ``True`` when :attr:`size` or :attr:`every` changed for
+        the next one."""
         self._count += 1
         self.spent += seconds
         self._seconds += seconds
@@ -160,7 +161,7 @@ class Cadence:
         cost[0] += seconds
         cost[1] += 1
         self._trained[0] += training
-        self._trained[1] += self.every
+        self._trained[1] += self.every if steps is None else int(steps)
         if self.share is None:
             return False
         over = self._training > 0 and self._seconds > self.share * self._training and self.spent > self.allowance

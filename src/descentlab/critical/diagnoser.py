@@ -170,11 +170,11 @@ class Diagnoser:
                  n_data: int | None = None, total_steps: int | None = None, step: int, reason: str = "loss",
                  trend: Trend | None = None, at: int | None = None, step_seconds: float = 0.0,
                  trials_fit: Callable[[float], bool] = lambda expected: True,
-                 afford: Callable[[], bool] | None = None) -> Stall:
+                 afford: Callable[[int], bool] | None = None) -> Stall:
         """The stall at ``model``'s current parameters: its verdict and evidence, at a saddle the
         loss along the escape direction, and (with ``options.remedies``) the remedy trials if
         ``trials_fit(expected seconds)``, expecting ``step_seconds`` per trial step (the run's
-        own). ``afford()`` is asked before the Hessian is computed, once the verdicts that need
+        own). ``afford(products)`` is asked before each costly stage, once the verdicts that need
         none are ruled out; ``False`` gives a stall ``"skipped (budget)"`` with the evidence so
         far. The model is not changed (see :meth:`escape`)."""
         t0 = time.perf_counter()
@@ -255,7 +255,7 @@ class Diagnoser:
         return replace(stall, **changes)
 
     # ------------------------------------------------------------------ the budget's estimate
-    def expected_cost(self, model: nn.Module, size: int | None = None) -> float:
+    def expected_cost(self, model: nn.Module, size: int | None = None, products: int | None = None) -> float:
         """Seconds a diagnosis on the first ``size`` samples (default :attr:`size`) is expected to
         take: the last diagnosis that computed a Hessian, scaled to ``size`` samples (its cost
         grows with the samples it reads), or before the first, :data:`DIAGNOSIS_PRODUCTS`
@@ -263,16 +263,18 @@ class Diagnoser:
         tracked samples (the second of two: the first builds the graph the others reuse), and a
         gradient's three forward passes over the data kept in memory. A fixed count of forward
         passes would not do: what a product costs against a forward pass differs from a small MLP
-        to a transformer several times over."""
+        to a transformer several times over. With ``products``: a stage of the diagnosis that
+        spends that many products (:func:`~descentlab.critical.diagnosis.examine`'s ``afford``),
+        always from the timed product."""
         size = self.size if size is None else int(size)
-        if self.last_cost is not None and self._last_size:
+        if products is None and self.last_cost is not None and self._last_size:
             return self.last_cost * size / self._last_size
         if self._forward is None:
             self.tracked_loss(model)
         if self._product is None:
             self._product = self._time_product(model)
         full = self._full_loss_samples(model) if self._full_batches is not None else 0
-        return self._product * DIAGNOSIS_PRODUCTS * size + self._forward * 3 * full
+        return self._product * (DIAGNOSIS_PRODUCTS if products is None else products) * size + self._forward * 3 * full
 
     def _time_product(self, model: nn.Module) -> float:
         """Seconds per sample of one Hessian-vector product on the tracked samples (the model only read)."""

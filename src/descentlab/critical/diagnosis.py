@@ -9,7 +9,9 @@
    taken out (E||g_sample||² = ||∇L||² + (S²/n)(1 − n/N), ``critical.noise``): the point is
    critical when ||∇L|| <= ``grad_tol`` · max(1, |L|). A sample's own gradient would not do:
    at the stall preset's saddle the full gradient is 0.0028 and a 512-sample one 0.037;
-3. the **point**: :func:`~descentlab.critical.classify` on the sample — the extreme Hessian
+3. the **point**, where it is critical (no verdict reads the curvature of a point that is not:
+   there only step 4 is measured, the top eigenvalue alone):
+   :func:`~descentlab.critical.classify` on the sample — the extreme Hessian
    eigenpairs (exact below its dense threshold, else Lanczos at both ends, warm-started from
    the previous stall's eigenvectors, to a residual fit for the sign of λ_min rather than for
    six digits), the kind, probed along flat directions and decided again in float64 where a
@@ -51,12 +53,18 @@ from descentlab.critical.verdicts import LR_ZERO, decide, decide_without_curvatu
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
-__all__ = ["Finding", "examine", "examine_divergence", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT"]
+__all__ = ["Finding", "examine", "examine_divergence", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT",
+           "RATE_PRODUCTS", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
 #: A critical point's curvature is measured on all the data up to this many samples.
 FULL_CURVATURE_LIMIT = 4_096
+#: Hessian-vector products a rate test is expected to take (the budget's ask: Lanczos for one
+#: eigenvalue to 1 %) ...
+RATE_PRODUCTS = 15
+#: ... and a critical point's classification (both ends of the spectrum, its rate test after).
+POINT_PRODUCTS = 60
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             loss: Mapping[str, float] | None = None, options: DiagnosisOptions = DiagnosisOptions(),
             v0: torch.Tensor | None = None, seed: int = 0, previous: Sequence[torch.Tensor] | None = None,
             steps_since: int | None = None, recent_gradients: Sequence[tuple[float, float]] = (),
-            gradient_history: Sequence[tuple[float, float]] = (), afford: Callable[[], bool] | None = None) -> Finding:
+            gradient_history: Sequence[tuple[float, float]] = (),
+            afford: Callable[[int], bool] | None = None) -> Finding:
     """The verdict at the point ``sample`` is taken at (the module docstring gives the steps).
 
     Every quantity goes through the data layer, so the model is only read: its parameters,
@@ -112,9 +121,12 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             monitor's recent checks (their growth is evidence of an exploding gradient; their
             median a clipping threshold).
         gradient_history: the same over every check of the run.
-        afford: asked before the Hessian is computed, once the verdicts that need none have
-            been ruled out; ``False`` ends the examination with ``verdict=None`` (the evidence
-            so far kept). ``None``: always.
+        afford: ``afford(products)``, asked before each costly stage, once the verdicts that need
+            no Hessian have been ruled out, with the Hessian-vector products it is expected to
+            spend: 0 before the gradient test, :data:`RATE_PRODUCTS` before the rate test of a
+            point that is not critical, :data:`POINT_PRODUCTS` before a critical point's
+            classification. ``False`` ends the examination with ``verdict=None``, the evidence so
+            far kept and ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
@@ -138,8 +150,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     if early is not None:  # a cause in the network or its inputs: no Hessian needed
         _gradient_test(evidence, options)
         return Finding(early, remedy(early, evidence), evidence)
-    if afford is not None and not afford():
-        return Finding(None, None, evidence)
+    if afford is not None and not afford(0):
+        return _waiting(evidence, 0)
 
     mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
     noise = None
@@ -154,6 +166,15 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         evidence["noise"] = {"batch_size": batch_size, "n_data": n_data, "snr": None, "full_batch": True}
 
     critical = norm <= tolerance
+    if not critical:  # no verdict reads the curvature of a point that is not critical: only the rate's sharpness
+        if rate is not None:
+            if afford is not None and not afford(RATE_PRODUCTS):
+                return _waiting(evidence, RATE_PRODUCTS)
+            evidence["curvature"] = _rate_test(sample, optimizer, rate, options, seed)
+        verdict = decide(evidence)
+        return Finding(verdict, remedy(verdict, evidence), evidence)
+    if afford is not None and not afford(POINT_PRODUCTS):
+        return _waiting(evidence, POINT_PRODUCTS)
     classify_options = {**options.classify_options(), "seed": seed}
     if v0 is not None:
         classify_options["v0"] = v0
@@ -187,6 +208,34 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
+
+
+def _waiting(evidence: dict[str, Any], products: int) -> Finding:
+    """No verdict yet: the next stage's products did not fit the budget."""
+    evidence["waits_for_products"] = products
+    return Finding(None, None, evidence)
+
+
+def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], options: DiagnosisOptions,
+               seed: int) -> dict[str, Any]:
+    """The rate's sharpness at a point that is not critical, into ``rate``; the curvature evidence
+    that came with it (λ_max of the Hessian for a plain rule, exact where ``options`` would
+    classify exactly; nothing else was measured)."""
+    model = sample.model
+    rule = stability_rule(optimizer, model, sample.names)
+    trained = sample.with_batch_statistics() if trains_batch_norm(model) else None
+    op = HessianOperator.like(trained or sample)
+    top = None
+    exact = options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold)
+    if not rule.preconditioned and exact:  # as classify would take it
+        top = float(torch.linalg.eigvalsh(op.dense().double())[-1])
+    value, products = sharpness(rule, op, lambda_max=top, seed=seed)
+    rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
+    if top is None and not rule.preconditioned and rule.lr > 0:
+        top = value / (rule.lr * rule.scale)
+    return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,
+            "dtype": str(op.dtype).replace("torch.", ""), "samples": sample.n_samples,
+            "measured": "the rate's sharpness only (a point that is not critical)"}
 
 
 def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int | None, optimizer: Any = None,

@@ -1,8 +1,8 @@
 """What the stall monitor remembers of a run: the tracked loss, its best point, the rate's peak,
-the parameters at the last two checks and the gradient norms.
+the parameters at the last two readings of it and the gradient norms.
 
-The tracked loss is the loss on the monitor's fixed sample at every check. The best one's
-parameters are kept (a copy, updated in place) as the *last good point*: where a run whose
+The tracked loss is the loss on the monitor's fixed sample at every check that reads it. The
+best one's parameters are kept (a copy, updated in place) as the *last good point*: where a run whose
 loss becomes non-finite is diagnosed. The largest rate seen and the step since which the rate
 has been ~0 decide the ``no_learning_rate`` verdict. The parameters of the check before the
 last give each layer's relative update (``‖ΔW‖ / ‖W‖`` per step), and the loop's own gradient
@@ -28,7 +28,7 @@ class RunHistory:
     """The tracked losses of a run and its best point (see the module docstring).
 
     Attributes:
-        tracked: ``(step, loss)`` at every check.
+        tracked: ``(step, loss)`` at every check that read it.
         initial, best, best_step: the first finite tracked loss, the lowest and its step.
         best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
         peak_lr: the largest rate of the optimizer's first group seen at a check.
@@ -64,12 +64,7 @@ class RunHistory:
         else:
             self.latest, self.before, self.before_step = [p.clone() for p in params], None, None
         self.latest_step = int(step)
-        if lr is not None:
-            self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
-            if lr > LR_ZERO * self.peak_lr:
-                self.lr_zero_since = None
-            elif self.lr_zero_since is None:
-                self.lr_zero_since = int(step)
+        self.observe_rate(step, lr)
         if not math.isfinite(value):
             return
         if self.initial is None:
@@ -81,6 +76,16 @@ class RunHistory:
             else:
                 with torch.no_grad():
                     torch._foreach_copy_(self.best_params, params)
+
+    def observe_rate(self, step: int, lr: float | None) -> None:
+        """Record the rate at ``step`` (``None``: no optimizer): its peak, and since when it is ~0."""
+        if lr is None:
+            return
+        self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
+        if lr > LR_ZERO * self.peak_lr:
+            self.lr_zero_since = None
+        elif self.lr_zero_since is None:
+            self.lr_zero_since = int(step)
 
     def observe_gradient(self, step: int, low: float, high: float) -> None:
         """Record the smallest and the largest gradient norm the loop had over the steps up to ``step``

@@ -14,7 +14,10 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
 
 * **what it watches** — the loss on a fixed, seeded sample of the data, every ``window // 5``
   steps (:class:`~descentlab.critical.diagnoser.Diagnoser`, through the one data layer), never
-  the mini-batch losses, whose noise made healthy runs look stalled;
+  the mini-batch losses, whose noise made healthy runs look stalled; while it falls by more
+  than :data:`SPARSE_ABOVE` ``· rel_tol`` a window, once a window (no plateau can be near; a
+  plateau's horizons are fitted on the points within their steps). The mini-batch losses are
+  seen every step only for being finite, and the loop's gradient norm for its spikes;
 * **when it speaks** — :class:`~descentlab.critical.plateau.PlateauTest` fits the trend of that
   loss and calls a plateau only when its progress per window is confidently below ``rel_tol``
   (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); a
@@ -74,6 +77,9 @@ DIAGNOSIS_BATCHES = 4
 #: The loop's gradient norm grown this many times over the recent checks, with the loss rising,
 #: is diagnosed at once (an exploding gradient, before the loss is non-finite).
 GROWTH_ALARM = 100.0
+#: While the tracked loss falls by this many ``rel_tol`` per window (3 % at the default), no
+#: plateau can be near: it is read once a window, not at every check, until its progress slows.
+SPARSE_ABOVE = 30.0
 
 
 class StallMonitor(Callback):
@@ -182,9 +188,13 @@ class StallMonitor(Callback):
         self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
-        self._losses_seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (step, the loss's sum), on its device
-        self._first_bad: torch.Tensor | None = None  # the first non-finite step folded, or _NO_STEP
+        self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum on its device)
+        self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (index of the first non-finite, steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
+        self._params: tuple[nn.Module | None, list[torch.Tensor]] = (None, [])  # the model's parameters, listed once
+        self._sparse = False  # the loss falls fast: the tracked loss is read once a window
+        self._read_at: int | None = None  # the step of the last tracked loss
+        self._paced_at: int | None = None  # ... and of the last one paced
         self._grads_seen: list[torch.Tensor] = []  # each step's norms of the gradients, per parameter
         self._grad_low: torch.Tensor | None = None  # the loop's gradient norm, smallest and
         self._grad_high: torch.Tensor | None = None  # largest folded since the last check
@@ -207,7 +217,7 @@ class StallMonitor(Callback):
 
     @property
     def tracked(self) -> list[tuple[int, float]]:
-        """``(step, loss on the sample)`` at every check."""
+        """``(step, loss on the sample)`` at every check that read it."""
         return self.history.tracked
 
     @property
@@ -280,27 +290,40 @@ class StallMonitor(Callback):
                 self._float_bad = int(step)
             return
         loss = loss.detach()  # a loss of several numbers by its sum: non-finite when any of them is
-        # the step as a tensor made on the device (a fill, not a copy from the host: no wait)
-        at = torch.full((), int(step), dtype=torch.long, device=loss.device)
-        self._losses_seen.append((at, loss if loss.dim() == 0 else loss.sum()))
+        self._losses_seen.append((int(step), loss if loss.dim() == 0 else loss.sum()))
         if len(self._losses_seen) >= self.every:
             self._fold_losses()
 
     def _fold_losses(self) -> None:
-        """The losses appended since the last fold into :attr:`_first_bad`, on their device."""
+        """The losses appended since the last fold into the index of the first non-finite one (its
+        count where none is), computed on their device (no wait: read at the next check)."""
         if not self._losses_seen:
             return
-        values = torch.stack([value.float() for _, value in self._losses_seen])
-        steps = torch.stack([step for step, _ in self._losses_seen])
+        steps, values = zip(*self._losses_seen)
         self._losses_seen.clear()
-        first = torch.where(torch.isfinite(values), torch.full_like(steps, _NO_STEP), steps).min()
-        self._first_bad = first if self._first_bad is None else torch.minimum(self._first_bad, first)
+        values = torch.stack([value.float() for value in values])
+        places = torch.arange(len(steps), device=values.device)
+        self._bad_folds.append((torch.where(torch.isfinite(values), len(steps), places).min(), steps))
+        if len(self._bad_folds) > _MAX_FOLDS:  # no check reads them (the monitor is done): keep the first bad
+            first = self._first_bad_step()
+            if first < _NO_STEP:
+                self._float_bad = first if self._float_bad is None else min(self._float_bad, first)
+
+    def _first_bad_step(self) -> int:
+        """The first non-finite step of the folds (one read of the device), or :data:`_NO_STEP`."""
+        folds, self._bad_folds = self._bad_folds, []
+        if not folds:
+            return _NO_STEP
+        places = torch.stack([place for place, _ in folds]).tolist()
+        return min((steps[i] for i, (_, steps) in zip(places, folds) if i < len(steps)), default=_NO_STEP)
 
     def _note_gradient(self, model: nn.Module) -> None:
         """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer
         step), its smallest and largest since the last check kept on the device: a spike between
         two checks is seen, and nothing waits for the device."""
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if self._params[0] is not model:
+            self._params = (model, list(model.parameters()))
+        grads = [p.grad for p in self._params[1] if p.grad is not None]
         if not grads:
             return
         self._grads_seen.append(torch.stack(torch._foreach_norm(grads)))
@@ -328,9 +351,8 @@ class StallMonitor(Callback):
         if self._diverged:
             return False
         self._fold_losses()
-        local = min(_NO_STEP if self._first_bad is None else int(self._first_bad),
-                    _NO_STEP if self._float_bad is None else self._float_bad)
-        self._first_bad = self._float_bad = None
+        local = min(self._first_bad_step(), _NO_STEP if self._float_bad is None else self._float_bad)
+        self._float_bad = None
         first = smallest(local if local < _NO_STEP else math.inf)  # every rank stops at the first bad step of any
         if not math.isfinite(first):
             return False
@@ -363,15 +385,26 @@ class StallMonitor(Callback):
 
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
-        tracked = self._track(step, model)
+        self._params = (None, [])  # listed again at the next step: a remedy may have changed the modules
         self._fold_gradients()
         if self._grad_low is not None:  # the loop's own gradients since the last check (read now: one wait)
             self.history.observe_gradient(step, float(self._grad_low), float(self._grad_high))
             self._grad_low = self._grad_high = None
+        self._track_seconds = 0.0
+        if self._sparse and self._count % self.window and all_agree(not self._gradient_grew(step)):
+            optimizer = self.optimizer
+            self.history.observe_rate(step, None if optimizer is None else float(optimizer.param_groups[0]["lr"]))
+            return  # the loss falls fast: read once a window
+        tracked = self._track(step, model)
         if not math.isfinite(tracked):
             self._non_finite(loop)
             return
         trend = self.plateau.add(step, tracked)
+        progress = self.plateau.progress()
+        # with sharpness tracked, the loss at every check is the curve shown against it (its rises at
+        # the edge of stability), and costs little beside the estimates
+        self._sparse = (self.sharpness is None and progress is not None
+                        and progress >= SPARSE_ABOVE * self.plateau.rel_tol)
         reason = "loss"
         if trend is None and self.grad_tol is not None and self._count % self.window == 0:
             if self.diagnoser.sample_gradient_norm(model) < self.grad_tol:
@@ -384,8 +417,10 @@ class StallMonitor(Callback):
             return
         started = self.budget.clock()
         self._size_diagnosis(model, started)
-        if self._pending is not None and not all_agree(self.budget.allows(self.diagnoser.expected_cost(model), started)):
-            return  # the plateau still waits for the budget
+        waits = None if self._pending is None else self.stalls[self._pending[0]].evidence.get("waits_for_products")
+        if self._pending is not None and not all_agree(self.budget.allows(
+                self.diagnoser.expected_cost(model, products=waits), started)):
+            return  # the plateau still waits for the budget (for the stage it stopped before)
         first_step = self._pending[1] if self._pending is not None else step
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
         try:
@@ -393,17 +428,20 @@ class StallMonitor(Callback):
                 model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
                 total_steps=loop.total_steps, step=first_step, reason=reason, trend=trend, at=step,
                 step_seconds=self._step_seconds(), trials_fit=lambda expected: all_agree(self.budget.allows(expected)),
-                afford=lambda: self.budget.fraction is None or all_agree(
-                    self.budget.allows(self.diagnoser.expected_cost(model), started)))
+                afford=lambda products: self.budget.fraction is None or all_agree(
+                    self.budget.allows(self.diagnoser.expected_cost(model, products=products), started)))
             stall = self.respond(stall, model)
         finally:
             loop.show(None)
         if stall.status == "skipped (budget)":
+            stall = replace(stall, evidence={**stall.evidence, "expected_seconds": self.diagnoser.expected_cost(
+                model, products=stall.evidence.get("waits_for_products"))})
             if self._pending is None:
-                stall = replace(stall, evidence={**stall.evidence, "expected_seconds": self.diagnoser.expected_cost(model)})
                 self.stalls.append(stall)
                 self._pending = (len(self.stalls) - 1, step)
                 self._report(stall)
+            else:  # waiting again, maybe for another stage
+                self.stalls[self._pending[0]] = stall
             return
         if self._pending is not None:
             self.stalls[self._pending[0]] = stall
@@ -422,17 +460,22 @@ class StallMonitor(Callback):
         non-finite, without waiting for a plateau (once per :data:`RECENT_CHECKS` checks). The
         largest norm since the last check is compared with the smallest before: an explosion
         through time in a recurrent net shows as spikes (its smallest norms need not grow)."""
-        if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
+        if not self._gradient_grew(step):
             return False
-        recent = self.history.grad_norms[-RECENT_CHECKS:]
-        lows = [low for _, low, _ in recent if math.isfinite(low)]
         best = self.history.best
         # risen by a tenth of its best and by a hundredth of the initial loss: near a zero loss a
         # tenth of the best is noise (a healthy ResNet at loss 0.0022 "rose" to 0.0025)
         rise = 0.1 * max(abs(best), 0.1 * abs(self.history.initial)) if best is not None and \
             self.history.initial is not None else 0.1 * abs(best or 0.0)
-        return (len(recent) >= 2 and bool(lows) and min(lows) > 0 and recent[-1][2] >= GROWTH_ALARM * min(lows)
-                and best is not None and tracked > best + rise)
+        return best is not None and tracked > best + rise
+
+    def _gradient_grew(self, step: int) -> bool:
+        """The gradient half of :meth:`_growing` (no alarm in the last :data:`RECENT_CHECKS` checks)."""
+        if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
+            return False
+        recent = self.history.grad_norms[-RECENT_CHECKS:]
+        lows = [low for _, low, _ in recent if math.isfinite(low)]
+        return len(recent) >= 2 and bool(lows) and min(lows) > 0 and recent[-1][2] >= GROWTH_ALARM * min(lows)
 
     def _non_finite(self, loop: LoopState) -> None:
         """The loss became non-finite: the ``diverged`` verdict at the last good point, once;
@@ -498,7 +541,7 @@ class StallMonitor(Callback):
         """The sample loss now, recorded with the rate."""
         began = self.budget.clock()
         value = self.diagnoser.tracked_loss(model)
-        self._track_seconds = self.budget.clock() - began
+        self._track_seconds, self._read_at = self.budget.clock() - began, int(step)
         optimizer = self.optimizer
         self.history.observe(step, value, model, None if optimizer is None else float(optimizer.param_groups[0]["lr"]))
         if self.writer is not None and math.isfinite(value):
@@ -544,12 +587,16 @@ class StallMonitor(Callback):
                        allowance=TRACKING_SHARE * self.budget.seconds)
 
     def _pace(self) -> None:
-        """After a check: the tracked loss's cost against the training since the check before
-        (:class:`~descentlab.critical.budget.Cadence`); spread out, the plateau test restarts at
-        the new interval."""
+        """After a check that read the tracked loss: its cost against the training since the one
+        before (:class:`~descentlab.critical.budget.Cadence`); spread out, the plateau test
+        restarts at the new interval."""
+        step = self.loop.step if self.loop is not None else None
+        if self._read_at is None or self._read_at != step:
+            return  # no read at this check: its training counts with the next read's
         training = self.budget.train_time - (self._trained_at["check"] or 0.0)
         self._trained_at["check"] = self.budget.train_time
-        if self.tracking is None or not self.tracking.observe(self._track_seconds, training):
+        steps, self._paced_at = (step - self._paced_at if self._paced_at is not None else self.every), step
+        if self.tracking is None or not self.tracking.observe(self._track_seconds, training, steps=steps):
             return
         if self.tracking.every != self.every:
             quiet, initial = self.plateau.quiet_above, self.plateau.initial
@@ -603,7 +650,8 @@ class StallMonitor(Callback):
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
-            "alarmed_at": self._alarmed_at,
+            "alarmed_at": self._alarmed_at, "sparse": self._sparse, "read_at": self._read_at,
+            "paced_at": self._paced_at,
             "diagnoser": self.diagnoser.state_dict(),
             "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
             "tracking": None if self.tracking is None else self.tracking.state_dict(),
@@ -620,6 +668,8 @@ class StallMonitor(Callback):
         self._pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))
         self._diverged = bool(state["diverged"])
         self._alarmed_at = state.get("alarmed_at")
+        self._sparse = bool(state.get("sparse", False))
+        self._read_at, self._paced_at = state.get("read_at"), state.get("paced_at")
         self.diagnoser.load_state_dict(state["diagnoser"])
         if state.get("tracking") is not None:  # the cadence the run had reached
             self.tracking = self._tracking_cadence(int(state["tracking"]["size"]))
@@ -633,6 +683,9 @@ class StallMonitor(Callback):
 
 #: "No non-finite loss": larger than any step, so the first bad step is a minimum.
 _NO_STEP = torch.iinfo(torch.long).max
+#: Folds of the step losses kept unread before they are read (only a monitor that stopped checking
+#: gets there: a check reads them).
+_MAX_FOLDS = 64
 
 
 def _say(message: str, *args: Any) -> None:

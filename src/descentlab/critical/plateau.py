@@ -126,14 +126,31 @@ class PlateauTest:
         self.losses.append(float(loss))
         if self.initial is None and math.isfinite(loss):
             self.initial = float(loss)
-        longest = self.max_windows * self.window // self.every + 1
-        del self.steps[:-longest], self.losses[:-longest]
-        points = self.window // self.every
+        first = self._since(self.max_windows * self.window)
+        del self.steps[:first], self.losses[:first]
         if self.quiet_above is not None:
-            if len(self.losses) >= points and sum(self.losses[-points:]) / points < self.quiet_above:
+            last = self._since(self.window - 1)
+            if self.steps[-1] - self.steps[0] >= self.window - self.every and \
+                    sum(self.losses[last:]) / (len(self.losses) - last) < self.quiet_above:
                 self.quiet_above = None
             return None
         return self.check()
+
+    def progress(self) -> float | None:
+        """The relative decrease per window from the last point at least a window before the
+        latest to the latest (``None`` until there is one): how fast the loss is falling now."""
+        if not self.steps:
+            return None
+        older = [i for i, s in enumerate(self.steps) if s <= self.steps[-1] - self.window]
+        if not older:
+            return None
+        i = older[-1]
+        return ((self.losses[i] - self.losses[-1]) / max(abs(self.losses[-1]), 1e-12)
+                * self.window / (self.steps[-1] - self.steps[i]))
+
+    def _since(self, steps: int) -> int:
+        """The index of the first point within ``steps`` of the latest."""
+        return next(i for i, s in enumerate(self.steps) if s >= self.steps[-1] - steps)
 
     def state_dict(self) -> dict[str, Any]:
         """The history and the quiet level (plain data)."""
@@ -149,20 +166,22 @@ class PlateauTest:
 
     def check(self) -> Trend | None:
         """The test on the history as it is (see the module docstring)."""
-        points = self.window // self.every
         windows = 2
         found = None
         while windows <= self.max_windows:
-            n = windows * points + 1
-            if len(self.losses) < n or n < 3:
+            horizon = windows * self.window
+            if not self.steps or self.steps[-1] - self.steps[0] < horizon:
+                break  # the history does not cover this horizon yet
+            first = self._since(horizon)
+            if len(self.steps) - first < 3:
                 break
-            trend = fit_trend(self.steps[-n:], self.losses[-n:], self.window)
+            steps, losses = self.steps[first:], self.losses[first:]
+            trend = fit_trend(steps, losses, self.window)
             if trend.progress + self.z * trend.std_error < self.rel_tol:
                 return replace(trend, confident=True)
             if (windows >= 4 and trend.progress < self.rel_tol and self.initial is not None
-                    and min(self.losses[-n:]) >= self.initial):
+                    and min(losses) >= self.initial):
                 return trend  # no lower than where it began, over 4 windows or more
             found = trend if windows * 2 > self.max_windows and trend.progress < self.rel_tol else None
             windows *= 2
         return found
-

@@ -171,8 +171,9 @@ def evidence_text(stall: Stall) -> str:
             where = f" at step {(ev.get('diverged') or {}).get('checkpoint_step')}, the last good point"
         if rate.get("sharpness") is None:
             return f"lr {rate.get('lr', float('nan')):.3g}, sharpness not measured{where}"
+        top = curv.get("max_eigenvalue")  # not measured under a preconditioned rule at a point that is not critical
         return (f"sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}{where} "
-                f"(lr {rate['lr']:.3g}, lambda_max {curv.get('max_eigenvalue', float('nan')):.3g})")
+                f"(lr {rate['lr']:.3g}" + (f", lambda_max {top:.3g})" if top is not None else ")"))
     if verdict == "noise_floor":
         return f"gradient SNR {noise.get('snr', float('nan')):.3g} at batch {noise.get('batch_size')}, |g| {grad.get('norm', float('nan')):.2g}"
     if verdict == "saddle":
