@@ -221,27 +221,45 @@ def test_maximum_flat_and_slow_verdicts_on_models_built_for_them():
 
 def test_a_point_that_is_not_critical_gets_the_rate_test_alone_against_the_exact_top_eigenvalue():
     """At a point that is not critical no verdict reads the curvature: the examination asks the
-    budget for the gradient test (0 products) and the rate test (RATE_PRODUCTS), measures λ_max
-    by Lanczos (2,410 parameters: above the dense threshold), and that λ_max is the exact
-    Hessian's (eigvalsh of torch.func's Hessian, float64) to Lanczos' 1 % residual."""
+    budget for the gradient test (0 products) and the rate test (RATE_LEAST, then one product at
+    a time), measures λ_max by Lanczos (2,410 parameters: above the dense threshold), and that
+    λ_max is the exact Hessian's (eigvalsh of torch.func's Hessian, float64) to Lanczos' 1 %
+    residual. Where the budget ends the test early, its value is a lower bound (a Rayleigh
+    quotient): past the limit it settles `unstable`; below it, the plateau waits."""
+    from descentlab.critical.diagnosis import RATE_LEAST, RATE_PRODUCTS
+
+    X, y, model, exact = _tanh_mlp_at_init()
+    asked = []
+    finding = _examined(model, X, y, 0.5, lambda products: asked.append(products) or True)
+    assert asked[:2] == [0, RATE_LEAST] and set(asked[2:]) <= {1} and not finding.evidence["gradient"]["critical"]
+    curvature, rate = finding.evidence["curvature"], finding.evidence["rate"]
+    assert curvature["kind"] == "not_critical" and curvature["min_eigenvalue"] is None and rate["converged"]
+    assert curvature["max_eigenvalue"] == pytest.approx(exact, rel=1e-2)
+    assert rate["sharpness"] == pytest.approx(0.5 * exact, rel=1e-2)
+    assert finding.verdict == ("unstable" if rate["ratio"] >= 0.9 else "slow")
+    # the budget allows the first RATE_LEAST products and no more
+    for lr in (0.5, 50.0):
+        cut = _examined(model, X, y, lr, lambda products: products != 1)
+        rate = cut.evidence["rate"]
+        assert not rate["converged"] and rate["n_matvecs"] == RATE_LEAST
+        assert rate["sharpness"] <= lr * exact * (1 + 1e-5)  # a Rayleigh quotient: never above λ_max
+        if rate["sharpness"] >= rate["limit"]:
+            assert cut.verdict == "unstable" and "well below" in cut.remedy and lr == 50.0
+        else:
+            assert cut.verdict is None and cut.evidence["waits_for_products"] == RATE_PRODUCTS and lr == 0.5
+    assert lr * exact > 2.0 * 10  # 50 is ten times past the limit: the lower bound got there
+
+
+def _tanh_mlp_at_init():
+    """A 64-32-10 tanh MLP at its initialisation on 256 digits, and its exact λ_max (float64)."""
     import copy
 
     from torch.func import functional_call, hessian
-
-    from descentlab.critical.diagnosis import RATE_PRODUCTS, examine
-    from descentlab.curvature import EmpiricalLoss
 
     workload = get_workload("digits-mlp")
     X, y = workload.X_train[:256], workload.y_train[:256]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    asked = []
-    finding = examine(EmpiricalLoss(model, F.cross_entropy, (X, y)), optimizer=optimizer, batch_size=256,
-                      n_data=256, afford=lambda products: asked.append(products) or True)
-    assert asked == [0, RATE_PRODUCTS] and not finding.evidence["gradient"]["critical"]
-    curvature, rate = finding.evidence["curvature"], finding.evidence["rate"]
-    assert curvature["kind"] == "not_critical" and curvature["min_eigenvalue"] is None
     twin = copy.deepcopy(model).double()
     names = [name for name, _ in twin.named_parameters()]
     shapes = [p.shape for p in twin.parameters()]
@@ -254,7 +272,9 @@ def test_a_point_that_is_not_critical_gets_the_rate_test_alone_against_the_exact
             at += shape.numel()
         return F.cross_entropy(functional_call(twin, parts, (X.double(),)), y)
 
-    exact = float(torch.linalg.eigvalsh(hessian(loss_of)(flat))[-1])
-    assert curvature["max_eigenvalue"] == pytest.approx(exact, rel=1e-2)
-    assert rate["sharpness"] == pytest.approx(0.5 * exact, rel=1e-2)
-    assert finding.verdict == ("unstable" if rate["ratio"] >= 0.9 else "slow")
+    return X, y, model, float(torch.linalg.eigvalsh(hessian(loss_of)(flat))[-1])
+
+
+def _examined(model, X, y, lr, afford):
+    return examine(EmpiricalLoss(model, F.cross_entropy, (X, y)), optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+                   batch_size=256, n_data=256, afford=afford)

@@ -54,15 +54,17 @@ from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT",
-           "RATE_PRODUCTS", "POINT_PRODUCTS"]
+           "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
 #: A critical point's curvature is measured on all the data up to this many samples.
 FULL_CURVATURE_LIMIT = 4_096
-#: Hessian-vector products a rate test is expected to take (the budget's ask: Lanczos for one
-#: eigenvalue to 1 %) ...
+#: Hessian-vector products a rate test is expected to take (Lanczos for one eigenvalue to 1 %:
+#: what a rate test the budget cut short waits for) ...
 RATE_PRODUCTS = 15
+#: ... the fewest it starts with (the budget's first ask; more are asked one at a time) ...
+RATE_LEAST = 4
 #: ... and a critical point's classification (both ends of the spectrum, its rate test after).
 POINT_PRODUCTS = 60
 
@@ -123,9 +125,9 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         gradient_history: the same over every check of the run.
         afford: ``afford(products)``, asked before each costly stage, once the verdicts that need
             no Hessian have been ruled out, with the Hessian-vector products it is expected to
-            spend: 0 before the gradient test, :data:`RATE_PRODUCTS` before the rate test of a
-            point that is not critical, :data:`POINT_PRODUCTS` before a critical point's
-            classification. ``False`` ends the examination with ``verdict=None``, the evidence so
+            spend: 0 before the gradient test, :data:`RATE_LEAST` before the rate test of a
+            point that is not critical and 1 before each of its next products,
+            :data:`POINT_PRODUCTS` before a critical point's classification. ``False`` ends the examination with ``verdict=None``, the evidence so
             far kept and ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
@@ -168,9 +170,11 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     critical = norm <= tolerance
     if not critical:  # no verdict reads the curvature of a point that is not critical: only the rate's sharpness
         if rate is not None:
-            if afford is not None and not afford(RATE_PRODUCTS):
-                return _waiting(evidence, RATE_PRODUCTS)
-            evidence["curvature"] = _rate_test(sample, optimizer, rate, options, seed)
+            if afford is not None and not afford(RATE_LEAST):
+                return _waiting(evidence, RATE_LEAST)
+            evidence["curvature"] = _rate_test(sample, optimizer, rate, options, seed, afford)
+            if not rate["converged"] and (rate["ratio"] is None or rate["ratio"] < 1.0):
+                return _waiting(evidence, RATE_PRODUCTS)  # the budget ran out before the answer
         verdict = decide(evidence)
         return Finding(verdict, remedy(verdict, evidence), evidence)
     if afford is not None and not afford(POINT_PRODUCTS):
@@ -204,7 +208,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         trained = sample.with_batch_statistics() if trains_batch_norm(model) else None
         op = (HessianOperator.like(trained or sample, params=point.names) if rule.preconditioned or trained
               else None)
-        value, products = sharpness(rule, op, lambda_max=None if op is not None else point.max_eigenvalue, seed=seed)
+        value, products, _ = sharpness(rule, op, lambda_max=None if op is not None else point.max_eigenvalue,
+                                       seed=seed)
         rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
@@ -217,10 +222,18 @@ def _waiting(evidence: dict[str, Any], products: int) -> Finding:
 
 
 def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], options: DiagnosisOptions,
-               seed: int) -> dict[str, Any]:
+               seed: int, afford: Callable[[int], bool] | None) -> dict[str, Any]:
     """The rate's sharpness at a point that is not critical, into ``rate``; the curvature evidence
     that came with it (λ_max of the Hessian for a plain rule, exact where ``options`` would
-    classify exactly; nothing else was measured)."""
+    classify exactly; nothing else was measured). Past :data:`RATE_LEAST` products, each next one
+    is asked of ``afford``: where the budget ends first, the sharpness is Lanczos' lower bound
+    (``rate["converged"]`` False), which settles ``unstable`` when it is past the limit already."""
+    done = [0]
+
+    def spent() -> bool:
+        done[0] += 1
+        return done[0] >= RATE_LEAST and afford is not None and not afford(1)
+
     model = sample.model
     rule = stability_rule(optimizer, model, sample.names)
     trained = sample.with_batch_statistics() if trains_batch_norm(model) else None
@@ -229,8 +242,8 @@ def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], opti
     exact = options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold)
     if not rule.preconditioned and exact:  # as classify would take it
         top = float(torch.linalg.eigvalsh(op.dense().double())[-1])
-    value, products = sharpness(rule, op, lambda_max=top, seed=seed)
-    rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
+    value, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
+    rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None, converged=converged)
     if top is None and not rule.preconditioned and rule.lr > 0:
         top = value / (rule.lr * rule.scale)
     return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,
@@ -265,7 +278,8 @@ def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int |
             if rule.preconditioned and not all(torch.isfinite(s).all() for s in rule.steps.values()):
                 rule = None  # the optimizer's state overflowed with the loss: no preconditioner to read
             if rule is not None:
-                value, products = sharpness(rule, op, lambda_max=None if rule.preconditioned else lambda_max, seed=seed)
+                value, products, _ = sharpness(rule, op, lambda_max=None if rule.preconditioned else lambda_max,
+                                               seed=seed)
                 rate.update(_rate_fields(rule, value, products), batch_statistics=trained)
     except (RuntimeError, ValueError) as error:  # the last good point itself may be unusable
         evidence["curvature"] = {"error": f"{type(error).__name__}: {error}"}

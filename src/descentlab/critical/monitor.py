@@ -195,7 +195,7 @@ class StallMonitor(Callback):
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
         self._paced_at: int | None = None  # ... and of the last one paced
-        self._grads_seen: list[torch.Tensor] = []  # each step's norms of the gradients, per parameter
+        self._grads_seen: list[list[torch.Tensor]] = []  # each step's norms of the gradients, per parameter
         self._grad_low: torch.Tensor | None = None  # the loop's gradient norm, smallest and
         self._grad_high: torch.Tensor | None = None  # largest folded since the last check
 
@@ -255,7 +255,8 @@ class StallMonitor(Callback):
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
-        self._size_routine()
+        if self.tracking is None:
+            self._size_routine()
         with self.budget.monitoring():
             self._warn_if_unapplied(loop)
             self._note_loss(loop.step, loss)
@@ -326,7 +327,7 @@ class StallMonitor(Callback):
         grads = [p.grad for p in self._params[1] if p.grad is not None]
         if not grads:
             return
-        self._grads_seen.append(torch.stack(torch._foreach_norm(grads)))
+        self._grads_seen.append(torch._foreach_norm(grads))  # stacked at the fold, all steps at once
         if len(self._grads_seen) >= self.every:
             self._fold_gradients()
 
@@ -334,10 +335,11 @@ class StallMonitor(Callback):
         """The gradient norms appended since the last fold into the smallest and largest."""
         if not self._grads_seen:
             return
-        if len({parts.shape for parts in self._grads_seen}) == 1:
-            norms = torch.linalg.vector_norm(torch.stack(self._grads_seen), dim=1)
+        if len({len(parts) for parts in self._grads_seen}) == 1:
+            every = torch.stack([norm for parts in self._grads_seen for norm in parts])
+            norms = torch.linalg.vector_norm(every.view(len(self._grads_seen), -1), dim=1)
         else:  # parameters without a gradient on some steps
-            norms = torch.stack([torch.linalg.vector_norm(parts) for parts in self._grads_seen])
+            norms = torch.stack([torch.linalg.vector_norm(torch.stack(parts)) for parts in self._grads_seen])
         self._grads_seen.clear()
         low, high = norms.min(), norms.max()
         if self._grad_low is None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -236,15 +237,19 @@ class _Preconditioned:
 
 
 def sharpness(rule: StabilityRule, op: Any, *, lambda_max: float | None = None, tol: float = 1e-2,
-              max_matvecs: int = 200, seed: int = 0) -> tuple[float, int]:
-    """(sharpness, Hessian-vector products spent) of ``rule`` on the Hessian operator ``op``.
+              max_matvecs: int = 200, seed: int = 0,
+              stop: Callable[[], bool] | None = None) -> tuple[float, int, bool]:
+    """(sharpness, Hessian-vector products spent, converged) of ``rule`` on the Hessian operator ``op``.
 
     A plain rule multiplies ``lambda_max`` (when the caller already has it, no product is
-    spent); a preconditioned one runs Lanczos on ``S^{1/2} H S^{1/2}`` with S the rule's
-    per-coordinate steps, to relative residual ``tol`` (the sharpness is compared with a limit
-    to two digits, not more).
+    spent); otherwise Lanczos runs on :func:`stability_operator` (``S^{1/2} H S^{1/2}`` for a
+    preconditioned rule, S its per-coordinate steps) to relative residual ``tol`` (the sharpness
+    is compared with a limit to two digits, not more). ``stop()``, asked after each product
+    until then, ends it early (a budget spent): the value is then the Ritz value as it stands,
+    a Rayleigh quotient, so a lower bound of the sharpness, and ``converged`` is ``False``.
     """
     if not rule.preconditioned and lambda_max is not None:
-        return sharpness_of(rule, lambda_max), 0
-    pairs = lanczos(stability_operator(rule, op), k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed)
-    return sharpness_of(rule, pairs.values[0]), pairs.n_matvecs
+        return sharpness_of(rule, lambda_max), 0, True
+    pairs = lanczos(stability_operator(rule, op), k=1, which="LA", tol=tol, max_iter=max_matvecs, seed=seed,
+                    stop=None if stop is None else lambda values, residuals: stop())
+    return sharpness_of(rule, pairs.values[0]), pairs.n_matvecs, bool(pairs.converged)

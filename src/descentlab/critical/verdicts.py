@@ -234,6 +234,9 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"fix the schedule so the rate lasts until the last step: it has been {lr:.3g}{when}"
                 + (f" (its peak was {peak:.3g})" if peak else "") + ", and no step can move the loss")
     if verdict == "unstable" and largest:
+        if _get(evidence, "rate", "converged") is False:  # a lower bound of the sharpness: an upper one of the rate
+            return (f"lower the rate well below {largest:.3g} (at most the largest stable rate here: the budget "
+                    "ended the sharpness' measurement at a lower bound already past the limit), or warm it up")
         return f"lower the rate below {largest:.3g} (the largest stable rate here), or warm it up"
     if verdict == "diverged":
         good = _get(evidence, "diverged", "checkpoint_step")
