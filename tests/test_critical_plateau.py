@@ -98,12 +98,25 @@ def test_a_sparse_history_does_not_fire_before_it_covers_two_windows():
     assert test.add(100, 1.0).n_points == 3  # three flat points over two windows
 
 
-def test_progress_is_the_relative_fall_per_window_from_a_window_back():
+def test_progress_is_the_sure_relative_fall_per_window():
+    """The fall of the loss's logarithm per window, less three standard errors: over a window of
+    three points or more from their fitted line (numpy's least squares the oracle); over a window
+    read at its ends only, the change between the two less three times √2 the jitter last
+    measured. A loss falling exponentially is a line there: its progress is its rate, surely."""
     test = PlateauTest(50, 10, 1e-3)
     assert test.progress() is None
-    for step, loss in ((0, 2.0), (10, 1.9), (50, 1.5), (60, 1.4)):
+    steps, losses = [0, 10, 20, 30, 40, 50], [2.0, 1.8, 1.65, 1.5, 1.3, 1.2]
+    for step, loss in zip(steps, losses):
         test.add(step, loss)
-    # from step 10 (the last point at least 50 steps before 60) to 60: (1.9 - 1.4) / 1.4 per 50 steps
-    assert test.progress() == pytest.approx((1.9 - 1.4) / 1.4)
-    test.add(150, 1.0)  # 90 steps after 60: per window
-    assert test.progress() == pytest.approx((1.4 - 1.0) / 1.0 * 50 / 90)
+    logs = np.log(losses)
+    (slope, intercept), cov = np.polyfit(steps, logs, 1, cov="unscaled")
+    residuals = logs - (slope * np.array(steps) + intercept)
+    sigma = math.sqrt(residuals @ residuals / (len(steps) - 2))
+    expected = -slope * 50 - 3 * sigma * math.sqrt(cov[0, 0]) * 50
+    assert test.progress() == pytest.approx(expected, rel=1e-9) and test.noise == pytest.approx(sigma, rel=1e-9)
+    test.add(100, 0.9)  # read once a window: the two ends, 50 and 100
+    assert test.progress() == pytest.approx(math.log(1.2 / 0.9) - 3 * math.sqrt(2) * sigma, rel=1e-9)
+    falling = PlateauTest(50, 10, 1e-3)
+    for step in range(0, 60, 10):
+        falling.add(step, 3.0 * math.exp(-0.02 * step))  # 2 % a step: e^-1 a window
+    assert falling.progress() == pytest.approx(1.0, rel=1e-9)

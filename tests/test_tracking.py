@@ -46,6 +46,31 @@ def test_eigen_tracker_follows_a_turning_matrix_within_its_residual_bound(which)
     assert sum(products[1:]) / len(products[1:]) < products[0] / 2
 
 
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_an_estimate_out_of_time_is_a_rayleigh_bound_and_the_next_goes_on_from_it(which):
+    """No time at all: each estimate stops after its two products, unconverged, on the inside of
+    the spectrum (a Rayleigh quotient: below λ_max, above λ_min) and within its residual of an
+    eigenvalue; warm-started from each other, the estimates close in on the end of the spectrum
+    (eigvalsh the oracle)."""
+    n = 60
+    values = torch.linspace(-3.0, 5.0, n, dtype=torch.float64)
+    M = _rotating(n, 0.0, values)
+    exact = torch.linalg.eigvalsh(M)
+    target = float(exact[-1] if which == "LA" else exact[0])
+    tracker = EigenTracker(which, tol=1e-2)
+    errors = []
+    for _ in range(40):
+        pairs = tracker(M, seconds=0.0)
+        theta, residual = float(pairs.values[0]), float(pairs.residuals[0])
+        assert pairs.n_matvecs == 2
+        assert (theta <= target + 1e-12) if which == "LA" else (theta >= target - 1e-12)
+        assert float((exact - theta).abs().min()) <= residual * abs(theta) + 1e-12
+        errors.append(abs(theta - target))
+        if pairs.converged:
+            break
+    assert errors[-1] <= 1e-2 * abs(target) and errors[-1] < errors[0] / 10
+
+
 def test_eigen_tracker_finds_an_eigenvalue_that_overtakes_the_tracked_one():
     """Two eigenvalues cross: the check start (the last vector plus a random one) sees the new top."""
     n = 40

@@ -106,6 +106,7 @@ class PlateauTest:
         self.losses: list[float] = []
         self.quiet_above: float | None = None  # after a stall: silent until the loss falls below this
         self.initial: float | None = None  # the first loss given (kept over resets)
+        self.noise = 0.0  # the loss's relative jitter over the last window fitted (:meth:`progress`)
 
     def reset(self) -> None:
         """Forget the history (after a stall, or an escape step that moved the model)."""
@@ -137,15 +138,25 @@ class PlateauTest:
         return self.check()
 
     def progress(self) -> float | None:
-        """The relative decrease per window from the last point at least a window before the
-        latest to the latest (``None`` until there is one): how fast the loss is falling now."""
-        if not self.steps:
+        """How fast the loss is surely falling now, ``None`` until a window is covered: the lower
+        end (z standard errors) of the fall of its logarithm per window (a relative fall, and a
+        loss that falls exponentially is a line there). Over a window of three points or more,
+        their fitted line (its residuals kept as :attr:`noise`, the relative jitter); over a
+        window read at its ends only, the change between the two less z times the jitter of their
+        difference (√2 :attr:`noise`, as last measured). A loss that is not positive: on its own
+        scale, relative to its latest value."""
+        if not self.steps or self.steps[-1] - self.steps[0] < self.window:
             return None
-        older = [i for i, s in enumerate(self.steps) if s <= self.steps[-1] - self.window]
-        if not older:
-            return None
-        i = older[-1]
-        return ((self.losses[i] - self.losses[-1]) / max(abs(self.losses[-1]), 1e-12)
+        first = self._since(self.window)
+        positive = all(v > 0 for v in self.losses[first - 1 if first else 0:])
+        values = [math.log(v) if positive else v / max(abs(self.losses[-1]), 1e-12) for v in self.losses]
+        if len(self.steps) - first >= 3:
+            trend = fit_trend(self.steps[first:], values[first:], self.window)
+            level = abs(trend.level)  # fit_trend divides by it: undone, the fall per window itself
+            self.noise = trend.noise
+            return (trend.progress - self.z * trend.std_error) * max(level, 1e-12)
+        i = max(0, first - 1) if self.steps[first] > self.steps[-1] - self.window else first
+        return ((values[i] - values[-1] - self.z * math.sqrt(2.0) * self.noise)
                 * self.window / (self.steps[-1] - self.steps[i]))
 
     def _since(self, steps: int) -> int:
@@ -155,7 +166,7 @@ class PlateauTest:
     def state_dict(self) -> dict[str, Any]:
         """The history and the quiet level (plain data)."""
         return {"steps": list(self.steps), "losses": list(self.losses), "quiet_above": self.quiet_above,
-                "initial": self.initial}
+                "initial": self.initial, "noise": self.noise}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
@@ -163,6 +174,7 @@ class PlateauTest:
         self.losses = [float(x) for x in state["losses"]]
         self.quiet_above = state["quiet_above"]
         self.initial = state.get("initial")
+        self.noise = float(state.get("noise", 0.0))
 
     def check(self) -> Trend | None:
         """The test on the history as it is (see the module docstring)."""

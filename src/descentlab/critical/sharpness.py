@@ -38,11 +38,14 @@ batch, not by their running statistics, whose function can be many times sharper
 the rate meets (its loss is not invariant to the scale of the weights before each normalisation;
 the measured gap on a ResNet is in ``bench/RESULTS.md``); dropout is off.
 
-**What it costs.** With a ``share``, a :class:`~descentlab.critical.budget.Cadence` keeps the
-estimates within that share of the training time between two of them: the sample shrinks (the
-first ``size`` samples of it, down to ``min_size``) where that makes an estimate cheaper, before
-the estimates are spread out beyond ``every`` (to 2x, 4x, 8x ``every``); each point says how
-many samples it read.
+**What it costs.** With a ``share``, each estimate is given the share of the training time since
+the one before (80 % of it; the first, and any while the allowance lasts, what is left of the
+allowance) and stops there, after two products at least, unconverged: a lower bound of the
+sharpness with its residual, which the next estimate, warm-started from its vector, goes on
+from. Where even two products cost more, a :class:`~descentlab.critical.budget.Cadence` keeps
+the estimates within that share: the sample shrinks (the first ``size`` samples of it, down to
+``min_size``) where that makes an estimate cheaper, before the estimates are spread out beyond
+``every`` (to 2x, 4x, 8x ``every``); each point says how many samples it read and its residual.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ class SharpnessPoint:
         converged: every eigenvalue met its residual tolerance.
         seconds: wall time of the estimate.
         samples: the samples of the sample it was measured on.
+        residual: the top estimate's relative residual r: some eigenvalue lies within r·|λ| of
+            it, and where the cost cap ended it unconverged it is below the top (a Rayleigh
+            quotient), so the sharpness is within [value, value·(1 + r)].
     """
 
     step: int
@@ -105,6 +111,7 @@ class SharpnessPoint:
     converged: bool
     seconds: float
     samples: int | None = None
+    residual: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers (non-finite ones as ``None``)."""
@@ -186,7 +193,10 @@ class SharpnessTracker:
         if kind != self._rule_kind:
             self.top.reset()  # another operator: the old eigenvector is no warm start
             self._rule_kind = kind
-        top = self.top(op if rule is None else stability_operator(rule, op))
+        allowed = self._allowed(training)
+        if allowed is not None and self.bottom is not None:
+            allowed /= 2  # the two ends share it
+        top = self.top(op if rule is None else stability_operator(rule, op), seconds=allowed)
         products, converged = top.n_matvecs, top.converged
         lam = float(top.values[0])
         lr = float(rule.lr) if rule is not None else None
@@ -198,17 +208,25 @@ class SharpnessTracker:
             value, threshold = (math.nan if rule.preconditioned else lam * rule.scale), None
         lambda_min = None
         if self.bottom is not None:
-            low = self.bottom(op)
+            low = self.bottom(op, seconds=allowed)
             lambda_min = float(low.values[0])
             products, converged = products + low.n_matvecs, converged and low.converged
         seconds = time.perf_counter() - t0
         self.seconds += seconds
         point = SharpnessPoint(int(step), lr, value, threshold, value / threshold if threshold else None, lambda_min,
-                               kind[0], products, bool(converged), seconds, op.n_samples)
+                               kind[0], products, bool(converged), seconds, op.n_samples, float(top.residuals[0]))
         self.points.append(point)
         if training is not None:
             self.cadence.observe(seconds, training)
         return point
+
+    def _allowed(self, training: float | None) -> float | None:
+        """Seconds the next estimate may take (``None``: no cap): 80 % of the share of the training
+        since the last, or what is left of the allowance, whichever is more."""
+        share = self.cadence.share
+        if share is None:
+            return None
+        return max(0.8 * share * (training or 0.0), self.cadence.allowance - self.seconds)
 
     def row(self, step: int) -> dict[str, float | None]:
         """The ``metrics.csv`` columns at ``step`` (empty unless measured there)."""

@@ -15,10 +15,16 @@ another eigenvalue overtakes the tracked one (eigenvalues cross), a warm start n
 eigenvector converges to the old eigenvalue. So every ``check_every``-th estimate starts from
 the last vector plus a random one of equal weight: the Krylov space then holds every
 direction again, and Lanczos finds the end of the spectrum whichever eigenvector now holds it.
+
+**Within a time.** An estimate may be given ``seconds``: it stops before the next product would
+pass them (after ``least`` products at any rate) and returns the Ritz value as it stands,
+``converged=False`` with its residual: a Rayleigh quotient, so a bound from the inside of the
+spectrum (below λ_max, above λ_min), and the next estimate goes on from its vector.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -63,13 +69,22 @@ class EigenTracker:
         self.n_matvecs = 0
         self._v0: torch.Tensor | None = None
 
-    def __call__(self, op: Any) -> Eigenpairs:
-        """The eigenpair of ``op`` at this tracker's end of the spectrum (see the class docstring)."""
+    def __call__(self, op: Any, seconds: float | None = None, least: int = 2) -> Eigenpairs:
+        """The eigenpair of ``op`` at this tracker's end of the spectrum (see the class docstring),
+        within ``seconds`` if given (after ``least`` products: see the module docstring)."""
         v0 = self._start(op)
+        stop = None
+        if seconds is not None:
+            began, done = time.perf_counter(), [0]
+
+            def stop(values: torch.Tensor, residuals: torch.Tensor) -> bool:
+                done[0] += 1  # asked after each product
+                elapsed = time.perf_counter() - began
+                return done[0] >= least and elapsed * (done[0] + 1) / done[0] > seconds
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-convergence is reported by ``converged``
             pairs = lanczos(op, k=1, which=self.which, tol=self.tol, max_iter=self.max_matvecs, v0=v0,
-                            seed=self.seed + self.n_estimates)
+                            seed=self.seed + self.n_estimates, stop=stop)
         self.n_estimates += 1
         self.n_matvecs += pairs.n_matvecs
         vector = pairs.vectors[:, 0]
