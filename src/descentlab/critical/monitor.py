@@ -14,8 +14,9 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
 
 * **what it watches** — the loss on a fixed, seeded sample of the data, every ``window // 5``
   steps (:class:`~descentlab.critical.diagnoser.Diagnoser`, through the one data layer), never
-  the mini-batch losses, whose noise made healthy runs look stalled; while it falls by more
-  than :data:`SPARSE_ABOVE` ``· rel_tol`` a window, once a window (no plateau can be near; a
+  the mini-batch losses, whose noise made healthy runs look stalled; while it surely falls by
+  more than :data:`SPARSE_ABOVE` ``· rel_tol`` a window
+  (:meth:`~descentlab.critical.plateau.PlateauTest.progress`), once a window (no plateau can be near; a
   plateau's horizons are fitted on the points within their steps). The mini-batch losses are
   seen every step only for being finite, and the loop's gradient norm for its spikes;
 * **when it speaks** — :class:`~descentlab.critical.plateau.PlateauTest` fits the trend of that
@@ -77,7 +78,7 @@ DIAGNOSIS_BATCHES = 4
 #: The loop's gradient norm grown this many times over the recent checks, with the loss rising,
 #: is diagnosed at once (an exploding gradient, before the loss is non-finite).
 GROWTH_ALARM = 100.0
-#: While the tracked loss falls by this many ``rel_tol`` per window (3 % at the default), no
+#: While the tracked loss surely falls by this many ``rel_tol`` per window (3 % at the default), no
 #: plateau can be near: it is read once a window, not at every check, until its progress slows.
 SPARSE_ABOVE = 30.0
 
