@@ -177,6 +177,33 @@ def test_an_mlp_with_every_hidden_unit_dead_is_dead_units_and_re_initialising_re
     assert float((torch.relu(model[0](X)) == 0).all(dim=0).double().mean()) < 0.5  # revived
 
 
+def test_dead_units_of_an_activation_written_as_a_function_are_revived_by_re_initialising():
+    """`torch.relu` called in forward(): the dead units are read at the next layer's inputs, no
+    module can be swapped, so the trials are re-initialisation and a lower rate (a LeakyReLU swap
+    would name a module the model does not have), and the winner revives the units."""
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = nn.Linear(64, 32), nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.second(torch.relu(self.first(x)))
+
+    X, y = _digits()
+    torch.manual_seed(0)
+    model = Functional()
+    with torch.no_grad():
+        model.first.bias.fill_(-5.0)
+    assert bool((torch.relu(model.first(X)) == 0).all())  # the oracle: every unit zero on every sample
+    stall, monitor, loop = _first_verdict(model, X, y, remedies=True, apply_remedy=True)
+    units = stall.evidence["layers"]["units"]
+    assert stall.verdict == "dead_units" and [u["module"] for u in units] == [False]
+    tried = {t["remedy"] for t in stall.trials["trials"]}
+    assert "leaky-relu" not in tried and "reinit" in tried and stall.remedy_applied == "reinit"
+    assert float((torch.relu(model.first(X)) == 0).all(dim=0).double().mean()) < 0.5  # revived
+
+
 def test_inputs_200x_too_large_saturate_a_tanh_mlp_and_the_remedy_names_the_inputs():
     X, y = _digits()
     torch.manual_seed(0)

@@ -43,3 +43,44 @@ def test_a_fast_fall_is_read_once_a_window_and_its_plateau_found_at_the_same_ste
     # SPARSE_ABOVE · rel_tol: read next at the window's end, 100, where the fall had slowed
     steps = [step for step, _ in sparse.tracked]
     assert steps[:6] == [10, 20, 30, 40, 50, 60] and steps[6:8] == [100, 110]
+
+
+def _digits_run(bias, steps=120):
+    """A ReLU MLP 64-32-10 on 512 digits, full-batch SGD, its hidden bias set to ``bias``."""
+    from descentlab.problems.workloads import get_workload
+
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train[:512], workload.y_train[:512]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        model[0].bias.fill_(bias)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, window=50, budget=None, max_stalls=1)
+    from descentlab.engine import LoopState
+
+    loop = LoopState(model, optimizer, batch_size=512, n_train=512, total_steps=steps)
+    monitor.on_train_start(loop)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X), y)
+        loss.backward()
+        optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss)
+    return monitor, model, X
+
+
+def test_a_network_that_cannot_train_is_named_at_the_first_window_not_after_a_proven_plateau():
+    """Every hidden unit dead (bias -10: the oracle counts the positive pre-activations on the
+    sample, none): the loss stays where it began, and at the end of the first window the monitor
+    looks for a cause in the network and names it, a window before the plateau test could (it
+    needs two). The same network with a zero bias trains: no look finds anything, no stall."""
+    monitor, model, X = _digits_run(-10.0)
+    sample_X = monitor.sample[0]
+    assert int((model[0](sample_X) > 0).sum()) == 0
+    stall = monitor.stalls[0]
+    assert (stall.step, stall.reason, stall.verdict) == (50, "network", "dead_units")
+    assert "the loss stuck at" in stall.summary()
+    healthy, _, _ = _digits_run(0.0)
+    assert healthy.stalls == []

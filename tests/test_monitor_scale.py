@@ -197,6 +197,9 @@ def test_the_tracked_loss_stays_within_its_share_of_the_budget_as_the_checks_spr
             clock.now += 2.0
             return 1.0 - 0.002 * self.calls
 
+        def network_cause(self, model, history, tracked):
+            return None  # a healthy network
+
     clock = Clock()
     monkeypatch.setattr(budget_module.time, "perf_counter", clock)
     model = nn.Linear(2, 2)

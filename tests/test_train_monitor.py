@@ -110,6 +110,9 @@ class _CostlyDiagnoser:
     def expected_cost(self, model, size=None, products=None):
         return self.cost
 
+    def network_cause(self, model, history, tracked):
+        return None
+
     def affordable_size(self, model, fits, least=0):
         return 1
 

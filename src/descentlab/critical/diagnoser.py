@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.critical.diagnosis import FULL_DATA_LIMIT, examine, examine_divergence
+from descentlab.critical.diagnosis import FULL_DATA_LIMIT, examine, examine_divergence, network_cause_at
 from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
@@ -220,6 +220,16 @@ class Diagnoser:
         if (stall.evidence or {}).get("curvature") is not None:  # what the next Hessian will cost
             self.last_cost, self._last_size = seconds, self.size
         return replace(stall, seconds=seconds)
+
+    def network_cause(self, model: nn.Module, history: RunHistory, tracked: float) -> str | None:
+        """A cause in the network or its inputs now (:func:`~descentlab.critical.diagnosis.network_cause_at`
+        on the sample, the tracked loss ``tracked`` against the history's), else ``None``."""
+        steps_since = (history.latest_step - history.before_step if history.before_step is not None
+                       and history.latest_step is not None else None)
+        return network_cause_at(self.sample_loss(model), loss=history.loss_record(tracked),
+                                previous=history.before if steps_since else None, steps_since=steps_since,
+                                recent_gradients=[(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
+                                gradient_history=[(lo, hi) for _, lo, hi in history.grad_norms])
 
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the

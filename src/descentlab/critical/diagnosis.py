@@ -49,11 +49,12 @@ from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stability import sharpness, stability_rule
-from descentlab.critical.verdicts import LR_ZERO, decide, decide_without_curvature, near_best, remedy, stuck_high
+from descentlab.critical.verdicts import (LR_ZERO, decide, decide_without_curvature, near_best, network_cause, remedy,
+                                          stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
-__all__ = ["Finding", "examine", "examine_divergence", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT",
+__all__ = ["Finding", "examine", "examine_divergence", "network_cause_at", "rate_evidence", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT",
            "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
@@ -127,8 +128,9 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             no Hessian have been ruled out, with the Hessian-vector products it is expected to
             spend: 0 before the gradient test, :data:`RATE_LEAST` before the rate test of a
             point that is not critical and 1 before each of its next products,
-            :data:`POINT_PRODUCTS` before a critical point's classification. ``False`` ends the examination with ``verdict=None``, the evidence so
-            far kept and ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
+            :data:`POINT_PRODUCTS` before a critical point's classification. ``False`` ends the
+            examination with ``verdict=None``, the evidence so far kept and
+            ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
@@ -213,6 +215,21 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
+
+
+def network_cause_at(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = None,
+                     previous: Sequence[torch.Tensor] | None = None, steps_since: int | None = None,
+                     recent_gradients: Sequence[tuple[float, float]] = (),
+                     gradient_history: Sequence[tuple[float, float]] = ()) -> str | None:
+    """A cause in the network or its inputs at the point (rows 3-7 of the verdict table), from
+    one gradient of the sample and the layers' signals, or ``None``: what :func:`examine` would
+    decide before any Hessian, at the cost of one forward and backward pass (the arguments are
+    :func:`examine`'s). The monitor asks it between plateaus, where the loss is stuck high and
+    not surely falling, so a network that cannot train is named before a plateau is proven."""
+    _, gradient = sample.loss_and_gradient()
+    evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
+                "layers": measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()}
+    return network_cause(evidence)
 
 
 def _waiting(evidence: dict[str, Any], products: int) -> Finding:

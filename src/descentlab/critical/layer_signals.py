@@ -74,6 +74,8 @@ class UnitStats:
         inactive: share of units negative on every sample (``leaky`` family, else ``None``).
         after: the weight layer the forward pass called last before this activation (the layer
             whose outputs these units are, in a plain stack), or ``None``.
+        module: the site is an activation module (one a remedy can swap); ``False`` for units
+            read at a weight layer's inputs (an activation written as a function).
     """
 
     name: str
@@ -83,6 +85,7 @@ class UnitStats:
     saturated: float | None = None
     inactive: float | None = None
     after: str | None = None
+    module: bool = True
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
         name = names.get(module, "")
         applied[name] = applied.get(name, 0) + 1
         if order and name not in entering and inputs and torch.is_tensor(inputs[0]) and inputs[0].is_floating_point():
-            entering[name] = _Site(f"{name} (its inputs)", "relu", module, last[0])
+            entering[name] = _Site(f"{name} (its inputs)", "relu", module, last[0], swappable=False)
         if name in entering and inputs and torch.is_tensor(inputs[0]):
             entering[name].add(inputs[0])
         last[0] = name
@@ -300,8 +303,8 @@ def first_floating(X: Any) -> torch.Tensor | None:
 class _Site:
     """Per-unit counts of one activation call site over the batches of the sample."""
 
-    def __init__(self, name: str, family: str, module: nn.Module, after: str | None) -> None:
-        self.name, self.family, self.module, self.after = name, family, module, after
+    def __init__(self, name: str, family: str, module: nn.Module, after: str | None, swappable: bool = True) -> None:
+        self.name, self.family, self.module, self.after, self.swappable = name, family, module, after, swappable
         self.count = 0
         self.flags: torch.Tensor | None = None  # relu: ever non-zero; leaky: ever positive
         self.flat: torch.Tensor | None = None  # saturating: samples in the flat tail
@@ -328,14 +331,17 @@ class _Site:
             ever = EmpiricalLoss.allreduce(self.flags.double()) > 0  # non-zero (positive) on some rank's sample
             share = float((~ever).double().mean())
             if self.family == "relu":
-                return UnitStats(self.name, self.family, self.flags.numel(), dead=share, after=self.after)
-            return UnitStats(self.name, self.family, self.flags.numel(), inactive=share, after=self.after)
+                return UnitStats(self.name, self.family, self.flags.numel(), dead=share, after=self.after,
+                                 module=self.swappable)
+            return UnitStats(self.name, self.family, self.flags.numel(), inactive=share, after=self.after,
+                             module=self.swappable)
         counts = EmpiricalLoss.allreduce(torch.cat([self.flat.double().reshape(-1),
                                                     torch.tensor([float(self.count)], dtype=torch.float64,
                                                                  device=self.flat.device)]))
         share = counts[:-1] / counts[-1]
         return UnitStats(self.name, self.family, self.flat.numel(),
-                         saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after)
+                         saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after,
+                         module=self.swappable)
 
 
 def _flat_tail(family: str, y: torch.Tensor, module: nn.Module) -> torch.Tensor:

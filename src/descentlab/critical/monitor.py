@@ -61,6 +61,7 @@ from descentlab.critical.plateau import PlateauTest, Trend
 from descentlab.critical.policy import decide_action
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
+from descentlab.critical.verdicts import STUCK_HIGH
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, rank, smallest, unwrap
@@ -415,6 +416,9 @@ class StallMonitor(Callback):
         if trend is None and self._pending is None and self._growing(step, tracked):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "growth"
             self._alarmed_at = step
+        if trend is None and self._network_suspect(tracked, progress) and \
+                all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
+            trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "network"
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -471,6 +475,17 @@ class StallMonitor(Callback):
         rise = 0.1 * max(abs(best), 0.1 * abs(self.history.initial)) if best is not None and \
             self.history.initial is not None else 0.1 * abs(best or 0.0)
         return best is not None and tracked > best + rise
+
+    def _network_suspect(self, tracked: float, progress: float | None) -> bool:
+        """Whether to look for a cause in the network now, without a plateau: at the end of each
+        window, the loss still above :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it
+        began and not surely falling faster than ``SPARSE_ABOVE · rel_tol`` a window (a network
+        that cannot train is named a window or more before its plateau is proven; the look costs
+        one gradient of the sample)."""
+        initial = self.history.initial
+        return (self._count % self.window == 0 and self._pending is None and self.plateau.quiet_above is None
+                and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
+                and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
 
     def _gradient_grew(self, step: int) -> bool:
         """The gradient half of :meth:`_growing` (no alarm in the last :data:`RECENT_CHECKS` checks)."""

@@ -21,6 +21,15 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``noise``           annealed Gaussian gradient noise (Neelakantan et al. 2015, the registry's
                     ``noisy:`` wrapper, σ² = 0.3/(1 + t)^0.55) on the run's optimizer
 ``peak-rate``       the rate back at the largest the run has used
+``clip``            the gradients clipped to the run's typical gradient norm
+``reinit``          the named layers re-initialised (Kaiming, bias 0; Xavier with the saturating
+                    activation's gain where units saturate)
+``relu``            ReLU for the saturating activation modules, the layers re-initialised (Kaiming)
+``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers before them
+                    re-initialised (not for an activation written as a function: no module to swap)
+``standardize``     the inputs standardized with the sample's mean and spread (a wrapper)
+``standardize-      the same, and every weight layer re-initialised: the weights fitted to the raw
+reinit``            scales are of no use to standardized inputs, so the run starts again, well scaled
 ==================  =====================================================================
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape, by
@@ -70,7 +79,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "dead_units": ("keep", "leaky-relu", "reinit", "lower-rate"),
     "saturated_units": ("keep", "standardize", "reinit", "relu"),
     "vanishing_gradient": ("keep", "adam", "reinit", "relu"),
-    "unscaled_inputs": ("keep", "standardize", "adam"),
+    "unscaled_inputs": ("keep", "standardize", "standardize-reinit", "adam"),
 }
 
 _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
@@ -143,7 +152,7 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
 
 
 #: Remedies that change the network or its inputs (from the evidence's layers).
-_NETWORK = ("clip", "reinit", "relu", "leaky-relu", "standardize")
+_NETWORK = ("clip", "reinit", "relu", "leaky-relu", "standardize", "standardize-reinit")
 _SATURATING = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign")
 
 
@@ -173,7 +182,7 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         return Remedy("relu", f"ReLU for the {_names(sites)} activations, the layers re-initialised (Kaiming)",
                       Change(activations=sites, activation="relu", reinit=tuple(weights))) if sites else None
     if name == "leaky-relu":  # a unit dead from a large negative bias stays dead without new weights
-        dead = [u for u in units if (u.get("dead") or 0) > 0]
+        dead = [u for u in units if (u.get("dead") or 0) > 0 and u.get("module", True)]  # a function: no swap
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
         before = tuple(dict.fromkeys(u["after"] for u in dead if u.get("after")))
         return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised (Kaiming)",
@@ -183,6 +192,17 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
             return None
         return Remedy("standardize", "the inputs standardized with the sample's mean and spread",
                       Change(standardize=inputs))
+    if name == "standardize-reinit":
+        if inputs is None or not weights:
+            return None
+        if saturating:  # the activation the layers feed decides the gain
+            family = saturating[0]["family"]
+            gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
+            return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
+                          f"(Xavier, {gain} gain)", Change(standardize=inputs, reinit=tuple(weights), init="xavier",
+                                                           gain_of=gain))
+        return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
+                      "(Kaiming, bias 0)", Change(standardize=inputs, reinit=tuple(weights), init="kaiming"))
     raise ValueError(f"unknown remedy {name!r}")
 
 

@@ -33,7 +33,8 @@ class Stall:
         loss: the tracked loss there (the loss on the monitor's fixed sample of the data).
         grad_norm: the gradient norm of that loss (``None`` when not measured).
         reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test), ``"growth"`` (the
-            loop's gradient grew while the loss rose), ``"non_finite"``, or ``"on_demand"``
+            loop's gradient grew while the loss rose), ``"network"`` (between plateaus, the loss
+            stuck high and a cause in the network seen), ``"non_finite"``, or ``"on_demand"``
             (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
         verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``
@@ -116,6 +117,8 @@ class Stall:
             head = f"step {self.step}: the loss became non-finite"
         elif self.reason == "on_demand":
             head = f"step {self.step}: at loss {self.loss:.4g}"
+        elif self.reason == "network":
+            head = f"step {self.step}: the loss stuck at {self.loss:.4g}"
         elif self.reason == "growth":
             growth = ((self.evidence or {}).get("gradient") or {}).get("growth")
             head = f"step {self.step}: the gradient grew" + (f" {growth:.3g}x" if growth else "") + \
