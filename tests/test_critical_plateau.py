@@ -120,3 +120,13 @@ def test_progress_is_the_sure_relative_fall_per_window():
     for step in range(0, 60, 10):
         falling.add(step, 3.0 * math.exp(-0.02 * step))  # 2 % a step: e^-1 a window
     assert falling.progress() == pytest.approx(1.0, rel=1e-9)
+
+
+def test_a_horizon_is_fitted_from_the_last_point_at_or_before_its_start():
+    """Read at steps 0, 50, 100, then every 10: at step 170 the two-window horizon starts at 70,
+    and its fit starts at 50 (the last point at or before 70), so it spans 120 steps, never
+    fewer than the horizon."""
+    test = PlateauTest(50, 10, 1e-3)
+    for step in [0, 50, 100, *range(110, 171, 10)]:
+        trend = test.add(step, 1.0)
+    assert trend is not None and trend.horizon == 120 and trend.n_points == 9

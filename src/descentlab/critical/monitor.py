@@ -17,12 +17,13 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   the mini-batch losses, whose noise made healthy runs look stalled; while it surely falls by
   more than :data:`SPARSE_ABOVE` ``· rel_tol`` a window
   (:meth:`~descentlab.critical.plateau.PlateauTest.progress`), once a window (no plateau can be near; a
-  plateau's horizons are fitted on the points within their steps). The mini-batch losses are
+  plateau's horizon is fitted from the last point at or before its start). The mini-batch losses are
   seen every step only for being finite, and the loop's gradient norm for its spikes;
 * **when it speaks** — :class:`~descentlab.critical.plateau.PlateauTest` fits the trend of that
   loss and calls a plateau only when its progress per window is confidently below ``rel_tol``
-  (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); a
-  non-finite loss is the ``diverged`` verdict, measured at the last good point;
+  (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); a rate
+  that has been ~0 for a window is one without waiting for the test (no step can move the
+  loss); a non-finite loss is the ``diverged`` verdict, measured at the last good point;
 * **what it says** — the diagnosis (:meth:`Diagnoser.diagnose`): a verdict with its evidence
   and remedy, at a saddle the loss along the escape direction, optionally the remedy trials.
   Each finding is a :class:`~descentlab.critical.stall.Stall` in ``monitor.stalls`` and one
@@ -416,6 +417,10 @@ class StallMonitor(Callback):
         if trend is None and self._pending is None and self._growing(step, tracked):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "growth"
             self._alarmed_at = step
+        since = self.history.lr_zero_since
+        if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
+                and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
+            trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
         if trend is None and self._network_suspect(tracked, progress) and \
                 all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "network"

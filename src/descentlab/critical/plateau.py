@@ -184,7 +184,9 @@ class PlateauTest:
             horizon = windows * self.window
             if not self.steps or self.steps[-1] - self.steps[0] < horizon:
                 break  # the history does not cover this horizon yet
-            first = self._since(horizon)
+            # from the last point at or before the horizon's start: a history read once a window
+            # in places still spans the whole horizon (the fit is never shorter than it)
+            first = max(i for i, step in enumerate(self.steps) if step <= self.steps[-1] - horizon)
             if len(self.steps) - first < 3:
                 break
             steps, losses = self.steps[first:], self.losses[first:]
