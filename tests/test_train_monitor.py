@@ -113,6 +113,9 @@ class _CostlyDiagnoser:
     def network_cause(self, model, history, tracked):
         return None
 
+    def look_cost(self):
+        return 0.0
+
     def affordable_size(self, model, fits, least=0):
         return 1
 

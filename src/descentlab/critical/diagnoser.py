@@ -147,6 +147,11 @@ class Diagnoser:
         self._forward = per_sample if self._forward is None else min(per_sample, 2 * self._forward)
         return value
 
+    def look_cost(self) -> float:
+        """Seconds :meth:`network_cause` is expected to take: a gradient of the tracked samples,
+        three of their forward passes."""
+        return 3.0 * (self._forward or 0.0) * self.tracked_size
+
     @property
     def forward_seconds(self) -> float | None:
         """Seconds per sample of the tracked loss's forward pass (``None`` before the first)."""
@@ -223,10 +228,12 @@ class Diagnoser:
 
     def network_cause(self, model: nn.Module, history: RunHistory, tracked: float) -> str | None:
         """A cause in the network or its inputs now (:func:`~descentlab.critical.diagnosis.network_cause_at`
-        on the sample, the tracked loss ``tracked`` against the history's), else ``None``."""
+        on the tracked samples, the routine's own: a look, which a diagnosis on its own samples
+        confirms; the tracked loss ``tracked`` against the history's), else ``None``."""
         steps_since = (history.latest_step - history.before_step if history.before_step is not None
                        and history.latest_step is not None else None)
-        return network_cause_at(self.sample_loss(model), loss=history.loss_record(tracked),
+        self._tracked = self._over(self._tracked, model, self.tracked_size)
+        return network_cause_at(self._tracked[0], loss=history.loss_record(tracked),
                                 previous=history.before if steps_since else None, steps_since=steps_since,
                                 recent_gradients=[(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
                                 gradient_history=[(lo, hi) for _, lo, hi in history.grad_norms])

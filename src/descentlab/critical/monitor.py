@@ -422,6 +422,7 @@ class StallMonitor(Callback):
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
             trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
         if trend is None and self._network_suspect(tracked, progress) and \
+                all_agree(self.budget.allows(self.diagnoser.look_cost())) and \
                 all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "network"
         if trend is None:
@@ -435,13 +436,16 @@ class StallMonitor(Callback):
             return  # the plateau still waits for the budget (for the stage it stopped before)
         first_step = self._pending[1] if self._pending is not None else step
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
+        network = reason == "network"  # a look, not a plateau: only the causes that need no Hessian may answer
         try:
             stall = self.diagnoser.diagnose(
                 model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
                 total_steps=loop.total_steps, step=first_step, reason=reason, trend=trend, at=step,
                 step_seconds=self._step_seconds(), trials_fit=lambda expected: all_agree(self.budget.allows(expected)),
-                afford=lambda products: self.budget.fraction is None or all_agree(
-                    self.budget.allows(self.diagnoser.expected_cost(model, products=products), started)))
+                afford=lambda products: not network and (self.budget.fraction is None or all_agree(
+                    self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
+            if network and stall.status != "diagnosed":
+                return  # the diagnosis, on its own samples, saw no cause in the network: no stall
             stall = self.respond(stall, model)
         finally:
             loop.show(None)
