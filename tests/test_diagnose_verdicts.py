@@ -19,8 +19,11 @@ from descentlab.problems.workloads import LOGISTIC_PRESETS, get_workload
 
 
 def _diagnose(tmp_path, capsys, *args, code=0):
+    """`descentlab diagnose` with no budget: its decisions then depend on the data alone, not on
+    how busy the machine is (a capped monitor sizes its tracked sample by the clock)."""
     out = tmp_path / "run"
-    assert main(["diagnose", *args, "--out", str(out), "--no-progress"]) == code
+    budget = () if "--budget" in args else ("--budget", "none")
+    assert main(["diagnose", *args, *budget, "--out", str(out), "--no-progress"]) == code
     printed = capsys.readouterr().out
     return RunDir.open(out).read_json("stalls.json"), printed, out
 
