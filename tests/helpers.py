@@ -32,3 +32,22 @@ def readme_block(after):
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)
+
+
+def loss_of_flat(model, loss_fn, X, y):
+    """``(loss, theta)``: the loss of ``model`` on ``(X, y)`` as a function of its trainable parameters
+    flattened (torch.func's ``functional_call``), and those parameters now: what an exact-Hessian
+    oracle differentiates twice."""
+    from torch.func import functional_call
+
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    shapes = [(name, p.shape, p.numel()) for name, p in params.items()]
+
+    def loss(theta):
+        tensors, start = {}, 0
+        for name, shape, size in shapes:
+            tensors[name] = theta[start:start + size].reshape(shape)
+            start += size
+        return loss_fn(functional_call(model, tensors, (X,)), y)
+
+    return loss, torch.cat([p.reshape(-1) for p in params.values()])

@@ -18,6 +18,7 @@ from descentlab.curvature import HessianOperator
 
 from helpers import F64 as f64
 from helpers import lecture_at as _lecture
+from helpers import loss_of_flat
 
 
 def _lecture_hessian(w1, w2):
@@ -106,16 +107,7 @@ def test_a_saddle_that_float32_rounding_hides_is_decided_in_float64():
     model, X, y = _deep_tanh_near_origin(torch.float32)
     # oracle: the exact float64 Hessian of the float32 point's values, by torch.autograd.functional.hessian
     exact_model, X64 = model.double(), X.double()
-    names = [n for n, _ in exact_model.named_parameters()]
-    shapes = [p.shape for p in exact_model.parameters()]
-    theta = torch.cat([p.detach().reshape(-1) for p in exact_model.parameters()])
-
-    def loss_of(flat):
-        parts, offset = {}, 0
-        for name, shape in zip(names, shapes):
-            parts[name] = flat[offset:offset + shape.numel()].reshape(shape)
-            offset += shape.numel()
-        return nn.functional.cross_entropy(torch.func.functional_call(exact_model, parts, (X64,)), y)
+    loss_of, theta = loss_of_flat(exact_model, nn.functional.cross_entropy, X64, y)
 
     spectrum = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, theta))
     # the second-order test written out: a negative eigenvalue beyond float64's zero band is a saddle,
@@ -379,16 +371,7 @@ def test_certify_sign_names_the_same_saddle_with_fewer_products_and_bounds_lambd
     model = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 3)).double()
     X, y = torch.randn(64, 5, dtype=f64), torch.randint(0, 3, (64,))
     loss_fn = nn.functional.cross_entropy
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-
-    def loss_of(theta):
-        parts, offset = {}, 0
-        for name, shape in zip(names, shapes):
-            parts[name] = theta[offset:offset + shape.numel()].view(shape)
-            offset += shape.numel()
-        return loss_fn(torch.func.functional_call(model, parts, (X,)), y)
+    loss_of, flat = loss_of_flat(model, loss_fn, X, y)
 
     exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))
     assert exact.min() < -1e-3 and exact.max() > 1e-3  # a saddle-type curvature at this point

@@ -16,6 +16,7 @@ from descentlab.critical.sample import fixed_sample
 from descentlab.curvature import EmpiricalLoss
 from descentlab.experiments.rundir import RunDir
 from descentlab.problems.workloads import LOGISTIC_PRESETS, get_workload
+from helpers import loss_of_flat
 
 
 def _diagnose(tmp_path, capsys, *args, code=0):
@@ -257,24 +258,13 @@ def _tanh_mlp_at_init():
     """A 64-32-10 tanh MLP at its initialisation on 256 digits, and its exact λ_max (float64)."""
     import copy
 
-    from torch.func import functional_call, hessian
+    from torch.func import hessian
 
     workload = get_workload("digits-mlp")
     X, y = workload.X_train[:256], workload.y_train[:256]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
-    twin = copy.deepcopy(model).double()
-    names = [name for name, _ in twin.named_parameters()]
-    shapes = [p.shape for p in twin.parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in twin.parameters()])
-
-    def loss_of(theta):
-        parts, at = {}, 0
-        for name, shape in zip(names, shapes):
-            parts[name] = theta[at:at + shape.numel()].reshape(shape)
-            at += shape.numel()
-        return F.cross_entropy(functional_call(twin, parts, (X.double(),)), y)
-
+    loss_of, flat = loss_of_flat(copy.deepcopy(model).double(), F.cross_entropy, X.double(), y)
     return X, y, model, float(torch.linalg.eigvalsh(hessian(loss_of)(flat))[-1])
 
 

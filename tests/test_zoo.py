@@ -17,6 +17,7 @@ from descentlab.cli import main
 from descentlab.experiments.zoo import (NEAR_ZERO, REPAIR_TOLERANCE, CaseOutcome, CaseRun, ZooSummary,
                                         build_optimizer, build_scheduler, run_case, run_zoo)
 from descentlab.problems.zoo import CAUSES, FAMILIES, get_case, select_cases
+from helpers import loss_of_flat
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -36,23 +37,8 @@ def _trainable(model):
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _loss_of_flat(model, loss_fn, X, y):
-    """The full-data loss as a function of the trainable parameters flattened (float64 oracle)."""
-    params = _trainable(model)
-    shapes = [(name, p.shape, p.numel()) for name, p in params.items()]
-
-    def loss(theta):
-        tensors, start = {}, 0
-        for name, shape, size in shapes:
-            tensors[name] = theta[start:start + size].reshape(shape)
-            start += size
-        return loss_fn(functional_call(model, tensors, (X,)), y)
-
-    return loss, torch.cat([p.reshape(-1) for p in params.values()])
-
-
 def _exact_hessian(model, loss_fn, X, y):
-    loss, theta = _loss_of_flat(model, loss_fn, X, y)
+    loss, theta = loss_of_flat(model, loss_fn, X, y)
     return (torch.autograd.functional.hessian(loss, theta, vectorize=True),
             torch.autograd.functional.jacobian(loss, theta))
 
@@ -168,7 +154,7 @@ def test_slow_case_runs_a_thousandth_of_its_stable_rate():
     case = get_case("slow-mlp-digits")
     X, y = _data(case)
     model = _model(case)
-    loss, theta = _loss_of_flat(model, case.loss_fn, X, y)
+    loss, theta = loss_of_flat(model, case.loss_fn, X, y)
     v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(0), dtype=theta.dtype)
     for _ in range(40):  # power iteration on exact Hessian-vector products: lambda_max
         v = torch.autograd.functional.hvp(loss, theta, v / v.norm())[1]
