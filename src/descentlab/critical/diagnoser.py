@@ -185,16 +185,11 @@ class Diagnoser:
         t0 = time.perf_counter()
         sample = self.sample_loss(model)
         tracked = self.tracked_loss(model)  # on the plateau test's sample: comparable with the history's losses
-        steps_since = (history.latest_step - history.before_step if history.before_step is not None
-                       and history.latest_step is not None else None)
         try:
             finding = examine(sample, full=self.full_loss(model), optimizer=optimizer, batch_size=batch_size,
                               n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
-                              lr_zero_since=history.lr_zero_since, total_steps=total_steps,
-                              loss=history.loss_record(tracked), options=self.options, v0=self.v0, seed=self.seed,
-                              previous=history.before if steps_since else None, steps_since=steps_since,
-                              recent_gradients=[(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
-                              gradient_history=[(lo, hi) for _, lo, hi in history.grad_norms], afford=afford)
+                              lr_zero_since=history.lr_zero_since, total_steps=total_steps, options=self.options,
+                              v0=self.v0, seed=self.seed, afford=afford, **_from_history(history, tracked))
             point = finding.point
             evidence = dict(finding.evidence)
             if trend is not None:
@@ -230,13 +225,8 @@ class Diagnoser:
         """A cause in the network or its inputs now (:func:`~descentlab.critical.diagnosis.network_cause_at`
         on the tracked samples, the routine's own: a look, which a diagnosis on its own samples
         confirms; the tracked loss ``tracked`` against the history's), else ``None``."""
-        steps_since = (history.latest_step - history.before_step if history.before_step is not None
-                       and history.latest_step is not None else None)
         self._tracked = self._over(self._tracked, model, self.tracked_size)
-        return network_cause_at(self._tracked[0], loss=history.loss_record(tracked),
-                                previous=history.before if steps_since else None, steps_since=steps_since,
-                                recent_gradients=[(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
-                                gradient_history=[(lo, hi) for _, lo, hi in history.grad_norms])
+        return network_cause_at(self._tracked[0], **_from_history(history, tracked))
 
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the
@@ -419,3 +409,16 @@ def plain(value: Any) -> Any:
 
 def _floats(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in torch.as_tensor(values).flatten().tolist())
+
+
+def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:
+    """What :func:`~descentlab.critical.diagnosis.examine` and
+    :func:`~descentlab.critical.diagnosis.network_cause_at` read from the run's history: the loss
+    record at the tracked loss ``tracked``, the parameters of the check before and how many steps
+    ago, the loop's gradient norms (the recent checks' and all)."""
+    steps_since = (history.latest_step - history.before_step if history.before_step is not None
+                   and history.latest_step is not None else None)
+    return {"loss": history.loss_record(tracked), "previous": history.before if steps_since else None,
+            "steps_since": steps_since,
+            "recent_gradients": [(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
+            "gradient_history": [(lo, hi) for _, lo, hi in history.grad_norms]}

@@ -206,13 +206,11 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     }
     if rate is not None:
         rule = stability_rule(optimizer, model, point.names)
-        # the rate meets the function a training step differentiates: batch-norm by the batch's statistics
-        trained = sample.with_batch_statistics() if trains_batch_norm(model) else None
-        op = (HessianOperator.like(trained or sample, params=point.names) if rule.preconditioned or trained
-              else None)
+        trained = trains_batch_norm(model)  # then the eval-mode λ_max found above is not the one the rate meets
+        op = _training_operator(sample, point.names) if rule.preconditioned or trained else None
         value, products, _ = sharpness(rule, op, lambda_max=None if op is not None else point.max_eigenvalue,
                                        seed=seed)
-        rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None)
+        rate.update(_rate_fields(rule, value, products), batch_statistics=trained)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
 
@@ -230,6 +228,13 @@ def network_cause_at(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None 
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
                 "layers": measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()}
     return network_cause(evidence)
+
+
+def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperator:
+    """The Hessian operator of the function a training step differentiates, which the rate
+    meets: batch-norm by the batch's statistics where the model trains it, else ``loss``'s own
+    (``params``: other variables, as :meth:`~descentlab.curvature.EmpiricalLoss.like` takes them)."""
+    return HessianOperator.like(loss.with_batch_statistics() if trains_batch_norm(loss.model) else loss, params=params)
 
 
 def _waiting(evidence: dict[str, Any], products: int) -> Finding:
@@ -251,16 +256,15 @@ def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], opti
         done[0] += 1
         return done[0] >= RATE_LEAST and afford is not None and not afford(1)
 
-    model = sample.model
-    rule = stability_rule(optimizer, model, sample.names)
-    trained = sample.with_batch_statistics() if trains_batch_norm(model) else None
-    op = HessianOperator.like(trained or sample)
+    rule = stability_rule(optimizer, sample.model, sample.names)
+    op = _training_operator(sample)
     top = None
     exact = options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold)
     if not rule.preconditioned and exact:  # as classify would take it
         top = float(torch.linalg.eigvalsh(op.dense().double())[-1])
     value, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
-    rate.update(_rate_fields(rule, value, products), batch_statistics=trained is not None, converged=converged)
+    rate.update(_rate_fields(rule, value, products), batch_statistics=trains_batch_norm(sample.model),
+                converged=converged)
     if top is None and not rule.preconditioned and rule.lr > 0:
         top = value / (rule.lr * rule.scale)
     return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,
@@ -282,8 +286,8 @@ def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int |
     try:
         _, gradient = good.loss_and_gradient()
         evidence["layers"] = measure_layers(good, gradient).to_dict()
-        trained = trains_batch_norm(good.model)  # the function a step differentiates, as in examine()
-        op = HessianOperator.like(good.with_batch_statistics() if trained else good)
+        trained = trains_batch_norm(good.model)
+        op = _training_operator(good)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             top = lanczos(op, k=1, which="LA", tol=1e-2, max_iter=200, seed=seed)

@@ -398,8 +398,7 @@ class StallMonitor(Callback):
             self._grad_low = self._grad_high = None
         self._track_seconds = 0.0
         if self._sparse and self._count % self.window and all_agree(not self._gradient_grew(step)):
-            optimizer = self.optimizer
-            self.history.observe_rate(step, None if optimizer is None else float(optimizer.param_groups[0]["lr"]))
+            self.history.observe_rate(step, self._lr())
             return  # the loss falls fast: read once a window
         tracked = self._track(step, model)
         if not math.isfinite(tracked):
@@ -574,8 +573,7 @@ class StallMonitor(Callback):
         began = self.budget.clock()
         value = self.diagnoser.tracked_loss(model)
         self._track_seconds, self._read_at = self.budget.clock() - began, int(step)
-        optimizer = self.optimizer
-        self.history.observe(step, value, model, None if optimizer is None else float(optimizer.param_groups[0]["lr"]))
+        self.history.observe(step, value, model, self._lr())
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar("monitor/tracked_loss", value, int(step))
         return value
@@ -657,6 +655,11 @@ class StallMonitor(Callback):
         except Exception as error:  # tracking must never kill the training run
             _say("step %d: sharpness tracking stopped (%s: %s)", step, type(error).__name__, error)
             self.sharpness = None
+
+    def _lr(self) -> float | None:
+        """The rate of the optimizer's first group now (``None`` without an optimizer)."""
+        optimizer = self.optimizer
+        return None if optimizer is None else float(optimizer.param_groups[0]["lr"])
 
     def _step_seconds(self) -> float:
         """The training's own seconds per step so far."""
