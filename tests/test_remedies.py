@@ -1,6 +1,7 @@
 """Remedy trials: bit-identical forks, stacked trials equal separate ones, the winners the presets
 call for, and continuing a run with the winner (in a user's loop, and in train() across a resume)."""
 
+import copy
 import math
 
 import pytest
@@ -16,6 +17,8 @@ from descentlab.experiments.rundir import RunDir
 from descentlab.experiments.train import TrainConfig, train
 from descentlab.optim import make_optimizer
 from descentlab.problems.workloads import get_workload
+
+from helpers import loss_of_flat
 
 
 def _trained(name, optimizer="noisy:adam", steps=5):
@@ -98,12 +101,13 @@ def test_stacked_trials_equal_trials_run_one_after_another():
     assert stacked.get("larger-batch").remedy.change.batch_size == 50  # B* from the noise evidence, above 4 x 8
 
 
-def _monitored_to_first_stall(name, **options):
-    """The preset trained (plain loop) until the monitor's first diagnosed stall, remedies on, no budget cap."""
+def _monitored_to_first_stall(name, lr=None, **options):
+    """The preset trained (plain loop, at ``lr`` or its own rate) until the monitor's first diagnosed
+    stall, remedies on, no budget cap."""
     workload = get_workload(name)
     torch.manual_seed(0)
     model = workload.make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
+    optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr if lr is None else lr)
     X, y = workload.X_train, workload.y_train
     batch = workload.batch_size or len(X)
     monitor = StallMonitor(workload.loss_fn, (X, y), budget=None, remedies=True, **options)
@@ -136,6 +140,22 @@ def test_at_the_unstable_preset_lowering_the_rate_wins():
     assert by_name["lower-rate"]["decrease"] > 100 * abs(by_name["keep"]["decrease"])
     # report only: the run's optimizer is unchanged, and nothing is asked of the loop
     assert loop.optimizer.param_groups[0]["lr"] == 10.0 and monitor.control.pending is None
+
+
+def test_a_slow_run_is_offered_half_its_largest_stable_rate_and_it_wins():
+    # logistic regression on the moons, full-batch GD at lr 1e-5: 300,000x below its limit 2 / lambda_max
+    monitor, stall, loop = _monitored_to_first_stall("minimum", lr=1e-5)
+    assert stall.verdict == "slow" and stall.trials["status"] == "ran"
+    by_name = {t["remedy"]: t for t in stall.trials["trials"]}
+    assert set(by_name) == set(MENU["slow"]) and stall.trials["winner"] == "raise-rate"
+    # oracle: the exact Hessian of the monitor's sample where the run stopped (the trials' fork
+    # point; nothing was applied), so the raised rate is half of 2 / lambda_max there: 1 / lambda_max
+    X, y = monitor.sample
+    loss, theta = loss_of_flat(copy.deepcopy(loop.model).double(), get_workload("minimum").loss_fn, X.double(), y)
+    lambda_max = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta)).max())
+    raised = 1e-5 * by_name["raise-rate"]["change"]["change"]["lr_factor"]
+    assert raised == pytest.approx(1.0 / lambda_max, rel=0.02)  # Lanczos' tolerance on lambda_max
+    assert by_name["raise-rate"]["decrease"] > 10 * by_name["keep"]["decrease"] > 0
 
 
 def test_at_the_saddle_preset_the_escape_wins():

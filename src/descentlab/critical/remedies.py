@@ -12,6 +12,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``keep``            nothing: the run's optimizer, state and rate as they are (the control)
 ``escape``          one step along the most negative eigenvector (line search), then ``keep``
 ``lower-rate``      the rate × 0.3, the optimizer's state kept
+``raise-rate``      the rate raised to half the largest stable rate the rate test measured (the
+                    lectures' 1/λ_max for gradient descent), the optimizer's state kept
 ``decay``           the rate decays as lr / (1 + t / (T/4)) (Robbins-Monro's 1/t: a fifth at T)
 ``warm-up``         the lectures' warm-up, restarted: the rate rises linearly from 0 over T/2 steps,
                     then decays as sqrt(T/2 / t) (the ``warmup-rsqrt`` schedule, the Transformer's shape)
@@ -35,7 +37,8 @@ reinit``            scales are of no use to standardized inputs, so the run star
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape, by
 momentum, by noise, or by an adaptive rate; an ``unstable`` run needs a lower, decaying or
 warmed-up rate; a ``noise_floor`` a lower or decaying rate or a larger batch; a ``flat`` region
-or a ``slow`` run momentum, an adaptive rate or noise; a minimum stuck high noise or an adaptive
+or a ``slow`` run momentum, an adaptive rate or noise (and a ``slow`` run the rate its own stability
+limit allows); a minimum stuck high noise or an adaptive
 rate (a minimum at the best loss seen gets no trials: nothing should beat stopping);
 ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so a ranking says
 whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
@@ -56,10 +59,13 @@ from descentlab.critical.stability import innermost
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
-__all__ = ["Remedy", "MENU", "remedies_for", "LOWER_FACTOR", "MOMENTUM", "BATCH_FACTOR"]
+__all__ = ["Remedy", "MENU", "remedies_for", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM", "BATCH_FACTOR"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
+#: ``raise-rate`` sets the rate to this fraction of the largest stable rate (the limit's half: the
+#: top direction then contracts fastest under gradient descent, and sharpening has room).
+RAISE_TO = 0.5
 #: The heavy-ball coefficient of ``momentum``.
 MOMENTUM = 0.9
 #: ``larger-batch`` multiplies the batch by at least this.
@@ -70,7 +76,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "saddle": ("keep", "escape", "momentum", "noise", "adam"),
     "maximum": ("keep", "escape", "noise"),
     "flat": ("keep", "momentum", "adam", "noise"),
-    "slow": ("keep", "momentum", "adam"),
+    "slow": ("keep", "raise-rate", "momentum", "adam"),
     "unstable": ("keep", "lower-rate", "decay", "warm-up"),
     "noise_floor": ("keep", "lower-rate", "decay", "larger-batch"),
     "minimum": ("keep", "noise", "adam"),
@@ -221,6 +227,13 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
     if name == "lower-rate":
         return Remedy("lower-rate", f"the rate x {LOWER_FACTOR:g} ({lr * LOWER_FACTOR:.3g})",
                       Change(lr_factor=LOWER_FACTOR))
+    if name == "raise-rate":
+        largest = (evidence.get("rate") or {}).get("largest_stable_lr")
+        if not largest or not math.isfinite(largest) or RAISE_TO * largest <= 2 * lr:
+            return None  # not measured, or not far enough above the rate to be worth a trial
+        factor = RAISE_TO * largest / lr
+        return Remedy("raise-rate", f"the rate x {factor:.3g} ({lr * factor:.3g}, half the largest stable rate "
+                      f"{largest:.3g})", Change(lr_factor=factor))
     if name == "decay":
         tau = max(1, trial_steps // 4)
         return Remedy("decay", f"the rate decays as lr / (1 + t/{tau})", Change(schedule=str(InverseTime(tau))))
