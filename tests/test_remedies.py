@@ -10,12 +10,12 @@ from torch import nn
 
 from descentlab.cli import main
 from descentlab.critical import StallMonitor
-from descentlab.critical.remedies import MENU, Remedy, remedies_for
+from descentlab.critical.remedies import LOWER_FACTOR, MENU, RAISE_TO, Remedy, remedies_for
 from descentlab.critical.trials import fork, run_trials
 from descentlab.engine import Callback, Change, LoopState, Request
 from descentlab.experiments.rundir import RunDir
 from descentlab.experiments.train import TrainConfig, train
-from descentlab.optim import make_optimizer
+from descentlab.optim import clear_state, make_optimizer
 from descentlab.problems.workloads import get_workload
 
 from helpers import loss_of_flat
@@ -308,3 +308,103 @@ def test_readme_protocol_snippet_runs_as_written(capsys):
     workload = namespace["workload"]
     final = workload.loss_fn(namespace["model"](workload.X_train), workload.y_train).item()
     assert final == pytest.approx(_optimum_loss(workload), abs=1e-3)
+
+
+def test_a_diverged_run_is_rolled_back_to_its_last_good_point_at_half_its_limit_and_resumes_bit_for_bit(tmp_path):
+    # teacher-student at lr 5, full batch: past 2 / lambda_max from the first step, non-finite by step ~12
+    workload = get_workload("teacher-student")
+    X, y = workload.X_train, workload.y_train
+    config = TrainConfig(optimizer="sgd", lr=5.0, batch_size=None, steps=80, checkpoint_every=20)
+
+    def monitor():
+        return StallMonitor(workload.loss_fn, (X, y), budget=None, remedies=True, apply_remedy=True)
+
+    watched = monitor()
+    whole = train(workload, config, tmp_path / "a", callbacks=[watched], progress=False)
+    stall = watched.stalls[0]
+    assert whole.status == "completed" and stall.verdict == "diverged" and stall.remedy_applied == "rollback"
+    back = stall.evidence["rollback"]
+    rows = RunDir.open(tmp_path / "a").read_csv("metrics.csv")
+    after = next(i for i, r in enumerate(rows) if float(r["lr"]) < 5.0)
+    assert int(rows[after]["step"]) == stall.step + 1 and back["to_step"] == 0  # the bad step was not taken
+    # the weights put back are the initial ones: the next step's full-batch loss is the first step's
+    assert float(rows[after]["train_loss"]) == pytest.approx(float(rows[0]["train_loss"]), rel=1e-6)
+    # oracle: the exact Hessian of the monitor's sample at the initial weights (eigvalsh): the
+    # sharpness lr * lambda_max against GD's limit 2, so the rate becomes 5 * 0.5 / (5 lambda / 2) = 1 / lambda
+    torch.manual_seed(config.seed)
+    start = workload.make_model().double()
+    Xs, ys = watched.sample
+    loss, theta = loss_of_flat(start, workload.loss_fn, Xs.double(), ys.double())
+    lambda_max = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta)).max())
+    assert 5.0 * lambda_max / 2 > RAISE_TO / LOWER_FACTOR  # so the factor is not the floor's 0.3
+    assert float(rows[after]["lr"]) == pytest.approx(1.0 / lambda_max, rel=2e-3)
+    assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
+
+    class Crash(StallMonitor):
+        def on_step_end(self, loop, loss):
+            if loop.step == 50:
+                raise KeyboardInterrupt
+            super().on_step_end(loop, loss)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(workload, config, tmp_path / "b", callbacks=[Crash(workload.loss_fn, (X, y), budget=None, remedies=True,
+                                                                 apply_remedy=True)], progress=False)
+    resumed = train(workload, config, tmp_path / "b", callbacks=[monitor()], resume=True, progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert strip(RunDir.open(tmp_path / "b").read_csv("metrics.csv")) == strip(rows)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["adam", "lookahead:adam", "momentum"])
+def test_clear_state_makes_the_next_step_a_fresh_optimizers_first(name):
+    # oracle: a new optimizer of the same kind, built at the same weights, takes the same first step
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    X, y = torch.randn(16, 3), torch.randn(16, 2)
+    opt = make_optimizer(name, model.parameters(), lr=0.05)
+    for _ in range(7):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(X), y).backward()
+        opt.step()
+    twin = copy.deepcopy(model)
+    fresh = make_optimizer(name, twin.parameters(), lr=0.05)
+    clear_state(opt)
+    for m, o in ((model, opt), (twin, fresh)):
+        for _ in range(6):  # past lookahead's k = 5: its slow weights start from the weights now
+            o.zero_grad()
+            nn.functional.mse_loss(m(X), y).backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_users_loop_that_steps_through_a_non_finite_loss_is_rolled_back_at_the_next_check():
+    # the README's loop, which never looks at the loss: SGD with momentum steps on through NaN
+    # weights until the monitor's next check, which puts the last good point back
+    workload = get_workload("teacher-student")
+    X, y = workload.X_train, workload.y_train
+    torch.manual_seed(0)
+    model = workload.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=5.0, momentum=0.9)
+    loop = LoopState(model, optimizer, batch_size=len(X), total_steps=100)
+    monitor = StallMonitor(workload.loss_fn, (X, y), budget=None, remedies=True, apply_remedy=True)
+    monitor.on_train_start(loop)
+    with torch.no_grad():
+        initial = float(workload.loss_fn(model(X), y))
+    for step in range(1, 101):
+        loop.optimizer.zero_grad()
+        loss = workload.loss_fn(model(X), y)
+        loss.backward()
+        loop.optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.control.pending:
+            monitor.control.apply(loop)
+    names = [request.name for request, _ in monitor.control.applied]
+    assert names and set(names) == {"rollback"} and not monitor.control.should_stop
+    stall = monitor.stalls[0]
+    assert stall.verdict == "diverged" and stall.evidence["rollback"]["to_step"] == 0
+    with torch.no_grad():
+        final = float(workload.loss_fn(model(X), y))
+    assert math.isfinite(final) and final < 0.5 * initial

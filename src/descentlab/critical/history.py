@@ -87,6 +87,11 @@ class RunHistory:
         elif self.lr_zero_since is None:
             self.lr_zero_since = int(step)
 
+    def forget_rates(self) -> None:
+        """The rates seen so far no longer say what the run can use (a rollback lowered the rate
+        on purpose): the peak restarts from the next one observed."""
+        self.peak_lr, self.lr_zero_since = None, None
+
     def observe_gradient(self, step: int, low: float, high: float) -> None:
         """Record the smallest and the largest gradient norm the loop had over the steps up to ``step``
         since the last check."""

@@ -23,7 +23,8 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   loss and calls a plateau only when its progress per window is confidently below ``rel_tol``
   (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); a rate
   that has been ~0 for a window is one without waiting for the test (no step can move the
-  loss); a non-finite loss is the ``diverged`` verdict, measured at the last good point;
+  loss); a non-finite loss is the ``diverged`` verdict, measured at the last good point (the
+  loop is asked to stop; with ``apply_remedy`` it is rolled back there instead, at a lower rate);
 * **what it says** — the diagnosis (:meth:`Diagnoser.diagnose`): a verdict with its evidence
   and remedy, at a saddle the loss along the escape direction, optionally the remedy trials.
   Each finding is a :class:`~descentlab.critical.stall.Stall` in ``monitor.stalls`` and one
@@ -60,13 +61,14 @@ from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import PlateauTest, Trend
 from descentlab.critical.policy import decide_action
+from descentlab.critical.remedies import rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import STUCK_HIGH
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
-from descentlab.ranks import all_agree, rank, smallest, unwrap
+from descentlab.ranks import all_agree, distributed, rank, smallest, unwrap
 
 __all__ = ["StallMonitor", "LOGGER"]
 
@@ -84,6 +86,9 @@ GROWTH_ALARM = 100.0
 #: While the tracked loss surely falls by this many ``rel_tol`` per window (3 % at the default), no
 #: plateau can be near: it is read once a window, not at every check, until its progress slows.
 SPARSE_ABOVE = 30.0
+#: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
+#: many times (each at a lower rate); the next divergence stops it.
+MAX_ROLLBACKS = 3
 
 
 class StallMonitor(Callback):
@@ -188,6 +193,7 @@ class StallMonitor(Callback):
         self._count = 0  # steps seen
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
         self._diverged = False
+        self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
         self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
         # what the steps since the last check passed, kept on the device and folded every
@@ -264,6 +270,10 @@ class StallMonitor(Callback):
         with self.budget.monitoring():
             self._warn_if_unapplied(loop)
             self._note_loss(loop.step, loss)
+            if self._float_bad is not None and not distributed():  # read already: acted on at once
+                with full_precision(loop.model):
+                    if self._went_non_finite(loop):
+                        return
             self._note_gradient(loop.model)
             if self.sharpness is not None and self.sharpness.due(loop.step):
                 with full_precision(loop.model):
@@ -520,9 +530,38 @@ class StallMonitor(Callback):
             stall = self.diagnoser.diverged(unwrap(loop.model), self.history, step=loop.step, optimizer=self.optimizer)
         finally:
             loop.show(None)
+        stall = self._roll_back(loop, stall)
+        if stall.remedy_applied is None:
+            self.control.request_stop(f"the loss became non-finite at step {loop.step}")
         self.stalls.append(stall)
-        self.control.request_stop(f"the loss became non-finite at step {loop.step}")
         self._report(stall)
+
+    def _roll_back(self, loop: LoopState, stall: Stall) -> Stall:
+        """With ``apply_remedy``, the :func:`~descentlab.critical.remedies.rollback` of a diverged
+        run requested (the weights of its last good point put back, the optimizer's state
+        forgotten, the rate lowered), at most :data:`MAX_ROLLBACKS` times; the stall says so.
+        Under ``torch.distributed`` rank 0's good point, which every rank visited (DDP keeps the
+        weights equal), is put back on every rank."""
+        if not (self.options.apply_remedy and stall.status == "diagnosed" and self.history.best_params is not None
+                and self.optimizer is not None and self._rollbacks < MAX_ROLLBACKS):
+            return stall
+        remedy = rollback(stall.evidence)
+        weights = tuple(w.clone() for w in self.history.best_params)
+        if distributed():
+            for w in weights:
+                torch.distributed.broadcast(w, src=0)
+        self.control.request(Request(loop.step, remedy.name, remedy.change, seed=self.seed + loop.step,
+                                     restore=weights))
+        self._rollbacks += 1
+        self._diverged = False  # the next divergence is diagnosed again
+        self._alarmed_at = loop.step  # the gradients before the divergence are no longer the run's
+        self.plateau.reset()
+        self.history.forget_rates()  # the lowered rate is the run's own now, not a schedule's end
+        to = self.history.best_step
+        return replace(stall, remedy_applied=remedy.name,
+                       evidence={**stall.evidence, "rollback": {"to_step": to, "text": remedy.text,
+                                                                "lr_factor": remedy.change.lr_factor,
+                                                                "count": self._rollbacks}})
 
     # ------------------------------------------------------------------ diagnosis and action
     def diagnose(self, model: nn.Module, *, step: int | None = None) -> Stall:
@@ -685,7 +724,7 @@ class StallMonitor(Callback):
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
-            "alarmed_at": self._alarmed_at, "sparse": self._sparse, "read_at": self._read_at,
+            "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "sparse": self._sparse, "read_at": self._read_at,
             "paced_at": self._paced_at,
             "diagnoser": self.diagnoser.state_dict(),
             "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
@@ -702,6 +741,7 @@ class StallMonitor(Callback):
         self.stalls = [Stall.from_dict(s) for s in state["stalls"]]
         self._pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))
         self._diverged = bool(state["diverged"])
+        self._rollbacks = int(state.get("rollbacks", 0))
         self._alarmed_at = state.get("alarmed_at")
         self._sparse = bool(state.get("sparse", False))
         self._read_at, self._paced_at = state.get("read_at"), state.get("paced_at")

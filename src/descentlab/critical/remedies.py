@@ -32,6 +32,9 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``standardize``     the inputs standardized with the sample's mean and spread (a wrapper)
 ``standardize-      the same, and every weight layer re-initialised: the weights fitted to the raw
 reinit``            scales are of no use to standardized inputs, so the run starts again, well scaled
+``rollback``        (``diverged`` only, not a trial) the weights put back to the last good point,
+                    the optimizer's state forgotten, the rate lowered so the sharpness measured
+                    there is half its limit (× 0.3 at least, and × 0.3 where it was not measured)
 ==================  =====================================================================
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape, by
@@ -42,8 +45,8 @@ limit allows); a minimum stuck high noise or an adaptive
 rate (a minimum at the best loss seen gets no trials: nothing should beat stopping);
 ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so a ranking says
 whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
-momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets none (the run
-has stopped).
+momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets no trials (its
+point is not finite): with ``apply_remedy`` the run is rolled back instead (:func:`rollback`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from descentlab.critical.stability import innermost
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
-__all__ = ["Remedy", "MENU", "remedies_for", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM", "BATCH_FACTOR"]
+__all__ = ["Remedy", "MENU", "remedies_for", "rollback", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM", "BATCH_FACTOR"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
@@ -155,6 +158,19 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
         if remedy is not None:
             out.append(remedy)
     return out if len(out) > 1 else []  # keep alone is nothing to compare
+
+
+def rollback(evidence: Mapping[str, Any] | None) -> Remedy:
+    """The ``rollback`` remedy of a diverged run (the weights are put back by the request that
+    carries it): the rate × ``RAISE_TO / ratio``, the sharpness at the last good point then half
+    its limit, and × :data:`LOWER_FACTOR` at least; × :data:`LOWER_FACTOR` where the ratio was
+    not measured (an optimizer whose state overflowed has no preconditioner to read)."""
+    ratio = ((evidence or {}).get("rate") or {}).get("ratio")
+    measured = ratio is not None and math.isfinite(ratio) and ratio > 0
+    factor = min(LOWER_FACTOR, RAISE_TO / ratio) if measured else LOWER_FACTOR
+    why = f"the sharpness there {ratio:.3g}x its limit" if measured else "the sharpness there not measured"
+    return Remedy("rollback", f"back to the last good point, fresh optimizer state, the rate x {factor:.3g} ({why})",
+                  Change(lr_factor=factor, fresh_state=True))
 
 
 #: Remedies that change the network or its inputs (from the evidence's layers).

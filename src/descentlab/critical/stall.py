@@ -132,6 +132,9 @@ class Stall:
             if ((self.evidence or {}).get("rate") or {}).get("batch_statistics"):
                 text += "; the sharpness with batch-norm on batch statistics, as in training"
             text += "]"
+        back = (self.evidence or {}).get("rollback")
+        if back:
+            text += f"; rolled back to step {back['to_step']}: {back['text']}"
         if self.escaped:
             text += f"; escape lowered the loss {self.escape_loss_before:.4g} -> {self.escape_loss_after:.4g}"
         return text

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from descentlab.engine.changes import Applied, Change, apply_change
+from descentlab.ranks import unwrap
 
 __all__ = ["LoopState", "Callback", "Control", "Request", "StepFunction", "as_callback"]
 
@@ -78,12 +79,15 @@ class LoopState:
 @dataclass(frozen=True)
 class Request:
     """A change a callback asks for: ``change`` from ``step`` on, named ``name``; ``seed`` seeds
-    any randomness the change adds (gradient noise)."""
+    any randomness the change adds (gradient noise); ``restore``: weights to put back first, the
+    model's trainable parameters in order (a run rolled back to its last good point). ``restore``
+    is not plain data and not saved: a resumed run's checkpoint holds the weights it continued with."""
 
     step: int
     name: str
     change: Change
     seed: int = 0
+    restore: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (a run saves the requests it applied, and re-applies them on resume)."""
@@ -132,6 +136,8 @@ class Control:
             return loop
         if loop.optimizer is None:
             raise ValueError("the loop has no optimizer to change")
+        if request.restore is not None:
+            _restore(unwrap(loop.model), request.restore)
         done: Applied = apply_change(request.change, loop.optimizer, loop.scheduler, model=loop.model,
                                      seed=request.seed)
         loop.optimizer, loop.scheduler = done.optimizer, done.scheduler
@@ -150,6 +156,14 @@ class Control:
         self.pending = None if state.get("pending") is None else Request.from_dict(state["pending"])
         self.applied = [(Request.from_dict(r), str(text)) for r, text in state.get("applied", [])]
         self.stop_reason = state.get("stop_reason")
+
+
+def _restore(model: nn.Module, weights: tuple[torch.Tensor, ...]) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if [tuple(p.shape) for p in params] != [tuple(w.shape) for w in weights]:
+        raise ValueError("restore: the weights to put back do not match the model's trainable parameters")
+    with torch.no_grad():
+        torch._foreach_copy_(params, [w.to(p.device) for p, w in zip(params, weights)])
 
 
 class Callback:

@@ -54,6 +54,10 @@ class Change:
         activations, activation: replace the activation modules ``activations`` by ``activation``
             (``"relu"``, ``"gelu"``, ``"leaky_relu"``).
         standardize: ``(mean, std)`` per input feature: standardize the model's inputs.
+        fresh_state: forget the optimizer's state (moments, velocities, step counts,
+            :func:`~descentlab.optim.clear_state`): for a run put back to earlier weights, whose
+            state came from the steps that diverged. The weights themselves are the request's
+            (:class:`~descentlab.engine.Request` ``restore``), not the change's: plain data here.
 
     Every field but the last two can be made on any loop; ``activations`` and ``standardize``
     change the model's modules and forward pass, which its ``state_dict`` does not record
@@ -74,6 +78,7 @@ class Change:
     activations: tuple[str, ...] = ()
     activation: str | None = None
     standardize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    fresh_state: bool = False
 
     def __post_init__(self) -> None:
         check_number("lr_factor", self.lr_factor, low=0.0, low_open=True)
@@ -208,14 +213,14 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
     one place a change is made, for trials, monitors' requests and resumed runs alike.
 
     In order: the model's changes (re-initialised layers, swapped activations, standardized
-    inputs; they need ``model``), a new optimizer over the same parameters (fresh state; the
+    inputs; they need ``model``), the optimizer's state forgotten, a new optimizer over the same parameters (fresh state; the
     old scheduler, tied to the old optimizer, ends), momentum on every group, a gradient-noise
     wrapper drawing from a generator seeded with ``seed``, gradient clipping, then the rate as
     a :class:`RemedyLR` (composed with ``scheduler`` where the change is relative and
     ``scheduler`` can be composed, else replacing it). ``model``, ``optimizer`` and
     ``scheduler`` are changed in place where they are kept.
     """
-    from descentlab.optim import OPTIMIZERS, make_optimizer, parse_name
+    from descentlab.optim import OPTIMIZERS, clear_state, make_optimizer, parse_name
     from descentlab.optim.clipping import GradientClipping
     from descentlab.optim.noise import GradientNoise
 
@@ -229,6 +234,8 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
         swap_activations(model, change.activations, change.activation)
     if change.standardize is not None:
         standardize_inputs(model, *change.standardize)
+    if change.fresh_state:
+        clear_state(optimizer)
     if change.optimizer is not None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         lr = change.lr if change.lr is not None else OPTIMIZERS[parse_name(change.optimizer)[1]].lr

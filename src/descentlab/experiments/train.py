@@ -18,7 +18,9 @@ wall_time``; validation columns every ``eval_every`` steps, empty otherwise) and
 callbacks' state, the step), each written atomically. ``resume=True`` reloads the checkpoint
 and continues from its step: the resumed run computes the same numbers as one never stopped. A
 non-finite loss stops the run at that step (``status == "non_finite"``) and leaves the last
-good checkpoint in place. The requests a run applied are saved with it and applied again on
+good checkpoint in place, unless a callback puts back earlier weights (a
+:class:`~descentlab.critical.StallMonitor` with ``apply_remedy`` rolls a diverged run back to
+its last good point at a lower rate): the run then goes on from there, the step not taken. The requests a run applied are saved with it and applied again on
 resume, so the resumed run steps the same optimizer and schedule.
 """
 
@@ -342,16 +344,33 @@ def train(
             checkpoint()
         return stop
 
+    def rolled_back() -> bool:
+        """After a non-finite loss: a callback asked to put back earlier weights (and none to
+        stop), so the run goes on from there; the requests are applied and checkpointed."""
+        pending = [c for c in callbacks if c.control.pending is not None]
+        if any(c.control.should_stop for c in callbacks) or not any(c.control.pending.restore is not None
+                                                                     for c in pending):
+            return False
+        for callback in pending:
+            changes.append(callback.control.pending.to_dict())
+            callback.control.apply(loop)
+        checkpoint()
+        return True
+
     model.train()
     try:
-        outcome = run_steps(loop, batch_loss(model, workload.loss_fn), batches(), steps=total - step,
-                            after_backward=lambda loop, value: _grad_norm(model), after_step=after_step,
-                            stop_on_non_finite=True)
-        run_status = outcome.status
-        if outcome.status == "non_finite":  # the step was not taken; the callbacks hear of its loss
-            step = loop.step = outcome.non_finite_step
+        while True:
+            outcome = run_steps(loop, batch_loss(model, workload.loss_fn), batches(), steps=total - loop.step,
+                                after_backward=lambda loop, value: _grad_norm(model), after_step=after_step,
+                                stop_on_non_finite=True)
+            run_status = outcome.status
+            if outcome.status != "non_finite":
+                break
+            step = loop.step = outcome.non_finite_step  # the step was not taken; the callbacks hear of its loss
             for callback in callbacks:
-                callback.on_step_end(loop, outcome.loss)
+                callback.on_step_end(loop, float(outcome.loss.sum()))  # read already: a callback acts at once
+            if not rolled_back():
+                break
     finally:
         bar.close()
     for callback in callbacks:

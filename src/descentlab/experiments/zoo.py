@@ -168,7 +168,8 @@ def run_case(case: ZooCase, *, seed: int = 0, monitor: bool = True, apply_remedy
     default :class:`~descentlab.critical.StallMonitor` attached when ``monitor`` (and its
     remedies applied when ``apply_remedy``); ``monitor_options`` are further
     ``StallMonitor`` arguments. ``seed`` fixes the initial weights, the batches and the
-    monitor's sample. The loop stops at the first non-finite loss (after the monitor has seen it)."""
+    monitor's sample. The loop stops at the first non-finite loss (after the monitor has seen it),
+    unless the monitor's remedy rolls the run back."""
     check_int("seed", seed, low=0)
     if apply_remedy and not monitor:
         raise ValueError("apply_remedy needs monitor=True (the remedies come from the monitor)")
@@ -208,9 +209,14 @@ def run_case(case: ZooCase, *, seed: int = 0, monitor: bool = True, apply_remedy
         value = loss.item()
         loop.step = step
         if not math.isfinite(value):  # the step is not taken; the monitor hears of the loss
-            status = "non_finite"
             if watcher is not None:
-                watcher.on_step_end(loop, loss.detach())
+                watcher.on_step_end(loop, value)
+                if apply_remedy and watcher.control.pending and not watcher.control.should_stop:
+                    request = watcher.control.pending  # rolled back to the last good point
+                    watcher.control.apply(loop)
+                    applied.append(f"{request.name} at step {step}")
+                    continue
+            status = "non_finite"
             break
         loop.optimizer.step()
         if loop.scheduler is not None:

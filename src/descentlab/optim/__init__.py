@@ -10,6 +10,7 @@ from descentlab.optim.noise import GradientNoise
 from descentlab.optim.registry import OPTIMIZERS, WRAPPERS, OptimizerSpec, is_elementwise, make_optimizer, parse_name
 from descentlab.optim.sgdw import SGDW
 from descentlab.optim.swats import SWATS, SwatsPhase
+from descentlab.optim.wrapper import clear_state
 
 __all__ = ["OPTIMIZERS", "WRAPPERS", "OptimizerSpec", "make_optimizer", "parse_name", "is_elementwise",
-           "SGDW", "SWATS", "SwatsPhase", "Lookahead", "GradientNoise", "GradientClipping"]
+           "SGDW", "SWATS", "SwatsPhase", "Lookahead", "GradientNoise", "GradientClipping", "clear_state"]

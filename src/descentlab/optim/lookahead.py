@@ -96,5 +96,9 @@ class Lookahead(OptimizerWrapper):
         self.slow = {params[int(i)]: s.to(device=params[int(i)].device, dtype=params[int(i)].dtype).clone()
                      for i, s in state["slow"].items()}
 
+    def _clear_wrapper_state(self) -> None:
+        self.slow.clear()  # the next step takes the weights as they are then for the slow ones
+        self.fast_steps = 0
+
     def _describe(self) -> str:
         return f"k={self.k}, alpha={self.alpha}"

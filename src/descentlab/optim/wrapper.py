@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["OptimizerWrapper"]
+__all__ = ["OptimizerWrapper", "clear_state"]
 
 
 class OptimizerWrapper(torch.optim.Optimizer):
@@ -97,6 +97,9 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def _wrapper_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _clear_wrapper_state(self) -> None:
+        """Forget what this wrapper accumulated from past steps (:func:`clear_state`); nothing by default."""
+
     def _load_wrapper_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -108,3 +111,18 @@ class OptimizerWrapper(torch.optim.Optimizer):
 
     def _describe(self) -> str:
         return ""
+
+
+def clear_state(optimizer: torch.optim.Optimizer) -> None:
+    """Forget everything ``optimizer`` accumulated from past steps (moments, velocities, step
+    counts, a wrapper's slow weights), keeping its parameter groups and their rates: it then
+    steps as if new. For a run rolled back to earlier weights, whose state came from the steps
+    that diverged. Through the optimizer's own ``load_state_dict`` with no state, so an
+    optimizer that rebuilds scratch space there (SWATS) does so."""
+    if isinstance(optimizer, OptimizerWrapper):
+        optimizer._clear_wrapper_state()
+        clear_state(optimizer.base)
+        return
+    empty = optimizer.state_dict()
+    empty["state"] = {}
+    optimizer.load_state_dict(empty)

@@ -52,6 +52,11 @@ def _action(stall: Stall) -> str:
         return f"escaped: loss {stall.escape_loss_before:.4g} -> {stall.escape_loss_after:.4g}"
     if stall.escape_loss_before is not None:
         return "escape: no step lowered the loss"
+    back = (stall.evidence or {}).get("rollback")
+    if back:
+        return f"rolled back to step {back['to_step']}, rate x {back['lr_factor']:.3g}"
+    if stall.remedy_applied and stall.remedy_applied != "keep":
+        return f"continued with {stall.remedy_applied}"
     return "-"
 
 
