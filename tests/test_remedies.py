@@ -281,6 +281,13 @@ def test_remedies_for_respects_the_menu_and_the_optimizer():
     assert remedies_for("minimum", {"loss": {"stuck_high": False}}, sgd, batch_size=None, n_data=10, trial_steps=20) == []
     assert remedies_for("diverged", {}, sgd, batch_size=None, n_data=10, trial_steps=20) == []
     assert remedies_for("noise_floor", {}, sgd, batch_size=None, n_data=10, trial_steps=20)[-1].name == "decay"
+    # lower-rate: x 0.3, or to half the limit where x 0.3 would leave the sharpness above it
+    # (closed form: the sharpness is linear in the rate, so the factor is 0.5 / ratio)
+    for ratio, factor in ((None, 0.3), (1.2, 0.3), (10.0, 0.05)):
+        evidence = {"rate": {"ratio": ratio}}
+        lower = {r.name: r for r in remedies_for("unstable", evidence, sgd, batch_size=None, n_data=10,
+                                                 trial_steps=20)}["lower-rate"]
+        assert lower.change.lr_factor == pytest.approx(factor)
     decay = Remedy("decay", "", Change(schedule="inverse-time:tau=5"))
     assert decay.rate_factor(0) == 1 and decay.rate_factor(20) == pytest.approx(1 / 5)
     warm = Remedy("warm-up", "", Change(schedule="warmup-rsqrt:warmup=10"))

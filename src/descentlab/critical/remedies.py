@@ -11,7 +11,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ==================  =====================================================================
 ``keep``            nothing: the run's optimizer, state and rate as they are (the control)
 ``escape``          one step along the most negative eigenvector (line search), then ``keep``
-``lower-rate``      the rate × 0.3, the optimizer's state kept
+``lower-rate``      the rate × 0.3, or lower where that would leave the measured sharpness above
+                    half its limit (:func:`lower_factor`), the optimizer's state kept
 ``raise-rate``      the rate raised to half the largest stable rate the rate test measured (the
                     lectures' 1/λ_max for gradient descent), the optimizer's state kept
 ``decay``           the rate decays as lr / (1 + t / (T/4)) (Robbins-Monro's 1/t: a fifth at T)
@@ -34,7 +35,7 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 reinit``            scales are of no use to standardized inputs, so the run starts again, well scaled
 ``rollback``        (``diverged`` only, not a trial) the weights put back to the last good point,
                     the optimizer's state forgotten, the rate lowered so the sharpness measured
-                    there is half its limit (× 0.3 at least, and × 0.3 where it was not measured)
+                    there is half its limit (:func:`lower_factor`)
 ==================  =====================================================================
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape, by
@@ -62,7 +63,7 @@ from descentlab.critical.stability import innermost
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
-__all__ = ["Remedy", "MENU", "remedies_for", "rollback", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM", "BATCH_FACTOR"]
+__all__ = ["Remedy", "MENU", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM", "BATCH_FACTOR"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
@@ -160,15 +161,23 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     return out if len(out) > 1 else []  # keep alone is nothing to compare
 
 
+def lower_factor(evidence: Mapping[str, Any] | None) -> tuple[float, float | None]:
+    """``(factor, ratio)``: the rate's factor that puts the measured sharpness at
+    :data:`RAISE_TO` (half) of its limit, and × :data:`LOWER_FACTOR` at least (× 0.3 alone would
+    leave a rate 4x past its limit still past it); :data:`LOWER_FACTOR` where the ratio (sharpness
+    over limit) was not measured. ``ratio``: that ratio, or ``None``."""
+    ratio = ((evidence or {}).get("rate") or {}).get("ratio")
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return LOWER_FACTOR, None
+    return min(LOWER_FACTOR, RAISE_TO / ratio), float(ratio)
+
+
 def rollback(evidence: Mapping[str, Any] | None) -> Remedy:
     """The ``rollback`` remedy of a diverged run (the weights are put back by the request that
-    carries it): the rate × ``RAISE_TO / ratio``, the sharpness at the last good point then half
-    its limit, and × :data:`LOWER_FACTOR` at least; × :data:`LOWER_FACTOR` where the ratio was
-    not measured (an optimizer whose state overflowed has no preconditioner to read)."""
-    ratio = ((evidence or {}).get("rate") or {}).get("ratio")
-    measured = ratio is not None and math.isfinite(ratio) and ratio > 0
-    factor = min(LOWER_FACTOR, RAISE_TO / ratio) if measured else LOWER_FACTOR
-    why = f"the sharpness there {ratio:.3g}x its limit" if measured else "the sharpness there not measured"
+    carries it): the rate lowered by :func:`lower_factor` of the sharpness at the last good point
+    (an optimizer whose state overflowed has no preconditioner to read: × 0.3 then)."""
+    factor, ratio = lower_factor(evidence)
+    why = f"the sharpness there {ratio:.3g}x its limit" if ratio is not None else "the sharpness there not measured"
     return Remedy("rollback", f"back to the last good point, fresh optimizer state, the rate x {factor:.3g} ({why})",
                   Change(lr_factor=factor, fresh_state=True))
 
@@ -241,8 +250,8 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
     if name == "escape":
         return Remedy("escape", "a step along the most negative eigenvector, then carry on", escape=True) if can_escape else None
     if name == "lower-rate":
-        return Remedy("lower-rate", f"the rate x {LOWER_FACTOR:g} ({lr * LOWER_FACTOR:.3g})",
-                      Change(lr_factor=LOWER_FACTOR))
+        factor, _ = lower_factor(evidence)
+        return Remedy("lower-rate", f"the rate x {factor:.3g} ({lr * factor:.3g})", Change(lr_factor=factor))
     if name == "raise-rate":
         largest = (evidence.get("rate") or {}).get("largest_stable_lr")
         if not largest or not math.isfinite(largest) or RAISE_TO * largest <= 2 * lr:
