@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from descentlab.critical import StallMonitor
 from descentlab.critical.layer_signals import input_scales, measure_layers
+from descentlab.critical.remedies import remedies_for
 from descentlab.curvature import EmpiricalLoss
 from descentlab.engine import Change, LoopState, apply_change
 from descentlab.engine.model_changes import InputStandardizer, reinitialize, swap_activations
@@ -274,3 +275,37 @@ def test_the_cli_names_dead_units_applies_a_module_change_and_resumes_with_it(tm
     assert main(["diagnose", "--resume", "cut", "--no-progress"]) == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
     assert strip(RunDir.open(tmp_path / "cut").read_csv("metrics.csv")) == strip(rows)
+
+
+def test_a_model_that_trains_batch_norm_is_measured_on_the_batches_statistics_and_left_as_it_was():
+    """Units 0-4 held below zero by a batch-norm shift of -10 are dead in training; stale running
+    means (+100 on every unit) would make all 8 look dead in eval mode. The oracle: the layer by
+    hand on the batch's statistics (F.batch_norm, training=True). Re-initialising the batch-norm
+    gives its scale 1 and shift 0 back (torch's own initialisation)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).double()
+    with torch.no_grad():
+        net[1].bias[:5] = -10.0
+        net[1].running_mean.fill_(100.0)
+    X = torch.randn(64, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (64,))
+    bn = net[1]
+    with torch.no_grad():
+        hand = torch.relu(F.batch_norm(net[0](X), None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+        stale = torch.relu(F.batch_norm(net[0](X), bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps))
+    assert float((hand == 0).all(dim=0).double().mean()) == 5 / 8 and bool((stale == 0).all())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loss = EmpiricalLoss(net, F.cross_entropy, (X, y), eval_mode=True)
+    _, gradient = loss.loss_and_gradient()
+    signals = measure_layers(loss, gradient)
+    assert signals.batch_statistics and [(u.name, u.dead, u.after, u.norms) for u in signals.units] == \
+        [("2", 5 / 8, "0", ("1",))]
+    # the user's model: same weights, running statistics, batch counter and mode
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()) and net.training
+    # the remedy re-initialises the layer before the units and the batch-norm that holds them down
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    offered = {r.name: r for r in remedies_for("dead_units", {"layers": signals.to_dict()}, sgd, batch_size=None,
+                                                n_data=64, trial_steps=10)}
+    assert offered["reinit"].change.reinit == ("0", "1") and offered["leaky-relu"].change.reinit == ("0", "1")
+    reinitialize(net, ["0", "1"], "kaiming")
+    assert torch.equal(bn.weight, torch.ones(8, dtype=torch.float64)) and torch.equal(bn.bias, torch.zeros(8, dtype=torch.float64))

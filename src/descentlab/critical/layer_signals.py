@@ -2,7 +2,7 @@
 which units are dead or saturated, how the inputs are scaled.
 
 All three come from one forward pass over the monitor's fixed sample (through the data layer,
-in eval mode) with hooks on the model's own modules, and from the gradient the diagnosis has
+in eval mode; batch-norm on the batch's statistics in a model that trains it) with hooks on the model's own modules, and from the gradient the diagnosis has
 already measured:
 
 * **the depth profile** — for each *weight layer* (a module with a weight of two or more
@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from descentlab.curvature import EmpiricalLoss
+from descentlab.curvature.empirical import trains_batch_norm
+from descentlab.engine.model_changes import NORM_LAYERS
 
 __all__ = ["UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers", "input_scales",
            "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
@@ -74,6 +76,8 @@ class UnitStats:
         inactive: share of units negative on every sample (``leaky`` family, else ``None``).
         after: the weight layer the forward pass called last before this activation (the layer
             whose outputs these units are, in a plain stack), or ``None``.
+        norms: the normalization layers called between ``after`` and this activation (a
+            batch-norm's shift can hold every unit below zero as surely as a bias).
         module: the site is an activation module (one a remedy can swap); ``False`` for units
             read at a weight layer's inputs (an activation written as a function).
     """
@@ -86,6 +90,7 @@ class UnitStats:
     inactive: float | None = None
     after: str | None = None
     module: bool = True
+    norms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ class LayerSignals:
             a recurrent module (a gradient can then explode or vanish through time, which the depth
             profile does not show).
         notes: what could not be seen, in words.
+        batch_statistics: measured with batch-norm on the batch's statistics (a model that trains
+            batch-norm), as training computes them.
     """
 
     layers: tuple[LayerGradient, ...]
@@ -151,6 +158,7 @@ class LayerSignals:
     inputs: InputScales | None
     recurrent: bool = False
     notes: tuple[str, ...] = ()
+    batch_statistics: bool = False
 
     @property
     def depth_drop(self) -> float | None:
@@ -181,7 +189,7 @@ class LayerSignals:
         return {"layers": [asdict(layer) for layer in self.layers], "units": [asdict(u) for u in self.units],
                 "inputs": None if self.inputs is None else {**asdict(self.inputs), "span": self.inputs.span},
                 "depth_drop": self.depth_drop, "depth_trend": self.depth_trend, "recurrent": self.recurrent,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "batch_statistics": self.batch_statistics}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Sequence[torch.Tensor] | None = None,
@@ -194,13 +202,24 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
             the data.
         previous: the variables' values ``steps_since`` steps earlier (in ``loss.names`` order),
             for the relative updates.
+
+    A model that trains batch-norm is measured on the function training computes, batch-norm by
+    the batch's statistics (:meth:`~descentlab.curvature.EmpiricalLoss.with_batch_statistics`,
+    its gradient taken again): in eval mode, early running statistics can hold units dead or a
+    gradient vanishing that the training steps never see (a ResNet with its weights shrunk 1000x
+    showed a 1e12 fall toward the input there).
     """
+    batch_statistics = trains_batch_norm(loss.model)
+    if batch_statistics:
+        loss = loss.with_batch_statistics()
+        _, gradient = loss.loss_and_gradient()
     model = loss.model
     order: list[str] = []
     sites: dict[str, _Site] = {}
     calls: dict[int, int] = {}
     names = {module: name for name, module in model.named_modules()}
     last: list[str | None] = [None]
+    between: list[str] = []  # the normalization layers called since the last weight layer
 
     entering: dict[str, _Site] = {}  # what enters each weight layer after the first: its inputs as units
 
@@ -214,15 +233,19 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
         if name in entering and inputs and torch.is_tensor(inputs[0]):
             entering[name].add(inputs[0])
         last[0] = name
+        between.clear()
         if name not in order:
             order.append(name)
+
+    def note_norm(module: nn.Module, inputs: Any, output: Any) -> None:
+        between.append(names.get(module, ""))
 
     def note_units(module: nn.Module, inputs: Any, output: Any) -> None:
         count = calls.get(id(module), 0)
         calls[id(module)] = count + 1
         key = names.get(module, "") + (f"#{count}" if count else "")
         if torch.is_tensor(output) and output.ndim >= 1 and output.is_floating_point():
-            site = sites.setdefault(key, _Site(key, _family(module), module, last[0]))
+            site = sites.setdefault(key, _Site(key, _family(module), module, last[0], norms=tuple(between)))
             site.add(output)
 
     handles = []
@@ -231,6 +254,8 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
             handles.append(module.register_forward_hook(note_order))
         if _family(module) is not None:
             handles.append(module.register_forward_hook(note_units))
+        if isinstance(module, NORM_LAYERS) and any(True for _ in module.parameters(recurse=False)):
+            handles.append(module.register_forward_hook(note_norm))
     X, _ = loss.one_batch()
     try:
         loss.forward(X)
@@ -252,7 +277,7 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
         notes.append(f"{len(layers)} weight layer(s): a depth profile needs at least 3")
     recurrent = any(n > 1 for n in applied.values()) or any(isinstance(m, (nn.RNNBase, nn.RNNCellBase))
                                                           for m in model.modules())
-    return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes))
+    return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics)
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
@@ -303,8 +328,10 @@ def first_floating(X: Any) -> torch.Tensor | None:
 class _Site:
     """Per-unit counts of one activation call site over the batches of the sample."""
 
-    def __init__(self, name: str, family: str, module: nn.Module, after: str | None, swappable: bool = True) -> None:
+    def __init__(self, name: str, family: str, module: nn.Module, after: str | None, swappable: bool = True,
+                 norms: tuple[str, ...] = ()) -> None:
         self.name, self.family, self.module, self.after, self.swappable = name, family, module, after, swappable
+        self.norms = norms
         self.count = 0
         self.flags: torch.Tensor | None = None  # relu: ever non-zero; leaky: ever positive
         self.flat: torch.Tensor | None = None  # saturating: samples in the flat tail
@@ -332,16 +359,16 @@ class _Site:
             share = float((~ever).double().mean())
             if self.family == "relu":
                 return UnitStats(self.name, self.family, self.flags.numel(), dead=share, after=self.after,
-                                 module=self.swappable)
+                                 module=self.swappable, norms=self.norms)
             return UnitStats(self.name, self.family, self.flags.numel(), inactive=share, after=self.after,
-                             module=self.swappable)
+                             module=self.swappable, norms=self.norms)
         counts = EmpiricalLoss.allreduce(torch.cat([self.flat.double().reshape(-1),
                                                     torch.tensor([float(self.count)], dtype=torch.float64,
                                                                  device=self.flat.device)]))
         share = counts[:-1] / counts[-1]
         return UnitStats(self.name, self.family, self.flat.numel(),
                          saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after,
-                         module=self.swappable)
+                         module=self.swappable, norms=self.norms)
 
 
 def _flat_tail(family: str, y: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -65,7 +65,6 @@ from descentlab.critical.remedies import rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import STUCK_HIGH
-from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, unwrap
@@ -431,8 +430,8 @@ class StallMonitor(Callback):
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
             trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
-        if trend is None and self._network_suspect(model, tracked, progress) and \
-                all_agree(self.budget.allows(self.diagnoser.look_cost())) and \
+        if trend is None and self._network_suspect(tracked, progress) and \
+                all_agree(self.budget.allows(self.diagnoser.look_cost(model))) and \
                 all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "network"
         if trend is None:
@@ -495,18 +494,15 @@ class StallMonitor(Callback):
             self.history.initial is not None else 0.1 * abs(best or 0.0)
         return best is not None and tracked > best + rise
 
-    def _network_suspect(self, model: nn.Module, tracked: float, progress: float | None) -> bool:
+    def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the end of each
         window, the loss still above :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it
         began and not surely falling faster than ``SPARSE_ABOVE · rel_tol`` a window (a network
         that cannot train is named a window or more before its plateau is proven; the look costs
-        one gradient of the tracked samples). Not for a model that trains batch-norm: the layers'
-        signals are measured in eval mode, by running statistics that early in a run are not yet
-        the batches' (a ResNet with its weights shrunk 1000x showed a gradient 1e12 times smaller
-        at the input there, which its training function does not have)."""
+        one gradient of the tracked samples, two in a model that trains batch-norm, whose layers
+        are measured on the batches' statistics)."""
         initial = self.history.initial
         return (self._count % self.window == 0 and self._pending is None and self.plateau.quiet_above is None
-                and not trains_batch_norm(model)
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
 

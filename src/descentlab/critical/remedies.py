@@ -26,7 +26,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``peak-rate``       the rate back at the largest the run has used
 ``clip``            the gradients clipped to the run's typical gradient norm
 ``reinit``          the named layers re-initialised (Kaiming, bias 0; Xavier with the saturating
-                    activation's gain where units saturate)
+                    activation's gain where units saturate), and the normalization layers in
+                    front of those units (scale 1, shift 0)
 ``relu``            ReLU for the saturating activation modules, the layers re-initialised (Kaiming)
 ``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers before them
                     re-initialised (not for an activation written as a function: no module to swap)
@@ -200,8 +201,9 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "reinit":
         if not weights:
             return None
-        dead = [u["after"] for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after")]
-        names = tuple(dict.fromkeys(dead)) or tuple(weights)
+        dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after")
+                for name in (u["after"], *(u.get("norms") or ()))]
+        names = tuple(dict.fromkeys(dead)) or tuple(weights) + _norms(units)
         if saturating and not dead:
             family = max(saturating, key=lambda u: u.get("saturated") or 0)["family"]
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
@@ -215,7 +217,7 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "leaky-relu":  # a unit dead from a large negative bias stays dead without new weights
         dead = [u for u in units if (u.get("dead") or 0) > 0 and u.get("module", True)]  # a function: no swap
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
-        before = tuple(dict.fromkeys(u["after"] for u in dead if u.get("after")))
+        before = tuple(dict.fromkeys(name for u in dead if u.get("after") for name in (u["after"], *(u.get("norms") or ()))))
         return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised (Kaiming)",
                       Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
     if name == "standardize":
@@ -235,6 +237,11 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
                       "(Kaiming, bias 0)", Change(standardize=inputs, reinit=tuple(weights), init="kaiming"))
     raise ValueError(f"unknown remedy {name!r}")
+
+
+def _norms(units: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The normalization layers in front of ``units`` (their shift can hold units in a tail too)."""
+    return tuple(dict.fromkeys(name for u in units for name in (u.get("norms") or ())))
 
 
 def _names(names: Sequence[str]) -> str:

@@ -129,8 +129,10 @@ class Stall:
         switched = ((self.evidence or {}).get("data") or {}).get("eval_mode")
         if switched:
             text += f" [measured with {', '.join(switched)} in eval mode"
-            if ((self.evidence or {}).get("rate") or {}).get("batch_statistics"):
-                text += "; the sharpness with batch-norm on batch statistics, as in training"
+            on_batches = [what for what, key in (("the sharpness", "rate"), ("the layers", "layers"))
+                          if ((self.evidence or {}).get(key) or {}).get("batch_statistics")]
+            if on_batches:
+                text += f"; {' and '.join(on_batches)} with batch-norm on batch statistics, as in training"
             text += "]"
         back = (self.evidence or {}).get("rollback")
         if back:

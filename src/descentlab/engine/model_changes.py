@@ -16,12 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["INITS", "ACTIVATIONS", "reinitialize", "swap_activations", "InputStandardizer", "standardize_inputs"]
+__all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activations", "InputStandardizer", "standardize_inputs"]
 
 #: Initialisations by the activation that follows the layer: ``"kaiming"`` (He et al. 2015, the
 #: ReLU family: variance 2 / fan_in) and ``"xavier"`` (Glorot & Bengio 2010, tanh and sigmoid:
 #: variance 2 / (fan_in + fan_out) times the activation's gain).
 INITS = ("kaiming", "xavier")
+
+#: Normalization layers: their affine scale and shift are re-initialised to 1 and 0 (torch's own
+#: initialisation of them), not drawn like a weight layer's.
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.RMSNorm)
 
 #: Replacement activations by name.
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
@@ -31,8 +36,10 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
                  gain_of: str = "relu") -> None:
     """Draw new weights for the modules ``names`` (their tensors of two or more dimensions) by
     ``init``, with biases set to 0, from a generator seeded with ``seed`` (torch's global one is
-    left alone); their state in ``optimizer`` (moments, momentum) is cleared. ``gain_of``: the
-    activation the Xavier gain is for (``"tanh"``, ``"sigmoid"``, ``"relu"``)."""
+    left alone); a normalization layer among them (:data:`NORM_LAYERS`) gets its scale 1 and
+    shift 0 back (its running statistics are left as they are); their state in ``optimizer``
+    (moments, momentum) is cleared. ``gain_of``: the activation the Xavier gain is for
+    (``"tanh"``, ``"sigmoid"``, ``"relu"``)."""
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     modules = dict(model.named_modules())
@@ -42,8 +49,11 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
     with torch.no_grad():
         for name in names:
-            for param in modules[name].parameters(recurse=False):
-                if param.ndim < 2:
+            norm = isinstance(modules[name], NORM_LAYERS)
+            for param_name, param in modules[name].named_parameters(recurse=False):
+                if norm:
+                    param.fill_(1.0 if param_name == "weight" else 0.0)
+                elif param.ndim < 2:
                     param.zero_()
                 elif init == "kaiming":
                     nn.init.kaiming_normal_(param, nonlinearity="relu", generator=generator)
