@@ -149,6 +149,35 @@ def test_every_module_is_evaluated_in_eval_mode_and_each_keeps_its_own_mode():
         EmpiricalLoss(model, nn.functional.cross_entropy, (X, y), eval_mode=True)
 
 
+def test_the_live_loss_reads_the_model_as_it_is_now_in_the_same_modes():
+    """``live_loss()`` is the loss at the model's current parameters, not at the snapshot: the
+    oracle is the model put in eval mode by hand (batch-norm's running statistics and the user's
+    own mode-reading modules), before and after an in-place step; the model's modes, buffers and
+    torch's generator are left as they were."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.BatchNorm1d(6), CountsCalls(), HandWrittenDropout(),
+                          nn.Tanh(), nn.Linear(6, 2)).to(F64)
+    X, y = torch.randn(50, 4, dtype=F64), torch.randint(0, 2, (50,))
+    model.train()
+    loss = EmpiricalLoss(model, nn.functional.cross_entropy, batches(X, y, 16), eval_mode=True)
+
+    def by_hand():
+        model.eval()
+        with torch.no_grad():
+            value = nn.functional.cross_entropy(model(X), y)
+        model.train()
+        return float(value)
+
+    state, rng = {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()
+    assert float(loss.live_loss()) == pytest.approx(by_hand(), abs=1e-12) == pytest.approx(float(loss.loss()), abs=1e-12)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert torch.equal(rng, torch.get_rng_state()) and all(m.training for m in model.modules())
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)  # an optimizer step, in place: the snapshot keeps the old weights
+    assert float(loss.live_loss()) == pytest.approx(by_hand(), abs=1e-12)
+    assert abs(float(loss.live_loss()) - float(loss.loss())) > 1e-3
+
+
 def test_to_scipy_gives_eigsh_the_same_operator():
     torch.manual_seed(0)
     model = mlp()

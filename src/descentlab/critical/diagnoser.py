@@ -142,8 +142,9 @@ class Diagnoser:
         """The loss on the first :attr:`tracked_size` samples of the fixed sample now (its forward
         pass is timed: what a diagnosis of a given size is expected to cost follows from it)."""
         started = time.perf_counter()
-        self._tracked = self._over(self._tracked, model, self.tracked_size)
-        value = float(self._tracked[0].loss())
+        if self._tracked is None or self._tracked[0].model is not model or self._tracked[1] != self.tracked_size:
+            self._tracked = self._over(None, model, self.tracked_size)
+        value = float(self._tracked[0].live_loss())  # the model as it is: no snapshot to take
         per_sample = (time.perf_counter() - started) / self.tracked_size
         self._forward = per_sample if self._forward is None else min(per_sample, 2 * self._forward)
         return value

@@ -198,7 +198,7 @@ class StallMonitor(Callback):
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
         self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum on its device)
-        self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (index of the first non-finite, steps)
+        self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (the losses stacked, their steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._params: tuple[nn.Module | None, list[torch.Tensor]] = (None, [])  # the model's parameters, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
@@ -309,27 +309,30 @@ class StallMonitor(Callback):
             self._fold_losses()
 
     def _fold_losses(self) -> None:
-        """The losses appended since the last fold into the index of the first non-finite one (its
-        count where none is), computed on their device (no wait: read at the next check)."""
+        """The losses appended since the last fold stacked into one tensor on their device (one
+        kernel; nothing waits: read at the next check)."""
         if not self._losses_seen:
             return
         steps, values = zip(*self._losses_seen)
         self._losses_seen.clear()
-        values = torch.stack([value.float() for value in values])
-        places = torch.arange(len(steps), device=values.device)
-        self._bad_folds.append((torch.where(torch.isfinite(values), len(steps), places).min(), steps))
+        same = all(value.dtype == values[0].dtype and value.device == values[0].device for value in values)
+        self._bad_folds.append((torch.stack(values if same else [value.float() for value in values]), steps))
         if len(self._bad_folds) > _MAX_FOLDS:  # no check reads them (the monitor is done): keep the first bad
             first = self._first_bad_step()
             if first < _NO_STEP:
                 self._float_bad = first if self._float_bad is None else min(self._float_bad, first)
 
     def _first_bad_step(self) -> int:
-        """The first non-finite step of the folds (one read of the device), or :data:`_NO_STEP`."""
+        """The first non-finite step of the folds (one read of the device: the losses themselves,
+        a few numbers a check), or :data:`_NO_STEP`."""
         folds, self._bad_folds = self._bad_folds, []
         if not folds:
             return _NO_STEP
-        places = torch.stack([place for place, _ in folds]).tolist()
-        return min((steps[i] for i, (_, steps) in zip(places, folds) if i < len(steps)), default=_NO_STEP)
+        stacked = [values for values, _ in folds]
+        same = all(v.dtype == stacked[0].dtype for v in stacked)
+        values = (torch.cat(stacked if same else [v.float() for v in stacked]) if len(stacked) > 1 else stacked[0])
+        steps = [step for _, fold in folds for step in fold]
+        return next((step for step, value in zip(steps, values.tolist()) if not math.isfinite(value)), _NO_STEP)
 
     def _note_gradient(self, model: nn.Module) -> None:
         """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer

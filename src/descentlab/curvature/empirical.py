@@ -59,7 +59,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from descentlab.checks import check_choice
 from descentlab.errors import AdviceWarning
 from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat, take
-from descentlab.curvature.losses import is_model_loss
+from descentlab.curvature.losses import apply_loss, is_model_loss
 from descentlab.openmp import threads_for
 from descentlab.params import Layout
 
@@ -377,6 +377,18 @@ class EmpiricalLoss:
         with torch.no_grad(), threads_for(self.work):
             for X, y, w in self.batches():
                 total += w * self.batch_loss(point, X, y)
+        return self.allreduce(total)
+
+    def live_loss(self) -> torch.Tensor:
+        """The loss over all data at the model's *current* parameters, read in place: not at the
+        snapshot, and without one (no copy, no functional call), in this quantity's modes. What
+        a monitor reads at every check: on a small model the snapshot's copy and the functional
+        call cost several times the forward pass itself (``bench/RESULTS.md``, zoo)."""
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
+        with torch.no_grad(), threads_for(self.work):
+            for X, y, w in self.batches():
+                with self.evaluation():
+                    total += w * apply_loss(self.loss_fn, self.model, X, y)
         return self.allreduce(total)
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
