@@ -69,10 +69,40 @@ def run(rank, world, how, steps=150, remedies=False):
             "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]), "logged": logged}
 
 
-def worker(rank, world, init_file, out_dir, how, remedies):
+def run_diverging(rank, world, how, steps=60):
+    """Least squares on the digits' pixels by full-batch heavy-ball GD far past its stability
+    limit: the loss is non-finite before the first check, and the monitor (apply_remedy) rolls
+    the run back."""
+    _, X, y = problem()
+    target = y.float().unsqueeze(1)
+    Xr, yr = shares(X, target, rank, how)
+    torch.manual_seed(0)
+    model = nn.Linear(64, 1)
+    ddp = DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=1e3, momentum=0.9)
+    monitor = StallMonitor(F.mse_loss, (Xr, yr), sample_size=None, window=20, budget=None, remedies=True,
+                           apply_remedy=True)
+    loop = LoopState(ddp, optimizer, batch_size=len(X), n_train=len(X), total_steps=steps)
+    monitor.on_train_start(loop)
+    for step in range(1, steps + 1):
+        loop.optimizer.zero_grad()
+        loss = F.mse_loss(ddp(Xr), yr)
+        loss.backward()
+        loop.optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.control.pending:
+            monitor.control.apply(loop)
+    return {"stalls": [s.to_dict() for s in monitor.stalls], "applied": [r.name for r, _ in monitor.control.applied],
+            "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
+            "lr": float(loop.optimizer.param_groups[0]["lr"])}
+
+
+def worker(rank, world, init_file, out_dir, how, remedies, job="run"):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.save(run(rank, world, how, remedies=remedies), os.path.join(out_dir, f"rank{rank}.pt"))
+        result = run_diverging(rank, world, how) if job == "diverging" else run(rank, world, how, remedies=remedies)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -21,9 +21,9 @@ def _same(stalls):
     return out
 
 
-def _ranks(tmp_path, how, remedies=False):
-    mp.start_processes(monitor_ranks.worker, args=(2, str(tmp_path / "init"), str(tmp_path), how, remedies), nprocs=2,
-                       join=True, start_method="fork")
+def _ranks(tmp_path, how, remedies=False, job="run"):
+    mp.start_processes(monitor_ranks.worker, args=(2, str(tmp_path / "init"), str(tmp_path), how, remedies, job),
+                       nprocs=2, join=True, start_method="fork")
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
@@ -65,3 +65,14 @@ def test_uneven_shards_agree_and_a_remedy_is_applied_on_every_rank(tmp_path):
     applied = [s["remedy_applied"] for s in ranks[0]["stalls"]]
     assert applied == [s["remedy_applied"] for s in ranks[1]["stalls"]]
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_a_diverged_ddp_run_is_rolled_back_on_every_rank_to_the_same_weights(tmp_path):
+    """Uneven shards, so each rank's own tracked loss (and its best step) could differ: rank 0's
+    last good point is put back everywhere, the weights stay identical, and the run goes on finite."""
+    ranks = _ranks(tmp_path, "uneven", job="diverging")
+    assert ranks[0]["applied"] == ranks[1]["applied"] and ranks[0]["applied"][:1] == ["rollback"]
+    assert _same(ranks[0]["stalls"]) == _same(ranks[1]["stalls"]) and ranks[0]["stalls"][0]["verdict"] == "diverged"
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
+    assert bool(torch.isfinite(ranks[0]["params"]).all()) and ranks[0]["lr"] < 1e3

@@ -541,8 +541,8 @@ class StallMonitor(Callback):
         forgotten, the rate lowered), at most :data:`MAX_ROLLBACKS` times; the stall says so.
         Under ``torch.distributed`` rank 0's good point, which every rank visited (DDP keeps the
         weights equal), is put back on every rank."""
-        if not (self.options.apply_remedy and stall.status == "diagnosed" and self.history.best_params is not None
-                and self.optimizer is not None and self._rollbacks < MAX_ROLLBACKS):
+        if not all_agree(self.options.apply_remedy and stall.status == "diagnosed" and self.history.best_params
+                         is not None and self.optimizer is not None and self._rollbacks < MAX_ROLLBACKS):
             return stall
         remedy = rollback(stall.evidence)
         weights = tuple(w.clone() for w in self.history.best_params)
