@@ -87,10 +87,13 @@ class RunHistory:
         elif self.lr_zero_since is None:
             self.lr_zero_since = int(step)
 
-    def forget_rates(self) -> None:
-        """The rates seen so far no longer say what the run can use (a rollback lowered the rate
-        on purpose): the peak restarts from the next one observed."""
+    def rolled_back(self) -> None:
+        """The run was put back to its best point at a lower rate: what it saw since (its rates,
+        the gradient norms of the steps that diverged, the parameters at the last checks) is no
+        longer its own; the rate's peak restarts from the next one observed."""
         self.peak_lr, self.lr_zero_since = None, None
+        self.grad_norms.clear()
+        self.latest = self.latest_step = self.before = self.before_step = None
 
     def observe_gradient(self, step: int, low: float, high: float) -> None:
         """Record the smallest and the largest gradient norm the loop had over the steps up to ``step``

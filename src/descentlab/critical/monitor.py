@@ -553,9 +553,10 @@ class StallMonitor(Callback):
                                      restore=weights))
         self._rollbacks += 1
         self._diverged = False  # the next divergence is diagnosed again
-        self._alarmed_at = loop.step  # the gradients before the divergence are no longer the run's
+        self._grads_seen.clear()  # the gradients of the steps that diverged are no longer the run's
+        self._grad_low = self._grad_high = None
         self.plateau.reset()
-        self.history.forget_rates()  # the lowered rate is the run's own now, not a schedule's end
+        self.history.rolled_back()
         to = self.history.best_step
         return replace(stall, remedy_applied=remedy.name,
                        evidence={**stall.evidence, "rollback": {"to_step": to, "text": remedy.text,
@@ -723,8 +724,8 @@ class StallMonitor(Callback):
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
-            "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "sparse": self._sparse, "read_at": self._read_at,
-            "paced_at": self._paced_at,
+            "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "sparse": self._sparse,
+            "read_at": self._read_at, "paced_at": self._paced_at,
             "diagnoser": self.diagnoser.state_dict(),
             "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
             "tracking": None if self.tracking is None else self.tracking.state_dict(),
