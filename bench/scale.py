@@ -316,7 +316,8 @@ def verdicts(names: list[str], steps: int) -> list[dict]:
             ok = True  # no plateau, and at the start the curvature says no saddle: nothing to find
         row = {"case": name, "steps": run["steps"], "train": monitor.train_time, "spent": monitor.spent,
                "stalls": "; ".join(stall_text(s) for s in found) or "no alarm",
-               "expected": ", ".join(e.replace("|", " or ") for e in right) or "no alarm", "right": ok, "all": not skipped,
+               "expected": ", ".join(e.replace("|", " or ") for e in right) or "no alarm", "right": ok,
+               "all": not skipped,
                "tracked": monitor.diagnoser.tracked_size, "every": monitor.every, "uncapped": "-",
                "start": start or "-"}
         if skipped and not diverged:

@@ -169,7 +169,8 @@ def test_the_live_loss_reads_the_model_as_it_is_now_in_the_same_modes():
         return float(value)
 
     state, rng = {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()
-    assert float(loss.live_loss()) == pytest.approx(by_hand(), abs=1e-12) == pytest.approx(float(loss.loss()), abs=1e-12)
+    live = float(loss.live_loss())
+    assert live == pytest.approx(by_hand(), abs=1e-12) and live == pytest.approx(float(loss.loss()), abs=1e-12)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert torch.equal(rng, torch.get_rng_state()) and all(m.training for m in model.modules())
     with torch.no_grad():

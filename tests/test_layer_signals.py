@@ -308,4 +308,5 @@ def test_a_model_that_trains_batch_norm_is_measured_on_the_batches_statistics_an
                                                 n_data=64, trial_steps=10)}
     assert offered["reinit"].change.reinit == ("0", "1") and offered["leaky-relu"].change.reinit == ("0", "1")
     reinitialize(net, ["0", "1"], "kaiming")
-    assert torch.equal(bn.weight, torch.ones(8, dtype=torch.float64)) and torch.equal(bn.bias, torch.zeros(8, dtype=torch.float64))
+    assert torch.equal(bn.weight, torch.ones(8, dtype=torch.float64))
+    assert torch.equal(bn.bias, torch.zeros(8, dtype=torch.float64))

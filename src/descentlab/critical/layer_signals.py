@@ -2,8 +2,8 @@
 which units are dead or saturated, how the inputs are scaled.
 
 All three come from one forward pass over the monitor's fixed sample (through the data layer,
-in eval mode; batch-norm on the batch's statistics in a model that trains it) with hooks on the model's own modules, and from the gradient the diagnosis has
-already measured:
+in eval mode; batch-norm on the batch's statistics in a model that trains it) with hooks on
+the model's own modules, and from the gradient the diagnosis has already measured:
 
 * **the depth profile** — for each *weight layer* (a module with a weight of two or more
   dimensions: linear, convolution, recurrent, attention projections; embeddings left out, their
@@ -205,9 +205,10 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Seq
 
     A model that trains batch-norm is measured on the function training computes, batch-norm by
     the batch's statistics (:meth:`~descentlab.curvature.EmpiricalLoss.with_batch_statistics`,
-    its gradient taken again): in eval mode, early running statistics can hold units dead or a
-    gradient vanishing that the training steps never see (a ResNet with its weights shrunk 1000x
-    showed a 1e12 fall toward the input there).
+    its gradient taken again): in eval mode, running statistics that are not the batches' can
+    show units dead that training never sees dead (stale running means of +100 make every unit
+    of a layer look dead where the batches' statistics leave 3 of 8 alive:
+    ``tests/test_layer_signals.py``).
     """
     batch_statistics = trains_batch_norm(loss.model)
     if batch_statistics:

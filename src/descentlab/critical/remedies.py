@@ -64,7 +64,8 @@ from descentlab.critical.stability import innermost
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
-__all__ = ["Remedy", "MENU", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM", "BATCH_FACTOR"]
+__all__ = ["Remedy", "MENU", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM",
+           "BATCH_FACTOR"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
@@ -217,7 +218,8 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "leaky-relu":  # a unit dead from a large negative bias stays dead without new weights
         dead = [u for u in units if (u.get("dead") or 0) > 0 and u.get("module", True)]  # a function: no swap
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
-        before = tuple(dict.fromkeys(name for u in dead if u.get("after") for name in (u["after"], *(u.get("norms") or ()))))
+        before = tuple(dict.fromkeys(name for u in dead if u.get("after")
+                                     for name in (u["after"], *(u.get("norms") or ()))))
         return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised (Kaiming)",
                       Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
     if name == "standardize":

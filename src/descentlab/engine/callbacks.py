@@ -129,8 +129,9 @@ class Control:
 
     def apply(self, loop: LoopState) -> LoopState:
         """Make the pending change on the loop's objects (:func:`~descentlab.engine.changes.apply_change`;
-        the request's ``restore`` weights put back first) and return ``loop``, updated in place: from now on step ``loop.optimizer`` and
-        ``loop.scheduler`` on batches of ``loop.batch_size``. Nothing pending: ``loop`` as it is."""
+        the request's ``restore`` weights put back first) and return ``loop``, updated in place:
+        from now on step ``loop.optimizer`` and ``loop.scheduler`` on batches of
+        ``loop.batch_size``. Nothing pending: ``loop`` as it is."""
         request, self.pending = self.pending, None
         if request is None:
             return loop

@@ -213,12 +213,12 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
     one place a change is made, for trials, monitors' requests and resumed runs alike.
 
     In order: the model's changes (re-initialised layers, swapped activations, standardized
-    inputs; they need ``model``), the optimizer's state forgotten, a new optimizer over the same parameters (fresh state; the
-    old scheduler, tied to the old optimizer, ends), momentum on every group, a gradient-noise
-    wrapper drawing from a generator seeded with ``seed``, gradient clipping, then the rate as
-    a :class:`RemedyLR` (composed with ``scheduler`` where the change is relative and
-    ``scheduler`` can be composed, else replacing it). ``model``, ``optimizer`` and
-    ``scheduler`` are changed in place where they are kept.
+    inputs; they need ``model``), the optimizer's state forgotten, a new optimizer over the same
+    parameters (fresh state; the old scheduler, tied to the old optimizer, ends), momentum on
+    every group, a gradient-noise wrapper drawing from a generator seeded with ``seed``,
+    gradient clipping, then the rate as a :class:`RemedyLR` (composed with ``scheduler`` where
+    the change is relative and ``scheduler`` can be composed, else replacing it). ``model``,
+    ``optimizer`` and ``scheduler`` are changed in place where they are kept.
     """
     from descentlab.optim import OPTIMIZERS, clear_state, make_optimizer, parse_name
     from descentlab.optim.clipping import GradientClipping

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activations", "InputStandardizer", "standardize_inputs"]
+__all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activations", "InputStandardizer",
+           "standardize_inputs"]
 
 #: Initialisations by the activation that follows the layer: ``"kaiming"`` (He et al. 2015, the
 #: ReLU family: variance 2 / fan_in) and ``"xavier"`` (Glorot & Bengio 2010, tanh and sigmoid:

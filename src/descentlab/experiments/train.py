@@ -20,8 +20,9 @@ and continues from its step: the resumed run computes the same numbers as one ne
 non-finite loss stops the run at that step (``status == "non_finite"``) and leaves the last
 good checkpoint in place, unless a callback puts back earlier weights (a
 :class:`~descentlab.critical.StallMonitor` with ``apply_remedy`` rolls a diverged run back to
-its last good point at a lower rate): the run then goes on from there, the step not taken. The requests a run applied are saved with it and applied again on
-resume, so the resumed run steps the same optimizer and schedule.
+its last good point at a lower rate): the run then goes on from there, the step not taken.
+The requests a run applied are saved with it and applied again on resume, so the resumed run
+steps the same optimizer and schedule.
 """
 
 from __future__ import annotations
