@@ -498,14 +498,18 @@ class StallMonitor(Callback):
         return best is not None and tracked > best + rise
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
-        """Whether to look for a cause in the network now, without a plateau: at the end of each
-        window, the loss still above :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it
-        began and not surely falling faster than ``SPARSE_ABOVE · rel_tol`` a window (a network
-        that cannot train is named a window or more before its plateau is proven; the look costs
-        one gradient of the tracked samples, two in a model that trains batch-norm, whose layers
-        are measured on the batches' statistics)."""
+        """Whether to look for a cause in the network now, without a plateau: at the end of windows
+        1, 2, 4, 8, ... of the run, the loss still above
+        :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began and not surely falling
+        faster than ``SPARSE_ABOVE · rel_tol`` a window (a network that cannot train is named a
+        window or more before its plateau is proven; the look costs one gradient of the tracked
+        samples, two in a model that trains batch-norm, whose layers are measured on the batches'
+        statistics). Spaced out as the run goes on: a healthy run that falls slowly (a transformer
+        in its first hundreds of steps) would otherwise pay a look every window, 5 % of its training."""
         initial = self.history.initial
-        return (self._count % self.window == 0 and self._pending is None and self.plateau.quiet_above is None
+        windows = self._count // self.window
+        return (self._count % self.window == 0 and windows & (windows - 1) == 0
+                and self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
 
