@@ -51,3 +51,22 @@ def loss_of_flat(model, loss_fn, X, y):
         return loss_fn(functional_call(model, tensors, (X,)), y)
 
     return loss, torch.cat([p.reshape(-1) for p in params.values()])
+
+
+def watched_steps(loop, monitor, step_loss, steps, *, until=None):
+    """The README's loop with a monitor, from ``loop.step`` on: per step ``zero_grad``, the step's
+    loss ``step_loss()``, ``backward``, the optimizer's step, ``loop.step`` advanced, the monitor's
+    ``on_step_end`` and its pending request applied. Stops after ``steps`` steps, or as soon as
+    ``until(monitor)`` holds; returns the number of steps taken."""
+    for taken in range(1, steps + 1):
+        loop.optimizer.zero_grad()
+        loss = step_loss()
+        loss.backward()
+        loop.optimizer.step()
+        loop.step += 1
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.control.pending:
+            monitor.control.apply(loop)
+        if until is not None and until(monitor):
+            return taken
+    return steps

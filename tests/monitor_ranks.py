@@ -13,6 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 from descentlab.critical import StallMonitor
 from descentlab.engine import LoopState
 
+from helpers import watched_steps
+
 
 def problem():
     """Digits, a tanh MLP started next to the saddle at the origin (the stall preset's story)."""
@@ -54,16 +56,8 @@ def run(rank, world, how, steps=150, remedies=False):
                            apply_remedy=remedies, trial_steps=10)
     loop = LoopState(ddp, optimizer, batch_size=len(X), n_train=len(X), total_steps=steps)
     monitor.on_train_start(loop)
-    for step in range(1, steps + 1):
-        loop.optimizer.zero_grad()
-        # every rank's mean: DDP averages the gradients, which equals the global mean for equal shares
-        loss = F.cross_entropy(ddp(Xr), yr)
-        loss.backward()
-        loop.optimizer.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        if monitor.control.pending:
-            monitor.control.apply(loop)
+    # every rank's mean: DDP averages the gradients, which equals the global mean for equal shares
+    watched_steps(loop, monitor, lambda: F.cross_entropy(ddp(Xr), yr), steps)
     logging.getLogger("descentlab.monitor").removeHandler(handler)
     return {"stalls": [s.to_dict() for s in monitor.stalls], "tracked": monitor.tracked,
             "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]), "logged": logged}
@@ -84,15 +78,7 @@ def run_diverging(rank, world, how, steps=60):
                            apply_remedy=True)
     loop = LoopState(ddp, optimizer, batch_size=len(X), n_train=len(X), total_steps=steps)
     monitor.on_train_start(loop)
-    for step in range(1, steps + 1):
-        loop.optimizer.zero_grad()
-        loss = F.mse_loss(ddp(Xr), yr)
-        loss.backward()
-        loop.optimizer.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        if monitor.control.pending:
-            monitor.control.apply(loop)
+    watched_steps(loop, monitor, lambda: F.mse_loss(ddp(Xr), yr), steps)
     return {"stalls": [s.to_dict() for s in monitor.stalls], "applied": [r.name for r, _ in monitor.control.applied],
             "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
             "lr": float(loop.optimizer.param_groups[0]["lr"])}

@@ -16,6 +16,8 @@ from descentlab.curvature import EmpiricalLoss
 from descentlab.engine import Change, LoopState, apply_change
 from descentlab.engine.model_changes import InputStandardizer, reinitialize, swap_activations
 
+from helpers import watched_steps
+
 
 def _sigmoid_chain(c, depth, width=5):
     """Weights c·I and biases -c/2 with inputs 1/2: every pre-activation is 0, so each sigmoid's slope is 1/4."""
@@ -150,19 +152,18 @@ def _first_verdict(model, X, y, *, lr=0.1, steps=300, **monitor_options):
     loop = LoopState(model, optimizer, batch_size=64, n_train=len(X), changes_modules=True)
     monitor.on_train_start(loop)
     generator = torch.Generator().manual_seed(0)
-    for step in range(1, steps + 1):
+
+    def step_loss():
         index = torch.randint(0, len(X), (64,), generator=generator)
-        loop.optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        loop.optimizer.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        if monitor.control.pending:
-            monitor.control.apply(loop)
-        if any(s.status == "diagnosed" for s in monitor.stalls):
-            return next(s for s in monitor.stalls if s.status == "diagnosed"), monitor, loop
-    raise AssertionError("no diagnosed stall")
+        return F.cross_entropy(model(X[index]), y[index])
+
+    def diagnosed(monitor):
+        return any(s.status == "diagnosed" for s in monitor.stalls)
+
+    watched_steps(loop, monitor, step_loss, steps, until=diagnosed)
+    if not diagnosed(monitor):
+        raise AssertionError("no diagnosed stall")
+    return next(s for s in monitor.stalls if s.status == "diagnosed"), monitor, loop
 
 
 def test_an_mlp_with_every_hidden_unit_dead_is_dead_units_and_re_initialising_revives_it():

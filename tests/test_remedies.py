@@ -18,7 +18,7 @@ from descentlab.experiments.train import TrainConfig, train
 from descentlab.optim import clear_state, make_optimizer
 from descentlab.problems.workloads import get_workload
 
-from helpers import loss_of_flat
+from helpers import loss_of_flat, watched_steps
 
 
 def _trained(name, optimizer="noisy:adam", steps=5):
@@ -399,15 +399,7 @@ def test_a_users_loop_that_steps_through_a_non_finite_loss_is_rolled_back_at_the
     monitor.on_train_start(loop)
     with torch.no_grad():
         initial = float(workload.loss_fn(model(X), y))
-    for step in range(1, 101):
-        loop.optimizer.zero_grad()
-        loss = workload.loss_fn(model(X), y)
-        loss.backward()
-        loop.optimizer.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        if monitor.control.pending:
-            monitor.control.apply(loop)
+    watched_steps(loop, monitor, lambda: workload.loss_fn(model(X), y), 100)
     names = [request.name for request, _ in monitor.control.applied]
     assert names and set(names) == {"rollback"} and not monitor.control.should_stop
     stall = monitor.stalls[0]
