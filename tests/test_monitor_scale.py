@@ -200,7 +200,7 @@ def test_the_tracked_loss_stays_within_its_share_of_the_budget_as_the_checks_spr
         def network_cause(self, model, history, tracked):
             return None  # a healthy network
 
-        def look_cost(self, model):
+        def look_cost(self):
             return 0.0
 
     clock = Clock()

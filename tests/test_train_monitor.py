@@ -113,7 +113,7 @@ class _CostlyDiagnoser:
     def network_cause(self, model, history, tracked):
         return None
 
-    def look_cost(self, model):
+    def look_cost(self):
         return 0.0
 
     def affordable_size(self, model, fits, least=0):

@@ -35,7 +35,6 @@ from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
 from descentlab.critical.layer_signals import first_floating
 from descentlab.curvature import EmpiricalLoss, HessianOperator
-from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
@@ -149,11 +148,10 @@ class Diagnoser:
         self._forward = per_sample if self._forward is None else min(per_sample, 2 * self._forward)
         return value
 
-    def look_cost(self, model: nn.Module) -> float:
+    def look_cost(self) -> float:
         """Seconds :meth:`network_cause` is expected to take: a gradient of the tracked samples,
-        three of their forward passes (two gradients where ``model`` trains batch-norm: its
-        layers are measured again on the batches' statistics)."""
-        return (6.0 if trains_batch_norm(model) else 3.0) * (self._forward or 0.0) * self.tracked_size
+        three of their forward passes."""
+        return 3.0 * (self._forward or 0.0) * self.tracked_size
 
     @property
     def forward_seconds(self) -> float | None:

@@ -224,9 +224,8 @@ def network_cause_at(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None 
     decide before any Hessian, at the cost of one forward and backward pass (the arguments are
     :func:`examine`'s). The monitor asks it between plateaus, where the loss is stuck high and
     not surely falling, so a network that cannot train is named before a plateau is proven."""
-    _, gradient = sample.loss_and_gradient()
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
-                "layers": measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()}
+                "layers": measure_layers(sample, previous=previous, steps_since=steps_since).to_dict()}
     return network_cause(evidence)
 
 
@@ -284,8 +283,7 @@ def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int |
     rate = rate_evidence(optimizer, peak_lr)
     evidence["rate"] = rate
     try:
-        _, gradient = good.loss_and_gradient()
-        evidence["layers"] = measure_layers(good, gradient).to_dict()
+        evidence["layers"] = measure_layers(good).to_dict()
         trained = trains_batch_norm(good.model)
         op = _training_operator(good)
         with warnings.catch_warnings():

@@ -192,27 +192,29 @@ class LayerSignals:
                 "notes": list(self.notes), "batch_statistics": self.batch_statistics}
 
 
-def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor, *, previous: Sequence[torch.Tensor] | None = None,
+def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
+                   previous: Sequence[torch.Tensor] | None = None,
                    steps_since: int | None = None) -> LayerSignals:
     """The signals of the module docstring at ``loss``'s point.
 
     Args:
         loss: the data layer over the sample (its model, data, snapshot and modes).
         gradient: the flat gradient of the loss at that point (over ``loss.names``), e.g. of all
-            the data.
+            the data; ``None``: taken here, on the function measured.
         previous: the variables' values ``steps_since`` steps earlier (in ``loss.names`` order),
             for the relative updates.
 
     A model that trains batch-norm is measured on the function training computes, batch-norm by
-    the batch's statistics (:meth:`~descentlab.curvature.EmpiricalLoss.with_batch_statistics`,
-    its gradient taken again): in eval mode, running statistics that are not the batches' can
+    the batch's statistics (:meth:`~descentlab.curvature.EmpiricalLoss.with_batch_statistics`;
+    a ``gradient`` given, of the eval-mode function, is taken again there): in eval mode, running statistics that are not the batches' can
     show units dead that training never sees dead (stale running means of +100 make every unit
     of a layer look dead where the batches' statistics leave 3 of 8 alive:
     ``tests/test_layer_signals.py``).
     """
     batch_statistics = trains_batch_norm(loss.model)
     if batch_statistics:
-        loss = loss.with_batch_statistics()
+        loss, gradient = loss.with_batch_statistics(), None
+    if gradient is None:
         _, gradient = loss.loss_and_gradient()
     model = loss.model
     order: list[str] = []

@@ -434,7 +434,7 @@ class StallMonitor(Callback):
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
             trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
         if trend is None and self._network_suspect(tracked, progress) and \
-                all_agree(self.budget.allows(self.diagnoser.look_cost(model))) and \
+                all_agree(self.budget.allows(self.diagnoser.look_cost())) and \
                 all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "network"
         if trend is None:
@@ -503,8 +503,7 @@ class StallMonitor(Callback):
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began and not surely falling
         faster than ``SPARSE_ABOVE · rel_tol`` a window (a network that cannot train is named a
         window or more before its plateau is proven; the look costs one gradient of the tracked
-        samples, two in a model that trains batch-norm, whose layers are measured on the batches'
-        statistics). Spaced out as the run goes on: a healthy run that falls slowly (a transformer
+        samples). Spaced out as the run goes on: a healthy run that falls slowly (a transformer
         in its first hundreds of steps) would otherwise pay a look every window, 5 % of its training."""
         initial = self.history.initial
         windows = self._count // self.window
