@@ -29,7 +29,11 @@ Targets (issue 25, item 6), with the default monitor (``StallMonitor(loss, loade
 * **cost**: the monitor's overhead <= 10 % of the training time (median of paired rounds, the
   order alternating: wall time of the monitored run against the same run without the monitor,
   and the monitor's own clock, ``spent / train_time``), and with sharpness tracked every 50
-  steps <= 15 %.
+  steps <= 15 % (met only if the estimates stayed 50 steps apart: the cap spreads them out
+  where they cost more);
+* **what the tracked sharpness is** (``--only samples``): the sharpness the stability rule reads,
+  on the first n of one random draw, for n from 8 to 512, at steps 100 and 400 of the healthy
+  runs: a tracker's sample is fixed for its run, and this says what a smaller one measures.
 """
 
 from __future__ import annotations
@@ -415,6 +419,83 @@ def batch_norm_sharpness(steps: int, every: int = 50) -> list[dict]:
     return rows
 
 
+def sample_sharpness(model_kind: str, at: tuple[int, ...], sizes: tuple[int, ...]) -> list[dict]:
+    """The sharpness the stability rule reads (λ_max of the preconditioned Hessian for AdamW, of the
+    Hessian for heavy ball; batch statistics) on the first n of one fixed random draw of the data,
+    for each n of ``sizes``, at steps ``at`` of the healthy run: what a tracker that reads fewer
+    samples would be measuring. Lanczos at residual 1e-2, cold."""
+    from descentlab.critical.stability import sharpness_of, stability_operator, stability_rule
+    from descentlab.curvature import HessianOperator, lanczos
+
+    model, loss_fn, loader, optimizer, scheduler, _ = build(model_kind, {}, 500)
+    draw = next(iter(DataLoader(loader.dataset, batch_size=max(sizes), shuffle=True,
+                                generator=torch.Generator().manual_seed(1))))
+    rows, step = [], 0
+    model.train()
+    while step <= max(at):
+        for batch in loader:
+            if step in at:
+                row = {"model": model_kind, "step": step}
+                for n in sizes:
+                    part = tuple(x[:n] for x in draw)
+                    op = HessianOperator(model, loss_fn, [part] if model_kind == "transformer" else part,
+                                         eval_mode=True).with_batch_statistics()
+                    rule = stability_rule(optimizer, model, op.names)
+                    top = lanczos(stability_operator(rule, op), k=1, which="LA", tol=1e-2, max_iter=200)
+                    row[n] = sharpness_of(rule, float(top.values[0])) / rule.lr
+                rows.append(row)
+            if step >= max(at):
+                break
+            optimizer.zero_grad()
+            value = loss_fn(model, batch) if model_kind == "transformer" else loss_fn(model(batch[0]), batch[1])
+            value.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+        if step >= max(at):
+            break
+    return rows
+
+
+def cut_short(every: int = 50, steps: int = 400, size: int = 64) -> list[dict]:
+    """Estimates cut short along the healthy ResNet run, on a fixed ``size``-image sample: one
+    tracker that takes one product per warm estimate, one that takes two (the least a tracker
+    takes), each against a converged Lanczos (residual 1e-3) on the same operator. Says whether
+    value·(1 + residual) bounds λ_max (it need not: the residual bounds the distance to *some*
+    eigenvalue) and what one product gives."""
+    from descentlab.critical.stability import stability_operator, stability_rule
+    from descentlab.curvature import HessianOperator, lanczos
+    from descentlab.curvature.tracking import EigenTracker
+
+    model, loss_fn, loader, optimizer, scheduler, _ = build("resnet", {}, steps)
+    X, y = next(iter(DataLoader(loader.dataset, batch_size=size, shuffle=True,
+                                generator=torch.Generator().manual_seed(1))))
+    trackers = {1: EigenTracker("LA", tol=1e-2), 2: EigenTracker("LA", tol=1e-2)}
+    rows, step = [], 0
+    model.train()
+    while step <= steps:
+        for xb, yb in loader:
+            if step % every == 0:
+                op = HessianOperator(model, loss_fn, (X, y), eval_mode=True).with_batch_statistics()
+                target = stability_operator(stability_rule(optimizer, model, op.names), op)
+                top = float(lanczos(target, k=1, which="LA", tol=1e-3, max_iter=300).values[0])
+                row = {"step": step, "top": top}
+                for least, tracker in trackers.items():  # the first estimate of each: cold, converged
+                    pairs = tracker(target, seconds=None if step == 0 else 0.0, least=least)
+                    row[least] = (float(pairs.values[0]), float(pairs.residuals[0]))
+                rows.append(row)
+            if step >= steps:
+                break
+            optimizer.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+        if step >= steps:
+            break
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs, one round")
@@ -423,13 +504,14 @@ def main() -> None:
                         help="torch threads (default 1: on a machine shared with other jobs, a second thread "
                              "waits for a descheduled core at every parallel region)")
     parser.add_argument("--only", nargs="*", help="scenarios to run (default: all), 'batchnorm' for the sharpness "
-                        "of the batch-norm modes, 'overhead' for the cost rounds")
+                        "of the batch-norm modes, 'samples' for the sharpness against the sample size, "
+                        "'overhead' for the cost rounds")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     steps = 200 if args.quick else 500
     rounds = 1 if args.quick else args.rounds
-    wanted = args.only or [*SCENARIOS, "batchnorm", "overhead"]
+    wanted = args.only or [*SCENARIOS, "batchnorm", "samples", "overhead"]
     torch.manual_seed(0)
     vocab = text_loader()[1]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); transformer "
@@ -448,6 +530,21 @@ def main() -> None:
         for r in batch_norm_sharpness(100 if args.quick else 300):
             print(f"| lr {r['lr']:g} | {r['step']} | {r['eval']:.3g} | {r['batch']:.3g} | {r['batches']:.3g} | "
                   f"{r['loss_eval']:.4g} | {r['loss_batch']:.4g} |")
+    if "samples" in wanted:
+        sizes = (8, 16, 32, 64, 128, 256, 512)
+        print("\n| healthy run | step | " + " | ".join(f"{n} samples" for n in sizes) + " |")
+        print("|---|---:|" + "---:|" * len(sizes))
+        for kind, at, most in (("transformer", (100, 400), 256), ("resnet", (100, 400), 512)):
+            for r in sample_sharpness(kind, (50, 200) if args.quick else at, tuple(n for n in sizes if n <= most)):
+                print(f"| {r['model']} | {r['step']} | " + " | ".join(
+                    f"{r[n]:.4g} ({r[n] / r[most]:.2f}x)" if n in r else "-" for n in sizes) + " |")
+        print("\n| ResNet, 64 images | step | λ_max (converged) | 2 products: value / λ_max | residual r | "
+              "value·(1 + r) / λ_max | 1 product: value / λ_max |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in cut_short(steps=200 if args.quick else 400):
+            (two, res), (one, _) = r[2], r[1]
+            print(f"| healthy | {r['step']} | {r['top']:.4g} | {two / r['top']:.3f} | {res:.3g} | "
+                  f"{two * (1 + res) / r['top']:.3f} | {one / r['top']:.3f} |")
     if "overhead" in wanted:
         cost = [overhead(kind, 150 if args.quick else 400, rounds) for kind in ("transformer", "resnet")]
         print(f"\n| healthy run, {rounds} paired rounds (medians) | steps | unmonitored s | monitored s | wall "
@@ -456,7 +553,8 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|")
         for c in cost:
             met = ("met" if c["own_default"] <= 0.10 and c["default"] / c["plain"] - 1 <= 0.10 else "NOT met",
-                   "met" if c["own_sharpness"] <= 0.15 and c["sharpness"] / c["plain"] - 1 <= 0.15 else "NOT met")
+                   "met" if c["own_sharpness"] <= 0.15 and c["sharpness"] / c["plain"] - 1 <= 0.15
+                   and c["interval"] == [50] else "NOT met")  # spread out by the cap: not every 50
             print(f"| {c['model']} | {c['steps']} | {c['plain']:.1f} | {c['default']:.1f} | "
                   f"{c['default'] / c['plain'] - 1:+.1%} | {c['own_default']:.1%} | {c['sharpness']:.1f} | "
                   f"{c['sharpness'] / c['plain'] - 1:+.1%} | {c['own_sharpness']:.1%} | {c['samples']}, "

@@ -148,16 +148,17 @@ def test_the_stability_test_reads_the_training_mode_function_of_a_batch_norm_net
     assert model.training and model.bn.track_running_stats
 
 
-@pytest.mark.parametrize("fixed, per_sample", [(0.0, 0.01), (2.0, 1e-4)], ids=["proportional", "mostly-fixed"])
-def test_a_cadence_keeps_its_measurement_within_its_share(fixed, per_sample):
+@pytest.mark.parametrize("fixed, per_sample, every", [(0.0, 0.01, 80), (2.0, 1e-4, 40)],
+                         ids=["proportional", "mostly-fixed"])
+def test_a_cadence_keeps_its_measurement_within_its_share(fixed, per_sample, every):
     """A measurement of m samples costing ``fixed + per_sample · m`` seconds (the oracle's cost), one
     training step a second: after the first measurements the cadence's share of the training time
-    is at most its cap. Where the cost is proportional it shrinks the sample and keeps the
-    interval; where it is mostly fixed it spreads the measurements out and keeps the sample (a
-    smaller one would cost accuracy and save nothing)."""
+    is at most its cap, at the shortest interval where 80 % of the share pays for the measurement
+    (5.12 s: every 80; 2.05 s: every 40), and its sample never shrinks (a smaller one would measure
+    something else)."""
     from descentlab.critical.budget import Cadence
 
-    cadence = Cadence(0.1, 512, (10, 20, 40, 80), min_size=4)
+    cadence = Cadence(0.1, 512, (10, 20, 40, 80))
     costs, trainings = [], []
     for _ in range(60):
         cost, training = fixed + per_sample * cadence.size, 1.0 * cadence.every
@@ -165,10 +166,22 @@ def test_a_cadence_keeps_its_measurement_within_its_share(fixed, per_sample):
         trainings.append(training)
         cadence.observe(cost, training)
     assert sum(costs[10:]) <= 0.1 * sum(trainings[10:])
-    if fixed == 0:
-        assert cadence.every == 10 and 4 <= cadence.size < 512
-    else:
-        assert cadence.size >= 256 and cadence.every > 10
+    assert cadence.size == 512 and cadence.every == every
+
+
+def test_a_cold_start_charged_to_a_cadence_spends_its_allowance_but_not_its_mean_cost():
+    """The allowance is the seconds spent in all before the share holds, a cold first measurement
+    included: charged 3 s against an allowance of 2.5 s, the next measurement over its share (1 s
+    after 2 s of training, against 10 %) spreads the cadence at once, to the interval its own cost
+    fits (1 s <= 0.8 · 0.1 · 0.1 s/step · 160 steps: every 160, not the cold 3 s's 640); uncharged,
+    the allowance still covers it and nothing changes."""
+    from descentlab.critical.budget import Cadence
+
+    charged = Cadence(0.1, 64, (20, 40, 80, 160, 640), allowance=2.5)
+    charged.charge(3.0)
+    assert charged.observe(1.0, 2.0) and charged.every == 160 and charged.spent == 4.0
+    fresh = Cadence(0.1, 64, (20, 40, 80, 160, 640), allowance=2.5)
+    assert not fresh.observe(1.0, 2.0) and fresh.every == 20
 
 
 def test_the_tracked_loss_stays_within_its_share_of_the_budget_as_the_checks_spread_out(monkeypatch):

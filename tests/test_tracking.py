@@ -133,6 +133,35 @@ def test_heavy_ball_threshold_is_2_1_plus_beta_over_lr():
         assert abs(point.sharpness - exact) <= 1e-2 * exact + 1e-4
 
 
+def test_a_capped_tracker_spreads_its_estimates_out_and_keeps_its_sample():
+    """A share no estimate fits (the training between two of them made to cost next to nothing):
+    the cap spreads the estimates out and never shrinks the sample (a smaller sample's sharpness is
+    a different, larger quantity); each estimate, cut short, is a Rayleigh quotient of the fixed
+    sample's Hessian, so at most its exact λ_max (float64 Hessian and eigvalsh the oracle)."""
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train[:96, :16], workload.y_train[:96]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 6), nn.Tanh(), nn.Linear(6, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = SharpnessTracker(nn.functional.cross_entropy, (X, y), every=2, share=1e-3)
+    tracker.fix_size(32)
+    steps = []
+    for step in range(0, 41):
+        if step:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), y).backward()
+            optimizer.step()
+        if tracker.due(step):
+            point = tracker.measure(step, model, training=None if not steps else 1e-6)
+            steps.append(step)
+            exact = torch.linalg.eigvalsh(_exact_hessian(model, (X[:32], y[:32])))
+            assert point.samples == 32
+            assert point.sharpness <= float(exact[-1]) * (1 + 1e-4)
+    assert tracker.every == 16 and steps == [0, 2, 16, 32]  # nothing fits: at once to the longest interval, 8x
+    with pytest.raises(ValueError, match="fix_size"):
+        tracker.fix_size(16)
+
+
 def test_adam_preconditioned_sharpness_against_the_written_out_formula():
     """Cohen et al. 2022: lambda_max(P^-1 H), P = (1 - beta1^t) diag(sqrt(v_hat) + eps), against 38/lr."""
     tracker, snapshots, data = _small_run("adam", steps=20)
@@ -183,7 +212,7 @@ def test_eos_preset_sharpness_rises_to_2_over_lr_and_hovers_while_the_loss_falls
     the loss keeps falling, with rises (non-monotone)."""
     out = tmp_path / "eos"
     # no budget: every estimate on the whole sample, every 10 steps (under the default budget the cost
-    # cap may shrink the sample or spread the estimates out; tested in test_monitor_scale.py)
+    # cap may spread the estimates out; tested in test_monitor_scale.py and above)
     assert main(["diagnose", "--workload", "eos", "--lr", "0.55", "--steps", "300", "--track-sharpness", "10",
                  "--budget", "none", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out

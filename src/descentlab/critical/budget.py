@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from descentlab.checks import check_number
-from descentlab.ranks import distributed, largest, smallest
+from descentlab.ranks import distributed, largest
 
 __all__ = ["Budget", "Cadence", "prior_size", "TRACKING_SHARE", "SHARPNESS_SHARE", "STEP_FORWARDS"]
 
@@ -106,35 +106,32 @@ def prior_size(share: float, forwards: float, batch_size: int | None, every: int
 
 
 class Cadence:
-    """How many samples one routine measurement reads, and how many steps apart, so that it costs
-    at most ``share`` of the training time between two of them.
+    """How many steps apart one routine measurement of a fixed sample runs, so that it costs at
+    most ``share`` of the training time between two of them.
 
     After each measurement, :meth:`observe` takes its seconds and the training seconds since the
     one before. While the ratio of their sums since the last change is above ``share``, the
-    cadence aims below it (at 80 % of it, a margin for the clock's jitter): at the interval it
-    has, the most samples whose cost fits, else at the next longer interval of ``intervals``
-    (so the samples shrink before the measurements are spread out, and never below
-    ``min_size``). What a measurement of ``m`` samples costs is learnt as ``a + b·m`` from the
-    sizes it has been timed at: a small model's cost is mostly fixed (Python, kernel launches),
-    and shrinking its sample would cost accuracy for nothing. Timed at one size only, the cost
-    is taken to be proportional, and the sample at most halves before it is timed again. The cadence
-    only ever gets cheaper: a machine that is slower for a while does not make it oscillate.
+    cadence moves to the shortest interval of ``intervals`` where the mean measurement costs at
+    most 80 % of the share (a margin for the clock's jitter), else to the longest. The sample
+    (``size``) is never shrunk to save time: a tracked loss of fewer samples is noisier, and a
+    sharpness of fewer samples is a larger quantity (:mod:`descentlab.critical.sharpness`), so
+    either would draw a trend that is not there. The cadence only ever gets sparser: a machine
+    that is slower for a while does not make it oscillate.
 
     Args:
         share: the most the measurement may cost, as a share of the training time (``None``: no cap).
-        size: the samples it reads at first.
+        size: the samples it reads (fixed: its owner may set it before the first measurement).
         intervals: the steps apart it may take, the first the one it starts with (ascending).
-        min_size: the fewest samples it reads (``size``: it never shrinks).
         allowance: seconds it may spend in all before its share is enforced (the budget's
             floor: a short run of a small model, where a fixed cost dwarfs the training steps,
             keeps measuring as often as it started).
 
     Attributes:
-        size, every: the samples now, and the steps apart now.
+        size, every: the samples, and the steps apart now.
         changes: ``(measurements so far, size, every)`` at each change.
     """
 
-    def __init__(self, share: float | None, size: int, intervals: tuple[int, ...], *, min_size: int,
+    def __init__(self, share: float | None, size: int, intervals: tuple[int, ...], *,
                  allowance: float = 0.0) -> None:
         self.share = share
         self.allowance = float(allowance)
@@ -142,24 +139,19 @@ class Cadence:
         self.size = int(size)
         self.intervals = tuple(int(i) for i in intervals)
         self.every = self.intervals[0]
-        self.min_size = min(int(min_size), self.size)
         self.changes: list[tuple[int, int, int]] = []
         self._seconds = self._training = 0.0  # since the last change
         self._count = 0
-        self._costs: dict[int, list[float]] = {}  # size -> [seconds, measurements]
+        self._extra = 0.0  # seconds charged outside the measurements (:meth:`charge`)
         self._trained = [0.0, 0]  # training seconds and steps, all along
 
     def observe(self, seconds: float, training: float, steps: int | None = None) -> bool:
         """One measurement took ``seconds`` after ``training`` seconds of training (``steps``
-        steps: :attr:`every` unless said); ``True`` when :attr:`size` or :attr:`every` changed for
-        the next one."""
+        steps: :attr:`every` unless said); ``True`` when :attr:`every` changed for the next one."""
         self._count += 1
         self.spent += seconds
         self._seconds += seconds
         self._training += training
-        cost = self._costs.setdefault(self.size, [0.0, 0])
-        cost[0] += seconds
-        cost[1] += 1
         self._trained[0] += training
         self._trained[1] += self.every if steps is None else int(steps)
         if self.share is None:
@@ -167,56 +159,34 @@ class Cadence:
         over = self._training > 0 and self._seconds > self.share * self._training and self.spent > self.allowance
         if not over and not distributed():
             return False
-        size, every = self._plan() if over else (self.size, self.every)
         # every rank of a torch.distributed job measures at the same steps (each measurement is a
-        # collective): the smallest sample and the longest interval any rank asks for
-        size, every = int(smallest(size)), int(largest(every))
-        if (size, every) == (self.size, self.every):
+        # collective): the longest interval any rank asks for
+        every = int(largest(self._next_every() if over else self.every))
+        if every == self.every:
             return False
-        self.size, self.every = size, every
-        self.changes.append((self._count, size, every))
+        self.every = every
+        self.changes.append((self._count, self.size, every))
         self._seconds = self._training = 0.0
         return True
 
-    def cost(self, size: int) -> float:
-        """The seconds a measurement of ``size`` samples is expected to take (see the class docstring)."""
-        a, b = self._model()
-        return a + b * size
+    def charge(self, seconds: float) -> None:
+        """Seconds spent outside the paced measurements (a cold first one): counted against the
+        allowance, not in the mean cost the interval is chosen by."""
+        self.spent += seconds
+        self._extra += seconds
 
-    def _model(self) -> tuple[float, float]:
-        """``(a, b)`` of ``a + b·m``: a least-squares line through the mean cost at each size timed
-        (a, b >= 0); through the origin when one size has been timed."""
-        points = [(m, s / n) for m, (s, n) in self._costs.items() if n]
-        if len(points) == 1:
-            m, c = points[0]
-            return 0.0, c / m
-        mean_m = sum(m for m, _ in points) / len(points)
-        mean_c = sum(c for _, c in points) / len(points)
-        b = max(0.0, sum((m - mean_m) * (c - mean_c) for m, c in points) / sum((m - mean_m) ** 2 for m, _ in points))
-        a = max(0.0, mean_c - b * mean_m)
-        return a, b
-
-    def _plan(self) -> tuple[int, int]:
-        """The next (size, every): the most samples that fit at the shortest interval where any fit."""
-        a, b = self._model()
+    def _next_every(self) -> int:
+        """The shortest interval, from the one it has on, where the mean measurement fits."""
         per_step = self._trained[0] / self._trained[1]
-        if len(self._costs) == 1 and self.size > self.min_size:  # timed at one size: shrink, then time again
-            target = 0.8 * self.share * per_step * self.every
-            return max(self.min_size, self.size // 2, min(self.size - 1, int(target / b))), self.every
-        lowest = self.min_size
-        for every in (i for i in self.intervals if i >= self.every):
-            target = 0.8 * self.share * per_step * every
-            if a + b * lowest > target:
-                continue
-            fits = self.size if b == 0 else int((target - a) / b)
-            return max(lowest, min(self.size, fits)), every
-        return lowest, self.intervals[-1]
+        cost = (self.spent - self._extra) / self._count
+        return next((every for every in self.intervals if every >= self.every
+                     and cost <= 0.8 * self.share * per_step * every), self.intervals[-1])
 
     def state_dict(self) -> dict[str, Any]:
-        """The size, the interval, the costs timed and the sums since the last change."""
+        """The size, the interval, the sums all along and since the last change."""
         return {"size": self.size, "every": self.every, "changes": [list(c) for c in self.changes],
                 "seconds": self._seconds, "training": self._training, "count": self._count, "spent": self.spent,
-                "costs": [[m, s, n] for m, (s, n) in self._costs.items()], "trained": list(self._trained)}
+                "extra": self._extra, "trained": list(self._trained)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
@@ -225,5 +195,5 @@ class Cadence:
         self._seconds, self._training = float(state["seconds"]), float(state["training"])
         self._count = int(state["count"])
         self.spent = float(state.get("spent", 0.0))
-        self._costs = {int(m): [float(s), int(n)] for m, s, n in state["costs"]}
+        self._extra = float(state.get("extra", 0.0))
         self._trained = [float(state["trained"][0]), int(state["trained"][1])]

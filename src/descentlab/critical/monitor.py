@@ -627,10 +627,10 @@ class StallMonitor(Callback):
         budget's floor in seconds pays for them (one forward pass of those samples timed: the
         checks of the run, or of the longest plateau horizon when its length is unknown, within
         :data:`TRACKING_SHARE` of ``budget_seconds``: a small model's tracked loss then reads the
-        whole sample and is as smooth as it can be); and the sharpness tracker's first (the same;
-        it shrinks as its estimates are timed). Without a cap (``budget=None``) or a batch size,
-        the whole sample. The size is fixed from then on (losses of different samples would make
-        a false trend); only the interval is paced."""
+        whole sample and is as smooth as it can be); and the sharpness tracker's (the same).
+        Without a cap (``budget=None``) or a batch size, the whole sample. Both sizes are fixed
+        from then on, only the intervals paced: losses of different samples would make a false
+        trend, and a smaller sample's sharpness is larger (see :mod:`descentlab.critical.sharpness`)."""
         if self.tracking is not None:
             return
         held, fraction = self.diagnoser.held, self.budget.fraction
@@ -648,14 +648,14 @@ class StallMonitor(Callback):
         self.diagnoser.tracked_size = size
         self.tracking = self._tracking_cadence(size)
         if self.sharpness is not None and fraction is not None:
-            self.sharpness.cadence.size = min(self.sharpness.cadence.size, size)
+            self.sharpness.fix_size(min(self.sharpness.cadence.size, size))
 
     def _tracking_cadence(self, size: int) -> Cadence:
         """The tracked loss's cadence at ``size`` samples (fixed: only the interval is paced), from
         every check up to once a window, within :data:`TRACKING_SHARE` of the budget."""
         fraction = self.budget.fraction
         intervals = tuple(d for d in range(self.every, self.window + 1) if self.window % d == 0)
-        return Cadence(None if fraction is None else TRACKING_SHARE * fraction, size, intervals, min_size=size,
+        return Cadence(None if fraction is None else TRACKING_SHARE * fraction, size, intervals,
                        allowance=TRACKING_SHARE * self.budget.seconds)
 
     def _pace(self) -> None:

@@ -40,12 +40,23 @@ the measured gap on a ResNet is in ``bench/RESULTS.md``); dropout is off.
 
 **What it costs.** With a ``share``, each estimate is given the share of the training time since
 the one before (80 % of it; the first, and any while the allowance lasts, what is left of the
-allowance) and stops there, after two products at least, unconverged: a lower bound of the
-sharpness with its residual, which the next estimate, warm-started from its vector, goes on
-from. Where even two products cost more, a :class:`~descentlab.critical.budget.Cadence` keeps
-the estimates within that share: the sample shrinks (the first ``size`` samples of it, down to
-``min_size``) where that makes an estimate cheaper, before the estimates are spread out beyond
-``every`` (to 2x, 4x, 8x ``every``); each point says how many samples it read and its residual.
+allowance) and stops there, after two products at least, unconverged: a Rayleigh quotient, so a
+lower bound of the sharpness (the top eigenvalue is at least that), with its residual, which the
+next estimate, warm-started from its vector, goes on from. Where even two products cost more, a
+:class:`~descentlab.critical.budget.Cadence` spreads the estimates out beyond ``every`` (to 2x,
+4x, 8x ``every``) to keep them within that share; each point says how many samples it read and
+its residual.
+
+**Which samples.** The sample an estimate reads is fixed for the run (``size``, or what
+:meth:`SharpnessTracker.fix_size` sets before the first estimate): the cap spreads the estimates
+out, it never shrinks the sample. The top eigenvalue is convex in the matrix, so the sharpness
+of a smaller random sample is, on average, *larger* than the training loss's (Jensen), by how
+much depends on the model: measured on the scale bench's models (``bench/RESULTS.md``,
+"sharpness against the sample size"), a character transformer's preconditioned sharpness moves
+little from 256 down to 8 sequences, while a batch-norm ResNet's late in training is 15x
+larger on 32 images than on 512 (per-sample curvature of the few samples still misfit
+dominates a small sample). A sample that shrank during a run would draw a sharpness that rises
+for that reason alone, the picture of progressive sharpening.
 """
 
 from __future__ import annotations
@@ -96,8 +107,9 @@ class SharpnessPoint:
         seconds: wall time of the estimate.
         samples: the samples of the sample it was measured on.
         residual: the top estimate's relative residual r: some eigenvalue lies within r·|λ| of
-            it, and where the cost cap ended it unconverged it is below the top (a Rayleigh
-            quotient), so the sharpness is within [value, value·(1 + r)].
+            it (not necessarily the top one). Where the cost cap ended it unconverged it is a
+            Rayleigh quotient, so the top eigenvalue is at least ``sharpness``: a lower bound, which
+            the residual does not bound from above.
     """
 
     step: int
@@ -134,24 +146,23 @@ class SharpnessTracker:
         seed: seeds the cold starts.
         share: the most the estimates may cost, as a share of the training time between two of
             them (``None``: no cap); the training time comes with each :meth:`measure`.
-        size: the samples of ``sample`` an estimate reads at first (``None``: all of it).
-        min_size: the fewest samples the cap may shrink the sample to.
+        size: the samples of ``sample`` every estimate reads (the first ones; ``None``: all of
+            it). Fixed for the run: the cap spreads the estimates out instead (see the module
+            docstring, "Which samples").
         allowance: seconds the estimates may spend in all before ``share`` is enforced.
     """
 
     def __init__(self, loss_fn: Callable, sample: tuple[Any, torch.Tensor], *, every: int, track_min: bool = False,
                  tol: float = 1e-2, seed: int = 0, share: float | None = None, size: int | None = None,
-                 min_size: int = 4, allowance: float = 0.0) -> None:
+                 allowance: float = 0.0) -> None:
         self.loss_fn = loss_fn
         self.sample = sample
         check_int("every", every)
         self.track_min = bool(track_min)
-        check_int("min_size", min_size)
         self._held = _count(sample, is_model_loss(loss_fn))  # None: batches, read whole
         held = self._held or 1
         size = held if size is None else min(check_int("size", size), held)
-        self.cadence = Cadence(share, size, tuple(every * 2 ** i for i in range(4)),
-                               min_size=min_size if self._held else size, allowance=allowance)
+        self.cadence = Cadence(share, size, tuple(every * 2 ** i for i in range(4)), allowance=allowance)
         self.top = EigenTracker("LA", tol=tol, seed=seed)
         self.bottom = EigenTracker("SA", tol=tol, seed=seed + 1) if track_min else None
         self.points: list[SharpnessPoint] = []
@@ -169,6 +180,14 @@ class SharpnessTracker:
     def columns(self) -> tuple[str, ...]:
         """What it adds to ``metrics.csv``."""
         return COLUMNS if self.track_min else COLUMNS[:2]
+
+    def fix_size(self, size: int) -> None:
+        """Read the first ``size`` samples of the sample (at most all of it) in every estimate from
+        the next one on. Before the first estimate only: a run's points must share one sample."""
+        if self.points:
+            raise ValueError("fix_size must come before the first estimate: a run's points share one sample")
+        size = min(check_int("size", size), self._held) if self._held else 1
+        self.cadence.size = size
 
     def due(self, step: int) -> bool:
         """A measurement is due after ``step``."""
@@ -218,6 +237,8 @@ class SharpnessTracker:
         self.points.append(point)
         if training is not None:
             self.cadence.observe(seconds, training)
+        else:  # the cold first estimate spends the allowance too, but is no measure of a warm one's cost
+            self.cadence.charge(seconds)
         return point
 
     def _allowed(self, training: float | None) -> float | None:
