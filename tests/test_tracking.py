@@ -287,3 +287,16 @@ def test_readme_tracking_and_remedies_snippet_runs_as_written(capsys):
     assert stall.trials["ranking"][-1] == "keep"  # every remedy beats carrying on at the saddle
     last = monitor.sharpness.points[-1]
     assert last.step == 300 and last.threshold == pytest.approx(2 / 0.1) and "stability threshold 20 (2/lr)" in printed
+
+
+def test_the_sharpness_line_says_the_sample_and_the_intervals_the_cap_spread_out():
+    from descentlab.critical.sharpness import SharpnessPoint
+    from descentlab.report.diagnose_page import sharpness_line
+
+    points = [SharpnessPoint(step, 0.1, 1.0 + step / 100, 20.0, (1.0 + step / 100) / 20, None, "gd", 2, False, 0.1, 16,
+                             0.5) for step in (0, 50, 100, 300)]
+    line = sharpness_line(points, [], 0.4)
+    assert line.startswith("sharpness (every 50-200 steps on 16 samples, 2 products and 100 ms per estimate)")
+    assert sharpness_line(points, [], 0.03).startswith("sharpness (every 50-200 steps on 16 samples, 2 products and "
+                                                       "7.5 ms per estimate)")
+    assert "1 at step 0 -> 4 at step 300, at most 20% of the stability threshold" in line

@@ -409,9 +409,13 @@ def sharpness_line(points: Sequence[SharpnessPoint], losses: Sequence[tuple[int,
     if not points:
         return "sharpness: not measured"
     summary = edge_of_stability(points, losses)
-    every = points[1].step - points[0].step if len(points) > 1 else 0
-    cost = (f"every {every} steps, {summary['products_per_estimate']:.2g} products and "
-            f"{1e3 * tracking_seconds / len(points):.2g} ms per estimate")
+    gaps = sorted({b.step - a.step for a, b in zip(points, points[1:])}) or [0]
+    every = f"{gaps[0]}" if len(gaps) == 1 else f"{gaps[0]}-{gaps[-1]}"  # spread out by the budget
+    samples = {p.samples for p in points} - {None}
+    on = f" on {samples.pop()} samples" if len(samples) == 1 else ""
+    ms = 1e3 * tracking_seconds / len(points)
+    ms_text = f"{ms:.0f}" if ms >= 10 else f"{ms:.2g}"  # 120, not 1.2e+02
+    cost = f"every {every} steps{on}, {summary['products_per_estimate']:.2g} products and {ms_text} ms per estimate"
     if train_seconds:
         share = 100 * tracking_seconds / train_seconds
         cost += f", {share:.0f} % of the training time" if share >= 10 else f", {share:.2g} % of the training time"
