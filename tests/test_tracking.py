@@ -206,6 +206,37 @@ def test_monitor_tracks_and_resumes_with_the_same_warm_start():
     assert torch.equal(again.sharpness.top.state_dict()["v0"], monitor.sharpness.top.state_dict()["v0"])
 
 
+@pytest.mark.parametrize("asked", [None, 24])
+def test_the_monitor_tracks_the_sharpness_on_the_samples_asked_for_under_its_budget(asked):
+    """Under the default budget the tracker reads as many samples as the tracked loss (from the
+    batch size), or the ``sharpness_samples`` asked for, at every estimate; each converged
+    estimate is λ_max of the first that-many samples' exact float64 Hessian (eigvalsh)."""
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train[:256], workload.y_train[:256]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    monitor = StallMonitor(nn.functional.cross_entropy, (X, y), track_sharpness=5, sharpness_samples=asked)
+    monitor.on_train_start(LoopState(model, optimizer, batch_size=8, n_train=256, total_steps=20))
+    generator = torch.Generator().manual_seed(0)
+    for step in range(1, 21):
+        rows = torch.randint(0, 256, (8,), generator=generator)
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(X[rows]), y[rows])
+        loss.backward()
+        optimizer.step()
+        monitor.update(step, loss.item(), model)
+    points = monitor.sharpness.points
+    expected = asked or monitor.diagnoser.tracked_size
+    assert len(points) >= 4 and {p.samples for p in points} == {expected}
+    sample = monitor.diagnoser.first(expected)
+    exact = float(torch.linalg.eigvalsh(_exact_hessian(model, sample))[-1])
+    if points[-1].converged:  # within its 1 % residual
+        assert abs(points[-1].sharpness - exact) <= 1e-2 * exact
+    else:  # cut short: a Rayleigh quotient, below the top
+        assert points[-1].sharpness <= exact * (1 + 1e-5)
+
+
 def test_eos_preset_sharpness_rises_to_2_over_lr_and_hovers_while_the_loss_falls(tmp_path, capsys):
     """Cohen et al. (ICLR 2021) on the eos preset, 300 steps at lr 0.55 (2/lr = 3.6): the sharpness
     starts at 0.84 of the threshold, rises to it, overshoots, settles back and hovers just above it;
@@ -253,6 +284,8 @@ def test_eos_preset_sharpness_rises_to_2_over_lr_and_hovers_while_the_loss_falls
     (["--trial-steps", "0"], "--trial-steps must be an integer >= 1"),
     (["--track-min"], "--track-min needs --track-sharpness"),
     (["--apply-remedy", "--no-remedies"], "--apply-remedy needs the remedy trials"),
+    (["--sharpness-samples", "1", "--track-sharpness", "5"], "--sharpness-samples must be"),
+    (["--sharpness-samples", "64"], "--sharpness-samples needs --track-sharpness"),
 ])
 def test_bad_tracking_and_remedy_options_are_one_line_exit_2(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -267,6 +300,12 @@ def test_tracker_rejects_bad_arguments():
     with pytest.raises(ValueError, match="track_sharpness"):
         StallMonitor(nn.functional.cross_entropy, (torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)),
                      track_sharpness=0)
+    with pytest.raises(ValueError, match="sharpness_samples needs track_sharpness"):
+        StallMonitor(nn.functional.cross_entropy, (torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)),
+                     sharpness_samples=4)
+    with pytest.raises(ValueError, match="sharpness_samples"):
+        StallMonitor(nn.functional.cross_entropy, (torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)),
+                     track_sharpness=2, sharpness_samples=1)
     with pytest.raises(ValueError, match="which"):
         EigenTracker("LM")
     assert math.isfinite(edge_of_stability([])["estimates"])

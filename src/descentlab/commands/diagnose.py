@@ -111,6 +111,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "optimizers) against the optimizer's stability threshold (2/lr for GD) on the "
                             "monitor's sample; 0: off (default: off, every 5 steps for the eos preset)")
     track.add_argument("--track-min", action="store_true", help="with --track-sharpness, also track lambda_min")
+    track.add_argument("--sharpness-samples", type=int, default=None, metavar="N",
+                       help="with --track-sharpness, measure every estimate on the first N samples of the "
+                            "monitor's sample (default: as many as its tracked loss reads under the budget, all of "
+                            "it with --budget none); fixed for the run: a smaller sample's sharpness is larger")
     track.add_argument("--seeds", type=int, default=1, metavar="N",
                        help="with sharpness tracking: also run seeds --seed+1 .. --seed+N-1 of the same configuration "
                             "(in OUT/seeds/) and summarise the edge of stability over all N with 95 %% intervals "
@@ -184,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         track_every = args.track_sharpness if args.track_sharpness is not None else workload.track_sharpness
         if args.track_min and not track_every:
             raise UserInputError("--track-min needs --track-sharpness K (K >= 1)")
+        if args.sharpness_samples is not None:
+            check_at_least("--sharpness-samples", args.sharpness_samples, 2)
+            if not track_every:
+                raise UserInputError("--sharpness-samples needs --track-sharpness K (K >= 1)")
         check_at_least("--seeds", args.seeds, 1)
         if args.seeds > 1 and not track_every:
             raise UserInputError("--seeds summarises the tracked sharpness: it needs --track-sharpness K (K >= 1)")
@@ -194,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
                         "sample_size": args.sample, "seed": args.seed,
                         "max_step": args.max_step, "slice_radius": max(2.0, args.max_step),
                         "track_sharpness": track_every or None, "track_min": args.track_min,
+                        "sharpness_samples": args.sharpness_samples,
                         "remedies": args.remedies, "trial_steps": args.trial_steps, "apply_remedy": args.apply_remedy}
         out = output_dir(args, "diagnose", hint=f", or continue the run there with --resume {args.out}")
     resume_hint(args, out, flag="--resume", needs="checkpoint.pt")

@@ -115,6 +115,11 @@ class StallMonitor(Callback):
             this many steps (:class:`~descentlab.critical.sharpness.SharpnessTracker`, on the
             fixed sample; ``None``: off). Its points are ``monitor.sharpness.points``.
         track_min: with ``track_sharpness``, also track λ_min.
+        sharpness_samples: with ``track_sharpness``, the samples of the fixed sample every
+            estimate reads (``None``: as many as the tracked loss reads under a budget, all of it
+            without one). Fixed for the run; a smaller sample's sharpness is larger
+            (:mod:`descentlab.critical.sharpness`, "Which samples"), a larger one's estimates
+            cost more and the budget spreads them out.
         seed: seeds the sample, Lanczos, the probes, the noise measurement and the trials.
         options: what a diagnosis measures and does (:class:`DiagnosisOptions`).
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (anything with ``add_scalar`` and
@@ -140,6 +145,7 @@ class StallMonitor(Callback):
         sample_size: int | None = SAMPLE_SIZE,
         track_sharpness: int | None = None,
         track_min: bool = False,
+        sharpness_samples: int | None = None,
         seed: int = 0,
         options: DiagnosisOptions | None = None,
         writer: Any = None,
@@ -163,6 +169,10 @@ class StallMonitor(Callback):
             check_int("batch_size", batch_size)
         if track_sharpness is not None:
             check_int("track_sharpness", track_sharpness)
+        if sharpness_samples is not None:
+            check_int("sharpness_samples", sharpness_samples, low=2)
+            if not track_sharpness:
+                raise ValueError("sharpness_samples needs track_sharpness (the steps between two estimates)")
         check_int("seed", seed, low=0)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
@@ -180,10 +190,11 @@ class StallMonitor(Callback):
         self.history = RunHistory()
         self.stalls: list[Stall] = []
         self.sharpness = (SharpnessTracker(loss_fn, self.diagnoser.sample_data, every=track_sharpness,
-                                           track_min=track_min, seed=seed,
+                                           track_min=track_min, seed=seed, size=sharpness_samples,
                                            share=None if budget is None else SHARPNESS_SHARE * budget,
                                            allowance=SHARPNESS_SHARE * budget_seconds)
                           if track_sharpness else None)
+        self._sharpness_samples_given = sharpness_samples is not None
         self.tracking: Cadence | None = None  # the tracked loss's samples and interval (sized at the first event)
         self._trained_at: dict[str, float | None] = {"check": 0.0, "sharpness": None}  # train_time then
         self._track_seconds = 0.0  # what the last tracked loss took
@@ -647,7 +658,7 @@ class StallMonitor(Callback):
             size = int(smallest(max(size, min(held, TRACKING_SHARE * self.budget.seconds / (checks * per_sample)))))
         self.diagnoser.tracked_size = size
         self.tracking = self._tracking_cadence(size)
-        if self.sharpness is not None and fraction is not None:
+        if self.sharpness is not None and fraction is not None and not self._sharpness_samples_given:
             self.sharpness.fix_size(min(self.sharpness.cadence.size, size))
 
     def _tracking_cadence(self, size: int) -> Cadence:
