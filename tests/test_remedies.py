@@ -407,3 +407,48 @@ def test_a_users_loop_that_steps_through_a_non_finite_loss_is_rolled_back_at_the
     with torch.no_grad():
         final = float(workload.loss_fn(model(X), y))
     assert math.isfinite(final) and final < 0.5 * initial
+
+
+@pytest.mark.parametrize("momentum, limit", [(0.0, 2.0), (0.9, 2 * 1.9)], ids=["gd", "heavy-ball"])
+def test_the_standardized_problems_rate_is_its_stability_limit_over_its_exact_lambda_max(momentum, limit):
+    """Logistic regression on moons measured in units 1e5 apart: the rate test of the model fed the
+    standardized inputs (weights as they are) gives the largest stable rate limit / λ_max of that
+    problem's exact float64 Hessian (2/λ for GD, 2(1+β)/λ for heavy ball), and ``standardize`` at an
+    ``unscaled_inputs`` stall sets the rate to half of it; the model is not changed."""
+    from descentlab.critical.diagnosis import standardized_rate
+    from descentlab.curvature import EmpiricalLoss
+    from descentlab.engine.model_changes import InputStandardizer
+
+    workload = get_workload("moons")
+    X = workload.X_train * torch.tensor([1000.0, 0.01])
+    y = workload.y_train
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2)
+    before = copy.deepcopy(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=3e-6, momentum=momentum)
+    inputs = (X.double().mean(dim=0).tolist(), X.double().std(dim=0).tolist())
+    Xs = InputStandardizer(*inputs)(model, (X,))[0]
+    rate = standardized_rate(EmpiricalLoss(model, nn.functional.cross_entropy, (Xs, y), eval_mode=True), optimizer)
+    loss, theta = loss_of_flat(copy.deepcopy(model).double(), nn.functional.cross_entropy, Xs.double(), y)
+    lambda_max = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta)).max())
+    assert rate["largest_stable_lr"] == pytest.approx(limit / lambda_max, rel=0.02)  # Lanczos' tolerance
+    menu = remedies_for("unscaled_inputs", {"standardized_rate": rate}, optimizer, batch_size=None, n_data=len(X),
+                        trial_steps=10, inputs=inputs)
+    standardize = next(r for r in menu if r.name == "standardize")
+    assert 3e-6 * standardize.change.lr_factor == pytest.approx(RAISE_TO * limit / lambda_max, rel=0.02)
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), model.state_dict().values()))
+
+
+def test_an_unscaled_run_standardized_at_the_rate_its_new_problem_allows_ends_with_its_counterpart():
+    """The zoo's logistic regression on moons in units 1e5 apart (full-batch GD at lr 3e-6, which
+    the raw scales allow and nothing more): with ``apply_remedy`` it is standardized at the rate
+    the standardized problem allows and ends within the zoo's 10 % of the same model trained on
+    the moons as generated at lr 2 from step 0; standardized at its old rate it had stayed put."""
+    from descentlab.experiments.zoo import REPAIR_TOLERANCE, run_case
+    from descentlab.problems.zoo import get_case
+
+    case = get_case("unscaled-mlp-moons-logistic")
+    remedied = run_case(case, apply_remedy=True)
+    healthy = run_case(case.fixed, monitor=False)
+    assert remedied.stalls[0]["verdict"] == "unscaled_inputs" and remedied.applied[0].startswith("standardize at")
+    assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -24,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.critical.diagnosis import FULL_DATA_LIMIT, examine, examine_divergence, network_cause_at
+from descentlab.critical.diagnosis import (FULL_DATA_LIMIT, examine, examine_divergence, network_cause_at,
+                                          standardized_rate)
 from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
@@ -38,6 +40,7 @@ from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
+from descentlab.engine.model_changes import InputStandardizer
 from descentlab.ranks import distributed, summed, total
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
@@ -356,9 +359,14 @@ class Diagnoser:
         n = count_of(*self.train_data)
         batch = batch_size if batch_size is not None and batch_size < n else None
         can_escape = stall.point is not None and stall.min_eigenvalue is not None and stall.min_eigenvalue < 0
+        inputs = self.input_statistics()
+        if stall.verdict == "unscaled_inputs" and inputs is not None:
+            rate = self._standardized_rate(model, optimizer, inputs)
+            if rate is not None:
+                stall.evidence["standardized_rate"] = rate
         menu = remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
                             trial_steps=self.options.trial_steps, peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"),
-                            can_escape=can_escape, inputs=self.input_statistics())
+                            can_escape=can_escape, inputs=inputs)
         if not menu:
             return None, None
         fork_step = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
@@ -378,6 +386,21 @@ class Diagnoser:
         if self.trials_on_sample:
             record["data"] = "the monitor's sample (the training data is streamed from a loader)"
         return record, result
+
+
+    def _standardized_rate(self, model: nn.Module, optimizer: Any,
+                           inputs: tuple[list[float], list[float]]) -> dict[str, Any] | None:
+        """:func:`~descentlab.critical.diagnosis.standardized_rate` on the diagnosis's sample with
+        its inputs standardized as the remedy would (``None`` where the sample is not one float
+        ``(X, y)`` pair, or under torch.distributed, where every rank must try the same remedy)."""
+        data = self.first(self.size)
+        if self.model_loss or distributed() or not (torch.is_tensor(data[0]) and data[0].is_floating_point()):
+            return None
+        X = InputStandardizer(*inputs)(model, (data[0],))[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return standardized_rate(EmpiricalLoss(model, self.loss_fn, (X, data[1]), eval_mode=True), optimizer,
+                                     seed=self.seed)
 
 
 @contextlib.contextmanager

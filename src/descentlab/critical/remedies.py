@@ -31,9 +31,13 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``relu``            ReLU for the saturating activation modules, the layers re-initialised (Kaiming)
 ``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers before them
                     re-initialised (not for an activation written as a function: no module to swap)
-``standardize``     the inputs standardized with the sample's mean and spread (a wrapper)
-``standardize-      the same, and every weight layer re-initialised: the weights fitted to the raw
-reinit``            scales are of no use to standardized inputs, so the run starts again, well scaled
+``standardize``     the inputs standardized with the sample's mean and spread (a wrapper); at an
+                    ``unscaled_inputs`` stall under a plain rule (SGD, momentum), the rate set to
+                    half the largest stable rate the standardized problem has, measured at the
+                    current weights (:func:`~descentlab.critical.diagnosis.standardized_rate`)
+``standardize-      the inputs standardized and every weight layer re-initialised, the rate kept:
+reinit``            the weights fitted to the raw scales are of no use to standardized inputs, so
+                    the run starts again, well scaled
 ``rollback``        (``diverged`` only, not a trial) the weights put back to the last good point,
                     the optimizer's state forgotten, the rate lowered so the sharpness measured
                     there is half its limit (:func:`lower_factor`)
@@ -157,7 +161,7 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     for name in names:
         remedy = _remedy(name, lr=lr, trial_steps=trial_steps, batch_size=batch_size, n_data=n_data,
                          peak_lr=peak_lr, evidence=evidence, plain_sgd=plain_sgd, adaptive=adaptive,
-                         can_escape=can_escape) if name not in _NETWORK else _network_remedy(name, evidence, inputs)
+                         can_escape=can_escape) if name not in _NETWORK else _network_remedy(name, evidence, inputs, lr)
         if remedy is not None:
             out.append(remedy)
     return out if len(out) > 1 else []  # keep alone is nothing to compare
@@ -190,7 +194,7 @@ _SATURATING = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign")
 
 
 def _network_remedy(name: str, evidence: Mapping[str, Any],
-                    inputs: tuple[Sequence[float], Sequence[float]] | None) -> Remedy | None:
+                    inputs: tuple[Sequence[float], Sequence[float]] | None, lr: float) -> Remedy | None:
     layers = evidence.get("layers") or {}
     weights = [layer["name"] for layer in layers.get("layers") or []]
     units = layers.get("units") or []
@@ -225,6 +229,11 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "standardize":
         if inputs is None:
             return None
+        largest = (evidence.get("standardized_rate") or {}).get("largest_stable_lr")
+        if largest and math.isfinite(largest) and lr > 0:  # the rate the standardized problem allows
+            return Remedy("standardize", f"the inputs standardized with the sample's mean and spread, the rate "
+                          f"{RAISE_TO * largest:.3g} (half the largest stable rate there)",
+                          Change(standardize=inputs, lr_factor=RAISE_TO * largest / lr))
         return Remedy("standardize", "the inputs standardized with the sample's mean and spread",
                       Change(standardize=inputs))
     if name == "standardize-reinit":
