@@ -54,8 +54,8 @@ from descentlab.critical.verdicts import (LR_ZERO, decide, decide_without_curvat
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
-__all__ = ["Finding", "examine", "examine_divergence", "network_cause_at", "rate_evidence", "standardized_rate", "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT",
-           "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
+__all__ = ["Finding", "examine", "examine_divergence", "network_cause_at", "rate_evidence", "standardized_rate",
+           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
