@@ -360,13 +360,14 @@ class Diagnoser:
         batch = batch_size if batch_size is not None and batch_size < n else None
         can_escape = stall.point is not None and stall.min_eigenvalue is not None and stall.min_eigenvalue < 0
         inputs = self.input_statistics()
-        if stall.verdict == "unscaled_inputs" and inputs is not None:
-            rate = self._standardized_rate(model, optimizer, inputs)
-            if rate is not None:
-                stall.evidence["standardized_rate"] = rate
-        menu = remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
-                            trial_steps=self.options.trial_steps, peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"),
-                            can_escape=can_escape, inputs=inputs)
+
+        def remedies() -> list:
+            return remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
+                                trial_steps=self.options.trial_steps,
+                                peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"), can_escape=can_escape,
+                                inputs=inputs)
+
+        menu = remedies()
         if not menu:
             return None, None
         fork_step = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
@@ -374,6 +375,11 @@ class Diagnoser:
         if not fits(expected):
             return {"status": "skipped (budget)", "fork_step": fork_step, "expected_seconds": expected,
                     "remedies": [r.name for r in menu]}, None
+        if stall.verdict == "unscaled_inputs" and inputs is not None:  # the rate `standardize` is tried at
+            rate = self._standardized_rate(model, optimizer, inputs)
+            if rate is not None:
+                stall.evidence["standardized_rate"] = rate
+                menu = remedies()
         try:
             with preserved_rng(model):
                 result = run_trials(model, optimizer, self.loss_fn, self.train_data, menu,
@@ -386,7 +392,6 @@ class Diagnoser:
         if self.trials_on_sample:
             record["data"] = "the monitor's sample (the training data is streamed from a loader)"
         return record, result
-
 
     def _standardized_rate(self, model: nn.Module, optimizer: Any,
                            inputs: tuple[list[float], list[float]]) -> dict[str, Any] | None:

@@ -51,11 +51,11 @@ its residual.
 :meth:`SharpnessTracker.fix_size` sets before the first estimate): the cap spreads the estimates
 out, it never shrinks the sample. The top eigenvalue is convex in the matrix, so the sharpness
 of a smaller random sample is, on average, *larger* than the training loss's (Jensen), by how
-much depends on the model: measured on the scale bench's models (``bench/RESULTS.md``,
-"sharpness against the sample size"), a character transformer's preconditioned sharpness moves
-little from 256 down to 8 sequences, while a batch-norm ResNet's late in training is 15x
-larger on 32 images than on 512 (per-sample curvature of the few samples still misfit
-dominates a small sample). A sample that shrank during a run would draw a sharpness that rises
+much depends on the model: measured on the scale bench's models (``bench/scale.py --only
+samples``, recorded in ``bench/RESULTS.md``, "scale"), a character transformer's preconditioned
+sharpness moves little from 256 down to 8 sequences (1.1-1.2x), while a batch-norm ResNet's
+late in training is 15x larger on 32 images than on 512 (per-sample curvature of the few
+samples still misfit dominates a small sample). A sample that shrank during a run would draw a sharpness that rises
 for that reason alone, the picture of progressive sharpening.
 """
 
