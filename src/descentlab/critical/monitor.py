@@ -82,6 +82,14 @@ DIAGNOSIS_BATCHES = 4
 #: The loop's gradient norm grown this many times over the recent checks, with the loss rising,
 #: is diagnosed at once (an exploding gradient, before the loss is non-finite).
 GROWTH_ALARM = 100.0
+#: The tracked loss (on the fixed sample: no batch noise in it) at this many times its best since
+#: the last stall, at :data:`BOUNCE_CHECKS` of the last ``RECENT_CHECKS`` checks, is diagnosed at
+#: once: a loss that bounces that far makes no progress whatever its trend says (raw features
+#: under SGD: 0.7-6.3 for hundreds of steps, no plateau proven). Healthy runs at the edge of
+#: stability spike once, to 1.9-2.7x (README's eos runs); no healthy zoo run reaches 1.5x.
+BOUNCE_FACTOR = 3.0
+#: See :data:`BOUNCE_FACTOR`.
+BOUNCE_CHECKS = 3
 #: While the tracked loss surely falls by this many ``rel_tol`` per window (3 % at the default), no
 #: plateau can be near: it is read once a window, not at every check, until its progress slows.
 SPARSE_ABOVE = 30.0
@@ -437,8 +445,12 @@ class StallMonitor(Callback):
         if trend is None and self.grad_tol is not None and self._count % self.window == 0:
             if self.diagnoser.sample_gradient_norm(model) < self.grad_tol:
                 trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "grad"
+        bounce = None
         if trend is None and self._pending is None and self._growing(step, tracked):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "growth"
+            self._alarmed_at = step
+        elif trend is None and self._pending is None and (bounce := self._bouncing(step)) is not None:
+            trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "bounce"
             self._alarmed_at = step
         since = self.history.lr_zero_since
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
@@ -469,6 +481,8 @@ class StallMonitor(Callback):
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
+            if bounce is not None:
+                stall = replace(stall, evidence={**stall.evidence, "bounce": bounce})
             stall = self.respond(stall, model)
         finally:
             loop.show(None)
@@ -489,7 +503,7 @@ class StallMonitor(Callback):
             self.stalls.append(stall)
         if stall.escaped or stall.remedy_applied not in (None, "keep"):
             self.plateau.reset()  # the model (or how it is trained) changed: a fresh history
-        elif reason != "growth":
+        elif reason not in ("growth", "bounce"):
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         self._report(stall)
 
@@ -507,6 +521,25 @@ class StallMonitor(Callback):
         rise = 0.1 * max(abs(best), 0.1 * abs(self.history.initial)) if best is not None and \
             self.history.initial is not None else 0.1 * abs(best or 0.0)
         return best is not None and tracked > best + rise
+
+    def _bouncing(self, step: int) -> dict[str, Any] | None:
+        """The tracked loss at :data:`BOUNCE_FACTOR` times its best since the last stall (before
+        it, a remedy may have changed the model) at :data:`BOUNCE_CHECKS` of the last
+        ``RECENT_CHECKS`` checks, and no alarm in the last ``RECENT_CHECKS`` checks: what was seen
+        (``None``: not bouncing)."""
+        if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
+            return None
+        since = self.stalls[-1].step if self.stalls else -1
+        best, ratios = math.inf, []
+        for at, value in self.tracked:
+            if at > since:
+                ratios.append(value / best if best > 0 else 0.0)
+                best = min(best, value)
+        recent = ratios[-RECENT_CHECKS:]
+        high = [r for r in recent if r >= BOUNCE_FACTOR]
+        if len(high) < BOUNCE_CHECKS:
+            return None
+        return {"checks": len(high), "of": len(recent), "factor": max(high), "best": best}
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the end of windows

@@ -33,7 +33,8 @@ class Stall:
         loss: the tracked loss there (the loss on the monitor's fixed sample of the data).
         grad_norm: the gradient norm of that loss (``None`` when not measured).
         reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test), ``"growth"`` (the
-            loop's gradient grew while the loss rose), ``"network"`` (between plateaus, the loss
+            loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
+            times its best at several recent checks), ``"network"`` (between plateaus, the loss
             stuck high and a cause in the network seen), ``"non_finite"``, or ``"on_demand"``
             (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
@@ -119,6 +120,13 @@ class Stall:
             head = f"step {self.step}: at loss {self.loss:.4g}"
         elif self.reason == "network":
             head = f"step {self.step}: the loss stuck at {self.loss:.4g}"
+        elif self.reason == "bounce":
+            seen = (self.evidence or {}).get("bounce") or {}
+            head = f"step {self.step}: the loss bounced"
+            if seen:
+                head += (f" to {seen['factor']:.3g}x its best ({seen['best']:.4g}) at {seen['checks']} of the last "
+                         f"{seen['of']} checks")
+            head += f", {self.loss:.4g} now"
         elif self.reason == "growth":
             growth = ((self.evidence or {}).get("gradient") or {}).get("growth")
             head = f"step {self.step}: the gradient grew" + (f" {growth:.3g}x" if growth else "") + \
