@@ -83,11 +83,15 @@ DIAGNOSIS_BATCHES = 4
 #: is diagnosed at once (an exploding gradient, before the loss is non-finite).
 GROWTH_ALARM = 100.0
 #: The tracked loss (on the fixed sample: no batch noise in it) at this many times its best since
-#: the last stall, at :data:`BOUNCE_CHECKS` of the last ``RECENT_CHECKS`` checks, is diagnosed at
-#: once: a loss that bounces that far makes no progress whatever its trend says (raw features
-#: under SGD: 0.7-6.3 for hundreds of steps, no plateau proven). Healthy runs at the edge of
-#: stability spike once, to 1.9-2.7x (README's eos runs); no healthy zoo run reaches 1.5x.
+#: the last stall, giving back :data:`BOUNCE_GIVEN_BACK` of the fall to that best or more, at
+#: :data:`BOUNCE_CHECKS` of the last ``RECENT_CHECKS`` checks, is diagnosed at once: a loss that
+#: bounces that far makes no progress whatever its trend says (raw features under SGD: 0.7-6.3 for
+#: hundreds of steps, no plateau proven). Healthy runs at the edge of stability spike once, to
+#: 1.9-2.7x (README's eos runs); no healthy zoo run reaches 1.5x; a healthy ResNet near a zero
+#: loss bounces 0.0098 -> 0.033 (3.4x, but 1 % of its fall from 2.4).
 BOUNCE_FACTOR = 3.0
+#: See :data:`BOUNCE_FACTOR`.
+BOUNCE_GIVEN_BACK = 0.05
 #: See :data:`BOUNCE_FACTOR`.
 BOUNCE_CHECKS = 3
 #: While the tracked loss surely falls by this many ``rel_tol`` per window (3 % at the default), no
@@ -524,22 +528,22 @@ class StallMonitor(Callback):
 
     def _bouncing(self, step: int) -> dict[str, Any] | None:
         """The tracked loss at :data:`BOUNCE_FACTOR` times its best since the last stall (before
-        it, a remedy may have changed the model) at :data:`BOUNCE_CHECKS` of the last
-        ``RECENT_CHECKS`` checks, and no alarm in the last ``RECENT_CHECKS`` checks: what was seen
-        (``None``: not bouncing)."""
+        it, a remedy may have changed the model), giving back :data:`BOUNCE_GIVEN_BACK` of its
+        fall to that best, at :data:`BOUNCE_CHECKS` of the last ``RECENT_CHECKS`` checks, and no
+        alarm in the last ``RECENT_CHECKS`` checks: what was seen (``None``: not bouncing)."""
         if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
             return None
         since = self.stalls[-1].step if self.stalls else -1
-        best, ratios = math.inf, []
-        for at, value in self.tracked:
-            if at > since:
-                ratios.append(value / best if best > 0 else 0.0)
-                best = min(best, value)
-        recent = ratios[-RECENT_CHECKS:]
-        high = [r for r in recent if r >= BOUNCE_FACTOR]
+        values = [value for at, value in self.tracked if at > since]
+        best, high = math.inf, []
+        for index, value in enumerate(values):
+            if index >= len(values) - RECENT_CHECKS and value >= BOUNCE_FACTOR * best \
+                    and value - best >= BOUNCE_GIVEN_BACK * (values[0] - best):
+                high.append(value / best)
+            best = min(best, value)
         if len(high) < BOUNCE_CHECKS:
             return None
-        return {"checks": len(high), "of": len(recent), "factor": max(high), "best": best}
+        return {"checks": len(high), "of": min(len(values), RECENT_CHECKS), "factor": max(high), "best": best}
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the end of windows
