@@ -453,9 +453,11 @@ class StallMonitor(Callback):
         if trend is None and self._pending is None and self._growing(step, tracked):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "growth"
             self._alarmed_at = step
-        elif trend is None and self._pending is None and (bounce := self._bouncing(step)) is not None:
+        elif trend is None and self._pending is None and all_agree((bounce := self._bouncing(step)) is not None):
             trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "bounce"
             self._alarmed_at = step
+        else:
+            bounce = None  # seen on some ranks only: no alarm on any
         since = self.history.lr_zero_since
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
@@ -536,8 +538,8 @@ class StallMonitor(Callback):
         since = self.stalls[-1].step if self.stalls else -1
         values = [value for at, value in self.tracked if at > since]
         best, high = math.inf, []
-        for index, value in enumerate(values):
-            if index >= len(values) - RECENT_CHECKS and value >= BOUNCE_FACTOR * best \
+        for index, value in enumerate(values):  # a ratio means something for a positive loss only
+            if index >= len(values) - RECENT_CHECKS and 0 < best < math.inf and value >= BOUNCE_FACTOR * best \
                     and value - best >= BOUNCE_GIVEN_BACK * (values[0] - best):
                 high.append(value / best)
             best = min(best, value)
