@@ -116,11 +116,12 @@ class Diagnoser:
         return self._sample_loss[0]
 
     def _over(self, built: tuple[EmpiricalLoss, int] | None, model: nn.Module,
-              size: int) -> tuple[EmpiricalLoss, int]:
-        """``(loss, size)``: the loss ``built`` refreshed at the model's parameters, or built anew
-        on the first ``size`` samples."""
+              size: int, *, refresh: bool = True) -> tuple[EmpiricalLoss, int]:
+        """``(loss, size)``: the loss ``built`` refreshed at the model's parameters (as it is with
+        ``refresh=False``, for a reader of the live model), or built anew on the first ``size``
+        samples."""
         if built is not None and built[0].model is model and built[1] == size:
-            return built[0].refreshed(), size
+            return (built[0].refreshed() if refresh else built[0]), size
         if self._local_n_data is not None:  # the whole job's training set (each rank holds a share)
             self.n_data = int(total(self._local_n_data))
             self._local_n_data = None
@@ -144,8 +145,7 @@ class Diagnoser:
         """The loss on the first :attr:`tracked_size` samples of the fixed sample now (its forward
         pass is timed: what a diagnosis of a given size is expected to cost follows from it)."""
         started = time.perf_counter()
-        if self._tracked is None or self._tracked[0].model is not model or self._tracked[1] != self.tracked_size:
-            self._tracked = self._over(None, model, self.tracked_size)
+        self._tracked = self._over(self._tracked, model, self.tracked_size, refresh=False)
         value = float(self._tracked[0].live_loss())  # the model as it is: no snapshot to take
         per_sample = (time.perf_counter() - started) / self.tracked_size
         self._forward = per_sample if self._forward is None else min(per_sample, 2 * self._forward)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -59,7 +59,7 @@ from descentlab.critical.budget import SHARPNESS_SHARE, TRACKING_SHARE, Budget, 
 from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.plateau import PlateauTest, Trend
+from descentlab.critical.plateau import BounceScan, PlateauTest, Trend
 from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import rollback
 from descentlab.critical.sharpness import SharpnessTracker
@@ -217,7 +217,8 @@ class StallMonitor(Callback):
         self._diverged = False
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
-        self._alarmed_at: int | None = None  # the step of the last gradient-growth alarm
+        self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
+        self._bounce_scan: BounceScan | None = None  # the tracked losses since the last stall, read once each
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
         self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum on its device)
@@ -338,8 +339,7 @@ class StallMonitor(Callback):
             return
         steps, values = zip(*self._losses_seen)
         self._losses_seen.clear()
-        same = all(value.dtype == values[0].dtype and value.device == values[0].device for value in values)
-        self._bad_folds.append((torch.stack(values if same else [value.float() for value in values]), steps))
+        self._bad_folds.append((torch.stack(_alike(values)), steps))
         if len(self._bad_folds) > _MAX_FOLDS:  # no check reads them (the monitor is done): keep the first bad
             first = self._first_bad_step()
             if first < _NO_STEP:
@@ -352,8 +352,7 @@ class StallMonitor(Callback):
         if not folds:
             return _NO_STEP
         stacked = [values for values, _ in folds]
-        same = all(v.dtype == stacked[0].dtype for v in stacked)
-        values = (torch.cat(stacked if same else [v.float() for v in stacked]) if len(stacked) > 1 else stacked[0])
+        values = torch.cat(_alike(stacked)) if len(stacked) > 1 else stacked[0]
         steps = [step for _, fold in folds for step in fold]
         return next((step for step, value in zip(steps, values.tolist()) if not math.isfinite(value)), _NO_STEP)
 
@@ -533,19 +532,21 @@ class StallMonitor(Callback):
         it, a remedy may have changed the model), giving back :data:`BOUNCE_GIVEN_BACK` of its
         fall to that best, at :data:`BOUNCE_CHECKS` of the last ``RECENT_CHECKS`` checks, and no
         alarm in the last ``RECENT_CHECKS`` checks: what was seen (``None``: not bouncing)."""
-        if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
+        if self._alarmed_recently(step):
             return None
         since = self.stalls[-1].step if self.stalls else -1
-        values = [value for at, value in self.tracked if at > since]
-        best, high = math.inf, []
-        for index, value in enumerate(values):  # a ratio means something for a positive loss only
-            if index >= len(values) - RECENT_CHECKS and 0 < best < math.inf and value >= BOUNCE_FACTOR * best \
-                    and value - best >= BOUNCE_GIVEN_BACK * (values[0] - best):
-                high.append(value / best)
-            best = min(best, value)
+        scan = self._bounce_scan
+        if scan is None or scan.since != since or scan.read_upto > len(self.tracked):  # a new stall, a loaded run
+            scan = self._bounce_scan = BounceScan(since, BOUNCE_FACTOR, BOUNCE_GIVEN_BACK, RECENT_CHECKS)
+        scan.read(self.tracked)
+        high = [ratio for ratio in scan.ratios if ratio > 0]
         if len(high) < BOUNCE_CHECKS:
             return None
-        return {"checks": len(high), "of": min(len(values), RECENT_CHECKS), "factor": max(high), "best": best}
+        return {"checks": len(high), "of": len(scan.ratios), "factor": max(high), "best": scan.best}
+
+    def _alarmed_recently(self, step: int) -> bool:
+        """An alarm (gradient growth, a bounce) in the last ``RECENT_CHECKS`` checks: once is enough."""
+        return self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the end of windows
@@ -564,7 +565,7 @@ class StallMonitor(Callback):
 
     def _gradient_grew(self, step: int) -> bool:
         """The gradient half of :meth:`_growing` (no alarm in the last :data:`RECENT_CHECKS` checks)."""
-        if self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every:
+        if self._alarmed_recently(step):
             return False
         recent = self.history.grad_norms[-RECENT_CHECKS:]
         lows = [low for _, low, _ in recent if math.isfinite(low)]
@@ -814,6 +815,14 @@ _NO_STEP = torch.iinfo(torch.long).max
 #: Folds of the step losses kept unread before they are read (only a monitor that stopped checking
 #: gets there: a check reads them).
 _MAX_FOLDS = 64
+
+
+def _alike(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` as they are where they share a dtype and a device, else each as float32 (one
+    ``stack`` or ``cat`` takes them either way)."""
+    if all(t.dtype == tensors[0].dtype and t.device == tensors[0].device for t in tensors):
+        return list(tensors)
+    return [t.float() for t in tensors]
 
 
 def _say(message: str, *args: Any) -> None:

@@ -29,11 +29,12 @@ the loss has left the plateau, so one plateau is reported once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["Trend", "PlateauTest", "fit_trend"]
+__all__ = ["Trend", "PlateauTest", "BounceScan", "fit_trend"]
 
 
 @dataclass(frozen=True)
@@ -199,3 +200,43 @@ class PlateauTest:
             found = trend if windows * 2 > self.max_windows and trend.progress < self.rel_tol else None
             windows *= 2
         return found
+
+
+@dataclass
+class BounceScan:
+    """Which of the last ``recent`` tracked losses after step ``since`` bounced: stood at
+    ``factor`` times the best before them or more, giving back ``given_back`` of the fall from the
+    first of them to that best (a ratio means something for a positive best only). Reads the
+    tracked losses once each, as they come (:meth:`read`), so a check costs the same at step 100
+    and at step 100,000.
+
+    Attributes:
+        read_upto: tracked losses read so far (of the whole run's list).
+        first, best: the first loss after ``since`` and the lowest so far.
+        ratios: for each of the last ``recent`` losses, its ratio to the best before it where it
+            bounced, else 0.
+    """
+
+    since: int
+    factor: float
+    given_back: float
+    recent: int
+    read_upto: int = 0
+    first: float | None = None
+    best: float = math.inf
+    ratios: deque = field(default_factory=deque)
+
+    def read(self, tracked: Sequence[tuple[int, float]]) -> None:
+        """Take the ``(step, loss)`` pairs of ``tracked`` not read yet."""
+        for at, value in tracked[self.read_upto:]:
+            if at <= self.since:
+                continue
+            if self.first is None:
+                self.first = value
+            bounced = 0 < self.best < math.inf and value >= self.factor * self.best \
+                and value - self.best >= self.given_back * (self.first - self.best)
+            self.ratios.append(value / self.best if bounced else 0.0)
+            if len(self.ratios) > self.recent:
+                self.ratios.popleft()
+            self.best = min(self.best, value)
+        self.read_upto = len(tracked)
