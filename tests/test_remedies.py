@@ -158,15 +158,51 @@ def test_a_slow_run_is_offered_half_its_largest_stable_rate_and_it_wins():
     assert by_name["raise-rate"]["decrease"] > 10 * by_name["keep"]["decrease"] > 0
 
 
-def test_at_the_saddle_preset_the_escape_wins():
-    monitor, stall, _ = _monitored_to_first_stall("stall", escape=False)
+def test_at_the_saddle_preset_the_escapes_win():
+    monitor, stall, loop = _monitored_to_first_stall("stall", escape=False)
     trials = stall.trials
-    assert stall.verdict == "saddle" and trials["winner"] == "escape" and trials["ranking"][0] == "escape"
+    assert stall.verdict == "saddle" and trials["winner"] == "escape-fast" and trials["ranking"][:2] == \
+        ["escape-fast", "escape"]
     by_name = {t["remedy"]: t for t in trials["trials"]}
     assert set(by_name) == set(MENU["saddle"]) and "lowered the loss" in by_name["escape"]["note"]
-    # the escape wins on the loss decrease itself, not only per second
-    assert by_name["escape"]["decrease"] > 1.5 * max(t["decrease"] for n, t in by_name.items() if n != "escape")
+    # both escapes win on the loss decrease itself, not only per second; the faster rate by far
+    others = max(t["decrease"] for n, t in by_name.items() if not n.startswith("escape"))
+    assert by_name["escape"]["decrease"] > 1.5 * others and by_name["escape-fast"]["decrease"] > 5 * others
+    # the saddle's curvature is symmetric (±0.765): its rate is 1 / lambda_max there, what raise-rate would set
+    assert by_name["escape-fast"]["change"]["change"]["lr_factor"] * loop.optimizer.param_groups[0]["lr"] == pytest.approx(
+        1.0 / stall.evidence["curvature"]["max_eigenvalue"])
     assert not stall.escaped  # escape=False, apply_remedy=False: nothing moved the run
+
+
+def test_at_a_maximum_the_fast_escape_runs_at_half_the_limit_of_its_largest_curvature_and_repairs_the_run():
+    """The zoo's linear angle regression started half a turn from its teacher (1 - cos at its
+    maximum, 9 parameters, full-batch GD at lr 0.02): ``escape-fast`` steps out along the most
+    negative eigenvector and sets the rate to 1/ρ, ρ the largest |eigenvalue| of the sample's
+    exact float64 Hessian at the stall (GD's limit 2/ρ halved); applied, the run ends within the
+    zoo's 10 % of the same model trained from PyTorch's initialisation from step 0 (the plain
+    escape at the run's rate ends at 0.99 against the counterpart's 3e-5)."""
+    from descentlab.experiments.zoo import REPAIR_TOLERANCE, run_case
+    from descentlab.problems.zoo import get_case
+
+    case = get_case("maximum-mlp-angles")
+    X, y = case.dataset().X, case.dataset().y
+    torch.manual_seed(0)
+    model = case.make_model()
+    loop = LoopState(model, torch.optim.SGD(model.parameters(), lr=case.optimizer.lr), batch_size=len(X))
+    monitor = StallMonitor(case.loss_fn, (X, y), budget=None, remedies=True, seed=0)
+    monitor.on_train_start(loop)
+    watched_steps(loop, monitor, lambda: case.loss_fn(model(X), y), case.steps, until=lambda m: m.stalls)
+    stall = monitor.stalls[0]
+    assert stall.verdict == "maximum" and not stall.escaped
+    Xs, ys = monitor.sample
+    loss, theta = loss_of_flat(copy.deepcopy(model).double(), case.loss_fn, Xs.double(), ys)
+    radius = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta)).abs().max())
+    fast = next(t for t in stall.trials["trials"] if t["remedy"] == "escape-fast")
+    assert case.optimizer.lr * fast["change"]["change"]["lr_factor"] == pytest.approx(RAISE_TO * 2.0 / radius, rel=1e-3)
+    remedied = run_case(case, apply_remedy=True)
+    healthy = run_case(case.fixed, monitor=False)
+    assert remedied.applied[0].startswith("escape-fast at")
+    assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss + 1e-3 * healthy.initial_loss
 
 
 #: The rate of each remedy the unstable preset can win with, t steps after the stall: lr 10, trials of
@@ -275,6 +311,15 @@ def test_remedies_for_respects_the_menu_and_the_optimizer():
     adam = torch.optim.Adam(model.parameters(), lr=0.1)
     assert [r.name for r in remedies_for("saddle", {}, sgd, batch_size=None, n_data=10, trial_steps=20,
                                           can_escape=True)] == ["keep", "escape", "momentum", "noise", "adam"]
+    # escape-fast needs the curvature and a plain rule: at a saddle of |eigenvalue| 0.5 under GD, the rate 1/0.5
+    measured = {"rate": {"limit": 2.0, "scale": 1.0, "preconditioned": False},
+                "curvature": {"min_eigenvalue": -0.5, "max_eigenvalue": 0.25}}
+    fast = {r.name: r for r in remedies_for("saddle", measured, sgd, batch_size=None, n_data=10, trial_steps=20,
+                                            can_escape=True)}["escape-fast"]
+    assert fast.escape and 0.1 * fast.change.lr_factor == pytest.approx(2.0)
+    preconditioned = {**measured, "rate": {**measured["rate"], "preconditioned": True}}
+    assert "escape-fast" not in [r.name for r in remedies_for("saddle", preconditioned, sgd, batch_size=None,
+                                                              n_data=10, trial_steps=20, can_escape=True)]
     # Adam has momentum and adaptive rates already; no escape direction without negative curvature
     assert [r.name for r in remedies_for("saddle", {}, adam, batch_size=None, n_data=10, trial_steps=20)] == \
         ["keep", "noise"]

@@ -322,8 +322,12 @@ def test_readme_tracking_and_remedies_snippet_runs_as_written(capsys):
     monitor = namespace["monitor"]
     stall = monitor.stalls[0]
     assert stall.verdict == "saddle" and stall.trials["status"] == "ran" and stall.escaped
-    assert set(stall.trials["ranking"]) == {"keep", "escape", "momentum", "noise", "adam"}
-    assert stall.trials["ranking"][-1] == "keep"  # every remedy beats carrying on at the saddle
+    assert set(stall.trials["ranking"]) == {"keep", "escape", "escape-fast", "momentum", "noise", "adam"}
+    # every remedy beats carrying on at the saddle but the fast escape, whose rate (1 / the largest
+    # |eigenvalue| at the saddle) is past the limit of the valley it enters: its trial's loss rises
+    assert stall.trials["ranking"][-2:] == ["keep", "escape-fast"]
+    fast = next(t for t in stall.trials["trials"] if t["remedy"] == "escape-fast")
+    assert fast["losses"][-1] > fast["losses"][0]
     last = monitor.sharpness.points[-1]
     assert last.step == 300 and last.threshold == pytest.approx(2 / 0.1) and "stability threshold 20 (2/lr)" in printed
 

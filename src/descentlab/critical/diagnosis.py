@@ -390,7 +390,8 @@ def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:
     finite = math.isfinite(value)
-    return {"rule": rule.name, "formula": rule.formula, "limit": rule.limit, "sharpness": value if finite else None,
+    return {"rule": rule.name, "formula": rule.formula, "limit": rule.limit, "scale": rule.scale,
+            "preconditioned": rule.preconditioned, "sharpness": value if finite else None,
             "ratio": value / rule.limit if finite else None,
             "largest_stable_lr": rule.largest_stable_lr(value) if finite else None, "n_matvecs": products}
 

@@ -83,8 +83,8 @@ BATCH_FACTOR = 4
 
 #: verdict -> the remedies tried at such a stall (``keep`` first).
 MENU: Mapping[str, tuple[str, ...]] = {
-    "saddle": ("keep", "escape", "momentum", "noise", "adam"),
-    "maximum": ("keep", "escape", "noise"),
+    "saddle": ("keep", "escape", "escape-fast", "momentum", "noise", "adam"),
+    "maximum": ("keep", "escape", "escape-fast", "noise"),
     "flat": ("keep", "momentum", "adam", "noise"),
     "slow": ("keep", "raise-rate", "momentum", "adam"),
     "unstable": ("keep", "lower-rate", "decay", "warm-up"),
@@ -260,6 +260,18 @@ def _names(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
+def _escape_rate(evidence: Mapping[str, Any]) -> float | None:
+    """Half the largest stable rate of a plain rule for the Hessian's largest |eigenvalue| ρ
+    measured at the stall (1/ρ for gradient descent), or ``None`` (not measured, or a preconditioned
+    rule, whose sharpness is not the Hessian's)."""
+    rate, curvature = evidence.get("rate") or {}, evidence.get("curvature") or {}
+    radius = max(abs(curvature.get("min_eigenvalue") or 0.0), abs(curvature.get("max_eigenvalue") or 0.0))
+    scale = rate.get("scale")
+    if rate.get("preconditioned", True) or not scale or not (0 < radius < math.inf) or not rate.get("limit"):
+        return None
+    return RAISE_TO * float(rate["limit"]) / (float(scale) * radius)
+
+
 def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n_data: int | None,
             peak_lr: float | None, evidence: Mapping[str, Any], plain_sgd: bool, adaptive: bool,
             can_escape: bool) -> Remedy | None:
@@ -267,6 +279,13 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
         return Remedy("keep", "carry on as is")
     if name == "escape":
         return Remedy("escape", "a step along the most negative eigenvector, then carry on", escape=True) if can_escape else None
+    if name == "escape-fast":
+        target = _escape_rate(evidence) if can_escape else None
+        if target is None or target <= 2 * lr:
+            return None  # not measured, or not far enough above the rate to be worth a trial
+        return Remedy("escape-fast", f"a step along the most negative eigenvector, then the rate {target:.3g} (half "
+                      "the stability limit of the largest |eigenvalue| there)", Change(lr_factor=target / lr),
+                      escape=True)
     if name == "lower-rate":
         factor, _ = lower_factor(evidence)
         return Remedy("lower-rate", f"the rate x {factor:.3g} ({lr * factor:.3g})", Change(lr_factor=factor))
