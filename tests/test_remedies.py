@@ -497,3 +497,90 @@ def test_an_unscaled_run_standardized_at_the_rate_its_new_problem_allows_ends_wi
     healthy = run_case(case.fixed, monitor=False)
     assert remedied.stalls[0]["verdict"] == "unscaled_inputs" and remedied.applied[0].startswith("standardize at")
     assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss
+
+
+def test_a_flat_run_held_past_its_clamp_is_given_a_fresh_output_layer_and_ends_with_its_counterpart():
+    """The zoo's tanh MLP whose output (bias 20) is clamped to [0, 9]: every prediction is past the
+    bound, so ``torch.clamp`` passes no gradient to any weight (oracle: every gradient exactly 0 on
+    all the data) and momentum, Adam and noise cannot move it. ``reinit-head`` re-initialises the
+    output layer (the model's last ``nn.Linear``): applied at the stall, the run ends within the
+    zoo's 10 % of the same model trained from PyTorch's initialisation from step 0."""
+    from descentlab.experiments.zoo import REPAIR_TOLERANCE, run_case
+    from descentlab.problems.zoo import get_case
+
+    case = get_case("flat-mlp-digits")
+    X, y = case.dataset().X, case.dataset().y
+    torch.manual_seed(0)
+    model = case.make_model()
+    case.loss_fn(model(X), y).backward()
+    assert all(float(p.grad.abs().max()) == 0 for p in model.parameters())
+    last_linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    remedied = run_case(case, apply_remedy=True)
+    healthy = run_case(case.fixed, monitor=False)
+    stall = remedied.stalls[0]
+    assert stall["verdict"] == "flat" and remedied.applied[0].startswith("reinit-head at")
+    # the output layer was the one re-drawn: its bias left 20, where no gradient could have moved it
+    assert float(dict(remedied.model.named_modules())[last_linear].bias.abs().max()) < 10
+    assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss
+    assert remedied.final_loss < 0.1 * remedied.initial_loss
+
+
+def test_the_output_layer_is_the_last_weight_layer_that_holds_no_other():
+    """A module with a parameter of its own (a transformer's position table) is listed after the
+    layers inside it; the output layer is the last one that holds none."""
+    model = nn.Linear(2, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    layers = {"layers": {"layers": [{"name": n} for n in ("net.blocks.0.qkv", "net.blocks.0.out", "net.head", "net")],
+                         "units": []}}
+    head = {r.name: r for r in remedies_for("flat", layers, sgd, batch_size=None, n_data=10,
+                                            trial_steps=20)}["reinit-head"]
+    assert head.change.reinit == ("net.head",) and head.change.init == "kaiming"
+    root = {"layers": {"layers": [{"name": "0"}, {"name": "2"}, {"name": ""}], "units": []}}
+    assert {r.name: r for r in remedies_for("flat", root, sgd, batch_size=None, n_data=10,
+                                            trial_steps=20)}["reinit-head"].change.reinit == ("2",)
+
+
+def test_a_rollback_trial_starts_from_the_weights_it_is_given_with_the_rate_lowered_and_fresh_state():
+    """Least squares, one step of SGD with momentum from a fork whose run is elsewhere: the
+    rollback member starts from ``restore`` (not the run's weights), with its momentum forgotten
+    and the rate × 0.3, so its loss after one step is the closed form
+    L(θ₀ − 0.3 η ∇L(θ₀)), ∇L(θ) = Xᵀ(Xθ − y)/n for L = ½ mean (Xθ − y)²."""
+    from descentlab.critical.remedies import rollback
+
+    torch.manual_seed(0)
+    X, y = torch.randn(32, 3, dtype=torch.float64), torch.randn(32, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    loss_fn = lambda out, target: 0.5 * ((out.reshape(-1) - target) ** 2).mean()  # noqa: E731
+    for _ in range(3):  # a run with momentum built up, away from θ₀
+        optimizer.zero_grad()
+        loss_fn(model(X), y).backward()
+        optimizer.step()
+    theta0 = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
+    remedy = rollback(None)
+    assert remedy.restore and remedy.change.lr_factor == LOWER_FACTOR and remedy.change.fresh_state
+    result = run_trials(model, optimizer, loss_fn, (X, y), [Remedy("keep", "carry on"), remedy], steps=1,
+                        batch_size=None, restore=(theta0,))
+    grad = X.T @ (X @ theta0.reshape(-1) - y) / len(X)
+    after = theta0.reshape(-1) - LOWER_FACTOR * 0.2 * grad
+    expected = float(0.5 * ((X @ after - y) ** 2).mean())
+    assert result.get("rollback").losses[-1] == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="restore"):
+        run_trials(model, optimizer, loss_fn, (X, y), [remedy], steps=1, batch_size=None)
+
+
+def test_a_run_whose_rate_threw_its_units_dead_is_rolled_back_by_its_trials_and_ends_with_its_counterpart():
+    """The zoo's ReLU CNN under full-batch GD at lr 4: the first steps throw the loss to 1e11 and
+    leave its units dead. Its loss is far above its best, so the trials try the rollback too: the
+    weights of the lowest tracked loss put back, the rate × 0.3, and the run
+    ends within the zoo's 10 % of the same network trained at lr 0.4 from step 0 (re-initialising
+    the dead layer in place diverges again: the rest of the network was thrown far off)."""
+    from descentlab.experiments.zoo import REPAIR_TOLERANCE, run_case
+    from descentlab.problems.zoo import get_case
+
+    case = get_case("dead-cnn-high-rate")
+    remedied = run_case(case, apply_remedy=True)
+    healthy = run_case(case.fixed, monitor=False)
+    assert remedied.stalls[0]["verdict"] == "dead_units" and remedied.applied[0].startswith("rollback at")
+    assert "rolled back to step" in remedied.stalls[0]["summary"] and "the rate x 0.3" in remedied.stalls[0]["summary"]
+    assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss

@@ -31,7 +31,7 @@ from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
-from descentlab.critical.remedies import remedies_for
+from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
@@ -216,7 +216,10 @@ class Diagnoser:
             if direction is not None and self.options.slice_radius > 0:
                 stall = replace(stall, **self._slice(sample, direction))
             if self.options.remedies:
-                record, result = self._trials(stall, model, optimizer, batch_size, step_seconds, trials_fit)
+                lost = (history.best_params is not None and history.best is not None and history.best > 0
+                        and tracked >= ROLLBACK_ABOVE * history.best and not distributed())
+                record, result = self._trials(stall, model, optimizer, batch_size, step_seconds, trials_fit,
+                                              restore=history.best_params if lost else None)
                 stall = replace(stall, trials=record, trial_result=result)
         except Exception as error:  # a diagnosis must never kill the training run
             stall = Stall(step, tracked, None, reason, f"failed: {type(error).__name__}: {error}")
@@ -351,9 +354,11 @@ class Diagnoser:
         return {"slice_t": tuple(ts.tolist()), "slice_loss": tuple(float(v) for v in losses.tolist())}
 
     def _trials(self, stall: Stall, model: nn.Module, optimizer: Any, batch_size: int | None, step_seconds: float,
-                fits: Callable[[float], bool]) -> tuple[dict[str, Any] | None, Trials | None]:
+                fits: Callable[[float], bool], *, restore: Any = None) -> tuple[dict[str, Any] | None, Trials | None]:
         """Run the trials of the remedies that fit the stall's verdict, if their expected cost fits:
-        their plain record (``None``: none fit) and the typed result (``None``: none ran)."""
+        their plain record (``None``: none fit) and the typed result (``None``: none ran).
+        ``restore``: the weights of the run's last good point, where its loss is far above it
+        (``rollback`` is tried too; not under torch.distributed, where the ranks' best points differ)."""
         if optimizer is None or self.train_data is None:
             return None, None
         n = count_of(*self.train_data)
@@ -365,7 +370,7 @@ class Diagnoser:
             return remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
                                 trial_steps=self.options.trial_steps,
                                 peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"), can_escape=can_escape,
-                                inputs=inputs)
+                                inputs=inputs, can_roll_back=restore is not None)
 
         menu = remedies()
         if not menu:
@@ -385,7 +390,7 @@ class Diagnoser:
                 result = run_trials(model, optimizer, self.loss_fn, self.train_data, menu,
                                     steps=self.options.trial_steps, batch_size=batch, seed=self.seed + fork_step,
                                     sample=self.sample_data, point=stall.point,
-                                    escape_options={"max_step": self.options.max_step})
+                                    escape_options={"max_step": self.options.max_step}, restore=restore)
         except Exception as error:  # a trial must never kill the training run
             return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}, None
         record = {"status": "ran", "fork_step": fork_step, **plain(result.to_dict())}

@@ -61,7 +61,7 @@ from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import BounceScan, PlateauTest, Trend
 from descentlab.critical.policy import decide_action
-from descentlab.critical.remedies import rollback
+from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import STUCK_HIGH
@@ -598,24 +598,27 @@ class StallMonitor(Callback):
         if not all_agree(self.options.apply_remedy and stall.status == "diagnosed" and self.history.best_params
                          is not None and self.optimizer is not None and self._rollbacks < MAX_ROLLBACKS):
             return stall
-        remedy = rollback(stall.evidence)
+        self._diverged = False  # the next divergence is diagnosed again
+        return replace(self._request_rollback(loop.step, rollback(stall.evidence), stall), remedy_applied="rollback")
+
+    def _request_rollback(self, step: int, remedy: Remedy, stall: Stall) -> Stall:
+        """Request ``remedy`` with the weights of the last good point put back first (under
+        ``torch.distributed``, rank 0's, which every rank visited: DDP keeps the weights equal);
+        what the run saw since is forgotten. Returns ``stall`` with the rollback in its evidence."""
         weights = tuple(w.clone() for w in self.history.best_params)
         if distributed():
             for w in weights:
                 torch.distributed.broadcast(w, src=0)
-        self.control.request(Request(loop.step, remedy.name, remedy.change, seed=self.seed + loop.step,
-                                     restore=weights))
+        self.control.request(Request(step, remedy.name, remedy.change, seed=self.seed + step, restore=weights))
+        self._unapplied_warned = False
         self._rollbacks += 1
-        self._diverged = False  # the next divergence is diagnosed again
-        self._grads_seen.clear()  # the gradients of the steps that diverged are no longer the run's
+        self._grads_seen.clear()  # the gradients of the steps since are no longer the run's
         self._grad_low = self._grad_high = None
         self.plateau.reset()
         self.history.rolled_back()
-        to = self.history.best_step
-        return replace(stall, remedy_applied=remedy.name,
-                       evidence={**stall.evidence, "rollback": {"to_step": to, "text": remedy.text,
-                                                                "lr_factor": remedy.change.lr_factor,
-                                                                "count": self._rollbacks}})
+        return replace(stall, evidence={**stall.evidence, "rollback": {
+            "to_step": self.history.best_step, "text": remedy.text, "lr_factor": remedy.change.lr_factor,
+            "count": self._rollbacks}})
 
     # ------------------------------------------------------------------ diagnosis and action
     def diagnose(self, model: nn.Module, *, step: int | None = None) -> Stall:
@@ -645,8 +648,10 @@ class StallMonitor(Callback):
         if action.escape:
             stall = self.diagnoser.escape(model, stall)
         if action.remedy is not None:
-            if not action.remedy.change.is_empty:
-                at = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
+            at = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
+            if action.remedy.restore:  # the trials' rollback: the weights of the last good point go back too
+                stall = self._request_rollback(at, action.remedy, stall)
+            elif not action.remedy.change.is_empty:
                 self.control.request(Request(at, action.remedy.name, action.remedy.change, seed=self.seed + at))
                 self._unapplied_warned = False
             stall = replace(stall, remedy_applied=action.remedy.name)

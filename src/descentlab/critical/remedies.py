@@ -11,6 +11,9 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ==================  =====================================================================
 ``keep``            nothing: the run's optimizer, state and rate as they are (the control)
 ``escape``          one step along the most negative eigenvector (line search), then ``keep``
+``escape-fast``     the escape step, then the rate at half the stability limit of the Hessian's
+                    largest |eigenvalue| ρ at the stall (1/ρ for gradient descent; a plain rule only):
+                    the escaping direction then grows ~2x a step instead of (1 + η|λ_min|)x
 ``lower-rate``      the rate × 0.3, or lower where that would leave the measured sharpness above
                     half its limit (:func:`lower_factor`), the optimizer's state kept
 ``raise-rate``      the rate raised to half the largest stable rate the rate test measured (the
@@ -28,6 +31,9 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``reinit``          the named layers re-initialised (Kaiming, bias 0; Xavier with the saturating
                     activation's gain where units saturate), and the normalization layers in
                     front of those units (scale 1, shift 0)
+``reinit-head``     the output layer (the last weight layer in forward order) re-initialised (Kaiming,
+                    bias 0): a flat region where the output is held past a bound (a clamp) or in a
+                    saturated tail passes no gradient to anything before it
 ``relu``            ReLU for the saturating activation modules, the layers re-initialised (Kaiming)
 ``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers before them
                     re-initialised (not for an activation written as a function: no module to swap)
@@ -38,18 +44,21 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``standardize-      the inputs standardized and every weight layer re-initialised, the rate kept:
 reinit``            the weights fitted to the raw scales are of no use to standardized inputs, so
                     the run starts again, well scaled
-``rollback``        (``diverged`` only, not a trial) the weights put back to the last good point,
-                    the optimizer's state forgotten, the rate lowered so the sharpness measured
-                    there is half its limit (:func:`lower_factor`)
+``rollback``        the weights put back to the last good point (the lowest tracked loss), the
+                    optimizer's state forgotten, the rate lowered so the sharpness measured there
+                    is half its limit (:func:`lower_factor`; × 0.3 where it was not measured).
+                    A ``diverged`` run is rolled back, not tried; at any other stall whose loss
+                    is :data:`ROLLBACK_ABOVE` times its best or more (the run lost what it had
+                    learned: a rate that threw its units dead) it is one of the trials
 ==================  =====================================================================
 
-Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape, by
-momentum, by noise, or by an adaptive rate; an ``unstable`` run needs a lower, decaying or
-warmed-up rate; a ``noise_floor`` a lower or decaying rate or a larger batch; a ``flat`` region
-or a ``slow`` run momentum, an adaptive rate or noise (and a ``slow`` run the rate its own stability
-limit allows); a minimum stuck high noise or an adaptive
-rate (a minimum at the best loss seen gets no trials: nothing should beat stopping);
-``no_learning_rate`` the rate restored. ``keep`` is always tried too, so a ranking says
+Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the
+run's rate or at the fast one), by momentum, by noise, or by an adaptive rate; an ``unstable``
+run needs a lower, decaying or warmed-up rate; a ``noise_floor`` a lower or decaying rate or a
+larger batch; a ``flat`` region a fresh output layer, momentum, an adaptive rate or noise; a
+``slow`` run the rate its own stability limit allows, momentum or an adaptive rate; a minimum
+stuck high noise or an adaptive rate (a minimum at the best loss seen gets no trials: nothing
+should beat stopping); ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so a ranking says
 whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
 momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets no trials (its
 point is not finite): with ``apply_remedy`` the run is rolled back instead (:func:`rollback`).
@@ -69,13 +78,15 @@ from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
 __all__ = ["Remedy", "MENU", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM",
-           "BATCH_FACTOR"]
+           "BATCH_FACTOR", "ROLLBACK_ABOVE"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
 #: ``raise-rate`` sets the rate to this fraction of the largest stable rate (the limit's half: the
 #: top direction then contracts fastest under gradient descent, and sharpening has room).
 RAISE_TO = 0.5
+#: ``rollback`` is tried at a stall whose tracked loss is this many times its best or more.
+ROLLBACK_ABOVE = 3.0
 #: The heavy-ball coefficient of ``momentum``.
 MOMENTUM = 0.9
 #: ``larger-batch`` multiplies the batch by at least this.
@@ -85,7 +96,7 @@ BATCH_FACTOR = 4
 MENU: Mapping[str, tuple[str, ...]] = {
     "saddle": ("keep", "escape", "escape-fast", "momentum", "noise", "adam"),
     "maximum": ("keep", "escape", "escape-fast", "noise"),
-    "flat": ("keep", "momentum", "adam", "noise"),
+    "flat": ("keep", "momentum", "adam", "noise", "reinit-head"),
     "slow": ("keep", "raise-rate", "momentum", "adam"),
     "unstable": ("keep", "lower-rate", "decay", "warm-up"),
     "noise_floor": ("keep", "lower-rate", "decay", "larger-batch"),
@@ -113,12 +124,14 @@ class Remedy:
             :func:`~descentlab.engine.changes.apply_change`, on a fork for a trial and on the run
             when applied).
         escape: start with one step along the most negative eigenvector.
+        restore: start from the weights of the run's last good point (``rollback``).
     """
 
     name: str
     text: str
     change: Change = Change()
     escape: bool = False
+    restore: bool = False
 
     def rate_factor(self, t: int) -> float:
         """The rate's factor ``t`` steps after the stall (1 without a schedule)."""
@@ -126,24 +139,28 @@ class Remedy:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what ``stalls.json`` records and a resumed run re-applies)."""
-        return {"name": self.name, "text": self.text, "change": self.change.to_dict(), "escape": self.escape}
+        return {"name": self.name, "text": self.text, "change": self.change.to_dict(), "escape": self.escape,
+                "restore": self.restore}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Remedy":
         """The inverse of :meth:`to_dict`."""
         return cls(str(data["name"]), str(data["text"]), Change.from_dict(data.get("change") or {}),
-                   bool(data.get("escape", False)))
+                   bool(data.get("escape", False)), bool(data.get("restore", False)))
 
 
 def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimizer: Any, *, batch_size: int | None,
                  n_data: int | None, trial_steps: int, peak_lr: float | None = None,
-                 can_escape: bool = False, inputs: tuple[Sequence[float], Sequence[float]] | None = None) -> list[Remedy]:
+                 can_escape: bool = False, inputs: tuple[Sequence[float], Sequence[float]] | None = None,
+                 can_roll_back: bool = False) -> list[Remedy]:
     """The remedies :data:`MENU` lists for ``verdict`` that apply to this run (``[]``: none).
 
     ``optimizer`` is the run's (its rate, class and state decide ``momentum`` and ``adam``);
     ``batch_size``/``n_data`` the run's batch and data sizes (``larger-batch`` needs a
     mini-batch); ``can_escape``: negative curvature was found, with its eigenvector;
-    ``inputs``: the sample's mean and spread per input feature (``standardize`` needs them).
+    ``inputs``: the sample's mean and spread per input feature (``standardize`` needs them);
+    ``can_roll_back``: the run's loss is :data:`ROLLBACK_ABOVE` times its best or more, and the
+    weights there are kept (``rollback`` is tried too).
     The layers a remedy re-initialises or whose activations it swaps are the ones the
     evidence names (``evidence["layers"]``).
     """
@@ -164,6 +181,8 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
                          can_escape=can_escape) if name not in _NETWORK else _network_remedy(name, evidence, inputs, lr)
         if remedy is not None:
             out.append(remedy)
+    if can_roll_back:
+        out.append(rollback(None))  # the sharpness at the last good point is not measured at a stall
     return out if len(out) > 1 else []  # keep alone is nothing to compare
 
 
@@ -179,17 +198,18 @@ def lower_factor(evidence: Mapping[str, Any] | None) -> tuple[float, float | Non
 
 
 def rollback(evidence: Mapping[str, Any] | None) -> Remedy:
-    """The ``rollback`` remedy of a diverged run (the weights are put back by the request that
-    carries it): the rate lowered by :func:`lower_factor` of the sharpness at the last good point
-    (an optimizer whose state overflowed has no preconditioner to read: × 0.3 then)."""
+    """The ``rollback`` remedy (the weights are put back by the request or the trial that carries
+    it): the rate lowered by :func:`lower_factor` of the sharpness at the last good point, measured
+    there when a run diverged (``evidence``; an optimizer whose state overflowed has no
+    preconditioner to read: × 0.3 then), not measured at a stall's trials (``None``: × 0.3)."""
     factor, ratio = lower_factor(evidence)
     why = f"the sharpness there {ratio:.3g}x its limit" if ratio is not None else "the sharpness there not measured"
     return Remedy("rollback", f"back to the last good point, fresh optimizer state, the rate x {factor:.3g} ({why})",
-                  Change(lr_factor=factor, fresh_state=True))
+                  Change(lr_factor=factor, fresh_state=True), restore=True)
 
 
 #: Remedies that change the network or its inputs (from the evidence's layers).
-_NETWORK = ("clip", "reinit", "relu", "leaky-relu", "standardize", "standardize-reinit")
+_NETWORK = ("clip", "reinit", "reinit-head", "relu", "leaky-relu", "standardize", "standardize-reinit")
 _SATURATING = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign")
 
 
@@ -215,6 +235,10 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
             return Remedy("reinit", f"re-initialise {_names(names)} (Xavier, {gain} gain)",
                           Change(reinit=names, init="xavier", gain_of=gain))
         return Remedy("reinit", f"re-initialise {_names(names)} (Kaiming, bias 0)", Change(reinit=names, init="kaiming"))
+    if name == "reinit-head":  # the output layer held where the loss is flat (past a clamp, saturated)
+        head = _output_layer(weights)
+        return Remedy("reinit-head", f"re-initialise the output layer {head!r} (Kaiming, bias 0)",
+                      Change(reinit=(head,), init="kaiming")) if head is not None else None
     if name == "relu":  # the new activation needs its own gain: the layers are re-initialised with it
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in saturating))
         return Remedy("relu", f"ReLU for the {_names(sites)} activations, the layers re-initialised (Kaiming)",
@@ -248,6 +272,13 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
                       "(Kaiming, bias 0)", Change(standardize=inputs, reinit=tuple(weights), init="kaiming"))
     raise ValueError(f"unknown remedy {name!r}")
+
+
+def _output_layer(weights: Sequence[str]) -> str | None:
+    """The last weight layer in forward order that holds no other (a module with a parameter of its
+    own, such as a learned position table, also lists itself after the layers inside it)."""
+    leaves = [n for n in weights if not any(o != n and (n == "" or o.startswith(n + ".")) for o in weights)]
+    return leaves[-1] if leaves else None
 
 
 def _norms(units: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import take
 from descentlab.curvature.losses import apply_loss, as_data, is_model_loss
-from descentlab.engine.callbacks import LoopState
+from descentlab.engine.callbacks import LoopState, restore_weights
 from descentlab.engine.changes import apply_change
 from descentlab.engine.stack import Stack, unstackable_reason
 from descentlab.engine.steps import Joint, StepInfo, run_steps
@@ -155,13 +155,19 @@ class _Member:
 
 
 def prepare_member(remedy: Remedy, model: nn.Module, optimizer: Any, *, loss_fn: Callable, sample: Any = None,
-                   point: Any = None, batch_size: int, seed: int = 0, escape_options: dict | None = None) -> _Member:
-    """Make ``remedy``'s change on a forked ``model``/``optimizer`` (the escape step, then
+                   point: Any = None, batch_size: int, seed: int = 0, escape_options: dict | None = None,
+                   restore: Sequence[torch.Tensor] | None = None) -> _Member:
+    """Make ``remedy``'s change on a forked ``model``/``optimizer`` (the weights of ``restore`` put
+    back where the remedy starts from the last good point, the escape step, then
     :func:`~descentlab.engine.changes.apply_change`: the one function the run itself uses) and
     return the trial member. Its one-time cost is the escape's line search (a run of that remedy
     pays it once); making a change costs microseconds, which would only let the clock's noise rank
     remedies whose steps cost the same."""
     one_time, note = 0.0, ""
+    if remedy.restore:
+        if restore is None:
+            raise ValueError(f"restore: the remedy {remedy.name!r} starts from the last good point; pass its weights")
+        restore_weights(model, tuple(restore))
     if remedy.escape:
         t0 = time.perf_counter()
         result = escape(model, loss_fn, sample, point, **dict(escape_options or {}))
@@ -189,6 +195,7 @@ def run_trials(
     record_every: int | None = None,
     escape_options: dict | None = None,
     stack: bool = True,
+    restore: Sequence[torch.Tensor] | None = None,
 ) -> Trials:
     """Try every remedy for ``steps`` steps from a fork of ``model``/``optimizer`` and rank them
     (see the module docstring).
@@ -202,6 +209,8 @@ def run_trials(
         eval_data: where the losses are measured (default ``data``).
         record_every: record the losses every this many steps (default: about 25 points).
         stack: run trials of one batch size as one stacked ensemble where the model allows.
+        restore: the weights of the run's last good point (the trainable parameters, in order),
+            where a remedy starts from there (``rollback``).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -216,7 +225,8 @@ def run_trials(
     # every trial starts here, whatever its remedy does first
     start = float(EmpiricalLoss(model, loss_fn, as_data(loss_fn, *eval_data), eval_mode=True).loss())
     members = [prepare_member(r, *fork(model, optimizer), loss_fn=loss_fn, sample=sample if sample is not None else data,
-                              point=point, batch_size=batch, seed=seed, escape_options=escape_options)
+                              point=point, batch_size=batch, seed=seed, escape_options=escape_options,
+                              restore=restore)
                for r in remedies]
     for m in members:
         m.batch = min(m.batch, n)

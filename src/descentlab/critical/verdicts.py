@@ -34,7 +34,8 @@ it applies; the first seven need no Hessian, so they are decided before any is c
                               the mini-batch noise (SNR < 1, ``critical.noise``)
 12    ``minimum``             critical, no negative curvature; the loss near the best seen, stop (or a larger model), or
                               or stuck high (above half the initial loss)                   restart / noise / a larger model
-13    ``flat``                critical, gradient and spectrum ≈ 0, the loss flat around    a larger rate, momentum, or noise
+13    ``flat``                critical, gradient and spectrum ≈ 0, the loss flat around    a fresh output layer, a larger
+                                                                                             rate, momentum, or noise
 14    ``slow``                none of the above: not critical, stable, not noise-bound      a larger rate or momentum
 ====  ======================  ===========================================================  =================================
 
@@ -86,7 +87,8 @@ REMEDIES = {
     "maximum": "take any step downhill",
     "noise_floor": "decay the rate, or use a larger batch",
     "minimum": "stop here, or restart / add noise / use a larger model to go lower",
-    "flat": "use a larger rate, momentum, or noise to cross the flat region",
+    "flat": "re-initialise the output layer (an output held past a bound or saturated passes no gradient), "
+            "or use a larger rate, momentum, or noise to cross the flat region",
     "slow": "raise the rate toward the largest stable rate, or add momentum",
     "diverged": "restart with a rate below the largest stable rate at the last good point",
     "exploding_gradient": "clip the gradients, lower the rate or warm it up, or re-initialise the layers",

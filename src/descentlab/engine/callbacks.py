@@ -35,7 +35,7 @@ from torch import nn
 from descentlab.engine.changes import Applied, Change, apply_change
 from descentlab.ranks import unwrap
 
-__all__ = ["LoopState", "Callback", "Control", "Request", "StepFunction", "as_callback"]
+__all__ = ["LoopState", "Callback", "Control", "Request", "StepFunction", "as_callback", "restore_weights"]
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Control:
         if loop.optimizer is None:
             raise ValueError("the loop has no optimizer to change")
         if request.restore is not None:
-            _restore(unwrap(loop.model), request.restore)
+            restore_weights(unwrap(loop.model), request.restore)
         done: Applied = apply_change(request.change, loop.optimizer, loop.scheduler, model=loop.model,
                                      seed=request.seed)
         loop.optimizer, loop.scheduler = done.optimizer, done.scheduler
@@ -159,7 +159,8 @@ class Control:
         self.stop_reason = state.get("stop_reason")
 
 
-def _restore(model: nn.Module, weights: tuple[torch.Tensor, ...]) -> None:
+def restore_weights(model: nn.Module, weights: tuple[torch.Tensor, ...]) -> None:
+    """Put ``weights`` (the model's trainable parameters, in order) back into ``model``."""
     params = [p for p in model.parameters() if p.requires_grad]
     if [tuple(p.shape) for p in params] != [tuple(w.shape) for w in weights]:
         raise ValueError("restore: the weights to put back do not match the model's trainable parameters")
