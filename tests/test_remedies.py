@@ -584,3 +584,22 @@ def test_a_run_whose_rate_threw_its_units_dead_is_rolled_back_by_its_trials_and_
     assert remedied.stalls[0]["verdict"] == "dead_units" and remedied.applied[0].startswith("rollback at")
     assert "rolled back to step" in remedied.stalls[0]["summary"] and "the rate x 0.3" in remedied.stalls[0]["summary"]
     assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss
+
+
+def test_rollbacks_are_offered_only_where_the_run_lost_its_progress():
+    """``rollback`` only with ``can_roll_back``; at an exploding gradient ``rollback-clip`` too,
+    at the run's rate with the gradients clipped to their typical norm."""
+    model = nn.Linear(2, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    evidence = {"gradient": {"typical": 2.5}, "layers": {"layers": [{"name": "w"}], "units": []}}
+    plain = [r.name for r in remedies_for("exploding_gradient", evidence, sgd, batch_size=None, n_data=10,
+                                          trial_steps=20)]
+    assert "rollback" not in plain and "rollback-clip" not in plain
+    menu = {r.name: r for r in remedies_for("exploding_gradient", evidence, sgd, batch_size=None, n_data=10,
+                                            trial_steps=20, can_roll_back=True)}
+    assert menu["rollback"].restore and menu["rollback"].change.lr_factor == LOWER_FACTOR
+    clipped = menu["rollback-clip"]
+    assert clipped.restore and clipped.change.clip == 2.5 and clipped.change.lr_factor == 1.0
+    assert clipped.change.fresh_state and Remedy.from_dict(clipped.to_dict()) == clipped
+    assert "rollback-clip" not in [r.name for r in remedies_for("unstable", evidence, sgd, batch_size=None,
+                                                                n_data=10, trial_steps=20, can_roll_back=True)]

@@ -50,6 +50,8 @@ reinit``            the weights fitted to the raw scales are of no use to standa
                     A ``diverged`` run is rolled back, not tried; at any other stall whose loss
                     is :data:`ROLLBACK_ABOVE` times its best or more (the run lost what it had
                     learned: a rate that threw its units dead) it is one of the trials
+``rollback-clip``   (``exploding_gradient``, where ``rollback`` is tried) the same, at the run's rate,
+                    the gradients clipped to their typical norm from then on
 ==================  =====================================================================
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the
@@ -183,6 +185,10 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
             out.append(remedy)
     if can_roll_back:
         out.append(rollback(None))  # the sharpness at the last good point is not measured at a stall
+        if verdict == "exploding_gradient":  # back to before the explosion, its own fix from there on
+            clip = _network_remedy("clip", evidence, inputs, lr)
+            out.append(Remedy("rollback-clip", "back to the last good point, fresh optimizer state, " + clip.text,
+                              Change(clip=clip.change.clip, fresh_state=True), restore=True))
     return out if len(out) > 1 else []  # keep alone is nothing to compare
 
 
