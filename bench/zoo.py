@@ -37,6 +37,7 @@ set_wait_default()  # before torch loads OpenMP (see descentlab/openmp.py)
 import torch  # noqa: E402
 
 from descentlab.experiments.zoo import REPAIR_TOLERANCE, TARGETS, run_zoo  # noqa: E402
+from descentlab.files import write_json  # noqa: E402
 
 
 def _loss(value: float) -> str:
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--verdict", default=None)
     parser.add_argument("--no-repair", dest="repair", action="store_false", help="skip the repair runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write every run of every case (stalls, remedies applied, losses) to FILE")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
@@ -61,6 +64,8 @@ def main() -> None:
     started = time.perf_counter()
     summary = run_zoo(only, args.family, args.verdict, seed=args.seed, repair=args.repair, progress=True)
     minutes = (time.perf_counter() - started) / 60
+    if args.json is not None:
+        write_json(Path(args.json), [o.to_dict() for o in summary.outcomes])
     print(f"torch {torch.__version__}, 1 thread per run, seed {args.seed}, {len(summary.outcomes)} cases in "
           f"{minutes:.1f} min, load average {load:.1f} at the start\n")
 
