@@ -603,3 +603,25 @@ def test_rollbacks_are_offered_only_where_the_run_lost_its_progress():
     assert clipped.change.fresh_state and Remedy.from_dict(clipped.to_dict()) == clipped
     assert "rollback-clip" not in [r.name for r in remedies_for("unstable", evidence, sgd, batch_size=None,
                                                                 n_data=10, trial_steps=20, can_roll_back=True)]
+
+
+def test_trials_within_the_clocks_noise_of_the_best_are_ranked_by_their_decrease():
+    """The zoo's three measurements of one stall (carrying on against Adam, decreases 0.0886 and
+    0.0969 after 50 steps): 4 % apart per second, the larger decrease first; 44 % apart, the
+    faster; a trial that diverged last, one that rose below every one that fell."""
+    from descentlab.critical.trials import CLOCK_NOISE, Trial, ranked
+
+    def trial(name, decrease, seconds):
+        return Trial(Remedy(name, name), (0, 50), (1.0, 1.0 - decrease), decrease, seconds,
+                     decrease / seconds if math.isfinite(decrease) else math.nan)
+
+    assert CLOCK_NOISE == 0.1
+    close = [trial("keep", 0.0886, 0.0259), trial("momentum", -0.521, 0.0312), trial("adam", 0.0969, 0.0294)]
+    assert [t.remedy.name for t in ranked(close)] == ["adam", "keep", "momentum"]
+    apart = [trial("keep", 0.0886, 0.0258), trial("adam", 0.0969, 0.0503), trial("warm-up", math.nan, 0.03)]
+    assert [t.remedy.name for t in ranked(apart)] == ["keep", "adam", "warm-up"]
+    # the band is measured from the best: 0.5 per second is within 10 % of 0.54 (and its decrease,
+    # 0.6, is the larger: first), 0.48 is not
+    band = [trial("a", 0.48, 1.0), trial("b", 0.54, 1.0), trial("c", 0.6, 1.2)]
+    assert [t.remedy.name for t in ranked(band)] == ["c", "b", "a"]
+    assert ranked([trial("rose", -0.1, 1.0)])[0].remedy.name == "rose"
