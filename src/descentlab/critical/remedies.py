@@ -60,8 +60,8 @@ run needs a lower, decaying or warmed-up rate; a ``noise_floor`` a lower or deca
 larger batch; a ``flat`` region a fresh output layer, momentum, an adaptive rate or noise; a
 ``slow`` run the rate its own stability limit allows, momentum or an adaptive rate; a minimum
 stuck high noise or an adaptive rate (a minimum at the best loss seen gets no trials: nothing
-should beat stopping); ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so a ranking says
-whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
+should beat stopping); ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so
+a ranking says whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
 momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets no trials (its
 point is not finite): with ``apply_remedy`` the run is rolled back instead (:func:`rollback`).
 """

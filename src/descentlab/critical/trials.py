@@ -65,7 +65,7 @@ __all__ = ["Trial", "Trials", "fork", "run_trials", "ranked", "prepare_member", 
 TIMED_STEPS = 5
 #: Trials whose decrease per second is within this fraction of the best's are ranked by their
 #: decrease alone: on a shared machine the ratio of two computations' seconds moves by this much
-#: from run to run, so the clock cannot separate them, and the decreases are deterministic.
+#: and more from run to run, so the clock cannot separate them; the decreases are deterministic.
 CLOCK_NOISE = 0.1
 
 
