@@ -447,13 +447,13 @@ class StallMonitor(Callback):
         reason = "loss"
         if trend is None and self.grad_tol is not None and self._count % self.window == 0:
             if self.diagnoser.sample_gradient_norm(model) < self.grad_tol:
-                trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "grad"
+                trend, reason = _at_once(tracked), "grad"
         bounce = None
         if trend is None and self._pending is None and self._growing(step, tracked):
-            trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "growth"
+            trend, reason = _at_once(tracked), "growth"
             self._alarmed_at = step
         elif trend is None and self._pending is None and all_agree((bounce := self._bouncing(step)) is not None):
-            trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "bounce"
+            trend, reason = _at_once(tracked), "bounce"
             self._alarmed_at = step
         else:
             bounce = None  # seen on some ranks only: no alarm on any
@@ -464,7 +464,7 @@ class StallMonitor(Callback):
         if trend is None and self._network_suspect(tracked, progress) and \
                 all_agree(self.budget.allows(self.diagnoser.look_cost())) and \
                 all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
-            trend, reason = Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0), "network"
+            trend, reason = _at_once(tracked), "network"
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -820,6 +820,12 @@ _NO_STEP = torch.iinfo(torch.long).max
 #: Folds of the step losses kept unread before they are read (only a monitor that stopped checking
 #: gets there: a check reads them).
 _MAX_FOLDS = 64
+
+
+def _at_once(tracked: float) -> Trend:
+    """The trend of a stall raised at once, without a plateau (a gradient test, an alarm, a look
+    for a cause in the network): the tracked loss now, no fitted progress."""
+    return Trend(0, 1, tracked, tracked, math.nan, math.nan, 0.0)
 
 
 def _alike(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
