@@ -122,6 +122,30 @@ def test_progress_is_the_sure_relative_fall_per_window():
     assert falling.progress() == pytest.approx(1.0, rel=1e-9)
 
 
+
+
+def test_early_progress_reads_the_points_before_a_window_with_the_same_line():
+    """Before a window is covered :meth:`progress` has nothing to say; ``early_progress`` fits the
+    line through every point so far (three at least: numpy's least squares the oracle) and keeps
+    the jitter measured over a window (:attr:`noise`) as it was. An exponential fall reads its
+    rate exactly; once a window is covered it is ``progress``'s turn (``None``)."""
+    test = PlateauTest(50, 10, 1e-3)
+    test.add(0, 2.0)
+    test.add(10, 1.9)
+    assert test.early_progress() is None  # two points
+    test.add(20, 1.85)
+    steps, logs = np.array([0, 10, 20]), np.log([2.0, 1.9, 1.85])
+    (slope, intercept), cov = np.polyfit(steps, logs, 1, cov="unscaled")
+    residuals = logs - (slope * steps + intercept)
+    sigma = math.sqrt(residuals @ residuals / (len(steps) - 2))
+    assert test.early_progress() == pytest.approx(-slope * 50 - 3 * sigma * math.sqrt(cov[0, 0]) * 50, rel=1e-9)
+    assert test.noise == 0.0 and test.progress() is None
+    falling = PlateauTest(50, 10, 1e-3)
+    for step in (0, 10, 20, 30):
+        falling.add(step, 3.0 * math.exp(-0.02 * step))
+    assert falling.early_progress() == pytest.approx(1.0, rel=1e-9)
+    falling.add(50, 3.0 * math.exp(-1.0))
+    assert falling.early_progress() is None and falling.progress() == pytest.approx(1.0, rel=1e-9)
 def test_a_horizon_is_fitted_from_the_last_point_at_or_before_its_start():
     """Read at steps 0, 50, 100, then every 10: at step 170 the two-window horizon starts at 70,
     and its fit starts at 50 (the last point at or before 70), so it spans 120 steps, never

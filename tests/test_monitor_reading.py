@@ -72,16 +72,37 @@ def _digits_run(bias, steps=120):
     return monitor, model, X
 
 
-def test_a_network_that_cannot_train_is_named_at_the_first_window_not_after_a_proven_plateau():
+def test_a_network_that_cannot_train_is_named_at_its_second_check_not_after_a_proven_plateau():
     """Every hidden unit dead (bias -10: the oracle counts the positive pre-activations on the
-    sample, none): the loss stays where it began, and at the end of the first window the monitor
-    looks for a cause in the network and names it, a window before the plateau test could (it
-    needs two). The same network with a zero bias trains: no look finds anything, no stall."""
+    sample, none): the loss stays where it began, and at the second check (step 20: three tracked
+    losses, steps 0 to 20, whose line does not surely fall) the monitor looks for a cause in the
+    network and names it, with 100 of the run's 120 steps still ahead (the plateau test needs two
+    windows). The same network with a zero bias trains: no look finds anything, no stall."""
     monitor, model, X = _digits_run(-10.0)
     sample_X = monitor.sample[0]
     assert int((model[0](sample_X) > 0).sum()) == 0
     stall = monitor.stalls[0]
-    assert (stall.step, stall.reason, stall.verdict) == (50, "network", "dead_units")
+    assert (stall.step, stall.reason, stall.verdict) == (20, "network", "dead_units")
     assert "the loss stuck at" in stall.summary()
     healthy, _, _ = _digits_run(0.0)
     assert healthy.stalls == []
+
+
+def test_a_cause_left_in_place_is_named_once_while_its_stuck_loss_drifts():
+    """The zoo's saturated sigmoid MLP, watched (no remedy): every hidden unit in its flat tail
+    (the oracle counts the sigmoid slopes below 2 % of their peak on the sample) at step 20, named
+    there; its stuck loss then drifts down by more than 1 %, which re-arms the looks at windows
+    2 and 4 and the plateau test (a plateau at step 130), but a look or a plateau that finds the
+    same cause in the network with nothing changed is no new stall."""
+    from descentlab.experiments.zoo import run_case
+    from descentlab.problems.zoo import get_case
+
+    run = run_case(get_case("saturated-mlp-sigmoid"), apply_remedy=False)
+    assert [(s["step"], s["verdict"]) for s in run.stalls] == [(20, "saturated_units")]
+    losses = run.losses
+    assert min(losses[150:]) < 0.98 * losses[20] and losses[20] > 0.5 * run.initial_loss  # drifted, still stuck
+    X = get_case("saturated-mlp-sigmoid").dataset().X
+    with torch.no_grad():
+        z = run.model[0](X)
+        slope = torch.sigmoid(z) * (1 - torch.sigmoid(z))
+    assert float(((slope < 0.02 * 0.25).double().mean(dim=0) >= 0.9).double().mean()) == 1.0

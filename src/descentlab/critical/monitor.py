@@ -64,7 +64,7 @@ from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
-from descentlab.critical.verdicts import STUCK_HIGH
+from descentlab.critical.verdicts import NETWORK_CAUSES, STUCK_HIGH
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, unwrap
@@ -97,6 +97,10 @@ BOUNCE_CHECKS = 3
 #: While the tracked loss surely falls by this many ``rel_tol`` per window (3 % at the default), no
 #: plateau can be near: it is read once a window, not at every check, until its progress slows.
 SPARSE_ABOVE = 30.0
+#: The first look for a cause in the network comes after this many checks (step 20 at the default
+#: window), on the trend of the tracked losses so far: a network that cannot train is remedied with
+#: most of the run still ahead.
+EARLY_LOOK = 2
 #: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
 #: many times (each at a lower rate); the next divergence stops it.
 MAX_ROLLBACKS = 3
@@ -486,6 +490,9 @@ class StallMonitor(Callback):
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
+            if self._told_already(stall):
+                self.plateau.rearm(trend)  # quiet again until the loss leaves this level
+                return
             if bounce is not None:
                 stall = replace(stall, evidence={**stall.evidence, "bounce": bounce})
             stall = self.respond(stall, model)
@@ -511,6 +518,15 @@ class StallMonitor(Callback):
         elif reason not in ("growth", "bounce"):
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         self._report(stall)
+
+    def _told_already(self, stall: Stall) -> bool:
+        """The last stall named the same cause in the network and nothing changed the run since
+        (no escape, no remedy): a look or a plateau that finds it again, as the stuck loss
+        drifts, is no new stall (a cause at a lecture's point, a saddle, is one at each plateau)."""
+        last = self.stalls[-1] if self.stalls else None
+        return (stall.verdict in NETWORK_CAUSES and last is not None and last.verdict == stall.verdict
+                and not last.escaped
+                and last.remedy_applied in (None, "keep"))
 
     def _growing(self, step: int, tracked: float) -> bool:
         """The loop's gradient grew :data:`GROWTH_ALARM` times over the recent checks while the
@@ -549,17 +565,22 @@ class StallMonitor(Callback):
         return self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
-        """Whether to look for a cause in the network now, without a plateau: at the end of windows
+        """Whether to look for a cause in the network now, without a plateau: at the
+        :data:`EARLY_LOOK`-th check (on the line through the tracked losses so far,
+        :meth:`~descentlab.critical.plateau.PlateauTest.early_progress`) and at the end of windows
         1, 2, 4, 8, ... of the run, the loss still above
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began and not surely falling
-        faster than ``SPARSE_ABOVE · rel_tol`` a window (a network that cannot train is named a
-        window or more before its plateau is proven; the look costs one gradient of the tracked
-        samples). Spaced out as the run goes on: a healthy run that falls slowly (a transformer
-        in its first hundreds of steps) would otherwise pay a look every window, 5 % of its training."""
+        faster than ``SPARSE_ABOVE · rel_tol`` a window (a network that cannot train is named
+        before its plateau is proven; the look costs one gradient of the tracked samples). Spaced
+        out as the run goes on: a healthy run that falls slowly (a transformer in its first
+        hundreds of steps) would otherwise pay a look every window, 5 % of its training."""
         initial = self.history.initial
         windows = self._count // self.window
-        return (self._count % self.window == 0 and windows & (windows - 1) == 0
-                and self._pending is None and self.plateau.quiet_above is None
+        if self._count == EARLY_LOOK * self.every and self._count < self.window:
+            progress = self.plateau.early_progress()
+        elif not (self._count % self.window == 0 and windows & (windows - 1) == 0):
+            return False
+        return (self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
 

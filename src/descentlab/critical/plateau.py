@@ -148,13 +148,25 @@ class PlateauTest:
         scale, relative to its latest value."""
         if not self.steps or self.steps[-1] - self.steps[0] < self.window:
             return None
-        first = self._since(self.window)
+        return self._progress_since(self._since(self.window))
+
+    def early_progress(self) -> float | None:
+        """:meth:`progress` over every point so far, before a window is covered (three points at
+        least; ``None`` before): the fitted line's fall per window, less z standard errors."""
+        if len(self.steps) < 3 or self.steps[-1] - self.steps[0] >= self.window:
+            return None
+        return self._progress_since(0, keep_noise=False)
+
+    def _progress_since(self, first: int, keep_noise: bool = True) -> float:
+        """:meth:`progress` over the points from index ``first`` on (``keep_noise``: the fit's
+        jitter becomes :attr:`noise`)."""
         positive = all(v > 0 for v in self.losses[first - 1 if first else 0:])
         values = [math.log(v) if positive else v / max(abs(self.losses[-1]), 1e-12) for v in self.losses]
         if len(self.steps) - first >= 3:
             trend = fit_trend(self.steps[first:], values[first:], self.window)
             level = abs(trend.level)  # fit_trend divides by it: undone, the fall per window itself
-            self.noise = trend.noise
+            if keep_noise:
+                self.noise = trend.noise
             return (trend.progress - self.z * trend.std_error) * max(level, 1e-12)
         i = max(0, first - 1) if self.steps[first] > self.steps[-1] - self.window else first
         return ((values[i] - values[-1] - self.z * math.sqrt(2.0) * self.noise)

@@ -68,7 +68,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["VERDICTS", "CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy", "stuck_high", "near_best",
+__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy", "stuck_high", "near_best",
            "network_cause", "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
            "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
 
@@ -78,6 +78,8 @@ VERDICTS = ("diverged", "no_learning_rate", "exploding_gradient", "dead_units", 
             "slow")
 #: The verdicts decided without the Hessian (rows 1-7 of the table).
 CAUSES = VERDICTS[:7]
+#: The causes in the network or its inputs (rows 3-7): :func:`network_cause` decides them.
+NETWORK_CAUSES = VERDICTS[2:7]
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
