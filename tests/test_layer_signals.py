@@ -303,14 +303,19 @@ def test_a_model_that_trains_batch_norm_is_measured_on_the_batches_statistics_an
         [("2", 5 / 8, "0", ("1",))]
     # the user's model: same weights, running statistics, batch counter and mode
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()) and net.training
-    # the remedy re-initialises the layer before the units and the batch-norm that holds them down
+    # the remedy re-initialises the batch-norm that holds the units down, and only it: the layer
+    # before keeps its weights (their scale, which the normalization hides, sets their step)
     sgd = torch.optim.SGD(net.parameters(), lr=0.1)
     offered = {r.name: r for r in remedies_for("dead_units", {"layers": signals.to_dict()}, sgd, batch_size=None,
                                                 n_data=64, trial_steps=10)}
-    assert offered["reinit"].change.reinit == ("0", "1") and offered["leaky-relu"].change.reinit == ("0", "1")
-    reinitialize(net, ["0", "1"], "kaiming")
+    assert offered["reinit"].change.reinit == ("1",) and offered["leaky-relu"].change.reinit == ("1",)
+    first = net[0].weight.clone()
+    reinitialize(net, ["1"], "kaiming")
     assert torch.equal(bn.weight, torch.ones(8, dtype=torch.float64))
-    assert torch.equal(bn.bias, torch.zeros(8, dtype=torch.float64))
+    assert torch.equal(bn.bias, torch.zeros(8, dtype=torch.float64)) and torch.equal(net[0].weight, first)
+    with torch.no_grad():
+        alive = torch.relu(F.batch_norm(net[0](X), None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+    assert float((alive == 0).all(dim=0).double().mean()) == 0.0
 
 
 def test_raw_wine_features_under_sgd_bounce_and_are_diagnosed_without_a_plateau():

@@ -232,8 +232,7 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "reinit":
         if not weights:
             return None
-        dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after")
-                for name in (u["after"], *(u.get("norms") or ()))]
+        dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after") for name in _holding(u)]
         names = tuple(dict.fromkeys(dead)) or tuple(weights) + _norms(units)
         if saturating and not dead:
             family = max(saturating, key=lambda u: u.get("saturated") or 0)["family"]
@@ -252,8 +251,7 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "leaky-relu":  # a unit dead from a large negative bias stays dead without new weights
         dead = [u for u in units if (u.get("dead") or 0) > 0 and u.get("module", True)]  # a function: no swap
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
-        before = tuple(dict.fromkeys(name for u in dead if u.get("after")
-                                     for name in (u["after"], *(u.get("norms") or ()))))
+        before = tuple(dict.fromkeys(name for u in dead if u.get("after") for name in _holding(u)))
         return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised (Kaiming)",
                       Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
     if name == "standardize":
@@ -285,6 +283,15 @@ def _output_layer(weights: Sequence[str]) -> str | None:
     own, such as a learned position table, also lists itself after the layers inside it)."""
     leaves = [n for n in weights if not any(o != n and (n == "" or o.startswith(n + ".")) for o in weights)]
     return leaves[-1] if leaves else None
+
+
+def _holding(unit: Mapping[str, Any]) -> tuple[str, ...]:
+    """The layers that hold ``unit``'s activation dead: a normalization layer between it and its
+    weight layer alone (the unit's input is then γ·x̂ + β with x̂ standardized, so only γ and β can
+    keep it below zero on every sample; the weight layer's scale, which the normalization hides,
+    sets its effective step, and a fresh draw at another scale trains at another rate), else the
+    weight layer."""
+    return tuple(unit.get("norms") or ()) or (unit["after"],)
 
 
 def _norms(units: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
