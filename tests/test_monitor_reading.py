@@ -74,8 +74,8 @@ def _digits_run(bias, steps=120):
 
 def test_a_network_that_cannot_train_is_named_at_its_second_check_not_after_a_proven_plateau():
     """Every hidden unit dead (bias -10: the oracle counts the positive pre-activations on the
-    sample, none): the loss stays where it began, and at the second check (step 20: three tracked
-    losses, steps 0 to 20, whose line does not surely fall) the monitor looks for a cause in the
+    sample, none): the loss stays where it began, and at the first check with three tracked
+    losses (step 20: steps 0, 10, 20, whose line does not surely fall) the monitor looks for a cause in the
     network and names it, with 100 of the run's 120 steps still ahead (the plateau test needs two
     windows). The same network with a zero bias trains: no look finds anything, no stall."""
     monitor, model, X = _digits_run(-10.0)
@@ -106,3 +106,35 @@ def test_a_cause_left_in_place_is_named_once_while_its_stuck_loss_drifts():
         z = run.model[0](X)
         slope = torch.sigmoid(z) * (1 - torch.sigmoid(z))
     assert float(((slope < 0.02 * 0.25).double().mean(dim=0) >= 0.9).double().mean()) == 1.0
+
+
+def test_a_gradient_exactly_zero_at_a_look_is_diagnosed_at_once():
+    """The lectures' ``y = w1·w2·x`` (x = y = 1) started at its saddle (0, 0): the gradient is exactly
+    0 there, so gradient descent never moves and the loss never leaves 1. The look at the first
+    check with three tracked losses (step 30: ``update`` gives no loss at the start) finds the
+    gradient exactly 0 and the diagnosis comes at once, not two windows later: a saddle, its
+    lowest eigenvalue that of the exact Hessian [[0, -2], [-2, 0]] (eigh: -2)."""
+
+    class Lecture(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.w[0] * self.w[1] * x
+
+    x = y = torch.ones(1, dtype=torch.float64)
+    model = Lecture()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = StallMonitor(F.mse_loss, (x, y), optimizer=optimizer, window=50, budget=None, max_stalls=1, escape=False)
+    for step in range(1, 61):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        monitor.update(step, loss, model)
+    stall = monitor.stalls[0]
+    assert (stall.step, stall.reason, stall.verdict) == (30, "grad", "saddle") and stall.grad_norm == 0.0
+    exact = torch.linalg.eigvalsh(torch.tensor([[0.0, -2.0], [-2.0, 0.0]], dtype=torch.float64))
+    assert stall.min_eigenvalue == pytest.approx(float(exact[0]), rel=1e-9)
+    assert stall.summary().startswith("step 30: the gradient exactly 0 at loss 1:")

@@ -503,8 +503,10 @@ def test_a_flat_run_held_past_its_clamp_is_given_a_fresh_output_layer_and_ends_w
     """The zoo's tanh MLP whose output (bias 20) is clamped to [0, 9]: every prediction is past the
     bound, so ``torch.clamp`` passes no gradient to any weight (oracle: every gradient exactly 0 on
     all the data) and momentum, Adam and noise cannot move it. ``reinit-head`` re-initialises the
-    output layer (the model's last ``nn.Linear``): applied at the stall, the run ends within the
-    zoo's 10 % of the same model trained from PyTorch's initialisation from step 0."""
+    output layer (the model's last ``nn.Linear``). The monitor's look at its second check (step
+    20) finds the gradient of the tracked samples exactly 0 and diagnoses at once, without waiting
+    two windows for the plateau test: applied there, the run ends within the zoo's 10 % of the
+    same model trained from PyTorch's initialisation from step 0."""
     from descentlab.experiments.zoo import REPAIR_TOLERANCE, run_case
     from descentlab.problems.zoo import get_case
 
@@ -518,7 +520,8 @@ def test_a_flat_run_held_past_its_clamp_is_given_a_fresh_output_layer_and_ends_w
     remedied = run_case(case, apply_remedy=True)
     healthy = run_case(case.fixed, monitor=False)
     stall = remedied.stalls[0]
-    assert stall["verdict"] == "flat" and remedied.applied[0].startswith("reinit-head at")
+    assert stall["verdict"] == "flat" and remedied.applied[0] == "reinit-head at step 20"
+    assert stall["summary"].startswith("step 20: the gradient exactly 0 at loss")
     # the output layer was the one re-drawn: its bias left 20, where no gradient could have moved it
     assert float(dict(remedied.model.named_modules())[last_linear].bias.abs().max()) < 10
     assert remedied.final_loss <= (1 + REPAIR_TOLERANCE) * healthy.final_loss

@@ -54,7 +54,7 @@ def test_reading_a_shuffling_loader_for_the_sample_leaves_the_runs_generator_alo
 
 
 def test_real_diagnosis_at_the_lecture_saddle(lecture):
-    """The whole chain in a loop: plateau -> saddle (closed form) -> escape (closed form)."""
+    """The whole chain in a loop: a look -> saddle (closed form) -> escape (closed form)."""
     workload, model = lecture
     _set(model, 0.0, 0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -70,9 +70,10 @@ def test_real_diagnosis_at_the_lecture_saddle(lecture):
         monitor.on_step_end(loop, torch.tensor(1.0))
         found += monitor.stalls[before:]
     assert statuses == ["diagnosing stall 1…", None]  # what the progress bar shows while it works
-    # the loss is exactly 1 at every tracked step (the start and every 2nd step): a plateau once two
-    # windows (11 evaluations, steps 0..20) are there
-    assert [s.step for s in found] == [20]
+    # the loss is exactly 1 at every tracked step (the start and every 2nd step) and the gradient
+    # exactly 0: the look at the third tracked loss (step 4) diagnoses at once, without waiting two
+    # windows (11 evaluations, steps 0..20) for the plateau test
+    assert [s.step for s in found] == [4] and found[0].reason == "grad"
     stall = found[0]
     assert stall.status == "diagnosed" and stall.verdict == "saddle" and stall.kind == "saddle"
     assert stall.min_eigenvalue == pytest.approx(-2.0) and stall.max_eigenvalue == pytest.approx(2.0)
@@ -110,8 +111,8 @@ class _CostlyDiagnoser:
     def expected_cost(self, model, size=None, products=None):
         return self.cost
 
-    def network_cause(self, model, history, tracked):
-        return None
+    def look(self, model, history, tracked):
+        return None, 1.0  # no cause in the network, a gradient
 
     def look_cost(self):
         return 0.0

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.critical.diagnosis import (FULL_DATA_LIMIT, examine, examine_divergence, network_cause_at,
+from descentlab.critical.diagnosis import (FULL_DATA_LIMIT, examine, examine_divergence, look_evidence,
                                           standardized_rate)
 from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
@@ -35,6 +35,7 @@ from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
+from descentlab.critical.verdicts import network_cause
 from descentlab.critical.layer_signals import first_floating
 from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.losses import is_model_loss
@@ -152,7 +153,7 @@ class Diagnoser:
         return value
 
     def look_cost(self) -> float:
-        """Seconds :meth:`network_cause` is expected to take: a gradient of the tracked samples,
+        """Seconds :meth:`look` is expected to take: a gradient of the tracked samples,
         three of their forward passes."""
         return 3.0 * (self._forward or 0.0) * self.tracked_size
 
@@ -228,12 +229,14 @@ class Diagnoser:
             self.last_cost, self._last_size = seconds, self.size
         return replace(stall, seconds=seconds)
 
-    def network_cause(self, model: nn.Module, history: RunHistory, tracked: float) -> str | None:
-        """A cause in the network or its inputs now (:func:`~descentlab.critical.diagnosis.network_cause_at`
-        on the tracked samples, the routine's own: a look, which a diagnosis on its own samples
-        confirms; the tracked loss ``tracked`` against the history's), else ``None``."""
+    def look(self, model: nn.Module, history: RunHistory, tracked: float) -> tuple[str | None, float | None]:
+        """A look at the network now (:func:`~descentlab.critical.diagnosis.look_evidence` on the
+        tracked samples, the routine's own; the tracked loss ``tracked`` against the history's):
+        the cause in the network or its inputs it shows (``None``: none), which a diagnosis on its
+        own samples confirms, and the tracked samples' gradient norm."""
         self._tracked = self._over(self._tracked, model, self.tracked_size)
-        return network_cause_at(self._tracked[0], **_from_history(history, tracked))
+        evidence = look_evidence(self._tracked[0], **_from_history(history, tracked))
+        return network_cause(evidence), evidence["layers"]["gradient_norm"]
 
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the
@@ -447,7 +450,7 @@ def _floats(values: Any) -> tuple[float, ...]:
 
 def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:
     """What :func:`~descentlab.critical.diagnosis.examine` and
-    :func:`~descentlab.critical.diagnosis.network_cause_at` read from the run's history: the loss
+    :func:`~descentlab.critical.diagnosis.look_evidence` read from the run's history: the loss
     record at the tracked loss ``tracked``, the parameters of the check before and how many steps
     ago, the loop's gradient norms (the recent checks' and all)."""
     steps_since = (history.latest_step - history.before_step if history.before_step is not None

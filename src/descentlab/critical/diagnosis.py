@@ -54,7 +54,7 @@ from descentlab.critical.verdicts import (LR_ZERO, decide, decide_without_curvat
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
-__all__ = ["Finding", "examine", "examine_divergence", "network_cause_at", "rate_evidence", "standardized_rate",
+__all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
            "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
@@ -215,18 +215,18 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
 
 
-def network_cause_at(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = None,
-                     previous: Sequence[torch.Tensor] | None = None, steps_since: int | None = None,
-                     recent_gradients: Sequence[tuple[float, float]] = (),
-                     gradient_history: Sequence[tuple[float, float]] = ()) -> str | None:
-    """A cause in the network or its inputs at the point (rows 3-7 of the verdict table), from
-    one gradient of the sample and the layers' signals, or ``None``: what :func:`examine` would
-    decide before any Hessian, at the cost of one forward and backward pass (the arguments are
-    :func:`examine`'s). The monitor asks it between plateaus, where the loss is stuck high and
-    not surely falling, so a network that cannot train is named before a plateau is proven."""
-    evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
-                "layers": measure_layers(sample, previous=previous, steps_since=steps_since).to_dict()}
-    return network_cause(evidence)
+def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = None,
+                  previous: Sequence[torch.Tensor] | None = None, steps_since: int | None = None,
+                  recent_gradients: Sequence[tuple[float, float]] = (),
+                  gradient_history: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
+    """The evidence :func:`examine` reads before any Hessian, from one gradient of the sample and
+    the layers' signals (the arguments are :func:`examine`'s): whether it shows a cause in the
+    network or its inputs (rows 3-7 of the verdict table, :func:`~descentlab.critical.verdicts.network_cause`),
+    at the cost of one forward and backward pass. The monitor takes it between plateaus, where
+    the loss is stuck high and not surely falling, so a network that cannot train is named
+    before a plateau is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""
+    return {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
+            "layers": measure_layers(sample, previous=previous, steps_since=steps_since).to_dict()}
 
 
 def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperator:

@@ -151,6 +151,8 @@ class LayerSignals:
         notes: what could not be seen, in words.
         batch_statistics: measured with batch-norm on the batch's statistics (a model that trains
             batch-norm), as training computes them.
+        gradient_norm: ``‖∇L‖`` over every variable (biases too) of the gradient the layers were
+            read from: exactly 0 where no gradient step can move the loss at all.
     """
 
     layers: tuple[LayerGradient, ...]
@@ -159,6 +161,7 @@ class LayerSignals:
     recurrent: bool = False
     notes: tuple[str, ...] = ()
     batch_statistics: bool = False
+    gradient_norm: float | None = None
 
     @property
     def depth_drop(self) -> float | None:
@@ -189,7 +192,8 @@ class LayerSignals:
         return {"layers": [asdict(layer) for layer in self.layers], "units": [asdict(u) for u in self.units],
                 "inputs": None if self.inputs is None else {**asdict(self.inputs), "span": self.inputs.span},
                 "depth_drop": self.depth_drop, "depth_trend": self.depth_trend, "recurrent": self.recurrent,
-                "notes": list(self.notes), "batch_statistics": self.batch_statistics}
+                "notes": list(self.notes), "batch_statistics": self.batch_statistics,
+                "gradient_norm": self.gradient_norm}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
@@ -280,7 +284,8 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
         notes.append(f"{len(layers)} weight layer(s): a depth profile needs at least 3")
     recurrent = any(n > 1 for n in applied.values()) or any(isinstance(m, (nn.RNNBase, nn.RNNCellBase))
                                                           for m in model.modules())
-    return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics)
+    return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics,
+                        float(gradient.norm()))
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:

@@ -21,7 +21,9 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   seen every step only for being finite, and the loop's gradient norm for its spikes;
 * **when it speaks** — :class:`~descentlab.critical.plateau.PlateauTest` fits the trend of that
   loss and calls a plateau only when its progress per window is confidently below ``rel_tol``
-  (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); a rate
+  (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); early in a
+  run and at windows 1, 2, 4, 8, ... a look (:meth:`StallMonitor._network_suspect`) names a cause
+  in the network, or diagnoses at once where the gradient is exactly 0; a rate
   that has been ~0 for a window is one without waiting for the test (no step can move the
   loss); a non-finite loss is the ``diverged`` verdict, measured at the last good point (the
   loop is asked to stop; with ``apply_remedy`` it is rolled back there instead, at a lower rate);
@@ -97,10 +99,10 @@ BOUNCE_CHECKS = 3
 #: While the tracked loss surely falls by this many ``rel_tol`` per window (3 % at the default), no
 #: plateau can be near: it is read once a window, not at every check, until its progress slows.
 SPARSE_ABOVE = 30.0
-#: The first look for a cause in the network comes after this many checks (step 20 at the default
-#: window), on the trend of the tracked losses so far: a network that cannot train is remedied with
-#: most of the run still ahead.
-EARLY_LOOK = 2
+#: The first look for a cause in the network comes at the first check with this many tracked losses
+#: (step 20 at the default window, counting the one at the start; 30 where the loop gives no start),
+#: on their line: a network that cannot train is remedied with most of the run still ahead.
+EARLY_LOOK = 3
 #: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
 #: many times (each at a lower rate); the next divergence stops it.
 MAX_ROLLBACKS = 3
@@ -466,9 +468,12 @@ class StallMonitor(Callback):
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
             trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
         if trend is None and self._network_suspect(tracked, progress) and \
-                all_agree(self.budget.allows(self.diagnoser.look_cost())) and \
-                all_agree(self.diagnoser.network_cause(model, self.history, tracked) is not None):
-            trend, reason = _at_once(tracked), "network"
+                all_agree(self.budget.allows(self.diagnoser.look_cost())):
+            cause, gradient_norm = self.diagnoser.look(model, self.history, tracked)
+            if all_agree(cause is not None):
+                trend, reason = _at_once(tracked), "network"
+            elif gradient_norm == 0.0:  # exactly: no gradient step can move the loss (one number on every rank)
+                trend, reason = _at_once(tracked), "grad"
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -565,8 +570,8 @@ class StallMonitor(Callback):
         return self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
-        """Whether to look for a cause in the network now, without a plateau: at the
-        :data:`EARLY_LOOK`-th check (on the line through the tracked losses so far,
+        """Whether to look for a cause in the network now, without a plateau: at the first check
+        with :data:`EARLY_LOOK` tracked losses (on their line,
         :meth:`~descentlab.critical.plateau.PlateauTest.early_progress`) and at the end of windows
         1, 2, 4, 8, ... of the run, the loss still above
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began and not surely falling
@@ -576,7 +581,7 @@ class StallMonitor(Callback):
         hundreds of steps) would otherwise pay a look every window, 5 % of its training."""
         initial = self.history.initial
         windows = self._count // self.window
-        if self._count == EARLY_LOOK * self.every and self._count < self.window:
+        if len(self.plateau.steps) == EARLY_LOOK and self._count < self.window:
             progress = self.plateau.early_progress()
         elif not (self._count % self.window == 0 and windows & (windows - 1) == 0):
             return False

@@ -32,7 +32,8 @@ class Stall:
         step: the training step at which the plateau was noticed (or the loss became non-finite).
         loss: the tracked loss there (the loss on the monitor's fixed sample of the data).
         grad_norm: the gradient norm of that loss (``None`` when not measured).
-        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test), ``"growth"`` (the
+        reason: ``"loss"`` (the plateau test), ``"grad"`` (the gradient test: below ``grad_tol``,
+            or at a look between plateaus exactly 0 on the tracked samples), ``"growth"`` (the
             loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
             stuck high and a cause in the network seen), ``"non_finite"``, or ``"on_demand"``
@@ -120,6 +121,9 @@ class Stall:
             head = f"step {self.step}: at loss {self.loss:.4g}"
         elif self.reason == "network":
             head = f"step {self.step}: the loss stuck at {self.loss:.4g}"
+        elif self.reason == "grad":
+            head = f"step {self.step}: the gradient {'exactly 0' if self.grad_norm == 0 else 'below grad_tol'} at " \
+                f"loss {self.loss:.4g}"
         elif self.reason == "bounce":
             seen = (self.evidence or {}).get("bounce") or {}
             head = f"step {self.step}: the loss bounced"
