@@ -21,12 +21,13 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   seen every step only for being finite, and the loop's gradient norm for its spikes;
 * **when it speaks** — :class:`~descentlab.critical.plateau.PlateauTest` fits the trend of that
   loss and calls a plateau only when its progress per window is confidently below ``rel_tol``
-  (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); early in a
-  run and at windows 1, 2, 4, 8, ... a look (:meth:`StallMonitor._network_suspect`) names a cause
-  in the network, or diagnoses at once where the gradient is exactly 0; a rate
-  that has been ~0 for a window is one without waiting for the test (no step can move the
-  loss); a non-finite loss is the ``diverged`` verdict, measured at the last good point (the
-  loop is asked to stop; with ``apply_remedy`` it is rolled back there instead, at a lower rate);
+  (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); at the third
+  tracked loss and at the end of windows 1, 2, 4, 8, ..., where the loss is stuck high, a look
+  (one gradient of the tracked samples) names a cause in the network, or diagnoses at once where
+  that gradient is exactly 0; a rate that has been ~0 for a window is one without waiting for the
+  test (no step can move the loss); a non-finite loss is the ``diverged`` verdict, measured at
+  the last good point (the loop is asked to stop; with ``apply_remedy`` it is rolled back there
+  instead, at a lower rate);
 * **what it says** — the diagnosis (:meth:`Diagnoser.diagnose`): a verdict with its evidence
   and remedy, at a saddle the loss along the escape direction, optionally the remedy trials.
   Each finding is a :class:`~descentlab.critical.stall.Stall` in ``monitor.stalls`` and one
@@ -530,8 +531,7 @@ class StallMonitor(Callback):
         drifts, is no new stall (a cause at a lecture's point, a saddle, is one at each plateau)."""
         last = self.stalls[-1] if self.stalls else None
         return (stall.verdict in NETWORK_CAUSES and last is not None and last.verdict == stall.verdict
-                and not last.escaped
-                and last.remedy_applied in (None, "keep"))
+                and not last.escaped and last.remedy_applied in (None, "keep"))
 
     def _growing(self, step: int, tracked: float) -> bool:
         """The loop's gradient grew :data:`GROWTH_ALARM` times over the recent checks while the
