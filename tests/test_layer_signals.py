@@ -129,6 +129,13 @@ def test_model_changes_keep_the_parameters_and_do_what_they_say():
     x = torch.randn(5, 400)
     expected = model[2](torch.relu(model[0]((x - 1.0) / 2.0)))
     torch.testing.assert_close(model(x), expected)  # the inputs standardized before the first layer
+    # "default": the weights PyTorch draws when it builds the layer (the oracle: nn.Linear's own
+    # initialisation under the same seed), bias 0, torch's global generator untouched
+    rng = torch.get_rng_state()
+    reinitialize(model, ["2"], "default", seed=11)
+    assert torch.equal(torch.get_rng_state(), rng)
+    torch.manual_seed(11)
+    assert torch.equal(model[2].weight, nn.Linear(300, 2).weight) and float(model[2].bias.abs().max()) == 0.0
     with pytest.raises(ValueError, match="model"):
         apply_change(Change(reinit=("0",)), optimizer)
     with pytest.raises(ValueError, match="no module"):

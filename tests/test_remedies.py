@@ -503,10 +503,10 @@ def test_a_flat_run_held_past_its_clamp_is_given_a_fresh_output_layer_and_ends_w
     """The zoo's tanh MLP whose output (bias 20) is clamped to [0, 9]: every prediction is past the
     bound, so ``torch.clamp`` passes no gradient to any weight (oracle: every gradient exactly 0 on
     all the data) and momentum, Adam and noise cannot move it. ``reinit-head`` re-initialises the
-    output layer (the model's last ``nn.Linear``). The monitor's look at its second check (step
-    20) finds the gradient of the tracked samples exactly 0 and diagnoses at once, without waiting
-    two windows for the plateau test: applied there, the run ends within the zoo's 10 % of the
-    same model trained from PyTorch's initialisation from step 0."""
+    output layer (the model's last ``nn.Linear``) at the scale PyTorch built it. The monitor's
+    look at its second check (step 20) finds the gradient of the tracked samples exactly 0 and
+    diagnoses at once, without waiting two windows for the plateau test: applied there, the run
+    ends within the zoo's 10 % of the same model trained from PyTorch's initialisation from step 0."""
     from descentlab.experiments.zoo import REPAIR_TOLERANCE, run_case
     from descentlab.problems.zoo import get_case
 
@@ -537,7 +537,7 @@ def test_the_output_layer_is_the_last_weight_layer_that_holds_no_other():
                          "units": []}}
     head = {r.name: r for r in remedies_for("flat", layers, sgd, batch_size=None, n_data=10,
                                             trial_steps=20)}["reinit-head"]
-    assert head.change.reinit == ("net.head",) and head.change.init == "kaiming"
+    assert head.change.reinit == ("net.head",) and head.change.init == "default"
     root = {"layers": {"layers": [{"name": "0"}, {"name": "2"}, {"name": ""}], "units": []}}
     assert {r.name: r for r in remedies_for("flat", root, sgd, batch_size=None, n_data=10,
                                             trial_steps=20)}["reinit-head"].change.reinit == ("2",)

@@ -240,10 +240,11 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
             return Remedy("reinit", f"re-initialise {_names(names)} (Xavier, {gain} gain)",
                           Change(reinit=names, init="xavier", gain_of=gain))
         return Remedy("reinit", f"re-initialise {_names(names)} (Kaiming, bias 0)", Change(reinit=names, init="kaiming"))
-    if name == "reinit-head":  # the output layer held where the loss is flat (past a clamp, saturated)
+    if name == "reinit-head":  # the output layer held where the loss is flat (past a clamp, saturated); no
+        # activation follows it, so no activation's gain: the scale the model was built at
         head = _output_layer(weights)
-        return Remedy("reinit-head", f"re-initialise the output layer {head!r} (Kaiming, bias 0)",
-                      Change(reinit=(head,), init="kaiming")) if head is not None else None
+        return Remedy("reinit-head", f"re-initialise the output layer {head!r} (PyTorch's default scale, bias 0)",
+                      Change(reinit=(head,), init="default")) if head is not None else None
     if name == "relu":  # the new activation needs its own gain: the layers are re-initialised with it
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in saturating))
         return Remedy("relu", f"ReLU for the {_names(sites)} activations, the layers re-initialised (Kaiming)",

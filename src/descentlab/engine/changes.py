@@ -48,8 +48,8 @@ class Change:
         noise: wrap the optimizer in annealed Gaussian gradient noise.
         batch_size: a new batch size (``None``: the run's).
         clip: wrap the optimizer in gradient clipping at this global norm (``None``: none).
-        reinit, init, gain_of: re-initialise the modules ``reinit`` by ``init`` (``"kaiming"`` or
-            ``"xavier"`` with the gain of ``gain_of``), biases 0
+        reinit, init, gain_of: re-initialise the modules ``reinit`` by ``init`` (``"kaiming"``,
+            ``"xavier"`` with the gain of ``gain_of``, or PyTorch's ``"default"`` scale), biases 0
             (:func:`~descentlab.engine.model_changes.reinitialize`).
         activations, activation: replace the activation modules ``activations`` by ``activation``
             (``"relu"``, ``"gelu"``, ``"leaky_relu"``).

@@ -10,6 +10,7 @@ saves the model with ``state_dict`` must make the same change in its own code to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +22,10 @@ __all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activati
 
 #: Initialisations by the activation that follows the layer: ``"kaiming"`` (He et al. 2015, the
 #: ReLU family: variance 2 / fan_in) and ``"xavier"`` (Glorot & Bengio 2010, tanh and sigmoid:
-#: variance 2 / (fan_in + fan_out) times the activation's gain).
-INITS = ("kaiming", "xavier")
+#: variance 2 / (fan_in + fan_out) times the activation's gain); ``"default"``, the scale PyTorch
+#: builds ``nn.Linear`` and ``nn.Conv*`` weights at (``kaiming_uniform_`` with a = √5: variance
+#: 1 / (3 fan_in)), for a layer no activation follows.
+INITS = ("kaiming", "xavier", "default")
 
 #: Normalization layers: their affine scale and shift are re-initialised to 1 and 0 (torch's own
 #: initialisation of them), not drawn like a weight layer's.
@@ -58,6 +61,8 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
                     param.zero_()
                 elif init == "kaiming":
                     nn.init.kaiming_normal_(param, nonlinearity="relu", generator=generator)
+                elif init == "default":
+                    nn.init.kaiming_uniform_(param, a=math.sqrt(5), generator=generator)
                 else:
                     nn.init.xavier_normal_(param, gain=nn.init.calculate_gain(gain_of), generator=generator)
                 if optimizer is not None:
