@@ -122,8 +122,6 @@ def test_progress_is_the_sure_relative_fall_per_window():
     assert falling.progress() == pytest.approx(1.0, rel=1e-9)
 
 
-
-
 def test_early_progress_reads_the_points_before_a_window_with_the_same_line():
     """Before a window is covered :meth:`progress` has nothing to say; ``early_progress`` fits the
     line through every point so far (three at least: numpy's least squares the oracle) and keeps
@@ -146,6 +144,8 @@ def test_early_progress_reads_the_points_before_a_window_with_the_same_line():
     assert falling.early_progress() == pytest.approx(1.0, rel=1e-9)
     falling.add(50, 3.0 * math.exp(-1.0))
     assert falling.early_progress() is None and falling.progress() == pytest.approx(1.0, rel=1e-9)
+
+
 def test_a_horizon_is_fitted_from_the_last_point_at_or_before_its_start():
     """Read at steps 0, 50, 100, then every 10: at step 170 the two-window horizon starts at 70,
     and its fit starts at 50 (the last point at or before 70), so it spans 120 steps, never

@@ -316,6 +316,7 @@ def test_a_model_that_trains_batch_norm_is_measured_on_the_batches_statistics_an
     offered = {r.name: r for r in remedies_for("dead_units", {"layers": signals.to_dict()}, sgd, batch_size=None,
                                                 n_data=64, trial_steps=10)}
     assert offered["reinit"].change.reinit == ("1",) and offered["leaky-relu"].change.reinit == ("1",)
+    assert offered["reinit"].text == "re-initialise '1' (scale 1, shift 0)"
     first = net[0].weight.clone()
     reinitialize(net, ["1"], "kaiming")
     assert torch.equal(bn.weight, torch.ones(8, dtype=torch.float64))

@@ -75,9 +75,10 @@ def _digits_run(bias, steps=120):
 def test_a_network_that_cannot_train_is_named_at_its_second_check_not_after_a_proven_plateau():
     """Every hidden unit dead (bias -10: the oracle counts the positive pre-activations on the
     sample, none): the loss stays where it began, and at the first check with three tracked
-    losses (step 20: steps 0, 10, 20, whose line does not surely fall) the monitor looks for a cause in the
-    network and names it, with 100 of the run's 120 steps still ahead (the plateau test needs two
-    windows). The same network with a zero bias trains: no look finds anything, no stall."""
+    losses (step 20: steps 0, 10, 20, whose line does not surely fall) the monitor looks for a
+    cause in the network and names it, with 100 of the run's 120 steps still ahead (the plateau
+    test needs two windows). The same network with a zero bias trains: no look finds anything, no
+    stall."""
     monitor, model, X = _digits_run(-10.0)
     sample_X = monitor.sample[0]
     assert int((model[0](sample_X) > 0).sum()) == 0

@@ -239,7 +239,8 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
             return Remedy("reinit", f"re-initialise {_names(names)} (Xavier, {gain} gain)",
                           Change(reinit=names, init="xavier", gain_of=gain))
-        return Remedy("reinit", f"re-initialise {_names(names)} (Kaiming, bias 0)", Change(reinit=names, init="kaiming"))
+        return Remedy("reinit", f"re-initialise {_names(names)} ({_drawn(names, units)})",
+                      Change(reinit=names, init="kaiming"))
     if name == "reinit-head":  # the output layer held where the loss is flat (past a clamp, saturated); no
         # activation follows it, so no activation's gain: the scale the model was built at
         head = _output_layer(weights)
@@ -253,7 +254,8 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         dead = [u for u in units if (u.get("dead") or 0) > 0 and u.get("module", True)]  # a function: no swap
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
         before = tuple(dict.fromkeys(name for u in dead if u.get("after") for name in _holding(u)))
-        return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised (Kaiming)",
+        return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised "
+                      f"({_drawn(before, units)})",
                       Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
     if name == "standardize":
         if inputs is None:
@@ -293,6 +295,15 @@ def _holding(unit: Mapping[str, Any]) -> tuple[str, ...]:
     sets its effective step, and a fresh draw at another scale trains at another rate), else the
     weight layer."""
     return tuple(unit.get("norms") or ()) or (unit["after"],)
+
+
+def _drawn(names: Sequence[str], units: Sequence[Mapping[str, Any]]) -> str:
+    """How the layers ``names`` are re-initialised, in words (the normalization layers in front of
+    ``units`` get their scale 1 and shift 0 back, the others Kaiming's draw)."""
+    norms = set(_norms(units)) & set(names)
+    if names and norms == set(names):
+        return "scale 1, shift 0"
+    return "Kaiming, bias 0" + ("; the normalization layers scale 1, shift 0" if norms else "")
 
 
 def _norms(units: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

@@ -68,9 +68,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy", "stuck_high", "near_best",
-           "network_cause", "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
-           "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
+__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy",
+           "stuck_high", "near_best", "network_cause", "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR",
+           "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH",
+           "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "exploding_gradient", "dead_units", "saturated_units",
