@@ -30,13 +30,16 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``clip``            the gradients clipped to the run's typical gradient norm
 ``reinit``          the named layers re-initialised (Kaiming, bias 0; Xavier with the saturating
                     activation's gain where units saturate), and the normalization layers in
-                    front of those units (scale 1, shift 0)
-``reinit-head``     the output layer (the last weight layer in forward order) re-initialised (Kaiming,
-                    bias 0): a flat region where the output is held past a bound (a clamp) or in a
-                    saturated tail passes no gradient to anything before it
+                    front of those units (scale 1, shift 0); dead units behind a normalization
+                    layer get that layer alone back (only its scale and shift can hold them dead)
+``reinit-head``     the output layer (the last weight layer in forward order) re-initialised at the
+                    scale PyTorch builds it (no activation follows it), bias 0: a flat region where
+                    the output is held past a bound (a clamp) or in a saturated tail passes no
+                    gradient to anything before it
 ``relu``            ReLU for the saturating activation modules, the layers re-initialised (Kaiming)
-``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers before them
-                    re-initialised (not for an activation written as a function: no module to swap)
+``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers that hold them
+                    dead re-initialised as ``reinit`` does (not for an activation written as a
+                    function: no module to swap)
 ``standardize``     the inputs standardized with the sample's mean and spread (a wrapper); at an
                     ``unscaled_inputs`` stall under a plain rule (SGD, momentum), the rate set to
                     half the largest stable rate the standardized problem has, measured at the
