@@ -33,7 +33,11 @@ Targets (issue 25, item 6), with the default monitor (``StallMonitor(loss, loade
   where they cost more);
 * **what the tracked sharpness is** (``--only samples``): the sharpness the stability rule reads,
   on the first n of one random draw, for n from 8 to 512, at steps 100 and 400 of the healthy
-  runs: a tracker's sample is fixed for its run, and this says what a smaller one measures.
+  runs: a tracker's sample is fixed for its run, and this says what a smaller one measures;
+* **what a warm start buys** (``--only starts``): products to a 1 % residual, and what one
+  product reads, from a random vector, the eigenvector of 50 steps before, the last update and
+  the sample's gradient, every 50 steps of the healthy runs: whether any start makes an estimate
+  every 50 steps cheap enough for the 15 % target.
 """
 
 from __future__ import annotations
@@ -419,6 +423,15 @@ def batch_norm_sharpness(steps: int, every: int = 50) -> list[dict]:
     return rows
 
 
+def _step(model_kind: str, model, loss_fn, optimizer, scheduler, batch) -> None:
+    """One training step of a scenario's loop on ``batch``."""
+    optimizer.zero_grad()
+    value = loss_fn(model, batch) if model_kind == "transformer" else loss_fn(model(batch[0]), batch[1])
+    value.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 def sample_sharpness(model_kind: str, at: tuple[int, ...], sizes: tuple[int, ...]) -> list[dict]:
     """The sharpness the stability rule reads (λ_max of the preconditioned Hessian for AdamW, of the
     Hessian for heavy ball; batch statistics) on the first n of one fixed random draw of the data,
@@ -446,11 +459,7 @@ def sample_sharpness(model_kind: str, at: tuple[int, ...], sizes: tuple[int, ...
                 rows.append(row)
             if step >= max(at):
                 break
-            optimizer.zero_grad()
-            value = loss_fn(model, batch) if model_kind == "transformer" else loss_fn(model(batch[0]), batch[1])
-            value.backward()
-            optimizer.step()
-            scheduler.step()
+            _step(model_kind, model, loss_fn, optimizer, scheduler, batch)
             step += 1
         if step >= max(at):
             break
@@ -496,6 +505,58 @@ def cut_short(every: int = 50, steps: int = 400, size: int = 64) -> list[dict]:
     return rows
 
 
+def start_vectors(model_kind: str, steps: int = 200, every: int = 50) -> list[dict]:
+    """What a warm start buys the tracked sharpness: along the healthy run, every ``every`` steps on
+    the tracker's sample (16 sequences, 96 images), Lanczos to a 1 % residual on the stability
+    operator from a random vector, from the converged eigenvector of ``every`` steps before, from
+    the last update (the parameters now less those 10 steps before, in the operator's coordinates
+    S^{-1/2}Δw) and from the sample's gradient (S^{1/2}g): products spent, and the Rayleigh
+    quotient of the start itself (what one product reads), both against a converged Lanczos (1e-4)."""
+    from descentlab.critical.stability import stability_operator, stability_rule
+    from descentlab.curvature import HessianOperator, lanczos
+
+    model, loss_fn, loader, optimizer, scheduler, _ = build(model_kind, {}, 2 * steps)
+    size = 16 if model_kind == "transformer" else 96
+    draw = tuple(next(iter(DataLoader(loader.dataset, batch_size=size, shuffle=True,
+                                      generator=torch.Generator().manual_seed(0)))))
+    data = [draw] if model_kind == "transformer" else draw
+
+    def flat() -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+    rows, step, before, last = [], 0, None, None
+    model.train()
+    while step < steps:
+        for batch in loader:
+            _step(model_kind, model, loss_fn, optimizer, scheduler, batch)
+            step += 1
+            if step % every == every - 10:
+                before = flat()
+            if step % every == 0:
+                op = HessianOperator(model, loss_fn, data, eval_mode=True).with_batch_statistics()
+                rule = stability_rule(optimizer, model, op.names)
+                target = stability_operator(rule, op)
+                root = target.root if rule.preconditioned else torch.ones(op.shape[0], dtype=op.dtype)
+                top = lanczos(target, k=1, which="LA", tol=1e-4, max_iter=400, seed=1)
+                lam = float(top.values[0])
+                starts = {"random": torch.randn(op.shape[0], generator=torch.Generator().manual_seed(2),
+                                                dtype=torch.float64).to(op.dtype),
+                          "eigenvector": last, "update": (flat() - before).to(op.dtype) / root,
+                          "gradient": op.gradient() * root}
+                row = {"model": model_kind, "step": step, "top": lam}
+                for name, v0 in starts.items():
+                    if v0 is None:
+                        continue
+                    pairs = lanczos(target, k=1, which="LA", tol=1e-2, max_iter=400, seed=2, v0=v0)
+                    unit = v0 / v0.norm()
+                    row[name] = (pairs.n_matvecs, float(unit @ (target @ unit)) / lam)
+                rows.append(row)
+                last = top.vectors[:, 0].clone()
+            if step >= steps:
+                break
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs, one round")
@@ -505,13 +566,13 @@ def main() -> None:
                              "waits for a descheduled core at every parallel region)")
     parser.add_argument("--only", nargs="*", help="scenarios to run (default: all), 'batchnorm' for the sharpness "
                         "of the batch-norm modes, 'samples' for the sharpness against the sample size, "
-                        "'overhead' for the cost rounds")
+                        "'overhead' for the cost rounds, 'starts' for the tracked sharpness's start vectors")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     steps = 200 if args.quick else 500
     rounds = 1 if args.quick else args.rounds
-    wanted = args.only or [*SCENARIOS, "batchnorm", "samples", "overhead"]
+    wanted = args.only or [*SCENARIOS, "batchnorm", "samples", "starts", "overhead"]
     torch.manual_seed(0)
     vocab = text_loader()[1]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); transformer "
@@ -545,6 +606,15 @@ def main() -> None:
             (two, res), (one, _) = r[2], r[1]
             print(f"| healthy | {r['step']} | {r['top']:.4g} | {two / r['top']:.3f} | {res:.3g} | "
                   f"{two * (1 + res) / r['top']:.3f} | {one / r['top']:.3f} |")
+    if "starts" in wanted:
+        names = ("random", "eigenvector", "update", "gradient")
+        print("\n| healthy run | step | λ_max (1e-4) | " + " | ".join(
+            f"from the {n}: products to 1 %, one product reads" for n in names) + " |")
+        print("|---|---:|---:|" + "---|" * len(names))
+        for kind in ("transformer", "resnet"):
+            for r in start_vectors(kind, 100 if args.quick else 200):
+                print(f"| {r['model']} | {r['step']} | {r['top']:.4g} | " + " | ".join(
+                    f"{r[n][0]}, {r[n][1]:.3f}" if n in r else "-" for n in names) + " |")
     if "overhead" in wanted:
         cost = [overhead(kind, 150 if args.quick else 400, rounds) for kind in ("transformer", "resnet")]
         print(f"\n| healthy run, {rounds} paired rounds (medians) | steps | unmonitored s | monitored s | wall "

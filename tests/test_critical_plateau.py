@@ -146,6 +146,38 @@ def test_early_progress_reads_the_points_before_a_window_with_the_same_line():
     assert falling.early_progress() is None and falling.progress() == pytest.approx(1.0, rel=1e-9)
 
 
+def test_early_plateau_is_the_confident_test_on_the_points_before_a_window():
+    """A loss that has not moved since the start is a plateau at its third point: |P| + 3 sigma_P of
+    numpy's least-squares line below rel_tol. A loss falling 1e-4 a step (0.25 % a window at 2.0)
+    is not, however steady, nor one rising as fast; nor a flat loss read at two points, or once a
+    window is covered (then :meth:`check` decides)."""
+    flat = PlateauTest(50, 10, 1e-3)
+    values = [2.0, 2.0 + 1e-6, 2.0 - 1e-6]
+    for step, value in zip((0, 10, 20), values):
+        flat.add(step, value)
+        if step < 20:
+            assert flat.early_plateau() is None
+    (slope, intercept), cov = np.polyfit([0, 10, 20], values, 1, cov="unscaled")
+    residuals = np.array(values) - np.polyval([slope, intercept], [0, 10, 20])
+    sigma = math.sqrt(residuals @ residuals / (3 - 2) * cov[0, 0])
+    level = sum(values) / 3
+    assert abs(slope) * 50 / level + 3 * sigma * 50 / level < 1e-3  # the oracle's own verdict
+    trend = flat.early_plateau()
+    assert trend is not None and trend.confident
+    assert trend.progress == pytest.approx(-slope * 50 / level, rel=1e-9, abs=1e-15)
+    slow = PlateauTest(50, 10, 1e-3)
+    for step in (0, 10, 20):
+        slow.add(step, 2.0 - 1e-4 * step)
+    assert slow.early_plateau() is None  # P = 2.5e-3 a window, no jitter
+    rising = PlateauTest(50, 10, 1e-3)
+    for step in (0, 10, 20):
+        rising.add(step, 2.0 + 1e-3 * step)
+    assert rising.early_plateau() is None  # P = -0.024 a window: moving, if the wrong way
+    for step in (30, 40, 50):
+        flat.add(step, 2.0)
+    assert flat.early_plateau() is None  # a window covered: check()'s turn
+
+
 def test_a_horizon_is_fitted_from_the_last_point_at_or_before_its_start():
     """Read at steps 0, 50, 100, then every 10: at step 170 the two-window horizon starts at 70,
     and its fit starts at 50 (the last point at or before 70), so it spans 120 steps, never

@@ -180,15 +180,17 @@ def test_lightning_checkpoints_carry_the_monitor_so_a_resumed_fit_finds_what_an_
 
     torch.manual_seed(0)
     first = StallMonitorCallback(loss_fn=F.cross_entropy, data=data, escape=False, budget=None)
-    trainer = _fit(_module(_tanh_mlp()), data, 60, tmp_path, [first])
-    trainer.save_checkpoint(tmp_path / "at60.ckpt")
+    # stopped at step 10, with two tracked losses of the three the first look reads (step 20)
+    trainer = _fit(_module(_tanh_mlp()), data, 10, tmp_path, [first])
+    assert first.monitor.stalls == []
+    trainer.save_checkpoint(tmp_path / "at10.ckpt")
     resumed = StallMonitorCallback(loss_fn=F.cross_entropy, data=data, escape=False, budget=None)
     pl = _pl()
     trainer = pl.Trainer(max_steps=150, callbacks=[resumed], logger=False, accelerator="cpu", devices=1,
                          enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                          default_root_dir=tmp_path)
     trainer.fit(_module(_tanh_mlp(scale=0.0)), DataLoader(TensorDataset(*data), batch_size=N),
-                ckpt_path=tmp_path / "at60.ckpt")
+                ckpt_path=tmp_path / "at10.ckpt")
 
     assert resumed.monitor.tracked == whole.monitor.tracked
     assert [s.to_dict() for s in resumed.monitor.stalls] == [

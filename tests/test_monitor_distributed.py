@@ -41,7 +41,13 @@ def test_both_ranks_reach_the_one_process_verdict_from_the_all_reduced_evidence(
         assert a["step"] == b["step"]
         assert a["evidence"]["gradient"]["norm"] == pytest.approx(b["evidence"]["gradient"]["norm"], rel=1e-3)
         assert a["min_eigenvalue"] == pytest.approx(b["min_eigenvalue"], rel=1e-3)
-    assert [v for _, v in ranks[0]["tracked"]] == pytest.approx([v for _, v in one["tracked"]], rel=1e-5)
+    # up to the stall the runs agree to float32's summation order (the all-reduce adds the shards'
+    # gradients in another order); after its escape step, which leaves the saddle along negative
+    # curvature, that difference grows (1 + lr |lambda_min|)x a step like any other, for 140 steps
+    stall_step = want[0]["step"]
+    before = [v for step, v in one["tracked"] if step <= stall_step]
+    assert [v for _, v in ranks[0]["tracked"]][:len(before)] == pytest.approx(before, rel=1e-5)
+    assert [v for _, v in ranks[0]["tracked"]] == pytest.approx([v for _, v in one["tracked"]], rel=1e-3)
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
 
 

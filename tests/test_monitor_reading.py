@@ -109,31 +109,59 @@ def test_a_cause_left_in_place_is_named_once_while_its_stuck_loss_drifts():
     assert float(((slope < 0.02 * 0.25).double().mean(dim=0) >= 0.9).double().mean()) == 1.0
 
 
+class _LectureProduct(nn.Module):
+    """The lectures' ``y = w1·w2·x``, started at ``(start, start)``."""
+
+    def __init__(self, start: float):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((2,), start, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.w[0] * self.w[1] * x
+
+
+def _watch_lecture(start: float, steps: int, warm_up: int | None = None):
+    x = y = torch.ones(1, dtype=torch.float64)
+    model = _LectureProduct(start)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / warm_up)) if warm_up else None
+    monitor = StallMonitor(F.mse_loss, (x, y), optimizer=optimizer, window=50, budget=None, max_stalls=1, escape=False)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        monitor.update(step, loss, model)
+    return monitor, model
+
+
+def test_a_loss_that_has_not_moved_since_the_start_is_a_plateau_at_the_first_look():
+    """The lectures' saddle started at (1e-6, 1e-6): the gradient is not 0 there (-2e-6 each), but
+    gradient descent leaves the saddle at 1.2x a step, so by step 30 the loss, (1 - w1·w2)², has
+    moved by ~1e-7: a plateau at the first look (three tracked losses), diagnosed then, not two
+    windows later. Its lowest eigenvalue is the exact Hessian's at the weights of step 30
+    ([[2 w2², 4 w1 w2 - 2], [4 w1 w2 - 2, 2 w1²]], eigh). Under a warm-up (the rate still rising)
+    the same flat start waits for the plateau test's two windows."""
+    monitor, _ = _watch_lecture(1e-6, 30)
+    stall = monitor.stalls[0]
+    assert (stall.step, stall.reason, stall.verdict) == (30, "loss", "saddle") and stall.grad_norm > 0
+    w1 = w2 = 1e-6 * 1.2 ** 30  # w <- w + 0.1 * 2 (1 - w1 w2) w2 per step, w1 w2 ~ 1e-8: x 1.2 to 1e-8
+    exact = torch.linalg.eigvalsh(torch.tensor([[2 * w2 ** 2, 4 * w1 * w2 - 2], [4 * w1 * w2 - 2, 2 * w1 ** 2]],
+                                               dtype=torch.float64))
+    assert stall.min_eigenvalue == pytest.approx(float(exact[0]), rel=1e-6)
+    warming, _ = _watch_lecture(1e-6, 40, warm_up=100)
+    assert warming.stalls == []
+
+
 def test_a_gradient_exactly_zero_at_a_look_is_diagnosed_at_once():
     """The lectures' ``y = w1·w2·x`` (x = y = 1) started at its saddle (0, 0): the gradient is exactly
     0 there, so gradient descent never moves and the loss never leaves 1. The look at the first
     check with three tracked losses (step 30: ``update`` gives no loss at the start) finds the
     gradient exactly 0 and the diagnosis comes at once, not two windows later: a saddle, its
     lowest eigenvalue that of the exact Hessian [[0, -2], [-2, 0]] (eigh: -2)."""
-
-    class Lecture(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
-
-        def forward(self, x):
-            return self.w[0] * self.w[1] * x
-
-    x = y = torch.ones(1, dtype=torch.float64)
-    model = Lecture()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = StallMonitor(F.mse_loss, (x, y), optimizer=optimizer, window=50, budget=None, max_stalls=1, escape=False)
-    for step in range(1, 61):
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        monitor.update(step, loss, model)
+    monitor, _ = _watch_lecture(0.0, 60)
     stall = monitor.stalls[0]
     assert (stall.step, stall.reason, stall.verdict) == (30, "grad", "saddle") and stall.grad_norm == 0.0
     exact = torch.linalg.eigvalsh(torch.tensor([[0.0, -2.0], [-2.0, 0.0]], dtype=torch.float64))

@@ -15,7 +15,7 @@ from torch.func import functional_call, grad, vmap
 
 from descentlab.cli import main
 from descentlab.experiments.zoo import (NEAR_ZERO, REPAIR_TOLERANCE, CaseOutcome, CaseRun, ZooSummary,
-                                        build_optimizer, build_scheduler, run_case, run_zoo)
+                                        build_optimizer, build_scheduler, run_case, run_outcome, run_zoo)
 from descentlab.problems.zoo import CAUSES, FAMILIES, get_case, select_cases
 from helpers import loss_of_flat
 
@@ -345,6 +345,13 @@ def test_summary_counts_right_verdicts_false_alarms_repairs_and_overhead():
     assert summary.met() == {"right": False, "false_alarms": False, "repaired": False}
     assert REPAIR_TOLERANCE == 0.10 and NEAR_ZERO == 1e-3
     assert json.loads(json.dumps(summary.to_dict()))["per_verdict"]["saddle"] == {"right": 1, "cases": 2}
+    # the spread: b's 0.56 misses its counterpart's 0.5 at seed 0 but not its 0.58 at another seed;
+    # d's nan is inside no spread; a repaired case has none to say
+    assert summary.inside_spread == summary.spread_measured == 0
+    spread = ZooSummary((replace(outcomes[0], spread=(0.5, 0.7)), replace(outcomes[1], spread=(0.5, 0.52, 0.58)),
+                         replace(outcomes[1], spread=(0.5, 0.52)), replace(outcomes[3], spread=(0.3, 0.4))))
+    assert [o.inside_spread for o in spread.outcomes] == [None, True, False, False]
+    assert spread.inside_spread == 1 and spread.spread_measured == 3 and spread.repaired == 1
 
 
 def test_run_zoo_runs_each_case_monitored_unmonitored_and_repaired():
@@ -364,6 +371,23 @@ def test_run_zoo_runs_each_case_monitored_unmonitored_and_repaired():
     assert torch.get_num_threads() >= 1
 
 
+def test_a_repair_that_falls_short_is_measured_against_the_counterparts_other_seeds():
+    """A maximum cut to 40 steps: the monitor names it at step 20 and escapes, but its
+    counterpart, from PyTorch's default head, is further along at step 40 (no repair); the
+    counterpart is then trained at seeds 1 and 2 as :func:`run_case` trains it alone (the same
+    numbers), and the miss is inside that spread exactly when the repaired loss is no higher
+    than one of them."""
+    case = _short(get_case("maximum-mlp-angles"), 40)
+    outcome = run_outcome(case, repair=True, overhead=False, spread_seeds=3)
+    assert outcome.repair_ok is False
+    expected = tuple(run_case(case.fixed, seed=k, monitor=False).final_loss for k in range(3))
+    assert outcome.spread == expected
+    assert outcome.inside_spread == any(outcome.repaired.final_loss <= v for v in expected)
+    assert replace(outcome, spread=()).inside_spread is None
+    with pytest.raises(ValueError, match="spread_seeds"):
+        run_zoo(cases=[case], spread_seeds=0, progress=False)
+
+
 # ------------------------------------------------------------------------------------ the command
 def test_command_unknown_case_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
@@ -373,6 +397,9 @@ def test_command_unknown_case_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     assert main(["zoo", "--family", "gnn", "--no-progress"]) == 2
     assert "--family" in capsys.readouterr().err
+    assert main(["zoo", "--repair", "--spread-seeds", "0", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--spread-seeds" in err and not out.exists()
 
 
 def test_command_lists_and_runs_a_case(tmp_path, capsys):

@@ -6,8 +6,10 @@ gradients, dead ReLUs, unscaled inputs...; 3 or more per cause, across MLPs, CNN
 transformers) or a healthy run of another kind (Adam, momentum, BatchNorm, dropout, LSTM,
 transformers). Printed: each case's first verdict; right verdicts per cause; false alarms on
 the healthy runs; with --repair, how many runs the monitor's applied remedy brought within
-10 % of the case's healthy counterpart at equal steps; the monitor's overhead (each case is
-also run without it, paired). The whole zoo takes about 5 minutes on 2 cores (--repair:
+10 % of the case's healthy counterpart at equal steps, and, for those it did not, whether the
+repaired loss is inside the counterpart's own spread over --spread-seeds seeds (the measure's
+noise, not counted as repaired); the monitor's overhead (each case is also run without it,
+paired). The whole zoo takes about 5 minutes on 2 cores (--repair:
 about twice that).
 
 Examples:
@@ -33,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repair", action="store_true",
                         help="also apply the monitor's remedies and train each case's healthy counterpart "
                              "(the repair rate; about twice the time)")
+    parser.add_argument("--spread-seeds", type=int, default=5, metavar="N",
+                        help="with --repair: where a repair falls short, the healthy counterpart again at N seeds "
+                             "from --seed, to tell a miss from the measure's own noise (default 5; 1: not run)")
     parser.add_argument("--list", action="store_true", help="list the chosen cases and exit (nothing is run or written)")
     parser.add_argument("--seed", type=int, default=0, help="initial weights, batches and the monitor's sample (default: 0)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/zoo-<time>)")
@@ -51,6 +56,8 @@ def _chosen(args: argparse.Namespace):
         raise UserInputError(f"--{_option_of(str(error))}: {error}") from None
     if not cases:
         raise UserInputError("no case matches --only, --family and --verdict together")
+    if args.spread_seeds < 1:
+        raise UserInputError(f"--spread-seeds must be at least 1, got {args.spread_seeds}")
     return cases
 
 
@@ -112,6 +119,11 @@ def _summary_lines(summary, repair: bool) -> list[str]:
         lines.append(f"repaired: {summary.repaired} of {summary.repairable} (within {REPAIR_TOLERANCE:.0%} of the "
                      f"healthy counterpart's loss at equal steps; {summary.repaired / summary.repairable:.0%}, target "
                      f"{TARGETS['repaired']:.0%}{verdict_of('repaired')})")
+    if repair and summary.spread_measured:
+        inside = summary.inside_spread
+        lines.append(f"of the {summary.spread_measured} not repaired, {inside} end{'s' if inside == 1 else ''} inside "
+                     f"the healthy counterpart's own spread over other seeds (the measure's noise; not counted as "
+                     f"repaired)")
     if repair and summary.help_measured:
         lines.append(f"helped: {summary.helped} of {summary.help_measured} (the remedied run ends {REPAIR_TOLERANCE:.0%} "
                      f"below the same broken run left alone, at equal steps)")
@@ -140,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     from descentlab.experiments.zoo import run_zoo
     from descentlab.rundir import staged_run
 
-    config = {"cases": [c.name for c in cases], "seed": args.seed, "repair": args.repair, "only": args.only,
+    config = {"cases": [c.name for c in cases], "seed": args.seed, "repair": args.repair,
+              "spread_seeds": args.spread_seeds, "only": args.only,
               "family": args.family, "verdict": args.verdict}
     with staged_run(out, "zoo", config) as run_dir:
         def finished(outcome) -> None:
@@ -148,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                 log_to_stderr(f"{outcome.name}: {outcome.watched.verdict or 'no verdict'}")
 
         summary = run_zoo(cases=cases, seed=args.seed, repair=args.repair, progress=args.progress,
-                          on_outcome=finished)
+                          spread_seeds=args.spread_seeds, on_outcome=finished)
         results = [o.to_dict() for o in summary.outcomes]
         run_dir.write_csv("cases.csv", [{key: value for key, value in r.items() if key != "runs"} for r in results])
         run_dir.write_json("results.json", results)

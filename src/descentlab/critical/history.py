@@ -32,6 +32,7 @@ class RunHistory:
         initial, best, best_step: the first finite tracked loss, the lowest and its step.
         best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
         peak_lr: the largest rate of the optimizer's first group seen at a check.
+        first_lr: that rate at the first check (a rate above it is rising: a warm-up).
         lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
     """
 
@@ -42,6 +43,7 @@ class RunHistory:
         self.best_step: int | None = None
         self.best_params: list[torch.Tensor] | None = None
         self.peak_lr: float | None = None
+        self.first_lr: float | None = None
         self.lr_zero_since: int | None = None
         self.latest: list[torch.Tensor] | None = None  # the parameters at the last check
         self.latest_step: int | None = None
@@ -81,6 +83,8 @@ class RunHistory:
         """Record the rate at ``step`` (``None``: no optimizer): its peak, and since when it is ~0."""
         if lr is None:
             return
+        if self.first_lr is None:
+            self.first_lr = lr
         self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
         if lr > LR_ZERO * self.peak_lr:
             self.lr_zero_since = None
@@ -108,7 +112,8 @@ class RunHistory:
         """Plain data and the best parameters' tensors."""
         return {"tracked": [list(t) for t in self.tracked], "initial": self.initial, "best": self.best,
                 "best_step": self.best_step, "best_params": self.best_params, "peak_lr": self.peak_lr,
-                "lr_zero_since": self.lr_zero_since, "latest": self.latest, "latest_step": self.latest_step,
+                "first_lr": self.first_lr, "lr_zero_since": self.lr_zero_since, "latest": self.latest,
+                "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
                 "grad_norms": [list(g) for g in self.grad_norms]}
 
@@ -118,6 +123,7 @@ class RunHistory:
         self.initial, self.best, self.best_step = state["initial"], state["best"], state["best_step"]
         self.best_params = state["best_params"]
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
+        self.first_lr = state.get("first_lr")
         self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
         self.before, self.before_step = state.get("before"), state.get("before_step")
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]

@@ -24,7 +24,9 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   (optionally, ``grad_tol``: a small gradient of the sample loss is a plateau too); at the third
   tracked loss and at the end of windows 1, 2, 4, 8, ..., where the loss is stuck high, a look
   (one gradient of the tracked samples) names a cause in the network, or diagnoses at once where
-  that gradient is exactly 0; a rate that has been ~0 for a window is one without waiting for the
+  that gradient is exactly 0, or, at the third tracked loss, where the loss has not moved since
+  the start (:meth:`~descentlab.critical.plateau.PlateauTest.early_plateau`; the rate not rising,
+  the diagnosis fitting the budget then); a rate that has been ~0 for a window is one without waiting for the
   test (no step can move the loss); a non-finite loss is the ``diverged`` verdict, measured at
   the last good point (the loop is asked to stop; with ``apply_remedy`` it is rolled back there
   instead, at a lower rate);
@@ -475,6 +477,10 @@ class StallMonitor(Callback):
                 trend, reason = _at_once(tracked), "network"
             elif gradient_norm == 0.0:  # exactly: no gradient step can move the loss (one number on every rank)
                 trend, reason = _at_once(tracked), "grad"
+            elif self._count < self.window and all_agree((flat := self._flat_start()) is not None
+                                                         and self.budget.allows(self.diagnoser.expected_cost(model))):
+                trend = flat  # a plateau from the first step, diagnosed as one now if that fits the budget
+                # (else the plateau test finds it two windows on: one look is not a plateau to wait on)
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -588,6 +594,15 @@ class StallMonitor(Callback):
         return (self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
+
+    def _flat_start(self) -> Trend | None:
+        """At the early look: the tracked loss has not moved since the run began
+        (:meth:`~descentlab.critical.plateau.PlateauTest.early_plateau`) at a rate that is not
+        rising (a warm-up from ~0 holds the loss where it began by design)."""
+        lr, first = self._lr(), self.history.first_lr
+        if lr is not None and first is not None and lr > first:
+            return None
+        return self.plateau.early_plateau()
 
     def _gradient_grew(self, step: int) -> bool:
         """The gradient half of :meth:`_growing` (no alarm in the last :data:`RECENT_CHECKS` checks)."""

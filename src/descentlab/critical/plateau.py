@@ -157,6 +157,18 @@ class PlateauTest:
             return None
         return self._progress_since(0, keep_noise=False)
 
+    def early_plateau(self) -> Trend | None:
+        """A loss that has not moved since the run began, on every point so far before a window
+        is covered (three at least): |P| + z·σ_P below ``rel_tol`` per window, neither falling nor
+        rising (a flat start: a saddle or a maximum at the initial point, a rate far too small)
+        needs no two windows to be told from a slow start, which falls. A loss that rises this
+        early is left to the other alarms (growth, a bounce) and to :meth:`check`."""
+        if len(self.steps) < 3 or self.steps[-1] - self.steps[0] >= self.window:
+            return None
+        trend = fit_trend(self.steps, self.losses, self.window)
+        return replace(trend, confident=True) if abs(trend.progress) + self.z * trend.std_error < self.rel_tol \
+            else None
+
     def _progress_since(self, first: int, keep_noise: bool = True) -> float:
         """:meth:`progress` over the points from index ``first`` on (``keep_noise``: the fit's
         jitter becomes :attr:`noise`)."""
