@@ -11,7 +11,7 @@ from torch import nn
 from descentlab.cli import main
 from descentlab.critical import StallMonitor
 from descentlab.critical.sharpness import SharpnessTracker, edge_of_stability
-from descentlab.critical.stability import adam_limit, heavy_ball_limit
+from descentlab.critical.stability import adam_limit, awaits_state, heavy_ball_limit
 from descentlab.curvature import HessianOperator
 from descentlab.curvature.tracking import EigenTracker
 from descentlab.engine import LoopState
@@ -176,6 +176,37 @@ def test_adam_preconditioned_sharpness_against_the_written_out_formula():
         assert point.rule == "adam" and point.threshold == pytest.approx(adam_limit(beta1) / lr) == pytest.approx(38 / lr)
         # float32 products through a preconditioner that spans orders of magnitude: 1e-2 bound plus rounding
         assert abs(point.sharpness - exact) <= 1.5e-2 * exact
+
+
+def test_no_estimate_before_an_adaptive_optimizers_first_step():
+    """Adam's rule reads the second moments its first step writes: at step 0 there is no rule to
+    hold a sharpness against (gradient descent's would be another quantity), so a monitor tracking
+    under Adam measures first at step ``every``, by Adam's rule; under SGD, whose rule needs no
+    state, at step 0. Each first point against the exact float64 Hessian of its weights."""
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train[:96, :16], workload.y_train[:96]
+    for name, make in (("adam", lambda p: torch.optim.Adam(p, lr=0.01)), ("sgd", lambda p: torch.optim.SGD(p, lr=0.5))):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(16, 6), nn.Tanh(), nn.Linear(6, 10))
+        optimizer = make(model.parameters())
+        assert awaits_state(optimizer) == (name == "adam")
+        monitor = StallMonitor(nn.functional.cross_entropy, (X, y), optimizer=optimizer, track_sharpness=5,
+                               budget=None, sample_size=None)
+        start = copy.deepcopy(model)
+        monitor.on_train_start(LoopState(model, optimizer, batch_size=len(X), n_train=len(X)))
+        for step in range(1, 11):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(X), y)
+            loss.backward()
+            optimizer.step()
+            monitor.update(step, loss, model)
+        point = monitor.sharpness.points[0]
+        assert (point.step, point.rule) == ((5, "adam") if name == "adam" else (0, "gd"))
+        assert point.threshold == pytest.approx(38 / 0.01 if name == "adam" else 2 / 0.5)
+        if name == "sgd":  # at the start's weights
+            exact = float(torch.linalg.eigvalsh(_exact_hessian(start, (X, y)))[-1])
+            assert abs(point.sharpness - exact) <= 1e-2 * exact + 1e-4
+        assert not awaits_state(optimizer)
 
 
 def test_monitor_tracks_and_resumes_with_the_same_warm_start():

@@ -282,11 +282,44 @@ def test_readme_monitor_loop_runs_as_written_and_finds_the_saddle(caplog):
     assert "saddle (lambda_min" in printed
 
 
+def test_a_loop_that_breaks_at_its_first_non_finite_loss_is_told_there():
+    """A loop that stops at its first non-finite loss (``if not torch.isfinite(loss): break``) and
+    never calls ``on_train_end``: a loss tensor on the CPU costs no device wait to read, so the
+    monitor reads it at once and the ``diverged`` verdict comes at that step, measured at the last
+    good point (the start: the loss at step 10 is already 1e26 above it)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    X = torch.tensor((data.data - data.data.mean(0)) / data.data.std(0), dtype=torch.float32)
+    y = torch.tensor(data.target)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=30.0)
+    monitor = StallMonitor(torch.nn.functional.cross_entropy, (X, y), optimizer=optimizer, batch_size=32)
+    loop = LoopState(model, optimizer, batch_size=32, n_train=len(X))
+    monitor.on_train_start(loop)
+    g = torch.Generator().manual_seed(1)
+    for step in range(1, 401):
+        index = torch.randint(0, len(X), (32,), generator=g)
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        loop.step = step
+        if not torch.isfinite(loss):
+            monitor.on_step_end(loop, loss.detach())
+            break
+        optimizer.step()
+        monitor.on_step_end(loop, loss.detach())
+    [stall] = monitor.stalls
+    assert (stall.verdict, stall.step) == ("diverged", step) and step < 400
+    assert stall.loss == pytest.approx(monitor.tracked[0][1])  # the last good point: the start
+
+
 @pytest.mark.parametrize("as_tensor", [True, False], ids=["tensor-losses", "float-losses"])
 def test_the_first_non_finite_loss_between_two_checks_is_the_step_diagnosed(as_tensor):
-    """Losses are read at the checks only (every 10 steps): the first non-finite one of step 13,
-    with another at 15, is the ``diverged`` stall's step, whether the loop passes tensors (kept on
-    their device) or numbers."""
+    """The first non-finite loss of step 13, with another at 15, is the ``diverged`` stall's step,
+    whether the loop passes tensors or numbers (a GPU's tensors are kept on their device and read
+    at the checks, every 10 steps: ``test_monitor_cuda.py``)."""
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g)
     model = torch.nn.Linear(3, 1)

@@ -291,7 +291,7 @@ class StallMonitor(Callback):
         if self.history.initial is None:
             with self.budget.monitoring(), full_precision(loop.model):
                 self.plateau.add(loop.step, self._track(loop.step, unwrap(loop.model)))
-                if self.sharpness is not None:
+                if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
 
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
@@ -307,7 +307,7 @@ class StallMonitor(Callback):
                     if self._went_non_finite(loop):
                         return
             self._note_gradient(loop.model)
-            if self.sharpness is not None and self.sharpness.due(loop.step):
+            if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
                 with full_precision(loop.model):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
             if self._done():
@@ -329,10 +329,12 @@ class StallMonitor(Callback):
     def _note_loss(self, step: int, loss: torch.Tensor | float | None) -> None:
         """Keep a loss tensor's finiteness on its device (no wait for it: a loop on a GPU is not
         synchronised every step); :meth:`_went_non_finite` reads it at the checks, agreed over the
-        ranks."""
+        ranks. A number, or one on the CPU, is read at once."""
         if loss is None:
             return
-        if not torch.is_tensor(loss):  # read at the next check too, so every rank decides at the same step
+        if not torch.is_tensor(loss) or (loss.device.type == "cpu" and loss.numel() == 1):
+            # nothing to wait for: read now and acted on at once (under torch.distributed at the next
+            # check, so every rank decides at the same step), so a loop that breaks at it is told too
             if self._float_bad is None and not math.isfinite(float(loss)):
                 self._float_bad = int(step)
             return

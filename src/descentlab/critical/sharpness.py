@@ -38,6 +38,10 @@ batch, not by their running statistics, whose function can be many times sharper
 the rate meets (its loss is not invariant to the scale of the weights before each normalisation;
 the measured gap on a ResNet is in ``bench/RESULTS.md``); dropout is off.
 
+**When.** At step 0 and every ``every`` steps; under an adaptive optimizer (Adam's, RMSprop's,
+Adagrad's kind) not before its first step, whose state its rule reads
+(:func:`~descentlab.critical.stability.awaits_state`): the first estimate is then at ``every``.
+
 **What it costs.** With a ``share``, each estimate is given the share of the training time since
 the one before (80 % of it; the first, and any while the allowance lasts, what is left of the
 allowance) and stops there, after two products at least, unconverged: a Rayleigh quotient, so a
@@ -73,7 +77,7 @@ from torch import nn
 
 from descentlab.checks import check_int
 from descentlab.critical.budget import Cadence
-from descentlab.critical.stability import sharpness_of, stability_operator, stability_rule
+from descentlab.critical.stability import awaits_state, sharpness_of, stability_operator, stability_rule
 from descentlab.critical.verdicts import AT_LIMIT
 from descentlab.curvature import HessianOperator
 from descentlab.curvature.batches import batch_size as count_of
@@ -189,9 +193,12 @@ class SharpnessTracker:
         size = min(check_int("size", size), self._held) if self._held else 1
         self.cadence.size = size
 
-    def due(self, step: int) -> bool:
-        """A measurement is due after ``step``."""
-        return step % self.every == 0 and (not self.points or self.points[-1].step != step)
+    def due(self, step: int, optimizer: Any = None) -> bool:
+        """A measurement is due after ``step`` (with ``optimizer``: not before an adaptive one's
+        first step, :func:`~descentlab.critical.stability.awaits_state`; the next one is due
+        ``every`` steps on)."""
+        return (step % self.every == 0 and (not self.points or self.points[-1].step != step)
+                and not (optimizer is not None and awaits_state(optimizer)))
 
     def measure(self, step: int, model: nn.Module, optimizer: Any = None, *,
                 training: float | None = None) -> SharpnessPoint:

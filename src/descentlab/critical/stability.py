@@ -45,8 +45,12 @@ from torch import nn
 
 from descentlab.curvature import lanczos
 
-__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "stability_operator", "sharpness_of", "heavy_ball_limit",
-           "nesterov_limit", "adam_limit"]
+__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "awaits_state", "stability_operator",
+           "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit"]
+
+#: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
+#: its rule reads (Adam's, RMSprop's, Adagrad's: :func:`stability_rule`).
+_ADAPTIVE_STATE = {"betas": "exp_avg_sq", "alpha": "square_avg", "lr_decay": "sum"}
 
 
 def heavy_ball_limit(beta: float) -> float:
@@ -106,6 +110,16 @@ def innermost(optimizer: Any) -> Any:
         optimizer = optimizer.base
         seen += 1
     return optimizer
+
+
+def awaits_state(optimizer: Any) -> bool:
+    """An adaptive optimizer (Adam's, RMSprop's or Adagrad's kind) before its first step: its rule
+    reads the per-coordinate state that step writes, so there is no rule yet to hold a sharpness
+    against (:func:`stability_rule` would fall back to gradient descent's, another quantity)."""
+    inner = innermost(optimizer)
+    group = inner.param_groups[0]
+    return any(option in group and not any(key in s for s in inner.state.values())
+               for option, key in _ADAPTIVE_STATE.items())
 
 
 def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tuple[str, ...] | None = None) -> StabilityRule:
