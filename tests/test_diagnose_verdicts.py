@@ -13,6 +13,7 @@ from descentlab import files
 from descentlab.cli import main
 from descentlab.critical.diagnosis import examine
 from descentlab.critical.sample import fixed_sample
+from descentlab.critical.verdicts import STILL_STEP
 from descentlab.curvature import EmpiricalLoss
 from descentlab.experiments.rundir import RunDir
 from descentlab.problems.workloads import LOGISTIC_PRESETS, get_workload
@@ -271,3 +272,62 @@ def _tanh_mlp_at_init():
 def _examined(model, X, y, lr, afford):
     return examine(EmpiricalLoss(model, F.cross_entropy, (X, y)), optimizer=torch.optim.SGD(model.parameters(), lr=lr),
                    batch_size=256, n_data=256, afford=afford)
+
+
+def _watch_digits(model, optimizer, steps=30, batch=64):
+    """README's loop on the digits with mini-batches, the default monitor attached: its stalls."""
+    from descentlab.critical import StallMonitor
+    from descentlab.engine import LoopState
+
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train, workload.y_train
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=batch)
+    loop = LoopState(model, optimizer, batch_size=batch, n_train=len(X), total_steps=steps)
+    monitor.on_train_start(loop)
+    g = torch.Generator().manual_seed(1)
+    for step in range(1, steps + 1):
+        index = torch.randint(0, len(X), (batch,), generator=g)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+    return monitor.stalls
+
+
+def _digits_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+@pytest.mark.parametrize("make", [lambda p: torch.optim.SGD(p, lr=1e-6), lambda p: torch.optim.Adam(p, lr=1e-7)],
+                         ids=["sgd-1e-6", "adam-1e-7"])
+def test_a_rate_far_too_small_is_slow_not_a_noise_floor(make):
+    """Batches of 16 on the digits: the gradient's SNR is below 1 there (the noise estimate says so
+    in the evidence), but a loss that never came down from where it began is not held up by noise
+    (a noise floor is reached by descent, at an excess that shrinks with the rate): at a rate 1e-6
+    of the stability limit the verdict is ``slow``, its sharpness that far below the limit."""
+    model = _digits_mlp()
+    [stall] = _watch_digits(model, make(model.parameters()), batch=16)
+    ev = stall.evidence
+    assert stall.verdict == "slow" and ev["noise"]["snr"] < 1.0
+    assert ev["loss"]["value"] > 0.99 * ev["loss"]["initial"] and ev["rate"]["ratio"] < 1e-3
+
+
+def test_an_optimizer_that_steps_none_of_the_models_weights_is_named():
+    """The optimizer was given another model's parameters (a common slip): the rate is 0.1, the
+    rate times a layer's relative gradient is 1e-2 or more, yet no weight moves (checked bit for
+    bit against the start). The
+    verdict is ``no_learning_rate``, and its remedy says to give the optimizer this model's
+    parameters, not to fix a schedule."""
+    model, other = _digits_mlp(), _digits_mlp()
+    start = [p.detach().clone() for p in model.parameters()]
+    [stall] = _watch_digits(model, torch.optim.SGD(other.parameters(), lr=0.1))
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))
+    assert stall.verdict == "no_learning_rate" and stall.grad_norm > 0
+    layers = stall.evidence["layers"]["layers"]
+    assert all(layer["update"] == 0.0 for layer in layers)
+    assert max(0.1 * layer["relative"] for layer in layers) >= 100 * STILL_STEP  # steps no rounding swallows
+    assert stall.remedy.startswith("give the optimizer this model's parameters")
+    assert "no weight moved at lr 0.1" in stall.summary()

@@ -77,11 +77,14 @@ def test_watching_a_plateau_with_remedy_trials_leaves_the_model_as_it_was(name, 
     """A model that never moves (its loss a plateau from the start): the monitor tracks it, finds
     the plateau, diagnoses it and runs the remedy trials on forks; without an escape nothing of it
     may change, and the run's next random draw is the one it would have drawn. With a budget, the
-    first diagnosis's cost is expected from a Hessian-vector product timed on the model too."""
+    first diagnosis's cost is expected from a Hessian-vector product timed on the model too. (The
+    loop never steps: at lr 1e-6 that is what its steps would round to, so the plateau gets a
+    verdict with remedies to try; at a rate whose steps would show, weights that never move are
+    an optimizer stepping none of them, ``no_learning_rate``, with nothing to try.)"""
     X, y = _data()
     torch.manual_seed(1)
     model = MODELS[name]().train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
     monitor = StallMonitor(F.cross_entropy, (X, y), window=10, budget=budget, remedies=True, trial_steps=5,
                            escape=False)
     loop = LoopState(model, optimizer, batch_size=32, n_train=len(y))

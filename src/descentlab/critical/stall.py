@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from descentlab.critical.verdicts import weights_still
+
 __all__ = ["Stall", "STATUSES"]
 
 #: ``diagnosed``; ``skipped (budget)`` (the plateau was seen, the budget had no room while it
@@ -181,6 +183,8 @@ def evidence_text(stall: Stall) -> str:
     rate, noise, grad, curv = (ev.get(k) or {} for k in ("rate", "noise", "gradient", "curvature"))
     loss = ev.get("loss") or {}
     verdict = stall.verdict
+    if verdict == "no_learning_rate" and rate.get("lr") and weights_still(ev):
+        return f"no weight moved at lr {rate.get('lr'):.3g}, |g| {grad.get('norm') or 0.0:.2g}"
     if verdict == "no_learning_rate":
         peak, since = rate.get("peak_lr"), rate.get("zero_since")
         return (f"lr {rate.get('lr'):.3g}" + (f" since step {since}" if since is not None else "")

@@ -11,7 +11,10 @@ it applies; the first seven need no Hessian, so they are decided before any is c
  #    verdict                 evidence                                                     remedy
 ====  ======================  ===========================================================  =================================
  1    ``diverged``            the loss became non-finite; sharpness at the last good point  the largest stable rate there
- 2    ``no_learning_rate``    the rate is 0, or at most 1e-3 of the largest it has been    fix the schedule
+ 2    ``no_learning_rate``    the rate is 0, or at most 1e-3 of the largest it has been;    fix the schedule (or give the
+                              or no weight moved between two checks though lr x the         optimizer the model's weights)
+                              relative gradient is >= 1e-4 (an optimizer that steps none
+                              of the model's weights)
  3    ``exploding_gradient``  the relative gradient grows >= 100x from the output layer      clip the gradients, a lower rate,
                               to the input, steadily, and the gradient norm grew or the     warm-up, re-initialise
                               loss rose; or, in a recurrent network, the gradient grew
@@ -31,7 +34,8 @@ it applies; the first seven need no Hessian, so they are decided before any is c
                                                                                              curvature eigenvector
 10    ``maximum``             critical, all curvature negative                              any step downhill
 11    ``noise_floor``         mini-batch training and the full-data gradient smaller than   decay the rate, or a larger batch
-                              the mini-batch noise (SNR < 1, ``critical.noise``)
+                              the mini-batch noise (SNR < 1, ``critical.noise``); the loss
+                              has come down from where it began (no run starts at its floor)
 12    ``minimum``             critical, no negative curvature; the loss near the best seen, stop (or a larger model), or
                               or stuck high (above half the initial loss)                   restart / noise / a larger model
 13    ``flat``                critical, gradient and spectrum ≈ 0, the loss flat around    a fresh output layer, a larger
@@ -69,9 +73,9 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy",
-           "stuck_high", "near_best", "network_cause", "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR",
-           "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH",
-           "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION"]
+           "stuck_high", "near_best", "unmoved", "weights_still", "network_cause", "off_scale", "unscaled", "LR_ZERO",
+           "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS",
+           "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "exploding_gradient", "dead_units", "saturated_units",
@@ -111,6 +115,9 @@ NOISE_SNR = 1.0
 STUCK_HIGH = 0.5
 #: A loss within this relative distance of the best loss seen is near the best.
 NEAR_BEST = 0.01
+#: No weight moved though the rate times a layer's relative gradient is at least this (a thousand
+#: times float32's resolution: no rounding swallows such a step).
+STILL_STEP = 1e-4
 #: Dead units: a ReLU activation with at least this share of its units zero on every sample.
 DEAD_SHARE = 0.5
 #: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
@@ -153,7 +160,7 @@ def decide(evidence: Mapping[str, Any]) -> str:
     if critical and kind == "local_max":
         return "maximum"
     snr = _get(evidence, "noise", "snr")
-    if snr is not None and snr < NOISE_SNR:
+    if snr is not None and snr < NOISE_SNR and not unmoved(evidence):
         return "noise_floor"
     if critical and kind == "local_min":
         return "minimum"
@@ -168,9 +175,22 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
     if evidence.get("diverged"):
         return "diverged"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
-    if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak)):
+    if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)):
         return "no_learning_rate"
     return network_cause(evidence)
+
+
+def weights_still(evidence: Mapping[str, Any]) -> bool:
+    """No weight layer moved between the last two checks (every relative update exactly 0) though
+    the rate times some layer's relative gradient is at least :data:`STILL_STEP`, a step no
+    rounding can swallow: whatever the rate says, no step reaches these weights (an optimizer
+    given none of this model's parameters). A gradient of ~0 (a maximum, dead units, a flat
+    region) or a rate so small its steps round away moves nothing either, for other reasons."""
+    layers = (evidence.get("layers") or {}).get("layers") or []
+    lr = _get(evidence, "rate", "lr") or 0.0
+    steps = [lr * layer["relative"] for layer in layers if math.isfinite(layer.get("relative") or math.nan)]
+    return (bool(layers) and all(layer.get("update") == 0.0 for layer in layers)
+            and max(steps, default=0.0) >= STILL_STEP)
 
 
 def network_cause(evidence: Mapping[str, Any]) -> str | None:
@@ -231,6 +251,9 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         raise ValueError(f"unknown verdict {verdict!r}; valid: {', '.join(VERDICTS)}")
     largest = _get(evidence, "rate", "largest_stable_lr")
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
+    if verdict == "no_learning_rate" and weights_still(evidence) and lr:
+        return (f"give the optimizer this model's parameters: at rate {lr:.3g} no weight moved between the last "
+                "two checks, so no step reaches them")
     if verdict == "no_learning_rate":
         since, total = _get(evidence, "rate", "zero_since"), _get(evidence, "rate", "total_steps")
         when = f" since step {since}" if since is not None else ""
@@ -306,6 +329,15 @@ def stuck_high(evidence: Mapping[str, Any]) -> bool:
     """The loss is above :data:`STUCK_HIGH` of the initial loss."""
     value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
     return bool(value is not None and initial and initial > 0 and value > STUCK_HIGH * initial)
+
+
+def unmoved(evidence: Mapping[str, Any]) -> bool:
+    """The loss is still where the run began (within :data:`NEAR_BEST`, relative). No run starts
+    at its noise floor: SGD's noise holds up a loss its descent brought down, at an excess that
+    shrinks with the rate, so a loss that never came down is not held up by noise, however noisy
+    the gradient (a rate far too small, an optimizer that steps none of the model's weights)."""
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    return bool(value is not None and initial is not None and initial > 0 and value > (1 - NEAR_BEST) * initial)
 
 
 def near_best(evidence: Mapping[str, Any]) -> bool:
