@@ -17,7 +17,7 @@ from descentlab.critical.verdicts import STILL_STEP
 from descentlab.curvature import EmpiricalLoss
 from descentlab.experiments.rundir import RunDir
 from descentlab.problems.workloads import LOGISTIC_PRESETS, get_workload
-from helpers import loss_of_flat
+from helpers import loss_of_flat, watched_steps
 
 
 def _diagnose(tmp_path, capsys, *args, code=0):
@@ -285,14 +285,12 @@ def _watch_digits(model, optimizer, steps=30, batch=64):
     loop = LoopState(model, optimizer, batch_size=batch, n_train=len(X), total_steps=steps)
     monitor.on_train_start(loop)
     g = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
+
+    def step_loss():
         index = torch.randint(0, len(X), (batch,), generator=g)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
+        return F.cross_entropy(model(X[index]), y[index])
+
+    watched_steps(loop, monitor, step_loss, steps)
     return monitor.stalls
 
 

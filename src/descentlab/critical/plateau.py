@@ -153,9 +153,7 @@ class PlateauTest:
     def early_progress(self) -> float | None:
         """:meth:`progress` over every point so far, before a window is covered (three points at
         least; ``None`` before): the fitted line's fall per window, less z standard errors."""
-        if len(self.steps) < 3 or self.steps[-1] - self.steps[0] >= self.window:
-            return None
-        return self._progress_since(0, keep_noise=False)
+        return self._progress_since(0, keep_noise=False) if self._early() else None
 
     def early_plateau(self) -> Trend | None:
         """A loss that has not moved since the run began, on every point so far before a window
@@ -163,11 +161,15 @@ class PlateauTest:
         rising (a flat start: a saddle or a maximum at the initial point, a rate far too small)
         needs no two windows to be told from a slow start, which falls. A loss that rises this
         early is left to the other alarms (growth, a bounce) and to :meth:`check`."""
-        if len(self.steps) < 3 or self.steps[-1] - self.steps[0] >= self.window:
+        if not self._early():
             return None
         trend = fit_trend(self.steps, self.losses, self.window)
         return replace(trend, confident=True) if abs(trend.progress) + self.z * trend.std_error < self.rel_tol \
             else None
+
+    def _early(self) -> bool:
+        """Three points or more, none a window before the latest: the early tests' points."""
+        return len(self.steps) >= 3 and self.steps[-1] - self.steps[0] < self.window
 
     def _progress_since(self, first: int, keep_noise: bool = True) -> float:
         """:meth:`progress` over the points from index ``first`` on (``keep_noise``: the fit's

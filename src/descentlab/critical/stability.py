@@ -117,9 +117,12 @@ def awaits_state(optimizer: Any) -> bool:
     reads the per-coordinate state that step writes, so there is no rule yet to hold a sharpness
     against (:func:`stability_rule` would fall back to gradient descent's, another quantity)."""
     inner = innermost(optimizer)
-    group = inner.param_groups[0]
-    return any(option in group and not any(key in s for s in inner.state.values())
-               for option, key in _ADAPTIVE_STATE.items())
+    return any(option in inner.param_groups[0] and not _has_state(inner, option) for option in _ADAPTIVE_STATE)
+
+
+def _has_state(inner: Any, option: str) -> bool:
+    """``inner`` holds the per-coordinate state of the adaptive kind marked by ``option``."""
+    return any(_ADAPTIVE_STATE[option] in s for s in inner.state.values())
 
 
 def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tuple[str, ...] | None = None) -> StabilityRule:
@@ -154,7 +157,7 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
             return None
         return {n: torch.full_like(named[n], float(group_of.get(n, group)["lr"]) * scale) for n in names}
 
-    if "betas" in group and any("exp_avg_sq" in s for s in state.values()):
+    if "betas" in group and _has_state(inner, "betas"):
         beta1, beta2 = (float(b) for b in group["betas"])
         eps = float(group.get("eps", 1e-8))
         amsgrad = bool(group.get("amsgrad", False))
@@ -174,7 +177,7 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
             return StabilityRule("adam", lr, adam_limit(beta1), 1.0 / (1.0 - beta1 ** t),
                                  f"lr * lambda_max(D^-1 H) / (1 - beta1^t) < 2(1 + beta1)/(1 - beta1) = "
                                  f"{adam_limit(beta1):.4g}, D = sqrt(v_hat) + eps{note}", steps)
-    if "alpha" in group and any("square_avg" in s for s in state.values()):
+    if "alpha" in group and _has_state(inner, "alpha"):
         momentum = float(group.get("momentum", 0.0))
         eps = float(group.get("eps", 1e-8))
         centered = bool(group.get("centered", False))
@@ -191,7 +194,7 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
         if steps is not None:
             return StabilityRule("rmsprop", lr, heavy_ball_limit(momentum), 1.0, f"lr * lambda_max(D^-1 H) < "
                                  f"2(1 + momentum) = {heavy_ball_limit(momentum):.4g}, D = sqrt(v) + eps", steps)
-    if "lr_decay" in group and any("sum" in s for s in state.values()):
+    if "lr_decay" in group and _has_state(inner, "lr_decay"):
         eps = float(group.get("eps", 1e-10))
 
         def adagrad_step(p, g, s):
