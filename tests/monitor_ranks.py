@@ -84,11 +84,38 @@ def run_diverging(rank, world, how, steps=60):
             "lr": float(loop.optimizer.param_groups[0]["lr"])}
 
 
+def run_accumulating(rank, world, how, steps=80):
+    """A ReLU MLP on the digits by full-batch GD whose loop never zeroes the gradients (each
+    backward adds, DDP averaging each step's gradients into the sum): the monitor (apply_remedy)
+    names it and wraps the optimizer so it forgets them."""
+    _, X, y = problem()
+    Xr, yr = shares(X, y, rank, how)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    ddp = DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    monitor = StallMonitor(F.cross_entropy, (Xr, yr), sample_size=None, window=20, budget=None, remedies=True,
+                           apply_remedy=True)
+    loop = LoopState(ddp, optimizer, batch_size=len(X), n_train=len(X), total_steps=steps)
+    monitor.on_train_start(loop)
+    for step in range(1, steps + 1):
+        loss = F.cross_entropy(ddp(Xr), yr)
+        loss.backward()  # no zero_grad
+        loop.optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        if monitor.control.pending:
+            monitor.control.apply(loop)
+    return {"stalls": [s.to_dict() for s in monitor.stalls], "applied": [r.name for r, _ in monitor.control.applied],
+            "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()])}
+
+
 def worker(rank, world, init_file, out_dir, how, remedies, job="run"):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        result = run_diverging(rank, world, how) if job == "diverging" else run(rank, world, how, remedies=remedies)
+        jobs = {"diverging": run_diverging, "accumulating": run_accumulating}
+        result = jobs[job](rank, world, how) if job in jobs else run(rank, world, how, remedies=remedies)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -82,3 +82,18 @@ def test_a_diverged_ddp_run_is_rolled_back_on_every_rank_to_the_same_weights(tmp
     assert _same(ranks[0]["stalls"]) == _same(ranks[1]["stalls"]) and ranks[0]["stalls"][0]["verdict"] == "diverged"
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
     assert bool(torch.isfinite(ranks[0]["params"]).all()) and ranks[0]["lr"] < 1e3
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_a_ddp_loop_without_zero_grad_is_named_on_every_rank_and_repaired_on_each(tmp_path):
+    """Uneven shards: the loop's gradient (DDP's average, the same on every rank) against the
+    loss's, all-reduced over the ranks' shares: one ``accumulating_gradient`` at one step on both
+    ranks, ``zero-grad`` applied on both, the weights identical after; the one-process run on all
+    the data names it at the same step."""
+    ranks = _ranks(tmp_path, "uneven", job="accumulating")
+    assert _same(ranks[0]["stalls"]) == _same(ranks[1]["stalls"])
+    assert [s["verdict"] for s in ranks[0]["stalls"]] == ["accumulating_gradient"]
+    assert ranks[0]["applied"] == ranks[1]["applied"] == ["zero-grad"]
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
+    one = monitor_ranks.run_accumulating(0, 1, "all")
+    assert [(s["step"], s["verdict"]) for s in one["stalls"]] == [(s["step"], s["verdict"]) for s in ranks[0]["stalls"]]

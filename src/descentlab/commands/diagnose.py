@@ -19,9 +19,9 @@ rising to 2/lr and hovering there (the edge of stability, Cohen et al. 2021). Wi
 the same configuration also runs seeds --seed+1 ... (into OUT/seeds/) and the edge-of-stability
 summary is given over all N with 95 % intervals (sharpness_seeds.json).
 
-Verdicts, in the order they are tried: diverged, no_learning_rate, exploding_gradient,
-dead_units, saturated_units, vanishing_gradient, unscaled_inputs, unstable, saddle, maximum,
-noise_floor, minimum, flat, slow (see descentlab.critical.verdicts).
+Verdicts, in the order they are tried: diverged, no_learning_rate, accumulating_gradient,
+exploding_gradient, dead_units, saturated_units, vanishing_gradient, unscaled_inputs, unstable,
+saddle, maximum, noise_floor, minimum, flat, slow (see descentlab.critical.verdicts).
 
 Examples:
   descentlab diagnose

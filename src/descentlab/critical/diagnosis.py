@@ -8,7 +8,10 @@
    :data:`FULL_DATA_LIMIT` samples: one pass), else of the sample with its sampling noise
    taken out (E||g_sample||² = ||∇L||² + (S²/n)(1 − n/N), ``critical.noise``): the point is
    critical when ||∇L|| <= ``grad_tol`` · max(1, |L|). A sample's own gradient would not do:
-   at the stall preset's saddle the full gradient is 0.0028 and a 512-sample one 0.037;
+   at the stall preset's saddle the full gradient is 0.0028 and a 512-sample one 0.037.
+   Against it the loop's own gradient (the norms the monitor read after each step): 4x the
+   norm a fresh batch gradient has here, and 10x the run's first, is a sum over past steps
+   (``accumulating_gradient``; only then is the noise of step 5 measured this early);
 3. the **point**, where it is critical (no verdict reads the curvature of a point that is not:
    there only step 4 is measured, the top eigenvalue alone):
    :func:`~descentlab.critical.classify` on the sample — the extreme Hessian
@@ -46,11 +49,11 @@ import torch
 
 from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.layer_signals import measure_layers
-from descentlab.critical.noise import gradient_noise
+from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stability import sharpness, stability_rule
-from descentlab.critical.verdicts import (LR_ZERO, decide, decide_without_curvature, near_best, network_cause, remedy,
-                                          stuck_high)
+from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, decide, decide_without_curvature,
+                                          near_best, network_cause, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
@@ -150,6 +153,13 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     evidence["gradient"] = {"norm": norm, "loss": value, "source": source,
                             **_recent(recent_gradients, gradient_history)}
     evidence["layers"] = measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()
+    mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
+
+    def measure_noise() -> NoiseEstimate:
+        return gradient_noise(sample, batch_size=batch_size or 1, n_data=n_data or sample.n_samples, seed=seed)
+
+    noise = _loop_gradient(evidence["gradient"], float(gradient.norm()) if norm is None else norm, recent_gradients,
+                           gradient_history, measure_noise if mini_batch or full is None else None)
     early = decide_without_curvature(evidence)
     if early is not None:  # a cause in the network or its inputs: no Hessian needed
         _gradient_test(evidence, options)
@@ -157,10 +167,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     if afford is not None and not afford(0):
         return _waiting(evidence, 0)
 
-    mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
-    noise = None
-    if mini_batch or full is None:
-        noise = gradient_noise(sample, batch_size=batch_size or 1, n_data=n_data or sample.n_samples, seed=seed)
+    if noise is None and (mini_batch or full is None):
+        noise = measure_noise()
     if full is None:
         evidence["gradient"]["norm"] = norm = noise.grad_norm_sq ** 0.5
     tolerance = _gradient_test(evidence, options)
@@ -221,7 +229,7 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
                   gradient_history: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
     """The evidence :func:`examine` reads before any Hessian, from one gradient of the sample and
     the layers' signals (the arguments are :func:`examine`'s): whether it shows a cause in the
-    network or its inputs (rows 3-7 of the verdict table, :func:`~descentlab.critical.verdicts.network_cause`),
+    network or its inputs (rows 4-8 of the verdict table, :func:`~descentlab.critical.verdicts.network_cause`),
     at the cost of one forward and backward pass. The monitor takes it between plateaus, where
     the loss is stuck high and not surely falling, so a network that cannot train is named
     before a plateau is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""
@@ -367,6 +375,29 @@ def _recent(recent: Sequence[tuple[float, float]], history: Sequence[tuple[float
             peak = max(peak or 0.0, grown)
     out["peak_growth"] = peak
     return out
+
+
+def _loop_gradient(gradient: dict[str, Any], norm: float, recent: Sequence[tuple[float, float]],
+                   history: Sequence[tuple[float, float]],
+                   measure_noise: Callable[[], NoiseEstimate] | None) -> NoiseEstimate | None:
+    """Whether the loop steps with this loss's gradient: where the smallest gradient it stepped
+    with since the last check is :data:`~descentlab.critical.verdicts.ACCUMULATED` times ``norm``
+    (the fresh gradient here, a sample's or all the data's) and
+    :data:`~descentlab.critical.verdicts.ACCUMULATED_GROWTH` times the smallest of the run's first
+    check, the norm a fresh *batch* gradient has here, sqrt(|g|² + tr Σ_B)
+    (``measure_noise``; ``None``: full-batch, no noise), is measured and ``loop_ratio`` /
+    ``loop_growth`` written into ``gradient`` (the noise estimate returned: the diagnosis reuses it).
+    Elsewhere nothing is measured (a fresh batch gradient is never far above that norm)."""
+    if not recent or not history or not (math.isfinite(recent[-1][0]) and history[0][0] > 0):
+        return None
+    low = recent[-1][0]
+    if low < ACCUMULATED * norm or low < ACCUMULATED_GROWTH * history[0][0]:
+        return None
+    noise = measure_noise() if measure_noise is not None else None
+    expected = math.sqrt(noise.grad_norm_sq + noise.noise_sq) if noise is not None else norm
+    gradient.update(loop_norm=low, expected_norm=expected, loop_ratio=low / expected if expected > 0 else math.inf,
+                    loop_growth=low / history[0][0])
+    return noise
 
 
 def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float:

@@ -99,6 +99,11 @@ class RunHistory:
         self.grad_norms.clear()
         self.latest = self.latest_step = self.before = self.before_step = None
 
+    def forget_gradients(self) -> None:
+        """The loop's gradient norms so far measured something it no longer steps with (sums over
+        steps, before the ``zero-grad`` remedy): forgotten, so growth is measured afresh."""
+        self.grad_norms.clear()
+
     def observe_gradient(self, step: int, low: float, high: float) -> None:
         """Record the smallest and the largest gradient norm the loop had over the steps up to ``step``
         since the last check."""

@@ -69,7 +69,7 @@ from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
-from descentlab.critical.verdicts import NETWORK_CAUSES, STUCK_HIGH
+from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, unwrap
@@ -227,6 +227,7 @@ class StallMonitor(Callback):
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
         self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
+        self._stale_at: int | None = None  # the step the loop's gradient was last held against the loss's
         self._bounce_scan: BounceScan | None = None  # the tracked losses since the last stall, read once each
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
@@ -306,7 +307,7 @@ class StallMonitor(Callback):
                 with full_precision(loop.model):
                     if self._went_non_finite(loop):
                         return
-            self._note_gradient(loop.model)
+            self._note_gradient(loop.model, loop.optimizer)
             if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
                 with full_precision(loop.model):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
@@ -367,16 +368,18 @@ class StallMonitor(Callback):
         steps = [step for _, fold in folds for step in fold]
         return next((step for step, value in zip(steps, values.tolist()) if not math.isfinite(value)), _NO_STEP)
 
-    def _note_gradient(self, model: nn.Module) -> None:
+    def _note_gradient(self, model: nn.Module, optimizer: Any = None) -> None:
         """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer
-        step), its smallest and largest since the last check kept on the device: a spike between
-        two checks is seen, and nothing waits for the device."""
+        step; where the ``zero-grad`` remedy's wrapper forgot them, the norms it kept), its
+        smallest and largest since the last check kept on the device: a spike between two checks
+        is seen, and nothing waits for the device."""
         if self._params[0] is not model:
             self._params = (model, list(model.parameters()))
         grads = [p.grad for p in self._params[1] if p.grad is not None]
-        if not grads:
+        norms = torch._foreach_norm(grads) if grads else _kept_norms(optimizer)
+        if not norms:
             return
-        self._grads_seen.append(torch._foreach_norm(grads))  # stacked at the fold, all steps at once
+        self._grads_seen.append(norms)  # stacked at the fold, all steps at once
         if len(self._grads_seen) >= self.every:
             self._fold_gradients()
 
@@ -468,6 +471,8 @@ class StallMonitor(Callback):
             self._alarmed_at = step
         else:
             bounce = None  # seen on some ranks only: no alarm on any
+        if trend is None and self._pending is None and all_agree(self._stale_gradient(step, model)):
+            trend, reason = _at_once(tracked), "stale"
         since = self.history.lr_zero_since
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
@@ -494,7 +499,7 @@ class StallMonitor(Callback):
             return  # the plateau still waits for the budget (for the stage it stopped before)
         first_step = self._pending[1] if self._pending is not None else step
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
-        network = reason == "network"  # a look, not a plateau: only the causes that need no Hessian may answer
+        network = reason in ("network", "stale")  # a look, not a plateau: only the causes that need no Hessian
         try:
             stall = self.diagnoser.diagnose(
                 model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
@@ -534,11 +539,12 @@ class StallMonitor(Callback):
         self._report(stall)
 
     def _told_already(self, stall: Stall) -> bool:
-        """The last stall named the same cause in the network and nothing changed the run since
-        (no escape, no remedy): a look or a plateau that finds it again, as the stuck loss
-        drifts, is no new stall (a cause at a lecture's point, a saddle, is one at each plateau)."""
+        """The last stall named the same lasting cause (a rate of ~0, a loop summing its
+        gradients, a cause in the network) and nothing changed the run since (no escape, no
+        remedy): a look or a plateau that finds it again, as the stuck loss drifts, is no new
+        stall (a cause at a lecture's point, a saddle, is one at each plateau)."""
         last = self.stalls[-1] if self.stalls else None
-        return (stall.verdict in NETWORK_CAUSES and last is not None and last.verdict == stall.verdict
+        return (stall.verdict in LASTING and last is not None and last.verdict == stall.verdict
                 and not last.escaped and last.remedy_applied in (None, "keep"))
 
     def _growing(self, step: int, tracked: float) -> bool:
@@ -576,6 +582,24 @@ class StallMonitor(Callback):
     def _alarmed_recently(self, step: int) -> bool:
         """An alarm (gradient growth, a bounce) in the last ``RECENT_CHECKS`` checks: once is enough."""
         return self._alarmed_at is not None and step - self._alarmed_at < RECENT_CHECKS * self.every
+
+    def _stale_gradient(self, step: int, model: nn.Module) -> bool:
+        """The loop's smallest gradient since the last check is
+        :data:`~descentlab.critical.verdicts.ACCUMULATED_GROWTH` times the smallest of the first
+        check and :data:`~descentlab.critical.verdicts.ACCUMULATED` times the gradient of the loss
+        on the tracked samples now (that gradient taken once per ``RECENT_CHECKS`` checks at
+        most): a loop that sums its gradients over the steps (no ``zero_grad``) steps ever longer
+        whatever the loss does, and is told at once. The diagnosis decides, against the norm of a
+        fresh *batch* gradient with its noise."""
+        norms = self.history.grad_norms
+        low = norms[-1][1] if norms else math.nan
+        waited = self._stale_at is None or step - self._stale_at >= RECENT_CHECKS * self.every
+        grown = len(norms) >= 2 and norms[0][1] > 0 and waited and math.isfinite(low) \
+            and low >= ACCUMULATED_GROWTH * norms[0][1]
+        if not all_agree(grown):  # agreed before the gradient, which every rank then takes together
+            return False
+        self._stale_at = step
+        return low >= ACCUMULATED * self.diagnoser.sample_gradient_norm(model)
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the first check
@@ -696,6 +720,8 @@ class StallMonitor(Callback):
                 stall = self._request_rollback(at, action.remedy, stall)
             elif not action.remedy.change.is_empty:
                 self.control.request(Request(at, action.remedy.name, action.remedy.change, seed=self.seed + at))
+                if action.remedy.change.fresh_gradients:
+                    self.history.forget_gradients()  # they were sums: growth since then is measured afresh
                 self._unapplied_warned = False
             stall = replace(stall, remedy_applied=action.remedy.name)
         return stall
@@ -826,7 +852,8 @@ class StallMonitor(Callback):
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
-            "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "sparse": self._sparse,
+            "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "stale_at": self._stale_at,
+            "sparse": self._sparse,
             "read_at": self._read_at, "paced_at": self._paced_at,
             "diagnoser": self.diagnoser.state_dict(),
             "sharpness": None if self.sharpness is None else self.sharpness.state_dict(),
@@ -845,6 +872,7 @@ class StallMonitor(Callback):
         self._diverged = bool(state["diverged"])
         self._rollbacks = int(state.get("rollbacks", 0))
         self._alarmed_at = state.get("alarmed_at")
+        self._stale_at = state.get("stale_at")
         self._sparse = bool(state.get("sparse", False))
         self._read_at, self._paced_at = state.get("read_at"), state.get("paced_at")
         self.diagnoser.load_state_dict(state["diagnoser"])
@@ -863,6 +891,14 @@ _NO_STEP = torch.iinfo(torch.long).max
 #: Folds of the step losses kept unread before they are read (only a monitor that stopped checking
 #: gets there: a check reads them).
 _MAX_FOLDS = 64
+
+
+def _kept_norms(optimizer: Any) -> list[torch.Tensor] | None:
+    """The last step's gradient norms a :class:`~descentlab.optim.FreshGradients` in the wrappers
+    around ``optimizer`` kept (``None``: none there)."""
+    while optimizer is not None and not hasattr(optimizer, "last_norms"):
+        optimizer = getattr(optimizer, "base", None)
+    return None if optimizer is None else optimizer.last_norms
 
 
 def _at_once(tracked: float) -> Trend:

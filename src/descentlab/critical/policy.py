@@ -9,7 +9,9 @@ the batches is *requested* from the training loop (:class:`~descentlab.engine.Co
 makes it with :func:`~descentlab.engine.apply_change`. A change to the model's modules (a
 swapped activation, standardized inputs) is requested only from a loop that says it takes one
 (``LoopState.changes_modules``: ``train()`` does); elsewhere it needs the user's own code, the
-stall says so, and the best remedy the loop can take is continued with.
+stall says so, and the best remedy the loop can take is continued with. A verdict whose remedy
+no trial can measure (:data:`~descentlab.critical.remedies.IMPOSED`: a loop that never zeroes its
+gradients, which every trial's loop does) gets that remedy requested as it is.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.remedies import Remedy
+from descentlab.critical.remedies import IMPOSED, Remedy
 from descentlab.critical.stall import Stall
 
 __all__ = ["Action", "decide_action"]
@@ -43,6 +45,8 @@ def decide_action(stall: Stall, options: DiagnosisOptions, *, changes_modules: b
     changes to the model's modules (``changes_modules=False``: a swapped activation, an input
     transform, which a ``state_dict`` does not record) continues with the best trial it can
     take that lowered the loss; the winner it could not take is named in ``skipped``."""
+    if options.apply_remedy and stall.verdict in IMPOSED:  # no trial can measure it: made as it is
+        return Action(escape=False, remedy=IMPOSED[stall.verdict])
     result = stall.trial_result
     if options.apply_remedy and result is not None and result.winner is not None:
         takes = [result.get(name) for name in result.ranking]

@@ -55,6 +55,9 @@ reinit``            the weights fitted to the raw scales are of no use to standa
                     learned: a rate that threw its units dead) it is one of the trials
 ``rollback-clip``   (``exploding_gradient``, where ``rollback`` is tried) the same, at the run's rate,
                     the gradients clipped to their typical norm from then on
+``zero-grad``       (``accumulating_gradient``) the gradients forgotten after each step
+                    (:class:`~descentlab.optim.FreshGradients`), the optimizer's state forgotten
+                    (moments and velocities of summed gradients: Adam's would keep its steps ~0)
 ==================  =====================================================================
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the
@@ -67,6 +70,8 @@ should beat stopping); ``no_learning_rate`` the rate restored. ``keep`` is alway
 a ranking says whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
 momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets no trials (its
 point is not finite): with ``apply_remedy`` the run is rolled back instead (:func:`rollback`).
+Nor does ``accumulating_gradient``: a trial's loop zeroes its gradients, so every trial, ``keep``
+too, would be the repaired run; with ``apply_remedy`` ``zero-grad`` is applied (:data:`IMPOSED`).
 """
 
 from __future__ import annotations
@@ -82,8 +87,8 @@ from descentlab.critical.stability import innermost
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
-__all__ = ["Remedy", "MENU", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO", "MOMENTUM",
-           "BATCH_FACTOR", "ROLLBACK_ABOVE"]
+__all__ = ["Remedy", "MENU", "IMPOSED", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO",
+           "MOMENTUM", "BATCH_FACTOR", "ROLLBACK_ABOVE"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
@@ -152,6 +157,15 @@ class Remedy:
         """The inverse of :meth:`to_dict`."""
         return cls(str(data["name"]), str(data["text"]), Change.from_dict(data.get("change") or {}),
                    bool(data.get("escape", False)), bool(data.get("restore", False)))
+
+
+#: verdict -> the remedy ``apply_remedy`` makes without trials (none could measure it).
+IMPOSED: Mapping[str, Remedy] = {
+    "accumulating_gradient": Remedy("zero-grad", "the gradients forgotten after each step (what "
+                                    "optimizer.zero_grad() before each backward does), the optimizer's state "
+                                    "forgotten (its moments measured the sums)",
+                                    Change(fresh_gradients=True, fresh_state=True)),
+}
 
 
 def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimizer: Any, *, batch_size: int | None,

@@ -38,7 +38,8 @@ class Stall:
             or at a look between plateaus exactly 0 on the tracked samples), ``"growth"`` (the
             loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
-            stuck high and a cause in the network seen), ``"non_finite"``, or ``"on_demand"``
+            stuck high and a cause in the network seen), ``"stale"`` (the loop's gradient grew
+            to 10x the loss's own here: summed over steps), ``"non_finite"``, or ``"on_demand"``
             (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
         verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``
@@ -133,6 +134,8 @@ class Stall:
                 head += (f" to {seen['factor']:.3g}x its best ({seen['best']:.4g}) at {seen['checks']} of the last "
                          f"{seen['of']} checks")
             head += f", {self.loss:.4g} now"
+        elif self.reason == "stale":
+            head = f"step {self.step}: the loop's gradient outgrew the loss's at loss {self.loss:.4g}"
         elif self.reason == "growth":
             growth = ((self.evidence or {}).get("gradient") or {}).get("growth")
             head = f"step {self.step}: the gradient grew" + (f" {growth:.3g}x" if growth else "") + \
@@ -185,6 +188,10 @@ def evidence_text(stall: Stall) -> str:
     verdict = stall.verdict
     if verdict == "no_learning_rate" and rate.get("lr") and weights_still(ev):
         return f"no weight moved at lr {rate.get('lr'):.3g}, |g| {grad.get('norm') or 0.0:.2g}"
+    if verdict == "accumulating_gradient":
+        return (f"the loop's gradient {grad.get('loop_norm', math.nan):.3g}, {grad.get('loop_ratio', math.nan):.3g}x a "
+                f"fresh batch gradient's {grad.get('expected_norm', math.nan):.3g} here, grown "
+                f"{grad.get('loop_growth', math.nan):.3g}x since the start")
     if verdict == "no_learning_rate":
         peak, since = rate.get("peak_lr"), rate.get("zero_since")
         return (f"lr {rate.get('lr'):.3g}" + (f" since step {since}" if since is not None else "")

@@ -5,45 +5,57 @@ has more causes than the lectures'. Each verdict below comes from evidence a
 :class:`~descentlab.critical.StallMonitor` measures at the plateau, held as plain data (numbers,
 strings, booleans in nested dicts: JSON as it is), names the layer(s) it concerns where it has
 any, and comes with one remedy. **The precedence table** (a verdict is given only when none above
-it applies; the first seven need no Hessian, so they are decided before any is computed):
+it applies; the first eight need no Hessian, so they are decided before any is computed):
 
-====  ======================  ===========================================================  =================================
- #    verdict                 evidence                                                     remedy
-====  ======================  ===========================================================  =================================
- 1    ``diverged``            the loss became non-finite; sharpness at the last good point  the largest stable rate there
- 2    ``no_learning_rate``    the rate is 0, or at most 1e-3 of the largest it has been;    fix the schedule (or give the
-                              or no weight moved between two checks though lr x the         optimizer the model's weights)
-                              relative gradient is >= 1e-4 (an optimizer that steps none
-                              of the model's weights)
- 3    ``exploding_gradient``  the relative gradient grows >= 100x from the output layer      clip the gradients, a lower rate,
-                              to the input, steadily, and the gradient norm grew or the     warm-up, re-initialise
-                              loss rose; or, in a recurrent network, the gradient grew
-                              >= 100x during the run and the loss rose (through time)
- 4    ``dead_units``          a ReLU layer with at least half its units zero on every       LeakyReLU, re-initialise, a lower
-                              sample of the monitor's sample; the loss stuck high            rate
- 5    ``saturated_units``     a sigmoid/tanh layer with at least half its units in their    standardize the inputs,
-                              flat tails on most samples; the loss stuck high                re-initialise, ReLU/GELU
- 6    ``vanishing_gradient``  the relative gradient falls >= 100x from the output layer     Adam, re-initialise with the
-                              to the input, steadily, over >= 3 weight layers; stuck high    right gain, ReLU/GELU
- 7    ``unscaled_inputs``     input spreads spanning >= 100x or far from unit scale, and    standardize the inputs
-                              standardizing them lowers the inputs' condition number
-                              >= 1,000x (their factor of the first layer's Hessian)
- 8    ``unstable``            sharpness at or past the optimizer's stability limit          a rate below limit/λ_max, or
-                              (``critical.stability``); not a critical point                 warm-up
- 9    ``saddle``              critical, and negative curvature that matters                 step along the negative-
-                                                                                             curvature eigenvector
-10    ``maximum``             critical, all curvature negative                              any step downhill
-11    ``noise_floor``         mini-batch training and the full-data gradient smaller than   decay the rate, or a larger batch
-                              the mini-batch noise (SNR < 1, ``critical.noise``); the loss
-                              has come down from where it began (no run starts at its floor)
-12    ``minimum``             critical, no negative curvature; the loss near the best seen, stop (or a larger model), or
-                              or stuck high (above half the initial loss)                   restart / noise / a larger model
-13    ``flat``                critical, gradient and spectrum ≈ 0, the loss flat around    a fresh output layer, a larger
-                                                                                             rate, momentum, or noise
-14    ``slow``                none of the above: not critical, stable, not noise-bound      a larger rate or momentum
-====  ======================  ===========================================================  =================================
+====  =========================  ========================================================  =================================
+ #    verdict                    evidence                                                  remedy
+====  =========================  ========================================================  =================================
+ 1    ``diverged``               the loss became non-finite; sharpness at the last good    the largest stable rate there
+                                 point
+ 2    ``no_learning_rate``       the rate is 0, or at most 1e-3 of the largest it has      fix the schedule (or give the
+                                 been; or no weight moved between two checks though lr x   optimizer the model's weights)
+                                 the relative gradient is >= 1e-4 (an optimizer that
+                                 steps none of the model's weights)
+ 3    ``accumulating_gradient``  the gradient the optimizer stepped with is >= 4x the      zero the gradients before each
+                                 norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
+                                 included) and grew >= 10x since the run began: gradients
+                                 summed over past steps
+ 4    ``exploding_gradient``     the relative gradient grows >= 100x from the output       clip the gradients, a lower rate,
+                                 layer to the input, steadily, and the gradient norm grew  warm-up, re-initialise
+                                 or the loss rose; or, in a recurrent network, the
+                                 gradient grew >= 100x during the run and the loss rose
+                                 (through time)
+ 5    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
+                                 sample of the monitor's sample; the loss stuck high       rate
+ 6    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
+                                 their flat tails on most samples; the loss stuck high     re-initialise, ReLU/GELU
+ 7    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
+                                 layer to the input, steadily, over >= 3 weight layers;    right gain, ReLU/GELU
+                                 stuck high
+ 8    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs
+                                 and standardizing them lowers the inputs' condition
+                                 number >= 1,000x (their factor of the first layer's
+                                 Hessian)
+ 9    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
+                                 (``critical.stability``); not a critical point            warm-up
+10    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
+                                                                                           eigenvector
+11    ``maximum``                critical, all curvature negative                          any step downhill
+12    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
+                                 than the mini-batch noise (SNR < 1, ``critical.noise``);
+                                 the loss has come down from where it began (no run
+                                 starts at its floor)
+13    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
+                                 seen, or stuck high (above half the initial loss)         restart / noise / a larger model
+14    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
+                                 around                                                    rate, momentum, or noise
+15    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
+====  =========================  ========================================================  =================================
 
-Why this order: a non-finite loss or a rate of zero explains any plateau. A cause in the network
+Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an
+optimizer stepping with the sum of every gradient since the start (a loop without ``zero_grad``:
+its steps are as long as those of a rate that grows each step, whatever the loss's own gradient
+is, and a growing loop gradient would read as an exploding one). A cause in the network
 itself (gradients that explode or vanish through the depth, units that pass no gradient, inputs
 on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
 are (a tanh network fed inputs 200x too large is saturated, and its sharpness past the limit is
@@ -72,23 +84,28 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "REMEDIES", "decide", "decide_without_curvature", "remedy",
-           "stuck_high", "near_best", "unmoved", "weights_still", "network_cause", "off_scale", "unscaled", "LR_ZERO",
-           "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS",
-           "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP"]
+__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
+           "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause", "off_scale",
+           "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE", "SATURATED_SHARE",
+           "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION",
+           "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH"]
 
 #: Every verdict, in the order they are tried (the module's table).
-VERDICTS = ("diverged", "no_learning_rate", "exploding_gradient", "dead_units", "saturated_units",
+VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units", "saturated_units",
             "vanishing_gradient", "unscaled_inputs", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat",
             "slow")
-#: The verdicts decided without the Hessian (rows 1-7 of the table).
-CAUSES = VERDICTS[:7]
-#: The causes in the network or its inputs (rows 3-7): :func:`network_cause` decides them.
-NETWORK_CAUSES = VERDICTS[2:7]
+#: The verdicts decided without the Hessian (rows 1-8 of the table).
+CAUSES = VERDICTS[:8]
+#: The causes in the network or its inputs (rows 4-8): :func:`network_cause` decides them.
+NETWORK_CAUSES = VERDICTS[3:8]
+#: The causes that stay until the run is changed (rows 2-8): one is told once, not at each plateau.
+LASTING = VERDICTS[1:8]
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
     "no_learning_rate": "fix the schedule: the rate is ~0, so no step can move the loss",
+    "accumulating_gradient": "zero the gradients before each backward (optimizer.zero_grad()): the optimizer "
+                             "steps with the sum of every gradient since the start",
     "unstable": "lower the rate below the largest stable rate, or warm it up",
     "saddle": "step along the negative-curvature eigenvector (a line search keeps the loss from rising)",
     "maximum": "take any step downhill",
@@ -118,6 +135,13 @@ NEAR_BEST = 0.01
 #: No weight moved though the rate times a layer's relative gradient is at least this (a thousand
 #: times float32's resolution: no rounding swallows such a step).
 STILL_STEP = 1e-4
+#: Accumulating gradients: the smallest gradient the loop stepped with since the last check is at
+#: least this many times the root-mean-square norm a fresh batch gradient has at the weights
+#: (sqrt(|g|² + tr Σ_B), the batch noise included; the smallest of ten fresh ones is below it) ...
+ACCUMULATED = 4.0
+#: ... and this many times the smallest of the run's first check: a sum of noisy gradients grows
+#: only as the square root of the steps, so the ratio above is kept low and the growth says the rest.
+ACCUMULATED_GROWTH = 10.0
 #: Dead units: a ReLU activation with at least this share of its units zero on every sample.
 DEAD_SHARE = 0.5
 #: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
@@ -170,14 +194,26 @@ def decide(evidence: Mapping[str, Any]) -> str:
 
 
 def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
-    """A verdict of rows 1-7 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
+    """A verdict of rows 1-8 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
     what can be said before any Hessian is computed."""
     if evidence.get("diverged"):
         return "diverged"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)):
         return "no_learning_rate"
+    if accumulating(evidence):
+        return "accumulating_gradient"
     return network_cause(evidence)
+
+
+def accumulating(evidence: Mapping[str, Any]) -> bool:
+    """The loop's gradient is :data:`ACCUMULATED` times the norm a fresh batch gradient has at
+    these weights and grew :data:`ACCUMULATED_GROWTH` times since the run began
+    (``gradient.loop_ratio`` and ``loop_growth``): what the optimizer steps with is not this loss's gradient but a sum over
+    past steps. Each alone has other causes: a loss summed where the monitor's is averaged is
+    a constant ratio from the first step; an exploding gradient grows, but so does the fresh one."""
+    ratio, growth = _get(evidence, "gradient", "loop_ratio"), _get(evidence, "gradient", "loop_growth")
+    return ratio is not None and growth is not None and ratio >= ACCUMULATED and growth >= ACCUMULATED_GROWTH
 
 
 def weights_still(evidence: Mapping[str, Any]) -> bool:
@@ -194,7 +230,7 @@ def weights_still(evidence: Mapping[str, Any]) -> bool:
 
 
 def network_cause(evidence: Mapping[str, Any]) -> str | None:
-    """Rows 3-7: a cause in the network or its inputs (``None``: none the evidence shows)."""
+    """Rows 4-8: a cause in the network or its inputs (``None``: none the evidence shows)."""
     layers = evidence.get("layers") or {}
     stuck = stuck_high(evidence)
     drop, trend = layers.get("depth_drop"), layers.get("depth_trend")
@@ -254,6 +290,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     if verdict == "no_learning_rate" and weights_still(evidence) and lr:
         return (f"give the optimizer this model's parameters: at rate {lr:.3g} no weight moved between the last "
                 "two checks, so no step reaches them")
+    if verdict == "accumulating_gradient":
+        return (f"zero the gradients before each backward (optimizer.zero_grad()): the optimizer stepped with a "
+                f"gradient {_get(evidence, 'gradient', 'loop_ratio', math.nan):.3g}x a fresh batch's here, the sum "
+                "of the gradients of past steps")
     if verdict == "no_learning_rate":
         since, total = _get(evidence, "rate", "zero_since"), _get(evidence, "rate", "total_steps")
         when = f" since step {since}" if since is not None else ""

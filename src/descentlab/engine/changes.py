@@ -48,6 +48,8 @@ class Change:
         noise: wrap the optimizer in annealed Gaussian gradient noise.
         batch_size: a new batch size (``None``: the run's).
         clip: wrap the optimizer in gradient clipping at this global norm (``None``: none).
+        fresh_gradients: wrap the optimizer so it forgets the gradients after each step
+            (:class:`~descentlab.optim.FreshGradients`: for a loop that never zeroes them).
         reinit, init, gain_of: re-initialise the modules ``reinit`` by ``init`` (``"kaiming"``,
             ``"xavier"`` with the gain of ``gain_of``, or PyTorch's ``"default"`` scale), biases 0
             (:func:`~descentlab.engine.model_changes.reinitialize`).
@@ -72,6 +74,7 @@ class Change:
     noise: bool = False
     batch_size: int | None = None
     clip: float | None = None
+    fresh_gradients: bool = False
     reinit: tuple[str, ...] = ()
     init: str = "kaiming"
     gain_of: str = "relu"
@@ -216,12 +219,14 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
     inputs; they need ``model``), the optimizer's state forgotten, a new optimizer over the same
     parameters (fresh state; the old scheduler, tied to the old optimizer, ends), momentum on
     every group, a gradient-noise wrapper drawing from a generator seeded with ``seed``,
-    gradient clipping, then the rate as a :class:`RemedyLR` (composed with ``scheduler`` where
-    the change is relative and ``scheduler`` can be composed, else replacing it). ``model``,
-    ``optimizer`` and ``scheduler`` are changed in place where they are kept.
+    gradient clipping, the gradients forgotten after each step, then the rate as a
+    :class:`RemedyLR` (composed with ``scheduler`` where the change is relative and ``scheduler``
+    can be composed, else replacing it). ``model``, ``optimizer`` and ``scheduler`` are changed in
+    place where they are kept.
     """
     from descentlab.optim import OPTIMIZERS, clear_state, make_optimizer, parse_name
     from descentlab.optim.clipping import GradientClipping
+    from descentlab.optim.fresh_gradients import FreshGradients
     from descentlab.optim.noise import GradientNoise
 
     notes = []
@@ -253,6 +258,8 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
         optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(int(seed)))
     if change.clip is not None:
         optimizer = GradientClipping(optimizer, max_norm=change.clip)
+    if change.fresh_gradients:
+        optimizer = FreshGradients(optimizer)
     relative = change.lr is None and change.optimizer is None
     if change.sets_rate and change.optimizer is None:
         schedule = parse_schedule(change.schedule) if change.schedule else Constant()

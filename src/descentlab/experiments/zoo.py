@@ -207,7 +207,8 @@ def run_case(case: ZooCase, *, seed: int = 0, monitor: bool = True, apply_remedy
     for step in range(1, case.steps + 1):
         index = next(batches)
         xb, yb = (X, y) if index is None else (X[index], y[index])
-        loop.optimizer.zero_grad()
+        if case.zero_grad:
+            loop.optimizer.zero_grad()
         loss = case.loss_fn(loop.model(xb), yb)
         loss.backward()
         grad_norms.append(_gradient_norm(loop.model))

@@ -5,6 +5,7 @@ or a wrapped one, ``make_optimizer("lookahead:adam", ...)``.
 """
 
 from descentlab.optim.clipping import GradientClipping
+from descentlab.optim.fresh_gradients import FreshGradients
 from descentlab.optim.lookahead import Lookahead
 from descentlab.optim.noise import GradientNoise
 from descentlab.optim.registry import OPTIMIZERS, WRAPPERS, OptimizerSpec, is_elementwise, make_optimizer, parse_name
@@ -13,4 +14,5 @@ from descentlab.optim.swats import SWATS, SwatsPhase
 from descentlab.optim.wrapper import clear_state
 
 __all__ = ["OPTIMIZERS", "WRAPPERS", "OptimizerSpec", "make_optimizer", "parse_name", "is_elementwise",
-           "SGDW", "SWATS", "SwatsPhase", "Lookahead", "GradientNoise", "GradientClipping", "clear_state"]
+           "SGDW", "SWATS", "SwatsPhase", "Lookahead", "GradientNoise", "GradientClipping", "FreshGradients",
+           "clear_state"]

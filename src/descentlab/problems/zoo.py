@@ -3,7 +3,8 @@
 Why training stops has more causes than the Hessian at a plateau shows; this zoo reproduces
 each cause the stall monitor names (:data:`descentlab.critical.VERDICTS` and the per-layer
 ones: ``vanishing_gradient``, ``exploding_gradient``, ``dead_units``, ``saturated_units``,
-``unscaled_inputs``) in several model families (MLP, CNN, RNN, transformer), and healthy runs
+``unscaled_inputs``; and ``accumulating_gradient``, a loop that never zeroes its gradients,
+``ZooCase.zero_grad``) in several model families (MLP, CNN, RNN, transformer), and healthy runs
 of other kinds (Adam, SGD with momentum, BatchNorm, dropout, mini-batches, LSTM, transformers)
 that must raise no alarm. A :class:`ZooCase` is plain data plus factories, no training code
 (:mod:`descentlab.experiments.zoo` trains them in a plain PyTorch loop):
@@ -56,7 +57,7 @@ FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 #: Every cause a broken case can have: the monitor's verdicts (``descentlab.critical.VERDICTS``,
 #: listed here because ``problems`` is the lowest layer) and the per-layer causes.
 CAUSES = ("saddle", "minimum", "maximum", "flat", "unstable", "noise_floor", "diverged", "no_learning_rate", "slow",
-          "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units", "unscaled_inputs")
+          "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units", "unscaled_inputs")
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -101,6 +102,8 @@ class ZooCase:
         steps: optimizer steps.
         clip: the loop clips the gradients' global norm to this before each step
             (``torch.nn.utils.clip_grad_norm_``; ``None``: no clipping).
+        zero_grad: the loop zeroes the gradients before each backward (``False``: they add up
+            over the steps, a loop that forgot ``optimizer.zero_grad()``).
         fixed: the healthy counterpart (``None`` for a healthy run, and where nothing is broken:
             a run that converged to its minimum).
         fix: the repair ``fixed`` makes, in words.
@@ -118,6 +121,7 @@ class ZooCase:
     batch_size: int | None = None
     steps: int = 300
     clip: float | None = None
+    zero_grad: bool = True
     fixed: ZooCase | None = field(default=None, repr=False)
     fix: str = ""
 
@@ -135,6 +139,7 @@ class ZooCase:
         batch = "full batch" if self.batch_size is None else f"batch {self.batch_size}"
         schedule = f", {self.schedule}" if self.schedule is not None else ""
         clip = f", gradients clipped at {self.clip:g}" if self.clip is not None else ""
+        clip += "" if self.zero_grad else ", gradients never zeroed"
         return f"{self.optimizer}{schedule}{clip}, {batch}, {self.steps} steps"
 
 
@@ -336,6 +341,19 @@ def _build_cases() -> tuple[ZooCase, ...]:
               schedule=Schedule("LinearLR", {"start_factor": 1.0, "end_factor": 0.0, "total_iters": 80}),
               batch_size=64, steps=500, fix="the decay over all 500 steps",
               fixed={"schedule": Schedule("LinearLR", {"start_factor": 1.0, "end_factor": 0.0, "total_iters": 500})}),
+        # ------------------------------------------------ accumulating gradient: a loop without zero_grad
+        _case("accumulating-mlp-digits", "accumulating_gradient", "mlp", "ReLU MLP 64-64-10, SGD lr 0.05 on batches "
+              "of 64, the loop never zeroes the gradients (each step adds into .grad)", "digits",
+              partial(mlp, (64, 64, 10)), CE, SGD(lr=0.05), batch_size=64, steps=300, zero_grad=False,
+              fix="optimizer.zero_grad() before each backward", fixed={"zero_grad": True}),
+        _case("accumulating-cnn-digits", "accumulating_gradient", "cnn", "ReLU CNN, Adam lr 1e-3 on batches of 64, "
+              "the gradients never zeroed", "digits-images", partial(ConvNet, (8, 16)), CE, _adam(1e-3),
+              batch_size=64, steps=300, zero_grad=False, fix="optimizer.zero_grad() before each backward",
+              fixed={"zero_grad": True}),
+        _case("accumulating-rnn-digits", "accumulating_gradient", "rnn", "LSTM over the digits' rows, Adam lr 3e-3 on "
+              "batches of 64, the gradients never zeroed", "digits-rows",
+              partial(SequenceClassifier, 8, 32, 10, cell="lstm"), CE, _adam(3e-3), batch_size=64, steps=300,
+              zero_grad=False, fix="optimizer.zero_grad() before each backward", fixed={"zero_grad": True}),
         # ------------------------------------------------ vanishing gradient: falls by orders toward the input
         _case("vanishing-mlp-sigmoid", "vanishing_gradient", "mlp", "8-layer sigmoid MLP (7 hidden layers of 32) on "
               "digits, SGD lr 0.1 on batches of 64: stuck at chance", "digits",
