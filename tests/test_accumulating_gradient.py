@@ -130,15 +130,22 @@ def test_the_zero_grad_remedy_steps_as_torch_optim_does_with_zero_grad():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_healthy_loops_and_a_constantly_scaled_loss_are_not_named():
+def test_healthy_loops_a_constantly_scaled_loss_and_unstepped_sums_are_not_named():
     """The same loop with ``zero_grad`` raises no alarm; a loss scaled by 64 (a sum where the
     monitor's loss is a mean, the rate divided to match) makes the loop's gradient 64x the fresh
-    one from the first step, but it does not grow: no ``accumulating_gradient``."""
+    one from the first step, but it does not grow; an optimizer given the first layer only zeroes
+    only its gradients, so the head's add up, but nothing steps with them: none is
+    ``accumulating_gradient``."""
     model = _mlp()
     assert _loop(model, torch.optim.SGD(model.parameters(), lr=0.05), zero_grad=True).stalls == []
     model = _mlp()
     scaled = _loop(model, torch.optim.SGD(model.parameters(), lr=0.05 / 64), zero_grad=True, loss_scale=64.0)
     assert all(s.verdict != "accumulating_gradient" for s in scaled.stalls)
+    model = _mlp()
+    first = _batch_gradient(model, torch.arange(BATCH))[2].norm()
+    partial = _loop(model, torch.optim.SGD(model[0].parameters(), lr=0.05), zero_grad=True, steps=150)
+    assert model[2].weight.grad.norm() >= 20 * first  # the head's sum, never stepped with
+    assert all(s.verdict != "accumulating_gradient" for s in partial.stalls)
 
 
 def test_the_rule_needs_both_the_ratio_and_the_growth_and_comes_after_a_rate_of_zero():

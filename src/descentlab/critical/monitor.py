@@ -234,7 +234,7 @@ class StallMonitor(Callback):
         self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum on its device)
         self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (the losses stacked, their steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
-        self._params: tuple[nn.Module | None, list[torch.Tensor]] = (None, [])  # the model's parameters, listed once
+        self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
         self._paced_at: int | None = None  # ... and of the last one paced
@@ -369,12 +369,16 @@ class StallMonitor(Callback):
         return next((step for step, value in zip(steps, values.tolist()) if not math.isfinite(value)), _NO_STEP)
 
     def _note_gradient(self, model: nn.Module, optimizer: Any = None) -> None:
-        """The norm of the loop's gradients of this step (``.grad``, still there after the optimizer
-        step; where the ``zero-grad`` remedy's wrapper forgot them, the norms it kept), its
-        smallest and largest since the last check kept on the device: a spike between two checks
-        is seen, and nothing waits for the device."""
-        if self._params[0] is not model:
-            self._params = (model, list(model.parameters()))
+        """The norm of the gradients the loop's optimizer stepped with (``.grad`` of its parameters,
+        still there after the step; where the ``zero-grad`` remedy's wrapper forgot them, the
+        norms it kept; without an optimizer, the model's), its smallest and largest since the
+        last check kept on the device: a spike between two checks is seen, and nothing waits for
+        the device. A parameter the optimizer does not step is not in it: its ``.grad``, never
+        zeroed by the optimizer's ``zero_grad``, adds up without ever being stepped with."""
+        owner = model if optimizer is None else optimizer
+        if self._params[0] is not owner:
+            self._params = (owner, list(model.parameters()) if optimizer is None else
+                            [p for group in optimizer.param_groups for p in group["params"]])
         grads = [p.grad for p in self._params[1] if p.grad is not None]
         norms = torch._foreach_norm(grads) if grads else _kept_norms(optimizer)
         if not norms:
