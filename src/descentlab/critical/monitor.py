@@ -600,7 +600,9 @@ class StallMonitor(Callback):
         waited = self._stale_at is None or step - self._stale_at >= RECENT_CHECKS * self.every
         grown = len(norms) >= 2 and norms[0][1] > 0 and waited and math.isfinite(low) \
             and low >= ACCUMULATED_GROWTH * norms[0][1]
-        if not all_agree(grown):  # agreed before the gradient, which every rank then takes together
+        # agreed before the gradient, which every rank then takes together; within the budget, as a
+        # look is (a healthy run's gradient can grow 10x: it then pays for one now and then)
+        if not all_agree(grown and self.budget.allows(self.diagnoser.look_cost())):
             return False
         self._stale_at = step
         return low >= ACCUMULATED * self.diagnoser.sample_gradient_norm(model)

@@ -57,7 +57,8 @@ reinit``            the weights fitted to the raw scales are of no use to standa
                     the gradients clipped to their typical norm from then on
 ``zero-grad``       (``accumulating_gradient``) the gradients forgotten after each step
                     (:class:`~descentlab.optim.FreshGradients`), the optimizer's state forgotten
-                    (moments and velocities of summed gradients: Adam's would keep its steps ~0)
+                    (moments and velocities of summed gradients: Adam's second moments would keep
+                    its steps small for hundreds of steps)
 ==================  =====================================================================
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the

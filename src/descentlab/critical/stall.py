@@ -39,7 +39,7 @@ class Stall:
             loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
             stuck high and a cause in the network seen), ``"stale"`` (the loop's gradient grew
-            to 10x the loss's own here: summed over steps), ``"non_finite"``, or ``"on_demand"``
+            10x and to 4x the loss's own here: summed over steps), ``"non_finite"``, or ``"on_demand"``
             (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
         verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``

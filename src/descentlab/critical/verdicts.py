@@ -85,15 +85,15 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
-           "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause", "off_scale",
-           "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE", "SATURATED_SHARE",
-           "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE", "INPUT_CONDITION",
-           "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH"]
+           "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
+           "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
+           "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE",
+           "INPUT_CONDITION", "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH"]
 
 #: Every verdict, in the order they are tried (the module's table).
-VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units", "saturated_units",
-            "vanishing_gradient", "unscaled_inputs", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat",
-            "slow")
+VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units",
+            "saturated_units", "vanishing_gradient", "unscaled_inputs", "unstable", "saddle", "maximum", "noise_floor",
+            "minimum", "flat", "slow")
 #: The verdicts decided without the Hessian (rows 1-8 of the table).
 CAUSES = VERDICTS[:8]
 #: The causes in the network or its inputs (rows 4-8): :func:`network_cause` decides them.
@@ -209,9 +209,10 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
 def accumulating(evidence: Mapping[str, Any]) -> bool:
     """The loop's gradient is :data:`ACCUMULATED` times the norm a fresh batch gradient has at
     these weights and grew :data:`ACCUMULATED_GROWTH` times since the run began
-    (``gradient.loop_ratio`` and ``loop_growth``): what the optimizer steps with is not this loss's gradient but a sum over
-    past steps. Each alone has other causes: a loss summed where the monitor's is averaged is
-    a constant ratio from the first step; an exploding gradient grows, but so does the fresh one."""
+    (``gradient.loop_ratio`` and ``loop_growth``): what the optimizer steps with is not this
+    loss's gradient but a sum over past steps. Each alone has other causes: a loss summed where
+    the monitor's is averaged is a constant ratio from the first step; an exploding gradient
+    grows, but so does the fresh one."""
     ratio, growth = _get(evidence, "gradient", "loop_ratio"), _get(evidence, "gradient", "loop_growth")
     return ratio is not None and growth is not None and ratio >= ACCUMULATED and growth >= ACCUMULATED_GROWTH
 

@@ -57,7 +57,8 @@ FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 #: Every cause a broken case can have: the monitor's verdicts (``descentlab.critical.VERDICTS``,
 #: listed here because ``problems`` is the lowest layer) and the per-layer causes.
 CAUSES = ("saddle", "minimum", "maximum", "flat", "unstable", "noise_floor", "diverged", "no_learning_rate", "slow",
-          "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units", "unscaled_inputs")
+          "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units",
+          "unscaled_inputs")
 
 
 # ---------------------------------------------------------------------------------------- recipe
