@@ -35,7 +35,7 @@ from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
-from descentlab.critical.verdicts import network_cause
+from descentlab.critical.verdicts import network_cause, shrunk
 from descentlab.critical.layer_signals import first_floating
 from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.losses import is_model_loss
@@ -393,7 +393,8 @@ class Diagnoser:
                 result = run_trials(model, optimizer, self.loss_fn, self.train_data, menu,
                                     steps=self.options.trial_steps, batch_size=batch, seed=self.seed + fork_step,
                                     sample=self.sample_data, point=stall.point,
-                                    escape_options={"max_step": self.options.max_step}, restore=restore)
+                                    escape_options={"max_step": self.options.max_step}, restore=restore,
+                                    clip_to=stall.evidence["gradient"]["loop_high"] if shrunk(stall.evidence) else None)
         except Exception as error:  # a trial must never kill the training run
             return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}, None
         record = {"status": "ran", "fork_step": fork_step, **plain(result.to_dict())}

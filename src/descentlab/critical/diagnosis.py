@@ -158,8 +158,10 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     def measure_noise() -> NoiseEstimate:
         return gradient_noise(sample, batch_size=batch_size or 1, n_data=n_data or sample.n_samples, seed=seed)
 
-    noise = _loop_gradient(evidence["gradient"], float(gradient.norm()) if norm is None else norm, recent_gradients,
-                           gradient_history, measure_noise if mini_batch or full is None else None)
+    noise = None
+    if _summed_suspect(float(gradient.norm()) if norm is None else norm, recent_gradients, gradient_history):
+        noise = measure_noise() if mini_batch or full is None else None
+        _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise)
     early = decide_without_curvature(evidence)
     if early is not None:  # a cause in the network or its inputs: no Hessian needed
         _gradient_test(evidence, options)
@@ -171,6 +173,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         noise = measure_noise()
     if full is None:
         evidence["gradient"]["norm"] = norm = noise.grad_norm_sq ** 0.5
+    if "loop_ratio" not in evidence["gradient"]:  # the loop's gradient against the fresh one, for every verdict
+        _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise)
     tolerance = _gradient_test(evidence, options)
     if mini_batch:
         evidence["noise"] = noise.to_dict()
@@ -377,27 +381,35 @@ def _recent(recent: Sequence[tuple[float, float]], history: Sequence[tuple[float
     return out
 
 
-def _loop_gradient(gradient: dict[str, Any], norm: float, recent: Sequence[tuple[float, float]],
-                   history: Sequence[tuple[float, float]],
-                   measure_noise: Callable[[], NoiseEstimate] | None) -> NoiseEstimate | None:
-    """Whether the loop steps with this loss's gradient: where the smallest gradient it stepped
-    with since the last check is :data:`~descentlab.critical.verdicts.ACCUMULATED` times ``norm``
-    (the fresh gradient here, a sample's or all the data's) and
-    :data:`~descentlab.critical.verdicts.ACCUMULATED_GROWTH` times the smallest of the run's first
-    check, the norm a fresh *batch* gradient has here, sqrt(|g|² + tr Σ_B)
-    (``measure_noise``; ``None``: full-batch, no noise), is measured and ``loop_ratio`` /
-    ``loop_growth`` written into ``gradient`` (the noise estimate returned: the diagnosis reuses it).
-    Elsewhere nothing is measured (a fresh batch gradient is never far above that norm)."""
+def _summed_suspect(norm: float, recent: Sequence[tuple[float, float]], history: Sequence[tuple[float, float]]) -> bool:
+    """The smallest gradient the loop stepped with since the last check is
+    :data:`~descentlab.critical.verdicts.ACCUMULATED` times ``norm`` (the fresh gradient here, a
+    sample's or all the data's) and :data:`~descentlab.critical.verdicts.ACCUMULATED_GROWTH` times
+    the smallest of the run's first check: worth measuring the batch noise for, before the
+    verdicts that need no Hessian (a fresh batch gradient is never far above that norm)."""
     if not recent or not history or not (math.isfinite(recent[-1][0]) and history[0][0] > 0):
-        return None
+        return False
     low = recent[-1][0]
-    if low < ACCUMULATED * norm or low < ACCUMULATED_GROWTH * history[0][0]:
-        return None
-    noise = measure_noise() if measure_noise is not None else None
+    return low >= ACCUMULATED * norm and low >= ACCUMULATED_GROWTH * history[0][0]
+
+
+def _loop_gradient(gradient: dict[str, Any], norm: float | None, recent: Sequence[tuple[float, float]],
+                   history: Sequence[tuple[float, float]], noise: NoiseEstimate | None) -> None:
+    """The loop's gradient since the last check (its smallest and largest norm) against the norm a
+    fresh *batch* gradient has here, sqrt(|g|² + tr Σ_B) (``noise``; without it, full-batch,
+    ``norm``), into ``gradient``: ``loop_norm``, ``loop_high``, ``expected_norm``, ``loop_ratio``
+    (the smallest over it: far above 1, a sum over steps), ``loop_high_ratio`` (the largest over
+    it: far below 1, gradients clipped or a loss scaled down) and ``loop_growth`` (the smallest over
+    the first check's). Nothing where the loop's gradients were not read."""
+    if not recent or not (math.isfinite(recent[-1][0]) and math.isfinite(recent[-1][1])):
+        return
     expected = math.sqrt(noise.grad_norm_sq + noise.noise_sq) if noise is not None else norm
-    gradient.update(loop_norm=low, expected_norm=expected, loop_ratio=low / expected if expected > 0 else math.inf,
-                    loop_growth=low / history[0][0])
-    return noise
+    if expected is None or not expected > 0:
+        return
+    low, high = recent[-1]
+    gradient.update(loop_norm=low, loop_high=high, expected_norm=expected, loop_ratio=low / expected,
+                    loop_high_ratio=high / expected,
+                    loop_growth=low / history[0][0] if history and history[0][0] > 0 else None)
 
 
 def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float:

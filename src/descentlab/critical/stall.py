@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import weights_still
+from descentlab.critical.verdicts import shrunk, weights_still
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -244,5 +244,7 @@ def evidence_text(stall: Stall) -> str:
             parts.append(f"sharpness {rate['sharpness']:.3g} of limit {rate['limit']:.3g}")
         if noise.get("snr") is not None:
             parts.append(f"SNR {noise['snr']:.3g}")
+        if shrunk(ev):
+            parts.append(f"the loop's gradient {grad['loop_high_ratio']:.2g}x a fresh batch's")
         return ", ".join(parts)
     return ""

@@ -206,6 +206,7 @@ def run_trials(
     escape_options: dict | None = None,
     stack: bool = True,
     restore: Sequence[torch.Tensor] | None = None,
+    clip_to: float | None = None,
 ) -> Trials:
     """Try every remedy for ``steps`` steps from a fork of ``model``/``optimizer`` and rank them
     (see the module docstring).
@@ -221,6 +222,9 @@ def run_trials(
         stack: run trials of one batch size as one stacked ensemble where the model allows.
         restore: the weights of the run's last good point (the trainable parameters, in order),
             where a remedy starts from there (``rollback``).
+        clip_to: every trial's gradients clipped to this global norm before its step, as the run's
+            own loop was measured to do to its gradients (``None``: not clipped): a trial that ran
+            on gradients the loop never steps with would rank remedies for another run.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -259,12 +263,19 @@ def run_trials(
             recorded.append(info.step)
             _record(groups, loss_fn, eval_data)
 
+    def after_backward(loop: LoopState, loss: torch.Tensor) -> None:
+        if distributed():
+            _averaged_over_ranks(loop, loss)
+        if clip_to is not None:
+            for m in members:
+                torch.nn.utils.clip_grad_norm_([p for p in m.model.parameters() if p.grad is not None], clip_to)
+
     # one backward pass of the summed losses gives every member its own gradients; each steps its own optimizer
     forks = nn.ModuleList([m.model for m in members])
     run_steps(LoopState(forks, Joint((m.optimizer, m.scheduler) for m in members)),
               lambda index: sum(_group_loss(group, stacked, loss_fn, X, y, index) for group, stacked in groups),
               batches(), steps=steps, after_step=record,
-              after_backward=_averaged_over_ranks if distributed() else None)
+              after_backward=after_backward if distributed() or clip_to is not None else None)
     trials, timed = [], {}
     for m in members:
         key = _computation(m)  # the same computation costs the same: timed once, so clock noise cannot rank them

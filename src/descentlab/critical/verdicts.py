@@ -88,7 +88,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decid
            "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
            "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
            "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE",
-           "INPUT_CONDITION", "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH"]
+           "INPUT_CONDITION", "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH", "SHRUNK", "shrunk"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units",
@@ -142,6 +142,9 @@ ACCUMULATED = 4.0
 #: ... and this many times the smallest of the run's first check: a sum of noisy gradients grows
 #: only as the square root of the steps, so the ratio above is kept low and the growth says the rest.
 ACCUMULATED_GROWTH = 10.0
+#: The largest gradient the loop stepped with since the last check at most this fraction of a fresh
+#: batch gradient's norm: clipped far below it, or a loss scaled down (said in ``slow``'s remedy).
+SHRUNK = 0.1
 #: Dead units: a ReLU activation with at least this share of its units zero on every sample.
 DEAD_SHARE = 0.5
 #: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
@@ -215,6 +218,15 @@ def accumulating(evidence: Mapping[str, Any]) -> bool:
     grows, but so does the fresh one."""
     ratio, growth = _get(evidence, "gradient", "loop_ratio"), _get(evidence, "gradient", "loop_growth")
     return ratio is not None and growth is not None and ratio >= ACCUMULATED and growth >= ACCUMULATED_GROWTH
+
+
+def shrunk(evidence: Mapping[str, Any]) -> bool:
+    """Even the largest gradient the loop stepped with since the last check is at most
+    :data:`SHRUNK` of the norm a fresh batch gradient has here (``gradient.loop_high_ratio``): the
+    optimizer's steps are that much shorter than the rate says (gradients clipped far below their
+    norm, a loss scaled down before ``backward``)."""
+    ratio = _get(evidence, "gradient", "loop_high_ratio")
+    return ratio is not None and ratio <= SHRUNK
 
 
 def weights_still(evidence: Mapping[str, Any]) -> bool:
@@ -359,6 +371,11 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"standardize the inputs (spreads from {inputs['std_min']:.3g} to {inputs['std_max']:.3g}; "
                 f"the condition number of their second moment {inputs['cond_raw']:.3g} -> "
                 f"{inputs['cond_standardized']:.3g} standardized)")
+    if verdict == "slow" and shrunk(evidence):
+        return (f"the optimizer stepped with a gradient at most {_get(evidence, 'gradient', 'loop_high_ratio'):.2g}x "
+                f"a fresh batch's here ({_get(evidence, 'gradient', 'loop_high'):.3g} against "
+                f"{_get(evidence, 'gradient', 'expected_norm'):.3g}): raise the gradient clipping's threshold above "
+                "that norm (or undo the loss's scale before backward), or raise the rate")
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
     if verdict == "slow" and largest and lr and largest > lr:

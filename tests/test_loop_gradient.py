@@ -1,8 +1,10 @@
-"""A loop that never zeroes its gradients (``loss.backward()`` adds into ``.grad``): the
-optimizer steps with the sum of every gradient so far. The monitor names it
-``accumulating_gradient`` from the loop's own gradient against a fresh batch gradient at the
-same weights; the oracles are the running sum of the batch gradients computed by hand, torch's
-own optimizers run with ``zero_grad``, and ``gradient_noise``'s estimate at the stall's weights."""
+"""The gradient the loop's optimizer steps with against a fresh batch gradient at the same
+weights. A loop that never zeroes its gradients (``loss.backward()`` adds into ``.grad``) steps
+with the sum of every gradient so far: ``accumulating_gradient``. A loop that clips its
+gradients far below their norm steps that much shorter: said in ``slow``'s remedy, and the
+trials clip as the loop does. The oracles are the running sum of the batch gradients computed
+by hand, torch's own optimizers run with ``zero_grad``, ``clip_grad_norm_``'s formula, and
+``gradient_noise``'s estimate at the stall's weights."""
 
 import math
 
@@ -13,7 +15,9 @@ from torch.nn import functional as F
 
 from descentlab.critical import StallMonitor
 from descentlab.critical.noise import gradient_noise
-from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, accumulating, decide_without_curvature
+from descentlab.critical.remedies import Remedy
+from descentlab.critical.trials import run_trials
+from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, SHRUNK, accumulating, decide_without_curvature
 from descentlab.engine import LoopState
 from descentlab.engine.changes import Change, apply_change
 from descentlab.optim import FreshGradients
@@ -33,7 +37,7 @@ def _mlp():
 
 
 def _loop(model, optimizer, *, zero_grad, steps=STEPS, apply_remedy=False, loss_scale=1.0, stop_at_stall=False,
-          on_step=None):
+          on_step=None, clip=None):
     """README's loop on the digits, batches of 64 (``zero_grad=False``: the gradients add up);
     ``on_step(step, model, batch)`` sees each step before its backward. Returns the monitor."""
     X, y = _digits()
@@ -49,6 +53,8 @@ def _loop(model, optimizer, *, zero_grad, steps=STEPS, apply_remedy=False, loss_
         if zero_grad:
             loop.optimizer.zero_grad()
         (loss_scale * F.cross_entropy(model(X[index]), y[index])).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         loop.optimizer.step()
         loop.step = step
         monitor.on_step_end(loop, None)
@@ -185,3 +191,58 @@ def test_fresh_gradients_keeps_the_base_state_and_the_norms_it_forgot():
     assert torch.equal(again.state[w]["momentum_buffer"], optimizer.state[w]["momentum_buffer"])
     assert Change.from_dict(Change(fresh_gradients=True).to_dict()).fresh_gradients
 
+
+
+def test_a_loop_clipping_far_below_the_gradient_is_slow_and_told_so_and_its_trials_clip_too():
+    """``clip_grad_norm_(..., 1e-3)`` on gradients of norm ~0.3: the loss does not move, the verdict
+    is ``slow``, its evidence the loop's largest gradient since the last check, which is the clip's
+    own formula max_norm · t / (t + 1e-6) (t ~0.3, so 1e-3 to 1e-8), against ``gradient_noise``'s
+    batch norm at the stall's weights; its remedy names the clipping. With ``apply_remedy`` the
+    trials clip as the loop does, so a remedy the clip cannot hold back (Adam, invariant to the
+    gradient's scale) wins where plain momentum would have, and the run ends far below the run
+    left alone."""
+    model = _mlp()
+    monitor = _loop(model, torch.optim.SGD(model.parameters(), lr=0.1), zero_grad=True, clip=1e-3,
+                    stop_at_stall=True)
+    [stall] = monitor.stalls
+    grad = stall.evidence["gradient"]
+    assert stall.verdict == "slow" and stall.step <= 30
+    assert grad["loop_high"] == pytest.approx(1e-3, rel=1e-5)
+    sample = monitor.diagnoser.sample_loss(model)
+    X, _ = _digits()
+    noise = gradient_noise(sample, batch_size=BATCH, n_data=len(X), seed=monitor.seed)
+    assert grad["loop_high_ratio"] == pytest.approx(1e-3 / math.sqrt(noise.grad_norm_sq + noise.noise_sq), rel=1e-4)
+    assert grad["loop_high_ratio"] <= SHRUNK
+    assert "raise the gradient clipping's threshold" in stall.remedy
+    left = _mlp()
+    _loop(left, torch.optim.SGD(left.parameters(), lr=0.1), zero_grad=True, clip=1e-3)
+    fixed = _mlp()
+    repaired = _loop(fixed, torch.optim.SGD(fixed.parameters(), lr=0.1), zero_grad=True, clip=1e-3,
+                     apply_remedy=True)
+    assert repaired.stalls[0].trials["winner"] == "adam" and repaired.stalls[0].remedy_applied == "adam"
+    X, y = _digits()
+    with torch.no_grad():
+        assert float(F.cross_entropy(fixed(X), y)) < 0.25 * float(F.cross_entropy(left(X), y))
+
+
+def test_trials_clip_their_gradients_as_told():
+    """``run_trials(clip_to=c)``, full batch, least squares: the ``keep`` trial's losses are those of
+    gradient descent with the gradient clipped to norm c by hand (the oracle: ``clip_grad_norm_``'s
+    scale min(1, c / (|g| + 1e-6)) written out)."""
+    torch.manual_seed(0)
+    X, y = torch.randn(64, 5, dtype=torch.float64), torch.randn(64, 1, dtype=torch.float64)
+    model = nn.Linear(5, 1).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    keep = Remedy("keep", "carry on")
+    result = run_trials(model, optimizer, F.mse_loss, (X, y), [keep, keep], steps=10, batch_size=None,
+                        record_every=1, clip_to=0.05)
+    w, b = model.weight.detach().clone(), model.bias.detach().clone()
+    losses = [float(F.mse_loss(X @ w.T + b, y))]
+    for _ in range(10):
+        w_, b_ = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        gw, gb = torch.autograd.grad(F.mse_loss(X @ w_.T + b_, y), (w_, b_))
+        norm = torch.sqrt(gw.square().sum() + gb.square().sum())
+        scale = min(1.0, 0.05 / (float(norm) + 1e-6))
+        w, b = w - 0.1 * scale * gw, b - 0.1 * scale * gb
+        losses.append(float(F.mse_loss(X @ w.T + b, y)))
+    assert list(result.trials[0].losses) == pytest.approx(losses, rel=1e-10)
