@@ -106,6 +106,20 @@ def test_a_loop_without_zero_grad_steps_with_the_running_sum_and_is_named_early(
     assert "the loop's gradient" in stall.summary()
 
 
+def test_a_summing_loop_left_as_it_is_is_told_once():
+    """SGD at lr 0.1 without ``zero_grad``, watched only: the sum throws the weights far off (the
+    loss ends far above where it began) and later plateaus follow, but the loop still sums its
+    gradients: one stall, ``accumulating_gradient``."""
+    model = _mlp()
+    X, y = _digits()
+    with torch.no_grad():
+        initial = float(F.cross_entropy(model(X), y))
+    monitor = _loop(model, torch.optim.SGD(model.parameters(), lr=0.1), zero_grad=False)
+    with torch.no_grad():
+        assert float(F.cross_entropy(model(X), y)) > 10 * initial
+    assert [s.verdict for s in monitor.stalls] == ["accumulating_gradient"]
+
+
 def test_the_zero_grad_remedy_steps_as_torch_optim_does_with_zero_grad():
     """With ``apply_remedy`` the loop is given :class:`FreshGradients` around its optimizer, state
     forgotten: from the stall on, its weights are those of a twin trained from the same weights by

@@ -546,10 +546,13 @@ class StallMonitor(Callback):
         """The last stall named the same lasting cause (a rate of ~0, a loop summing its
         gradients, a cause in the network) and nothing changed the run since (no escape, no
         remedy): a look or a plateau that finds it again, as the stuck loss drifts, is no new
-        stall (a cause at a lecture's point, a saddle, is one at each plateau)."""
+        stall (a cause at a lecture's point, a saddle, is one at each plateau). A loop told it sums
+        its gradients is told nothing more while it still does: that explains any later plateau,
+        even where the weights it threw far off make a fresh gradient as large as the sum."""
         last = self.stalls[-1] if self.stalls else None
-        return (stall.verdict in LASTING and last is not None and last.verdict == stall.verdict
-                and not last.escaped and last.remedy_applied in (None, "keep"))
+        if last is None or last.escaped or last.remedy_applied not in (None, "keep"):
+            return False
+        return last.verdict == "accumulating_gradient" or (stall.verdict in LASTING and last.verdict == stall.verdict)
 
     def _growing(self, step: int, tracked: float) -> bool:
         """The loop's gradient grew :data:`GROWTH_ALARM` times over the recent checks while the
