@@ -359,5 +359,7 @@ def test_raw_wine_features_under_sgd_bounce_and_are_diagnosed_without_a_plateau(
         best = min(best, value)
     assert sum(bounced[-10:]) >= 3 and stall.evidence["bounce"]["checks"] >= 3
     trials = {t["remedy"]: t for t in stall.trials["trials"]}
-    assert stall.trials["ranking"][0] == "standardize"
+    # by the loss alone (the ranking's seconds come from the clock: under load a trial running its
+    # own forward pass can lose a rank, not its decrease)
+    assert max(trials, key=lambda name: trials[name]["losses"][0] - trials[name]["losses"][-1]) == "standardize"
     assert trials["standardize"]["losses"][-1] < 0.1 * min(trials["keep"]["losses"][-1], trials["adam"]["losses"][-1])
