@@ -120,8 +120,10 @@ def test_momentum_and_seeded_noise():
         wrapped.step()  # zero gradient: the step is the noise alone
         draws.append(model.weight.detach().clone())
     assert torch.equal(draws[0], draws[1])
+    adam = apply_change(Change(momentum=0.8), torch.optim.Adam(nn.Linear(2, 1).parameters())).optimizer
+    assert adam.param_groups[0]["betas"] == (0.8, 0.999)  # Adam's momentum is its beta1
     with pytest.raises(ValueError, match="momentum"):
-        apply_change(Change(momentum=0.9), torch.optim.Adam(nn.Linear(2, 1).parameters()))
+        apply_change(Change(momentum=0.9), torch.optim.Adagrad(nn.Linear(2, 1).parameters()))
 
 
 def test_bad_changes_name_the_argument():

@@ -51,7 +51,7 @@ from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.stability import sharpness, stability_rule
+from descentlab.critical.stability import ring_half_life, sharpness, stability_rule
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, decide, decide_without_curvature,
                                           near_best, network_cause, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
@@ -433,10 +433,12 @@ def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:
     finite = math.isfinite(value)
+    half_life = ring_half_life(rule.momentum)  # never damped at 1: JSON has no infinity
     return {"rule": rule.name, "formula": rule.formula, "limit": rule.limit, "scale": rule.scale,
             "preconditioned": rule.preconditioned, "sharpness": value if finite else None,
             "ratio": value / rule.limit if finite else None,
-            "largest_stable_lr": rule.largest_stable_lr(value) if finite else None, "n_matvecs": products}
+            "largest_stable_lr": rule.largest_stable_lr(value) if finite else None, "n_matvecs": products,
+            "momentum": rule.momentum, "ring_half_life": half_life if math.isfinite(half_life) else None}
 
 
 def _loss_evidence(loss: Mapping[str, float] | None) -> dict[str, Any] | None:

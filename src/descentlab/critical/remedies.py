@@ -23,6 +23,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
                     then decays as sqrt(T/2 / t) (the ``warmup-rsqrt`` schedule, the Transformer's shape)
 ``larger-batch``    batches of max(4B, B*) samples (B* where the gradient's SNR reaches 1), at most all
 ``momentum``        heavy-ball momentum 0.9 on the run's SGD, same rate, a fresh velocity
+``lower-momentum``  (``unstable`` where the momentum rings, :func:`~descentlab.critical.verdicts.ringing`)
+                    the momentum (Adam's β₁) lowered to 0.9, same rate, a fresh velocity (and moments)
 ``adam``            Adam at its default rate 1e-3, fresh moments
 ``noise``           annealed Gaussian gradient noise (Neelakantan et al. 2015, the registry's
                     ``noisy:`` wrapper, σ² = 0.3/(1 + t)^0.55) on the run's optimizer
@@ -63,8 +65,8 @@ reinit``            the weights fitted to the raw scales are of no use to standa
 
 Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the
 run's rate or at the fast one), by momentum, by noise, or by an adaptive rate; an ``unstable``
-run needs a lower, decaying or warmed-up rate; a ``noise_floor`` a lower or decaying rate or a
-larger batch; a ``flat`` region a fresh output layer, momentum, an adaptive rate or noise; a
+run needs a lower, decaying or warmed-up rate (or, where its momentum rings, a lower
+momentum); a ``noise_floor`` a lower or decaying rate or a larger batch; a ``flat`` region a fresh output layer, momentum, an adaptive rate or noise; a
 ``slow`` run the rate its own stability limit allows, momentum or an adaptive rate; a minimum
 stuck high noise or an adaptive rate (a minimum at the best loss seen gets no trials: nothing
 should beat stopping); ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so
@@ -85,6 +87,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
+from descentlab.critical.verdicts import ringing
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -109,7 +112,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "maximum": ("keep", "escape", "escape-fast", "noise"),
     "flat": ("keep", "momentum", "adam", "noise", "reinit-head"),
     "slow": ("keep", "raise-rate", "momentum", "adam"),
-    "unstable": ("keep", "lower-rate", "decay", "warm-up"),
+    "unstable": ("keep", "lower-rate", "decay", "warm-up", "lower-momentum"),
     "noise_floor": ("keep", "lower-rate", "decay", "larger-batch"),
     "minimum": ("keep", "noise", "adam"),
     "no_learning_rate": ("keep", "peak-rate"),
@@ -388,6 +391,9 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
     if name == "momentum":
         return Remedy("momentum", f"heavy-ball momentum {MOMENTUM:g}, same rate",
                       Change(momentum=MOMENTUM)) if plain_sgd else None
+    if name == "lower-momentum":
+        return Remedy("lower-momentum", f"the momentum {MOMENTUM:g}, same rate, a fresh velocity",
+                      Change(momentum=MOMENTUM, fresh_state=True)) if ringing(evidence) else None
     if name == "adam":
         return None if adaptive else Remedy("adam", "Adam at lr 1e-3", Change(optimizer="adam", lr=1e-3))
     if name == "noise":

@@ -26,6 +26,13 @@ frozen is heavy ball with dampening 1 − β₁ on D⁻¹H, scaled by the bias c
 sharpness* (2022, "Adaptive gradient methods at the edge of stability", arXiv:2207.14484).
 λ_max(D⁻¹H) is the top eigenvalue of the symmetric D^{-1/2} H D^{-1/2}, so Lanczos applies.
 NAdam and RAdam are read as Adam (their own corrections are ignored; the rule says so).
+
+Below the limit a momentum method still need not settle soon: where heavy ball's roots are
+complex, (1 − √β)² < a < (1 + √β)² (every direction but the flattest at β near 1), both have
+modulus √β whatever the rate, so an oscillation loses only 1 − √β of its amplitude a step
+(:func:`ring_half_life`; Adam's β₁ and RMSprop's momentum alike, Nesterov's roots √(β(1 − a)) at
+most that). At β = 0.999 it halves every 1,386 steps: the iterate rings across the valley for
+longer than most runs, and a lower rate does not damp it faster.
 Wrappers (Lookahead, gradient noise) are read through to the optimizer that steps. An
 optimizer none of these describe gets plain SGD's rule, and its ``formula`` says so.
 
@@ -46,7 +53,7 @@ from torch import nn
 from descentlab.curvature import lanczos
 
 __all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "awaits_state", "stability_operator",
-           "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit"]
+           "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit", "ring_half_life"]
 
 #: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
 #: its rule reads (Adam's, RMSprop's, Adagrad's: :func:`stability_rule`).
@@ -61,6 +68,16 @@ def heavy_ball_limit(beta: float) -> float:
 def nesterov_limit(beta: float) -> float:
     """2(1 + β)/(1 + 2β): the largest stable ``ηλ`` of torch's Nesterov momentum."""
     return 2.0 * (1.0 + beta) / (1.0 + 2.0 * beta)
+
+
+def ring_half_life(momentum: float) -> float:
+    """Steps in which a momentum method's oscillation halves where its roots are complex (modulus
+    √β): 2 ln 2 / ln(1/β); 0 without momentum, ``inf`` at β = 1 (see the module docstring)."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    if momentum == 0.0:
+        return 0.0
+    return math.inf if momentum == 1.0 else 2.0 * math.log(2.0) / -math.log(momentum)
 
 
 def adam_limit(beta1: float) -> float:
@@ -82,6 +99,8 @@ class StabilityRule:
         steps: per parameter (by name), the per-coordinate step ``η_group · scale / d`` of a
             preconditioned rule, or of plain rules whose groups have different rates; ``None``
             when one scalar ``lr · scale`` multiplies the plain Hessian.
+        momentum: the rule's momentum coefficient (heavy ball's or Nesterov's β, Adam's β₁,
+            RMSprop's momentum; 0 for gradient descent and Adagrad): :func:`ring_half_life`.
     """
 
     name: str
@@ -90,6 +109,7 @@ class StabilityRule:
     scale: float
     formula: str
     steps: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    momentum: float = 0.0
 
     @property
     def preconditioned(self) -> bool:
@@ -176,7 +196,7 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
         if steps is not None:
             return StabilityRule("adam", lr, adam_limit(beta1), 1.0 / (1.0 - beta1 ** t),
                                  f"lr * lambda_max(D^-1 H) / (1 - beta1^t) < 2(1 + beta1)/(1 - beta1) = "
-                                 f"{adam_limit(beta1):.4g}, D = sqrt(v_hat) + eps{note}", steps)
+                                 f"{adam_limit(beta1):.4g}, D = sqrt(v_hat) + eps{note}", steps, beta1)
     if "alpha" in group and _has_state(inner, "alpha"):
         momentum = float(group.get("momentum", 0.0))
         eps = float(group.get("eps", 1e-8))
@@ -193,7 +213,8 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
         steps = per_name(rms_step)
         if steps is not None:
             return StabilityRule("rmsprop", lr, heavy_ball_limit(momentum), 1.0, f"lr * lambda_max(D^-1 H) < "
-                                 f"2(1 + momentum) = {heavy_ball_limit(momentum):.4g}, D = sqrt(v) + eps", steps)
+                                 f"2(1 + momentum) = {heavy_ball_limit(momentum):.4g}, D = sqrt(v) + eps", steps,
+                                 momentum)
     if "lr_decay" in group and _has_state(inner, "lr_decay"):
         eps = float(group.get("eps", 1e-10))
 
@@ -213,12 +234,13 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
         if beta > 0 and group.get("nesterov", False):
             return StabilityRule("nesterov", lr, nesterov_limit(beta), 1.0,
                                  f"lr * lambda_max < 2(1 + beta)/(1 + 2 beta) = {nesterov_limit(beta):.4g} "
-                                 f"(Nesterov momentum {beta:g})", plain_steps(1.0))
+                                 f"(Nesterov momentum {beta:g})", plain_steps(1.0), beta)
         if beta > 0:
             scale = 1.0 - dampening
             return StabilityRule("heavy-ball", lr, heavy_ball_limit(beta), scale,
                                  f"lr * {'(1 - dampening) * ' if dampening else ''}lambda_max < 2(1 + beta) = "
-                                 f"{heavy_ball_limit(beta):.4g} (heavy-ball momentum {beta:g})", plain_steps(scale))
+                                 f"{heavy_ball_limit(beta):.4g} (heavy-ball momentum {beta:g})", plain_steps(scale),
+                                 beta)
         return StabilityRule("gd", lr, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)", plain_steps(1.0))
     return StabilityRule("gd", lr, 2.0, 1.0, f"lr * lambda_max < 2 (plain gradient descent's rule: {kind} "
                          "is not modelled, or has no state yet)", plain_steps(1.0))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import shrunk, weights_still
+from descentlab.critical.verdicts import ringing, shrunk, weights_still
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -203,6 +203,10 @@ def evidence_text(stall: Stall) -> str:
         if rate.get("sharpness") is None:
             return f"lr {rate.get('lr', float('nan')):.3g}, sharpness not measured{where}"
         top = curv.get("max_eigenvalue")  # not measured under a preconditioned rule at a point that is not critical
+        if verdict == "unstable" and rate["sharpness"] < rate["limit"] and ringing(ev):
+            return (f"momentum {rate['momentum']:g} rings: an oscillation halves every "
+                    f"{rate.get('ring_half_life') or math.inf:,.0f} steps; sharpness {rate['sharpness']:.3g} "
+                    f"vs limit {rate['limit']:.3g}")
         return (f"sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}{where} "
                 f"(lr {rate['lr']:.3g}" + (f", lambda_max {top:.3g})" if top is not None else ")"))
     if verdict == "noise_floor":

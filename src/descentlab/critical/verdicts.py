@@ -37,7 +37,10 @@ it applies; the first eight need no Hessian, so they are decided before any is c
                                  number >= 1,000x (their factor of the first layer's
                                  Hessian)
  9    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
-                                 (``critical.stability``); not a critical point            warm-up
+                                 (``critical.stability``); not a critical point. Or        warm-up; for ringing momentum
+                                 momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9)
+                                 steps (β >= 0.973, Adam's β₁ too) and the loss >= 10 %
+                                 above its best, not critical
 10    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
                                                                                            eigenvector
 11    ``maximum``                critical, all curvature negative                          any step downhill
@@ -60,7 +63,9 @@ itself (gradients that explode or vanish through the depth, units that pass no g
 on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
 are (a tanh network fed inputs 200x too large is saturated, and its sharpness past the limit is
 a symptom; its remedy is the inputs' scale, not the rate). Then the lectures' order: a rate past
-the stability limit keeps the iterate from settling whatever the point is; a saddle or a
+the stability limit keeps the iterate from settling whatever the point is, and so does momentum
+near 1 at any rate below it (its oscillations damp as √β a step: a loss that gave back what it
+had learned under it is read as unstable before the rows below); a saddle or a
 maximum is escaped by a step, whatever the noise; the noise floor is tested before calling a
 point a minimum, because SGD at a constant rate hovers *around* a minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
@@ -84,11 +89,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from descentlab.critical.stability import ring_half_life
+
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
            "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
            "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
            "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE",
-           "INPUT_CONDITION", "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH", "SHRUNK", "shrunk"]
+           "INPUT_CONDITION", "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing",
+           "RING_STEPS"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units",
@@ -145,6 +153,10 @@ ACCUMULATED_GROWTH = 10.0
 #: The largest gradient the loop stepped with since the last check at most this fraction of a fresh
 #: batch gradient's norm: clipped far below it, or a loss scaled down (said in ``slow``'s remedy).
 SHRUNK = 0.1
+#: Momentum rings when an oscillation's half-life under it (:func:`~descentlab.critical.stability.ring_half_life`)
+#: is at least this many steps, a window of the monitor's plateau test (β >= 0.973; 0.9 halves one in 13 steps,
+#: 0.99 in 138, 0.999 in 1,386).
+RING_STEPS = 50.0
 #: Dead units: a ReLU activation with at least this share of its units zero on every sample.
 DEAD_SHARE = 0.5
 #: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
@@ -180,6 +192,8 @@ def decide(evidence: Mapping[str, Any]) -> str:
     critical = bool(_get(evidence, "gradient", "critical", False))
     ratio = _get(evidence, "rate", "ratio")
     if ratio is not None and math.isfinite(ratio) and (ratio >= 1.0 or (ratio >= AT_LIMIT and not critical)):
+        return "unstable"
+    if not critical and ringing(evidence):
         return "unstable"
     kind = _get(evidence, "curvature", "kind")
     if critical and kind == "saddle":
@@ -218,6 +232,16 @@ def accumulating(evidence: Mapping[str, Any]) -> bool:
     grows, but so does the fresh one."""
     ratio, growth = _get(evidence, "gradient", "loop_ratio"), _get(evidence, "gradient", "loop_growth")
     return ratio is not None and growth is not None and ratio >= ACCUMULATED and growth >= ACCUMULATED_GROWTH
+
+
+def ringing(evidence: Mapping[str, Any]) -> bool:
+    """The optimizer's momentum (``rate.momentum``) rings, an oscillation's half-life at least
+    :data:`RING_STEPS`, and the loss is 10 % or more above its best: below its stability limit,
+    momentum near 1 still carries the iterate across the valley and back for hundreds of steps
+    at any rate, and the loss gives back what it had learned."""
+    momentum = _get(evidence, "rate", "momentum")
+    return bool(momentum is not None and 0.0 <= momentum <= 1.0 and ring_half_life(momentum) >= RING_STEPS
+                and _loss_rising(evidence))
 
 
 def shrunk(evidence: Mapping[str, Any]) -> bool:
@@ -314,6 +338,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
             when += f" of {total}"
         return (f"fix the schedule so the rate lasts until the last step: it has been {lr:.3g}{when}"
                 + (f" (its peak was {peak:.3g})" if peak else "") + ", and no step can move the loss")
+    ratio = _get(evidence, "rate", "ratio")
+    if verdict == "unstable" and ringing(evidence) and (ratio is None or ratio < 1.0):
+        momentum = _get(evidence, "rate", "momentum")
+        return (f"lower the momentum to 0.9: at {momentum:g} an oscillation halves only every "
+                f"{ring_half_life(momentum):,.0f} steps (at 0.9 every {ring_half_life(0.9):.0f}), whatever the rate"
+                + (f"; the rate is within its limit ({ratio:.2g} of it)" if ratio is not None else ""))
     if verdict == "unstable" and largest:
         if _get(evidence, "rate", "converged") is False:  # a lower bound of the sharpness: an upper one of the rate
             return (f"lower the rate well below {largest:.3g} (at most the largest stable rate here: the budget "

@@ -42,7 +42,8 @@ class Change:
         lr: an absolute rate for every group, or ``None``.
         schedule: a schedule spec (:func:`~descentlab.schedules.parse_schedule`): the rate's
             factor ``t`` steps after the change; ``None``: constant.
-        momentum: set this heavy-ball coefficient on the optimizer (a fresh velocity).
+        momentum: set this momentum coefficient on the optimizer (heavy ball's, or β₁ of Adam's kind;
+            the velocity is fresh where there was none, else with ``fresh_state``).
         optimizer: a registry name: a new optimizer with fresh state, at rate ``lr`` (or the
             registry's default); ``None``: the run's own, its state kept.
         noise: wrap the optimizer in annealed Gaussian gradient noise.
@@ -250,9 +251,12 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
         scheduler = None
     if change.momentum is not None:
         for group in optimizer.param_groups:
-            if "momentum" not in group:
+            if "momentum" in group:
+                group["momentum"] = change.momentum
+            elif "betas" in group:  # Adam's kind: β₁ is its momentum
+                group["betas"] = (change.momentum, *tuple(group["betas"])[1:])
+            else:
                 raise ValueError(f"momentum: {type(optimizer).__name__} has no momentum to set")
-            group["momentum"] = change.momentum
     if change.noise:
         first = optimizer.param_groups[0]["params"][0]
         optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(int(seed)))

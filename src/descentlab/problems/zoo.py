@@ -295,6 +295,20 @@ def _build_cases() -> tuple[ZooCase, ...]:
               batch_size=64, steps=400, fix="lr 3e-3 with 50 steps of warm-up",
               fixed={"optimizer": _adam(3e-3), "schedule": Schedule("LinearLR", {"start_factor": 0.02,
                                                                                   "total_iters": 50})}),
+        # ------------------------------------------------ unstable: momentum near 1 rings below the limit
+        _case("unstable-mlp-momentum", "unstable", "mlp", "ReLU MLP 64-64-10, SGD at lr 0.1 with momentum 0.99 on "
+              "batches of 64 (an oscillation halves every 138 steps)", "digits", partial(mlp, (64, 64, 10)), CE,
+              _momentum(0.1, 0.99), batch_size=64, steps=300, fix="momentum 0.9",
+              fixed={"optimizer": _momentum(0.1)}),
+        _case("unstable-cnn-nesterov", "unstable", "cnn", "ReLU CNN, SGD at lr 0.02 with Nesterov momentum 0.999 on "
+              "batches of 64", "digits-images", partial(ConvNet, (8, 16)), CE,
+              Optimizer("SGD", 0.02, {"momentum": 0.999, "nesterov": True}), batch_size=64, steps=400,
+              fix="Nesterov momentum 0.9", fixed={"optimizer": Optimizer("SGD", 0.02, {"momentum": 0.9,
+                                                                                        "nesterov": True})}),
+        _case("unstable-rnn-betas", "unstable", "rnn", "LSTM over the digits' rows, Adam at lr 3e-3 with its betas "
+              "swapped (0.999, 0.9) on batches of 64", "digits-rows",
+              partial(SequenceClassifier, 8, 32, 10, cell="lstm"), CE, _adam(3e-3, betas=(0.999, 0.9)), batch_size=64, steps=400, fix="Adam's betas (0.9, 0.999)",
+              fixed={"optimizer": _adam(3e-3)}),
         # ------------------------------------------------ noise floor: tiny batches at a constant rate
         _case("noise-mlp-moons", "noise_floor", "mlp", "tanh MLP 2-16-2 on overlapping moons, SGD on batches of 2 "
               "at a constant lr 0.5", "moons-overlap", partial(mlp, (2, 16, 2), "tanh"), CE, SGD(lr=0.5), batch_size=2,
