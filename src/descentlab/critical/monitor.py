@@ -27,9 +27,10 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   that gradient is exactly 0, or, at the third tracked loss, where the loss has not moved since
   the start (:meth:`~descentlab.critical.plateau.PlateauTest.early_plateau`; the rate not rising,
   the diagnosis fitting the budget then); a rate that has been ~0 for a window is one without waiting for the
-  test (no step can move the loss); a non-finite loss is the ``diverged`` verdict, measured at
-  the last good point (the loop is asked to stop; with ``apply_remedy`` it is rolled back there
-  instead, at a lower rate);
+  test (no step can move the loss); so is a loss that creeps, stuck high and at its pace still
+  there at the run's last step (:meth:`~descentlab.critical.plateau.PlateauTest.ends_above`); a
+  non-finite loss is the ``diverged`` verdict, measured at the last good point (the loop is asked
+  to stop; with ``apply_remedy`` it is rolled back there instead, at a lower rate);
 * **what it says** — the diagnosis (:meth:`Diagnoser.diagnose`): a verdict with its evidence
   and remedy, at a saddle the loss along the escape direction, optionally the remedy trials.
   Each finding is a :class:`~descentlab.critical.stall.Stall` in ``monitor.stalls`` and one
@@ -492,6 +493,8 @@ class StallMonitor(Callback):
                                                          and self.budget.allows(self.diagnoser.expected_cost(model))):
                 trend = flat  # a plateau from the first step, diagnosed as one now if that fits the budget
                 # (else the plateau test finds it two windows on: one look is not a plateau to wait on)
+        if trend is None and all_agree((creep := self._creep(loop)) is not None):
+            trend, reason = creep, "creep"
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -629,6 +632,22 @@ class StallMonitor(Callback):
         return (self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
+
+    def _creep(self, loop: LoopState) -> Trend | None:
+        """At the end of a window of a run whose length is known: the tracked loss still above
+        :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began, and creeping
+        (:meth:`~descentlab.critical.plateau.PlateauTest.ends_above`: not surely falling
+        ``SPARSE_ABOVE · rel_tol`` a window, and at that pace still there at the run's last step),
+        at a rate that is not rising. Such a loss is progress to the plateau test, whose tolerance
+        a steady creep of 0.14 % a window passes, yet the run will end where it began."""
+        initial, total = self.history.initial, loop.total_steps
+        if (total is None or self._count % self.window or self._pending is not None
+                or self.plateau.quiet_above is not None or initial is None or not initial > 0):
+            return None
+        lr, first = self._lr(), self.history.first_lr
+        if lr is not None and first is not None and lr > first:
+            return None  # a warm-up holds the loss by design
+        return self.plateau.ends_above(total - loop.step, STUCK_HIGH * initial, SPARSE_ABOVE * self.plateau.rel_tol)
 
     def _flat_start(self) -> Trend | None:
         """At the early look: the tracked loss has not moved since the run began

@@ -22,6 +22,11 @@ L(t) ≈ c + s·t by least squares (the smoothing) and reads
   (a rate too high for saturated units, say) has made no progress, however noisy, and waiting
   for the longest horizon would let a short run end undiagnosed.
 
+A plateau test with a tolerance lets a loss creep: 0.14 % a window is progress, and leaves a
+300-step run where it began. :meth:`PlateauTest.ends_above` says when even the optimistic end of
+the pace over the last two windows (P + z·σ_P a window, on the logarithm of the loss) would leave
+the loss above a level at the run's last step: the monitor then diagnoses the creep as a plateau.
+
 After a stall the history restarts, and :meth:`PlateauTest.rearm` keeps the test quiet until
 the loss has left the plateau, so one plateau is reported once.
 """
@@ -166,6 +171,24 @@ class PlateauTest:
         trend = fit_trend(self.steps, self.losses, self.window)
         return replace(trend, confident=True) if abs(trend.progress) + self.z * trend.std_error < self.rel_tol \
             else None
+
+    def ends_above(self, steps_left: int, level: float, pace_below: float) -> Trend | None:
+        """The trend of the tracked loss over the last two windows when the loss creeps: even the
+        optimistic end of its pace, the fall of its logarithm a window P + z·σ_P, is below
+        ``pace_below`` and, kept up for ``steps_left`` more steps, leaves it above ``level``.
+        ``None`` otherwise, before two windows are covered, or for a loss that is not positive."""
+        horizon = 2 * self.window
+        if not self.steps or self.steps[-1] - self.steps[0] < horizon or not level > 0:
+            return None
+        first = max(i for i, step in enumerate(self.steps) if step <= self.steps[-1] - horizon)
+        steps, losses = self.steps[first:], self.losses[first:]
+        if len(steps) < 3 or not min(losses) > 0:
+            return None
+        logs = fit_trend(steps, [math.log(v) for v in losses], self.window)
+        pace = (logs.progress + self.z * logs.std_error) * abs(logs.level)  # fit_trend divided by the level
+        if pace >= pace_below or logs.last - max(pace, 0.0) * steps_left / self.window <= math.log(level):
+            return None
+        return fit_trend(steps, losses, self.window)
 
     def _early(self) -> bool:
         """Three points or more, none a window before the latest: the early tests' points."""

@@ -39,7 +39,9 @@ class Stall:
             loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
             stuck high and a cause in the network seen), ``"stale"`` (the loop's gradient grew
-            10x and to 4x the loss's own here: summed over steps), ``"non_finite"``, or ``"on_demand"``
+            10x and to 4x the loss's own here: summed over steps), ``"creep"`` (the loss stuck high
+            and falling so slowly that it would be there at the run's last step), ``"non_finite"``, or
+            ``"on_demand"``
             (``StallMonitor.diagnose``).
         status: one of :data:`STATUSES`.
         verdict: why training stopped (:data:`descentlab.critical.verdicts.VERDICTS`), ``None``
@@ -134,6 +136,8 @@ class Stall:
                 head += (f" to {seen['factor']:.3g}x its best ({seen['best']:.4g}) at {seen['checks']} of the last "
                          f"{seen['of']} checks")
             head += f", {self.loss:.4g} now"
+        elif self.reason == "creep":
+            head = f"step {self.step}: the loss creeps at {self.loss:.4g}"
         elif self.reason == "stale":
             head = f"step {self.step}: the loop's gradient outgrew the loss's at loss {self.loss:.4g}"
         elif self.reason == "growth":
