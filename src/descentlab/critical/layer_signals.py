@@ -41,8 +41,8 @@ from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
 
-__all__ = ["UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers", "input_scales",
-           "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
+__all__ = ["copied_share", "UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers",
+           "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
 FLAT_SLOPE = 0.02
@@ -102,6 +102,9 @@ class LayerGradient:
         grad_norm, weight_norm: of its weights (every tensor of two or more dimensions it owns).
         relative: ``grad_norm / weight_norm`` (``nan`` for zero weights).
         update: ``‖ΔW‖ / ‖W‖`` per step since the previous check (``None`` when not known).
+        copies: the share of its output units (the rows of its first weight, with their bias) equal
+            to another unit's to 1e-6 of the largest weight (:func:`copied_share`): units that start
+            equal get equal gradients and stay copies, so the layer acts as one unit.
     """
 
     name: str
@@ -110,6 +113,7 @@ class LayerGradient:
     weight_norm: float
     relative: float
     update: float | None = None
+    copies: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -424,9 +428,28 @@ def _layer_gradients(loss: EmpiricalLoss, gradient: torch.Tensor, order: list[st
         update = None
         if before and steps_since and all(n in before for n in own) and weight > 0:
             update = _norm([values[n] - before[n].to(values[n]) for n in own]) / weight / steps_since
+        bias = getattr(modules[name], "bias", None)
         out.append(LayerGradient(name, type(modules[name]).__name__, grad, weight,
-                                 grad / weight if weight > 0 else math.nan, update))
+                                 grad / weight if weight > 0 else math.nan, update,
+                                 copied_share(values[own[0]], bias if isinstance(bias, torch.Tensor) else None)))
     return out
+
+
+def copied_share(weight: torch.Tensor, bias: torch.Tensor | None = None) -> float:
+    """The share of a layer's output units (``weight``'s rows over its first dimension, each with its
+    ``bias`` entry) that equal another unit's, each entry to 1e-6 of the largest ``|weight|``
+    (an all-zero layer: every unit a copy). Rows that agree that closely were set equal: drawn at
+    random they differ by the draw's own spread."""
+    rows = weight.detach().reshape(weight.shape[0], -1).double()
+    if bias is not None and bias.ndim == 1 and bias.shape[0] == rows.shape[0]:
+        rows = torch.cat([rows, bias.detach().double()[:, None]], dim=1)
+    if rows.shape[0] < 2:
+        return 0.0
+    scale = float(rows.abs().max())
+    if scale == 0.0:
+        return 1.0
+    _, counts = torch.unique(torch.round(rows / (scale * 1e-6)), dim=0, return_counts=True)
+    return float(counts[counts > 1].sum()) / rows.shape[0]
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:

@@ -370,9 +370,9 @@ class StallMonitor(Callback):
         return next((step for step, value in zip(steps, values.tolist()) if not math.isfinite(value)), _NO_STEP)
 
     def _note_gradient(self, model: nn.Module, optimizer: Any = None) -> None:
-        """The norm of the gradients the loop's optimizer stepped with (``.grad`` of its parameters,
-        still there after the step; where the ``zero-grad`` remedy's wrapper forgot them, the
-        norms it kept; without an optimizer, the model's), its smallest and largest since the
+        """The norm of the gradients the loop gave its optimizer (``.grad`` of its parameters,
+        still there after the step; where a remedy's wrapper forgot them or added noise into them,
+        the norms it kept before; without an optimizer, the model's), its smallest and largest since the
         last check kept on the device: a spike between two checks is seen, and nothing waits for
         the device. A parameter the optimizer does not step is not in it: its ``.grad``, never
         zeroed by the optimizer's ``zero_grad``, adds up without ever being stepped with."""
@@ -380,8 +380,10 @@ class StallMonitor(Callback):
         if self._params[0] is not owner:
             self._params = (owner, list(model.parameters()) if optimizer is None else
                             [p for group in optimizer.param_groups for p in group["params"]])
-        grads = [p.grad for p in self._params[1] if p.grad is not None]
-        norms = torch._foreach_norm(grads) if grads else _kept_norms(optimizer)
+        norms = _kept_norms(optimizer)
+        if norms is None:
+            grads = [p.grad for p in self._params[1] if p.grad is not None]
+            norms = torch._foreach_norm(grads) if grads else None
         if not norms:
             return
         self._grads_seen.append(norms)  # stacked at the fold, all steps at once
@@ -922,8 +924,10 @@ _MAX_FOLDS = 64
 
 
 def _kept_norms(optimizer: Any) -> list[torch.Tensor] | None:
-    """The last step's gradient norms a :class:`~descentlab.optim.FreshGradients` in the wrappers
-    around ``optimizer`` kept (``None``: none there)."""
+    """The last step's gradient norms, as the loop gave them, that the outermost wrapper around
+    ``optimizer`` keeping them kept (:class:`~descentlab.optim.FreshGradients`, whose step forgets
+    the gradients; :class:`~descentlab.optim.GradientNoise`, whose step adds its noise into them);
+    ``None``: no such wrapper."""
     while optimizer is not None and not hasattr(optimizer, "last_norms"):
         optimizer = getattr(optimizer, "base", None)
     return None if optimizer is None else optimizer.last_norms

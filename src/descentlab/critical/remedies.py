@@ -30,7 +30,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
                     ``noisy:`` wrapper, σ² = 0.3/(1 + t)^0.55) on the run's optimizer
 ``peak-rate``       the rate back at the largest the run has used
 ``clip``            the gradients clipped to the run's typical gradient norm
-``reinit``          the named layers re-initialised (Kaiming, bias 0; Xavier with the saturating
+``reinit``          the named layers (those whose units are copies of each other, at a
+                    ``symmetric_units`` stall) re-initialised (Kaiming, bias 0; Xavier with the saturating
                     activation's gain where units saturate), and the normalization layers in
                     front of those units (scale 1, shift 0); dead units behind a normalization
                     layer get that layer alone back (only its scale and shift can hold them dead)
@@ -63,18 +64,20 @@ reinit``            the weights fitted to the raw scales are of no use to standa
                     its steps small for hundreds of steps)
 ==================  =====================================================================
 
-Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the
-run's rate or at the fast one), by momentum, by noise, or by an adaptive rate; an ``unstable``
-run needs a lower, decaying or warmed-up rate (or, where its momentum rings, a lower
-momentum); a ``noise_floor`` a lower or decaying rate or a larger batch; a ``flat`` region a fresh output layer, momentum, an adaptive rate or noise; a
-``slow`` run the rate its own stability limit allows, momentum or an adaptive rate; a minimum
-stuck high noise or an adaptive rate (a minimum at the best loss seen gets no trials: nothing
-should beat stopping); ``no_learning_rate`` the rate restored. ``keep`` is always tried too, so
-a ranking says whether any remedy beats carrying on. ``momentum`` needs plain SGD (torch's ``SGD`` without
-momentum), ``adam`` an optimizer that is not already adaptive; ``diverged`` gets no trials (its
-point is not finite): with ``apply_remedy`` the run is rolled back instead (:func:`rollback`).
-Nor does ``accumulating_gradient``: a trial's loop zeroes its gradients, so every trial, ``keep``
-too, would be the repaired run; with ``apply_remedy`` ``zero-grad`` is applied (:data:`IMPOSED`).
+Which fit which verdict (:data:`MENU`): a saddle or a maximum is left by the escape (at the run's
+rate or at the fast one), by momentum, by noise, or by an adaptive rate; an ``unstable`` run needs a
+lower, decaying or warmed-up rate (or, where its momentum rings, a lower momentum); a
+``noise_floor`` a lower or decaying rate or a larger batch; units that are copies of each other
+fresh random weights or gradient noise (either breaks their symmetry); a ``flat`` region a fresh
+output layer, momentum, an adaptive rate or noise; a ``slow`` run the rate its own stability limit
+allows, momentum or an adaptive rate; a minimum stuck high noise or an adaptive rate (a minimum at
+the best loss seen gets no trials: nothing should beat stopping); ``no_learning_rate`` the rate
+restored. ``keep`` is always tried too, so a ranking says whether any remedy beats carrying on.
+``momentum`` needs plain SGD (torch's ``SGD`` without momentum), ``adam`` an optimizer that is not
+already adaptive; ``diverged`` gets no trials (its point is not finite): with ``apply_remedy`` the
+run is rolled back instead (:func:`rollback`). Nor does ``accumulating_gradient``: a trial's loop
+zeroes its gradients, so every trial, ``keep`` too, would be the repaired run; with ``apply_remedy``
+``zero-grad`` is applied (:data:`IMPOSED`).
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import ringing
+from descentlab.critical.verdicts import copied, ringing
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -119,6 +122,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "exploding_gradient": ("keep", "clip", "lower-rate", "warm-up", "reinit"),
     "dead_units": ("keep", "leaky-relu", "reinit", "lower-rate"),
     "saturated_units": ("keep", "standardize", "reinit", "relu"),
+    "symmetric_units": ("keep", "reinit", "noise"),
     "vanishing_gradient": ("keep", "adam", "reinit", "relu"),
     "unscaled_inputs": ("keep", "standardize", "standardize-reinit", "adam"),
 }
@@ -254,7 +258,8 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         if not weights:
             return None
         dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after") for name in _holding(u)]
-        names = tuple(dict.fromkeys(dead)) or tuple(weights) + _norms(units)
+        copies = [layer["name"] for layer in copied(evidence)]  # random weights break the copies' symmetry
+        names = tuple(dict.fromkeys(dead)) or tuple(copies) or tuple(weights) + _norms(units)
         if saturating and not dead:
             family = max(saturating, key=lambda u: u.get("saturated") or 0)["family"]
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"

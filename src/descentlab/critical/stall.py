@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import ringing, shrunk, weights_still
+from descentlab.critical.verdicts import copied, ringing, shrunk, weights_still
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -235,6 +235,9 @@ def evidence_text(stall: Stall) -> str:
             return f"no {key} units measured"
         return ", ".join(f"{u[key]:.0%} {key} at {u['name']} ({u['family']})" for u in
                          sorted(hit, key=lambda u: -u[key])[:3])
+    if verdict == "symmetric_units":
+        shown = [f"{layer['copies']:.0%} of the units at {layer['name']} copies" for layer in copied(ev)[:3]]
+        return ", ".join(shown) or "no copied units measured"
     if verdict in ("vanishing_gradient", "exploding_gradient"):
         rel = [layer["relative"] for layer in layers.get("layers") or []]
         profile = " -> ".join(f"{r:.1e}" for r in rel)

@@ -36,23 +36,27 @@ it applies; the first eight need no Hessian, so they are decided before any is c
                                  and standardizing them lowers the inputs' condition
                                  number >= 1,000x (their factor of the first layer's
                                  Hessian)
- 9    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
+ 9    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
+                                 another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
+                                 gradients and stay equal); stuck high; not a saddle or
+                                 a maximum
+10    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
                                  (``critical.stability``); not a critical point. Or        warm-up; for ringing momentum
                                  momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9)
                                  steps (β >= 0.973, Adam's β₁ too) and the loss >= 10 %
                                  above its best, not critical
-10    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
+11    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
                                                                                            eigenvector
-11    ``maximum``                critical, all curvature negative                          any step downhill
-12    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
+12    ``maximum``                critical, all curvature negative                          any step downhill
+13    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
                                  than the mini-batch noise (SNR < 1, ``critical.noise``);
                                  the loss has come down from where it began (no run
                                  starts at its floor)
-13    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
+14    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
                                  seen, or stuck high (above half the initial loss)         restart / noise / a larger model
-14    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
+15    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
                                  around                                                    rate, momentum, or noise
-15    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
+16    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
 ====  =========================  ========================================================  =================================
 
 Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an
@@ -62,12 +66,16 @@ is, and a growing loop gradient would read as an exploding one). A cause in the 
 itself (gradients that explode or vanish through the depth, units that pass no gradient, inputs
 on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
 are (a tanh network fed inputs 200x too large is saturated, and its sharpness past the limit is
-a symptom; its remedy is the inputs' scale, not the rate). Then the lectures' order: a rate past
+a symptom; its remedy is the inputs' scale, not the rate). Units that are copies of each other
+(a constant initialisation) get equal gradients and stay copies under any rate or noise, so
+they come before the rate, but at a saddle or a maximum (a point where a layer's units are all
+equal and the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks
+their symmetry). Then the lectures' order: a rate past
 the stability limit keeps the iterate from settling whatever the point is, and so does momentum
 near 1 at any rate below it (its oscillations damp as √β a step: a loss that gave back what it
-had learned under it is read as unstable before the rows below); a saddle or a
-maximum is escaped by a step, whatever the noise; the noise floor is tested before calling a
-point a minimum, because SGD at a constant rate hovers *around* a minimum at a loss above it.
+had learned under it is read as unstable before the rows below); a saddle or a maximum is
+escaped by a step, whatever the noise; the noise floor is tested before calling a point a
+minimum, because SGD at a constant rate hovers *around* a minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
 (``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
 activation modules (activations written as functions) no dead or saturated units.
@@ -95,19 +103,19 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decid
            "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
            "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
            "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE",
-           "INPUT_CONDITION", "STILL_STEP", "ACCUMULATED", "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing",
-           "RING_STEPS"]
+           "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED", "ACCUMULATED_GROWTH",
+           "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units",
-            "saturated_units", "vanishing_gradient", "unscaled_inputs", "unstable", "saddle", "maximum", "noise_floor",
-            "minimum", "flat", "slow")
+            "saturated_units", "vanishing_gradient", "unscaled_inputs", "symmetric_units", "unstable", "saddle",
+            "maximum", "noise_floor", "minimum", "flat", "slow")
 #: The verdicts decided without the Hessian (rows 1-8 of the table).
 CAUSES = VERDICTS[:8]
 #: The causes in the network or its inputs (rows 4-8): :func:`network_cause` decides them.
 NETWORK_CAUSES = VERDICTS[3:8]
-#: The causes that stay until the run is changed (rows 2-8): one is told once, not at each plateau.
-LASTING = VERDICTS[1:8]
+#: The causes that stay until the run is changed (rows 2-9): one is told once, not at each plateau.
+LASTING = VERDICTS[1:9]
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
@@ -128,6 +136,8 @@ REMEDIES = {
     "saturated_units": "standardize the inputs, re-initialise the layers, or use ReLU/GELU",
     "vanishing_gradient": "use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh",
     "unscaled_inputs": "standardize the inputs",
+    "symmetric_units": "re-initialise the layer whose units are copies of each other with random weights "
+                       "(equal units get equal gradients and stay equal), or add gradient noise",
 }
 
 #: The rate is ~0 when it is at most this fraction of the largest rate the run has used.
@@ -157,6 +167,8 @@ SHRUNK = 0.1
 #: is at least this many steps, a window of the monitor's plateau test (β >= 0.973; 0.9 halves one in 13 steps,
 #: 0.99 in 138, 0.999 in 1,386).
 RING_STEPS = 50.0
+#: Symmetric units: a weight layer with at least this share of its units copies of another.
+SYMMETRIC_SHARE = 0.5
 #: Dead units: a ReLU activation with at least this share of its units zero on every sample.
 DEAD_SHARE = 0.5
 #: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
@@ -190,12 +202,14 @@ def decide(evidence: Mapping[str, Any]) -> str:
     if early is not None:
         return early
     critical = bool(_get(evidence, "gradient", "critical", False))
+    kind = _get(evidence, "curvature", "kind")
+    if stuck_high(evidence) and copied(evidence) and not (critical and kind in ("saddle", "local_max")):
+        return "symmetric_units"
     ratio = _get(evidence, "rate", "ratio")
     if ratio is not None and math.isfinite(ratio) and (ratio >= 1.0 or (ratio >= AT_LIMIT and not critical)):
         return "unstable"
     if not critical and ringing(evidence):
         return "unstable"
-    kind = _get(evidence, "curvature", "kind")
     if critical and kind == "saddle":
         return "saddle"
     if critical and kind == "local_max":
@@ -232,6 +246,13 @@ def accumulating(evidence: Mapping[str, Any]) -> bool:
     grows, but so does the fresh one."""
     ratio, growth = _get(evidence, "gradient", "loop_ratio"), _get(evidence, "gradient", "loop_growth")
     return ratio is not None and growth is not None and ratio >= ACCUMULATED and growth >= ACCUMULATED_GROWTH
+
+
+def copied(evidence: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The weight layers with at least :data:`SYMMETRIC_SHARE` of their units copies of another
+    (``layers.layers[i].copies``), input first."""
+    layers = (evidence.get("layers") or {}).get("layers") or []
+    return [layer for layer in layers if (layer.get("copies") or 0.0) >= SYMMETRIC_SHARE]
 
 
 def ringing(evidence: Mapping[str, Any]) -> bool:
@@ -401,6 +422,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"standardize the inputs (spreads from {inputs['std_min']:.3g} to {inputs['std_max']:.3g}; "
                 f"the condition number of their second moment {inputs['cond_raw']:.3g} -> "
                 f"{inputs['cond_standardized']:.3g} standardized)")
+    if verdict == "symmetric_units" and copied(evidence):
+        where = ", ".join(f"{layer['copies']:.0%} of the units of {layer['name']!r}" for layer in copied(evidence)[:3])
+        return (f"{where} are copies of another unit: re-initialise those layers with random weights (equal units "
+                "get equal gradients and stay equal, so the layer acts as one unit), or add gradient noise")
     if verdict == "slow" and shrunk(evidence):
         return (f"the optimizer stepped with a gradient at most {_get(evidence, 'gradient', 'loop_high_ratio'):.2g}x "
                 f"a fresh batch's here ({_get(evidence, 'gradient', 'loop_high'):.3g} against "

@@ -27,9 +27,10 @@ class FreshGradients(OptimizerWrapper):
             wrapper).
 
     Attributes:
-        last_norms: the norms of the gradients of the last step, one tensor per parameter that had
-            one (``torch._foreach_norm``: on their device, nothing waits for it), kept for a
-            watcher that reads the loop's gradients after the step, when they are gone.
+        last_norms: the norms of the gradients of the last step as the loop gave them (before a
+            wrapper inside changed them), one tensor per parameter that had one
+            (``torch._foreach_norm``: on their device, nothing waits for it), kept for a watcher
+            that reads the loop's gradients after the step, when they are gone.
     """
 
     key = "fresh_gradients"
@@ -43,9 +44,9 @@ class FreshGradients(OptimizerWrapper):
     def step(self, closure=None):
         """Evaluate ``closure`` (if any), step the base, then forget the gradients."""
         loss = self._evaluate(closure)
-        self.base.step()
         grads = [p.grad for p in self._params() if p.grad is not None]
         self.last_norms = list(torch._foreach_norm(grads)) if grads else []
+        self.base.step()
         self.base.zero_grad(set_to_none=True)
         return loss
 

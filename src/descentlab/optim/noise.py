@@ -45,6 +45,11 @@ class GradientNoise(OptimizerWrapper):
 
     The noise makes the update depend on all gradients of a step together (one draw split
     over them), so the result is not element-wise across stacked models.
+
+    Attributes:
+        last_norms: the norms of the last step's gradients as the loop gave them, before the
+            noise (``torch._foreach_norm``, on their device), for a watcher that reads the loop's
+            gradients after the step, when ``.grad`` holds the noise too.
     """
 
     key = "noise"
@@ -65,6 +70,7 @@ class GradientNoise(OptimizerWrapper):
         self.generator = generator
         self.t = 0
         self._noise = FlatScratch()
+        self.last_norms: list[torch.Tensor] = []
 
     @property
     def std(self) -> float:
@@ -77,6 +83,7 @@ class GradientNoise(OptimizerWrapper):
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         dense_grads("GradientNoise", grads)
+        self.last_norms = list(torch._foreach_norm(grads)) if grads else []
         if grads:
             with torch.no_grad():
                 torch._foreach_add_(grads, self._draw(params), alpha=self.std)

@@ -45,7 +45,8 @@ from torch.nn import functional as F
 
 from descentlab.problems.zoo_data import SORT_LENGTH, SORT_SYMBOLS, ZEN_LENGTH, ZooData, dataset, zen_vocabulary
 from descentlab.problems.zoo_models import (ConvNet, ElmanRNN, FunctionalReluMLP, SequenceClassifier, TinyTransformer,
-                                           antipodal_model, clamped, feature_model, linear_conv, mlp, scaled)
+                                           antipodal_model, clamped, constant, feature_model, linear_conv, mlp,
+                                           scaled)
 
 __all__ = ["ZooCase", "ZooData", "Optimizer", "Schedule", "CASES", "FAMILIES", "CAUSES", "dataset", "get_case",
            "select_cases", "cross_entropy", "sequence_cross_entropy", "squared_error", "one_hot_squared_error",
@@ -309,6 +310,20 @@ def _build_cases() -> tuple[ZooCase, ...]:
               "swapped (0.999, 0.9) on batches of 64", "digits-rows",
               partial(SequenceClassifier, 8, 32, 10, cell="lstm"), CE, _adam(3e-3, betas=(0.999, 0.9)), batch_size=64, steps=400, fix="Adam's betas (0.9, 0.999)",
               fixed={"optimizer": _adam(3e-3)}),
+        # ------------------------------------------------ symmetric units: a constant initialisation
+        _case("symmetric-mlp-constant", "symmetric_units", "mlp", "ReLU MLP 64-64-10 with every weight and bias "
+              "0.05, SGD at lr 0.1 on batches of 64", "digits", partial(constant, partial(mlp, (64, 64, 10)), 0.05),
+              CE, SGD(lr=0.1), batch_size=64, steps=300, fix=default_init,
+              fixed={"make_model": partial(mlp, (64, 64, 10))}),
+        _case("symmetric-mlp-deep", "symmetric_units", "mlp", "ReLU MLP 64-32-32-32-10 with every weight and bias "
+              "0.05, Adam at lr 1e-3 on batches of 64", "digits",
+              partial(constant, partial(mlp, (64, 32, 32, 32, 10)), 0.05), CE, _adam(1e-3), batch_size=64, steps=300,
+              fix=default_init, fixed={"make_model": partial(mlp, (64, 32, 32, 32, 10))}),
+        _case("symmetric-rnn-constant", "symmetric_units", "rnn", "GRU over the digits' rows with every weight and "
+              "bias 0.05, Adam at lr 3e-3 on batches of 64", "digits-rows",
+              partial(constant, partial(SequenceClassifier, 8, 32, 10, cell="gru"), 0.05), CE, _adam(3e-3),
+              batch_size=64, steps=300, fix=default_init,
+              fixed={"make_model": partial(SequenceClassifier, 8, 32, 10, cell="gru")}),
         # ------------------------------------------------ noise floor: tiny batches at a constant rate
         _case("noise-mlp-moons", "noise_floor", "mlp", "tanh MLP 2-16-2 on overlapping moons, SGD on batches of 2 "
               "at a constant lr 0.5", "moons-overlap", partial(mlp, (2, 16, 2), "tanh"), CE, SGD(lr=0.5), batch_size=2,

@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = ["mlp", "FunctionalReluMLP", "ConvNet", "SequenceClassifier", "ElmanRNN", "SelfAttention", "Block",
            "TinyTransformer", "Clamped", "FrozenFeatures", "feature_model", "antipodal_teacher", "antipodal_model",
-           "linear_conv", "scaled", "clamped"]
+           "linear_conv", "scaled", "constant", "clamped"]
 
 
 _ACTIVATIONS: Mapping[str, type[nn.Module]] = MappingProxyType({
@@ -326,6 +326,16 @@ def linear_conv() -> nn.Module:
 def clamped(factory: Callable[[], nn.Module], low: float, high: float) -> nn.Module:
     """A fresh ``factory()`` model with its output clamped to ``[low, high]`` (:class:`Clamped`)."""
     return Clamped(factory(), low, high)
+
+
+def constant(factory: Callable[[], nn.Module], value: float) -> nn.Module:
+    """A fresh ``factory()`` model with every parameter set to ``value`` (a constant initialisation:
+    every unit of a layer starts a copy of the others, and gradient descent keeps it one)."""
+    model = factory()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+    return model
 
 
 def scaled(factory: Callable[[], nn.Module], scale: float) -> nn.Module:

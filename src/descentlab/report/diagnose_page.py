@@ -332,7 +332,7 @@ def _noise_figure(stall: Stall):
 
 
 _NETWORK_VERDICTS = ("exploding_gradient", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs",
-                     "diverged")
+                     "symmetric_units", "diverged")
 
 
 def _layers_figure(stall: Stall):

@@ -1,0 +1,103 @@
+"""Units that are copies of each other: their share counted by hand, the verdict both ways, and a
+loop started from a constant initialisation named and repaired (gradient noise or fresh weights
+break the symmetry); the noise wrapper's kept norms against the gradients before the noise."""
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.nn import functional as F
+
+from descentlab.critical import StallMonitor
+from descentlab.critical.layer_signals import copied_share
+from descentlab.critical.verdicts import decide, remedy
+from descentlab.engine.callbacks import LoopState
+from descentlab.optim import GradientNoise
+
+
+def test_the_copied_share_counts_the_units_equal_to_another():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 3, generator=gen)
+    assert copied_share(weight) == 0.0  # drawn at random: no two alike
+    weight[1] = weight[2] = weight[0]
+    weight[4] = weight[3]
+    assert copied_share(weight) == pytest.approx(5 / 6)  # {0, 1, 2} and {3, 4}; 5 stands alone
+    bias = torch.zeros(6)
+    bias[2] = 0.5  # unit 2's bias tells it apart
+    assert copied_share(weight, bias) == pytest.approx(4 / 6)
+    assert copied_share(weight + 1e-3 * torch.randn(6, 3, generator=gen)) == 0.0  # 1e-3 apart: not copies
+    assert copied_share(torch.zeros(4, 2)) == 1.0 and copied_share(torch.ones(1, 5)) == 0.0
+    filters = torch.randn(4, 2, 3, 3, generator=gen)
+    filters[3] = filters[1]
+    assert copied_share(filters) == pytest.approx(0.5)  # a convolution's units are its filters
+
+
+def _evidence(copies, *, critical=False, kind="not_critical", value=2.3, ratio=5.0):
+    return {"loss": {"value": value, "best": value, "initial": 2.31},
+            "rate": {"lr": 0.1, "peak_lr": 0.1, "ratio": ratio, "largest_stable_lr": 0.02, "limit": 2.0},
+            "gradient": {"norm": 0.4, "tolerance": 0.02, "critical": critical},
+            "curvature": {"kind": kind},
+            "layers": {"layers": [{"name": "0", "kind": "Linear", "relative": 0.1, "copies": copies},
+                                  {"name": "2", "kind": "Linear", "relative": 0.1, "copies": 0.0}], "units": []}}
+
+
+def test_copied_units_are_named_before_the_rate_but_not_at_a_saddle():
+    assert decide(_evidence(1.0)) == "symmetric_units"  # even with the rate past its limit: it cannot help
+    assert "100% of the units of '0'" in remedy("symmetric_units", _evidence(1.0))
+    assert decide(_evidence(0.4)) == "unstable"  # under half of the units: the rate's verdict
+    assert decide(_evidence(1.0, value=0.5)) == "unstable"  # not stuck high
+    # the origin of a two-layer net: every unit equal and the gradient 0, a saddle the escape leaves
+    assert decide(_evidence(1.0, critical=True, kind="saddle", ratio=0.1)) == "saddle"
+    assert decide(_evidence(1.0, critical=True, kind="flat", ratio=0.1)) == "symmetric_units"
+
+
+def test_the_noise_wrappers_kept_norms_are_the_gradients_before_the_noise():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = GradientNoise(torch.optim.SGD(model.parameters(), lr=0.1), generator=torch.Generator().manual_seed(1))
+    F.mse_loss(model(torch.randn(8, 4)), torch.randn(8, 3)).backward()
+    expected = [p.grad.norm() for p in model.parameters()]
+    opt.step()
+    assert [float(n) for n in opt.last_norms] == pytest.approx([float(n) for n in expected], rel=1e-6)
+    assert float(model.weight.grad.norm()) > 2 * float(expected[0])  # .grad holds the noise too now
+
+
+def _digits_loop(*, apply_remedy, constant=0.05, steps=300):
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    if constant is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(constant)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=opt, batch_size=64, remedies=apply_remedy,
+                           apply_remedy=apply_remedy, budget=None)
+    loop = LoopState(model, opt, batch_size=64, n_train=len(X), total_steps=steps)
+    monitor.on_train_start(loop)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(X), (64,), generator=gen)
+        loop.optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        loop.optimizer.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        monitor.control.apply(loop)
+    monitor.on_train_end(loop)
+    with torch.no_grad():
+        return float(F.cross_entropy(model(X), y)), monitor.stalls
+
+
+def test_a_constant_initialisation_is_named_and_its_symmetry_broken_by_the_trials_winner():
+    left, stalls = _digits_loop(apply_remedy=False)
+    assert [(s.step, s.verdict) for s in stalls] == [(100, "symmetric_units")]
+    hidden = stalls[0].evidence["layers"]["layers"][0]
+    assert hidden["name"] == "0" and hidden["copies"] == 1.0
+    repaired, stalls = _digits_loop(apply_remedy=True)
+    assert stalls[0].verdict == "symmetric_units" and stalls[0].remedy_applied in ("noise", "reinit")
+    assert [s.verdict for s in stalls[1:]] == []  # the noise in .grad is not read as a summed gradient
+    assert repaired < 0.25 * left
+    assert _digits_loop(apply_remedy=False, constant=None)[1] == []  # PyTorch's own initialisation: no alarm
