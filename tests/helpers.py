@@ -70,3 +70,47 @@ def watched_steps(loop, monitor, step_loss, steps, *, until=None):
         if until is not None and until(monitor):
             return taken
     return steps
+
+
+def digits_mlp_loop(make_optimizer, *, fill=None, remedies=False, make_scheduler=None, total_steps=300, steps=300):
+    """README's loop on the digits: the MLP 64-64-10 (ReLU, seed 0; every parameter set to ``fill``
+    where given) trained ``steps`` steps by ``make_optimizer(parameters)`` (and its
+    ``make_scheduler(optimizer)``, stepped after each step) on batches of 64 drawn from a generator
+    seeded 1, a monitor attached (no budget; with ``remedies`` the trials' winner applied), the run's
+    length given as ``total_steps``. Returns (the final loss on all the digits, the monitor's stalls)."""
+    from sklearn.datasets import load_digits
+    from torch import nn
+    from torch.nn import functional as F
+
+    from descentlab.critical import StallMonitor
+    from descentlab.engine.callbacks import LoopState
+
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    if fill is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(fill)
+    optimizer = make_optimizer(model.parameters())
+    scheduler = make_scheduler(optimizer) if make_scheduler is not None else None
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, remedies=remedies,
+                           apply_remedy=remedies, budget=None)
+    loop = LoopState(model, optimizer, scheduler, batch_size=64, n_train=len(X), total_steps=total_steps)
+    monitor.on_train_start(loop)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(X), (64,), generator=gen)
+        loop.optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        loop.optimizer.step()
+        if loop.scheduler is not None:
+            loop.scheduler.step()
+        loop.step = step
+        monitor.on_step_end(loop, loss.detach())
+        monitor.control.apply(loop)
+    monitor.on_train_end(loop)
+    with torch.no_grad():
+        return float(F.cross_entropy(model(X), y)), monitor.stalls

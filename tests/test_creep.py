@@ -6,13 +6,9 @@ import math
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.nn import functional as F
 
-from descentlab.critical import StallMonitor
 from descentlab.critical.plateau import PlateauTest
-from descentlab.engine.callbacks import LoopState
+from helpers import digits_mlp_loop
 
 
 def _creeping(rate, *, points=11, every=10, window=50, start=2.31):
@@ -45,28 +41,9 @@ def test_no_creep_before_two_windows_or_for_a_loss_that_is_not_positive():
 
 
 def _digits_loop(eps, *, warmup=False, total_steps=300):
-    digits = load_digits()
-    X, y = torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=eps)
-    scheduler = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.9, total_iters=300) if warmup else None
-    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=opt, batch_size=64, budget=None)
-    loop = LoopState(model, opt, scheduler, batch_size=64, n_train=len(X), total_steps=total_steps)
-    monitor.on_train_start(loop)
-    gen = torch.Generator().manual_seed(1)
-    for step in range(1, 301):
-        idx = torch.randint(0, len(X), (64,), generator=gen)
-        opt.zero_grad()
-        loss = F.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-    monitor.on_train_end(loop)
-    return monitor.stalls
+    warm = (lambda opt: torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.9, total_iters=300)) if warmup else None
+    return digits_mlp_loop(lambda params: torch.optim.Adam(params, lr=1e-3, eps=eps), make_scheduler=warm,
+                           total_steps=total_steps)[1]
 
 
 def test_adam_with_eps_1_creeps_and_is_named_slow_where_the_plateau_test_never_fires():

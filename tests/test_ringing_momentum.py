@@ -8,16 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
-from descentlab.critical import StallMonitor
 from descentlab.critical.remedies import remedies_for
 from descentlab.critical.stability import ring_half_life
 from descentlab.critical.verdicts import RING_STEPS, decide, remedy, ringing
-from descentlab.engine.callbacks import LoopState
 from descentlab.engine.changes import apply_change
+from helpers import digits_mlp_loop
 
 
 def _heavy_ball(a, beta, damp=0.0):
@@ -116,31 +114,8 @@ def test_lower_momentum_is_offered_where_momentum_rings_and_steps_as_torchs_own_
         assert torch.equal(a, b)
 
 
-def _digits_loop(momentum, *, apply_remedy, steps=300):
-    digits = load_digits()
-    X = torch.tensor(digits.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
-    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=opt, batch_size=64, remedies=apply_remedy,
-                           apply_remedy=apply_remedy, budget=None)
-    loop = LoopState(model, opt, batch_size=64, n_train=len(X), total_steps=steps)
-    monitor.on_train_start(loop)
-    gen = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, len(X), (64,), generator=gen)
-        opt.zero_grad()
-        loss = F.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        monitor.control.apply(loop)
-        opt = loop.optimizer
-    monitor.on_train_end(loop)
-    with torch.no_grad():
-        return float(F.cross_entropy(model(X), y)), monitor.stalls
+def _digits_loop(momentum, *, apply_remedy):
+    return digits_mlp_loop(lambda params: torch.optim.SGD(params, lr=0.1, momentum=momentum), remedies=apply_remedy)
 
 
 def test_a_loop_at_momentum_0_99_is_named_unstable_and_its_lower_momentum_ends_with_the_loop_at_0_9():

@@ -4,15 +4,13 @@ break the symmetry); the noise wrapper's kept norms against the gradients before
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
-from descentlab.critical import StallMonitor
 from descentlab.critical.layer_signals import copied_share
 from descentlab.critical.verdicts import decide, remedy
-from descentlab.engine.callbacks import LoopState
 from descentlab.optim import GradientNoise
+from helpers import digits_mlp_loop
 
 
 def test_the_copied_share_counts_the_units_equal_to_another():
@@ -62,33 +60,8 @@ def test_the_noise_wrappers_kept_norms_are_the_gradients_before_the_noise():
     assert float(model.weight.grad.norm()) > 2 * float(expected[0])  # .grad holds the noise too now
 
 
-def _digits_loop(*, apply_remedy, constant=0.05, steps=300):
-    digits = load_digits()
-    X, y = torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    if constant is not None:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.fill_(constant)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=opt, batch_size=64, remedies=apply_remedy,
-                           apply_remedy=apply_remedy, budget=None)
-    loop = LoopState(model, opt, batch_size=64, n_train=len(X), total_steps=steps)
-    monitor.on_train_start(loop)
-    gen = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, len(X), (64,), generator=gen)
-        loop.optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        loop.optimizer.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        monitor.control.apply(loop)
-    monitor.on_train_end(loop)
-    with torch.no_grad():
-        return float(F.cross_entropy(model(X), y)), monitor.stalls
+def _digits_loop(*, apply_remedy, constant=0.05):
+    return digits_mlp_loop(lambda params: torch.optim.SGD(params, lr=0.1), fill=constant, remedies=apply_remedy)
 
 
 def test_a_constant_initialisation_is_named_and_its_symmetry_broken_by_the_trials_winner():
