@@ -27,14 +27,15 @@ sharpness* (2022, "Adaptive gradient methods at the edge of stability", arXiv:22
 λ_max(D⁻¹H) is the top eigenvalue of the symmetric D^{-1/2} H D^{-1/2}, so Lanczos applies.
 NAdam and RAdam are read as Adam (their own corrections are ignored; the rule says so).
 
+Wrappers (Lookahead, gradient noise) are read through to the optimizer that steps. An
+optimizer none of these describe gets plain SGD's rule, and its ``formula`` says so.
+
 Below the limit a momentum method still need not settle soon: where heavy ball's roots are
 complex, (1 − √β)² < a < (1 + √β)² (every direction but the flattest at β near 1), both have
 modulus √β whatever the rate, so an oscillation loses only 1 − √β of its amplitude a step
 (:func:`ring_half_life`; Adam's β₁ and RMSprop's momentum alike, Nesterov's roots √(β(1 − a)) at
 most that). At β = 0.999 it halves every 1,386 steps: the iterate rings across the valley for
 longer than most runs, and a lower rate does not damp it faster.
-Wrappers (Lookahead, gradient noise) are read through to the optimizer that steps. An
-optimizer none of these describe gets plain SGD's rule, and its ``formula`` says so.
 
 Every rule reads the *current* rate and state of ``param_groups[0]`` (other groups are assumed
 to share the momentum constants; their rates are used per parameter).

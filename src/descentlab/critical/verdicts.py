@@ -67,15 +67,15 @@ itself (gradients that explode or vanish through the depth, units that pass no g
 on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
 are (a tanh network fed inputs 200x too large is saturated, and its sharpness past the limit is
 a symptom; its remedy is the inputs' scale, not the rate). Units that are copies of each other
-(a constant initialisation) get equal gradients and stay copies under any rate or noise, so
-they come before the rate, but at a saddle or a maximum (a point where a layer's units are all
-equal and the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks
-their symmetry). Then the lectures' order: a rate past
-the stability limit keeps the iterate from settling whatever the point is, and so does momentum
-near 1 at any rate below it (its oscillations damp as √β a step: a loss that gave back what it
-had learned under it is read as unstable before the rows below); a saddle or a maximum is
-escaped by a step, whatever the noise; the noise floor is tested before calling a point a
-minimum, because SGD at a constant rate hovers *around* a minimum at a loss above it.
+(a constant initialisation) get equal gradients and stay copies at any rate, so they come
+before the rate, except at a saddle or a maximum (a point where a layer's units are all equal
+and the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks their
+symmetry). Then the lectures' order: a rate past the stability limit keeps the iterate from
+settling whatever the point is, and so does momentum near 1 at any rate below it (its
+oscillations damp as √β a step: a loss that gave back what it had learned under it is read as
+unstable before the rows below); a saddle or a maximum is escaped by a step, whatever the
+noise; the noise floor is tested before calling a point a minimum, because SGD at a constant
+rate hovers *around* a minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
 (``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
 activation modules (activations written as functions) no dead or saturated units.
