@@ -110,11 +110,37 @@ def run_accumulating(rank, world, how, steps=80):
             "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()])}
 
 
+def run_ringing(rank, world, how, steps=200):
+    """A ReLU MLP on the digits by heavy ball at momentum 0.999 (an oscillation halves every 1,386
+    steps) on batches of 32 per rank: the monitor (apply_remedy) names the ringing and lowers the
+    momentum on every rank."""
+    _, X, y = problem()
+    Xr, yr = shares(X, y, rank, how)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    ddp = DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.999)
+    monitor = StallMonitor(F.cross_entropy, (Xr, yr), sample_size=None, window=20, budget=None, remedies=True,
+                           apply_remedy=True)
+    loop = LoopState(ddp, optimizer, batch_size=32 * world, n_train=len(X), total_steps=steps)
+    monitor.on_train_start(loop)
+    draws = torch.Generator().manual_seed(1 + rank)  # each rank its own batches of its share
+
+    def batch_loss():
+        index = torch.randint(0, len(Xr), (32,), generator=draws)
+        return F.cross_entropy(ddp(Xr[index]), yr[index])
+
+    watched_steps(loop, monitor, batch_loss, steps)
+    return {"stalls": [s.to_dict() for s in monitor.stalls], "applied": [r.name for r, _ in monitor.control.applied],
+            "params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
+            "momentum": float(loop.optimizer.param_groups[0].get("momentum", -1.0))}
+
+
 def worker(rank, world, init_file, out_dir, how, remedies, job="run"):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        jobs = {"diverging": run_diverging, "accumulating": run_accumulating}
+        jobs = {"diverging": run_diverging, "accumulating": run_accumulating, "ringing": run_ringing}
         result = jobs[job](rank, world, how) if job in jobs else run(rank, world, how, remedies=remedies)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:

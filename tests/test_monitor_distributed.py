@@ -97,3 +97,17 @@ def test_a_ddp_loop_without_zero_grad_is_named_on_every_rank_and_repaired_on_eac
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)
     one = monitor_ranks.run_accumulating(0, 1, "all")
     assert [(s["step"], s["verdict"]) for s in one["stalls"]] == [(s["step"], s["verdict"]) for s in ranks[0]["stalls"]]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_ringing_momentum_in_a_ddp_loop_is_named_on_every_rank_and_lowered_on_each(tmp_path):
+    """Uneven shards, each rank its own batches: momentum 0.999 named `unstable` (it rings) at one
+    step on both ranks, `lower-momentum` applied on both, the momentum 0.9 and the weights identical
+    after."""
+    ranks = _ranks(tmp_path, "uneven", job="ringing")
+    assert _same(ranks[0]["stalls"]) == _same(ranks[1]["stalls"])
+    first = ranks[0]["stalls"][0]
+    assert first["verdict"] == "unstable" and first["evidence"]["rate"]["ring_half_life"] > 1000
+    assert ranks[0]["applied"] == ranks[1]["applied"] and ranks[0]["applied"][0] == "lower-momentum"
+    assert ranks[0]["momentum"] == ranks[1]["momentum"] == 0.9
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"], rtol=0, atol=0)

@@ -42,7 +42,7 @@ from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
 from descentlab.engine.model_changes import InputStandardizer
-from descentlab.ranks import distributed, summed, total
+from descentlab.ranks import distributed, smallest, summed, total
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
 
@@ -364,7 +364,7 @@ class Diagnoser:
         (``rollback`` is tried too; not under torch.distributed, where the ranks' best points differ)."""
         if optimizer is None or self.train_data is None:
             return None, None
-        n = count_of(*self.train_data)
+        n = int(smallest(count_of(*self.train_data)))  # one menu on every rank (a batch size), within every share
         batch = batch_size if batch_size is not None and batch_size < n else None
         can_escape = stall.point is not None and stall.min_eigenvalue is not None and stall.min_eigenvalue < 0
         inputs = self.input_statistics()
