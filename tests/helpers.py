@@ -53,16 +53,19 @@ def loss_of_flat(model, loss_fn, X, y):
     return loss, torch.cat([p.reshape(-1) for p in params.values()])
 
 
-def watched_steps(loop, monitor, step_loss, steps, *, until=None):
+def watched_steps(loop, monitor, step_loss, steps, *, until=None, step_scheduler=False):
     """The README's loop with a monitor, from ``loop.step`` on: per step ``zero_grad``, the step's
-    loss ``step_loss()``, ``backward``, the optimizer's step, ``loop.step`` advanced, the monitor's
-    ``on_step_end`` and its pending request applied. Stops after ``steps`` steps, or as soon as
-    ``until(monitor)`` holds; returns the number of steps taken."""
+    loss ``step_loss()``, ``backward``, the optimizer's step (and ``loop.scheduler``'s, with
+    ``step_scheduler``), ``loop.step`` advanced, the monitor's ``on_step_end`` and its pending
+    request applied. Stops after ``steps`` steps, or as soon as ``until(monitor)`` holds; returns
+    the number of steps taken."""
     for taken in range(1, steps + 1):
         loop.optimizer.zero_grad()
         loss = step_loss()
         loss.backward()
         loop.optimizer.step()
+        if step_scheduler and loop.scheduler is not None:
+            loop.scheduler.step()
         loop.step += 1
         monitor.on_step_end(loop, loss.detach())
         if monitor.control.pending:
@@ -100,17 +103,12 @@ def digits_mlp_loop(make_optimizer, *, fill=None, remedies=False, make_scheduler
     loop = LoopState(model, optimizer, scheduler, batch_size=64, n_train=len(X), total_steps=total_steps)
     monitor.on_train_start(loop)
     gen = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
+
+    def batch_loss():
         idx = torch.randint(0, len(X), (64,), generator=gen)
-        loop.optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        loop.optimizer.step()
-        if loop.scheduler is not None:
-            loop.scheduler.step()
-        loop.step = step
-        monitor.on_step_end(loop, loss.detach())
-        monitor.control.apply(loop)
+        return F.cross_entropy(model(X[idx]), y[idx])
+
+    watched_steps(loop, monitor, batch_loss, steps, step_scheduler=True)
     monitor.on_train_end(loop)
     with torch.no_grad():
         return float(F.cross_entropy(model(X), y)), monitor.stalls
