@@ -495,7 +495,8 @@ class StallMonitor(Callback):
                                                          and self.budget.allows(self.diagnoser.expected_cost(model))):
                 trend = flat  # a plateau from the first step, diagnosed as one now if that fits the budget
                 # (else the plateau test finds it two windows on: one look is not a plateau to wait on)
-        if trend is None and all_agree((creep := self._creep(loop)) is not None):
+        # a window's end is the same check on every rank: no collective between them
+        if trend is None and self._count % self.window == 0 and all_agree((creep := self._creep(loop)) is not None):
             trend, reason = creep, "creep"
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
@@ -636,15 +637,15 @@ class StallMonitor(Callback):
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
 
     def _creep(self, loop: LoopState) -> Trend | None:
-        """At the end of a window of a run whose length is known: the tracked loss still above
+        """Asked at the end of a window, of a run whose length is known: the tracked loss still above
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began, and creeping
         (:meth:`~descentlab.critical.plateau.PlateauTest.ends_above`: not surely falling
         ``SPARSE_ABOVE · rel_tol`` a window, and at that pace still there at the run's last step),
         at a rate that is not rising. Such a loss is progress to the plateau test, whose tolerance
         a steady creep of 0.14 % a window passes, yet the run will end where it began."""
         initial, total = self.history.initial, loop.total_steps
-        if (total is None or self._count % self.window or self._pending is not None
-                or self.plateau.quiet_above is not None or initial is None or not initial > 0):
+        if (total is None or self._pending is not None or self.plateau.quiet_above is not None
+                or initial is None or not initial > 0):
             return None
         lr, first = self._lr(), self.history.first_lr
         if lr is not None and first is not None and lr > first:
