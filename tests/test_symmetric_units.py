@@ -1,14 +1,17 @@
 """Units that are copies of each other: their share counted by hand, the verdict both ways, and a
-loop started from a constant initialisation named and repaired (gradient noise or fresh weights
-break the symmetry); the noise wrapper's kept norms against the gradients before the noise."""
+loop started from a constant initialisation named at its first check and repaired (fresh weights
+or gradient noise break the symmetry); the fresh weights against the modules' own
+``reset_parameters``; the noise wrapper's kept norms against the gradients before the noise."""
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from descentlab.critical.layer_signals import copied_share
+from descentlab.critical.layer_signals import copied_share, copied_units
+from descentlab.critical.remedies import remedies_for
 from descentlab.critical.verdicts import decide, remedy
+from descentlab.engine.model_changes import reinitialize
 from descentlab.optim import GradientNoise
 from helpers import digits_mlp_loop
 
@@ -28,6 +31,61 @@ def test_the_copied_share_counts_the_units_equal_to_another():
     filters = torch.randn(4, 2, 3, 3, generator=gen)
     filters[3] = filters[1]
     assert copied_share(filters) == pytest.approx(0.5)  # a convolution's units are its filters
+
+
+def test_copied_units_reads_the_trainable_weight_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    assert copied_units(model) == 0.0  # PyTorch's own initialisation
+    with torch.no_grad():
+        model[0].weight.fill_(0.5)  # an embedding's rows are tokens, not units
+        model[3].weight[1] = model[3].weight[0]
+        model[3].bias[1] = model[3].bias[0]
+    assert copied_units(model) == pytest.approx(2 / 3)
+    model[3].requires_grad_(False)  # frozen: no step changes it, nothing to repair
+    assert copied_units(model) == 0.0
+    with torch.no_grad():
+        model[1].weight.fill_(0.05), model[1].bias.fill_(0.05)
+    assert copied_units(model) == 1.0
+
+
+def test_the_modules_own_initialisation_is_reset_parameters_from_a_seeded_copy_of_the_generator():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.GRU(6, 5), nn.Linear(5, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.05)
+    expected = {n: p.clone() for n, p in model.named_parameters()}
+    torch.manual_seed(7)
+    model_oracle = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.GRU(6, 5), nn.Linear(5, 3))
+    torch.manual_seed(3)  # one stream, in the order named
+    model_oracle[0].reset_parameters()
+    model_oracle[2].reset_parameters()
+    torch.manual_seed(11)  # the test's own stream, which the remedy must not move
+    for name in ("0.weight", "0.bias"):
+        expected[name] = dict(model_oracle.named_parameters())[name]
+    for name, p in model_oracle[2].named_parameters():
+        expected[f"2.{name}"] = p
+    optimizer = torch.optim.Adam(model.parameters())
+    for p in model.parameters():
+        optimizer.state[p] = {"step": torch.tensor(1.0)}
+    before = torch.get_rng_state()
+    reinitialize(model, ["0", "2"], "module", optimizer, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # torch's own generator left where it was
+    for name, p in model.named_parameters():
+        assert torch.equal(p, expected[name]), name
+    # their moments cleared, the untouched layer's kept
+    assert {id(p) for p in optimizer.state} == {id(p) for p in model[3].parameters()}
+
+
+def test_the_reinit_remedy_for_copies_draws_the_copies_and_the_layer_they_feed():
+    evidence = _evidence(1.0)
+    evidence["layers"]["layers"].append({"name": "4", "kind": "Linear", "relative": 0.1, "copies": 0.0})
+    sgd = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    offered = {r.name: r for r in remedies_for("symmetric_units", evidence, sgd, batch_size=None, n_data=100,
+                                               trial_steps=20)}
+    # the units of "0" are copies, and so are the columns of "2" that read them: both drawn again
+    assert offered["reinit"].change.reinit == ("0", "2") and offered["reinit"].change.init == "module"
 
 
 def _evidence(copies, *, critical=False, kind="not_critical", value=2.3, ratio=5.0):
@@ -66,11 +124,14 @@ def _digits_loop(*, apply_remedy, constant=0.05):
 
 def test_a_constant_initialisation_is_named_and_its_symmetry_broken_by_the_trials_winner():
     left, stalls = _digits_loop(apply_remedy=False)
-    assert [(s.step, s.verdict) for s in stalls] == [(100, "symmetric_units")]
+    # the first check after the first steps: the copies outlived ten steps, no plateau to wait for
+    assert [(s.step, s.verdict) for s in stalls] == [(10, "symmetric_units")]
     hidden = stalls[0].evidence["layers"]["layers"][0]
     assert hidden["name"] == "0" and hidden["copies"] == 1.0
     repaired, stalls = _digits_loop(apply_remedy=True)
     assert stalls[0].verdict == "symmetric_units" and stalls[0].remedy_applied in ("noise", "reinit")
     assert [s.verdict for s in stalls[1:]] == []  # the noise in .grad is not read as a summed gradient
     assert repaired < 0.25 * left
-    assert _digits_loop(apply_remedy=False, constant=None)[1] == []  # PyTorch's own initialisation: no alarm
+    default, stalls = _digits_loop(apply_remedy=False, constant=None)
+    assert stalls == []  # PyTorch's own initialisation: no alarm
+    assert repaired < 1.25 * default  # ten steps fewer from fresh weights, seed noise

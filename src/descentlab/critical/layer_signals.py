@@ -41,7 +41,7 @@ from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
 
-__all__ = ["copied_share", "UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers",
+__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers",
            "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
@@ -450,6 +450,18 @@ def copied_share(weight: torch.Tensor, bias: torch.Tensor | None = None) -> floa
         return 1.0
     _, counts = torch.unique(torch.round(rows / (scale * 1e-6)), dim=0, return_counts=True)
     return float(counts[counts > 1].sum()) / rows.shape[0]
+
+
+def copied_units(model: nn.Module) -> float:
+    """The largest :func:`copied_share` over ``model``'s trainable weight layers (0.0 without one):
+    read from the weights alone, no sample or gradient."""
+    most = 0.0
+    for module in model.modules():
+        weights = [p for p in _weights(module) if p.requires_grad]
+        if weights:
+            bias = getattr(module, "bias", None)
+            most = max(most, copied_share(weights[0], bias if isinstance(bias, torch.Tensor) else None))
+    return most
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:

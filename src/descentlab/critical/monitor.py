@@ -70,7 +70,8 @@ from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
-from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH
+from descentlab.critical.layer_signals import copied_units
+from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH, SYMMETRIC_SHARE
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, unwrap
@@ -107,6 +108,8 @@ SPARSE_ABOVE = 30.0
 #: (step 20 at the default window, counting the one at the start; 30 where the loop gives no start),
 #: on their line: a network that cannot train is remedied with most of the run still ahead.
 EARLY_LOOK = 3
+#: Copies are looked for while the tracked loss is at most this many times where it began.
+COPIES_RISE = 1.1
 #: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
 #: many times (each at a lower rate); the next divergence stops it.
 MAX_ROLLBACKS = 3
@@ -495,6 +498,8 @@ class StallMonitor(Callback):
                                                          and self.budget.allows(self.diagnoser.expected_cost(model))):
                 trend = flat  # a plateau from the first step, diagnosed as one now if that fits the budget
                 # (else the plateau test finds it two windows on: one look is not a plateau to wait on)
+        if trend is None and self._copies_suspect(tracked, model):
+            trend, reason = _at_once(tracked), "copies"
         # a window's end is the same check on every rank: no collective between them
         if trend is None and self._count % self.window == 0 and all_agree((creep := self._creep(loop)) is not None):
             trend, reason = creep, "creep"
@@ -635,6 +640,27 @@ class StallMonitor(Callback):
         return (self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
+
+    def _copies_suspect(self, tracked: float, model: nn.Module) -> bool:
+        """At the second tracked loss (after the run's first steps: a layer set to zero parts at
+        the first) and at the end of windows 1, 2, 4, 8, ...: the loss still above
+        :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began, not thrown up past
+        :data:`COPIES_RISE` times that (an exploding run's small rows all round to 0 beside its
+        largest weights: a look for copies has nothing to say there), and a weight layer with
+        :data:`~descentlab.critical.verdicts.SYMMETRIC_SHARE` of its units copies of another
+        (:func:`~descentlab.critical.layer_signals.copied_units`, from the weights alone). Copies
+        get equal gradients and stay copies whatever the loss does, so no plateau is waited for;
+        a full diagnosis decides, within the budget (the origin of a two-layer net, the lectures'
+        saddle, has every unit a copy too)."""
+        initial, windows = self.history.initial, self._count // self.window
+        early = len(self.plateau.steps) == 2 and self._count < self.window
+        if not (early or (self._count % self.window == 0 and windows & (windows - 1) == 0)):
+            return False
+        if (self._pending is not None or self.plateau.quiet_above is not None or initial is None
+                or not initial > 0 or not all_agree(STUCK_HIGH * initial < tracked <= COPIES_RISE * initial)):
+            return False
+        return all_agree(copied_units(model) >= SYMMETRIC_SHARE
+                         and self.budget.allows(self.diagnoser.expected_cost(model)))
 
     def _creep(self, loop: LoopState) -> Trend | None:
         """Asked at the end of a window, of a run whose length is known: the tracked loss still above

@@ -30,9 +30,11 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
                     ``noisy:`` wrapper, σ² = 0.3/(1 + t)^0.55) on the run's optimizer
 ``peak-rate``       the rate back at the largest the run has used
 ``clip``            the gradients clipped to the run's typical gradient norm
-``reinit``          the named layers (those whose units are copies of each other, at a
-                    ``symmetric_units`` stall) re-initialised (Kaiming, bias 0; Xavier with the saturating
-                    activation's gain where units saturate), and the normalization layers in
+``reinit``          the named layers re-initialised (Kaiming, bias 0; Xavier with the saturating
+                    activation's gain where units saturate; at a ``symmetric_units`` stall the layers
+                    whose units are copies and the weight layer after each, whose inputs are the
+                    copies, each by its module's own ``reset_parameters``: nothing in a constant
+                    start says what scale the user meant), and the normalization layers in
                     front of those units (scale 1, shift 0); dead units behind a normalization
                     layer get that layer alone back (only its scale and shift can hold them dead)
 ``reinit-head``     the output layer (the last weight layer in forward order) re-initialised at the
@@ -259,7 +261,11 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
             return None
         dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after") for name in _holding(u)]
         copies = [layer["name"] for layer in copied(evidence)]  # random weights break the copies' symmetry
-        names = tuple(dict.fromkeys(dead)) or tuple(copies) or tuple(weights) + _norms(units)
+        copies = [name for i, name in enumerate(weights) if name in copies or (i and weights[i - 1] in copies)]
+        if copies and not dead:
+            return Remedy("reinit", f"re-initialise {_names(copies)} (PyTorch's own initialisation of each)",
+                          Change(reinit=tuple(copies), init="module"))
+        names = tuple(dict.fromkeys(dead)) or tuple(weights) + _norms(units)
         if saturating and not dead:
             family = max(saturating, key=lambda u: u.get("saturated") or 0)["family"]
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"

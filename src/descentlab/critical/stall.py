@@ -38,7 +38,8 @@ class Stall:
             or at a look between plateaus exactly 0 on the tracked samples), ``"growth"`` (the
             loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
-            stuck high and a cause in the network seen), ``"stale"`` (the loop's gradient grew
+            stuck high and a cause in the network seen), ``"copies"`` (the same, units copies of
+            each other, decided with the curvature), ``"stale"`` (the loop's gradient grew
             10x and to 4x the loss's own here: summed over steps), ``"creep"`` (the loss stuck high
             and falling so slowly that it would be there at the run's last step), ``"non_finite"``, or
             ``"on_demand"``
@@ -124,7 +125,7 @@ class Stall:
             head = f"step {self.step}: the loss became non-finite"
         elif self.reason == "on_demand":
             head = f"step {self.step}: at loss {self.loss:.4g}"
-        elif self.reason == "network":
+        elif self.reason in ("network", "copies"):
             head = f"step {self.step}: the loss stuck at {self.loss:.4g}"
         elif self.reason == "grad":
             head = f"step {self.step}: the gradient {'exactly 0' if self.grad_norm == 0 else 'below grad_tol'} at " \

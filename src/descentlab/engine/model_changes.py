@@ -10,8 +10,9 @@ saves the model with ``state_dict`` must make the same change in its own code to
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,8 +25,10 @@ __all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activati
 #: ReLU family: variance 2 / fan_in) and ``"xavier"`` (Glorot & Bengio 2010, tanh and sigmoid:
 #: variance 2 / (fan_in + fan_out) times the activation's gain); ``"default"``, the scale PyTorch
 #: builds ``nn.Linear`` and ``nn.Conv*`` weights at (``kaiming_uniform_`` with a = √5: variance
-#: 1 / (3 fan_in)), for a layer no activation follows.
-INITS = ("kaiming", "xavier", "default")
+#: 1 / (3 fan_in)), for a layer no activation follows; ``"module"``, the module's own
+#: ``reset_parameters()`` (what PyTorch builds that module type with: a GRU's uniform ±1/√hidden,
+#: a linear layer's bias too), for a layer whose scale nothing in the run says better.
+INITS = ("kaiming", "xavier", "default", "module")
 
 #: Normalization layers: their affine scale and shift are re-initialised to 1 and 0 (torch's own
 #: initialisation of them), not drawn like a weight layer's.
@@ -40,7 +43,8 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
                  gain_of: str = "relu") -> None:
     """Draw new weights for the modules ``names`` (their tensors of two or more dimensions) by
     ``init``, with biases set to 0, from a generator seeded with ``seed`` (torch's global one is
-    left alone); a normalization layer among them (:data:`NORM_LAYERS`) gets its scale 1 and
+    left alone; ``"module"``: each module's ``reset_parameters``, in the order named, drawn from
+    a copy of torch's generator seeded with ``seed``); a normalization layer among them (:data:`NORM_LAYERS`) gets its scale 1 and
     shift 0 back (its running statistics are left as they are); their state in ``optimizer``
     (moments, momentum) is cleared. ``gain_of``: the activation the Xavier gain is for
     (``"tanh"``, ``"sigmoid"``, ``"relu"``)."""
@@ -50,9 +54,16 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"reinit: the model has no module {missing[0]!r}")
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
-    with torch.no_grad():
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    with torch.no_grad(), _seeded_copy_of_torchs_generator(device, int(seed)):
         for name in names:
+            if init == "module" and hasattr(modules[name], "reset_parameters"):
+                modules[name].reset_parameters()
+                for param in modules[name].parameters(recurse=False):
+                    if optimizer is not None:
+                        optimizer.state.pop(param, None)
+                continue
             norm = isinstance(modules[name], NORM_LAYERS)
             for param_name, param in modules[name].named_parameters(recurse=False):
                 if norm:
@@ -61,12 +72,25 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
                     param.zero_()
                 elif init == "kaiming":
                     nn.init.kaiming_normal_(param, nonlinearity="relu", generator=generator)
-                elif init == "default":
+                elif init in ("default", "module"):  # a module with no reset_parameters: the usual scale
                     nn.init.kaiming_uniform_(param, a=math.sqrt(5), generator=generator)
                 else:
                     nn.init.xavier_normal_(param, gain=nn.init.calculate_gain(gain_of), generator=generator)
                 if optimizer is not None:
                     optimizer.state.pop(param, None)
+
+
+@contextlib.contextmanager
+def _seeded_copy_of_torchs_generator(device: torch.device, seed: int) -> Iterator[None]:
+    """Torch's generator (the model's device's) seeded with ``seed`` inside, as it was after:
+    ``reset_parameters`` draws from it, and a remedy must not move the user's random stream."""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def swap_activations(model: nn.Module, names: Sequence[str], activation: str) -> None:
