@@ -15,6 +15,7 @@ asked.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 import warnings
@@ -41,7 +42,7 @@ from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
-from descentlab.engine.model_changes import InputStandardizer
+from descentlab.engine.model_changes import InputStandardizer, reinitialize
 from descentlab.ranks import distributed, smallest, summed, total
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
@@ -383,8 +384,13 @@ class Diagnoser:
         if not fits(expected):
             return {"status": "skipped (budget)", "fork_step": fork_step, "expected_seconds": expected,
                     "remedies": [r.name for r in menu]}, None
-        if stall.verdict == "unscaled_inputs" and inputs is not None:  # the rate `standardize` is tried at
+        if stall.verdict == "unscaled_inputs" and inputs is not None:  # the rates the standardizing remedies get
             rate = self._standardized_rate(model, optimizer, inputs)
+            fresh = next((r.change for r in menu if r.name == "standardize-reinit"), None)
+            if rate is not None and fresh is not None:  # a fresh start's rate: its curvature is not these weights'
+                start = copy.deepcopy(model)
+                reinitialize(start, fresh.reinit, fresh.init, seed=self.seed + fork_step, gain_of=fresh.gain_of)
+                rate["fresh"] = self._standardized_rate(start, optimizer, inputs)
             if rate is not None:
                 stall.evidence["standardized_rate"] = rate
                 menu = remedies()

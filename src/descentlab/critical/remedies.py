@@ -49,9 +49,10 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
                     ``unscaled_inputs`` stall under a plain rule (SGD, momentum), the rate set to
                     half the largest stable rate the standardized problem has, measured at the
                     current weights (:func:`~descentlab.critical.diagnosis.standardized_rate`)
-``standardize-      the inputs standardized and every weight layer re-initialised, the rate kept:
-reinit``            the weights fitted to the raw scales are of no use to standardized inputs, so
-                    the run starts again, well scaled
+``standardize-      the inputs standardized and every weight layer re-initialised: the weights
+reinit``            fitted to the raw scales are of no use to standardized inputs, so the run
+                    starts again, well scaled; under a plain rule the rate set to half the largest
+                    stable rate of that fresh start (the new weights' curvature, not the old ones')
 ``rollback``        the weights put back to the last good point (the lowest tracked loss), the
                     optimizer's state forgotten, the rate lowered so the sharpness measured there
                     is half its limit (:func:`lower_factor`; × 0.3 where it was not measured).
@@ -302,14 +303,19 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "standardize-reinit":
         if inputs is None or not weights:
             return None
+        # the rate a fresh start on standardized inputs allows (measured at the new weights)
+        largest = ((evidence.get("standardized_rate") or {}).get("fresh") or {}).get("largest_stable_lr")
+        factor = RAISE_TO * largest / lr if largest and math.isfinite(largest) and lr > 0 else 1.0
+        at = f", the rate {RAISE_TO * largest:.3g} (half the largest stable rate there)" if factor != 1.0 else ""
         if saturating:  # the activation the layers feed decides the gain
             family = saturating[0]["family"]
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
             return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
-                          f"(Xavier, {gain} gain)", Change(standardize=inputs, reinit=tuple(weights), init="xavier",
-                                                           gain_of=gain))
+                          f"(Xavier, {gain} gain){at}", Change(standardize=inputs, reinit=tuple(weights),
+                                                                init="xavier", gain_of=gain, lr_factor=factor))
         return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
-                      "(Kaiming, bias 0)", Change(standardize=inputs, reinit=tuple(weights), init="kaiming"))
+                      f"(Kaiming, bias 0){at}", Change(standardize=inputs, reinit=tuple(weights), init="kaiming",
+                                                       lr_factor=factor))
     raise ValueError(f"unknown remedy {name!r}")
 
 
