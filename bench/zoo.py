@@ -17,7 +17,10 @@ stall whose verdict names a fault; a minimum at the best loss is none), >= 90 % 
 run with the remedy applied ends within 10 % of the counterpart's loss). Where a repair falls
 short, the counterpart is trained again at the next seeds (``--spread-seeds``, 5 in all) and a
 table says whether the repaired loss lies inside that spread: a miss the measure's own noise
-explains, said beside the repair rate, never counted in it. Torch runs on one
+explains, said beside the repair rate, never counted in it; and the counterpart is trained for
+only the steps left after the first remedy: where even that run ends more than 10 % above its
+full run, no remedy made at that step could have counted, and the miss is the diagnosis's step
+(said beside the repair rate too, never counted in it). Torch runs on one
 thread (the models are small); the wall-time overhead on a shared machine is noisy, the
 monitor's own clock beside it is not.
 """
@@ -108,11 +111,14 @@ def main() -> None:
     missed = [o for o in summary.broken if o.inside_spread is not None]
     if missed:
         seeds = f"{args.seed}-{args.seed + args.spread_seeds - 1}"
-        print(f"\n| not repaired | repaired loss | healthy counterpart, seeds {seeds} | inside that spread |")
-        print("|---|---:|---|---|")
+        print(f"\n| not repaired | repaired loss | healthy counterpart, seeds {seeds} | inside that spread | "
+              "first remedy at | counterpart given the steps left (seed 0) | within reach |")
+        print("|---|---:|---|---|---:|---:|---|")
         for o in missed:
+            reach = "-" if o.within_reach is None else ("yes" if o.within_reach else "no")
+            left = "-" if o.left is None else _loss(o.left)
             print(f"| {o.name} | {_loss(o.repaired.final_loss)} | {' '.join(_loss(v) for v in o.spread)} | "
-                  f"{'yes' if o.inside_spread else 'no'} |")
+                  f"{'yes' if o.inside_spread else 'no'} | {o.repaired.first_remedy_step or '-'} | {left} | {reach} |")
 
     broken, healthy = len(summary.broken), len(summary.healthy_runs)
     print("\n| measure | value | target |")
@@ -129,6 +135,10 @@ def main() -> None:
     if summary.spread_measured:
         print(f"| of those not repaired: inside the counterpart's own spread over {args.spread_seeds} seeds | "
               f"{summary.inside_spread} / {summary.spread_measured} | - (not counted as repaired) |")
+    if summary.reach_measured:
+        print(f"| of those not repaired: beyond reach at the first remedy's step (the counterpart itself, given only "
+              f"the steps left, ends more than {REPAIR_TOLERANCE:.0%} above its full run) | {summary.beyond_reach} / "
+              f"{summary.reach_measured} | - |")
     if summary.help_measured:
         print(f"| helped (ends {REPAIR_TOLERANCE:.0%} below the same broken run left alone) | {summary.helped} / "
               f"{summary.help_measured} ({summary.helped / summary.help_measured:.0%}) | - |")

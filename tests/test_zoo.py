@@ -366,6 +366,12 @@ def test_summary_counts_right_verdicts_false_alarms_repairs_and_overhead():
                          replace(outcomes[1], spread=(0.5, 0.52)), replace(outcomes[3], spread=(0.3, 0.4))))
     assert [o.inside_spread for o in spread.outcomes] == [None, True, False, False]
     assert spread.inside_spread == 1 and spread.spread_measured == 3 and spread.repaired == 1
+    # within reach: b's counterpart given only the steps left ends at 0.54 (within 10 % of its 0.5)
+    # or 0.56 (not); d's at 0.3 (its own loss); a repaired case has none to say
+    reach = ZooSummary((replace(outcomes[0], left=0.9), replace(outcomes[1], left=0.54),
+                        replace(outcomes[1], left=0.56), replace(outcomes[3], left=0.3), outcomes[1]))
+    assert [o.within_reach for o in reach.outcomes] == [None, True, False, True, None]
+    assert reach.beyond_reach == 1 and reach.reach_measured == 3
 
 
 def test_run_zoo_runs_each_case_monitored_unmonitored_and_repaired():
@@ -398,6 +404,10 @@ def test_a_repair_that_falls_short_is_measured_against_the_counterparts_other_se
     assert outcome.spread == expected
     assert outcome.inside_spread == any(outcome.repaired.final_loss <= v for v in expected)
     assert replace(outcome, spread=()).inside_spread is None
+    # and given only the steps left after the escape: the same loop, shorter
+    step = outcome.repaired.first_remedy_step
+    assert 0 < step < 40 and outcome.repaired.applied[0].endswith(f" at step {step}")
+    assert outcome.left == run_case(replace(case.fixed, steps=40 - step), monitor=False).final_loss
     with pytest.raises(ValueError, match="spread_seeds"):
         run_zoo(cases=[case], spread_seeds=0, progress=False)
 

@@ -124,6 +124,11 @@ def _summary_lines(summary, repair: bool) -> list[str]:
         lines.append(f"of the {summary.spread_measured} not repaired, {inside} end{'s' if inside == 1 else ''} inside "
                      f"the healthy counterpart's own spread over other seeds (the measure's noise; not counted as "
                      f"repaired)")
+    if repair and summary.reach_measured:
+        lines.append(f"of the {summary.reach_measured} not repaired with a remedy applied, {summary.beyond_reach} "
+                     f"{'is' if summary.beyond_reach == 1 else 'are'} beyond reach at the step it was applied (the "
+                     f"healthy counterpart itself, trained only for the steps left, ends more than "
+                     f"{REPAIR_TOLERANCE:.0%} above its full run: the diagnosis came too late, not the remedy)")
     if repair and summary.help_measured:
         lines.append(f"helped: {summary.helped} of {summary.help_measured} (the remedied run ends {REPAIR_TOLERANCE:.0%} "
                      f"below the same broken run left alone, at equal steps)")

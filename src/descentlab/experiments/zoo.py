@@ -29,6 +29,12 @@ which the loop steps ``loop.optimizer`` and ``loop.scheduler`` on batches of
   than 10 % from seed to seed (a mini-batch RNN ends 0.096-0.29 over seeds 0-4), a miss inside
   that spread is the measure's noise, not a remedy's failure. Said beside the repair rate, never
   counted in it;
+* **within reach** — for a case not repaired whose remedy was applied at step k: the
+  counterpart trained again for only the steps left (``steps - k``, its recipe as written), and
+  whether that run ends within :data:`REPAIR_TOLERANCE` of the counterpart's full run. Where it
+  does not, no remedy made at step k could count as repaired at the counterpart's own pace: the
+  step, the diagnosis's, fell short, not the remedy. Said beside the repair rate, never counted
+  in it;
 * **helped** — weaker: the remedied run ends, at equal steps, :data:`REPAIR_TOLERANCE` below
   the same broken run left alone (the unmonitored run of the overhead pair), or finite where
   that one is not;
@@ -108,6 +114,11 @@ class CaseRun:
     seconds: float
     monitor_seconds: float
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def first_remedy_step(self) -> int | None:
+        """The step the loop applied its first remedy at (``None``: none applied)."""
+        return int(self.applied[0].rsplit(" at step ", 1)[1]) if self.applied else None
 
     def alarms(self) -> list[Mapping[str, Any]]:
         """The diagnosed stalls that name a fault (every verdict but a minimum at the best loss)."""
@@ -284,6 +295,7 @@ class CaseOutcome:
     repaired: CaseRun | None = None
     healthy: CaseRun | None = None
     spread: tuple[float, ...] = ()
+    left: float | None = None
 
     @property
     def right(self) -> bool | None:
@@ -310,6 +322,15 @@ class CaseOutcome:
             return None
         final = self.repaired.final_loss
         return math.isfinite(final) and any(final <= other for other in self.spread)
+
+    @property
+    def within_reach(self) -> bool | None:
+        """Not repaired: whether the healthy counterpart trained only for the steps left after the
+        first remedy (:attr:`left`) ends within the repair tolerance of its full run (``None``:
+        repaired, or not measured)."""
+        if self.repair_ok is not False or self.left is None:
+            return None
+        return repaired_within(self.left, self.healthy.final_loss, self.healthy.initial_loss)
 
     @property
     def helped(self) -> bool | None:
@@ -342,6 +363,7 @@ class CaseOutcome:
         return {"name": self.name, "expected": self.expected, "family": self.family, "verdict": self.watched.verdict,
                 "right": self.right, "false_alarm": self.false_alarm, "repair_ok": self.repair_ok, "helped": self.helped,
                 "inside_spread": self.inside_spread, "spread": list(self.spread),
+                "counterpart_steps_left": self.left, "within_reach": self.within_reach,
                 "overhead": self.overhead, "monitor_share": _finite_or_none(self.monitor_share),
                 "runs": {key: run.to_dict() for key, run in (("watched", self.watched), ("plain", self.plain),
                                                              ("repaired", self.repaired), ("healthy", self.healthy))
@@ -407,6 +429,17 @@ class ZooSummary:
         return sum(bool(o.inside_spread) for o in self.broken)
 
     @property
+    def beyond_reach(self) -> int:
+        """Broken cases not repaired that no remedy at the step it was made could have repaired
+        (:attr:`CaseOutcome.within_reach` ``False``)."""
+        return sum(o.within_reach is False for o in self.broken)
+
+    @property
+    def reach_measured(self) -> int:
+        """Broken cases not repaired whose counterpart was trained for the steps left."""
+        return sum(o.within_reach is not None for o in self.broken)
+
+    @property
     def spread_measured(self) -> int:
         """Broken cases not repaired whose counterpart was run at other seeds."""
         return sum(o.inside_spread is not None for o in self.broken)
@@ -455,6 +488,7 @@ class ZooSummary:
                 "healthy": len(self.healthy_runs), "false_alarms": self.false_alarms,
                 "repairable": self.repairable, "repaired": self.repaired, "helped": self.helped,
                 "inside_spread": self.inside_spread, "spread_measured": self.spread_measured,
+                "beyond_reach": self.beyond_reach, "reach_measured": self.reach_measured,
                 "help_measured": self.help_measured, "overhead": self.overhead,
                 "monitor_share": self.monitor_share, "healthy_overhead": self.healthy_overhead,
                 "healthy_monitor_share": self.healthy_monitor_share, "targets": dict(TARGETS), "met": self.met()}
@@ -489,8 +523,9 @@ def run_outcome(case: ZooCase, *, seed: int = 0, repair: bool = False, overhead:
                 spread_seeds: int = 1) -> CaseOutcome:
     """Every run one case needs: monitored, unmonitored beside it (``overhead``; first when
     ``plain_first``), and with ``repair`` the run with remedies applied and the healthy counterpart;
-    where that repair falls short, the counterpart again at seeds ``seed + 1`` to
-    ``seed + spread_seeds - 1`` (:attr:`CaseOutcome.spread`)."""
+    where that repair falls short, the counterpart for the steps left after the first remedy
+    (:attr:`CaseOutcome.left`) and again at seeds ``seed + 1`` to ``seed + spread_seeds - 1``
+    (:attr:`CaseOutcome.spread`)."""
     plain = None
     if overhead and plain_first:
         plain = run_case(case, seed=seed, monitor=False)
@@ -502,6 +537,10 @@ def run_outcome(case: ZooCase, *, seed: int = 0, repair: bool = False, overhead:
         repaired = run_case(case, seed=seed, apply_remedy=True, monitor_options=monitor_options)
         healthy = run_case(case.fixed, seed=seed, monitor=False)
     outcome = CaseOutcome(case.name, case.verdict, case.family, watched, plain, repaired, healthy)
+    first = repaired.first_remedy_step if repaired is not None else None
+    if outcome.repair_ok is False and first is not None:
+        shorter = replace(case.fixed, steps=case.steps - first)
+        outcome = replace(outcome, left=run_case(shorter, seed=seed, monitor=False).final_loss)
     if outcome.repair_ok is False and spread_seeds > 1:
         others = tuple(run_case(case.fixed, seed=seed + k, monitor=False).final_loss for k in range(1, spread_seeds))
         outcome = replace(outcome, spread=(healthy.final_loss, *others))
