@@ -8,7 +8,9 @@ transformers). Printed: each case's first verdict; right verdicts per cause; fal
 the healthy runs; with --repair, how many runs the monitor's applied remedy brought within
 10 % of the case's healthy counterpart at equal steps, and, for those it did not, whether the
 repaired loss is inside the counterpart's own spread over --spread-seeds seeds (the measure's
-noise, not counted as repaired); the monitor's overhead (each case is also run without it,
+noise, not counted as repaired) and whether the counterpart itself, given only the steps left
+after the first remedy, ends within those 10 % (if not, the diagnosis came too late for any
+remedy to count; not counted either); the monitor's overhead (each case is also run without it,
 paired). The whole zoo takes about 5 minutes on 2 cores (--repair:
 about twice that).
 
