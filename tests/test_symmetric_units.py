@@ -45,7 +45,8 @@ def test_copied_units_reads_the_trainable_weight_layers():
     model[3].requires_grad_(False)  # frozen: no step changes it, nothing to repair
     assert copied_units(model) == 0.0
     with torch.no_grad():
-        model[1].weight.fill_(0.05), model[1].bias.fill_(0.05)
+        model[1].weight.fill_(0.05)
+        model[1].bias.fill_(0.05)
     assert copied_units(model) == 1.0
 
 

@@ -41,8 +41,8 @@ from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
 
-__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "LayerSignals", "measure_layers",
-           "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
+__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "LayerSignals",
+           "measure_layers", "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
 FLAT_SLOPE = 0.02

@@ -64,13 +64,13 @@ from descentlab.checks import check_int, check_number
 from descentlab.critical.budget import SHARPNESS_SHARE, TRACKING_SHARE, Budget, Cadence, prior_size
 from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
+from descentlab.critical.layer_signals import copied_units
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import BounceScan, PlateauTest, Trend
 from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
-from descentlab.critical.layer_signals import copied_units
 from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH, SYMMETRIC_SHARE
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE

@@ -44,9 +44,9 @@ def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: A
     """Draw new weights for the modules ``names`` (their tensors of two or more dimensions) by
     ``init``, with biases set to 0, from a generator seeded with ``seed`` (torch's global one is
     left alone; ``"module"``: each module's ``reset_parameters``, in the order named, drawn from
-    a copy of torch's generator seeded with ``seed``); a normalization layer among them (:data:`NORM_LAYERS`) gets its scale 1 and
-    shift 0 back (its running statistics are left as they are); their state in ``optimizer``
-    (moments, momentum) is cleared. ``gain_of``: the activation the Xavier gain is for
+    a copy of torch's generator seeded with ``seed``); a normalization layer among them
+    (:data:`NORM_LAYERS`) gets its scale 1 and shift 0 back (its running statistics are left as
+    they are); their state in ``optimizer`` (moments, momentum) is cleared. ``gain_of``: the activation the Xavier gain is for
     (``"tanh"``, ``"sigmoid"``, ``"relu"``)."""
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
