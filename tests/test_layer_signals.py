@@ -173,6 +173,43 @@ def _first_verdict(model, X, y, *, lr=0.1, steps=300, **monitor_options):
     return next(s for s in monitor.stalls if s.status == "diagnosed"), monitor, loop
 
 
+@pytest.mark.parametrize("activation", [nn.GELU(), nn.SiLU(), nn.ELU(), nn.SELU(), nn.Mish(), nn.Hardswish()],
+                         ids=lambda m: type(m).__name__)
+def test_smooth_units_whose_slope_is_flat_on_every_sample_are_dead_and_leaky_ones_never(activation):
+    """Units of a smooth activation held far below zero pass almost no gradient: dead where the
+    slope at the unit's input, against its closed form (GELU: Φ(x) + x φ(x); SiLU: σ(x)(1 + x(1 -
+    σ(x))); ELU: e^x; SELU: λα e^x; Mish and Hardswish by autograd of their formulas), is under
+    FLAT_SLOPE on every sample; a LeakyReLU unit there keeps its slope 0.01, never dead."""
+    from descentlab.critical.layer_signals import FLAT_SLOPE
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), activation, nn.Linear(8, 2)).double()
+    with torch.no_grad():
+        net[0].bias.copy_(torch.tensor([-12.0, -12.0, -12.0, -3.0, -1.0, 0.0, 1.0, 2.0]))
+    X = torch.rand(64, 4, dtype=torch.float64) * 0.2 - 0.1
+    x = net[0](X).detach()
+    normal = torch.distributions.Normal(0.0, 1.0)
+    sig = torch.sigmoid(x)
+    lam, alpha = 1.0507009873554805, 1.6732632423543772
+    closed = {"GELU": normal.cdf(x) + x * normal.log_prob(x).exp(), "SiLU": sig * (1 + x * (1 - sig)),
+              "ELU": torch.where(x > 0, 1.0, x.exp()), "SELU": torch.where(x > 0, lam, lam * alpha * x.exp())}
+    name = type(activation).__name__
+    if name in closed:
+        slope = closed[name]
+    else:  # Mish: x tanh(softplus(x)); Hardswish: x relu6(x + 3) / 6, written out
+        z = x.clone().requires_grad_(True)
+        formula = z * torch.tanh(F.softplus(z)) if name == "Mish" else z * torch.clamp(z + 3, 0, 6) / 6
+        slope = torch.autograd.grad(formula.sum(), z)[0]
+    expected = (slope.abs() <= FLAT_SLOPE).all(dim=0).double().mean().item()
+    assert expected >= 3 / 8  # the three units at -12 at least
+    y = torch.randint(0, 2, (64,))
+    units = measure_layers(EmpiricalLoss(net, F.cross_entropy, (X, y))).units
+    assert [(u.name, u.family, u.dead) for u in units] == [("1", "smooth", expected)]
+    net[1] = nn.LeakyReLU(0.01)  # negative on every sample, its slope 0.01 there: inactive, not dead
+    units = measure_layers(EmpiricalLoss(net, F.cross_entropy, (X, y))).units
+    assert units[0].dead is None and units[0].inactive == (x < 0).all(dim=0).double().mean().item() == 5 / 8
+
+
 def test_an_mlp_with_every_hidden_unit_dead_is_dead_units_and_re_initialising_revives_it():
     X, y = _digits()
     torch.manual_seed(0)

@@ -15,10 +15,13 @@ the model's own modules, and from the gradient the diagnosis has already measure
 * **units** — for every activation module (each call of a module used several times counts
   apart), per *unit* (one output position of one sample, all non-batch dimensions together):
   ReLU-family units that are zero on every sample are *dead* (no gradient flows through them);
+  so are the units of a smooth activation whose negative tail flattens (ELU, CELU, SELU, GELU,
+  SiLU, Mish, Hardswish) where its slope, read at the unit's input, is below :data:`FLAT_SLOPE`
+  on every sample (a GELU unit held at -5 passes 1e-5 of the gradient: dead in all but name);
   sigmoid-family units whose slope is below :data:`FLAT_SLOPE` of its maximum on at least
-  :data:`MOST_SAMPLES` of the samples are *saturated*; leaky units (LeakyReLU, ELU, GELU, SiLU,
-  ...) that are negative on every sample are *inactive* (reported, not dead: a leaky unit still
-  passes a gradient). Activations written as functions (``torch.relu(x)``) cannot be seen by a
+  :data:`MOST_SAMPLES` of the samples are *saturated*; leaky units (LeakyReLU, PReLU, RReLU)
+  that are negative on every sample are *inactive* (reported, not dead: their slope never falls
+  below theirs). Activations written as functions (``torch.relu(x)``) cannot be seen by a
   hook: then a unit that passes nothing is read where its output enters the next weight layer
   (an input exactly zero on every sample), saturation is not measured, the evidence says so,
   and the depth profile still works;
@@ -51,13 +54,15 @@ MOST_SAMPLES = 0.9
 #: Input features measured at most (a seeded subset of wider inputs, such as images).
 MAX_FEATURES = 2048
 
-#: Activation modules by family: ``relu`` (dead at 0), ``leaky`` (never dead), and the saturating
+#: Activation modules by family: ``relu`` (dead at 0), ``smooth`` (dead where its slope is under
+#: :data:`FLAT_SLOPE`: a negative tail that flattens), ``leaky`` (never dead), and the saturating
 #: ``sigmoid``, ``tanh``, ``hardtanh``, ``hardsigmoid``, ``softsign``. Looked up along the
 #: class's MRO, most derived first (``ReLU6`` is a ``Hardtanh``).
 FAMILIES: Mapping[type, str] = {
     nn.ReLU: "relu", nn.ReLU6: "relu",
-    nn.LeakyReLU: "leaky", nn.PReLU: "leaky", nn.RReLU: "leaky", nn.ELU: "leaky", nn.CELU: "leaky",
-    nn.SELU: "leaky", nn.GELU: "leaky", nn.SiLU: "leaky", nn.Mish: "leaky", nn.Hardswish: "leaky",
+    nn.LeakyReLU: "leaky", nn.PReLU: "leaky", nn.RReLU: "leaky",
+    nn.ELU: "smooth", nn.CELU: "smooth", nn.SELU: "smooth", nn.GELU: "smooth", nn.SiLU: "smooth", nn.Mish: "smooth",
+    nn.Hardswish: "smooth",
     nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Hardtanh: "hardtanh", nn.Hardsigmoid: "hardsigmoid",
     nn.Softsign: "softsign",
 }
@@ -71,7 +76,8 @@ class UnitStats:
         name: the module's name (``"#k"`` added for the k-th call of a module used several times).
         family: its :data:`FAMILIES` entry.
         units: units per sample.
-        dead: share of units zero on every sample (``relu`` family, else ``None``).
+        dead: share of units zero on every sample (``relu`` family), or whose slope is below
+            :data:`FLAT_SLOPE` on every sample (``smooth`` family); else ``None``.
         saturated: share of units in their flat tail on most samples (saturating families, else ``None``).
         inactive: share of units negative on every sample (``leaky`` family, else ``None``).
         after: the weight layer the forward pass called last before this activation (the layer
@@ -257,7 +263,7 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
         key = names.get(module, "") + (f"#{count}" if count else "")
         if torch.is_tensor(output) and output.ndim >= 1 and output.is_floating_point():
             site = sites.setdefault(key, _Site(key, _family(module), module, last[0], norms=tuple(between)))
-            site.add(output)
+            site.add(output, inputs[0] if inputs and torch.is_tensor(inputs[0]) else None)
 
     handles = []
     for module in model.modules():
@@ -345,16 +351,22 @@ class _Site:
         self.name, self.family, self.module, self.after, self.swappable = name, family, module, after, swappable
         self.norms = norms
         self.count = 0
-        self.flags: torch.Tensor | None = None  # relu: ever non-zero; leaky: ever positive
+        self.flags: torch.Tensor | None = None  # relu: ever non-zero; smooth: ever steep; leaky: ever positive
         self.flat: torch.Tensor | None = None  # saturating: samples in the flat tail
 
-    def add(self, out: torch.Tensor) -> None:
+    def add(self, out: torch.Tensor, inputs: torch.Tensor | None = None) -> None:
+        """Count one call's units: its output ``out`` and, for a smooth activation, its ``inputs``
+        (where its slope is read; a call without them is not counted)."""
         out = out.detach()
+        if self.family == "smooth":
+            if inputs is None or inputs.shape != out.shape:
+                return
+            out = _slope(self.module, inputs.detach())
         if self.flags is not None and self.flags.shape != out.shape[1:] or \
                 self.flat is not None and self.flat.shape != out.shape[1:]:
             return  # another shape on this call (a sequence of another length): not one set of units
-        if self.family == "relu":
-            alive = (out != 0).any(dim=0)
+        if self.family in ("relu", "smooth"):  # smooth: ``out`` is the slope
+            alive = (out.abs() > FLAT_SLOPE if self.family == "smooth" else out != 0).any(dim=0)
             self.flags = alive if self.flags is None else self.flags | alive
         elif self.family == "leaky":
             positive = (out > 0).any(dim=0)
@@ -366,10 +378,10 @@ class _Site:
 
     def stats(self) -> UnitStats:
         """The shares over every rank's sample (the counts summed under ``torch.distributed``)."""
-        if self.family in ("relu", "leaky"):
-            ever = EmpiricalLoss.allreduce(self.flags.double()) > 0  # non-zero (positive) on some rank's sample
+        if self.family in ("relu", "smooth", "leaky"):
+            ever = EmpiricalLoss.allreduce(self.flags.double()) > 0  # non-zero (steep, positive) on some rank's sample
             share = float((~ever).double().mean())
-            if self.family == "relu":
+            if self.family != "leaky":
                 return UnitStats(self.name, self.family, self.flags.numel(), dead=share, after=self.after,
                                  module=self.swappable, norms=self.norms)
             return UnitStats(self.name, self.family, self.flags.numel(), inactive=share, after=self.after,
@@ -381,6 +393,15 @@ class _Site:
         return UnitStats(self.name, self.family, self.flat.numel(),
                          saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after,
                          module=self.swappable, norms=self.norms)
+
+
+def _slope(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The elementwise activation ``module``'s slope at each entry of ``x`` (the gradient of the
+    sum of its outputs: each output depends on its own input alone; its ``forward`` called, not
+    the module, whose hooks are the caller's)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(module.forward(x).sum(), x)[0]
 
 
 def _flat_tail(family: str, y: torch.Tensor, module: nn.Module) -> torch.Tensor:
