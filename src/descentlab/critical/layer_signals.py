@@ -356,10 +356,11 @@ class _Site:
 
     def add(self, out: torch.Tensor, inputs: torch.Tensor | None = None) -> None:
         """Count one call's units: its output ``out`` and, for a smooth activation, its ``inputs``
-        (where its slope is read; a call without them is not counted)."""
+        (where its slope is read; a call without them, or in place, where the output has
+        overwritten them, is not counted)."""
         out = out.detach()
         if self.family == "smooth":
-            if inputs is None or inputs.shape != out.shape:
+            if inputs is None or inputs.shape != out.shape or inputs.data_ptr() == out.data_ptr():
                 return
             out = _slope(self.module, inputs.detach())
         if self.flags is not None and self.flags.shape != out.shape[1:] or \
