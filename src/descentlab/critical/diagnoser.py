@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from descentlab.critical.diagnosis import (FULL_DATA_LIMIT, examine, examine_divergence, look_evidence,
-                                          standardized_rate)
+                                          lowest_direction, standardized_rate)
 from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
@@ -429,15 +429,6 @@ def preserved_rng(model: nn.Module) -> Iterator[None]:
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
         yield
-
-
-def lowest_direction(point: Any) -> torch.Tensor | None:
-    """The eigenvector of the smallest eigenvalue among ``point.eigenpairs`` (``None`` if none)."""
-    pairs = getattr(point, "eigenpairs", None)
-    if pairs is None or pairs.vectors is None or len(pairs.values) == 0:
-        return None
-    values = torch.as_tensor(pairs.values)
-    return torch.as_tensor(pairs.vectors)[:, int(torch.argmin(values))]
 
 
 def plain(value: Any) -> Any:

@@ -51,13 +51,14 @@ from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.stability import ring_half_life, sharpness, stability_rule
+from descentlab.critical.stability import innermost, ring_half_life, sharpness, stability_rule
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, decide, decide_without_curvature,
                                           near_best, network_cause, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
+           "lowest_direction", "decayed_escape_curvature",
            "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
@@ -216,6 +217,10 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         "n_matvecs": point.n_matvecs, "converged": bool(point.eigenpairs.converged), "samples": measured_on,
         "confirmed_on_all_data": confirmed, "warnings": [str(w.message) for w in caught][:3],
     }
+    if rate is not None and point.is_critical and point.verdict.kind == "saddle":
+        held = decayed_escape_curvature(optimizer, model, point)
+        if held is not None:
+            evidence["curvature"]["decay"], evidence["curvature"]["decayed_escape"] = held
     if rate is not None:
         rule = stability_rule(optimizer, model, point.names)
         trained = trains_batch_norm(model)  # then the eval-mode λ_max found above is not the one the rate meets
@@ -225,6 +230,39 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         rate.update(_rate_fields(rule, value, products), batch_statistics=trained)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
+
+
+def lowest_direction(point: Any) -> torch.Tensor | None:
+    """The eigenvector of the smallest eigenvalue among ``point.eigenpairs`` (``None`` if none)."""
+    pairs = getattr(point, "eigenpairs", None)
+    if pairs is None or pairs.vectors is None or len(pairs.values) == 0:
+        return None
+    values = torch.as_tensor(pairs.values)
+    return torch.as_tensor(pairs.vectors)[:, int(torch.argmin(values))]
+
+
+def decayed_escape_curvature(optimizer: Any, model: torch.nn.Module, point: CriticalPoint
+                             ) -> tuple[float, float] | None:
+    """At a saddle, the optimizer's weight decay (its largest) and the curvature along the escape
+    direction v of the function the optimizer descends, the loss plus ½ Σ d_i θ_i²:
+    λ_min + Σ d_i v_i² (v of unit norm, d_i the decay of the group holding θ_i). Where it is not
+    negative, the decay holds the run at the loss's saddle: a step along v is pulled back.
+    ``None`` without decay, without the eigenvector, or for an optimizer whose decay is not a
+    gradient term of its steps' fixed point (AdamW, Adam's ``decoupled_weight_decay``: its
+    preconditioner scales the decay's pull against the loss's)."""
+    inner = innermost(optimizer)
+    groups = inner.param_groups
+    if type(inner).__name__ == "AdamW" or any(g.get("decoupled_weight_decay") for g in groups):
+        return None
+    v = lowest_direction(point)
+    named = dict(model.named_parameters())
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    decays = [float(group_of.get(id(named[n]), {}).get("weight_decay", 0.0) or 0.0) for n in point.names]
+    if v is None or max(decays, default=0.0) <= 0:
+        return None
+    per_entry = torch.cat([torch.full((named[n].numel(),), d, dtype=torch.float64) for n, d in zip(point.names, decays)])
+    v = v.double().cpu() / v.double().norm()
+    return max(decays), float(point.min_eigenvalue) + float((per_entry * v * v).sum())
 
 
 def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = None,

@@ -1,7 +1,8 @@
 """What the monitor does after a diagnosis: the remedy policy.
 
 By default only a saddle is acted on: the monitor steps out of it along the most negative
-eigenvector (``DiagnosisOptions.escape``); every other verdict leaves the run as it is and
+eigenvector (``DiagnosisOptions.escape``), unless the optimizer's weight decay holds the run
+there (the step would be pulled back: the remedy says to lower the decay); every other verdict leaves the run as it is and
 is only reported. With ``apply_remedy`` the remedy trials' winner (the best trial that
 lowered the loss, by loss decrease per second) is continued with instead: its escape step,
 if it has one, is made by the monitor, and its change to the model, the optimizer, the rate or
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.remedies import IMPOSED, Remedy
 from descentlab.critical.stall import Stall
+from descentlab.critical.verdicts import held_by_decay
 
 __all__ = ["Action", "decide_action"]
 
@@ -55,5 +57,12 @@ def decide_action(stall: Stall, options: DiagnosisOptions, *, changes_modules: b
         if takes:
             remedy = takes[0].remedy
             return Action(escape=remedy.escape and stall.point is not None, remedy=remedy, skipped=skipped)
-        return Action(escape=options.escape and stall.verdict == "saddle" and stall.point is not None, skipped=skipped)
-    return Action(escape=options.escape and stall.verdict == "saddle" and stall.point is not None)
+        return Action(escape=_escapes(stall, options), skipped=skipped)
+    return Action(escape=_escapes(stall, options))
+
+
+def _escapes(stall: Stall, options: DiagnosisOptions) -> bool:
+    """A saddle is escaped by default, unless the optimizer's weight decay holds the run there
+    (:func:`~descentlab.critical.verdicts.held_by_decay`: the step would be pulled back)."""
+    return (options.escape and stall.verdict == "saddle" and stall.point is not None
+            and not held_by_decay(stall.evidence or {}))

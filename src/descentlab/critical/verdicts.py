@@ -46,7 +46,10 @@ it applies; the first eight need no Hessian, so they are decided before any is c
                                  steps (β >= 0.973, Adam's β₁ too) and the loss >= 10 %
                                  above its best, not critical
 11    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
-                                                                                           eigenvector
+                                                                                           eigenvector; where the weight
+                                                                                           decay holds it
+                                                                                           (:func:`held_by_decay`), lower
+                                                                                           the decay
 12    ``maximum``                critical, all curvature negative                          any step downhill
 13    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
                                  than the mini-batch noise (SNR < 1, ``critical.noise``);
@@ -101,7 +104,7 @@ from descentlab.critical.stability import ring_half_life
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
            "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
-           "off_scale", "unscaled", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
+           "off_scale", "unscaled", "held_by_decay", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
            "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE",
            "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED", "ACCUMULATED_GROWTH",
            "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
@@ -255,6 +258,14 @@ def copied(evidence: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [layer for layer in layers if (layer.get("copies") or 0.0) >= SYMMETRIC_SHARE]
 
 
+def held_by_decay(evidence: Mapping[str, Any]) -> bool:
+    """At a saddle, the optimizer's weight decay curves the function it descends up along the
+    escape direction at least as much as the loss curves down (``curvature.decayed_escape`` not
+    negative): the run is held there, and a step along that direction is pulled back."""
+    held = _get(evidence, "curvature", "decayed_escape")
+    return held is not None and math.isfinite(held) and held >= 0
+
+
 def ringing(evidence: Mapping[str, Any]) -> bool:
     """The optimizer's momentum (``rate.momentum``) rings, an oscillation's half-life at least
     :data:`RING_STEPS`, and the loss is 10 % or more above its best: below its stability limit,
@@ -388,6 +399,11 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         if critical_batch and batch and critical_batch > batch:
             return f"decay the rate, or use a larger batch (above {critical_batch:.0f}, where the gradient's SNR reaches 1)"
         return REMEDIES[verdict]
+    if verdict == "saddle" and held_by_decay(evidence):
+        decay, lowest = _get(evidence, "curvature", "decay"), _get(evidence, "curvature", "min_eigenvalue")
+        return (f"lower the weight decay below {abs(lowest):.3g} (the optimizer's weight_decay, in your code): at "
+                f"{decay:.3g} it curves the objective up along the escape direction more than the loss curves down "
+                f"({lowest:.3g}), so the decay holds the run at this saddle and an escape step is pulled back")
     if verdict == "minimum":
         value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
         if stuck_high(evidence):
