@@ -247,9 +247,10 @@ def decayed_escape_curvature(optimizer: Any, model: torch.nn.Module, point: Crit
     direction v of the function the optimizer descends, the loss plus ½ Σ d_i θ_i²:
     λ_min + Σ d_i v_i² (v of unit norm, d_i the decay of the group holding θ_i). Where it is not
     negative, the decay holds the run at the loss's saddle: a step along v is pulled back.
-    ``None`` without decay, without the eigenvector, or for an optimizer whose decay is not a
-    gradient term of its steps' fixed point (AdamW, Adam's ``decoupled_weight_decay``: its
-    preconditioner scales the decay's pull against the loss's)."""
+    ``None`` without decay, without a measured negative eigenvalue and its eigenvector (a saddle
+    found by a probe along a flat direction descends at a higher order than the decay's), or for
+    an optimizer whose decay is not a gradient term of its steps' fixed point (AdamW, Adam's
+    ``decoupled_weight_decay``: its preconditioner scales the decay's pull against the loss's)."""
     inner = innermost(optimizer)
     groups = inner.param_groups
     if type(inner).__name__ == "AdamW" or any(g.get("decoupled_weight_decay") for g in groups):
@@ -258,9 +259,12 @@ def decayed_escape_curvature(optimizer: Any, model: torch.nn.Module, point: Crit
     named = dict(model.named_parameters())
     group_of = {id(p): g for g in groups for p in g["params"]}
     decays = [float(group_of.get(id(named[n]), {}).get("weight_decay", 0.0) or 0.0) for n in point.names]
-    if v is None or max(decays, default=0.0) <= 0:
+    if v is None or not point.min_eigenvalue < 0 or max(decays, default=0.0) <= 0:
         return None
-    per_entry = torch.cat([torch.full((named[n].numel(),), d, dtype=torch.float64) for n, d in zip(point.names, decays)])
+    per_entry = torch.cat([torch.full((named[n].numel(),), d, dtype=torch.float64)
+                           for n, d in zip(point.names, decays)])
+    if per_entry.numel() != v.numel():
+        return None
     v = v.double().cpu() / v.double().norm()
     return max(decays), float(point.min_eigenvalue) + float((per_entry * v * v).sum())
 

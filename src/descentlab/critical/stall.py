@@ -217,9 +217,11 @@ def evidence_text(stall: Stall) -> str:
     if verdict == "noise_floor":
         return f"gradient SNR {noise.get('snr', float('nan')):.3g} at batch {noise.get('batch_size')}, |g| {grad.get('norm', float('nan')):.2g}"
     if verdict == "saddle":
-        text = f"lambda_min {curv.get('min_eigenvalue', float('nan')):.3g} < 0 in {curv.get('dtype')}, |g| {grad.get('norm', float('nan')):.2g}"
+        text = (f"lambda_min {curv.get('min_eigenvalue', float('nan')):.3g} < 0 in {curv.get('dtype')}, "
+                f"|g| {grad.get('norm', float('nan')):.2g}")
         if held_by_decay(ev):
-            text += f"; held by weight decay {curv['decay']:.3g} (curvature {curv['decayed_escape']:.3g} along the escape)"
+            text += (f"; held by weight decay {curv['decay']:.3g} (curvature {curv['decayed_escape']:.3g} "
+                     "along the escape)")
         return text
     if verdict == "maximum":
         return f"lambda_max {curv.get('max_eigenvalue', float('nan')):.3g} < 0, |g| {grad.get('norm', float('nan')):.2g}"

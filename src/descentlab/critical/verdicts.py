@@ -104,10 +104,10 @@ from descentlab.critical.stability import ring_half_life
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
            "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
-           "off_scale", "unscaled", "held_by_decay", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST", "DEAD_SHARE",
-           "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN", "INPUT_SCALE",
-           "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED", "ACCUMULATED_GROWTH",
-           "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
+           "off_scale", "unscaled", "held_by_decay", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
+           "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
+           "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
+           "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units",
