@@ -72,3 +72,19 @@ def test_adamws_decoupled_decay_is_not_read_as_a_term_of_the_loss():
     model, X, y = _origin()
     stall = _stall(model, X, y, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1.0))
     assert stall.verdict == "saddle" and "decayed_escape" not in stall.evidence["curvature"]
+
+
+def test_the_adam_trial_says_it_drops_the_runs_weight_decay():
+    """The ``adam`` remedy is a new optimizer at Adam's defaults (torch's weight decay 0): where the
+    run had a decay, its sentence says it is not carried over."""
+    from descentlab.critical.remedies import remedies_for
+    from descentlab.engine import Change, apply_change
+
+    model = nn.Linear(3, 2)
+    for decay, said in ((0.5, "Adam at lr 1e-3, without the run's weight decay 0.5"), (0.0, "Adam at lr 1e-3")):
+        sgd = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=decay)
+        adam = {r.name: r for r in remedies_for("slow", {}, sgd, batch_size=None, n_data=10, trial_steps=5)}["adam"]
+        assert adam.text == said
+        applied = apply_change(adam.change, sgd, model=model)
+        assert isinstance(applied.optimizer, torch.optim.Adam)
+        assert [g["weight_decay"] for g in applied.optimizer.param_groups] == [0]

@@ -204,11 +204,13 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     inner = innermost(optimizer)
     plain_sgd = isinstance(inner, torch.optim.SGD) and not any(g.get("momentum", 0) for g in inner.param_groups)
     adaptive = any(key in s for s in inner.state.values() for key in _ADAPTIVE_STATE) or "betas" in inner.defaults
+    decay = max((float(g.get("weight_decay", 0.0) or 0.0) for g in inner.param_groups), default=0.0)
     out = []
     for name in names:
         remedy = _remedy(name, lr=lr, trial_steps=trial_steps, batch_size=batch_size, n_data=n_data,
                          peak_lr=peak_lr, evidence=evidence, plain_sgd=plain_sgd, adaptive=adaptive,
-                         can_escape=can_escape) if name not in _NETWORK else _network_remedy(name, evidence, inputs, lr)
+                         can_escape=can_escape, decay=decay) if name not in _NETWORK else \
+            _network_remedy(name, evidence, inputs, lr)
         if remedy is not None:
             out.append(remedy)
     if can_roll_back:
@@ -368,7 +370,7 @@ def _escape_rate(evidence: Mapping[str, Any]) -> float | None:
 
 def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n_data: int | None,
             peak_lr: float | None, evidence: Mapping[str, Any], plain_sgd: bool, adaptive: bool,
-            can_escape: bool) -> Remedy | None:
+            can_escape: bool, decay: float = 0.0) -> Remedy | None:
     if name == "keep":
         return Remedy("keep", "carry on as is")
     if name == "escape":
@@ -412,7 +414,9 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
         return Remedy("lower-momentum", f"the momentum {MOMENTUM:g}, same rate, a fresh velocity",
                       Change(momentum=MOMENTUM, fresh_state=True)) if ringing(evidence) else None
     if name == "adam":
-        return None if adaptive else Remedy("adam", "Adam at lr 1e-3", Change(optimizer="adam", lr=1e-3))
+        # a new optimizer at Adam's defaults: the run's weight decay is not carried over, said where it had one
+        without = f", without the run's weight decay {decay:g}" if decay > 0 else ""
+        return None if adaptive else Remedy("adam", f"Adam at lr 1e-3{without}", Change(optimizer="adam", lr=1e-3))
     if name == "noise":
         return Remedy("noise", "annealed Gaussian gradient noise (eta 0.3, gamma 0.55)", Change(noise=True))
     if name == "peak-rate":
