@@ -182,3 +182,37 @@ def test_pool_workers_end_with_their_parent(start_method, signum, status):
             process.communicate()
         _kill_left_over(workers)
     assert process.returncode == status
+
+
+def _blocked_signals(status: Path) -> set[int]:
+    """The signals a thread or process blocks, as the kernel reports them (``SigBlk``, a hex mask)."""
+    mask = next(int(line.split()[1], 16) for line in status.read_text().splitlines() if line.startswith("SigBlk:"))
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def _report_pid() -> int:
+    return os.getpid()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the threads' masks from /proc")
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_only_the_main_thread_takes_an_interrupt_and_the_workers_can_be_terminated(start_method):
+    """A SIGINT the kernel hands to one of the executor's helper threads leaves a main thread
+    blocked in ``future.result()`` asleep (a hung run, seen beside a busy suite): the pool's
+    threads block SIGINT and SIGTERM, as /proc reports their masks; the main thread and the
+    workers (which inherit the mask of the thread that started them) do not."""
+    import threading
+
+    from descentlab.worker_pool import worker_pool
+
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    with worker_pool(2, start_method=start_method) as pool:
+        helpers = [t for t in threading.enumerate() if t is not threading.main_thread()
+                   and type(t).__module__.startswith(("concurrent.futures", "multiprocessing", "threading"))]
+        helpers = [t for t in helpers if "Feeder" in t.name or type(t).__name__ == "_ExecutorManagerThread"]
+        assert len(helpers) == 2  # the executor's manager and its call queue's feeder
+        for thread in helpers:
+            assert wanted <= _blocked_signals(Path(f"/proc/self/task/{thread.native_id}/status"))
+        assert not wanted & _blocked_signals(Path(f"/proc/self/task/{threading.main_thread().native_id}/status"))
+        worker = pool.submit(_report_pid).result()
+        assert not wanted & _blocked_signals(Path(f"/proc/{worker}/status"))
