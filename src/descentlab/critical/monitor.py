@@ -632,10 +632,9 @@ class StallMonitor(Callback):
         out as the run goes on: a healthy run that falls slowly (a transformer in its first
         hundreds of steps) would otherwise pay a look every window, 5 % of its training."""
         initial = self.history.initial
-        windows = self._count // self.window
         if len(self.plateau.steps) == EARLY_LOOK and self._count < self.window:
             progress = self.plateau.early_progress()
-        elif not (self._count % self.window == 0 and windows & (windows - 1) == 0):
+        elif not self._doubling_window_end():
             return False
         return (self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
@@ -652,9 +651,9 @@ class StallMonitor(Callback):
         get equal gradients and stay copies whatever the loss does, so no plateau is waited for;
         a full diagnosis decides, within the budget (the origin of a two-layer net, the lectures'
         saddle, has every unit a copy too)."""
-        initial, windows = self.history.initial, self._count // self.window
+        initial = self.history.initial
         early = len(self.plateau.steps) == 2 and self._count < self.window
-        if not (early or (self._count % self.window == 0 and windows & (windows - 1) == 0)):
+        if not (early or self._doubling_window_end()):
             return False
         if (self._pending is not None or self.plateau.quiet_above is not None or initial is None
                 or not initial > 0 or not all_agree(STUCK_HIGH * initial < tracked <= COPIES_RISE * initial)):
@@ -673,8 +672,7 @@ class StallMonitor(Callback):
         if (total is None or self._pending is not None or self.plateau.quiet_above is not None
                 or initial is None or not initial > 0):
             return None
-        lr, first = self._lr(), self.history.first_lr
-        if lr is not None and first is not None and lr > first:
+        if self._rate_rising():
             return None  # a warm-up holds the loss by design
         return self.plateau.ends_above(total - loop.step, STUCK_HIGH * initial, SPARSE_ABOVE * self.plateau.rel_tol)
 
@@ -682,10 +680,17 @@ class StallMonitor(Callback):
         """At the early look: the tracked loss has not moved since the run began
         (:meth:`~descentlab.critical.plateau.PlateauTest.early_plateau`) at a rate that is not
         rising (a warm-up from ~0 holds the loss where it began by design)."""
+        return None if self._rate_rising() else self.plateau.early_plateau()
+
+    def _rate_rising(self) -> bool:
+        """The rate is above the run's first (a warm-up, which holds the loss where it is by design)."""
         lr, first = self._lr(), self.history.first_lr
-        if lr is not None and first is not None and lr > first:
-            return None
-        return self.plateau.early_plateau()
+        return lr is not None and first is not None and lr > first
+
+    def _doubling_window_end(self) -> bool:
+        """The end of window 1, 2, 4, 8, ... of the run: looks spaced out as it goes on."""
+        windows = self._count // self.window
+        return self._count % self.window == 0 and windows & (windows - 1) == 0
 
     def _gradient_grew(self, step: int) -> bool:
         """The gradient half of :meth:`_growing` (no alarm in the last :data:`RECENT_CHECKS` checks)."""
