@@ -111,6 +111,36 @@ def test_input_scales_against_numpy():
     assert input_scales(torch.randint(0, 5, (10, 3))) is None  # token ids: no scales
 
 
+def test_features_at_one_value_on_all_but_one_percent_of_samples_are_left_out_of_the_scales():
+    """Pixels in [0, 1], two of them ink on 2 and 3 of 400 images (spread ~0.06: rarely on, not in
+    other units) and one on 5 of them (1.25 %, kept): the scales are those of the features kept, by
+    numpy, and the digits / 16 of README's loops are not off scale (spreads 0.019-0.41 once the 10
+    rare or constant pixels are left out; 0.0015-0.41, a 277x span, with them)."""
+    g = np.random.default_rng(0)
+    X = g.uniform(size=(400, 5))
+    X[:, 3], X[:, 4] = 0.0, 0.0
+    X[:2, 3] = 1.0
+    X[:3, 4] = 0.5
+    X = np.hstack([X, np.where(np.arange(400)[:, None] < 5, 1.0, 0.0)])  # on 5 of 400: kept
+    found = input_scales(torch.tensor(X))
+    kept = X[:, [0, 1, 2, 5]]
+    std = kept.std(axis=0, ddof=1)
+    assert (found.features, found.rare) == (4, 2)
+    assert found.std_min == pytest.approx(std.min()) and found.std_max == pytest.approx(std.max())
+    raw = np.hstack([kept, np.ones((400, 1))])
+    assert found.cond_raw == pytest.approx(np.linalg.cond(raw.T @ raw / 400), rel=1e-6)
+    from sklearn.datasets import load_digits
+
+    from descentlab.critical.verdicts import off_scale
+
+    pixels = load_digits().data / 16
+    spreads = pixels.std(axis=0, ddof=1)
+    digits = input_scales(torch.tensor(pixels))
+    assert digits.rare == 10 and digits.std_min == pytest.approx(np.sort(spreads)[10]) and digits.span < 30
+    assert spreads[spreads > 0].max() / spreads[spreads > 0].min() > 100
+    assert not off_scale({**digits.__dict__, "span": digits.span})
+
+
 def test_model_changes_keep_the_parameters_and_do_what_they_say():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(400, 300), nn.Sigmoid(), nn.Linear(300, 2))

@@ -313,6 +313,21 @@ def test_unscaled_inputs_spread_over_decades_and_the_standardized_ones_train_low
     assert run_case(case.fixed, monitor=False).final_loss < 0.5 * run_case(case, monitor=False).final_loss
 
 
+@pytest.mark.parametrize("name", ["bounded-mlp-sigmoid", "bounded-cnn-softmax", "bounded-transformer-softmax"])
+def test_bounded_outputs_hold_the_loss_above_the_closed_form_floor_and_raw_scores_go_through_it(name):
+    """A sigmoid / softmax makes the outputs, in [0, 1]: cross-entropy over K classes cannot go below
+    log(1 + (K - 1)/e), and the run ends within 1.25x of it; the counterpart (raw scores) ends below it."""
+    case = get_case(name)
+    model, X = _model(case, dtype=torch.float32), case.dataset().X
+    with torch.no_grad():
+        out = model(X[:64])
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    floor = math.log1p((out.shape[-1] - 1) / math.e)
+    broken = run_case(case, monitor=False).final_loss
+    assert floor <= broken <= 1.25 * floor
+    assert run_case(case.fixed, monitor=False).final_loss < 0.1 * floor
+
+
 # ------------------------------------------------------------------------------------ the runner's bookkeeping
 def _run(name, verdict=None, stalls=(), final=1.0, initial=2.0, seconds=1.0, monitor=0.1, monitored=True):
     return CaseRun(name, monitored, False, verdict, tuple(stalls), (), (1.0,), (1.0,), initial, final, 10,

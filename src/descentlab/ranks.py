@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["distributed", "rank", "world_size", "all_agree", "largest", "smallest", "total", "summed", "unwrap"]
+__all__ = ["distributed", "rank", "world_size", "all_agree", "largest", "smallest", "total", "summed", "largest_each",
+           "unwrap"]
 
 
 def distributed() -> bool:
@@ -60,14 +61,24 @@ def total(value: float) -> float:
     return _reduce(value, torch.distributed.ReduceOp.SUM if distributed() else None)
 
 
+def largest_each(t: torch.Tensor) -> torch.Tensor:
+    """The largest value of each element of ``t`` over the ranks (a new tensor; ``t`` itself
+    without a process group)."""
+    return _reduced(t, "MAX")
+
+
 def summed(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over the ranks (a new tensor; ``t`` itself without a process group)."""
+    return _reduced(t, "SUM")
+
+
+def _reduced(t: torch.Tensor, op: str) -> torch.Tensor:
     if not distributed():
         return t
-    out = t.detach().clone()
+    out = t.detach().clone().contiguous()
     if torch.distributed.get_backend() == "nccl" and not out.is_cuda:
         out = out.cuda()
-    torch.distributed.all_reduce(out)
+    torch.distributed.all_reduce(out, op=getattr(torch.distributed.ReduceOp, op))
     return out.to(t.device)
 
 

@@ -275,7 +275,7 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
                   gradient_history: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
     """The evidence :func:`examine` reads before any Hessian, from one gradient of the sample and
     the layers' signals (the arguments are :func:`examine`'s): whether it shows a cause in the
-    network or its inputs (rows 4-8 of the verdict table, :func:`~descentlab.critical.verdicts.network_cause`),
+    network or its inputs (rows 4-9 of the verdict table, :func:`~descentlab.critical.verdicts.network_cause`),
     at the cost of one forward and backward pass. The monitor takes it between plateaus, where
     the loss is stuck high and not surely falling, so a network that cannot train is named
     before a plateau is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""

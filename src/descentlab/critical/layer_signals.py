@@ -1,7 +1,7 @@
 """Signals per layer that need no Hessian: where the gradient fades or grows through the depth,
-which units are dead or saturated, how the inputs are scaled.
+which units are dead or saturated, how the inputs are scaled, what bounds the outputs.
 
-All three come from one forward pass over the monitor's fixed sample (through the data layer,
+All four come from one forward pass over the monitor's fixed sample (through the data layer,
 in eval mode; batch-norm on the batch's statistics in a model that trains it) with hooks on
 the model's own modules, and from the gradient the diagnosis has already measured:
 
@@ -27,7 +27,12 @@ the model's own modules, and from the gradient the diagnosis has already measure
   and the depth profile still works;
 * **inputs** — per input feature, its spread and mean over the sample, and the condition number
   of the second-moment matrix of ``[x, 1]`` (the factor the inputs contribute to the first
-  linear layer's Hessian, ``E[(x,1)(x,1)ᵀ] ⊗ ...``) raw and with the features standardized.
+  linear layer's Hessian, ``E[(x,1)(x,1)ᵀ] ⊗ ...``) raw and with the features standardized;
+  features at one value on all but 1 % of the samples (rare ink at the edge of an image) left
+  out, their spread being how rarely they move;
+* **outputs** — a bounded function built into the model's outputs (a sigmoid, tanh or softmax
+  as its last operation) and the floor it puts under the loss
+  (:func:`~descentlab.critical.output_floor.output_bound`).
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.critical.output_floor import OutputBound, bound_of, output_bound
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
+from descentlab.ranks import largest_each
 
 __all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "LayerSignals",
            "measure_layers", "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
@@ -51,6 +58,8 @@ __all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputS
 FLAT_SLOPE = 0.02
 #: ... on at least this share of the samples.
 MOST_SAMPLES = 0.9
+#: A feature at one value on all but this share of the samples is rare: left out of the input scales.
+RARE_SHARE = 0.01
 #: Input features measured at most (a seeded subset of wider inputs, such as images).
 MAX_FEATURES = 2048
 
@@ -131,6 +140,8 @@ class InputScales:
         std_min, std_median, std_max: their spreads.
         mean_max: the largest ``|mean|`` of a feature over its spread.
         cond_raw, cond_standardized: condition numbers of the second moment of ``[x, 1]``.
+        rare: features left out of all of these: at one value on all but :data:`RARE_SHARE` of
+            the samples (their spread says how rarely they move, not their units).
     """
 
     features: int
@@ -140,6 +151,7 @@ class InputScales:
     mean_max: float
     cond_raw: float
     cond_standardized: float
+    rare: int = 0
 
     @property
     def span(self) -> float:
@@ -163,6 +175,8 @@ class LayerSignals:
             batch-norm), as training computes them.
         gradient_norm: ``‖∇L‖`` over every variable (biases too) of the gradient the layers were
             read from: exactly 0 where no gradient step can move the loss at all.
+        outputs: what bounds the model's outputs and the floor it puts under the loss (``None``:
+            nothing built in bounds them, or a loss the model computes itself).
     """
 
     layers: tuple[LayerGradient, ...]
@@ -172,6 +186,7 @@ class LayerSignals:
     notes: tuple[str, ...] = ()
     batch_statistics: bool = False
     gradient_norm: float | None = None
+    outputs: OutputBound | None = None
 
     @property
     def depth_drop(self) -> float | None:
@@ -203,7 +218,8 @@ class LayerSignals:
                 "inputs": None if self.inputs is None else {**asdict(self.inputs), "span": self.inputs.span},
                 "depth_drop": self.depth_drop, "depth_trend": self.depth_trend, "recurrent": self.recurrent,
                 "notes": list(self.notes), "batch_statistics": self.batch_statistics,
-                "gradient_norm": self.gradient_norm}
+                "gradient_norm": self.gradient_norm,
+                "outputs": None if self.outputs is None else asdict(self.outputs)}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
@@ -265,17 +281,25 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
             site = sites.setdefault(key, _Site(key, _family(module), module, last[0], norms=tuple(between)))
             site.add(output, inputs[0] if inputs and torch.is_tensor(inputs[0]) else None)
 
+    bounded: list[tuple[str, nn.Module, torch.Tensor] | None] = [None]  # the last bounded module called
+
+    def note_bound(module: nn.Module, inputs: Any, output: Any) -> None:
+        if torch.is_tensor(output):
+            bounded[0] = (names.get(module, ""), module, output)
+
     handles = []
     for module in model.modules():
+        if bound_of(module) is not None:
+            handles.append(module.register_forward_hook(note_bound))
         if _weights(module):
             handles.append(module.register_forward_hook(note_order))
         if _family(module) is not None:
             handles.append(module.register_forward_hook(note_units))
         if isinstance(module, NORM_LAYERS) and any(True for _ in module.parameters(recurse=False)):
             handles.append(module.register_forward_hook(note_norm))
-    X, _ = loss.one_batch()
+    X, y = loss.one_batch()
     try:
-        loss.forward(X)
+        out = loss.forward(X)
     finally:
         for handle in handles:
             handle.remove()
@@ -294,8 +318,9 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
         notes.append(f"{len(layers)} weight layer(s): a depth profile needs at least 3")
     recurrent = any(n > 1 for n in applied.values()) or any(isinstance(m, (nn.RNNBase, nn.RNNCellBase))
                                                           for m in model.modules())
+    outputs = None if loss.model_loss else output_bound(out, y, loss.loss_fn, bounded[0])
     return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics,
-                        float(gradient.norm()))
+                        float(gradient.norm()), outputs)
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
@@ -319,7 +344,8 @@ def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
     mean = moment[:-1, -1] / n
     covariance = moment[:-1, :-1] / n - torch.outer(mean, mean)  # the population covariance
     std = (covariance.diagonal().clamp_min(0) * n / (n - 1)).sqrt()  # the sample spread (n - 1)
-    varying = std > 0
+    rare = _rare(F, n)
+    varying = (std > 0) & ~rare
     if not bool(varying.any()):
         return None
     index = varying.nonzero().flatten()
@@ -330,7 +356,19 @@ def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
     one = torch.ones(1, 1, dtype=std.dtype, device=std.device)
     return InputScales(int(len(index)), float(std.min()), float(std.median()), float(std.max()),
                        float((mean.abs() / std).max()), _eig_condition(moment[rows][:, rows] / n),
-                       _eig_condition(torch.block_diag(standardized, one)))
+                       _eig_condition(torch.block_diag(standardized, one)), int(rare.sum()))
+
+
+def _rare(F: torch.Tensor, n: float) -> torch.Tensor:
+    """The features at one value (their least or their largest over every rank) on all but
+    :data:`RARE_SHARE` of the ``n`` samples: a pixel at the edge of a digit that is ink in 1 of
+    500 images has a spread of 0.003 on [0, 1] because it is rarely on, not because it is
+    measured in other units (standardizing it would blow that one image's value up 300x)."""
+    d = F.shape[1]
+    bounds = largest_each(torch.cat([-F.min(dim=0).values, F.max(dim=0).values]))
+    low, high = -bounds[:d], bounds[d:]
+    at = EmpiricalLoss.allreduce(torch.stack([(F == low).sum(dim=0), (F == high).sum(dim=0)]).to(F.dtype))
+    return at.max(dim=0).values >= (1 - RARE_SHARE) * n
 
 
 def first_floating(X: Any) -> torch.Tensor | None:

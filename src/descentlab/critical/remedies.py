@@ -45,6 +45,9 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers that hold them
                     dead re-initialised as ``reinit`` does (not for an activation written as a
                     function: no module to swap)
+``raw-outputs``     (``bounded_outputs``) the bounded module that makes the outputs (a sigmoid, tanh
+                    or softmax in front of a loss that wants raw scores) swapped for ``nn.Identity``
+                    (not for one written as a function in the user's forward: no module to swap)
 ``standardize``     the inputs standardized with the sample's mean and spread (a wrapper); at an
                     ``unscaled_inputs`` stall under a plain rule (SGD, momentum), the rate set to
                     half the largest stable rate the standardized problem has, measured at the
@@ -75,7 +78,8 @@ fresh random weights or gradient noise (either breaks their symmetry); a ``flat`
 output layer, momentum, an adaptive rate or noise; a ``slow`` run the rate its own stability limit
 allows, momentum or an adaptive rate; a minimum stuck high noise or an adaptive rate (a minimum at
 the best loss seen gets no trials: nothing should beat stopping); ``no_learning_rate`` the rate
-restored. ``keep`` is always tried too, so a ranking says whether any remedy beats carrying on.
+restored; outputs held above the loss's floor by a bounded function that function taken off.
+``keep`` is always tried too, so a ranking says whether any remedy beats carrying on.
 ``momentum`` needs plain SGD (torch's ``SGD`` without momentum), ``adam`` an optimizer that is not
 already adaptive; ``diverged`` gets no trials (its point is not finite): with ``apply_remedy`` the
 run is rolled back instead (:func:`rollback`). Nor does ``accumulating_gradient``: a trial's loop
@@ -128,6 +132,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "symmetric_units": ("keep", "reinit", "noise"),
     "vanishing_gradient": ("keep", "adam", "reinit", "relu"),
     "unscaled_inputs": ("keep", "standardize", "standardize-reinit", "adam"),
+    "bounded_outputs": ("keep", "raw-outputs"),
 }
 
 _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
@@ -245,7 +250,7 @@ def rollback(evidence: Mapping[str, Any] | None) -> Remedy:
 
 
 #: Remedies that change the network or its inputs (from the evidence's layers).
-_NETWORK = ("clip", "reinit", "reinit-head", "relu", "leaky-relu", "standardize", "standardize-reinit")
+_NETWORK = ("clip", "reinit", "reinit-head", "relu", "leaky-relu", "standardize", "standardize-reinit", "raw-outputs")
 _SATURATING = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign")
 
 
@@ -292,6 +297,11 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised "
                       f"({_drawn(before, units)})",
                       Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
+    if name == "raw-outputs":  # the bounded module at the outputs taken out (one in the user's forward cannot be)
+        outputs = layers.get("outputs") or {}
+        return Remedy("raw-outputs", f"the {outputs['family']} at {outputs['by']!r} taken off the outputs (raw "
+                      "scores)", Change(activations=(outputs["by"],), activation="identity")) \
+            if outputs.get("module") else None
     if name == "standardize":
         if inputs is None:
             return None

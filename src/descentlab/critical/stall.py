@@ -250,6 +250,11 @@ def evidence_text(stall: Stall) -> str:
         growth = (ev.get("gradient") or {}).get("growth")
         text = f"|g|/|W| input -> output {profile}"
         return text + (f", |g| grew {growth:.3g}x" if verdict == "exploding_gradient" and growth else "")
+    if verdict == "bounded_outputs":
+        out = layers.get("outputs") or {}
+        return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "
+                f"({out.get('family')}): {out.get('loss')} floor {out.get('floor') or math.nan:.3g}, loss "
+                f"{out.get('value') or math.nan:.3g}")
     if verdict == "unscaled_inputs":
         inputs = layers.get("inputs") or {}
         return (f"input spreads {inputs.get('std_min', float('nan')):.3g} to {inputs.get('std_max', float('nan')):.3g}, "

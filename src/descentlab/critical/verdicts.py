@@ -5,7 +5,7 @@ has more causes than the lectures'. Each verdict below comes from evidence a
 :class:`~descentlab.critical.StallMonitor` measures at the plateau, held as plain data (numbers,
 strings, booleans in nested dicts: JSON as it is), names the layer(s) it concerns where it has
 any, and comes with one remedy. **The precedence table** (a verdict is given only when none above
-it applies; the first eight need no Hessian, so they are decided before any is computed):
+it applies; the first nine need no Hessian, so they are decided before any is computed):
 
 ====  =========================  ========================================================  =================================
  #    verdict                    evidence                                                  remedy
@@ -25,51 +25,57 @@ it applies; the first eight need no Hessian, so they are decided before any is c
                                  or the loss rose; or, in a recurrent network, the
                                  gradient grew >= 100x during the run and the loss rose
                                  (through time)
- 5    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
+ 5    ``bounded_outputs``        a sigmoid, tanh or softmax makes the model's outputs, and  take the bounded function off the
+                                 the loss sits within 1.25x of the floor that bound puts   outputs (cross-entropy takes raw
+                                 under it (``critical.output_floor``: cross-entropy,       scores)
+                                 binary cross-entropy with logits, squared error)
+ 6    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
                                  sample of the monitor's sample; the loss stuck high       rate
- 6    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
+ 7    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
                                  their flat tails on most samples; the loss stuck high     re-initialise, ReLU/GELU
- 7    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
+ 8    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
                                  layer to the input, steadily, over >= 3 weight layers;    right gain, ReLU/GELU
                                  stuck high
- 8    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs
+ 9    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs
                                  and standardizing them lowers the inputs' condition
                                  number >= 1,000x (their factor of the first layer's
                                  Hessian)
- 9    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
+10    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
                                  a maximum
-10    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
+11    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
                                  (``critical.stability``); not a critical point. Or        warm-up; for ringing momentum
                                  momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9)
                                  steps (β >= 0.973, Adam's β₁ too) and the loss >= 10 %
                                  above its best, not critical
-11    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
+12    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
                                                                                            eigenvector; where the weight
                                                                                            decay holds it
                                                                                            (:func:`held_by_decay`), lower
                                                                                            the decay
-12    ``maximum``                critical, all curvature negative                          any step downhill
-13    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
+13    ``maximum``                critical, all curvature negative                          any step downhill
+14    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
                                  than the mini-batch noise (SNR < 1, ``critical.noise``);
                                  the loss has come down from where it began (no run
                                  starts at its floor)
-14    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
+15    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
                                  seen, or stuck high (above half the initial loss)         restart / noise / a larger model
-15    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
+16    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
                                  around                                                    rate, momentum, or noise
-16    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
+17    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
 ====  =========================  ========================================================  =================================
 
 Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an
 optimizer stepping with the sum of every gradient since the start (a loop without ``zero_grad``:
 its steps are as long as those of a rate that grows each step, whatever the loss's own gradient
 is, and a growing loop gradient would read as an exploding one). A cause in the network
-itself (gradients that explode or vanish through the depth, units that pass no gradient, inputs
-on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
+itself (gradients that explode or vanish through the depth, outputs a bounded function holds above
+the loss's floor, units that pass no gradient, inputs on the wrong scale) comes next: it makes the curvature, the noise and the sharpness what they
 are (a tanh network fed inputs 200x too large is saturated, and its sharpness past the limit is
-a symptom; its remedy is the inputs' scale, not the rate). Units that are copies of each other
+a symptom; its remedy is the inputs' scale, not the rate). Among them a floor under the loss
+comes first: measured, it says how low the loss can go at all, and a sigmoid at the output that
+holds the loss there saturates on its own, which is not the hidden layers' fault. Units that are copies of each other
 (a constant initialisation) get equal gradients and stay copies at any rate, so they come
 before the rate, except at a saddle or a maximum (a point where a layer's units are all equal
 and the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks their
@@ -91,7 +97,7 @@ Evidence keys (each a dict, ``None`` when not measured): ``loss`` (``value``, ``
 ``largest_stable_lr``), ``noise`` (from :meth:`~descentlab.critical.noise.NoiseEstimate.to_dict`),
 ``layers`` (from :meth:`~descentlab.critical.layer_signals.LayerSignals.to_dict`: the weight
 layers' relative gradients and updates, the activation sites' dead and saturated shares, the
-input scales), ``diverged`` (``step``, ``checkpoint_step``).
+input scales, the outputs' bound and the loss's floor), ``diverged`` (``step``, ``checkpoint_step``).
 """
 
 from __future__ import annotations
@@ -103,22 +109,22 @@ from typing import Any
 from descentlab.critical.stability import ring_half_life
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
-           "remedy", "stuck_high", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
+           "remedy", "stuck_high", "bounded", "FLOOR_HELD", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
            "off_scale", "unscaled", "held_by_decay", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
            "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
 #: Every verdict, in the order they are tried (the module's table).
-VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "dead_units",
-            "saturated_units", "vanishing_gradient", "unscaled_inputs", "symmetric_units", "unstable", "saddle",
+VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "exploding_gradient", "bounded_outputs",
+            "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs", "symmetric_units", "unstable", "saddle",
             "maximum", "noise_floor", "minimum", "flat", "slow")
-#: The verdicts decided without the Hessian (rows 1-8 of the table).
-CAUSES = VERDICTS[:8]
-#: The causes in the network or its inputs (rows 4-8): :func:`network_cause` decides them.
-NETWORK_CAUSES = VERDICTS[3:8]
-#: The causes that stay until the run is changed (rows 2-9): one is told once, not at each plateau.
-LASTING = VERDICTS[1:9]
+#: The verdicts decided without the Hessian (rows 1-9 of the table).
+CAUSES = VERDICTS[:9]
+#: The causes in the network or its inputs (rows 4-9): :func:`network_cause` decides them.
+NETWORK_CAUSES = VERDICTS[3:9]
+#: The causes that stay until the run is changed (rows 2-10): one is told once, not at each plateau.
+LASTING = VERDICTS[1:10]
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
@@ -139,6 +145,8 @@ REMEDIES = {
     "saturated_units": "standardize the inputs, re-initialise the layers, or use ReLU/GELU",
     "vanishing_gradient": "use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh",
     "unscaled_inputs": "standardize the inputs",
+    "bounded_outputs": "take the sigmoid / tanh / softmax off the model's outputs: the loss expects raw scores, "
+                       "and the bound puts a floor under it",
     "symmetric_units": "re-initialise the layer whose units are copies of each other with random weights "
                        "(equal units get equal gradients and stay equal), or add gradient noise",
 }
@@ -185,6 +193,9 @@ GROWTH = 10.0
 #: ... and in a recurrent network (a layer applied through time) this much, with the loss rising,
 #: is an explosion through time (which a depth profile cannot show).
 GROWTH_THROUGH_TIME = 100.0
+#: Bounded outputs: the floor the outputs' bound puts under the loss is at least this share of the loss
+#: (the loss within 1.25x of its floor: what is left to learn is mostly what the bound forbids).
+FLOOR_HELD = 0.8
 #: Unscaled inputs: feature spreads spanning at least this factor ...
 INPUT_SPAN = 100.0
 #: ... or a typical spread (or mean over spread) beyond this factor from 1 ...
@@ -228,7 +239,7 @@ def decide(evidence: Mapping[str, Any]) -> str:
 
 
 def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
-    """A verdict of rows 1-8 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
+    """A verdict of rows 1-9 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
     what can be said before any Hessian is computed."""
     if evidence.get("diverged"):
         return "diverged"
@@ -299,7 +310,7 @@ def weights_still(evidence: Mapping[str, Any]) -> bool:
 
 
 def network_cause(evidence: Mapping[str, Any]) -> str | None:
-    """Rows 4-8: a cause in the network or its inputs (``None``: none the evidence shows)."""
+    """Rows 4-9: a cause in the network or its inputs (``None``: none the evidence shows)."""
     layers = evidence.get("layers") or {}
     stuck = stuck_high(evidence)
     drop, trend = layers.get("depth_drop"), layers.get("depth_trend")
@@ -311,6 +322,8 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
     peak = _get(evidence, "gradient", "peak_growth") or 0.0
     if layers.get("recurrent") and rising and max(growth, peak) >= GROWTH_THROUGH_TIME:
         return "exploding_gradient"  # through time: the loop's gradient grew while the loss rose
+    if bounded(evidence):
+        return "bounded_outputs"
     units = layers.get("units") or []
     if stuck and any((u.get("dead") or 0) >= DEAD_SHARE for u in units):
         return "dead_units"
@@ -321,6 +334,14 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
     if unscaled(layers.get("inputs")):
         return "unscaled_inputs"
     return None
+
+
+def bounded(evidence: Mapping[str, Any]) -> bool:
+    """A bound built into the model's outputs puts a floor under the loss that is at least
+    :data:`FLOOR_HELD` of it (``layers.outputs.held``): the loss cannot go much lower whatever the
+    optimizer does (:mod:`~descentlab.critical.output_floor`)."""
+    held = ((evidence.get("layers") or {}).get("outputs") or {}).get("held")
+    return held is not None and math.isfinite(held) and held >= FLOOR_HELD
 
 
 def off_scale(inputs: Mapping[str, Any] | None) -> bool:
@@ -433,6 +454,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         if verdict == "vanishing_gradient":
             return f"{where}: use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh"
         return f"{where}: clip the gradients, lower the rate or warm it up, or re-initialise the layers"
+    if verdict == "bounded_outputs" and layers.get("outputs"):
+        return _unbound(layers["outputs"])
     if verdict == "unscaled_inputs" and layers.get("inputs"):
         inputs = layers["inputs"]
         return (f"standardize the inputs (spreads from {inputs['std_min']:.3g} to {inputs['std_max']:.3g}; "
@@ -452,6 +475,20 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     if verdict == "slow" and largest and lr and largest > lr:
         return f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
     return REMEDIES[verdict]
+
+
+#: Why each loss with a floor wants its outputs unbounded.
+_RAW = {"cross_entropy": "cross-entropy takes raw scores (it applies the log-softmax itself)",
+        "bce_with_logits": "binary cross-entropy with logits applies the sigmoid itself",
+        "mse": "the targets reach beyond that range: a linear output reaches them (or scale the targets into it)"}
+
+
+def _unbound(outputs: Mapping[str, Any]) -> str:
+    """``bounded_outputs``' remedy from ``layers.outputs``: which function to take off, and the floor."""
+    where = f"at {outputs['by']!r}" if outputs.get("module") else "(in your forward: the rows sum to 1)"
+    return (f"take the {outputs['family']} {where} off the model's outputs: it holds them in "
+            f"[{outputs['low']:g}, {outputs['high']:g}], where the loss cannot go below {outputs['floor']:.3g} (it is "
+            f"{outputs['value']:.3g}); {_RAW.get(outputs['loss'], 'the loss expects unbounded outputs')}")
 
 
 def stuck_high(evidence: Mapping[str, Any]) -> bool:

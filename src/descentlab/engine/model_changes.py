@@ -35,8 +35,8 @@ INITS = ("kaiming", "xavier", "default", "module")
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.RMSNorm)
 
-#: Replacement activations by name.
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
+#: Replacement activations by name (``identity`` takes a bounded function off the outputs).
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.01), "identity": nn.Identity}
 
 
 def reinitialize(model: nn.Module, names: Sequence[str], init: str, optimizer: Any = None, *, seed: int = 0,

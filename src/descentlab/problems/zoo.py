@@ -3,7 +3,7 @@
 Why training stops has more causes than the Hessian at a plateau shows; this zoo reproduces
 each cause the stall monitor names (:data:`descentlab.critical.VERDICTS` and the per-layer
 ones: ``vanishing_gradient``, ``exploding_gradient``, ``dead_units``, ``saturated_units``,
-``unscaled_inputs``; and ``accumulating_gradient``, a loop that never zeroes its gradients,
+``unscaled_inputs``, ``bounded_outputs``; and ``accumulating_gradient``, a loop that never zeroes its gradients,
 ``ZooCase.zero_grad``) in several model families (MLP, CNN, RNN, transformer), and healthy runs
 of other kinds (Adam, SGD with momentum, BatchNorm, dropout, mini-batches, LSTM, transformers)
 that must raise no alarm. A :class:`ZooCase` is plain data plus factories, no training code
@@ -45,8 +45,8 @@ from torch.nn import functional as F
 
 from descentlab.problems.zoo_data import SORT_LENGTH, SORT_SYMBOLS, ZEN_LENGTH, ZooData, dataset, zen_vocabulary
 from descentlab.problems.zoo_models import (ConvNet, ElmanRNN, FunctionalReluMLP, SequenceClassifier, TinyTransformer,
-                                           antipodal_model, clamped, constant, feature_model, linear_conv, mlp,
-                                           scaled)
+                                           antipodal_model, bounded, clamped, constant, feature_model, linear_conv,
+                                           mlp, scaled)
 
 __all__ = ["ZooCase", "ZooData", "Optimizer", "Schedule", "CASES", "FAMILIES", "CAUSES", "dataset", "get_case",
            "select_cases", "cross_entropy", "sequence_cross_entropy", "squared_error", "one_hot_squared_error",
@@ -59,7 +59,7 @@ FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 #: listed here because ``problems`` is the lowest layer) and the per-layer causes.
 CAUSES = ("saddle", "minimum", "maximum", "flat", "unstable", "noise_floor", "diverged", "no_learning_rate", "slow",
           "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units",
-          "unscaled_inputs")
+          "unscaled_inputs", "bounded_outputs")
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -460,6 +460,21 @@ def _build_cases() -> tuple[ZooCase, ...]:
               "input biases start at +10", "digits-rows", partial(ElmanRNN, 8, 32, 10, bias=10.0), CE, SGD(lr=0.1),
               batch_size=64, steps=300, fix="biases at PyTorch's default initialisation",
               fixed={"make_model": partial(ElmanRNN, 8, 32, 10)}),
+        # ------------------------------------------------ bounded outputs: probabilities into a loss that wants scores
+        _case("bounded-mlp-sigmoid", "bounded_outputs", "mlp", "ReLU MLP 64-64-10 with a sigmoid on its outputs "
+              "into cross-entropy (floor log(1 + 9/e) = 1.46), SGD lr 0.1 momentum 0.9 on batches of 64", "digits",
+              partial(bounded, partial(mlp, (64, 64, 10)), "sigmoid"), CE, _momentum(0.1),
+              batch_size=64, steps=400, fix="raw scores (no sigmoid)",
+              fixed={"make_model": partial(mlp, (64, 64, 10))}),
+        _case("bounded-cnn-softmax", "bounded_outputs", "cnn", "ReLU CNN with a softmax on its outputs into "
+              "cross-entropy (a double softmax), SGD lr 0.1 momentum 0.9 on batches of 64", "digits-images",
+              partial(bounded, partial(ConvNet, (8, 16)), "softmax"), CE, _momentum(0.1), batch_size=64,
+              steps=400, fix="raw scores (no softmax)", fixed={"make_model": partial(ConvNet, (8, 16))}),
+        _case("bounded-transformer-softmax", "bounded_outputs", "transformer", "transformer sorting 8 tokens with a "
+              "softmax on its outputs into cross-entropy, Adam 3e-3 on batches of 64", "sort",
+              partial(bounded, partial(TinyTransformer, V, SORT_LENGTH, V), "softmax"), SEQ, _adam(3e-3),
+              batch_size=64, steps=500, fix="raw scores (no softmax)",
+              fixed={"make_model": partial(TinyTransformer, V, SORT_LENGTH, V)}),
         # ------------------------------------------------ unscaled inputs: features far from unit scale
         _case("unscaled-mlp-breast-cancer", "unscaled_inputs", "mlp", "logistic regression on the breast-cancer "
               "features as measured (spreads 0.003 to 570), full-batch GD at lr 1e-4", "breast-cancer-raw",

@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = ["mlp", "FunctionalReluMLP", "ConvNet", "SequenceClassifier", "ElmanRNN", "SelfAttention", "Block",
            "TinyTransformer", "Clamped", "FrozenFeatures", "feature_model", "antipodal_teacher", "antipodal_model",
-           "linear_conv", "scaled", "constant", "clamped"]
+           "linear_conv", "scaled", "constant", "clamped", "bounded"]
 
 
 _ACTIVATIONS: Mapping[str, type[nn.Module]] = MappingProxyType({
@@ -326,6 +326,19 @@ def linear_conv() -> nn.Module:
 def clamped(factory: Callable[[], nn.Module], low: float, high: float) -> nn.Module:
     """A fresh ``factory()`` model with its output clamped to ``[low, high]`` (:class:`Clamped`)."""
     return Clamped(factory(), low, high)
+
+
+#: The bounded functions :func:`bounded` puts on a model's outputs.
+_HEADS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softmax": lambda: nn.Softmax(dim=-1)}
+
+
+def bounded(factory: Callable[[], nn.Module], head: str) -> nn.Module:
+    """A fresh ``factory()`` model with a bounded function on its outputs (``"sigmoid"``,
+    ``"tanh"``, ``"softmax"`` over the last dimension): ``nn.Sequential(model, head)``, as a model
+    whose author put the probabilities in front of a loss that takes raw scores is written."""
+    if head not in _HEADS:
+        raise ValueError(f"head must be one of {', '.join(_HEADS)}, got {head!r}")
+    return nn.Sequential(factory(), _HEADS[head]())
 
 
 def constant(factory: Callable[[], nn.Module], value: float) -> nn.Module:

@@ -143,6 +143,12 @@ def build(run: RunDir) -> Page:
         if stall.verdict == "no_learning_rate" and rows:
             page.figure(_rate_figure(stall, rows), "The learning rate over the run.",
                         save_to=run.file(f"stall-{index}-rate.png"))
+        outputs = ((stall.evidence or {}).get("layers") or {}).get("outputs") or {}
+        if stall.verdict == "bounded_outputs" and outputs.get("floor") is not None and rows:
+            page.figure(_floor_figure(stall, rows), "The training loss over the run and the floor the bounded "
+                        f"outputs put under it ({outputs['family']} at {outputs['by']}, every output in "
+                        f"[{outputs['low']:g}, {outputs['high']:g}]): no step can take the loss below the line.",
+                        save_to=run.file(f"stall-{index}-floor.png"))
         if stall.verdict in _NETWORK_VERDICTS and (stall.evidence or {}).get("layers"):
             page.figure(_layers_figure(stall), "Per layer, from the input to the output: the relative gradient "
                         "||dL/dW|| / ||W|| of every weight layer (a vanishing gradient falls toward the input, an "
@@ -331,8 +337,8 @@ def _noise_figure(stall: Stall):
     return fig
 
 
-_NETWORK_VERDICTS = ("exploding_gradient", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs",
-                     "symmetric_units", "diverged")
+_NETWORK_VERDICTS = ("exploding_gradient", "bounded_outputs", "dead_units", "saturated_units", "vanishing_gradient",
+                     "unscaled_inputs", "symmetric_units", "diverged")
 
 
 def _layers_figure(stall: Stall):
@@ -363,6 +369,22 @@ def _layers_figure(stall: Stall):
     _finish(right, "activation (call order)", "share of units", "units passing no gradient")
     fig.suptitle(f"stall at step {stall.step}: {stall.verdict}")
     fig.tight_layout()
+    return fig
+
+
+def _floor_figure(stall: Stall, rows: Sequence[dict]):
+    """The training loss over the run against the floor a bounded output puts under it."""
+    import matplotlib.pyplot as plt
+
+    outputs = stall.evidence["layers"]["outputs"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    ax.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], color="#2f7bd8", lw=2,
+            label="training loss")
+    ax.axhline(outputs["floor"], color="#d8542f", ls="--", lw=1.5,
+               label=f"floor {outputs['floor']:.3g} ({outputs['loss']}, outputs in [{outputs['low']:g}, "
+                     f"{outputs['high']:g}])")
+    ax.axvline(stall.step, color="#333", ls=":", lw=1)
+    _finish(ax, "step", "loss", f"stall at step {stall.step}: bounded outputs")
     return fig
 
 

@@ -1,0 +1,198 @@
+"""The lowest loss a model can reach when a bounded function makes its outputs.
+
+A sigmoid, tanh or softmax as a model's last operation, in front of a loss that expects raw
+scores (``F.cross_entropy``, ``F.binary_cross_entropy_with_logits``) or values of any size
+(``F.mse_loss`` on targets outside the range), puts a floor under the loss that no step can go
+through: a softmax fed to cross-entropy (the "double softmax") keeps every score in [0, 1], and
+ten classes then cost at least log(1 + 9/e) = 1.46 nats, ln 10 = 2.30 being chance. Training
+creeps toward that floor and stalls above it, where the rate, the noise and the curvature all
+look like the lectures' causes (``noise_floor``, ``saddle``) though none of them is.
+
+The floor, in closed form, for outputs held in the box [a, b] (``w = b - a``), per sample:
+
+* **cross-entropy**, K classes: ``log(1 + (K - 1) e^{-w})``, the true class's score at b and the
+  others at a (the loss falls as any score gap widens, and the box bounds every gap by w).
+  Softmax outputs lie on the probability simplex inside [0, 1]^K and reach its floor,
+  ``log(1 + (K - 1)/e)``, at a one-hot row;
+* **binary cross-entropy with logits**: ``ℓ(clamp(logit(y), a, b), y)``: the loss is convex in
+  the score with its free minimum at ``logit(y)`` (±∞ for hard labels);
+* **squared error**: ``(clamp(y, a, b) - y)²``, the nearest value the box holds.
+
+The loss is recognised by value, not by name: the user's ``loss_fn`` on the sample's outputs is
+compared with each of the three (mean or sum), so a loss with label smoothing, class weights or
+its own reduction gets no floor rather than a wrong one. The bound is only claimed where it is
+built in: a bounded activation module whose output is the model's (hooked in the forward pass),
+or rows that are non-negative and sum to 1 (a softmax written as a function: no other output
+does that); a ``torch.sigmoid`` written as a function is not seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["OutputBound", "bound_of", "output_bound", "loss_floor", "recognise_loss", "LOSSES"]
+
+#: The losses whose floor has a closed form (module docstring).
+LOSSES = ("cross_entropy", "bce_with_logits", "mse")
+
+#: The range each bounded module's outputs lie in, looked up along the class's MRO (``ReLU6`` is a
+#: ``Hardtanh`` with its own limits).
+_BOUNDS: Mapping[type, Callable[[nn.Module], tuple[float, float]]] = {
+    nn.Sigmoid: lambda m: (0.0, 1.0), nn.Hardsigmoid: lambda m: (0.0, 1.0),
+    nn.Tanh: lambda m: (-1.0, 1.0), nn.Softsign: lambda m: (-1.0, 1.0),
+    nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),
+    nn.Softmax: lambda m: (0.0, 1.0), nn.Softmin: lambda m: (0.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class OutputBound:
+    """A bound built into the model's outputs, and the floor it puts under the loss.
+
+    Attributes:
+        by: what bounds them: the module's name, or ``"rows sum to 1"`` (a softmax written as a function).
+        family: the bounding function (``"sigmoid"``, ``"softmax"``, ...).
+        low, high: the range every output lies in.
+        module: the bound is a module a remedy can take out (``False``: it is in the user's code).
+        loss: the loss recognised (one of :data:`LOSSES`), or ``None`` (not one of them: no floor).
+        value: the loss on the sample; floor: the lowest it can reach with outputs in [low, high];
+        held: ``floor / value`` (1: the loss sits on its floor), ``None`` without a floor.
+    """
+
+    by: str
+    family: str
+    low: float
+    high: float
+    module: bool
+    loss: str | None = None
+    value: float | None = None
+    floor: float | None = None
+    held: float | None = None
+
+
+def bound_of(module: nn.Module) -> tuple[float, float] | None:
+    """The range ``module``'s outputs lie in, or ``None`` (not a bounded activation)."""
+    for cls in type(module).__mro__:
+        if cls in _BOUNDS:
+            return _BOUNDS[cls](module)
+    return None
+
+
+def output_bound(out: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor],
+                 last: tuple[str, nn.Module, torch.Tensor] | None) -> OutputBound | None:
+    """The bound on ``out`` (the model's output on the sample, targets ``y``) and the floor it puts
+    under ``loss_fn``; ``last``: the last bounded module called in that forward pass, its name and
+    output. ``None`` where nothing built in bounds the outputs."""
+    if not (torch.is_tensor(out) and out.is_floating_point() and out.ndim >= 1 and out.numel()):
+        return None
+    if last is not None and _same(last[2], out):
+        name, module, _ = last
+        low, high = bound_of(module)
+        found = OutputBound(name, type(module).__name__.lower(), low, high, True)
+    elif _rows_on_simplex(out):
+        found = OutputBound("rows sum to 1", "softmax", 0.0, 1.0, False)
+    else:
+        return None
+    recognised = recognise_loss(loss_fn, out, y)
+    if recognised is None:
+        return found
+    name, value, scale = recognised
+    floor = scale * loss_floor(name, out, y, found.low, found.high)
+    held = floor / value if value > 0 else None
+    return OutputBound(found.by, found.family, found.low, found.high, found.module, name, value, floor, held)
+
+
+def recognise_loss(loss_fn: Callable[[Any, Any], torch.Tensor], out: torch.Tensor,
+                   y: Any) -> tuple[str, float, float] | None:
+    """``(name, value, scale)``: which of :data:`LOSSES` ``loss_fn(out, y)`` is, its value, and the
+    factor from the mean over samples to it (1 for a mean, the count for a sum); ``None`` where
+    it is none of them to a few hundred units of ``out``'s precision."""
+    if not torch.is_tensor(y):
+        return None
+    with torch.no_grad():
+        value = float(loss_fn(out, y))
+        if not math.isfinite(value):
+            return None
+        tol = 1e3 * torch.finfo(out.dtype).eps
+        for name in LOSSES:
+            mean = _reference(name, out, y)
+            if mean is None:
+                continue
+            count = _count(name, out, y)
+            for scale in (1.0, float(count)):
+                if math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3):
+                    return name, value, scale
+    return None
+
+
+def loss_floor(name: str, out: torch.Tensor, y: torch.Tensor, low: float, high: float) -> float:
+    """The lowest mean of loss ``name`` (one of :data:`LOSSES`) over ``y`` that outputs shaped as
+    ``out`` reach in the box [low, high] (the module docstring's closed forms)."""
+    if name == "cross_entropy":
+        dim = _class_dim(out, y)
+        if dim is None:
+            raise ValueError(f"cross_entropy: targets shaped {tuple(y.shape)} fit no class dimension of outputs "
+                             f"shaped {tuple(out.shape)}")
+        return math.log1p((out.shape[dim] - 1) * math.exp(-(high - low)))
+    target = y.to(torch.float64)
+    if name == "bce_with_logits":
+        best = torch.logit(target.clamp(0.0, 1.0)).clamp(low, high)
+        return float(F.binary_cross_entropy_with_logits(best, target))
+    if name == "mse":
+        return float(((target.clamp(low, high) - target) ** 2).mean())
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
+
+
+def _reference(name: str, out: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Loss ``name``'s mean on ``(out, y)`` where their shapes fit it, else ``None``."""
+    if name == "cross_entropy":
+        dim = _class_dim(out, y)
+        if dim is None:
+            return None
+        if dim == 1:
+            return float(F.cross_entropy(out, y))
+        return float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)))  # scores last: (B, T, V)
+    if not y.is_floating_point() or y.shape != out.shape:
+        return None
+    if name == "bce_with_logits":
+        return float(F.binary_cross_entropy_with_logits(out, y)) if bool(((y >= 0) & (y <= 1)).all()) else None
+    return float(F.mse_loss(out, y))
+
+
+def _class_dim(out: torch.Tensor, y: torch.Tensor) -> int | None:
+    """The dimension of ``out`` that holds the class scores of integer targets ``y``: 1 (PyTorch's
+    ``(N, C, ...)``), else the last (a sequence model's ``(B, T, V)`` against ``(B, T)``), else ``None``."""
+    if y.is_floating_point() or out.ndim < 2:
+        return None
+    if tuple(y.shape) == (out.shape[0], *out.shape[2:]):
+        return 1
+    return out.ndim - 1 if tuple(y.shape) == tuple(out.shape[:-1]) else None
+
+
+def _count(name: str, out: torch.Tensor, y: torch.Tensor) -> int:
+    """What a summed loss adds up: the targets of cross-entropy, the elements of the others."""
+    return y.numel() if name == "cross_entropy" else out.numel()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``b`` is ``a`` or a view of all of it (a reshape of the last module's output)."""
+    return a is b or (a.numel() == b.numel() and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype)
+
+
+def _rows_on_simplex(out: torch.Tensor) -> bool:
+    """Every output non-negative and the scores of each sample (along dimension 1, or the last)
+    summing to 1: a softmax's, which no unbounded output gives."""
+    if out.ndim < 2 or bool((out < 0).any()):
+        return False
+    for dim in dict.fromkeys((1, out.ndim - 1)):
+        tol = 1e2 * torch.finfo(out.dtype).eps * out.shape[dim]
+        if out.shape[dim] >= 2 and bool(((out.sum(dim=dim) - 1).abs() <= tol).all()):
+            return True
+    return False

@@ -1,0 +1,224 @@
+"""Outputs a bounded function makes (a sigmoid, tanh or softmax in front of a loss that wants raw
+scores): the floor it puts under the loss against an exhaustive search of the box, the loss
+recognised by value, the bound found in the forward pass, and the verdict and its remedy on
+README's loop, with the healthy uses of a bounded output (probabilities into BCELoss, a tanh
+regression on targets inside its range) left alone."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from descentlab.critical import StallMonitor
+from descentlab.critical.layer_signals import measure_layers
+from descentlab.critical.output_floor import loss_floor, output_bound, recognise_loss
+from descentlab.critical.verdicts import FLOOR_HELD, decide
+from descentlab.curvature import EmpiricalLoss
+from descentlab.engine import LoopState
+
+from helpers import watched_steps
+
+
+def _grid(low, high, points):
+    return torch.linspace(low, high, points, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 1.0), (-1.0, 1.0), (0.0, 6.0)])
+def test_the_cross_entropy_floor_is_the_lowest_loss_on_a_grid_of_the_box(low, high):
+    """Every score vector of a 41-point grid of [low, high]^3 (three classes, true class 0): the
+    least cross-entropy on it is log(1 + 2e^{-w}), reached at a corner of the box."""
+    grid = _grid(low, high, 41)
+    scores = torch.stack([torch.stack(c) for c in itertools.product(grid, grid, grid)])
+    least = F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long), reduction="none").min()
+    out, y = torch.zeros(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.long)
+    assert loss_floor("cross_entropy", out, y, low, high) == pytest.approx(float(least), rel=1e-12)
+    assert float(least) == pytest.approx(math.log1p(2 * math.exp(-(high - low))), rel=1e-12)
+
+
+def test_softmax_outputs_reach_the_floor_of_the_unit_box_at_a_one_hot_row():
+    """Probability rows of a 201-point grid of the simplex (three classes): the least cross-entropy
+    on them is the box [0, 1]'s floor, log(1 + 2/e)."""
+    steps = 200
+    rows = torch.tensor([(i / steps, j / steps, (steps - i - j) / steps)
+                         for i in range(steps + 1) for j in range(steps + 1 - i)], dtype=torch.float64)
+    least = F.cross_entropy(rows, torch.zeros(len(rows), dtype=torch.long), reduction="none").min()
+    out, y = torch.zeros(1, 3, dtype=torch.float64), torch.zeros(1, dtype=torch.long)
+    assert loss_floor("cross_entropy", out, y, 0.0, 1.0) == pytest.approx(float(least), rel=1e-12)
+
+
+def test_the_bce_and_squared_error_floors_are_the_lowest_losses_on_a_grid_of_the_range():
+    """Per target, the least of the loss over a fine grid of [low, high], averaged: binary
+    cross-entropy with logits on hard and soft labels in [0, 1], squared error on targets reaching
+    past [-1, 1]."""
+    grid = _grid(0.0, 1.0, 100_001)
+    labels = torch.tensor([0.0, 1.0, 0.3, 0.9, 1.0], dtype=torch.float64)
+    least = torch.stack([F.binary_cross_entropy_with_logits(grid, t.expand_as(grid), reduction="none").min()
+                         for t in labels]).mean()
+    assert loss_floor("bce_with_logits", labels, labels, 0.0, 1.0) == pytest.approx(float(least), abs=1e-9)
+    grid = _grid(-1.0, 1.0, 100_001)
+    targets = torch.tensor([-3.0, -0.5, 0.2, 1.5, 2.0], dtype=torch.float64)
+    least = torch.stack([((grid - t) ** 2).min() for t in targets]).mean()
+    assert loss_floor("mse", targets, targets, -1.0, 1.0) == pytest.approx(float(least), abs=1e-9)
+    assert float(least) == pytest.approx((4 + 0.25 + 1) / 5, abs=1e-9)
+
+
+def test_the_loss_is_recognised_by_its_value_and_an_unknown_one_gets_no_floor():
+    torch.manual_seed(0)
+    out, y = torch.randn(16, 5), torch.randint(0, 5, (16,))
+    assert recognise_loss(F.cross_entropy, out, y)[::2] == ("cross_entropy", 1.0)
+    assert recognise_loss(nn.CrossEntropyLoss(reduction="sum"), out, y)[::2] == ("cross_entropy", 16.0)
+    assert recognise_loss(nn.CrossEntropyLoss(label_smoothing=0.1), out, y) is None  # another floor
+    assert recognise_loss(lambda o, t: F.nll_loss(torch.log_softmax(o, 1), t), out, y)[0] == "cross_entropy"
+    sequence, tokens = torch.randn(2, 7, 5), torch.randint(0, 5, (2, 7))  # a language model's (B, T, V)
+    assert recognise_loss(lambda o, t: F.cross_entropy(o.reshape(-1, 5), t.reshape(-1)), sequence,
+                          tokens)[0] == "cross_entropy"
+    labels = torch.randint(0, 2, (16, 5)).float()
+    assert recognise_loss(F.binary_cross_entropy_with_logits, out, labels)[0] == "bce_with_logits"
+    assert recognise_loss(F.binary_cross_entropy, torch.sigmoid(out), labels) is None  # probabilities: no floor
+    assert recognise_loss(F.mse_loss, out, torch.randn(16, 5))[0] == "mse"
+
+
+def test_the_bound_is_found_at_the_module_that_makes_the_outputs_or_a_softmax_written_as_a_function():
+    torch.manual_seed(0)
+    X, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.linear(x), dim=1)
+
+    def outputs(model):
+        return measure_layers(EmpiricalLoss(model, F.cross_entropy, (X, y))).outputs
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid())
+    sigmoid = outputs(model)
+    assert (sigmoid.by, sigmoid.family, sigmoid.low, sigmoid.high, sigmoid.module) == ("1", "sigmoid", 0, 1, True)
+    assert sigmoid.loss == "cross_entropy" and sigmoid.floor == pytest.approx(math.log1p(2 / math.e), rel=1e-12)
+    with torch.no_grad():
+        assert sigmoid.value == pytest.approx(F.cross_entropy(model(X), y).item(), rel=1e-6)
+    assert sigmoid.held == pytest.approx(sigmoid.floor / sigmoid.value, rel=1e-12)
+    clipped = outputs(nn.Sequential(nn.Linear(4, 3), nn.ReLU6()))
+    assert (clipped.family, clipped.low, clipped.high) == ("relu6", 0, 6)
+    function = outputs(Functional())
+    assert (function.by, function.family, function.module) == ("rows sum to 1", "softmax", False)
+    assert outputs(nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(dim=1))) is None  # log-probabilities: unbounded
+    assert outputs(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))) is None  # a hidden tanh
+    assert output_bound(torch.rand(8, 3), torch.randint(0, 3, (8,)), F.cross_entropy, None) is None  # in [0, 1] by chance
+
+
+def test_the_verdict_needs_the_loss_near_its_floor():
+    def evidence(held):
+        return {"loss": {"value": 1.5, "initial": 2.3, "best": 1.5},
+                "layers": {"outputs": {"held": held, "family": "sigmoid", "by": "3", "module": True, "low": 0.0,
+                                       "high": 1.0, "loss": "cross_entropy", "value": 1.5, "floor": 1.5 * held}}}
+
+    assert decide(evidence(FLOOR_HELD)) == "bounded_outputs"
+    assert decide(evidence(0.97)) == "bounded_outputs"
+    assert decide(evidence(0.6)) == "slow"  # the floor far below: something else holds the loss up
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
+
+
+def _readme_loop(head, loss_fn, target, *, steps, lr=0.1, remedies=False):
+    """README's loop, SGD momentum 0.9 on batches of 64 of the digits, the MLP 64-64-10 with ``head``
+    on its outputs; the monitor attached (no budget). Returns the monitor and the model."""
+    X, y = _digits()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10), head)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loop = LoopState(model, optimizer, batch_size=64, n_train=len(X), changes_modules=True)
+    monitor = StallMonitor(loss_fn, (X, target(y)), budget=None, remedies=remedies, apply_remedy=remedies)
+    monitor.on_train_start(loop)
+    generator = torch.Generator().manual_seed(0)
+
+    def step_loss():
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        return loss_fn(loop.model(X[index]), target(y)[index])
+
+    watched_steps(loop, monitor, step_loss, steps, until=lambda m: bool(m.stalls))
+    return monitor, loop.model, X, y
+
+
+def test_a_double_softmax_is_named_and_taking_it_off_goes_through_the_floor():
+    """A softmax in front of F.cross_entropy: the loss creeps toward log(1 + 9/e) = 1.46 (chance
+    2.30). Named at the first stall with the floor in its evidence; the trial that swaps the
+    softmax for the identity wins, and the run ends far below the floor."""
+    monitor, model, X, y = _readme_loop(nn.Softmax(dim=1), F.cross_entropy, lambda t: t, steps=600, remedies=True)
+    stall = monitor.stalls[0]
+    floor = math.log1p(9 / math.e)
+    assert stall.verdict == "bounded_outputs"
+    outputs = stall.evidence["layers"]["outputs"]
+    assert outputs["floor"] == pytest.approx(floor, rel=1e-12) and outputs["value"] >= floor
+    assert outputs["held"] >= FLOOR_HELD and "take the softmax at '3' off" in stall.remedy
+    assert stall.remedy_applied == "raw-outputs" and isinstance(model[3], nn.Identity)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(100):  # on from the remedied weights: through the floor the softmax kept
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    with torch.no_grad():
+        assert F.cross_entropy(model(X), y).item() < 0.5 * floor
+
+
+@pytest.mark.parametrize("case", ["probabilities into BCELoss", "a sigmoid into squared error on 0/1 targets"])
+def test_bounded_outputs_a_loss_expects_raise_no_such_verdict(case):
+    """Probabilities are what F.binary_cross_entropy and a 0/1 squared error want: no floor above 0,
+    no ``bounded_outputs``, whatever else the monitor says."""
+    if case == "probabilities into BCELoss":
+        loss_fn = F.binary_cross_entropy
+    else:
+        loss_fn = F.mse_loss
+    monitor, model, X, y = _readme_loop(nn.Sigmoid(), loss_fn, lambda t: F.one_hot(t, 10).float(), steps=400)
+    assert all(s.verdict != "bounded_outputs" for s in monitor.stalls)
+    outputs = measure_layers(EmpiricalLoss(model, loss_fn, (X, F.one_hot(y, 10).float()))).outputs
+    assert outputs.family == "sigmoid"  # the bound is seen, and puts no floor above 0 under these losses
+    assert (outputs.loss, outputs.floor) == ((None, None) if loss_fn is F.binary_cross_entropy else ("mse", 0.0))
+
+
+def test_the_cli_names_a_double_softmax_swaps_it_and_draws_the_floor(tmp_path, monkeypatch, capsys):
+    """`descentlab diagnose --model pkg:net --data digits.npz --apply-remedy` on an MLP whose author put
+    a softmax in front of the command's cross-entropy: the stall is `bounded_outputs`, the run goes on
+    with the softmax swapped out and ends below the floor, and the report draws the loss against it."""
+    import json
+    import textwrap
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from descentlab.cli import main
+
+    package = tmp_path / "pkg_floor"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def net():
+            return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.Softmax(dim=1))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digits = load_digits()
+    np.savez(tmp_path / "digits.npz", X=digits.data / 16, y=digits.target)
+    out = tmp_path / "run"
+    assert main(["diagnose", "--model", "pkg_floor.nets:net", "--data", str(tmp_path / "digits.npz"), "--steps", "400",
+                 "--batch-size", "64", "--optimizer", "momentum", "--lr", "0.1", "--apply-remedy", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    stalls = json.loads((out / "stalls.json").read_text())
+    assert stalls[0]["verdict"] == "bounded_outputs" and stalls[0]["remedy_applied"] == "raw-outputs"
+    floor = math.log1p(9 / math.e)
+    assert stalls[0]["evidence"]["layers"]["outputs"]["floor"] == pytest.approx(floor, rel=1e-12)
+    final = float(printed.split("train loss ")[1].split(",")[0])
+    assert final < 0.25 * floor
+    assert (out / "stall-1-floor.png").stat().st_size > 0
