@@ -79,6 +79,9 @@ def test_the_loss_is_recognised_by_its_value_and_an_unknown_one_gets_no_floor():
     assert recognise_loss(F.binary_cross_entropy_with_logits, out, labels)[0] == "bce_with_logits"
     assert recognise_loss(F.binary_cross_entropy, torch.sigmoid(out), labels) is None  # probabilities: no floor
     assert recognise_loss(F.mse_loss, out, torch.randn(16, 5))[0] == "mse"
+    half = out.bfloat16()  # a model run in bfloat16: its rounding allowed, another loss still told apart
+    assert recognise_loss(F.cross_entropy, half, y)[0] == "cross_entropy"
+    assert recognise_loss(F.mse_loss, half, labels.bfloat16())[0] == "mse"  # not BCE, tried before it
 
 
 def test_the_bound_is_found_at_the_module_that_makes_the_outputs_or_a_softmax_written_as_a_function():
