@@ -4,7 +4,6 @@ recognised by value, the bound found in the forward pass, and the verdict and it
 README's loop, with the healthy uses of a bounded output (probabilities into BCELoss, a tanh
 regression on targets inside its range) left alone."""
 
-import itertools
 import math
 
 import pytest
@@ -31,11 +30,46 @@ def test_the_cross_entropy_floor_is_the_lowest_loss_on_a_grid_of_the_box(low, hi
     """Every score vector of a 41-point grid of [low, high]^3 (three classes, true class 0): the
     least cross-entropy on it is log(1 + 2e^{-w}), reached at a corner of the box."""
     grid = _grid(low, high, 41)
-    scores = torch.stack([torch.stack(c) for c in itertools.product(grid, grid, grid)])
+    scores = torch.cartesian_prod(grid, grid, grid)
     least = F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long), reduction="none").min()
     out, y = torch.zeros(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.long)
     assert loss_floor("cross_entropy", out, y, low, high) == pytest.approx(float(least), rel=1e-12)
     assert float(least) == pytest.approx(math.log1p(2 * math.exp(-(high - low))), rel=1e-12)
+
+
+@pytest.mark.parametrize("smoothing, width", [(0.1, 1.0), (0.1, 10.0), (0.3, 2.0)])
+def test_the_label_smoothed_cross_entropy_floor_is_the_lowest_loss_on_a_grid_of_the_box(smoothing, width):
+    """Three classes, label smoothing ε, scores in [0, w]: the least loss on a 41-point grid of the box
+    (a finer one along the gap that matters); where w is past the gap the smoothed targets want, the
+    floor is the loss's own lowest value (the targets' entropy), which the unbounded call gives."""
+    grid = _grid(0.0, width, 81)
+    scores = torch.cartesian_prod(grid, grid, grid)
+    least = F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long), reduction="none",
+                            label_smoothing=smoothing).min()
+    out, y = torch.zeros(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.long)
+    floor = loss_floor("cross_entropy", out, y, 0.0, width, smoothing=smoothing)
+    assert floor <= float(least) + 1e-12 and floor == pytest.approx(float(least), abs=2e-4)
+    q = torch.tensor([1 - smoothing + smoothing / 3, smoothing / 3, smoothing / 3], dtype=torch.float64)
+    entropy = float(-(q * q.log()).sum())
+    free = loss_floor("cross_entropy", out, y, -math.inf, math.inf, smoothing=smoothing)
+    assert free == pytest.approx(entropy, rel=1e-12)
+    assert (floor == pytest.approx(free, rel=1e-12)) == (width >= math.log(q[0] / q[1]))
+
+
+def test_held_is_the_share_of_what_is_left_to_learn_that_the_bound_forbids():
+    """Soft labels 0.6 under a sigmoid's [0, 1]: their best score logit(0.6) = 0.41 is inside the box,
+    so the floor is the labels' own entropy and the bound forbids nothing (held 0), however close
+    the loss is to that floor; hard labels under the same box: held = floor / loss."""
+    out = torch.full((8, 1), 0.3, dtype=torch.float64)
+    soft = torch.full((8, 1), 0.6, dtype=torch.float64)
+    found = output_bound(out, soft, F.binary_cross_entropy_with_logits, ("3", nn.Sigmoid(), out))
+    entropy = -(0.6 * math.log(0.6) + 0.4 * math.log(0.4))
+    assert found.floor == pytest.approx(entropy, rel=1e-12) and found.free == pytest.approx(entropy, rel=1e-12)
+    assert found.held == pytest.approx(0.0, abs=1e-12)
+    hard = torch.ones(8, 1, dtype=torch.float64)
+    found = output_bound(out, hard, F.binary_cross_entropy_with_logits, ("3", nn.Sigmoid(), out))
+    assert found.free == 0.0 and found.floor == pytest.approx(math.log1p(math.exp(-1)), rel=1e-12)
+    assert found.held == pytest.approx(found.floor / float(F.binary_cross_entropy_with_logits(out, hard)), rel=1e-12)
 
 
 def test_softmax_outputs_reach_the_floor_of_the_unit_box_at_a_one_hot_row():
@@ -70,7 +104,10 @@ def test_the_loss_is_recognised_by_its_value_and_an_unknown_one_gets_no_floor():
     out, y = torch.randn(16, 5), torch.randint(0, 5, (16,))
     assert recognise_loss(F.cross_entropy, out, y)[::2] == ("cross_entropy", 1.0)
     assert recognise_loss(nn.CrossEntropyLoss(reduction="sum"), out, y)[::2] == ("cross_entropy", 16.0)
-    assert recognise_loss(nn.CrossEntropyLoss(label_smoothing=0.1), out, y) is None  # another floor
+    assert recognise_loss(nn.CrossEntropyLoss(label_smoothing=0.1), out, y)[::2] == ("cross_entropy", 1.0)
+    assert recognise_loss(nn.CrossEntropyLoss(label_smoothing=0.1), out, y)[3] == 0.1
+    assert recognise_loss(lambda o, t: F.cross_entropy(o, t, label_smoothing=0.1), out, y) is None  # ε unknown
+    assert recognise_loss(nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2, 5)), out, y) is None  # weighted
     assert recognise_loss(lambda o, t: F.nll_loss(torch.log_softmax(o, 1), t), out, y)[0] == "cross_entropy"
     sequence, tokens = torch.randn(2, 7, 5), torch.randint(0, 5, (2, 7))  # a language model's (B, T, V)
     assert recognise_loss(lambda o, t: F.cross_entropy(o.reshape(-1, 5), t.reshape(-1)), sequence,

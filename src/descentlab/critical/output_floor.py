@@ -11,7 +11,8 @@ look like the lectures' causes (``noise_floor``, ``saddle``) though none of them
 The floor, in closed form, for outputs held in the box [a, b] (``w = b - a``), per sample:
 
 * **cross-entropy**, K classes: ``log(1 + (K - 1) e^{-w})``, the true class's score at b and the
-  others at a (the loss falls as any score gap widens, and the box bounds every gap by w).
+  others at a (the loss falls as any score gap widens, and the box bounds every gap by w); with
+  label smoothing, the gap that loss wants, where the box allows it (:func:`loss_floor`).
   Softmax outputs lie on the probability simplex inside [0, 1]^K and reach its floor,
   ``log(1 + (K - 1)/e)``, at a one-hot row;
 * **binary cross-entropy with logits**: ``ℓ(clamp(logit(y), a, b), y)``: the loss is convex in
@@ -19,8 +20,10 @@ The floor, in closed form, for outputs held in the box [a, b] (``w = b - a``), p
 * **squared error**: ``(clamp(y, a, b) - y)²``, the nearest value the box holds.
 
 The loss is recognised by value, not by name: the user's ``loss_fn`` on the sample's outputs is
-compared with each of the three (mean or sum), so a loss with label smoothing, class weights or
-its own reduction gets no floor rather than a wrong one. The bound is only claimed where it is
+compared with each of the three (mean or sum; ``nn.CrossEntropyLoss``'s label smoothing read off
+it and checked the same way), so a loss with class weights or its own reduction gets no floor
+rather than a wrong one. Soft targets and label smoothing give a loss a lowest value of its own
+above 0 (the targets' entropy); what the bound costs is measured above that. The bound is only claimed where it is
 built in: a bounded activation module whose output is the model's (hooked in the forward pass),
 or rows that are non-negative and sum to 1 (a softmax written as a function: no other output
 does that); a ``torch.sigmoid`` written as a function is not seen.
@@ -66,7 +69,9 @@ class OutputBound:
         module: the bound is a module a remedy can take out (``False``: it is in the user's code).
         loss: the loss recognised (one of :data:`LOSSES`), or ``None`` (not one of them: no floor).
         value: the loss on the sample; floor: the lowest it can reach with outputs in [low, high];
-        held: ``floor / value`` (1: the loss sits on its floor), ``None`` without a floor.
+        free: the lowest it reaches with outputs unbounded (0 but for soft targets or label smoothing);
+        held: ``(floor - free) / (value - free)``, the share of what is left to learn that the bound
+            forbids (1: the loss sits on its floor), ``None`` without a floor.
     """
 
     by: str
@@ -77,6 +82,7 @@ class OutputBound:
     loss: str | None = None
     value: float | None = None
     floor: float | None = None
+    free: float | None = None
     held: float | None = None
 
 
@@ -106,62 +112,81 @@ def output_bound(out: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor],
     recognised = recognise_loss(loss_fn, out, y)
     if recognised is None:
         return found
-    name, value, scale = recognised
-    floor = scale * loss_floor(name, out, y, found.low, found.high)
-    held = floor / value if value > 0 else None
-    return OutputBound(found.by, found.family, found.low, found.high, found.module, name, value, floor, held)
+    name, value, scale, smoothing = recognised
+    floor = scale * loss_floor(name, out, y, found.low, found.high, smoothing=smoothing)
+    free = scale * loss_floor(name, out, y, -math.inf, math.inf, smoothing=smoothing)
+    held = (floor - free) / (value - free) if value > free else None
+    return OutputBound(found.by, found.family, found.low, found.high, found.module, name, value, floor, free, held)
 
 
 def recognise_loss(loss_fn: Callable[[Any, Any], torch.Tensor], out: torch.Tensor,
-                   y: Any) -> tuple[str, float, float] | None:
-    """``(name, value, scale)``: which of :data:`LOSSES` ``loss_fn(out, y)`` is, its value, and the
-    factor from the mean over samples to it (1 for a mean, the count for a sum); ``None`` where
-    it is none of them to a thousand units of ``out``'s precision (at most :data:`MATCH_TOL`)."""
+                   y: Any) -> tuple[str, float, float, float] | None:
+    """``(name, value, scale, smoothing)``: which of :data:`LOSSES` ``loss_fn(out, y)`` is, its
+    value, the factor from the mean over samples to it (1 for a mean, the count for a sum), and
+    the label smoothing of a cross-entropy (``nn.CrossEntropyLoss``'s ``label_smoothing``, checked
+    by value like the rest); ``None`` where it is none of them to a thousand units of ``out``'s
+    precision (at most :data:`MATCH_TOL`)."""
     if not torch.is_tensor(y):
         return None
+    smoothing = float(getattr(loss_fn, "label_smoothing", 0.0) or 0.0)
     with torch.no_grad():
         value = float(loss_fn(out, y))
         if not math.isfinite(value):
             return None
         tol = min(1e3 * torch.finfo(out.dtype).eps, MATCH_TOL)  # float32: 1.2e-4; half precision: capped
         for name in LOSSES:
-            mean = _reference(name, out, y)
+            mean = _reference(name, out, y, smoothing)
             if mean is None:
                 continue
             count = _count(name, out, y)
             for scale in (1.0, float(count)):
                 if math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3):
-                    return name, value, scale
+                    return name, value, scale, smoothing if name == "cross_entropy" else 0.0
     return None
 
 
-def loss_floor(name: str, out: torch.Tensor, y: torch.Tensor, low: float, high: float) -> float:
+def loss_floor(name: str, out: torch.Tensor, y: torch.Tensor, low: float, high: float, *,
+               smoothing: float = 0.0) -> float:
     """The lowest mean of loss ``name`` (one of :data:`LOSSES`) over ``y`` that outputs shaped as
-    ``out`` reach in the box [low, high] (the module docstring's closed forms)."""
+    ``out`` reach in the box [low, high] (the module docstring's closed forms; ``-inf, inf``: the
+    loss's own lowest value, 0 but for soft targets). ``smoothing``: a cross-entropy's label
+    smoothing ε, whose targets put q = 1 - ε + ε/K on the true class and ε/K on each other: the
+    loss at a score gap t is ``(1 - q) t + log(1 + (K - 1) e^{-t})``, convex, least at
+    ``t* = log(q K / ε)``, so the box's floor is at ``t = min(high - low, t*)``."""
     if name == "cross_entropy":
         dim = _class_dim(out, y)
         if dim is None:
             raise ValueError(f"cross_entropy: targets shaped {tuple(y.shape)} fit no class dimension of outputs "
                              f"shaped {tuple(out.shape)}")
-        return math.log1p((out.shape[dim] - 1) * math.exp(-(high - low)))
+        classes, width = out.shape[dim], high - low
+        if smoothing <= 0:
+            return math.log1p((classes - 1) * math.exp(-width))
+        true_share = 1 - smoothing + smoothing / classes
+        gap = min(width, math.log(true_share * classes / smoothing))
+        return (1 - true_share) * gap + math.log1p((classes - 1) * math.exp(-gap))
     target = y.to(torch.float64)
     if name == "bce_with_logits":
-        best = torch.logit(target.clamp(0.0, 1.0)).clamp(low, high)
-        return float(F.binary_cross_entropy_with_logits(best, target))
+        target = target.clamp(0.0, 1.0)
+        best = torch.logit(target).clamp(low, high)
+        entropy = -torch.special.xlogy(target, target) - torch.special.xlogy(1 - target, 1 - target)
+        finite = best.isfinite()  # an unbounded score at a hard label: its loss is the label's entropy, 0
+        losses = F.binary_cross_entropy_with_logits(best.where(finite, 0.0), target, reduction="none")
+        return float(losses.where(finite, entropy).mean())
     if name == "mse":
         return float(((target.clamp(low, high) - target) ** 2).mean())
     raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
 
 
-def _reference(name: str, out: torch.Tensor, y: torch.Tensor) -> float | None:
+def _reference(name: str, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> float | None:
     """Loss ``name``'s mean on ``(out, y)`` where their shapes fit it, else ``None``."""
     if name == "cross_entropy":
         dim = _class_dim(out, y)
         if dim is None:
             return None
         if dim == 1:
-            return float(F.cross_entropy(out, y))
-        return float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)))  # scores last: (B, T, V)
+            return float(F.cross_entropy(out, y, label_smoothing=smoothing))
+        return float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1),  # scores last: (B, T, V)
+                                     label_smoothing=smoothing))
     if not y.is_floating_point() or y.shape != out.shape:
         return None
     if name == "bce_with_logits":

@@ -26,9 +26,11 @@ it applies; the first nine need no Hessian, so they are decided before any is co
                                  gradient grew >= 100x during the run and the loss rose
                                  (through time)
  5    ``bounded_outputs``        a sigmoid, tanh or softmax makes the model's outputs, and  take the bounded function off the
-                                 the loss sits within 1.25x of the floor that bound puts   outputs (cross-entropy takes raw
-                                 under it (``critical.output_floor``: cross-entropy,       scores)
-                                 binary cross-entropy with logits, squared error)
+                                 the floor that bound puts under the loss holds >= 80 %    outputs (cross-entropy takes raw
+                                 of what is left to learn (with hard labels: the loss      scores)
+                                 within 1.25x of it; ``critical.output_floor``:
+                                 cross-entropy, binary cross-entropy with logits, squared
+                                 error)
  6    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
                                  sample of the monitor's sample; the loss stuck high       rate
  7    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
@@ -193,8 +195,8 @@ GROWTH = 10.0
 #: ... and in a recurrent network (a layer applied through time) this much, with the loss rising,
 #: is an explosion through time (which a depth profile cannot show).
 GROWTH_THROUGH_TIME = 100.0
-#: Bounded outputs: the floor the outputs' bound puts under the loss is at least this share of the loss
-#: (the loss within 1.25x of its floor: what is left to learn is mostly what the bound forbids).
+#: Bounded outputs: the bound forbids at least this share of what is left to learn,
+#: ``(floor - free) / (loss - free)`` (with hard labels, ``free = 0``: the loss within 1.25x of its floor).
 FLOOR_HELD = 0.8
 #: Unscaled inputs: feature spreads spanning at least this factor ...
 INPUT_SPAN = 100.0
@@ -337,9 +339,9 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
 
 
 def bounded(evidence: Mapping[str, Any]) -> bool:
-    """A bound built into the model's outputs puts a floor under the loss that is at least
-    :data:`FLOOR_HELD` of it (``layers.outputs.held``): the loss cannot go much lower whatever the
-    optimizer does (:mod:`~descentlab.critical.output_floor`)."""
+    """A bound built into the model's outputs puts a floor under the loss that holds at least
+    :data:`FLOOR_HELD` of what is left to learn (``layers.outputs.held``): the loss cannot go much
+    lower whatever the optimizer does (:mod:`~descentlab.critical.output_floor`)."""
     held = ((evidence.get("layers") or {}).get("outputs") or {}).get("held")
     return held is not None and math.isfinite(held) and held >= FLOOR_HELD
 
