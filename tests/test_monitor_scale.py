@@ -210,7 +210,7 @@ def test_the_tracked_loss_stays_within_its_share_of_the_budget_as_the_checks_spr
             clock.now += 2.0
             return 1.0 - 0.002 * self.calls
 
-        def look(self, model, history, tracked):
+        def look(self, model, history, tracked, **_):
             return None, 1.0  # a healthy network, a gradient
 
         def look_cost(self):

@@ -111,7 +111,7 @@ class _CostlyDiagnoser:
     def expected_cost(self, model, size=None, products=None):
         return self.cost
 
-    def look(self, model, history, tracked):
+    def look(self, model, history, tracked, **_):
         return None, 1.0  # no cause in the network, a gradient
 
     def look_cost(self):

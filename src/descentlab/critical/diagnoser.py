@@ -36,7 +36,7 @@ from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
-from descentlab.critical.verdicts import network_cause, shrunk
+from descentlab.critical.verdicts import decide_without_curvature, shrunk
 from descentlab.critical.layer_signals import first_floating
 from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.losses import is_model_loss
@@ -230,14 +230,16 @@ class Diagnoser:
             self.last_cost, self._last_size = seconds, self.size
         return replace(stall, seconds=seconds)
 
-    def look(self, model: nn.Module, history: RunHistory, tracked: float) -> tuple[str | None, float | None]:
+    def look(self, model: nn.Module, history: RunHistory, tracked: float, *,
+             optimizer: Any = None) -> tuple[str | None, float | None]:
         """A look at the network now (:func:`~descentlab.critical.diagnosis.look_evidence` on the
         tracked samples, the routine's own; the tracked loss ``tracked`` against the history's):
-        the cause in the network or its inputs it shows (``None``: none), which a diagnosis on its
-        own samples confirms, and the tracked samples' gradient norm."""
+        the cause it shows in the optimizer's weight decay (with ``optimizer``), the network or its
+        inputs (``None``: none), which a diagnosis on its own samples confirms, and the tracked
+        samples' gradient norm."""
         self._tracked = self._over(self._tracked, model, self.tracked_size)
-        evidence = look_evidence(self._tracked[0], **_from_history(history, tracked))
-        return network_cause(evidence), evidence["layers"]["gradient_norm"]
+        evidence = look_evidence(self._tracked[0], **_from_history(history, tracked), optimizer=optimizer)
+        return decide_without_curvature(evidence), evidence["layers"]["gradient_norm"]
 
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the

@@ -48,17 +48,18 @@ from typing import Any
 import torch
 
 from descentlab.critical.classify import CriticalPoint, classify
+from descentlab.critical.decay import decay_pull, decayed_escape_curvature
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.stability import innermost, ring_half_life, sharpness, stability_rule
+from descentlab.critical.stability import ring_half_life, sharpness, stability_rule
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, decide, decide_without_curvature,
-                                          near_best, network_cause, remedy, stuck_high)
+                                          near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
-           "lowest_direction", "decayed_escape_curvature",
+           "lowest_direction", "decay_evidence",
            "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
@@ -163,6 +164,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     if _summed_suspect(float(gradient.norm()) if norm is None else norm, recent_gradients, gradient_history):
         noise = measure_noise() if mini_batch or full is None else None
         _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise)
+    if rate is not None:
+        evidence["decay"] = decay_evidence(optimizer, sample, gradient)
     early = decide_without_curvature(evidence)
     if early is not None:  # a cause in the network or its inputs: no Hessian needed
         _gradient_test(evidence, options)
@@ -218,7 +221,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         "confirmed_on_all_data": confirmed, "warnings": [str(w.message) for w in caught][:3],
     }
     if rate is not None and point.is_critical and point.verdict.kind == "saddle":
-        held = decayed_escape_curvature(optimizer, model, point)
+        held = decayed_escape_curvature(optimizer, model, point.names, point.min_eigenvalue, lowest_direction(point))
         if held is not None:
             evidence["curvature"]["decay"], evidence["curvature"]["decayed_escape"] = held
     if rate is not None:
@@ -241,46 +244,34 @@ def lowest_direction(point: Any) -> torch.Tensor | None:
     return torch.as_tensor(pairs.vectors)[:, int(torch.argmin(values))]
 
 
-def decayed_escape_curvature(optimizer: Any, model: torch.nn.Module, point: CriticalPoint
-                             ) -> tuple[float, float] | None:
-    """At a saddle, the optimizer's weight decay (its largest) and the curvature along the escape
-    direction v of the function the optimizer descends, the loss plus ½ Σ d_i θ_i²:
-    λ_min + Σ d_i v_i² (v of unit norm, d_i the decay of the group holding θ_i). Where it is not
-    negative, the decay holds the run at the loss's saddle: a step along v is pulled back.
-    ``None`` without decay, without a measured negative eigenvalue and its eigenvector (a saddle
-    found by a probe along a flat direction descends at a higher order than the decay's), or for
-    an optimizer whose decay is not a gradient term of its steps' fixed point (AdamW, Adam's
-    ``decoupled_weight_decay``: its preconditioner scales the decay's pull against the loss's)."""
-    inner = innermost(optimizer)
-    groups = inner.param_groups
-    if type(inner).__name__ == "AdamW" or any(g.get("decoupled_weight_decay") for g in groups):
-        return None
-    v = lowest_direction(point)
-    named = dict(model.named_parameters())
-    group_of = {id(p): g for g in groups for p in g["params"]}
-    decays = [float(group_of.get(id(named[n]), {}).get("weight_decay", 0.0) or 0.0) for n in point.names]
-    if v is None or not point.min_eigenvalue < 0 or max(decays, default=0.0) <= 0:
-        return None
-    per_entry = torch.cat([torch.full((named[n].numel(),), d, dtype=torch.float64)
-                           for n, d in zip(point.names, decays)])
-    if per_entry.numel() != v.numel():
-        return None
-    v = v.double().cpu() / v.double().norm()
-    return max(decays), float(point.min_eigenvalue) + float((per_entry * v * v).sum())
+def decay_evidence(optimizer: Any, sample: EmpiricalLoss, gradient: torch.Tensor) -> dict[str, Any] | None:
+    """The weight decay's pull against ``gradient`` at ``sample``'s point, through the optimizer's
+    own per-coordinate steps (:func:`~descentlab.critical.decay.decay_pull`; Adam's bias
+    correction of the first moment left out: at a plateau the moment is the gradient)."""
+    rule = stability_rule(optimizer, sample.model, sample.names)
+    steps = None if rule.steps is None else {n: s / rule.scale for n, s in rule.steps.items()}
+    return decay_pull(optimizer, sample.model, sample.names, sample.point, gradient, steps)
 
 
 def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = None,
                   previous: Sequence[torch.Tensor] | None = None, steps_since: int | None = None,
                   recent_gradients: Sequence[tuple[float, float]] = (),
-                  gradient_history: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
+                  gradient_history: Sequence[tuple[float, float]] = (), optimizer: Any = None) -> dict[str, Any]:
     """The evidence :func:`examine` reads before any Hessian, from one gradient of the sample and
-    the layers' signals (the arguments are :func:`examine`'s): whether it shows a cause in the
-    network or its inputs (rows 4-9 of the verdict table, :func:`~descentlab.critical.verdicts.network_cause`),
-    at the cost of one forward and backward pass. The monitor takes it between plateaus, where
-    the loss is stuck high and not surely falling, so a network that cannot train is named
-    before a plateau is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""
-    return {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
-            "layers": measure_layers(sample, previous=previous, steps_since=steps_since).to_dict()}
+    the layers' signals (the arguments are :func:`examine`'s): whether it shows a weight decay that
+    holds the weights (with ``optimizer``) or a cause in the network or its inputs (rows 4-10 of
+    the verdict table, :func:`~descentlab.critical.verdicts.decide_without_curvature`), at the cost
+    of one forward and backward pass. The monitor takes it between plateaus, where the loss is
+    stuck high and not surely falling, so a network that cannot train is named before a plateau
+    is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""
+    decayed = optimizer is not None and any(float(g.get("weight_decay", 0.0) or 0.0) > 0
+                                            for g in optimizer.param_groups)
+    gradient = sample.loss_and_gradient()[1] if decayed else None
+    evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
+                "layers": measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()}
+    if decayed:
+        evidence["decay"] = decay_evidence(optimizer, sample, gradient)
+    return evidence
 
 
 def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperator:

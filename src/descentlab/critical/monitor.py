@@ -489,7 +489,7 @@ class StallMonitor(Callback):
             trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
         if trend is None and self._network_suspect(tracked, progress) and \
                 all_agree(self.budget.allows(self.diagnoser.look_cost())):
-            cause, gradient_norm = self.diagnoser.look(model, self.history, tracked)
+            cause, gradient_norm = self.diagnoser.look(model, self.history, tracked, optimizer=self.optimizer)
             if all_agree(cause is not None):
                 trend, reason = _at_once(tracked), "network"
             elif gradient_norm == 0.0:  # exactly: no gradient step can move the loss (one number on every rank)

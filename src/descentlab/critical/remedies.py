@@ -23,6 +23,12 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
                     then decays as sqrt(T/2 / t) (the ``warmup-rsqrt`` schedule, the Transformer's shape)
 ``larger-batch``    batches of max(4B, B*) samples (B* where the gradient's SNR reaches 1), at most all
 ``momentum``        heavy-ball momentum 0.9 on the run's SGD, same rate, a fresh velocity
+``lower-decay``     (``weight_decay``) every group's weight decay × 0.01, the rest of the run as it is
+``no-decay``        (``weight_decay``) the weight decay dropped: a decay 100x too strong is still too
+                    strong at a hundredth (AdamW's 30 at 0.3), and a fresh decay is the user's to choose
+``no-decay-         (``weight_decay``) the same, and the modules the decay shrank re-initialised (each
+reinit``            module's own ``reset_parameters``), the optimizer's state fresh: weights dragged
+                    toward 0 are a start near the network's saddle at the origin
 ``lower-momentum``  (``unstable`` where the momentum rings, :func:`~descentlab.critical.verdicts.ringing`)
                     the momentum (Adam's β₁) lowered to 0.9, same rate, a fresh velocity (and moments)
 ``adam``            Adam at its default rate 1e-3, fresh moments
@@ -78,7 +84,8 @@ fresh random weights or gradient noise (either breaks their symmetry); a ``flat`
 output layer, momentum, an adaptive rate or noise; a ``slow`` run the rate its own stability limit
 allows, momentum or an adaptive rate; a minimum stuck high noise or an adaptive rate (a minimum at
 the best loss seen gets no trials: nothing should beat stopping); ``no_learning_rate`` the rate
-restored; outputs held above the loss's floor by a bounded function that function taken off.
+restored; outputs held above the loss's floor by a bounded function that function taken off; a
+weight decay that holds the weights the decay lowered.
 ``keep`` is always tried too, so a ranking says whether any remedy beats carrying on.
 ``momentum`` needs plain SGD (torch's ``SGD`` without momentum), ``adam`` an optimizer that is not
 already adaptive; ``diverged`` gets no trials (its point is not finite): with ``apply_remedy`` the
@@ -102,7 +109,7 @@ from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
 __all__ = ["Remedy", "MENU", "IMPOSED", "remedies_for", "rollback", "lower_factor", "LOWER_FACTOR", "RAISE_TO",
-           "MOMENTUM", "BATCH_FACTOR", "ROLLBACK_ABOVE"]
+           "MOMENTUM", "BATCH_FACTOR", "ROLLBACK_ABOVE", "DECAY_FACTOR"]
 
 #: The rate factor of ``lower-rate``.
 LOWER_FACTOR = 0.3
@@ -111,6 +118,8 @@ LOWER_FACTOR = 0.3
 RAISE_TO = 0.5
 #: ``rollback`` is tried at a stall whose tracked loss is this many times its best or more.
 ROLLBACK_ABOVE = 3.0
+#: ``lower-decay`` multiplies the weight decay by this.
+DECAY_FACTOR = 0.01
 #: The heavy-ball coefficient of ``momentum``.
 MOMENTUM = 0.9
 #: ``larger-batch`` multiplies the batch by at least this.
@@ -133,6 +142,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "vanishing_gradient": ("keep", "adam", "reinit", "relu"),
     "unscaled_inputs": ("keep", "standardize", "standardize-reinit", "adam"),
     "bounded_outputs": ("keep", "raw-outputs"),
+    "weight_decay": ("keep", "lower-decay", "no-decay", "no-decay-reinit"),
 }
 
 _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
@@ -420,6 +430,17 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
     if name == "momentum":
         return Remedy("momentum", f"heavy-ball momentum {MOMENTUM:g}, same rate",
                       Change(momentum=MOMENTUM)) if plain_sgd else None
+    if name == "lower-decay":
+        return Remedy("lower-decay", f"the weight decay x {DECAY_FACTOR:g} ({decay * DECAY_FACTOR:.3g})",
+                      Change(decay_factor=DECAY_FACTOR)) if decay > 0 else None
+    if name == "no-decay":
+        return Remedy("no-decay", "the weight decay dropped (0)", Change(decay_factor=0.0)) if decay > 0 else None
+    if name == "no-decay-reinit":  # the weights the decay shrank toward 0 are a poor start: a fresh one
+        modules = tuple((evidence.get("decay") or {}).get("modules") or ())
+        return Remedy("no-decay-reinit", f"the weight decay dropped (0) and the {len(modules)} modules it shrank "
+                      "re-initialised (each module's own initialisation), fresh optimizer state",
+                      Change(decay_factor=0.0, reinit=modules, init="module", fresh_state=True)) \
+            if decay > 0 and modules else None
     if name == "lower-momentum":
         return Remedy("lower-momentum", f"the momentum {MOMENTUM:g}, same rate, a fresh velocity",
                       Change(momentum=MOMENTUM, fresh_state=True)) if ringing(evidence) else None

@@ -250,6 +250,11 @@ def evidence_text(stall: Stall) -> str:
         growth = (ev.get("gradient") or {}).get("growth")
         text = f"|g|/|W| input -> output {profile}"
         return text + (f", |g| grew {growth:.3g}x" if verdict == "exploding_gradient" and growth else "")
+    if verdict == "weight_decay":
+        decay = ev.get("decay") or {}
+        return (f"weight decay {decay.get('decay', math.nan):g} ({'decoupled' if decay.get('decoupled') else 'coupled'})"
+                f" pulls {decay.get('pull', math.nan):.3g}x the loss's gradient step, loss "
+                f"{loss.get('value', math.nan):.4g} of {loss.get('initial', math.nan):.4g} at the start")
     if verdict == "bounded_outputs":
         out = layers.get("outputs") or {}
         return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "

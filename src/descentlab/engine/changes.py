@@ -44,6 +44,7 @@ class Change:
             factor ``t`` steps after the change; ``None``: constant.
         momentum: set this momentum coefficient on the optimizer (heavy ball's, or β₁ of Adam's kind;
             the velocity is fresh where there was none, else with ``fresh_state``).
+        decay_factor: every group's ``weight_decay`` times this (the run's own optimizer).
         optimizer: a registry name: a new optimizer with fresh state, at rate ``lr`` (or the
             registry's default); ``None``: the run's own, its state kept.
         noise: wrap the optimizer in annealed Gaussian gradient noise.
@@ -71,6 +72,7 @@ class Change:
     lr: float | None = None
     schedule: str | None = None
     momentum: float | None = None
+    decay_factor: float = 1.0
     optimizer: str | None = None
     noise: bool = False
     batch_size: int | None = None
@@ -92,6 +94,7 @@ class Change:
             object.__setattr__(self, "schedule", str(parse_schedule(self.schedule)))
         if self.momentum is not None:
             check_number("momentum", self.momentum, high=1.0)
+        check_number("decay_factor", self.decay_factor, low=0.0)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size)
         if self.clip is not None:
@@ -218,8 +221,8 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
 
     In order: the model's changes (re-initialised layers, swapped activations, standardized
     inputs; they need ``model``), the optimizer's state forgotten, a new optimizer over the same
-    parameters (fresh state; the old scheduler, tied to the old optimizer, ends), momentum on
-    every group, a gradient-noise wrapper drawing from a generator seeded with ``seed``,
+    parameters (fresh state; the old scheduler, tied to the old optimizer, ends), momentum and
+    the weight decay's factor on every group, a gradient-noise wrapper drawing from a generator seeded with ``seed``,
     gradient clipping, the gradients forgotten after each step, then the rate as a
     :class:`RemedyLR` (composed with ``scheduler`` where the change is relative and ``scheduler``
     can be composed, else replacing it). ``model``, ``optimizer`` and ``scheduler`` are changed in
@@ -257,6 +260,10 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
                 group["betas"] = (change.momentum, *tuple(group["betas"])[1:])
             else:
                 raise ValueError(f"momentum: {type(optimizer).__name__} has no momentum to set")
+    if change.decay_factor != 1.0:
+        for group in optimizer.param_groups:
+            if "weight_decay" in group:
+                group["weight_decay"] = float(group["weight_decay"]) * change.decay_factor
     if change.noise:
         first = optimizer.param_groups[0]["params"][0]
         optimizer = GradientNoise(optimizer, generator=torch.Generator(device=first.device).manual_seed(int(seed)))

@@ -3,7 +3,7 @@
 Why training stops has more causes than the Hessian at a plateau shows; this zoo reproduces
 each cause the stall monitor names (:data:`descentlab.critical.VERDICTS` and the per-layer
 ones: ``vanishing_gradient``, ``exploding_gradient``, ``dead_units``, ``saturated_units``,
-``unscaled_inputs``, ``bounded_outputs``; and ``accumulating_gradient``, a loop that never zeroes its gradients,
+``unscaled_inputs``, ``bounded_outputs``, ``weight_decay``; and ``accumulating_gradient``, a loop that never zeroes its gradients,
 ``ZooCase.zero_grad``) in several model families (MLP, CNN, RNN, transformer), and healthy runs
 of other kinds (Adam, SGD with momentum, BatchNorm, dropout, mini-batches, LSTM, transformers)
 that must raise no alarm. A :class:`ZooCase` is plain data plus factories, no training code
@@ -59,7 +59,7 @@ FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 #: listed here because ``problems`` is the lowest layer) and the per-layer causes.
 CAUSES = ("saddle", "minimum", "maximum", "flat", "unstable", "noise_floor", "diverged", "no_learning_rate", "slow",
           "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units",
-          "unscaled_inputs", "bounded_outputs")
+          "unscaled_inputs", "bounded_outputs", "weight_decay")
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -460,6 +460,19 @@ def _build_cases() -> tuple[ZooCase, ...]:
               "input biases start at +10", "digits-rows", partial(ElmanRNN, 8, 32, 10, bias=10.0), CE, SGD(lr=0.1),
               batch_size=64, steps=300, fix="biases at PyTorch's default initialisation",
               fixed={"make_model": partial(ElmanRNN, 8, 32, 10)}),
+        # ------------------------------------------------ weight decay: a pull on the weights that holds them
+        _case("decay-mlp-sgd", "weight_decay", "mlp", "ReLU MLP 64-64-10, SGD lr 0.1 momentum 0.9 with weight decay "
+              "0.3 on batches of 64: the weights held near the origin, the loss at chance", "digits",
+              partial(mlp, (64, 64, 10)), CE, Optimizer("SGD", 0.1, {"momentum": 0.9, "weight_decay": 0.3}),
+              batch_size=64, steps=300, fix="weight decay 5e-4",
+              fixed={"optimizer": Optimizer("SGD", 0.1, {"momentum": 0.9, "weight_decay": 5e-4})}),
+        _case("decay-cnn-adam", "weight_decay", "cnn", "ReLU CNN, Adam 1e-3 with (coupled) weight decay 1 on batches "
+              "of 64", "digits-images", partial(ConvNet, (8, 16)), CE, _adam(1e-3, weight_decay=1.0), batch_size=64,
+              steps=300, fix="weight decay 1e-4", fixed={"optimizer": _adam(1e-3, weight_decay=1e-4)}),
+        _case("decay-transformer-adamw", "weight_decay", "transformer", "transformer sorting 8 tokens, AdamW 3e-3 with "
+              "decoupled weight decay 30 on batches of 64", "sort", partial(TinyTransformer, V, SORT_LENGTH, V), SEQ,
+              Optimizer("AdamW", 3e-3, {"weight_decay": 30.0}), batch_size=64, steps=500, fix="weight decay 0.01",
+              fixed={"optimizer": Optimizer("AdamW", 3e-3, {"weight_decay": 0.01})}),
         # ------------------------------------------------ bounded outputs: probabilities into a loss that wants scores
         _case("bounded-mlp-sigmoid", "bounded_outputs", "mlp", "ReLU MLP 64-64-10 with a sigmoid on its outputs "
               "into cross-entropy (floor log(1 + 9/e) = 1.46), SGD lr 0.1 momentum 0.9 on batches of 64", "digits",
