@@ -236,13 +236,14 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
 
     A model that trains batch-norm is measured on the function training computes, batch-norm by
     the batch's statistics (:meth:`~descentlab.curvature.EmpiricalLoss.with_batch_statistics`;
-    a ``gradient`` given, of the eval-mode function, is taken again there): in eval mode, running statistics that are not the batches' can
+    a ``gradient`` given, of the eval-mode function, is taken again there; ``loss`` already on the
+    batches' statistics keeps it): in eval mode, running statistics that are not the batches' can
     show units dead that training never sees dead (stale running means of +100 make every unit
     of a layer look dead where the batches' statistics leave 3 of 8 alive:
     ``tests/test_layer_signals.py``).
     """
     batch_statistics = trains_batch_norm(loss.model)
-    if batch_statistics:
+    if batch_statistics and not loss.batch_statistics:  # a gradient of the training function itself is kept
         loss, gradient = loss.with_batch_statistics(), None
     if gradient is None:
         _, gradient = loss.loss_and_gradient()
