@@ -149,7 +149,8 @@ def test_the_bound_is_found_at_the_module_that_makes_the_outputs_or_a_softmax_wr
     assert (function.by, function.family, function.module) == ("rows sum to 1", "softmax", False)
     assert outputs(nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(dim=1))) is None  # log-probabilities: unbounded
     assert outputs(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))) is None  # a hidden tanh
-    assert output_bound(torch.rand(8, 3), torch.randint(0, 3, (8,)), F.cross_entropy, None) is None  # in [0, 1] by chance
+    by_chance = torch.rand(8, 3)  # in [0, 1], no bounded module made them
+    assert output_bound(by_chance, torch.randint(0, 3, (8,)), F.cross_entropy, None) is None
 
 
 def test_the_verdict_needs_the_loss_near_its_floor():

@@ -266,7 +266,7 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
     is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""
     decayed = optimizer is not None and any(float(g.get("weight_decay", 0.0) or 0.0) > 0
                                             for g in optimizer.param_groups)
-    training = sample.with_batch_statistics() if trains_batch_norm(sample.model) else sample  # what a step differentiates
+    training = sample.with_batch_statistics() if trains_batch_norm(sample.model) else sample  # what a step descends
     gradient = training.loss_and_gradient()[1] if decayed else None
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
                 "layers": measure_layers(training, gradient, previous=previous, steps_since=steps_since).to_dict()}

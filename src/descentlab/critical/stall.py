@@ -252,9 +252,10 @@ def evidence_text(stall: Stall) -> str:
         return text + (f", |g| grew {growth:.3g}x" if verdict == "exploding_gradient" and growth else "")
     if verdict == "weight_decay":
         decay = ev.get("decay") or {}
-        return (f"weight decay {decay.get('decay', math.nan):g} ({'decoupled' if decay.get('decoupled') else 'coupled'})"
-                f" pulls {decay.get('pull', math.nan):.3g}x the loss's gradient step, loss "
-                f"{loss.get('value', math.nan):.4g} of {loss.get('initial', math.nan):.4g} at the start")
+        kind = "decoupled" if decay.get("decoupled") else "coupled"
+        return (f"weight decay {decay.get('decay', math.nan):g} ({kind}) pulls {decay.get('pull', math.nan):.3g}x the "
+                f"loss's gradient step, loss {loss.get('value', math.nan):.4g} of {loss.get('initial', math.nan):.4g} "
+                "at the start")
     if verdict == "bounded_outputs":
         out = layers.get("outputs") or {}
         return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "

@@ -119,16 +119,17 @@ from typing import Any
 from descentlab.critical.stability import ring_half_life
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
-           "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "near_best", "unmoved", "weights_still", "accumulating", "network_cause",
-           "off_scale", "unscaled", "held_by_decay", "LR_ZERO", "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
+           "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "near_best", "unmoved",
+           "weights_still", "accumulating", "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
+           "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
            "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
 #: Every verdict, in the order they are tried (the module's table).
 VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "weight_decay", "exploding_gradient",
-            "bounded_outputs", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs", "symmetric_units", "unstable", "saddle",
-            "maximum", "noise_floor", "minimum", "flat", "slow")
+            "bounded_outputs", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs",
+            "symmetric_units", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat", "slow")
 #: The verdicts decided without the Hessian (rows 1-10 of the table).
 CAUSES = VERDICTS[:10]
 #: The causes in the network or its inputs (rows 5-10): :func:`network_cause` decides them.
@@ -412,7 +413,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     if verdict == "weight_decay" and evidence.get("decay"):
         decay, value, initial = evidence["decay"], _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
         kind = "decoupled (AdamW's)" if decay.get("decoupled") else "coupled"
-        where = f", so the loss stays at {value:.3g} ({value / initial:.0%} of where it began)" if value and initial else ""
+        where = (f", so the loss stays at {value:.3g} ({value / initial:.0%} of where it began)"
+                 if value and initial else "")
         return (f"lower the weight decay (the optimizer's weight_decay, in your code; 100x lower is a start): its "
                 f"{kind} pull at {decay['decay']:g} is {decay['pull']:.2g}x the loss's gradient step on the "
                 f"weights{where}; a larger rate does not help")

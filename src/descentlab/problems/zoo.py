@@ -1,12 +1,13 @@
 """A zoo of broken and healthy training runs: each a case of data, model, loss and recipe.
 
-Why training stops has more causes than the Hessian at a plateau shows; this zoo reproduces
-each cause the stall monitor names (:data:`descentlab.critical.VERDICTS` and the per-layer
-ones: ``vanishing_gradient``, ``exploding_gradient``, ``dead_units``, ``saturated_units``,
-``unscaled_inputs``, ``bounded_outputs``, ``weight_decay``; and ``accumulating_gradient``, a loop that never zeroes its gradients,
-``ZooCase.zero_grad``) in several model families (MLP, CNN, RNN, transformer), and healthy runs
-of other kinds (Adam, SGD with momentum, BatchNorm, dropout, mini-batches, LSTM, transformers)
-that must raise no alarm. A :class:`ZooCase` is plain data plus factories, no training code
+Why training stops has more causes than the Hessian at a plateau shows; this zoo reproduces each
+cause the stall monitor names (:data:`descentlab.critical.VERDICTS` and the per-layer ones:
+``vanishing_gradient``, ``exploding_gradient``, ``dead_units``, ``saturated_units``,
+``unscaled_inputs``, ``bounded_outputs``, ``weight_decay``; and ``accumulating_gradient``, a loop
+that never zeroes its gradients, ``ZooCase.zero_grad``) in several model families (MLP, CNN, RNN,
+transformer), and healthy runs of other kinds (Adam, SGD with momentum, BatchNorm, dropout,
+mini-batches, LSTM, transformers) that must raise no alarm. A :class:`ZooCase` is plain data plus
+factories, no training code
 (:mod:`descentlab.experiments.zoo` trains them in a plain PyTorch loop):
 
 * the **data** is built in, shipped or generated (:mod:`~descentlab.problems.zoo_data`:
