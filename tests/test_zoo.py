@@ -328,6 +328,14 @@ def test_bounded_outputs_hold_the_loss_above_the_closed_form_floor_and_raw_score
     assert run_case(case.fixed, monitor=False).final_loss < 0.1 * floor
 
 
+@pytest.mark.parametrize("name", ["biased-mlp-fixed", "biased-cnn-fixed", "biased-rnn-fixed"])
+def test_one_batch_at_every_step_is_fitted_while_the_datas_loss_stays_and_fresh_batches_train_lower(name):
+    case = get_case(name)
+    run = run_case(case, monitor=False)
+    assert statistics.mean(run.losses[-20:]) < 0.2 * run.final_loss  # the batch fitted, the data not
+    assert run_case(case.fixed, monitor=False).final_loss < 0.5 * run.final_loss
+
+
 # ------------------------------------------------------------------------------------ the runner's bookkeeping
 def _run(name, verdict=None, stalls=(), final=1.0, initial=2.0, seconds=1.0, monitor=0.1, monitored=True):
     return CaseRun(name, monitored, False, verdict, tuple(stalls), (), (1.0,), (1.0,), initial, final, 10,

@@ -20,7 +20,7 @@ the same configuration also runs seeds --seed+1 ... (into OUT/seeds/) and the ed
 summary is given over all N with 95 % intervals (sharpness_seeds.json).
 
 Verdicts, in the order they are tried: diverged, no_learning_rate, accumulating_gradient,
-weight_decay, exploding_gradient, bounded_outputs, dead_units, saturated_units,
+biased_batches, weight_decay, exploding_gradient, bounded_outputs, dead_units, saturated_units,
 vanishing_gradient, unscaled_inputs, symmetric_units, unstable, saddle, maximum, noise_floor,
 minimum, flat, slow (see descentlab.critical.verdicts).
 

@@ -452,10 +452,11 @@ def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:
     """What :func:`~descentlab.critical.diagnosis.examine` and
     :func:`~descentlab.critical.diagnosis.look_evidence` read from the run's history: the loss
     record at the tracked loss ``tracked``, the parameters of the check before and how many steps
-    ago, the loop's gradient norms (the recent checks' and all)."""
+    ago, the loop's batch losses against the tracked ones, the loop's gradient norms (the recent
+    checks' and all)."""
     steps_since = (history.latest_step - history.before_step if history.before_step is not None
                    and history.latest_step is not None else None)
     return {"loss": history.loss_record(tracked), "previous": history.before if steps_since else None,
-            "steps_since": steps_since,
+            "steps_since": steps_since, "batches": history.batch_record(),
             "recent_gradients": [(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
             "gradient_history": [(lo, hi) for _, lo, hi in history.grad_norms]}

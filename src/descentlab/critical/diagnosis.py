@@ -103,7 +103,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             v0: torch.Tensor | None = None, seed: int = 0, previous: Sequence[torch.Tensor] | None = None,
             steps_since: int | None = None, recent_gradients: Sequence[tuple[float, float]] = (),
             gradient_history: Sequence[tuple[float, float]] = (),
-            afford: Callable[[int], bool] | None = None) -> Finding:
+            afford: Callable[[int], bool] | None = None, batches: Mapping[str, float] | None = None) -> Finding:
     """The verdict at the point ``sample`` is taken at (the module docstring gives the steps).
 
     Every quantity goes through the data layer, so the model is only read: its parameters,
@@ -129,6 +129,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             monitor's recent checks (their growth is evidence of an exploding gradient; their
             median a clipping threshold).
         gradient_history: the same over every check of the run.
+        batches: the loop's batch losses against the tracked loss
+            (:meth:`~descentlab.critical.history.RunHistory.batch_record`).
         afford: ``afford(products)``, asked before each costly stage, once the verdicts that need
             no Hessian have been ruled out, with the Hessian-vector products it is expected to
             spend: 0 before the gradient test, :data:`RATE_LEAST` before the rate test of a
@@ -137,7 +139,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             examination with ``verdict=None``, the evidence so far kept and
             ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
-    evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
+    evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample), "batches": batches}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
     if rate is not None and (rate["lr"] == 0 or rate["lr"] <= LR_ZERO * rate["peak_lr"]):
@@ -256,19 +258,22 @@ def decay_evidence(optimizer: Any, sample: EmpiricalLoss, gradient: torch.Tensor
 def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = None,
                   previous: Sequence[torch.Tensor] | None = None, steps_since: int | None = None,
                   recent_gradients: Sequence[tuple[float, float]] = (),
-                  gradient_history: Sequence[tuple[float, float]] = (), optimizer: Any = None) -> dict[str, Any]:
-    """The evidence :func:`examine` reads before any Hessian, from one gradient of the sample and
-    the layers' signals (the arguments are :func:`examine`'s): whether it shows a weight decay that
-    holds the weights (with ``optimizer``) or a cause in the network or its inputs (rows 4-10 of
-    the verdict table, :func:`~descentlab.critical.verdicts.decide_without_curvature`), at the cost
-    of one forward and backward pass. The monitor takes it between plateaus, where the loss is
-    stuck high and not surely falling, so a network that cannot train is named before a plateau
-    is proven (and a gradient exactly 0, which nothing moves, diagnosed at once)."""
+                  gradient_history: Sequence[tuple[float, float]] = (), optimizer: Any = None,
+                  batches: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The evidence :func:`examine` reads before any Hessian, from one gradient of the sample and the
+    layers' signals (the arguments are :func:`examine`'s): whether it shows a weight decay that
+    holds the weights (with ``optimizer``), batches unlike the data, or a cause in the network or
+    its inputs (rows 4-11 of the verdict table,
+    :func:`~descentlab.critical.verdicts.decide_without_curvature`), at the cost of one forward
+    and backward pass. The monitor takes it between plateaus, where the loss is stuck high and not
+    surely falling, so a network that cannot train is named before a plateau is proven (and a
+    gradient exactly 0, which nothing moves, diagnosed at once)."""
     decayed = optimizer is not None and any(float(g.get("weight_decay", 0.0) or 0.0) > 0
                                             for g in optimizer.param_groups)
     training = sample.with_batch_statistics() if trains_batch_norm(sample.model) else sample  # what a step descends
     gradient = training.loss_and_gradient()[1] if decayed else None
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
+                "batches": batches,
                 "layers": measure_layers(training, gradient, previous=previous, steps_since=steps_since).to_dict()}
     if decayed:
         evidence["decay"] = decay_evidence(optimizer, training, gradient)

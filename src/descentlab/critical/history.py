@@ -34,6 +34,9 @@ class RunHistory:
         peak_lr: the largest rate of the optimizer's first group seen at a check.
         first_lr: that rate at the first check (a rate above it is rising: a warm-up).
         lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
+        batch_losses: ``(step, the mean of the losses the loop passed since the check before, the
+            tracked loss)`` at every check that read both: batches drawn from the data have, on
+            average, the data's loss.
     """
 
     def __init__(self) -> None:
@@ -50,6 +53,7 @@ class RunHistory:
         self.before: list[torch.Tensor] | None = None  # ... and at the check before it
         self.before_step: int | None = None
         self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
+        self.batch_losses: list[tuple[int, float, float]] = []
 
     def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
@@ -109,6 +113,27 @@ class RunHistory:
         since the last check."""
         self.grad_norms.append((int(step), float(low), float(high)))
 
+    def observe_batches(self, step: int, batch_loss: float, tracked: float) -> None:
+        """Record the mean loss the loop's batches had over the steps up to ``step`` since the last
+        check, beside the tracked loss there."""
+        self.batch_losses.append((int(step), float(batch_loss), float(tracked)))
+
+    def batch_record(self) -> dict[str, float] | None:
+        """The loop's batch losses against the tracked loss (:attr:`batch_losses`): the latest mean
+        batch loss and tracked loss, the first check's ratio of the two, and ``ratio``, the larger
+        of the last two checks' ratios over that first one (a loss the loop scales, a sum or a
+        mean, or in training mode with dropout, keeps its ratio from the start); ``None`` before
+        three checks have read both."""
+        if len(self.batch_losses) < 3:
+            return None
+        _, batch0, tracked0 = self.batch_losses[0]
+        recent = [batch / tracked for _, batch, tracked in self.batch_losses[-2:] if tracked > 0]
+        if not (batch0 > 0 and tracked0 > 0) or len(recent) < 2:
+            return None
+        first = batch0 / tracked0
+        _, batch, tracked = self.batch_losses[-1]
+        return {"batch_loss": batch, "tracked": tracked, "first_ratio": first, "ratio": max(recent) / first}
+
     def loss_record(self, value: float | None) -> dict[str, float | None]:
         """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence)."""
         return {"value": value, "best": self.best, "initial": self.initial}
@@ -120,7 +145,8 @@ class RunHistory:
                 "first_lr": self.first_lr, "lr_zero_since": self.lr_zero_since, "latest": self.latest,
                 "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
-                "grad_norms": [list(g) for g in self.grad_norms]}
+                "grad_norms": [list(g) for g in self.grad_norms],
+                "batch_losses": [list(b) for b in self.batch_losses]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
@@ -132,3 +158,4 @@ class RunHistory:
         self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
         self.before, self.before_step = state.get("before"), state.get("before_step")
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]
+        self.batch_losses = [(int(s), float(b), float(t)) for s, b, t in state.get("batch_losses", [])]

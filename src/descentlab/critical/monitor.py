@@ -74,7 +74,7 @@ from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH, SYMMETRIC_SHARE
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
-from descentlab.ranks import all_agree, distributed, rank, smallest, unwrap
+from descentlab.ranks import all_agree, distributed, rank, smallest, summed, unwrap
 
 __all__ = ["StallMonitor", "LOGGER"]
 
@@ -238,6 +238,7 @@ class StallMonitor(Callback):
         self._losses_seen: list[tuple[int, torch.Tensor]] = []  # (step, the loss's sum on its device)
         self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (the losses stacked, their steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
+        self._batch_sum, self._batch_count = 0.0, 0  # the finite batch losses read since the last check
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
@@ -340,8 +341,10 @@ class StallMonitor(Callback):
         if not torch.is_tensor(loss) or (loss.device.type == "cpu" and loss.numel() == 1):
             # nothing to wait for: read now and acted on at once (under torch.distributed at the next
             # check, so every rank decides at the same step), so a loop that breaks at it is told too
-            if self._float_bad is None and not math.isfinite(float(loss)):
+            value = float(loss)
+            if self._float_bad is None and not math.isfinite(value):
                 self._float_bad = int(step)
+            self._add_batch_losses([value])
             return
         loss = loss.detach()  # a loss of several numbers by its sum: non-finite when any of them is
         self._losses_seen.append((int(step), loss if loss.dim() == 0 else loss.sum()))
@@ -370,7 +373,15 @@ class StallMonitor(Callback):
         stacked = [values for values, _ in folds]
         values = torch.cat(_alike(stacked)) if len(stacked) > 1 else stacked[0]
         steps = [step for _, fold in folds for step in fold]
-        return next((step for step, value in zip(steps, values.tolist()) if not math.isfinite(value)), _NO_STEP)
+        read = values.tolist()
+        self._add_batch_losses(read)
+        return next((step for step, value in zip(steps, read) if not math.isfinite(value)), _NO_STEP)
+
+    def _add_batch_losses(self, values: list[float]) -> None:
+        """The loop's batch losses since the last check, summed (finite ones) for their mean there."""
+        finite = [v for v in values if math.isfinite(v)]
+        self._batch_sum += sum(finite)
+        self._batch_count += len(finite)
 
     def _note_gradient(self, model: nn.Module, optimizer: Any = None) -> None:
         """The norm of the gradients the loop gave its optimizer (``.grad`` of its parameters,
@@ -462,6 +473,12 @@ class StallMonitor(Callback):
         if not math.isfinite(tracked):
             self._non_finite(loop)
             return
+        # the batches' loss against the data's (every rank's batches: the tracked loss is the whole data's)
+        batch_sum, batch_count = summed(torch.tensor([self._batch_sum, float(self._batch_count)],
+                                                     dtype=torch.float64)).tolist()
+        self._batch_sum, self._batch_count = 0.0, 0
+        if batch_count:
+            self.history.observe_batches(step, batch_sum / batch_count, tracked)
         trend = self.plateau.add(step, tracked)
         progress = self.plateau.progress()
         # with sharpness tracked, the loss at every check is the curve shown against it (its rises at

@@ -70,6 +70,9 @@ reinit``            fitted to the raw scales are of no use to standardized input
                     learned: a rate that threw its units dead) it is one of the trials
 ``rollback-clip``   (``exploding_gradient``, where ``rollback`` is tried) the same, at the run's rate,
                     the gradients clipped to their typical norm from then on
+``shuffle``         (``biased_batches``) the loop asked to draw each step's batch from the whole data,
+                    shuffled (:attr:`~descentlab.engine.LoopState.shuffle`: no callback can reorder a
+                    loop's data; ``train()`` and the zoo's loop read it)
 ``zero-grad``       (``accumulating_gradient``) the gradients forgotten after each step
                     (:class:`~descentlab.optim.FreshGradients`), the optimizer's state forgotten
                     (moments and velocities of summed gradients: Adam's second moments would keep
@@ -91,7 +94,8 @@ weight decay that holds the weights the decay lowered.
 already adaptive; ``diverged`` gets no trials (its point is not finite): with ``apply_remedy`` the
 run is rolled back instead (:func:`rollback`). Nor does ``accumulating_gradient``: a trial's loop
 zeroes its gradients, so every trial, ``keep`` too, would be the repaired run; with ``apply_remedy``
-``zero-grad`` is applied (:data:`IMPOSED`).
+``zero-grad`` is applied (:data:`IMPOSED`); nor does ``biased_batches`` (every trial draws shuffled
+batches of its own), whose ``shuffle`` is requested.
 """
 
 from __future__ import annotations
@@ -191,6 +195,9 @@ IMPOSED: Mapping[str, Remedy] = {
                                     "optimizer.zero_grad() before each backward does), the optimizer's state "
                                     "forgotten (its moments measured the sums)",
                                     Change(fresh_gradients=True, fresh_state=True)),
+    "biased_batches": Remedy("shuffle", "each step's batch drawn from the whole data, shuffled (a loop that draws "
+                             "its own batches reads LoopState.shuffle; yours: DataLoader(shuffle=True))",
+                             Change(shuffle=True)),
 }
 
 

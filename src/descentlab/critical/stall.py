@@ -250,6 +250,10 @@ def evidence_text(stall: Stall) -> str:
         growth = (ev.get("gradient") or {}).get("growth")
         text = f"|g|/|W| input -> output {profile}"
         return text + (f", |g| grew {growth:.3g}x" if verdict == "exploding_gradient" and growth else "")
+    if verdict == "biased_batches":
+        batches = ev.get("batches") or {}
+        return (f"the loop's batches at loss {batches.get('batch_loss', math.nan):.3g}, the data at "
+                f"{batches.get('tracked', math.nan):.3g}: {batches.get('ratio', math.nan):.2g} of their ratio at the start")
     if verdict == "weight_decay":
         decay = ev.get("decay") or {}
         kind = "decoupled" if decay.get("decoupled") else "coupled"

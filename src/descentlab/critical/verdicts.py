@@ -5,7 +5,7 @@ has more causes than the lectures'. Each verdict below comes from evidence a
 :class:`~descentlab.critical.StallMonitor` measures at the plateau, held as plain data (numbers,
 strings, booleans in nested dicts: JSON as it is), names the layer(s) it concerns where it has
 any, and comes with one remedy. **The precedence table** (a verdict is given only when none above
-it applies; the first ten need no Hessian, so they are decided before any is computed):
+it applies; the first eleven need no Hessian, so they are decided before any is computed):
 
 ====  =========================  ========================================================  =================================
  #    verdict                    evidence                                                  remedy
@@ -20,80 +20,87 @@ it applies; the first ten need no Hessian, so they are decided before any is com
                                  norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
                                  included) and grew >= 10x since the run began: gradients
                                  summed over past steps
- 4    ``weight_decay``           the optimizer's weight decay pulls the weights at least   lower the weight decay (the
+ 4    ``biased_batches``         the loop's batch losses >= 5x below the tracked loss on   draw each step's batch from the
+                                 the data, against their ratio at the first checks; the    whole data, shuffled
+                                 tracked loss >= 0.1 of where it began: the batches are    (``DataLoader(shuffle=True)``)
+                                 not a sample of the data (a class order, one batch
+                                 repeated)
+ 5    ``weight_decay``           the optimizer's weight decay pulls the weights at least   lower the weight decay (the
                                  half as hard as the loss's gradient, each through the     optimizer's ``weight_decay``)
                                  optimizer's own steps (``critical.decay``), and the
                                  loss stuck high: held where the decay balances the loss
- 5    ``exploding_gradient``     the relative gradient grows >= 100x from the output       clip the gradients, a lower rate,
+ 6    ``exploding_gradient``     the relative gradient grows >= 100x from the output       clip the gradients, a lower rate,
                                  layer to the input, steadily, and the gradient norm grew  warm-up, re-initialise
                                  or the loss rose; or, in a recurrent network, the
                                  gradient grew >= 100x during the run and the loss rose
                                  (through time)
- 6    ``bounded_outputs``        a sigmoid, tanh or softmax makes the model's outputs, and  take the bounded function off the
+ 7    ``bounded_outputs``        a sigmoid, tanh or softmax makes the model's outputs, and  take the bounded function off the
                                  the floor that bound puts under the loss holds >= 80 %    outputs (cross-entropy takes raw
                                  of what is left to learn (with hard labels: the loss      scores)
                                  within 1.25x of it; ``critical.output_floor``:
                                  cross-entropy, binary cross-entropy with logits, squared
                                  error)
- 7    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
+ 8    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
                                  sample of the monitor's sample; the loss stuck high       rate
- 8    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
+ 9    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
                                  their flat tails on most samples; the loss stuck high     re-initialise, ReLU/GELU
- 9    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
+10    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
                                  layer to the input, steadily, over >= 3 weight layers;    right gain, ReLU/GELU
                                  stuck high
-10    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs
+11    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs
                                  and standardizing them lowers the inputs' condition
                                  number >= 1,000x (their factor of the first layer's
                                  Hessian)
-11    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
+12    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
                                  a maximum
-12    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
+13    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
                                  (``critical.stability``); not a critical point. Or        warm-up; for ringing momentum
                                  momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9)
                                  steps (β >= 0.973, Adam's β₁ too) and the loss >= 10 %
                                  above its best, not critical
-13    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
+14    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
                                                                                            eigenvector; where the weight
                                                                                            decay holds it
                                                                                            (:func:`held_by_decay`), lower
                                                                                            the decay
-14    ``maximum``                critical, all curvature negative                          any step downhill
-15    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
+15    ``maximum``                critical, all curvature negative                          any step downhill
+16    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
                                  than the mini-batch noise (SNR < 1, ``critical.noise``);
                                  the loss has come down from where it began (no run
                                  starts at its floor)
-16    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
+17    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
                                  seen, or stuck high (above half the initial loss)         restart / noise / a larger model
-17    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
+18    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
                                  around                                                    rate, momentum, or noise
-18    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
+19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
 ====  =========================  ========================================================  =================================
 
 Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an optimizer
 stepping with the sum of every gradient since the start (a loop without ``zero_grad``: its steps
 are as long as those of a rate that grows each step, whatever the loss's own gradient is, and a
-growing loop gradient would read as an exploding one); so does a weight decay that pulls the
-weights as hard as the loss does (it holds them at the origin of a network, which reads as a
-saddle, or where the pull balances the loss: a slow run whose larger rate would only shrink the
-weights faster under AdamW). A cause in the network itself (gradients that explode or vanish
-through the depth, outputs a bounded function holds above the loss's floor, units that pass no
-gradient, inputs on the wrong scale) comes next: it makes the curvature, the noise and the
-sharpness what they are (a tanh network fed inputs 200x too large is saturated, and its sharpness
-past the limit is a symptom; its remedy is the inputs' scale, not the rate). Among them a floor
-under the loss comes first: measured, it says how low the loss can go at all, and a sigmoid at the
-output that holds the loss there saturates on its own, which is not the hidden layers' fault.
-Units that are copies of each other (a constant initialisation) get equal gradients and stay
-copies at any rate, so they come before the rate, except at a saddle or a maximum (a point where a
-layer's units are all equal and the gradient vanishes, the origin of a two-layer net, is a saddle:
-the escape breaks their symmetry). Then the lectures' order: a rate past the stability limit keeps
-the iterate from settling whatever the point is, and so does momentum near 1 at any rate below it
-(its oscillations damp as √β a step: a loss that gave back what it had learned under it is read as
-unstable before the rows below); a saddle or a maximum is escaped by a step, whatever the noise;
-the noise floor is tested before calling a point a minimum, because SGD at a constant rate hovers
-*around* a minimum at a loss above it.
+growing loop gradient would read as an exploding one); so do batches that are not a sample of the
+data (what the loop fits is not what the loss measures: weights fitted to one class die, a point
+fitted to one batch is sharp); so does a weight decay that pulls the weights as hard as the loss
+does (it holds them at the origin of a network, which reads as a saddle, or where the pull
+balances the loss: a slow run whose larger rate would only shrink the weights faster under AdamW).
+A cause in the network itself (gradients that explode or vanish through the depth, outputs a
+bounded function holds above the loss's floor, units that pass no gradient, inputs on the wrong
+scale) comes next: it makes the curvature, the noise and the sharpness what they are (a tanh
+network fed inputs 200x too large is saturated, and its sharpness past the limit is a symptom; its
+remedy is the inputs' scale, not the rate). Among them a floor under the loss comes first:
+measured, it says how low the loss can go at all, and a sigmoid at the output that holds the loss
+there saturates on its own, which is not the hidden layers' fault. Units that are copies of each
+other (a constant initialisation) get equal gradients and stay copies at any rate, so they come
+before the rate, except at a saddle or a maximum (a point where a layer's units are all equal and
+the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks their
+symmetry). Then the lectures' order: a rate past the stability limit keeps the iterate from
+settling whatever the point is, and so does momentum near 1 at any rate below it (its oscillations
+damp as √β a step: a loss that gave back what it had learned under it is read as unstable before
+the rows below); a saddle or a maximum is escaped by a step, whatever the noise; the noise floor
+is tested before calling a point a minimum, because SGD at a constant rate hovers *around* a
+minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
 (``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
 activation modules (activations written as functions) no dead or saturated units.
@@ -106,7 +113,8 @@ Evidence keys (each a dict, ``None`` when not measured): ``loss`` (``value``, ``
 ``largest_stable_lr``), ``noise`` (from :meth:`~descentlab.critical.noise.NoiseEstimate.to_dict`),
 ``layers`` (from :meth:`~descentlab.critical.layer_signals.LayerSignals.to_dict`: the weight
 layers' relative gradients and updates, the activation sites' dead and saturated shares, the
-input scales, the outputs' bound and the loss's floor), ``decay`` (``decay``, ``decoupled``, ``pull``:
+input scales, the outputs' bound and the loss's floor), ``batches`` (``batch_loss``, ``tracked``,
+``first_ratio``, ``ratio``: :meth:`~descentlab.critical.history.RunHistory.batch_record`), ``decay`` (``decay``, ``decoupled``, ``pull``:
 :func:`~descentlab.critical.decay.decay_pull`), ``diverged`` (``step``, ``checkpoint_step``).
 """
 
@@ -119,7 +127,8 @@ from typing import Any
 from descentlab.critical.stability import ring_half_life
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
-           "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "near_best", "unmoved",
+           "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
+           "BATCH_LOSS_FLOOR", "near_best", "unmoved",
            "weights_still", "accumulating", "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
@@ -127,15 +136,16 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decid
            "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
 #: Every verdict, in the order they are tried (the module's table).
-VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "weight_decay", "exploding_gradient",
+VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "biased_batches", "weight_decay",
+            "exploding_gradient",
             "bounded_outputs", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs",
             "symmetric_units", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat", "slow")
-#: The verdicts decided without the Hessian (rows 1-10 of the table).
-CAUSES = VERDICTS[:10]
-#: The causes in the network or its inputs (rows 5-10): :func:`network_cause` decides them.
-NETWORK_CAUSES = VERDICTS[4:10]
-#: The causes that stay until the run is changed (rows 2-11): one is told once, not at each plateau.
-LASTING = VERDICTS[1:11]
+#: The verdicts decided without the Hessian (rows 1-11 of the table).
+CAUSES = VERDICTS[:11]
+#: The causes in the network or its inputs (rows 6-11): :func:`network_cause` decides them.
+NETWORK_CAUSES = VERDICTS[5:11]
+#: The causes that stay until the run is changed (rows 2-12): one is told once, not at each plateau.
+LASTING = VERDICTS[1:12]
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
@@ -156,6 +166,8 @@ REMEDIES = {
     "saturated_units": "standardize the inputs, re-initialise the layers, or use ReLU/GELU",
     "vanishing_gradient": "use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh",
     "unscaled_inputs": "standardize the inputs",
+    "biased_batches": "draw each step's batch from the whole data, shuffled: the loop fits batches that are not a "
+                      "sample of the data",
     "weight_decay": "lower the optimizer's weight decay: it holds the weights where its pull balances the loss",
     "bounded_outputs": "take the sigmoid / tanh / softmax off the model's outputs: the loss expects raw scores, "
                        "and the bound puts a floor under it",
@@ -205,6 +217,10 @@ GROWTH = 10.0
 #: ... and in a recurrent network (a layer applied through time) this much, with the loss rising,
 #: is an explosion through time (which a depth profile cannot show).
 GROWTH_THROUGH_TIME = 100.0
+#: Biased batches: the loop's batch loss over the tracked loss at most this share of its first ratio ...
+BATCH_RATIO = 0.2
+#: ... with the tracked loss at least this share of where it began (near 0, a ratio of small numbers is noise).
+BATCH_LOSS_FLOOR = 0.1
 #: Weight decay: its step on the weights at least this share of the loss's gradient step (healthy runs
 #: with the usual decays: 0.002-0.34 on README's loops; decays that hold the loss at chance: 0.9-3.2).
 DECAY_PULL = 0.5
@@ -254,7 +270,7 @@ def decide(evidence: Mapping[str, Any]) -> str:
 
 
 def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
-    """A verdict of rows 1-10 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
+    """A verdict of rows 1-11 of the table (:data:`CAUSES`) where the evidence has one, else ``None``:
     what can be said before any Hessian is computed."""
     if evidence.get("diverged"):
         return "diverged"
@@ -263,6 +279,8 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
         return "no_learning_rate"
     if accumulating(evidence):
         return "accumulating_gradient"
+    if biased(evidence):
+        return "biased_batches"
     if decay_bound(evidence):
         return "weight_decay"
     return network_cause(evidence)
@@ -277,6 +295,18 @@ def accumulating(evidence: Mapping[str, Any]) -> bool:
     grows, but so does the fresh one."""
     ratio, growth = _get(evidence, "gradient", "loop_ratio"), _get(evidence, "gradient", "loop_growth")
     return ratio is not None and growth is not None and ratio >= ACCUMULATED and growth >= ACCUMULATED_GROWTH
+
+
+def biased(evidence: Mapping[str, Any]) -> bool:
+    """The loop's batches have a loss at most :data:`BATCH_RATIO` of the tracked loss on the data,
+    against their ratio at the first checks (``batches.ratio``), and the tracked loss is still at
+    least :data:`BATCH_LOSS_FLOOR` of where it began: the loop fits batches that are not a sample
+    of the data (the data in class order, one batch repeated), and the data's loss stays where
+    those batches leave it."""
+    ratio = (evidence.get("batches") or {}).get("ratio")
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    return bool(ratio is not None and math.isfinite(ratio) and ratio <= BATCH_RATIO and value is not None
+                and initial and value >= BATCH_LOSS_FLOOR * initial)
 
 
 def decay_bound(evidence: Mapping[str, Any]) -> bool:
@@ -336,7 +366,7 @@ def weights_still(evidence: Mapping[str, Any]) -> bool:
 
 
 def network_cause(evidence: Mapping[str, Any]) -> str | None:
-    """Rows 5-10: a cause in the network or its inputs (``None``: none the evidence shows)."""
+    """Rows 6-11: a cause in the network or its inputs (``None``: none the evidence shows)."""
     layers = evidence.get("layers") or {}
     stuck = stuck_high(evidence)
     drop, trend = layers.get("depth_drop"), layers.get("depth_trend")
@@ -410,6 +440,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"zero the gradients before each backward (optimizer.zero_grad()): the optimizer stepped with a "
                 f"gradient {_get(evidence, 'gradient', 'loop_ratio', math.nan):.3g}x a fresh batch's here, the sum "
                 "of the gradients of past steps")
+    if verdict == "biased_batches" and evidence.get("batches"):
+        batches = evidence["batches"]
+        return (f"draw each step's batch from the whole data, shuffled (DataLoader(shuffle=True); a new batch every "
+                f"step): the loop's batches had a loss of {batches['batch_loss']:.3g} where the data's is "
+                f"{batches['tracked']:.3g}, {1 / batches['ratio']:.3g}x lower than their ratio at the start (the data "
+                "in class order, or one batch repeated, is fitted and the rest is not)")
     if verdict == "weight_decay" and evidence.get("decay"):
         decay, value, initial = evidence["decay"], _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
         kind = "decoupled (AdamW's)" if decay.get("decoupled") else "coupled"

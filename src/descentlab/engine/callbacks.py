@@ -58,6 +58,9 @@ class LoopState:
             saves its model that way and rebuilds it from its own code leaves this ``False``, and
             such a remedy is then only reported (``train()``, which saves and re-applies every
             change, says ``True``).
+        shuffle: a remedy asked the loop to draw each step's batch from the whole data, shuffled
+            (its batches were not a sample of the data: a class order, one batch repeated); a loop
+            that draws its own batches reads it, no callback can reorder them.
     """
 
     model: nn.Module
@@ -69,6 +72,7 @@ class LoopState:
     step: int = 0
     status: Callable[[str | None], Any] | None = field(default=None, repr=False)
     changes_modules: bool = False
+    shuffle: bool = False
 
     def show(self, text: str | None) -> None:
         """Pass ``text`` to :attr:`status` (nothing without one)."""
@@ -144,6 +148,7 @@ class Control:
         loop.optimizer, loop.scheduler = done.optimizer, done.scheduler
         if done.batch_size is not None:
             loop.batch_size = done.batch_size
+        loop.shuffle = loop.shuffle or done.shuffle
         self.applied.append((request, done.text))
         return loop
 

@@ -58,14 +58,16 @@ class Change:
         activations, activation: replace the activation modules ``activations`` by ``activation``
             (``"relu"``, ``"gelu"``, ``"leaky_relu"``).
         standardize: ``(mean, std)`` per input feature: standardize the model's inputs.
+        shuffle: ask the loop to draw each step's batch from the whole data, shuffled
+            (:attr:`~descentlab.engine.LoopState.shuffle`; the loop's own data order is its to change).
         fresh_state: forget the optimizer's state (moments, velocities, step counts,
             :func:`~descentlab.optim.clear_state`): for a run put back to earlier weights, whose
             state came from the steps that diverged. The weights themselves are the request's
             (:class:`~descentlab.engine.Request` ``restore``), not the change's: plain data here.
 
-    Every field but the last two can be made on any loop; ``activations`` and ``standardize``
-    change the model's modules and forward pass, which its ``state_dict`` does not record
-    (:attr:`changes_modules`).
+    Every field can be made on any loop but ``activations`` and ``standardize``, which change the
+    model's modules and forward pass, which its ``state_dict`` does not record
+    (:attr:`changes_modules`), and ``shuffle``, which only a loop that draws its own batches honours.
     """
 
     lr_factor: float = 1.0
@@ -84,6 +86,7 @@ class Change:
     activations: tuple[str, ...] = ()
     activation: str | None = None
     standardize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    shuffle: bool = False
     fresh_state: bool = False
 
     def __post_init__(self) -> None:
@@ -146,12 +149,13 @@ class Change:
 class Applied(NamedTuple):
     """What a loop continues with after :func:`apply_change`: step this optimizer and this
     scheduler (``None``: none) on batches of ``batch_size`` (``None``: unchanged); ``text`` says
-    what happened to the loop's own scheduler."""
+    what happened to the loop's own scheduler; ``shuffle``: the loop is asked to shuffle its batches."""
 
     optimizer: torch.optim.Optimizer
     scheduler: Any
     batch_size: int | None
     text: str
+    shuffle: bool = False
 
 
 class RemedyLR(LRScheduler):
@@ -285,7 +289,10 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
             scheduler = RemedyLR(optimizer, schedule, base_lrs=bases)
     elif change.optimizer is not None and change.schedule:
         scheduler = RemedyLR(optimizer, change.schedule, base_lrs=[float(g["lr"]) for g in optimizer.param_groups])
-    return Applied(optimizer, scheduler, change.batch_size, "; ".join(notes))
+    if change.shuffle:
+        notes.append("draw each step's batch from the whole data, shuffled (DataLoader(shuffle=True)): a loop that "
+                     "draws its own batches reads LoopState.shuffle")
+    return Applied(optimizer, scheduler, change.batch_size, "; ".join(notes), change.shuffle)
 
 
 def _composable(scheduler: Any) -> bool:

@@ -165,17 +165,23 @@ def data_loss(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Ten
     return value if math.isfinite(value) else math.nan
 
 
-def _batches(n: int, loop: LoopState, generator: torch.Generator) -> Iterator[torch.Tensor | None]:
+def _batches(n: int, loop: LoopState, generator: torch.Generator,
+             kind: str = "shuffled") -> Iterator[torch.Tensor | None]:
     """Indices of the next mini-batch, a fresh permutation every epoch (``None``: all the data);
-    the batch size is read from the loop every step, so a changed one applies at once."""
-    order, position = None, n
+    ``kind="fixed"``: the first batch drawn, at every step, until a remedy sets ``loop.shuffle``.
+    The batch size is read from the loop every step, so a changed one applies at once."""
+    order, position, first = None, n, None
     while True:
         size = loop.batch_size or n
         if size >= n:
             yield None
             continue
+        if kind == "fixed" and first is not None and not loop.shuffle:
+            yield first
+            continue
         if position + size > n:
             order, position = torch.randperm(n, generator=generator), 0
+        first = order[position:position + size] if first is None else first
         yield order[position:position + size]
         position += size
 
@@ -206,7 +212,7 @@ def run_case(case: ZooCase, *, seed: int = 0, monitor: bool = True, apply_remedy
         options = {"seed": seed, **({"remedies": True, "apply_remedy": True} if apply_remedy else {}),
                    **dict(monitor_options or {})}
         watcher = StallMonitor(case.loss_fn, (X, y), **options)
-    batches = _batches(len(X), loop, torch.Generator().manual_seed(seed))
+    batches = _batches(len(X), loop, torch.Generator().manual_seed(seed), case.batches)
     losses: list[float] = []
     grad_norms: list[float] = []
     applied: list[str] = []

@@ -60,7 +60,7 @@ FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 #: listed here because ``problems`` is the lowest layer) and the per-layer causes.
 CAUSES = ("saddle", "minimum", "maximum", "flat", "unstable", "noise_floor", "diverged", "no_learning_rate", "slow",
           "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units",
-          "unscaled_inputs", "bounded_outputs", "weight_decay")
+          "unscaled_inputs", "bounded_outputs", "weight_decay", "biased_batches")
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -107,6 +107,9 @@ class ZooCase:
             (``torch.nn.utils.clip_grad_norm_``; ``None``: no clipping).
         zero_grad: the loop zeroes the gradients before each backward (``False``: they add up
             over the steps, a loop that forgot ``optimizer.zero_grad()``).
+        batches: how the loop draws its batches: ``"shuffled"`` (a fresh permutation every epoch),
+            ``"fixed"`` (the first batch of the first permutation at every step: a loop that drew
+            one batch before its loop).
         fixed: the healthy counterpart (``None`` for a healthy run, and where nothing is broken:
             a run that converged to its minimum).
         fix: the repair ``fixed`` makes, in words.
@@ -125,6 +128,7 @@ class ZooCase:
     steps: int = 300
     clip: float | None = None
     zero_grad: bool = True
+    batches: str = "shuffled"
     fixed: ZooCase | None = field(default=None, repr=False)
     fix: str = ""
 
@@ -143,6 +147,7 @@ class ZooCase:
         schedule = f", {self.schedule}" if self.schedule is not None else ""
         clip = f", gradients clipped at {self.clip:g}" if self.clip is not None else ""
         clip += "" if self.zero_grad else ", gradients never zeroed"
+        clip += "" if self.batches == "shuffled" else f", batches {self.batches}"
         return f"{self.optimizer}{schedule}{clip}, {batch}, {self.steps} steps"
 
 
@@ -461,6 +466,17 @@ def _build_cases() -> tuple[ZooCase, ...]:
               "input biases start at +10", "digits-rows", partial(ElmanRNN, 8, 32, 10, bias=10.0), CE, SGD(lr=0.1),
               batch_size=64, steps=300, fix="biases at PyTorch's default initialisation",
               fixed={"make_model": partial(ElmanRNN, 8, 32, 10)}),
+        # ------------------------------------------------ biased batches: the loop fits batches that are not the data
+        _case("biased-mlp-fixed", "biased_batches", "mlp", "ReLU MLP 64-64-10, Adam 1e-3 on one batch of 64 drawn "
+              "before the loop and used at every step", "digits", partial(mlp, (64, 64, 10)), CE, _adam(1e-3),
+              batch_size=64, steps=400, batches="fixed", fix="a fresh shuffled batch every step",
+              fixed={"batches": "shuffled"}),
+        _case("biased-cnn-fixed", "biased_batches", "cnn", "ReLU CNN, SGD lr 0.1 momentum 0.9 on one batch of 64 used "
+              "at every step", "digits-images", partial(ConvNet, (8, 16)), CE, _momentum(0.1), batch_size=64,
+              steps=400, batches="fixed", fix="a fresh shuffled batch every step", fixed={"batches": "shuffled"}),
+        _case("biased-rnn-fixed", "biased_batches", "rnn", "tanh RNN over the digits' rows, Adam 3e-3 on one batch of "
+              "64 used at every step", "digits-rows", partial(ElmanRNN, 8, 32, 10), CE, _adam(3e-3), batch_size=64,
+              steps=400, batches="fixed", fix="a fresh shuffled batch every step", fixed={"batches": "shuffled"}),
         # ------------------------------------------------ weight decay: a pull on the weights that holds them
         _case("decay-mlp-sgd", "weight_decay", "mlp", "ReLU MLP 64-64-10, SGD lr 0.1 momentum 0.9 with weight decay "
               "0.3 on batches of 64: the weights held near the origin, the loss at chance", "digits",
