@@ -253,7 +253,8 @@ def evidence_text(stall: Stall) -> str:
     if verdict == "biased_batches":
         batches = ev.get("batches") or {}
         return (f"the loop's batches at loss {batches.get('batch_loss', math.nan):.3g}, the data at "
-                f"{batches.get('tracked', math.nan):.3g}: {batches.get('ratio', math.nan):.2g} of their ratio at the start")
+                f"{batches.get('tracked', math.nan):.3g}: {batches.get('ratio', math.nan):.2g} of their ratio at the "
+                "start")
     if verdict == "weight_decay":
         decay = ev.get("decay") or {}
         kind = "decoupled" if decay.get("decoupled") else "coupled"

@@ -112,10 +112,11 @@ Evidence keys (each a dict, ``None`` when not measured): ``loss`` (``value``, ``
 ``zero_since``, ``total_steps``, ``rule``, ``formula``, ``limit``, ``sharpness``, ``ratio``,
 ``largest_stable_lr``), ``noise`` (from :meth:`~descentlab.critical.noise.NoiseEstimate.to_dict`),
 ``layers`` (from :meth:`~descentlab.critical.layer_signals.LayerSignals.to_dict`: the weight
-layers' relative gradients and updates, the activation sites' dead and saturated shares, the
-input scales, the outputs' bound and the loss's floor), ``batches`` (``batch_loss``, ``tracked``,
-``first_ratio``, ``ratio``: :meth:`~descentlab.critical.history.RunHistory.batch_record`), ``decay`` (``decay``, ``decoupled``, ``pull``:
-:func:`~descentlab.critical.decay.decay_pull`), ``diverged`` (``step``, ``checkpoint_step``).
+layers' relative gradients and updates, the activation sites' dead and saturated shares, the input
+scales, the outputs' bound and the loss's floor), ``batches`` (``batch_loss``, ``tracked``,
+``first_ratio``, ``ratio``: :meth:`~descentlab.critical.history.RunHistory.batch_record`),
+``decay`` (``decay``, ``decoupled``, ``pull``: :func:`~descentlab.critical.decay.decay_pull`),
+``diverged`` (``step``, ``checkpoint_step``).
 """
 
 from __future__ import annotations
