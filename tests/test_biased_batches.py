@@ -78,13 +78,15 @@ def _loop(*, fixed, scale=1.0, dropout=0.0, steps=600, remedies=False):
 
 
 def test_one_batch_used_at_every_step_is_named_and_the_loop_is_asked_to_shuffle():
-    """The batch is fitted (its loss 0.004) while the data's stays near 0.5 (read as a noise floor
-    before): `biased_batches`, its ratio under 0.2 of the start's, and with the remedy applied the
-    loop's `shuffle` is set (no trial: every trial draws shuffled batches of its own)."""
+    """The batch is fitted (its loss 0.004) while the data's stays near 0.5 (read as a noise floor at
+    the plateau of step 200 before): `biased_batches` as soon as the ratio shows it, under 0.2 of the
+    start's, and with the remedy applied the loop's `shuffle` is set (no trial: every trial draws
+    shuffled batches of its own)."""
     monitor, loop = _loop(fixed=True, remedies=True)
     stall = monitor.stalls[0]
     batches = stall.evidence["batches"]
     assert stall.verdict == "biased_batches" and batches["ratio"] <= BATCH_RATIO
+    assert stall.reason == "batches" and stall.step <= 100  # when it shows, not at a plateau (step 200)
     assert batches["batch_loss"] < 0.05 * batches["tracked"]
     assert "DataLoader(shuffle=True)" in stall.remedy and stall.remedy_applied == "shuffle" and loop.shuffle
     X, y = _digits()

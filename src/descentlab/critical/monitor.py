@@ -71,7 +71,8 @@ from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
-from descentlab.critical.verdicts import ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH, SYMMETRIC_SHARE
+from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH, SYMMETRIC_SHARE,
+                                          biased)
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, summed, unwrap
@@ -500,6 +501,8 @@ class StallMonitor(Callback):
             bounce = None  # seen on some ranks only: no alarm on any
         if trend is None and self._pending is None and all_agree(self._stale_gradient(step, model)):
             trend, reason = _at_once(tracked), "stale"
+        if trend is None and self._pending is None and all_agree(self._batches_astray()):
+            trend, reason = _at_once(tracked), "batches"
         since = self.history.lr_zero_since
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
@@ -531,7 +534,7 @@ class StallMonitor(Callback):
             return  # the plateau still waits for the budget (for the stage it stopped before)
         first_step = self._pending[1] if self._pending is not None else step
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
-        network = reason in ("network", "stale")  # a look, not a plateau: only the causes that need no Hessian
+        network = reason in ("network", "stale", "batches")  # a look, not a plateau: the causes that need no Hessian
         try:
             stall = self.diagnoser.diagnose(
                 model, self.history, optimizer=self.optimizer, batch_size=self.batch_size, n_data=loop.n_train,
@@ -539,6 +542,8 @@ class StallMonitor(Callback):
                 step_seconds=self._step_seconds(), trials_fit=lambda expected: all_agree(self.budget.allows(expected)),
                 afford=lambda products: not network and (self.budget.fraction is None or all_agree(
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
+            if reason == "batches" or stall.verdict == "biased_batches":
+                self.history.batch_losses.clear()  # measured again from here: told once, or after a shuffle
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
             if self._told_already(stall):
@@ -637,6 +642,14 @@ class StallMonitor(Callback):
             return False
         self._stale_at = step
         return low >= ACCUMULATED * self.diagnoser.sample_gradient_norm(model)
+
+    def _batches_astray(self) -> bool:
+        """The loop's batch losses have fallen to :data:`~descentlab.critical.verdicts.BATCH_RATIO`
+        of their first ratio to the tracked loss, which is still up (the history's record alone: no
+        computation): a loop fitting batches that are not the data is named when it shows, not at
+        a plateau two windows later."""
+        return biased({"batches": self.history.batch_record(), "loss": self.history.loss_record(
+            self.history.tracked[-1][1] if self.history.tracked else None)})
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the first check

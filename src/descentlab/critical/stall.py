@@ -40,7 +40,8 @@ class Stall:
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
             stuck high and a cause in the network seen), ``"copies"`` (the same, units copies of
             each other, decided with the curvature), ``"stale"`` (the loop's gradient grew
-            10x and to 4x the loss's own here: summed over steps), ``"creep"`` (the loss stuck high
+            10x and to 4x the loss's own here: summed over steps), ``"batches"`` (the loop's batch
+            losses fell to a fifth of their first ratio to the tracked loss), ``"creep"`` (the loss stuck high
             and falling so slowly that it would be there at the run's last step), ``"non_finite"``, or
             ``"on_demand"``
             (``StallMonitor.diagnose``).
@@ -141,6 +142,8 @@ class Stall:
             head = f"step {self.step}: the loss creeps at {self.loss:.4g}"
         elif self.reason == "stale":
             head = f"step {self.step}: the loop's gradient outgrew the loss's at loss {self.loss:.4g}"
+        elif self.reason == "batches":
+            head = f"step {self.step}: the loop's batches left the data's loss behind at {self.loss:.4g}"
         elif self.reason == "growth":
             growth = ((self.evidence or {}).get("gradient") or {}).get("growth")
             head = f"step {self.step}: the gradient grew" + (f" {growth:.3g}x" if growth else "") + \
