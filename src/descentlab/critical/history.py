@@ -36,8 +36,8 @@ class RunHistory:
         lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
         batch_losses: ``(step, the mean of the losses the loop passed since the check before, the
             tracked loss)`` at every check that read both: batches drawn from the data have, on
-            average, the data's loss (cleared by the monitor where it named batches that are not:
-            their ratio is measured again from there, after a shuffle or not).
+            average, the data's loss (cleared by the monitor where its remedy shuffled them: the
+            ratio is measured again on the shuffled batches).
     """
 
     def __init__(self) -> None:

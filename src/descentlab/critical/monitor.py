@@ -542,8 +542,6 @@ class StallMonitor(Callback):
                 step_seconds=self._step_seconds(), trials_fit=lambda expected: all_agree(self.budget.allows(expected)),
                 afford=lambda products: not network and (self.budget.fraction is None or all_agree(
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
-            if reason == "batches" or stall.verdict == "biased_batches":
-                self.history.batch_losses.clear()  # measured again from here: told once, or after a shuffle
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
             if self._told_already(stall):
@@ -552,6 +550,8 @@ class StallMonitor(Callback):
             if bounce is not None:
                 stall = replace(stall, evidence={**stall.evidence, "bounce": bounce})
             stall = self.respond(stall, model)
+            if stall.remedy_applied == "shuffle":
+                self.history.batch_losses.clear()  # the ratio measured again on the shuffled batches
         finally:
             loop.show(None)
         if stall.status == "skipped (budget)":
@@ -647,7 +647,9 @@ class StallMonitor(Callback):
         """The loop's batch losses have fallen to :data:`~descentlab.critical.verdicts.BATCH_RATIO`
         of their first ratio to the tracked loss, which is still up (the history's record alone: no
         computation): a loop fitting batches that are not the data is named when it shows, not at
-        a plateau two windows later."""
+        a plateau two windows later. Told once: not while the last stall named them."""
+        if self.stalls and self.stalls[-1].verdict == "biased_batches":
+            return False
         return biased({"batches": self.history.batch_record(), "loss": self.history.loss_record(
             self.history.tracked[-1][1] if self.history.tracked else None)})
 
