@@ -72,7 +72,7 @@ reinit``            fitted to the raw scales are of no use to standardized input
                     the gradients clipped to their typical norm from then on
 ``shuffle``         (``biased_batches``) the loop asked to draw each step's batch from the whole data,
                     shuffled (:attr:`~descentlab.engine.LoopState.shuffle`: no callback can reorder a
-                    loop's data; ``train()`` and the zoo's loop read it)
+                    loop's data; the zoo's loop reads it, ``train()`` always shuffles)
 ``zero-grad``       (``accumulating_gradient``) the gradients forgotten after each step
                     (:class:`~descentlab.optim.FreshGradients`), the optimizer's state forgotten
                     (moments and velocities of summed gradients: Adam's second moments would keep

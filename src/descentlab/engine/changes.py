@@ -56,7 +56,7 @@ class Change:
             ``"xavier"`` with the gain of ``gain_of``, or PyTorch's ``"default"`` scale), biases 0
             (:func:`~descentlab.engine.model_changes.reinitialize`).
         activations, activation: replace the activation modules ``activations`` by ``activation``
-            (``"relu"``, ``"gelu"``, ``"leaky_relu"``).
+            (``"relu"``, ``"gelu"``, ``"leaky_relu"``, ``"identity"``: a bounded output function taken off).
         standardize: ``(mean, std)`` per input feature: standardize the model's inputs.
         shuffle: ask the loop to draw each step's batch from the whole data, shuffled
             (:attr:`~descentlab.engine.LoopState.shuffle`; the loop's own data order is its to change).
@@ -226,8 +226,8 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
     In order: the model's changes (re-initialised layers, swapped activations, standardized
     inputs; they need ``model``), the optimizer's state forgotten, a new optimizer over the same
     parameters (fresh state; the old scheduler, tied to the old optimizer, ends), momentum and
-    the weight decay's factor on every group, a gradient-noise wrapper drawing from a generator seeded with ``seed``,
-    gradient clipping, the gradients forgotten after each step, then the rate as a
+    the weight decay's factor on every group, a gradient-noise wrapper drawing from a generator
+    seeded with ``seed``, gradient clipping, the gradients forgotten after each step, then the rate as a
     :class:`RemedyLR` (composed with ``scheduler`` where the change is relative and ``scheduler``
     can be composed, else replacing it). ``model``, ``optimizer`` and ``scheduler`` are changed in
     place where they are kept.
