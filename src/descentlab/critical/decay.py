@@ -25,7 +25,12 @@ from torch import nn
 
 from descentlab.critical.stability import innermost
 
-__all__ = ["group_decays", "decay_pull", "decayed_escape_curvature"]
+__all__ = ["has_decay", "group_decays", "decay_pull", "decayed_escape_curvature"]
+
+
+def has_decay(optimizer: Any) -> bool:
+    """Some parameter group of ``optimizer`` (through its wrappers) has a weight decay above 0."""
+    return any(float(g.get("weight_decay", 0.0) or 0.0) > 0 for g in innermost(optimizer).param_groups)
 
 
 def group_decays(optimizer: Any, model: nn.Module, names: Sequence[str]) -> tuple[list[float], list[float], bool]:
@@ -53,10 +58,7 @@ def decay_pull(optimizer: Any, model: nn.Module, names: Sequence[str], theta: to
     decays, rates, decoupled = group_decays(optimizer, model, names)
     if max(decays, default=0.0) <= 0:
         return None
-    named = dict(model.named_parameters())
-    sizes = [named[n].numel() for n in names]
-    per_entry = torch.cat([torch.full((k,), d, dtype=torch.float64) for k, d in zip(sizes, decays)])
-    rate = torch.cat([torch.full((k,), r, dtype=torch.float64) for k, r in zip(sizes, rates)])
+    per_entry, rate = _per_entry(model, names, decays), _per_entry(model, names, rates)
     step = rate if steps is None else torch.cat([steps[n].detach().reshape(-1).double().cpu() for n in names])
     theta, gradient = theta.detach().double().cpu(), gradient.detach().double().cpu()
     if not (theta.numel() == gradient.numel() == per_entry.numel() == step.numel()):
@@ -83,9 +85,14 @@ def decayed_escape_curvature(optimizer: Any, model: nn.Module, names: Sequence[s
     decays, _, decoupled = group_decays(optimizer, model, names)
     if decoupled or direction is None or not lowest < 0 or max(decays, default=0.0) <= 0:
         return None
-    named = dict(model.named_parameters())
-    per_entry = torch.cat([torch.full((named[n].numel(),), d, dtype=torch.float64) for n, d in zip(names, decays)])
+    per_entry = _per_entry(model, names, decays)
     if per_entry.numel() != direction.numel():
         return None
     v = direction.double().cpu() / direction.double().norm()
     return max(decays), float(lowest) + float((per_entry * v * v).sum())
+
+
+def _per_entry(model: nn.Module, names: Sequence[str], values: Sequence[float]) -> torch.Tensor:
+    """One value per parameter of ``names`` spread over its entries, flat in their order (float64)."""
+    named = dict(model.named_parameters())
+    return torch.cat([torch.full((named[n].numel(),), v, dtype=torch.float64) for n, v in zip(names, values)])

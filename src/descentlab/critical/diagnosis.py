@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.classify import CriticalPoint, classify
-from descentlab.critical.decay import decay_pull, decayed_escape_curvature
+from descentlab.critical.decay import decay_pull, decayed_escape_curvature, has_decay
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
@@ -249,7 +249,10 @@ def lowest_direction(point: Any) -> torch.Tensor | None:
 def decay_evidence(optimizer: Any, sample: EmpiricalLoss, gradient: torch.Tensor) -> dict[str, Any] | None:
     """The weight decay's pull against ``gradient`` at ``sample``'s point, through the optimizer's
     own per-coordinate steps (:func:`~descentlab.critical.decay.decay_pull`; Adam's bias
-    correction of the first moment left out: at a plateau the moment is the gradient)."""
+    correction of the first moment left out: at a plateau the moment is the gradient); ``None``
+    without a decay, before the optimizer's steps are read."""
+    if not has_decay(optimizer):
+        return None
     rule = stability_rule(optimizer, sample.model, sample.names)
     steps = None if rule.steps is None else {n: s / rule.scale for n, s in rule.steps.items()}
     return decay_pull(optimizer, sample.model, sample.names, sample.point, gradient, steps)
@@ -268,8 +271,7 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
     and backward pass. The monitor takes it between plateaus, where the loss is stuck high and not
     surely falling, so a network that cannot train is named before a plateau is proven (and a
     gradient exactly 0, which nothing moves, diagnosed at once)."""
-    decayed = optimizer is not None and any(float(g.get("weight_decay", 0.0) or 0.0) > 0
-                                            for g in optimizer.param_groups)
+    decayed = optimizer is not None and has_decay(optimizer)
     training = sample.with_batch_statistics() if trains_batch_norm(sample.model) else sample  # what a step descends
     gradient = training.loss_and_gradient()[1] if decayed else None
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),

@@ -3,16 +3,17 @@
 By default only a saddle is acted on: the monitor steps out of it along the most negative
 eigenvector (``DiagnosisOptions.escape``), unless the optimizer's weight decay holds the run
 there (the step would be pulled back: the remedy says to lower the decay); every other verdict
-leaves the run as it is and is only reported. With ``apply_remedy`` the remedy trials' winner (the best trial that
-lowered the loss, by loss decrease per second) is continued with instead: its escape step,
-if it has one, is made by the monitor, and its change to the model, the optimizer, the rate or
-the batches is *requested* from the training loop (:class:`~descentlab.engine.Control`), which
-makes it with :func:`~descentlab.engine.apply_change`. A change to the model's modules (a
-swapped activation, standardized inputs) is requested only from a loop that says it takes one
+leaves the run as it is and is only reported. With ``apply_remedy`` the remedy trials' winner
+(the best trial that lowered the loss, by loss decrease per second) is continued with instead:
+its escape step, if it has one, is made by the monitor, and its change to the model, the
+optimizer, the rate or the batches is *requested* from the training loop
+(:class:`~descentlab.engine.Control`), which makes it with
+:func:`~descentlab.engine.apply_change`. A change to the model's modules (a swapped activation,
+standardized inputs) is requested only from a loop that says it takes one
 (``LoopState.changes_modules``: ``train()`` does); elsewhere it needs the user's own code, the
 stall says so, and the best remedy the loop can take is continued with. A verdict whose remedy
-no trial can measure (:data:`~descentlab.critical.remedies.IMPOSED`: a loop that never zeroes its
-gradients, which every trial's loop does) gets that remedy requested as it is.
+no trial can measure (:data:`~descentlab.critical.remedies.IMPOSED`: a loop that never zeroes
+its gradients, which every trial's loop does) gets that remedy requested as it is.
 """
 
 from __future__ import annotations
