@@ -33,6 +33,8 @@ class RunHistory:
         best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
         peak_lr: the largest rate of the optimizer's first group seen at a check.
         first_lr: that rate at the first check (a rate above it is rising: a warm-up).
+        last_lr, rose_at: that rate at the last check, and the last check at which it was above the
+            check's before (``None``: never).
         lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
         batch_losses: ``(step, the mean of the losses the loop passed since the check before, the
             tracked loss)`` at every check that read both: batches drawn from the data have, on
@@ -48,6 +50,8 @@ class RunHistory:
         self.best_params: list[torch.Tensor] | None = None
         self.peak_lr: float | None = None
         self.first_lr: float | None = None
+        self.last_lr: float | None = None
+        self.rose_at: int | None = None
         self.lr_zero_since: int | None = None
         self.latest: list[torch.Tensor] | None = None  # the parameters at the last check
         self.latest_step: int | None = None
@@ -90,6 +94,9 @@ class RunHistory:
             return
         if self.first_lr is None:
             self.first_lr = lr
+        if self.last_lr is not None and lr > self.last_lr:
+            self.rose_at = int(step)
+        self.last_lr = lr
         self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
         if lr > LR_ZERO * self.peak_lr:
             self.lr_zero_since = None
@@ -98,10 +105,11 @@ class RunHistory:
 
     def rolled_back(self) -> None:
         """The run was put back to its best point at a lower rate: what it saw since (its rates,
-        the gradient norms of the steps that diverged, the parameters at the last checks) is no
-        longer its own; the rate's peak restarts from the next one observed."""
+        the gradient norms and batch losses of the steps that diverged, the parameters at the last
+        checks) is no longer its own; the rate's peak restarts from the next one observed."""
         self.peak_lr, self.lr_zero_since = None, None
         self.grad_norms.clear()
+        self.batch_losses.clear()
         self.latest = self.latest_step = self.before = self.before_step = None
 
     def forget_gradients(self) -> None:
@@ -143,7 +151,8 @@ class RunHistory:
         """Plain data and the best parameters' tensors."""
         return {"tracked": [list(t) for t in self.tracked], "initial": self.initial, "best": self.best,
                 "best_step": self.best_step, "best_params": self.best_params, "peak_lr": self.peak_lr,
-                "first_lr": self.first_lr, "lr_zero_since": self.lr_zero_since, "latest": self.latest,
+                "first_lr": self.first_lr, "last_lr": self.last_lr, "rose_at": self.rose_at,
+                "lr_zero_since": self.lr_zero_since, "latest": self.latest,
                 "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
                 "grad_norms": [list(g) for g in self.grad_norms],
@@ -156,6 +165,7 @@ class RunHistory:
         self.best_params = state["best_params"]
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
         self.first_lr = state.get("first_lr")
+        self.last_lr, self.rose_at = state.get("last_lr"), state.get("rose_at")
         self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
         self.before, self.before_step = state.get("before"), state.get("before_step")
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]

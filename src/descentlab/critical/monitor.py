@@ -71,8 +71,8 @@ from descentlab.critical.policy import decide_action
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
-from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LASTING, STUCK_HIGH, SYMMETRIC_SHARE,
-                                          biased)
+from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, EXPLAIN_A_RISE, LASTING, STUCK_HIGH,
+                                          SYMMETRIC_SHARE, biased)
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, summed, unwrap
@@ -109,6 +109,15 @@ SPARSE_ABOVE = 30.0
 #: (step 20 at the default window, counting the one at the start; 30 where the loop gives no start),
 #: on their line: a network that cannot train is remedied with most of the run still ahead.
 EARLY_LOOK = 3
+#: The reasons a stall is diagnosed at once, without a plateau: the gradient grew, the loss bounced.
+ALARMS = ("growth", "bounce")
+#: A noise floor named at an alarm on a loss that surely fell is told where the rise gave back at least
+#: this share of the fall (healthy runs' blips on the way down: 1-5 % on a BatchNorm/dropout MLP at batch
+#: 16; a spike that a rollback repairs: 13-17 % on a sigmoid CNN swapped to ReLU).
+ALARM_GIVEN_BACK = 0.1
+#: A plateau named as the last stall was, with nothing changed since, is a new one only where its loss is
+#: below this share of that stall's (else the same place, reached again as the loss drifted).
+RETOLD_BELOW = 0.5
 #: Copies are looked for while the tracked loss is at most this many times where it began.
 COPIES_RISE = 1.1
 #: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
@@ -544,8 +553,9 @@ class StallMonitor(Callback):
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
-            if self._told_already(stall):
-                self.plateau.rearm(trend)  # quiet again until the loss leaves this level
+            if self._not_a_stall(stall, reason, step) or self._told_already(stall, reason):
+                if reason not in ALARMS:
+                    self.plateau.rearm(trend)  # quiet until the loss leaves this level
                 return
             if bounce is not None:
                 stall = replace(stall, evidence={**stall.evidence, "bounce": bounce})
@@ -571,21 +581,50 @@ class StallMonitor(Callback):
             self.stalls.append(stall)
         if stall.escaped or stall.remedy_applied not in (None, "keep"):
             self.plateau.reset()  # the model (or how it is trained) changed: a fresh history
-        elif reason not in ("growth", "bounce"):
+        elif reason not in ALARMS:
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         self._report(stall)
 
-    def _told_already(self, stall: Stall) -> bool:
+    def _told_already(self, stall: Stall, reason: str) -> bool:
         """The last stall named the same lasting cause (a rate of ~0, a loop summing its
         gradients, a cause in the network) and nothing changed the run since (no escape, no
         remedy): a look or a plateau that finds it again, as the stuck loss drifts, is no new
-        stall (a cause at a lecture's point, a saddle, is one at each plateau). A loop told it sums
+        stall (a cause at a lecture's point, a saddle, is one at each plateau). Nor is an alarm
+        (the gradient grew, the loss bounced) that names what the last stall named: a noise floor
+        bounces, a rate past its limit throws the loss up, again and again; nor a plateau that
+        does, above :data:`RETOLD_BELOW` of the last stall's loss (batch-1 SGD on the moons, left
+        alone, crept 0.28 -> 0.25 through five noise floors). A loop told it sums
         its gradients is told nothing more while it still does: that explains any later plateau,
         even where the weights it threw far off make a fresh gradient as large as the sum."""
         last = self.stalls[-1] if self.stalls else None
         if last is None or last.escaped or last.remedy_applied not in (None, "keep"):
             return False
-        return last.verdict == "accumulating_gradient" or (stall.verdict in LASTING and last.verdict == stall.verdict)
+        return last.verdict == "accumulating_gradient" or last.verdict == stall.verdict and (
+            stall.verdict in LASTING or reason in ALARMS or stall.loss > RETOLD_BELOW * last.loss)
+
+    def _not_a_stall(self, stall: Stall, reason: str, step: int) -> bool:
+        """A verdict the run contradicts, left untold. After an alarm (the gradient grew, the loss
+        bounced): a verdict that says where a loss stops, not why it rose (a saddle, a slow pace:
+        outside :data:`~descentlab.critical.verdicts.EXPLAIN_A_RISE` and the noise floor); and a
+        noise floor where the loss surely fell until then (or too few points say) and the rise gave
+        back under :data:`ALARM_GIVEN_BACK` of that fall: a healthy run's noisy batches throw its
+        loss up now and then on the way down. And ``slow`` while the rate rose within the last
+        window: its remedy, a higher rate, is what the schedule is doing (a one-cycle warm-up)."""
+        if stall.status != "diagnosed":
+            return False
+        if reason in ALARMS and stall.verdict not in EXPLAIN_A_RISE:
+            if stall.verdict != "noise_floor":
+                return True
+            fell = self.plateau.fell_before_last()
+            return fell is None or (fell and self._given_back() < ALARM_GIVEN_BACK)
+        rose = self.history.rose_at
+        return stall.verdict == "slow" and rose is not None and step - rose < self.window
+
+    def _given_back(self) -> float:
+        """The share of its fall (first tracked loss to the best) the latest tracked loss gave back."""
+        history = self.history
+        fall = (history.initial or 0.0) - (history.best or 0.0)
+        return (history.tracked[-1][1] - history.best) / fall if fall > 0 else math.inf
 
     def _growing(self, step: int, tracked: float) -> bool:
         """The loop's gradient grew :data:`GROWTH_ALARM` times over the recent checks while the
@@ -775,6 +814,7 @@ class StallMonitor(Callback):
         self._rollbacks += 1
         self._grads_seen.clear()  # the gradients of the steps since are no longer the run's
         self._grad_low = self._grad_high = None
+        self._batch_sum, self._batch_count = 0.0, 0
         self.plateau.reset()
         self.history.rolled_back()
         return replace(stall, evidence={**stall.evidence, "rollback": {

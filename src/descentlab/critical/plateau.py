@@ -190,6 +190,17 @@ class PlateauTest:
             return None
         return fit_trend(steps, losses, self.window)
 
+    def fell_before_last(self) -> bool | None:
+        """Whether the loss surely fell up to the point before the latest: the fit of its logarithm
+        over the history before that point falls by ``rel_tol`` a window or more at the pessimistic
+        end (P − z·σ_P). ``None`` where that cannot be read: fewer than three earlier points, or a
+        loss that is not positive. An alarm's rise on such a descent is a blip on it."""
+        steps, losses = self.steps[:-1], self.losses[:-1]
+        if len(steps) < 3 or not min(losses) > 0:
+            return None
+        trend = fit_trend(steps, [math.log(v) for v in losses], self.window)
+        return (trend.progress - self.z * trend.std_error) * abs(trend.level) >= self.rel_tol
+
     def _early(self) -> bool:
         """Three points or more, none a window before the latest: the early tests' points."""
         return len(self.steps) >= 3 and self.steps[-1] - self.steps[0] < self.window

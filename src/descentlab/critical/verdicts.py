@@ -127,7 +127,8 @@ from typing import Any
 
 from descentlab.critical.stability import ring_half_life
 
-__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "REMEDIES", "decide", "decide_without_curvature",
+__all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", "REMEDIES", "decide",
+           "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
            "weights_still", "accumulating", "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
@@ -147,6 +148,10 @@ CAUSES = VERDICTS[:11]
 NETWORK_CAUSES = VERDICTS[5:11]
 #: The causes that stay until the run is changed (rows 2-12): one is told once, not at each plateau.
 LASTING = VERDICTS[1:12]
+#: The verdicts that explain a loss thrown up with its gradient (an alarm, not a plateau): the causes
+#: and a rate past its limit. The others (a noise floor, a saddle, a slow pace...) describe where a
+#: loss stopped, and a rise on a loss that was surely falling is no such place.
+EXPLAIN_A_RISE = CAUSES + ("unstable",)
 
 #: The remedy of each verdict in one sentence (with the numbers filled in by :func:`remedy`).
 REMEDIES = {
@@ -300,14 +305,18 @@ def accumulating(evidence: Mapping[str, Any]) -> bool:
 
 def biased(evidence: Mapping[str, Any]) -> bool:
     """The loop's batches have a loss at most :data:`BATCH_RATIO` of the tracked loss on the data,
-    against their ratio at the first checks (``batches.ratio``), and the tracked loss is still at
-    least :data:`BATCH_LOSS_FLOOR` of where it began: the loop fits batches that are not a sample
-    of the data (the data in class order, one batch repeated), and the data's loss stays where
-    those batches leave it."""
-    ratio = (evidence.get("batches") or {}).get("ratio")
-    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    against their ratio at the first checks (``batches.ratio``), below any loss the data ever had
+    (``loss.best``), and the tracked loss is still at least :data:`BATCH_LOSS_FLOOR` of where it
+    began: the loop fits batches that are not a sample of the data (the data in class order, one
+    batch repeated), and the data's loss stays where those batches leave it. (A loss thrown up
+    by a rate too high leaves its batches behind too, the data's loss measured after the steps
+    they were read before, but those batches are far above the data's best.)"""
+    batches = evidence.get("batches") or {}
+    ratio, batch_loss = batches.get("ratio"), batches.get("batch_loss")
+    value, initial, best = (_get(evidence, "loss", key) for key in ("value", "initial", "best"))
     return bool(ratio is not None and math.isfinite(ratio) and ratio <= BATCH_RATIO and value is not None
-                and initial and value >= BATCH_LOSS_FLOOR * initial)
+                and initial and value >= BATCH_LOSS_FLOOR * initial
+                and (best is None or batch_loss is None or batch_loss < best))
 
 
 def decay_bound(evidence: Mapping[str, Any]) -> bool:
