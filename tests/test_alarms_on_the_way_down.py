@@ -135,3 +135,20 @@ def test_a_noise_floor_left_alone_is_told_once_while_the_loss_creeps_along_it():
     first = monitor.stalls[0]
     assert first.evidence["noise"]["snr"] < 1.0  # the oracle of the verdict: the batch gradient is mostly noise
     assert 0.5 * first.loss < losses[3000] < first.loss  # it crept on, but not to a new place
+
+
+def test_a_loss_a_rate_rise_threw_up_is_unstable_with_the_rate_of_its_best_though_within_the_limit():
+    # a tanh MLP trained at 0.1, the rate then set to 1.0: the loss is thrown up ~10x and held there,
+    # while the sharpness where it landed is within the limit (before: "slow, raise the rate")
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    monitor, losses = _run(model, X, y, optimizer, 300, 64, kick=(201, 1.0))
+    assert losses[300] >= 3 * losses[200]  # the oracle: thrown up and held there
+    first = monitor.stalls[0]
+    assert first.verdict == "unstable" and 200 < first.step <= 300
+    assert first.evidence["rate"]["ratio"] < 1.0  # not by the sharpness: by the rate's rise
+    assert first.evidence["loss"]["best_lr"] == pytest.approx(0.1) and first.evidence["rate"]["lr"] == 1.0
+    assert "lower the rate back toward 0.1" in first.remedy

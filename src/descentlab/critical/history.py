@@ -29,7 +29,8 @@ class RunHistory:
 
     Attributes:
         tracked: ``(step, loss)`` at every check that read it.
-        initial, best, best_step: the first finite tracked loss, the lowest and its step.
+        initial, best, best_step, best_lr: the first finite tracked loss, the lowest, its step and
+            the rate then.
         best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
         peak_lr: the largest rate of the optimizer's first group seen at a check.
         first_lr: that rate at the first check (a rate above it is rising: a warm-up).
@@ -47,6 +48,7 @@ class RunHistory:
         self.initial: float | None = None
         self.best: float | None = None
         self.best_step: int | None = None
+        self.best_lr: float | None = None
         self.best_params: list[torch.Tensor] | None = None
         self.peak_lr: float | None = None
         self.first_lr: float | None = None
@@ -81,7 +83,7 @@ class RunHistory:
         if self.initial is None:
             self.initial = float(value)
         if self.best is None or value < self.best:
-            self.best, self.best_step = float(value), int(step)
+            self.best, self.best_step, self.best_lr = float(value), int(step), lr
             if self.best_params is None or [t.shape for t in self.best_params] != [p.shape for p in params]:
                 self.best_params = [p.clone() for p in params]
             else:
@@ -144,13 +146,15 @@ class RunHistory:
         return {"batch_loss": batch, "tracked": tracked, "first_ratio": first, "ratio": max(recent) / first}
 
     def loss_record(self, value: float | None) -> dict[str, float | None]:
-        """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence)."""
-        return {"value": value, "best": self.best, "initial": self.initial}
+        """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence),
+        and the rate at the best (a loss a rate rise threw up: ``unstable``)."""
+        return {"value": value, "best": self.best, "initial": self.initial, "best_lr": self.best_lr}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data and the best parameters' tensors."""
         return {"tracked": [list(t) for t in self.tracked], "initial": self.initial, "best": self.best,
-                "best_step": self.best_step, "best_params": self.best_params, "peak_lr": self.peak_lr,
+                "best_step": self.best_step, "best_lr": self.best_lr, "best_params": self.best_params,
+                "peak_lr": self.peak_lr,
                 "first_lr": self.first_lr, "last_lr": self.last_lr, "rose_at": self.rose_at,
                 "lr_zero_since": self.lr_zero_since, "latest": self.latest,
                 "latest_step": self.latest_step,
@@ -162,7 +166,7 @@ class RunHistory:
         """Restore :meth:`state_dict`'s output."""
         self.tracked = [(int(step), float(value)) for step, value in state["tracked"]]
         self.initial, self.best, self.best_step = state["initial"], state["best"], state["best_step"]
-        self.best_params = state["best_params"]
+        self.best_params, self.best_lr = state["best_params"], state.get("best_lr")
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
         self.first_lr = state.get("first_lr")
         self.last_lr, self.rose_at = state.get("last_lr"), state.get("rose_at")

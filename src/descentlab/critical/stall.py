@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import copied, held_by_decay, ringing, shrunk, weights_still
+from descentlab.critical.verdicts import copied, held_by_decay, raised, ringing, shrunk, weights_still
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -211,6 +211,10 @@ def evidence_text(stall: Stall) -> str:
         if rate.get("sharpness") is None:
             return f"lr {rate.get('lr', float('nan')):.3g}, sharpness not measured{where}"
         top = curv.get("max_eigenvalue")  # not measured under a preconditioned rule at a point that is not critical
+        loss = ev.get("loss") or {}
+        if verdict == "unstable" and rate["sharpness"] < rate["limit"] and raised(ev) and not ringing(ev):
+            return (f"lr {rate['lr']:.3g}, {rate['lr'] / loss['best_lr']:.3g}x the rate at the loss's best "
+                    f"{loss['best']:.3g}; sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}")
         if verdict == "unstable" and rate["sharpness"] < rate["limit"] and ringing(ev):
             return (f"momentum {rate['momentum']:g} rings: an oscillation halves every "
                     f"{rate.get('ring_half_life') or math.inf:,.0f} steps; sharpness {rate['sharpness']:.3g} "

@@ -57,9 +57,10 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  a maximum
 13    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
                                  (``critical.stability``); not a critical point. Or        warm-up; for ringing momentum
-                                 momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9)
-                                 steps (β >= 0.973, Adam's β₁ too) and the loss >= 10 %
-                                 above its best, not critical
+                                 momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9); for a
+                                 steps (β >= 0.973, Adam's β₁ too), the loss >= 10 %       raised rate, the best's rate
+                                 above its best, not critical. Or a rate raised >= 2x
+                                 since the loss's best, the loss >= 3x that best
 14    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
                                                                                            eigenvector; where the weight
                                                                                            decay holds it
@@ -98,7 +99,9 @@ the gradient vanishes, the origin of a two-layer net, is a saddle: the escape br
 symmetry). Then the lectures' order: a rate past the stability limit keeps the iterate from
 settling whatever the point is, and so does momentum near 1 at any rate below it (its oscillations
 damp as √β a step: a loss that gave back what it had learned under it is read as unstable before
-the rows below); a saddle or a maximum is escaped by a step, whatever the noise; the noise floor
+the rows below), and so does a rate raised since the loss's best that threw the loss up and holds
+it there (where it landed, the sharpness may be within the limit: no row below explains the
+rise); a saddle or a maximum is escaped by a step, whatever the noise; the noise floor
 is tested before calling a point a minimum, because SGD at a constant rate hovers *around* a
 minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
@@ -131,7 +134,8 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "accumulating", "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
+           "weights_still", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "network_cause", "off_scale",
+           "unscaled", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
@@ -204,6 +208,10 @@ ACCUMULATED_GROWTH = 10.0
 #: The largest gradient the loop stepped with since the last check at most this fraction of a fresh
 #: batch gradient's norm: clipped far below it, or a loss scaled down (said in ``slow``'s remedy).
 SHRUNK = 0.1
+#: A rate at least this many times the rate at the loss's best ...
+RATE_RAISED = 2.0
+#: ... with the loss at least this many times that best: the rise threw the loss up (``unstable``).
+THROWN_UP = 3.0
 #: Momentum rings when an oscillation's half-life under it (:func:`~descentlab.critical.stability.ring_half_life`)
 #: is at least this many steps, a window of the monitor's plateau test (β >= 0.973; 0.9 halves one in 13 steps,
 #: 0.99 in 138, 0.999 in 1,386).
@@ -260,6 +268,8 @@ def decide(evidence: Mapping[str, Any]) -> str:
     if ratio is not None and math.isfinite(ratio) and (ratio >= 1.0 or (ratio >= AT_LIMIT and not critical)):
         return "unstable"
     if not critical and ringing(evidence):
+        return "unstable"
+    if raised(evidence):
         return "unstable"
     if critical and kind == "saddle":
         return "saddle"
@@ -351,6 +361,17 @@ def ringing(evidence: Mapping[str, Any]) -> bool:
     momentum = _get(evidence, "rate", "momentum")
     return bool(momentum is not None and 0.0 <= momentum <= 1.0 and ring_half_life(momentum) >= RING_STEPS
                 and _loss_rising(evidence))
+
+
+def raised(evidence: Mapping[str, Any]) -> bool:
+    """The rate is :data:`RATE_RAISED` times the rate at the loss's best (``loss.best_lr``) or more,
+    and the loss :data:`THROWN_UP` times that best or more: the rise threw the loss up to where the
+    larger rate holds it, though the sharpness there is within the limit (a catapult flattens the
+    region it lands in), so no pace verdict says it."""
+    lr, best_lr = _get(evidence, "rate", "lr"), _get(evidence, "loss", "best_lr")
+    value, best = _get(evidence, "loss", "value"), _get(evidence, "loss", "best")
+    return bool(lr is not None and best_lr and lr >= RATE_RAISED * best_lr and value is not None
+                and best is not None and best > 0 and value >= THROWN_UP * best)
 
 
 def shrunk(evidence: Mapping[str, Any]) -> bool:
@@ -477,6 +498,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"lower the momentum to 0.9: at {momentum:g} an oscillation halves only every "
                 f"{ring_half_life(momentum):,.0f} steps (at 0.9 every {ring_half_life(0.9):.0f}), whatever the rate"
                 + (f"; the rate is within its limit ({ratio:.2g} of it)" if ratio is not None else ""))
+    if verdict == "unstable" and raised(evidence) and (ratio is None or ratio < 1.0):
+        best_lr, best = _get(evidence, "loss", "best_lr"), _get(evidence, "loss", "best")
+        value = _get(evidence, "loss", "value")
+        return (f"lower the rate back toward {best_lr:.3g}, where the loss was at its best ({best:.3g}): at "
+                f"{lr:.3g} it sits at {value:.3g}, {value / best:.0f}x that best, though the sharpness here is "
+                "within the limit")
     if verdict == "unstable" and largest:
         if _get(evidence, "rate", "converged") is False:  # a lower bound of the sharpness: an upper one of the rate
             return (f"lower the rate well below {largest:.3g} (at most the largest stable rate here: the budget "
