@@ -465,11 +465,14 @@ def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float
 
 def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
     """The samples measured on, the modules the data layer evaluated in eval mode although the
-    model had them in training mode (the mode is part of what was measured), and the precision
-    (the parameters' dtype: the loop's autocast is off while the monitor measures)."""
+    model had them in training mode (the mode is part of what was measured), the precision
+    (the parameters' dtype: the loop's autocast is off while the monitor measures), and how many
+    of the model's parameters train (``requires_grad``) of all it has."""
     switched = sorted({type(m).__name__ for m in mode_dependent_modules(loss.model) if m.training})
+    params = list(loss.model.parameters())  # shared ones listed once
     return {"samples": loss.n_samples, "eval_mode": switched,
-            "precision": str(loss.dtype).replace("torch.", "") + " (autocast off)"}
+            "precision": str(loss.dtype).replace("torch.", "") + " (autocast off)",
+            "trainable": sum(p.numel() for p in params if p.requires_grad), "parameters": sum(p.numel() for p in params)}
 
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import copied, held_by_decay, raised, ringing, shrunk, weights_still
+from descentlab.critical.verdicts import FROZEN_BELOW, copied, held_by_decay, raised, ringing, shrunk, weights_still
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -234,6 +234,10 @@ def evidence_text(stall: Stall) -> str:
         return f"lambda_max {curv.get('max_eigenvalue', float('nan')):.3g} < 0, |g| {grad.get('norm', float('nan')):.2g}"
     if verdict == "minimum":
         where = "stuck high" if loss.get("stuck_high") else ("the best seen" if loss.get("near_best") else "above the best seen")
+        data = ev.get("data") or {}
+        if loss.get("stuck_high") and data.get("parameters") and data.get("trainable") is not None and \
+                data["trainable"] < FROZEN_BELOW * data["parameters"]:
+            where += f" ({data['trainable']:,} of {data['parameters']:,} parameters train)"
         lowest = curv.get("min_eigenvalue", float("nan"))
         if curv.get("degenerate"):
             return f"lambda_min {lowest:.2g} ~ 0 in {curv.get('dtype')} (probed: no descent), loss {where}"

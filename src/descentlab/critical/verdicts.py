@@ -72,7 +72,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  the loss has come down from where it began (no run
                                  starts at its floor)
 17    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
-                                 seen, or stuck high (above half the initial loss)         restart / noise / a larger model
+                                 seen, or stuck high (above half the initial loss)         restart / noise / a larger model;
+                                                                                           with under 10 % of the
+                                                                                           parameters training, train more
 18    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
                                  around                                                    rate, momentum, or noise
 19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
@@ -134,7 +136,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "network_cause", "off_scale",
+           "weights_still", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "network_cause", "off_scale",
            "unscaled", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
@@ -208,6 +210,9 @@ ACCUMULATED_GROWTH = 10.0
 #: The largest gradient the loop stepped with since the last check at most this fraction of a fresh
 #: batch gradient's norm: clipped far below it, or a loss scaled down (said in ``slow``'s remedy).
 SHRUNK = 0.1
+#: A minimum stuck high with under this share of the model's parameters training (``requires_grad``):
+#: the minimum of those few, and the remedy says so (a healthy head-only fine-tune is not stuck high).
+FROZEN_BELOW = 0.1
 #: A rate at least this many times the rate at the loss's best ...
 RATE_RAISED = 2.0
 #: ... with the loss at least this many times that best: the rise threw the loss up (``unstable``).
@@ -534,6 +539,11 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"({lowest:.3g}), so the decay holds the run at this saddle and an escape step is pulled back")
     if verdict == "minimum":
         value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+        trainable, total = _get(evidence, "data", "trainable"), _get(evidence, "data", "parameters")
+        if stuck_high(evidence) and trainable is not None and total and trainable < FROZEN_BELOW * total:
+            return (f"train more of the model: only {trainable:,} of its {total:,} parameters have requires_grad, "
+                    f"and this minimum of theirs keeps {value / initial:.0%} of the initial loss (a layer frozen "
+                    "by mistake, or left out of the optimizer?)")
         if stuck_high(evidence):
             return (f"restart from another seed, add noise, or use a larger model: this minimum keeps "
                     f"{value / initial:.0%} of the initial loss")
