@@ -329,3 +329,35 @@ def test_an_optimizer_that_steps_none_of_the_models_weights_is_named():
     assert max(0.1 * layer["relative"] for layer in layers) >= 100 * STILL_STEP  # steps no rounding swallows
     assert stall.remedy.startswith("give the optimizer this model's parameters")
     assert "no weight moved at lr 0.1" in stall.summary()
+
+
+@pytest.mark.parametrize("order", ["no step", "zero_grad between backward and step", "step before backward"])
+def test_an_optimizer_that_holds_the_weights_but_never_steps_with_a_gradient_is_told_to_step(order):
+    """The optimizer holds every parameter, but the loop never steps with a gradient: ``step()``
+    left out, the gradients zeroed between ``backward`` and ``step``, or ``step`` taken before
+    ``backward`` (the next ``zero_grad`` clears what it left). No weight moves (bit for bit), the
+    verdict is ``no_learning_rate``, and the remedy is the loop's order, not the parameters."""
+    from descentlab.critical import StallMonitor
+
+    workload = get_workload("digits-mlp")
+    X, y = workload.X_train, workload.y_train
+    model = _digits_mlp()
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, max_stalls=1)
+    g = torch.Generator().manual_seed(1)
+    for step in range(1, 101):
+        index = torch.randint(0, len(X), (64,), generator=g)
+        if order != "zero_grad between backward and step":
+            optimizer.zero_grad()
+        if order == "step before backward":
+            optimizer.step()
+        F.cross_entropy(model(X[index]), y[index]).backward()
+        if order == "zero_grad between backward and step":
+            optimizer.zero_grad()
+            optimizer.step()
+        monitor.update(step, None, model)
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))
+    [stall] = monitor.stalls
+    assert stall.verdict == "no_learning_rate" and stall.evidence["rate"]["held"] == 1.0
+    assert stall.remedy.startswith("take the optimizer's step after each backward")

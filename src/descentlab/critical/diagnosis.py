@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.decay import decay_pull, decayed_escape_curvature, has_decay
@@ -96,6 +97,15 @@ def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None 
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps}
 
 
+def held_share(optimizer: Any, model: nn.Module) -> float | None:
+    """The share of ``model``'s trainable parameters (by entries) that ``optimizer`` steps
+    (``None``: the model has none)."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total = sum(p.numel() for p in trainable)
+    return sum(p.numel() for p in trainable if id(p) in held) / total if total else None
+
+
 def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimizer: Any = None,
             batch_size: int | None = None, n_data: int | None = None, peak_lr: float | None = None,
             lr_zero_since: int | None = None, total_steps: int | None = None,
@@ -142,6 +152,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample), "batches": batches}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
+    if rate is not None:
+        rate["held"] = held_share(optimizer, sample.model)
     if rate is not None and (rate["lr"] == 0 or rate["lr"] <= LR_ZERO * rate["peak_lr"]):
         verdict = decide(evidence)
         return Finding(verdict, remedy(verdict, evidence), evidence)

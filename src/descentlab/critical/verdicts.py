@@ -13,9 +13,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
  1    ``diverged``               the loss became non-finite; sharpness at the last good    the largest stable rate there
                                  point
  2    ``no_learning_rate``       the rate is 0, or at most 1e-3 of the largest it has      fix the schedule (or give the
-                                 been; or no weight moved between two checks though lr x   optimizer the model's weights)
-                                 the relative gradient is >= 1e-4 (an optimizer that
-                                 steps none of the model's weights)
+                                 been; or no weight moved between two checks though lr x   optimizer the model's weights,
+                                 the relative gradient is >= 1e-4 (an optimizer that       or where it holds them, take
+                                 steps none of the model's weights, or never steps)        its step after backward)
  3    ``accumulating_gradient``  the gradient the optimizer stepped with is >= 4x the      zero the gradients before each
                                  norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
                                  included) and grew >= 10x since the run began: gradients
@@ -470,8 +470,14 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     largest = _get(evidence, "rate", "largest_stable_lr")
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if verdict == "no_learning_rate" and weights_still(evidence) and lr:
+        held = _get(evidence, "rate", "held")
+        if held is not None and held >= 0.5:
+            return (f"take the optimizer's step after each backward (zero_grad, forward, backward, then step): it "
+                    f"holds {held:.0%} of this model's parameters, yet at rate {lr:.3g} no weight moved between the "
+                    "last two checks (step() not called, or called with the gradients zeroed: zero_grad between "
+                    "backward and step, or step before backward)")
         return (f"give the optimizer this model's parameters: at rate {lr:.3g} no weight moved between the last "
-                "two checks, so no step reaches them")
+                "two checks, so no step reaches them" + (f" (it holds {held:.0%} of them)" if held is not None else ""))
     if verdict == "accumulating_gradient":
         return (f"zero the gradients before each backward (optimizer.zero_grad()): the optimizer stepped with a "
                 f"gradient {_get(evidence, 'gradient', 'loop_ratio', math.nan):.3g}x a fresh batch's here, the sum "
