@@ -34,8 +34,8 @@ class RunHistory:
         best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
         peak_lr: the largest rate of the optimizer's first group seen at a check.
         first_lr: that rate at the first check (a rate above it is rising: a warm-up).
-        last_lr, rose_at: that rate at the last check, and the last check at which it was above the
-            check's before (``None``: never).
+        last_lr, rose_at, fell_at: that rate at the last check, and the last checks at which it was
+            above and below the check's before (``None``: never).
         lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
         batch_losses: ``(step, the mean of the losses the loop passed since the check before, the
             tracked loss)`` at every check that read both: batches drawn from the data have, on
@@ -54,6 +54,7 @@ class RunHistory:
         self.first_lr: float | None = None
         self.last_lr: float | None = None
         self.rose_at: int | None = None
+        self.fell_at: int | None = None
         self.lr_zero_since: int | None = None
         self.latest: list[torch.Tensor] | None = None  # the parameters at the last check
         self.latest_step: int | None = None
@@ -98,6 +99,8 @@ class RunHistory:
             self.first_lr = lr
         if self.last_lr is not None and lr > self.last_lr:
             self.rose_at = int(step)
+        elif self.last_lr is not None and lr < self.last_lr:
+            self.fell_at = int(step)
         self.last_lr = lr
         self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
         if lr > LR_ZERO * self.peak_lr:
@@ -155,7 +158,7 @@ class RunHistory:
         return {"tracked": [list(t) for t in self.tracked], "initial": self.initial, "best": self.best,
                 "best_step": self.best_step, "best_lr": self.best_lr, "best_params": self.best_params,
                 "peak_lr": self.peak_lr,
-                "first_lr": self.first_lr, "last_lr": self.last_lr, "rose_at": self.rose_at,
+                "first_lr": self.first_lr, "last_lr": self.last_lr, "rose_at": self.rose_at, "fell_at": self.fell_at,
                 "lr_zero_since": self.lr_zero_since, "latest": self.latest,
                 "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
@@ -169,7 +172,7 @@ class RunHistory:
         self.best_params, self.best_lr = state["best_params"], state.get("best_lr")
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
         self.first_lr = state.get("first_lr")
-        self.last_lr, self.rose_at = state.get("last_lr"), state.get("rose_at")
+        self.last_lr, self.rose_at, self.fell_at = state.get("last_lr"), state.get("rose_at"), state.get("fell_at")
         self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
         self.before, self.before_step = state.get("before"), state.get("before_step")
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]

@@ -115,6 +115,8 @@ ALARMS = ("growth", "bounce")
 #: this share of the fall (healthy runs' blips on the way down: 1-5 % on a BatchNorm/dropout MLP at batch
 #: 16; a spike that a rollback repairs: 13-17 % on a sigmoid CNN swapped to ReLU).
 ALARM_GIVEN_BACK = 0.1
+#: A noise floor is not told while the schedule lowers the rate to this share of its peak or less.
+ENDING_RATE = 0.1
 #: A plateau named as the last stall was, with nothing changed since, is a new one only where its loss is
 #: below this share of that stall's (else the same place, reached again as the loss drifted).
 RETOLD_BELOW = 0.5
@@ -609,7 +611,9 @@ class StallMonitor(Callback):
         noise floor where the loss surely fell until then (or too few points say) and the rise gave
         back under :data:`ALARM_GIVEN_BACK` of that fall: a healthy run's noisy batches throw its
         loss up now and then on the way down. And ``slow`` while the rate rose within the last
-        window: its remedy, a higher rate, is what the schedule is doing (a one-cycle warm-up)."""
+        window: its remedy, a higher rate, is what the schedule is doing (a one-cycle warm-up); a
+        noise floor while it fell within the window to :data:`ENDING_RATE` of its peak or less: the
+        schedule is ending the run the way its remedy would (a cosine's tail)."""
         if stall.status != "diagnosed":
             return False
         if reason in ALARMS and stall.verdict not in EXPLAIN_A_RISE:
@@ -617,8 +621,10 @@ class StallMonitor(Callback):
                 return True
             fell = self.plateau.fell_before_last()
             return fell is None or (fell and self._given_back() < ALARM_GIVEN_BACK)
-        rose = self.history.rose_at
-        return stall.verdict == "slow" and rose is not None and step - rose < self.window
+        history, lr = self.history, self._lr()
+        if stall.verdict == "noise_floor" and history.fell_at is not None and step - history.fell_at < self.window:
+            return lr is not None and history.peak_lr is not None and lr <= ENDING_RATE * history.peak_lr
+        return stall.verdict == "slow" and history.rose_at is not None and step - history.rose_at < self.window
 
     def _given_back(self) -> float:
         """The share of its fall (first tracked loss to the best) the latest tracked loss gave back."""
