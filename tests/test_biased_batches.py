@@ -47,6 +47,8 @@ def test_a_fixed_batch_is_drawn_again_until_the_loop_is_asked_to_shuffle():
 
 
 def _digits():
+    from copy import deepcopy
+
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -105,3 +107,44 @@ def test_a_loss_the_loop_scales_or_trains_with_dropout_keeps_its_ratio(scale, dr
     record = monitor.history.batch_record()
     assert record["first_ratio"] == pytest.approx(scale, rel=0.5)
     assert record["ratio"] > 0.5
+
+
+def test_batch_norm_whose_running_statistics_lag_its_batches_is_not_told_biased_batches():
+    """A BatchNorm CNN with slow running statistics (momentum 0.01) at SGD 0.05: early on the
+    tracked loss, on the running statistics, is 5x and more the batches' loss, on their own, and
+    the record's ratio falls below ``BATCH_RATIO`` (checked). The data's loss as training computes
+    it, on the batch's statistics (measured here on all the data, without touching the running
+    ones), is the batches': no stall."""
+    from copy import deepcopy
+
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16, momentum=0.01), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32, momentum=0.01), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(32 * 64, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=32)
+    generator = torch.Generator().manual_seed(1)
+    seen = None
+    for step in range(1, 121):
+        index = torch.randint(0, len(X), (32,), generator=generator)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        monitor.update(step, loss.detach(), model)
+        record = monitor.history.batch_record()
+        if seen is None and record is not None and record["ratio"] <= BATCH_RATIO:  # the record alone says biased
+            copy = deepcopy(model).train()  # the oracle: all the data, each batch of 32 on its own statistics
+            with torch.no_grad():
+                trained = sum(F.cross_entropy(copy(X[i:i + 32]), y[i:i + 32], reduction="sum").item()
+                              for i in range(0, len(X), 32)) / len(X)
+            seen = (record, trained)
+    assert seen is not None
+    record, trained = seen
+    # the data, as training computes it, is near the batches (not 5x above them, as on the running statistics)
+    assert trained < 2 * record["batch_loss"] and record["tracked"] > 4 * record["batch_loss"]
+    assert [s.verdict for s in monitor.stalls] == []

@@ -54,8 +54,8 @@ from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.stability import ring_half_life, sharpness, stability_rule
-from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, decide, decide_without_curvature,
-                                          near_best, remedy, stuck_high)
+from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
+                                          decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
@@ -150,6 +150,10 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample), "batches": batches}
+    if batches is not None and biased(evidence) and trains_batch_norm(sample.model):
+        # the tracked loss reads batch-norm's running statistics, the batches' loss the batches' own; early on
+        # the running ones lag, and the two part for that alone: the data's loss as training computes it decides
+        evidence["batches"] = {**batches, "tracked_batch_statistics": float(sample.with_batch_statistics().loss())}
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
     if rate is not None:

@@ -325,13 +325,18 @@ def biased(evidence: Mapping[str, Any]) -> bool:
     began: the loop fits batches that are not a sample of the data (the data in class order, one
     batch repeated), and the data's loss stays where those batches leave it. (A loss thrown up
     by a rate too high leaves its batches behind too, the data's loss measured after the steps
-    they were read before, but those batches are far above the data's best.)"""
+    they were read before, but those batches are far above the data's best.) With batch-norm in
+    training mode the ratio also holds against the data's loss as training computes it, on the
+    batch's statistics (``batches.tracked_batch_statistics``): the tracked loss reads the running
+    statistics, which lag the batches' early on."""
     batches = evidence.get("batches") or {}
     ratio, batch_loss = batches.get("ratio"), batches.get("batch_loss")
     value, initial, best = (_get(evidence, "loss", key) for key in ("value", "initial", "best"))
+    trained, first = batches.get("tracked_batch_statistics"), batches.get("first_ratio")
     return bool(ratio is not None and math.isfinite(ratio) and ratio <= BATCH_RATIO and value is not None
                 and initial and value >= BATCH_LOSS_FLOOR * initial
-                and (best is None or batch_loss is None or batch_loss < best))
+                and (best is None or batch_loss is None or batch_loss < best)
+                and (trained is None or not first or batch_loss / trained <= BATCH_RATIO * first))
 
 
 def decay_bound(evidence: Mapping[str, Any]) -> bool:
