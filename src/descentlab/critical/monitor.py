@@ -244,7 +244,7 @@ class StallMonitor(Callback):
         self._unapplied_warned = False
         self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
         self._stale_at: int | None = None  # the step the loop's gradient was last held against the loss's
-        self._batches_at: int | None = None  # the step the batches' record last asked for a diagnosis
+        self._batches_ratio: float | None = None  # the batches' record's ratio when it last asked for a diagnosis
         self._bounce_scan: BounceScan | None = None  # the tracked losses since the last stall, read once each
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
@@ -513,7 +513,7 @@ class StallMonitor(Callback):
             bounce = None  # seen on some ranks only: no alarm on any
         if trend is None and self._pending is None and all_agree(self._stale_gradient(step, model)):
             trend, reason = _at_once(tracked), "stale"
-        if trend is None and self._pending is None and all_agree(self._batches_astray(step)):
+        if trend is None and self._pending is None and all_agree(self._batches_astray()):
             trend, reason = _at_once(tracked), "batches"
         since = self.history.lr_zero_since
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
@@ -565,6 +565,7 @@ class StallMonitor(Callback):
             stall = self.respond(stall, model)
             if stall.remedy_applied == "shuffle":
                 self.history.batch_losses.clear()  # the ratio measured again on the shuffled batches
+                self._batches_ratio = None
         finally:
             loop.show(None)
         if stall.status == "skipped (budget)":
@@ -689,21 +690,22 @@ class StallMonitor(Callback):
         self._stale_at = step
         return low >= ACCUMULATED * self.diagnoser.sample_gradient_norm(model)
 
-    def _batches_astray(self, step: int) -> bool:
+    def _batches_astray(self) -> bool:
         """The loop's batch losses have fallen to :data:`~descentlab.critical.verdicts.BATCH_RATIO`
         of their first ratio to the tracked loss, which is still up (the history's record alone: no
         computation): a loop fitting batches that are not the data is named when it shows, not at
-        a plateau two windows later. Told once: not while the last stall named them; asked once per
-        ``RECENT_CHECKS`` checks (the diagnosis may not confirm it: batch-norm's running statistics
-        lag its batches' early on)."""
-        if self.stalls and self.stalls[-1].verdict == "biased_batches" or \
-                self._batches_at is not None and step - self._batches_at < RECENT_CHECKS * self.every:
+        a plateau two windows later. Told once: not while the last stall named them; asked again
+        only once the ratio has halved since it last asked (the diagnosis may not confirm it:
+        batch-norm's running statistics lag its batches' early on, for a whole run at times)."""
+        if self.stalls and self.stalls[-1].verdict == "biased_batches":
             return False
-        astray = biased({"batches": self.history.batch_record(), "loss": self.history.loss_record(
+        record = self.history.batch_record()
+        astray = biased({"batches": record, "loss": self.history.loss_record(
             self.history.tracked[-1][1] if self.history.tracked else None)})
-        if astray:
-            self._batches_at = step
-        return astray
+        if not astray or self._batches_ratio is not None and record["ratio"] > 0.5 * self._batches_ratio:
+            return False
+        self._batches_ratio = record["ratio"]
+        return True
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the first check
@@ -827,7 +829,7 @@ class StallMonitor(Callback):
         self._rollbacks += 1
         self._grads_seen.clear()  # the gradients of the steps since are no longer the run's
         self._grad_low = self._grad_high = None
-        self._batch_sum, self._batch_count = 0.0, 0
+        self._batch_sum, self._batch_count, self._batches_ratio = 0.0, 0, None
         self.plateau.reset()
         self.history.rolled_back()
         return replace(stall, evidence={**stall.evidence, "rollback": {
@@ -1000,7 +1002,7 @@ class StallMonitor(Callback):
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
             "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "stale_at": self._stale_at,
-            "batches_at": self._batches_at,
+            "batches_ratio": self._batches_ratio,
             "sparse": self._sparse,
             "read_at": self._read_at, "paced_at": self._paced_at,
             "diagnoser": self.diagnoser.state_dict(),
@@ -1021,7 +1023,7 @@ class StallMonitor(Callback):
         self._rollbacks = int(state.get("rollbacks", 0))
         self._alarmed_at = state.get("alarmed_at")
         self._stale_at = state.get("stale_at")
-        self._batches_at = state.get("batches_at")
+        self._batches_ratio = state.get("batches_ratio")
         self._sparse = bool(state.get("sparse", False))
         self._read_at, self._paced_at = state.get("read_at"), state.get("paced_at")
         self.diagnoser.load_state_dict(state["diagnoser"])
