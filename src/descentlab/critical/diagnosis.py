@@ -488,7 +488,8 @@ def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
     params = list(loss.model.parameters())  # shared ones listed once
     return {"samples": loss.n_samples, "eval_mode": switched,
             "precision": str(loss.dtype).replace("torch.", "") + " (autocast off)",
-            "trainable": sum(p.numel() for p in params if p.requires_grad), "parameters": sum(p.numel() for p in params)}
+            "trainable": sum(p.numel() for p in params if p.requires_grad),
+            "parameters": sum(p.numel() for p in params)}
 
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:

@@ -13,9 +13,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
  1    ``diverged``               the loss became non-finite; sharpness at the last good    the largest stable rate there
                                  point
  2    ``no_learning_rate``       the rate is 0, or at most 1e-3 of the largest it has      fix the schedule (or give the
-                                 been; or no weight moved between two checks though lr x   optimizer the model's weights,
-                                 the relative gradient is >= 1e-4 (an optimizer that       or where it holds them, take
-                                 steps none of the model's weights, or never steps)        its step after backward)
+                                 been; or no weight moved between two checks though lr x   optimizer the model's weights;
+                                 the relative gradient is >= 1e-4 (an optimizer that       where it holds them, its step
+                                 steps none of the model's weights, or never steps)        after backward)
  3    ``accumulating_gradient``  the gradient the optimizer stepped with is >= 4x the      zero the gradients before each
                                  norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
                                  included) and grew >= 10x since the run began: gradients
@@ -72,9 +72,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  the loss has come down from where it began (no run
                                  starts at its floor)
 17    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
-                                 seen, or stuck high (above half the initial loss)         restart / noise / a larger model;
-                                                                                           with under 10 % of the
-                                                                                           parameters training, train more
+                                 seen, or stuck high (above half the initial loss)         restart / noise / a larger
+                                                                                           model; with under 10 % of the
+                                                                                           parameters training, more
 18    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
                                  around                                                    rate, momentum, or noise
 19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
@@ -136,8 +136,8 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "network_cause", "off_scale",
-           "unscaled", "held_by_decay", "LR_ZERO",
+           "weights_still", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
+           "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
@@ -213,6 +213,9 @@ SHRUNK = 0.1
 #: A minimum stuck high with under this share of the model's parameters training (``requires_grad``):
 #: the minimum of those few, and the remedy says so (a healthy head-only fine-tune is not stuck high).
 FROZEN_BELOW = 0.1
+#: No weight moved though the optimizer steps at least this share of the model's trainable parameters
+#: (``rate.held``): the loop never steps with a gradient (``no_learning_rate``'s remedy says the order).
+HELD_MOST = 0.5
 #: A rate at least this many times the rate at the loss's best ...
 RATE_RAISED = 2.0
 #: ... with the loss at least this many times that best: the rise threw the loss up (``unstable``).
@@ -476,7 +479,7 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if verdict == "no_learning_rate" and weights_still(evidence) and lr:
         held = _get(evidence, "rate", "held")
-        if held is not None and held >= 0.5:
+        if held is not None and held >= HELD_MOST:
             return (f"take the optimizer's step after each backward (zero_grad, forward, backward, then step): it "
                     f"holds {held:.0%} of this model's parameters, yet at rate {lr:.3g} no weight moved between the "
                     "last two checks (step() not called, or called with the gradients zeroed: zero_grad between "
