@@ -50,10 +50,10 @@ def decay_pull(optimizer: Any, model: nn.Module, names: Sequence[str], theta: to
                steps: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any] | None:
     """The decay's pull on the weights ``theta`` (flat over ``names``) against the loss's
     ``gradient`` there, as the optimizer steps them: ``{"decay": the largest, "decoupled",
-    "pull"}``; ``None`` without decay or with a gradient of 0. ``steps``: the optimizer's
-    per-coordinate step per parameter (:attr:`~descentlab.critical.stability.StabilityRule.steps`,
-    Adam's ``lr / (√v̂ + ε)``), ``None`` for each group's rate (only ratios count, so a common
-    factor drops out). ``modules``: the modules whose own parameters it decays, in order.
+    "pull", "modules": the modules whose own parameters it decays, in order}``; ``None`` without
+    decay or with a gradient of 0. ``steps``: the optimizer's per-coordinate step per parameter
+    (:attr:`~descentlab.critical.stability.StabilityRule.steps`, Adam's ``lr / (√v̂ + ε)``),
+    ``None`` for each group's rate (only ratios count, so a common factor drops out).
     """
     decays, rates, decoupled = group_decays(optimizer, model, names)
     if max(decays, default=0.0) <= 0:

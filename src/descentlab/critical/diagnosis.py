@@ -149,11 +149,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             examination with ``verdict=None``, the evidence so far kept and
             ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
-    evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample), "batches": batches}
-    if batches is not None and biased(evidence) and trains_batch_norm(sample.model):
-        # the tracked loss reads batch-norm's running statistics, the batches' loss the batches' own; early on
-        # the running ones lag, and the two part for that alone: the data's loss as training computes it decides
-        evidence["batches"] = {**batches, "tracked_batch_statistics": float(sample.with_batch_statistics().loss())}
+    evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
+    evidence["batches"] = _batches_evidence(batches, evidence["loss"], sample)
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
     if rate is not None:
@@ -291,11 +288,23 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
     training = sample.with_batch_statistics() if trains_batch_norm(sample.model) else sample  # what a step descends
     gradient = training.loss_and_gradient()[1] if decayed else None
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
-                "batches": batches,
                 "layers": measure_layers(training, gradient, previous=previous, steps_since=steps_since).to_dict()}
+    evidence["batches"] = _batches_evidence(batches, evidence["loss"], training)
     if decayed:
         evidence["decay"] = decay_evidence(optimizer, training, gradient)
     return evidence
+
+
+def _batches_evidence(batches: Mapping[str, float] | None, loss: Mapping[str, Any] | None,
+                      sample: EmpiricalLoss) -> Mapping[str, float] | None:
+    """The batches' record (:meth:`~descentlab.critical.history.RunHistory.batch_record`), with
+    the data's loss as training computes it beside it (``tracked_batch_statistics``, batch-norm on
+    the batch's statistics) where the model trains batch-norm and the record alone reads biased:
+    the tracked loss reads the running statistics, which lag the batches' early on, and the two
+    part for that alone."""
+    if batches is None or not trains_batch_norm(sample.model) or not biased({"batches": batches, "loss": loss}):
+        return batches
+    return {**batches, "tracked_batch_statistics": float(sample.with_batch_statistics().loss())}
 
 
 def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperator:
