@@ -251,7 +251,7 @@ class Diagnoser:
                 good = good.at(history.best_params)
             finding = examine_divergence(good, step=step, checkpoint_step=history.best_step, optimizer=optimizer,
                                          peak_lr=history.peak_lr, loss=history.loss_record(history.best),
-                                         seed=self.seed)
+                                         seed=self.seed, full=self.full_loss(model))
             stall = Stall(step, history.best if history.best is not None else math.inf, None, "non_finite",
                           "diagnosed", finding.verdict, finding.remedy, plain(finding.evidence), diagnosed_at=step)
         except Exception as error:  # a diagnosis must never hide the run's own error

@@ -57,6 +57,7 @@ from descentlab.critical.stability import ring_half_life, sharpness, stability_r
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
+from descentlab.curvature.batches import non_finite_rows
 from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
@@ -371,13 +372,17 @@ def standardized_rate(standardized: EmpiricalLoss, optimizer: Any, *, seed: int 
 
 def examine_divergence(good: EmpiricalLoss, *, step: int, checkpoint_step: int | None, optimizer: Any = None,
                        peak_lr: float | None = None, loss: Mapping[str, float] | None = None,
-                       seed: int = 0) -> Finding:
+                       seed: int = 0, full: EmpiricalLoss | None = None) -> Finding:
     """The ``diverged`` verdict: λ_max and the sharpness at the run's last good parameters
     (``good``: the loss over the sample taken there, :meth:`~descentlab.curvature.EmpiricalLoss.at`;
     ``checkpoint_step``), against the optimizer's stability limit (its state is keyed by the
-    model's parameters, which ``good`` reads but does not change)."""
+    model's parameters, which ``good`` reads but does not change); and the samples whose inputs
+    or targets are not finite, in the training data ``full`` holds in memory (else the sample's):
+    a NaN in the data makes the loss NaN at any rate."""
     evidence: dict[str, Any] = {"diverged": {"step": int(step), "checkpoint_step": checkpoint_step},
                                 "loss": _loss_evidence(loss), "data": _data_evidence(good)}
+    evidence["data"]["non_finite"] = (_non_finite_samples(full, "the training data") if full is not None
+                                      else _non_finite_samples(good, "the monitor's sample"))
     rate = rate_evidence(optimizer, peak_lr)
     evidence["rate"] = rate
     try:
@@ -499,6 +504,16 @@ def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
             "precision": str(loss.dtype).replace("torch.", "") + " (autocast off)",
             "trainable": sum(p.numel() for p in params if p.requires_grad),
             "parameters": sum(p.numel() for p in params)}
+
+
+def _non_finite_samples(loss: EmpiricalLoss, where: str) -> dict[str, Any]:
+    """How many samples of ``loss``'s data (``where``: which data that is) hold a NaN or an
+    infinity in their inputs or targets, of how many."""
+    bad = 0
+    for X, y, _ in loss.batches():
+        rows = non_finite_rows((X, y))
+        bad += 0 if rows is None else int(rows.sum())
+    return {"samples": bad, "of": loss.n_samples, "where": where}
 
 
 def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:

@@ -72,7 +72,7 @@ from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, EXPLAIN_A_RISE, LASTING, STUCK_HIGH,
-                                          SYMMETRIC_SHARE, biased)
+                                          SYMMETRIC_SHARE, biased, non_finite_data)
 from descentlab.engine.callbacks import Callback, LoopState, Request
 from descentlab.monitor_defaults import DEFAULT_BUDGET, DEFAULT_BUDGET_SECONDS, SAMPLE_SIZE
 from descentlab.ranks import all_agree, distributed, rank, smallest, summed, unwrap
@@ -809,9 +809,11 @@ class StallMonitor(Callback):
         run requested (the weights of its last good point put back, the optimizer's state
         forgotten, the rate lowered), at most :data:`MAX_ROLLBACKS` times; the stall says so.
         Under ``torch.distributed`` rank 0's good point, which every rank visited (DDP keeps the
-        weights equal), is put back on every rank."""
+        weights equal), is put back on every rank. Not where the data holds non-finite values:
+        the same batches would make the loss non-finite again."""
         if not all_agree(self.options.apply_remedy and stall.status == "diagnosed" and self.history.best_params
-                         is not None and self.optimizer is not None and self._rollbacks < MAX_ROLLBACKS):
+                         is not None and self.optimizer is not None and self._rollbacks < MAX_ROLLBACKS
+                         and not non_finite_data(stall.evidence)):
             return stall
         self._diverged = False  # the next divergence is diagnosed again
         return replace(self._request_rollback(loop.step, rollback(stall.evidence), stall), remedy_applied="rollback")

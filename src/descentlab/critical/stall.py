@@ -207,7 +207,12 @@ def evidence_text(stall: Stall) -> str:
     if verdict in ("unstable", "diverged"):
         where = ""
         if verdict == "diverged":
-            where = f" at step {(ev.get('diverged') or {}).get('checkpoint_step')}, the last good point"
+            good = (ev.get("diverged") or {}).get("checkpoint_step")
+            where = " (no finite loss read before)" if good is None else f" at step {good}, the last good point"
+            counted = (ev.get("data") or {}).get("non_finite") or {}
+            if counted.get("samples"):
+                return (f"{counted['samples']:,} of {counted['of']:,} samples in {counted['where']} not finite, "
+                        f"lr {rate.get('lr', float('nan')):.3g}")
         if rate.get("sharpness") is None:
             return f"lr {rate.get('lr', float('nan')):.3g}, sharpness not measured{where}"
         top = curv.get("max_eigenvalue")  # not measured under a preconditioned rule at a point that is not critical

@@ -136,7 +136,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
+           "weights_still", "non_finite_data", "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
@@ -409,6 +409,13 @@ def weights_still(evidence: Mapping[str, Any]) -> bool:
             and max(steps, default=0.0) >= STILL_STEP)
 
 
+def non_finite_data(evidence: Mapping[str, Any]) -> int:
+    """How many samples of the data a divergence was examined on hold a NaN or an infinity in
+    their inputs or targets (0 where none, or not counted): a loss made non-finite by its data,
+    which no rate, restart or rollback fixes."""
+    return int(((evidence.get("data") or {}).get("non_finite") or {}).get("samples") or 0)
+
+
 def network_cause(evidence: Mapping[str, Any]) -> str | None:
     """Rows 6-11: a cause in the network or its inputs (``None``: none the evidence shows)."""
     layers = evidence.get("layers") or {}
@@ -528,6 +535,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
             return (f"lower the rate well below {largest:.3g} (at most the largest stable rate here: the budget "
                     "ended the sharpness' measurement at a lower bound already past the limit), or warm it up")
         return f"lower the rate below {largest:.3g} (the largest stable rate here), or warm it up"
+    if verdict == "diverged" and non_finite_data(evidence):
+        counted, good = _get(evidence, "data", "non_finite"), _get(evidence, "diverged", "checkpoint_step")
+        return (f"repair the data: {counted['samples']:,} of the {counted['of']:,} samples in {counted['where']} "
+                f"{'holds' if counted['samples'] == 1 else 'hold'} a NaN or an infinity, and one in a batch makes the "
+                "loss and every weight non-finite at any rate (drop those rows, or torch.nan_to_num); then restart"
+                + (f" from the last good point (step {good})" if good is not None else ""))
     if verdict == "diverged":
         good = _get(evidence, "diverged", "checkpoint_step")
         drop, trend = _get(evidence, "layers", "depth_drop"), _get(evidence, "layers", "depth_trend")
@@ -536,10 +549,17 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                     f"point (an exploding gradient): clip the gradients, re-initialise the layers, or lower the rate"
                     + (f" below {largest:.3g}" if largest else ""))
         if largest and lr and largest < lr:
-            where = f" at step {good}, the last good point" if good is not None else " at the last good point"
+            where = (f" at step {good}, the last good point" if good is not None
+                     else " where it diverged: no finite loss was read before")
             return f"restart with a rate below {largest:.3g} (the largest stable rate{where})"
+        if good is None or _get(evidence, "rate", "sharpness") is None:
+            before = ("no finite loss was read before it diverged" if good is None
+                      else f"the last good point, step {good}, gave no finite sharpness")
+            return (f"restart with a smaller rate or clipped gradients, and check the data and the loss for values "
+                    f"that overflow (a log of 0, a division by 0, extreme inputs): {before}, so whether the rate "
+                    "was past its limit is not known")
         return ("the rate was stable at the last good point: restart from it with a smaller rate or clipped "
-                "gradients, and check the data for extreme values")
+                "gradients, and check the data and the loss for values that overflow (a log of 0, extreme inputs)")
     if verdict == "noise_floor":
         critical_batch = _get(evidence, "noise", "critical_batch")
         batch = _get(evidence, "noise", "batch_size")

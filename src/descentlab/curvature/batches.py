@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_batches", "batch_size", "is_pair", "is_single_batch", "take", "concat", "move", "call", "Fingerprint"]
+__all__ = ["as_batches", "batch_size", "is_pair", "is_single_batch", "take", "concat", "move", "call", "non_finite_rows",
+           "Fingerprint"]
 
 
 def is_pair(data: Any) -> bool:
@@ -91,6 +92,22 @@ def move(X: Any, device: torch.device | str) -> Any:
     if isinstance(X, (tuple, list)):
         return type(X)(move(x, device) for x in X)
     return X
+
+
+def non_finite_rows(X: Any) -> torch.Tensor | None:
+    """Which samples of ``X`` (a tensor, or a tuple, list or dict of them) hold a NaN or an
+    infinity in a floating-point tensor: a boolean per sample, ``None`` where ``X`` has no
+    floating-point tensor (token ids, class indices)."""
+    if torch.is_tensor(X):
+        if not X.is_floating_point() or X.ndim == 0:
+            return None
+        return ~torch.isfinite(X.detach()).flatten(1).all(dim=1) if X.ndim > 1 else ~torch.isfinite(X.detach())
+    values = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()
+    out = None
+    for rows in (non_finite_rows(v) for v in values):
+        if rows is not None:
+            out = rows if out is None or out.shape != rows.shape else out | rows
+    return out
 
 
 def call(model: Any, X: Any) -> Any:
