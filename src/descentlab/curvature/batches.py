@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_batches", "batch_size", "is_pair", "is_single_batch", "take", "concat", "move", "call", "non_finite_rows",
-           "Fingerprint"]
+__all__ = ["as_batches", "batch_size", "is_pair", "is_single_batch", "take", "concat", "move", "call",
+           "non_finite_rows", "Fingerprint"]
 
 
 def is_pair(data: Any) -> bool:
