@@ -58,7 +58,7 @@ from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZE
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.batches import non_finite_rows
-from descentlab.curvature.empirical import mode_dependent_modules, trains_batch_norm
+from descentlab.curvature.empirical import UPCAST, mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
            "lowest_direction", "decay_evidence",
@@ -171,6 +171,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     evidence["gradient"] = {"norm": norm, "loss": value, "source": source,
                             **_recent(recent_gradients, gradient_history)}
     evidence["layers"] = measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()
+    evidence["precision"] = _rounding_evidence(sample, gradient, previous, steps_since)
     mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
 
     def measure_noise() -> NoiseEstimate:
@@ -500,10 +501,29 @@ def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
     of the model's parameters train (``requires_grad``) of all it has."""
     switched = sorted({type(m).__name__ for m in mode_dependent_modules(loss.model) if m.training})
     params = list(loss.model.parameters())  # shared ones listed once
+    measured, held = (str(t).replace("torch.", "") for t in (loss.dtype, loss.params_dtype))
     return {"samples": loss.n_samples, "eval_mode": switched,
-            "precision": str(loss.dtype).replace("torch.", "") + " (autocast off)",
+            "precision": measured + (f" (the model's {held} upcast; " if held != measured else " (") + "autocast off)",
             "trainable": sum(p.numel() for p in params if p.requires_grad),
             "parameters": sum(p.numel() for p in params)}
+
+
+def _rounding_evidence(sample: EmpiricalLoss, gradient: torch.Tensor, previous: Sequence[torch.Tensor] | None,
+                       steps_since: int | None) -> dict[str, Any] | None:
+    """For a model that holds its variables in half precision (:data:`~descentlab.curvature.empirical.UPCAST`):
+    ``still``, the share of the variables' entries with a gradient that did not change at all
+    in the last ``steps_since`` steps (``previous``: their values then), which in float32 every
+    such entry does: a step below half the spacing of the numbers around a weight rounds away
+    (bfloat16 spaces them 2^-8 of the weight apart). ``None`` for other dtypes or no earlier values."""
+    if sample.params_dtype not in UPCAST or previous is None or not steps_since:
+        return None
+    moving = still = 0
+    for now, before, grad in zip(sample.split(sample.point), previous, sample.split(gradient)):
+        pulled = grad != 0
+        moving += int(pulled.sum())
+        still += int((pulled & (now == before.to(now))).sum())
+    return {"dtype": str(sample.params_dtype).replace("torch.", ""), "steps": int(steps_since),
+            "still": still / moving if moving else None, "entries": moving}
 
 
 def _non_finite_samples(loss: EmpiricalLoss, where: str) -> dict[str, Any]:

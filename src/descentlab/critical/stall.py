@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import FROZEN_BELOW, copied, held_by_decay, raised, ringing, shrunk, weights_still
+from descentlab.critical.verdicts import (FROZEN_BELOW, copied, held_by_decay, raised, ringing, rounded_away, shrunk,
+                                          weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -194,6 +195,10 @@ def evidence_text(stall: Stall) -> str:
     rate, noise, grad, curv = (ev.get(k) or {} for k in ("rate", "noise", "gradient", "curvature"))
     loss = ev.get("loss") or {}
     verdict = stall.verdict
+    if verdict == "no_learning_rate" and rate.get("lr") and rounded_away(ev):
+        precision = ev["precision"]
+        return (f"{precision['still']:.0%} of the weights with a gradient still in {precision['dtype']} over "
+                f"{precision['steps']} steps, lr {rate.get('lr'):.3g}")
     if verdict == "no_learning_rate" and rate.get("lr") and weights_still(ev):
         return f"no weight moved at lr {rate.get('lr'):.3g}, |g| {grad.get('norm') or 0.0:.2g}"
     if verdict == "accumulating_gradient":

@@ -15,7 +15,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
  2    ``no_learning_rate``       the rate is 0, or at most 1e-3 of the largest it has      fix the schedule (or give the
                                  been; or no weight moved between two checks though lr x   optimizer the model's weights;
                                  the relative gradient is >= 1e-4 (an optimizer that       where it holds them, its step
-                                 steps none of the model's weights, or never steps)        after backward)
+                                 steps none of the model's weights, or never steps); or,   after backward; rounded away:
+                                 in half precision, >= half the weights with a gradient    float32 weights, a larger
+                                 stood still (their steps round away)                      rate)
  3    ``accumulating_gradient``  the gradient the optimizer stepped with is >= 4x the      zero the gradients before each
                                  norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
                                  included) and grew >= 10x since the run began: gradients
@@ -136,7 +138,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "non_finite_data",
+           "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
@@ -214,6 +216,9 @@ SHRUNK = 0.1
 #: A minimum stuck high with under this share of the model's parameters training (``requires_grad``):
 #: the minimum of those few, and the remedy says so (a healthy head-only fine-tune is not stuck high).
 FROZEN_BELOW = 0.1
+#: A model in half precision whose entries with a gradient stood still at least this share of them
+#: over the last interval: its steps round away (``precision.still``; float32 moves them all).
+ROUNDED_MOST = 0.5
 #: No weight moved though the optimizer steps at least this share of the model's trainable parameters
 #: (``rate.held``): the loop never steps with a gradient (``no_learning_rate``'s remedy says the order).
 HELD_MOST = 0.5
@@ -300,7 +305,8 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
     if evidence.get("diverged"):
         return "diverged"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
-    if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)):
+    if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)
+                           or rounded_away(evidence)):
         return "no_learning_rate"
     if accumulating(evidence):
         return "accumulating_gradient"
@@ -410,6 +416,15 @@ def weights_still(evidence: Mapping[str, Any]) -> bool:
             and max(steps, default=0.0) >= STILL_STEP)
 
 
+def rounded_away(evidence: Mapping[str, Any]) -> bool:
+    """The model holds its weights in half precision and at least :data:`ROUNDED_MOST` of the
+    entries with a gradient stood still over the last interval (``precision.still``): the steps
+    are below half the spacing of the numbers around the weights and round away, which a rate
+    as such does not explain (in float32 the same steps move every one)."""
+    still = _get(evidence, "precision", "still")
+    return still is not None and still >= ROUNDED_MOST
+
+
 def non_finite_data(evidence: Mapping[str, Any]) -> int:
     """How many samples of the data a divergence was examined on hold a NaN or an infinity in
     their inputs or targets (0 where none, or not counted): a loss made non-finite by its data,
@@ -485,6 +500,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         raise ValueError(f"unknown verdict {verdict!r}; valid: {', '.join(VERDICTS)}")
     largest = _get(evidence, "rate", "largest_stable_lr")
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
+    if verdict == "no_learning_rate" and rounded_away(evidence) and lr:
+        precision = evidence["precision"]
+        return (f"keep the weights in float32 (autocast the forward to {precision['dtype']} instead of converting "
+                f"the model), or raise the rate: {precision['still']:.0%} of the weights with a gradient did not "
+                f"move in the last {precision['steps']} steps at rate {lr:.3g}, their steps below half the spacing "
+                f"of {precision['dtype']} numbers around them (rounded away)")
     if verdict == "no_learning_rate" and weights_still(evidence) and lr:
         held = _get(evidence, "rate", "held")
         if held is not None and held >= HELD_MOST:

@@ -63,7 +63,8 @@ from descentlab.curvature.losses import apply_loss, is_model_loss
 from descentlab.openmp import threads_for
 from descentlab.params import Layout
 
-__all__ = ["EmpiricalLoss", "REDUCTIONS", "mode_dependent_modules", "select_parameters", "trains_batch_norm"]
+__all__ = ["EmpiricalLoss", "REDUCTIONS", "UPCAST", "mode_dependent_modules", "select_parameters",
+           "trains_batch_norm"]
 
 #: ``reduction`` values: how ``loss_fn`` reduces over the samples of its batch.
 REDUCTIONS = ("mean", "sum")
@@ -80,7 +81,8 @@ class EmpiricalLoss:
     """The loss of ``model`` over all of ``data`` at a snapshot of its parameters.
 
     Args:
-        model: any ``nn.Module``; its device and dtype (of the first selected parameter) are used.
+        model: any ``nn.Module``; its device and dtype (of the first selected parameter) are used,
+            float32 for a half-precision one (:data:`UPCAST`).
         loss_fn: ``loss_fn(output, target)``, the mean (or the sum, see ``reduction``) of the
             per-sample losses of a batch.
         data: one ``(X, y)`` pair, or an iterable of ``(X, y)`` batches (a ``DataLoader``).
@@ -177,9 +179,11 @@ class EmpiricalLoss:
         """Take ``names`` as the variables and snapshot them and everything else the model reads."""
         self.names: tuple[str, ...] = names
         chosen = set(names)
+        #: the dtype the model holds its variables in; :attr:`dtype` is the one measured in
+        self.params_dtype = values[names[0]].dtype
         # The snapshot: the quantity is taken at these values, whatever the model does next.
-        self._point = tuple(values[n].detach().clone() for n in names)
-        self._fixed = {n: t.detach().clone() for n, t in values.items() if n not in chosen}
+        self._point = tuple(_measured(values[n]) for n in names)
+        self._fixed = {n: _measured(t) for n, t in values.items() if n not in chosen}
         #: how the flat vector splits into the variables (:mod:`descentlab.params`)
         self.layout = Layout(names, tuple(p.shape for p in self._point))
         self.param_shapes: tuple[torch.Size, ...] = self.layout.shapes
@@ -383,7 +387,11 @@ class EmpiricalLoss:
         """The loss over all data at the model's *current* parameters, read in place: not at the
         snapshot, and without one (no copy, no functional call), in this quantity's modes. What
         a monitor reads at every check: on a small model the snapshot's copy and the functional
-        call cost several times the forward pass itself (``bench/RESULTS.md``, zoo)."""
+        call cost several times the forward pass itself (``bench/RESULTS.md``, zoo). A model that
+        holds its variables in half precision is read at a float32 snapshot instead (see
+        :data:`UPCAST`)."""
+        if self.params_dtype != self.dtype:
+            return self.refreshed().loss()
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         with torch.no_grad(), threads_for(self.work):
             for X, y, w in self.batches():
@@ -634,6 +642,19 @@ def trains_batch_norm(model: nn.Module) -> bool:
     """Some batch-norm layer of ``model`` is in training mode: a training step normalises by the
     batch there, so its function is :meth:`EmpiricalLoss.with_batch_statistics`'s, not eval mode's."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+
+
+#: Parameters held in these dtypes are measured in float32: a half-precision loss is quantized
+#: (bfloat16 spaces its numbers 0.0156 apart at a loss of 2.3, so a plateau test reads a flat line),
+#: and a Hessian-vector product or a Lanczos run in it is noise. What the model computes in
+#: training (its rounding, the steps it rounds away) is the loop's; what is measured is the loss at
+#: the same point in float32, as a loop under autocast keeps its master weights.
+UPCAST = (torch.float16, torch.bfloat16)
+
+
+def _measured(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` to measure with: float32 for a half-precision tensor (:data:`UPCAST`)."""
+    return t.detach().float() if t.dtype in UPCAST else t.detach().clone()
 
 
 def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Module]:
