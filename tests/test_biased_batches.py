@@ -148,3 +148,39 @@ def test_batch_norm_whose_running_statistics_lag_its_batches_is_not_told_biased_
     # the data, as training computes it, is near the batches (not 5x above them, as on the running statistics)
     assert trained < 2 * record["batch_loss"] and record["tracked"] > 4 * record["batch_loss"]
     assert [s.verdict for s in monitor.stalls] == []
+
+
+def test_batch_norm_fitted_to_one_batch_is_told_biased_batches_on_the_batch_statistics_too():
+    """The same CNN trained on one batch of 32, drawn once before the loop: on the batch's own
+    statistics too (the data as training computes it, measured here on all the data in batches of
+    32 on a copy) the data's loss stays far above the batch's. The record, checked on the batch
+    statistics before a diagnosis is asked, names it."""
+    from copy import deepcopy
+
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(32 * 64, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=32, max_stalls=1)
+    index = torch.randperm(len(X), generator=torch.Generator().manual_seed(1))[:32]
+    for step in range(1, 301):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        if monitor.update(step, loss.detach(), model) is not None:
+            break
+    stall = monitor.stalls[0]
+    copy = deepcopy(model).train()  # the oracle: all the data, each batch of 32 on its own statistics
+    with torch.no_grad():
+        trained = sum(F.cross_entropy(copy(X[i:i + 32]), y[i:i + 32], reduction="sum").item()
+                      for i in range(0, len(X), 32)) / len(X)
+        batch = F.cross_entropy(copy(X[index]), y[index]).item()
+    assert stall.verdict == "biased_batches"
+    assert trained > 5 * batch
+    assert stall.evidence["batches"]["tracked_batch_statistics"] > 5 * stall.evidence["batches"]["batch_loss"]

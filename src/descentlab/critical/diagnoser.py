@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.critical.diagnosis import (FULL_DATA_LIMIT, examine, examine_divergence, look_evidence,
-                                          lowest_direction, standardized_rate)
+from descentlab.critical.diagnosis import (FULL_DATA_LIMIT, batches_evidence, examine, examine_divergence,
+                                          look_evidence, lowest_direction, standardized_rate)
 from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
@@ -36,9 +36,10 @@ from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
-from descentlab.critical.verdicts import decide_without_curvature, shrunk
+from descentlab.critical.verdicts import biased, decide_without_curvature, shrunk
 from descentlab.critical.layer_signals import first_floating
 from descentlab.curvature import EmpiricalLoss, HessianOperator
+from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
@@ -240,6 +241,18 @@ class Diagnoser:
         self._tracked = self._over(self._tracked, model, self.tracked_size)
         evidence = look_evidence(self._tracked[0], **_from_history(history, tracked), optimizer=optimizer)
         return decide_without_curvature(evidence), evidence["layers"]["gradient_norm"]
+
+    def batches_confirmed(self, model: nn.Module, history: RunHistory, tracked: float) -> bool:
+        """Whether the batches' record, which reads biased on its own, still does beside the data's
+        loss as training computes it, batch-norm on the batch's statistics, on the tracked samples
+        (:func:`~descentlab.critical.diagnosis.batches_evidence`, the check the look and the
+        examination make: one forward pass, asked before a diagnosis is). ``True`` at once for a
+        model that does not train batch-norm."""
+        if not trains_batch_norm(model):
+            return True
+        self._tracked = self._over(self._tracked, model, self.tracked_size)
+        loss = history.loss_record(tracked)
+        return biased({"batches": batches_evidence(history.batch_record(), loss, self._tracked[0]), "loss": loss})
 
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the

@@ -61,6 +61,7 @@ from descentlab.curvature.batches import non_finite_rows
 from descentlab.curvature.empirical import UPCAST, mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
+           "batches_evidence",
            "lowest_direction", "decay_evidence",
            "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
@@ -151,7 +152,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
-    evidence["batches"] = _batches_evidence(batches, evidence["loss"], sample)
+    evidence["batches"] = batches_evidence(batches, evidence["loss"], sample)
     rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps)
     evidence["rate"] = rate
     if rate is not None:
@@ -291,13 +292,13 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
     gradient = training.loss_and_gradient()[1] if decayed else None
     evidence = {"loss": _loss_evidence(loss), "gradient": _recent(recent_gradients, gradient_history),
                 "layers": measure_layers(training, gradient, previous=previous, steps_since=steps_since).to_dict()}
-    evidence["batches"] = _batches_evidence(batches, evidence["loss"], training)
+    evidence["batches"] = batches_evidence(batches, evidence["loss"], training)
     if decayed:
         evidence["decay"] = decay_evidence(optimizer, training, gradient)
     return evidence
 
 
-def _batches_evidence(batches: Mapping[str, float] | None, loss: Mapping[str, Any] | None,
+def batches_evidence(batches: Mapping[str, float] | None, loss: Mapping[str, Any] | None,
                       sample: EmpiricalLoss) -> Mapping[str, float] | None:
     """The batches' record (:meth:`~descentlab.critical.history.RunHistory.batch_record`), with
     the data's loss as training computes it beside it (``tracked_batch_statistics``, batch-norm on

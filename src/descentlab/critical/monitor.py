@@ -513,7 +513,7 @@ class StallMonitor(Callback):
             bounce = None  # seen on some ranks only: no alarm on any
         if trend is None and self._pending is None and all_agree(self._stale_gradient(step, model)):
             trend, reason = _at_once(tracked), "stale"
-        if trend is None and self._pending is None and all_agree(self._batches_astray()):
+        if trend is None and self._pending is None and all_agree(self._batches_astray(model, tracked)):
             trend, reason = _at_once(tracked), "batches"
         since = self.history.lr_zero_since
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
@@ -690,13 +690,17 @@ class StallMonitor(Callback):
         self._stale_at = step
         return low >= ACCUMULATED * self.diagnoser.sample_gradient_norm(model)
 
-    def _batches_astray(self) -> bool:
+    def _batches_astray(self, model: nn.Module, tracked: float) -> bool:
         """The loop's batch losses have fallen to :data:`~descentlab.critical.verdicts.BATCH_RATIO`
-        of their first ratio to the tracked loss, which is still up (the history's record alone: no
-        computation): a loop fitting batches that are not the data is named when it shows, not at
-        a plateau two windows later. Told once: not while the last stall named them; asked again
-        only once the ratio has halved since it last asked (the diagnosis may not confirm it:
-        batch-norm's running statistics lag its batches' early on, for a whole run at times)."""
+        of their first ratio to the tracked loss, which is still up (the history's record: no
+        computation), and, for a model that trains batch-norm, still do beside the tracked samples'
+        loss on the batch's statistics (one forward pass,
+        :meth:`~descentlab.critical.diagnoser.Diagnoser.batches_confirmed`: batch-norm's running
+        statistics lag its batches' early on, for a whole run at times; the diagnosis it would ask
+        for cost the healthy ResNet of ``bench/scale.py`` 0.5 s to decline): a loop fitting batches
+        that are not the data is named when it shows, not at a plateau two windows later. Told
+        once: not while the last stall named them; asked again only once the ratio has halved
+        since it last asked."""
         if self.stalls and self.stalls[-1].verdict == "biased_batches":
             return False
         record = self.history.batch_record()
@@ -705,7 +709,7 @@ class StallMonitor(Callback):
         if not astray or self._batches_ratio is not None and record["ratio"] > 0.5 * self._batches_ratio:
             return False
         self._batches_ratio = record["ratio"]
-        return True
+        return self.diagnoser.batches_confirmed(model, self.history, tracked)
 
     def _network_suspect(self, tracked: float, progress: float | None) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the first check
