@@ -32,7 +32,10 @@ the model's own modules, and from the gradient the diagnosis has already measure
   out, their spread being how rarely they move;
 * **outputs** — a bounded function built into the model's outputs (a sigmoid, tanh or softmax
   as its last operation) and the floor it puts under the loss
-  (:func:`~descentlab.critical.output_floor.output_bound`).
+  (:func:`~descentlab.critical.output_floor.output_bound`);
+* **targets** — for floating-point targets shaped like the outputs (a regression), their
+  root-mean-square against the outputs' (:class:`TargetScales`): targets in raw units (prices in
+  dollars) ask the last layer for weights and a bias 1e5 times their initial scale.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
 from descentlab.ranks import largest_each
 
-__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "LayerSignals",
+__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "TargetScales", "LayerSignals",
            "measure_layers", "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
@@ -160,6 +163,27 @@ class InputScales:
 
 
 @dataclass(frozen=True)
+class TargetScales:
+    """Floating-point targets shaped like the model's outputs, over the sample.
+
+    Attributes:
+        rms: the targets' root-mean-square, ``sqrt(mean(y²))``.
+        mean, std: their mean and spread (over every entry).
+        outputs_rms: the model's outputs' root-mean-square at the point.
+    """
+
+    rms: float
+    mean: float
+    std: float
+    outputs_rms: float
+
+    @property
+    def ratio(self) -> float:
+        """How many times the targets' size is the outputs' (infinite for outputs of 0)."""
+        return self.rms / self.outputs_rms if self.outputs_rms > 0 else math.inf
+
+
+@dataclass(frozen=True)
 class LayerSignals:
     """Everything :func:`measure_layers` found (see the module docstring).
 
@@ -177,6 +201,8 @@ class LayerSignals:
             read from: exactly 0 where no gradient step can move the loss at all.
         outputs: what bounds the model's outputs and the floor it puts under the loss (``None``:
             nothing built in bounds them, or a loss the model computes itself).
+        targets: the regression targets' size against the outputs' (``None``: targets that are
+            not floating point or not shaped like the outputs).
     """
 
     layers: tuple[LayerGradient, ...]
@@ -187,6 +213,7 @@ class LayerSignals:
     batch_statistics: bool = False
     gradient_norm: float | None = None
     outputs: OutputBound | None = None
+    targets: TargetScales | None = None
 
     @property
     def depth_drop(self) -> float | None:
@@ -219,7 +246,8 @@ class LayerSignals:
                 "depth_drop": self.depth_drop, "depth_trend": self.depth_trend, "recurrent": self.recurrent,
                 "notes": list(self.notes), "batch_statistics": self.batch_statistics,
                 "gradient_norm": self.gradient_norm,
-                "outputs": None if self.outputs is None else asdict(self.outputs)}
+                "outputs": None if self.outputs is None else asdict(self.outputs),
+                "targets": None if self.targets is None else {**asdict(self.targets), "ratio": self.targets.ratio}}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
@@ -320,8 +348,24 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
     recurrent = any(n > 1 for n in applied.values()) or any(isinstance(m, (nn.RNNBase, nn.RNNCellBase))
                                                           for m in model.modules())
     outputs = None if loss.model_loss else output_bound(out, y, loss.loss_fn, bounded[0])
+    targets = None if loss.model_loss else target_scales(out, y)
     return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics,
-                        float(gradient.norm()), outputs)
+                        float(gradient.norm()), outputs, targets)
+
+
+def target_scales(outputs: Any, y: Any) -> TargetScales | None:
+    """:class:`TargetScales` of targets ``y`` against the model's ``outputs`` on the same samples
+    (over every rank's share), ``None`` unless both are floating-point tensors of one shape."""
+    if not (torch.is_tensor(outputs) and torch.is_tensor(y) and y.is_floating_point()
+            and outputs.is_floating_point() and outputs.shape == y.shape and y.numel() > 1):
+        return None
+    y, out = y.detach().double(), outputs.detach().double()
+    sums = EmpiricalLoss.allreduce(torch.stack([y.new_tensor(float(y.numel())), y.sum(), (y * y).sum(),
+                                                (out * out).sum()]))
+    n, total, squares, out_squares = sums.tolist()
+    mean = total / n
+    return TargetScales(rms=math.sqrt(squares / n), mean=mean, std=math.sqrt(max(squares / n - mean * mean, 0.0)),
+                        outputs_rms=math.sqrt(out_squares / n))
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from descentlab.critical.verdicts import (FROZEN_BELOW, copied, held_by_decay, raised, ringing, rounded_away, shrunk,
-                                          weights_still)
+                                          unscaled, unscaled_targets, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -287,6 +287,10 @@ def evidence_text(stall: Stall) -> str:
         return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "
                 f"({out.get('family')}): {out.get('loss')} floor {out.get('floor') or math.nan:.3g}, loss "
                 f"{out.get('value') or math.nan:.3g}")
+    if verdict == "unscaled_inputs" and unscaled_targets(layers.get("targets")) and not unscaled(layers.get("inputs")):
+        targets = layers["targets"]
+        return (f"targets' root-mean-square {targets['rms']:.3g}, {targets['ratio']:.3g}x the outputs' "
+                f"{targets['outputs_rms']:.3g}")
     if verdict == "unscaled_inputs":
         inputs = layers.get("inputs") or {}
         return (f"input spreads {inputs.get('std_min', float('nan')):.3g} to {inputs.get('std_max', float('nan')):.3g}, "

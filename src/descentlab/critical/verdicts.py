@@ -49,10 +49,11 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
 10    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
                                  layer to the input, steadily, over >= 3 weight layers;    right gain, ReLU/GELU
                                  stuck high
-11    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs
-                                 and standardizing them lowers the inputs' condition
+11    ``unscaled_inputs``        input spreads spanning >= 100x or far from unit scale,    standardize the inputs (or the
+                                 and standardizing them lowers the inputs' condition       targets)
                                  number >= 1,000x (their factor of the first layer's
-                                 Hessian)
+                                 Hessian); or, stuck high, regression targets >= 30 in
+                                 root-mean-square and >= 100x the outputs'
 12    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
@@ -140,7 +141,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
            "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
-           "network_cause", "off_scale", "unscaled", "held_by_decay", "LR_ZERO",
+           "network_cause", "off_scale", "unscaled", "unscaled_targets", "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
@@ -259,6 +260,9 @@ FLOOR_HELD = 0.8
 INPUT_SPAN = 100.0
 #: ... or a typical spread (or mean over spread) beyond this factor from 1 ...
 INPUT_SCALE = 30.0
+#: Regression targets this many times the model's outputs (root-mean-square), themselves
+#: :data:`INPUT_SCALE` or more from unit scale: in raw units (house prices ~2e5 against outputs ~0.3).
+TARGET_RATIO = 100.0
 #: ... and standardizing them lowers the condition number of their second moment at least this much.
 INPUT_CONDITION = 1e3
 
@@ -454,7 +458,7 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
         return "saturated_units"
     if stuck and drop is not None and drop >= DEPTH_ORDERS and steadily:
         return "vanishing_gradient"
-    if unscaled(layers.get("inputs")):
+    if unscaled(layers.get("inputs")) or stuck and unscaled_targets(layers.get("targets")):
         return "unscaled_inputs"
     return None
 
@@ -486,6 +490,16 @@ def unscaled(inputs: Mapping[str, Any] | None) -> bool:
     if raw is None or standardized is None or not standardized > 0:
         return False
     return bool(raw / standardized >= INPUT_CONDITION if math.isfinite(raw) else math.isfinite(standardized))
+
+
+def unscaled_targets(targets: Mapping[str, Any] | None) -> bool:
+    """Regression targets whose root-mean-square is :data:`INPUT_SCALE` or more and
+    :data:`TARGET_RATIO` times the model's outputs' or more: the last layer is asked for weights
+    and a bias that many times their scale, which steps sized for its initial weights take
+    forever to reach (a relative gradient test then reads the huge loss as a critical point)."""
+    if not targets:
+        return False
+    return bool(targets["rms"] >= INPUT_SCALE and targets["ratio"] >= TARGET_RATIO)
 
 
 def _loss_rising(evidence: Mapping[str, Any]) -> bool:
@@ -629,6 +643,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return f"{where}: clip the gradients, lower the rate or warm it up, or re-initialise the layers"
     if verdict == "bounded_outputs" and layers.get("outputs"):
         return _unbound(layers["outputs"])
+    if verdict == "unscaled_inputs" and unscaled_targets(layers.get("targets")) and not unscaled(layers.get("inputs")):
+        targets = layers["targets"]
+        return (f"standardize the targets: train on (y - {targets['mean']:.3g}) / {targets['std']:.3g} and scale the "
+                f"predictions back (their root-mean-square is {targets['rms']:.3g}, {targets['ratio']:.3g}x the "
+                f"outputs' {targets['outputs_rms']:.3g}: the last layer would need weights that many times its "
+                "own), or start the output bias at the targets' mean")
     if verdict == "unscaled_inputs" and layers.get("inputs"):
         inputs = layers["inputs"]
         return (f"standardize the inputs (spreads from {inputs['std_min']:.3g} to {inputs['std_max']:.3g}; "
