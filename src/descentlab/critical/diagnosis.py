@@ -61,8 +61,7 @@ from descentlab.curvature.batches import non_finite_rows
 from descentlab.curvature.empirical import UPCAST, mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
-           "batches_evidence",
-           "lowest_direction", "decay_evidence",
+           "batches_evidence", "lowest_direction", "decay_evidence",
            "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
@@ -299,7 +298,7 @@ def look_evidence(sample: EmpiricalLoss, *, loss: Mapping[str, float] | None = N
 
 
 def batches_evidence(batches: Mapping[str, float] | None, loss: Mapping[str, Any] | None,
-                      sample: EmpiricalLoss) -> Mapping[str, float] | None:
+                     sample: EmpiricalLoss) -> Mapping[str, float] | None:
     """The batches' record (:meth:`~descentlab.critical.history.RunHistory.batch_record`), with
     the data's loss as training computes it beside it (``tracked_batch_statistics``, batch-norm on
     the batch's statistics) where the model trains batch-norm and the record alone reads biased:

@@ -54,8 +54,9 @@ from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
 from descentlab.ranks import largest_each
 
-__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "TargetScales", "LayerSignals",
-           "measure_layers", "input_scales", "first_floating", "FAMILIES", "FLAT_SLOPE", "MOST_SAMPLES"]
+__all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "TargetScales",
+           "LayerSignals", "measure_layers", "input_scales", "target_scales", "first_floating", "FAMILIES",
+           "FLAT_SLOPE", "MOST_SAMPLES"]
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
 FLAT_SLOPE = 0.02

@@ -68,6 +68,12 @@ __all__ = ["EmpiricalLoss", "REDUCTIONS", "UPCAST", "mode_dependent_modules", "s
 
 #: ``reduction`` values: how ``loss_fn`` reduces over the samples of its batch.
 REDUCTIONS = ("mean", "sum")
+#: Parameters held in these dtypes are measured in float32: a half-precision loss is quantized
+#: (bfloat16 spaces its numbers 0.0156 apart at a loss of 2.3, so a plateau test reads a flat line),
+#: and a Hessian-vector product or a Lanczos run in it is noise. What the model computes in
+#: training (its rounding, the steps it rounds away) is the loop's; what is measured is the loss at
+#: the same point in float32, as a loop under autocast keeps its master weights.
+UPCAST = (torch.float16, torch.bfloat16)
 
 _CHANGED_DATA = (
     "data gave different samples on pass {passes} than on the first ({now} vs {first} samples, or the same count "
@@ -642,14 +648,6 @@ def trains_batch_norm(model: nn.Module) -> bool:
     """Some batch-norm layer of ``model`` is in training mode: a training step normalises by the
     batch there, so its function is :meth:`EmpiricalLoss.with_batch_statistics`'s, not eval mode's."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
-
-
-#: Parameters held in these dtypes are measured in float32: a half-precision loss is quantized
-#: (bfloat16 spaces its numbers 0.0156 apart at a loss of 2.3, so a plateau test reads a flat line),
-#: and a Hessian-vector product or a Lanczos run in it is noise. What the model computes in
-#: training (its rounding, the steps it rounds away) is the loop's; what is measured is the loss at
-#: the same point in float32, as a loop under autocast keeps its master weights.
-UPCAST = (torch.float16, torch.bfloat16)
 
 
 def _measured(t: torch.Tensor) -> torch.Tensor:
