@@ -58,8 +58,8 @@ def test_a_half_precision_model_is_measured_in_float32_at_its_point_and_left_as_
     op = HessianOperator(model, F.cross_entropy, (X, y))
     dense = op @ torch.eye(op.n_params, dtype=op.dtype)
     top = torch.linalg.eigvalsh(H.double())
-    measured = torch.linalg.eigvalsh(((dense + dense.T) / 2).double())
-    assert torch.allclose(measured, top, atol=1e-4 * float(top.abs().max()))
+    eigenvalues = torch.linalg.eigvalsh(((dense + dense.T) / 2).double())
+    assert torch.allclose(eigenvalues, top, atol=1e-4 * float(top.abs().max()))
     assert all(p.dtype == dtype and torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
