@@ -53,7 +53,7 @@ from descentlab.critical.decay import decay_pull, decayed_escape_curvature, has_
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.stability import ring_half_life, sharpness, stability_rule
+from descentlab.critical.stability import eps_bound_share, ring_half_life, sharpness, stability_rule
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
@@ -344,6 +344,9 @@ def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], opti
     value, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
     rate.update(_rate_fields(rule, value, products), batch_statistics=trains_batch_norm(sample.model),
                 converged=converged)
+    bound = eps_bound_share(optimizer) if rule.preconditioned else None
+    if bound is not None:
+        rate.update(eps=bound[0], eps_bound=bound[1])
     if top is None and not rule.preconditioned and rule.lr > 0:
         top = value / (rule.lr * rule.scale)
     return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,

@@ -53,8 +53,8 @@ from torch import nn
 
 from descentlab.curvature import lanczos
 
-__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "awaits_state", "stability_operator",
-           "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit", "ring_half_life"]
+__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "awaits_state", "eps_bound_share",
+           "stability_operator", "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit", "ring_half_life"]
 
 #: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
 #: its rule reads (Adam's, RMSprop's, Adagrad's: :func:`stability_rule`).
@@ -139,6 +139,29 @@ def awaits_state(optimizer: Any) -> bool:
     against (:func:`stability_rule` would fall back to gradient descent's, another quantity)."""
     inner = innermost(optimizer)
     return any(option in inner.param_groups[0] and not _has_state(inner, option) for option in _ADAPTIVE_STATE)
+
+
+def eps_bound_share(optimizer: Any) -> tuple[float, float] | None:
+    """For Adam's kind (``betas``, ``eps`` and ``exp_avg_sq``): ``(eps, share)``, the share of
+    the coordinates a gradient has reached (√v̂ > 0) whose √v̂ is at most ``eps``, where the
+    denominator √v̂ + ε is mostly ε and the method steps as momentum SGD at ``lr / eps`` (ε = 1
+    makes Adam SGD at its own small rate). ``None`` for other optimizers or before the first step."""
+    inner = innermost(optimizer)
+    if not all("betas" in group and "eps" in group for group in inner.param_groups):
+        return None
+    bound = total = 0
+    for group in inner.param_groups:
+        beta2 = float(group["betas"][1])
+        for p in group["params"]:
+            state = inner.state.get(p, {})
+            if "exp_avg_sq" not in state:
+                continue
+            t = float(state["step"]) if "step" in state else float(group.get("step", 1.0))
+            root = (state["exp_avg_sq"] / (1.0 - beta2 ** t)).sqrt()
+            seen = root > 0  # a coordinate no gradient reached (an embedding row never looked up) steps 0 anyway
+            bound += int((seen & (root <= float(group["eps"]))).sum())
+            total += int(seen.sum())
+    return (float(inner.param_groups[0]["eps"]), bound / total) if total else None
 
 
 def _has_state(inner: Any, option: str) -> bool:

@@ -80,7 +80,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                                                                            parameters training, more
 18    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
                                  around                                                    rate, momentum, or noise
-19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum
+19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum (Adam
+                                                                                           whose eps swamps √v̂: a lower
+                                                                                           eps)
 ====  =========================  ========================================================  =================================
 
 Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an optimizer
@@ -139,7 +141,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data",
+           "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data", "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "unscaled_targets", "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
@@ -220,6 +222,9 @@ FROZEN_BELOW = 0.1
 #: A model in half precision whose entries with a gradient stood still at least this share of them
 #: over the last interval: its steps round away (``precision.still``; float32 moves them all).
 ROUNDED_MOST = 0.5
+#: Adam's eps at least √v̂ on this share of the coordinates: its denominator is eps, and it steps as
+#: momentum SGD at lr/eps (``rate.eps_bound``, :func:`~descentlab.critical.stability.eps_bound_share`).
+EPS_BOUND = 0.5
 #: No weight moved though the optimizer steps at least this share of the model's trainable parameters
 #: (``rate.held``): the loop never steps with a gradient (``no_learning_rate``'s remedy says the order).
 HELD_MOST = 0.5
@@ -427,6 +432,13 @@ def rounded_away(evidence: Mapping[str, Any]) -> bool:
     as such does not explain (in float32 the same steps move every one)."""
     still = _get(evidence, "precision", "still")
     return still is not None and still >= ROUNDED_MOST
+
+
+def eps_bound(evidence: Mapping[str, Any]) -> bool:
+    """Adam's eps is at least √v̂ on :data:`EPS_BOUND` of the coordinates (``rate.eps_bound``):
+    its per-coordinate scaling is gone, and its steps are momentum SGD's at lr/eps."""
+    share = _get(evidence, "rate", "eps_bound")
+    return share is not None and share >= EPS_BOUND
 
 
 def non_finite_data(evidence: Mapping[str, Any]) -> int:
@@ -658,6 +670,13 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         where = ", ".join(f"{layer['copies']:.0%} of the units of {layer['name']!r}" for layer in copied(evidence)[:3])
         return (f"{where} are copies of another unit: re-initialise those layers with random weights (equal units "
                 "get equal gradients and stay equal, so the layer acts as one unit), or add gradient noise")
+    if verdict == "slow" and eps_bound(evidence) and lr:
+        eps = _get(evidence, "rate", "eps")
+        return (f"lower Adam's eps (now {eps:.3g}; 1e-8 is the default): it is at least sqrt(v_hat) on "
+                f"{_get(evidence, 'rate', 'eps_bound'):.0%} of the coordinates a gradient reached, so the denominator "
+                "is eps and Adam "
+                f"steps as momentum SGD at lr/eps = {lr / eps:.3g}, its per-coordinate scaling gone"
+                + (f"; or raise the rate toward {largest:.3g} (the largest stable rate here)" if largest else ""))
     if verdict == "slow" and shrunk(evidence):
         return (f"the optimizer stepped with a gradient at most {_get(evidence, 'gradient', 'loop_high_ratio'):.2g}x "
                 f"a fresh batch's here ({_get(evidence, 'gradient', 'loop_high'):.3g} against "
