@@ -500,8 +500,9 @@ def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float
 def _data_evidence(loss: EmpiricalLoss) -> dict[str, Any]:
     """The samples measured on, the modules the data layer evaluated in eval mode although the
     model had them in training mode (the mode is part of what was measured), the precision
-    (the parameters' dtype: the loop's autocast is off while the monitor measures), and how many
-    of the model's parameters train (``requires_grad``) of all it has."""
+    measured in (the parameters' dtype, float32 for a half-precision model: the loop's autocast is
+    off while the monitor measures), and how many of the model's parameters train
+    (``requires_grad``) of all it has."""
     switched = sorted({type(m).__name__ for m in mode_dependent_modules(loss.model) if m.training})
     params = list(loss.model.parameters())  # shared ones listed once
     measured, held = (str(t).replace("torch.", "") for t in (loss.dtype, loss.params_dtype))

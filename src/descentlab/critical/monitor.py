@@ -704,8 +704,7 @@ class StallMonitor(Callback):
         if self.stalls and self.stalls[-1].verdict == "biased_batches":
             return False
         record = self.history.batch_record()
-        astray = biased({"batches": record, "loss": self.history.loss_record(
-            self.history.tracked[-1][1] if self.history.tracked else None)})
+        astray = biased({"batches": record, "loss": self.history.loss_record(tracked)})
         if not astray or self._batches_ratio is not None and record["ratio"] > 0.5 * self._batches_ratio:
             return False
         self._batches_ratio = record["ratio"]

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import (FROZEN_BELOW, copied, held_by_decay, raised, ringing, rounded_away, shrunk,
-                                          unscaled, unscaled_targets, weights_still)
+from descentlab.critical.verdicts import (copied, held_by_decay, mostly_frozen, raised, ringing, rounded_away, shrunk,
+                                          targets_not_inputs, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -244,10 +244,8 @@ def evidence_text(stall: Stall) -> str:
         return f"lambda_max {curv.get('max_eigenvalue', float('nan')):.3g} < 0, |g| {grad.get('norm', float('nan')):.2g}"
     if verdict == "minimum":
         where = "stuck high" if loss.get("stuck_high") else ("the best seen" if loss.get("near_best") else "above the best seen")
-        data = ev.get("data") or {}
-        if loss.get("stuck_high") and data.get("parameters") and data.get("trainable") is not None and \
-                data["trainable"] < FROZEN_BELOW * data["parameters"]:
-            where += f" ({data['trainable']:,} of {data['parameters']:,} parameters train)"
+        if mostly_frozen(ev):
+            where += f" ({ev['data']['trainable']:,} of {ev['data']['parameters']:,} parameters train)"
         lowest = curv.get("min_eigenvalue", float("nan"))
         if curv.get("degenerate"):
             return f"lambda_min {lowest:.2g} ~ 0 in {curv.get('dtype')} (probed: no descent), loss {where}"
@@ -287,7 +285,7 @@ def evidence_text(stall: Stall) -> str:
         return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "
                 f"({out.get('family')}): {out.get('loss')} floor {out.get('floor') or math.nan:.3g}, loss "
                 f"{out.get('value') or math.nan:.3g}")
-    if verdict == "unscaled_inputs" and unscaled_targets(layers.get("targets")) and not unscaled(layers.get("inputs")):
+    if verdict == "unscaled_inputs" and targets_not_inputs(ev):
         targets = layers["targets"]
         return (f"targets' root-mean-square {targets['rms']:.3g}, {targets['ratio']:.3g}x the outputs' "
                 f"{targets['outputs_rms']:.3g}")

@@ -143,7 +143,8 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
            "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data", "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
-           "network_cause", "off_scale", "unscaled", "unscaled_targets", "TARGET_RATIO", "held_by_decay", "LR_ZERO",
+           "network_cause", "off_scale", "unscaled", "unscaled_targets", "targets_not_inputs", "mostly_frozen",
+           "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
@@ -514,6 +515,20 @@ def unscaled_targets(targets: Mapping[str, Any] | None) -> bool:
     return bool(targets["rms"] >= INPUT_SCALE and targets["ratio"] >= TARGET_RATIO)
 
 
+def targets_not_inputs(evidence: Mapping[str, Any]) -> bool:
+    """The data's scale that :func:`network_cause` names is the regression targets' alone: they are
+    :func:`unscaled_targets` and the inputs are not :func:`unscaled`."""
+    layers = evidence.get("layers") or {}
+    return unscaled_targets(layers.get("targets")) and not unscaled(layers.get("inputs"))
+
+
+def mostly_frozen(evidence: Mapping[str, Any]) -> bool:
+    """The loss is stuck high with under :data:`FROZEN_BELOW` of the model's parameters training
+    (``data.trainable`` of ``data.parameters``): a minimum of those few (a layer frozen by mistake)."""
+    trainable, total = _get(evidence, "data", "trainable"), _get(evidence, "data", "parameters")
+    return bool(stuck_high(evidence) and trainable is not None and total and trainable < FROZEN_BELOW * total)
+
+
 def _loss_rising(evidence: Mapping[str, Any]) -> bool:
     """The tracked loss is at least 10 % above the best it has been."""
     value, best = _get(evidence, "loss", "value"), _get(evidence, "loss", "best")
@@ -622,7 +637,7 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     if verdict == "minimum":
         value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
         trainable, total = _get(evidence, "data", "trainable"), _get(evidence, "data", "parameters")
-        if stuck_high(evidence) and trainable is not None and total and trainable < FROZEN_BELOW * total:
+        if mostly_frozen(evidence):
             return (f"train more of the model: only {trainable:,} of its {total:,} parameters have requires_grad, "
                     f"and this minimum of theirs keeps {value / initial:.0%} of the initial loss (a layer frozen "
                     "by mistake, or left out of the optimizer?)")
@@ -655,7 +670,7 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return f"{where}: clip the gradients, lower the rate or warm it up, or re-initialise the layers"
     if verdict == "bounded_outputs" and layers.get("outputs"):
         return _unbound(layers["outputs"])
-    if verdict == "unscaled_inputs" and unscaled_targets(layers.get("targets")) and not unscaled(layers.get("inputs")):
+    if verdict == "unscaled_inputs" and targets_not_inputs(evidence):
         targets = layers["targets"]
         return (f"standardize the targets: train on (y - {targets['mean']:.3g}) / {targets['std']:.3g} and scale the "
                 f"predictions back (their root-mean-square is {targets['rms']:.3g}, {targets['ratio']:.3g}x the "
