@@ -137,7 +137,10 @@ class RunHistory:
         batch loss and tracked loss, the first check's ratio of the two, and ``ratio``, the larger
         of the last two checks' ratios over that first one (a loss the loop scales, a sum or a
         mean, or in training mode with dropout, keeps its ratio from the start); ``None`` before
-        three checks have read both."""
+        three checks have read both. Where the first ratio is above 1, the second check's is the
+        first when smaller: a loss that fell steeply over the first interval (from 8,000 at a large
+        initialisation to 2.7 by step 10) has a mean of its batches far above the tracked loss at
+        the interval's end, which no later interval repeats."""
         if len(self.batch_losses) < 3:
             return None
         _, batch0, tracked0 = self.batch_losses[0]
@@ -145,6 +148,9 @@ class RunHistory:
         if not (batch0 > 0 and tracked0 > 0) or len(recent) < 2:
             return None
         first = batch0 / tracked0
+        _, batch1, tracked1 = self.batch_losses[1]
+        if first > 1 and tracked1 > 0:  # batches above the data at the first check: the loss's scale, or a fall
+            first = min(first, batch1 / tracked1)  # within the first interval, which a second check no longer has
         _, batch, tracked = self.batch_losses[-1]
         return {"batch_loss": batch, "tracked": tracked, "first_ratio": first, "ratio": max(recent) / first}
 

@@ -140,12 +140,14 @@ class InputScales:
     """The input features over the sample (see the module docstring).
 
     Attributes:
-        features: features measured (constant ones left out of the spreads).
+        features: features measured (constant ones left out of the spreads); 0 where none varies
+            (then the spreads are 0 and the condition numbers ``nan``: nothing to measure).
         std_min, std_median, std_max: their spreads.
         mean_max: the largest ``|mean|`` of a feature over its spread.
         cond_raw, cond_standardized: condition numbers of the second moment of ``[x, 1]``.
         rare: features left out of all of these: at one value on all but :data:`RARE_SHARE` of
             the samples (their spread says how rarely they move, not their units).
+        constant: of those, the features at one value on every sample.
     """
 
     features: int
@@ -156,10 +158,13 @@ class InputScales:
     cond_raw: float
     cond_standardized: float
     rare: int = 0
+    constant: int = 0
 
     @property
     def span(self) -> float:
-        """How many times the widest feature's spread is the narrowest's."""
+        """How many times the widest feature's spread is the narrowest's (``nan`` where none varies)."""
+        if not self.features:
+            return math.nan
         return self.std_max / self.std_min if self.std_min > 0 else math.inf
 
 
@@ -392,8 +397,9 @@ def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
     std = (covariance.diagonal().clamp_min(0) * n / (n - 1)).sqrt()  # the sample spread (n - 1)
     rare = _rare(F, n)
     varying = (std > 0) & ~rare
-    if not bool(varying.any()):
-        return None
+    constant = int((std == 0).sum())
+    if not bool(varying.any()):  # inputs that tell no sample from another: a finding, not nothing
+        return InputScales(0, 0.0, 0.0, 0.0, 0.0, math.nan, math.nan, int(rare.sum()), constant)
     index = varying.nonzero().flatten()
     mean, std = mean[index], std[index]
     covariance = covariance[index][:, index]
@@ -402,7 +408,7 @@ def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:
     one = torch.ones(1, 1, dtype=std.dtype, device=std.device)
     return InputScales(int(len(index)), float(std.min()), float(std.median()), float(std.max()),
                        float((mean.abs() / std).max()), _eig_condition(moment[rows][:, rows] / n),
-                       _eig_condition(torch.block_diag(standardized, one)), int(rare.sum()))
+                       _eig_condition(torch.block_diag(standardized, one)), int(rare.sum()), constant)
 
 
 def _rare(F: torch.Tensor, n: float) -> torch.Tensor:

@@ -108,7 +108,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import copied, ringing
+from descentlab.critical.verdicts import constant_inputs, copied, ringing
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -220,6 +220,8 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     names = MENU.get(verdict or "", ())
     if verdict == "minimum" and not (evidence.get("loss") or {}).get("stuck_high"):
         names = ()
+    if verdict == "unscaled_inputs" and constant_inputs(evidence):
+        names = ()  # inputs that do not vary: what could change them is the user's data, not the loop
     if not names or optimizer is None:
         return []
     lr = float(optimizer.param_groups[0]["lr"])

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import (copied, held_by_decay, mostly_frozen, raised, ringing, rounded_away, shrunk,
-                                          targets_not_inputs, weights_still)
+from descentlab.critical.verdicts import (constant_inputs, copied, held_by_decay, mostly_frozen, raised, ringing,
+                                          rounded_away, shrunk, targets_not_inputs, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -289,6 +289,8 @@ def evidence_text(stall: Stall) -> str:
         targets = layers["targets"]
         return (f"targets' root-mean-square {targets['rms']:.3g}, {targets['ratio']:.3g}x the outputs' "
                 f"{targets['outputs_rms']:.3g}")
+    if verdict == "unscaled_inputs" and constant_inputs(ev):
+        return "no input feature varies over the sample"
     if verdict == "unscaled_inputs":
         inputs = layers.get("inputs") or {}
         return (f"input spreads {inputs.get('std_min', float('nan')):.3g} to {inputs.get('std_max', float('nan')):.3g}, "

@@ -53,7 +53,10 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  and standardizing them lowers the inputs' condition       targets)
                                  number >= 1,000x (their factor of the first layer's
                                  Hessian); or, stuck high, regression targets >= 30 in
-                                 root-mean-square and >= 100x the outputs'
+                                 root-mean-square and >= 100x the outputs'. Inputs that    (inputs that do not vary:
+                                 do not vary over the sample, or unscaled with a typical   check how they are loaded;
+                                 spread <= 1/30, come before rows 8-10: the units see      nothing to try)
+                                 their biases alone, each the same on every sample
 12    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
@@ -99,7 +102,9 @@ scale) comes next: it makes the curvature, the noise and the sharpness what they
 network fed inputs 200x too large is saturated, and its sharpness past the limit is a symptom; its
 remedy is the inputs' scale, not the rate). Among them a floor under the loss comes first:
 measured, it says how low the loss can go at all, and a sigmoid at the output that holds the loss
-there saturates on its own, which is not the hidden layers' fault. Units that are copies of each
+there saturates on its own, which is not the hidden layers' fault; and inputs that barely vary
+come before the units, which see their biases alone and read as dead or saturated for that (a
+unit alive on every sample is as blind to them as a dead one). Units that are copies of each
 other (a constant initialisation) get equal gradients and stay copies at any rate, so they come
 before the rate, except at a saddle or a maximum (a point where a layer's units are all equal and
 the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks their
@@ -143,7 +148,8 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
            "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data", "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
-           "network_cause", "off_scale", "unscaled", "unscaled_targets", "targets_not_inputs", "mostly_frozen",
+           "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
+           "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
@@ -464,6 +470,8 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
         return "exploding_gradient"  # through time: the loop's gradient grew while the loss rose
     if bounded(evidence):
         return "bounded_outputs"
+    if blank(layers.get("inputs")):  # units that cannot see the inputs read as dead or saturated
+        return "unscaled_inputs"
     units = layers.get("units") or []
     if stuck and any((u.get("dead") or 0) >= DEAD_SHARE for u in units):
         return "dead_units"
@@ -503,6 +511,23 @@ def unscaled(inputs: Mapping[str, Any] | None) -> bool:
     if raw is None or standardized is None or not standardized > 0:
         return False
     return bool(raw / standardized >= INPUT_CONDITION if math.isfinite(raw) else math.isfinite(standardized))
+
+
+def blank(inputs: Mapping[str, Any] | None) -> bool:
+    """Inputs that tell the samples apart too little for the units to: no feature varies over the
+    sample (``inputs.features`` 0), or they are :func:`unscaled` with a typical spread of
+    1/:data:`INPUT_SCALE` or less. A first layer fed them sees its biases alone, so each unit is
+    the same on every sample, dead or alive, saturated or not; a dead or saturated share says
+    nothing of the units then (row 11 comes before rows 8-10 for these inputs)."""
+    if not inputs:
+        return False
+    return inputs.get("features") == 0 or unscaled(inputs) and (inputs.get("std_median") or 1.0) <= 1 / INPUT_SCALE
+
+
+def constant_inputs(evidence: Mapping[str, Any]) -> bool:
+    """No input feature varies over the sample (``layers.inputs.features`` 0): the :func:`blank`
+    inputs that no change to the training loop can help."""
+    return ((evidence.get("layers") or {}).get("inputs") or {}).get("features") == 0
 
 
 def unscaled_targets(targets: Mapping[str, Any] | None) -> bool:
@@ -676,6 +701,14 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"predictions back (their root-mean-square is {targets['rms']:.3g}, {targets['ratio']:.3g}x the "
                 f"outputs' {targets['outputs_rms']:.3g}: the last layer would need weights that many times its "
                 "own), or start the output bias at the targets' mean")
+    if verdict == "unscaled_inputs" and constant_inputs(evidence):
+        inputs = layers["inputs"]
+        rare = inputs["rare"] - inputs["constant"]
+        which = (f"{inputs['constant']} features constant" if not rare else f"{inputs['constant']} features constant, "
+                 f"{rare} on one value but for under 1 % of the samples")
+        return (f"check how the inputs are loaded and scaled: none of them varies over the sample ({which}), so the "
+                "network gives every sample the same output and can learn no more than the labels' frequencies (an "
+                "image read as zeros, a scale that divides by a huge number); no change to the training loop can help")
     if verdict == "unscaled_inputs" and layers.get("inputs"):
         inputs = layers["inputs"]
         return (f"standardize the inputs (spreads from {inputs['std_min']:.3g} to {inputs['std_max']:.3g}; "
