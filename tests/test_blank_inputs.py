@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from descentlab.critical import StallMonitor
-from descentlab.critical.history import RunHistory
+from descentlab.critical.history import SECOND_NEAR, RunHistory
 from descentlab.critical.layer_signals import input_scales
 from descentlab.critical.verdicts import biased, blank
 
@@ -99,6 +99,7 @@ def test_a_steep_first_interval_does_not_read_as_batches_fitted_below_the_data()
     ([(8455.3, 2.676), (2.464, 2.428), (2.428, 2.389), (2.327, 2.333)], False),  # a steep first interval
     ([(64 * 2.3, 2.3), (64 * 2.2, 2.2), (64 * 2.1, 2.1), (64 * 2.0, 2.0)], False),  # a summed loss
     ([(2.0, 2.3), (1.0, 2.3), (0.3, 2.25), (0.2, 2.25)], True),  # one batch repeated
+    ([(1.869, 1.203), (0.1517, 2.074), (0.0002, 4.179), (1e-5, 5.189)], True),  # the zoo's CNN on one batch
 ])
 def test_the_batches_first_ratio_is_the_loops_scale(records, expected):
     history = RunHistory()
@@ -106,8 +107,8 @@ def test_the_batches_first_ratio_is_the_loops_scale(records, expected):
         history.observe(10 * step, tracked, nn.Linear(1, 1), lr=0.1)
         history.observe_batches(10 * step, batch, tracked)
     record = history.batch_record()
-    scale = min(records[0][0] / records[0][1], records[1][0] / records[1][1]) if records[0][0] > records[0][1] \
-        else records[0][0] / records[0][1]
+    first, second = (b / t for b, t in records[:2])
+    scale = second if first > 1 and SECOND_NEAR <= second < first else first
     assert record["first_ratio"] == pytest.approx(scale)
     assert record["ratio"] == pytest.approx(max(b / t for b, t in records[-2:]) / scale)
     assert biased({"batches": record, "loss": history.loss_record(records[-1][1])}) is expected

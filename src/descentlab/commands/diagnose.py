@@ -12,7 +12,7 @@ report's path.
 
 At a stall the remedies that fit the verdict are tried (--remedies, on by default within the
 budget): each from a fork of the run, for --trial-steps steps, on the same data in the same
-order, ranked by the loss decrease per second; --apply-remedy continues with the winner.
+order, ranked by the orders of magnitude of loss they shed per second; --apply-remedy continues with the winner.
 --track-sharpness K measures the sharpness against the optimizer's stability threshold every K
 steps (new metrics.csv columns, sharpness.csv, a figure); the eos preset shows the sharpness
 rising to 2/lr and hovering there (the edge of stability, Cohen et al. 2021). With --seeds N
@@ -122,7 +122,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "(default 1)")
     track.add_argument("--remedies", action=argparse.BooleanOptionalAction, default=True,
                        help="at a stall, try the remedies that fit its verdict from a fork of the run for "
-                            "--trial-steps steps each and rank them by loss decrease per second; within the "
+                            "--trial-steps steps each and rank them by the loss's decrease in orders of magnitude "
+                            "(ln of the loss at the fork over the loss after) per second; within the "
                             "budget (default: on)")
     track.add_argument("--trial-steps", type=int, default=TRIAL_STEPS, metavar="N",
                        help=f"length of every remedy trial (default {TRIAL_STEPS})")

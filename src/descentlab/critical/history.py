@@ -21,7 +21,12 @@ from torch import nn
 
 from descentlab.critical.verdicts import LR_ZERO
 
-__all__ = ["RunHistory"]
+__all__ = ["RunHistory", "SECOND_NEAR"]
+
+#: A second check whose batches are at least this share of the tracked loss still reads them as a
+#: sample of the data (their mean over 10 steps varies by ~10 %): the first check's excess above 1
+#: was the loss's scale or its fall within the first interval.
+SECOND_NEAR = 0.5
 
 
 class RunHistory:
@@ -137,10 +142,12 @@ class RunHistory:
         batch loss and tracked loss, the first check's ratio of the two, and ``ratio``, the larger
         of the last two checks' ratios over that first one (a loss the loop scales, a sum or a
         mean, or in training mode with dropout, keeps its ratio from the start); ``None`` before
-        three checks have read both. Where the first ratio is above 1, the second check's is the
-        first when smaller: a loss that fell steeply over the first interval (from 8,000 at a large
-        initialisation to 2.7 by step 10) has a mean of its batches far above the tracked loss at
-        the interval's end, which no later interval repeats."""
+        three checks have read both. Where the first ratio is above 1 and the second check's is
+        smaller but at least :data:`SECOND_NEAR`, the second is the first: a loss that fell
+        steeply over the first interval (from 8,000 at a large initialisation to 2.7 by step 10)
+        has a mean of its batches far above the tracked loss at the interval's end, which no later
+        interval repeats; batches already far below the data at the second check (one batch
+        repeated: 1.55, then 0.073) are fitted, and the first ratio stands."""
         if len(self.batch_losses) < 3:
             return None
         _, batch0, tracked0 = self.batch_losses[0]
@@ -149,8 +156,9 @@ class RunHistory:
             return None
         first = batch0 / tracked0
         _, batch1, tracked1 = self.batch_losses[1]
-        if first > 1 and tracked1 > 0:  # batches above the data at the first check: the loss's scale, or a fall
-            first = min(first, batch1 / tracked1)  # within the first interval, which a second check no longer has
+        second = batch1 / tracked1 if tracked1 > 0 else math.nan
+        if first > 1 and SECOND_NEAR <= second < first:  # batches above the data at the first check (the loss's
+            first = second  # scale, or a fall within the first interval), and near it or above it at the second
         _, batch, tracked = self.batch_losses[-1]
         return {"batch_loss": batch, "tracked": tracked, "first_ratio": first, "ratio": max(recent) / first}
 

@@ -4,7 +4,7 @@ By default only a saddle is acted on: the monitor steps out of it along the most
 eigenvector (``DiagnosisOptions.escape``), unless the optimizer's weight decay holds the run
 there (the step would be pulled back: the remedy says to lower the decay); every other verdict
 leaves the run as it is and is only reported. With ``apply_remedy`` the remedy trials' winner
-(the best trial that lowered the loss, by loss decrease per second) is continued with instead:
+(the best trial that lowered the loss, by orders of magnitude of loss per second) is continued with instead:
 its escape step, if it has one, is made by the monitor, and its change to the model, the
 optimizer, the rate or the batches is *requested* from the training loop
 (:class:`~descentlab.engine.Control`), which makes it with

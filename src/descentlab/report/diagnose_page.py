@@ -515,7 +515,7 @@ def _sharpness_over_training(points: Sequence[SharpnessPoint], losses: Sequence[
 
 
 # ---------------------------------------------------------------------- remedy trials
-_TRIAL_COLUMNS = ("remedy", "change", "loss after", "decrease", "seconds", "decrease per second")
+_TRIAL_COLUMNS = ("remedy", "change", "loss after", "decrease", "seconds", "ln-decrease per second")
 
 
 def _trial_rows(trials: dict) -> list[dict[str, Any]]:
@@ -527,7 +527,7 @@ def _trial_rows(trials: dict) -> list[dict[str, Any]]:
         rows.append({"remedy": name + (" (best)" if name == trials.get("winner") else ""), "change": trial["text"],
                      "loss after": "diverged" if after is None else after,
                      "decrease": "-" if trial["decrease"] is None else trial["decrease"], "seconds": trial["seconds"],
-                     "decrease per second": "-" if trial["rate"] is None else trial["rate"]})
+                     "ln-decrease per second": "-" if trial["rate"] is None else trial["rate"]})
     return rows
 
 
@@ -572,8 +572,9 @@ def _trials_section(page: Page, run: RunDir, index: int, stall: Stall) -> None:
         else f"one after another ({trials['reason']})"
     page.paragraph(f"Each remedy that fits the verdict ran for {trials['steps']} steps from a fork of the run at step "
                    f"{trials['fork_step']} (the same weights and optimizer state, the same batches in the same order), "
-                   f"{how}; the loss is measured on {trials['eval_samples']} training samples. Ranked by loss decrease "
-                   f"per second of a run of that remedy alone.")
+                   f"{how}; the loss is measured on {trials['eval_samples']} training samples. Ranked by the loss's "
+                   f"decrease in orders of magnitude, ln(loss at the fork / loss after), per second of a run of that "
+                   f"remedy alone.")
     page.table(_trial_rows(trials), _TRIAL_COLUMNS)
     page.figure(_trials_figure(trials), "Loss from the fork point (step 0 = the stall) under each remedy; the best "
                 "one drawn thick.", save_to=run.file(f"stall-{index}-trials.png"))
