@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from descentlab.critical.classify import CriticalPoint, classify
+from descentlab.critical.coverage import held_share
 from descentlab.critical.decay import decay_pull, decayed_escape_curvature, has_decay
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
@@ -96,15 +97,6 @@ def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None 
         return None
     lr = float(optimizer.param_groups[0]["lr"])
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps}
-
-
-def held_share(optimizer: Any, model: nn.Module) -> float | None:
-    """The share of ``model``'s trainable parameters (by entries) that ``optimizer`` steps
-    (``None``: the model has none)."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    total = sum(p.numel() for p in trainable)
-    return sum(p.numel() for p in trainable if id(p) in held) / total if total else None
 
 
 def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimizer: Any = None,

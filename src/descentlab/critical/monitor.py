@@ -62,6 +62,7 @@ from torch import nn
 
 from descentlab.checks import check_int, check_number
 from descentlab.critical.budget import SHARPNESS_SHARE, TRACKING_SHARE, Budget, Cadence, prior_size
+from descentlab.critical.coverage import coverage
 from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
 from descentlab.critical.layer_signals import copied_units
@@ -252,6 +253,7 @@ class StallMonitor(Callback):
         self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (the losses stacked, their steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._batch_sum, self._batch_count = 0.0, 0  # the finite batch losses read since the last check
+        self._coverage_told: list[str] | None = None  # parameters not stepped or not reached, told at the first check
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
@@ -474,6 +476,10 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         self._params = (None, [])  # listed again at the next step: a remedy may have changed the modules
+        if self._coverage_told is None and self.optimizer is not None:  # once: no plateau shows these
+            self._coverage_told = coverage(self.optimizer, model).notes()
+            for note in self._coverage_told:
+                _say("step %d: %s", step, note)
         self._fold_gradients()
         if self._grad_low is not None:  # the loop's own gradients since the last check (read now: one wait)
             self.history.observe_gradient(step, float(self._grad_low), float(self._grad_high))

@@ -1,0 +1,76 @@
+"""Which of the model's parameters the loop's optimizer steps, and which its backward reaches.
+
+Two mistakes leave part of a model where it started while the loss still creeps down, so no
+plateau shows them: an optimizer built over some of the parameters (``SGD(model.head.parameters())``
+with the body still ``requires_grad``: backward computes the body's gradients and nothing steps
+them), and a forward that cuts the graph (a body run under ``torch.no_grad()`` or ``.detach()``ed:
+the optimizer holds the body, backward never reaches it). Both are read from the objects as they
+are after a step (the optimizer's param groups, each parameter's ``.grad``), nothing computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+__all__ = ["Coverage", "coverage", "held_share"]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The parameters that require a gradient, against the optimizer and the last backward.
+
+    Attributes:
+        trainable: their entries.
+        not_held: entries of those in none of the optimizer's param groups, and their names.
+        unreached: entries of those the optimizer holds whose ``.grad`` is ``None`` while others'
+            is not (backward did not reach them), and their names.
+    """
+
+    trainable: int
+    not_held: int
+    not_held_names: tuple[str, ...]
+    unreached: int
+    unreached_names: tuple[str, ...]
+
+    def notes(self) -> list[str]:
+        """The findings in words (none where every trainable parameter is held and reached)."""
+        out = []
+        if self.not_held:
+            out.append(f"the optimizer does not hold {self.not_held:,} of the {self.trainable:,} parameter entries "
+                       f"that require a gradient ({_listed(self.not_held_names)}): backward computes their "
+                       "gradients, and unless another optimizer steps them they never move (pass them to the "
+                       "optimizer, or set requires_grad=False to freeze them)")
+        if self.unreached:
+            out.append(f"backward did not reach {self.unreached:,} of the {self.trainable:,} parameter entries the "
+                       f"optimizer steps ({_listed(self.unreached_names)}): they have no gradient and never move "
+                       "(computed under torch.no_grad(), detached, or not used by the loss)")
+        return out
+
+
+def coverage(optimizer: Any, model: nn.Module) -> Coverage:
+    """:class:`Coverage` of ``model``'s parameters under ``optimizer``, read after a step."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    not_held = [(name, p) for name, p in trainable if id(p) not in held]
+    stepped = [(name, p) for name, p in trainable if id(p) in held]
+    # every .grad None: the loop zeroed them (set_to_none) before this read, which says nothing
+    reached_any = any(p.grad is not None for _, p in stepped)
+    unreached = [(name, p) for name, p in stepped if p.grad is None] if reached_any else []
+    return Coverage(sum(p.numel() for _, p in trainable), sum(p.numel() for _, p in not_held),
+                    tuple(name for name, _ in not_held), sum(p.numel() for _, p in unreached),
+                    tuple(name for name, _ in unreached))
+
+
+def held_share(optimizer: Any, model: nn.Module) -> float | None:
+    """The share of ``model``'s trainable parameters (by entries) that ``optimizer`` steps
+    (``None``: the model has none)."""
+    found = coverage(optimizer, model)
+    return (found.trainable - found.not_held) / found.trainable if found.trainable else None
+
+
+def _listed(names: tuple[str, ...], most: int = 4) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
