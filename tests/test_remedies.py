@@ -87,6 +87,25 @@ def test_every_trial_starts_at_the_run_and_keep_takes_the_runs_own_next_step():
         assert t.rate == pytest.approx(math.log(t.losses[0] / t.losses[-1]) / t.seconds, rel=1e-12)
 
 
+def test_a_loss_that_is_not_positive_ranks_trials_by_the_plain_decrease():
+    """The moons' loss shifted by -10 (a log-likelihood can be negative): no orders of magnitude
+    to read, so every rate is the decrease over the seconds, and the table says so."""
+    workload, model, opt = _trained("moons", optimizer="sgd")
+    shifted = lambda out, y: workload.loss_fn(out, y) - 10.0  # noqa: E731
+    remedies = [Remedy("keep", "carry on"), Remedy("lower-rate", "x0.3", Change(lr_factor=0.3))]
+    result = run_trials(model, opt, shifted, (workload.X_train, workload.y_train), remedies, steps=5,
+                        batch_size=32, seed=7)
+    assert not result.logarithmic and result.to_dict()["logarithmic"] is False
+    for t in result.trials:
+        assert t.rate == pytest.approx((t.losses[0] - t.losses[-1]) / t.seconds, rel=1e-12)
+    from descentlab.critical.stall import Stall
+    from descentlab.report.diagnose_page import trial_lines
+
+    stall = Stall(10, -9.7, 0.1, "loss", "diagnosed", trials={**result.to_dict(), "status": "ran", "fork_step": 10})
+    header = trial_lines([stall])[1]
+    assert "decrease per second" in header and "ln-decrease" not in header
+
+
 def test_trials_are_ranked_by_the_orders_of_magnitude_they_take_off_the_loss():
     """A zoo stall (unscaled inputs, loss 25.26 at the fork): standardizing reached 0.084 in
     0.0103 s, Adam 0.585 in 0.0123 s. Their decreases are 2 % apart, so the clock decided

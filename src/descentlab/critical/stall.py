@@ -177,7 +177,8 @@ class Stall:
         by_name = {t["remedy"]: t for t in trials["trials"]}
         after = ", ".join(f"{name} {_loss_text(by_name[name]['losses'][-1])}" for name in trials["ranking"])
         text = (f"step {self.step}: tried {len(by_name)} remedies for {trials['steps']} steps from loss "
-                f"{_loss_text(trials['trials'][0]['losses'][0])}: {after} (best first, by orders of magnitude of loss per second)")
+                f"{_loss_text(trials['trials'][0]['losses'][0])}: {after} "
+                "(best first, by orders of magnitude of loss per second)")
         if self.remedy_applied:
             text += f"; continuing with {self.remedy_applied}"
             if self.remedy_applied != trials.get("winner"):

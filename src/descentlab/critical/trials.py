@@ -118,6 +118,8 @@ class Trials:
         stacked: the trials ran as stacked ensembles (else one after another, ``reason`` says why).
         eval_samples: samples of the evaluation data.
         seconds: wall time of all the trials together.
+        logarithmic: the rates are :func:`progress` in orders of magnitude (every loss positive), else
+            plain decreases, per second.
     """
 
     trials: tuple[Trial, ...]
@@ -129,6 +131,7 @@ class Trials:
     reason: str
     eval_samples: int
     seconds: float
+    logarithmic: bool = True
 
     def get(self, name: str) -> Trial:
         """The trial of remedy ``name``."""
@@ -138,7 +141,8 @@ class Trials:
         """Plain data for ``stalls.json``."""
         return {"steps": self.steps, "batch_size": self.batch_size, "stacked": self.stacked, "reason": self.reason,
                 "eval_samples": self.eval_samples, "seconds": self.seconds, "winner": self.winner,
-                "ranking": list(self.ranking), "trials": [t.to_dict() for t in self.trials]}
+                "ranking": list(self.ranking), "logarithmic": self.logarithmic,
+                "trials": [t.to_dict() for t in self.trials]}
 
 
 def fork(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -301,7 +305,7 @@ def run_trials(
     winner = next((t.remedy.name for t in ranking if math.isfinite(t.rate) and t.decrease > 0), None)
     return Trials(tuple(trials), tuple(t.remedy.name for t in ranking), winner, steps,
                   None if batch >= n else batch, not reason, reason, int(total(count_of(*eval_data))),
-                  time.perf_counter() - t_start)
+                  time.perf_counter() - t_start, logarithmic)
 
 
 def progress(start: float, end: float, *, logarithmic: bool) -> float:

@@ -515,10 +515,18 @@ def _sharpness_over_training(points: Sequence[SharpnessPoint], losses: Sequence[
 
 
 # ---------------------------------------------------------------------- remedy trials
-_TRIAL_COLUMNS = ("remedy", "change", "loss after", "decrease", "seconds", "ln-decrease per second")
+_TRIAL_COLUMNS = ("remedy", "change", "loss after", "decrease", "seconds", "per second")
+
+
+def _trial_columns(trials: dict) -> list[str]:
+    """The columns, the rate's named for what it is: orders of magnitude (``ln``) where every
+    trial's loss was positive, else the plain decrease."""
+    rate = "ln-decrease per second" if trials.get("logarithmic", True) else "decrease per second"
+    return [rate if c == "per second" else c for c in _TRIAL_COLUMNS]
 
 
 def _trial_rows(trials: dict) -> list[dict[str, Any]]:
+    rate = _trial_columns(trials)[-1]
     by_name = {t["remedy"]: t for t in trials["trials"]}
     rows = []
     for name in trials["ranking"]:
@@ -527,7 +535,7 @@ def _trial_rows(trials: dict) -> list[dict[str, Any]]:
         rows.append({"remedy": name + (" (best)" if name == trials.get("winner") else ""), "change": trial["text"],
                      "loss after": "diverged" if after is None else after,
                      "decrease": "-" if trial["decrease"] is None else trial["decrease"], "seconds": trial["seconds"],
-                     "ln-decrease per second": "-" if trial["rate"] is None else trial["rate"]})
+                     rate: "-" if trial["rate"] is None else trial["rate"]})
     return rows
 
 
@@ -545,7 +553,7 @@ def trial_lines(stalls: Sequence[Stall]) -> list[str]:
         start = trials["trials"][0]["losses"][0]
         lines.append(f"remedy trials at stall {index} (step {trials['fork_step']}): {trials['steps']} steps each from "
                      f"loss {start:.4g} (on {trials['eval_samples']} training samples), same data and seed, {how}")
-        columns = [c for c in _TRIAL_COLUMNS if c != "change"]  # the winner's change is said below
+        columns = [c for c in _trial_columns(trials) if c != "change"]  # the winner's change is said below
         rows = _trial_rows(trials)
         lines.extend(text_table([columns] + [[format_value(row[c]) for c in columns] for row in rows]).splitlines())
         winner = trials.get("winner")
@@ -573,9 +581,9 @@ def _trials_section(page: Page, run: RunDir, index: int, stall: Stall) -> None:
     page.paragraph(f"Each remedy that fits the verdict ran for {trials['steps']} steps from a fork of the run at step "
                    f"{trials['fork_step']} (the same weights and optimizer state, the same batches in the same order), "
                    f"{how}; the loss is measured on {trials['eval_samples']} training samples. Ranked by the loss's "
-                   f"decrease in orders of magnitude, ln(loss at the fork / loss after), per second of a run of that "
-                   f"remedy alone.")
-    page.table(_trial_rows(trials), _TRIAL_COLUMNS)
+                   f"decrease in orders of magnitude, ln(loss at the fork / loss after) (the plain decrease where a "
+                   f"loss is not positive), per second of a run of that remedy alone.")
+    page.table(_trial_rows(trials), _trial_columns(trials))
     page.figure(_trials_figure(trials), "Loss from the fork point (step 0 = the stall) under each remedy; the best "
                 "one drawn thick.", save_to=run.file(f"stall-{index}-trials.png"))
 
