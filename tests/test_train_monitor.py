@@ -39,8 +39,9 @@ def test_fixed_sample_is_a_seeded_subset_and_counts_the_data():
     (Xs, ys), n = fixed_sample(batches, 20)
     assert n == 50 and torch.equal(ys, y[:20])  # the first batches, in order
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
-    (_, ys), n = fixed_sample(loader, 12)
-    assert n == 50 and torch.equal(ys, y[:12])
+    (_, ys), n = fixed_sample(loader, 12)  # read in order: a seeded subset of its dataset, not its first batches
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:12].sort().values
+    assert n == 50 and torch.equal(ys, y[expected])
 
 
 def test_reading_a_shuffling_loader_for_the_sample_leaves_the_runs_generator_alone():

@@ -33,7 +33,7 @@ from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
 from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
-from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair
+from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
 from descentlab.critical.verdicts import biased, decide_without_curvature, shrunk
@@ -76,6 +76,7 @@ class Diagnoser:
         self.seed = int(seed)
         self.model_loss = is_model_loss(loss_fn)
         self.sample, self.n_data = fixed_sample(data, sample_size, seed, model_loss=self.model_loss)
+        self.order = order_evidence(data, self.sample, model_loss=self.model_loss)  # a loader read in order
         self._local_n_data = self.n_data if distributed() and self.n_data is not None else None
         self._full_batches = in_memory_batches(data, FULL_DATA_LIMIT, sample_size, model_loss=self.model_loss)
         # what trials draw their batches from: all the data in memory, else (a loader) the sample
@@ -196,7 +197,7 @@ class Diagnoser:
             finding = examine(sample, full=self.full_loss(model), optimizer=optimizer, batch_size=batch_size,
                               n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
                               lr_zero_since=history.lr_zero_since, total_steps=total_steps, options=self.options,
-                              v0=self.v0, seed=self.seed, afford=afford, **_from_history(history, tracked))
+                              v0=self.v0, seed=self.seed, afford=afford, **self._read(history, tracked))
             point = finding.point
             evidence = dict(finding.evidence)
             if trend is not None:
@@ -231,6 +232,13 @@ class Diagnoser:
             self.last_cost, self._last_size = seconds, self.size
         return replace(stall, seconds=seconds)
 
+    def _read(self, history: RunHistory, tracked: float) -> dict[str, Any]:
+        """:func:`_from_history`, the loader's order (:attr:`order`) beside the batches' record."""
+        read = _from_history(history, tracked)
+        if self.order is not None:
+            read["batches"] = {**(read["batches"] or {}), "order": self.order}
+        return read
+
     def look(self, model: nn.Module, history: RunHistory, tracked: float, *,
              optimizer: Any = None) -> tuple[str | None, float | None]:
         """A look at the network now (:func:`~descentlab.critical.diagnosis.look_evidence` on the
@@ -239,7 +247,7 @@ class Diagnoser:
         inputs (``None``: none), which a diagnosis on its own samples confirms, and the tracked
         samples' gradient norm."""
         self._tracked = self._over(self._tracked, model, self.tracked_size)
-        evidence = look_evidence(self._tracked[0], **_from_history(history, tracked), optimizer=optimizer)
+        evidence = look_evidence(self._tracked[0], **self._read(history, tracked), optimizer=optimizer)
         return decide_without_curvature(evidence), evidence["layers"]["gradient_norm"]
 
     def batches_confirmed(self, model: nn.Module, history: RunHistory, tracked: float) -> bool:

@@ -15,7 +15,7 @@ import torch
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import concat, is_pair, is_single_batch, take
 
-__all__ = ["fixed_sample", "in_memory_batches", "in_memory_pair"]
+__all__ = ["fixed_sample", "order_evidence", "in_memory_batches", "in_memory_pair"]
 
 
 def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool = False) -> tuple[Any, int | None]:
@@ -26,8 +26,18 @@ def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool
 
     One batch in memory gives a random subset (in data order); an iterable of batches gives its
     first batches, read until ``size`` samples are there (a ``DataLoader`` is not read further,
-    and reading it leaves torch's global generator where it was). ``size=None`` keeps everything.
+    and reading it leaves torch's global generator where it was). A ``DataLoader`` that reads its
+    dataset in order (``shuffle=False``) is not read at all: its first batches are the data's
+    first samples, all of one class where the data is sorted by class, so the sample is a seeded
+    random subset of its dataset, collated by the loader's own ``collate_fn``
+    (:func:`_in_order`). ``size=None`` keeps everything.
     """
+    if _in_order(data) and size is not None and len(data.dataset) > size:
+        n = len(data.dataset)
+        index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+        with torch.random.fork_rng(devices=[]):  # a dataset that augments draws from the global generator
+            batch = data.collate_fn([data.dataset[int(i)] for i in index])
+        return (batch if model_loss else (batch[0], batch[1])), n
     whole = is_single_batch(data) if model_loss else is_pair(data)
     if whole:
         X, y = (data, None) if model_loss else data
@@ -56,6 +66,44 @@ def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool
     if size is not None and count_of(X, y) > size:
         X, y = take(X, slice(0, size)), take(y, slice(0, size))
     return _as_data(X, y, model_loss), n_data
+
+
+def order_evidence(data: Any, sample: Any, *, model_loss: bool = False) -> dict[str, Any] | None:
+    """For a ``DataLoader`` read in its order (:func:`_in_order`) whose batches carry class labels
+    (1-D integers: the pair's second tensor, a batch's last, or a dict's ``label(s)``): how far
+    its first batch's classes are from the (random) sample's, as the total variation distance of
+    the two histograms (0: the same shares; 1: no class in common). ``None`` otherwise. The first
+    batch is read from a fresh iterator, torch's global generator restored after it."""
+    if not _in_order(data):
+        return None
+    with torch.random.fork_rng(devices=[]):
+        first = next(iter(data), None)
+    ours, theirs = _class_labels(first, model_loss), _class_labels(sample, model_loss)
+    if ours is None or theirs is None:
+        return None
+    size = int(max(ours.max(), theirs.max())) + 1
+    p, q = (torch.bincount(t.cpu(), minlength=size).double() / len(t) for t in (ours, theirs))
+    return {"sampler": "sequential", "first_batch_classes": int((p > 0).sum()), "sample_classes": int((q > 0).sum()),
+            "distance": float(0.5 * (p - q).abs().sum())}
+
+
+def _class_labels(batch: Any, model_loss: bool) -> torch.Tensor | None:
+    if batch is None:
+        return None
+    if isinstance(batch, dict):
+        labels = batch.get("labels", batch.get("label"))
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        labels = batch[-1] if model_loss else batch[1]
+    else:
+        labels = None
+    ok = isinstance(labels, torch.Tensor) and labels.ndim == 1 and not labels.is_floating_point() and len(labels)
+    return labels if ok and int(labels.min()) >= 0 else None
+
+
+def _in_order(data: Any) -> bool:
+    """A ``DataLoader`` over a dataset with a length, read in its order (a sequential sampler)."""
+    return (isinstance(data, torch.utils.data.DataLoader) and hasattr(data.dataset, "__len__")
+            and isinstance(data.sampler, torch.utils.data.SequentialSampler))
 
 
 def _as_data(X: Any, y: Any, model_loss: bool) -> Any:

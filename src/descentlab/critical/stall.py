@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import (constant_inputs, copied, held_by_decay, mostly_frozen, raised, ringing,
-                                          rounded_away, shrunk, targets_not_inputs, weights_still)
+from descentlab.critical.verdicts import (constant_inputs, copied, held_by_decay, in_class_order, mostly_frozen,
+                                          raised, ringing, rounded_away, shrunk, targets_not_inputs, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -270,6 +270,10 @@ def evidence_text(stall: Stall) -> str:
         growth = (ev.get("gradient") or {}).get("growth")
         text = f"|g|/|W| input -> output {profile}"
         return text + (f", |g| grew {growth:.3g}x" if verdict == "exploding_gradient" and growth else "")
+    if verdict == "biased_batches" and in_class_order(ev.get("batches")):
+        order = ev["batches"]["order"]
+        return (f"the loader reads the data in order: its first batch holds {order['first_batch_classes']} of "
+                f"{order['sample_classes']} classes")
     if verdict == "biased_batches":
         batches = ev.get("batches") or {}
         return (f"the loop's batches at loss {batches.get('batch_loss', math.nan):.3g}, the data at "

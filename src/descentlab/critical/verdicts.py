@@ -26,7 +26,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  the data, against their ratio at the first checks; the    whole data, shuffled
                                  tracked loss >= 0.1 of where it began: the batches are    (``DataLoader(shuffle=True)``)
                                  not a sample of the data (a class order, one batch
-                                 repeated)
+                                 repeated); or a ``DataLoader`` read in order whose first
+                                 batch's classes are >= 0.5 (total variation) from a
+                                 random sample's: the data sorted by class
  5    ``weight_decay``           the optimizer's weight decay pulls the weights at least   lower the weight decay (the
                                  half as hard as the loss's gradient, each through the     optimizer's ``weight_decay``)
                                  optimizer's own steps (``critical.decay``), and the
@@ -146,7 +148,8 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "rounded_away", "ROUNDED_MOST", "non_finite_data", "eps_bound", "EPS_BOUND",
+           "weights_still", "rounded_away", "ROUNDED_MOST", "in_class_order", "ORDER_DISTANCE", "non_finite_data",
+           "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
            "targets_not_inputs", "mostly_frozen",
@@ -262,6 +265,10 @@ GROWTH_THROUGH_TIME = 100.0
 BATCH_RATIO = 0.2
 #: ... with the tracked loss at least this share of where it began (near 0, a ratio of small numbers is noise).
 BATCH_LOSS_FLOOR = 0.1
+#: ... or a loader read in order whose first batch's class shares are at least this far (total
+#: variation) from a random sample's: 1 for a batch of one class; a random batch of 64 of 10
+#: classes is 0.1-0.3 away by chance.
+ORDER_DISTANCE = 0.5
 #: Weight decay: its step on the weights at least this share of the loss's gradient step (healthy runs
 #: with the usual decays: 0.002-0.34 on README's loops; decays that hold the loss at chance: 0.9-3.2).
 DECAY_PULL = 0.5
@@ -356,6 +363,8 @@ def biased(evidence: Mapping[str, Any]) -> bool:
     batch's statistics (``batches.tracked_batch_statistics``): the tracked loss reads the running
     statistics, which lag the batches' early on."""
     batches = evidence.get("batches") or {}
+    if in_class_order(batches):
+        return True
     ratio, batch_loss = batches.get("ratio"), batches.get("batch_loss")
     value, initial, best = (_get(evidence, "loss", key) for key in ("value", "initial", "best"))
     trained, first = batches.get("tracked_batch_statistics"), batches.get("first_ratio")
@@ -363,6 +372,17 @@ def biased(evidence: Mapping[str, Any]) -> bool:
                 and initial and value >= BATCH_LOSS_FLOOR * initial
                 and (best is None or batch_loss is None or batch_loss < best)
                 and (trained is None or not first or batch_loss / trained <= BATCH_RATIO * first))
+
+
+def in_class_order(batches: Mapping[str, Any] | None) -> bool:
+    """The loop's ``DataLoader`` reads the data in its order (``shuffle=False``) and its first batch's
+    classes are :data:`ORDER_DISTANCE` or more (total variation) from a random sample's
+    (``batches.order``, :func:`~descentlab.critical.sample.order_evidence`): the data is sorted by
+    class, so each run of batches is one class, fitted at the others' expense (with momentum, every
+    new class's batch is missed: their loss sits above the data's, which a fall of the batches'
+    ratio never shows)."""
+    distance = ((batches or {}).get("order") or {}).get("distance")
+    return distance is not None and distance >= ORDER_DISTANCE
 
 
 def decay_bound(evidence: Mapping[str, Any]) -> bool:
@@ -585,6 +605,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"zero the gradients before each backward (optimizer.zero_grad()): the optimizer stepped with a "
                 f"gradient {_get(evidence, 'gradient', 'loop_ratio', math.nan):.3g}x a fresh batch's here, the sum "
                 "of the gradients of past steps")
+    if verdict == "biased_batches" and in_class_order(evidence.get("batches")):
+        order = evidence["batches"]["order"]
+        return (f"shuffle the data (DataLoader(shuffle=True)): the loader reads it in order, and its first batch "
+                f"holds {order['first_batch_classes']} of the {order['sample_classes']} classes a random sample has "
+                f"(their shares {order['distance']:.2f} apart, total variation): the data is sorted by class, and "
+                "the loop fits one class after another")
     if verdict == "biased_batches" and evidence.get("batches"):
         batches = evidence["batches"]
         return (f"draw each step's batch from the whole data, shuffled (DataLoader(shuffle=True); a new batch every "
