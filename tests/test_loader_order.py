@@ -53,6 +53,8 @@ def test_a_loader_that_shuffles_or_data_in_no_order_says_nothing_of_order():
     X, y = _sorted_digits()
     shuffled = DataLoader(TensorDataset(X, y), batch_size=64, shuffle=True)
     assert order_evidence(shuffled, (X[:512], y[:512])) is None
+    own = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(range(len(y))), 64, drop_last=False)
+    assert order_evidence(DataLoader(TensorDataset(X, y), batch_sampler=own), (X[:512], y[:512])) is None
     mixed = torch.randperm(len(y), generator=torch.Generator().manual_seed(5))
     loader = DataLoader(TensorDataset(X[mixed], y[mixed]), batch_size=64, shuffle=False)
     sample = fixed_sample(loader, 512, seed=0)[0]

@@ -101,9 +101,13 @@ def _class_labels(batch: Any, model_loss: bool) -> torch.Tensor | None:
 
 
 def _in_order(data: Any) -> bool:
-    """A ``DataLoader`` over a dataset with a length, read in its order (a sequential sampler)."""
-    return (isinstance(data, torch.utils.data.DataLoader) and hasattr(data.dataset, "__len__")
-            and isinstance(data.sampler, torch.utils.data.SequentialSampler))
+    """A ``DataLoader`` over a dataset with a length, read in its order: batches of its own
+    sequential sampler (not a ``batch_sampler`` of the user's, which orders the data its own way)."""
+    if not (isinstance(data, torch.utils.data.DataLoader) and hasattr(data.dataset, "__len__")):
+        return False
+    batches = data.batch_sampler
+    return (isinstance(data.sampler, torch.utils.data.SequentialSampler)
+            and type(batches) is torch.utils.data.BatchSampler and batches.sampler is data.sampler)
 
 
 def _as_data(X: Any, y: Any, model_loss: bool) -> Any:
