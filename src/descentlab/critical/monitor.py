@@ -253,7 +253,7 @@ class StallMonitor(Callback):
         self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (the losses stacked, their steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._batch_sum, self._batch_count = 0.0, 0  # the finite batch losses read since the last check
-        self._coverage_told: list[str] | None = None  # parameters not stepped or not reached, told at the first check
+        self._coverage_read = False  # parameters not stepped or not reached: told at the first check
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
@@ -476,9 +476,9 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         self._params = (None, [])  # listed again at the next step: a remedy may have changed the modules
-        if self._coverage_told is None and self.optimizer is not None:  # once: no plateau shows these
-            self._coverage_told = coverage(self.optimizer, model).notes()
-            for note in self._coverage_told:
+        if not self._coverage_read and self.optimizer is not None:  # once: no plateau shows these
+            self._coverage_read = True
+            for note in coverage(self.optimizer, model).notes():
                 _say("step %d: %s", step, note)
         self._fold_gradients()
         if self._grad_low is not None:  # the loop's own gradients since the last check (read now: one wait)
