@@ -62,7 +62,7 @@ from descentlab.curvature.batches import non_finite_rows
 from descentlab.curvature.empirical import UPCAST, mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
-           "batches_evidence", "lowest_direction", "decay_evidence",
+           "batches_evidence", "lowest_direction", "escape_reach", "decay_evidence",
            "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
@@ -229,6 +229,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         "n_matvecs": point.n_matvecs, "converged": bool(point.eigenpairs.converged), "samples": measured_on,
         "confirmed_on_all_data": confirmed, "warnings": [str(w.message) for w in caught][:3],
     }
+    if point.is_critical and point.verdict.kind == "saddle":
+        evidence["curvature"]["escape_reach"] = escape_reach(point.min_eigenvalue, norm, options.max_step)
     if rate is not None and point.is_critical and point.verdict.kind == "saddle":
         held = decayed_escape_curvature(optimizer, model, point.names, point.min_eigenvalue, lowest_direction(point))
         if held is not None:
@@ -242,6 +244,17 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         rate.update(_rate_fields(rule, value, products), batch_statistics=trained)
     verdict = decide(evidence)
     return Finding(verdict, remedy(verdict, evidence), evidence, point)
+
+
+def escape_reach(min_eigenvalue: float, gradient_norm: float, max_step: float) -> float:
+    """What the negative curvature gains against the gradient over the escape's longest step r:
+    ``½|λ_min| r² / (‖∇L‖ r)``. Along the escape direction the loss can fall by ½|λ_min| r² (the
+    quadratic model), while a step of r down the gradient takes off ‖∇L‖ r; below 1 the point is a
+    saddle of the Hessian's signs whose curvature matters less than the gradient still there
+    (``inf`` at a zero gradient)."""
+    if gradient_norm <= 0:
+        return math.inf
+    return 0.5 * abs(float(min_eigenvalue)) * max_step / float(gradient_norm)
 
 
 def lowest_direction(point: Any) -> torch.Tensor | None:

@@ -37,7 +37,8 @@ class RunHistory:
         initial, best, best_step, best_lr: the first finite tracked loss, the lowest, its step and
             the rate then.
         best_params: the trainable parameters at ``best_step`` (copies), or ``None``.
-        peak_lr: the largest rate of the optimizer's first group seen at a check.
+        peak_lr: the largest rate of the optimizer's first group seen at a check, or when the
+            monitor was given the optimizer (:meth:`attached_at`).
         first_lr: that rate at the first check (a rate above it is rising: a warm-up).
         last_lr, rose_at, fell_at: that rate at the last check, and the last checks at which it was
             above and below the check's before (``None``: never).
@@ -95,6 +96,13 @@ class RunHistory:
             else:
                 with torch.no_grad():
                     torch._foreach_copy_(self.best_params, params)
+
+    def attached_at(self, lr: float) -> None:
+        """The rate the optimizer had when the monitor was given it, before the first check: part
+        of the rate's peak (a scheduler that cuts the rate at every step, as ``ReduceLROnPlateau``
+        with ``patience=0`` fed noisy batch losses does, has it at 1e-9 of its start by the first
+        check, and a peak read at the checks alone would never see the start)."""
+        self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
 
     def observe_rate(self, step: int, lr: float | None) -> None:
         """Record the rate at ``step`` (``None``: no optimizer): its peak, and since when it is ~0."""

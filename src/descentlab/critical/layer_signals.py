@@ -35,20 +35,21 @@ the model's own modules, and from the gradient the diagnosis has already measure
   (:func:`~descentlab.critical.output_floor.output_bound`);
 * **targets** — for floating-point targets shaped like the outputs (a regression), their
   root-mean-square against the outputs' (:class:`TargetScales`): targets in raw units (prices in
-  dollars) ask the last layer for weights and a bias 1e5 times their initial scale.
+  dollars) ask the last layer for weights and a bias 1e5 times their initial scale; and the share
+  of them at which the loss has no lowest value (binary cross-entropy's targets outside [0, 1]).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from descentlab.critical.output_floor import OutputBound, bound_of, output_bound
+from descentlab.critical.output_floor import OutputBound, bound_of, output_bound, recognise_loss, targets_without_floor
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
@@ -56,7 +57,12 @@ from descentlab.ranks import largest_each
 
 __all__ = ["copied_share", "copied_units", "UnitStats", "LayerGradient", "InputScales", "TargetScales",
            "LayerSignals", "measure_layers", "input_scales", "target_scales", "first_floating", "FAMILIES",
-           "FLAT_SLOPE", "MOST_SAMPLES"]
+           "FLAT_SLOPE", "MOST_SAMPLES", "OUTLYING"]
+
+#: A regression target this many robust spreads from the median is far out: a normal sample never
+#: has one (the chance is 1e-197); a log-normal one of spread 1 (prices, incomes) has ~5 in 10,000,
+#: holding ~10 % of the squared deviations, of spread 1.5 ~1 %, holding ~75 % (seeded draws of 10,000).
+OUTLYING = 30.0
 
 #: A saturating unit is in its flat tail where its slope is below this fraction of the largest.
 FLAT_SLOPE = 0.02
@@ -176,12 +182,22 @@ class TargetScales:
         rms: the targets' root-mean-square, ``sqrt(mean(y²))``.
         mean, std: their mean and spread (over every entry).
         outputs_rms: the model's outputs' root-mean-square at the point.
+        without_floor: the share of the target entries at which the loss has no lowest value
+            (binary cross-entropy with logits, targets outside [0, 1]:
+            :func:`~descentlab.critical.output_floor.targets_without_floor`).
+        outlying, outlying_error: under squared error, the share of the target entries
+            :data:`OUTLYING` or more robust spreads (1.4826 x the median absolute deviation) from
+            their median, and their share of the squared deviations from it: a few targets that
+            hold the loss (a sentinel such as -999 for a missing value, a unit error in some rows).
     """
 
     rms: float
     mean: float
     std: float
     outputs_rms: float
+    without_floor: float = 0.0
+    outlying: float = 0.0
+    outlying_error: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -354,24 +370,45 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
     recurrent = any(n > 1 for n in applied.values()) or any(isinstance(m, (nn.RNNBase, nn.RNNCellBase))
                                                           for m in model.modules())
     outputs = None if loss.model_loss else output_bound(out, y, loss.loss_fn, bounded[0])
-    targets = None if loss.model_loss else target_scales(out, y)
+    targets = None if loss.model_loss else target_scales(out, y, loss.loss_fn)
     return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics,
                         float(gradient.norm()), outputs, targets)
 
 
-def target_scales(outputs: Any, y: Any) -> TargetScales | None:
+def target_scales(outputs: Any, y: Any,
+                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> TargetScales | None:
     """:class:`TargetScales` of targets ``y`` against the model's ``outputs`` on the same samples
-    (over every rank's share), ``None`` unless both are floating-point tensors of one shape."""
+    (over every rank's share), ``None`` unless both are floating-point tensors of one shape; with
+    ``loss_fn``, the share of targets where it has no lowest value."""
     if not (torch.is_tensor(outputs) and torch.is_tensor(y) and y.is_floating_point()
             and outputs.is_floating_point() and outputs.shape == y.shape and y.numel() > 1):
         return None
+    outside = targets_without_floor(loss_fn, outputs, y) if loss_fn is not None else 0
+    squared = loss_fn is not None and (recognise_loss(loss_fn, outputs.detach(), y) or ("",))[0] == "mse"
     y, out = y.detach().double(), outputs.detach().double()
+    far, far_error, error = _outlying(y) if squared else (0.0, 0.0, 0.0)
     sums = EmpiricalLoss.allreduce(torch.stack([y.new_tensor(float(y.numel())), y.sum(), (y * y).sum(),
-                                                (out * out).sum()]))
-    n, total, squares, out_squares = sums.tolist()
+                                                (out * out).sum(), y.new_tensor(float(outside)), y.new_tensor(far),
+                                                y.new_tensor(far_error), y.new_tensor(error)]))
+    n, total, squares, out_squares, outside, far, far_error, error = sums.tolist()
     mean = total / n
     return TargetScales(rms=math.sqrt(squares / n), mean=mean, std=math.sqrt(max(squares / n - mean * mean, 0.0)),
-                        outputs_rms=math.sqrt(out_squares / n))
+                        outputs_rms=math.sqrt(out_squares / n), without_floor=outside / n, outlying=far / n,
+                        outlying_error=far_error / error if error > 0 else 0.0)
+
+
+def _outlying(y: torch.Tensor) -> tuple[float, float, float]:
+    """``(count, their squared deviation, everyone's)``: the entries of ``y`` :data:`OUTLYING` or
+    more robust spreads from the median (this rank's: under ``torch.distributed`` each rank's
+    median stands in for the whole data's, which a cut this far out does not feel); nothing where
+    half the entries or more are at the median (no spread to measure by)."""
+    deviation = (y.flatten() - y.flatten().median()).abs()
+    spread = 1.4826 * float(deviation.median())  # the median absolute deviation, a normal's sigma
+    if not spread > 0:
+        return 0.0, 0.0, 0.0
+    far = deviation >= OUTLYING * spread
+    squares = deviation * deviation
+    return float(far.sum()), float(squares[far].sum()), float(squares.sum())
 
 
 def input_scales(X: Any, *, seed: int = 0) -> InputScales | None:

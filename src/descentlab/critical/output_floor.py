@@ -40,7 +40,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["OutputBound", "bound_of", "output_bound", "loss_floor", "recognise_loss", "LOSSES", "MATCH_TOL"]
+__all__ = ["OutputBound", "bound_of", "output_bound", "loss_floor", "recognise_loss", "targets_without_floor", "LOSSES",
+           "MATCH_TOL"]
 
 #: The losses whose floor has a closed form (module docstring).
 LOSSES = ("cross_entropy", "bce_with_logits", "mse")
@@ -143,6 +144,29 @@ def recognise_loss(loss_fn: Callable[[Any, Any], torch.Tensor], out: torch.Tenso
                 if math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3):
                     return name, value, scale, smoothing if name == "cross_entropy" else 0.0
     return None
+
+
+def targets_without_floor(loss_fn: Callable[[Any, Any], torch.Tensor], out: Any, y: Any) -> int:
+    """How many entries of ``y`` lie outside [0, 1] where ``loss_fn(out, y)`` is binary
+    cross-entropy with logits (recognised by value, mean or sum, as :func:`recognise_loss` does);
+    0 otherwise. At such a target t the loss, ``t·softplus(-x) + (1 - t)·softplus(x)`` in the score
+    x, falls linearly without end (as x → -∞ for t < 0, as x → +∞ for t > 1): it has no lowest value,
+    and descent grows the scores, and the weights, for as long as it runs (labels -1/+1 given to a
+    loss that wants 0/1)."""
+    if not (torch.is_tensor(out) and torch.is_tensor(y) and y.is_floating_point() and out.is_floating_point()
+            and out.shape == y.shape and y.numel()):
+        return 0
+    outside = int(((y < 0) | (y > 1)).sum())
+    if not outside:
+        return 0
+    with torch.no_grad():
+        value = float(loss_fn(out, y))
+        mean = float(F.binary_cross_entropy_with_logits(out, y))
+    if not (math.isfinite(value) and math.isfinite(mean)):
+        return 0
+    tol = min(1e3 * torch.finfo(out.dtype).eps, MATCH_TOL)
+    same = any(math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3) for scale in (1.0, float(y.numel())))
+    return outside if same else 0
 
 
 def loss_floor(name: str, out: torch.Tensor, y: torch.Tensor, low: float, high: float, *,

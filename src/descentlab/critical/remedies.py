@@ -108,7 +108,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import constant_inputs, copied, ringing
+from descentlab.critical.verdicts import constant_inputs, copied, floorless_targets, outlying_targets, ringing
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -220,8 +220,10 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     names = MENU.get(verdict or "", ())
     if verdict == "minimum" and not (evidence.get("loss") or {}).get("stuck_high"):
         names = ()
-    if verdict == "unscaled_inputs" and constant_inputs(evidence):
-        names = ()  # inputs that do not vary: what could change them is the user's data, not the loop
+    targets = (evidence.get("layers") or {}).get("targets")
+    if verdict == "unscaled_inputs" and (constant_inputs(evidence) or floorless_targets(evidence)
+                                         or outlying_targets(targets)):
+        names = ()  # inputs that do not vary, targets with no floor or far out: what could change them is the data
     if not names or optimizer is None:
         return []
     lr = float(optimizer.param_groups[0]["lr"])

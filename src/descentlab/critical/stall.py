@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from descentlab.critical.verdicts import (constant_inputs, copied, held_by_decay, in_class_order, mostly_frozen,
-                                          raised, ringing, rounded_away, shrunk, targets_not_inputs, weights_still)
+from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
+                                          mostly_frozen, outlying_targets, raised, ringing, rounded_away, shrunk,
+                                          targets_not_inputs, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -290,6 +291,12 @@ def evidence_text(stall: Stall) -> str:
         return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "
                 f"({out.get('family')}): {out.get('loss')} floor {out.get('floor') or math.nan:.3g}, loss "
                 f"{out.get('value') or math.nan:.3g}")
+    if verdict == "unscaled_inputs" and floorless_targets(ev):
+        return f"{floorless_targets(ev):.0%} of the targets outside [0, 1] under binary cross-entropy: no lowest loss"
+    if verdict == "unscaled_inputs" and outlying_targets(layers.get("targets")):
+        targets = layers["targets"]
+        return (f"{targets['outlying']:.2%} of the targets 30+ robust spreads out, {targets['outlying_error']:.0%} of "
+                "the squared error")
     if verdict == "unscaled_inputs" and targets_not_inputs(ev):
         targets = layers["targets"]
         return (f"targets' root-mean-square {targets['rms']:.3g}, {targets['ratio']:.3g}x the outputs' "

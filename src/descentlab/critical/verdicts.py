@@ -58,7 +58,13 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  root-mean-square and >= 100x the outputs'. Inputs that    (inputs that do not vary:
                                  do not vary over the sample, or unscaled with a typical   check how they are loaded;
                                  spread <= 1/30, come before rows 8-10: the units see      nothing to try)
-                                 their biases alone, each the same on every sample
+                                 their biases alone, each the same on every sample.
+                                 Targets at which the loss has no lowest value (binary     (targets without a floor:
+                                 cross-entropy's outside [0, 1]) come before rows 2-10:    map them into [0, 1];
+                                 the loss falls without end. Under squared error, stuck    nothing to try; a few far
+                                 high, a few targets (<= 1 %) 30 or more robust spreads    out: look at them, a log
+                                 from the median holding >= half the squared error come    scale or a robust loss;
+                                 before rows 8-10                                          nothing to try)
 12    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
@@ -69,16 +75,18 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  steps (β >= 0.973, Adam's β₁ too), the loss >= 10 %       raised rate, the best's rate
                                  above its best, not critical. Or a rate raised >= 2x
                                  since the loss's best, the loss >= 3x that best
-14    ``saddle``                 critical, and negative curvature that matters             step along the negative-curvature
-                                                                                           eigenvector; where the weight
-                                                                                           decay holds it
-                                                                                           (:func:`held_by_decay`), lower
+14    ``saddle``                 critical, and negative curvature that matters: over the   step along the negative-curvature
+                                 escape's longest step r, ½|λ_min| r² at least the         eigenvector; where the weight
+                                 gradient's ‖∇L‖ r (a saddle by the signs alone, whose     decay holds it
+                                 curvature gains less, goes on down the table)             (:func:`held_by_decay`), lower
                                                                                            the decay
 15    ``maximum``                critical, all curvature negative                          any step downhill
 16    ``noise_floor``            mini-batch training and the full-data gradient smaller    decay the rate, or a larger batch
                                  than the mini-batch noise (SNR < 1, ``critical.noise``);
                                  the loss has come down from where it began (no run
-                                 starts at its floor)
+                                 starts at its floor); under SGD or heavy ball, the
+                                 noise holds the loss >= 1 % above where the rate would
+                                 settle without it, (η_eff / 4) tr Σ_B
 17    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
                                  seen, or stuck high (above half the initial loss)         restart / noise / a larger
                                                                                            model; with under 10 % of the
@@ -106,7 +114,9 @@ remedy is the inputs' scale, not the rate). Among them a floor under the loss co
 measured, it says how low the loss can go at all, and a sigmoid at the output that holds the loss
 there saturates on its own, which is not the hidden layers' fault; and inputs that barely vary
 come before the units, which see their biases alone and read as dead or saturated for that (a
-unit alive on every sample is as blind to them as a dead one). Units that are copies of each
+unit alive on every sample is as blind to them as a dead one). A loss with no lowest value at its
+targets (labels -1/+1 given to binary cross-entropy) is named before anything but a non-finite loss:
+it falls without end, so every plateau, gradient and alarm along it is that fall's. Units that are copies of each
 other (a constant initialisation) get equal gradients and stay copies at any rate, so they come
 before the rate, except at a saddle or a maximum (a point where a layer's units are all equal and
 the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks their
@@ -152,9 +162,11 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
+           "floorless_targets", "outlying_targets", "OUTLYING_MOST",
            "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
-           "AT_LIMIT", "NOISE_SNR", "STUCK_HIGH", "NEAR_BEST",
+           "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
+           "STUCK_HIGH", "NEAR_BEST",
            "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
            "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
@@ -209,6 +221,11 @@ LR_ZERO = 1e-3
 AT_LIMIT = 0.9
 #: Below this gradient signal-to-noise ratio the mini-batch noise dominates.
 NOISE_SNR = 1.0
+#: A saddle's negative curvature matters where it gains at least this many times what the gradient
+#: does over the escape's longest step (:func:`shallow`).
+SADDLE_REACH = 1.0
+#: ... and at a noise floor the noise holds the loss up by at least this share of it (:func:`noise_holds`).
+NOISE_SHARE = 0.01
 #: A minimum whose loss is above this fraction of the initial loss is stuck high.
 STUCK_HIGH = 0.5
 #: A loss within this relative distance of the best loss seen is near the best.
@@ -282,6 +299,8 @@ INPUT_SCALE = 30.0
 #: Regression targets this many times the model's outputs (root-mean-square), themselves
 #: :data:`INPUT_SCALE` or more from unit scale: in raw units (house prices ~2e5 against outputs ~0.3).
 TARGET_RATIO = 100.0
+#: ... and "a few" regression targets far out is at most this share of them (:func:`outlying_targets`).
+OUTLYING_MOST = 0.01
 #: ... and standardizing them lowers the condition number of their second moment at least this much.
 INPUT_CONDITION = 1e3
 
@@ -308,12 +327,12 @@ def decide(evidence: Mapping[str, Any]) -> str:
         return "unstable"
     if raised(evidence):
         return "unstable"
-    if critical and kind == "saddle":
+    if critical and kind == "saddle" and not shallow(evidence):
         return "saddle"
     if critical and kind == "local_max":
         return "maximum"
     snr = _get(evidence, "noise", "snr")
-    if snr is not None and snr < NOISE_SNR and not unmoved(evidence):
+    if snr is not None and snr < NOISE_SNR and not unmoved(evidence) and noise_holds(evidence):
         return "noise_floor"
     if critical and kind == "local_min":
         return "minimum"
@@ -327,6 +346,8 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
     what can be said before any Hessian is computed."""
     if evidence.get("diverged"):
         return "diverged"
+    if floorless_targets(evidence):  # a loss that falls without end explains any plateau and any alarm
+        return "unscaled_inputs"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)
                            or rounded_away(evidence)):
@@ -492,6 +513,8 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
         return "bounded_outputs"
     if blank(layers.get("inputs")):  # units that cannot see the inputs read as dead or saturated
         return "unscaled_inputs"
+    if stuck and outlying_targets(layers.get("targets")):  # their errors' gradients throw the units dead
+        return "unscaled_inputs"
     units = layers.get("units") or []
     if stuck and any((u.get("dead") or 0) >= DEAD_SHARE for u in units):
         return "dead_units"
@@ -558,6 +581,24 @@ def unscaled_targets(targets: Mapping[str, Any] | None) -> bool:
     if not targets:
         return False
     return bool(targets["rms"] >= INPUT_SCALE and targets["ratio"] >= TARGET_RATIO)
+
+
+def outlying_targets(targets: Mapping[str, Any] | None) -> bool:
+    """Under squared error, a few regression targets, at most :data:`OUTLYING_MOST` of them, far
+    out (``layers.targets.outlying``: 30 robust spreads or more from the median) and holding at
+    least half the squared deviations (``outlying_error``): what the loss measures, and what its
+    gradient pulls toward, is those few (a sentinel such as -999 for a missing value, a unit slip,
+    or a tail so heavy that squared error sees nothing else)."""
+    if not targets:
+        return False
+    share = targets.get("outlying") or 0.0
+    return bool(0 < share <= OUTLYING_MOST and (targets.get("outlying_error") or 0.0) >= 0.5)
+
+
+def floorless_targets(evidence: Mapping[str, Any]) -> float:
+    """The share of the targets at which the loss has no lowest value (``layers.targets.without_floor``:
+    binary cross-entropy's targets outside [0, 1]); 0 where none is, or the targets were not read."""
+    return float((((evidence.get("layers") or {}).get("targets") or {}).get("without_floor")) or 0.0)
 
 
 def targets_not_inputs(evidence: Mapping[str, Any]) -> bool:
@@ -655,6 +696,17 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"{'holds' if counted['samples'] == 1 else 'hold'} a NaN or an infinity, and one in a batch makes the "
                 "loss and every weight non-finite at any rate (drop those rows, or torch.nan_to_num); then restart"
                 + (f" from the last good point (step {good})" if good is not None else ""))
+    if verdict in ("unscaled_inputs", "diverged") and floorless_targets(evidence):
+        return (f"map the targets into [0, 1] ((y + 1) / 2 for labels -1 and +1): binary cross-entropy has no "
+                f"lowest value at a target outside [0, 1] ({floorless_targets(evidence):.0%} of them here), so the "
+                "loss falls without end and the scores and weights grow with it; no change to the training loop "
+                "can help")
+    if verdict in ("unscaled_inputs", "diverged") and outlying_targets(_get(evidence, "layers", "targets")):
+        targets = evidence["layers"]["targets"]
+        return (f"look at the targets: {targets['outlying']:.2%} of them lie 30 or more robust spreads from their "
+                f"median and hold {targets['outlying_error']:.0%} of the squared error, so the loss and its gradient "
+                "are theirs; if they are errors (a sentinel such as -999 for a missing value, a unit slip), fix or "
+                "drop them; if they are real, train on a log scale or with a robust loss (F.huber_loss)")
     if verdict == "diverged":
         good = _get(evidence, "diverged", "checkpoint_step")
         drop, trend = _get(evidence, "layers", "depth_drop"), _get(evidence, "layers", "depth_trend")
@@ -790,6 +842,42 @@ def unmoved(evidence: Mapping[str, Any]) -> bool:
     the gradient (a rate far too small, an optimizer that steps none of the model's weights)."""
     value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
     return bool(value is not None and initial is not None and initial > 0 and value > (1 - NEAR_BEST) * initial)
+
+
+def noise_excess(evidence: Mapping[str, Any]) -> float | None:
+    """How far the mini-batch noise holds the loss above where the same rate without noise would
+    settle: ``(η_eff / 4) tr Σ_B``. In a quadratic valley SGD's iterate settles with variance
+    ``η σ² / (2λ)`` along an eigendirection of curvature λ and noise σ² (for ηλ small), which
+    costs ``½λ`` times that, ``η σ² / 4``, whatever λ; summed, ``(η / 4) tr Σ_B`` (Mandt, Hoffman &
+    Blei 2017). Heavy ball's variance is ``1 / (1 - β)`` times gradient descent's there
+    (``η_eff = lr · scale / (1 - β)``; Nesterov's alike). ``None`` where it is not measured: a
+    preconditioned rule (Adam's noise is weighed by its own per-coordinate steps), or no rate
+    test or noise estimate."""
+    rate = evidence.get("rate") or {}
+    noise_sq, rule, lr = _get(evidence, "noise", "noise_sq"), rate.get("rule"), rate.get("lr")
+    momentum = rate.get("momentum") or 0.0
+    if noise_sq is None or lr is None or rule not in ("gd", "heavy-ball", "nesterov") or rate.get("preconditioned") \
+            or momentum >= 1:
+        return None
+    return lr * (rate.get("scale") or 1.0) / (1.0 - momentum) * noise_sq / 4
+
+
+def noise_holds(evidence: Mapping[str, Any]) -> bool:
+    """The noise holds the loss up by at least :data:`NOISE_SHARE` of it (:func:`noise_excess`;
+    ``True`` where that is not measured, or the loss is not positive): an SNR below 1 alone does
+    not make a floor where the curvature is so low that the noise costs nothing (a loss crawling
+    along flat directions, whose larger rate would help and larger batch not)."""
+    excess, value = noise_excess(evidence), _get(evidence, "loss", "value")
+    return excess is None or value is None or value <= 0 or excess >= NOISE_SHARE * value
+
+
+def shallow(evidence: Mapping[str, Any]) -> bool:
+    """A saddle by the Hessian's signs whose negative curvature gains less, over the escape's
+    longest step, than the gradient still there (``curvature.escape_reach`` below
+    :data:`SADDLE_REACH`: :func:`~descentlab.critical.diagnosis.escape_reach`): the escape would
+    lower the loss by less than the next steps of descent, so the curvature is not what holds it."""
+    reach = _get(evidence, "curvature", "escape_reach")
+    return reach is not None and reach < SADDLE_REACH
 
 
 def near_best(evidence: Mapping[str, Any]) -> bool:
