@@ -35,8 +35,9 @@ the model's own modules, and from the gradient the diagnosis has already measure
   (:func:`~descentlab.critical.output_floor.output_bound`);
 * **targets** — for floating-point targets shaped like the outputs (a regression), their
   root-mean-square against the outputs' (:class:`TargetScales`): targets in raw units (prices in
-  dollars) ask the last layer for weights and a bias 1e5 times their initial scale; and the share
-  of them at which the loss has no lowest value (binary cross-entropy's targets outside [0, 1]).
+  dollars) ask the last layer for weights and a bias 1e5 times their initial scale; the share of
+  them at which the loss has no lowest value (binary cross-entropy's targets outside [0, 1]); and,
+  under squared error, the few far from the rest and their share of the squared error.
 """
 
 from __future__ import annotations

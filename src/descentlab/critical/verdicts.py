@@ -99,35 +99,35 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
 ====  =========================  ========================================================  =================================
 
 Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an optimizer
-stepping with the sum of every gradient since the start (a loop without ``zero_grad``: its steps
-are as long as those of a rate that grows each step, whatever the loss's own gradient is, and a
-growing loop gradient would read as an exploding one); so do batches that are not a sample of the
-data (what the loop fits is not what the loss measures: weights fitted to one class die, a point
-fitted to one batch is sharp); so does a weight decay that pulls the weights as hard as the loss
-does (it holds them at the origin of a network, which reads as a saddle, or where the pull
-balances the loss: a slow run whose larger rate would only shrink the weights faster under AdamW).
-A cause in the network itself (gradients that explode or vanish through the depth, outputs a
-bounded function holds above the loss's floor, units that pass no gradient, inputs on the wrong
-scale) comes next: it makes the curvature, the noise and the sharpness what they are (a tanh
-network fed inputs 200x too large is saturated, and its sharpness past the limit is a symptom; its
-remedy is the inputs' scale, not the rate). Among them a floor under the loss comes first:
-measured, it says how low the loss can go at all, and a sigmoid at the output that holds the loss
-there saturates on its own, which is not the hidden layers' fault; and inputs that barely vary
-come before the units, which see their biases alone and read as dead or saturated for that (a
-unit alive on every sample is as blind to them as a dead one). A loss with no lowest value at its
-targets (labels -1/+1 given to binary cross-entropy) is named before anything but a non-finite loss:
-it falls without end, so every plateau, gradient and alarm along it is that fall's. Units that are copies of each
-other (a constant initialisation) get equal gradients and stay copies at any rate, so they come
-before the rate, except at a saddle or a maximum (a point where a layer's units are all equal and
-the gradient vanishes, the origin of a two-layer net, is a saddle: the escape breaks their
-symmetry). Then the lectures' order: a rate past the stability limit keeps the iterate from
-settling whatever the point is, and so does momentum near 1 at any rate below it (its oscillations
-damp as √β a step: a loss that gave back what it had learned under it is read as unstable before
-the rows below), and so does a rate raised since the loss's best that threw the loss up and holds
-it there (where it landed, the sharpness may be within the limit: no row below explains the
-rise); a saddle or a maximum is escaped by a step, whatever the noise; the noise floor
-is tested before calling a point a minimum, because SGD at a constant rate hovers *around* a
-minimum at a loss above it.
+stepping with the sum of every gradient since the start (a loop without ``zero_grad``: its steps are
+as long as those of a rate that grows each step, whatever the loss's own gradient is, and a growing
+loop gradient would read as an exploding one); so do batches that are not a sample of the data (what
+the loop fits is not what the loss measures: weights fitted to one class die, a point fitted to one
+batch is sharp); so does a weight decay that pulls the weights as hard as the loss does (it holds
+them at the origin of a network, which reads as a saddle, or where the pull balances the loss: a
+slow run whose larger rate would only shrink the weights faster under AdamW). A cause in the network
+itself (gradients that explode or vanish through the depth, outputs a bounded function holds above
+the loss's floor, units that pass no gradient, inputs on the wrong scale) comes next: it makes the
+curvature, the noise and the sharpness what they are (a tanh network fed inputs 200x too large is
+saturated, and its sharpness past the limit is a symptom; its remedy is the inputs' scale, not the
+rate). Among them a floor under the loss comes first: measured, it says how low the loss can go at
+all, and a sigmoid at the output that holds the loss there saturates on its own, which is not the
+hidden layers' fault; and inputs that barely vary come before the units, which see their biases
+alone and read as dead or saturated for that (a unit alive on every sample is as blind to them as a
+dead one); so do a few targets far out under squared error, whose errors are the loss and whose
+gradient steps throw the units dead. A loss with no lowest value at its targets (labels -1/+1 given
+to binary cross-entropy) is named before anything but a non-finite loss: it falls without end, so
+every plateau, gradient and alarm along it is that fall's. Units that are copies of each other (a
+constant initialisation) get equal gradients and stay copies at any rate, so they come before the
+rate, except at a saddle or a maximum (a point where a layer's units are all equal and the gradient
+vanishes, the origin of a two-layer net, is a saddle: the escape breaks their symmetry). Then the
+lectures' order: a rate past the stability limit keeps the iterate from settling whatever the point
+is, and so does momentum near 1 at any rate below it (its oscillations damp as √β a step: a loss
+that gave back what it had learned under it is read as unstable before the rows below), and so does
+a rate raised since the loss's best that threw the loss up and holds it there (where it landed, the
+sharpness may be within the limit: no row below explains the rise); a saddle or a maximum is escaped
+by a step, whatever the noise; the noise floor is tested before calling a point a minimum, because
+SGD at a constant rate hovers *around* a minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
 (``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
 activation modules (activations written as functions) no dead or saturated units.
@@ -299,10 +299,10 @@ INPUT_SCALE = 30.0
 #: Regression targets this many times the model's outputs (root-mean-square), themselves
 #: :data:`INPUT_SCALE` or more from unit scale: in raw units (house prices ~2e5 against outputs ~0.3).
 TARGET_RATIO = 100.0
-#: ... and "a few" regression targets far out is at most this share of them (:func:`outlying_targets`).
-OUTLYING_MOST = 0.01
 #: ... and standardizing them lowers the condition number of their second moment at least this much.
 INPUT_CONDITION = 1e3
+#: "A few" regression targets far out is at most this share of them (:func:`outlying_targets`).
+OUTLYING_MOST = 0.01
 
 
 def _get(evidence: Mapping[str, Any], section: str, key: str, default: Any = None) -> Any:
