@@ -811,8 +811,22 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
     if verdict == "slow" and largest and lr and largest > lr:
-        return f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
-    return REMEDIES[verdict]
+        return f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum" + _unheard(evidence)
+    return REMEDIES[verdict] + (_unheard(evidence) if verdict == "slow" else "")
+
+
+def _unheard(evidence: Mapping[str, Any]) -> str:
+    """What a ``slow`` verdict cannot tell, said where the loss never moved from where the run began
+    and the batches' gradients are mostly noise: a rate too small reads so, and so do batches that
+    carry no signal of the data's (labels drawn apart from the inputs, an augmentation that scrambles
+    them), which no rate helps; ``""`` otherwise."""
+    snr, batch = _get(evidence, "noise", "snr"), _get(evidence, "noise", "batch_size")
+    if snr is None or snr >= NOISE_SNR or not unmoved(evidence):
+        return ""
+    return (f"; but the loss has not moved from where the run began and the batches' gradients are mostly noise "
+            f"(SNR {snr:.2g} at batch {batch}): if a larger rate does not lower it, check that the loop trains on "
+            "the data's own inputs and labels (labels drawn apart from the inputs, an augmentation that scrambles "
+            "them)")
 
 
 #: Why each loss with a floor wants its outputs unbounded.
