@@ -58,15 +58,18 @@ from descentlab.critical.stability import eps_bound_share, ring_half_life, sharp
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
-from descentlab.curvature.batches import non_finite_rows
+from descentlab.curvature.batches import batch_size as batch_count
+from descentlab.curvature.batches import non_finite_rows, take
 from descentlab.curvature.empirical import UPCAST, mode_dependent_modules, trains_batch_norm
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
-           "batches_evidence", "lowest_direction", "escape_reach", "decay_evidence",
-           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
+           "batches_evidence", "fair_low", "lowest_direction", "escape_reach", "decay_evidence",
+           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "FAIR_SAMPLES", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
+#: The batches' fair reading (:func:`fair_low`) takes at most this many samples' losses one by one.
+FAIR_SAMPLES = 256
 #: A critical point's curvature is measured on all the data up to this many samples.
 FULL_CURVATURE_LIMIT = 4_096
 #: Hessian-vector products a rate test is expected to take (Lanczos for one eigenvalue to 1 %:
@@ -309,9 +312,44 @@ def batches_evidence(batches: Mapping[str, float] | None, loss: Mapping[str, Any
     the batch's statistics) where the model trains batch-norm and the record alone reads biased:
     the tracked loss reads the running statistics, which lag the batches' early on, and the two
     part for that alone."""
-    if batches is None or not trains_batch_norm(sample.model) or not biased({"batches": batches, "loss": loss}):
+    if batches is None or not biased({"batches": batches, "loss": loss}):
+        return batches
+    if batches.get("samples"):
+        batches = {**batches, "fair_low": fair_low(sample, int(batches["samples"]))}
+    if not trains_batch_norm(sample.model):
         return batches
     return {**batches, "tracked_batch_statistics": float(sample.with_batch_statistics().loss())}
+
+
+def fair_low(sample: EmpiricalLoss, drawn: int, *, most: int = FAIR_SAMPLES, draws: int = 2_000,
+             seed: int = 0) -> float | None:
+    """How low, against the data's mean loss, the mean over ``drawn`` samples of the data reads at
+    the least: the lowest of ``draws`` means of ``drawn`` of the sample's per-sample losses (its
+    first ``most``), resampled (a run reads its batches at every check, so a rare low reading is
+    met: what no fair draw reaches is the test). Near 1 where every sample's loss is alike; far below where a few samples hold
+    most of the loss (a heavy tail of targets under squared error, the few images a late network
+    still misfits), for a fair batch then usually misses them: batches below the data's loss are
+    what such data gives, not batches that are not a sample of it. ``None`` where the losses are
+    not positive or a sample's loss cannot be taken alone."""
+    X, y = sample.one_batch()  # on the model's device and dtype already
+    n = min(batch_count(X, y), int(most))
+    theta = sample.leaves()
+
+    def alone(i: int) -> torch.Tensor:
+        index = torch.tensor([i])
+        return sample.batch_loss(theta, take(X, index), None if y is None else take(y, index)).reshape(())
+
+    try:
+        with torch.no_grad():
+            losses = torch.stack([alone(i) for i in range(n)]).double().cpu()
+    except (RuntimeError, ValueError):  # a model that needs more than one sample (batch-norm in training)
+        return None
+    mean = float(losses.mean())
+    if not (n > 1 and mean > 0 and bool((losses >= 0).all())):
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    means = losses[torch.randint(0, n, (draws, int(drawn)), generator=generator)].mean(dim=1)
+    return float(means.min()) / mean
 
 
 def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperator:

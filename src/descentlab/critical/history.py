@@ -68,6 +68,7 @@ class RunHistory:
         self.before_step: int | None = None
         self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
         self.batch_losses: list[tuple[int, float, float]] = []
+        self.batch_samples: int | None = None  # the samples the last interval's batches held
 
     def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
@@ -140,17 +141,19 @@ class RunHistory:
         since the last check."""
         self.grad_norms.append((int(step), float(low), float(high)))
 
-    def observe_batches(self, step: int, batch_loss: float, tracked: float) -> None:
+    def observe_batches(self, step: int, batch_loss: float, tracked: float, samples: int | None = None) -> None:
         """Record the mean loss the loop's batches had over the steps up to ``step`` since the last
-        check, beside the tracked loss there."""
+        check, beside the tracked loss there, and how many samples those batches held (``None``:
+        not known)."""
         self.batch_losses.append((int(step), float(batch_loss), float(tracked)))
+        self.batch_samples = samples
 
     def batch_record(self) -> dict[str, float] | None:
         """The loop's batch losses against the tracked loss (:attr:`batch_losses`): the latest mean
         batch loss and tracked loss, the first check's ratio of the two, and ``ratio``, the larger
         of the last two checks' ratios over that first one (a loss the loop scales, a sum or a
         mean, or in training mode with dropout, keeps its ratio from the start); ``None`` before
-        three checks have read both. Where the first ratio is above 1 and the second check's is
+        three checks have read both; ``samples``, what the last interval's batches held. Where the first ratio is above 1 and the second check's is
         smaller but at least :data:`SECOND_NEAR`, the second is the first: a loss that fell
         steeply over the first interval (from 8,000 at a large initialisation to 2.7 by step 10)
         has a mean of its batches far above the tracked loss at the interval's end, which no later
@@ -168,7 +171,8 @@ class RunHistory:
         if first > 1 and SECOND_NEAR <= second < first:  # batches above the data at the first check (the loss's
             first = second  # scale, or a fall within the first interval), and near it or above it at the second
         _, batch, tracked = self.batch_losses[-1]
-        return {"batch_loss": batch, "tracked": tracked, "first_ratio": first, "ratio": max(recent) / first}
+        return {"batch_loss": batch, "tracked": tracked, "first_ratio": first, "ratio": max(recent) / first,
+                "samples": self.batch_samples}
 
     def loss_record(self, value: float | None) -> dict[str, float | None]:
         """``value``, the best and the initial tracked loss (the ``minimum`` verdict's evidence),

@@ -501,7 +501,9 @@ class StallMonitor(Callback):
                                                      dtype=torch.float64)).tolist()
         self._batch_sum, self._batch_count = 0.0, 0
         if batch_count:
-            self.history.observe_batches(step, batch_sum / batch_count, tracked)
+            size = loop.batch_size or self._batch_size
+            self.history.observe_batches(step, batch_sum / batch_count, tracked,
+                                         int(batch_count * size) if size else None)
         trend = self.plateau.add(step, tracked)
         progress = self.plateau.progress()
         # with sharpness tracked, the loss at every check is the curve shown against it (its rises at

@@ -382,14 +382,17 @@ def biased(evidence: Mapping[str, Any]) -> bool:
     they were read before, but those batches are far above the data's best.) With batch-norm in
     training mode the ratio also holds against the data's loss as training computes it, on the
     batch's statistics (``batches.tracked_batch_statistics``): the tracked loss reads the running
-    statistics, which lag the batches' early on."""
+    statistics, which lag the batches' early on. And where the data's losses are so uneven that a
+    fair interval of batches reads that low too (``batches.fair_low``, the 1st percentile of its
+    mean against the data's: :func:`~descentlab.critical.diagnosis.fair_low`), they are not biased."""
     batches = evidence.get("batches") or {}
     if in_class_order(batches):
         return True
     ratio, batch_loss = batches.get("ratio"), batches.get("batch_loss")
     value, initial, best = (_get(evidence, "loss", key) for key in ("value", "initial", "best"))
-    trained, first = batches.get("tracked_batch_statistics"), batches.get("first_ratio")
+    trained, first, fair = batches.get("tracked_batch_statistics"), batches.get("first_ratio"), batches.get("fair_low")
     return bool(ratio is not None and math.isfinite(ratio) and ratio <= BATCH_RATIO and value is not None
+                and (fair is None or ratio <= fair)
                 and initial and value >= BATCH_LOSS_FLOOR * initial
                 and (best is None or batch_loss is None or batch_loss < best)
                 and (trained is None or not first or batch_loss / trained <= BATCH_RATIO * first))
