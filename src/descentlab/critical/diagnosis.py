@@ -61,10 +61,12 @@ from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
 from descentlab.curvature.batches import batch_size as batch_count
 from descentlab.curvature.batches import non_finite_rows, take
 from descentlab.curvature.empirical import UPCAST, mode_dependent_modules, trains_batch_norm
+from descentlab.ranks import smallest
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
            "batches_evidence", "fair_low", "lowest_direction", "escape_reach", "decay_evidence",
-           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "FAIR_SAMPLES", "RATE_PRODUCTS", "RATE_LEAST", "POINT_PRODUCTS"]
+           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "FAIR_SAMPLES", "RATE_PRODUCTS", "RATE_LEAST",
+           "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
@@ -326,11 +328,12 @@ def fair_low(sample: EmpiricalLoss, drawn: int, *, most: int = FAIR_SAMPLES, dra
     """How low, against the data's mean loss, the mean over ``drawn`` samples of the data reads at
     the least: the lowest of ``draws`` means of ``drawn`` of the sample's per-sample losses (its
     first ``most``), resampled (a run reads its batches at every check, so a rare low reading is
-    met: what no fair draw reaches is the test). Near 1 where every sample's loss is alike; far below where a few samples hold
-    most of the loss (a heavy tail of targets under squared error, the few images a late network
-    still misfits), for a fair batch then usually misses them: batches below the data's loss are
-    what such data gives, not batches that are not a sample of it. ``None`` where the losses are
-    not positive or a sample's loss cannot be taken alone."""
+    met: what no fair draw reaches is the test). Near 1 where every sample's loss is alike; far
+    below where a few samples hold most of the loss (a heavy tail of targets under squared error,
+    the few images a late network still misfits), for a fair batch then usually misses them:
+    batches below the data's loss are what such data gives, not batches that are not a sample of
+    it. Under ``torch.distributed`` the smallest over the ranks (every rank decides alike).
+    ``None`` where the losses are not positive or a sample's loss cannot be taken alone."""
     X, y = sample.one_batch()  # on the model's device and dtype already
     n = min(batch_count(X, y), int(most))
     theta = sample.leaves()
@@ -339,17 +342,18 @@ def fair_low(sample: EmpiricalLoss, drawn: int, *, most: int = FAIR_SAMPLES, dra
         index = torch.tensor([i])
         return sample.batch_loss(theta, take(X, index), None if y is None else take(y, index)).reshape(())
 
+    read = math.inf
     try:
         with torch.no_grad():
             losses = torch.stack([alone(i) for i in range(n)]).double().cpu()
+        mean = float(losses.mean())
+        if n > 1 and mean > 0 and bool((losses >= 0).all()):
+            generator = torch.Generator().manual_seed(seed)
+            read = float(losses[torch.randint(0, n, (draws, int(drawn)), generator=generator)].mean(dim=1).min()) / mean
     except (RuntimeError, ValueError):  # a model that needs more than one sample (batch-norm in training)
-        return None
-    mean = float(losses.mean())
-    if not (n > 1 and mean > 0 and bool((losses >= 0).all())):
-        return None
-    generator = torch.Generator().manual_seed(seed)
-    means = losses[torch.randint(0, n, (draws, int(drawn)), generator=generator)].mean(dim=1)
-    return float(means.min()) / mean
+        pass
+    read = smallest(read)
+    return read if math.isfinite(read) else None
 
 
 def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperator:

@@ -149,16 +149,16 @@ class RunHistory:
         self.batch_samples = samples
 
     def batch_record(self) -> dict[str, float] | None:
-        """The loop's batch losses against the tracked loss (:attr:`batch_losses`): the latest mean
-        batch loss and tracked loss, the first check's ratio of the two, and ``ratio``, the larger
-        of the last two checks' ratios over that first one (a loss the loop scales, a sum or a
-        mean, or in training mode with dropout, keeps its ratio from the start); ``None`` before
-        three checks have read both; ``samples``, what the last interval's batches held. Where the first ratio is above 1 and the second check's is
-        smaller but at least :data:`SECOND_NEAR`, the second is the first: a loss that fell
-        steeply over the first interval (from 8,000 at a large initialisation to 2.7 by step 10)
-        has a mean of its batches far above the tracked loss at the interval's end, which no later
-        interval repeats; batches already far below the data at the second check (one batch
-        repeated: 1.55, then 0.073) are fitted, and the first ratio stands."""
+        """The loop's batch losses against the tracked loss (:attr:`batch_losses`): the latest mean batch
+        loss and tracked loss, the first check's ratio of the two, and ``ratio``, the larger of the last two
+        checks' ratios over that first one (a loss the loop scales, a sum or a mean, or in training mode
+        with dropout, keeps its ratio from the start); ``None`` before three checks have read both;
+        ``samples``, what the last interval's batches held. Where the first ratio is above 1 and the second
+        check's is smaller but at least :data:`SECOND_NEAR`, the second is the first: a loss that fell
+        steeply over the first interval (from 8,000 at a large initialisation to 2.7 by step 10) has a mean
+        of its batches far above the tracked loss at the interval's end, which no later interval repeats;
+        batches already far below the data at the second check (one batch repeated: 1.55, then 0.073) are
+        fitted, and the first ratio stands."""
         if len(self.batch_losses) < 3:
             return None
         _, batch0, tracked0 = self.batch_losses[0]
@@ -189,7 +189,7 @@ class RunHistory:
                 "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
                 "grad_norms": [list(g) for g in self.grad_norms],
-                "batch_losses": [list(b) for b in self.batch_losses]}
+                "batch_losses": [list(b) for b in self.batch_losses], "batch_samples": self.batch_samples}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
@@ -203,3 +203,4 @@ class RunHistory:
         self.before, self.before_step = state.get("before"), state.get("before_step")
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]
         self.batch_losses = [(int(s), float(b), float(t)) for s, b, t in state.get("batch_losses", [])]
+        self.batch_samples = state.get("batch_samples")

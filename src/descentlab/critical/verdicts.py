@@ -383,8 +383,8 @@ def biased(evidence: Mapping[str, Any]) -> bool:
     training mode the ratio also holds against the data's loss as training computes it, on the
     batch's statistics (``batches.tracked_batch_statistics``): the tracked loss reads the running
     statistics, which lag the batches' early on. And where the data's losses are so uneven that a
-    fair interval of batches reads that low too (``batches.fair_low``, the 1st percentile of its
-    mean against the data's: :func:`~descentlab.critical.diagnosis.fair_low`), they are not biased."""
+    fair interval of batches reads that low too (``batches.fair_low``, the least of its resampled
+    means against the data's: :func:`~descentlab.critical.diagnosis.fair_low`), they are not biased."""
     batches = evidence.get("batches") or {}
     if in_class_order(batches):
         return True
