@@ -65,13 +65,15 @@ from descentlab.ranks import smallest
 
 __all__ = ["Finding", "examine", "examine_divergence", "look_evidence", "rate_evidence", "standardized_rate",
            "batches_evidence", "fair_low", "lowest_direction", "escape_reach", "decay_evidence",
-           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "FAIR_SAMPLES", "RATE_PRODUCTS", "RATE_LEAST",
+           "FULL_DATA_LIMIT", "FULL_CURVATURE_LIMIT", "FAIR_SAMPLES", "FAIR_DRAWN", "RATE_PRODUCTS", "RATE_LEAST",
            "POINT_PRODUCTS"]
 
 #: The gradient test reads all the data when it is in memory and holds at most this many samples.
 FULL_DATA_LIMIT = 20_000
-#: The batches' fair reading (:func:`fair_low`) takes at most this many samples' losses one by one.
+#: The batches' fair reading (:func:`fair_low`) takes at most this many samples' losses one by one ...
 FAIR_SAMPLES = 256
+#: ... and resamples intervals of at most this many (2,000 of them: 66 MB of indices at the cap).
+FAIR_DRAWN = 4096
 #: A critical point's curvature is measured on all the data up to this many samples.
 FULL_CURVATURE_LIMIT = 4_096
 #: Hessian-vector products a rate test is expected to take (Lanczos for one eigenvalue to 1 %:
@@ -349,7 +351,8 @@ def fair_low(sample: EmpiricalLoss, drawn: int, *, most: int = FAIR_SAMPLES, dra
         mean = float(losses.mean())
         if n > 1 and mean > 0 and bool((losses >= 0).all()):
             generator = torch.Generator().manual_seed(seed)
-            read = float(losses[torch.randint(0, n, (draws, int(drawn)), generator=generator)].mean(dim=1).min()) / mean
+            drawn = min(int(drawn), FAIR_DRAWN)  # larger intervals read nearer the mean: the cap reads lower
+            read = float(losses[torch.randint(0, n, (draws, drawn), generator=generator)].mean(dim=1).min()) / mean
     except (RuntimeError, ValueError):  # a model that needs more than one sample (batch-norm in training)
         pass
     read = smallest(read)

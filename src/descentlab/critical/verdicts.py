@@ -814,7 +814,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
     if verdict == "slow" and largest and lr and largest > lr:
-        return f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum" + _unheard(evidence)
+        return (f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
+                + _unheard(evidence))
     return REMEDIES[verdict] + (_unheard(evidence) if verdict == "slow" else "")
 
 
