@@ -98,12 +98,13 @@ class RunHistory:
                 with torch.no_grad():
                     torch._foreach_copy_(self.best_params, params)
 
-    def attached_at(self, lr: float) -> None:
-        """The rate the optimizer had when the monitor was given it, before the first check: part
-        of the rate's peak (a scheduler that cuts the rate at every step, as ``ReduceLROnPlateau``
-        with ``patience=0`` fed noisy batch losses does, has it at 1e-9 of its start by the first
-        check, and a peak read at the checks alone would never see the start)."""
-        self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
+    def attached_at(self, lr: float | None) -> None:
+        """The rate the optimizer had when the monitor was given it, before the first check (``None``:
+        no optimizer yet): part of the rate's peak (a scheduler that cuts the rate at every step, as
+        ``ReduceLROnPlateau`` with ``patience=0`` fed noisy batch losses does, has it at 1e-9 of its
+        start by the first check, and a peak read at the checks alone would never see the start)."""
+        if lr is not None:
+            self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
 
     def observe_rate(self, step: int, lr: float | None) -> None:
         """Record the rate at ``step`` (``None``: no optimizer): its peak, and since when it is ~0."""

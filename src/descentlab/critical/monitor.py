@@ -238,8 +238,7 @@ class StallMonitor(Callback):
         self._track_seconds = 0.0  # what the last tracked loss took
         self.loop: LoopState | None = None
         self._optimizer, self._batch_size = optimizer, batch_size
-        if optimizer is not None:
-            self.history.attached_at(float(optimizer.param_groups[0]["lr"]))
+        self.history.attached_at(self._lr())
         self._count = 0  # steps seen
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
         self._diverged = False
@@ -309,8 +308,8 @@ class StallMonitor(Callback):
         """Adopt the loop's objects; at step 0 record the initial loss and parameters (the first
         good point, where a run that diverges at once is diagnosed)."""
         self.loop = loop
-        if self.optimizer is not None and self.history.initial is None:
-            self.history.attached_at(float(self.optimizer.param_groups[0]["lr"]))
+        if self.history.initial is None:
+            self.history.attached_at(self._lr())
         self.budget.restart()
         self._size_routine()
         if self.history.initial is None:

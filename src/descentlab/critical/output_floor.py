@@ -134,16 +134,20 @@ def recognise_loss(loss_fn: Callable[[Any, Any], torch.Tensor], out: torch.Tenso
         value = float(loss_fn(out, y))
         if not math.isfinite(value):
             return None
-        tol = min(1e3 * torch.finfo(out.dtype).eps, MATCH_TOL)  # float32: 1.2e-4; half precision: capped
         for name in LOSSES:
             mean = _reference(name, out, y, smoothing)
-            if mean is None:
-                continue
-            count = _count(name, out, y)
-            for scale in (1.0, float(count)):
-                if math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3):
-                    return name, value, scale, smoothing if name == "cross_entropy" else 0.0
+            scale = None if mean is None else _scale_of(value, mean, _count(name, out, y), out.dtype)
+            if scale is not None:
+                return name, value, scale, smoothing if name == "cross_entropy" else 0.0
     return None
+
+
+def _scale_of(value: float, mean: float, count: int, dtype: torch.dtype) -> float | None:
+    """1 where ``value`` is ``mean`` (a mean), ``count`` where it is ``count`` times it (a sum), to a
+    thousand units of ``dtype``'s precision (at most :data:`MATCH_TOL`); ``None`` where it is neither."""
+    tol = min(1e3 * torch.finfo(dtype).eps, MATCH_TOL)  # float32: 1.2e-4; half precision: capped
+    return next((scale for scale in (1.0, float(count))
+                 if math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3)), None)
 
 
 def targets_without_floor(loss_fn: Callable[[Any, Any], torch.Tensor], out: Any, y: Any) -> int:
@@ -164,9 +168,7 @@ def targets_without_floor(loss_fn: Callable[[Any, Any], torch.Tensor], out: Any,
         mean = float(F.binary_cross_entropy_with_logits(out, y))
     if not (math.isfinite(value) and math.isfinite(mean)):
         return 0
-    tol = min(1e3 * torch.finfo(out.dtype).eps, MATCH_TOL)
-    same = any(math.isclose(value, scale * mean, rel_tol=tol, abs_tol=tol * 1e-3) for scale in (1.0, float(y.numel())))
-    return outside if same else 0
+    return outside if _scale_of(value, mean, y.numel(), out.dtype) is not None else 0
 
 
 def loss_floor(name: str, out: torch.Tensor, y: torch.Tensor, low: float, high: float, *,
