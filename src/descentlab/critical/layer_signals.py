@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from descentlab.critical.output_floor import OutputBound, bound_of, output_bound, recognise_loss, targets_without_floor
+from descentlab.critical.pairing import Pairing, target_pairing
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
 from descentlab.engine.model_changes import NORM_LAYERS
@@ -226,6 +227,8 @@ class LayerSignals:
             nothing built in bounds them, or a loss the model computes itself).
         targets: the regression targets' size against the outputs' (``None``: targets that are
             not floating point or not shaped like the outputs).
+        pairing: whether the loss compares each output with its own target
+            (:func:`~descentlab.critical.pairing.target_pairing`; ``None``: not read).
     """
 
     layers: tuple[LayerGradient, ...]
@@ -237,6 +240,7 @@ class LayerSignals:
     gradient_norm: float | None = None
     outputs: OutputBound | None = None
     targets: TargetScales | None = None
+    pairing: Pairing | None = None
 
     @property
     def depth_drop(self) -> float | None:
@@ -270,7 +274,10 @@ class LayerSignals:
                 "notes": list(self.notes), "batch_statistics": self.batch_statistics,
                 "gradient_norm": self.gradient_norm,
                 "outputs": None if self.outputs is None else asdict(self.outputs),
-                "targets": None if self.targets is None else {**asdict(self.targets), "ratio": self.targets.ratio}}
+                "targets": None if self.targets is None else {**asdict(self.targets), "ratio": self.targets.ratio},
+                "pairing": None if self.pairing is None else {"change": self.pairing.change,
+                                                              "outputs": list(self.pairing.outputs),
+                                                              "targets": list(self.pairing.targets)}}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
@@ -372,8 +379,9 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
                                                           for m in model.modules())
     outputs = None if loss.model_loss else output_bound(out, y, loss.loss_fn, bounded[0])
     targets = None if loss.model_loss else target_scales(out, y, loss.loss_fn)
+    pairing = None if loss.model_loss else target_pairing(loss.loss_fn, out, y)
     return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics,
-                        float(gradient.norm()), outputs, targets)
+                        float(gradient.norm()), outputs, targets, pairing)
 
 
 def target_scales(outputs: Any, y: Any,

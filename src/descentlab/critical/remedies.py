@@ -108,7 +108,8 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import constant_inputs, copied, floorless_targets, outlying_targets, ringing
+from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, outlying_targets, ringing,
+                                          unpaired)
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -222,8 +223,8 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
         names = ()
     targets = (evidence.get("layers") or {}).get("targets")
     if verdict == "unscaled_inputs" and (constant_inputs(evidence) or floorless_targets(evidence)
-                                         or outlying_targets(targets)):
-        names = ()  # inputs that do not vary, targets with no floor or far out: what could change them is the data
+                                         or outlying_targets(targets) or unpaired(evidence)):
+        names = ()  # inputs that do not vary, targets with no floor, far out or unpaired: the data or the loss
     if not names or optimizer is None:
         return []
     lr = float(optimizer.param_groups[0]["lr"])

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
-                                          mostly_frozen, outlying_targets, raised, ringing, rounded_away, shrunk,
-                                          targets_not_inputs, weights_still)
+                                          mostly_frozen, outlying_targets, raised, ringing, rounded_away, samples_shape,
+                                          shrunk, targets_not_inputs, unpaired, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -293,6 +293,10 @@ def evidence_text(stall: Stall) -> str:
                 f"{out.get('value') or math.nan:.3g}")
     if verdict == "unscaled_inputs" and floorless_targets(ev):
         return f"{floorless_targets(ev):.0%} of the targets outside [0, 1] under binary cross-entropy: no lowest loss"
+    if verdict == "unscaled_inputs" and unpaired(ev):
+        pairing = layers["pairing"]
+        return (f"the loss does not pair outputs {samples_shape(pairing['outputs'])} with targets "
+                f"{samples_shape(pairing['targets'])}: its gradient moves {pairing['change']:.1g} when the targets do")
     if verdict == "unscaled_inputs" and outlying_targets(layers.get("targets")):
         targets = layers["targets"]
         return (f"{targets['outlying']:.2%} of the targets 30+ robust spreads out, {targets['outlying_error']:.0%} of "

@@ -64,7 +64,10 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  the loss falls without end. Under squared error, stuck    nothing to try; a few far
                                  high, a few targets (<= 1 %) 30 or more robust spreads    out: look at them, a log
                                  from the median holding >= half the squared error come    scale or a robust loss;
-                                 before rows 8-10                                          nothing to try)
+                                 before rows 8-10. Stuck high, a loss that does not pair   nothing to try;
+                                 outputs with their targets (its gradient at the outputs   unpaired: one shape for the
+                                 unchanged when every target moves to the next sample:     outputs and the targets,
+                                 (N, 1) broadcast against (N,)) comes before rows 2-10     nothing to try)
 12    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
@@ -117,17 +120,20 @@ alone and read as dead or saturated for that (a unit alive on every sample is as
 dead one); so do a few targets far out under squared error, whose errors are the loss and whose
 gradient steps throw the units dead. A loss with no lowest value at its targets (labels -1/+1 given
 to binary cross-entropy) is named before anything but a non-finite loss: it falls without end, so
-every plateau, gradient and alarm along it is that fall's. Units that are copies of each other (a
-constant initialisation) get equal gradients and stay copies at any rate, so they come before the
-rate, except at a saddle or a maximum (a point where a layer's units are all equal and the gradient
-vanishes, the origin of a two-layer net, is a saddle: the escape breaks their symmetry). Then the
-lectures' order: a rate past the stability limit keeps the iterate from settling whatever the point
-is, and so does momentum near 1 at any rate below it (its oscillations damp as √β a step: a loss
-that gave back what it had learned under it is read as unstable before the rows below), and so does
-a rate raised since the loss's best that threw the loss up and holds it there (where it landed, the
-sharpness may be within the limit: no row below explains the rise); a saddle or a maximum is escaped
-by a step, whatever the noise; the noise floor is tested before calling a point a minimum, because
-SGD at a constant rate hovers *around* a minimum at a loss above it.
+every plateau, gradient and alarm along it is that fall's; so is, with the loss stuck high, a loss
+that does not pair each output with its own target (outputs (N, 1) against targets (N,), broadcast):
+the best any model can do under it is the targets' mean, and any remedy of the loop stops there too.
+Units that are copies of each other (a constant initialisation) get equal gradients and stay copies
+at any rate, so they come before the rate, except at a saddle or a maximum (a point where a layer's
+units are all equal and the gradient vanishes, the origin of a two-layer net, is a saddle: the
+escape breaks their symmetry). Then the lectures' order: a rate past the stability limit keeps the
+iterate from settling whatever the point is, and so does momentum near 1 at any rate below it (its
+oscillations damp as √β a step: a loss that gave back what it had learned under it is read as
+unstable before the rows below), and so does a rate raised since the loss's best that threw the loss
+up and holds it there (where it landed, the sharpness may be within the limit: no row below explains
+the rise); a saddle or a maximum is escaped by a step, whatever the noise; the noise floor is tested
+before calling a point a minimum, because SGD at a constant rate hovers *around* a minimum at a loss
+above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
 (``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
 activation modules (activations written as functions) no dead or saturated units.
@@ -149,7 +155,7 @@ scales, the outputs' bound and the loss's floor), ``batches`` (``batch_loss``, `
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from descentlab.critical.stability import ring_half_life
@@ -162,7 +168,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
-           "floorless_targets", "outlying_targets", "OUTLYING_MOST",
+           "floorless_targets", "outlying_targets", "OUTLYING_MOST", "unpaired", "UNPAIRED", "samples_shape",
            "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
@@ -303,6 +309,16 @@ TARGET_RATIO = 100.0
 INPUT_CONDITION = 1e3
 #: "A few" regression targets far out is at most this share of them (:func:`outlying_targets`).
 OUTLYING_MOST = 0.01
+#: A loss whose gradient at the outputs changes by at most this share when every target moves to the
+#: next sample does not pair outputs with targets (:func:`unpaired`; outputs (N, 1) broadcast against
+#: targets (N,): 5e-8 to 6e-8 in float32, N 442-512; losses that pair, cross-entropy, squared error,
+#: BCE, sequence cross-entropy, at random or constant outputs: 0.98-1.46).
+UNPAIRED = 1e-3
+
+
+def samples_shape(shape: Sequence[int]) -> str:
+    """The shape of ``N`` samples of one sample's ``shape``: ``(N, 1)`` for ``(1,)``, ``(N,)`` for ``()``."""
+    return f"({', '.join(['N', *(str(n) for n in shape)])}{',' if not shape else ''})"
 
 
 def _get(evidence: Mapping[str, Any], section: str, key: str, default: Any = None) -> Any:
@@ -347,6 +363,8 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
     if evidence.get("diverged"):
         return "diverged"
     if floorless_targets(evidence):  # a loss that falls without end explains any plateau and any alarm
+        return "unscaled_inputs"
+    if stuck_high(evidence) and unpaired(evidence):  # it fits the targets' mean at best, whatever else is wrong
         return "unscaled_inputs"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)
@@ -604,6 +622,15 @@ def floorless_targets(evidence: Mapping[str, Any]) -> float:
     return float((((evidence.get("layers") or {}).get("targets") or {}).get("without_floor")) or 0.0)
 
 
+def unpaired(evidence: Mapping[str, Any]) -> bool:
+    """The loss does not compare each output with its own target (``layers.pairing.change`` at most
+    :data:`UNPAIRED`: :func:`~descentlab.critical.pairing.target_pairing`): outputs (N, 1) broadcast
+    against targets (N,) compare every output with every target, so the best any model can do is
+    the targets' mean, and the loss stops at their spread."""
+    change = (((evidence.get("layers") or {}).get("pairing")) or {}).get("change")
+    return change is not None and change <= UNPAIRED
+
+
 def targets_not_inputs(evidence: Mapping[str, Any]) -> bool:
     """The data's scale that :func:`network_cause` names is the regression targets' alone: they are
     :func:`unscaled_targets` and the inputs are not :func:`unscaled`."""
@@ -704,6 +731,13 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"lowest value at a target outside [0, 1] ({floorless_targets(evidence):.0%} of them here), so the "
                 "loss falls without end and the scores and weights grow with it; no change to the training loop "
                 "can help")
+    if verdict == "unscaled_inputs" and unpaired(evidence):
+        pairing = evidence["layers"]["pairing"]
+        shapes = f"outputs {samples_shape(pairing['outputs'])} against targets {samples_shape(pairing['targets'])}"
+        return (f"make the loss compare each output with its own target ({shapes}): moving every target to "
+                "another sample leaves the loss's gradient unchanged, so it compares every output with every "
+                "target (a broadcast) and no model can do better than their mean; give both one shape "
+                "(model(x).squeeze(-1), or y[:, None]); no change to the training loop can help")
     if verdict in ("unscaled_inputs", "diverged") and outlying_targets(_get(evidence, "layers", "targets")):
         targets = evidence["layers"]["targets"]
         return (f"look at the targets: {targets['outlying']:.2%} of them lie 30 or more robust spreads from their "
