@@ -101,6 +101,11 @@ class UnitStats:
             :data:`FLAT_SLOPE` on every sample (``smooth`` family); else ``None``.
         saturated: share of units in their flat tail on most samples (saturating families, else ``None``).
         inactive: share of units negative on every sample (``leaky`` family, else ``None``).
+        variation: (``relu`` family) the median over the units that are not zero on every sample
+            of their spread over the samples against their root-mean-square: ~0.3-1 where the
+            units tell the samples apart, ~1e-8 where a signal that faded through the layers below
+            leaves each unit its bias alone, on or off alike for every sample (``None``: no unit
+            alive, or another family).
         after: the weight layer the forward pass called last before this activation (the layer
             whose outputs these units are, in a plain stack), or ``None``.
         norms: the normalization layers called between ``after`` and this activation (a
@@ -118,6 +123,7 @@ class UnitStats:
     after: str | None = None
     module: bool = True
     norms: tuple[str, ...] = ()
+    variation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -489,6 +495,7 @@ class _Site:
         self.count = 0
         self.flags: torch.Tensor | None = None  # relu: ever non-zero; smooth: ever steep; leaky: ever positive
         self.flat: torch.Tensor | None = None  # saturating: samples in the flat tail
+        self.moments: torch.Tensor | None = None  # relu: each unit's sum and sum of squares over the samples
 
     def add(self, out: torch.Tensor, inputs: torch.Tensor | None = None) -> None:
         """Count one call's units: its output ``out`` and, for a smooth activation, its ``inputs``
@@ -505,6 +512,10 @@ class _Site:
         if self.family in ("relu", "smooth"):  # smooth: ``out`` is the slope
             alive = (out.abs() > FLAT_SLOPE if self.family == "smooth" else out != 0).any(dim=0)
             self.flags = alive if self.flags is None else self.flags | alive
+            if self.family == "relu":
+                values = out.double()
+                moments = torch.stack([values.sum(dim=0), (values * values).sum(dim=0)])
+                self.moments = moments if self.moments is None else self.moments + moments
         elif self.family == "leaky":
             positive = (out > 0).any(dim=0)
             self.flags = positive if self.flags is None else self.flags | positive
@@ -520,7 +531,7 @@ class _Site:
             share = float((~ever).double().mean())
             if self.family != "leaky":
                 return UnitStats(self.name, self.family, self.flags.numel(), dead=share, after=self.after,
-                                 module=self.swappable, norms=self.norms)
+                                 module=self.swappable, norms=self.norms, variation=self._variation())
             return UnitStats(self.name, self.family, self.flags.numel(), inactive=share, after=self.after,
                              module=self.swappable, norms=self.norms)
         counts = EmpiricalLoss.allreduce(torch.cat([self.flat.double().reshape(-1),
@@ -530,6 +541,21 @@ class _Site:
         return UnitStats(self.name, self.family, self.flat.numel(),
                          saturated=float((share >= MOST_SAMPLES).double().mean()), after=self.after,
                          module=self.swappable, norms=self.norms)
+
+
+    def _variation(self) -> float | None:
+        """:attr:`UnitStats.variation` over every rank's sample (``None`` for no moments or no unit alive)."""
+        if self.moments is None:
+            return None
+        count = torch.tensor([float(self.count)], dtype=torch.float64, device=self.moments.device)
+        sums = EmpiricalLoss.allreduce(torch.cat([self.moments.reshape(-1), count]))
+        n = float(sums[-1])
+        total, squares = sums[:-1].reshape(2, -1) / n
+        alive = squares > 0
+        if n < 2 or not bool(alive.any()):
+            return None
+        spread = (squares[alive] - total[alive] ** 2).clamp_min(0).sqrt()
+        return float((spread / squares[alive].sqrt()).median())
 
 
 def _slope(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -108,8 +108,8 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, outlying_targets, ringing,
-                                          unpaired)
+from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, outlying_targets,
+                                          ringing, unpaired)
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -289,7 +289,8 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
     if name == "reinit":
         if not weights:
             return None
-        dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after") for name in _holding(u)]
+        dead = [name for u in units if (u.get("dead") or 0) >= 0.5 and u.get("after") and not blind_units(u)
+                for name in _holding(u)]  # blind units are the fade's: every layer is re-initialised
         copies = [layer["name"] for layer in copied(evidence)]  # random weights break the copies' symmetry
         copies = [name for i, name in enumerate(weights) if name in copies or (i and weights[i - 1] in copies)]
         if copies and not dead:

@@ -173,7 +173,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
            "STUCK_HIGH", "NEAR_BEST",
-           "DEAD_SHARE", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
+           "DEAD_SHARE", "BLIND_VARIATION", "blind_units", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
            "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
@@ -273,6 +273,12 @@ RING_STEPS = 50.0
 SYMMETRIC_SHARE = 0.5
 #: Dead units: a ReLU activation with at least this share of its units zero on every sample.
 DEAD_SHARE = 0.5
+#: ... unless its units are blind: those alive vary over the samples by at most this share of their
+#: root-mean-square (median; ``UnitStats.variation``), so each is its bias alone, on or off alike for
+#: every sample, and half of them off says nothing of the units (a 20-layer ReLU MLP at PyTorch's
+#: default initialisation: 0.8 at the first layer, 0.005 at the first half-dead one, 7e-8 at the last;
+#: the same MLP Kaiming-initialised trains). The same 1/30 as the inputs' :func:`blank`.
+BLIND_VARIATION = 1 / 30
 #: Saturated units: a sigmoid/tanh activation with at least this share of its units in the flat tails.
 SATURATED_SHARE = 0.5
 #: Vanishing / exploding: the relative gradient changes at least 10**this from the output layer to the input ...
@@ -537,7 +543,7 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
     if stuck and outlying_targets(layers.get("targets")):  # their errors' gradients throw the units dead
         return "unscaled_inputs"
     units = layers.get("units") or []
-    if stuck and any((u.get("dead") or 0) >= DEAD_SHARE for u in units):
+    if stuck and any((u.get("dead") or 0) >= DEAD_SHARE and not blind_units(u) for u in units):
         return "dead_units"
     if stuck and any((u.get("saturated") or 0) >= SATURATED_SHARE for u in units):
         return "saturated_units"
@@ -546,6 +552,15 @@ def network_cause(evidence: Mapping[str, Any]) -> str | None:
     if unscaled(layers.get("inputs")) or stuck and unscaled_targets(layers.get("targets")):
         return "unscaled_inputs"
     return None
+
+
+def blind_units(units: Mapping[str, Any]) -> bool:
+    """An activation site whose live units barely tell the samples apart (``variation`` at most
+    :data:`BLIND_VARIATION`): a signal that faded in the layers below leaves each unit its bias,
+    so the share of them dead is a symptom of the fade (row 10, its gradient fading with it), not
+    of the units."""
+    variation = units.get("variation")
+    return variation is not None and variation <= BLIND_VARIATION
 
 
 def bounded(evidence: Mapping[str, Any]) -> bool:
@@ -805,6 +820,11 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         drop = layers.get("depth_drop") or 0.0
         change = (f"falls {10 ** drop:,.0f}x" if verdict == "vanishing_gradient" else f"grows {10 ** -drop:,.0f}x")
         where = f"the relative gradient {change} from {last['name']!r} (output) to {first['name']!r} (input)"
+        blind = next((u for u in layers.get("units") or [] if blind_units(u)), None)
+        if verdict == "vanishing_gradient" and blind is not None:
+            return (f"{where}, and the signal fades with it: from {blind['name']!r} on the units vary over the samples "
+                    f"by {blind['variation']:.1g} of their size, each its bias alone: re-initialise every layer with "
+                    "the activation's gain (Kaiming for ReLU), or add normalization layers")
         if verdict == "vanishing_gradient":
             return f"{where}: use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh"
         return f"{where}: clip the gradients, lower the rate or warm it up, or re-initialise the layers"
