@@ -141,6 +141,9 @@ class StallMonitor(Callback):
             rate verdicts; ``None``: not tested.
         batch_size: the training batch size (likewise): the noise floor is tested when it is
             smaller than the data; ``None``: not tested.
+        total_steps: the steps the run will take (likewise): a loss that creeps so slowly it would
+            end the run where it is is diagnosed as a plateau, and a schedule's end is read against
+            it; ``None``: not known.
         window: steps per window of the plateau test (>= 1).
         rel_tol: relative progress per window below which the loss is on a plateau.
         grad_tol: a gradient norm of the sample loss (measured every ``window`` steps) below
@@ -174,6 +177,7 @@ class StallMonitor(Callback):
         *,
         optimizer: torch.optim.Optimizer | None = None,
         batch_size: int | None = None,
+        total_steps: int | None = None,
         window: int = 50,
         rel_tol: float = 1e-3,
         grad_tol: float | None = None,
@@ -196,6 +200,8 @@ class StallMonitor(Callback):
                             f"{', '.join(DiagnosisOptions.names())})")
         options = replace(options or DiagnosisOptions(), **option_fields)
         check_int("window", window)
+        if total_steps is not None:
+            check_int("total_steps", total_steps)
         check_number("rel_tol", rel_tol)
         if grad_tol is not None:
             check_number("grad_tol", grad_tol, low=0.0, low_open=True)
@@ -237,7 +243,7 @@ class StallMonitor(Callback):
         self._trained_at: dict[str, float | None] = {"check": 0.0, "sharpness": None}  # train_time then
         self._track_seconds = 0.0  # what the last tracked loss took
         self.loop: LoopState | None = None
-        self._optimizer, self._batch_size = optimizer, batch_size
+        self._optimizer, self._batch_size, self._total_steps = optimizer, batch_size, total_steps
         self.history.attached_at(self._lr())
         self._count = 0  # steps seen
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
@@ -464,7 +470,8 @@ class StallMonitor(Callback):
         :class:`Stall`, else ``None``. (The first call comes after a step: the start is not
         recorded; call :meth:`on_train_start` before the first step for that.)"""
         if self.loop is None:
-            self.loop = LoopState(model, self._optimizer, batch_size=self._batch_size, n_train=self.diagnoser.n_data)
+            self.loop = LoopState(model, self._optimizer, batch_size=self._batch_size, n_train=self.diagnoser.n_data,
+                                  total_steps=self._total_steps)
         self.loop.model, self.loop.step = model, int(step)
         before = (len(self.stalls), self.stalls[-1] if self.stalls else None)
         self.on_step_end(self.loop, loss)
@@ -626,7 +633,8 @@ class StallMonitor(Callback):
         loss up now and then on the way down. And ``slow`` while the rate rose within the last
         window: its remedy, a higher rate, is what the schedule is doing (a one-cycle warm-up); a
         noise floor while it fell within the window to :data:`ENDING_RATE` of its peak or less: the
-        schedule is ending the run the way its remedy would (a cosine's tail)."""
+        schedule is ending the run the way its remedy would (a cosine's tail). A rate still rising past
+        half the run (:meth:`_long_warm_up`) is no such warm-up: ``slow`` is told there."""
         if stall.status != "diagnosed":
             return False
         if reason in ALARMS and stall.verdict not in EXPLAIN_A_RISE:
@@ -637,7 +645,8 @@ class StallMonitor(Callback):
         history, lr = self.history, self._lr()
         if stall.verdict == "noise_floor" and history.fell_at is not None and step - history.fell_at < self.window:
             return lr is not None and history.peak_lr is not None and lr <= ENDING_RATE * history.peak_lr
-        return stall.verdict == "slow" and history.rose_at is not None and step - history.rose_at < self.window
+        return (stall.verdict == "slow" and history.rose_at is not None and step - history.rose_at < self.window
+                and not self._long_warm_up(step))
 
     def _given_back(self) -> float:
         """The share of its fall (first tracked loss to the best) the latest tracked loss gave back."""
@@ -766,15 +775,23 @@ class StallMonitor(Callback):
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began, and creeping
         (:meth:`~descentlab.critical.plateau.PlateauTest.ends_above`: not surely falling
         ``SPARSE_ABOVE · rel_tol`` a window, and at that pace still there at the run's last step),
-        at a rate that is not rising. Such a loss is progress to the plateau test, whose tolerance
-        a steady creep of 0.14 % a window passes, yet the run will end where it began."""
+        at a rate that is not rising before half the run (a warm-up holds the loss where it is by
+        design; one still rising past half the run is too long). Such a loss is progress to the
+        plateau test, whose tolerance a steady creep of 0.14 % a window passes, yet the run will end
+        where it began."""
         initial, total = self.history.initial, loop.total_steps
         if (total is None or self._pending is not None or self.plateau.quiet_above is not None
                 or initial is None or not initial > 0):
             return None
-        if self._rate_rising():
+        if self._rate_rising() and not self._long_warm_up(loop.step):
             return None  # a warm-up holds the loss by design
         return self.plateau.ends_above(total - loop.step, STUCK_HIGH * initial, SPARSE_ABOVE * self.plateau.rel_tol)
+
+    def _long_warm_up(self, step: int) -> bool:
+        """The rate is still rising (:meth:`_rate_rising`) at half the run or later, its length known: a
+        warm-up that long leaves the run no time at the rate it warms up to."""
+        total = self.loop.total_steps if self.loop is not None else None
+        return total is not None and 2 * step >= total and self._rate_rising()
 
     def _flat_start(self) -> Trend | None:
         """At the early look: the tracked loss has not moved since the run began

@@ -45,7 +45,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  cross-entropy, binary cross-entropy with logits, squared
                                  error)
  8    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
-                                 sample of the monitor's sample; the loss stuck high       rate
+                                 sample of the monitor's sample; the loss stuck high. Not  rate
+                                 a layer whose live units vary over the samples by <= 1/30
+                                 of their size (blind: a signal that faded below, row 10)
  9    ``saturated_units``        a sigmoid/tanh layer with at least half its units in      standardize the inputs,
                                  their flat tails on most samples; the loss stuck high     re-initialise, ReLU/GELU
 10    ``vanishing_gradient``     the relative gradient falls >= 100x from the output       Adam, re-initialise with the
@@ -168,7 +170,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
-           "floorless_targets", "outlying_targets", "OUTLYING_MOST", "unpaired", "UNPAIRED", "samples_shape",
+           "floorless_targets", "outlying_targets", "OUTLYING_MOST", "unpaired", "UNPAIRED", "samples_shape", "warming",
            "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
@@ -867,10 +869,22 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 "that norm (or undo the loss's scale before backward), or raise the rate")
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
+    if verdict == "slow" and warming(evidence):
+        return (f"shorten the warm-up: the schedule is still raising the rate ({_get(evidence, 'rate', 'first_lr'):.3g} "
+                f"at the first check, {lr:.3g} now) while the loss barely moves (a warm-up counted in epochs but "
+                "stepped every batch lasts that many times longer)"
+                + (f"; the largest stable rate here is {largest:.3g}" if largest else ""))
     if verdict == "slow" and largest and lr and largest > lr:
         return (f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
                 + _unheard(evidence))
     return REMEDIES[verdict] + (_unheard(evidence) if verdict == "slow" else "")
+
+
+def warming(evidence: Mapping[str, Any]) -> bool:
+    """The rate is at its peak so far and above where it was at the run's first check
+    (``rate.first_lr``): a schedule still raising it, a warm-up."""
+    lr, peak, first = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr"), _get(evidence, "rate", "first_lr")
+    return lr is not None and peak is not None and first is not None and first < lr >= peak
 
 
 def _unheard(evidence: Mapping[str, Any]) -> str:
