@@ -118,6 +118,9 @@ class _CostlyDiagnoser:
     def look_cost(self):
         return 0.0
 
+    def samples_apart(self, model):
+        return True  # the samples kept apart
+
     def affordable_size(self, model, fits, least=0):
         return 1
 

@@ -336,6 +336,35 @@ def test_one_batch_at_every_step_is_fitted_while_the_datas_loss_stays_and_fresh_
     assert run_case(case.fixed, monitor=False).final_loss < 0.5 * run.final_loss
 
 
+def test_the_broadcast_case_compares_every_output_with_every_target_and_stops_at_the_targets_variance():
+    """Its loss is mean_ij (o_i - y_j)²: the best constant output is the targets' mean, and no model
+    does better than their variance (the closed form); the counterpart pairs them and ends far below."""
+    case = get_case("mixed-mlp-broadcast")
+    X, y = _data(case)
+    out = torch.randn(len(y), 1, dtype=torch.float64)
+    by_hand = ((out[:, None, 0] - y[None, :, 0]) ** 2).mean()
+    assert float(case.loss_fn(out, y)) == pytest.approx(float(by_hand), rel=1e-12)
+    variance = float(((y - y.mean()) ** 2).mean())
+    broken = run_case(case, monitor=False).final_loss
+    assert variance <= broken <= 1.1 * variance
+    assert run_case(case.fixed, monitor=False).final_loss < 0.1 * variance
+
+
+@pytest.mark.parametrize("name", ["mixed-rnn-seq-first", "mixed-transformer-seq-first"])
+def test_a_layer_built_without_batch_first_mixes_the_samples_of_a_batch(name):
+    """Half a batch run alone gives other outputs than in the whole batch (by hand, the model in eval
+    mode); the counterpart, built batch first, gives the same ones; and it trains far lower."""
+    case = get_case(name)
+    X, _ = _data(case, dtype=torch.float32)
+    for make, mixes in ((case.make_model, True), (case.fixed.make_model, False)):
+        torch.manual_seed(0)
+        model = make().eval()
+        with torch.no_grad():
+            whole, alone = model(X[:64]), model(X[32:64])
+        assert (float((alone - whole[32:]).abs().max()) > 1e-3) == mixes
+    assert run_case(case.fixed, monitor=False).final_loss < 0.2 * run_case(case, monitor=False).final_loss
+
+
 # ------------------------------------------------------------------------------------ the runner's bookkeeping
 def _run(name, verdict=None, stalls=(), final=1.0, initial=2.0, seconds=1.0, monitor=0.1, monitored=True):
     return CaseRun(name, monitored, False, verdict, tuple(stalls), (), (1.0,), (1.0,), initial, final, 10,

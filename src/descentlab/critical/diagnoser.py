@@ -20,7 +20,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -36,10 +36,12 @@ from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
-from descentlab.critical.verdicts import biased, decide_without_curvature, shrunk
+from descentlab.critical.verdicts import biased, decide_without_curvature, mixed, shrunk, unpaired
 from descentlab.critical.layer_signals import first_floating
+from descentlab.critical.mixing import MIXING_SAMPLES, per_sample_forward, sample_mixing
+from descentlab.critical.pairing import target_pairing
 from descentlab.curvature import EmpiricalLoss, HessianOperator
-from descentlab.curvature.empirical import trains_batch_norm
+from descentlab.curvature.empirical import NotPerSample, trains_batch_norm
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
@@ -132,7 +134,7 @@ class Diagnoser:
         device = next(model.parameters()).device
         self.sample, self.train_data = move(self.sample, device), move(self.train_data, device)
         self._full_batches = move(self._full_batches, device)
-        return EmpiricalLoss(model, self.loss_fn, self.first(size), eval_mode=True), size
+        return _loss_over(model, self.loss_fn, self.first(size)), size
 
     def full_loss(self, model: nn.Module) -> EmpiricalLoss | None:
         """The loss over all the training data at ``model``'s current parameters, where it is in
@@ -140,7 +142,7 @@ class Diagnoser:
         if self._full_batches is None:
             return None
         if self._full_loss is None or self._full_loss.model is not model:
-            self._full_loss = EmpiricalLoss(model, self.loss_fn, self._full_batches, eval_mode=True)
+            self._full_loss = _loss_over(model, self.loss_fn, self._full_batches)
         else:
             self._full_loss = self._full_loss.refreshed()
         return self._full_loss
@@ -250,6 +252,23 @@ class Diagnoser:
         self._tracked = self._over(self._tracked, model, self.tracked_size)
         evidence = look_evidence(self._tracked[0], **self._read(history, tracked), optimizer=optimizer)
         return decide_without_curvature(evidence), evidence["layers"]["gradient_norm"]
+
+    def samples_apart(self, model: nn.Module) -> bool:
+        """Whether the model and the loss keep the samples apart on the first
+        :data:`~descentlab.critical.mixing.MIXING_SAMPLES` tracked samples
+        (:func:`~descentlab.critical.verdicts.mixed`, :func:`~descentlab.critical.verdicts.unpaired`):
+        three forward passes of at most that many samples, no gradient of the model. ``True`` for a
+        loss the model computes itself (``loss_fn(model, batch)``: no outputs to read)."""
+        self._tracked = self._over(self._tracked, model, self.tracked_size)
+        loss = self._tracked[0]
+        if loss.model_loss:
+            return True
+        X, y = take(loss.one_batch(), slice(0, MIXING_SAMPLES))
+        forward = per_sample_forward(loss)
+        mixing, pairing = sample_mixing(forward, X), target_pairing(loss.loss_fn, forward(X), y)
+        layers = {"mixing": None if mixing is None else asdict(mixing),
+                  "pairing": None if pairing is None else asdict(pairing)}
+        return not (mixed({"layers": layers}) or unpaired({"layers": layers}))
 
     def batches_confirmed(self, model: nn.Module, history: RunHistory, tracked: float) -> bool:
         """Whether the batches' record, which reads biased on its own, still does beside the data's
@@ -468,6 +487,17 @@ def plain(value: Any) -> Any:
 
 def _floats(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in torch.as_tensor(values).flatten().tolist())
+
+
+def _loss_over(model: nn.Module, loss_fn: Any, data: Any) -> EmpiricalLoss:
+    """The loss over ``data`` in eval mode; where ``loss_fn`` is no mean or sum of per-sample losses
+    over a batch (samples that interact: a broadcast, a model that mixes them), its batches weighted
+    by their size: a watcher does not stop the user's loop over it, and the verdict names the cause
+    (``mixed_samples``)."""
+    try:
+        return EmpiricalLoss(model, loss_fn, data, eval_mode=True)
+    except NotPerSample:
+        return EmpiricalLoss(model, loss_fn, data, eval_mode=True, reduction="mean")
 
 
 def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:

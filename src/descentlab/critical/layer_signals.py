@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from descentlab.critical.output_floor import OutputBound, bound_of, output_bound, recognise_loss, targets_without_floor
+from descentlab.critical.mixing import Mixing, per_sample_forward, sample_mixing
 from descentlab.critical.pairing import Pairing, target_pairing
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.empirical import trains_batch_norm
@@ -235,6 +236,8 @@ class LayerSignals:
             not floating point or not shaped like the outputs).
         pairing: whether the loss compares each output with its own target
             (:func:`~descentlab.critical.pairing.target_pairing`; ``None``: not read).
+        mixing: whether the model gives each sample an output of its own whatever its batch
+            (:func:`~descentlab.critical.mixing.sample_mixing`, in eval mode; ``None``: not read).
     """
 
     layers: tuple[LayerGradient, ...]
@@ -247,6 +250,7 @@ class LayerSignals:
     outputs: OutputBound | None = None
     targets: TargetScales | None = None
     pairing: Pairing | None = None
+    mixing: Mixing | None = None
 
     @property
     def depth_drop(self) -> float | None:
@@ -281,9 +285,11 @@ class LayerSignals:
                 "gradient_norm": self.gradient_norm,
                 "outputs": None if self.outputs is None else asdict(self.outputs),
                 "targets": None if self.targets is None else {**asdict(self.targets), "ratio": self.targets.ratio},
-                "pairing": None if self.pairing is None else {"change": self.pairing.change,
+                "pairing": None if self.pairing is None else {"leak": self.pairing.leak,
                                                               "outputs": list(self.pairing.outputs),
-                                                              "targets": list(self.pairing.targets)}}
+                                                              "targets": list(self.pairing.targets)},
+                "mixing": None if self.mixing is None else {**asdict(self.mixing),
+                                                            "batch_first_off": list(self.mixing.batch_first_off)}}
 
 
 def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
@@ -386,8 +392,13 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
     outputs = None if loss.model_loss else output_bound(out, y, loss.loss_fn, bounded[0])
     targets = None if loss.model_loss else target_scales(out, y, loss.loss_fn)
     pairing = None if loss.model_loss else target_pairing(loss.loss_fn, out, y)
+    mixing = None if loss.model_loss else sample_mixing(per_sample_forward(loss), X)
+    if mixing is not None:
+        off = tuple(name for name, m in model.named_modules() if getattr(m, "batch_first", None) is False)
+        mixing = replace(mixing, batch_first_off=off)
     return LayerSignals(tuple(layers), units, input_scales(X), recurrent, tuple(notes), batch_statistics,
-                        float(gradient.norm()), outputs, targets, pairing)
+                        float(gradient.norm()), outputs, targets, pairing, mixing)
+
 
 
 def target_scales(outputs: Any, y: Any,

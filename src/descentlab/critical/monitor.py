@@ -550,6 +550,8 @@ class StallMonitor(Callback):
                 # (else the plateau test finds it two windows on: one look is not a plateau to wait on)
         if trend is None and self._copies_suspect(tracked, model):
             trend, reason = _at_once(tracked), "copies"
+        if trend is None and self._samples_mixed(tracked, model):
+            trend, reason = _at_once(tracked), "mixing"
         # a window's end is the same check on every rank: no collective between them
         if trend is None and self._count % self.window == 0 and all_agree((creep := self._creep(loop)) is not None):
             trend, reason = creep, "creep"
@@ -557,7 +559,8 @@ class StallMonitor(Callback):
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
         started = self.budget.clock()
-        network = reason in ("network", "stale", "batches")  # a look, not a plateau: the causes that need no Hessian
+        # a look, not a plateau: the causes that need no Hessian
+        network = reason in ("network", "stale", "batches", "mixing")
         self._size_diagnosis(model, started, hessian=not network)
         waits = None if self._pending is None else self.stalls[self._pending[0]].evidence.get("waits_for_products")
         if self._pending is not None and not all_agree(self.budget.allows(
@@ -769,6 +772,23 @@ class StallMonitor(Callback):
             return False
         return all_agree(copied_units(model) >= SYMMETRIC_SHARE
                          and self.budget.allows(self.diagnoser.expected_cost(model)))
+
+    def _samples_mixed(self, tracked: float, model: nn.Module) -> bool:
+        """At the second tracked loss and at the end of windows 1, 2, 4, 8, ... (as
+        :meth:`_copies_suspect`), the loss still above
+        :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began: the model or the loss
+        does not keep the samples apart (:meth:`~descentlab.critical.diagnoser.Diagnoser.samples_apart`,
+        three forward passes of at most 64 samples). Samples mixed stay mixed whatever the loss does,
+        so no plateau is waited for (a recurrence along the batch learns something first: its loss
+        falls, then stops high)."""
+        initial = self.history.initial
+        early = len(self.plateau.steps) == 2 and self._count < self.window
+        if not (early or self._doubling_window_end()):
+            return False
+        if (self._pending is not None or self.plateau.quiet_above is not None or initial is None
+                or not initial > 0 or not all_agree(tracked > STUCK_HIGH * initial)):
+            return False
+        return not all_agree(self.diagnoser.samples_apart(model))
 
     def _creep(self, loop: LoopState) -> Trend | None:
         """Asked at the end of a window, of a run whose length is known: the tracked loss still above

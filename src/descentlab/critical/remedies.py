@@ -54,6 +54,10 @@ reinit``            module's own ``reset_parameters``), the optimizer's state fr
 ``raw-outputs``     (``bounded_outputs``) the bounded module that makes the outputs (a sigmoid, tanh
                     or softmax in front of a loss that wants raw scores) swapped for ``nn.Identity``
                     (not for one written as a function in the user's forward: no module to swap)
+``batch-first``     (``mixed_samples``) ``batch_first=True`` on the layers built without it (recurrent
+                    and attention layers, torch's default), which the model feeds batch first: they ran
+                    along the batch (none where no layer has the flag off: a softmax over dim 0 or a
+                    loss that broadcasts is the user's code to change)
 ``standardize``     the inputs standardized with the sample's mean and spread (a wrapper); at an
                     ``unscaled_inputs`` stall under a plain rule (SGD, momentum), the rate set to
                     half the largest stable rate the standardized problem has, measured at the
@@ -88,7 +92,8 @@ output layer, momentum, an adaptive rate or noise; a ``slow`` run the rate its o
 allows, momentum or an adaptive rate; a minimum stuck high noise or an adaptive rate (a minimum at
 the best loss seen gets no trials: nothing should beat stopping); ``no_learning_rate`` the rate
 restored; outputs held above the loss's floor by a bounded function that function taken off; a
-weight decay that holds the weights the decay lowered.
+weight decay that holds the weights the decay lowered; samples a model mixes through a layer built
+without ``batch_first`` the flag set.
 ``keep`` is always tried too, so a ranking says whether any remedy beats carrying on.
 ``momentum`` needs plain SGD (torch's ``SGD`` without momentum), ``adam`` an optimizer that is not
 already adaptive; ``diverged`` gets no trials (its point is not finite): with ``apply_remedy`` the
@@ -108,8 +113,8 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, outlying_targets,
-                                          ringing, unpaired)
+from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, mixed,
+                                          outlying_targets, quoted, ringing)
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -148,6 +153,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "unscaled_inputs": ("keep", "standardize", "standardize-reinit", "adam"),
     "bounded_outputs": ("keep", "raw-outputs"),
     "weight_decay": ("keep", "lower-decay", "no-decay", "no-decay-reinit"),
+    "mixed_samples": ("keep", "batch-first"),
 }
 
 _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
@@ -223,8 +229,8 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
         names = ()
     targets = (evidence.get("layers") or {}).get("targets")
     if verdict == "unscaled_inputs" and (constant_inputs(evidence) or floorless_targets(evidence)
-                                         or outlying_targets(targets) or unpaired(evidence)):
-        names = ()  # inputs that do not vary, targets with no floor, far out or unpaired: the data or the loss
+                                         or outlying_targets(targets)):
+        names = ()  # inputs that do not vary, targets with no floor or far out: what could change them is the data
     if not names or optimizer is None:
         return []
     lr = float(optimizer.param_groups[0]["lr"])
@@ -272,7 +278,8 @@ def rollback(evidence: Mapping[str, Any] | None) -> Remedy:
 
 
 #: Remedies that change the network or its inputs (from the evidence's layers).
-_NETWORK = ("clip", "reinit", "reinit-head", "relu", "leaky-relu", "standardize", "standardize-reinit", "raw-outputs")
+_NETWORK = ("clip", "reinit", "reinit-head", "relu", "leaky-relu", "standardize", "standardize-reinit", "raw-outputs",
+            "batch-first")
 _SATURATING = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign")
 
 
@@ -294,15 +301,15 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         copies = [layer["name"] for layer in copied(evidence)]  # random weights break the copies' symmetry
         copies = [name for i, name in enumerate(weights) if name in copies or (i and weights[i - 1] in copies)]
         if copies and not dead:
-            return Remedy("reinit", f"re-initialise {_names(copies)} (PyTorch's own initialisation of each)",
+            return Remedy("reinit", f"re-initialise {quoted(copies)} (PyTorch's own initialisation of each)",
                           Change(reinit=tuple(copies), init="module"))
         names = tuple(dict.fromkeys(dead)) or tuple(weights) + _norms(units)
         if saturating and not dead:
             family = max(saturating, key=lambda u: u.get("saturated") or 0)["family"]
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
-            return Remedy("reinit", f"re-initialise {_names(names)} (Xavier, {gain} gain)",
+            return Remedy("reinit", f"re-initialise {quoted(names)} (Xavier, {gain} gain)",
                           Change(reinit=names, init="xavier", gain_of=gain))
-        return Remedy("reinit", f"re-initialise {_names(names)} ({_drawn(names, units)})",
+        return Remedy("reinit", f"re-initialise {quoted(names)} ({_drawn(names, units)})",
                       Change(reinit=names, init="kaiming"))
     if name == "reinit-head":  # the output layer held where the loss is flat (past a clamp, saturated); no
         # activation follows it, so no activation's gain: the scale the model was built at
@@ -311,15 +318,19 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
                       Change(reinit=(head,), init="default")) if head is not None else None
     if name == "relu":  # the new activation needs its own gain: the layers are re-initialised with it
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in saturating))
-        return Remedy("relu", f"ReLU for the {_names(sites)} activations, the layers re-initialised (Kaiming)",
+        return Remedy("relu", f"ReLU for the {quoted(sites)} activations, the layers re-initialised (Kaiming)",
                       Change(activations=sites, activation="relu", reinit=tuple(weights))) if sites else None
     if name == "leaky-relu":  # a unit dead from a large negative bias stays dead without new weights
         dead = [u for u in units if (u.get("dead") or 0) > 0 and u.get("module", True)]  # a function: no swap
         sites = tuple(dict.fromkeys(u["name"].split("#")[0] for u in dead))
         before = tuple(dict.fromkeys(name for u in dead if u.get("after") for name in _holding(u)))
-        return Remedy("leaky-relu", f"LeakyReLU(0.01) for {_names(sites)}, {_names(before)} re-initialised "
+        return Remedy("leaky-relu", f"LeakyReLU(0.01) for {quoted(sites)}, {quoted(before)} re-initialised "
                       f"({_drawn(before, units)})",
                       Change(activations=sites, activation="leaky_relu", reinit=before)) if sites else None
+    if name == "batch-first":  # only where the model mixes the samples and some layer has the flag off
+        mixing = layers.get("mixing") or {}
+        off = tuple(mixing.get("batch_first_off") or ()) if mixed(evidence) else ()
+        return Remedy("batch-first", f"batch_first=True on {quoted(off)}", Change(batch_first=off)) if off else None
     if name == "raw-outputs":  # the bounded module at the outputs taken out (one in the user's forward cannot be)
         outputs = layers.get("outputs") or {}
         return Remedy("raw-outputs", f"the {outputs['family']} at {outputs['by']!r} taken off the outputs (raw "
@@ -345,10 +356,10 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         if saturating:  # the activation the layers feed decides the gain
             family = saturating[0]["family"]
             gain = "tanh" if family in ("tanh", "hardtanh", "softsign") else "sigmoid"
-            return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
+            return Remedy("standardize-reinit", f"the inputs standardized and {quoted(weights)} re-initialised "
                           f"(Xavier, {gain} gain){at}", Change(standardize=inputs, reinit=tuple(weights),
                                                                 init="xavier", gain_of=gain, lr_factor=factor))
-        return Remedy("standardize-reinit", f"the inputs standardized and {_names(weights)} re-initialised "
+        return Remedy("standardize-reinit", f"the inputs standardized and {quoted(weights)} re-initialised "
                       f"(Kaiming, bias 0){at}", Change(standardize=inputs, reinit=tuple(weights), init="kaiming",
                                                        lr_factor=factor))
     raise ValueError(f"unknown remedy {name!r}")
@@ -382,11 +393,6 @@ def _drawn(names: Sequence[str], units: Sequence[Mapping[str, Any]]) -> str:
 def _norms(units: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     """The normalization layers in front of ``units`` (their shift can hold units in a tail too)."""
     return tuple(dict.fromkeys(name for u in units for name in (u.get("norms") or ())))
-
-
-def _names(names: Sequence[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:4])
-    return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def _escape_rate(evidence: Mapping[str, Any]) -> float | None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
-                                          mostly_frozen, outlying_targets, raised, ringing, rounded_away, samples_shape,
-                                          shrunk, targets_not_inputs, unpaired, weights_still)
+                                          mixed, mostly_frozen, outlying_targets, raised, ringing, rounded_away,
+                                          samples_shape, shrunk, targets_not_inputs, unpaired, weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 
@@ -41,7 +41,8 @@ class Stall:
             loop's gradient grew while the loss rose), ``"bounce"`` (the tracked loss at several
             times its best at several recent checks), ``"network"`` (between plateaus, the loss
             stuck high and a cause in the network seen), ``"copies"`` (the same, units copies of
-            each other, decided with the curvature), ``"stale"`` (the loop's gradient grew
+            each other, decided with the curvature), ``"mixing"`` (the same, the model or the loss not
+            keeping the samples apart), ``"stale"`` (the loop's gradient grew
             10x and to 4x the loss's own here: summed over steps), ``"batches"`` (the loop's batch
             losses fell to a fifth of their first ratio to the tracked loss), ``"creep"`` (the loss stuck high
             and falling so slowly that it would be there at the run's last step), ``"non_finite"``, or
@@ -128,7 +129,7 @@ class Stall:
             head = f"step {self.step}: the loss became non-finite"
         elif self.reason == "on_demand":
             head = f"step {self.step}: at loss {self.loss:.4g}"
-        elif self.reason in ("network", "copies"):
+        elif self.reason in ("network", "copies", "mixing"):
             head = f"step {self.step}: the loss stuck at {self.loss:.4g}"
         elif self.reason == "grad":
             head = f"step {self.step}: the gradient {'exactly 0' if self.grad_norm == 0 else 'below grad_tol'} at " \
@@ -293,10 +294,14 @@ def evidence_text(stall: Stall) -> str:
                 f"{out.get('value') or math.nan:.3g}")
     if verdict == "unscaled_inputs" and floorless_targets(ev):
         return f"{floorless_targets(ev):.0%} of the targets outside [0, 1] under binary cross-entropy: no lowest loss"
-    if verdict == "unscaled_inputs" and unpaired(ev):
+    if verdict == "mixed_samples" and unpaired(ev):
         pairing = layers["pairing"]
         return (f"the loss does not pair outputs {samples_shape(pairing['outputs'])} with targets "
-                f"{samples_shape(pairing['targets'])}: its gradient moves {pairing['change']:.1g} when the targets do")
+                f"{samples_shape(pairing['targets'])}: half the targets moved, its gradient elsewhere moves "
+                f"{pairing['leak']:.2g}x as much")
+    if verdict == "mixed_samples" and mixed(ev):
+        return (f"the model mixes the samples of a batch: half a batch's outputs move {layers['mixing']['change']:.2g} "
+                "without the other half")
     if verdict == "unscaled_inputs" and outlying_targets(layers.get("targets")):
         targets = layers["targets"]
         return (f"{targets['outlying']:.2%} of the targets 30+ robust spreads out, {targets['outlying_error']:.0%} of "

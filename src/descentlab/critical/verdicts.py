@@ -66,10 +66,7 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  the loss falls without end. Under squared error, stuck    nothing to try; a few far
                                  high, a few targets (<= 1 %) 30 or more robust spreads    out: look at them, a log
                                  from the median holding >= half the squared error come    scale or a robust loss;
-                                 before rows 8-10. Stuck high, a loss that does not pair   nothing to try;
-                                 outputs with their targets (its gradient at the outputs   unpaired: one shape for the
-                                 unchanged when every target moves to the next sample:     outputs and the targets,
-                                 (N, 1) broadcast against (N,)) comes before rows 2-10     nothing to try)
+                                 before rows 8-10                                          nothing to try)
 12    ``symmetric_units``        a weight layer with at least half its units copies of     re-initialise the layer (random
                                  another (rows equal to 1e-6: set equal, they get equal    weights), or gradient noise
                                  gradients and stay equal); stuck high; not a saddle or
@@ -101,6 +98,15 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
 19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum (Adam
                                                                                            whose eps swamps √v̂: a lower
                                                                                            eps)
+20    ``mixed_samples``          the samples of a batch are not kept apart, the loss       keep each sample apart (a
+                                 stuck high: the model's outputs for half a batch change   layer built with
+                                 by > 1e-3 of their size without the other half (eval      ``batch_first=False`` named);
+                                 mode: a recurrent or attention layer without              one shape for the outputs and
+                                 batch_first fed (batch, time, ...), a softmax over dim    the targets; nothing to try
+                                 0), or the loss's gradient at the outputs moves where the
+                                 targets stayed >= 0.5x as much as where half of them
+                                 moved (outputs (N, 1) broadcast against targets (N,)).
+                                 Tried after row 1, before row 2
 ====  =========================  ========================================================  =================================
 
 Why this order: a non-finite loss or a rate of zero explains any plateau, and so does an optimizer
@@ -122,20 +128,20 @@ alone and read as dead or saturated for that (a unit alive on every sample is as
 dead one); so do a few targets far out under squared error, whose errors are the loss and whose
 gradient steps throw the units dead. A loss with no lowest value at its targets (labels -1/+1 given
 to binary cross-entropy) is named before anything but a non-finite loss: it falls without end, so
-every plateau, gradient and alarm along it is that fall's; so is, with the loss stuck high, a loss
-that does not pair each output with its own target (outputs (N, 1) against targets (N,), broadcast):
-the best any model can do under it is the targets' mean, and any remedy of the loop stops there too.
-Units that are copies of each other (a constant initialisation) get equal gradients and stay copies
-at any rate, so they come before the rate, except at a saddle or a maximum (a point where a layer's
-units are all equal and the gradient vanishes, the origin of a two-layer net, is a saddle: the
-escape breaks their symmetry). Then the lectures' order: a rate past the stability limit keeps the
-iterate from settling whatever the point is, and so does momentum near 1 at any rate below it (its
-oscillations damp as √β a step: a loss that gave back what it had learned under it is read as
-unstable before the rows below), and so does a rate raised since the loss's best that threw the loss
-up and holds it there (where it landed, the sharpness may be within the limit: no row below explains
-the rise); a saddle or a maximum is escaped by a step, whatever the noise; the noise floor is tested
-before calling a point a minimum, because SGD at a constant rate hovers *around* a minimum at a loss
-above it.
+every plateau, gradient and alarm along it is that fall's; so are samples a batch does not keep
+apart (``mixed_samples``, with the loss stuck high: a model whose output for one sample depends on
+the others in its batch, a loss that compares every output with every target), which cap what any
+model or remedy of the loop can fit. Units that are copies of each other (a constant initialisation)
+get equal gradients and stay copies at any rate, so they come before the rate, except at a saddle or
+a maximum (a point where a layer's units are all equal and the gradient vanishes, the origin of a
+two-layer net, is a saddle: the escape breaks their symmetry). Then the lectures' order: a rate past
+the stability limit keeps the iterate from settling whatever the point is, and so does momentum near
+1 at any rate below it (its oscillations damp as √β a step: a loss that gave back what it had
+learned under it is read as unstable before the rows below), and so does a rate raised since the
+loss's best that threw the loss up and holds it there (where it landed, the sharpness may be within
+the limit: no row below explains the rise); a saddle or a maximum is escaped by a step, whatever the
+noise; the noise floor is tested before calling a point a minimum, because SGD at a constant rate
+hovers *around* a minimum at a loss above it.
 ``slow`` is what is left. A verdict needs only the evidence it reads: without the optimizer
 (``rate`` missing) no rate verdict is given, without the batch size no noise verdict, without
 activation modules (activations written as functions) no dead or saturated units.
@@ -170,26 +176,29 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
-           "floorless_targets", "outlying_targets", "OUTLYING_MOST", "unpaired", "UNPAIRED", "samples_shape", "warming",
+           "floorless_targets", "outlying_targets", "OUTLYING_MOST", "unpaired", "UNPAIRED", "samples_shape", "quoted",
+           "warming",
            "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
            "STUCK_HIGH", "NEAR_BEST",
-           "DEAD_SHARE", "BLIND_VARIATION", "blind_units", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH", "GROWTH_THROUGH_TIME", "INPUT_SPAN",
+           "DEAD_SHARE", "BLIND_VARIATION", "blind_units", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH",
+           "GROWTH_THROUGH_TIME", "INPUT_SPAN", "mixed", "MIXED",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
            "ACCUMULATED_GROWTH", "SHRUNK", "shrunk", "ringing", "RING_STEPS"]
 
-#: Every verdict, in the order they are tried (the module's table).
+#: Every verdict, in the table's rows (tried in their order, but row 20, tried after row 1).
 VERDICTS = ("diverged", "no_learning_rate", "accumulating_gradient", "biased_batches", "weight_decay",
             "exploding_gradient",
             "bounded_outputs", "dead_units", "saturated_units", "vanishing_gradient", "unscaled_inputs",
-            "symmetric_units", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat", "slow")
-#: The verdicts decided without the Hessian (rows 1-11 of the table).
-CAUSES = VERDICTS[:11]
+            "symmetric_units", "unstable", "saddle", "maximum", "noise_floor", "minimum", "flat", "slow",
+            "mixed_samples")
+#: The verdicts decided without the Hessian (rows 1-11 and 20 of the table).
+CAUSES = VERDICTS[:11] + ("mixed_samples",)
 #: The causes in the network or its inputs (rows 6-11): :func:`network_cause` decides them.
 NETWORK_CAUSES = VERDICTS[5:11]
-#: The causes that stay until the run is changed (rows 2-12): one is told once, not at each plateau.
-LASTING = VERDICTS[1:12]
+#: The causes that stay until the run is changed (rows 2-12 and 20): one is told once, not at each plateau.
+LASTING = VERDICTS[1:12] + ("mixed_samples",)
 #: The verdicts that explain a loss thrown up with its gradient (an alarm, not a plateau): the causes
 #: and a rate past its limit. The others (a noise floor, a saddle, a slow pace...) describe where a
 #: loss stopped, and a rise on a loss that was surely falling is no such place.
@@ -221,6 +230,8 @@ REMEDIES = {
                        "and the bound puts a floor under it",
     "symmetric_units": "re-initialise the layer whose units are copies of each other with random weights "
                        "(equal units get equal gradients and stay equal), or add gradient noise",
+    "mixed_samples": "keep the samples of a batch apart, in the model and in the loss: each output from its own "
+                     "sample, compared with its own target",
 }
 
 #: The rate is ~0 when it is at most this fraction of the largest rate the run has used.
@@ -317,11 +328,23 @@ TARGET_RATIO = 100.0
 INPUT_CONDITION = 1e3
 #: "A few" regression targets far out is at most this share of them (:func:`outlying_targets`).
 OUTLYING_MOST = 0.01
-#: A loss whose gradient at the outputs changes by at most this share when every target moves to the
-#: next sample does not pair outputs with targets (:func:`unpaired`; outputs (N, 1) broadcast against
-#: targets (N,): 5e-8 to 6e-8 in float32, N 442-512; losses that pair, cross-entropy, squared error,
-#: BCE, sequence cross-entropy, at random or constant outputs: 0.98-1.46).
-UNPAIRED = 1e-3
+#: A loss whose gradient at the outputs changes, where the targets stayed, by at least this share of
+#: its change where they moved does not pair outputs with targets (:func:`unpaired`; a broadcast,
+#: outputs (N, 1) against targets (N,): 1.00 for squared error, 1.05 for L1; losses that pair,
+#: cross-entropy, squared error, BCE, sequence cross-entropy: 0 exactly; a class-weighted mean, whose
+#: denominator reads every target: a small share).
+UNPAIRED = 0.5
+#: A model whose outputs for the second half of a batch change by more than this share when the first
+#: half is not there mixes the samples (:func:`mixed`; in eval mode: a model that keeps samples apart
+#: reads 0 to rounding, an LSTM, a GRU or torch's transformer layer without ``batch_first`` fed
+#: batch-first data 0.03-0.11, a log-softmax over dim 0 0.17).
+MIXED = 1e-3
+
+
+def quoted(names: Sequence[str]) -> str:
+    """Names quoted, the first four and how many more: ``'0', '2', '4', '6' and 13 more``."""
+    shown = ", ".join(repr(n) for n in names[:4])
+    return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def samples_shape(shape: Sequence[int]) -> str:
@@ -372,8 +395,8 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
         return "diverged"
     if floorless_targets(evidence):  # a loss that falls without end explains any plateau and any alarm
         return "unscaled_inputs"
-    if stuck_high(evidence) and unpaired(evidence):  # it fits the targets' mean at best, whatever else is wrong
-        return "unscaled_inputs"
+    if stuck_high(evidence) and (unpaired(evidence) or mixed(evidence)):  # whatever else is wrong, it caps the fit
+        return "mixed_samples"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)
                            or rounded_away(evidence)):
@@ -640,12 +663,20 @@ def floorless_targets(evidence: Mapping[str, Any]) -> float:
 
 
 def unpaired(evidence: Mapping[str, Any]) -> bool:
-    """The loss does not compare each output with its own target (``layers.pairing.change`` at most
+    """The loss does not compare each output with its own target (``layers.pairing.leak`` at least
     :data:`UNPAIRED`: :func:`~descentlab.critical.pairing.target_pairing`): outputs (N, 1) broadcast
     against targets (N,) compare every output with every target, so the best any model can do is
     the targets' mean, and the loss stops at their spread."""
-    change = (((evidence.get("layers") or {}).get("pairing")) or {}).get("change")
-    return change is not None and change <= UNPAIRED
+    leak = (((evidence.get("layers") or {}).get("pairing")) or {}).get("leak")
+    return leak is not None and leak >= UNPAIRED
+
+
+def mixed(evidence: Mapping[str, Any]) -> bool:
+    """The model does not keep the samples of a batch apart (``layers.mixing.change`` above
+    :data:`MIXED`: :func:`~descentlab.critical.mixing.sample_mixing`): a sample's output depends on
+    the others in its batch (a recurrence or attention along the batch, a softmax over it)."""
+    change = (((evidence.get("layers") or {}).get("mixing")) or {}).get("change")
+    return change is not None and change > MIXED
 
 
 def targets_not_inputs(evidence: Mapping[str, Any]) -> bool:
@@ -748,13 +779,25 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"lowest value at a target outside [0, 1] ({floorless_targets(evidence):.0%} of them here), so the "
                 "loss falls without end and the scores and weights grow with it; no change to the training loop "
                 "can help")
-    if verdict == "unscaled_inputs" and unpaired(evidence):
+    if verdict == "mixed_samples" and unpaired(evidence):
         pairing = evidence["layers"]["pairing"]
-        shapes = f"outputs {samples_shape(pairing['outputs'])} against targets {samples_shape(pairing['targets'])}"
-        return (f"make the loss compare each output with its own target ({shapes}): moving every target to "
-                "another sample leaves the loss's gradient unchanged, so it compares every output with every "
-                "target (a broadcast) and no model can do better than their mean; give both one shape "
-                "(model(x).squeeze(-1), or y[:, None]); no change to the training loop can help")
+        outputs, targets = samples_shape(pairing["outputs"]), samples_shape(pairing["targets"])
+        how = (f"give both one shape ({outputs} against {targets} broadcast: model(x).squeeze(-1), or y[:, None])"
+               if outputs != targets else f"the loss reshapes one of them ({outputs} both) so that they broadcast")
+        return (f"make the loss compare each output with its own target: moving half the samples' targets moves "
+                f"its gradient at the other half {pairing['leak']:.2g}x as much, so it compares every output with "
+                f"every target and no model can do better than their mean; {how}; no change to the training loop "
+                "can help")
+    if verdict == "mixed_samples" and mixed(evidence):
+        mixing = evidence["layers"]["mixing"]
+        off = mixing.get("batch_first_off") or []
+        where = (f"{quoted(off)} {'was' if len(off) == 1 else 'were'} built with batch_first=False, so a recurrent or "
+                 "attention layer fed (batch, time, ...) runs along the batch: build it with batch_first=True"
+                 if off else "look for a recurrent or attention layer without batch_first=True, or a softmax, "
+                 "normalization or view over dim 0 in the forward pass; no change to the training loop can help")
+        return (f"keep the samples of a batch apart: the model's outputs for half a batch change by "
+                f"{mixing['change']:.2g} of their size when the other half is not there (eval mode), so each "
+                f"sample's output depends on its neighbours'; {where}")
     if verdict in ("unscaled_inputs", "diverged") and outlying_targets(_get(evidence, "layers", "targets")):
         targets = evidence["layers"]["targets"]
         return (f"look at the targets: {targets['outlying']:.2%} of them lie 30 or more robust spreads from their "

@@ -63,8 +63,13 @@ from descentlab.curvature.losses import apply_loss, is_model_loss
 from descentlab.openmp import threads_for
 from descentlab.params import Layout
 
-__all__ = ["EmpiricalLoss", "REDUCTIONS", "UPCAST", "mode_dependent_modules", "select_parameters",
+__all__ = ["EmpiricalLoss", "NotPerSample", "REDUCTIONS", "UPCAST", "mode_dependent_modules", "select_parameters",
            "trains_batch_norm"]
+
+
+class NotPerSample(ValueError):
+    """``loss_fn`` is neither a mean nor a sum of per-sample losses over its batch, so batches cannot
+    be combined exactly (a weighted mean, samples that interact in the loss or the model)."""
 
 #: ``reduction`` values: how ``loss_fn`` reduces over the samples of its batch.
 REDUCTIONS = ("mean", "sum")
@@ -577,7 +582,7 @@ def _classify_reduction(whole: float, first: float, second: float, h: int, n: in
 def _decide_reduction(votes: list[float], loss_fn: Callable) -> str:
     mean, total, neither = votes
     if neither or (mean and total):
-        raise ValueError(
+        raise NotPerSample(
             "loss_fn is neither a mean nor a sum of per-sample losses over its batch (checked by splitting a batch "
             "in two: a weighted mean such as cross_entropy(weight=...), or samples that interact), so batches "
             "cannot be combined exactly; pass the data as one batch, or reduction='mean' (or 'sum') to weight "

@@ -27,7 +27,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from descentlab.checks import check_choice, check_int, check_number
-from descentlab.engine.model_changes import ACTIVATIONS, INITS, reinitialize, standardize_inputs, swap_activations
+from descentlab.engine.model_changes import (ACTIVATIONS, INITS, reinitialize, set_batch_first, standardize_inputs,
+                                             swap_activations)
 from descentlab.schedules import Constant, Schedule, parse_schedule
 
 __all__ = ["Change", "Applied", "RemedyLR", "apply_change"]
@@ -58,6 +59,8 @@ class Change:
         activations, activation: replace the activation modules ``activations`` by ``activation``
             (``"relu"``, ``"gelu"``, ``"leaky_relu"``, ``"identity"``: a bounded output function taken off).
         standardize: ``(mean, std)`` per input feature: standardize the model's inputs.
+        batch_first: set ``batch_first=True`` on these modules (recurrent and attention layers built
+            without it and fed batch-first data: :func:`~descentlab.engine.model_changes.set_batch_first`).
         shuffle: ask the loop to draw each step's batch from the whole data, shuffled
             (:attr:`~descentlab.engine.LoopState.shuffle`; the loop's own data order is its to change).
         fresh_state: forget the optimizer's state (moments, velocities, step counts,
@@ -65,8 +68,8 @@ class Change:
             state came from the steps that diverged. The weights themselves are the request's
             (:class:`~descentlab.engine.Request` ``restore``), not the change's: plain data here.
 
-    Every field can be made on any loop but ``activations`` and ``standardize``, which change the
-    model's modules and forward pass, which its ``state_dict`` does not record
+    Every field can be made on any loop but ``activations``, ``standardize`` and ``batch_first``, which
+    change the model's modules and forward pass, which its ``state_dict`` does not record
     (:attr:`changes_modules`), and ``shuffle``, which only a loop that draws its own batches honours.
     """
 
@@ -86,6 +89,7 @@ class Change:
     activations: tuple[str, ...] = ()
     activation: str | None = None
     standardize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    batch_first: tuple[str, ...] = ()
     shuffle: bool = False
     fresh_state: bool = False
 
@@ -104,6 +108,7 @@ class Change:
             check_number("clip", self.clip, low=0.0, low_open=True)
         object.__setattr__(self, "reinit", tuple(str(n) for n in self.reinit))
         object.__setattr__(self, "activations", tuple(str(n) for n in self.activations))
+        object.__setattr__(self, "batch_first", tuple(str(n) for n in self.batch_first))
         check_choice("init", self.init, INITS)
         if self.activations and self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} with activations, "
@@ -114,8 +119,9 @@ class Change:
 
     @property
     def changes_modules(self) -> bool:
-        """It swaps modules or standardizes the inputs (a change a ``state_dict`` does not record)."""
-        return bool(self.activations) or self.standardize is not None
+        """It swaps modules, standardizes the inputs or sets modules batch first (a change a
+        ``state_dict`` does not record)."""
+        return bool(self.activations) or self.standardize is not None or bool(self.batch_first)
 
     @property
     def changes_model(self) -> bool:
@@ -239,14 +245,16 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
 
     notes = []
     if change.changes_model and model is None:
-        raise ValueError("model: the change re-initialises layers, swaps activations or standardizes inputs; "
-                         "pass the model")
+        raise ValueError("model: the change re-initialises layers, swaps activations, standardizes inputs or "
+                         "sets layers batch first; pass the model")
     if change.reinit:
         reinitialize(model, change.reinit, change.init, optimizer, seed=seed, gain_of=change.gain_of)
     if change.activations:
         swap_activations(model, change.activations, change.activation)
     if change.standardize is not None:
         standardize_inputs(model, *change.standardize)
+    if change.batch_first:
+        set_batch_first(model, change.batch_first)
     if change.fresh_state:
         clear_state(optimizer)
     if change.optimizer is not None:

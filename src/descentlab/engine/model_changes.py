@@ -1,5 +1,6 @@
 """Changes to a model's weights and modules that remedies make: re-initialise layers with the
-gain their activation needs, swap activation modules, standardize the inputs.
+gain their activation needs, swap activation modules, standardize the inputs, build recurrent and
+attention layers batch first.
 
 Each works in place on the model (its parameter objects are kept, so the optimizer stepping
 them needs no rebuilding; only their optimizer state is cleared where the weights are new).
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activations", "InputStandardizer",
-           "standardize_inputs"]
+__all__ = ["INITS", "ACTIVATIONS", "NORM_LAYERS", "reinitialize", "swap_activations", "set_batch_first",
+           "InputStandardizer", "standardize_inputs"]
 
 #: Initialisations by the activation that follows the layer: ``"kaiming"`` (He et al. 2015, the
 #: ReLU family: variance 2 / fan_in) and ``"xavier"`` (Glorot & Bengio 2010, tanh and sigmoid:
@@ -103,6 +104,17 @@ def swap_activations(model: nn.Module, names: Sequence[str], activation: str) ->
         if not hasattr(parent, child) and not (isinstance(parent, nn.Sequential) and child.isdigit()):
             raise ValueError(f"activations: the model has no module {name!r}")
         setattr(parent, child, ACTIVATIONS[activation]())
+
+
+def set_batch_first(model: nn.Module, names: Sequence[str]) -> None:
+    """Set ``batch_first=True`` on the modules ``names`` (recurrent layers, ``nn.MultiheadAttention``,
+    torch's transformer layers: each reads the flag at every call), so they take ``(batch, time, ...)``
+    as the model feeds them instead of running along the batch."""
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules or not hasattr(modules[name], "batch_first"):
+            raise ValueError(f"batch_first: the model has no module {name!r} with a batch_first flag")
+        modules[name].batch_first = True
 
 
 class InputStandardizer:

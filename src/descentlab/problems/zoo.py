@@ -46,11 +46,13 @@ from torch.nn import functional as F
 
 from descentlab.problems.zoo_data import SORT_LENGTH, SORT_SYMBOLS, ZEN_LENGTH, ZooData, dataset, zen_vocabulary
 from descentlab.problems.zoo_models import (ConvNet, ElmanRNN, FunctionalReluMLP, SequenceClassifier, TinyTransformer,
+                                           TorchEncoder,
                                            antipodal_model, bounded, clamped, constant, feature_model, linear_conv,
                                            mlp, scaled)
 
 __all__ = ["ZooCase", "ZooData", "Optimizer", "Schedule", "CASES", "FAMILIES", "CAUSES", "dataset", "get_case",
-           "select_cases", "cross_entropy", "sequence_cross_entropy", "squared_error", "one_hot_squared_error",
+           "select_cases", "cross_entropy", "sequence_cross_entropy", "squared_error", "flattened_squared_error",
+           "one_hot_squared_error",
            "angular_loss"]
 
 #: The model families of the zoo.
@@ -60,7 +62,7 @@ FAMILIES = ("mlp", "cnn", "rnn", "transformer")
 #: listed here because ``problems`` is the lowest layer) and the per-layer causes.
 CAUSES = ("saddle", "minimum", "maximum", "flat", "unstable", "noise_floor", "diverged", "no_learning_rate", "slow",
           "accumulating_gradient", "vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units",
-          "unscaled_inputs", "bounded_outputs", "weight_decay", "biased_batches")
+          "unscaled_inputs", "bounded_outputs", "weight_decay", "biased_batches", "mixed_samples")
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -165,6 +167,13 @@ def sequence_cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.
 def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error of ``(batch, 1)`` outputs against ``(batch,)`` or ``(batch, 1)`` targets."""
     return F.mse_loss(output.reshape(target.shape), target)
+
+
+def flattened_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error written out with the targets flattened to ``(batch,)`` against ``(batch, 1)``
+    outputs: broadcast to ``(batch, batch)``, every output against every target (a deliberate
+    mistake; torch's ``F.mse_loss`` would warn, this does not)."""
+    return ((output - target.reshape(-1)) ** 2).mean()
 
 
 def one_hot_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -517,6 +526,21 @@ def _build_cases() -> tuple[ZooCase, ...]:
         _case("unscaled-mlp-moons-logistic", "unscaled_inputs", "mlp", "logistic regression on the same moons in "
               "units 1e5 apart, full-batch GD at lr 3e-6", "moons-units", partial(mlp, (2, 2)), CE, SGD(lr=3e-6),
               steps=300, fix="the moons as generated, lr 2", fixed={"data": "moons", "optimizer": SGD(lr=2.0)}),
+        # ------------------------------------------------ samples not kept apart, by the loss or the model
+        _case("mixed-mlp-broadcast", "mixed_samples", "mlp", "tanh MLP 10-32-1 regression, its loss written out "
+              "against the targets flattened to (N,): every output against every target, full-batch GD at lr 0.1",
+              "teacher", partial(mlp, (10, 32, 1), "tanh"), flattened_squared_error, SGD(lr=0.1), steps=400,
+              fix="the targets kept (N, 1)", fixed={"loss_fn": MSE}),
+        _case("mixed-rnn-seq-first", "mixed_samples", "rnn", "LSTM over the digits' rows built without "
+              "batch_first (fed batch first: its recurrence runs along the batch), Adam on batches of 64",
+              "digits-rows", partial(SequenceClassifier, 8, 32, 10, cell="lstm", batch_first=False), CE,
+              _adam(3e-3), batch_size=64, steps=400, fix="batch_first=True",
+              fixed={"make_model": partial(SequenceClassifier, 8, 32, 10, cell="lstm")}),
+        _case("mixed-transformer-seq-first", "mixed_samples", "transformer", "torch's transformer encoder sorting "
+              "8 tokens, built without batch_first (attention across the batch), Adam with 50 steps of warm-up on "
+              "batches of 64", "sort", partial(TorchEncoder, V, SORT_LENGTH, V, batch_first=False), SEQ, _adam(3e-3),
+              schedule=Schedule("LinearLR", {"start_factor": 0.02, "total_iters": 50}), batch_size=64, steps=500,
+              fix="batch_first=True", fixed={"make_model": partial(TorchEncoder, V, SORT_LENGTH, V)}),
         # ------------------------------------------------ healthy runs of other kinds
         _case("healthy-mlp-adam", None, "mlp", "ReLU MLP 64-64-10, Adam on batches of 64", "digits",
               partial(mlp, (64, 64, 10)), CE, _adam(1e-3), batch_size=64, steps=500),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["mlp", "FunctionalReluMLP", "ConvNet", "SequenceClassifier", "ElmanRNN", "SelfAttention", "Block",
-           "TinyTransformer", "Clamped", "FrozenFeatures", "feature_model", "antipodal_teacher", "antipodal_model",
+           "TinyTransformer", "TorchEncoder", "Clamped", "FrozenFeatures", "feature_model", "antipodal_teacher", "antipodal_model",
            "linear_conv", "scaled", "constant", "clamped", "bounded"]
 
 
@@ -124,14 +124,16 @@ class ConvNet(nn.Module):
 class SequenceClassifier(nn.Module):
     """``nn.RNN``/``nn.GRU``/``nn.LSTM`` (batch first) over a sequence, a linear head on the last
     hidden state. ``recurrent_gain`` re-initialises the recurrent weights as gain x identity
-    (the IRNN start, Le et al. 2015), ``scale`` multiplies every weight."""
+    (the IRNN start, Le et al. 2015), ``scale`` multiplies every weight. ``batch_first=False``
+    builds the recurrent layer as torch does by default while still feeding it ``(batch, time,
+    features)``: the recurrence runs along the batch (a deliberate mistake)."""
 
     def __init__(self, inputs: int, hidden: int, outputs: int, *, cell: str = "rnn", layers: int = 1,
                  nonlinearity: str = "tanh", scale: float | None = None, recurrent_gain: float | None = None,
-                 bias: float | None = None, head_bias: float | None = None) -> None:
+                 bias: float | None = None, head_bias: float | None = None, batch_first: bool = True) -> None:
         super().__init__()
         kinds = {"rnn": functools.partial(nn.RNN, nonlinearity=nonlinearity), "gru": nn.GRU, "lstm": nn.LSTM}
-        self.rnn = kinds[cell](inputs, hidden, num_layers=layers, batch_first=True)
+        self.rnn = kinds[cell](inputs, hidden, num_layers=layers, batch_first=batch_first)
         self.head = nn.Linear(hidden, outputs)
         with torch.no_grad():
             for name, weight in self.rnn.named_parameters():
@@ -239,6 +241,27 @@ class TinyTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.blocks(self.tokens(x) + self.positions))
         return self.head(h.mean(dim=1) if self.pool else h)
+
+
+class TorchEncoder(nn.Module):
+    """Token and position embeddings, torch's ``nn.TransformerEncoder`` (pre-LN layers, no dropout),
+    a final LayerNorm and a head per position. ``batch_first=False`` is torch's default for the
+    layer while the model still feeds it ``(batch, length, width)``: attention then runs across the
+    batch at each position (a deliberate mistake)."""
+
+    def __init__(self, vocabulary: int, length: int, outputs: int, *, width: int = 16, heads: int = 2,
+                 depth: int = 2, batch_first: bool = True) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocabulary, width)
+        self.positions = nn.Parameter(0.02 * torch.randn(length, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=batch_first,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.encoder(self.tokens(x) + self.positions)))
 
 
 class Clamped(nn.Module):
