@@ -83,6 +83,21 @@ def test_mixing_is_the_change_of_half_a_batchs_outputs_without_the_other_half():
         assert sample_mixing(softmax_over_batch, X).change > MIXED
     assert sample_mixing(apart, X[:3]) is None  # too few samples to split
 
+    class Sampling(nn.Module):  # a VAE's reparameterisation: noise drawn in eval mode too
+        def __init__(self):
+            super().__init__()
+            self.encode, self.decode = nn.Linear(64, 8), nn.Linear(4, 10)
+
+        def forward(self, x):
+            mean, log_var = self.encode(x).chunk(2, dim=1)
+            return self.decode(mean + torch.randn_like(mean) * (0.5 * log_var).exp())
+
+    sampling = Sampling()
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        assert sample_mixing(sampling, X) is None  # its outputs differ run to run: nothing to read
+    assert torch.equal(torch.get_rng_state(), state)  # and torch's generator is where it was
+
 
 def _diabetes():
     data = load_diabetes()

@@ -257,7 +257,8 @@ class Diagnoser:
         """Whether the model and the loss keep the samples apart on the first
         :data:`~descentlab.critical.mixing.MIXING_SAMPLES` tracked samples
         (:func:`~descentlab.critical.verdicts.mixed`, :func:`~descentlab.critical.verdicts.unpaired`):
-        three forward passes of at most that many samples, no gradient of the model. ``True`` for a
+        forward passes of at most that many samples and, twice, of half of them, no gradient of the
+        model. ``True`` for a
         loss the model computes itself (``loss_fn(model, batch)``: no outputs to read)."""
         self._tracked = self._over(self._tracked, model, self.tracked_size)
         loss = self._tracked[0]
@@ -265,7 +266,9 @@ class Diagnoser:
             return True
         X, y = take(loss.one_batch(), slice(0, MIXING_SAMPLES))
         forward = per_sample_forward(loss)
-        mixing, pairing = sample_mixing(forward, X), target_pairing(loss.loss_fn, forward(X), y)
+        with preserved_rng(model):  # a forward pass that draws noise leaves torch's generator as it was
+            out = forward(X)
+            mixing, pairing = sample_mixing(forward, X, whole=out), target_pairing(loss.loss_fn, out, y)
         layers = {"mixing": None if mixing is None else asdict(mixing),
                   "pairing": None if pairing is None else asdict(pairing)}
         return not (mixed({"layers": layers}) or unpaired({"layers": layers}))

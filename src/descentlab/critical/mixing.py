@@ -9,11 +9,12 @@ can of a signal mixed with its neighbours', and its loss stops high.
 
 The test: run the model (in eval mode, where batch-norm reads its running statistics and dropout
 is off, so a model that keeps samples apart gives each sample one output whatever its batch) on
-the first ``m`` samples and on their second half alone, and compare the second half's outputs.
+the first ``m`` samples and on their second half alone, and compare the second half's outputs (the
+half run twice: a forward pass that draws noise even in eval mode, a VAE's sampling, reads nothing).
 A model that keeps samples apart gives the same, to rounding; one that mixes them does not (a
 recurrence along the batch sees different samples before the second half; attention, a softmax
-or a normalization over the batch sees a different set). One forward pass of ``m / 2`` samples
-beside one of ``m``, which the look makes anyway.
+or a normalization over the batch sees a different set). Two forward passes of ``m / 2`` samples
+beside one of ``m``, under a fork of torch's generator.
 """
 
 from __future__ import annotations
@@ -51,22 +52,31 @@ class Mixing:
     batch_first_off: tuple[str, ...] = ()
 
 
-def sample_mixing(forward: Callable[[Any], Any], X: Any, *, samples: int = MIXING_SAMPLES) -> Mixing | None:
+def sample_mixing(forward: Callable[[Any], Any], X: Any, *, samples: int = MIXING_SAMPLES,
+                  whole: Any = None) -> Mixing | None:
     """The change of the outputs of the second half of the first ``samples`` samples of ``X`` run
     alone against run with the first half (see the module docstring; ``forward`` runs the model in
-    eval mode, without a graph); ``None`` where it cannot be read: inputs without a tensor of
-    samples, outputs that are not one tensor of them, or fewer than four samples on every rank.
-    Under ``torch.distributed`` every rank takes part in one all-reduce."""
+    eval mode, without a graph; ``whole``: its outputs on those samples, taken already); ``None``
+    where it cannot be read: inputs without a tensor of samples, outputs that are not one tensor of
+    them, or fewer than four samples on every rank. Under ``torch.distributed`` every rank takes
+    part in one all-reduce."""
     n = _count(X)
     if n is None:
         return None
     m = min(n, samples)
     sums = (0.0, 0.0, float(m))
     if m >= 4:
-        try:
-            whole, half = forward(_take(X, 0, m, n)), forward(_take(X, m // 2, m, n))
+        device = _device(X)
+        try:  # torch's generator left where it was, whatever the forward pass draws
+            with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
+                whole = forward(_take(X, 0, m, n)) if whole is None else whole
+                half = forward(_take(X, m // 2, m, n))
+                again = forward(_take(X, m // 2, m, n))
         except (RuntimeError, ValueError):  # a model built for one batch size (a view to a fixed shape)
-            whole = half = None
+            whole = half = again = None
+        if not (torch.is_tensor(half) and torch.is_tensor(again) and half.shape == again.shape
+                and float((half.double() - again.double()).norm()) <= 1e-6 * float(half.double().norm())):
+            whole = None  # a forward pass that draws noise even in eval mode (a VAE's sampling): no reading
         if torch.is_tensor(whole) and torch.is_tensor(half) and whole.dim() and len(whole) == m \
                 and whole[m // 2:].shape == half.shape:
             tail = whole[m // 2:].double()

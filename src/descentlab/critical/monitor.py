@@ -778,7 +778,7 @@ class StallMonitor(Callback):
         :meth:`_copies_suspect`), the loss still above
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began: the model or the loss
         does not keep the samples apart (:meth:`~descentlab.critical.diagnoser.Diagnoser.samples_apart`,
-        three forward passes of at most 64 samples). Samples mixed stay mixed whatever the loss does,
+        forward passes of at most 64 samples and, twice, of half of them). Samples mixed stay mixed whatever the loss does,
         so no plateau is waited for (a recurrence along the batch learns something first: its loss
         falls, then stops high)."""
         initial = self.history.initial
