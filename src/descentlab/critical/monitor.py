@@ -777,9 +777,10 @@ class StallMonitor(Callback):
         """At the second tracked loss and at the end of windows 1, 2, 4, 8, ... (as
         :meth:`_copies_suspect`), the loss still above
         :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began: the model or the loss
-        does not keep the samples apart (:meth:`~descentlab.critical.diagnoser.Diagnoser.samples_apart`,
-        forward passes of at most 64 samples and, twice, of half of them). Samples mixed stay mixed whatever the loss does,
-        so no plateau is waited for (a recurrence along the batch learns something first: its loss
+        does not keep the samples apart
+        (:meth:`~descentlab.critical.diagnoser.Diagnoser.samples_apart`: forward passes of at most
+        64 samples and, twice, of half of them). Samples mixed stay mixed whatever the loss does, so
+        no plateau is waited for (a recurrence along the batch learns something first: its loss
         falls, then stops high)."""
         initial = self.history.initial
         early = len(self.plateau.steps) == 2 and self._count < self.window
