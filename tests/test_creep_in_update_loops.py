@@ -15,6 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from descentlab.critical import StallMonitor
+from descentlab.critical.history import RunHistory
+from descentlab.critical.verdicts import warming
 
 
 def _run(steps, *, total=True, clip=None, warm_up=None):
@@ -64,3 +66,19 @@ def test_a_warm_up_longer_than_the_run_is_told_past_half_of_it():
     assert stall.evidence["rate"]["first_lr"] == first < stall.evidence["rate"]["lr"] == rates[stall.step]
     short, _, _ = _run(600, warm_up=50)  # a warm-up that ends: the run trains, nothing to tell
     assert not any((s.remedy or "").startswith("shorten the warm-up") for s in short.stalls)
+
+
+def test_a_rate_that_rose_and_now_holds_or_decays_is_no_warm_up_under_way():
+    history = RunHistory()
+    for step, lr in ((10, 0.1), (20, 0.5), (30, 1.0)):
+        history.observe_rate(step, lr)
+    assert history.rising  # rose at the last check: a warm-up under way
+    history.observe_rate(40, 1.0)
+    assert not history.rising  # held since: warmed up (a cosine's tail, a constant rate)
+    history.observe_rate(50, 0.9)
+    assert not history.rising
+    rate = {"lr": 1.0, "first_lr": 0.1, "peak_lr": 1.0}
+    assert warming({"rate": {**rate, "rising": True}}) and not warming({"rate": {**rate, "rising": False}})
+    restored = RunHistory()
+    restored.load_state_dict(history.state_dict())
+    assert restored.rate_at == 50 and restored.rose_at == 30 and not restored.rising

@@ -199,7 +199,7 @@ class Diagnoser:
             finding = examine(sample, full=self.full_loss(model), optimizer=optimizer, batch_size=batch_size,
                               n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
                               lr_zero_since=history.lr_zero_since, total_steps=total_steps,
-                              first_lr=history.first_lr, options=self.options,
+                              first_lr=history.first_lr, rate_rising=history.rising, options=self.options,
                               v0=self.v0, seed=self.seed, afford=afford, **self._read(history, tracked))
             point = finding.point
             evidence = dict(finding.evidence)

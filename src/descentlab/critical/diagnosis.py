@@ -97,20 +97,22 @@ class Finding:
 
 
 def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None = None,
-                  total_steps: int | None = None, first_lr: float | None = None) -> dict[str, Any] | None:
-    """The current rate, the largest seen, since when it has been ~0, the run's length and the rate
-    at the run's first check (``None`` without an optimizer)."""
+                  total_steps: int | None = None, first_lr: float | None = None,
+                  rising: bool | None = None) -> dict[str, Any] | None:
+    """The current rate, the largest seen, since when it has been ~0, the run's length, the rate at
+    the run's first check and whether it rose at the last (``None`` without an optimizer)."""
     if optimizer is None:
         return None
     lr = float(optimizer.param_groups[0]["lr"])
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps,
-            "first_lr": first_lr}
+            "first_lr": first_lr, "rising": rising}
 
 
 def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimizer: Any = None,
             batch_size: int | None = None, n_data: int | None = None, peak_lr: float | None = None,
             lr_zero_since: int | None = None, total_steps: int | None = None, first_lr: float | None = None,
-            loss: Mapping[str, float] | None = None, options: DiagnosisOptions = DiagnosisOptions(),
+            rate_rising: bool | None = None, loss: Mapping[str, float] | None = None,
+            options: DiagnosisOptions = DiagnosisOptions(),
             v0: torch.Tensor | None = None, seed: int = 0, previous: Sequence[torch.Tensor] | None = None,
             steps_since: int | None = None, recent_gradients: Sequence[tuple[float, float]] = (),
             gradient_history: Sequence[tuple[float, float]] = (),
@@ -131,7 +133,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         peak_lr: the largest rate the run has used so far.
         lr_zero_since, total_steps: the step since which the rate has been ~0, and the run's
             length (for the ``no_learning_rate`` remedy).
-        first_lr: the rate at the run's first check (a rate still above it at its peak is rising).
+        first_lr, rate_rising: the rate at the run's first check, and whether it rose at the last (a
+            warm-up under way).
         loss: ``value``, ``best``, ``initial`` of the tracked loss, for the ``minimum`` verdict.
         options: how the point is classified.
         v0: a Lanczos warm start (the previous stall's eigenvectors).
@@ -153,7 +156,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     """
     evidence: dict[str, Any] = {"loss": _loss_evidence(loss), "data": _data_evidence(sample)}
     evidence["batches"] = batches_evidence(batches, evidence["loss"], sample)
-    rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps, first_lr)
+    rate = rate_evidence(optimizer, peak_lr, lr_zero_since, total_steps, first_lr, rate_rising)
     evidence["rate"] = rate
     if rate is not None:
         rate["held"] = held_share(optimizer, sample.model)

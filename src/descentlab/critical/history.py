@@ -42,6 +42,7 @@ class RunHistory:
         first_lr: that rate at the first check (a rate above it is rising: a warm-up).
         last_lr, rose_at, fell_at: that rate at the last check, and the last checks at which it was
             above and below the check's before (``None``: never).
+        rate_at: the last check the rate was read at (``rose_at`` there: :attr:`rising`).
         lr_zero_since: the first check since which the rate has been ~0 (``None``: it is not).
         batch_losses: ``(step, the mean of the losses the loop passed since the check before, the
             tracked loss)`` at every check that read both: batches drawn from the data have, on
@@ -59,6 +60,7 @@ class RunHistory:
         self.peak_lr: float | None = None
         self.first_lr: float | None = None
         self.last_lr: float | None = None
+        self.rate_at: int | None = None
         self.rose_at: int | None = None
         self.fell_at: int | None = None
         self.lr_zero_since: int | None = None
@@ -116,12 +118,17 @@ class RunHistory:
             self.rose_at = int(step)
         elif self.last_lr is not None and lr < self.last_lr:
             self.fell_at = int(step)
-        self.last_lr = lr
+        self.last_lr, self.rate_at = lr, int(step)
         self.peak_lr = lr if self.peak_lr is None else max(self.peak_lr, lr)
         if lr > LR_ZERO * self.peak_lr:
             self.lr_zero_since = None
         elif self.lr_zero_since is None:
             self.lr_zero_since = int(step)
+
+    @property
+    def rising(self) -> bool:
+        """The rate rose at the last check it was read at (a schedule raising it now: a warm-up)."""
+        return self.rose_at is not None and self.rose_at == self.rate_at
 
     def rolled_back(self) -> None:
         """The run was put back to its best point at a lower rate: what it saw since (its rates,
@@ -186,6 +193,7 @@ class RunHistory:
                 "best_step": self.best_step, "best_lr": self.best_lr, "best_params": self.best_params,
                 "peak_lr": self.peak_lr,
                 "first_lr": self.first_lr, "last_lr": self.last_lr, "rose_at": self.rose_at, "fell_at": self.fell_at,
+                "rate_at": self.rate_at,
                 "lr_zero_since": self.lr_zero_since, "latest": self.latest,
                 "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
@@ -200,6 +208,7 @@ class RunHistory:
         self.peak_lr, self.lr_zero_since = state["peak_lr"], state["lr_zero_since"]
         self.first_lr = state.get("first_lr")
         self.last_lr, self.rose_at, self.fell_at = state.get("last_lr"), state.get("rose_at"), state.get("fell_at")
+        self.rate_at = state.get("rate_at")
         self.latest, self.latest_step = state.get("latest"), state.get("latest_step")
         self.before, self.before_step = state.get("before"), state.get("before_step")
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]

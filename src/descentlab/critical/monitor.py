@@ -809,10 +809,11 @@ class StallMonitor(Callback):
         return self.plateau.ends_above(total - loop.step, STUCK_HIGH * initial, SPARSE_ABOVE * self.plateau.rel_tol)
 
     def _long_warm_up(self, step: int) -> bool:
-        """The rate is still rising (:meth:`_rate_rising`) at half the run or later, its length known: a
-        warm-up that long leaves the run no time at the rate it warms up to."""
+        """The rate still rises (it rose at the last check: ``RunHistory.rising``) at half the run or
+        later, its length known: a warm-up that long leaves the run no time at the rate it warms up
+        to (a warm-up that ended, its rate held or decaying since, is none)."""
         total = self.loop.total_steps if self.loop is not None else None
-        return total is not None and 2 * step >= total and self._rate_rising()
+        return total is not None and 2 * step >= total and self.history.rising
 
     def _flat_start(self) -> Trend | None:
         """At the early look: the tracked loss has not moved since the run began

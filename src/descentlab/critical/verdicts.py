@@ -924,11 +924,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
 
 
 def warming(evidence: Mapping[str, Any]) -> bool:
-    """The rate is at its peak so far and above where it was at the run's first check
-    (``rate.first_lr``): a schedule still raising it, a warm-up."""
-    lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
-    first = _get(evidence, "rate", "first_lr")
-    return lr is not None and peak is not None and first is not None and first < lr >= peak
+    """The rate rose at the last check (``rate.rising``) and is above where it was at the run's
+    first (``rate.first_lr``): a schedule still raising it, a warm-up under way."""
+    lr, first = _get(evidence, "rate", "lr"), _get(evidence, "rate", "first_lr")
+    return bool(_get(evidence, "rate", "rising")) and lr is not None and first is not None and lr > first
 
 
 def _unheard(evidence: Mapping[str, Any]) -> str:
