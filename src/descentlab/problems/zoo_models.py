@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 __all__ = ["mlp", "FunctionalReluMLP", "ConvNet", "SequenceClassifier", "ElmanRNN", "SelfAttention", "Block",
-           "TinyTransformer", "TorchEncoder", "Clamped", "FrozenFeatures", "feature_model", "antipodal_teacher", "antipodal_model",
-           "linear_conv", "scaled", "constant", "clamped", "bounded"]
+           "TinyTransformer", "TorchEncoder", "Clamped", "FrozenFeatures", "feature_model", "antipodal_teacher",
+           "antipodal_model", "linear_conv", "scaled", "constant", "clamped", "bounded"]
 
 
 _ACTIVATIONS: Mapping[str, type[nn.Module]] = MappingProxyType({
