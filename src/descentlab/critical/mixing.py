@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from descentlab.curvature import EmpiricalLoss
+from descentlab.curvature.batches import first_tensor, take
 
 __all__ = ["Mixing", "sample_mixing", "per_sample_forward", "MIXING_SAMPLES"]
 
@@ -60,19 +61,19 @@ def sample_mixing(forward: Callable[[Any], Any], X: Any, *, samples: int = MIXIN
     where it cannot be read: inputs without a tensor of samples, outputs that are not one tensor of
     them, or fewer than four samples on every rank. Under ``torch.distributed`` every rank takes
     part in one all-reduce."""
-    n = _count(X)
-    if n is None:
+    first = first_tensor(X)
+    if first is None:
         return None
-    m = min(n, samples)
+    m = min(len(first), samples)
     sums = (0.0, 0.0, float(m))
     if m >= 4:
-        device = _device(X)
+        devices = [first.device] if first.device.type == "cuda" else []
         try:  # torch's generator left where it was, whatever the forward pass draws
-            with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
-                whole = forward(_take(X, 0, m, n)) if whole is None else whole
-                half = forward(_take(X, m // 2, m, n))
-                again = forward(_take(X, m // 2, m, n))
-        except (RuntimeError, ValueError):  # a model built for one batch size (a view to a fixed shape)
+            with torch.random.fork_rng(devices=devices):
+                whole = forward(take(X, slice(0, m))) if whole is None else whole
+                half = forward(take(X, slice(m // 2, m)))
+                again = forward(take(X, slice(m // 2, m)))
+        except (RuntimeError, ValueError, IndexError):  # a model built for one batch size (a view to a fixed shape)
             whole = half = again = None
         if not (torch.is_tensor(half) and torch.is_tensor(again) and half.shape == again.shape
                 and float((half.double() - again.double()).norm()) <= 1e-6 * float(half.double().norm())):
@@ -81,7 +82,7 @@ def sample_mixing(forward: Callable[[Any], Any], X: Any, *, samples: int = MIXIN
                 and whole[m // 2:].shape == half.shape:
             tail = whole[m // 2:].double()
             sums = (float(((half.double() - tail) ** 2).sum()), float((tail ** 2).sum()), float(m))
-    sums = torch.tensor(sums, dtype=torch.float64, device=_device(X))  # where a collective can take it
+    sums = torch.tensor(sums, dtype=torch.float64, device=first.device)  # where a collective can take it
     difference, size, count = EmpiricalLoss.allreduce(sums).tolist()
     if not (math.isfinite(difference) and math.isfinite(size) and size > 0):
         return None
@@ -99,33 +100,3 @@ def per_sample_forward(loss: EmpiricalLoss) -> Callable[[Any], Any]:
         finally:
             loss.batch_statistics = saved
     return forward
-
-
-def _tensors(X: Any) -> list[torch.Tensor]:
-    if torch.is_tensor(X):
-        return [X]
-    values = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()
-    return [t for v in values for t in _tensors(v)]
-
-
-def _count(X: Any) -> int | None:
-    """The samples in ``X``: the first dimension of its first tensor (``None``: no tensor)."""
-    tensors = [t for t in _tensors(X) if t.dim()]
-    return len(tensors[0]) if tensors else None
-
-
-def _device(X: Any) -> torch.device | None:
-    tensors = _tensors(X)
-    return tensors[0].device if tensors else None
-
-
-def _take(X: Any, start: int, stop: int, n: int) -> Any:
-    """Samples ``start:stop`` of every tensor in ``X`` that holds ``n`` of them (a tuple, list or dict
-    keeps its kind; anything else is passed as it is)."""
-    if torch.is_tensor(X):
-        return X[start:stop] if X.dim() and len(X) == n else X
-    if isinstance(X, dict):
-        return {k: _take(v, start, stop, n) for k, v in X.items()}
-    if isinstance(X, (tuple, list)):
-        return type(X)(_take(v, start, stop, n) for v in X)
-    return X

@@ -763,12 +763,7 @@ class StallMonitor(Callback):
         get equal gradients and stay copies whatever the loss does, so no plateau is waited for;
         a full diagnosis decides, within the budget (the origin of a two-layer net, the lectures'
         saddle, has every unit a copy too)."""
-        initial = self.history.initial
-        early = len(self.plateau.steps) == 2 and self._count < self.window
-        if not (early or self._doubling_window_end()):
-            return False
-        if (self._pending is not None or self.plateau.quiet_above is not None or initial is None
-                or not initial > 0 or not all_agree(STUCK_HIGH * initial < tracked <= COPIES_RISE * initial)):
+        if not self._weights_look_due(tracked, up_to=COPIES_RISE):
             return False
         return all_agree(copied_units(model) >= SYMMETRIC_SHARE
                          and self.budget.allows(self.diagnoser.expected_cost(model)))
@@ -782,14 +777,19 @@ class StallMonitor(Callback):
         64 samples and, twice, of half of them). Samples mixed stay mixed whatever the loss does, so
         no plateau is waited for (a recurrence along the batch learns something first: its loss
         falls, then stops high)."""
+        return self._weights_look_due(tracked) and not all_agree(self.diagnoser.samples_apart(model))
+
+    def _weights_look_due(self, tracked: float, up_to: float = math.inf) -> bool:
+        """The checks of :meth:`_copies_suspect` and :meth:`_samples_mixed`, which need no plateau:
+        at the second tracked loss and at the end of windows 1, 2, 4, 8, ..., nothing waiting or
+        quiet, the tracked loss above :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it
+        began (and at most ``up_to`` times that start)."""
         initial = self.history.initial
         early = len(self.plateau.steps) == 2 and self._count < self.window
         if not (early or self._doubling_window_end()):
             return False
-        if (self._pending is not None or self.plateau.quiet_above is not None or initial is None
-                or not initial > 0 or not all_agree(tracked > STUCK_HIGH * initial)):
-            return False
-        return not all_agree(self.diagnoser.samples_apart(model))
+        return (self._pending is None and self.plateau.quiet_above is None and initial is not None
+                and initial > 0 and all_agree(STUCK_HIGH * initial < tracked <= up_to * initial))
 
     def _creep(self, loop: LoopState) -> Trend | None:
         """Asked at the end of a window, of a run whose length is known: the tracked loss still above

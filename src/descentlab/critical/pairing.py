@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from descentlab.curvature import EmpiricalLoss
+from descentlab.curvature.empirical import UPCAST
 
 __all__ = ["Pairing", "target_pairing"]
 
@@ -76,7 +77,7 @@ def _squared_changes(loss_fn: Callable[[Any, Any], torch.Tensor], outputs: torch
     n = outputs.shape[0]
     if not n == y.shape[0] >= 4:
         return None
-    if torch.finfo(outputs.dtype).bits < 32:  # half precision's rounding would blur the two gradients
+    if outputs.dtype in UPCAST:  # half precision's rounding would blur the two gradients
         outputs, y = outputs.float(), (y.float() if y.is_floating_point() else y)
     half = n // 2
     moved = torch.cat([y[half:2 * half], y[half:]])  # the first half given the second half's targets

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_batches", "batch_size", "is_pair", "is_single_batch", "take", "concat", "move", "call",
+__all__ = ["as_batches", "batch_size", "first_tensor", "is_pair", "is_single_batch", "take", "concat", "move", "call",
            "non_finite_rows", "Fingerprint"]
 
 
@@ -34,17 +34,19 @@ def batch_size(X: Any, y: Any = None) -> int:
     """The number of samples in one batch (from ``y``, else from the first tensor of the inputs)."""
     if torch.is_tensor(y) and y.ndim > 0:
         return int(y.shape[0])
-    first = _first_tensor(X)
+    first = first_tensor(X)
     if first is None:
         raise ValueError(f"a batch must hold a tensor whose first dimension counts its samples, got {type(X).__name__}")
     return int(first.shape[0])
 
 
-def _first_tensor(X: Any) -> torch.Tensor | None:
+def first_tensor(X: Any) -> torch.Tensor | None:
+    """The first tensor of at least one dimension in ``X`` (a tensor, or a tuple, list or dict of
+    them, nested), ``None`` where there is none."""
     if torch.is_tensor(X):
         return X if X.ndim > 0 else None
     values = X.values() if isinstance(X, dict) else X if isinstance(X, (tuple, list)) else ()
-    return next((t for t in (_first_tensor(v) for v in values) if t is not None), None)
+    return next((t for t in (first_tensor(v) for v in values) if t is not None), None)
 
 
 def take(X: Any, index: torch.Tensor | slice | None) -> Any:
