@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["Layout", "layout_of", "flatten", "unflatten", "split"]
+__all__ = ["Layout", "layout_of", "flatten", "unflatten", "split", "sparse_embeddings"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,10 @@ def flatten(params: nn.Module | Mapping[str, torch.Tensor], layout: Layout | Non
 def unflatten(vector: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
     """Split a flat vector (or rows ``(B, n)``) into named views: :meth:`Layout.unflatten`."""
     return layout.unflatten(vector)
+
+
+def sparse_embeddings(model: nn.Module) -> list[nn.Module]:
+    """The ``nn.Embedding`` and ``nn.EmbeddingBag`` modules of ``model`` built with ``sparse=True``:
+    backward gives their weights a sparse gradient, which no flat vector, stacked weight or
+    dense-only optimizer (Adam) takes."""
+    return [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]

@@ -5,17 +5,21 @@ plateau shows them: an optimizer built over some of the parameters (``SGD(model.
 with the body still ``requires_grad``: backward computes the body's gradients and nothing steps
 them), and a forward that cuts the graph (a body run under ``torch.no_grad()`` or ``.detach()``ed:
 the optimizer holds the body, backward never reaches it). Both are read from the objects as they
-are after a step (the optimizer's param groups, each parameter's ``.grad``), nothing computed.
+are after a step (the optimizer's param groups, each parameter's ``.grad``), nothing computed. A
+parameter the optimizer does not hold may still be stepped by a second one (``SparseAdam`` for a
+sparse embedding beside ``Adam`` for the rest): it is told only where it has not moved between two
+reads (:func:`snapshot`, :func:`unmoved`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["Coverage", "coverage", "held_share"]
+__all__ = ["Coverage", "coverage", "held_share", "snapshot", "unmoved"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Coverage:
         if self.not_held:
             out.append(f"the optimizer does not hold {self.not_held:,} of the {self.trainable:,} parameter entries "
                        f"that require a gradient ({_listed(self.not_held_names)}): backward computes their "
-                       "gradients, and unless another optimizer steps them they never move (pass them to the "
+                       "gradients, and nothing has moved them since the check before (pass them to the "
                        "optimizer, or set requires_grad=False to freeze them)")
         if self.unreached:
             out.append(f"backward did not reach {self.unreached:,} of the {self.trainable:,} parameter entries the "
@@ -62,6 +66,23 @@ def coverage(optimizer: Any, model: nn.Module) -> Coverage:
     return Coverage(sum(p.numel() for _, p in trainable), sum(p.numel() for _, p in not_held),
                     tuple(name for name, _ in not_held), sum(p.numel() for _, p in unreached),
                     tuple(name for name, _ in unreached))
+
+
+def snapshot(found: Coverage, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that ``found`` says the optimizer does not hold, to tell later
+    whether another optimizer steps them."""
+    names = set(found.not_held_names)
+    return {name: p.detach().clone() for name, p in model.named_parameters() if name in names}
+
+
+def unmoved(found: Coverage, model: nn.Module, before: dict[str, torch.Tensor]) -> Coverage:
+    """``found``'s parameters not held, narrowed to those still equal to their copies in ``before``
+    (nothing stepped them since), and nothing unreached (told when ``found`` was read)."""
+    params = dict(model.named_parameters())
+    still = [name for name in found.not_held_names
+             if name in params and torch.equal(params[name].detach(), before[name])]
+    return replace(found, not_held=sum(params[name].numel() for name in still), not_held_names=tuple(still),
+                   unreached=0, unreached_names=())
 
 
 def held_share(optimizer: Any, model: nn.Module) -> float | None:

@@ -46,6 +46,7 @@ from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
 from descentlab.engine.model_changes import InputStandardizer, reinitialize
+from descentlab.params import sparse_embeddings
 from descentlab.ranks import distributed, smallest, summed, total
 
 __all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
@@ -226,7 +227,8 @@ class Diagnoser:
                 lost = (history.best_params is not None and history.best is not None and history.best > 0
                         and tracked >= ROLLBACK_ABOVE * history.best and not distributed())
                 record, result = self._trials(stall, model, optimizer, batch_size, step_seconds, trials_fit,
-                                              restore=history.best_params if lost else None)
+                                              restore=history.best_params if lost else None,
+                                              elsewhere=history.stepped_elsewhere)
                 stall = replace(stall, trials=record, trial_result=result)
         except Exception as error:  # a diagnosis must never kill the training run
             stall = Stall(step, tracked, None, reason, f"failed: {type(error).__name__}: {error}")
@@ -404,13 +406,19 @@ class Diagnoser:
         return {"slice_t": tuple(ts.tolist()), "slice_loss": tuple(float(v) for v in losses.tolist())}
 
     def _trials(self, stall: Stall, model: nn.Module, optimizer: Any, batch_size: int | None, step_seconds: float,
-                fits: Callable[[float], bool], *, restore: Any = None) -> tuple[dict[str, Any] | None, Trials | None]:
+                fits: Callable[[float], bool], *, restore: Any = None,
+                elsewhere: float | None = None) -> tuple[dict[str, Any] | None, Trials | None]:
         """Run the trials of the remedies that fit the stall's verdict, if their expected cost fits:
         their plain record (``None``: none fit) and the typed result (``None``: none ran).
         ``restore``: the weights of the run's last good point, where its loss is far above it
-        (``rollback`` is tried too; not under torch.distributed, where the ranks' best points differ)."""
+        (``rollback`` is tried too; not under torch.distributed, where the ranks' best points differ).
+        ``elsewhere``: the share of the parameters another optimizer steps, which a fork of
+        ``optimizer`` alone would leave where they are: no trial."""
         if optimizer is None or self.train_data is None:
             return None, None
+        if elsewhere:
+            return {"status": f"skipped (another optimizer steps {elsewhere:.0%} of the parameters, which a trial "
+                              "of this optimizer alone would not train)"}, None
         n = int(smallest(count_of(*self.train_data)))  # one menu on every rank (a batch size), within every share
         batch = batch_size if batch_size is not None and batch_size < n else None
         can_escape = stall.point is not None and stall.min_eigenvalue is not None and stall.min_eigenvalue < 0
@@ -420,7 +428,8 @@ class Diagnoser:
             return remedies_for(stall.verdict, stall.evidence, optimizer, batch_size=batch, n_data=n,
                                 trial_steps=self.options.trial_steps,
                                 peak_lr=(stall.evidence.get("rate") or {}).get("peak_lr"), can_escape=can_escape,
-                                inputs=inputs, can_roll_back=restore is not None)
+                                inputs=inputs, can_roll_back=restore is not None,
+                                sparse=bool(sparse_embeddings(model)))
 
         menu = remedies()
         if not menu:

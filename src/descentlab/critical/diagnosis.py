@@ -184,7 +184,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     noise = None
     if _summed_suspect(float(gradient.norm()) if norm is None else norm, recent_gradients, gradient_history):
         noise = measure_noise() if mini_batch or full is None else None
-        _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise)
+        _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise, _part_held(rate))
     if rate is not None:
         evidence["decay"] = decay_evidence(optimizer, sample, gradient)
     early = decide_without_curvature(evidence)
@@ -199,7 +199,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
     if full is None:
         evidence["gradient"]["norm"] = norm = noise.grad_norm_sq ** 0.5
     if "loop_ratio" not in evidence["gradient"]:  # the loop's gradient against the fresh one, for every verdict
-        _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise)
+        _loop_gradient(evidence["gradient"], norm, recent_gradients, gradient_history, noise, _part_held(rate))
     tolerance = _gradient_test(evidence, options)
     if mini_batch:
         evidence["noise"] = noise.to_dict()
@@ -523,14 +523,23 @@ def _summed_suspect(norm: float, recent: Sequence[tuple[float, float]], history:
     return low >= ACCUMULATED * norm and low >= ACCUMULATED_GROWTH * history[0][0]
 
 
+def _part_held(rate: Mapping[str, Any] | None) -> bool:
+    """The loop's optimizer holds only part of the trainable parameters (a second optimizer may
+    step the rest): the loop's gradient norms, read from the parameters it holds, cover part of
+    the fresh gradient's."""
+    held = None if rate is None else rate.get("held")
+    return held is not None and held < 1.0
+
+
 def _loop_gradient(gradient: dict[str, Any], norm: float | None, recent: Sequence[tuple[float, float]],
-                   history: Sequence[tuple[float, float]], noise: NoiseEstimate | None) -> None:
+                   history: Sequence[tuple[float, float]], noise: NoiseEstimate | None, part: bool = False) -> None:
     """The loop's gradient since the last check (its smallest and largest norm) against the norm a
     fresh *batch* gradient has here, sqrt(|g|² + tr Σ_B) (``noise``; without it, full-batch,
     ``norm``), into ``gradient``: ``loop_norm``, ``loop_high``, ``expected_norm``, ``loop_ratio``
     (the smallest over it: far above 1, a sum over steps), ``loop_high_ratio`` (the largest over
-    it: far below 1, gradients clipped or a loss scaled down) and ``loop_growth`` (the smallest over
-    the first check's). Nothing where the loop's gradients were not read."""
+    it: far below 1, gradients clipped or a loss scaled down; ``None`` where the optimizer holds
+    only ``part`` of the parameters, as their share of the norm may be anything) and ``loop_growth``
+    (the smallest over the first check's). Nothing where the loop's gradients were not read."""
     if not recent or not (math.isfinite(recent[-1][0]) and math.isfinite(recent[-1][1])):
         return
     expected = math.sqrt(noise.grad_norm_sq + noise.noise_sq) if noise is not None else norm
@@ -538,7 +547,7 @@ def _loop_gradient(gradient: dict[str, Any], norm: float | None, recent: Sequenc
         return
     low, high = recent[-1]
     gradient.update(loop_norm=low, loop_high=high, expected_norm=expected, loop_ratio=low / expected,
-                    loop_high_ratio=high / expected,
+                    loop_high_ratio=None if part else high / expected,
                     loop_growth=low / history[0][0] if history and history[0][0] > 0 else None)
 
 

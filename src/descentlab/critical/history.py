@@ -48,6 +48,9 @@ class RunHistory:
             tracked loss)`` at every check that read both: batches drawn from the data have, on
             average, the data's loss (cleared by the monitor where its remedy shuffled them: the
             ratio is measured again on the shuffled batches).
+        stepped_elsewhere: the share of the trainable entries that the monitor's optimizer does not
+            hold and that moved between its first two checks (another optimizer steps them: a
+            sparse embedding's ``SparseAdam`` beside the rest's ``Adam``); ``None``: none seen.
     """
 
     def __init__(self) -> None:
@@ -71,6 +74,7 @@ class RunHistory:
         self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
         self.batch_losses: list[tuple[int, float, float]] = []
         self.batch_samples: int | None = None  # the samples the last interval's batches held
+        self.stepped_elsewhere: float | None = None
 
     def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""

@@ -62,7 +62,7 @@ from torch import nn
 
 from descentlab.checks import check_int, check_number
 from descentlab.critical.budget import SHARPNESS_SHARE, TRACKING_SHARE, Budget, Cadence, prior_size
-from descentlab.critical.coverage import coverage
+from descentlab.critical.coverage import Coverage, coverage, snapshot, unmoved
 from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
 from descentlab.critical.layer_signals import copied_units
@@ -260,7 +260,8 @@ class StallMonitor(Callback):
         self._bad_folds: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # (the losses stacked, their steps)
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._batch_sum, self._batch_count = 0.0, 0  # the finite batch losses read since the last check
-        self._coverage_read = False  # parameters not stepped or not reached: told at the first check
+        self._coverage_read = False  # parameters not reached: told at the first check
+        self._unheld: tuple[Coverage, dict[str, torch.Tensor]] | None = None  # parameters not held, and their copies: told at the next
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
@@ -421,7 +422,7 @@ class StallMonitor(Callback):
         norms = _kept_norms(optimizer)
         if norms is None:
             grads = [p.grad for p in self._params[1] if p.grad is not None]
-            norms = torch._foreach_norm(grads) if grads else None
+            norms = _grad_norms(grads) if grads else None
         if not norms:
             return
         self._grads_seen.append(norms)  # stacked at the fold, all steps at once
@@ -486,10 +487,20 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         self._params = (None, [])  # listed again at the next step: a remedy may have changed the modules
+        if self._unheld is not None:  # what no other optimizer stepped since the first check
+            found, before = self._unheld
+            still = unmoved(found, model, before)
+            for note in still.notes():
+                _say("step %d: %s", step, note)
+            if still.not_held < found.not_held:
+                self.history.stepped_elsewhere = (found.not_held - still.not_held) / found.trainable
+            self._unheld = None
         if not self._coverage_read and self.optimizer is not None:  # once: no plateau shows these
             self._coverage_read = True
-            for note in coverage(self.optimizer, model).notes():
+            found = coverage(self.optimizer, model)
+            for note in replace(found, not_held=0, not_held_names=()).notes():
                 _say("step %d: %s", step, note)
+            self._unheld = (found, snapshot(found, model)) if found.not_held else None
         self._fold_gradients()
         if self._grad_low is not None:  # the loop's own gradients since the last check (read now: one wait)
             self.history.observe_gradient(step, float(self._grad_low), float(self._grad_high))
@@ -1114,6 +1125,14 @@ def _kept_norms(optimizer: Any) -> list[torch.Tensor] | None:
     while optimizer is not None and not hasattr(optimizer, "last_norms"):
         optimizer = getattr(optimizer, "base", None)
     return None if optimizer is None else optimizer.last_norms
+
+
+def _grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The norm of each gradient, one fused op where all are dense; a sparse one (an
+    ``nn.Embedding(sparse=True)``'s) by its coalesced values, as its repeated rows add up."""
+    if not any(g.is_sparse for g in grads):
+        return list(torch._foreach_norm(grads))
+    return [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
 
 
 def _at_once(tracked: float) -> Trend:

@@ -156,6 +156,9 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "mixed_samples": ("keep", "batch-first"),
 }
 
+#: the registry's optimizers that step sparse gradients (torch's SGD and Adagrad)
+SPARSE_OPTIMIZERS = ("sgd", "adagrad")
+
 _ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")
 
 
@@ -211,7 +214,7 @@ IMPOSED: Mapping[str, Remedy] = {
 def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimizer: Any, *, batch_size: int | None,
                  n_data: int | None, trial_steps: int, peak_lr: float | None = None,
                  can_escape: bool = False, inputs: tuple[Sequence[float], Sequence[float]] | None = None,
-                 can_roll_back: bool = False) -> list[Remedy]:
+                 can_roll_back: bool = False, sparse: bool = False) -> list[Remedy]:
     """The remedies :data:`MENU` lists for ``verdict`` that apply to this run (``[]``: none).
 
     ``optimizer`` is the run's (its rate, class and state decide ``momentum`` and ``adam``);
@@ -219,7 +222,9 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     mini-batch); ``can_escape``: negative curvature was found, with its eigenvector;
     ``inputs``: the sample's mean and spread per input feature (``standardize`` needs them);
     ``can_roll_back``: the run's loss is :data:`ROLLBACK_ABOVE` times its best or more, and the
-    weights there are kept (``rollback`` is tried too).
+    weights there are kept (``rollback`` is tried too); ``sparse``: the model has an embedding with
+    sparse gradients (:func:`~descentlab.params.sparse_embeddings`), which only the optimizers
+    :data:`SPARSE_OPTIMIZERS` step and neither gradient noise nor clipping takes.
     The layers a remedy re-initialises or whose activations it swaps are the ones the
     evidence names (``evidence["layers"]``).
     """
@@ -244,15 +249,21 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
                          peak_lr=peak_lr, evidence=evidence, plain_sgd=plain_sgd, adaptive=adaptive,
                          can_escape=can_escape, decay=decay) if name not in _NETWORK else \
             _network_remedy(name, evidence, inputs, lr)
-        if remedy is not None:
+        if remedy is not None and not (sparse and _needs_dense(remedy.change)):
             out.append(remedy)
     if can_roll_back:
         out.append(rollback(None))  # the sharpness at the last good point is not measured at a stall
-        if verdict == "exploding_gradient":  # back to before the explosion, its own fix from there on
+        if verdict == "exploding_gradient" and not sparse:  # back to before the explosion, its own fix from there on
             clip = _network_remedy("clip", evidence, inputs, lr)
             out.append(Remedy("rollback-clip", "back to the last good point, fresh optimizer state, " + clip.text,
                               Change(clip=clip.change.clip, fresh_state=True), restore=True))
     return out if len(out) > 1 else []  # keep alone is nothing to compare
+
+
+def _needs_dense(change: Change) -> bool:
+    """``change`` steps with an optimizer or a wrapper that needs dense gradients."""
+    return (change.optimizer is not None and change.optimizer not in SPARSE_OPTIMIZERS
+            or change.noise or change.clip is not None)
 
 
 def lower_factor(evidence: Mapping[str, Any] | None) -> tuple[float, float | None]:

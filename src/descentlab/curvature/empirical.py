@@ -34,6 +34,9 @@ Gauss-Newton products, landscape points) is such a weighted sum over batches, an
   differentiates instead: batch-norm layers the model trains normalise by each batch's own
   statistics (their running statistics, the user's and any copy's, untouched), and everything
   else is still in eval mode, so nothing is random;
+* **sparse embeddings**: an ``nn.Embedding`` or ``nn.EmbeddingBag`` built with ``sparse=True``
+  gives dense gradients for the while (the same values; products, flat vectors and
+  ``torch.func`` need dense tensors), its flag restored after;
 * **attention kernels**: a forward that may be differentiated (grad mode on) runs
   ``F.scaled_dot_product_attention`` on its math backend, the one kernel with a double backward
   (the flash and memory-efficient kernels have none, so a Hessian product through them fails);
@@ -61,7 +64,7 @@ from descentlab.errors import AdviceWarning
 from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat, take
 from descentlab.curvature.losses import apply_loss, is_model_loss
 from descentlab.openmp import threads_for
-from descentlab.params import Layout
+from descentlab.params import Layout, sparse_embeddings
 
 __all__ = ["EmpiricalLoss", "NotPerSample", "REDUCTIONS", "UPCAST", "mode_dependent_modules", "select_parameters",
            "trains_batch_norm"]
@@ -139,6 +142,7 @@ class EmpiricalLoss:
         self._select(select_parameters(model, params), {n: p for n, p in [*model.named_parameters(),
                                                                           *model.named_buffers()]})
         self._switched = _decide_eval_mode(model, eval_mode)
+        self._sparse = sparse_embeddings(model)
         #: batch-norm layers in training mode normalise by the batch (:meth:`with_batch_statistics`)
         self.batch_statistics = False
         self._batches = as_batches(data, stream=True, allow_empty=_distributed(), model_loss=self.model_loss)
@@ -245,8 +249,8 @@ class EmpiricalLoss:
                  options: dict[str, Any]) -> "EmpiricalLoss":
         """A new ``cls`` on ``other``'s model, loss, data and weighting, at ``values``."""
         new = cls.__new__(cls)
-        shared = ("model", "loss_fn", "model_loss", "_switched", "batch_statistics", "_batches", "_streamed",
-                  "_first_pass", "_passes", "n_samples", "n_batches", "reduction", "work")
+        shared = ("model", "loss_fn", "model_loss", "_switched", "_sparse", "batch_statistics", "_batches",
+                  "_streamed", "_first_pass", "_passes", "n_samples", "n_batches", "reduction", "work")
         for name in shared:
             setattr(new, name, getattr(other, name))
         new._select(names, values)
@@ -343,6 +347,7 @@ class EmpiricalLoss:
         when grad mode is on (see the module docstring)."""
         with contextlib.ExitStack() as stack:
             stack.enter_context(_switched_off(self._switched, batch_statistics=self.batch_statistics))
+            stack.enter_context(_dense_gradients(self._sparse))
             if torch.is_grad_enabled():
                 stack.enter_context(sdpa_kernel(SDPBackend.MATH))
             yield
@@ -675,6 +680,18 @@ def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Modul
             stacklevel=4,
         )
     return list(model.modules())
+
+
+@contextlib.contextmanager
+def _dense_gradients(embeddings: list[nn.Module]):
+    """``sparse=False`` on ``embeddings`` for the while, each restored after."""
+    for m in embeddings:
+        m.sparse = False
+    try:
+        yield
+    finally:
+        for m in embeddings:
+            m.sparse = True
 
 
 @contextlib.contextmanager

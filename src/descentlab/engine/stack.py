@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from descentlab.params import sparse_embeddings
+
 __all__ = ["Stack", "unstackable_reason"]
 
 Params = Mapping[str, torch.Tensor]
@@ -35,14 +37,17 @@ Params = Mapping[str, torch.Tensor]
 def unstackable_reason(model: nn.Module) -> str:
     """Why ``model`` cannot be vmapped as a member of a :class:`Stack` ('' when it can): buffers
     (batch-norm statistics) would have to be updated per member, which a stacked forward cannot
-    do; dropout's random masks would differ from those of a separate run; and torch's fused
-    recurrent kernels (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) have no ``vmap`` batching rule."""
+    do; dropout's random masks would differ from those of a separate run; torch's fused
+    recurrent kernels (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) have no ``vmap`` batching rule; and an
+    embedding built with ``sparse=True`` gives a sparse gradient, which a stacked weight's cannot be."""
     if any(True for _ in model.buffers()):
         return "the model has buffers (e.g. batch-norm statistics) that a stacked forward cannot update"
     if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
         return "the model uses dropout, whose random masks differ between a stacked and a separate run"
     if any(isinstance(m, nn.RNNBase) for m in model.modules()):
         return "the model has a recurrent layer (nn.LSTM, nn.GRU, nn.RNN), which torch.func.vmap cannot batch"
+    if sparse_embeddings(model):
+        return "the model has an embedding with sparse=True, whose sparse gradient a stacked weight cannot take"
     return ""
 
 
