@@ -50,6 +50,7 @@ from torch import nn
 
 from descentlab.critical.classify import CriticalPoint, classify
 from descentlab.critical.coverage import held_share
+from descentlab.critical.kink import step_curvature
 from descentlab.critical.decay import decay_pull, decayed_escape_curvature, has_decay
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
@@ -215,6 +216,9 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             if not rate["converged"] and (rate["ratio"] is None or rate["ratio"] < 1.0):
                 return _waiting(evidence, RATE_PRODUCTS)  # the budget ran out before the answer
         verdict = decide(evidence)
+        if (verdict == "slow" and rate is not None and rate["lr"] and not rate["preconditioned"]
+                and (afford is None or afford(1))):  # a rate the Hessian calls small: does it see the curvature?
+            rate["step_curvature"] = step_curvature(_training_operator(sample), rate["lr"])
         return Finding(verdict, remedy(verdict, evidence), evidence)
     if afford is not None and not afford(POINT_PRODUCTS):
         return _waiting(evidence, POINT_PRODUCTS)

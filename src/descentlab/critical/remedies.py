@@ -113,7 +113,7 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import innermost
-from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, mixed,
+from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, kinked, mixed,
                                           outlying_targets, quoted, ringing)
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
@@ -236,6 +236,8 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     if verdict == "unscaled_inputs" and (constant_inputs(evidence) or floorless_targets(evidence)
                                          or outlying_targets(targets)):
         names = ()  # inputs that do not vary, targets with no floor or far out: what could change them is the data
+    if verdict == "slow" and kinked(evidence):  # the Hessian's rate does not hold: a smaller one is measured too
+        names = (*names, "decay", "lower-rate")
     if not names or optimizer is None:
         return []
     lr = float(optimizer.param_groups[0]["lr"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
+                                          kinked,
                                           mixed, mostly_frozen, outlying_targets, raised, ringing, rounded_away,
                                           samples_shape, shrunk, targets_not_inputs, unpaired, weights_still)
 
@@ -325,5 +326,8 @@ def evidence_text(stall: Stall) -> str:
             parts.append(f"SNR {noise['snr']:.3g}")
         if shrunk(ev):
             parts.append(f"the loop's gradient {grad['loop_high_ratio']:.2g}x a fresh batch's")
+        if kinked(ev):
+            step = rate["step_curvature"]
+            parts.append(f"kinked: curvature {step['secant']:.3g} along a step, the Hessian's {step['tangent']:.3g}")
         return ", ".join(parts)
     return ""

@@ -97,7 +97,10 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  around                                                    rate, momentum, or noise
 19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum (Adam
                                                                                            whose eps swamps √v̂: a lower
-                                                                                           eps)
+                                                                                           eps; a kinked loss, whose
+                                                                                           curvature along one step is
+                                                                                           >= 3x the Hessian's: decay
+                                                                                           the rate)
 20    ``mixed_samples``          the samples of a batch are not kept apart, the loss       keep each sample apart (a
                                  stuck high: the model's outputs for half a batch change   layer built with
                                  by > 1e-3 of their size without the other half (eval      ``batch_first=False`` named);
@@ -177,7 +180,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
            "floorless_targets", "outlying_targets", "OUTLYING_MOST", "unpaired", "UNPAIRED", "samples_shape", "quoted",
-           "warming",
+           "warming", "kinked", "KINKED", "KINK_STEP",
            "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
@@ -339,6 +342,13 @@ UNPAIRED = 0.5
 #: reads 0 to rounding, an LSTM, a GRU or torch's transformer layer without ``batch_first`` fed
 #: batch-first data 0.03-0.11, a log-softmax over dim 0 0.17).
 MIXED = 1e-3
+#: A loss is kinked at the rate's scale where the curvature one plain step meets (the secant, from
+#: the gradient one step away) is at least this many times the Hessian's along it (the tangent) ...
+KINKED = 3.0
+#: ... and that excess, times the rate, is at least this share: over one step, the gradient along it
+#: changes by that much of itself beyond what the Hessian says (L1 on a ReLU MLP: 0.43-0.47; smooth
+#: losses ~0: the secant within 0.91-1.04x of the tangent, :mod:`descentlab.critical.kink`).
+KINK_STEP = 0.05
 
 
 def quoted(names: Sequence[str]) -> str:
@@ -917,10 +927,29 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"at the first check, {lr:.3g} now) while the loss barely moves (a warm-up counted in epochs but "
                 "stepped every batch lasts that many times longer)"
                 + (f"; the largest stable rate here is {largest:.3g}" if largest else ""))
+    if verdict == "slow" and kinked(evidence):
+        step = evidence["rate"]["step_curvature"]
+        return (f"decay the rate: the Hessian does not see this loss's curvature, so the largest stable rate it gives"
+                + (f" ({largest:.3g})" if largest else "") + " does not hold here: over one step at rate "
+                f"{step['lr']:.3g} the gradient changes as a curvature of {step['secant']:.3g} would make it, where "
+                f"the Hessian says {step['tangent']:.3g} (a kinked loss, such as L1 or a hinge); at a constant rate such "
+                "a loss settles no lower than the rate lets it, and a larger one ends higher")
     if verdict == "slow" and largest and lr and largest > lr:
         return (f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
                 + _unheard(evidence))
     return REMEDIES[verdict] + (_unheard(evidence) if verdict == "slow" else "")
+
+
+def kinked(evidence: Mapping[str, Any]) -> bool:
+    """The curvature one step of the rate meets is :data:`KINKED` times the Hessian's along it, and
+    the excess times the rate is :data:`KINK_STEP` or more (``rate.step_curvature``): the loss has
+    kinks the Hessian does not see (L1, hinge), so the largest stable rate it gives does not hold."""
+    step = _get(evidence, "rate", "step_curvature") or {}
+    secant, tangent, lr = step.get("secant"), step.get("tangent"), step.get("lr")
+    if secant is None or tangent is None or not lr:
+        return False
+    floor = max(tangent, 0.0)
+    return secant >= KINKED * floor and lr * (secant - floor) >= KINK_STEP
 
 
 def warming(evidence: Mapping[str, Any]) -> bool:
