@@ -49,8 +49,10 @@ from descentlab.engine.model_changes import InputStandardizer, reinitialize
 from descentlab.params import sparse_embeddings
 from descentlab.ranks import distributed, smallest, summed, total
 
-__all__ = ["Diagnoser", "plain", "RECENT_CHECKS"]
+__all__ = ["Diagnoser", "plain", "RECENT_CHECKS", "ALARMS"]
 
+#: The reasons a stall is diagnosed at once, without a plateau: the gradient grew, the loss bounced.
+ALARMS = ("growth", "bounce")
 #: The loop's gradient norms at this many recent checks are evidence (their growth, their median).
 RECENT_CHECKS = 10
 #: Before the first diagnosis, one is expected to cost this many Hessian-vector products on the
@@ -201,7 +203,8 @@ class Diagnoser:
                               n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
                               lr_zero_since=history.lr_zero_since, total_steps=total_steps,
                               first_lr=history.first_lr, rate_rising=history.rising, options=self.options,
-                              v0=self.v0, seed=self.seed, afford=afford, **self._read(history, tracked))
+                              v0=self.v0, seed=self.seed, afford=afford, step_test=reason not in ALARMS,
+                              **self._read(history, tracked))
             point = finding.point
             evidence = dict(finding.evidence)
             if trend is not None:

@@ -63,7 +63,7 @@ from torch import nn
 from descentlab.checks import check_int, check_number
 from descentlab.critical.budget import SHARPNESS_SHARE, TRACKING_SHARE, Budget, Cadence, prior_size
 from descentlab.critical.coverage import Coverage, coverage, snapshot, unmoved
-from descentlab.critical.diagnoser import RECENT_CHECKS, Diagnoser
+from descentlab.critical.diagnoser import ALARMS, RECENT_CHECKS, Diagnoser
 from descentlab.critical.history import RunHistory
 from descentlab.critical.layer_signals import copied_units
 from descentlab.critical.options import DiagnosisOptions
@@ -110,8 +110,6 @@ SPARSE_ABOVE = 30.0
 #: (step 20 at the default window, counting the one at the start; 30 where the loop gives no start),
 #: on their line: a network that cannot train is remedied with most of the run still ahead.
 EARLY_LOOK = 3
-#: The reasons a stall is diagnosed at once, without a plateau: the gradient grew, the loss bounced.
-ALARMS = ("growth", "bounce")
 #: A noise floor named at an alarm on a loss that surely fell is told where the rise gave back at least
 #: this share of the fall (healthy runs' blips on the way down: 1-5 % on a BatchNorm/dropout MLP at batch
 #: 16; a spike that a rollback repairs: 13-17 % on a sigmoid CNN swapped to ReLU).
