@@ -30,11 +30,12 @@ def _data():
     return X, y
 
 
-def _run(lr, *, monitor=False, decay_from=None):
+def _run(lr, *, monitor=False, decay_from=None, adam=False):
     X, y = _data()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr) if adam else \
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     watcher = StallMonitor(F.l1_loss, (X, y), optimizer=optimizer, batch_size=64, total_steps=STEPS) \
         if monitor else None
     generator = torch.Generator().manual_seed(1)
@@ -49,17 +50,18 @@ def _run(lr, *, monitor=False, decay_from=None):
         if watcher is not None:
             watcher.update(step, loss.detach(), model)
     with torch.no_grad():
-        return model, float(F.l1_loss(model(X), y)), watcher
+        return model, float(F.l1_loss(model(X), y)), watcher if monitor else optimizer
 
 
 def _by_hand(model, loss_fn, lr):
-    """Secant and tangent curvature along -lr ∇L, with torch.func on all the data."""
+    """Secant and tangent curvature along -lr ∇L (``lr`` a number, or a step per parameter), with
+    torch.func on all the data."""
     X, y = _data()
     params = {k: v.detach() for k, v in model.named_parameters()}
     loss = lambda p: loss_fn(functional_call(model, p, (X,)), y)  # noqa: E731
     flat = lambda d: torch.cat([v.flatten() for v in d.values()])  # noqa: E731
     g0 = grad(loss)(params)
-    delta = {k: -lr * v for k, v in g0.items()}
+    delta = {k: -(lr[k] if isinstance(lr, dict) else lr) * v for k, v in g0.items()}
     g1 = grad(loss)({k: params[k] + delta[k] for k in params})
     _, h_delta = jvp(grad(loss), (params,), (delta,))
     d = flat(delta)
@@ -70,7 +72,7 @@ def _by_hand(model, loss_fn, lr):
 def test_the_step_curvature_is_torch_funcs(loss_fn, is_kinked):
     model, _, _ = _run(0.05)
     X, y = _data()
-    found = step_curvature(HessianOperator(model, loss_fn, (X, y)), 0.05)
+    found = step_curvature(HessianOperator(model, loss_fn, (X, y)), 0.05, 0.05)
     secant, tangent = _by_hand(model, loss_fn, 0.05)
     assert found["secant"] == pytest.approx(secant, rel=1e-3, abs=1e-4)
     assert found["tangent"] == pytest.approx(tangent, rel=1e-3, abs=1e-4)
@@ -94,3 +96,25 @@ def test_a_kinked_creep_is_told_to_decay_the_rate_which_the_runs_bear_out(caplog
     _, decayed, _ = _run(0.05, decay_from=stall.step)
     assert larger > 1.1 * constant  # "a larger one ends higher"
     assert decayed < 0.95 * constant  # the remedy told
+
+
+def test_under_adam_the_step_is_adams_own_and_the_kinked_creep_is_told_to_decay(caplog):
+    model, _, adam = _run(0.01, adam=True)
+    X, y = _data()
+    steps = {}
+    for name, p in model.named_parameters():  # lr / (sqrt(v / (1 - beta2^t)) + eps), written out
+        state = adam.state[p]
+        steps[name] = 0.01 / ((state["exp_avg_sq"] / (1 - 0.999 ** float(state["step"]))).sqrt() + 1e-8)
+    op = HessianOperator(model, F.l1_loss, (X, y))
+    found = step_curvature(op, op.flatten([steps[n] for n in op.names]), 0.01)
+    secant, tangent = _by_hand(model, F.l1_loss, steps)
+    assert found["secant"] == pytest.approx(secant, rel=1e-3, abs=1e-4)
+    assert found["tangent"] == pytest.approx(tangent, rel=1e-3, abs=1e-4)
+    with caplog.at_level(logging.WARNING, logger="descentlab"):
+        _, constant, watcher = _run(0.01, monitor=True, adam=True)
+    stall = next(s for s in watcher.stalls if s.status == "diagnosed")
+    assert stall.verdict == "slow" and stall.remedy.startswith("decay the rate")
+    _, larger, _ = _run(0.03, adam=True)
+    _, decayed, _ = _run(0.01, decay_from=stall.step, adam=True)
+    assert larger > 1.05 * constant  # the rate the Hessian allowed (1.82) is far beyond what helps
+    assert decayed <= constant  # Adam's steps shrink already: the decay helps little here, and does not hurt

@@ -220,9 +220,9 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             if not rate["converged"] and (rate["ratio"] is None or rate["ratio"] < 1.0):
                 return _waiting(evidence, RATE_PRODUCTS)  # the budget ran out before the answer
         verdict = decide(evidence)
-        if (step_test and verdict == "slow" and rate is not None and rate["lr"] and not rate["preconditioned"]
+        if (step_test and verdict == "slow" and rate is not None and rate["lr"]
                 and (afford is None or afford(1))):  # a rate the Hessian calls small: does it see the curvature?
-            rate["step_curvature"] = step_curvature(_training_operator(sample), rate["lr"])
+            rate["step_curvature"] = _step_curvature(sample, optimizer, rate["lr"])
         return Finding(verdict, remedy(verdict, evidence), evidence)
     if afford is not None and not afford(POINT_PRODUCTS):
         return _waiting(evidence, POINT_PRODUCTS)
@@ -386,6 +386,16 @@ def _training_operator(loss: EmpiricalLoss, params: Any = None) -> HessianOperat
     meets: batch-norm by the batch's statistics where the model trains it, else ``loss``'s own
     (``params``: other variables, as :meth:`~descentlab.curvature.EmpiricalLoss.like` takes them)."""
     return HessianOperator.like(loss.with_batch_statistics() if trains_batch_norm(loss.model) else loss, params=params)
+
+
+def _step_curvature(sample: EmpiricalLoss, optimizer: Any, lr: float) -> dict[str, Any] | None:
+    """:func:`~descentlab.critical.kink.step_curvature` of the training function along the
+    optimizer's own step: the rate, or a preconditioned rule's per-coordinate steps (without the
+    bias correction's scale, as at a plateau)."""
+    rule = stability_rule(optimizer, sample.model, sample.names)
+    op = _training_operator(sample)
+    step = rule.lr if rule.steps is None else op.flatten([rule.steps[name] / rule.scale for name in op.names])
+    return step_curvature(op, step, lr)
 
 
 def _waiting(evidence: dict[str, Any], products: int) -> Finding:

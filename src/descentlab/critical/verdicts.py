@@ -345,9 +345,10 @@ MIXED = 1e-3
 #: A loss is kinked at the rate's scale where the curvature one plain step meets (the secant, from
 #: the gradient one step away) is at least this many times the Hessian's along it (the tangent) ...
 KINKED = 3.0
-#: ... and that excess, times the rate, is at least this share: over one step, the gradient along it
-#: changes by that much of itself beyond what the Hessian says (L1 on a ReLU MLP: 0.43-0.47; smooth
-#: losses ~0: the secant within 0.91-1.04x of the tangent, :mod:`descentlab.critical.kink`).
+#: ... and that excess is at least this share: over one step, the gradient along it changes by that
+#: much of itself beyond what the Hessian says (``excess``; for plain SGD the curvatures' difference
+#: times the rate; L1 on a ReLU MLP: 0.43-0.47; smooth losses ~0, the secant within 0.91-1.04x of the
+#: tangent, :mod:`descentlab.critical.kink`).
 KINK_STEP = 0.05
 
 
@@ -941,15 +942,14 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
 
 
 def kinked(evidence: Mapping[str, Any]) -> bool:
-    """The curvature one step of the rate meets is :data:`KINKED` times the Hessian's along it, and
-    the excess times the rate is :data:`KINK_STEP` or more (``rate.step_curvature``): the loss has
-    kinks the Hessian does not see (L1, hinge), so the largest stable rate it gives does not hold."""
+    """The curvature one step of the optimizer meets is :data:`KINKED` times the Hessian's along it,
+    and its excess :data:`KINK_STEP` or more (``rate.step_curvature``): the loss has kinks the
+    Hessian does not see (L1, hinge), so the largest stable rate it gives does not hold."""
     step = _get(evidence, "rate", "step_curvature") or {}
-    secant, tangent, lr = step.get("secant"), step.get("tangent"), step.get("lr")
-    if secant is None or tangent is None or not lr:
+    secant, tangent, excess = step.get("secant"), step.get("tangent"), step.get("excess")
+    if secant is None or tangent is None or excess is None:
         return False
-    floor = max(tangent, 0.0)
-    return secant >= KINKED * floor and lr * (secant - floor) >= KINK_STEP
+    return secant >= KINKED * max(tangent, 0.0) and excess >= KINK_STEP
 
 
 def warming(evidence: Mapping[str, Any]) -> bool:
