@@ -155,7 +155,7 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             :data:`POINT_PRODUCTS` before a critical point's classification. ``False`` ends the
             examination with ``verdict=None``, the evidence so far kept and
             ``evidence["waits_for_products"]`` the stage's products. ``None``: always.
-        step_test: where the verdict is ``slow``, whether the curvature one step of the rate
+        step_test: where the verdict is ``slow``, whether the curvature one step of the optimizer
             meets is measured against the Hessian's (:mod:`~descentlab.critical.kink`: two
             gradients and a product); a monitor that will not tell ``slow`` (after an alarm) skips it.
     """

@@ -1,4 +1,4 @@
-"""Whether the Hessian sees the curvature that a step of the loop's rate meets.
+"""Whether the Hessian sees the curvature that a step of the loop's optimizer meets.
 
 A loss with kinks (L1, hinge, a ReLU network's pieces under either) has a Hessian of ~0 between
 them, so the rate test reads its largest stable rate as far above the run's. A ReLU MLP fitting

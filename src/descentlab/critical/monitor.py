@@ -259,7 +259,8 @@ class StallMonitor(Callback):
         self._float_bad: int | None = None  # ... and of the losses given as Python numbers
         self._batch_sum, self._batch_count = 0.0, 0  # the finite batch losses read since the last check
         self._coverage_read = False  # parameters not reached: told at the first check
-        self._unheld: tuple[Coverage, dict[str, torch.Tensor]] | None = None  # parameters not held, and their copies: told at the next
+        # parameters the optimizer does not hold, and their copies: told at the next check where unmoved
+        self._unheld: tuple[Coverage, dict[str, torch.Tensor]] | None = None
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss

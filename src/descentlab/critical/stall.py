@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
-                                          kinked,
-                                          mixed, mostly_frozen, outlying_targets, raised, ringing, rounded_away,
-                                          samples_shape, shrunk, targets_not_inputs, unpaired, weights_still)
+                                          kinked, mixed, mostly_frozen, outlying_targets, raised, ringing,
+                                          rounded_away, samples_shape, shrunk, targets_not_inputs, unpaired,
+                                          weights_still)
 
 __all__ = ["Stall", "STATUSES"]
 

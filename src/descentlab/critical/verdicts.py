@@ -933,8 +933,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         return (f"decay the rate: the Hessian does not see this loss's curvature, so the largest stable rate it gives"
                 + (f" ({largest:.3g})" if largest else "") + " does not hold here: over one step at rate "
                 f"{step['lr']:.3g} the gradient changes as a curvature of {step['secant']:.3g} would make it, where "
-                f"the Hessian says {step['tangent']:.3g} (a kinked loss, such as L1 or a hinge); at a constant rate such "
-                "a loss settles no lower than the rate lets it, and a larger one ends higher")
+                f"the Hessian says {step['tangent']:.3g} (a kinked loss, such as L1 or a hinge); at a constant rate "
+                "such a loss settles no lower than the rate lets it, and a larger one ends higher")
     if verdict == "slow" and largest and lr and largest > lr:
         return (f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
                 + _unheard(evidence))

@@ -684,14 +684,15 @@ def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Modul
 
 @contextlib.contextmanager
 def _dense_gradients(embeddings: list[nn.Module]):
-    """``sparse=False`` on ``embeddings`` for the while, each restored after."""
+    """``sparse=False`` on ``embeddings`` for the while, each restored to its own flag after."""
+    saved = [m.sparse for m in embeddings]
     for m in embeddings:
         m.sparse = False
     try:
         yield
     finally:
-        for m in embeddings:
-            m.sparse = True
+        for m, flag in zip(embeddings, saved):
+            m.sparse = flag
 
 
 @contextlib.contextmanager
