@@ -32,6 +32,7 @@ from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
+from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, product_error
 from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
@@ -101,6 +102,7 @@ class Diagnoser:
         self._tracked: tuple[EmpiricalLoss, int] | None = None
         self._forward: float | None = None  # seconds per sample of the tracked loss's forward pass
         self._product: float | None = None  # ... and of a Hessian-vector product (timed once, see expected_cost)
+        self._products: tuple[nn.Module, float | None] | None = None  # the products' error (products_wrong)
 
     @property
     def sample_data(self) -> Any:
@@ -199,6 +201,10 @@ class Diagnoser:
         sample = self.sample_loss(model)
         tracked = self.tracked_loss(model)  # on the plateau test's sample: comparable with the history's losses
         try:
+            wrong = self.products_wrong(model)
+            if wrong is not None:  # the verdicts that need no product only
+                allowed = afford
+                afford = lambda products: products == 0 and (allowed is None or allowed(0))  # noqa: E731
             finding = examine(sample, full=self.full_loss(model), optimizer=optimizer, batch_size=batch_size,
                               n_data=n_data if n_data is not None else self.n_data, peak_lr=history.peak_lr,
                               lr_zero_since=history.lr_zero_since, total_steps=total_steps,
@@ -210,8 +216,10 @@ class Diagnoser:
             if trend is not None:
                 evidence["plateau"] = trend.to_dict()
             if finding.verdict is None:
-                return Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, "skipped (budget)",
-                             evidence=plain(evidence))
+                status = "skipped (budget)" if wrong is None else f"failed: {wrong}"
+                products = {"error": self._products[1], "agree_within": PRODUCTS_AGREE}
+                return Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, status,
+                             evidence=plain({**evidence, "products": products}))
             fields: dict[str, Any] = {}
             if point is not None:
                 fields = dict(kind=point.kind, degenerate=bool(point.degenerate),
@@ -344,6 +352,23 @@ class Diagnoser:
             self._product = self._time_product(model)
         full = self._full_loss_samples(model) if self._full_batches is not None else 0
         return self._product * (DIAGNOSIS_PRODUCTS if products is None else products) * size + self._forward * 3 * full
+
+    def products_wrong(self, model: nn.Module) -> str | None:
+        """Why this model's Hessian-vector products cannot be trusted (checked once, on the first
+        samples: :func:`~descentlab.critical.product_check.product_error`), or ``None``."""
+        if self._products is None or self._products[0] is not model:
+            try:
+                error = product_error(model, self.loss_fn, self.first(CHECK_SAMPLES), seed=self.seed)
+            except Exception:  # a model a float64 copy cannot run: nothing known against the products
+                error = None
+            self._products = (model, error)
+        error = self._products[1]
+        if error is None or error <= PRODUCTS_AGREE:
+            return None
+        return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
+                "gradient's change along a random direction, in float64): a module whose backward is not "
+                "differentiated again (a custom autograd.Function under @once_differentiable, a backward computed "
+                "outside autograd) drops the second derivatives through it; no verdict that needs the curvature")
 
     def _time_product(self, model: nn.Module) -> float:
         """Seconds per sample of one Hessian-vector product on the tracked samples (the model only read)."""

@@ -51,9 +51,10 @@ unless it applies a remedy (an escape step changes the parameters).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -319,7 +320,7 @@ class StallMonitor(Callback):
         self.budget.restart()
         self._size_routine()
         if self.history.initial is None:
-            with self.budget.monitoring(), full_precision(loop.model):
+            with self.budget.monitoring(), as_written(loop.model):
                 self.plateau.add(loop.step, self._track(loop.step, unwrap(loop.model)))
                 if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
@@ -333,18 +334,18 @@ class StallMonitor(Callback):
             self._warn_if_unapplied(loop)
             self._note_loss(loop.step, loss)
             if self._float_bad is not None and not distributed():  # read already: acted on at once
-                with full_precision(loop.model):
+                with as_written(loop.model):
                     if self._went_non_finite(loop):
                         return
             self._note_gradient(loop.model, loop.optimizer)
             if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
-                with full_precision(loop.model):
+                with as_written(loop.model):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
             if self._done():
                 return
             self._count += 1
             if self._count % self.every == 0:
-                with full_precision(loop.model):
+                with as_written(loop.model):
                     if self._went_non_finite(loop):
                         return
                     self._check(loop)
@@ -353,7 +354,7 @@ class StallMonitor(Callback):
     def on_train_end(self, loop: LoopState) -> None:
         """A non-finite loss the last steps passed (a loop stops at once on one) is diagnosed now."""
         self.loop = loop
-        with self.budget.monitoring(), full_precision(loop.model):
+        with self.budget.monitoring(), as_written(loop.model):
             self._went_non_finite(loop)
 
     def _note_loss(self, step: int, loss: torch.Tensor | float | None) -> None:
@@ -907,7 +908,7 @@ class StallMonitor(Callback):
         returned, not recorded, and not acted on."""
         step = (self.loop.step if self.loop is not None else 0) if step is None else int(step)
         model = unwrap(model)
-        with self.budget.monitoring(), full_precision(model):
+        with self.budget.monitoring(), as_written(model):
             if self.history.initial is None:
                 self._track(step, model)
             return self.diagnoser.diagnose(model, self.history, optimizer=self.optimizer, batch_size=self.batch_size,
@@ -977,7 +978,7 @@ class StallMonitor(Callback):
                                                         low=MIN_TRACKED, high=held)
         if size < held and self.loop is not None:
             self.diagnoser.tracked_size = size
-            with full_precision(self.loop.model):
+            with as_written(self.loop.model):
                 for _ in range(2):  # times the forward pass per sample (the first call also builds the loss)
                     self.diagnoser.tracked_loss(unwrap(self.loop.model))
             total = self.loop.total_steps or self.plateau.max_windows * self.window
@@ -1154,8 +1155,14 @@ def _say(message: str, *args: Any) -> None:
         LOGGER.warning(message, *args)
 
 
-def full_precision(model: nn.Module):
-    """The monitor measures in the model's own precision: autocast (the loop's bfloat16 or float16)
-    is off inside it, so its losses, gradients and curvature are those of the parameters' dtype."""
+@contextlib.contextmanager
+def as_written(model: nn.Module) -> Iterator[None]:
+    """The monitor measures the model as its code is written, in the parameters' own precision:
+    autocast (the loop's bfloat16 or float16) is off, so its losses, gradients and curvature are
+    those of the parameters' dtype; and ``torch.compile``'s directives are ignored
+    (``torch.compiler.set_stance("force_eager")``), so a compiled module runs eagerly: its compiled
+    backward takes no second derivative (a Hessian product through it fails), and the monitor's own
+    sample shapes would make it recompile, which the loop would then pay for."""
     device = next(model.parameters()).device
-    return torch.autocast(device_type=device.type, enabled=False)
+    with torch.autocast(device_type=device.type, enabled=False), torch.compiler.set_stance("force_eager"):
+        yield

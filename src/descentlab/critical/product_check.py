@@ -1,0 +1,54 @@
+"""Whether a model's Hessian-vector products are its Hessian's.
+
+Double backward through a module whose backward is not itself differentiated (a custom
+``torch.autograd.Function`` under ``@once_differentiable``, a backward computed outside autograd)
+gives products that silently leave out every second-order term through it, and raises nothing: a
+digits ReLU MLP whose ReLU is such a Function gives ‖Hv‖ 3.96 where its plain twin gives 5.23, and
+its plateau waited for a Lanczos estimate that never settled ("skipped (budget)" with the budget
+unspent). Before the first curvature of a run the products are checked against what they claim to
+be, the change of the gradient: the central difference (∇L(θ + εv) - ∇L(θ - εv)) / 2ε along a
+random unit v on a float64 copy of the model and of a few samples, ε a millionth of ‖θ‖ (float64's
+rounding then ~1e-10 of the product, and no ReLU on these samples moves across its kink). A
+model whose products are right agrees to ~1e-8; the once-differentiable ReLU MLP is 0.73 off.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from descentlab.curvature import HessianOperator
+
+__all__ = ["product_error", "PRODUCTS_AGREE", "CHECK_SAMPLES"]
+
+#: Products this far from the gradient's change (relative) are not the Hessian's.
+PRODUCTS_AGREE = 0.01
+#: The samples the check reads (the first of the tracked ones): the question is the model's code.
+CHECK_SAMPLES = 2
+
+
+def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -> float | None:
+    """The relative difference between a Hessian-vector product of ``loss_fn`` over ``data`` and
+    the central difference of its gradient along the same vector, on a float64 copy of ``model``
+    in eval mode (the model itself is only read). ``None`` where neither is measurably nonzero (a
+    loss flat along the vector) or the copy cannot be made."""
+    try:
+        model64 = copy.deepcopy(model).double()
+    except (RuntimeError, TypeError):  # a module that cannot be copied: nothing to check against
+        return None
+    op = HessianOperator(model64, loss_fn, data, eval_mode=True)
+    v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    v = (v / v.norm()).to(op.device)
+    size = float(op.point.norm())
+    eps = 1e-6 * (size if size > 0 else 1.0)  # relative: near the origin the curvature moves on θ's own scale
+    _, ahead = op.at(op.point + eps * v).loss_and_gradient()
+    _, behind = op.at(op.point - eps * v).loss_and_gradient()
+    change = (ahead - behind) / (2 * eps)
+    product = op @ v
+    scale = max(float(change.norm()), float(product.norm()))
+    if not scale > 1e-12:
+        return None
+    return float((product - change).norm()) / scale

@@ -1,0 +1,128 @@
+"""A model whose backward is not differentiated again: a ReLU written as a custom
+``torch.autograd.Function`` under ``@once_differentiable``. Double backward through it raised
+nothing and gave Hessian-vector products without the second-order terms through it; a stalled
+run of it waited for a Lanczos estimate that never settled, told "skipped (budget)" with the budget
+unspent. The products are now checked once against the gradient's change, and such a model gets
+the verdicts that need no curvature and, for the rest, says why not. Oracles: ``torch.func``'s
+forward-over-reverse product of the same network written with ``torch.relu``; the verdicts of
+the plain twin."""
+
+import logging
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.func import functional_call, grad, jvp
+from torch.nn import functional as F
+
+from descentlab.critical import StallMonitor
+from descentlab.critical.product_check import PRODUCTS_AGREE, product_error
+from descentlab.curvature import HessianOperator
+
+
+class OnceRelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0).to(g.dtype)
+
+
+class Net(nn.Module):
+    def __init__(self, once: bool) -> None:
+        super().__init__()
+        self.once = once
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(OnceRelu.apply(h) if self.once else torch.relu(h))
+
+
+def _digits(n=None):
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32), torch.tensor(digits.target)
+    return (X, y) if n is None else (X[:n], y[:n])
+
+
+def _pair():
+    torch.manual_seed(0)
+    once, plain = Net(True), Net(False)
+    plain.load_state_dict(once.state_dict())
+    return once, plain
+
+
+def test_the_products_of_a_once_differentiable_model_are_not_its_hessians_and_the_check_says_so():
+    once, plain = _pair()
+    X, y = _digits(200)
+    v = torch.randn(sum(p.numel() for p in plain.parameters()), generator=torch.Generator().manual_seed(1))
+    params = {k: p.detach() for k, p in plain.named_parameters()}
+    split = dict(zip(params, torch.split(v, [p.numel() for p in params.values()])))
+    tangent = {k: split[k].view_as(p) for k, p in params.items()}
+    loss = lambda p: F.cross_entropy(functional_call(plain, p, (X,)), y)  # noqa: E731
+    _, hv = jvp(grad(loss), (params,), (tangent,))
+    oracle = torch.cat([t.flatten() for t in hv.values()])
+    torch.testing.assert_close(HessianOperator(plain, F.cross_entropy, (X, y)) @ v, oracle, rtol=1e-4, atol=1e-5)
+    wrong = HessianOperator(once, F.cross_entropy, (X, y)) @ v
+    assert float((wrong - oracle).norm()) > 0.3 * float(oracle.norm())  # silently not the Hessian's
+    assert product_error(once, F.cross_entropy, (X[:2], y[:2])) > 0.3
+    assert product_error(plain, F.cross_entropy, (X[:2], y[:2])) < 1e-6
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-6])
+def test_right_products_agree_near_the_origin_and_through_time(scale):
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(256, 10))
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.mul_(scale)  # the zoo's saddle at the origin: the curvature moves on the weights' own scale
+    X, y = _digits(2)
+    assert product_error(conv, F.cross_entropy, (X.view(-1, 1, 8, 8), y)) < 1e-3
+
+    class Rows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.head(self.rnn(x.view(-1, 8, 8))[0][:, -1])
+
+    assert product_error(Rows(), F.cross_entropy, (X, y)) < 1e-3
+
+
+def _stalled(model, lr, caplog):
+    X, y = _digits()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, total_steps=60)
+    generator = torch.Generator().manual_seed(1)
+    with caplog.at_level(logging.WARNING, logger="descentlab"):
+        for step in range(1, 61):
+            index = torch.randint(0, len(X), (64,), generator=generator)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(X[index]), y[index])
+            loss.backward()
+            optimizer.step()
+            monitor.update(step, loss.detach(), model)
+    return monitor.stalls
+
+
+def test_a_stalled_once_differentiable_model_says_why_there_is_no_curvature_verdict(caplog):
+    once, plain = _pair()
+    stall = _stalled(once, 1e-5, caplog)[0]
+    assert stall.status.startswith("failed: the Hessian-vector products through this model are not its Hessian's")
+    assert stall.evidence["products"]["error"] > PRODUCTS_AGREE
+    twin = _stalled(plain, 1e-5, caplog)[0]
+    assert twin.status == "diagnosed" and twin.verdict == "slow"  # what the products would have been for
+
+
+def test_verdicts_that_need_no_curvature_are_still_given(caplog):
+    once, _ = _pair()
+    stall = _stalled(once, 0.0, caplog)[0]
+    assert stall.status == "diagnosed" and stall.verdict == "no_learning_rate"
