@@ -22,19 +22,25 @@ from torch import nn
 
 from descentlab.curvature import HessianOperator
 
-__all__ = ["product_error", "PRODUCTS_AGREE", "CHECK_SAMPLES"]
+__all__ = ["product_error", "PRODUCTS_AGREE", "CHECK_SAMPLES", "CHECK_MOST_PARAMS"]
 
 #: Products this far from the gradient's change (relative) are not the Hessian's.
 PRODUCTS_AGREE = 0.01
 #: The samples the check reads (the first of the tracked ones): the question is the model's code.
 CHECK_SAMPLES = 2
+#: Models with more parameters than this are not checked: their float64 copy would hold 8 bytes
+#: each (80 MB here) beside the model.
+CHECK_MOST_PARAMS = 10_000_000
 
 
 def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -> float | None:
     """The relative difference between a Hessian-vector product of ``loss_fn`` over ``data`` and
     the central difference of its gradient along the same vector, on a float64 copy of ``model``
     in eval mode (the model itself is only read). ``None`` where neither is measurably nonzero (a
-    loss flat along the vector) or the copy cannot be made."""
+    loss flat along the vector), the copy cannot be made or the model has more than
+    :data:`CHECK_MOST_PARAMS` parameters."""
+    if sum(p.numel() for p in model.parameters()) > CHECK_MOST_PARAMS:
+        return None
     try:
         model64 = copy.deepcopy(model).double()
     except (RuntimeError, TypeError):  # a module that cannot be copied: nothing to check against
