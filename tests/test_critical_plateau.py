@@ -186,3 +186,18 @@ def test_a_horizon_is_fitted_from_the_last_point_at_or_before_its_start():
     for step in [0, 50, 100, *range(110, 171, 10)]:
         trend = test.add(step, 1.0)
     assert trend is not None and trend.horizon == 120 and trend.n_points == 9
+
+
+@pytest.mark.parametrize("early", [0.0, -1e-9])
+def test_a_loss_of_zero_before_the_points_read_is_not_read(early):
+    """Full-batch Rprop on the digits MLP reached a loss of exactly 0, then 1e-8 again: the log of
+    that earlier 0 stopped the user's loop inside ``update`` (math domain error), though the fit
+    never reads it. Oracle: the same history with that point at any positive loss."""
+    histories = []
+    for first in (early, 0.5):
+        test = PlateauTest(50, 10, 1e-3)
+        losses = [2.3, 1.0, first] + [1e-8 * (1 + 0.01 * (k % 3)) for k in range(40)]
+        for k, loss in enumerate(losses):
+            test.add(10 * k, loss)
+        histories.append(test.progress())
+    assert histories[0] is not None and histories[0] == histories[1]

@@ -208,16 +208,18 @@ class PlateauTest:
     def _progress_since(self, first: int, keep_noise: bool = True) -> float:
         """:meth:`progress` over the points from index ``first`` on (``keep_noise``: the fit's
         jitter becomes :attr:`noise`)."""
-        positive = all(v > 0 for v in self.losses[first - 1 if first else 0:])
-        values = [math.log(v) if positive else v / max(abs(self.losses[-1]), 1e-12) for v in self.losses]
+        start = max(0, first - 1)  # the points read; a loss of 0 before them (full-batch Rprop) takes no log
+        tail = self.losses[start:]
+        positive = all(v > 0 for v in tail)
+        values = [math.log(v) if positive else v / max(abs(self.losses[-1]), 1e-12) for v in tail]
         if len(self.steps) - first >= 3:
-            trend = fit_trend(self.steps[first:], values[first:], self.window)
+            trend = fit_trend(self.steps[first:], values[first - start:], self.window)
             level = abs(trend.level)  # fit_trend divides by it: undone, the fall per window itself
             if keep_noise:
                 self.noise = trend.noise
             return (trend.progress - self.z * trend.std_error) * max(level, 1e-12)
-        i = max(0, first - 1) if self.steps[first] > self.steps[-1] - self.window else first
-        return ((values[i] - values[-1] - self.z * math.sqrt(2.0) * self.noise)
+        i = start if self.steps[first] > self.steps[-1] - self.window else first
+        return ((values[i - start] - values[-1] - self.z * math.sqrt(2.0) * self.noise)
                 * self.window / (self.steps[-1] - self.steps[i]))
 
     def _since(self, steps: int) -> int:
