@@ -111,8 +111,14 @@ def test_adam_preconditioned_sharpness_against_dense_eigenvalues():
 def test_wrappers_are_read_through_and_unknown_optimizers_get_the_gd_rule():
     from descentlab.optim import make_optimizer
 
-    model, _, _, _ = _quadratic()
+    model, X, y, _ = _quadratic()
     rule = stability_rule(make_optimizer("lookahead:momentum", model.parameters(), lr=0.1), model)
     assert rule.name == "heavy-ball" and rule.limit == pytest.approx(3.8)
-    rule = stability_rule(torch.optim.Adadelta(model.parameters(), lr=1.0), model)
-    assert rule.name == "gd" and "not modelled" in rule.formula
+    adadelta = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    rule = stability_rule(adadelta, model)
+    assert rule.name == "gd" and "Adadelta has no state yet" in rule.formula
+    rprop = torch.optim.Rprop(model.parameters())
+    F.mse_loss(model(X), y).backward()
+    rprop.step()
+    rule = stability_rule(rprop, model)
+    assert rule.name == "gd" and "Rprop is not modelled" in rule.formula

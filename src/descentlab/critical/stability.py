@@ -266,8 +266,9 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
                                  f"{heavy_ball_limit(beta):.4g} (heavy-ball momentum {beta:g})", plain_steps(scale),
                                  beta)
         return StabilityRule("gd", lr, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)", plain_steps(1.0))
-    return StabilityRule("gd", lr, 2.0, 1.0, f"lr * lambda_max < 2 (plain gradient descent's rule: {kind} "
-                         "is not modelled, or has no state yet)", plain_steps(1.0))
+    why = "has no state yet" if not inner.state else "is not modelled"  # Adam before its first step; Rprop
+    return StabilityRule("gd", lr, 2.0, 1.0, f"lr * lambda_max < 2 (plain gradient descent's rule: {kind} {why})",
+                         plain_steps(1.0))
 
 
 def stability_operator(rule: StabilityRule, op: Any) -> Any:
