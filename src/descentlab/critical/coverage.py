@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.critical.verdicts import quoted
+
 __all__ = ["Coverage", "coverage", "held_share", "snapshot", "unmoved"]
 
 
@@ -44,12 +46,12 @@ class Coverage:
         out = []
         if self.not_held:
             out.append(f"the optimizer does not hold {self.not_held:,} of the {self.trainable:,} parameter entries "
-                       f"that require a gradient ({_listed(self.not_held_names)}): backward computes their "
+                       f"that require a gradient ({quoted(self.not_held_names)}): backward computes their "
                        "gradients, and nothing has moved them since the check before (pass them to the "
                        "optimizer, or set requires_grad=False to freeze them)")
         if self.unreached:
             out.append(f"backward did not reach {self.unreached:,} of the {self.trainable:,} parameter entries the "
-                       f"optimizer steps ({_listed(self.unreached_names)}): they have no gradient and never move "
+                       f"optimizer steps ({quoted(self.unreached_names)}): they have no gradient and never move "
                        "(computed under torch.no_grad(), detached, or not used by the loss)")
         return out
 
@@ -90,8 +92,3 @@ def held_share(optimizer: Any, model: nn.Module) -> float | None:
     (``None``: the model has none)."""
     found = coverage(optimizer, model)
     return (found.trainable - found.not_held) / found.trainable if found.trainable else None
-
-
-def _listed(names: tuple[str, ...], most: int = 4) -> str:
-    shown = ", ".join(repr(n) for n in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

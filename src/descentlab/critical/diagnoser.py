@@ -271,8 +271,8 @@ class Diagnoser:
         :data:`~descentlab.critical.mixing.MIXING_SAMPLES` tracked samples
         (:func:`~descentlab.critical.verdicts.mixed`, :func:`~descentlab.critical.verdicts.unpaired`):
         forward passes of at most that many samples and, twice, of half of them, no gradient of the
-        model. ``True`` for a
-        loss the model computes itself (``loss_fn(model, batch)``: no outputs to read)."""
+        model. ``True`` for a loss the model computes itself (``loss_fn(model, batch)``: no outputs
+        to read)."""
         self._tracked = self._over(self._tracked, model, self.tracked_size)
         loss = self._tracked[0]
         if loss.model_loss:

@@ -400,7 +400,6 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
                         float(gradient.norm()), outputs, targets, pairing, mixing)
 
 
-
 def target_scales(outputs: Any, y: Any,
                   loss_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> TargetScales | None:
     """:class:`TargetScales` of targets ``y`` against the model's ``outputs`` on the same samples
