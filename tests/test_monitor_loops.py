@@ -116,8 +116,9 @@ def test_dict_batches_and_a_model_that_returns_its_loss_get_a_diagnosis_with_tri
         for p in model.parameters():
             p.mul_(1e-3)
     loss = ModelLoss(lambda m, batch: m(**batch).loss)
-    monitor = StallMonitor(loss, iter(batches * 100), window=10, sample_size=64, budget=None, remedies=True,
-                           trial_steps=10, escape=False)
+    with pytest.warns(UserWarning, match="one-shot iterator"):  # the loop trains on its own list, not on this
+        monitor = StallMonitor(loss, iter(batches * 100), window=10, sample_size=64, budget=None, remedies=True,
+                               trial_steps=10, escape=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     loop = LoopState(model, optimizer, batch_size=32, n_train=128)
     monitor.on_train_start(loop)
@@ -189,3 +190,36 @@ def test_readme_language_model_snippet_runs_as_written(caplog):
     # the schedule's closed form: min(1, (t + 1) / 20) * max(0, 1 - t / 100) is 0 from t = 100 on
     assert stall.verdict == "no_learning_rate" and stall.evidence["rate"]["zero_since"] == 100
     assert "no_learning_rate" in caplog.text
+
+
+class _Named(torch.utils.data.Dataset):
+    """Items as a Hugging Face dataset gives them: tensors beside a string per sample."""
+
+    def __init__(self, X, y):
+        self.X, self.y = X, y
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        return {"pixels": self.X[i], "labels": self.y[i], "name": f"sample-{i}"}
+
+
+def test_dict_batches_that_hold_strings_beside_their_tensors_are_sampled_and_read():
+    """``default_collate`` gives a string field as a list of strings: the monitor's sample used to
+    fail at construction (``torch.cat`` of strings). Now the strings are taken along with their
+    samples. Oracle: the loss computed here on the tensors the sample holds, and its names."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(200, 5, generator=g), torch.randint(0, 3, (200,), generator=g)
+    loader = DataLoader(_Named(X, y), batch_size=32, shuffle=True)  # its first batches are read
+    loss = ModelLoss(lambda model, batch: F.cross_entropy(model(batch["pixels"]), batch["labels"]))
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    monitor = StallMonitor(loss, loader, sample_size=64)
+    sample = monitor.sample
+    index = [int(name.split("-")[1]) for name in sample["name"]]
+    assert len(index) == 64 and torch.equal(sample["pixels"], X[index]) and torch.equal(sample["labels"], y[index])
+    for step in range(1, 11):
+        monitor.update(step, 1.0, model)
+    with torch.no_grad():
+        assert monitor.tracked[-1][1] == pytest.approx(float(F.cross_entropy(model(X[index]), y[index])), rel=1e-6)

@@ -1,6 +1,7 @@
 """StallMonitor: its sample, the budget, checkpointing, no false alarms on healthy runs, README's loop."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -52,6 +53,34 @@ def test_reading_a_shuffling_loader_for_the_sample_leaves_the_runs_generator_alo
     (_, ys), n = fixed_sample(loader, 12)
     assert n == 50 and len(ys) == 12
     assert torch.equal(torch.get_rng_state(), state)  # the run's next batch order is the one it would have drawn
+
+
+def test_a_one_shot_iterator_is_read_for_the_sample_with_a_warning_that_says_what_it_lost():
+    X, y = torch.arange(100.0).reshape(50, 2), torch.arange(50)
+    batches = (((X[i:i + 8], y[i:i + 8]) for i in range(0, 50, 8)))
+    with pytest.warns(UserWarning, match="first 3 batches \\(24 samples\\)"):
+        (_, ys), n = fixed_sample(batches, 20)
+    assert torch.equal(ys, y[:20])
+    assert [int(b[1][0]) for b in batches] == [24, 32, 40, 48]  # what the loop still gets
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a list is read again from its start: nothing lost, nothing said
+        fixed_sample([(X[i:i + 8], y[i:i + 8]) for i in range(0, 50, 8)], 20)
+
+
+def test_a_loss_fn_that_returns_per_sample_losses_is_a_clear_error_and_a_1_element_loss_is_the_number():
+    torch.manual_seed(0)
+    X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    model = nn.Linear(4, 3)
+    per_sample = StallMonitor(lambda out, t: F.cross_entropy(out, t, reduction="none"), (X, y))
+    with pytest.raises(ValueError, match=r"loss_fn must return one number .* shape \(64,\)"):
+        for step in range(1, 11):  # the first check reads it
+            per_sample.update(step, 1.0, model)
+    one = StallMonitor(lambda out, t: F.cross_entropy(out, t).reshape(1), (X, y))
+    for step in range(1, 11):
+        one.update(step, 1.0, model)
+    assert len(one.tracked) == 1
+    with torch.no_grad():
+        assert one.tracked[-1][1] == pytest.approx(float(F.cross_entropy(model(X), y)), rel=1e-6)
 
 
 def test_real_diagnosis_at_the_lecture_saddle(lecture):

@@ -104,6 +104,12 @@ class Diagnoser:
         self._product: float | None = None  # ... and of a Hessian-vector product (timed once, see expected_cost)
         self._products: tuple[nn.Module, float | None] | None = None  # the products' error (products_wrong)
 
+    def forget_model(self) -> None:
+        """The loop's model changed its parameters: the losses built on the old ones, their
+        timings, the last eigenvectors and the products' check are not the new model's."""
+        self._sample_loss = self._tracked = self._full_loss = self._products = None
+        self.v0 = self.last_cost = self._last_size = self._forward = self._product = None
+
     @property
     def sample_data(self) -> Any:
         """The fixed sample as data for the operators: the ``(X, y)`` pair, or for a loss that runs

@@ -51,6 +51,8 @@ class RunHistory:
         stepped_elsewhere: the share of the trainable entries that the monitor's optimizer does not
             hold and that moved between its first two checks (another optimizer steps them: a
             sparse embedding's ``SparseAdam`` beside the rest's ``Adam``); ``None``: none seen.
+        restarted_at: the step from which the record is another model's (:meth:`restart`;
+            ``None``: one model all along).
     """
 
     def __init__(self) -> None:
@@ -75,6 +77,7 @@ class RunHistory:
         self.batch_losses: list[tuple[int, float, float]] = []
         self.batch_samples: int | None = None  # the samples the last interval's batches held
         self.stepped_elsewhere: float | None = None
+        self.restarted_at: int | None = None
 
     def observe(self, step: int, value: float, model: nn.Module, lr: float | None) -> None:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
@@ -143,6 +146,18 @@ class RunHistory:
         self.batch_losses.clear()
         self.latest = self.latest_step = self.before = self.before_step = None
 
+    def restart(self, step: int) -> None:
+        """Another model from ``step`` on (the loop changed its parameters): its losses, best point,
+        parameters and gradients start afresh, and the tracked losses before ``step`` stay in
+        :attr:`tracked` as the record, not as this model's (:attr:`restarted_at`). The rate's record
+        stays: the optimizer is the same."""
+        self.restarted_at = int(step)
+        self.initial = self.best = self.best_step = self.best_lr = None
+        self.best_params = self.latest = self.latest_step = self.before = self.before_step = None
+        self.grad_norms.clear()
+        self.batch_losses.clear()
+        self.batch_samples = self.stepped_elsewhere = None
+
     def forget_gradients(self) -> None:
         """The loop's gradient norms so far measured something it no longer steps with (sums over
         steps, before the ``zero-grad`` remedy): forgotten, so growth is measured afresh."""
@@ -202,7 +217,8 @@ class RunHistory:
                 "latest_step": self.latest_step,
                 "before": self.before, "before_step": self.before_step,
                 "grad_norms": [list(g) for g in self.grad_norms],
-                "batch_losses": [list(b) for b in self.batch_losses], "batch_samples": self.batch_samples}
+                "batch_losses": [list(b) for b in self.batch_losses], "batch_samples": self.batch_samples,
+                "restarted_at": self.restarted_at}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
@@ -218,3 +234,4 @@ class RunHistory:
         self.grad_norms = [(int(s), float(low), float(high)) for s, low, high in state.get("grad_norms", [])]
         self.batch_losses = [(int(s), float(b), float(t)) for s, b, t in state.get("batch_losses", [])]
         self.batch_samples = state.get("batch_samples")
+        self.restarted_at = state.get("restarted_at")

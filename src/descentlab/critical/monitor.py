@@ -263,6 +263,7 @@ class StallMonitor(Callback):
         # parameters the optimizer does not hold, and their copies: told at the next check where unmoved
         self._unheld: tuple[Coverage, dict[str, torch.Tensor]] | None = None
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
+        self._shapes: list[tuple[str, tuple[int, ...]]] | None = None  # the model's parameters at the last check
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
         self._paced_at: int | None = None  # ... and of the last one paced
@@ -487,6 +488,7 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         self._params = (None, [])  # listed again at the next step: a remedy may have changed the modules
+        self._model_changed(step, model)
         if self._unheld is not None:  # what no other optimizer stepped since the first check
             found, before = self._unheld
             still = unmoved(found, model, before)
@@ -621,6 +623,28 @@ class StallMonitor(Callback):
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         self._report(stall)
 
+    def _model_changed(self, step: int, model: nn.Module) -> bool:
+        """The model's parameters are others than at the last check (the loop passed another model,
+        or grew or cut this one): told, and what the monitor remembered of the old one forgotten
+        (its losses, best point and gradients are not the new one's), so nothing is read against
+        them. Which of them train (a layer frozen) is no change."""
+        shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+        before, self._shapes = self._shapes, shapes
+        if before is None or before == shapes:
+            return False
+        _say("step %d: the model's parameters changed (%s entries in %d tensors, %s in %d before): the monitor's "
+             "record of the run starts afresh", step, f"{_entries(shapes):,}", len(shapes), f"{_entries(before):,}",
+             len(before))
+        self.history.restart(step)
+        self.plateau.reset()
+        self.diagnoser.forget_model()
+        self._pending = self._alarmed_at = self._stale_at = self._batches_ratio = self._bounce_scan = None
+        self._grads_seen.clear()
+        self._grad_low = self._grad_high = None
+        self._batch_sum, self._batch_count = 0.0, 0
+        self._unheld, self._coverage_read = None, False  # the new parameters' coverage is told afresh
+        return True
+
     def _told_already(self, stall: Stall, reason: str) -> bool:
         """The last stall named the same lasting cause (a rate of ~0, a loop summing its
         gradients, a cause in the network) and nothing changed the run since (no escape, no
@@ -690,7 +714,7 @@ class StallMonitor(Callback):
         alarm in the last ``RECENT_CHECKS`` checks: what was seen (``None``: not bouncing)."""
         if self._alarmed_recently(step):
             return None
-        since = self.stalls[-1].step if self.stalls else -1
+        since = max(self.stalls[-1].step if self.stalls else -1, self.history.restarted_at or -1)
         scan = self._bounce_scan
         if scan is None or scan.since != since or scan.read_upto > len(self.tracked):  # a new stall, a loaded run
             scan = self._bounce_scan = BounceScan(since, BOUNCE_FACTOR, BOUNCE_GIVEN_BACK, RECENT_CHECKS)
@@ -1133,6 +1157,10 @@ def _grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
     if not any(g.is_sparse for g in grads):
         return list(torch._foreach_norm(grads))
     return [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
+
+
+def _entries(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> int:
+    return sum(math.prod(shape) for _, shape in shapes)
 
 
 def _at_once(tracked: float) -> Trend:

@@ -8,6 +8,8 @@ sample is read under :func:`torch.random.fork_rng`, which restores the generator
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -26,7 +28,8 @@ def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool
 
     One batch in memory gives a random subset (in data order); an iterable of batches gives its
     first batches, read until ``size`` samples are there (a ``DataLoader`` is not read further,
-    and reading it leaves torch's global generator where it was). A ``DataLoader`` that reads its
+    and reading it leaves torch's global generator where it was; a one-shot iterator loses those
+    batches, and a warning says so). A ``DataLoader`` that reads its
     dataset in order (``shuffle=False``) is not read at all: its first batches are the data's
     first samples, all of one class where the data is sorted by class, so the sample is a seeded
     random subset of its dataset, collated by the loader's own ``collate_fn``
@@ -56,6 +59,10 @@ def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool
                 break
     if not parts:
         raise ValueError("data has no batches")
+    if isinstance(data, Iterator):  # a generator: what was read is gone from it (iter() on a loader draws a seed)
+        warnings.warn(f"data is a one-shot iterator: the monitor's sample took its first {len(parts)} batches "
+                      f"({count} samples), which a loop training from the same iterator will not see; pass the "
+                      "DataLoader or a list of batches to leave yours as they are", stacklevel=4)
     if isinstance(data, (list, tuple)):
         n_data = sum(count_of(*((b, None) if model_loss else b[:2])) for b in data)
     elif hasattr(data, "dataset") and hasattr(data.dataset, "__len__"):

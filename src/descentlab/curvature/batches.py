@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_batches", "batch_size", "first_tensor", "is_pair", "is_single_batch", "take", "concat", "move", "call",
-           "non_finite_rows", "Fingerprint"]
+__all__ = ["as_batches", "batch_size", "first_tensor", "is_pair", "is_single_batch", "per_sample_values", "take",
+           "concat", "move", "call", "non_finite_rows", "Fingerprint"]
 
 
 def is_pair(data: Any) -> bool:
@@ -49,12 +49,21 @@ def first_tensor(X: Any) -> torch.Tensor | None:
     return next((t for t in (first_tensor(v) for v in values) if t is not None), None)
 
 
+def per_sample_values(X: Any) -> bool:
+    """``X`` is a list of one value per sample that is no tensor (a collated batch's strings or
+    ids: ``default_collate`` gives a dict field of strings as a list): taken and joined as a list."""
+    return isinstance(X, list) and bool(X) and not any(isinstance(x, (torch.Tensor, tuple, list, dict)) for x in X)
+
+
 def take(X: Any, index: torch.Tensor | slice | None) -> Any:
-    """The samples ``index`` of ``X`` (a tensor, or a tuple, list or dict of tensors taken alike;
-    ``None`` stays ``None``): a tensor of indices (``index_select``, much faster than fancy
-    indexing on the CPU), a slice (a view), or ``None`` for all of them."""
+    """The samples ``index`` of ``X`` (a tensor, or a tuple, list or dict of tensors taken alike, or
+    a list of :func:`per_sample_values`; ``None`` stays ``None``): a tensor of indices
+    (``index_select``, much faster than fancy indexing on the CPU), a slice (a view), or ``None``
+    for all of them."""
     if index is None or X is None:
         return X
+    if per_sample_values(X):
+        return X[index] if isinstance(index, slice) else [X[i] for i in index.tolist()]
     if isinstance(X, dict):
         return {k: take(v, index) for k, v in X.items()}
     if isinstance(X, (tuple, list)):
@@ -65,9 +74,12 @@ def take(X: Any, index: torch.Tensor | slice | None) -> Any:
 
 
 def concat(parts: list[Any]) -> Any:
-    """Batches (tensors, or tuples, lists or dicts of tensors) joined along the sample dimension."""
+    """Batches (tensors, or tuples, lists or dicts of tensors, or lists of
+    :func:`per_sample_values`) joined along the sample dimension."""
     if parts[0] is None:
         return None
+    if per_sample_values(parts[0]):
+        return [x for part in parts for x in part]
     if isinstance(parts[0], dict):
         return {k: concat([p[k] for p in parts]) for k in parts[0]}
     if isinstance(parts[0], (tuple, list)):

@@ -62,7 +62,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from descentlab.checks import check_choice
 from descentlab.errors import AdviceWarning
 from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat, take
-from descentlab.curvature.losses import apply_loss, is_model_loss
+from descentlab.curvature.losses import apply_loss, is_model_loss, one_number
 from descentlab.openmp import threads_for
 from descentlab.params import Layout, sparse_embeddings
 
@@ -382,8 +382,8 @@ class EmpiricalLoss:
         """``loss_fn`` on one batch with ``theta`` as the variables (a graph if they require grad)."""
         if self.model_loss:
             with self.evaluation():
-                return self.loss_fn(self.bound(theta), X)
-        return self.loss_fn(self.output(theta, X), y)
+                return one_number(self.loss_fn(self.bound(theta), X))
+        return one_number(self.loss_fn(self.output(theta, X), y))
 
     def leaves(self) -> tuple[torch.Tensor, ...]:
         """Fresh leaf tensors at the snapshot that require grad (one graph per use)."""

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from descentlab.curvature.batches import as_batches, call
 
-__all__ = ["ModelLoss", "is_model_loss", "apply_loss", "as_data", "read_batches", "token_cross_entropy"]
+__all__ = ["ModelLoss", "is_model_loss", "apply_loss", "one_number", "as_data", "read_batches", "token_cross_entropy"]
 
 
 class ModelLoss:
@@ -59,9 +59,19 @@ def is_model_loss(loss_fn: Any) -> bool:
 def apply_loss(loss_fn: Any, model: Any, X: Any, y: Any) -> torch.Tensor:
     """One batch's loss in either form: ``loss_fn(model, X)`` for a :class:`ModelLoss` (``X`` is
     the whole batch), else ``loss_fn(model(X), y)``."""
-    if isinstance(loss_fn, ModelLoss):
-        return loss_fn(model, X)
-    return loss_fn(call(model, X), y)
+    return one_number(loss_fn(model, X) if isinstance(loss_fn, ModelLoss) else loss_fn(call(model, X), y))
+
+
+def one_number(value: Any) -> torch.Tensor:
+    """A batch's loss as a 0-d tensor: ``loss_fn`` must give one number for the batch (a loss of
+    shape ``(1,)`` is taken as that number); per-sample losses (``reduction="none"``) are a
+    ``ValueError`` saying so, not a shape error deep inside a sum."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"loss_fn must return a tensor (the batch's loss); it returned {type(value).__name__}")
+    if value.numel() != 1:
+        raise ValueError(f"loss_fn must return one number for the batch (its mean, as reduction='mean' gives); "
+                         f"it returned a tensor of shape {tuple(value.shape)}")
+    return value.reshape(())
 
 
 def as_data(loss_fn: Any, X: Any, y: Any) -> Any:
