@@ -9,7 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torch.func import functional_call
+
 from descentlab.critical import StallMonitor
+from descentlab.curvature import EmpiricalLoss, HessianOperator
+from descentlab.curvature.empirical import DRAW_SEED
 from descentlab.engine import LoopState
 
 
@@ -122,3 +126,63 @@ def test_an_escape_moves_the_parameters_and_nothing_else():
     moved = sorted(k for k in state if not torch.equal(state[k], now[k]))
     assert moved and set(moved) <= set(dict(model.named_parameters()))
     assert [m.training for m in model.modules()] == flags and torch.equal(torch.get_rng_state(), rng)
+
+
+class _DrawsAlways(nn.Module):
+    """Dropout written ``F.dropout(h, p, training=True)``: random whatever the mode (as a VAE's
+    sampled latent is)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.b(F.dropout(torch.tanh(self.a(x)), 0.3, training=True))
+
+
+def test_a_model_that_draws_in_every_forward_pass_is_measured_as_one_function_and_the_run_draws_as_its_own():
+    """Such a model made every reading of the monitor another function: its products' check
+    failed ("not its Hessian's, 1 off") and every reading moved torch's generator, so the
+    monitored run trained on other draws than the same run unmonitored. Oracles: the run without
+    the monitor, bit for bit; the loss and a Hessian product computed here with the generator
+    seeded at ``DRAW_SEED`` (``torch.autograd.functional.hvp``)."""
+    X, y = _data()
+
+    def run(watched):
+        torch.manual_seed(1)
+        model = _DrawsAlways()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+        monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=32, window=10,
+                               budget=None) if watched else None
+        for step in range(1, 31):
+            index = torch.randint(0, len(X), (32,))  # the global generator: what the monitor must not move
+            optimizer.zero_grad()
+            F.cross_entropy(model(X[index]), y[index]).backward()
+            optimizer.step()
+            if monitor is not None:
+                monitor.update(step, 1.0, model)
+        return model, monitor
+
+    watched, monitor = run(True)
+    alone, _ = run(False)
+    assert all(torch.equal(p, q) for p, q in zip(watched.parameters(), alone.parameters()))
+    stalls = [s for s in monitor.stalls if s.status == "diagnosed"]
+    assert stalls and stalls[0].verdict is not None  # the products agree: a verdict, not "failed"
+
+    names = [n for n, _ in watched.named_parameters()]
+    params = tuple(p.detach() for p in watched.parameters())
+
+    def loss_at(*theta):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(DRAW_SEED)
+            return F.cross_entropy(functional_call(watched, dict(zip(names, theta)), (X,)), y)
+
+    state = torch.get_rng_state()
+    sample = EmpiricalLoss(watched, F.cross_entropy, (X, y))
+    assert float(sample.loss()) == pytest.approx(float(loss_at(*params)), rel=1e-6)
+    assert sample.draws and not EmpiricalLoss(alone.a, lambda out, t: out.square().mean(), (X, y)).draws
+    v = tuple(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params))
+    expected = torch.cat([t.flatten() for t in torch.autograd.functional.hvp(loss_at, params, v)[1]])
+    got = HessianOperator(watched, F.cross_entropy, (X, y)) @ torch.cat([t.flatten() for t in v])
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert torch.equal(torch.get_rng_state(), state)

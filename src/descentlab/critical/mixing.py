@@ -92,11 +92,14 @@ def sample_mixing(forward: Callable[[Any], Any], X: Any, *, samples: int = MIXIN
 def per_sample_forward(loss: EmpiricalLoss) -> Callable[[Any], Any]:
     """``loss``'s forward pass with batch-norm on its running statistics, whatever ``loss`` reads:
     the function that gives each sample one output whatever its batch, if the model keeps samples
-    apart (on the batch's statistics a batch-norm layer mixes them by design)."""
+    apart (on the batch's statistics a batch-norm layer mixes them by design); ``None`` for a model
+    that draws random numbers in eval mode (:attr:`~descentlab.curvature.EmpiricalLoss.draws`): a
+    half batch draws other numbers than its half of the whole, so no change is the samples'."""
     def forward(X: Any) -> Any:
         saved, loss.batch_statistics = loss.batch_statistics, False
         try:
-            return loss.forward(X)
+            out = loss.forward(X)
         finally:
             loss.batch_statistics = saved
+        return None if loss.draws else out
     return forward

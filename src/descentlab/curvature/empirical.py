@@ -29,7 +29,11 @@ Gauss-Newton products, landscape points) is such a weighted sum over batches, an
   mode afterwards. Not only the known layers whose behaviour depends on ``training`` (dropout,
   batch/instance norm with running statistics, recurrent layers and attention with dropout):
   a module of the user's own reads ``self.training`` too (attention dropout written
-  ``dropout_p=p if self.training else 0``), and would make every quantity random.
+  ``dropout_p=p if self.training else 0``), and would make every quantity random. A model that
+  draws random numbers whatever its mode (``F.dropout(x, training=True)``, a sampled latent) is
+  evaluated with torch's generator seeded alike at every evaluation and restored after: each
+  quantity is of one fixed draw (the same at every reading and every product), and the run's own
+  draws are where they were;
   :meth:`EmpiricalLoss.with_batch_statistics` gives the quantity of the function training
   differentiates instead: batch-norm layers the model trains normalise by each batch's own
   statistics (their running statistics, the user's and any copy's, untouched), and everything
@@ -143,6 +147,7 @@ class EmpiricalLoss:
                                                                           *model.named_buffers()]})
         self._switched = _decide_eval_mode(model, eval_mode)
         self._sparse = sparse_embeddings(model)
+        self._draws = [False]  # whether an evaluation drew random numbers (shared with the copies)
         #: batch-norm layers in training mode normalise by the batch (:meth:`with_batch_statistics`)
         self.batch_statistics = False
         self._batches = as_batches(data, stream=True, allow_empty=_distributed(), model_loss=self.model_loss)
@@ -249,7 +254,7 @@ class EmpiricalLoss:
                  options: dict[str, Any]) -> "EmpiricalLoss":
         """A new ``cls`` on ``other``'s model, loss, data and weighting, at ``values``."""
         new = cls.__new__(cls)
-        shared = ("model", "loss_fn", "model_loss", "_switched", "_sparse", "batch_statistics", "_batches",
+        shared = ("model", "loss_fn", "model_loss", "_switched", "_sparse", "_draws", "batch_statistics", "_batches",
                   "_streamed", "_first_pass", "_passes", "n_samples", "n_batches", "reduction", "work")
         for name in shared:
             setattr(new, name, getattr(other, name))
@@ -263,6 +268,12 @@ class EmpiricalLoss:
         :meth:`refreshed`)."""
         if options:
             raise TypeError(f"unexpected options: {', '.join(options)}")
+
+    @property
+    def draws(self) -> bool:
+        """The model drew random numbers in an evaluation of this quantity or a copy of it, whatever
+        its mode (each evaluation draws alike: see the module docstring)."""
+        return self._draws[0]
 
     @property
     def point(self) -> torch.Tensor:
@@ -348,6 +359,7 @@ class EmpiricalLoss:
         with contextlib.ExitStack() as stack:
             stack.enter_context(_switched_off(self._switched, batch_statistics=self.batch_statistics))
             stack.enter_context(_dense_gradients(self._sparse))
+            stack.enter_context(_fixed_draws(self.device, self._draws))
             if torch.is_grad_enabled():
                 stack.enter_context(sdpa_kernel(SDPBackend.MATH))
             yield
@@ -680,6 +692,47 @@ def _decide_eval_mode(model: nn.Module, eval_mode: bool | None) -> list[nn.Modul
             stacklevel=4,
         )
     return list(model.modules())
+
+
+#: What torch's generator is seeded with for every evaluation (see :func:`_fixed_draws`).
+DRAW_SEED = 0
+
+
+@contextlib.contextmanager
+def _fixed_draws(device: torch.device, drew: list[bool]):
+    """Torch's generator (the CPU's, and ``device``'s where it is a GPU) seeded with
+    :data:`DRAW_SEED` for the while and restored after: a model that draws random numbers in every
+    forward pass is one function of its parameters, and the run's generator is left as it was
+    (``torch.random.fork_rng`` does the same at ~40x the cost: a small model is evaluated at every
+    check). ``drew[0]`` becomes ``True`` where a generator moved."""
+    generators = [torch.default_generator]
+    if device.type == "cuda":
+        generators.append(torch.cuda.default_generators[device.index if device.index is not None
+                                                        else torch.cuda.current_device()])
+    states = [g.get_state() for g in generators]
+    for g in generators:
+        g.manual_seed(DRAW_SEED)
+    try:
+        yield
+    finally:
+        if not drew[0]:
+            drew[0] = any(not torch.equal(g.get_state(), _seeded(g)) for g in generators)
+        for g, state in zip(generators, states):
+            g.set_state(state)
+
+
+_SEEDED: dict[Any, torch.Tensor] = {}
+
+
+def _seeded(generator: torch.Generator) -> torch.Tensor:
+    """``generator``'s state just after ``manual_seed(DRAW_SEED)`` (read once per generator)."""
+    key = (generator.device.type, generator.device.index)
+    if key not in _SEEDED:
+        saved = generator.get_state()
+        generator.manual_seed(DRAW_SEED)
+        _SEEDED[key] = generator.get_state()
+        generator.set_state(saved)
+    return _SEEDED[key]
 
 
 @contextlib.contextmanager
