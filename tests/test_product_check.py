@@ -1,5 +1,6 @@
 """A model whose backward is not differentiated again: a ReLU written as a custom
-``torch.autograd.Function`` under ``@once_differentiable``. Double backward through it raised
+``torch.autograd.Function`` under ``@once_differentiable``; and a model that is no one function of
+its parameters (dropout drawn from NumPy's generator, which the data layer does not seed). Double backward through it raised
 nothing and gave Hessian-vector products without the second-order terms through it; a stalled
 run of it waited for a Lanczos estimate that never settled, told "skipped (budget)" with the budget
 unspent. The products are now checked once against the gradient's change, and such a model gets
@@ -9,6 +10,7 @@ the plain twin."""
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -18,7 +20,7 @@ from torch.func import functional_call, grad, jvp
 from torch.nn import functional as F
 
 from descentlab.critical import StallMonitor
-from descentlab.critical.product_check import PRODUCTS_AGREE, product_error
+from descentlab.critical.product_check import PRODUCTS_AGREE, gradient_unsteady, product_error
 from descentlab.curvature import HessianOperator
 
 
@@ -97,13 +99,13 @@ def test_right_products_agree_near_the_origin_and_through_time(scale):
     assert product_error(Rows(), F.cross_entropy, (X, y)) < 1e-3
 
 
-def _stalled(model, lr, caplog):
+def _stalled(model, lr, caplog, steps=60):
     X, y = _digits()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, total_steps=60)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, total_steps=steps)
     generator = torch.Generator().manual_seed(1)
     with caplog.at_level(logging.WARNING, logger="descentlab"):
-        for step in range(1, 61):
+        for step in range(1, steps + 1):
             index = torch.randint(0, len(X), (64,), generator=generator)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(X[index]), y[index])
@@ -126,3 +128,28 @@ def test_verdicts_that_need_no_curvature_are_still_given(caplog):
     once, _ = _pair()
     stall = _stalled(once, 0.0, caplog)[0]
     assert stall.status == "diagnosed" and stall.verdict == "no_learning_rate"
+
+
+class NumpyDropout(Net):
+    """Dropout whose mask NumPy draws, in every mode: the model is another function at every call."""
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        mask = torch.from_numpy((np.random.rand(*h.shape) > 0.3).astype(np.float32)).to(h.dtype)
+        return self.b(h * mask / 0.7)
+
+
+def test_a_model_that_is_no_one_function_is_told_apart_from_a_once_differentiable_one(caplog):
+    """Both give products off the gradient's change; only the first gives two gradients at one
+    point that differ. Oracle: the twin without the NumPy mask, whose gradient repeats exactly."""
+    torch.manual_seed(0)
+    drawn, (_, plain) = NumpyDropout(False), _pair()
+    X, y = _digits(2)
+    np.random.seed(0)
+    assert gradient_unsteady(drawn, F.cross_entropy, (X, y)) > 0.01
+    assert gradient_unsteady(plain, F.cross_entropy, (X, y)) == 0.0
+    stall = _stalled(drawn, 1e-5, caplog, steps=200)[0]  # its noisy loss is read creeping at step 150
+    assert stall.status.startswith("failed: this model is no one function of its parameters")
+    assert stall.evidence["products"]["unsteady"] > PRODUCTS_AGREE
+    once, _ = _pair()
+    assert _stalled(once, 1e-5, caplog)[0].status.startswith("failed: the Hessian-vector products through")

@@ -32,7 +32,7 @@ from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
-from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, product_error
+from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, gradient_unsteady, product_error
 from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
@@ -102,7 +102,8 @@ class Diagnoser:
         self._tracked: tuple[EmpiricalLoss, int] | None = None
         self._forward: float | None = None  # seconds per sample of the tracked loss's forward pass
         self._product: float | None = None  # ... and of a Hessian-vector product (timed once, see expected_cost)
-        self._products: tuple[nn.Module, float | None] | None = None  # the products' error (products_wrong)
+        # the model checked, its products' error and its gradient's unsteadiness (products_wrong)
+        self._products: tuple[nn.Module, float | None, float | None] | None = None
 
     def forget_model(self) -> None:
         """The loop's model changed its parameters: the losses built on the old ones, their
@@ -223,7 +224,7 @@ class Diagnoser:
                 evidence["plateau"] = trend.to_dict()
             if finding.verdict is None:
                 status = "skipped (budget)" if wrong is None else f"failed: {wrong}"
-                products = {"error": self._products[1], "agree_within": PRODUCTS_AGREE}
+                products = {"error": self._products[1], "unsteady": self._products[2], "agree_within": PRODUCTS_AGREE}
                 return Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, status,
                              evidence=plain({**evidence, "products": products}))
             fields: dict[str, Any] = {}
@@ -363,14 +364,21 @@ class Diagnoser:
         """Why this model's Hessian-vector products cannot be trusted (checked once, on the first
         samples: :func:`~descentlab.critical.product_check.product_error`), or ``None``."""
         if self._products is None or self._products[0] is not model:
+            data = self.first(CHECK_SAMPLES)
             try:
-                error = product_error(model, self.loss_fn, self.first(CHECK_SAMPLES), seed=self.seed)
+                error = product_error(model, self.loss_fn, data, seed=self.seed)
+                unsteady = gradient_unsteady(model, self.loss_fn, data) if error and error > PRODUCTS_AGREE else None
             except Exception:  # a model a float64 copy cannot run: nothing known against the products
-                error = None
-            self._products = (model, error)
-        error = self._products[1]
+                error = unsteady = None
+            self._products = (model, error, unsteady)
+        _, error, unsteady = self._products
         if error is None or error <= PRODUCTS_AGREE:
             return None
+        if unsteady is not None and unsteady > PRODUCTS_AGREE:
+            return (f"this model is no one function of its parameters: its gradient read twice at one point differs "
+                    f"by {unsteady:.2g} (in float64), so its Hessian-vector products are not a Hessian's ({error:.2g} "
+                    "off the gradient's change): a forward pass that draws random numbers outside torch's generator "
+                    "(Python's random, NumPy's) or changes the model's state; no verdict that needs the curvature")
         return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
                 "gradient's change along a random direction, in float64): a module whose backward is not "
                 "differentiated again (a custom autograd.Function under @once_differentiable, a backward computed "

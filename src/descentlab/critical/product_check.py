@@ -10,6 +10,11 @@ be, the change of the gradient: the central difference (∇L(θ + εv) - ∇L(θ
 random unit v on a float64 copy of the model and of a few samples, ε a millionth of ‖θ‖ (float64's
 rounding then ~1e-10 of the product, and no ReLU on these samples moves across its kink). A
 model whose products are right agrees to ~1e-8; the once-differentiable ReLU MLP is 0.72 off.
+
+Products that are off have a second cause: a model that is no one function of its parameters (it
+draws random numbers outside torch's generator, which the data layer seeds alike at every
+evaluation: Python's ``random``, NumPy's). Its gradient read twice at one point differs
+(:func:`gradient_unsteady`), which tells the two apart.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import nn
 
 from descentlab.curvature import HessianOperator
 
-__all__ = ["product_error", "PRODUCTS_AGREE", "CHECK_SAMPLES", "CHECK_MOST_PARAMS"]
+__all__ = ["product_error", "gradient_unsteady", "PRODUCTS_AGREE", "CHECK_SAMPLES", "CHECK_MOST_PARAMS"]
 
 #: Products this far from the gradient's change (relative) are not the Hessian's.
 PRODUCTS_AGREE = 0.01
@@ -33,19 +38,39 @@ CHECK_SAMPLES = 2
 CHECK_MOST_PARAMS = 10_000_000
 
 
-def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -> float | None:
-    """The relative difference between a Hessian-vector product of ``loss_fn`` over ``data`` and
-    the central difference of its gradient along the same vector, on a float64 copy of ``model``
-    in eval mode (the model itself is only read). ``None`` where neither is measurably nonzero (a
-    loss flat along the vector), the copy cannot be made or the model has more than
-    :data:`CHECK_MOST_PARAMS` parameters."""
+def _float64_operator(model: nn.Module, loss_fn: Any, data: Any) -> HessianOperator | None:
+    """The Hessian of ``loss_fn`` over ``data`` on a float64 copy of ``model`` in eval mode; ``None``
+    where the model has more than :data:`CHECK_MOST_PARAMS` parameters or cannot be copied."""
     if sum(p.numel() for p in model.parameters()) > CHECK_MOST_PARAMS:
         return None
     try:
         model64 = copy.deepcopy(model).double()
     except (RuntimeError, TypeError):  # a module that cannot be copied: nothing to check against
         return None
-    op = HessianOperator(model64, loss_fn, data, eval_mode=True)
+    return HessianOperator(model64, loss_fn, data, eval_mode=True)
+
+
+def gradient_unsteady(model: nn.Module, loss_fn: Any, data: Any) -> float | None:
+    """How far two reads of the gradient of ``loss_fn`` over ``data`` at the same point differ
+    (relative, on the float64 copy :func:`product_error` reads): ~1e-16 for a model that is one
+    function of its parameters. ``None`` where it cannot be read (as :func:`product_error`)."""
+    op = _float64_operator(model, loss_fn, data)
+    if op is None:
+        return None
+    first, again = op.loss_and_gradient()[1], op.at(op.point).loss_and_gradient()[1]
+    scale = max(float(first.norm()), float(again.norm()))
+    return float((first - again).norm()) / scale if scale > 0 else None
+
+
+def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -> float | None:
+    """The relative difference between a Hessian-vector product of ``loss_fn`` over ``data`` and
+    the central difference of its gradient along the same vector, on a float64 copy of ``model``
+    in eval mode (the model itself is only read). ``None`` where neither is measurably nonzero (a
+    loss flat along the vector), the copy cannot be made or the model has more than
+    :data:`CHECK_MOST_PARAMS` parameters."""
+    op = _float64_operator(model, loss_fn, data)
+    if op is None:
+        return None
     v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     v = (v / v.norm()).to(op.device)
     size = float(op.point.norm())
