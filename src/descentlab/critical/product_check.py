@@ -8,8 +8,12 @@ its plateau waited for a Lanczos estimate that never settled ("skipped (budget)"
 unspent). Before the first curvature of a run the products are checked against what they claim to
 be, the change of the gradient: the central difference (∇L(θ + εv) - ∇L(θ - εv)) / 2ε along a
 random unit v on a float64 copy of the model and of a few samples, ε a millionth of ‖θ‖ (float64's
-rounding then ~1e-10 of the product, and no ReLU on these samples moves across its kink). A
-model whose products are right agrees to ~1e-8; the once-differentiable ReLU MLP is 0.72 off.
+rounding then ~1e-10 of the product), at a point a thousandth of ‖θ‖ off θ in a random direction:
+at θ itself a ReLU may sit exactly on its kink (the shrunken ResNet of ``bench/scale.py`` at its
+start, a zero-padded border through convolutions without bias into batch-norm at its initial
+statistics: its gradient jumps there, and the difference read 1 off at every ε), and a thousandth
+away no ReLU on these samples moves across its kink within ±ε. A model whose products are right
+agrees to ~1e-8; the once-differentiable ReLU MLP is 0.72 off.
 
 Products that are off have a second cause: a model that is no one function of its parameters (it
 draws random numbers outside torch's generator, which the data layer seeds alike at every
@@ -71,10 +75,15 @@ def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -
     op = _float64_operator(model, loss_fn, data)
     if op is None:
         return None
-    v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    v = (v / v.norm()).to(op.device)
+    generator = torch.Generator().manual_seed(seed)
+    v, away = (torch.randn(op.n_params, generator=generator, dtype=torch.float64) for _ in range(2))
+    v, away = (v / v.norm()).to(op.device), (away / away.norm()).to(op.device)
     size = float(op.point.norm())
-    eps = 1e-6 * (size if size > 0 else 1.0)  # relative: near the origin the curvature moves on θ's own scale
+    size = size if size > 0 else 1.0  # relative: near the origin the curvature moves on θ's own scale
+    # off θ by a thousandth: a ReLU whose input is exactly 0 there (a zero-padded border through a
+    # layer without bias, batch-norm at its initial statistics) has a gradient that jumps at θ itself
+    op = op.at(op.point + 1e-3 * size * away)
+    eps = 1e-6 * size
     _, ahead = op.at(op.point + eps * v).loss_and_gradient()
     _, behind = op.at(op.point - eps * v).loss_and_gradient()
     change = (ahead - behind) / (2 * eps)
