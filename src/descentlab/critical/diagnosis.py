@@ -55,7 +55,9 @@ from descentlab.critical.decay import decay_pull, decayed_escape_curvature, has_
 from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
-from descentlab.critical.stability import eps_bound_share, ring_half_life, sharpness, stability_rule
+from descentlab.critical.remedies import MOMENTUM
+from descentlab.critical.stability import (StabilityRule, eps_bound_share, ring_half_life, sharpness,
+                                           stability_rule)
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
@@ -220,6 +222,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
             if not rate["converged"] and (rate["ratio"] is None or rate["ratio"] < 1.0):
                 return _waiting(evidence, RATE_PRODUCTS)  # the budget ran out before the answer
         verdict = decide(evidence)
+        if verdict == "slow" and rate is None and (afford is None or afford(RATE_LEAST)):
+            evidence["curvature"] = _descent_limit(sample, options, seed, afford)  # no rate to test: its limit
         if (step_test and verdict == "slow" and rate is not None and rate["lr"]
                 and (afford is None or afford(1))):  # a rate the Hessian calls small: does it see the curvature?
             rate["step_curvature"] = _step_curvature(sample, optimizer, rate["lr"])
@@ -434,6 +438,31 @@ def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], opti
     return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,
             "dtype": str(op.dtype).replace("torch.", ""), "samples": sample.n_samples,
             "measured": "the rate's sharpness only (a point that is not critical)"}
+
+
+def _descent_limit(sample: EmpiricalLoss, options: DiagnosisOptions, seed: int,
+                   afford: Callable[[int], bool] | None) -> dict[str, Any]:
+    """Without an optimizer (a loop that steps the parameters itself) there is no rate to test, but
+    the rates that are stable here are known from λ_max of the Hessian: 2/λ_max for gradient descent,
+    2(1 + β)/λ_max with heavy-ball momentum β = :data:`~descentlab.critical.remedies.MOMENTUM`."""
+    done = [0]
+
+    def spent() -> bool:
+        done[0] += 1
+        return done[0] >= RATE_LEAST and afford is not None and not afford(1)
+
+    rule = StabilityRule("gd", 1.0, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)")
+    op = _training_operator(sample)
+    top = None
+    if options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold):
+        top = float(torch.linalg.eigvalsh(op.dense().double())[-1])
+    top, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
+    stable = converged and math.isfinite(top) and top > 0
+    return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,
+            "dtype": str(op.dtype).replace("torch.", ""), "samples": sample.n_samples, "converged": converged,
+            "largest_stable_lr": 2.0 / top if stable else None,
+            "largest_stable_lr_momentum": 2.0 * (1.0 + MOMENTUM) / top if stable else None, "momentum": MOMENTUM,
+            "measured": "lambda_max only (no optimizer: the stable rates, not the rate)"}
 
 
 def standardized_rate(standardized: EmpiricalLoss, optimizer: Any, *, seed: int = 0,

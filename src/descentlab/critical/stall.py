@@ -325,6 +325,9 @@ def evidence_text(stall: Stall) -> str:
         parts = [f"|g| {grad.get('norm', float('nan')):.2g}"]
         if rate.get("sharpness") is not None:
             parts.append(f"sharpness {rate['sharpness']:.3g} of limit {rate['limit']:.3g}")
+        elif (ev.get("curvature") or {}).get("largest_stable_lr"):  # no optimizer: the stable rates
+            parts.append(f"lambda_max {ev['curvature']['max_eigenvalue']:.3g}, stable rates below "
+                         f"{ev['curvature']['largest_stable_lr']:.3g}")
         if noise.get("snr") is not None:
             parts.append(f"SNR {noise['snr']:.3g}")
         if shrunk(ev):

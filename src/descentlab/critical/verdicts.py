@@ -921,6 +921,12 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"a fresh batch's here ({_get(evidence, 'gradient', 'loop_high'):.3g} against "
                 f"{_get(evidence, 'gradient', 'expected_norm'):.3g}): raise the gradient clipping's threshold above "
                 "that norm (or undo the loss's scale before backward), or raise the rate")
+    if verdict == "slow" and lr is None and _get(evidence, "curvature", "largest_stable_lr"):
+        curvature = evidence["curvature"]
+        return (f"raise the rate toward {curvature['largest_stable_lr']:.3g}, the largest stable for gradient "
+                f"descent here (2/lambda_max, lambda_max {curvature['max_eigenvalue']:.3g}; with momentum "
+                f"{curvature['momentum']}, {curvature['largest_stable_lr_momentum']:.3g}); give StallMonitor the optimizer (and "
+                "the batch size) to have your own rate and the noise tested")
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
     if verdict == "slow" and warming(evidence):
