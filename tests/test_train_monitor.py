@@ -363,3 +363,38 @@ def test_the_first_non_finite_loss_between_two_checks_is_the_step_diagnosed(as_t
         monitor.update(step, torch.tensor(value) if as_tensor else value, model)
     [stall] = monitor.stalls
     assert stall.verdict == "diverged" and stall.step == 13
+
+
+def test_an_epoch_passed_as_the_step_is_warned_and_the_calls_are_counted_instead():
+    """``update(epoch, ...)`` inside the batch loop: the steps repeated (0, 0, ..., 1, 1, ...), and a
+    stalled run was never told (its plateau test read 28 points at each step). Now a warning says
+    so and the calls are counted as the steps. Oracle: the same run with the right steps, its
+    tracked losses and its verdict."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32), torch.tensor(digits.target)
+
+    def run(as_epoch):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+        monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64)
+        generator, step = torch.Generator().manual_seed(1), 0
+        for epoch in range(3):
+            order = torch.randperm(len(X), generator=generator)
+            for start in range(0, len(X), 64):
+                index = order[start:start + 64]
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(X[index]), y[index])
+                loss.backward()
+                optimizer.step()
+                step += 1
+                monitor.update(epoch if as_epoch else step, loss.detach(), model)
+        return monitor
+
+    with pytest.warns(UserWarning, match="update's step went from 0 to 0: pass the count of optimizer steps"):
+        counted = run(True)
+    right = run(False)
+    assert [v for _, v in counted.tracked] == [v for _, v in right.tracked]
+    assert [s + 1 for s, _ in counted.tracked] == [s for s, _ in right.tracked]  # counted from the first call's 0
+    assert [s.verdict for s in counted.stalls] == [s.verdict for s in right.stalls] == ["slow"]

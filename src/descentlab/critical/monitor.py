@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -264,6 +265,7 @@ class StallMonitor(Callback):
         self._unheld: tuple[Coverage, dict[str, torch.Tensor]] | None = None
         self._params: tuple[Any, list[torch.Tensor]] = (None, [])  # the parameters stepped, listed once
         self._shapes: list[tuple[str, tuple[int, ...]]] | None = None  # the model's parameters at the last check
+        self._counted = False  # update's steps did not increase: its calls are counted as the steps instead
         self._sparse = False  # the loss falls fast: the tracked loss is read once a window
         self._read_at: int | None = None  # the step of the last tracked loss
         self._paced_at: int | None = None  # ... and of the last one paced
@@ -474,6 +476,14 @@ class StallMonitor(Callback):
         if self.loop is None:
             self.loop = LoopState(model, self._optimizer, batch_size=self._batch_size, n_train=self.diagnoser.n_data,
                                   total_steps=self._total_steps)
+        elif self._counted or int(step) <= self.loop.step:  # an epoch or a batch index passed as the step
+            if not self._counted:
+                warnings.warn(f"update's step went from {self.loop.step} to {int(step)}: pass the count of optimizer "
+                              "steps (1, 2, 3, ...), not the epoch or the batch index, and call it once per optimizer "
+                              "step under gradient accumulation; the monitor counts its calls as the steps from here",
+                              stacklevel=2)
+                self._counted = True
+            step = self.loop.step + 1
         self.loop.model, self.loop.step = model, int(step)
         before = (len(self.stalls), self.stalls[-1] if self.stalls else None)
         self.on_step_end(self.loop, loss)
