@@ -102,8 +102,9 @@ class Diagnoser:
         self._tracked: tuple[EmpiricalLoss, int] | None = None
         self._forward: float | None = None  # seconds per sample of the tracked loss's forward pass
         self._product: float | None = None  # ... and of a Hessian-vector product (timed once, see expected_cost)
-        # the model checked, its products' error and its gradient's unsteadiness (products_wrong)
-        self._products: tuple[nn.Module, float | None, float | None] | None = None
+        # the model checked, its products' error (or what torch cannot differentiate twice) and its gradient's
+        # unsteadiness (products_wrong)
+        self._products: tuple[nn.Module, float | str | None, float | None] | None = None
 
     def forget_model(self) -> None:
         """The loop's model changed its parameters: the losses built on the old ones, their
@@ -368,10 +369,16 @@ class Diagnoser:
             try:
                 error = product_error(model, self.loss_fn, data, seed=self.seed)
                 unsteady = gradient_unsteady(model, self.loss_fn, data) if error and error > PRODUCTS_AGREE else None
+            except NotImplementedError as missing:  # torch has no second derivative through some operation
+                error, unsteady = str(missing), None
             except Exception:  # a model a float64 copy cannot run: nothing known against the products
                 error = unsteady = None
             self._products = (model, error, unsteady)
         _, error, unsteady = self._products
+        if isinstance(error, str):
+            return (f"the Hessian-vector products through this model cannot be taken ({error.rstrip('.')}): torch "
+                    "has no second derivative through that operation (nn.EmbeddingBag's backward is one); no verdict "
+                    "that needs the curvature")
         if error is None or error <= PRODUCTS_AGREE:
             return None
         if unsteady is not None and unsteady > PRODUCTS_AGREE:
@@ -386,11 +393,14 @@ class Diagnoser:
 
     def _time_product(self, model: nn.Module) -> float:
         """Seconds per sample of one Hessian-vector product on the tracked samples (the model only read)."""
-        op = HessianOperator(model, self.loss_fn, self.first(self.tracked_size), eval_mode=True)
-        v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
-        op @ v  # builds the gradient graph the products of a diagnosis reuse
-        started = time.perf_counter()
-        op @ v
+        try:
+            op = HessianOperator(model, self.loss_fn, self.first(self.tracked_size), eval_mode=True)
+            v = torch.randn(op.n_params, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
+            op @ v  # builds the gradient graph the products of a diagnosis reuse
+            started = time.perf_counter()
+            op @ v
+        except Exception:  # no product through this model (a layer without a second derivative): a check
+            return 0.0  # must not stop the loop; the diagnosis's products' check says why
         return (time.perf_counter() - started) / min(self.tracked_size, self.held)
 
     def affordable_size(self, model: nn.Module, fits: Callable[[float], bool], least: int = 0) -> int:

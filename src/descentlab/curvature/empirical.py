@@ -44,6 +44,8 @@ Gauss-Newton products, landscape points) is such a weighted sum over batches, an
 * **attention kernels**: a forward that may be differentiated (grad mode on) runs
   ``F.scaled_dot_product_attention`` on its math backend, the one kernel with a double backward
   (the flash and memory-efficient kernels have none, so a Hessian product through them fails);
+  an ``nn.EmbeddingBag`` runs as an embedding lookup reduced per bag
+  (:mod:`descentlab.curvature.bags`: torch has no derivative of its backward);
 * **the all-reduce**: under ``torch.distributed`` every rank holds its own share of the data
   (possibly none) and every sum is all-reduced, so every rank sees the quantity of all data;
 * **the parameters**: which ones (names, module prefixes or tensors), a snapshot of their
@@ -66,6 +68,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from descentlab.checks import check_choice
 from descentlab.errors import AdviceWarning
 from descentlab.curvature.batches import Fingerprint, as_batches, batch_size, concat, take
+from descentlab.curvature.bags import twice_differentiable_bags
 from descentlab.curvature.losses import apply_loss, is_model_loss, one_number
 from descentlab.openmp import threads_for
 from descentlab.params import Layout, sparse_embeddings
@@ -147,6 +150,7 @@ class EmpiricalLoss:
                                                                           *model.named_buffers()]})
         self._switched = _decide_eval_mode(model, eval_mode)
         self._sparse = sparse_embeddings(model)
+        self._bags = [m for m in model.modules() if isinstance(m, nn.EmbeddingBag)]
         self._draws = [False]  # whether an evaluation drew random numbers (shared with the copies)
         #: batch-norm layers in training mode normalise by the batch (:meth:`with_batch_statistics`)
         self.batch_statistics = False
@@ -254,8 +258,8 @@ class EmpiricalLoss:
                  options: dict[str, Any]) -> "EmpiricalLoss":
         """A new ``cls`` on ``other``'s model, loss, data and weighting, at ``values``."""
         new = cls.__new__(cls)
-        shared = ("model", "loss_fn", "model_loss", "_switched", "_sparse", "_draws", "batch_statistics", "_batches",
-                  "_streamed", "_first_pass", "_passes", "n_samples", "n_batches", "reduction", "work")
+        shared = ("model", "loss_fn", "model_loss", "_switched", "_sparse", "_bags", "_draws", "batch_statistics",
+                  "_batches", "_streamed", "_first_pass", "_passes", "n_samples", "n_batches", "reduction", "work")
         for name in shared:
             setattr(new, name, getattr(other, name))
         new._select(names, values)
@@ -362,6 +366,7 @@ class EmpiricalLoss:
             stack.enter_context(_fixed_draws(self.device, self._draws))
             if torch.is_grad_enabled():
                 stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+                stack.enter_context(twice_differentiable_bags(self._bags))
             yield
 
     def output(self, theta: Sequence[torch.Tensor], X: Any) -> Any:
