@@ -1,12 +1,12 @@
 """A model whose backward is not differentiated again: a ReLU written as a custom
-``torch.autograd.Function`` under ``@once_differentiable``; and a model that is no one function of
-its parameters (dropout drawn from NumPy's generator, which the data layer does not seed). Double backward through it raised
+``torch.autograd.Function`` under ``@once_differentiable``. Double backward through it raised
 nothing and gave Hessian-vector products without the second-order terms through it; a stalled
 run of it waited for a Lanczos estimate that never settled, told "skipped (budget)" with the budget
 unspent. The products are now checked once against the gradient's change, and such a model gets
 the verdicts that need no curvature and, for the rest, says why not. Oracles: ``torch.func``'s
 forward-over-reverse product of the same network written with ``torch.relu``; the verdicts of
-the plain twin."""
+the plain twin. Also told apart: a model that is no one function of its parameters (dropout drawn
+from NumPy's generator, which the data layer does not seed), and ReLUs on their kinks at the start."""
 
 import logging
 

@@ -633,7 +633,7 @@ class StallMonitor(Callback):
             self.plateau.rearm(trend)  # one plateau, one verdict: quiet until the loss leaves it
         self._report(stall)
 
-    def _model_changed(self, step: int, model: nn.Module) -> bool:
+    def _model_changed(self, step: int, model: nn.Module) -> None:
         """The model's parameters are others than at the last check (the loop passed another model,
         or grew or cut this one): told, and what the monitor remembered of the old one forgotten
         (its losses, best point and gradients are not the new one's), so nothing is read against
@@ -641,7 +641,7 @@ class StallMonitor(Callback):
         shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
         before, self._shapes = self._shapes, shapes
         if before is None or before == shapes:
-            return False
+            return
         _say("step %d: the model's parameters changed (%s entries in %d tensors, %s in %d before): the monitor's "
              "record of the run starts afresh", step, f"{_entries(shapes):,}", len(shapes), f"{_entries(before):,}",
              len(before))
@@ -653,7 +653,6 @@ class StallMonitor(Callback):
         self._grad_low = self._grad_high = None
         self._batch_sum, self._batch_count = 0.0, 0
         self._unheld, self._coverage_read = None, False  # the new parameters' coverage is told afresh
-        return True
 
     def _told_already(self, stall: Stall, reason: str) -> bool:
         """The last stall named the same lasting cause (a rate of ~0, a loop summing its

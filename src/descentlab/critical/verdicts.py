@@ -925,8 +925,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         curvature = evidence["curvature"]
         return (f"raise the rate toward {curvature['largest_stable_lr']:.3g}, the largest stable for gradient "
                 f"descent here (2/lambda_max, lambda_max {curvature['max_eigenvalue']:.3g}; with momentum "
-                f"{curvature['momentum']}, {curvature['largest_stable_lr_momentum']:.3g}); give StallMonitor the optimizer (and "
-                "the batch size) to have your own rate and the noise tested")
+                f"{curvature['momentum']}, {curvature['largest_stable_lr_momentum']:.3g}); give StallMonitor the "
+                "optimizer (and the batch size) to have your own rate and the noise tested")
     if verdict == "slow" and lr is None:
         return "give StallMonitor the optimizer (and the batch size) so it can test the rate and the noise"
     if verdict == "slow" and warming(evidence):
