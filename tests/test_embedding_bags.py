@@ -1,6 +1,6 @@
 """``nn.EmbeddingBag``: torch has no derivative of its backward, so a Hessian product through a
 bag-of-tokens classifier raised ``NotImplementedError``, and the monitor's first timed product
-stopped the user's loop at step 10. The data layer now runs each bag as an embedding lookup
+stopped the user's loop at step 30. The data layer now runs each bag as an embedding lookup
 reduced per bag. Oracles: ``nn.EmbeddingBag`` itself for the values; ``torch.func``'s
 forward-over-reverse product of the same model written with ``nn.Embedding``."""
 
