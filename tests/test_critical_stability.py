@@ -116,9 +116,9 @@ def test_wrappers_are_read_through_and_unknown_optimizers_get_the_gd_rule():
     assert rule.name == "heavy-ball" and rule.limit == pytest.approx(3.8)
     adadelta = torch.optim.Adadelta(model.parameters(), lr=1.0)
     rule = stability_rule(adadelta, model)
-    assert rule.name == "gd" and "Adadelta has no state yet" in rule.formula
+    assert rule.name == "gd" and "Adadelta has no state yet" in rule.formula and rule.unmodelled is None
     rprop = torch.optim.Rprop(model.parameters())
     F.mse_loss(model(X), y).backward()
     rprop.step()
     rule = stability_rule(rprop, model)
-    assert rule.name == "gd" and "Rprop is not modelled" in rule.formula
+    assert rule.name == "gd" and "Rprop is not modelled" in rule.formula and rule.unmodelled == "Rprop"

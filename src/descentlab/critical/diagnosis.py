@@ -415,19 +415,9 @@ def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], opti
     classify exactly; nothing else was measured). Past :data:`RATE_LEAST` products, each next one
     is asked of ``afford``: where the budget ends first, the sharpness is Lanczos' lower bound
     (``rate["converged"]`` False), which settles ``unstable`` when it is past the limit already."""
-    done = [0]
-
-    def spent() -> bool:
-        done[0] += 1
-        return done[0] >= RATE_LEAST and afford is not None and not afford(1)
-
     rule = stability_rule(optimizer, sample.model, sample.names)
     op = _training_operator(sample)
-    top = None
-    exact = options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold)
-    if not rule.preconditioned and exact:  # as classify would take it
-        top = float(torch.linalg.eigvalsh(op.dense().double())[-1])
-    value, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
+    value, products, converged, top = _measured_sharpness(rule, op, options, seed, afford)
     rate.update(_rate_fields(rule, value, products), batch_statistics=trains_batch_norm(sample.model),
                 converged=converged)
     bound = eps_bound_share(optimizer) if rule.preconditioned else None
@@ -440,23 +430,34 @@ def _rate_test(sample: EmpiricalLoss, optimizer: Any, rate: dict[str, Any], opti
             "measured": "the rate's sharpness only (a point that is not critical)"}
 
 
-def _descent_limit(sample: EmpiricalLoss, options: DiagnosisOptions, seed: int,
-                   afford: Callable[[int], bool] | None) -> dict[str, Any]:
-    """Without an optimizer (a loop that steps the parameters itself) there is no rate to test, but
-    the rates that are stable here are known from λ_max of the Hessian: 2/λ_max for gradient descent,
-    2(1 + β)/λ_max with heavy-ball momentum β = :data:`~descentlab.critical.remedies.MOMENTUM`."""
+def _measured_sharpness(rule: StabilityRule, op: HessianOperator, options: DiagnosisOptions, seed: int,
+                        afford: Callable[[int], bool] | None) -> tuple[float, int, bool, float | None]:
+    """``rule``'s sharpness on ``op`` as the rate test takes it: ``(value, products, converged, λ_max)``,
+    λ_max exact for a plain rule where ``options`` would classify exactly (as classify would take
+    it; ``None`` otherwise), else Lanczos, which asks ``afford`` for each product past
+    :data:`RATE_LEAST` and stops, a lower bound, where the budget ends first."""
     done = [0]
 
     def spent() -> bool:
         done[0] += 1
         return done[0] >= RATE_LEAST and afford is not None and not afford(1)
 
-    rule = StabilityRule("gd", 1.0, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)")
-    op = _training_operator(sample)
     top = None
-    if options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold):
+    exact = options.method == "exact" or (options.method == "auto" and op.n_params <= options.dense_threshold)
+    if not rule.preconditioned and exact:
         top = float(torch.linalg.eigvalsh(op.dense().double())[-1])
-    top, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
+    value, products, converged = sharpness(rule, op, lambda_max=top, seed=seed, stop=spent)
+    return value, products, converged, top
+
+
+def _descent_limit(sample: EmpiricalLoss, options: DiagnosisOptions, seed: int,
+                   afford: Callable[[int], bool] | None) -> dict[str, Any]:
+    """Without an optimizer (a loop that steps the parameters itself) there is no rate to test, but
+    the rates that are stable here are known from λ_max of the Hessian: 2/λ_max for gradient descent,
+    2(1 + β)/λ_max with heavy-ball momentum β = :data:`~descentlab.critical.remedies.MOMENTUM`."""
+    rule = StabilityRule("gd", 1.0, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)")  # at rate 1: λ_max itself
+    op = _training_operator(sample)
+    top, products, converged, _ = _measured_sharpness(rule, op, options, seed, afford)
     stable = converged and math.isfinite(top) and top > 0
     return {"kind": "not_critical", "max_eigenvalue": top, "min_eigenvalue": None, "n_matvecs": products,
             "dtype": str(op.dtype).replace("torch.", ""), "samples": sample.n_samples, "converged": converged,
@@ -667,7 +668,8 @@ def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:
             "preconditioned": rule.preconditioned, "sharpness": value if finite else None,
             "ratio": value / rule.limit if finite else None,
             "largest_stable_lr": rule.largest_stable_lr(value) if finite else None, "n_matvecs": products,
-            "momentum": rule.momentum, "ring_half_life": half_life if math.isfinite(half_life) else None}
+            "momentum": rule.momentum, "ring_half_life": half_life if math.isfinite(half_life) else None,
+            "unmodelled": rule.unmodelled}
 
 
 def _loss_evidence(loss: Mapping[str, float] | None) -> dict[str, Any] | None:

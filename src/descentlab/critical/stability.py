@@ -102,6 +102,8 @@ class StabilityRule:
             when one scalar ``lr · scale`` multiplies the plain Hessian.
         momentum: the rule's momentum coefficient (heavy ball's or Nesterov's β, Adam's β₁,
             RMSprop's momentum; 0 for gradient descent and Adagrad): :func:`ring_half_life`.
+        unmodelled: the optimizer's class where no rule models it and gradient descent's is read
+            instead (Rprop; ``None`` otherwise, and for an optimizer with no state yet).
     """
 
     name: str
@@ -111,6 +113,7 @@ class StabilityRule:
     formula: str
     steps: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     momentum: float = 0.0
+    unmodelled: str | None = None
 
     @property
     def preconditioned(self) -> bool:
@@ -268,7 +271,7 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
         return StabilityRule("gd", lr, 2.0, 1.0, "lr * lambda_max < 2 (gradient descent)", plain_steps(1.0))
     why = "has no state yet" if not inner.state else "is not modelled"  # Adam before its first step; Rprop
     return StabilityRule("gd", lr, 2.0, 1.0, f"lr * lambda_max < 2 (plain gradient descent's rule: {kind} {why})",
-                         plain_steps(1.0))
+                         plain_steps(1.0), unmodelled=kind if inner.state else None)
 
 
 def stability_operator(rule: StabilityRule, op: Any) -> Any:

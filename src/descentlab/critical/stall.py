@@ -10,7 +10,6 @@ for the caller, typed, but are never saved.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -234,10 +233,10 @@ def evidence_text(stall: Stall) -> str:
             return (f"momentum {rate['momentum']:g} rings: an oscillation halves every "
                     f"{rate.get('ring_half_life') or math.inf:,.0f} steps; sharpness {rate['sharpness']:.3g} "
                     f"vs limit {rate['limit']:.3g}")
-        unmodelled = re.search(r"rule: (\S+) is not modelled", rate.get("formula") or "")
+        unmodelled = rate.get("unmodelled")
         return (f"sharpness {rate['sharpness']:.3g} vs limit {rate['limit']:.3g}{where} "
                 f"(lr {rate['lr']:.3g}" + (f", lambda_max {top:.3g})" if top is not None else ")")
-                + (f"; {unmodelled.group(1)} is not modelled: read by gradient descent's rule" if unmodelled else ""))
+                + (f"; {unmodelled} is not modelled: read by gradient descent's rule" if unmodelled else ""))
     if verdict == "noise_floor":
         return f"gradient SNR {noise.get('snr', float('nan')):.3g} at batch {noise.get('batch_size')}, |g| {grad.get('norm', float('nan')):.2g}"
     if verdict == "saddle":
