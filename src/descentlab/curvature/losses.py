@@ -43,9 +43,29 @@ class ModelLoss:
         if not callable(fn):
             raise ValueError("fn must be callable as fn(model, batch)")
         self.fn = fn
+        #: ``fn`` differentiates inside itself (adversarial inputs, a physics-informed residual,
+        #: a gradient penalty), so it runs with gradients on even where its value alone is read
+        self.needs_grad = False
 
     def __call__(self, model: Any, batch: Any) -> torch.Tensor:
-        return self.fn(model, batch)
+        """``fn(model, batch)``. Where gradients are off (a value read without a graph) and ``fn``
+        fails for want of one, it runs again with them on and its value is detached: the
+        gradients it takes are of its own inputs, never left on the model's parameters."""
+        if torch.is_grad_enabled():
+            return self.fn(model, batch)
+        if self.needs_grad:
+            with torch.enable_grad():
+                return self.fn(model, batch).detach()
+        try:
+            return self.fn(model, batch)
+        except RuntimeError as error:
+            try:
+                with torch.enable_grad():
+                    value = self.fn(model, batch).detach()
+            except Exception:
+                raise error from None
+            self.needs_grad = True
+            return value
 
     def __repr__(self) -> str:
         return f"ModelLoss({getattr(self.fn, '__name__', type(self.fn).__name__)})"
