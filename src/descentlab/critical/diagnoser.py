@@ -34,7 +34,7 @@ from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
 from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, gradient_unsteady, product_error
 from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
-from descentlab.critical.sample import fixed_sample, in_memory_batches, in_memory_pair, order_evidence
+from descentlab.critical.sample import first_batch, fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
 from descentlab.critical.verdicts import biased, decide_without_curvature, mixed, shrunk, unpaired
@@ -82,6 +82,7 @@ class Diagnoser:
         self.seed = int(seed)
         self.model_loss = is_model_loss(loss_fn)
         self.sample, self.n_data = fixed_sample(data, sample_size, seed, model_loss=self.model_loss)
+        self._data = data  # read again only to tell a loss that fails on taken samples (_cut_batch_error)
         self.order = order_evidence(data, self.sample, model_loss=self.model_loss)  # a loader read in order
         self._local_n_data = self.n_data if distributed() and self.n_data is not None else None
         self._full_batches = in_memory_batches(data, FULL_DATA_LIMIT, sample_size, model_loss=self.model_loss)
@@ -147,7 +148,10 @@ class Diagnoser:
         device = next(model.parameters()).device
         self.sample, self.train_data = move(self.sample, device), move(self.train_data, device)
         self._full_batches = move(self._full_batches, device)
-        return _loss_over(model, self.loss_fn, self.first(size)), size
+        try:
+            return _loss_over(model, self.loss_fn, self.first(size)), size
+        except Exception as error:
+            raise _cut_batch_error(error, model, self.loss_fn, self._data) from error
 
     def full_loss(self, model: nn.Module) -> EmpiricalLoss | None:
         """The loss over all the training data at ``model``'s current parameters, where it is in
@@ -377,8 +381,9 @@ class Diagnoser:
         _, error, unsteady = self._products
         if isinstance(error, str):
             return (f"the Hessian-vector products through this model cannot be taken ({error.rstrip('.')}): torch "
-                    "has no second derivative through that operation (nn.EmbeddingBag's backward is one); no verdict "
-                    "that needs the curvature")
+                    "has no second derivative through that operation (torch.cdist and nn.EmbeddingBag in max mode are "
+                    "such; written with elementary operations, the same computation has one); no verdict that needs "
+                    "the curvature")
         if error is None or error <= PRODUCTS_AGREE:
             return None
         if unsteady is not None and unsteady > PRODUCTS_AGREE:
@@ -562,6 +567,26 @@ def _loss_over(model: nn.Module, loss_fn: Any, data: Any) -> EmpiricalLoss:
         return EmpiricalLoss(model, loss_fn, data, eval_mode=True)
     except NotPerSample:
         return EmpiricalLoss(model, loss_fn, data, eval_mode=True, reduction="mean")
+
+
+def _cut_batch_error(error: Exception, model: nn.Module, loss_fn: Any, data: Any) -> Exception:
+    """``error``, raised by ``loss_fn`` on samples taken from the data's batches, or where the
+    loss reads a whole batch of the data, a ``ValueError`` that says why: the batch's tensors are
+    no independent samples along their first dimension (a graph's adjacency matrix, an edge list),
+    and how to hand such a batch over as one sample."""
+    try:
+        whole = first_batch(data, model_loss=is_model_loss(loss_fn))
+        if whole is None:
+            return error
+        _loss_over(model, loss_fn, move(whole, next(model.parameters()).device))
+    except Exception:  # the loss fails on a whole batch too: the loss's own error, as it is
+        return error
+    return ValueError(
+        f"loss_fn fails on samples taken from a batch ({type(error).__name__}: {error}) but not on a whole batch: "
+        "the monitor measures on samples taken from the data's batches (its fixed sample, smaller batches for "
+        "the gradient's noise), so every tensor's first dimension must count independent samples. A batch whose "
+        "rows are coupled (a graph's adjacency matrix, an edge list) can be one sample: give each of its tensors a "
+        "leading dimension of 1 (batch = {k: v[None] for k, v in batch.items()}) and read index 0 in the loss")
 
 
 def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import concat, is_pair, is_single_batch, take
 
-__all__ = ["fixed_sample", "order_evidence", "in_memory_batches", "in_memory_pair"]
+__all__ = ["fixed_sample", "first_batch", "order_evidence", "in_memory_batches", "in_memory_pair"]
 
 
 def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool = False) -> tuple[Any, int | None]:
@@ -73,6 +73,21 @@ def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool
     if size is not None and count_of(X, y) > size:
         X, y = take(X, slice(0, size)), take(y, slice(0, size))
     return _as_data(X, y, model_loss), n_data
+
+
+def first_batch(data: Any, *, model_loss: bool = False) -> Any:
+    """The data's first batch, whole, as the loss takes data (``(X, y)``, or for a loss that runs
+    the model a list holding the batch); ``None`` for a one-shot iterator (reading it would take
+    the batch from the loop). A loader's batch is read under :func:`torch.random.fork_rng`."""
+    if is_single_batch(data) if model_loss else is_pair(data):
+        return [data] if model_loss else data
+    if isinstance(data, Iterator):
+        return None
+    with torch.random.fork_rng(devices=[]):
+        batch = next(iter(data), None)
+    if batch is None:
+        return None
+    return [batch] if model_loss else (batch[0], batch[1])
 
 
 def order_evidence(data: Any, sample: Any, *, model_loss: bool = False) -> dict[str, Any] | None:
