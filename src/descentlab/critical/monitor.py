@@ -245,7 +245,9 @@ class StallMonitor(Callback):
         self.loop: LoopState | None = None
         self._optimizer, self._batch_size, self._total_steps = optimizer, batch_size, total_steps
         self.history.attached_at(self._lr())
-        self._count = 0  # steps seen
+        self._count = 0  # steps seen (a loop that calls every k steps advances it by k)
+        self._before = 0  # ... before the latest call
+        self._seen: int | None = None  # the step of the latest call
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
         self._diverged = False
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
@@ -346,8 +348,9 @@ class StallMonitor(Callback):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
             if self._done():
                 return
-            self._count += 1
-            if self._count % self.every == 0:
+            advanced = 1 if self._seen is None else max(1, int(loop.step) - self._seen)
+            self._seen, self._before, self._count = int(loop.step), self._count, self._count + advanced
+            if self._crossed(self.every):
                 with as_written(loop.model):
                     if self._went_non_finite(loop):
                         return
@@ -518,7 +521,7 @@ class StallMonitor(Callback):
             self.history.observe_gradient(step, float(self._grad_low), float(self._grad_high))
             self._grad_low = self._grad_high = None
         self._track_seconds = 0.0
-        if self._sparse and self._count % self.window and all_agree(not self._gradient_grew(step)):
+        if self._sparse and not self._crossed(self.window) and all_agree(not self._gradient_grew(step)):
             self.history.observe_rate(step, self._lr())
             return  # the loss falls fast: read once a window
         tracked = self._track(step, model)
@@ -540,7 +543,7 @@ class StallMonitor(Callback):
         self._sparse = (self.sharpness is None and progress is not None
                         and progress >= SPARSE_ABOVE * self.plateau.rel_tol)
         reason = "loss"
-        if trend is None and self.grad_tol is not None and self._count % self.window == 0:
+        if trend is None and self.grad_tol is not None and self._crossed(self.window):
             if self.diagnoser.sample_gradient_norm(model) < self.grad_tol:
                 trend, reason = _at_once(tracked), "grad"
         bounce = None
@@ -576,7 +579,7 @@ class StallMonitor(Callback):
         if trend is None and self._samples_mixed(tracked, model):
             trend, reason = _at_once(tracked), "mixing"
         # a window's end is the same check on every rank: no collective between them
-        if trend is None and self._count % self.window == 0 and all_agree((creep := self._creep(loop)) is not None):
+        if trend is None and self._crossed(self.window) and all_agree((creep := self._creep(loop)) is not None):
             trend, reason = creep, "creep"
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
@@ -870,10 +873,15 @@ class StallMonitor(Callback):
         lr, first = self._lr(), self.history.first_lr
         return lr is not None and first is not None and lr > first
 
+    def _crossed(self, steps: int) -> bool:
+        """The latest call passed a multiple of ``steps`` steps (the loop may call every step or
+        every few: the checks' cadence is in steps, not calls)."""
+        return self._count // steps > self._before // steps
+
     def _doubling_window_end(self) -> bool:
         """The end of window 1, 2, 4, 8, ... of the run: looks spaced out as it goes on."""
-        windows = self._count // self.window
-        return self._count % self.window == 0 and windows & (windows - 1) == 0
+        ended, windows = self._before // self.window, self._count // self.window
+        return windows > ended and 1 << (windows.bit_length() - 1) > ended
 
     def _gradient_grew(self, step: int) -> bool:
         """The gradient half of :meth:`_growing` (no alarm in the last :data:`RECENT_CHECKS` checks)."""
@@ -1103,7 +1111,7 @@ class StallMonitor(Callback):
     def state_dict(self) -> dict[str, Any]:
         """Everything the monitor's future decisions depend on (for a bit-for-bit resume)."""
         return {
-            **super().state_dict(), "count": self._count, "plateau": self.plateau.state_dict(),
+            **super().state_dict(), "count": self._count, "seen": self._seen, "plateau": self.plateau.state_dict(),
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
@@ -1119,7 +1127,8 @@ class StallMonitor(Callback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
         super().load_state_dict(state)
-        self._count = int(state["count"])
+        self._count = self._before = int(state["count"])
+        self._seen = state.get("seen")
         self.plateau.load_state_dict(state["plateau"])
         self.history.load_state_dict(state["history"])
         self.budget.load_state_dict(state["budget"])
