@@ -48,3 +48,40 @@ def test_a_loop_without_an_optimizer_is_told_the_largest_stable_rate_of_gradient
     assert curvature["largest_stable_lr"] == pytest.approx(2 / top, rel=1e-2)
     assert curvature["largest_stable_lr_momentum"] == pytest.approx(3.8 / top, rel=1e-2)
     assert stall.remedy.startswith(f"raise the rate toward {curvature['largest_stable_lr']:.3g}, the largest stable")
+
+
+def test_an_optimizer_no_rule_models_is_given_no_largest_stable_rate():
+    """Adamax (its state an infinity norm, no rule of ours) stalled at lr 1e-7: the stall read its
+    rate by gradient descent's rule and told "raise the rate toward 3.46 (the largest stable rate
+    here)", a limit that bounds nothing of a per-coordinate step (a user's Lion was told the same).
+    Its sharpness is still gradient descent's, lr x lambda_max (oracle: the exact Hessian), and says so."""
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-7)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, total_steps=300)
+    generator = torch.Generator().manual_seed(1)
+    stall = None
+    for step in range(1, 301):
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        stall = monitor.update(step, loss.detach(), model)
+        if stall is not None:
+            break
+    assert stall is not None and stall.verdict == "slow"
+    rate = stall.evidence["rate"]
+    assert rate["unmodelled"] == "Adamax" and rate["largest_stable_lr"] is None
+    assert "Adamax is not modelled" in stall.remedy and "toward" not in stall.remedy
+    assert "(gradient descent's: Adamax is not modelled)" in stall.summary()
+    n = stall.evidence["curvature"]["samples"]
+    Xs, ys = (t[:n] for t in monitor.sample)
+    params = {k: p.detach().double() for k, p in model.named_parameters()}
+    h = hessian(lambda p: F.cross_entropy(functional_call(model.double(), p, (Xs.double(),)), ys))(params)
+    names = list(params)
+    dense = torch.cat([torch.cat([h[a][b].reshape(params[a].numel(), params[b].numel()) for b in names], 1)
+                       for a in names])
+    assert rate["sharpness"] == pytest.approx(1e-7 * float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-2)

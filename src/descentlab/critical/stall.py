@@ -323,7 +323,9 @@ def evidence_text(stall: Stall) -> str:
     if verdict == "slow":
         parts = [f"|g| {grad.get('norm', float('nan')):.2g}"]
         if rate.get("sharpness") is not None:
-            parts.append(f"sharpness {rate['sharpness']:.3g} of limit {rate['limit']:.3g}")
+            parts.append(f"sharpness {rate['sharpness']:.3g} of limit {rate['limit']:.3g}"
+                         + (f" (gradient descent's: {rate['unmodelled']} is not modelled)" if rate.get("unmodelled")
+                            else ""))
         elif (ev.get("curvature") or {}).get("largest_stable_lr"):  # no optimizer: the stable rates
             parts.append(f"lambda_max {ev['curvature']['max_eigenvalue']:.3g}, stable rates below "
                          f"{ev['curvature']['largest_stable_lr']:.3g}")

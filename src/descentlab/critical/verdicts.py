@@ -941,6 +941,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"{step['lr']:.3g} the gradient changes as a curvature of {step['secant']:.3g} would make it, where "
                 f"the Hessian says {step['tangent']:.3g} (a kinked loss, such as L1 or a hinge); at a constant rate "
                 "such a loss settles no lower than the rate lets it, and a larger one ends higher")
+    if verdict == "slow" and lr and _get(evidence, "rate", "unmodelled"):
+        return (f"raise the rate a few times at a time, stepping back where the loss rises: "
+                f"{_get(evidence, 'rate', 'unmodelled')} is not modelled, so the largest stable rate of its steps is "
+                "not known here" + _unheard(evidence))
     if verdict == "slow" and largest and lr and largest > lr:
         return (f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
                 + _unheard(evidence))
