@@ -398,3 +398,32 @@ def test_an_epoch_passed_as_the_step_is_warned_and_the_calls_are_counted_instead
     assert [v for _, v in counted.tracked] == [v for _, v in right.tracked]
     assert [s + 1 for s, _ in counted.tracked] == [s for s, _ in right.tracked]  # counted from the first call's 0
     assert [s.verdict for s in counted.stalls] == [s.verdict for s in right.stalls] == ["slow"]
+
+
+def test_a_tracked_loss_below_zero_is_warned_once_with_its_value():
+    """A Gaussian negative log-likelihood goes below zero; the plateau test reads progress relative
+    to |loss| and the creep test its logarithm, so such a run stalled at lr 1e-5 was never told.
+    The monitor now says so, once, naming the value it read (oracle: the loss recomputed here)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(128, 3, generator=g)
+    t = X[:, :1] + 0.01 * torch.randn(128, 1, generator=g)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    with torch.no_grad():  # the mean fits and the variance is small: the loss is below zero
+        model.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.0, -6.0]))
+
+    def nll(out, target):
+        return F.gaussian_nll_loss(out[:, :1], target, F.softplus(out[:, 1:]) + 1e-4)
+
+    monitor = StallMonitor(nll, (X, t))
+    with pytest.warns(UserWarning, match="below zero") as caught:
+        for step in range(1, 31):
+            monitor.update(step, 1.0, model)
+    warned = [w for w in caught if "below zero" in str(w.message)]
+    assert len(warned) == 1
+    with torch.no_grad():
+        first = float(nll(model(monitor.sample[0][:monitor.diagnoser.tracked_size]),
+                          monitor.sample[1][:monitor.diagnoser.tracked_size]))
+    assert first < 0 and f"the tracked loss is {first:.4g} at step 10" in str(warned[0].message)
+    assert warned[0].filename == __file__  # pointed at the loop's own call

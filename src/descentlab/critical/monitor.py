@@ -252,6 +252,7 @@ class StallMonitor(Callback):
         self._diverged = False
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
+        self._negative_warned = False  # a tracked loss below zero was warned about
         self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
         self._stale_at: int | None = None  # the step the loop's gradient was last held against the loss's
         self._batches_ratio: float | None = None  # the batches' record's ratio when it last asked for a diagnosis
@@ -996,6 +997,14 @@ class StallMonitor(Callback):
         began = self.budget.clock()
         value = self.diagnoser.tracked_loss(model)
         self._track_seconds, self._read_at = self.budget.clock() - began, int(step)
+        if value < 0 and not self._negative_warned:
+            self._negative_warned = True
+            warnings.warn(f"the tracked loss is {value:.4g} at step {step}, below zero: the plateau test reads the "
+                          "loss's progress relative to its distance from 0, and the creep test its logarithm, as for "
+                          "losses whose floor is 0 (cross-entropy, squared errors); for a loss that goes below zero (a "
+                          "Gaussian's or a flow's negative log-likelihood) a slow fall near 0 reads as fast and a "
+                          "creep is not told: pass loss_fn minus a level the loss cannot go below to have both",
+                          stacklevel=5)
         self.history.observe(step, value, model, self._lr())
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar("monitor/tracked_loss", value, int(step))
