@@ -21,13 +21,19 @@ __all__ = ["as_batches", "batch_size", "first_tensor", "is_pair", "is_single_bat
 
 
 def is_pair(data: Any) -> bool:
-    """True when ``data`` is one ``(X, y)`` batch rather than an iterable of batches."""
+    """True when ``data`` is one ``(X, y)`` batch rather than an iterable of batches: ``y`` a
+    tensor, or a dict of tensors with one first dimension (the targets of several heads)."""
     return (
         isinstance(data, (tuple, list))
         and len(data) == 2
-        and torch.is_tensor(data[1])
+        and (torch.is_tensor(data[1]) or _targets_dict(data[1]))
         and (torch.is_tensor(data[0]) or (isinstance(data[0], (tuple, list)) and all(map(torch.is_tensor, data[0]))))
     )
+
+
+def _targets_dict(y: Any) -> bool:
+    return (isinstance(y, dict) and bool(y) and all(torch.is_tensor(t) and t.ndim > 0 for t in y.values())
+            and len({t.shape[0] for t in y.values()}) == 1)
 
 
 def batch_size(X: Any, y: Any = None) -> int:

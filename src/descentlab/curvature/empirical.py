@@ -143,6 +143,12 @@ class EmpiricalLoss:
             check_choice("reduction", reduction, REDUCTIONS)
         if getattr(loss_fn, "reduction", None) == "none":
             raise ValueError("loss_fn has reduction='none': it must return one number per batch ('mean' or 'sum')")
+        scripted = next((f"its module {n!r}" if n else "the model" for n, m in model.named_modules()
+                         if isinstance(m, torch.jit.ScriptModule)), None)
+        if scripted is not None:
+            raise ValueError(f"{scripted} is a TorchScript module (torch.jit.script or trace): torch.func cannot run "
+                             "it with other parameters, which every measurement here does; pass the module as it was "
+                             "before scripting (it computes the same function)")
         self.model = model
         self.loss_fn = loss_fn
         self.model_loss = is_model_loss(loss_fn)
@@ -203,6 +209,11 @@ class EmpiricalLoss:
         """Take ``names`` as the variables and snapshot them and everything else the model reads."""
         self.names: tuple[str, ...] = names
         chosen = set(names)
+        complex_ = [n for n in names if values[n].is_complex()]
+        if complex_:
+            raise ValueError(f"parameter {complex_[0]!r} is complex ({values[complex_[0]].dtype}): the curvature here is "
+                             "of real parameters; hold its real and imaginary parts as two real parameters "
+                             "(torch.complex(re, im) in forward), the same function of the same numbers")
         #: the dtype the model holds its variables in; :attr:`dtype` is the one measured in
         self.params_dtype = values[names[0]].dtype
         # The snapshot: the quantity is taken at these values, whatever the model does next.
