@@ -253,6 +253,7 @@ class StallMonitor(Callback):
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
         self._negative_warned = False  # a tracked loss below zero was warned about
+        self._quiet_for_warm_up = False  # a `slow` left untold while the rate rose: quiet only while it rises
         self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
         self._stale_at: int | None = None  # the step the loop's gradient was last held against the loss's
         self._batches_ratio: float | None = None  # the batches' record's ratio when it last asked for a diagnosis
@@ -537,6 +538,11 @@ class StallMonitor(Callback):
             size = loop.batch_size or self._batch_size
             self.history.observe_batches(step, batch_sum / batch_count, tracked,
                                          int(batch_count * size) if size else None)
+        if self._quiet_for_warm_up and self._warm_up_over(step):
+            # the warm-up that excused the plateau is over: a loss still there is told at the rate it reached
+            self._quiet_for_warm_up = False
+            self.plateau.quiet_above = None
+            self.plateau.reset()
         trend = self.plateau.add(step, tracked)
         progress = self.plateau.progress()
         # with sharpness tracked, the loss at every check is the curve shown against it (its rises at
@@ -607,6 +613,7 @@ class StallMonitor(Callback):
             if self._not_a_stall(stall, reason, step) or self._told_already(stall, reason):
                 if reason not in ALARMS:
                     self.plateau.rearm(trend)  # quiet until the loss leaves this level
+                    self._quiet_for_warm_up = stall.verdict == "slow" and not self._told_already(stall, reason)
                 return
             if bounce is not None:
                 stall = replace(stall, evidence={**stall.evidence, "bounce": bounce})
@@ -855,6 +862,11 @@ class StallMonitor(Callback):
         if self._rate_rising() and not self._long_warm_up(loop.step):
             return None  # a warm-up holds the loss by design
         return self.plateau.ends_above(total - loop.step, STUCK_HIGH * initial, SPARSE_ABOVE * self.plateau.rel_tol)
+
+    def _warm_up_over(self, step: int) -> bool:
+        """The rate has not risen for a window (a warm-up ended: held or decaying since)."""
+        rose = self.history.rose_at
+        return self.plateau.quiet_above is not None and (rose is None or step - rose >= self.window)
 
     def _long_warm_up(self, step: int) -> bool:
         """The rate still rises (it rose at the last check: ``RunHistory.rising``) at half the run or
