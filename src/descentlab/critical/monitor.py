@@ -52,6 +52,7 @@ unless it applies a remedy (an escape step changes the parameters).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import warnings
@@ -126,6 +127,17 @@ COPIES_RISE = 1.1
 #: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
 #: many times (each at a lower rate); the next divergence stops it.
 MAX_ROLLBACKS = 3
+
+
+def _grad_on(event):
+    """The monitor's event with gradients on, whatever mode the loop calls it in: inside its
+    logging block's ``torch.no_grad()`` the Hessian products had no graph (and were blamed on the
+    model), inside ``torch.inference_mode()`` they failed."""
+    @functools.wraps(event)
+    def with_gradients(self, *args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return event(self, *args, **kwargs)
+    return with_gradients
 
 
 class StallMonitor(Callback):
@@ -318,6 +330,7 @@ class StallMonitor(Callback):
         return self.sharpness.row(step) if self.sharpness is not None else {}
 
     # ------------------------------------------------------------------ events
+    @_grad_on
     def on_train_start(self, loop: LoopState) -> None:
         """Adopt the loop's objects; at step 0 record the initial loss and parameters (the first
         good point, where a run that diverges at once is diagnosed)."""
@@ -332,6 +345,7 @@ class StallMonitor(Callback):
                 if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
 
+    @_grad_on
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
@@ -359,6 +373,7 @@ class StallMonitor(Callback):
                     self._check(loop)
                     self._pace()
 
+    @_grad_on
     def on_train_end(self, loop: LoopState) -> None:
         """A non-finite loss the last steps passed (a loop stops at once on one) is diagnosed now."""
         self.loop = loop
