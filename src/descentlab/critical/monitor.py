@@ -265,7 +265,8 @@ class StallMonitor(Callback):
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
         self._negative_warned = False  # a tracked loss below zero was warned about
-        self._quiet_for_warm_up = False  # a `slow` left untold while the rate rose: quiet only while it rises
+        #: the quiet level of a `slow` left untold while the rate rose: quiet only while it rises
+        self._warm_up_quiet: float | None = None
         self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
         self._stale_at: int | None = None  # the step the loop's gradient was last held against the loss's
         self._batches_ratio: float | None = None  # the batches' record's ratio when it last asked for a diagnosis
@@ -553,11 +554,13 @@ class StallMonitor(Callback):
             size = loop.batch_size or self._batch_size
             self.history.observe_batches(step, batch_sum / batch_count, tracked,
                                          int(batch_count * size) if size else None)
-        if self._quiet_for_warm_up and self._warm_up_over(step):
-            # the warm-up that excused the plateau is over: a loss still there is told at the rate it reached
-            self._quiet_for_warm_up = False
-            self.plateau.quiet_above = None
-            self.plateau.reset()
+        quiet = self._warm_up_quiet
+        if quiet is not None and (self.plateau.quiet_above != quiet or self._warm_up_over(step)):
+            self._warm_up_quiet = None  # the loss left that level, or another stall set its own
+            if self.plateau.quiet_above == quiet:
+                # the warm-up that excused the plateau is over: a loss still there is told at the rate it reached
+                self.plateau.quiet_above = None
+                self.plateau.reset()
         trend = self.plateau.add(step, tracked)
         progress = self.plateau.progress()
         # with sharpness tracked, the loss at every check is the curve shown against it (its rises at
@@ -628,7 +631,8 @@ class StallMonitor(Callback):
             if self._not_a_stall(stall, reason, step) or self._told_already(stall, reason):
                 if reason not in ALARMS:
                     self.plateau.rearm(trend)  # quiet until the loss leaves this level
-                    self._quiet_for_warm_up = stall.verdict == "slow" and not self._told_already(stall, reason)
+                    excused = stall.verdict == "slow" and not self._told_already(stall, reason)
+                    self._warm_up_quiet = self.plateau.quiet_above if excused else None
                 return
             if bounce is not None:
                 stall = replace(stall, evidence={**stall.evidence, "bounce": bounce})
@@ -881,7 +885,7 @@ class StallMonitor(Callback):
     def _warm_up_over(self, step: int) -> bool:
         """The rate has not risen for a window (a warm-up ended: held or decaying since)."""
         rose = self.history.rose_at
-        return self.plateau.quiet_above is not None and (rose is None or step - rose >= self.window)
+        return rose is None or step - rose >= self.window
 
     def _long_warm_up(self, step: int) -> bool:
         """The rate still rises (it rose at the last check: ``RunHistory.rising``) at half the run or
@@ -1031,7 +1035,7 @@ class StallMonitor(Callback):
                           "losses whose floor is 0 (cross-entropy, squared errors); for a loss that goes below zero (a "
                           "Gaussian's or a flow's negative log-likelihood) a slow fall near 0 reads as fast and a "
                           "creep is not told: pass loss_fn minus a level the loss cannot go below to have both",
-                          stacklevel=5)
+                          stacklevel=6)
         self.history.observe(step, value, model, self._lr())
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar("monitor/tracked_loss", value, int(step))
@@ -1147,7 +1151,8 @@ class StallMonitor(Callback):
     def state_dict(self) -> dict[str, Any]:
         """Everything the monitor's future decisions depend on (for a bit-for-bit resume)."""
         return {
-            **super().state_dict(), "count": self._count, "seen": self._seen, "plateau": self.plateau.state_dict(),
+            **super().state_dict(), "count": self._count, "seen": self._seen, "warm_up_quiet": self._warm_up_quiet,
+            "plateau": self.plateau.state_dict(),
             "history": self.history.state_dict(), "budget": self.budget.state_dict(),
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
@@ -1165,6 +1170,7 @@ class StallMonitor(Callback):
         super().load_state_dict(state)
         self._count = self._before = int(state["count"])
         self._seen = state.get("seen")
+        self._warm_up_quiet = state.get("warm_up_quiet")
         self.plateau.load_state_dict(state["plateau"])
         self.history.load_state_dict(state["history"])
         self.budget.load_state_dict(state["budget"])
