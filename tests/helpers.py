@@ -112,3 +112,23 @@ def digits_mlp_loop(make_optimizer, *, fill=None, remedies=False, make_scheduler
     monitor.on_train_end(loop)
     with torch.no_grad():
         return float(F.cross_entropy(model(X), y)), monitor.stalls
+
+
+def autograd_hessian(model, loss_of):
+    """The Hessian of ``loss_of(bound)`` over ``model``'s parameters flattened in their order, by
+    ``torch.autograd.functional.hessian`` (an oracle apart from torch.func), where ``bound`` runs
+    the model at the point being differentiated: ``bound(x)``."""
+    from torch.func import functional_call
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def of_flat(theta):
+        parts, at = {}, 0
+        for name, shape in zip(names, shapes):
+            parts[name] = theta[at:at + shape.numel()].reshape(shape)
+            at += shape.numel()
+        return loss_of(lambda *inputs: functional_call(model, parts, inputs))
+
+    return torch.autograd.functional.hessian(of_flat, flat)

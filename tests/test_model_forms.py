@@ -10,8 +10,9 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
+
+from helpers import autograd_hessian
 
 from descentlab.critical import StallMonitor
 from descentlab.curvature import EmpiricalLoss, HessianOperator
@@ -67,19 +68,8 @@ def test_a_complex_parameter_is_a_clear_error_and_its_real_parts_are_measured():
         EmpiricalLoss(Fourier(), F.cross_entropy, (X, y))
     torch.manual_seed(0)
     model = Fourier(parts=True)
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def of_flat(theta):
-        parts, at = {}, 0
-        for name, shape in zip(names, shapes):
-            parts[name] = theta[at:at + shape.numel()].reshape(shape)
-            at += shape.numel()
-        return F.cross_entropy(functional_call(model, parts, (X,)), y)
-
-    exact = torch.autograd.functional.hessian(of_flat, flat)
-    ours = HessianOperator(model, F.cross_entropy, (X, y)) @ torch.eye(len(flat), dtype=flat.dtype)
+    exact = autograd_hessian(model, lambda bound: F.cross_entropy(bound(X), y))
+    ours = HessianOperator(model, F.cross_entropy, (X, y)) @ torch.eye(len(exact), dtype=exact.dtype)
     torch.testing.assert_close(ours, exact, rtol=0, atol=1e-10 * float(exact.abs().max()))
 
 
