@@ -32,7 +32,7 @@ from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
-from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, gradient_unsteady, product_error
+from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, check_products
 from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import first_batch, fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
@@ -367,12 +367,10 @@ class Diagnoser:
 
     def products_wrong(self, model: nn.Module) -> str | None:
         """Why this model's Hessian-vector products cannot be trusted (checked once, on the first
-        samples: :func:`~descentlab.critical.product_check.product_error`), or ``None``."""
+        samples: :func:`~descentlab.critical.product_check.check_products`), or ``None``."""
         if self._products is None or self._products[0] is not model:
-            data = self.first(CHECK_SAMPLES)
             try:
-                error = product_error(model, self.loss_fn, data, seed=self.seed)
-                unsteady = gradient_unsteady(model, self.loss_fn, data) if error and error > PRODUCTS_AGREE else None
+                error, unsteady = check_products(model, self.loss_fn, self.first(CHECK_SAMPLES), seed=self.seed)
             except NotImplementedError as missing:  # torch has no second derivative through some operation
                 error, unsteady = str(missing), None
             except Exception:  # a model a float64 copy cannot run: nothing known against the products

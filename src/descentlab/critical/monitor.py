@@ -628,10 +628,11 @@ class StallMonitor(Callback):
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
-            if self._not_a_stall(stall, reason, step) or self._told_already(stall, reason):
+            told = self._told_already(stall, reason)
+            if told or self._not_a_stall(stall, reason, step):
                 if reason not in ALARMS:
                     self.plateau.rearm(trend)  # quiet until the loss leaves this level
-                    excused = stall.verdict == "slow" and not self._told_already(stall, reason)
+                    excused = stall.verdict == "slow" and not told  # left untold for a rising rate
                     self._warm_up_quiet = self.plateau.quiet_above if excused else None
                 return
             if bounce is not None:

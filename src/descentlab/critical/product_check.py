@@ -31,7 +31,7 @@ from torch import nn
 
 from descentlab.curvature import HessianOperator
 
-__all__ = ["product_error", "gradient_unsteady", "PRODUCTS_AGREE", "CHECK_SAMPLES", "CHECK_MOST_PARAMS"]
+__all__ = ["check_products", "product_error", "gradient_unsteady", "PRODUCTS_AGREE", "CHECK_SAMPLES", "CHECK_MOST_PARAMS"]
 
 #: Products this far from the gradient's change (relative) are not the Hessian's.
 PRODUCTS_AGREE = 0.01
@@ -54,16 +54,22 @@ def _float64_operator(model: nn.Module, loss_fn: Any, data: Any) -> HessianOpera
     return HessianOperator(model64, loss_fn, data, eval_mode=True)
 
 
+def check_products(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -> tuple[float | None, float | None]:
+    """``(error, unsteady)``: :func:`product_error`, and where it exceeds :data:`PRODUCTS_AGREE`,
+    :func:`gradient_unsteady` (which tells the two causes apart), on one float64 copy of ``model``."""
+    op = _float64_operator(model, loss_fn, data)
+    if op is None:
+        return None, None
+    error = _error_of(op, seed)
+    return error, (_unsteadiness_of(op) if error is not None and error > PRODUCTS_AGREE else None)
+
+
 def gradient_unsteady(model: nn.Module, loss_fn: Any, data: Any) -> float | None:
     """How far two reads of the gradient of ``loss_fn`` over ``data`` at the same point differ
     (relative, on the float64 copy :func:`product_error` reads): ~1e-16 for a model that is one
     function of its parameters. ``None`` where it cannot be read (as :func:`product_error`)."""
     op = _float64_operator(model, loss_fn, data)
-    if op is None:
-        return None
-    first, again = op.loss_and_gradient()[1], op.at(op.point).loss_and_gradient()[1]
-    scale = max(float(first.norm()), float(again.norm()))
-    return float((first - again).norm()) / scale if scale > 0 else None
+    return None if op is None else _unsteadiness_of(op)
 
 
 def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -> float | None:
@@ -73,8 +79,16 @@ def product_error(model: nn.Module, loss_fn: Any, data: Any, *, seed: int = 0) -
     loss flat along the vector), the copy cannot be made or the model has more than
     :data:`CHECK_MOST_PARAMS` parameters."""
     op = _float64_operator(model, loss_fn, data)
-    if op is None:
-        return None
+    return None if op is None else _error_of(op, seed)
+
+
+def _unsteadiness_of(op: HessianOperator) -> float | None:
+    first, again = op.loss_and_gradient()[1], op.at(op.point).loss_and_gradient()[1]
+    scale = max(float(first.norm()), float(again.norm()))
+    return float((first - again).norm()) / scale if scale > 0 else None
+
+
+def _error_of(op: HessianOperator, seed: int) -> float | None:
     generator = torch.Generator().manual_seed(seed)
     v, away = (torch.randn(op.n_params, generator=generator, dtype=torch.float64) for _ in range(2))
     v, away = (v / v.norm()).to(op.device), (away / away.norm()).to(op.device)
