@@ -150,6 +150,9 @@ class _CostlyDiagnoser:
     def samples_apart(self, model):
         return True  # the samples kept apart
 
+    def loss_as_trained(self, model):
+        return None  # no batch-norm trained
+
     def affordable_size(self, model, fits, least=0):
         return 1
 

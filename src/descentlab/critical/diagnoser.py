@@ -310,6 +310,15 @@ class Diagnoser:
         loss = history.loss_record(tracked)
         return biased({"batches": batches_evidence(history.batch_record(), loss, self._tracked[0]), "loss": loss})
 
+    def loss_as_trained(self, model: nn.Module) -> float | None:
+        """The tracked samples' loss as a training step computes it, batch-norm on the batch's
+        statistics (one forward pass; the running statistics neither read nor updated), for a model
+        that trains batch-norm; ``None`` for any other, whose tracked loss is that loss already."""
+        if not trains_batch_norm(model):
+            return None
+        self._tracked = self._over(self._tracked, model, self.tracked_size)
+        return float(self._tracked[0].with_batch_statistics().loss())
+
     def diverged(self, model: nn.Module, history: RunHistory, *, step: int, optimizer: Any = None) -> Stall:
         """The ``diverged`` stall of a loss that became non-finite at ``step``, measured at the
         last good point (the best tracked loss's parameters), not where the model is now."""

@@ -270,6 +270,8 @@ class StallMonitor(Callback):
         self._alarmed_at: int | None = None  # the step of the last gradient-growth or bounce alarm
         self._stale_at: int | None = None  # the step the loop's gradient was last held against the loss's
         self._batches_ratio: float | None = None  # the batches' record's ratio when it last asked for a diagnosis
+        self._as_trained: tuple[float | None] | None = None  # this check's loss_as_trained, once read
+        self._initial_as_trained: float | None = None  # ... at the first tracked loss (batch-norm trained)
         self._bounce_scan: BounceScan | None = None  # the tracked losses since the last stall, read once each
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
@@ -519,6 +521,7 @@ class StallMonitor(Callback):
     def _check(self, loop: LoopState) -> None:
         step, model = loop.step, unwrap(loop.model)
         self._params = (None, [])  # listed again at the next step: a remedy may have changed the modules
+        self._as_trained = None  # read again at this check, where a look asks for it
         self._model_changed(step, model)
         if self._unheld is not None:  # what no other optimizer stepped since the first check
             found, before = self._unheld
@@ -588,7 +591,7 @@ class StallMonitor(Callback):
         if trend is None and self._pending is None and self.plateau.quiet_above is None and since is not None \
                 and step - since >= self.window:  # a rate of ~0 for a window: no step can move the loss
             trend = Trend(step - since, 1, tracked, tracked, 0.0, 0.0, 0.0)
-        if trend is None and self._network_suspect(tracked, progress) and \
+        if trend is None and self._network_suspect(tracked, progress, model) and \
                 all_agree(self.budget.allows(self.diagnoser.look_cost())):
             cause, gradient_norm = self.diagnoser.look(model, self.history, tracked, optimizer=self.optimizer)
             if all_agree(cause is not None):
@@ -808,7 +811,7 @@ class StallMonitor(Callback):
         self._batches_ratio = record["ratio"]
         return self.diagnoser.batches_confirmed(model, self.history, tracked)
 
-    def _network_suspect(self, tracked: float, progress: float | None) -> bool:
+    def _network_suspect(self, tracked: float, progress: float | None, model: nn.Module) -> bool:
         """Whether to look for a cause in the network now, without a plateau: at the first check
         with :data:`EARLY_LOOK` tracked losses (on their line,
         :meth:`~descentlab.critical.plateau.PlateauTest.early_progress`) and at the end of windows
@@ -825,7 +828,8 @@ class StallMonitor(Callback):
             return False
         return (self._pending is None and self.plateau.quiet_above is None
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
-                and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial)
+                and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial
+                and self._high_as_trained(model, initial))
 
     def _copies_suspect(self, tracked: float, model: nn.Module) -> bool:
         """At the second tracked loss (after the run's first steps: a layer set to zero parts at
@@ -852,7 +856,21 @@ class StallMonitor(Callback):
         64 samples and, twice, of half of them). Samples mixed stay mixed whatever the loss does, so
         no plateau is waited for (a recurrence along the batch learns something first: its loss
         falls, then stops high)."""
-        return self._weights_look_due(tracked) and not all_agree(self.diagnoser.samples_apart(model))
+        return (self._weights_look_due(tracked) and self._high_as_trained(model, self.history.initial)
+                and not all_agree(self.diagnoser.samples_apart(model)))
+
+    def _high_as_trained(self, model: nn.Module, initial: float) -> bool:
+        """For a model that trains batch-norm, the tracked samples' loss as training computes it
+        (:meth:`~descentlab.critical.diagnoser.Diagnoser.loss_as_trained`, one forward pass, read
+        once a check) is still above :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where the
+        run began, read the same way at its first tracked loss; ``True`` for any other model. The tracked loss reads the running statistics,
+        which lag the batches' early on: the healthy ResNet of ``bench/scale.py`` read 1.57 of its
+        first 2.30 at its first looks, 0.45 on the batches' statistics, and paid two looks (4 % of
+        its training) for a network that trains."""
+        if self._as_trained is None:
+            self._as_trained = (self.diagnoser.loss_as_trained(model),)
+        value, began = self._as_trained[0], self._initial_as_trained
+        return value is None or all_agree(value > STUCK_HIGH * (initial if began is None else began))
 
     def _weights_look_due(self, tracked: float, up_to: float = math.inf) -> bool:
         """The checks of :meth:`_copies_suspect` and :meth:`_samples_mixed`, which need no plateau:
@@ -1037,7 +1055,10 @@ class StallMonitor(Callback):
                           "Gaussian's or a flow's negative log-likelihood) a slow fall near 0 reads as fast and a "
                           "creep is not told: pass loss_fn minus a level the loss cannot go below to have both",
                           stacklevel=6)
+        first = self.history.initial is None
         self.history.observe(step, value, model, self._lr())
+        if first and self.history.initial is not None:  # where the run began, as training computes the loss
+            self._initial_as_trained = self.diagnoser.loss_as_trained(model)
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar("monitor/tracked_loss", value, int(step))
         return value
@@ -1158,7 +1179,7 @@ class StallMonitor(Callback):
             "stalls": [s.to_dict() for s in self.stalls],
             "pending": None if self._pending is None else list(self._pending), "diverged": self._diverged,
             "rollbacks": self._rollbacks, "alarmed_at": self._alarmed_at, "stale_at": self._stale_at,
-            "batches_ratio": self._batches_ratio,
+            "batches_ratio": self._batches_ratio, "initial_as_trained": self._initial_as_trained,
             "sparse": self._sparse,
             "read_at": self._read_at, "paced_at": self._paced_at,
             "diagnoser": self.diagnoser.state_dict(),
@@ -1172,6 +1193,7 @@ class StallMonitor(Callback):
         self._count = self._before = int(state["count"])
         self._seen = state.get("seen")
         self._warm_up_quiet = state.get("warm_up_quiet")
+        self._initial_as_trained = state.get("initial_as_trained")
         self.plateau.load_state_dict(state["plateau"])
         self.history.load_state_dict(state["history"])
         self.budget.load_state_dict(state["budget"])
