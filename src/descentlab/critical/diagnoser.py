@@ -42,7 +42,7 @@ from descentlab.critical.layer_signals import first_floating
 from descentlab.critical.mixing import MIXING_SAMPLES, per_sample_forward, sample_mixing
 from descentlab.critical.pairing import target_pairing
 from descentlab.curvature import EmpiricalLoss, HessianOperator
-from descentlab.curvature.empirical import NotPerSample, trains_batch_norm
+from descentlab.curvature.empirical import NotPerSample, trains_batch_norm, writes_its_weights
 from descentlab.curvature.losses import is_model_loss
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
@@ -398,6 +398,12 @@ class Diagnoser:
                     f"by {unsteady:.2g} (in float64), so its Hessian-vector products are not a Hessian's ({error:.2g} "
                     "off the gradient's change): a forward pass that draws random numbers outside torch's generator "
                     "(Python's random, NumPy's) or changes the model's state; no verdict that needs the curvature")
+        if writes_its_weights(model):
+            return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
+                    "gradient's change along a random direction, in float64): an embedding with max_norm renormalises "
+                    "the rows it reads inside the forward pass, outside autograd, so the loss is a function of weights "
+                    "the products do not see; no verdict that needs the curvature (without max_norm, or with the "
+                    "rows' norm bounded by differentiable operations, there is one)")
         return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
                 "gradient's change along a random direction, in float64): a module whose backward is not "
                 "differentiated again (a custom autograd.Function under @once_differentiable, a backward computed "

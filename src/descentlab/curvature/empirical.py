@@ -74,7 +74,7 @@ from descentlab.openmp import threads_for
 from descentlab.params import Layout, sparse_embeddings
 
 __all__ = ["EmpiricalLoss", "NotPerSample", "REDUCTIONS", "UPCAST", "mode_dependent_modules", "select_parameters",
-           "trains_batch_norm"]
+           "trains_batch_norm", "writes_its_weights"]
 
 
 class NotPerSample(ValueError):
@@ -433,8 +433,11 @@ class EmpiricalLoss:
         a monitor reads at every check: on a small model the snapshot's copy and the functional
         call cost several times the forward pass itself (``bench/RESULTS.md``, zoo). A model that
         holds its variables in half precision is read at a float32 snapshot instead (see
-        :data:`UPCAST`)."""
-        if self.params_dtype != self.dtype:
+        :data:`UPCAST`), and a model whose forward pass writes its own weights (an embedding with
+        ``max_norm`` renormalises the rows it reads, in place) at a snapshot too: read in place, the
+        rows of the samples read would be renormalised in the user's model, a step the run never
+        took."""
+        if self.params_dtype != self.dtype or writes_its_weights(self.model):
             return self.refreshed().loss()
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         with torch.no_grad(), threads_for(self.work):
@@ -587,6 +590,11 @@ class EmpiricalLoss:
 
 # ---------------------------------------------------------------------- helpers
 _VOTE = {"mean": 0, "sum": 1, "neither": 2}
+
+
+def writes_its_weights(model: nn.Module) -> bool:
+    """Whether ``model``'s forward pass changes its own weights: an embedding with ``max_norm``."""
+    return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None for m in model.modules())
 
 
 def _reduction_of(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> str:
