@@ -153,6 +153,9 @@ class _CostlyDiagnoser:
     def loss_as_trained(self, model):
         return None  # no batch-norm trained
 
+    def sums(self, model):
+        return False  # a mean over its batch
+
     def affordable_size(self, model, fits, least=0):
         return 1
 

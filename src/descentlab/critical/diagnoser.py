@@ -43,7 +43,7 @@ from descentlab.critical.mixing import MIXING_SAMPLES, per_sample_forward, sampl
 from descentlab.critical.pairing import target_pairing
 from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.empirical import NotPerSample, trains_batch_norm, writes_its_weights
-from descentlab.curvature.losses import is_model_loss
+from descentlab.curvature.losses import is_model_loss, per_batch
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import move, take
 from descentlab.engine.model_changes import InputStandardizer, reinitialize
@@ -62,6 +62,8 @@ RECENT_CHECKS = 10
 #: ResNet's saddle took ~70: 42 s at 0.6 s a product on 128 images). Only the first diagnosis
 #: is expected this way; the next ones from the last one's measured cost.
 DIAGNOSIS_PRODUCTS = 60
+#: Whether the loss sums over its batch is measured on this many samples of the fixed sample.
+REDUCTION_SAMPLES = 16
 
 
 class Diagnoser:
@@ -309,6 +311,23 @@ class Diagnoser:
         self._tracked = self._over(self._tracked, model, self.tracked_size)
         loss = history.loss_record(tracked)
         return biased({"batches": batches_evidence(history.batch_record(), loss, self._tracked[0]), "loss": loss})
+
+    def sums(self, model: nn.Module) -> bool:
+        """Whether ``loss_fn`` sums over its batch, measured on the first
+        :data:`REDUCTION_SAMPLES` samples of the fixed sample
+        (:meth:`~descentlab.curvature.EmpiricalLoss.measured_reduction`: the loss whole and in
+        two halves; ``False`` where that cannot be read)."""
+        try:
+            return _loss_over(model, self.loss_fn, self.first(REDUCTION_SAMPLES)).measured_reduction() == "sum"
+        except Exception:  # a loss that cannot be read in halves: the convention, a mean
+            return False
+
+    def read_per_batch(self, size: int) -> None:
+        """Read ``loss_fn``, a sum over its batch, as a batch of ``size`` samples sums it
+        (:func:`~descentlab.curvature.losses.per_batch`), from now on: the losses built on it
+        are forgotten."""
+        self.loss_fn = per_batch(self.loss_fn, size)
+        self.forget_model()
 
     def loss_as_trained(self, model: nn.Module) -> float | None:
         """The tracked samples' loss as a training step computes it, batch-norm on the batch's

@@ -55,6 +55,7 @@ import contextlib
 import functools
 import logging
 import math
+import statistics
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -127,6 +128,12 @@ COPIES_RISE = 1.1
 #: With ``apply_remedy``, a run that diverges is rolled back to its last good point at most this
 #: many times (each at a lower rate); the next divergence stops it.
 MAX_ROLLBACKS = 3
+#: A monitor whose first tracked loss comes after the loop's first steps (no start recorded) takes
+#: the run to have begun lower where its batch losses rose by this factor or more over those steps
+#: (the median of the last :data:`OPENING_LAST`, not thrown by a spike, against the first, taken at
+#: the initial parameters).
+OPENING_RISE = 2.0
+OPENING_LAST = 5
 
 
 def _grad_on(event):
@@ -272,6 +279,7 @@ class StallMonitor(Callback):
         self._batches_ratio: float | None = None  # the batches' record's ratio when it last asked for a diagnosis
         self._as_trained: tuple[float | None] | None = None  # this check's loss_as_trained, once read
         self._initial_as_trained: float | None = None  # ... at the first tracked loss (batch-norm trained)
+        self._opening: list[float] | None = []  # the batch losses before the first tracked loss
         self._bounce_scan: BounceScan | None = None  # the tracked losses since the last stall, read once each
         # what the steps since the last check passed, kept on the device and folded every
         # ``every`` steps (a step only appends: the per-step cost of a small model's loop is Python's)
@@ -431,6 +439,8 @@ class StallMonitor(Callback):
     def _add_batch_losses(self, values: list[float]) -> None:
         """The loop's batch losses since the last check, summed (finite ones) for their mean there."""
         finite = [v for v in values if math.isfinite(v)]
+        if self._opening is not None:
+            self._opening.extend(finite)
         self._batch_sum += sum(finite)
         self._batch_count += len(finite)
 
@@ -1059,9 +1069,31 @@ class StallMonitor(Callback):
         self.history.observe(step, value, model, self._lr())
         if first and self.history.initial is not None:  # where the run began, as training computes the loss
             self._initial_as_trained = self.diagnoser.loss_as_trained(model)
+            if step > 0 and self._opening is not None:
+                self._began_lower(value)
+        self._opening = None
         if self.writer is not None and math.isfinite(value):
             self.writer.add_scalar("monitor/tracked_loss", value, int(step))
         return value
+
+    def _began_lower(self, tracked: float) -> None:
+        """At the first tracked loss, read after the loop's first steps (a loop that calls
+        :meth:`update` only: the start is not recorded): where the loop's batch losses rose by
+        :data:`OPENING_RISE` or more from the first step's, taken at the initial parameters, to
+        the last steps' (their median), the run began that many times below this reading, and the history's
+        initial loss is the reading scaled back by that ratio (a ratio of the loop's own losses:
+        any scale between them and the tracked loss cancels). A rate far too high throws the loss
+        up in its first steps; from there its fall back to chance read as a loss half-way down
+        from where it began, so the units it killed were never looked for, and its plateau was
+        told to raise the rate. The ranks' losses are summed (one collective, on every rank)."""
+        losses = self._opening or []
+        enough = len(losses) >= 2
+        first, last, ranks = summed(torch.tensor([losses[0] if enough else 0.0,
+                                                  statistics.median(losses[-OPENING_LAST:]) if enough else 0.0,
+                                                  1.0 if enough else 0.0], dtype=torch.float64)).tolist()
+        everyone = 1 if not distributed() else torch.distributed.get_world_size()
+        if ranks == everyone and first > 0 and last >= OPENING_RISE * first:
+            self.history.initial = tracked * first / last
 
     def _size_routine(self) -> None:
         """Once, before the first measurement: the samples the tracked loss reads, from the loop's
@@ -1076,6 +1108,8 @@ class StallMonitor(Callback):
         trend, and a smaller sample's sharpness is larger (see :mod:`descentlab.critical.sharpness`)."""
         if self.tracking is not None:
             return
+        if self.loop is not None:
+            self._read_per_batch(unwrap(self.loop.model))
         held, fraction = self.diagnoser.held, self.budget.fraction
         size = held if fraction is None else prior_size(TRACKING_SHARE * fraction, 1.0, self.batch_size, self.every,
                                                         low=MIN_TRACKED, high=held)
@@ -1092,6 +1126,28 @@ class StallMonitor(Callback):
         self.tracking = self._tracking_cadence(size)
         if self.sharpness is not None and fraction is not None and not self._sharpness_samples_given:
             self.sharpness.fix_size(min(self.sharpness.cadence.size, size))
+
+    def _read_per_batch(self, model: nn.Module) -> None:
+        """Once, before the first measurement: a ``loss_fn`` that sums over its batch
+        (:meth:`~descentlab.critical.diagnoser.Diagnoser.sums`) is read as a batch of the loop's
+        ``batch_size`` sums it, in every measurement and diagnosis
+        (:meth:`~descentlab.critical.diagnoser.Diagnoser.read_per_batch`): read over the sample as
+        it is, the loss, gradient and curvature are ``samples / batch_size`` times those each step
+        differentiates, and every rate the monitor names that many times too small. Without a
+        batch size, a warning says so."""
+        with as_written(model):
+            summed = all_agree(self.diagnoser.sums(model))
+        if not summed:
+            return
+        if self.batch_size is None:
+            warnings.warn(f"loss_fn sums over its batch: read over the monitor's sample of {self.diagnoser.held} "
+                          "samples, its curvature is that many over the loop's batch size times what each step "
+                          "differentiates, and the rates named from it too small by as much; pass batch_size (or "
+                          "a loss that averages over its batch)", stacklevel=4)
+            return
+        self.diagnoser.read_per_batch(self.batch_size)
+        if self.sharpness is not None:
+            self.sharpness.loss_fn = self.diagnoser.loss_fn
 
     def _tracking_cadence(self, size: int) -> Cadence:
         """The tracked loss's cadence at ``size`` samples (fixed: only the interval is paced), from

@@ -570,6 +570,17 @@ class EmpiricalLoss:
         return "unknown" if found == "ambiguous" else found
 
 
+    def measured_reduction(self) -> str:
+        """How ``loss_fn`` reduces over the samples of a batch, measured on this rank's data held
+        as one batch at the snapshot (its loss whole and in two halves, as the batches' weighting
+        is measured): ``"mean"``, ``"sum"``, ``"neither"`` or ``"unknown"`` (a batch the loss
+        cannot be read in halves). :attr:`reduction` is how batches are combined, measured only
+        where there are several; this is measured whatever the batching."""
+        X, y = self.one_batch()
+        if self.model_loss:
+            return self._measure_model_reduction([(X, y)])
+        return self._measure_reduction([self.forward(X)], [y])
+
     def _measure_model_reduction(self, probe: list[tuple[Any, Any]]) -> str:
         """As :meth:`_measure_reduction`, for a :class:`~descentlab.curvature.losses.ModelLoss`:
         its ``fn`` on the first batch of two or more samples, whole and in two halves."""

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from descentlab.curvature.batches import as_batches, call
+from descentlab.curvature.batches import as_batches, batch_size, call
 
-__all__ = ["ModelLoss", "is_model_loss", "apply_loss", "one_number", "as_data", "read_batches", "token_cross_entropy"]
+__all__ = ["ModelLoss", "is_model_loss", "apply_loss", "one_number", "as_data", "read_batches", "token_cross_entropy",
+           "per_batch"]
 
 
 class ModelLoss:
@@ -80,6 +81,42 @@ def apply_loss(loss_fn: Any, model: Any, X: Any, y: Any) -> torch.Tensor:
     """One batch's loss in either form: ``loss_fn(model, X)`` for a :class:`ModelLoss` (``X`` is
     the whole batch), else ``loss_fn(model(X), y)``."""
     return one_number(loss_fn(model, X) if isinstance(loss_fn, ModelLoss) else loss_fn(call(model, X), y))
+
+
+class _PerBatch:
+    """``loss_fn(output, target)``, a sum over its batch, divided by the samples it is given and
+    times ``size`` (see :func:`per_batch`)."""
+
+    reduction = "mean"  # what it is now: batches of any size combine by their size
+
+    def __init__(self, loss_fn: Callable[[Any, Any], torch.Tensor], size: int) -> None:
+        self.loss_fn, self.size = loss_fn, int(size)
+
+    def __call__(self, output: Any, target: Any) -> torch.Tensor:
+        return self.loss_fn(output, target) * (self.size / batch_size(output, target))
+
+
+class _ModelPerBatch:
+    """:class:`_PerBatch` for the ``fn(model, batch)`` of a :class:`ModelLoss`."""
+
+    def __init__(self, fn: Callable[[Any, Any], torch.Tensor], size: int) -> None:
+        self.fn, self.size = fn, int(size)
+
+    def __call__(self, model: Any, batch: Any) -> torch.Tensor:
+        return self.fn(model, batch) * (self.size / batch_size(batch))
+
+
+def per_batch(loss_fn: Any, size: int) -> Any:
+    """``loss_fn``, which sums over its batch, as the loss a batch of ``size`` samples sums to on
+    average: on ``n`` samples, ``loss_fn · size / n``. A measurement over a sample of another size
+    than the loop's batches then reads the loss, gradient and curvature each step of the loop
+    differentiates (over the sample as it is, ``n / size`` times them). A :class:`ModelLoss`
+    stays one."""
+    if is_model_loss(loss_fn):
+        scaled = ModelLoss(_ModelPerBatch(loss_fn.fn, size))
+        scaled.needs_grad = loss_fn.needs_grad
+        return scaled
+    return _PerBatch(loss_fn, size)
 
 
 def one_number(value: Any) -> torch.Tensor:
