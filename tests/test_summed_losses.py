@@ -101,3 +101,22 @@ def test_per_batch_is_a_mean_times_the_batch_size_and_the_reduction_is_measured(
     for loss_fn, expected in ((F.cross_entropy, "mean"), (_summed, "sum"), (weighted, "neither"),
                               (scaled, "mean")):
         assert EmpiricalLoss(model, loss_fn, (out, y)).measured_reduction() == expected
+
+
+def test_a_loaders_batch_size_is_the_loops_when_none_is_given():
+    X, y = _digits()
+    torch.manual_seed(0)
+    model = nn.Linear(64, 10)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    monitor = StallMonitor(_summed, loader)
+    assert monitor.batch_size == 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the batch size is known
+        for step in range(1, monitor.every + 1):
+            monitor.update(step, 1.0, model)
+    k = monitor.diagnoser.tracked_size
+    with torch.no_grad():
+        by_hand = 32 * float(F.cross_entropy(model(monitor.sample[0][:k]), monitor.sample[1][:k]))
+    assert monitor.tracked[-1][1] == pytest.approx(by_hand, rel=1e-5)
+    assert StallMonitor(_summed, loader, batch_size=8).batch_size == 8  # the loop's, where given

@@ -73,6 +73,7 @@ from descentlab.critical.layer_signals import copied_units
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import BounceScan, PlateauTest, Trend
 from descentlab.critical.policy import decide_action
+from descentlab.critical.sample import loader_batch_size
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
 from descentlab.critical.stall import Stall
@@ -152,14 +153,17 @@ class StallMonitor(Callback):
     module docstring).
 
     Args:
-        loss_fn: ``loss_fn(output, target)``, mean over a batch.
+        loss_fn: ``loss_fn(output, target)``, a mean over a batch (or a sum: measured, and read
+            per batch of ``batch_size``).
         data: the training data: one ``(X, y)`` pair or an iterable of batches; the monitor
             draws its fixed sample from it once (without disturbing torch's global generator).
         optimizer: the run's optimizer, for a loop that calls :meth:`update` (a loop with a
             :class:`~descentlab.engine.LoopState` passes its own): its rate and state give the
             rate verdicts; ``None``: not tested.
         batch_size: the training batch size (likewise): the noise floor is tested when it is
-            smaller than the data; ``None``: not tested.
+            smaller than the data, and a loss that sums over its batch is read as a batch of
+            this size sums it; ``None``: the batch size of ``data`` where it is a ``DataLoader``,
+            else not known (no noise floor tested).
         total_steps: the steps the run will take (likewise): a loss that creeps so slowly it would
             end the run where it is is diagnosed as a plateau, and a schedule's end is read against
             it; ``None``: not known.
@@ -262,7 +266,8 @@ class StallMonitor(Callback):
         self._trained_at: dict[str, float | None] = {"check": 0.0, "sharpness": None}  # train_time then
         self._track_seconds = 0.0  # what the last tracked loss took
         self.loop: LoopState | None = None
-        self._optimizer, self._batch_size, self._total_steps = optimizer, batch_size, total_steps
+        self._optimizer, self._total_steps = optimizer, total_steps
+        self._batch_size = batch_size if batch_size is not None else loader_batch_size(data)
         self.history.attached_at(self._lr())
         self._count = 0  # steps seen (a loop that calls every k steps advances it by k)
         self._before = 0  # ... before the latest call

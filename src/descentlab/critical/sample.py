@@ -17,7 +17,14 @@ import torch
 from descentlab.curvature.batches import batch_size as count_of
 from descentlab.curvature.batches import concat, is_pair, is_single_batch, take
 
-__all__ = ["fixed_sample", "first_batch", "order_evidence", "in_memory_batches", "in_memory_pair"]
+__all__ = ["fixed_sample", "first_batch", "order_evidence", "in_memory_batches", "in_memory_pair", "loader_batch_size"]
+
+
+def loader_batch_size(data: Any) -> int | None:
+    """The samples of one batch of a ``DataLoader`` (its ``batch_size``, or its batch sampler's),
+    ``None`` for other data or batches of no fixed size."""
+    size = getattr(data, "batch_size", None) or getattr(getattr(data, "batch_sampler", None), "batch_size", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def fixed_sample(data: Any, size: int | None, seed: int = 0, *, model_loss: bool = False) -> tuple[Any, int | None]:

@@ -53,6 +53,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 
 from descentlab.critical.monitor import LOGGER, StallMonitor
+from descentlab.critical.sample import loader_batch_size
 from descentlab.critical.stall import Stall
 from descentlab.engine.callbacks import LoopState
 from descentlab.integrations.bridge import BridgedCallback, MonitorBridge, dataset_size, make_monitor, stall_metrics
@@ -219,9 +220,8 @@ def _loss_of(outputs: Any) -> torch.Tensor | None:
 
 def _batch_size(trainer: Any) -> int | None:
     """Samples behind one optimizer step: the loader's batch × accumulated batches × processes."""
-    loader = trainer.train_dataloader
-    size = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
-    if not isinstance(size, int):
+    size = loader_batch_size(trainer.train_dataloader)
+    if size is None:
         return None
     return size * int(trainer.accumulate_grad_batches) * int(trainer.world_size)
 
