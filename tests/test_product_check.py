@@ -9,6 +9,7 @@ the plain twin. Also told apart: a model that is no one function of its paramete
 from NumPy's generator, which the data layer does not seed), and ReLUs on their kinks at the start."""
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call, grad, jvp
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from descentlab.critical import StallMonitor
 from descentlab.critical.product_check import PRODUCTS_AGREE, gradient_unsteady, product_error
@@ -171,3 +173,31 @@ def test_right_products_agree_where_relus_sit_on_their_kinks_at_the_start():
         border = cnn[1](cnn[0](X))[:, :, 0, 0]
     assert torch.equal(border, torch.zeros_like(border))  # on the kink
     assert product_error(cnn, F.cross_entropy, (X, y)) < 1e-6
+
+
+class Checkpointed(Net):
+    """The hidden layer inside ``torch.utils.checkpoint``: re-entrant (a custom autograd.Function whose
+    backward is not differentiated again) or not (autograd's own saved-tensor hooks)."""
+
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__(False)
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        hidden = lambda x: torch.relu(self.a(x))  # noqa: E731
+        return self.b(checkpoint(hidden, x.requires_grad_(self.reentrant), use_reentrant=self.reentrant))
+
+
+def test_a_reentrant_checkpoint_drops_the_second_derivatives_and_autograds_own_keeps_them():
+    X, y = _digits(2)
+    torch.manual_seed(0)
+    plain = Net(False)
+    errors = {}
+    for reentrant in (True, False):
+        model = Checkpointed(reentrant)
+        model.load_state_dict(plain.state_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own note on a re-entrant checkpoint's inputs
+            errors[reentrant] = product_error(model, F.cross_entropy, (X, y))
+    assert errors[True] > 0.3  # silently not the Hessian's: what the failed diagnosis names
+    assert errors[False] < 1e-6

@@ -52,7 +52,8 @@ class Coverage:
         if self.unreached:
             out.append(f"backward did not reach {self.unreached:,} of the {self.trainable:,} parameter entries the "
                        f"optimizer steps ({quoted(self.unreached_names)}): they have no gradient and never move "
-                       "(computed under torch.no_grad(), detached, or not used by the loss)")
+                       "(computed under torch.no_grad(), detached, not used by the loss, or inside "
+                       "torch.utils.checkpoint with use_reentrant=True on inputs that do not require grad)")
         return out
 
 
