@@ -8,6 +8,7 @@ forward-over-reverse product of the same network written with ``torch.relu``; th
 the plain twin. Also told apart: a model that is no one function of its parameters (dropout drawn
 from NumPy's generator, which the data layer does not seed), and ReLUs on their kinks at the start."""
 
+import copy
 import logging
 import warnings
 
@@ -22,7 +23,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from descentlab.critical import StallMonitor
-from descentlab.critical.product_check import PRODUCTS_AGREE, gradient_unsteady, product_error
+from descentlab.critical.product_check import PRODUCTS_AGREE, gradient_unsteady, product_error, weight_normed
 from descentlab.curvature import HessianOperator
 
 
@@ -201,3 +202,32 @@ def test_a_reentrant_checkpoint_drops_the_second_derivatives_and_autograds_own_k
             errors[reentrant] = product_error(model, F.cross_entropy, (X, y))
     assert errors[True] > 0.3  # silently not the Hessian's: what the failed diagnosis names
     assert errors[False] < 1e-6
+
+
+class HandNormed(nn.Module):
+    """The hidden layer weight-normalised by elementary operations: ``v · (g / ‖v‖)`` per row."""
+
+    def __init__(self, g, v, bias, head):
+        super().__init__()
+        self.g, self.v, self.bias, self.head = nn.Parameter(g), nn.Parameter(v), nn.Parameter(bias), head
+
+    def forward(self, x):
+        weight = self.v * (self.g / self.v.norm(dim=1, keepdim=True))
+        return self.head(torch.relu(F.linear(x, weight, self.bias)))
+
+
+def test_torchs_weight_norm_drops_the_norms_second_derivatives_and_the_failure_names_it(caplog):
+    X, y = _digits(2)
+    torch.manual_seed(0)
+    fused = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(64, 32)), nn.ReLU(), nn.Linear(32, 10))
+    original = fused[0].parametrizations.weight
+    hand = HandNormed(original.original0.detach().clone(), original.original1.detach().clone(),
+                      fused[0].bias.detach().clone(), copy.deepcopy(fused[2]))
+    with torch.no_grad():
+        torch.testing.assert_close(hand(X), fused(X))  # one function
+    assert product_error(fused, F.cross_entropy, (X, y)) > 0.01
+    assert product_error(hand, F.cross_entropy, (X, y)) < 1e-6
+    assert weight_normed(fused) == ["0"] and weight_normed(hand) == []
+    assert weight_normed(nn.utils.weight_norm(nn.Linear(3, 3))) == [""]  # the old style too
+    stall = _stalled(fused, 1e-5, caplog)[0]
+    assert stall.status.startswith("failed") and "weight_norm ('0')" in stall.status

@@ -32,12 +32,12 @@ from descentlab.critical.escape import Escape, escape
 from descentlab.critical.history import RunHistory
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.plateau import Trend
-from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, check_products
+from descentlab.critical.product_check import CHECK_SAMPLES, PRODUCTS_AGREE, check_products, weight_normed
 from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import first_batch, fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
-from descentlab.critical.verdicts import biased, decide_without_curvature, mixed, shrunk, unpaired
+from descentlab.critical.verdicts import biased, decide_without_curvature, mixed, quoted, shrunk, unpaired
 from descentlab.critical.layer_signals import first_floating
 from descentlab.critical.mixing import MIXING_SAMPLES, per_sample_forward, sample_mixing
 from descentlab.critical.pairing import target_pairing
@@ -417,6 +417,13 @@ class Diagnoser:
                     f"by {unsteady:.2g} (in float64), so its Hessian-vector products are not a Hessian's ({error:.2g} "
                     "off the gradient's change): a forward pass that draws random numbers outside torch's generator "
                     "(Python's random, NumPy's) or changes the model's state; no verdict that needs the curvature")
+        normed = weight_normed(model)
+        if normed:
+            return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
+                    f"gradient's change along a random direction, in float64): torch's weight_norm ({quoted(normed)}) "
+                    "reads the norms of its weights as constants in its second derivatives; no verdict that needs "
+                    "the curvature (the same normalisation written as a parametrization of elementary operations, "
+                    "v * (g / v.norm(dim=1, keepdim=True)), has one)")
         if writes_its_weights(model):
             return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
                     "gradient's change along a random direction, in float64): an embedding with max_norm renormalises "

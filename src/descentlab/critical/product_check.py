@@ -15,6 +15,11 @@ statistics: its gradient jumps there, and the difference read 1 off at every ε)
 away no ReLU on these samples moves across its kink within ±ε. A model whose products are right
 agrees to ~1e-8; the once-differentiable ReLU MLP is 0.72 off.
 
+torch's own ``weight_norm`` is such a module: its fused kernel's double backward reads the saved
+norms of the weights as constants, so the second derivatives along the direction parameter leave
+out how the norm moves with it (97 % off on a small layer, against the same normalisation written
+``v * (g / v.norm(dim=1, keepdim=True))``; :func:`weight_normed` names its modules).
+
 Products that are off have a second cause: a model that is no one function of its parameters (it
 draws random numbers outside torch's generator, which the data layer seeds alike at every
 evaluation: Python's ``random``, NumPy's). Its gradient read twice at one point differs
@@ -31,7 +36,8 @@ from torch import nn
 
 from descentlab.curvature import HessianOperator
 
-__all__ = ["check_products", "product_error", "gradient_unsteady", "PRODUCTS_AGREE", "CHECK_SAMPLES", "CHECK_MOST_PARAMS"]
+__all__ = ["check_products", "product_error", "gradient_unsteady", "weight_normed", "PRODUCTS_AGREE", "CHECK_SAMPLES",
+           "CHECK_MOST_PARAMS"]
 
 #: Products this far from the gradient's change (relative) are not the Hessian's.
 PRODUCTS_AGREE = 0.01
@@ -106,3 +112,16 @@ def _error_of(op: HessianOperator, seed: int) -> float | None:
     if not scale > 1e-12:
         return None
     return float((product - change).norm()) / scale
+
+
+def weight_normed(model: nn.Module) -> list[str]:
+    """The modules of ``model`` under torch's ``weight_norm``, new style (a parametrization) or old
+    (its ``weight_g`` and ``weight_v``)."""
+    found = []
+    for name, module in model.named_modules():
+        parametrizations = getattr(module, "parametrizations", None)
+        new_style = parametrizations is not None and any(
+            type(p).__name__ == "_WeightNorm" for plist in parametrizations.values() for p in plist)
+        if new_style or (hasattr(module, "weight_g") and hasattr(module, "weight_v")):
+            found.append(name)
+    return found
