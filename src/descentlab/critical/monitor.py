@@ -354,7 +354,8 @@ class StallMonitor(Callback):
         if self.history.initial is None:
             self.history.attached_at(self._lr())
         self.budget.restart()
-        self._size_routine()
+        with self.budget.monitoring():  # the sizing's forward passes are the monitor's time too
+            self._size_routine()
         if self.history.initial is None:
             with self.budget.monitoring(), as_written(loop.model):
                 self.plateau.add(loop.step, self._track(loop.step, unwrap(loop.model)))
@@ -365,9 +366,9 @@ class StallMonitor(Callback):
     def on_step_end(self, loop: LoopState, loss: torch.Tensor | float | None) -> None:
         """After optimizer step ``loop.step``: the checks that are due (see the module docstring)."""
         self.loop = loop
-        if self.tracking is None:
-            self._size_routine()
         with self.budget.monitoring():
+            if self.tracking is None:
+                self._size_routine()
             self._warn_if_unapplied(loop)
             self._note_loss(loop.step, loss)
             if self._float_bad is not None and not distributed():  # read already: acted on at once
