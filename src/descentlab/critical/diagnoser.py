@@ -433,7 +433,8 @@ class Diagnoser:
         return (f"the Hessian-vector products through this model are not its Hessian's ({error:.2g} off the "
                 "gradient's change along a random direction, in float64): a module whose backward is not "
                 "differentiated again (a custom autograd.Function under @once_differentiable, "
-                "torch.utils.checkpoint with use_reentrant=True, a backward computed outside autograd) drops the second derivatives through it; no verdict that needs the curvature")
+                "torch.utils.checkpoint with use_reentrant=True, a backward computed outside autograd) drops the "
+                "second derivatives through it; no verdict that needs the curvature")
 
     def _time_product(self, model: nn.Module) -> float:
         """Seconds per sample of one Hessian-vector product on the tracked samples (the model only read)."""

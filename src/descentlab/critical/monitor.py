@@ -879,10 +879,10 @@ class StallMonitor(Callback):
         """For a model that trains batch-norm, the tracked samples' loss as training computes it
         (:meth:`~descentlab.critical.diagnoser.Diagnoser.loss_as_trained`, one forward pass, read
         once a check) is still above :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where the
-        run began, read the same way at its first tracked loss; ``True`` for any other model. The tracked loss reads the running statistics,
-        which lag the batches' early on: the healthy ResNet of ``bench/scale.py`` read 1.57 of its
-        first 2.30 at its first looks, 0.45 on the batches' statistics, and paid two looks (4 % of
-        its training) for a network that trains."""
+        run began, read the same way at its first tracked loss; ``True`` for any other model. The
+        tracked loss reads the running statistics, which lag the batches' early on: the healthy
+        ResNet of ``bench/scale.py`` read 1.57 of its first 2.30 at its first looks, 0.45 on the
+        batches' statistics, and paid two looks (4 % of its training) for a network that trains."""
         if self._as_trained is None:
             self._as_trained = (self.diagnoser.loss_as_trained(model),)
         value, began = self._as_trained[0], self._initial_as_trained
@@ -1086,9 +1086,9 @@ class StallMonitor(Callback):
         """At the first tracked loss, read after the loop's first steps (a loop that calls
         :meth:`update` only: the start is not recorded): where the loop's batch losses rose by
         :data:`OPENING_RISE` or more from the first step's, taken at the initial parameters, to
-        the last steps' (their median), the run began that many times below this reading, and the history's
-        initial loss is the reading scaled back by that ratio (a ratio of the loop's own losses:
-        any scale between them and the tracked loss cancels). A rate far too high throws the loss
+        the last steps' (their median), the run began that many times below this reading, and the
+        history's initial loss is the reading scaled back by that ratio (a ratio of the loop's own
+        losses: any scale between them and the tracked loss cancels). A rate far too high throws the loss
         up in its first steps; from there its fall back to chance read as a loss half-way down
         from where it began, so the units it killed were never looked for, and its plateau was
         told to raise the rate. The ranks' losses are summed (one collective, on every rank)."""
@@ -1149,7 +1149,7 @@ class StallMonitor(Callback):
             warnings.warn(f"loss_fn sums over its batch: read over the monitor's sample of {self.diagnoser.held} "
                           "samples, its curvature is that many over the loop's batch size times what each step "
                           "differentiates, and the rates named from it too small by as much; pass batch_size (or "
-                          "a loss that averages over its batch)", stacklevel=4)
+                          "a loss that averages over its batch)", stacklevel=6)
             return
         self.diagnoser.read_per_batch(self.batch_size)
         if self.sharpness is not None:

@@ -569,7 +569,6 @@ class EmpiricalLoss:
                 found = "unknown"
         return "unknown" if found == "ambiguous" else found
 
-
     def measured_reduction(self) -> str:
         """How ``loss_fn`` reduces over the samples of a batch, measured on this rank's data held
         as one batch at the snapshot (its loss whole and in two halves, as the batches' weighting
