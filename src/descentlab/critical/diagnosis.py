@@ -667,8 +667,11 @@ def _rate_fields(rule: Any, value: float, products: int) -> dict[str, Any]:
     return {"rule": rule.name, "formula": rule.formula, "limit": rule.limit, "scale": rule.scale,
             "preconditioned": rule.preconditioned, "sharpness": value if finite else None,
             "ratio": value / rule.limit if finite else None,
-            # gradient descent's limit read for an optimizer no rule models bounds nothing of its steps
-            "largest_stable_lr": rule.largest_stable_lr(value) if finite and not rule.unmodelled else None,
+            # gradient descent's limit read for an optimizer no rule models bounds nothing of its steps, nor
+            # Adagrad's, whose accumulator grows with a larger rate's gradients
+            "largest_stable_lr": (rule.largest_stable_lr(value) if finite and not rule.unmodelled and rule.bounded
+                                  else None),
+            "bounded": rule.bounded,
             "n_matvecs": products,
             "momentum": rule.momentum, "ring_half_life": half_life if math.isfinite(half_life) else None,
             "unmodelled": rule.unmodelled}

@@ -14,7 +14,7 @@ heavy ball (``momentum`` β,     η (1 − τ) λ_max(H)                        
 dampening τ): b = βb + (1−τ)g
 Nesterov (torch's, τ = 0)       η λ_max(H)                                    2 (1 + β) / (1 + 2β)
 RMSprop (``alpha``, momentum μ) η λ_max(D⁻¹H), D = diag(√v + ε)              2 (1 + μ)
-Adagrad                         η_t λ_max(D⁻¹H), D = diag(√Σg² + ε)           2
+Adagrad                         η_t λ_max(D⁻¹H), D = diag(√Σg² + ε)           2 (no bound on η)
 Adam / AdamW / AMSGrad          η λ_max(D⁻¹H) / (1 − β₁ᵗ), D = diag(√v̂ + ε)  2 (1 + β₁) / (1 − β₁)
 ==============================  ============================================  ==================
 
@@ -26,6 +26,9 @@ frozen is heavy ball with dampening 1 − β₁ on D⁻¹H, scaled by the bias c
 sharpness* (2022, "Adaptive gradient methods at the edge of stability", arXiv:2207.14484).
 λ_max(D⁻¹H) is the top eigenvalue of the symmetric D^{-1/2} H D^{-1/2}, so Lanczos applies.
 NAdam and RAdam are read as Adam (their own corrections are ignored; the rule says so).
+Adagrad's limit is the rate's sharpness at its accumulator now, and bounds no rate: the accumulator
+takes in each gradient before the step, so a rate above it grows ``D`` until it is under it
+(:attr:`StabilityRule.bounded`).
 
 Wrappers (Lookahead, gradient noise) are read through to the optimizer that steps. An
 optimizer none of these describe gets plain SGD's rule, and its ``formula`` says so.
@@ -104,6 +107,12 @@ class StabilityRule:
             RMSprop's momentum; 0 for gradient descent and Adagrad): :func:`ring_half_life`.
         unmodelled: the optimizer's class where no rule models it and gradient descent's is read
             instead (Rprop; ``None`` otherwise, and for an optimizer with no state yet).
+        bounded: whether the limit bounds the rate. Not for Adagrad: its accumulator takes in each
+            gradient before the step (``|Δθ| ≤ η`` per coordinate), so a larger rate, whose
+            oscillation brings larger gradients, grows ``D`` until the sharpness is back under the
+            limit. On a digits MLP stalled at 1e-5, rates 10 to 10,000 times the limit at the
+            accumulator then (3.5e-5) ended lower after 200 steps the higher they were, none
+            diverging (``tests/test_adagrad_rate.py``).
     """
 
     name: str
@@ -114,6 +123,7 @@ class StabilityRule:
     steps: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     momentum: float = 0.0
     unmodelled: str | None = None
+    bounded: bool = True
 
     @property
     def preconditioned(self) -> bool:
@@ -254,7 +264,8 @@ def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tu
 
         steps = per_name(adagrad_step)
         if steps is not None:
-            return StabilityRule("adagrad", lr, 2.0, 1.0, "lr_t * lambda_max(D^-1 H) < 2, D = sqrt(sum g^2) + eps", steps)
+            return StabilityRule("adagrad", lr, 2.0, 1.0, "lr_t * lambda_max(D^-1 H) < 2, D = sqrt(sum g^2) + eps",
+                                 steps, bounded=False)
     if isinstance(inner, torch.optim.SGD) or ("momentum" in group and "dampening" in group):
         beta = float(group.get("momentum", 0.0) or 0.0)
         dampening = float(group.get("dampening", 0.0) or 0.0)
