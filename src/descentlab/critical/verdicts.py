@@ -947,8 +947,9 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 "not known here" + _unheard(evidence))
     if verdict == "slow" and lr and _get(evidence, "rate", "bounded") is False:
         return ("raise the rate a few times at a time, stepping back where the loss rises: "
-                f"{_get(evidence, 'rate', 'rule')}'s accumulator takes in every gradient before it steps (no coordinate moves more than the rate a "
-                "step), so the gradients a larger rate brings grow it, and no limit read at it now bounds the rate"
+                f"{_get(evidence, 'rate', 'rule')}'s accumulator takes in every gradient before it steps (no "
+                "coordinate moves more than the rate a step), so the gradients a larger rate brings grow it, and no "
+                "limit read at it now bounds the rate"
                 + _unheard(evidence))
     if verdict == "slow" and largest and lr and largest > lr:
         return (f"raise the rate toward {largest:.3g} (the largest stable rate here), or add momentum"
