@@ -56,8 +56,8 @@ from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.remedies import MOMENTUM
-from descentlab.critical.stability import (StabilityRule, eps_bound_share, ring_half_life, sharpness,
-                                           stability_rule)
+from descentlab.critical.stability import (StabilityRule, current_rate, eps_bound_share, ring_half_life,
+                                           sharpness, stability_rule)
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
@@ -106,7 +106,7 @@ def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None 
     the run's first check and whether it rose at the last (``None`` without an optimizer)."""
     if optimizer is None:
         return None
-    lr = float(optimizer.param_groups[0]["lr"])
+    lr = current_rate(optimizer)
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps,
             "first_lr": first_lr, "rising": rising}
 

@@ -76,6 +76,7 @@ from descentlab.critical.policy import decide_action
 from descentlab.critical.sample import loader_batch_size
 from descentlab.critical.remedies import Remedy, rollback
 from descentlab.critical.sharpness import SharpnessTracker
+from descentlab.critical.stability import current_rate
 from descentlab.critical.stall import Stall
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, EXPLAIN_A_RISE, LASTING, STUCK_HIGH,
                                           SYMMETRIC_SHARE, biased, non_finite_data)
@@ -1211,9 +1212,10 @@ class StallMonitor(Callback):
             self.sharpness = None
 
     def _lr(self) -> float | None:
-        """The rate of the optimizer's first group now (``None`` without an optimizer)."""
+        """The run's rate now, the largest of its groups' (``None`` without an optimizer):
+        :func:`~descentlab.critical.stability.current_rate`."""
         optimizer = self.optimizer
-        return None if optimizer is None else float(optimizer.param_groups[0]["lr"])
+        return None if optimizer is None else current_rate(optimizer)
 
     def _step_seconds(self) -> float:
         """The training's own seconds per step so far."""

@@ -112,7 +112,7 @@ from typing import Any
 
 import torch
 
-from descentlab.critical.stability import innermost
+from descentlab.critical.stability import current_rate, innermost
 from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, kinked, mixed,
                                           outlying_targets, quoted, ringing)
 from descentlab.engine.changes import Change
@@ -240,7 +240,7 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
         names = (*names, "decay", "lower-rate")
     if not names or optimizer is None:
         return []
-    lr = float(optimizer.param_groups[0]["lr"])
+    lr = current_rate(optimizer)
     inner = innermost(optimizer)
     plain_sgd = isinstance(inner, torch.optim.SGD) and not any(g.get("momentum", 0) for g in inner.param_groups)
     adaptive = any(key in s for s in inner.state.values() for key in _ADAPTIVE_STATE) or "betas" in inner.defaults

@@ -40,8 +40,10 @@ modulus √β whatever the rate, so an oscillation loses only 1 − √β of its
 most that). At β = 0.999 it halves every 1,386 steps: the iterate rings across the valley for
 longer than most runs, and a lower rate does not damp it faster.
 
-Every rule reads the *current* rate and state of ``param_groups[0]`` (other groups are assumed
-to share the momentum constants; their rates are used per parameter).
+Every rule reads the *current* state of ``param_groups[0]`` (other groups are assumed to share
+the momentum constants; their rates are used per parameter), and the run's rate is the largest of
+its groups' (:func:`current_rate`): a group held at 0 beside others is frozen on purpose, not a
+schedule that ended.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ from torch import nn
 
 from descentlab.curvature import lanczos
 
-__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "awaits_state", "eps_bound_share",
-           "stability_operator", "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit", "ring_half_life"]
+__all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "current_rate", "awaits_state",
+           "eps_bound_share", "stability_operator", "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit", "ring_half_life"]
 
 #: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
 #: its rule reads (Adam's, RMSprop's, Adagrad's: :func:`stability_rule`).
@@ -182,13 +184,21 @@ def _has_state(inner: Any, option: str) -> bool:
     return any(_ADAPTIVE_STATE[option] in s for s in inner.state.values())
 
 
+def current_rate(optimizer: Any) -> float:
+    """The run's rate now: the largest of the optimizer's groups that hold parameters (one group:
+    its rate). A body frozen at rate 0 under a head that trains, or discriminative rates, is a run
+    at its largest rate; the rule's per-parameter steps carry each group's own."""
+    groups = [g for g in innermost(optimizer).param_groups if g["params"]] or innermost(optimizer).param_groups
+    return max(float(g["lr"]) for g in groups)
+
+
 def stability_rule(optimizer: torch.optim.Optimizer, model: nn.Module, names: tuple[str, ...] | None = None) -> StabilityRule:
     """The :class:`StabilityRule` of ``optimizer`` (its current rate and state) for ``model``'s
     parameters ``names`` (default: every parameter that requires grad, in module order)."""
     inner = innermost(optimizer)
     groups = inner.param_groups
     group = groups[0]
-    lr = float(group["lr"])
+    lr = current_rate(inner)
     named = dict(model.named_parameters())
     names = tuple(names) if names is not None else tuple(n for n, p in model.named_parameters() if p.requires_grad)
     name_of = {id(p): n for n, p in named.items()}

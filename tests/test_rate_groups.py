@@ -1,0 +1,65 @@
+"""Parameter groups at different rates: a body frozen at rate 0 under a head that trains. The monitor
+read the first group's rate, 0, and told a healthy fine-tuning run "no_learning_rate: fix the
+schedule so the rate lasts until the last step: it has been 0 since step 10". The run's rate is now
+the largest of its groups'. Oracles: the unmonitored run, bit for bit; the exact Hessian of the
+head's parameters (``torch.func.hessian``, float64), whose top eigenvalue sets the head's limit."""
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.func import functional_call, hessian
+from torch.nn import functional as F
+
+from descentlab.critical import StallMonitor
+from descentlab.critical.stability import current_rate
+
+
+def _run(lr, monitored=True, steps=400):
+    digits = load_digits()
+    X, y = torch.tensor(digits.data / 16, dtype=torch.float32), torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.0}, {"params": model[2].parameters()}],
+                                lr=lr, momentum=0.9)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64,
+                           total_steps=steps) if monitored else None
+    generator = torch.Generator().manual_seed(1)
+    for step in range(1, steps + 1):
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        if monitor is not None and monitor.update(step, loss.detach(), model) is not None and lr < 1e-3:
+            break
+    return monitor, model, optimizer
+
+
+def test_a_body_frozen_at_rate_0_under_a_head_that_trains_raises_no_alarm():
+    monitor, model, optimizer = _run(0.1)
+    assert current_rate(optimizer) == 0.1
+    assert not monitor.stalls
+    assert monitor.tracked[-1][1] < 0.6 * monitor.tracked[0][1]  # the head trains
+    _, alone, _ = _run(0.1, monitored=False)
+    for a, b in zip(model.state_dict().values(), alone.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_its_stall_reads_the_heads_limit():
+    monitor, model, _ = _run(1e-5)
+    stall = monitor.stalls[0]
+    assert stall.verdict == "slow"
+    rate = stall.evidence["rate"]
+    n = stall.evidence["curvature"]["samples"]
+    Xs, ys = monitor.sample[0][:n].double(), monitor.sample[1][:n]
+    model64 = model.double()
+    head = {k: p.detach() for k, p in model64.named_parameters() if k.startswith("2.")}
+    body = {k: p.detach() for k, p in model64.named_parameters() if k.startswith("0.")}
+    h = hessian(lambda p: F.cross_entropy(functional_call(model64, {**body, **p}, (Xs,)), ys))(head)
+    names = list(head)
+    dense = torch.cat([torch.cat([h[a][b].reshape(head[a].numel(), head[b].numel()) for b in names], 1)
+                       for a in names])
+    top = float(torch.linalg.eigvalsh(dense)[-1])
+    assert rate["lr"] == 1e-5
+    assert rate["largest_stable_lr"] == pytest.approx(2 * (1 + 0.9) / top, rel=1e-2)  # heavy ball's limit
