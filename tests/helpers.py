@@ -75,6 +75,26 @@ def watched_steps(loop, monitor, step_loss, steps, *, until=None, step_scheduler
     return steps
 
 
+def update_steps(model, optimizer, X, y, monitor=None, *, steps, loss_fn=None, until_stall=False):
+    """The README's loop that calls ``monitor.update`` after each step (``None``: unmonitored): batches
+    of 64 drawn from a generator seeded 1, ``loss_fn`` (default: cross-entropy) on each, ``steps``
+    steps or, with ``until_stall``, until ``update`` returns a stall. Returns the last batch loss."""
+    from torch.nn import functional as F
+
+    loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+    generator = torch.Generator().manual_seed(1)
+    loss = None
+    for step in range(1, steps + 1):
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        optimizer.zero_grad()
+        loss = loss_fn(model(X[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        if monitor is not None and monitor.update(step, loss.detach(), model) is not None and until_stall:
+            break
+    return loss
+
+
 def digits_mlp_loop(make_optimizer, *, fill=None, remedies=False, make_scheduler=None, total_steps=300, steps=300):
     """README's loop on the digits: the MLP 64-64-10 (ReLU, seed 0; every parameter set to ``fill``
     where given) trained ``steps`` steps by ``make_optimizer(parameters)`` (and its

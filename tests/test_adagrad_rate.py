@@ -12,6 +12,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
+from helpers import update_steps
+
 from descentlab.critical import StallMonitor
 
 
@@ -26,15 +28,7 @@ def _stalled():
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     optimizer = torch.optim.Adagrad(model.parameters(), lr=1e-5)
     monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, total_steps=300)
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, 301):
-        index = torch.randint(0, len(X), (64,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor.update(step, loss.detach(), model) is not None:
-            break
+    update_steps(model, optimizer, X, y, monitor, steps=300, until_stall=True)
     return monitor, model, optimizer
 
 

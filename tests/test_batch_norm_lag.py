@@ -13,6 +13,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
+from helpers import update_steps
+
 from descentlab.critical import StallMonitor
 from descentlab.problems.zoo_models import ConvNet
 
@@ -25,17 +27,7 @@ def _digits(images: bool = False):
 
 def _train(model, X, y, steps, lr=0.1, monitor=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        index = torch.randint(0, len(X), (64,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor is not None:
-            monitor.update(step, loss.detach(), model)
-            if monitor.stalls:
-                break
+    update_steps(model, optimizer, X, y, monitor, steps=steps, until_stall=True)
     return optimizer
 
 

@@ -11,6 +11,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
+from helpers import update_steps
+
 from descentlab.critical import StallMonitor
 from descentlab.curvature import EmpiricalLoss
 
@@ -39,15 +41,7 @@ def _run(lr, monitored, steps=150):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64,
                            total_steps=steps) if monitored else None
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        index = torch.randint(0, len(X), (64,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor is not None:
-            monitor.update(step, loss.detach(), model)
+    update_steps(model, optimizer, X, y, monitor, steps=steps)
     return model, monitor
 
 

@@ -11,6 +11,8 @@ from torch import nn
 from torch.func import functional_call, hessian
 from torch.nn import functional as F
 
+from helpers import update_steps
+
 from descentlab.critical import StallMonitor
 from descentlab.critical.stability import current_rate
 
@@ -24,15 +26,7 @@ def _run(lr, monitored=True, steps=400):
                                 lr=lr, momentum=0.9)
     monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64,
                            total_steps=steps) if monitored else None
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        index = torch.randint(0, len(X), (64,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor is not None and monitor.update(step, loss.detach(), model) is not None and lr < 1e-3:
-            break
+    update_steps(model, optimizer, X, y, monitor, steps=steps, until_stall=lr < 1e-3)
     return monitor, model, optimizer
 
 

@@ -15,6 +15,8 @@ from torch import nn
 from torch.func import functional_call, hessian
 from torch.nn import functional as F
 
+from helpers import update_steps
+
 from descentlab.critical import StallMonitor
 from descentlab.curvature import EmpiricalLoss
 from descentlab.curvature.losses import ModelLoss, per_batch
@@ -37,15 +39,7 @@ def _stalled(batch_size=BATCH):
     model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
     monitor = StallMonitor(_summed, (X, y), optimizer=optimizer, batch_size=batch_size, total_steps=300)
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, 301):
-        index = torch.randint(0, len(X), (BATCH,), generator=generator)
-        optimizer.zero_grad()
-        loss = _summed(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor.update(step, loss.detach(), model) is not None:
-            break
+    update_steps(model, optimizer, X, y, monitor, steps=300, loss_fn=_summed, until_stall=True)
     return monitor, model
 
 

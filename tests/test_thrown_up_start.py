@@ -15,6 +15,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
+from helpers import update_steps
+
 from descentlab.critical import StallMonitor
 from descentlab.engine import LoopState
 
@@ -31,15 +33,7 @@ def _run(lr, start_recorded=False):
     monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, total_steps=STEPS)
     if start_recorded:
         monitor.on_train_start(LoopState(model, optimizer, batch_size=64, n_train=len(X), total_steps=STEPS))
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, STEPS + 1):
-        index = torch.randint(0, len(X), (64,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor.update(step, loss.detach(), model) is not None:
-            break
+    update_steps(model, optimizer, X, y, monitor, steps=STEPS, until_stall=True)
     return monitor, model, initial, X
 
 
