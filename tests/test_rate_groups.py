@@ -57,3 +57,32 @@ def test_its_stall_reads_the_heads_limit():
     top = float(torch.linalg.eigvalsh(dense)[-1])
     assert rate["lr"] == 1e-5
     assert rate["largest_stable_lr"] == pytest.approx(2 * (1 + 0.9) / top, rel=1e-2)  # heavy ball's limit
+
+
+def test_a_remedys_rate_keeps_the_groups_ratios_and_a_frozen_body_frozen():
+    """``Change(lr=...)`` sets the run's rate, its largest group's: a body at rate 0 stays at 0 and
+    groups 10x apart stay 10x apart, by the rule's own arithmetic after one step (SGD without
+    momentum: each weight moves by its group's rate times its gradient); a switch to Adam keeps the
+    groups; every group takes the rate where all were at 0."""
+    from descentlab.engine.changes import Change, apply_change
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.0},
+                                 {"params": model[1].parameters(), "lr": 0.01},
+                                 {"params": model[2].parameters(), "lr": 0.1}])
+    applied = apply_change(Change(lr=2.0), optimizer)
+    X, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    before = [p.detach().clone() for p in model.parameters()]
+    F.cross_entropy(model(X), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    applied.optimizer.step()
+    for p, p0, g, lr in zip(model.parameters(), before, grads, [0.0, 0.0, 0.2, 0.2, 2.0, 2.0]):
+        assert torch.allclose(p.detach(), p0 - lr * g, rtol=0, atol=1e-7)
+    assert current_rate(applied.optimizer) == 2.0
+    adam = apply_change(Change(optimizer="adam", lr=1e-3), applied.optimizer).optimizer
+    assert [g["lr"] for g in adam.param_groups] == pytest.approx([0.0, 1e-4, 1e-3], rel=1e-12)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    restored = apply_change(Change(lr=0.5), optimizer).optimizer
+    assert [g["lr"] for g in restored.param_groups] == [0.5, 0.5, 0.5]

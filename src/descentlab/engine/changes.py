@@ -40,14 +40,16 @@ class Change:
 
     Attributes:
         lr_factor: the rate becomes the current one times this (``lr`` overrides it).
-        lr: an absolute rate for every group, or ``None``.
+        lr: an absolute rate for the run, its largest group's, or ``None``; the other groups keep
+            their ratios to it (a group at rate 0 stays there), every group at it where all were at 0.
         schedule: a schedule spec (:func:`~descentlab.schedules.parse_schedule`): the rate's
             factor ``t`` steps after the change; ``None``: constant.
         momentum: set this momentum coefficient on the optimizer (heavy ball's, or β₁ of Adam's kind;
             the velocity is fresh where there was none, else with ``fresh_state``).
         decay_factor: every group's ``weight_decay`` times this (the run's own optimizer).
-        optimizer: a registry name: a new optimizer with fresh state, at rate ``lr`` (or the
-            registry's default); ``None``: the run's own, its state kept.
+        optimizer: a registry name: a new optimizer with fresh state over the run's parameter
+            groups, at rate ``lr`` (or the registry's default) as ``lr`` sets it; ``None``: the run's
+            own, its state kept.
         noise: wrap the optimizer in annealed Gaussian gradient noise.
         batch_size: a new batch size (``None``: the run's).
         clip: wrap the optimizer in gradient clipping at this global norm (``None``: none).
@@ -258,9 +260,10 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
     if change.fresh_state:
         clear_state(optimizer)
     if change.optimizer is not None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         lr = change.lr if change.lr is not None else OPTIMIZERS[parse_name(change.optimizer)[1]].lr
-        optimizer = make_optimizer(change.optimizer, params, lr=lr)
+        groups = [{"params": group["params"], "lr": rate}
+                  for group, rate in zip(optimizer.param_groups, _group_rates(optimizer, lr))]
+        optimizer = make_optimizer(change.optimizer, groups, lr=lr)
         if scheduler is not None:
             notes.append("your scheduler ended with the old optimizer")
         scheduler = None
@@ -292,7 +295,7 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
         else:
             if scheduler is not None:
                 notes.append("your scheduler was replaced by the remedy's rate")
-            bases = ([change.lr] * len(optimizer.param_groups) if change.lr is not None
+            bases = (_group_rates(optimizer, change.lr) if change.lr is not None
                      else [float(g["lr"]) * change.lr_factor for g in optimizer.param_groups])
             scheduler = RemedyLR(optimizer, schedule, base_lrs=bases)
     elif change.optimizer is not None and change.schedule:
@@ -301,6 +304,15 @@ def apply_change(change: Change, optimizer: torch.optim.Optimizer, scheduler: An
         notes.append("draw each step's batch from the whole data, shuffled (DataLoader(shuffle=True)): a loop that "
                      "draws its own batches reads LoopState.shuffle")
     return Applied(optimizer, scheduler, change.batch_size, "; ".join(notes), change.shuffle)
+
+
+def _group_rates(optimizer: torch.optim.Optimizer, lr: float) -> list[float]:
+    """Each parameter group's rate once the run's rate, its largest group's, is ``lr``: the groups'
+    ratios kept (a body frozen at rate 0 stays there, rates set 1,000 apart stay so); every group
+    at ``lr`` where all of them are at 0."""
+    rates = [float(group["lr"]) for group in optimizer.param_groups]
+    top = max(rates)
+    return [lr * (rate / top) for rate in rates] if top > 0 else [lr] * len(rates)
 
 
 def _composable(scheduler: Any) -> bool:
