@@ -1,5 +1,6 @@
 """Outputs a bounded function makes (a sigmoid, tanh or softmax in front of a loss that wants raw
-scores): the floor it puts under the loss against an exhaustive search of the box, the loss
+scores, or a ReLU, which holds the outputs it zeroes where they are): the floor it puts under the
+loss against an exhaustive search of the box, the loss
 recognised by value, the bound found in the forward pass, and the verdict and its remedy on
 README's loop, with the healthy uses of a bounded output (probabilities into BCELoss, a tanh
 regression on targets inside its range) left alone."""
@@ -97,6 +98,179 @@ def test_the_bce_and_squared_error_floors_are_the_lowest_losses_on_a_grid_of_the
     least = torch.stack([((grid - t) ** 2).min() for t in targets]).mean()
     assert loss_floor("mse", targets, targets, -1.0, 1.0) == pytest.approx(float(least), abs=1e-9)
     assert float(least) == pytest.approx((4 + 0.25 + 1) / 5, abs=1e-9)
+
+
+def test_outputs_held_at_a_flat_bound_stay_and_the_rest_go_to_their_best_against_a_grid():
+    """Cross-entropy, three classes, true class 0, scores in [0, 6] (a hardtanh's box): the fixed
+    scores kept, every free one over a 41-point grid of the box; the least loss per sample, averaged,
+    is the floor. With a ReLU's [0, inf) a sample whose true score is free goes to 0, one whose true
+    score is held at 0 to log 3 at best (every other score free to fall to 0)."""
+    grid = _grid(0.0, 6.0, 41)
+    out = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 6.0], [3.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    fixed = torch.tensor([[True, False, True], [False, True, True], [False, False, True], [True, True, False]])
+    y = torch.zeros(4, dtype=torch.long)
+    least = []
+    for row, held in zip(out, fixed):
+        choices = [row[j:j + 1] if held[j] else grid for j in range(3)]
+        scores = torch.cartesian_prod(*choices)
+        least.append(F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long), reduction="none").min())
+    floor = loss_floor("cross_entropy", out, y, 0.0, 6.0, fixed=fixed)
+    assert floor == pytest.approx(float(torch.stack(least).mean()), rel=1e-12)
+    relu = loss_floor("cross_entropy", out, y, 0.0, math.inf, fixed=out <= 0)  # true held in rows 0, 1, 3
+    assert relu == pytest.approx(3 * math.log(3) / 4, rel=1e-12)
+
+
+def test_squared_error_and_bce_with_outputs_held_against_a_grid():
+    """Per entry, the held output's loss as it is, a free one's least over a fine grid of [0, 4]."""
+    grid = _grid(0.0, 4.0, 40_001)
+    out = torch.tensor([0.0, 0.0, 1.5, 4.0, 0.0], dtype=torch.float64)
+    fixed = torch.tensor([True, False, False, True, True])
+    targets = torch.tensor([2.0, -1.0, 3.0, 5.0, -0.5], dtype=torch.float64)
+    least = [((out[i] - t) ** 2 if fixed[i] else ((grid - t) ** 2).min()) for i, t in enumerate(targets)]
+    assert loss_floor("mse", out, targets, 0.0, 4.0, fixed=fixed) == pytest.approx(float(torch.stack(least).mean()),
+                                                                                 abs=1e-9)
+    labels = torch.tensor([1.0, 0.0, 0.3, 1.0, 0.0], dtype=torch.float64)
+    least = [F.binary_cross_entropy_with_logits(out[i], t) if fixed[i] else
+             F.binary_cross_entropy_with_logits(grid, t.expand_as(grid), reduction="none").min()
+             for i, t in enumerate(labels)]
+    assert loss_floor("bce_with_logits", out, labels, 0.0, 4.0, fixed=fixed) == pytest.approx(
+        float(torch.stack(least).mean()), abs=1e-9)
+
+
+def test_a_relu_on_the_scores_is_named_its_floor_by_hand_and_taking_it_off_goes_through_it():
+    """A ReLU after the last layer, into F.cross_entropy: scores cannot go below 0, and a sample whose
+    true class's score the ReLU holds at 0 gets no gradient to raise it: its loss stays at ln 10 at
+    best. Named at the first stall; on all the data at that point the floor is the share of samples
+    whose true score is 0, times ln 10, counted by hand; the trial that takes the ReLU off wins and
+    the run ends far below that floor."""
+    monitor, model, X, y = _readme_loop(nn.ReLU(), F.cross_entropy, lambda t: t, steps=400)
+    stall = monitor.stalls[0]
+    assert stall.verdict == "bounded_outputs" and "take the relu at '3' off" in stall.remedy
+    with torch.no_grad():
+        scores = model(X)
+    held = float((scores.gather(1, y[:, None]) <= 0).double().mean())
+    outputs = measure_layers(EmpiricalLoss(model, F.cross_entropy, (X, y))).outputs
+    assert outputs.family == "relu" and outputs.high == math.inf
+    assert outputs.floor == pytest.approx(held * math.log(10), rel=1e-6)
+    assert outputs.at_bound == pytest.approx(float((scores <= 0).double().mean()), rel=1e-12)
+    assert F.cross_entropy(scores, y).item() >= outputs.floor and outputs.held >= FLOOR_HELD
+    monitor, model, X, y = _readme_loop(nn.ReLU(), F.cross_entropy, lambda t: t, steps=400, remedies=True)
+    assert monitor.stalls[0].remedy_applied == "raw-outputs" and isinstance(model[3], nn.Identity)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    with torch.no_grad():
+        assert F.cross_entropy(model(X), y).item() < 0.25 * held * math.log(10)
+
+
+def test_a_floor_below_half_the_start_is_read_at_a_window_end():
+    """README's ReLU-on-scores loop: the loss halves by step 60, then creeps (0.99 at 200), where the
+    looks that need a loss stuck high never run; the floor look at window 4's end names it. Oracle:
+    the same loop unmonitored, still near 1 at step 300 while the MLP without the ReLU is at 0.05."""
+    X, y = _digits()
+
+    def run(head, monitored):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10), head)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64) if monitored else None
+        for step in range(1, 301):
+            index = torch.randint(0, len(X), (64,))
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(X[index]), y[index])
+            loss.backward()
+            optimizer.step()
+            if monitor is not None:
+                monitor.update(step, loss.detach(), model)
+        with torch.no_grad():
+            return monitor, F.cross_entropy(model(X), y).item()
+
+    monitor, _ = run(nn.ReLU(), True)
+    stall = monitor.stalls[0]
+    assert stall.verdict == "bounded_outputs" and stall.step == 200
+    assert stall.loss < 0.5 * stall.evidence["loss"]["initial"]
+    outputs = stall.evidence["layers"]["outputs"]
+    assert outputs["floor"] <= outputs["value"] and outputs["held"] >= FLOOR_HELD
+    _, held = run(nn.ReLU(), False)
+    _, free = run(nn.Identity(), False)
+    assert held > 0.9 and free < 0.1
+
+
+class _GruReluScores(nn.Module):
+    """A GRU reading the digits row by row, its last state to ten scores through a ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru, self.out, self.relu = nn.GRU(8, 32, batch_first=True), nn.Linear(32, 10), nn.ReLU()
+
+    def forward(self, x):
+        states, _ = self.gru(x.view(-1, 8, 8))
+        return self.relu(self.out(states[:, -1]))
+
+
+def _gru_loop(remedies, steps):
+    X, y = _digits()
+    torch.manual_seed(0)
+    model = _GruReluScores()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loop = LoopState(model, optimizer, batch_size=64, n_train=len(X), changes_modules=True)
+    monitor = StallMonitor(F.cross_entropy, (X, y), budget=None, remedies=remedies, apply_remedy=remedies,
+                           max_stalls=1)
+    monitor.on_train_start(loop)
+    generator = torch.Generator().manual_seed(1)
+
+    def step_loss():
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        return F.cross_entropy(loop.model(X[index]), y[index])
+
+    watched_steps(loop, monitor, step_loss, steps)
+    with torch.no_grad():
+        return monitor, loop.model, F.cross_entropy(loop.model(X), y).item(), X
+
+
+def test_dead_units_that_make_the_outputs_are_taken_off_them():
+    """A ReLU on a GRU's scores kills 7 of the 10 at once (step 30): ``dead_units`` names the site
+    that makes the outputs and says to take it off; the trials rank that swap first, and the run goes
+    on far below the run left alone (0.77). Oracle: the scores zero on every digit, counted by hand."""
+    monitor, model, left_alone, X = _gru_loop(False, 30)
+    stall = monitor.stalls[0]
+    with torch.no_grad():
+        dead = float((model(X) <= 0).all(0).double().mean())
+    site = next(u for u in stall.evidence["layers"]["units"] if u["name"] == "relu")
+    assert stall.verdict == "dead_units" and site["dead"] >= dead >= 0.5
+    assert "make the model's outputs: take the relu at 'relu' off them" in stall.remedy
+    monitor, model, remedied, _ = _gru_loop(True, 400)
+    assert monitor.stalls[0].trials["ranking"][0] == "raw-outputs" and isinstance(model.relu, nn.Identity)
+    _, _, left_alone, _ = _gru_loop(False, 400)
+    assert remedied < 0.5 * left_alone
+
+
+def test_a_relu_on_non_negative_regression_targets_is_left_alone():
+    """Counts (a ReLU of a linear teacher, never below 0) fitted with a ReLU output under squared error:
+    the outputs the ReLU holds at 0 sit where their targets are near 0, so the floor is a small share
+    of the loss and the run is not told; it ends near the targets' noise."""
+    X, _ = _digits()
+    torch.manual_seed(0)
+    targets = (X @ torch.randn(64, 1) / 4).relu()
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 1), nn.ReLU())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    loop = LoopState(model, optimizer, batch_size=64, n_train=len(X))
+    monitor = StallMonitor(F.mse_loss, (X, targets), budget=None)
+    monitor.on_train_start(loop)
+    generator = torch.Generator().manual_seed(0)
+
+    def step_loss():
+        index = torch.randint(0, len(X), (64,), generator=generator)
+        return F.mse_loss(model(X[index]), targets[index])
+
+    watched_steps(loop, monitor, step_loss, 400)
+    assert all(s.verdict != "bounded_outputs" for s in monitor.stalls)
+    outputs = measure_layers(EmpiricalLoss(model, F.mse_loss, (X, targets))).outputs
+    assert outputs.family == "relu" and outputs.held < 0.5 * FLOOR_HELD
+    with torch.no_grad():
+        assert F.mse_loss(model(X), targets).item() < 0.05 * float(targets.var())
 
 
 def test_the_loss_is_recognised_by_its_value_and_an_unknown_one_gets_no_floor():

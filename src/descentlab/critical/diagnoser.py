@@ -37,9 +37,11 @@ from descentlab.critical.remedies import ROLLBACK_ABOVE, remedies_for
 from descentlab.critical.sample import first_batch, fixed_sample, in_memory_batches, in_memory_pair, order_evidence
 from descentlab.critical.stall import Stall
 from descentlab.critical.trials import Trials, run_trials
-from descentlab.critical.verdicts import biased, decide_without_curvature, mixed, quoted, shrunk, unpaired
+from descentlab.critical.verdicts import (biased, bounded, decide_without_curvature, mixed, quoted, shrunk,
+                                          unpaired)
 from descentlab.critical.layer_signals import first_floating
 from descentlab.critical.mixing import MIXING_SAMPLES, per_sample_forward, sample_mixing
+from descentlab.critical.output_floor import last_bounded, output_bound
 from descentlab.critical.pairing import target_pairing
 from descentlab.curvature import EmpiricalLoss, HessianOperator
 from descentlab.curvature.empirical import NotPerSample, trains_batch_norm, writes_its_weights
@@ -299,6 +301,23 @@ class Diagnoser:
         layers = {"mixing": None if mixing is None else asdict(mixing),
                   "pairing": None if pairing is None else asdict(pairing)}
         return not (mixed({"layers": layers}) or unpaired({"layers": layers}))
+
+    def floor_holds(self, model: nn.Module) -> bool:
+        """Whether a bound built into the model's outputs holds the tracked samples' loss on its
+        floor (:func:`~descentlab.critical.verdicts.bounded`, ``layers.outputs`` of
+        :func:`~descentlab.critical.output_floor.output_bound`): one forward pass, no gradient, as
+        training computes it for a model that trains batch-norm. ``False`` for a loss the model
+        computes itself (no outputs to read)."""
+        self._tracked = self._over(self._tracked, model, self.tracked_size)
+        loss = self._tracked[0]
+        if loss.model_loss:
+            return False
+        if trains_batch_norm(model):
+            loss = loss.with_batch_statistics()
+        X, y = loss.one_batch()
+        with preserved_rng(model), torch.no_grad(), last_bounded(loss.model) as last:
+            found = output_bound(loss.forward(X), y, loss.loss_fn, last[0])
+        return bounded({"layers": {"outputs": None if found is None else asdict(found)}})
 
     def batches_confirmed(self, model: nn.Module, history: RunHistory, tracked: float) -> bool:
         """Whether the batches' record, which reads biased on its own, still does beside the data's

@@ -50,7 +50,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from descentlab.critical.output_floor import OutputBound, bound_of, output_bound, recognise_loss, targets_without_floor
+from descentlab.critical.output_floor import (OutputBound, last_bounded, output_bound, recognise_loss,
+                                              targets_without_floor)
 from descentlab.critical.mixing import Mixing, per_sample_forward, sample_mixing
 from descentlab.critical.pairing import Pairing, target_pairing
 from descentlab.curvature import EmpiricalLoss
@@ -283,7 +284,9 @@ class LayerSignals:
                 "depth_drop": self.depth_drop, "depth_trend": self.depth_trend, "recurrent": self.recurrent,
                 "notes": list(self.notes), "batch_statistics": self.batch_statistics,
                 "gradient_norm": self.gradient_norm,
-                "outputs": None if self.outputs is None else asdict(self.outputs),
+                "outputs": None if self.outputs is None else {**asdict(self.outputs),  # JSON has no infinity
+                                                              "high": self.outputs.high
+                                                              if math.isfinite(self.outputs.high) else None},
                 "targets": None if self.targets is None else {**asdict(self.targets), "ratio": self.targets.ratio},
                 "pairing": None if self.pairing is None else {"leak": self.pairing.leak,
                                                               "outputs": list(self.pairing.outputs),
@@ -352,16 +355,8 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
             site = sites.setdefault(key, _Site(key, _family(module), module, last[0], norms=tuple(between)))
             site.add(output, inputs[0] if inputs and torch.is_tensor(inputs[0]) else None)
 
-    bounded: list[tuple[str, nn.Module, torch.Tensor] | None] = [None]  # the last bounded module called
-
-    def note_bound(module: nn.Module, inputs: Any, output: Any) -> None:
-        if torch.is_tensor(output):
-            bounded[0] = (names.get(module, ""), module, output)
-
     handles = []
     for module in model.modules():
-        if bound_of(module) is not None:
-            handles.append(module.register_forward_hook(note_bound))
         if _weights(module):
             handles.append(module.register_forward_hook(note_order))
         if _family(module) is not None:
@@ -370,7 +365,8 @@ def measure_layers(loss: EmpiricalLoss, gradient: torch.Tensor | None = None, *,
             handles.append(module.register_forward_hook(note_norm))
     X, y = loss.one_batch()
     try:
-        out = loss.forward(X)
+        with last_bounded(model) as bounded:
+            out = loss.forward(X)
     finally:
         for handle in handles:
             handle.remove()

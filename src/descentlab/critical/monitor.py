@@ -619,6 +619,9 @@ class StallMonitor(Callback):
                                                          and self.budget.allows(self.diagnoser.expected_cost(model))):
                 trend = flat  # a plateau from the first step, diagnosed as one now if that fits the budget
                 # (else the plateau test finds it two windows on: one look is not a plateau to wait on)
+        floor_look = trend is None and self._floor_suspect(tracked, progress, model)
+        if floor_look:
+            trend, reason = _at_once(tracked), "network"
         if trend is None and self._copies_suspect(tracked, model):
             trend, reason = _at_once(tracked), "copies"
         if trend is None and self._samples_mixed(tracked, model):
@@ -648,6 +651,8 @@ class StallMonitor(Callback):
                     self.budget.allows(self.diagnoser.expected_cost(model, products=products), started))))
             if network and stall.status != "diagnosed":
                 return  # the diagnosis, on its own samples, saw no cause in the network: no stall
+            if floor_look and stall.verdict != "bounded_outputs":
+                return  # a loss below half its start is looked at for its outputs' floor alone
             told = self._told_already(stall, reason)
             if told or self._not_a_stall(stall, reason, step):
                 if reason not in ALARMS:
@@ -847,6 +852,23 @@ class StallMonitor(Callback):
                 and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
                 and initial is not None and initial > 0 and tracked > STUCK_HIGH * initial
                 and self._high_as_trained(model, initial))
+
+    def _floor_suspect(self, tracked: float, progress: float | None, model: nn.Module) -> bool:
+        """At the end of windows 1, 2, 4, 8, ... of the run, the loss at or below
+        :data:`~descentlab.critical.verdicts.STUCK_HIGH` of where it began (above it,
+        :meth:`_network_suspect` looks at every row) and not surely falling faster than
+        ``SPARSE_ABOVE · rel_tol`` a window: whether a bound built into the outputs holds the loss
+        on its floor (:meth:`~descentlab.critical.diagnoser.Diagnoser.floor_holds`, one forward pass
+        of the tracked samples). A ReLU on the digits' scores takes the loss from 2.30 to 0.99 in
+        200 steps, then creeps (0.97 at 280, 0.69 at 2,000, where the MLP without it is at 0.046 by
+        300), and the rows that need a loss stuck high never look."""
+        initial = self.history.initial
+        if not self._doubling_window_end():
+            return False
+        return (self._pending is None and self.plateau.quiet_above is None
+                and progress is not None and progress < SPARSE_ABOVE * self.plateau.rel_tol
+                and initial is not None and initial > 0 and tracked <= STUCK_HIGH * initial
+                and all_agree(self.diagnoser.floor_holds(model)))
 
     def _copies_suspect(self, tracked: float, model: nn.Module) -> bool:
         """At the second tracked loss (after the run's first steps: a layer set to zero parts at

@@ -51,9 +51,10 @@ reinit``            module's own ``reset_parameters``), the optimizer's state fr
 ``leaky-relu``      LeakyReLU(0.01) for the ReLU modules with dead units, the layers that hold them
                     dead re-initialised as ``reinit`` does (not for an activation written as a
                     function: no module to swap)
-``raw-outputs``     (``bounded_outputs``) the bounded module that makes the outputs (a sigmoid, tanh
-                    or softmax in front of a loss that wants raw scores) swapped for ``nn.Identity``
-                    (not for one written as a function in the user's forward: no module to swap)
+``raw-outputs``     (``bounded_outputs``, ``dead_units``) the bounded module that makes the outputs (a
+                    sigmoid, tanh, softmax or ReLU in front of a loss that wants raw scores, recognised
+                    by its value) swapped for ``nn.Identity`` (not for one written as a function in the
+                    user's forward: no module to swap)
 ``batch-first``     (``mixed_samples``) ``batch_first=True`` on the layers built without it (recurrent
                     and attention layers, torch's default), which the model feeds batch first: they ran
                     along the batch (none where no layer has the flag off: a softmax over dim 0 or a
@@ -146,7 +147,7 @@ MENU: Mapping[str, tuple[str, ...]] = {
     "minimum": ("keep", "noise", "adam"),
     "no_learning_rate": ("keep", "peak-rate"),
     "exploding_gradient": ("keep", "clip", "lower-rate", "warm-up", "reinit"),
-    "dead_units": ("keep", "leaky-relu", "reinit", "lower-rate"),
+    "dead_units": ("keep", "leaky-relu", "reinit", "lower-rate", "raw-outputs"),
     "saturated_units": ("keep", "standardize", "reinit", "relu"),
     "symmetric_units": ("keep", "reinit", "noise"),
     "vanishing_gradient": ("keep", "adam", "reinit", "relu"),
@@ -348,7 +349,7 @@ def _network_remedy(name: str, evidence: Mapping[str, Any],
         outputs = layers.get("outputs") or {}
         return Remedy("raw-outputs", f"the {outputs['family']} at {outputs['by']!r} taken off the outputs (raw "
                       "scores)", Change(activations=(outputs["by"],), activation="identity")) \
-            if outputs.get("module") else None
+            if outputs.get("module") and outputs.get("loss") else None  # a loss that wants raw scores
     if name == "standardize":
         if inputs is None:
             return None

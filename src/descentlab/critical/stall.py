@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from descentlab.critical.output_floor import output_range
 from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
                                           kinked, mixed, mostly_frozen, outlying_targets, raised, ringing,
                                           rounded_away, samples_shape, shrunk, targets_not_inputs, unpaired,
@@ -292,8 +293,9 @@ def evidence_text(stall: Stall) -> str:
                 "at the start")
     if verdict == "bounded_outputs":
         out = layers.get("outputs") or {}
-        return (f"outputs in [{out.get('low', math.nan):g}, {out.get('high', math.nan):g}] by {out.get('by')} "
-                f"({out.get('family')}): {out.get('loss')} floor {out.get('floor') or math.nan:.3g}, loss "
+        held = f", {out['at_bound']:.0%} held at the bound" if out.get("at_bound") else ""
+        return (f"outputs in {output_range(out) if 'low' in out else '?'} by {out.get('by')} "
+                f"({out.get('family')}{held}): {out.get('loss')} floor {out.get('floor') or math.nan:.3g}, loss "
                 f"{out.get('value') or math.nan:.3g}")
     if verdict == "unscaled_inputs" and floorless_targets(ev):
         return f"{floorless_targets(ev):.0%} of the targets outside [0, 1] under binary cross-entropy: no lowest loss"

@@ -43,7 +43,9 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  of what is left to learn (with hard labels: the loss      scores)
                                  within 1.25x of it; ``critical.output_floor``:
                                  cross-entropy, binary cross-entropy with logits, squared
-                                 error)
+                                 error); a ReLU (or hardtanh) at the outputs: its floor
+                                 with the outputs it holds at its bound, where it passes
+                                 no gradient, kept there
  8    ``dead_units``             a ReLU layer with at least half its units zero on every   LeakyReLU, re-initialise, a lower
                                  sample of the monitor's sample; the loss stuck high. Not  rate
                                  a layer whose live units vary over the samples by <= 1/30
@@ -169,6 +171,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from descentlab.critical.output_floor import output_range
 from descentlab.critical.stability import ring_half_life
 
 __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", "REMEDIES", "decide",
@@ -184,7 +187,7 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "targets_not_inputs", "mostly_frozen",
            "TARGET_RATIO", "held_by_decay", "LR_ZERO",
            "AT_LIMIT", "NOISE_SNR", "NOISE_SHARE", "noise_excess", "noise_holds", "SADDLE_REACH", "shallow",
-           "STUCK_HIGH", "NEAR_BEST",
+           "STUCK_HIGH", "NEAR_BEST", "BARELY_MOVED", "barely_moved",
            "DEAD_SHARE", "BLIND_VARIATION", "blind_units", "SATURATED_SHARE", "DEPTH_ORDERS", "STEADY", "GROWTH",
            "GROWTH_THROUGH_TIME", "INPUT_SPAN", "mixed", "MIXED",
            "INPUT_SCALE", "INPUT_CONDITION", "STILL_STEP", "SYMMETRIC_SHARE", "copied", "ACCUMULATED",
@@ -229,8 +232,8 @@ REMEDIES = {
     "biased_batches": "draw each step's batch from the whole data, shuffled: the loop fits batches that are not a "
                       "sample of the data",
     "weight_decay": "lower the optimizer's weight decay: it holds the weights where its pull balances the loss",
-    "bounded_outputs": "take the sigmoid / tanh / softmax off the model's outputs: the loss expects raw scores, "
-                       "and the bound puts a floor under it",
+    "bounded_outputs": "take the sigmoid / tanh / softmax / ReLU off the model's outputs: the loss expects raw "
+                       "scores, and the bound puts a floor under it",
     "symmetric_units": "re-initialise the layer whose units are copies of each other with random weights "
                        "(equal units get equal gradients and stay equal), or add gradient noise",
     "mixed_samples": "keep the samples of a batch apart, in the model and in the loss: each output from its own "
@@ -252,6 +255,9 @@ NOISE_SHARE = 0.01
 STUCK_HIGH = 0.5
 #: A loss within this relative distance of the best loss seen is near the best.
 NEAR_BEST = 0.01
+#: A loss within this relative distance of where the run began has barely moved: a ``slow`` or
+#: ``noise_floor`` verdict there says what it cannot tell apart from batches without the data's signal.
+BARELY_MOVED = 0.05
 #: No weight moved though the rate times a layer's relative gradient is at least this (a thousand
 #: times float32's resolution: no rounding swallows such a step).
 STILL_STEP = 1e-4
@@ -838,8 +844,9 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         critical_batch = _get(evidence, "noise", "critical_batch")
         batch = _get(evidence, "noise", "batch_size")
         if critical_batch and batch and critical_batch > batch:
-            return f"decay the rate, or use a larger batch (above {critical_batch:.0f}, where the gradient's SNR reaches 1)"
-        return REMEDIES[verdict]
+            return (f"decay the rate, or use a larger batch (above {critical_batch:.0f}, where the gradient's SNR "
+                    "reaches 1)" + _signal_unseen(evidence))
+        return REMEDIES[verdict] + _signal_unseen(evidence)
     if verdict == "saddle" and held_by_decay(evidence):
         decay, lowest = _get(evidence, "curvature", "decay"), _get(evidence, "curvature", "min_eigenvalue")
         return (f"lower the weight decay below {abs(lowest):.3g} (the optimizer's weight_decay, in your code): at "
@@ -863,6 +870,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         if worst is None:
             return REMEDIES[verdict]
         where = f"{worst[key]:.0%} of the units at {worst['name']!r} ({worst['family']}) are {key}"
+        outputs = layers.get("outputs") or {}
+        if verdict == "dead_units" and outputs.get("module") and outputs.get("loss") and outputs["by"] == worst["name"]:
+            return (f"{where}, and they make the model's outputs: take the {worst['family']} at {worst['name']!r} off "
+                    f"them, or use LeakyReLU there: {_RAW.get(outputs['loss'], 'the loss expects unbounded outputs')}")
         if verdict == "dead_units":
             return f"{where}: use LeakyReLU there, re-initialise the layer before it (Kaiming, bias 0), or lower the rate"
         cause = "the inputs are off unit scale: standardize them, or " if off_scale(layers.get("inputs")) else ""
@@ -976,17 +987,30 @@ def warming(evidence: Mapping[str, Any]) -> bool:
 
 
 def _unheard(evidence: Mapping[str, Any]) -> str:
-    """What a ``slow`` verdict cannot tell, said where the loss never moved from where the run began
-    and the batches' gradients are mostly noise: a rate too small reads so, and so do batches that
-    carry no signal of the data's (labels drawn apart from the inputs, an augmentation that scrambles
-    them), which no rate helps; ``""`` otherwise."""
+    """What a ``slow`` verdict cannot tell, said where the loss has barely moved from where the run
+    began (:func:`barely_moved`) and the batches' gradients are mostly noise: a rate too small reads
+    so, and so do batches that carry no signal of the data's (labels drawn apart from the inputs, an
+    augmentation that scrambles them), which no rate helps (digits with shuffled labels, SGD 0.1
+    momentum 0.9: 2.22 after 400 steps, 2.31 at rate 0.5, 2.43 at 2.5); ``""`` otherwise."""
     snr, batch = _get(evidence, "noise", "snr"), _get(evidence, "noise", "batch_size")
-    if snr is None or snr >= NOISE_SNR or not unmoved(evidence):
+    if snr is None or snr >= NOISE_SNR or not barely_moved(evidence):
         return ""
-    return (f"; but the loss has not moved from where the run began and the batches' gradients are mostly noise "
-            f"(SNR {snr:.2g} at batch {batch}): if a larger rate does not lower it, check that the loop trains on "
-            "the data's own inputs and labels (labels drawn apart from the inputs, an augmentation that scrambles "
-            "them)")
+    return (f"; but the loss is within {BARELY_MOVED:.0%} of where the run began and the batches' gradients are "
+            f"mostly noise (SNR {snr:.2g} at batch {batch}): if a larger rate does not lower it, check that the "
+            "loop trains on the data's own inputs and labels (labels drawn apart from the inputs, an augmentation "
+            "that scrambles them)")
+
+
+def _signal_unseen(evidence: Mapping[str, Any]) -> str:
+    """What a ``noise_floor`` verdict cannot tell where the loss has barely moved from where the run
+    began (:func:`barely_moved`): a floor that high is also what batches without the data's signal
+    give (labels drawn apart from the inputs), where a larger batch or a smaller rate only slows a
+    memorisation; ``""`` otherwise."""
+    if not barely_moved(evidence):
+        return ""
+    return (f"; but the loss is within {BARELY_MOVED:.0%} of where the run began: a floor that high is also what "
+            "batches without the data's signal give, so check that the loop trains on the data's own inputs and "
+            "labels (labels drawn apart from the inputs, an augmentation that scrambles them)")
 
 
 #: Why each loss with a floor wants its outputs unbounded.
@@ -998,9 +1022,15 @@ _RAW = {"cross_entropy": "cross-entropy takes raw scores (it applies the log-sof
 def _unbound(outputs: Mapping[str, Any]) -> str:
     """``bounded_outputs``' remedy from ``layers.outputs``: which function to take off, and the floor."""
     where = f"at {outputs['by']!r}" if outputs.get("module") else "(in your forward: the rows sum to 1)"
+    raw = _RAW.get(outputs["loss"], "the loss expects unbounded outputs")
+    if outputs.get("at_bound"):  # flat at its bound: the floor is that of the outputs held there
+        return (f"take the {outputs['family']} {where} off the model's outputs: it holds "
+                f"{outputs['at_bound']:.0%} of them at its bound, where it passes no gradient, and while they stay "
+                f"there the loss cannot go below {outputs['floor']:.3g} (it is {outputs['value']:.3g}); "
+                + ("cross-entropy takes raw scores, negative ones too" if outputs["loss"] == "cross_entropy" else raw))
     return (f"take the {outputs['family']} {where} off the model's outputs: it holds them in "
-            f"[{outputs['low']:g}, {outputs['high']:g}], where the loss cannot go below {outputs['floor']:.3g} (it is "
-            f"{outputs['value']:.3g}); {_RAW.get(outputs['loss'], 'the loss expects unbounded outputs')}")
+            f"{output_range(outputs)}, where the loss cannot go below {outputs['floor']:.3g} (it is "
+            f"{outputs['value']:.3g}); {raw}")
 
 
 def stuck_high(evidence: Mapping[str, Any]) -> bool:
@@ -1016,6 +1046,12 @@ def unmoved(evidence: Mapping[str, Any]) -> bool:
     the gradient (a rate far too small, an optimizer that steps none of the model's weights)."""
     value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
     return bool(value is not None and initial is not None and initial > 0 and value > (1 - NEAR_BEST) * initial)
+
+
+def barely_moved(evidence: Mapping[str, Any]) -> bool:
+    """The loss is within :data:`BARELY_MOVED` (relative) of where the run began."""
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    return bool(value is not None and initial is not None and initial > 0 and value > (1 - BARELY_MOVED) * initial)
 
 
 def noise_excess(evidence: Mapping[str, Any]) -> float | None:

@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from descentlab.critical.output_floor import output_range
 from descentlab.critical.sharpness import FIELDS as SHARPNESS_FIELDS
 from descentlab.critical.sharpness import SharpnessPoint, edge_of_stability
 from descentlab.critical.stall import Stall, evidence_text
@@ -145,9 +146,11 @@ def build(run: RunDir) -> Page:
                         save_to=run.file(f"stall-{index}-rate.png"))
         outputs = ((stall.evidence or {}).get("layers") or {}).get("outputs") or {}
         if stall.verdict == "bounded_outputs" and outputs.get("floor") is not None and rows:
+            held = (f", {outputs['at_bound']:.0%} of them held at the bound, where it passes no gradient"
+                    if outputs.get("at_bound") else "")
             page.figure(_floor_figure(stall, rows), "The training loss over the run and the floor the bounded "
                         f"outputs put under it ({outputs['family']} at {outputs['by']}, every output in "
-                        f"[{outputs['low']:g}, {outputs['high']:g}]): no step can take the loss below the line.",
+                        f"{output_range(outputs)}{held}): no step can take the loss below the line.",
                         save_to=run.file(f"stall-{index}-floor.png"))
         if stall.verdict in _NETWORK_VERDICTS and (stall.evidence or {}).get("layers"):
             page.figure(_layers_figure(stall), "Per layer, from the input to the output: the relative gradient "
@@ -381,8 +384,7 @@ def _floor_figure(stall: Stall, rows: Sequence[dict]):
     ax.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], color="#2f7bd8", lw=2,
             label="training loss")
     ax.axhline(outputs["floor"], color="#d8542f", ls="--", lw=1.5,
-               label=f"floor {outputs['floor']:.3g} ({outputs['loss']}, outputs in [{outputs['low']:g}, "
-                     f"{outputs['high']:g}])")
+               label=f"floor {outputs['floor']:.3g} ({outputs['loss']}, outputs in {output_range(outputs)})")
     ax.axvline(stall.step, color="#333", ls=":", lw=1)
     _finish(ax, "step", "loss", f"stall at step {stall.step}: bounded outputs")
     return fig
