@@ -1,6 +1,7 @@
 """Per-layer signals against closed forms and hand counts: the gradient's fall through a sigmoid
 chain, dead and saturated units, input scales; and the verdicts they give on broken runs."""
 
+import copy
 import math
 
 import numpy as np
@@ -183,8 +184,8 @@ def _digits():
     return torch.tensor(digits.data / 16.0, dtype=torch.float32), torch.tensor(digits.target)
 
 
-def _first_verdict(model, X, y, *, lr=0.1, steps=300, **monitor_options):
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+def _first_verdict(model, X, y, *, lr=0.1, steps=300, make=torch.optim.SGD, **monitor_options):
+    optimizer = make(model.parameters(), lr=lr)
     monitor = StallMonitor(F.cross_entropy, (X, y), budget=None, **monitor_options)
     loop = LoopState(model, optimizer, batch_size=64, n_train=len(X), changes_modules=True)
     monitor.on_train_start(loop)
@@ -298,10 +299,15 @@ def test_an_eight_layer_sigmoid_mlp_is_a_vanishing_gradient():
     for _ in range(6):
         layers += [nn.Linear(32, 32), nn.Sigmoid()]
     model = nn.Sequential(*layers, nn.Linear(32, 10))
+    start = copy.deepcopy(model)
     stall, _, _ = _first_verdict(model, X, y)
     drop = stall.evidence["layers"]["depth_drop"]
     assert stall.verdict == "vanishing_gradient" and drop >= 3  # the gradient fades >= 1,000x to the input
     assert stall.evidence.get("curvature") is None  # decided with no Hessian
+    assert "use Adam" in stall.remedy
+    stall, _, _ = _first_verdict(start, X, y, lr=1e-3, make=torch.optim.Adam)  # Adam already: not told to use it
+    assert stall.verdict == "vanishing_gradient" and "re-initialise with the activation's gain" in stall.remedy
+    assert "Adam" not in stall.remedy
 
 
 def test_the_cli_names_dead_units_applies_a_module_change_and_resumes_with_it(tmp_path, monkeypatch, capsys):

@@ -57,7 +57,7 @@ from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.remedies import MOMENTUM
 from descentlab.critical.stability import (StabilityRule, current_rate, eps_bound_share, ring_half_life,
-                                           sharpness, stability_rule)
+                                           sharpness, stability_rule, steps_per_coordinate)
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
@@ -103,12 +103,13 @@ def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None 
                   total_steps: int | None = None, first_lr: float | None = None,
                   rising: bool | None = None) -> dict[str, Any] | None:
     """The current rate, the largest seen, since when it has been ~0, the run's length, the rate at
-    the run's first check and whether it rose at the last (``None`` without an optimizer)."""
+    the run's first check, whether it rose at the last, and whether the optimizer's steps move a
+    coordinate by about the rate whatever its gradient's size (``None`` without an optimizer)."""
     if optimizer is None:
         return None
     lr = current_rate(optimizer)
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps,
-            "first_lr": first_lr, "rising": rising}
+            "first_lr": first_lr, "rising": rising, "per_coordinate": steps_per_coordinate(optimizer)}
 
 
 def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimizer: Any = None,

@@ -140,6 +140,7 @@ class LayerGradient:
         copies: the share of its output units (the rows of its first weight, with their bias) equal
             to another unit's to 1e-6 of the largest weight (:func:`copied_share`): units that start
             equal get equal gradients and stay copies, so the layer acts as one unit.
+        size: the number of entries in those weights.
     """
 
     name: str
@@ -149,6 +150,7 @@ class LayerGradient:
     relative: float
     update: float | None = None
     copies: float = 0.0
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -621,7 +623,8 @@ def _layer_gradients(loss: EmpiricalLoss, gradient: torch.Tensor, order: list[st
         bias = getattr(modules[name], "bias", None)
         out.append(LayerGradient(name, type(modules[name]).__name__, grad, weight,
                                  grad / weight if weight > 0 else math.nan, update,
-                                 copied_share(values[own[0]], bias if isinstance(bias, torch.Tensor) else None)))
+                                 copied_share(values[own[0]], bias if isinstance(bias, torch.Tensor) else None),
+                                 sum(values[n].numel() for n in own)))
     return out
 
 

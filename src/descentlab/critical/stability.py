@@ -59,7 +59,7 @@ from torch import nn
 from descentlab.curvature import lanczos
 
 __all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "current_rate", "awaits_state",
-           "eps_bound_share", "stability_operator", "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit",
+           "steps_per_coordinate", "eps_bound_share", "stability_operator", "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit",
            "ring_half_life"]
 
 #: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
@@ -155,6 +155,14 @@ def awaits_state(optimizer: Any) -> bool:
     against (:func:`stability_rule` would fall back to gradient descent's, another quantity)."""
     inner = innermost(optimizer)
     return any(option in inner.param_groups[0] and not _has_state(inner, option) for option in _ADAPTIVE_STATE)
+
+
+def steps_per_coordinate(optimizer: Any) -> bool:
+    """An adaptive optimizer (Adam's, RMSprop's or Adagrad's kind): its step moves each coordinate a
+    gradient reaches by about the rate, whatever the gradient's size (Adam's first step by the rate
+    exactly, m̂/√v̂ = ±1), where plain SGD moves it by the rate times the gradient."""
+    inner = innermost(optimizer)
+    return any(option in group for group in inner.param_groups for option in _ADAPTIVE_STATE)
 
 
 def eps_bound_share(optimizer: Any) -> tuple[float, float] | None:

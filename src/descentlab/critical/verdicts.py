@@ -14,10 +14,11 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  point
  2    ``no_learning_rate``       the rate is 0, or at most 1e-3 of the largest it has      fix the schedule (or give the
                                  been; or no weight moved between two checks though lr x   optimizer the model's weights;
-                                 the relative gradient is >= 1e-4 (an optimizer that       where it holds them, its step
-                                 steps none of the model's weights, or never steps); or,   after backward; rounded away:
-                                 in half precision, >= half the weights with a gradient    float32 weights, a larger
-                                 stood still (their steps round away)                      rate)
+                                 the relative gradient is >= 1e-4 (Adam's kind: lr over    where it holds them, its step
+                                 the weights' root-mean-square; an optimizer that steps    after backward; rounded away:
+                                 none of the model's weights, or never steps); or, in      float32 weights, a larger
+                                 half precision, >= half the weights with a gradient       rate)
+                                 stood still (their steps round away)
  3    ``accumulating_gradient``  the gradient the optimizer stepped with is >= 4x the      zero the gradients before each
                                  norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
                                  included) and grew >= 10x since the run began: gradients
@@ -531,13 +532,21 @@ def shrunk(evidence: Mapping[str, Any]) -> bool:
 
 def weights_still(evidence: Mapping[str, Any]) -> bool:
     """No weight layer moved between the last two checks (every relative update exactly 0) though
-    the rate times some layer's relative gradient is at least :data:`STILL_STEP`, a step no
-    rounding can swallow: whatever the rate says, no step reaches these weights (an optimizer
-    given none of this model's parameters). A gradient of ~0 (a maximum, dead units, a flat
-    region) or a rate so small its steps round away moves nothing either, for other reasons."""
+    some layer's step, relative to its weights, would be at least :data:`STILL_STEP`, a step no
+    rounding can swallow: the rate times its relative gradient, or for an optimizer whose steps
+    move each coordinate by about the rate (``rate.per_coordinate``: Adam's kind) the rate over its
+    weights' root-mean-square. Whatever the rate says, no step reaches these weights (an optimizer
+    given none of this model's parameters, its step taken after the gradients were zeroed). A
+    gradient of ~0 (a maximum, dead units, a flat region) or a rate so small its steps round away
+    moves nothing either, for other reasons. (Adam at 1e-3 on a digits MLP whose gradients were
+    zeroed before each step: 1e-3 times the relative gradient is 9e-5, its own first step 0.01.)"""
     layers = (evidence.get("layers") or {}).get("layers") or []
     lr = _get(evidence, "rate", "lr") or 0.0
-    steps = [lr * layer["relative"] for layer in layers if math.isfinite(layer.get("relative") or math.nan)]
+    if _get(evidence, "rate", "per_coordinate"):
+        steps = [lr * math.sqrt(layer.get("size") or 0) / layer["weight_norm"] for layer in layers
+                 if (layer.get("weight_norm") or 0) > 0]
+    else:
+        steps = [lr * layer["relative"] for layer in layers if math.isfinite(layer.get("relative") or math.nan)]
     return (bool(layers) and all(layer.get("update") == 0.0 for layer in layers)
             and max(steps, default=0.0) >= STILL_STEP)
 
@@ -893,6 +902,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                     f"by {blind['variation']:.1g} of their size, each its bias alone: re-initialise every layer with "
                     "the activation's gain (Kaiming for ReLU), or add normalization layers")
         if verdict == "vanishing_gradient":
+            if _get(evidence, "rate", "per_coordinate"):  # Adam's kind already: its per-coordinate steps did not do it
+                return f"{where}: re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh"
             return f"{where}: use Adam, re-initialise with the activation's gain, or ReLU/GELU for sigmoid/tanh"
         return f"{where}: clip the gradients, lower the rate or warm it up, or re-initialise the layers"
     if verdict == "bounded_outputs" and layers.get("outputs"):
