@@ -59,8 +59,8 @@ from torch import nn
 from descentlab.curvature import lanczos
 
 __all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "current_rate", "awaits_state",
-           "steps_per_coordinate", "eps_bound_share", "stability_operator", "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit",
-           "ring_half_life"]
+           "steps_per_coordinate", "eps_bound_share", "stability_operator", "sharpness_of", "heavy_ball_limit",
+           "nesterov_limit", "adam_limit", "ring_half_life"]
 
 #: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
 #: its rule reads (Adam's, RMSprop's, Adagrad's: :func:`stability_rule`).
