@@ -245,16 +245,8 @@ def loss_floor(name: str, out: torch.Tensor, y: torch.Tensor, low: float, high: 
         true_share = 1 - smoothing + smoothing / classes
         gap = min(width, math.log(true_share * classes / smoothing))
         return (1 - true_share) * gap + math.log1p((classes - 1) * math.exp(-gap))
-    target = y.to(torch.float64)
-    if name == "bce_with_logits":
-        target = target.clamp(0.0, 1.0)
-        best = torch.logit(target).clamp(low, high)
-        entropy = -torch.special.xlogy(target, target) - torch.special.xlogy(1 - target, 1 - target)
-        finite = best.isfinite()  # an unbounded score at a hard label: its loss is the label's entropy, 0
-        losses = F.binary_cross_entropy_with_logits(best.where(finite, 0.0), target, reduction="none")
-        return float(losses.where(finite, entropy).mean())
-    if name == "mse":
-        return float(((target.clamp(low, high) - target) ** 2).mean())
+    if name in ("bce_with_logits", "mse"):  # per entry: none held, each at its target's best in the box
+        return _floor_with_fixed(name, out.detach().double(), y, low, high, torch.zeros(y.shape, dtype=torch.bool))
     raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
 
 
@@ -279,7 +271,7 @@ def _floor_with_fixed(name: str, out: torch.Tensor, y: torch.Tensor, low: float,
     if name == "bce_with_logits":
         target = target.clamp(0.0, 1.0)
         best = torch.logit(target).clamp(low, high).where(~fixed, out)
-        finite = best.isfinite()
+        finite = best.isfinite()  # an unbounded score at a hard label: its loss is the label's entropy, 0
         entropy = -torch.special.xlogy(target, target) - torch.special.xlogy(1 - target, 1 - target)
         losses = F.binary_cross_entropy_with_logits(best.where(finite, 0.0), target, reduction="none")
         return float(losses.where(finite, entropy).mean())
