@@ -16,6 +16,8 @@ from torch.nn import functional as F
 
 from descentlab.critical import StallMonitor
 
+from helpers import update_steps
+
 
 def _random_labels(steps, lr=0.1, monitored=False):
     digits = load_digits()
@@ -49,7 +51,7 @@ def test_slow_says_what_it_cannot_tell_where_the_loss_never_moved_in_noise():
     assert faster > keep  # the rate alone would not help
 
 
-def _shuffled_labels(steps, lr=0.1, batch=64, monitored=False):
+def _shuffled_labels(steps, lr=0.1, monitored=False):
     """The digits MLP 64-64-10 on labels shuffled once (the same wrong label every epoch: a network
     can memorise them, slowly), README's loop at SGD ``lr`` momentum 0.9; the loss on all of them."""
     digits = load_digits()
@@ -58,17 +60,9 @@ def _shuffled_labels(steps, lr=0.1, batch=64, monitored=False):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=batch,
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64,
                            total_steps=steps) if monitored else None
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        index = torch.randint(0, len(X), (batch,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        loss.backward()
-        optimizer.step()
-        if monitor is not None:
-            monitor.update(step, loss.detach(), model)
+    update_steps(model, optimizer, X, y, monitor, steps=steps)
     with torch.no_grad():
         return monitor, float(F.cross_entropy(model(X), y))
 
