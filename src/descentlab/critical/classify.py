@@ -353,13 +353,21 @@ def classify(
 def _decide_in_float64(point: CriticalPoint, model: nn.Module, loss_fn: Callable, batches: list,
                        options: dict[str, Any]) -> CriticalPoint:
     """``point``'s kind decided again on a float64 copy of ``model`` (same data, Lanczos warm-started
-    from ``point``'s eigenvectors); the parameters, loss and gradient stay those of ``model``."""
+    from ``point``'s eigenvectors); the parameters, loss and gradient stay those of ``model``. A loss
+    that is a module (``nn.CrossEntropyLoss(weight=...)``) is copied to float64 with it. Where the
+    copy cannot be decided (a loss function holding a float32 tensor of its own; products that are
+    rounding alone, a loss of exactly 0 whose Lanczos basis cannot be kept orthonormal), ``point``
+    stays as it was decided, its ``precision`` saying so."""
     import copy
     from dataclasses import replace
 
     model64 = copy.deepcopy(model).double()
-    again = classify(model64, loss_fn, batches, v0=point.eigenpairs.vectors.double() if point.method == "lanczos"
-                     else None, recheck=False, **options)
+    loss64 = copy.deepcopy(loss_fn).double() if isinstance(loss_fn, nn.Module) else loss_fn
+    try:
+        again = classify(model64, loss64, batches, v0=point.eigenpairs.vectors.double() if point.method == "lanczos"
+                         else None, recheck=False, **options)
+    except RuntimeError:  # no float64 answer to be had: the first one stands, its precision named
+        return point
     pairs = again.eigenpairs
     pairs = Eigenpairs(pairs.values.to(point.eigenpairs.values.dtype), pairs.vectors.to(point.eigenpairs.vectors.dtype),
                        pairs.residuals, pairs.n_matvecs, pairs.which, pairs.converged, pairs.n_restarts)

@@ -56,8 +56,9 @@ from descentlab.critical.layer_signals import measure_layers
 from descentlab.critical.noise import NoiseEstimate, gradient_noise
 from descentlab.critical.options import DiagnosisOptions
 from descentlab.critical.remedies import MOMENTUM
-from descentlab.critical.stability import (StabilityRule, current_rate, eps_bound_share, ring_half_life,
-                                           sharpness, stability_rule, steps_per_coordinate)
+from descentlab.critical.stability import (StabilityRule, current_rate, eps_bound_share, maximizes,
+                                           momentum_option, ring_half_life, sharpness, stability_rule,
+                                           steps_per_coordinate)
 from descentlab.critical.verdicts import (ACCUMULATED, ACCUMULATED_GROWTH, LR_ZERO, biased, decide,
                                           decide_without_curvature, near_best, remedy, stuck_high)
 from descentlab.curvature import EmpiricalLoss, HessianOperator, lanczos
@@ -103,13 +104,15 @@ def rate_evidence(optimizer: Any, peak_lr: float | None, zero_since: int | None 
                   total_steps: int | None = None, first_lr: float | None = None,
                   rising: bool | None = None) -> dict[str, Any] | None:
     """The current rate, the largest seen, since when it has been ~0, the run's length, the rate at
-    the run's first check, whether it rose at the last, and whether the optimizer's steps move a
-    coordinate by about the rate whatever its gradient's size (``None`` without an optimizer)."""
+    the run's first check, whether it rose at the last, whether the optimizer's steps move a
+    coordinate by about the rate whatever its gradient's size, whether it climbs the gradient
+    (``maximize``), and its ``momentum`` option (``None`` without an optimizer)."""
     if optimizer is None:
         return None
     lr = current_rate(optimizer)
     return {"lr": lr, "peak_lr": max(lr, peak_lr or 0.0), "zero_since": zero_since, "total_steps": total_steps,
-            "first_lr": first_lr, "rising": rising, "per_coordinate": steps_per_coordinate(optimizer)}
+            "first_lr": first_lr, "rising": rising, "per_coordinate": steps_per_coordinate(optimizer),
+            "maximize": maximizes(optimizer), "momentum_option": momentum_option(optimizer)}
 
 
 def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimizer: Any = None,
@@ -181,7 +184,8 @@ def examine(sample: EmpiricalLoss, *, full: EmpiricalLoss | None = None, optimiz
         value, gradient = sample.loss_and_gradient()
         value, norm, source = float(value), None, f"a sample of {sample.n_samples}, its sampling noise taken out"
     evidence["gradient"] = {"norm": norm, "loss": value, "source": source,
-                            **_recent(recent_gradients, gradient_history)}
+                            **_recent(recent_gradients, gradient_history),
+                            "loop_cosine": _loop_cosine(sample if full is None else full, gradient)}
     evidence["layers"] = measure_layers(sample, gradient, previous=previous, steps_since=steps_since).to_dict()
     evidence["precision"] = _rounding_evidence(sample, gradient, previous, steps_since)
     mini_batch = batch_size is not None and n_data is not None and batch_size < n_data
@@ -607,6 +611,26 @@ def _loop_gradient(gradient: dict[str, Any], norm: float | None, recent: Sequenc
     gradient.update(loop_norm=low, loop_high=high, expected_norm=expected, loop_ratio=low / expected,
                     loop_high_ratio=None if part else high / expected,
                     loop_growth=low / history[0][0] if history and history[0][0] > 0 else None)
+
+
+def _loop_cosine(sample: EmpiricalLoss, gradient: torch.Tensor) -> float | None:
+    """The cosine between the gradient the loop last gave its optimizer (``.grad`` of the sample's
+    parameters, still there after the step) and the loss's gradient here: near 1 for a batch
+    gradient of this loss with little noise, near -1 for the gradient of its negative (a loop that
+    backpropagates ``-loss``). ``None`` where a parameter has no ``.grad`` (zeroed after the step),
+    a sparse one, or either gradient is 0 or not finite."""
+    named = dict(sample.model.named_parameters())
+    parts = []
+    for name in sample.names:
+        grad = getattr(named.get(name), "grad", None)
+        if grad is None or grad.is_sparse:
+            return None
+        parts.append(grad.detach().reshape(-1).to(gradient.device, gradient.dtype))
+    loop = torch.cat(parts)
+    scale = float(loop.norm() * gradient.norm())
+    if not (scale > 0 and math.isfinite(scale)):
+        return None
+    return float(torch.dot(loop, gradient)) / scale
 
 
 def _gradient_test(evidence: dict[str, Any], options: DiagnosisOptions) -> float:

@@ -29,7 +29,8 @@ remedy              the change (t = steps since the stall, T = the trials' lengt
 ``no-decay-         (``weight_decay``) the same, and the modules the decay shrank re-initialised (each
 reinit``            module's own ``reset_parameters``), the optimizer's state fresh: weights dragged
                     toward 0 are a start near the network's saddle at the origin
-``lower-momentum``  (``unstable`` where the momentum rings, :func:`~descentlab.critical.verdicts.ringing`)
+``lower-momentum``  (``unstable`` where the momentum rings, :func:`~descentlab.critical.verdicts.ringing`,
+                    or is 1 or more, :func:`~descentlab.critical.verdicts.runaway_momentum`: then the only trial)
                     the momentum (Adam's β₁) lowered to 0.9, same rate, a fresh velocity (and moments)
 ``adam``            Adam at its default rate 1e-3, fresh moments
 ``noise``           annealed Gaussian gradient noise (Neelakantan et al. 2015, the registry's
@@ -114,8 +115,8 @@ from typing import Any
 import torch
 
 from descentlab.critical.stability import current_rate, innermost
-from descentlab.critical.verdicts import (blind_units, constant_inputs, copied, floorless_targets, kinked, mixed,
-                                          outlying_targets, quoted, ringing)
+from descentlab.critical.verdicts import (blind_units, climbs, constant_inputs, copied, floorless_targets, kinked,
+                                          mixed, outlying_targets, quoted, ringing, runaway_momentum)
 from descentlab.engine.changes import Change
 from descentlab.schedules import InverseTime, WarmupInverseSqrt
 
@@ -237,6 +238,12 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
     if verdict == "unscaled_inputs" and (constant_inputs(evidence) or floorless_targets(evidence)
                                          or outlying_targets(targets)):
         names = ()  # inputs that do not vary, targets with no floor or far out: what could change them is the data
+    if climbs(verdict or "", evidence):
+        # maximize=True: a trial's fork climbs too; a negated loss: the fork descends the monitor's
+        # loss, which the loop never does; either way what changes it is the loop's own code
+        names = ()
+    if verdict == "unstable" and runaway_momentum(evidence):
+        names = ("keep", "lower-momentum")  # at any rate, any decay or warm-up, the velocity grows
     if verdict == "slow" and kinked(evidence):  # the Hessian's rate does not hold: a smaller one is measured too
         names = (*names, "decay", "lower-rate")
     if not names or optimizer is None:
@@ -255,7 +262,8 @@ def remedies_for(verdict: str | None, evidence: Mapping[str, Any] | None, optimi
         if remedy is not None and not (sparse and _needs_dense(remedy.change)):
             out.append(remedy)
     if can_roll_back:
-        out.append(rollback(None))  # the sharpness at the last good point is not measured at a stall
+        # the sharpness at the last good point is not measured at a stall
+        out.append(rollback(None, runaway=runaway_momentum(evidence)))
         if verdict == "exploding_gradient" and not sparse:  # back to before the explosion, its own fix from there on
             clip = _network_remedy("clip", evidence, inputs, lr)
             out.append(Remedy("rollback-clip", "back to the last good point, fresh optimizer state, " + clip.text,
@@ -280,15 +288,19 @@ def lower_factor(evidence: Mapping[str, Any] | None) -> tuple[float, float | Non
     return min(LOWER_FACTOR, RAISE_TO / ratio), float(ratio)
 
 
-def rollback(evidence: Mapping[str, Any] | None) -> Remedy:
+def rollback(evidence: Mapping[str, Any] | None, *, runaway: bool = False) -> Remedy:
     """The ``rollback`` remedy (the weights are put back by the request or the trial that carries
     it): the rate lowered by :func:`lower_factor` of the sharpness at the last good point, measured
     there when a run diverged (``evidence``; an optimizer whose state overflowed has no
-    preconditioner to read: × 0.3 then), not measured at a stall's trials (``None``: × 0.3)."""
+    preconditioner to read: × 0.3 then), not measured at a stall's trials (``None``: × 0.3). Where
+    the momentum is 1 or more (``runaway``, or :func:`~descentlab.critical.verdicts.runaway_momentum`
+    of ``evidence``) it is lowered to :data:`MOMENTUM` too: at any rate it would blow up again."""
     factor, ratio = lower_factor(evidence)
     why = f"the sharpness there {ratio:.3g}x its limit" if ratio is not None else "the sharpness there not measured"
-    return Remedy("rollback", f"back to the last good point, fresh optimizer state, the rate x {factor:.3g} ({why})",
-                  Change(lr_factor=factor, fresh_state=True), restore=True)
+    runaway = runaway or (evidence is not None and runaway_momentum(evidence))
+    return Remedy("rollback", f"back to the last good point, fresh optimizer state, the rate x {factor:.3g} ({why})"
+                  + (f", the momentum {MOMENTUM:g}" if runaway else ""),
+                  Change(lr_factor=factor, fresh_state=True, momentum=MOMENTUM if runaway else None), restore=True)
 
 
 #: Remedies that change the network or its inputs (from the evidence's layers).
@@ -476,7 +488,8 @@ def _remedy(name: str, *, lr: float, trial_steps: int, batch_size: int | None, n
             if decay > 0 and modules else None
     if name == "lower-momentum":
         return Remedy("lower-momentum", f"the momentum {MOMENTUM:g}, same rate, a fresh velocity",
-                      Change(momentum=MOMENTUM, fresh_state=True)) if ringing(evidence) else None
+                      Change(momentum=MOMENTUM, fresh_state=True)) if ringing(evidence) or runaway_momentum(evidence) \
+            else None
     if name == "adam":
         # a new optimizer at Adam's defaults: the run's weight decay is not carried over, said where it had one
         without = f", without the run's weight decay {decay:g}" if decay > 0 else ""

@@ -59,8 +59,8 @@ from torch import nn
 from descentlab.curvature import lanczos
 
 __all__ = ["StabilityRule", "stability_rule", "sharpness", "innermost", "current_rate", "awaits_state",
-           "steps_per_coordinate", "eps_bound_share", "stability_operator", "sharpness_of", "heavy_ball_limit",
-           "nesterov_limit", "adam_limit", "ring_half_life"]
+           "steps_per_coordinate", "maximizes", "momentum_option", "eps_bound_share", "stability_operator",
+           "sharpness_of", "heavy_ball_limit", "nesterov_limit", "adam_limit", "ring_half_life"]
 
 #: The option in a param group that marks an adaptive optimizer's kind, and the per-coordinate state
 #: its rule reads (Adam's, RMSprop's, Adagrad's: :func:`stability_rule`).
@@ -163,6 +163,22 @@ def steps_per_coordinate(optimizer: Any) -> bool:
     exactly, m̂/√v̂ = ±1), where plain SGD moves it by the rate times the gradient."""
     inner = innermost(optimizer)
     return any(option in group for group in inner.param_groups for option in _ADAPTIVE_STATE)
+
+
+def momentum_option(optimizer: Any) -> float | None:
+    """The largest ``momentum`` the optimizer's groups hold (SGD's, RMSprop's heavy ball), ``None``
+    where it has no such option. Torch accepts any non-negative value; at 1 or more the velocity
+    never decays, and no rate is stable."""
+    inner = innermost(optimizer)
+    values = [float(group["momentum"]) for group in inner.param_groups if "momentum" in group and group["params"]]
+    return max(values) if values else None
+
+
+def maximizes(optimizer: Any) -> bool:
+    """The optimizer steps up the gradient (torch's ``maximize=True``, in any group holding a
+    parameter): it climbs the loss it is given, where every stability rule here describes descent."""
+    inner = innermost(optimizer)
+    return any(group.get("maximize") and group["params"] for group in inner.param_groups)
 
 
 def eps_bound_share(optimizer: Any) -> tuple[float, float] | None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from descentlab.critical.output_floor import output_range
-from descentlab.critical.verdicts import (constant_inputs, copied, floorless_targets, held_by_decay, in_class_order,
-                                          kinked, mixed, mostly_frozen, outlying_targets, raised, ringing,
+from descentlab.critical.verdicts import (climbs, constant_inputs, copied, floorless_targets, held_by_decay,
+                                          in_class_order, kinked, mixed, mostly_frozen, outlying_targets, raised,
+                                          ringing, runaway_momentum,
                                           rounded_away, samples_shape, shrunk, targets_not_inputs, unpaired,
                                           weights_still)
 
@@ -204,6 +205,14 @@ def evidence_text(stall: Stall) -> str:
         precision = ev["precision"]
         return (f"{precision['still']:.0%} of the weights with a gradient still in {precision['dtype']} over "
                 f"{precision['steps']} steps, lr {rate.get('lr'):.3g}")
+    if climbs(verdict, ev) and rate.get("maximize"):
+        return (f"maximize=True, lr {rate.get('lr', math.nan):.3g}, the loss {loss.get('initial', math.nan):.3g} -> "
+                + ("non-finite" if verdict == "diverged" else f"{loss.get('value', math.nan):.3g}"))
+    if climbs(verdict, ev) and verdict == "diverged":  # a negative rate
+        return f"lr {rate.get('lr', math.nan):.3g}, peak {rate.get('peak_lr', math.nan):.3g}, the loss -> non-finite"
+    if climbs(verdict, ev):
+        return (f"the loop's gradient at cosine {grad.get('loop_cosine', math.nan):.2f} to the loss's, the loss "
+                f"{loss.get('initial', math.nan):.3g} -> {loss.get('value', math.nan):.3g}")
     if verdict == "no_learning_rate" and rate.get("lr") and weights_still(ev):
         return f"no weight moved at lr {rate.get('lr'):.3g}, |g| {grad.get('norm') or 0.0:.2g}"
     if verdict == "accumulating_gradient":
@@ -214,6 +223,8 @@ def evidence_text(stall: Stall) -> str:
         peak, since = rate.get("peak_lr"), rate.get("zero_since")
         return (f"lr {rate.get('lr'):.3g}" + (f" since step {since}" if since is not None else "")
                 + (f", peak {peak:.3g}" if peak else ""))
+    if verdict in ("unstable", "diverged") and runaway_momentum(ev):
+        return f"momentum {rate['momentum_option']:g} >= 1: no rate is stable, lr {rate.get('lr', math.nan):.3g}"
     if verdict in ("unstable", "diverged"):
         where = ""
         if verdict == "diverged":

@@ -17,8 +17,12 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  the relative gradient is >= 1e-4 (Adam's kind: lr over    where it holds them, its step
                                  the weights' root-mean-square; an optimizer that steps    after backward; rounded away:
                                  none of the model's weights, or never steps); or, in      float32 weights, a larger
-                                 half precision, >= half the weights with a gradient       rate)
-                                 stood still (their steps round away)
+                                 half precision, >= half the weights with a gradient       rate; climbing:
+                                 stood still (their steps round away); or the steps climb  ``maximize=False``, or
+                                 the loss: ``maximize=True`` and the loss above where it   backpropagate the loss, not
+                                 began (after row 13, at a stable rate: the loop's         its negative; nothing to try)
+                                 gradient at cosine <= -0.5 to the loss's, the loss >= 2x
+                                 where it began: ``-loss`` backpropagated)
  3    ``accumulating_gradient``  the gradient the optimizer stepped with is >= 4x the      zero the gradients before each
                                  norm a fresh batch gradient has here (its noise           backward (``zero_grad()``)
                                  included) and grew >= 10x since the run began: gradients
@@ -93,11 +97,12 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
                                  noise holds the loss >= 1 % above where the rate would
                                  settle without it, (η_eff / 4) tr Σ_B
 17    ``minimum``                critical, no negative curvature; the loss near the best   stop (or a larger model), or
-                                 seen, or stuck high (above half the initial loss)         restart / noise / a larger
-                                                                                           model; with under 10 % of the
-                                                                                           parameters training, more
+                                 seen, or stuck high (above half the initial loss). Or     restart / noise / a larger
+                                 flat at a loss of 0 (:func:`at_zero`): every sample the   model; with under 10 % of the
+                                 loss counts is fitted                                     parameters training, more; at
+                                                                                           0, what the loss counts
 18    ``flat``                   critical, gradient and spectrum ≈ 0, the loss flat        a fresh output layer, a larger
-                                 around                                                    rate, momentum, or noise
+                                 around, not at 0                                          rate, momentum, or noise
 19    ``slow``                   none of the above: not critical, stable, not noise-bound  a larger rate or momentum (Adam
                                                                                            whose eps swamps √v̂: a lower
                                                                                            eps; a kinked loss, whose
@@ -179,7 +184,9 @@ __all__ = ["VERDICTS", "CAUSES", "NETWORK_CAUSES", "LASTING", "EXPLAIN_A_RISE", 
            "decide_without_curvature",
            "remedy", "stuck_high", "bounded", "FLOOR_HELD", "decay_bound", "DECAY_PULL", "biased", "BATCH_RATIO",
            "BATCH_LOSS_FLOOR", "near_best", "unmoved",
-           "weights_still", "rounded_away", "ROUNDED_MOST", "in_class_order", "ORDER_DISTANCE", "non_finite_data",
+           "weights_still", "rounded_away", "ROUNDED_MOST", "maximizing", "climbing", "climbs",
+           "runaway_momentum", "CLIMB_COSINE", "CLIMB_RISE", "at_zero", "ZERO_LOSS", "in_class_order",
+           "ORDER_DISTANCE", "non_finite_data",
            "eps_bound", "EPS_BOUND",
            "accumulating", "raised", "RATE_RAISED", "THROWN_UP", "FROZEN_BELOW", "HELD_MOST",
            "network_cause", "off_scale", "unscaled", "blank", "constant_inputs", "unscaled_targets",
@@ -256,6 +263,12 @@ NOISE_SHARE = 0.01
 STUCK_HIGH = 0.5
 #: A loss within this relative distance of the best loss seen is near the best.
 NEAR_BEST = 0.01
+#: The loop's gradient against the loss's (their cosine at most this) with the loss this many times
+#: where it began: the steps climb the loss (:func:`climbing`).
+CLIMB_COSINE = -0.5
+CLIMB_RISE = 2.0
+#: A loss this share of where it began, or below, is 0 as measured (:func:`at_zero`).
+ZERO_LOSS = 1e-9
 #: A loss within this relative distance of where the run began has barely moved: a ``slow`` or
 #: ``noise_floor`` verdict there says what it cannot tell apart from batches without the data's signal.
 BARELY_MOVED = 0.05
@@ -392,6 +405,8 @@ def decide(evidence: Mapping[str, Any]) -> str:
         return "unstable"
     if raised(evidence):
         return "unstable"
+    if climbing(evidence):  # read after the rate test: steps past their limit throw the gradient's sign too
+        return "no_learning_rate"
     if critical and kind == "saddle" and not shallow(evidence):
         return "saddle"
     if critical and kind == "local_max":
@@ -399,7 +414,7 @@ def decide(evidence: Mapping[str, Any]) -> str:
     snr = _get(evidence, "noise", "snr")
     if snr is not None and snr < NOISE_SNR and not unmoved(evidence) and noise_holds(evidence):
         return "noise_floor"
-    if critical and kind == "local_min":
+    if critical and (kind == "local_min" or kind == "flat" and at_zero(evidence)):
         return "minimum"
     if critical and kind == "flat":
         return "flat"
@@ -417,8 +432,10 @@ def decide_without_curvature(evidence: Mapping[str, Any]) -> str | None:
         return "mixed_samples"
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if lr is not None and (lr == 0 or (peak and lr <= LR_ZERO * peak) or weights_still(evidence)
-                           or rounded_away(evidence)):
+                           or rounded_away(evidence) or maximizing(evidence)):
         return "no_learning_rate"
+    if runaway_momentum(evidence):
+        return "unstable"
     if accumulating(evidence):
         return "accumulating_gradient"
     if biased(evidence):
@@ -549,6 +566,34 @@ def weights_still(evidence: Mapping[str, Any]) -> bool:
         steps = [lr * layer["relative"] for layer in layers if math.isfinite(layer.get("relative") or math.nan)]
     return (bool(layers) and all(layer.get("update") == 0.0 for layer in layers)
             and max(steps, default=0.0) >= STILL_STEP)
+
+
+def runaway_momentum(evidence: Mapping[str, Any]) -> bool:
+    """The optimizer's momentum option is 1 or more (``rate.momentum_option``; torch accepts it):
+    the velocity grows by that factor a step wherever the gradient is 0, so no rate is stable, and
+    whatever the network shows (units killed by the steps) follows from it."""
+    momentum = _get(evidence, "rate", "momentum_option")
+    return momentum is not None and momentum >= 1.0
+
+
+def maximizing(evidence: Mapping[str, Any]) -> bool:
+    """The optimizer steps up the gradient (``maximize=True``: ``rate.maximize``) and the loss is
+    above where it began: it climbs the loss the monitor is told to lower."""
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    return bool(_get(evidence, "rate", "maximize") and value is not None and initial is not None and value > initial)
+
+
+def climbing(evidence: Mapping[str, Any]) -> bool:
+    """The gradient the loop stepped with points against the loss's own here (``gradient.loop_cosine``
+    at most :data:`CLIMB_COSINE`) and the loss rose to :data:`CLIMB_RISE` times where it began, at a
+    rate its sharpness calls stable (the rule is read after the rate test): each step climbs the
+    loss, as a loop that backpropagates ``-loss`` does. (Past the limit a step overshoots: the loss
+    rises and the gradient's sign flips between two points, the same two signs. Within it the loss
+    does not rise twofold, whatever the signs do.)"""
+    cosine = _get(evidence, "gradient", "loop_cosine")
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    return bool(cosine is not None and cosine <= CLIMB_COSINE and value is not None and initial and initial > 0
+                and value >= CLIMB_RISE * initial)
 
 
 def rounded_away(evidence: Mapping[str, Any]) -> bool:
@@ -737,6 +782,8 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 f"the model), or raise the rate: {precision['still']:.0%} of the weights with a gradient did not "
                 f"move in the last {precision['steps']} steps at rate {lr:.3g}, their steps below half the spacing "
                 f"of {precision['dtype']} numbers around them (rounded away)")
+    if climbs(verdict, evidence):
+        return climbing_remedy(verdict, evidence)
     if verdict == "no_learning_rate" and weights_still(evidence) and lr:
         held = _get(evidence, "rate", "held")
         if held is not None and held >= HELD_MOST:
@@ -776,8 +823,14 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         if total is not None:
             when += f" of {total}"
         return (f"fix the schedule so the rate lasts until the last step: it has been {lr:.3g}{when}"
-                + (f" (its peak was {peak:.3g})" if peak else "") + ", and no step can move the loss")
+                + (f" (its peak was {peak:.3g})" if peak else "")
+                + (", and a negative rate climbs the loss" if lr < 0 else ", and no step can move the loss"))
     ratio = _get(evidence, "rate", "ratio")
+    if verdict in ("unstable", "diverged") and runaway_momentum(evidence):
+        momentum = _get(evidence, "rate", "momentum_option")
+        return (f"lower the momentum below 1 (0.9 is usual): at {momentum:g} heavy ball keeps "
+                + ("all" if momentum == 1 else f"{momentum:g}x") + " of its velocity each step wherever the gradient "
+                "is 0, so no rate is stable and a lower one only delays the blow-up")
     if verdict == "unstable" and ringing(evidence) and (ratio is None or ratio < 1.0):
         momentum = _get(evidence, "rate", "momentum")
         return (f"lower the momentum to 0.9: at {momentum:g} an oscillation halves only every "
@@ -871,6 +924,10 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
         if stuck_high(evidence):
             return (f"restart from another seed, add noise, or use a larger model: this minimum keeps "
                     f"{value / initial:.0%} of the initial loss")
+        if at_zero(evidence):
+            return ("stop here: the loss is 0 on the samples it counts, as low as a loss that is never negative "
+                    "goes; if the model still does not do what you want, the loss does not count it (class weights "
+                    "of 0, an ignore_index, a mask)")
         return "stop here: no direction lowers the loss (a larger model could go lower)"
     layers = evidence.get("layers") or {}
     if verdict in ("dead_units", "saturated_units"):
@@ -979,6 +1036,32 @@ def remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
     return REMEDIES[verdict] + (_unheard(evidence) if verdict == "slow" else "")
 
 
+def climbs(verdict: str, evidence: Mapping[str, Any]) -> bool:
+    """A ``diverged`` run whose optimizer maximizes or steps at a negative rate (a schedule run past
+    its end), or a ``no_learning_rate`` told for climbing."""
+    if verdict == "diverged":
+        return bool(_get(evidence, "rate", "maximize") or (_get(evidence, "rate", "lr") or 0.0) < 0)
+    return verdict == "no_learning_rate" and (maximizing(evidence) or climbing(evidence))
+
+
+def climbing_remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
+    """The remedy of an optimizer that climbs the loss (:func:`maximizing`, :func:`climbing`)."""
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    rose = "to non-finite values" if verdict == "diverged" else f"from {initial:.3g} to {value:.3g}"
+    if _get(evidence, "rate", "maximize"):
+        return (f"set maximize=False in the optimizer: it steps up the gradient, so the loss rose {rose}; if the "
+                "run maximizes an objective on purpose, give the monitor its negative as the loss")
+    lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
+    if verdict == "diverged" and lr is not None and lr < 0:
+        since = _get(evidence, "rate", "zero_since")
+        return (f"fix the schedule so the rate stays positive until the last step: it is {lr:.3g} here"
+                + (f" (its peak was {peak:.3g})" if peak else "") + ", and a negative rate steps up the gradient, "
+                f"so the loss rose {rose}" + (f" (the rate at or below 0 since step {since})" if since else ""))
+    return (f"backpropagate the loss itself, not its negative: the gradient the optimizer stepped with points "
+            f"against the loss's own here (cosine {_get(evidence, 'gradient', 'loop_cosine'):.2f}), so each step "
+            f"climbs it, and the loss rose {rose} at a rate its sharpness calls stable")
+
+
 def kinked(evidence: Mapping[str, Any]) -> bool:
     """The curvature one step of the optimizer meets is :data:`KINKED` times the Hessian's along it,
     and its excess :data:`KINK_STEP` or more (``rate.step_curvature``): the loss has kinks the
@@ -1050,6 +1133,13 @@ def stuck_high(evidence: Mapping[str, Any]) -> bool:
     return bool(value is not None and initial and initial > 0 and value > STUCK_HIGH * initial)
 
 
+def at_zero(evidence: Mapping[str, Any]) -> bool:
+    """The loss is 0, or within :data:`ZERO_LOSS` of 0 relative to where it began: the lowest value
+    of a loss that is never negative, flat there because every sample it counts is fitted."""
+    value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
+    return bool(value is not None and (value == 0 or (initial and initial > 0 and 0 <= value <= ZERO_LOSS * initial)))
+
+
 def unmoved(evidence: Mapping[str, Any]) -> bool:
     """The loss is still where the run began (within :data:`NEAR_BEST`, relative). No run starts
     at its noise floor: SGD's noise holds up a loss its descent brought down, at an excess that
@@ -1085,11 +1175,19 @@ def noise_excess(evidence: Mapping[str, Any]) -> float | None:
 
 def noise_holds(evidence: Mapping[str, Any]) -> bool:
     """The noise holds the loss up by at least :data:`NOISE_SHARE` of it (:func:`noise_excess`;
-    ``True`` where that is not measured, or the loss is not positive): an SNR below 1 alone does
-    not make a floor where the curvature is so low that the noise costs nothing (a loss crawling
-    along flat directions, whose larger rate would help and larger batch not)."""
+    ``True`` where that is not measured): an SNR below 1 alone does not make a floor where the
+    curvature is so low that the noise costs nothing (a loss crawling along flat directions, whose
+    larger rate would help and larger batch not). A loss at or below 0 has no size to hold up: there
+    the excess is weighed against the run's fall from where it began, and with no fall to weigh
+    against, nothing is held (a weighted cross-entropy at exactly 0 from its first check, every
+    sample it counts fitted: a noise of 1e-53 holds up nothing)."""
     excess, value = noise_excess(evidence), _get(evidence, "loss", "value")
-    return excess is None or value is None or value <= 0 or excess >= NOISE_SHARE * value
+    if excess is None or value is None:
+        return True
+    if value <= 0:
+        initial = _get(evidence, "loss", "initial")
+        return initial is not None and initial > value and excess >= NOISE_SHARE * (initial - value)
+    return excess >= NOISE_SHARE * value
 
 
 def shallow(evidence: Mapping[str, Any]) -> bool:
