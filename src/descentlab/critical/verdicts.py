@@ -81,9 +81,11 @@ it applies; the first eleven need no Hessian, so they are decided before any is 
 13    ``unstable``               sharpness at or past the optimizer's stability limit      a rate below limit/λ_max, or
                                  (``critical.stability``); not a critical point. Or        warm-up; for ringing momentum
                                  momentum that rings: an oscillation's half-life >= 50     a lower momentum (0.9); for a
-                                 steps (β >= 0.973, Adam's β₁ too), the loss >= 10 %       raised rate, the best's rate
-                                 above its best, not critical. Or a rate raised >= 2x
-                                 since the loss's best, the loss >= 3x that best
+                                 steps (β >= 0.973, Adam's β₁ too), the loss >= 10 %       raised rate, the best's rate;
+                                 above its best, not critical. Or a rate raised >= 2x      momentum >= 1: the momentum 0.9
+                                 since the loss's best, the loss >= 3x that best. Or a
+                                 ``momentum`` option >= 1 (:func:`runaway_momentum`),
+                                 decided before rows 3-12: no rate is stable
 14    ``saddle``                 critical, and negative curvature that matters: over the   step along the negative-curvature
                                  escape's longest step r, ½|λ_min| r² at least the         eigenvector; where the weight
                                  gradient's ‖∇L‖ r (a saddle by the signs alone, whose     decay holds it
