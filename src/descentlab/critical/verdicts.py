@@ -588,14 +588,14 @@ def maximizing(evidence: Mapping[str, Any]) -> bool:
 def climbing(evidence: Mapping[str, Any]) -> bool:
     """The gradient the loop stepped with points against the loss's own here (``gradient.loop_cosine``
     at most :data:`CLIMB_COSINE`) and the loss rose to :data:`CLIMB_RISE` times where it began, at a
-    rate its sharpness calls stable (the rule is read after the rate test): each step climbs the
-    loss, as a loop that backpropagates ``-loss`` does. (Past the limit a step overshoots: the loss
-    rises and the gradient's sign flips between two points, the same two signs. Within it the loss
-    does not rise twofold, whatever the signs do.)"""
+    rate its sharpness calls stable (measured: the rule is read after the rate test): each step
+    climbs the loss, as a loop that backpropagates ``-loss`` does. (Past the limit a step overshoots:
+    the loss rises too, and the gradient's sign flips between the two points. Within it the loss
+    does not rise twofold.)"""
     cosine = _get(evidence, "gradient", "loop_cosine")
     value, initial = _get(evidence, "loss", "value"), _get(evidence, "loss", "initial")
     return bool(cosine is not None and cosine <= CLIMB_COSINE and value is not None and initial and initial > 0
-                and value >= CLIMB_RISE * initial)
+                and value >= CLIMB_RISE * initial and _get(evidence, "rate", "ratio") is not None)
 
 
 def rounded_away(evidence: Mapping[str, Any]) -> bool:
@@ -1055,10 +1055,9 @@ def climbing_remedy(verdict: str, evidence: Mapping[str, Any]) -> str:
                 "run maximizes an objective on purpose, give the monitor its negative as the loss")
     lr, peak = _get(evidence, "rate", "lr"), _get(evidence, "rate", "peak_lr")
     if verdict == "diverged" and lr is not None and lr < 0:
-        since = _get(evidence, "rate", "zero_since")
         return (f"fix the schedule so the rate stays positive until the last step: it is {lr:.3g} here"
                 + (f" (its peak was {peak:.3g})" if peak else "") + ", and a negative rate steps up the gradient, "
-                f"so the loss rose {rose}" + (f" (the rate at or below 0 since step {since})" if since else ""))
+                f"so the loss rose {rose}")
     return (f"backpropagate the loss itself, not its negative: the gradient the optimizer stepped with points "
             f"against the loss's own here (cosine {_get(evidence, 'gradient', 'loop_cosine'):.2f}), so each step "
             f"climbs it, and the loss rose {rose} at a rate its sharpness calls stable")
