@@ -21,6 +21,28 @@ from descentlab.problems.workloads import get_workload
 from helpers import loss_of_flat, watched_steps
 
 
+def test_a_budget_short_of_the_menu_tries_keep_and_the_likeliest_fix_and_measures_them_alike():
+    monitor, stall, loop = _monitored_to_first_stall("minimum", lr=1e-5)
+    full = {t["remedy"]: t for t in stall.trials["trials"]}
+    steps = monitor.diagnoser.options.trial_steps
+
+    def trials_within(remedies):  # one second a trial step: room for this many trials
+        return monitor.diagnoser._trials(stall, loop.model, loop.optimizer, loop.batch_size, 1.0,
+                                         lambda expected: expected <= remedies * steps)[0]
+
+    record = trials_within(2)
+    assert record["status"] == "ran" and record["left_out"]["remedies"] == ["momentum", "adam"]
+    assert record["left_out"]["expected_seconds"] == len(MENU["slow"]) * steps
+    by_name = {t["remedy"]: t for t in record["trials"]}
+    assert set(by_name) == {"keep", "raise-rate"} and record["winner"] == "raise-rate"
+    for name, trial in by_name.items():  # the same fork, seed and steps as the whole menu's trials
+        assert trial["losses"] == pytest.approx(full[name]["losses"], rel=1e-5)
+    assert trials_within(3)["left_out"]["remedies"] == ["adam"]
+    assert "left_out" not in trials_within(4)
+    skipped = trials_within(1)  # keep alone compares nothing
+    assert skipped["status"] == "skipped (budget)" and skipped["remedies"] == list(MENU["slow"])
+
+
 def _trained(name, optimizer="noisy:adam", steps=5):
     workload = get_workload(name)
     torch.manual_seed(0)

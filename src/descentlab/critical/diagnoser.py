@@ -552,9 +552,12 @@ class Diagnoser:
             return None, None
         fork_step = stall.diagnosed_at if stall.diagnosed_at is not None else stall.step
         expected = len(menu) * self.options.trial_steps * step_seconds
+        left_out: list[str] = []
         if not fits(expected):
-            return {"status": "skipped (budget)", "fork_step": fork_step, "expected_seconds": expected,
-                    "remedies": [r.name for r in menu]}, None
+            menu, left_out = _within(menu, lambda count: fits(count * self.options.trial_steps * step_seconds))
+            if not menu:
+                return {"status": "skipped (budget)", "fork_step": fork_step, "expected_seconds": expected,
+                        "remedies": left_out}, None
         if stall.verdict == "unscaled_inputs" and inputs is not None:  # the rates the standardizing remedies get
             rate = self._standardized_rate(model, optimizer, inputs)
             fresh = next((r.change for r in menu if r.name == "standardize-reinit"), None)
@@ -564,7 +567,7 @@ class Diagnoser:
                 rate["fresh"] = self._standardized_rate(start, optimizer, inputs)
             if rate is not None:
                 stall.evidence["standardized_rate"] = rate
-                menu = remedies()
+                menu = [remedy for remedy in remedies() if remedy.name not in left_out]
         try:
             with preserved_rng(model):
                 result = run_trials(model, optimizer, self.loss_fn, self.train_data, menu,
@@ -575,6 +578,8 @@ class Diagnoser:
         except Exception as error:  # a trial must never kill the training run
             return {"status": f"failed: {type(error).__name__}: {error}", "fork_step": fork_step}, None
         record = {"status": "ran", "fork_step": fork_step, **plain(result.to_dict())}
+        if left_out:
+            record["left_out"] = {"remedies": left_out, "why": "budget", "expected_seconds": expected}
         if self.trials_on_sample:
             record["data"] = "the monitor's sample (the training data is streamed from a loader)"
         return record, result
@@ -660,3 +665,21 @@ def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:
             "steps_since": steps_since, "batches": history.batch_record(),
             "recent_gradients": [(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],
             "gradient_history": [(lo, hi) for _, lo, hi in history.grad_norms]}
+
+
+def _within(menu: list, fits: Callable[[int], bool]) -> tuple[list, list[str]]:
+    """The trials a budget affords where the whole menu does not: ``keep`` and as many of the
+    others as ``fits(count)`` allows, ``rollback`` first where it is there (a run far above its best
+    is served first by going back to it), then the menu's order (each verdict's likeliest fix
+    first); and the names left out. Nothing (and every name) where not even one remedy beside
+    ``keep`` fits: ``keep`` alone compares nothing."""
+    keep = [remedy for remedy in menu if remedy.name == "keep"]
+    others = sorted((remedy for remedy in menu if remedy.name != "keep"), key=lambda remedy: remedy.name != "rollback")
+    count = len(keep) + len(others) - 1
+    while count > len(keep) and not fits(count):
+        count -= 1
+    if count <= len(keep) or not fits(count):
+        return [], [remedy.name for remedy in menu]
+    chosen = keep + others[:count - len(keep)]
+    names = {remedy.name for remedy in chosen}
+    return chosen, [remedy.name for remedy in menu if remedy.name not in names]

@@ -66,8 +66,10 @@ class Stall:
         seconds: wall time of this diagnosis (its remedy trials included).
         diagnosed_at: the step the diagnosis ran (later than ``step`` when the budget made it wait).
         trials: the remedy trials run from the stall, as plain data
-            (:meth:`~descentlab.critical.trials.Trials.to_dict` plus ``status`` and ``fork_step``),
-            or ``{"status": "skipped (budget)", ...}``; ``None`` when none were asked for or fit.
+            (:meth:`~descentlab.critical.trials.Trials.to_dict` plus ``status`` and ``fork_step``;
+            ``left_out``: the remedies the budget had no room for, where it had room for ``keep``
+            and at least one other), or ``{"status": "skipped (budget)", ...}``; ``None`` when none
+            were asked for or fit.
         remedy_applied: the remedy the run continued with (``apply_remedy``), or ``None``.
         point, escape, trial_result: the live :class:`~descentlab.critical.CriticalPoint`,
             :class:`~descentlab.critical.Escape` and :class:`~descentlab.critical.trials.Trials`
@@ -184,6 +186,9 @@ class Stall:
         text = (f"step {self.step}: tried {len(by_name)} remedies for {trials['steps']} steps from loss "
                 f"{_loss_text(trials['trials'][0]['losses'][0])}: {after} "
                 "(best first, by orders of magnitude of loss per second)")
+        left = (trials.get("left_out") or {}).get("remedies")
+        if left:
+            text += f"; not tried for the budget: {', '.join(left)}"
         if self.remedy_applied:
             text += f"; continuing with {self.remedy_applied}"
             if self.remedy_applied != trials.get("winner"):
