@@ -75,10 +75,13 @@ def watched_steps(loop, monitor, step_loss, steps, *, until=None, step_scheduler
     return steps
 
 
-def update_steps(model, optimizer, X, y, monitor=None, *, steps, loss_fn=None, until_stall=False):
+def update_steps(model, optimizer, X, y, monitor=None, *, steps, loss_fn=None, until_stall=False, sign=1.0,
+                 scheduler=None):
     """The README's loop that calls ``monitor.update`` after each step (``None``: unmonitored): batches
     of 64 drawn from a generator seeded 1, ``loss_fn`` (default: cross-entropy) on each, ``steps``
-    steps or, with ``until_stall``, until ``update`` returns a stall. Returns the last batch loss."""
+    steps or, with ``until_stall``, until ``update`` returns a stall. ``sign`` times the loss is
+    backpropagated (-1: a loop that climbs it) while the loss itself goes to the monitor;
+    ``scheduler`` is stepped after each step. Returns the last batch loss."""
     from torch.nn import functional as F
 
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
@@ -88,8 +91,10 @@ def update_steps(model, optimizer, X, y, monitor=None, *, steps, loss_fn=None, u
         index = torch.randint(0, len(X), (64,), generator=generator)
         optimizer.zero_grad()
         loss = loss_fn(model(X[index]), y[index])
-        loss.backward()
+        (sign * loss).backward()  # times 1.0: the same gradient, bit for bit
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if monitor is not None and monitor.update(step, loss.detach(), model) is not None and until_stall:
             break
     return loss

@@ -30,25 +30,6 @@ def _mlp():
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
-def _watched(model, optimizer, X, y, *, steps, sign=1.0, scheduler=None):
-    """README's loop (batches of 64 from a generator seeded 1) that backpropagates ``sign`` times the
-    loss, steps ``scheduler`` after each step and hands the loss itself to a monitor (no budget cap),
-    until its first stall. Returns the monitor."""
-    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, budget=None)
-    generator = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        index = torch.randint(0, len(X), (64,), generator=generator)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(X[index]), y[index])
-        (sign * loss).backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if monitor.update(step, loss.detach(), model) is not None:
-            break
-    return monitor
-
-
 def test_maximize_true_is_told_as_the_optimizer_climbing(digits):
     X, y = digits
     model = _mlp()
@@ -89,7 +70,8 @@ def test_a_negated_loss_backpropagated_is_told_by_the_gradients_cosine(digits):
     X, y = digits
     model = _mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    monitor = _watched(model, optimizer, X, y, steps=200, sign=-1.0)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, budget=None)
+    update_steps(model, optimizer, X, y, monitor, steps=200, until_stall=True, sign=-1.0)
     stall = monitor.stalls[0]
     assert stall.verdict == "no_learning_rate"
     assert stall.evidence["gradient"]["loop_cosine"] <= -0.5
@@ -171,7 +153,8 @@ def test_a_schedule_that_goes_negative_is_told_as_climbing(digits):
     model = _mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 100)  # below 0 after 100
-    monitor = _watched(model, optimizer, X, y, steps=300, scheduler=scheduler)
+    monitor = StallMonitor(F.cross_entropy, (X, y), optimizer=optimizer, batch_size=64, budget=None)
+    update_steps(model, optimizer, X, y, monitor, steps=300, until_stall=True, scheduler=scheduler)
     assert optimizer.param_groups[0]["lr"] < 0  # torch's own schedule, past its end
     stall = monitor.stalls[0]
     assert stall.verdict == "no_learning_rate"

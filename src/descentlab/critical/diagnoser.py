@@ -678,7 +678,7 @@ def _within(menu: list, fits: Callable[[int], bool]) -> tuple[list, list[str]]:
     count = len(keep) + len(others) - 1
     while count > len(keep) and not fits(count):
         count -= 1
-    if count <= len(keep) or not fits(count):
+    if count <= len(keep):
         return [], [remedy.name for remedy in menu]
     chosen = keep + others[:count - len(keep)]
     names = {remedy.name for remedy in chosen}
