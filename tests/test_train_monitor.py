@@ -156,6 +156,9 @@ class _CostlyDiagnoser:
     def sums(self, model):
         return False  # a mean over its batch
 
+    def floor_holds(self, model):
+        return False  # no bound in the outputs
+
     def affordable_size(self, model, fits, least=0):
         return 1
 
@@ -196,6 +199,61 @@ def test_a_plateau_that_does_not_fit_the_budget_waits_and_is_diagnosed_once_it_f
         clock.now += 1.0
         monitor.update(step, 1.0, model)
     assert [(s.step, s.status) for s in monitor.stalls] == [(6, "diagnosed")]
+
+
+class _StagedDiagnoser(_CostlyDiagnoser):
+    """A diagnosis whose stages before the Hessian cost ``early`` seconds at every attempt (a retry
+    starts from the gradient again), as examine()'s do; the attempts counted."""
+
+    def __init__(self, clock, cost, early):
+        super().__init__(clock, cost)
+        self.early, self.attempts = early, 0
+
+    def diagnose(self, model, history, *, step, reason, trend, at, afford=None, **_):
+        self.attempts += 1
+        self.clock.now += self.early
+        if afford is not None and not afford(60):
+            return Stall(step, 1.0, 0.0, reason, "skipped (budget)", seconds=self.early)
+        self.clock.now += self.cost
+        return Stall(step, 1.0, 0.0, reason, "diagnosed", verdict="minimum", diagnosed_at=at)
+
+
+def test_a_waiting_plateau_is_tried_again_when_its_earlier_stages_and_its_products_both_fit(lecture, monkeypatch):
+    workload, model = lecture
+    clock = _Clock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    monitor = StallMonitor(workload.loss_fn, (workload.X_train, workload.y_train), window=10, budget=0.5,
+                           budget_seconds=0.0)
+    monitor.diagnoser = _StagedDiagnoser(clock, 30.0, 10.0)
+    for step in range(1, 121):
+        clock.now += 1.0
+        monitor.update(step, 1.0, model)
+    # seen at step 22 and stopped before the Hessian (10 s spent); tried again where 10 s spent and
+    # 10 + 30 s more fit in half the training time (s - 1 s at step s): 50 <= (s - 1) / 2 at s = 102,
+    # the first tracked step past 101. Expecting the products' 30 s alone, it was tried at 82 and
+    # stopped before them again.
+    stall = monitor.stalls[0]
+    assert (len(monitor.stalls), stall.step, stall.diagnosed_at, stall.status) == (1, 22, 102, "diagnosed")
+    assert monitor.diagnoser.attempts == 2
+
+
+def test_a_waiting_plateau_the_test_misses_at_a_check_waits_while_the_loss_stays_on_it(lecture, monkeypatch):
+    """A loss ringing at a rate far too high passes the plateau test at some checks and not at
+    others: the plateau waiting for the budget is kept while the loss has not left its level, and is
+    ended where it has (by 1 % and three times its jitter, here 0)."""
+    workload, model = lecture
+    for left, expected in ((1.0, [(22, 62, "diagnosed")]), (0.5, [(22, None, "skipped (budget)")])):
+        clock = _Clock()
+        monitor = _costly_monitor(workload, monkeypatch, clock, budget=0.5, budget_seconds=0.0)
+        add = monitor.plateau.add
+        losses = {step: left if step >= 40 else 1.0 for step in range(1, 101)}
+        monitor.diagnoser.tracked_loss = lambda model, monitor=monitor: losses[monitor.loop.step]
+        # the test misses the plateau from step 30 on (the loss it is given still says where it is)
+        monitor.plateau.add = lambda step, loss: None if step >= 30 else add(step, loss)
+        for step in range(1, 101):
+            clock.now += 1.0
+            monitor.update(step, 1.0, model)
+        assert [(s.step, s.diagnosed_at, s.status) for s in monitor.stalls] == expected
 
 
 def test_after_a_diagnosis_the_budget_expects_the_cost_it_measured():

@@ -235,7 +235,7 @@ class Diagnoser:
                 status = "skipped (budget)" if wrong is None else f"failed: {wrong}"
                 products = {"error": self._products[1], "unsteady": self._products[2], "agree_within": PRODUCTS_AGREE}
                 return Stall(step, tracked, (evidence.get("gradient") or {}).get("norm"), reason, status,
-                             evidence=plain({**evidence, "products": products}))
+                             evidence=plain({**evidence, "products": products}), seconds=time.perf_counter() - t0)
             fields: dict[str, Any] = {}
             if point is not None:
                 fields = dict(kind=point.kind, degenerate=bool(point.degenerate),
@@ -657,10 +657,12 @@ def _from_history(history: RunHistory, tracked: float) -> dict[str, Any]:
     """What :func:`~descentlab.critical.diagnosis.examine` and
     :func:`~descentlab.critical.diagnosis.look_evidence` read from the run's history: the loss
     record at the tracked loss ``tracked``, the parameters of the check before and how many steps
-    ago, the loop's batch losses against the tracked ones, the loop's gradient norms (the recent
-    checks' and all)."""
+    ago (neither where the weights came back to them: :meth:`RunHistory.returned`), the loop's
+    batch losses against the tracked ones, the loop's gradient norms (the recent checks' and all)."""
     steps_since = (history.latest_step - history.before_step if history.before_step is not None
                    and history.latest_step is not None else None)
+    if history.returned():  # back where they were at the check before: no update is measured between them
+        steps_since = None
     return {"loss": history.loss_record(tracked), "previous": history.before if steps_since else None,
             "steps_since": steps_since, "batches": history.batch_record(),
             "recent_gradients": [(lo, hi) for _, lo, hi in history.grad_norms[-RECENT_CHECKS:]],

@@ -73,6 +73,10 @@ class RunHistory:
         self.latest_step: int | None = None
         self.before: list[torch.Tensor] | None = None  # ... and at the check before it
         self.before_step: int | None = None
+        # the parameters' norms and sums one step after the last check, and whether they changed from then
+        # to this check (None: not known): weights equal at two checks may have moved in between
+        self.after: list[torch.Tensor] | None = None
+        self.moved_after: bool | None = None
         self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
         self.batch_losses: list[tuple[int, float, float]] = []
         self.batch_samples: int | None = None  # the samples the last interval's batches held
@@ -83,6 +87,9 @@ class RunHistory:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
         self.tracked.append((int(step), float(value)))
         params = [p.detach() for p in model.parameters() if p.requires_grad]
+        after, self.after = self.after, None
+        self.moved_after = None if after is None or len(after) != 2 * len(params) else \
+            not all(torch.equal(a, b) for a, b in zip(after, _fingerprint(params)))
         if self.latest is not None and [t.shape for t in self.latest] == [p.shape for p in params]:
             with torch.no_grad():
                 if self.before is None:
@@ -106,6 +113,19 @@ class RunHistory:
             else:
                 with torch.no_grad():
                     torch._foreach_copy_(self.best_params, params)
+
+    def observe_after(self, model: nn.Module) -> None:
+        """The parameters' norms and sums at the first step after a check, kept on their device (read
+        at the next check, :attr:`moved_after`; two passes over the weights a window)."""
+        params = [p.detach() for p in model.parameters() if p.requires_grad]
+        self.after = _fingerprint(params) if params else None
+
+    def returned(self) -> bool:
+        """Whether the parameters at the last two checks are equal though they moved in between: a
+        cycle whose period divides the steps between the checks (a full-batch rate past its limit
+        settles into a 2-cycle, exact to the bit on some CPUs), no still weights."""
+        return bool(self.moved_after and self.before is not None and self.latest is not None
+                    and all(torch.equal(a, b) for a, b in zip(self.before, self.latest)))
 
     def attached_at(self, lr: float | None) -> None:
         """The rate the optimizer had when the monitor was given it, before the first check (``None``:
@@ -145,6 +165,7 @@ class RunHistory:
         self.grad_norms.clear()
         self.batch_losses.clear()
         self.latest = self.latest_step = self.before = self.before_step = None
+        self.after = self.moved_after = None
 
     def restart(self, step: int) -> None:
         """Another model from ``step`` on (the loop changed its parameters): its losses, best point,
@@ -154,6 +175,7 @@ class RunHistory:
         self.restarted_at = int(step)
         self.initial = self.best = self.best_step = self.best_lr = None
         self.best_params = self.latest = self.latest_step = self.before = self.before_step = None
+        self.after = self.moved_after = None
         self.grad_norms.clear()
         self.batch_losses.clear()
         self.batch_samples = self.stepped_elsewhere = None
@@ -235,3 +257,9 @@ class RunHistory:
         self.batch_losses = [(int(s), float(b), float(t)) for s, b, t in state.get("batch_losses", [])]
         self.batch_samples = state.get("batch_samples")
         self.restarted_at = state.get("restarted_at")
+
+
+def _fingerprint(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's norm and sum: a step changes one or the other (a 2-cycle's w -> -w keeps the
+    norm; cross-entropy's last layer under SGD keeps the sum)."""
+    return [*torch._foreach_norm(params), *(p.sum() for p in params)]

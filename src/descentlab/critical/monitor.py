@@ -42,8 +42,8 @@ and Hugging Face loops call): ``on_train_start(loop)``, ``on_step_end(loop, loss
   applies it (``monitor.control.apply(loop)``; ``train()`` does);
 * **what it costs** — :class:`~descentlab.critical.budget.Budget`: a diagnosis starts only if
   its expected cost fits ``max(budget · training time, budget_seconds)``; a plateau that does
-  not fit waits (``status="skipped (budget)"``) and is diagnosed as soon as it fits while it
-  lasts. ``budget=None``: no cap, and every decision is deterministic.
+  not fit waits (``status="skipped (budget)"``) and is diagnosed as soon as it fits while the
+  loss stays at its level. ``budget=None``: no cap, and every decision is deterministic.
 
 A diagnosis never changes the model, its buffers, its modes or torch's global generator,
 unless it applies a remedy (an escape step changes the parameters).
@@ -274,6 +274,8 @@ class StallMonitor(Callback):
         self._before = 0  # ... before the latest call
         self._seen: int | None = None  # the step of the latest call
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
+        self._after_track = False  # the next step reads the weights' norms (RunHistory.observe_after)
+        self._pending_trend: Trend | None = None  # ... and its trend (not saved: a loaded run tests afresh)
         self._diverged = False
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
         self._unapplied_warned = False
@@ -377,6 +379,9 @@ class StallMonitor(Callback):
                     if self._went_non_finite(loop):
                         return
             self._note_gradient(loop.model, loop.optimizer)
+            if self._after_track:  # the first step after a tracked loss: did the weights move past it?
+                self._after_track = False
+                self.history.observe_after(unwrap(loop.model))
             if self.sharpness is not None and self.sharpness.due(loop.step, self.optimizer):
                 with as_written(loop.model):
                     self._measure_sharpness(loop.step, unwrap(loop.model))
@@ -629,6 +634,8 @@ class StallMonitor(Callback):
         # a window's end is the same check on every rank: no collective between them
         if trend is None and self._crossed(self.window) and all_agree((creep := self._creep(loop)) is not None):
             trend, reason = creep, "creep"
+        if trend is None and self._pending is not None and (held := self._still_waiting(tracked)) is not None:
+            trend, reason = held  # the plateau waiting for the budget: the loss has not left it
         if trend is None:
             self._pending = None  # a plateau that waited for the budget has ended undiagnosed
             return
@@ -636,9 +643,8 @@ class StallMonitor(Callback):
         # a look, not a plateau: the causes that need no Hessian
         network = reason in ("network", "stale", "batches", "mixing")
         self._size_diagnosis(model, started, hessian=not network)
-        waits = None if self._pending is None else self.stalls[self._pending[0]].evidence.get("waits_for_products")
         if self._pending is not None and not all_agree(self.budget.allows(
-                self.diagnoser.expected_cost(model, products=waits), started)):
+                self._retry_cost(model, self.stalls[self._pending[0]]), started)):
             return  # the plateau still waits for the budget (for the stage it stopped before)
         first_step = self._pending[1] if self._pending is not None else step
         loop.show(f"diagnosing stall {len(self.stalls) + 1}…")
@@ -669,11 +675,10 @@ class StallMonitor(Callback):
         finally:
             loop.show(None)
         if stall.status == "skipped (budget)":
-            stall = replace(stall, evidence={**stall.evidence, "expected_seconds": self.diagnoser.expected_cost(
-                model, products=stall.evidence.get("waits_for_products"))})
+            stall = replace(stall, evidence={**stall.evidence, "expected_seconds": self._retry_cost(model, stall)})
             if self._pending is None:
                 self.stalls.append(stall)
-                self._pending = (len(self.stalls) - 1, step)
+                self._pending, self._pending_trend = (len(self.stalls) - 1, step), trend
                 self._report(stall)
             else:  # waiting again, maybe for another stage
                 self.stalls[self._pending[0]] = stall
@@ -710,6 +715,27 @@ class StallMonitor(Callback):
         self._batch_sum, self._batch_count = 0.0, 0
         self._unheld, self._coverage_read = None, False  # the new parameters' coverage is told afresh
 
+    def _still_waiting(self, tracked: float) -> tuple[Trend, str] | None:
+        """The trend and reason of the plateau waiting for the budget while the tracked loss has
+        not left it (not below its level by 1 % and by three times its jitter), where the plateau
+        test no longer finds it at this check; else ``None``. A loss ringing at a rate far too
+        high passes the test at some checks and not at others: without this, the waiting plateau
+        of ``bench/scale.py``'s transformer ended at the first check that missed it, undiagnosed."""
+        trend = self._pending_trend
+        if trend is None:
+            return None
+        margin = max(0.01 * abs(trend.level), 3.0 * trend.noise)
+        return (trend, self.stalls[self._pending[0]].reason) if tracked >= trend.level - margin else None
+
+    def _retry_cost(self, model: nn.Module, waiting: Stall) -> float:
+        """Seconds the diagnosis of a plateau that waited for the budget is expected to take when
+        tried again: the stages it got through before (as long as they took, ``waiting.seconds``:
+        a retry starts from the gradient again) and the products of the stage it stopped before.
+        Without the first, the 1M-parameter transformer of ``bench/scale.py`` was tried again as
+        soon as its products fitted and stopped before them again, 1.1 s spent each time."""
+        products = self.diagnoser.expected_cost(model, products=(waiting.evidence or {}).get("waits_for_products"))
+        return waiting.seconds + products
+
     def _told_already(self, stall: Stall, reason: str) -> bool:
         """The last stall named the same lasting cause (a rate of ~0, a loop summing its
         gradients, a cause in the network) and nothing changed the run since (no escape, no
@@ -722,8 +748,8 @@ class StallMonitor(Callback):
         its gradients is told nothing more while it still does: that explains any later plateau,
         even where the weights it threw far off make a fresh gradient as large as the sum."""
         last = self.stalls[-1] if self.stalls else None
-        if last is None or last.escaped or last.remedy_applied not in (None, "keep"):
-            return False
+        if last is None or self._pending is not None or last.escaped or last.remedy_applied not in (None, "keep"):
+            return False  # (a waiting plateau's retry: the last stall is that plateau, untold)
         return last.verdict == "accumulating_gradient" or last.verdict == stall.verdict and (
             stall.verdict in LASTING or reason in ALARMS or stall.loss > RETOLD_BELOW * last.loss)
 
@@ -1096,6 +1122,7 @@ class StallMonitor(Callback):
                           stacklevel=6)
         first = self.history.initial is None
         self.history.observe(step, value, model, self._lr())
+        self._after_track = True
         if first and self.history.initial is not None:  # where the run began, as training computes the loss
             self._initial_as_trained = self.diagnoser.loss_as_trained(model)
             if step > 0 and self._opening is not None:
@@ -1285,6 +1312,7 @@ class StallMonitor(Callback):
         self.budget.load_state_dict(state["budget"])
         self.stalls = [Stall.from_dict(s) for s in state["stalls"]]
         self._pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))
+        self._pending_trend = None
         self._diverged = bool(state["diverged"])
         self._rollbacks = int(state.get("rollbacks", 0))
         self._alarmed_at = state.get("alarmed_at")
