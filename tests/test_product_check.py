@@ -23,7 +23,8 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from descentlab.critical import StallMonitor
-from descentlab.critical.product_check import PRODUCTS_AGREE, gradient_unsteady, product_error, weight_normed
+from descentlab.critical.product_check import (PRODUCTS_AGREE, check_products, gradient_unsteady, product_error,
+                                              weight_normed)
 from descentlab.curvature import HessianOperator
 
 
@@ -231,3 +232,29 @@ def test_torchs_weight_norm_drops_the_norms_second_derivatives_and_the_failure_n
     assert weight_normed(nn.utils.weight_norm(nn.Linear(3, 3))) == [""]  # the old style too
     stall = _stalled(fused, 1e-5, caplog)[0]
     assert stall.status.startswith("failed") and "weight_norm ('0')" in stall.status
+
+
+def test_a_relu_on_its_kink_at_the_one_point_read_is_no_wrong_product_at_a_second():
+    """Inputs chosen so that a ReLU's input is 0 exactly where the check reads its first point (θ
+    plus a thousandth of ‖θ‖ along the first random direction of seed 0, as the check draws it):
+    the central difference straddles the kink there and is off by ~1 (the gradient jumps); the
+    second point is a thousandth away from the kink, where the products are right. The check keeps
+    the smaller; a once-differentiable ReLU stays off at both."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()]).double()
+    generator = torch.Generator().manual_seed(0)
+    _, away = (torch.randn(theta.numel(), generator=generator, dtype=torch.float64) for _ in range(2))
+    point = theta + 1e-3 * float(theta.norm()) * away / away.norm()
+    w, b = point[:2], point[2]
+    X = torch.tensor([[float(-(b + w[1]) / w[0]), 1.0]])  # w·x + b = 0 at that point
+    y = torch.tensor([[5.0]])
+    data = (X, y)
+    assert product_error(model, F.mse_loss, data, seed=0) > 0.5
+    assert product_error(model, F.mse_loss, data, seed=1) < 1e-6
+    error, unsteady = check_products(model, F.mse_loss, data)
+    assert error < 1e-6 and unsteady is None
+    once, _ = _pair()
+    X, y = _digits(2)
+    error, _ = check_products(once, F.cross_entropy, (X, y))
+    assert error > 0.3
