@@ -265,7 +265,11 @@ def test_exploding_case_gradient_grows_a_hundredfold_and_throws_the_loss_up():
     peak = max(range(20, len(norms)), key=norms.__getitem__)
     assert norms[peak] >= 100 * min(norms[20:peak])  # grown a hundredfold within the run
     assert max(losses[peak:peak + 5]) > 3 * min(losses[:peak])  # and the loss thrown up with it
-    assert run_case(case.fixed, monitor=False).final_loss < run.final_loss
+    # clipped, the loss is not thrown up at the gradient's peak (where each run ends is the RNN's chaos:
+    # the broken run recovers to 0.48-1.3 with the CPU's kernels and threads, the clipped ends at 0.61)
+    fixed = run_case(case.fixed, monitor=False)
+    peak = max(range(20, case.steps), key=fixed.grad_norms.__getitem__)
+    assert max(fixed.losses[peak:peak + 5]) < 3 * min(fixed.losses[:peak])
 
 
 @pytest.mark.parametrize("name", ["dead-mlp-bias", "dead-mlp-functional", "dead-mlp-negative-weights"])

@@ -73,10 +73,10 @@ class RunHistory:
         self.latest_step: int | None = None
         self.before: list[torch.Tensor] | None = None  # ... and at the check before it
         self.before_step: int | None = None
-        # the parameters' norms and sums one step after the last check, and whether they changed from then
-        # to this check (None: not known): weights equal at two checks may have moved in between
+        # the parameters' norms and sums one step after the last check, and whether each parameter changed
+        # from then to this check (None: not known): weights equal at two checks may have moved in between
         self.after: list[torch.Tensor] | None = None
-        self.moved_after: bool | None = None
+        self.moved_after: list[bool] | None = None
         self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
         self.batch_losses: list[tuple[int, float, float]] = []
         self.batch_samples: int | None = None  # the samples the last interval's batches held
@@ -88,8 +88,10 @@ class RunHistory:
         self.tracked.append((int(step), float(value)))
         params = [p.detach() for p in model.parameters() if p.requires_grad]
         after, self.after = self.after, None
-        self.moved_after = None if after is None or len(after) != 2 * len(params) else \
-            not all(torch.equal(a, b) for a, b in zip(after, _fingerprint(params)))
+        self.moved_after = None
+        if after is not None and len(after) == 2 * len(params):
+            same = [torch.equal(a, b) for a, b in zip(after, _fingerprint(params))]
+            self.moved_after = [not (norm and total) for norm, total in zip(same[:len(params)], same[len(params):])]
         if self.latest is not None and [t.shape for t in self.latest] == [p.shape for p in params]:
             with torch.no_grad():
                 if self.before is None:
@@ -121,11 +123,13 @@ class RunHistory:
         self.after = _fingerprint(params) if params else None
 
     def returned(self) -> bool:
-        """Whether the parameters at the last two checks are equal though they moved in between: a
-        cycle whose period divides the steps between the checks (a full-batch rate past its limit
-        settles into a 2-cycle, exact to the bit on some CPUs), no still weights."""
-        return bool(self.moved_after and self.before is not None and self.latest is not None
-                    and all(torch.equal(a, b) for a, b in zip(self.before, self.latest)))
+        """Whether a parameter is equal at the last two checks though it moved in between: a cycle
+        whose period divides the steps between the checks (a full-batch rate past its limit settles
+        into a 2-cycle, exact to the bit on some CPUs; on one, the weight exact and its bias drifting
+        by one rounding a window), no still weights."""
+        if self.moved_after is None or self.before is None or self.latest is None:
+            return False
+        return any(moved and torch.equal(a, b) for moved, a, b in zip(self.moved_after, self.before, self.latest))
 
     def attached_at(self, lr: float | None) -> None:
         """The rate the optimizer had when the monitor was given it, before the first check (``None``:
