@@ -274,7 +274,7 @@ class StallMonitor(Callback):
         self._before = 0  # ... before the latest call
         self._seen: int | None = None  # the step of the latest call
         self._pending: tuple[int, int] | None = None  # (index in stalls, step) of a plateau waiting for budget
-        self._after_track = False  # the next step reads the weights' norms (RunHistory.observe_after)
+        self._after_track = False  # the next step reads the weights' norms and sums (RunHistory.observe_after)
         self._pending_trend: Trend | None = None  # ... and its trend (not saved: a loaded run tests afresh)
         self._diverged = False
         self._rollbacks = 0  # divergences rolled back (apply_remedy)
