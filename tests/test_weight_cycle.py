@@ -79,7 +79,7 @@ def test_the_history_tells_weights_that_came_back_from_weights_that_stayed_or_mo
         with torch.no_grad():
             model.weight.add_(shift)
         history.observe(20, 1.0, model, 2.0)
-        assert (any(history.moved_after), history.returned()) == expected
+        assert (any(history.moved_after()), history.returned()) == expected
 
 
 def test_a_weight_that_came_back_is_told_while_its_bias_drifts():
@@ -99,4 +99,4 @@ def test_a_weight_that_came_back_is_told_while_its_bias_drifts():
         layer.weight.mul_(-1.0)  # back by step 20
         layer.bias.add_(2.0 ** -20)
     history.observe(20, 1.0, layer, 2.0)
-    assert history.moved_after == [True, True] and history.returned()
+    assert history.moved_after() == [True, True] and history.returned()

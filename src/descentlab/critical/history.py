@@ -73,10 +73,10 @@ class RunHistory:
         self.latest_step: int | None = None
         self.before: list[torch.Tensor] | None = None  # ... and at the check before it
         self.before_step: int | None = None
-        # the parameters' norms and sums one step after the last check, and whether each parameter changed
-        # from then to this check (None: not known): weights equal at two checks may have moved in between
+        # the parameters' norms and sums one step after the last check, and one step after the check
+        # before it: weights equal at two checks may have moved in between (:meth:`moved_after`)
         self.after: list[torch.Tensor] | None = None
-        self.moved_after: list[bool] | None = None
+        self.since_before: list[torch.Tensor] | None = None
         self.grad_norms: list[tuple[int, float, float]] = []  # (step, smallest, largest) since the last check
         self.batch_losses: list[tuple[int, float, float]] = []
         self.batch_samples: int | None = None  # the samples the last interval's batches held
@@ -87,11 +87,7 @@ class RunHistory:
         """Record the tracked loss ``value`` at ``step`` (with the rate then, ``None`` without an optimizer)."""
         self.tracked.append((int(step), float(value)))
         params = [p.detach() for p in model.parameters() if p.requires_grad]
-        after, self.after = self.after, None
-        self.moved_after = None
-        if after is not None and len(after) == 2 * len(params):
-            same = [torch.equal(a, b) for a, b in zip(after, _fingerprint(params))]
-            self.moved_after = [not (norm and total) for norm, total in zip(same[:len(params)], same[len(params):])]
+        self.since_before, self.after = self.after, None
         if self.latest is not None and [t.shape for t in self.latest] == [p.shape for p in params]:
             with torch.no_grad():
                 if self.before is None:
@@ -118,18 +114,29 @@ class RunHistory:
 
     def observe_after(self, model: nn.Module) -> None:
         """The parameters' norms and sums at the first step after a check, kept on their device (read
-        at the next check, :attr:`moved_after`; two passes over the weights a window)."""
+        only where :meth:`moved_after` is asked, after the next check; two passes over the weights a
+        window)."""
         params = [p.detach() for p in model.parameters() if p.requires_grad]
         self.after = _fingerprint(params) if params else None
+
+    def moved_after(self) -> list[bool] | None:
+        """For each parameter, whether it changed from the first step after the check before to the
+        last check (its norm or its sum); ``None`` where that was not read."""
+        start, latest = self.since_before, self.latest
+        if start is None or latest is None or len(start) != 2 * len(latest):
+            return None
+        same = [torch.equal(a, b) for a, b in zip(start, _fingerprint(latest))]
+        return [not (norm and total) for norm, total in zip(same[:len(latest)], same[len(latest):])]
 
     def returned(self) -> bool:
         """Whether a parameter is equal at the last two checks though it moved in between: a cycle
         whose period divides the steps between the checks (a full-batch rate past its limit settles
         into a 2-cycle, exact to the bit on some CPUs; on one, the weight exact and its bias drifting
         by one rounding a window), no still weights."""
-        if self.moved_after is None or self.before is None or self.latest is None:
+        moved = self.moved_after()
+        if moved is None or self.before is None:
             return False
-        return any(moved and torch.equal(a, b) for moved, a, b in zip(self.moved_after, self.before, self.latest))
+        return any(step and torch.equal(a, b) for step, a, b in zip(moved, self.before, self.latest))
 
     def attached_at(self, lr: float | None) -> None:
         """The rate the optimizer had when the monitor was given it, before the first check (``None``:
@@ -169,7 +176,7 @@ class RunHistory:
         self.grad_norms.clear()
         self.batch_losses.clear()
         self.latest = self.latest_step = self.before = self.before_step = None
-        self.after = self.moved_after = None
+        self.after = self.since_before = None
 
     def restart(self, step: int) -> None:
         """Another model from ``step`` on (the loop changed its parameters): its losses, best point,
@@ -179,7 +186,7 @@ class RunHistory:
         self.restarted_at = int(step)
         self.initial = self.best = self.best_step = self.best_lr = None
         self.best_params = self.latest = self.latest_step = self.before = self.before_step = None
-        self.after = self.moved_after = None
+        self.after = self.since_before = None
         self.grad_norms.clear()
         self.batch_losses.clear()
         self.batch_samples = self.stepped_elsewhere = None
